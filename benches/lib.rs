@@ -1,0 +1,1 @@
+//! Criterion benchmarks for Corral live in this crate (see `[[bench]]` targets).

@@ -1,0 +1,1 @@
+//! Workspace-level integration tests (CLI golden scenarios, end-to-end).
