@@ -1,1 +1,12 @@
+//! corral-scheduler: a Kubernetes-compatible batch scheduler core.
+//!
+//! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod framework;
+pub mod labels;
+pub mod plugins;
+pub mod quantity;
+pub mod resources;
+pub mod snapshot;
+#[doc(hidden)]
+pub mod testutil;

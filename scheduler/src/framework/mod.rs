@@ -1,0 +1,12 @@
+//! The scheduling framework: extension-point traits, cycle state, status, and the
+//! per-profile runtime that runs plugins in order.
+
+mod cycle_state;
+mod interface;
+pub mod runtime;
+mod status;
+
+pub use cycle_state::{CycleState, StateData};
+pub use interface::*;
+pub use runtime::Framework;
+pub use status::{Code, Status};

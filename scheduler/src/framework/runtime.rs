@@ -1,0 +1,4 @@
+//! Per-profile framework runtime (filled in below).
+
+/// A configured profile: plugins per extension point.
+pub struct Framework;

@@ -1,0 +1,31 @@
+//! DefaultBinder: in simulation, binding is the commit of the decision into the
+//! snapshot (done by the scheduler loop after Bind succeeds); against a cluster the
+//! integration layer replaces it with a `pods/binding` call.
+
+use std::sync::Arc;
+
+use crate::framework::{BindPlugin, CycleState, Plugin, Status};
+use crate::snapshot::PodInfo;
+
+pub const NAME: &str = "DefaultBinder";
+
+#[derive(Debug, Default)]
+pub struct DefaultBinder;
+
+impl Plugin for DefaultBinder {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn as_bind(self: Arc<Self>) -> Option<Arc<dyn BindPlugin>> {
+        Some(self)
+    }
+}
+
+impl BindPlugin for DefaultBinder {
+    fn bind(&self, _: &mut CycleState, pod: &PodInfo, node: &str) -> Status {
+        if node.is_empty() {
+            return Status::error(format!("bind {}: empty node name", pod.key));
+        }
+        Status::success()
+    }
+}
