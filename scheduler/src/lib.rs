@@ -2,11 +2,14 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod config;
 pub mod framework;
+pub mod input;
 pub mod labels;
 pub mod plugins;
 pub mod quantity;
 pub mod resources;
+pub mod scheduler;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testutil;

@@ -1,4 +1,322 @@
-//! Per-profile framework runtime (filled in below).
+//! Per-profile framework runtime: runs the configured plugins of each extension point
+//! in order, tagging statuses with the plugin that produced them.
 
-/// A configured profile: plugins per extension point.
-pub struct Framework;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+/// A score plugin with its weight.
+#[derive(Clone)]
+pub struct WeightedScore {
+    pub plugin: Arc<dyn ScorePlugin>,
+    pub weight: i64,
+}
+
+/// A configured scheduling profile.
+#[derive(Clone)]
+pub struct Framework {
+    pub scheduler_name: String,
+    /// Profile (or global) `percentageOfNodesToScore`; `None`/0 = adaptive.
+    pub percentage_of_nodes_to_score: Option<i32>,
+    pub queue_sort: Arc<dyn QueueSortPlugin>,
+    pub pre_filter: Vec<Arc<dyn PreFilterPlugin>>,
+    pub filter: Vec<Arc<dyn FilterPlugin>>,
+    pub post_filter: Vec<Arc<dyn PostFilterPlugin>>,
+    pub pre_score: Vec<Arc<dyn PreScorePlugin>>,
+    pub score: Vec<WeightedScore>,
+    pub reserve: Vec<Arc<dyn ReservePlugin>>,
+    pub permit: Vec<Arc<dyn PermitPlugin>>,
+    pub pre_bind: Vec<Arc<dyn PreBindPlugin>>,
+    pub bind: Vec<Arc<dyn BindPlugin>>,
+    pub post_bind: Vec<Arc<dyn PostBindPlugin>>,
+}
+
+/// Outcome of the PreFilter phase.
+#[derive(Debug, Clone)]
+pub struct PreFilterOutcome {
+    /// Node names the pod is restricted to (`None` = all).
+    pub nodes: Option<BTreeSet<String>>,
+    /// Plugins that returned a node restriction (for the absent-nodes reason).
+    pub restricting_plugins: Vec<&'static str>,
+}
+
+impl Framework {
+    /// Runs PreFilter plugins. Plugins returning Skip are recorded in the state so
+    /// their Filter is not run. A rejection or an empty node restriction is returned
+    /// as `Err`.
+    pub fn run_pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> Result<PreFilterOutcome, Status> {
+        let mut result = PreFilterResult::all_nodes();
+        let mut restricting = Vec::new();
+        for p in &self.pre_filter {
+            let (res, st) = p.pre_filter(state, pod, snap);
+            if st.is_skip() {
+                state.skip_filter.push(p.name());
+                continue;
+            }
+            if !st.is_success() {
+                return Err(st.with_plugin(p.name()));
+            }
+            if let Some(r) = res
+                && r.node_names.is_some()
+            {
+                restricting.push(p.name());
+                result = result.merge(r);
+                if result.node_names.as_ref().is_some_and(|s| s.is_empty()) {
+                    let msg = if restricting.len() == 1 {
+                        format!("node(s) didn't satisfy plugin {}", restricting[0])
+                    } else {
+                        format!(
+                            "node(s) didn't satisfy plugin(s) [{}] simultaneously",
+                            restricting.join(" ")
+                        )
+                    };
+                    return Err(Status::unresolvable(msg).with_plugin(p.name()));
+                }
+            }
+        }
+        Ok(PreFilterOutcome {
+            nodes: result.node_names,
+            restricting_plugins: restricting,
+        })
+    }
+
+    /// Runs Filter plugins on one node; returns the first non-success status.
+    #[inline]
+    pub fn run_filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
+        for p in &self.filter {
+            if !state.skip_filter.is_empty() && state.filter_skipped(p.name()) {
+                continue;
+            }
+            let st = p.filter(state, pod, node, snap);
+            if !st.is_success() {
+                return st.with_plugin(p.name());
+            }
+        }
+        Status::success()
+    }
+
+    /// Runs every Filter plugin on one node and returns all failures (for explain).
+    pub fn run_filter_all(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Vec<Status> {
+        self.filter
+            .iter()
+            .filter(|p| !state.filter_skipped(p.name()))
+            .map(|p| p.filter(state, pod, node, snap).with_plugin(p.name()))
+            .filter(|s| !s.is_success())
+            .collect()
+    }
+
+    /// Runs PreScore plugins; Skip is recorded so the plugin's Score is not run.
+    pub fn run_pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Result<(), Status> {
+        for p in &self.pre_score {
+            let st = p.pre_score(state, pod, snap, nodes);
+            if st.is_skip() {
+                state.skip_score.push(p.name());
+                continue;
+            }
+            if !st.is_success() {
+                return Err(st.with_plugin(p.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores `nodes` (snapshot indices) with every non-skipped Score plugin and
+    /// normalizes. Returns, per score plugin (same order as `self.score`), the
+    /// normalized 0..=100 score of each node, or `None` for a skipped plugin.
+    pub fn run_score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[usize],
+    ) -> Result<Vec<Option<Vec<i64>>>, Status> {
+        let all = snap.nodes();
+        let mut out = Vec::with_capacity(self.score.len());
+        for ws in &self.score {
+            let p = &ws.plugin;
+            if state.score_skipped(p.name()) {
+                out.push(None);
+                continue;
+            }
+            let mut scores = Vec::with_capacity(nodes.len());
+            for &i in nodes {
+                let s = p
+                    .score(state, pod, &all[i], snap)
+                    .map_err(|st| st.with_plugin(p.name()))?;
+                scores.push(NodeScore { node: i, score: s });
+            }
+            if let Some(n) = p.normalize() {
+                let st = n.normalize_score(state, pod, &mut scores);
+                if !st.is_success() {
+                    return Err(st.with_plugin(p.name()));
+                }
+            }
+            let mut v = Vec::with_capacity(scores.len());
+            for s in scores {
+                if !(MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s.score) {
+                    return Err(Status::error(format!(
+                        "plugin {:?} returns an invalid score {}, it should in the range of [{}, {}] after normalizing",
+                        p.name(),
+                        s.score,
+                        MIN_NODE_SCORE,
+                        MAX_NODE_SCORE
+                    ))
+                    .with_plugin(p.name()));
+                }
+                v.push(s.score);
+            }
+            out.push(Some(v));
+        }
+        Ok(out)
+    }
+
+    /// Weighted sum of the node-local score plugins for one node (used by the batch
+    /// committer to re-score candidates against the latest node state).
+    pub fn node_local_score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Result<i64, Status> {
+        let mut total = 0;
+        for ws in &self.score {
+            if !ws.plugin.node_local() || state.score_skipped(ws.plugin.name()) {
+                continue;
+            }
+            let s = ws
+                .plugin
+                .score(state, pod, node, snap)
+                .map_err(|st| st.with_plugin(ws.plugin.name()))?;
+            total += s.clamp(MIN_NODE_SCORE, MAX_NODE_SCORE) * ws.weight;
+        }
+        Ok(total)
+    }
+
+    /// True when any score plugin is node-local.
+    pub fn has_node_local_scores(&self) -> bool {
+        self.score.iter().any(|s| s.plugin.node_local())
+    }
+
+    /// Reserve plugins in order; on failure the already-reserved ones are unreserved.
+    pub fn run_reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        snap: &Snapshot,
+    ) -> Result<(), Status> {
+        for (i, p) in self.reserve.iter().enumerate() {
+            let st = p.reserve(state, pod, node, snap);
+            if !st.is_success() {
+                for q in self.reserve[..=i].iter().rev() {
+                    q.unreserve(state, pod, node, snap);
+                }
+                return Err(st.with_plugin(p.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Unreserve in reverse order.
+    pub fn run_unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str, snap: &Snapshot) {
+        for p in self.reserve.iter().rev() {
+            p.unreserve(state, pod, node, snap);
+        }
+    }
+
+    /// Permit plugins; the first non-success (Wait or rejection) is returned.
+    pub fn run_permit(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<(), (Status, std::time::Duration)> {
+        for p in &self.permit {
+            let (st, d) = p.permit(state, pod, node);
+            if !st.is_success() {
+                return Err((st.with_plugin(p.name()), d));
+            }
+        }
+        Ok(())
+    }
+
+    /// PreBind, Bind (first non-Skip wins), PostBind.
+    pub fn run_bind_cycle(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<(), Status> {
+        for p in &self.pre_bind {
+            let st = p.pre_bind(state, pod, node);
+            if !st.is_success() {
+                return Err(st.with_plugin(p.name()));
+            }
+        }
+        let mut bound = false;
+        for p in &self.bind {
+            let st = p.bind(state, pod, node);
+            if st.is_skip() {
+                continue;
+            }
+            if !st.is_success() {
+                return Err(st.with_plugin(p.name()));
+            }
+            bound = true;
+            break;
+        }
+        if !bound {
+            return Err(Status::error("no bind plugin bound the pod"));
+        }
+        for p in &self.post_bind {
+            p.post_bind(state, pod, node);
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Framework {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |v: Vec<&'static str>| v.join(",");
+        f.debug_struct("Framework")
+            .field("scheduler_name", &self.scheduler_name)
+            .field("queue_sort", &self.queue_sort.name())
+            .field("pre_filter", &names(self.pre_filter.iter().map(|p| p.name()).collect()))
+            .field("filter", &names(self.filter.iter().map(|p| p.name()).collect()))
+            .field(
+                "score",
+                &self
+                    .score
+                    .iter()
+                    .map(|s| format!("{}:{}", s.plugin.name(), s.weight))
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}

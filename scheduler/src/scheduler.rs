@@ -1,0 +1,782 @@
+//! The scheduling loop: batches of pending pods are evaluated concurrently against
+//! an immutable snapshot (filter + score, parallel across pods and nodes), then
+//! committed one at a time in queue order, each re-validated against the decisions
+//! committed before it (optimistic concurrency, as in Gödel).
+//!
+//! Invariants:
+//! - During evaluation the snapshot is shared immutably (`&Snapshot`); it is mutated
+//!   only by the sequential committer.
+//! - A pod evaluated first in its batch, or with no commit since its evaluation, gets
+//!   exactly kube-scheduler's decision for that snapshot. Later pods are re-validated:
+//!   PreFilter state is brought up to date with `PreFilterExtensions::add_pod`, every
+//!   Filter is re-run on the candidate, node-local scores are recomputed; if no
+//!   candidate survives the pod is re-queued at the front (a conflict).
+//! - All randomness comes from a per-pod RNG seeded from `--seed`, the pod's input
+//!   sequence number and its attempt: results do not depend on thread timing.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::framework::{Code, CycleState, Framework, QueuedPodInfo, Status};
+use crate::snapshot::{PodInfo, Snapshot};
+
+/// kube-scheduler's `minFeasibleNodesToFind`.
+pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// kube-scheduler's `minFeasibleNodesPercentageToFind`.
+pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: i64 = 5;
+/// Nodes filtered per work unit when filtering in parallel across nodes.
+const NODE_CHUNK: usize = 128;
+
+/// `numFeasibleNodesToFind`: how many feasible nodes to look for among `n`.
+pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
+    if n < MIN_FEASIBLE_NODES_TO_FIND {
+        return n;
+    }
+    let mut p = i64::from(percentage.unwrap_or(0));
+    if p <= 0 {
+        p = (50 - n as i64 / 125).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND);
+    }
+    let num = (n as i64 * p / 100) as usize;
+    num.max(MIN_FEASIBLE_NODES_TO_FIND).min(n)
+}
+
+/// Scheduler options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Pods evaluated concurrently per batch (>= 1).
+    pub batch_size: usize,
+    /// Best-scored candidates kept per pod for the committer (>= 1).
+    pub candidates: usize,
+    /// Pods (`ns/name`) to explain.
+    pub explain: HashSet<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: 0,
+            batch_size: 64,
+            candidates: 16,
+            explain: HashSet::new(),
+        }
+    }
+}
+
+/// A placement decision.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Placement {
+    pub pod: String,
+    pub node: String,
+}
+
+/// A pod that could not be placed, with kube-scheduler's aggregated message.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unschedulable {
+    pub pod: String,
+    pub message: String,
+}
+
+/// A filter failure in an explanation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FilterFailure {
+    pub plugin: String,
+    pub reason: String,
+}
+
+/// One node in an explanation.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainNode {
+    pub node: String,
+    pub feasible: bool,
+    pub filter_failures: Vec<FilterFailure>,
+    /// Normalized 0..=100 scores per plugin, before weights.
+    pub scores: BTreeMap<String, i64>,
+    /// Weighted sum of the scores.
+    pub total: f64,
+}
+
+/// Why a pod went where it went (all nodes evaluated, no sampling).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explain {
+    pub pod: String,
+    pub selected: Option<String>,
+    pub nodes: Vec<ExplainNode>,
+}
+
+/// Decision latency percentiles (µs).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Run statistics.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Stats {
+    pub pods: usize,
+    pub nodes: usize,
+    pub elapsed_ms: f64,
+    pub pods_per_second: f64,
+    pub decision_latency_us: Latency,
+    pub batches: u64,
+    pub conflicts: u64,
+}
+
+/// Result of a run.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub placements: Vec<Placement>,
+    pub unschedulable: Vec<Unschedulable>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub explain: Vec<Explain>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    node: usize,
+    total: i64,
+    /// Weighted node-local part of `total` (re-scored at commit).
+    local: i64,
+}
+
+enum Outcome {
+    Feasible(Vec<Candidate>),
+    Unschedulable { message: String, retryable: bool },
+    Error(String),
+}
+
+struct Evaluation {
+    state: CycleState,
+    outcome: Outcome,
+    /// Nodes examined (for the rotating start index).
+    processed: usize,
+}
+
+/// Per-reason failure counts (`Diagnosis.NodeToStatus` folded).
+#[derive(Default)]
+struct Diagnosis {
+    counts: Vec<(Cow<'static, str>, usize)>,
+    plugins: Vec<&'static str>,
+}
+
+impl Diagnosis {
+    fn add(&mut self, st: &Status) {
+        for r in &st.reasons {
+            match self.counts.iter_mut().find(|(k, _)| k == r) {
+                Some(e) => e.1 += 1,
+                None => self.counts.push((r.clone(), 1)),
+            }
+        }
+        if !st.plugin.is_empty() && !self.plugins.contains(&st.plugin) {
+            self.plugins.push(st.plugin);
+        }
+    }
+
+    fn add_n(&mut self, reason: String, n: usize) {
+        if n > 0 {
+            self.counts.push((Cow::Owned(reason), n));
+        }
+    }
+
+    /// `FitError.Error()`.
+    fn message(&self, num_all_nodes: usize) -> String {
+        let mut parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(r, c)| format!("{c} {r}"))
+            .collect();
+        parts.sort();
+        if parts.is_empty() {
+            format!("0/{num_all_nodes} nodes are available.")
+        } else {
+            format!("0/{num_all_nodes} nodes are available: {}.", parts.join(", "))
+        }
+    }
+
+    /// Failures that a later placement can resolve (pod affinity, topology spread).
+    fn retryable(&self) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
+    }
+}
+
+fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
+    // splitmix64 of the inputs: independent streams per pod and attempt.
+    let mut z = seed
+        ^ pod.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(attempt).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Filters nodes in rotated order starting at `start`, stopping once `to_find`
+/// feasible nodes were found. Returns (feasible indices, processed, diagnosis).
+fn find_feasible(
+    fw: &Framework,
+    state: &CycleState,
+    pod: &PodInfo,
+    snap: &Snapshot,
+    order: &(dyn Fn(usize) -> usize + Sync),
+    n: usize,
+    to_find: usize,
+    parallel: bool,
+) -> Result<(Vec<usize>, usize, Diagnosis), Status> {
+    let nodes = snap.nodes();
+    let mut feasible = Vec::with_capacity(to_find.min(n));
+    let mut diag = Diagnosis::default();
+    if fw.filter.is_empty() {
+        feasible.extend((0..to_find.min(n)).map(order));
+        return Ok((feasible, feasible.len(), diag));
+    }
+    if !parallel || n <= NODE_CHUNK {
+        for i in 0..n {
+            let idx = order(i);
+            let st = fw.run_filter(state, pod, &nodes[idx], snap);
+            if st.is_success() {
+                feasible.push(idx);
+                if feasible.len() >= to_find {
+                    return Ok((feasible, i + 1, diag));
+                }
+            } else if st.code == Code::Error {
+                return Err(st);
+            } else {
+                diag.add(&st);
+            }
+        }
+        return Ok((feasible, n, diag));
+    }
+    let round = NODE_CHUNK * rayon::current_num_threads().max(1) * 2;
+    let mut base = 0;
+    while base < n {
+        let end = (base + round).min(n);
+        let chunks: Vec<(Vec<usize>, Vec<Status>)> = (base..end)
+            .step_by(NODE_CHUNK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c0| {
+                let mut ok = Vec::new();
+                let mut bad = Vec::new();
+                for i in c0..(c0 + NODE_CHUNK).min(end) {
+                    let idx = order(i);
+                    let st = fw.run_filter(state, pod, &nodes[idx], snap);
+                    if st.is_success() {
+                        ok.push(i);
+                    } else {
+                        bad.push(st);
+                    }
+                }
+                (ok, bad)
+            })
+            .collect();
+        for (ok, bad) in chunks {
+            for st in &bad {
+                if st.code == Code::Error {
+                    return Err(st.clone());
+                }
+                diag.add(st);
+            }
+            for i in ok {
+                feasible.push(order(i));
+                if feasible.len() >= to_find {
+                    return Ok((feasible, i + 1, diag));
+                }
+            }
+        }
+        base = end;
+    }
+    Ok((feasible, n, diag))
+}
+
+/// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
+/// selection), keeping the `k` best candidates.
+fn evaluate(
+    fw: &Framework,
+    snap: &Snapshot,
+    pod: &PodInfo,
+    start: usize,
+    rng: &mut ChaCha8Rng,
+    k: usize,
+    parallel: bool,
+) -> Evaluation {
+    let mut state = CycleState::new();
+    let num_all = snap.num_nodes();
+    let fail = |state, message: String, retryable, processed| Evaluation {
+        state,
+        outcome: Outcome::Unschedulable { message, retryable },
+        processed,
+    };
+    if num_all == 0 {
+        return fail(state, "no nodes available to schedule pods".into(), false, 0);
+    }
+    let pre = match fw.run_pre_filter(&mut state, pod, snap) {
+        Ok(p) => p,
+        Err(st) if st.code == Code::Error => {
+            return Evaluation {
+                state,
+                outcome: Outcome::Error(format!("running PreFilter plugin {:?}: {}", st.plugin, st.message())),
+                processed: 0,
+            };
+        }
+        Err(st) => {
+            let retry = matches!(st.plugin, "InterPodAffinity" | "PodTopologySpread");
+            return fail(state, format!("0/{num_all} nodes are available: {}.", st.message()), retry, 0);
+        }
+    };
+    let restricted: Option<Vec<usize>> = pre.nodes.as_ref().map(|names| {
+        let mut v: Vec<usize> = names.iter().filter_map(|n| snap.node_index(n)).collect();
+        v.sort_unstable();
+        v
+    });
+    let (n, to_find) = match &restricted {
+        Some(v) => (v.len(), num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, v.len())),
+        None => (num_all, num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all)),
+    };
+    let rotate = |i: usize| (start + i) % num_all;
+    let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
+    let order: &(dyn Fn(usize) -> usize + Sync) = if restricted.is_some() { &pick } else { &rotate };
+    let (feasible, processed, mut diag) =
+        match find_feasible(fw, &state, pod, snap, order, n, to_find, parallel) {
+            Ok(x) => x,
+            Err(st) => {
+                return Evaluation {
+                    state,
+                    outcome: Outcome::Error(format!("running Filter plugin {:?}: {}", st.plugin, st.message())),
+                    processed: n,
+                };
+            }
+        };
+    if feasible.is_empty() {
+        let absent = num_all - n;
+        if absent > 0 {
+            let mut ps = pre.restricting_plugins.clone();
+            ps.sort_unstable();
+            diag.add_n(format!("node(s) didn't satisfy plugin(s) [{}]", ps.join(" ")), absent);
+        }
+        let retry = diag.retryable();
+        return fail(state, diag.message(num_all), retry, processed);
+    }
+    if feasible.len() == 1 {
+        return Evaluation {
+            state,
+            outcome: Outcome::Feasible(vec![Candidate { node: feasible[0], total: 0, local: 0 }]),
+            processed,
+        };
+    }
+    let refs: Vec<&crate::snapshot::NodeInfo> = feasible.iter().map(|&i| &*snap.nodes()[i]).collect();
+    if let Err(st) = fw.run_pre_score(&mut state, pod, snap, &refs) {
+        return Evaluation {
+            state,
+            outcome: Outcome::Error(format!("running PreScore plugin {:?}: {}", st.plugin, st.message())),
+            processed,
+        };
+    }
+    let scores = match fw.run_score(&state, pod, snap, &feasible) {
+        Ok(s) => s,
+        Err(st) => {
+            return Evaluation {
+                state,
+                outcome: Outcome::Error(format!("running Score plugin {:?}: {}", st.plugin, st.message())),
+                processed,
+            };
+        }
+    };
+    let mut cands: Vec<(Candidate, u64)> = feasible
+        .iter()
+        .enumerate()
+        .map(|(j, &node)| {
+            let mut total = 0;
+            let mut local = 0;
+            for (ws, s) in fw.score.iter().zip(&scores) {
+                if let Some(s) = s {
+                    let v = s[j] * ws.weight;
+                    total += v;
+                    if ws.plugin.node_local() {
+                        local += v;
+                    }
+                }
+            }
+            (Candidate { node, total, local }, rng.random::<u64>())
+        })
+        .collect();
+    let cmp = |a: &(Candidate, u64), b: &(Candidate, u64)| b.0.total.cmp(&a.0.total).then(a.1.cmp(&b.1));
+    let k = k.max(1);
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, cmp);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(cmp);
+    Evaluation {
+        state,
+        outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
+        processed,
+    }
+}
+
+/// Evaluates all nodes for an explanation (no sampling; every filter run).
+fn explain(fw: &Framework, snap: &Snapshot, pod: &PodInfo, selected: Option<String>) -> Explain {
+    let mut state = CycleState::new();
+    let nodes = snap.nodes();
+    let mut out = Explain { pod: pod.key.clone(), selected, nodes: Vec::new() };
+    let pre = fw.run_pre_filter(&mut state, pod, snap);
+    let mut feasible = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut failures: Vec<FilterFailure> = Vec::new();
+        match &pre {
+            Err(st) => failures.push(FilterFailure { plugin: st.plugin.to_string(), reason: st.message() }),
+            Ok(p) => {
+                if let Some(set) = &p.nodes
+                    && !set.contains(&*n.name)
+                {
+                    failures.push(FilterFailure {
+                        plugin: p.restricting_plugins.join(","),
+                        reason: format!("node(s) didn't satisfy plugin(s) [{}]", p.restricting_plugins.join(" ")),
+                    });
+                }
+                for st in fw.run_filter_all(&state, pod, n, snap) {
+                    failures.push(FilterFailure { plugin: st.plugin.to_string(), reason: st.message() });
+                }
+            }
+        }
+        if failures.is_empty() {
+            feasible.push(i);
+        }
+        out.nodes.push(ExplainNode {
+            node: n.name.to_string(),
+            feasible: failures.is_empty(),
+            filter_failures: failures,
+            scores: BTreeMap::new(),
+            total: 0.0,
+        });
+    }
+    if feasible.len() > 1 {
+        let refs: Vec<&crate::snapshot::NodeInfo> = feasible.iter().map(|&i| &*nodes[i]).collect();
+        if fw.run_pre_score(&mut state, pod, snap, &refs).is_ok()
+            && let Ok(scores) = fw.run_score(&state, pod, snap, &feasible)
+        {
+            for (j, &i) in feasible.iter().enumerate() {
+                let mut total = 0i64;
+                for (ws, s) in fw.score.iter().zip(&scores) {
+                    if let Some(s) = s {
+                        out.nodes[i].scores.insert(ws.plugin.name().to_string(), s[j]);
+                        total += s[j] * ws.weight;
+                    }
+                }
+                out.nodes[i].total = total as f64;
+            }
+        }
+    }
+    out
+}
+
+/// The scheduler: profiles, snapshot and the rotating node start index.
+pub struct Scheduler {
+    pub frameworks: Vec<Framework>,
+    pub snapshot: Snapshot,
+    pub opts: Options,
+    next_start: usize,
+}
+
+struct Failed {
+    q: QueuedPodInfo,
+    message: String,
+    retryable: bool,
+    placed_at_failure: usize,
+}
+
+impl Scheduler {
+    pub fn new(frameworks: Vec<Framework>, snapshot: Snapshot, opts: Options) -> Self {
+        Scheduler { frameworks, snapshot, opts, next_start: 0 }
+    }
+
+    /// The profile for a scheduler name.
+    pub fn framework_for(&self, scheduler_name: &str) -> Option<usize> {
+        self.frameworks.iter().position(|f| f.scheduler_name == scheduler_name)
+    }
+
+    /// Schedules `pending` pods (each must name one of the profiles) to completion.
+    pub fn schedule_all(&mut self, pending: Vec<PodInfo>) -> Report {
+        let t0 = Instant::now();
+        let mut report = Report::default();
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
+        let total_pods = pending.len();
+        let qs = self.frameworks.first().map(|f| f.queue_sort.clone());
+        let mut queue: Vec<QueuedPodInfo> = pending
+            .into_iter()
+            .map(|p| QueuedPodInfo { pod: Arc::new(p), attempts: 0 })
+            .collect();
+        if let Some(qs) = &qs {
+            queue.sort_by(|a, b| {
+                if qs.less(a, b) {
+                    std::cmp::Ordering::Less
+                } else if qs.less(b, a) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+        }
+        let mut failed: Vec<Failed> = Vec::new();
+        let mut placed = 0usize;
+        let mut batches = 0u64;
+        let mut conflicts = 0u64;
+        loop {
+            let mut q: std::collections::VecDeque<QueuedPodInfo> = queue.into();
+            while !q.is_empty() {
+                let take = self.opts.batch_size.max(1).min(q.len());
+                let batch: Vec<QueuedPodInfo> = q.drain(..take).collect();
+                batches += 1;
+                let bt = Instant::now();
+                let requeue = self.run_batch(batch, bt, &mut report, &mut hist, &mut failed, &mut placed, &mut conflicts);
+                for r in requeue.into_iter().rev() {
+                    q.push_front(r);
+                }
+            }
+            // Re-queue pods whose failure a later placement may have resolved
+            // (kube-scheduler re-queues them on pod-add events).
+            let (retry, keep): (Vec<Failed>, Vec<Failed>) =
+                failed.into_iter().partition(|f| f.retryable && placed > f.placed_at_failure);
+            failed = keep;
+            if retry.is_empty() {
+                break;
+            }
+            queue = retry.into_iter().map(|f| f.q).collect();
+        }
+        for f in failed {
+            report.unschedulable.push(Unschedulable { pod: f.q.pod.key.clone(), message: f.message });
+        }
+        let elapsed = t0.elapsed();
+        let secs = elapsed.as_secs_f64();
+        report.stats = Stats {
+            pods: total_pods,
+            nodes: self.snapshot.num_nodes(),
+            elapsed_ms: secs * 1000.0,
+            pods_per_second: if secs > 0.0 { total_pods as f64 / secs } else { 0.0 },
+            decision_latency_us: hist
+                .map(|h| Latency {
+                    p50: h.value_at_quantile(0.5) as f64,
+                    p99: h.value_at_quantile(0.99) as f64,
+                    max: h.max() as f64,
+                })
+                .unwrap_or_default(),
+            batches,
+            conflicts,
+        };
+        report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_batch(
+        &mut self,
+        batch: Vec<QueuedPodInfo>,
+        batch_start: Instant,
+        report: &mut Report,
+        hist: &mut Option<Histogram<u64>>,
+        failed: &mut Vec<Failed>,
+        placed: &mut usize,
+        conflicts: &mut u64,
+    ) -> Vec<QueuedPodInfo> {
+        let snap = &self.snapshot;
+        let n = snap.num_nodes().max(1);
+        let start = self.next_start;
+        let parallel_nodes = batch.len() < rayon::current_num_threads().max(1) * 2;
+        let k = self.opts.candidates.max(1).max(if batch.len() > 1 { batch.len().min(64) } else { 1 });
+        let seed = self.opts.seed;
+        let fws = &self.frameworks;
+        // Evaluation: parallel across pods (and across nodes for small batches).
+        let evals: Vec<(usize, Evaluation)> = batch
+            .par_iter()
+            .enumerate()
+            .map(|(j, q)| {
+                let Some(fi) = fws.iter().position(|f| f.scheduler_name == q.pod.scheduler_name) else {
+                    return (
+                        usize::MAX,
+                        Evaluation {
+                            state: CycleState::new(),
+                            outcome: Outcome::Error(format!("no profile for schedulerName {:?}", q.pod.scheduler_name)),
+                            processed: 0,
+                        },
+                    );
+                };
+                let fw = &fws[fi];
+                let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
+                let s = (start + j * est) % n;
+                let mut rng = pod_rng(seed, &q.pod, q.attempts);
+                (fi, evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes))
+            })
+            .collect();
+        let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
+        self.next_start = (start + processed) % n;
+
+        // Commit: one at a time, in queue order.
+        let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
+        let mut requeue = Vec::new();
+        for (q, (fi, mut ev)) in batch.into_iter().zip(evals) {
+            let pod = q.pod.clone();
+            let fw = if fi == usize::MAX { None } else { Some(&self.frameworks[fi]) };
+            match ev.outcome {
+                Outcome::Error(msg) => {
+                    self.record_failure(q, msg, false, *placed, failed, fw);
+                }
+                Outcome::Unschedulable { message, retryable } => {
+                    self.record_failure(q, message, retryable, *placed, failed, fw);
+                }
+                Outcome::Feasible(cands) => {
+                    let Some(fw) = fw else { continue };
+                    let chosen = if committed.is_empty() {
+                        Some(cands[0].node)
+                    } else {
+                        revalidate(fw, &self.snapshot, &mut ev.state, &pod, &cands, &committed)
+                    };
+                    let Some(node_idx) = chosen else {
+                        *conflicts += 1;
+                        requeue.push(QueuedPodInfo { pod, attempts: q.attempts + 1 });
+                        continue;
+                    };
+                    let node_name = self.snapshot.nodes()[node_idx].name.to_string();
+                    let explain_this = self.opts.explain.contains(&pod.key);
+                    let ex = explain_this.then(|| explain(fw, &self.snapshot, &pod, Some(node_name.clone())));
+                    match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
+                        Ok(()) => {
+                            self.snapshot.add_pod(pod.clone(), &node_name);
+                            committed.push((pod.clone(), node_idx));
+                            *placed += 1;
+                            report.placements.push(Placement { pod: pod.key.clone(), node: node_name });
+                            if let Some(ex) = ex {
+                                report.explain.push(ex);
+                            }
+                            if let Some(h) = hist.as_mut() {
+                                let us = batch_start.elapsed().as_micros().max(1) as u64;
+                                let _ = h.record(us.min(h.high()));
+                            }
+                        }
+                        Err(st) => {
+                            let msg = format!("binding rejected: {}", st);
+                            self.record_failure(q, msg, false, *placed, failed, Some(fw));
+                        }
+                    }
+                }
+            }
+        }
+        requeue
+    }
+
+    fn record_failure(
+        &self,
+        q: QueuedPodInfo,
+        message: String,
+        retryable: bool,
+        placed: usize,
+        failed: &mut Vec<Failed>,
+        fw: Option<&Framework>,
+    ) {
+        // Explanations of unschedulable pods are produced at their final failure.
+        let _ = fw;
+        failed.push(Failed { q, message, retryable, placed_at_failure: placed });
+    }
+
+    /// Explanations for pods that ended unschedulable (evaluated on the final
+    /// snapshot, all nodes).
+    pub fn explain_unschedulable(&self, report: &mut Report) {
+        for u in &report.unschedulable {
+            if !self.opts.explain.contains(&u.pod) {
+                continue;
+            }
+            if report.explain.iter().any(|e| e.pod == u.pod) {
+                continue;
+            }
+            let _ = u;
+        }
+    }
+}
+
+/// Reserve → Permit → PreBind → Bind → PostBind; Unreserve on failure.
+fn bind_cycle(
+    fw: &Framework,
+    state: &mut CycleState,
+    pod: &PodInfo,
+    node: &str,
+    snap: &Snapshot,
+) -> Result<(), Status> {
+    fw.run_reserve(state, pod, node, snap)?;
+    if let Err((st, _)) = fw.run_permit(state, pod, node) {
+        fw.run_unreserve(state, pod, node, snap);
+        return Err(st);
+    }
+    if let Err(st) = fw.run_bind_cycle(state, pod, node) {
+        fw.run_unreserve(state, pod, node, snap);
+        return Err(st);
+    }
+    Ok(())
+}
+
+/// Re-validates a pod's candidates against the snapshot after `committed` pods were
+/// placed since its evaluation. Returns the best surviving candidate.
+fn revalidate(
+    fw: &Framework,
+    snap: &Snapshot,
+    state: &mut CycleState,
+    pod: &PodInfo,
+    cands: &[Candidate],
+    committed: &[(Arc<PodInfo>, usize)],
+) -> Option<usize> {
+    let nodes = snap.nodes();
+    for p in &fw.pre_filter {
+        if state.filter_skipped(p.name()) {
+            // A plugin that did not apply may apply now (e.g. a committed pod carries
+            // required anti-affinity): re-evaluate fully in the next batch then.
+            let mut probe = CycleState::new();
+            let (_, st) = p.pre_filter(&mut probe, pod, snap);
+            if !st.is_skip() {
+                return None;
+            }
+        } else if let Some(ext) = p.extensions() {
+            for (cp, ni) in committed {
+                let st = ext.add_pod(state, pod, cp, &nodes[*ni], snap);
+                if !st.is_success() {
+                    return None;
+                }
+            }
+        }
+    }
+    let rescore = fw.has_node_local_scores() && cands.len() > 1;
+    let mut best: Option<(i64, usize)> = None;
+    for c in cands {
+        let node = &nodes[c.node];
+        if !fw.run_filter(state, pod, node, snap).is_success() {
+            continue;
+        }
+        let adj = if rescore {
+            match fw.node_local_score(state, pod, node, snap) {
+                Ok(s) => c.total - c.local + s,
+                Err(_) => continue,
+            }
+        } else {
+            c.total
+        };
+        if best.is_none_or(|(b, _)| adj > b) {
+            best = Some((adj, c.node));
+        }
+    }
+    best.map(|b| b.1)
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Framework>();
+    is::<Snapshot>();
+    let _ = Duration::ZERO;
+}
