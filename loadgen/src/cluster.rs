@@ -508,7 +508,7 @@ struct Pool {
 const POOLS: [Pool; 6] = [
     Pool {
         name: "general",
-        share: 50,
+        share: 48,
         arch: "amd64",
         sizes: &[(8, 32), (16, 64), (32, 128)],
         gpus: 0,
@@ -556,7 +556,7 @@ const POOLS: [Pool; 6] = [
     },
     Pool {
         name: "gpu-infer",
-        share: 7,
+        share: 9,
         arch: "amd64",
         sizes: &[(16, 64), (48, 192)],
         gpus: 4,
@@ -1049,7 +1049,7 @@ impl Gen {
                     node_selector_terms: vec![NodeSelectorTerm {
                         match_expressions: Some(vec![
                             req(ARCH, "In", &["amd64", "arm64"]),
-                            req(GPU, "DoesNotExist", &[]),
+                            req(GPU_PRODUCT, "DoesNotExist", &[]),
                         ]),
                         ..NodeSelectorTerm::default()
                     }],
@@ -1192,7 +1192,7 @@ impl Gen {
                         node_selector_terms: vec![NodeSelectorTerm {
                             match_expressions: Some(vec![
                                 req(POOL, "In", &["highmem", "general"]),
-                                req(POOL, "Exists", &[]),
+                                req(ZONE, "Exists", &[]),
                             ]),
                             ..NodeSelectorTerm::default()
                         }],
@@ -2015,6 +2015,29 @@ mod tests {
             "{e}"
         );
         assert!(generate(&args(Profile::Basic, 1, 0, 40, 0)).is_ok());
+    }
+
+    /// The committed built-in example is exactly what the documented command writes
+    /// (see `examples/README.md`).
+    #[test]
+    fn committed_example_is_up_to_date() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster");
+        let c = generate(&args(Profile::Mixed, 300, 1000, 1200, 42)).unwrap();
+        let files = [
+            NAMESPACES_FILE,
+            PRIORITY_CLASSES_FILE,
+            NODES_FILE,
+            RUNNING_FILE,
+            PODS_FILE,
+        ];
+        for (file, expected) in files.iter().zip(render(&c)) {
+            let actual = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            assert!(
+                actual == expected,
+                "examples/cluster/{file} is stale; regenerate it with the command in \
+                 examples/README.md"
+            );
+        }
     }
 
     fn scratch(name: &str) -> PathBuf {
