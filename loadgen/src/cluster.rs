@@ -35,9 +35,9 @@ use serde::Serialize;
 /// Scheduler name set on every generated pod.
 pub const SCHEDULER_NAME: &str = "corral";
 /// Largest accepted `--nodes`.
-pub const MAX_NODES: u32 = 1_000_000;
+pub const MAX_NODES: u32 = 100_000;
 /// Largest accepted `--pods` + `--running`.
-pub const MAX_PODS: u64 = 10_000_000;
+pub const MAX_PODS: u64 = 1_000_000;
 
 const HOSTNAME: &str = "kubernetes.io/hostname";
 const ZONE: &str = "topology.kubernetes.io/zone";
@@ -565,6 +565,16 @@ const POOLS: [Pool; 6] = [
     },
 ];
 
+const _: () = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < POOLS.len() {
+        total += POOLS[i].share;
+        i += 1;
+    }
+    assert!(total == 100, "pool shares must add up to 100 %");
+};
+
 /// Images cached on nodes of the `mixed` profile (name, size in MB).
 const IMAGES: [(&str, i64); 10] = [
     ("ghcr.io/corral-demo/storefront:2.4.1", 180),
@@ -885,23 +895,21 @@ impl Gen {
         variants: u32,
         namespace: &'static str,
     ) -> Group {
-        let open = self.groups.get(kind).is_some_and(|g| g.remaining > 0);
-        if !open {
-            self.group_seq += 1;
-            let variant = self.rng.random_range(0..variants.max(1));
-            self.groups.insert(
-                kind,
+        let mut g = match self.groups.remove(kind) {
+            Some(g) if g.remaining > 0 => g,
+            _ => {
+                self.group_seq += 1;
                 Group {
                     name: format!("{kind}-{}", self.group_seq),
                     remaining: size.max(1),
-                    variant,
+                    variant: self.rng.random_range(0..variants.max(1)),
                     namespace,
-                },
-            );
-        }
-        let g = self.groups.get_mut(kind).expect("group inserted above");
+                }
+            }
+        };
         g.remaining -= 1;
-        g.clone()
+        self.groups.insert(kind, g.clone());
+        g
     }
 
     fn pod(&mut self, pending: bool, width: usize) -> PodShape {

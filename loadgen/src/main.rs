@@ -1,5 +1,7 @@
 //! `corral-loadgen`: workload generators for Corral.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 mod cluster;
@@ -21,9 +23,16 @@ enum Command {
     Cluster(cluster::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
         Command::Cluster(args) => cluster::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-loadgen: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
