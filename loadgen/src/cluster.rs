@@ -120,6 +120,9 @@ pub struct Cluster {
     pub pending: Vec<Pod>,
 }
 
+/// Running-pod shapes in a row that may fit nowhere before generation gives up.
+const MAX_CONSECUTIVE_MISSES: u32 = 64;
+
 /// File names written into `--out`.
 pub const NAMESPACES_FILE: &str = "namespaces.yaml";
 pub const PRIORITY_CLASSES_FILE: &str = "priorityclasses.yaml";
@@ -221,12 +224,10 @@ pub fn generate(args: &Args) -> Result<Cluster> {
 
     let pod_width = digits(args.pods + args.running);
     // Running pods: place each on a random-start first-fit node. A shape that fits
-    // nowhere is replaced by a fresh one; give up after a bounded number of attempts.
-    let max_attempts = args.running.saturating_mul(4).saturating_add(16);
-    let mut attempts = 0u64;
+    // nowhere is replaced by a fresh one; many misses in a row mean the cluster is full.
+    let mut misses = 0u32;
     while (cluster.running.len() as u64) < args.running {
-        attempts += 1;
-        if attempts > max_attempts {
+        if misses >= MAX_CONSECUTIVE_MISSES {
             bail!(
                 "--running {}: only {} pods fit on {} nodes (profile {:?}); \
                  use more --nodes or fewer --running",
@@ -241,7 +242,9 @@ pub fn generate(args: &Args) -> Result<Cluster> {
         let found = (0..states.len())
             .map(|k| (start + k) % states.len())
             .find(|&k| states[k].fits(&shape));
+        misses += 1;
         if let Some(k) = found {
+            misses = 0;
             states[k].add(&shape);
             let mut pod = shape.pod;
             if let Some(spec) = pod.spec.as_mut() {
