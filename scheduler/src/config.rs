@@ -176,8 +176,8 @@ fn point_set<'a>(pc: &'a PluginsConfig, point: &str) -> Option<&'a PluginSet> {
 impl KubeSchedulerConfiguration {
     /// Parses a configuration YAML document. `origin` names the file in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let cfg: KubeSchedulerConfiguration = serde_yaml_ng::from_str(text)
-            .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
+        let cfg: KubeSchedulerConfiguration =
+            serde_yaml_ng::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         match cfg.api_version.as_deref() {
             Some(API_VERSION) => {}
             other => {
@@ -299,29 +299,30 @@ fn build_profile(
 
     // 2. Instantiate every referenced plugin once.
     let mut instances: BTreeMap<String, Arc<dyn Plugin>> = BTreeMap::new();
-    let mut instantiate =
-        |name: &str, field: &str| -> Result<Option<Arc<dyn Plugin>>, ConfigError> {
-            if let Some(p) = instances.get(name) {
-                return Ok(Some(p.clone()));
+    let mut instantiate = |name: &str,
+                           field: &str|
+     -> Result<Option<Arc<dyn Plugin>>, ConfigError> {
+        if let Some(p) = instances.get(name) {
+            return Ok(Some(p.clone()));
+        }
+        match plugins::lookup(name) {
+            Some(f) => {
+                let p = f(args.get(name).copied()).map_err(|e| {
+                    ConfigError(format!("{at}: plugin {name:?}: invalid args: {e}"))
+                })?;
+                instances.insert(name.to_string(), p.clone());
+                Ok(Some(p))
             }
-            match plugins::lookup(name) {
-                Some(f) => {
-                    let p = f(args.get(name).copied()).map_err(|e| {
-                        ConfigError(format!("{at}: plugin {name:?}: invalid args: {e}"))
-                    })?;
-                    instances.insert(name.to_string(), p.clone());
-                    Ok(Some(p))
-                }
-                None if plugins::RECOGNISED_NOT_IMPLEMENTED.contains(&name) => {
-                    tracing::warn!(
-                        plugin = name,
-                        "{field}: plugin {name:?} is a kube-scheduler plugin Corral does not implement (no volume/DRA/preemption state in the core); ignored"
-                    );
-                    Ok(None)
-                }
-                None => Err(ConfigError(format!("{field}: unknown plugin {name:?}"))),
+            None if plugins::RECOGNISED_NOT_IMPLEMENTED.contains(&name) => {
+                tracing::warn!(
+                    plugin = name,
+                    "{field}: plugin {name:?} is a kube-scheduler plugin Corral does not implement (no volume/DRA/preemption state in the core); ignored"
+                );
+                Ok(None)
             }
-        };
+            None => Err(ConfigError(format!("{field}: unknown plugin {name:?}"))),
+        }
+    };
 
     let mut multi_instances = Vec::new();
     for (j, (name, w)) in multi.iter().enumerate() {
@@ -361,7 +362,12 @@ fn build_profile(
                     .and_then(|m| m.2);
                 let weight = w
                     .or(mw)
-                    .or_else(|| default_weight.get(e.name.as_str()).copied().filter(|w| *w > 0))
+                    .or_else(|| {
+                        default_weight
+                            .get(e.name.as_str())
+                            .copied()
+                            .filter(|w| *w > 0)
+                    })
                     .unwrap_or(1);
                 list.push((e.name.clone(), inst, weight));
             }
@@ -376,7 +382,12 @@ fn build_profile(
                 continue;
             }
             let weight = w
-                .or_else(|| default_weight.get(name.as_str()).copied().filter(|w| *w > 0))
+                .or_else(|| {
+                    default_weight
+                        .get(name.as_str())
+                        .copied()
+                        .filter(|w| *w > 0)
+                })
                 .unwrap_or(1);
             list.push((name.clone(), inst.clone(), weight));
         }
@@ -419,7 +430,10 @@ fn build_profile(
         pre_score: cast!("preScore", as_pre_score),
         score: take("score")
             .into_iter()
-            .filter_map(|(p, w)| p.as_score().map(|plugin| WeightedScore { plugin, weight: w }))
+            .filter_map(|(p, w)| {
+                p.as_score()
+                    .map(|plugin| WeightedScore { plugin, weight: w })
+            })
             .collect(),
         reserve: cast!("reserve", as_reserve),
         permit: cast!("permit", as_permit),
@@ -480,8 +494,11 @@ mod tests {
                 "InterPodAffinity"
             ]
         );
-        let weights: Vec<(&str, i64)> =
-            fw.score.iter().map(|s| (s.plugin.name(), s.weight)).collect();
+        let weights: Vec<(&str, i64)> = fw
+            .score
+            .iter()
+            .map(|s| (s.plugin.name(), s.weight))
+            .collect();
         assert_eq!(
             weights,
             [
@@ -515,7 +532,11 @@ profiles:
 "#)
         .unwrap();
         let a = &fws[0];
-        let w: Vec<_> = a.score.iter().map(|s| (s.plugin.name(), s.weight)).collect();
+        let w: Vec<_> = a
+            .score
+            .iter()
+            .map(|s| (s.plugin.name(), s.weight))
+            .collect();
         assert_eq!(w, [("NodeResourcesFit", 5), ("ImageLocality", 1)]);
         assert!(!names(&a.filter).contains(&"NodePorts"));
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
@@ -526,21 +547,51 @@ profiles:
     #[test]
     fn errors_name_the_setting() {
         let base = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
-        let e = cfg(&format!("{base}profiles:\n- plugins:\n    filter:\n      enabled: [{{name: NoSuchPlugin}}]\n")).unwrap_err();
-        assert!(e.0.contains("unknown plugin \"NoSuchPlugin\"") && e.0.contains("profiles[0].plugins.filter.enabled[0]"), "{e}");
-        let e = cfg(&format!("{base}profiles:\n- plugins:\n    score:\n      enabled: [{{name: NodeName}}]\n")).unwrap_err();
-        assert!(e.0.contains("does not implement extension point score"), "{e}");
+        let e = cfg(&format!(
+            "{base}profiles:\n- plugins:\n    filter:\n      enabled: [{{name: NoSuchPlugin}}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.contains("unknown plugin \"NoSuchPlugin\"")
+                && e.0.contains("profiles[0].plugins.filter.enabled[0]"),
+            "{e}"
+        );
+        let e = cfg(&format!(
+            "{base}profiles:\n- plugins:\n    score:\n      enabled: [{{name: NodeName}}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.contains("does not implement extension point score"),
+            "{e}"
+        );
         let e = cfg(&format!("{base}percentageOfNodesToScore: 101\n")).unwrap_err();
         assert!(e.0.contains("percentageOfNodesToScore"), "{e}");
-        let e = cfg(&format!("{base}profiles:\n- pluginConfig:\n  - name: Bogus\n    args: {{}}\n")).unwrap_err();
-        assert!(e.0.contains("pluginConfig[0]") && e.0.contains("Bogus"), "{e}");
-        let e = cfg(&format!("{base}profiles:\n- schedulerName: x\n- schedulerName: x\n")).unwrap_err();
+        let e = cfg(&format!(
+            "{base}profiles:\n- pluginConfig:\n  - name: Bogus\n    args: {{}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.contains("pluginConfig[0]") && e.0.contains("Bogus"),
+            "{e}"
+        );
+        let e = cfg(&format!(
+            "{base}profiles:\n- schedulerName: x\n- schedulerName: x\n"
+        ))
+        .unwrap_err();
         assert!(e.0.contains("duplicates"), "{e}");
-        let e = cfg(&format!("{base}profiles:\n- plugins:\n    queueSort:\n      disabled: [{{name: \"*\"}}]\n")).unwrap_err();
+        let e = cfg(&format!(
+            "{base}profiles:\n- plugins:\n    queueSort:\n      disabled: [{{name: \"*\"}}]\n"
+        ))
+        .unwrap_err();
         assert!(e.0.contains("queueSort"), "{e}");
-        let e = KubeSchedulerConfiguration::from_yaml("apiVersion: v1\nkind: KubeSchedulerConfiguration\n", "f.yaml").unwrap_err();
+        let e = KubeSchedulerConfiguration::from_yaml(
+            "apiVersion: v1\nkind: KubeSchedulerConfiguration\n",
+            "f.yaml",
+        )
+        .unwrap_err();
         assert!(e.0.contains("f.yaml") && e.0.contains("apiVersion"), "{e}");
-        let e = KubeSchedulerConfiguration::from_yaml(&format!("{base}profilez: []\n"), "f.yaml").unwrap_err();
+        let e = KubeSchedulerConfiguration::from_yaml(&format!("{base}profilez: []\n"), "f.yaml")
+            .unwrap_err();
         assert!(e.0.contains("profilez"), "{e}");
         // Recognised kube plugins that Corral doesn't implement are accepted.
         assert!(cfg(&format!("{base}profiles:\n- plugins:\n    filter:\n      enabled: [{{name: VolumeBinding}}]\n")).is_ok());

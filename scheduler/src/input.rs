@@ -110,7 +110,13 @@ pub fn load_paths(paths: &[PathBuf], extra: ExtraKinds<'_>) -> Result<ClusterInp
     for f in &files {
         let text = std::fs::read_to_string(f)
             .map_err(|e| InputError(format!("{}: cannot read: {e}", f.display())))?;
-        load_text(&text, &f.display().to_string(), extra, &mut input, &mut pending_pods)?;
+        load_text(
+            &text,
+            &f.display().to_string(),
+            extra,
+            &mut input,
+            &mut pending_pods,
+        )?;
     }
     finish(input, pending_pods)
 }
@@ -187,8 +193,8 @@ fn add_value(
         }
         ("v1", "Node") => {
             let n: Node = serde_json::from_value(value).map_err(|e| decode_err(e, "Node"))?;
-            let info = NodeInfo::new(n)
-                .map_err(|e| InputError(format!("{origin} (Node {name}): {e}")))?;
+            let info =
+                NodeInfo::new(n).map_err(|e| InputError(format!("{origin} (Node {name}): {e}")))?;
             input.nodes.push((info, origin.clone()));
         }
         ("v1", "Pod") => {
@@ -200,7 +206,9 @@ fn add_value(
                 serde_json::from_value(value).map_err(|e| decode_err(e, "Namespace"))?;
             let n = ns.metadata.name.clone().unwrap_or_default();
             if n.is_empty() {
-                return Err(InputError(format!("{origin} (Namespace): metadata.name must be set")));
+                return Err(InputError(format!(
+                    "{origin} (Namespace): metadata.name must be set"
+                )));
             }
             let mut labels = ns.metadata.labels.clone().unwrap_or_default();
             labels.insert("kubernetes.io/metadata.name".into(), n.clone());
@@ -275,7 +283,9 @@ fn finish(mut input: ClusterInput, pods: Vec<(Pod, Origin)>) -> Result<ClusterIn
         input
             .namespaces
             .entry(info.namespace.clone())
-            .or_insert_with(|| Labels::from([("kubernetes.io/metadata.name".into(), info.namespace.clone())]));
+            .or_insert_with(|| {
+                Labels::from([("kubernetes.io/metadata.name".into(), info.namespace.clone())])
+            });
         input.pods.push((info, origin));
     }
     Ok(input)
@@ -330,9 +340,15 @@ spec:
         assert_eq!(inp.pods[0].0.priority, 1000);
         assert_eq!(inp.pods[0].0.requests.requests.milli_cpu, 1500);
         assert_eq!(inp.namespaces["team-a"]["tier"], "gold");
-        assert_eq!(inp.namespaces["team-a"]["kubernetes.io/metadata.name"], "team-a");
+        assert_eq!(
+            inp.namespaces["team-a"]["kubernetes.io/metadata.name"],
+            "team-a"
+        );
         assert_eq!(inp.warnings.len(), 1);
-        assert!(inp.warnings[0].contains("good.yaml: document 4") && inp.warnings[0].contains("Deployment"));
+        assert!(
+            inp.warnings[0].contains("good.yaml: document 4")
+                && inp.warnings[0].contains("Deployment")
+        );
     }
 
     #[test]
@@ -341,19 +357,40 @@ spec:
         let e = load_str(&y, "bad.yaml", &[]).unwrap_err();
         assert!(e.0.contains("bad.yaml: document 5"), "{e}");
         assert!(e.0.contains("Pod team-a/p1"), "{e}");
-        assert!(e.0.contains("spec.containers[0].resources.requests[cpu]"), "{e}");
+        assert!(
+            e.0.contains("spec.containers[0].resources.requests[cpu]"),
+            "{e}"
+        );
         let y = GOOD.replace("memory: 8Gi", "memory: 8Gb");
         let e = load_str(&y, "bad.yaml", &[]).unwrap_err();
-        assert!(e.0.contains("document 3") && e.0.contains("Node n1") && e.0.contains("status.allocatable[memory]"), "{e}");
+        assert!(
+            e.0.contains("document 3")
+                && e.0.contains("Node n1")
+                && e.0.contains("status.allocatable[memory]"),
+            "{e}"
+        );
     }
 
     #[test]
     fn malformed_documents_are_errors() {
-        let e = load_str("apiVersion: v1\nkind: Pod\nmetadata: {name: [\n", "m.yaml", &[]).unwrap_err();
-        assert!(e.0.contains("m.yaml: document 1") && e.0.contains("malformed YAML"), "{e}");
+        let e = load_str(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: [\n",
+            "m.yaml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("m.yaml: document 1") && e.0.contains("malformed YAML"),
+            "{e}"
+        );
         let e = load_str("- a\n- b\n", "l.yaml", &[]).unwrap_err();
         assert!(e.0.contains("expected a Kubernetes object"), "{e}");
-        let e = load_str("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 5}\n", "t.yaml", &[]).unwrap_err();
+        let e = load_str(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: 5}\n",
+            "t.yaml",
+            &[],
+        )
+        .unwrap_err();
         assert!(e.0.contains("(Pod p)"), "{e}");
         let e = load_str("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {priorityClassName: nope, containers: []}\n", "t.yaml", &[]).unwrap_err();
         assert!(e.0.contains("PriorityClass \"nope\" not found"), "{e}");
@@ -375,7 +412,11 @@ spec:
         let inp = load_paths(&[dir.path().to_path_buf()], &[]).unwrap();
         assert_eq!(inp.nodes.len(), 2);
         let e = {
-            std::fs::write(dir.path().join("c.yaml"), "apiVersion: v1\nkind: Node\nmetadata: {name: n2}\n").unwrap();
+            std::fs::write(
+                dir.path().join("c.yaml"),
+                "apiVersion: v1\nkind: Node\nmetadata: {name: n2}\n",
+            )
+            .unwrap();
             load_paths(&[dir.path().to_path_buf()], &[]).unwrap_err()
         };
         assert!(e.0.contains("duplicate node"), "{e}");

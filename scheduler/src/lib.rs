@@ -10,6 +10,7 @@ pub mod plugins;
 pub mod quantity;
 pub mod resources;
 pub mod scheduler;
+pub mod simulate;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testutil;

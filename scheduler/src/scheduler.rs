@@ -200,7 +200,10 @@ impl Diagnosis {
         if parts.is_empty() {
             format!("0/{num_all_nodes} nodes are available.")
         } else {
-            format!("0/{num_all_nodes} nodes are available: {}.", parts.join(", "))
+            format!(
+                "0/{num_all_nodes} nodes are available: {}.",
+                parts.join(", ")
+            )
         }
     }
 
@@ -239,7 +242,8 @@ fn find_feasible(
     let mut diag = Diagnosis::default();
     if fw.filter.is_empty() {
         feasible.extend((0..to_find.min(n)).map(order));
-        return Ok((feasible, feasible.len(), diag));
+        let processed = feasible.len();
+        return Ok((feasible, processed, diag));
     }
     if !parallel || n <= NODE_CHUNK {
         for i in 0..n {
@@ -319,20 +323,34 @@ fn evaluate(
         processed,
     };
     if num_all == 0 {
-        return fail(state, "no nodes available to schedule pods".into(), false, 0);
+        return fail(
+            state,
+            "no nodes available to schedule pods".into(),
+            false,
+            0,
+        );
     }
     let pre = match fw.run_pre_filter(&mut state, pod, snap) {
         Ok(p) => p,
         Err(st) if st.code == Code::Error => {
             return Evaluation {
                 state,
-                outcome: Outcome::Error(format!("running PreFilter plugin {:?}: {}", st.plugin, st.message())),
+                outcome: Outcome::Error(format!(
+                    "running PreFilter plugin {:?}: {}",
+                    st.plugin,
+                    st.message()
+                )),
                 processed: 0,
             };
         }
         Err(st) => {
             let retry = matches!(st.plugin, "InterPodAffinity" | "PodTopologySpread");
-            return fail(state, format!("0/{num_all} nodes are available: {}.", st.message()), retry, 0);
+            return fail(
+                state,
+                format!("0/{num_all} nodes are available: {}.", st.message()),
+                retry,
+                0,
+            );
         }
     };
     let restricted: Option<Vec<usize>> = pre.nodes.as_ref().map(|names| {
@@ -341,19 +359,30 @@ fn evaluate(
         v
     });
     let (n, to_find) = match &restricted {
-        Some(v) => (v.len(), num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, v.len())),
-        None => (num_all, num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all)),
+        Some(v) => (
+            v.len(),
+            num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, v.len()),
+        ),
+        None => (
+            num_all,
+            num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all),
+        ),
     };
     let rotate = |i: usize| (start + i) % num_all;
     let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
-    let order: &(dyn Fn(usize) -> usize + Sync) = if restricted.is_some() { &pick } else { &rotate };
+    let order: &(dyn Fn(usize) -> usize + Sync) =
+        if restricted.is_some() { &pick } else { &rotate };
     let (feasible, processed, mut diag) =
         match find_feasible(fw, &state, pod, snap, order, n, to_find, parallel) {
             Ok(x) => x,
             Err(st) => {
                 return Evaluation {
                     state,
-                    outcome: Outcome::Error(format!("running Filter plugin {:?}: {}", st.plugin, st.message())),
+                    outcome: Outcome::Error(format!(
+                        "running Filter plugin {:?}: {}",
+                        st.plugin,
+                        st.message()
+                    )),
                     processed: n,
                 };
             }
@@ -363,7 +392,10 @@ fn evaluate(
         if absent > 0 {
             let mut ps = pre.restricting_plugins.clone();
             ps.sort_unstable();
-            diag.add_n(format!("node(s) didn't satisfy plugin(s) [{}]", ps.join(" ")), absent);
+            diag.add_n(
+                format!("node(s) didn't satisfy plugin(s) [{}]", ps.join(" ")),
+                absent,
+            );
         }
         let retry = diag.retryable();
         return fail(state, diag.message(num_all), retry, processed);
@@ -371,15 +403,24 @@ fn evaluate(
     if feasible.len() == 1 {
         return Evaluation {
             state,
-            outcome: Outcome::Feasible(vec![Candidate { node: feasible[0], total: 0, local: 0 }]),
+            outcome: Outcome::Feasible(vec![Candidate {
+                node: feasible[0],
+                total: 0,
+                local: 0,
+            }]),
             processed,
         };
     }
-    let refs: Vec<&crate::snapshot::NodeInfo> = feasible.iter().map(|&i| &*snap.nodes()[i]).collect();
+    let refs: Vec<&crate::snapshot::NodeInfo> =
+        feasible.iter().map(|&i| &*snap.nodes()[i]).collect();
     if let Err(st) = fw.run_pre_score(&mut state, pod, snap, &refs) {
         return Evaluation {
             state,
-            outcome: Outcome::Error(format!("running PreScore plugin {:?}: {}", st.plugin, st.message())),
+            outcome: Outcome::Error(format!(
+                "running PreScore plugin {:?}: {}",
+                st.plugin,
+                st.message()
+            )),
             processed,
         };
     }
@@ -388,7 +429,11 @@ fn evaluate(
         Err(st) => {
             return Evaluation {
                 state,
-                outcome: Outcome::Error(format!("running Score plugin {:?}: {}", st.plugin, st.message())),
+                outcome: Outcome::Error(format!(
+                    "running Score plugin {:?}: {}",
+                    st.plugin,
+                    st.message()
+                )),
                 processed,
             };
         }
@@ -411,7 +456,8 @@ fn evaluate(
             (Candidate { node, total, local }, rng.random::<u64>())
         })
         .collect();
-    let cmp = |a: &(Candidate, u64), b: &(Candidate, u64)| b.0.total.cmp(&a.0.total).then(a.1.cmp(&b.1));
+    let cmp =
+        |a: &(Candidate, u64), b: &(Candidate, u64)| b.0.total.cmp(&a.0.total).then(a.1.cmp(&b.1));
     let k = k.max(1);
     if cands.len() > k {
         cands.select_nth_unstable_by(k - 1, cmp);
@@ -429,24 +475,37 @@ fn evaluate(
 fn explain(fw: &Framework, snap: &Snapshot, pod: &PodInfo, selected: Option<String>) -> Explain {
     let mut state = CycleState::new();
     let nodes = snap.nodes();
-    let mut out = Explain { pod: pod.key.clone(), selected, nodes: Vec::new() };
+    let mut out = Explain {
+        pod: pod.key.clone(),
+        selected,
+        nodes: Vec::new(),
+    };
     let pre = fw.run_pre_filter(&mut state, pod, snap);
     let mut feasible = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let mut failures: Vec<FilterFailure> = Vec::new();
         match &pre {
-            Err(st) => failures.push(FilterFailure { plugin: st.plugin.to_string(), reason: st.message() }),
+            Err(st) => failures.push(FilterFailure {
+                plugin: st.plugin.to_string(),
+                reason: st.message(),
+            }),
             Ok(p) => {
                 if let Some(set) = &p.nodes
                     && !set.contains(&*n.name)
                 {
                     failures.push(FilterFailure {
                         plugin: p.restricting_plugins.join(","),
-                        reason: format!("node(s) didn't satisfy plugin(s) [{}]", p.restricting_plugins.join(" ")),
+                        reason: format!(
+                            "node(s) didn't satisfy plugin(s) [{}]",
+                            p.restricting_plugins.join(" ")
+                        ),
                     });
                 }
                 for st in fw.run_filter_all(&state, pod, n, snap) {
-                    failures.push(FilterFailure { plugin: st.plugin.to_string(), reason: st.message() });
+                    failures.push(FilterFailure {
+                        plugin: st.plugin.to_string(),
+                        reason: st.message(),
+                    });
                 }
             }
         }
@@ -470,7 +529,9 @@ fn explain(fw: &Framework, snap: &Snapshot, pod: &PodInfo, selected: Option<Stri
                 let mut total = 0i64;
                 for (ws, s) in fw.score.iter().zip(&scores) {
                     if let Some(s) = s {
-                        out.nodes[i].scores.insert(ws.plugin.name().to_string(), s[j]);
+                        out.nodes[i]
+                            .scores
+                            .insert(ws.plugin.name().to_string(), s[j]);
                         total += s[j] * ws.weight;
                     }
                 }
@@ -498,12 +559,19 @@ struct Failed {
 
 impl Scheduler {
     pub fn new(frameworks: Vec<Framework>, snapshot: Snapshot, opts: Options) -> Self {
-        Scheduler { frameworks, snapshot, opts, next_start: 0 }
+        Scheduler {
+            frameworks,
+            snapshot,
+            opts,
+            next_start: 0,
+        }
     }
 
     /// The profile for a scheduler name.
     pub fn framework_for(&self, scheduler_name: &str) -> Option<usize> {
-        self.frameworks.iter().position(|f| f.scheduler_name == scheduler_name)
+        self.frameworks
+            .iter()
+            .position(|f| f.scheduler_name == scheduler_name)
     }
 
     /// Schedules `pending` pods (each must name one of the profiles) to completion.
@@ -515,7 +583,10 @@ impl Scheduler {
         let qs = self.frameworks.first().map(|f| f.queue_sort.clone());
         let mut queue: Vec<QueuedPodInfo> = pending
             .into_iter()
-            .map(|p| QueuedPodInfo { pod: Arc::new(p), attempts: 0 })
+            .map(|p| QueuedPodInfo {
+                pod: Arc::new(p),
+                attempts: 0,
+            })
             .collect();
         if let Some(qs) = &qs {
             queue.sort_by(|a, b| {
@@ -539,15 +610,24 @@ impl Scheduler {
                 let batch: Vec<QueuedPodInfo> = q.drain(..take).collect();
                 batches += 1;
                 let bt = Instant::now();
-                let requeue = self.run_batch(batch, bt, &mut report, &mut hist, &mut failed, &mut placed, &mut conflicts);
+                let requeue = self.run_batch(
+                    batch,
+                    bt,
+                    &mut report,
+                    &mut hist,
+                    &mut failed,
+                    &mut placed,
+                    &mut conflicts,
+                );
                 for r in requeue.into_iter().rev() {
                     q.push_front(r);
                 }
             }
             // Re-queue pods whose failure a later placement may have resolved
             // (kube-scheduler re-queues them on pod-add events).
-            let (retry, keep): (Vec<Failed>, Vec<Failed>) =
-                failed.into_iter().partition(|f| f.retryable && placed > f.placed_at_failure);
+            let (retry, keep): (Vec<Failed>, Vec<Failed>) = failed
+                .into_iter()
+                .partition(|f| f.retryable && placed > f.placed_at_failure);
             failed = keep;
             if retry.is_empty() {
                 break;
@@ -555,7 +635,21 @@ impl Scheduler {
             queue = retry.into_iter().map(|f| f.q).collect();
         }
         for f in failed {
-            report.unschedulable.push(Unschedulable { pod: f.q.pod.key.clone(), message: f.message });
+            // Explanations of unschedulable pods are evaluated on the final snapshot.
+            if self.opts.explain.contains(&f.q.pod.key)
+                && let Some(fi) = self.framework_for(&f.q.pod.scheduler_name)
+            {
+                report.explain.push(explain(
+                    &self.frameworks[fi],
+                    &self.snapshot,
+                    &f.q.pod,
+                    None,
+                ));
+            }
+            report.unschedulable.push(Unschedulable {
+                pod: f.q.pod.key.clone(),
+                message: f.message,
+            });
         }
         let elapsed = t0.elapsed();
         let secs = elapsed.as_secs_f64();
@@ -563,7 +657,11 @@ impl Scheduler {
             pods: total_pods,
             nodes: self.snapshot.num_nodes(),
             elapsed_ms: secs * 1000.0,
-            pods_per_second: if secs > 0.0 { total_pods as f64 / secs } else { 0.0 },
+            pods_per_second: if secs > 0.0 {
+                total_pods as f64 / secs
+            } else {
+                0.0
+            },
             decision_latency_us: hist
                 .map(|h| Latency {
                     p50: h.value_at_quantile(0.5) as f64,
@@ -592,7 +690,11 @@ impl Scheduler {
         let n = snap.num_nodes().max(1);
         let start = self.next_start;
         let parallel_nodes = batch.len() < rayon::current_num_threads().max(1) * 2;
-        let k = self.opts.candidates.max(1).max(if batch.len() > 1 { batch.len().min(64) } else { 1 });
+        let k = self.opts.candidates.max(1).max(if batch.len() > 1 {
+            batch.len().min(64)
+        } else {
+            1
+        });
         let seed = self.opts.seed;
         let fws = &self.frameworks;
         // Evaluation: parallel across pods (and across nodes for small batches).
@@ -600,12 +702,18 @@ impl Scheduler {
             .par_iter()
             .enumerate()
             .map(|(j, q)| {
-                let Some(fi) = fws.iter().position(|f| f.scheduler_name == q.pod.scheduler_name) else {
+                let Some(fi) = fws
+                    .iter()
+                    .position(|f| f.scheduler_name == q.pod.scheduler_name)
+                else {
                     return (
                         usize::MAX,
                         Evaluation {
                             state: CycleState::new(),
-                            outcome: Outcome::Error(format!("no profile for schedulerName {:?}", q.pod.scheduler_name)),
+                            outcome: Outcome::Error(format!(
+                                "no profile for schedulerName {:?}",
+                                q.pod.scheduler_name
+                            )),
                             processed: 0,
                         },
                     );
@@ -614,7 +722,10 @@ impl Scheduler {
                 let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
                 let s = (start + j * est) % n;
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
-                (fi, evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes))
+                (
+                    fi,
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes),
+                )
             })
             .collect();
         let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
@@ -625,13 +736,17 @@ impl Scheduler {
         let mut requeue = Vec::new();
         for (q, (fi, mut ev)) in batch.into_iter().zip(evals) {
             let pod = q.pod.clone();
-            let fw = if fi == usize::MAX { None } else { Some(&self.frameworks[fi]) };
+            let fw = if fi == usize::MAX {
+                None
+            } else {
+                Some(&self.frameworks[fi])
+            };
             match ev.outcome {
                 Outcome::Error(msg) => {
-                    self.record_failure(q, msg, false, *placed, failed, fw);
+                    record_failure(q, msg, false, *placed, failed);
                 }
                 Outcome::Unschedulable { message, retryable } => {
-                    self.record_failure(q, message, retryable, *placed, failed, fw);
+                    record_failure(q, message, retryable, *placed, failed);
                 }
                 Outcome::Feasible(cands) => {
                     let Some(fw) = fw else { continue };
@@ -642,18 +757,25 @@ impl Scheduler {
                     };
                     let Some(node_idx) = chosen else {
                         *conflicts += 1;
-                        requeue.push(QueuedPodInfo { pod, attempts: q.attempts + 1 });
+                        requeue.push(QueuedPodInfo {
+                            pod,
+                            attempts: q.attempts + 1,
+                        });
                         continue;
                     };
                     let node_name = self.snapshot.nodes()[node_idx].name.to_string();
                     let explain_this = self.opts.explain.contains(&pod.key);
-                    let ex = explain_this.then(|| explain(fw, &self.snapshot, &pod, Some(node_name.clone())));
+                    let ex = explain_this
+                        .then(|| explain(fw, &self.snapshot, &pod, Some(node_name.clone())));
                     match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
                         Ok(()) => {
                             self.snapshot.add_pod(pod.clone(), &node_name);
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;
-                            report.placements.push(Placement { pod: pod.key.clone(), node: node_name });
+                            report.placements.push(Placement {
+                                pod: pod.key.clone(),
+                                node: node_name,
+                            });
                             if let Some(ex) = ex {
                                 report.explain.push(ex);
                             }
@@ -664,7 +786,7 @@ impl Scheduler {
                         }
                         Err(st) => {
                             let msg = format!("binding rejected: {}", st);
-                            self.record_failure(q, msg, false, *placed, failed, Some(fw));
+                            record_failure(q, msg, false, *placed, failed);
                         }
                     }
                 }
@@ -672,34 +794,21 @@ impl Scheduler {
         }
         requeue
     }
+}
 
-    fn record_failure(
-        &self,
-        q: QueuedPodInfo,
-        message: String,
-        retryable: bool,
-        placed: usize,
-        failed: &mut Vec<Failed>,
-        fw: Option<&Framework>,
-    ) {
-        // Explanations of unschedulable pods are produced at their final failure.
-        let _ = fw;
-        failed.push(Failed { q, message, retryable, placed_at_failure: placed });
-    }
-
-    /// Explanations for pods that ended unschedulable (evaluated on the final
-    /// snapshot, all nodes).
-    pub fn explain_unschedulable(&self, report: &mut Report) {
-        for u in &report.unschedulable {
-            if !self.opts.explain.contains(&u.pod) {
-                continue;
-            }
-            if report.explain.iter().any(|e| e.pod == u.pod) {
-                continue;
-            }
-            let _ = u;
-        }
-    }
+fn record_failure(
+    q: QueuedPodInfo,
+    message: String,
+    retryable: bool,
+    placed: usize,
+    failed: &mut Vec<Failed>,
+) {
+    failed.push(Failed {
+        q,
+        message,
+        retryable,
+        placed_at_failure: placed,
+    });
 }
 
 /// Reserve → Permit → PreBind → Bind → PostBind; Unreserve on failure.

@@ -244,7 +244,13 @@ impl Framework {
     }
 
     /// Unreserve in reverse order.
-    pub fn run_unreserve(&self, state: &mut CycleState, pod: &PodInfo, node: &str, snap: &Snapshot) {
+    pub fn run_unreserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        snap: &Snapshot,
+    ) {
         for p in self.reserve.iter().rev() {
             p.unreserve(state, pod, node, snap);
         }
@@ -307,8 +313,14 @@ impl std::fmt::Debug for Framework {
         f.debug_struct("Framework")
             .field("scheduler_name", &self.scheduler_name)
             .field("queue_sort", &self.queue_sort.name())
-            .field("pre_filter", &names(self.pre_filter.iter().map(|p| p.name()).collect()))
-            .field("filter", &names(self.filter.iter().map(|p| p.name()).collect()))
+            .field(
+                "pre_filter",
+                &names(self.pre_filter.iter().map(|p| p.name()).collect()),
+            )
+            .field(
+                "filter",
+                &names(self.filter.iter().map(|p| p.name()).collect()),
+            )
             .field(
                 "score",
                 &self
