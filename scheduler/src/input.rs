@@ -129,6 +129,36 @@ pub fn load_str(text: &str, name: &str, extra: ExtraKinds<'_>) -> Result<Cluster
     finish(input, pods)
 }
 
+/// Builds the input from in-memory objects (benchmarks, integration layers).
+pub fn from_objects(
+    nodes: Vec<Node>,
+    pods: Vec<Pod>,
+    namespaces: Vec<Namespace>,
+    priority_classes: Vec<PriorityClass>,
+) -> Result<ClusterInput, InputError> {
+    let mut input = ClusterInput::default();
+    let mut pending = Vec::new();
+    let origin = |doc| Origin { file: "<memory>".into(), doc };
+    for (i, v) in namespaces.into_iter().map(serde_json::to_value).enumerate() {
+        let v = v.map_err(|e| InputError(e.to_string()))?;
+        add_value(v, &origin(i + 1), &[], &mut input, &mut pending)?;
+    }
+    for (i, pc) in priority_classes.into_iter().map(serde_json::to_value).enumerate() {
+        let v = pc.map_err(|e| InputError(e.to_string()))?;
+        add_value(v, &origin(i + 1), &[], &mut input, &mut pending)?;
+    }
+    for (i, n) in nodes.into_iter().enumerate() {
+        let o = origin(i + 1);
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let info = NodeInfo::new(n).map_err(|e| InputError(format!("{o} (Node {name}): {e}")))?;
+        input.nodes.push((info, o));
+    }
+    for (i, p) in pods.into_iter().enumerate() {
+        pending.push((p, origin(i + 1)));
+    }
+    finish(input, pending)
+}
+
 fn object_name(v: &serde_json::Value) -> String {
     let md = &v["metadata"];
     let name = md["name"].as_str().unwrap_or("<unnamed>");

@@ -1,0 +1,42 @@
+//! Scheduling throughput on scheduler_perf-shaped workloads (criterion).
+//!
+//! `cargo bench -p corral-benches --bench scheduling` — each iteration schedules all
+//! pending pods of a fresh copy of the snapshot; throughput is reported in pods/s
+//! (criterion "elements").
+
+use corral_benches::setup;
+use corral_loadgen::cluster::Profile;
+use corral_scheduler::scheduler::{Options, Scheduler};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let cases: &[(&str, Profile, u32, u64)] = &[
+        ("basic", Profile::Basic, 500, 1_000),
+        ("basic", Profile::Basic, 5_000, 10_000),
+        ("basic", Profile::Basic, 15_000, 10_000),
+        ("affinity", Profile::Affinity, 5_000, 2_000),
+        ("spread", Profile::Spread, 5_000, 2_000),
+    ];
+    let mut g = c.benchmark_group("schedule_all");
+    g.sample_size(10);
+    for &(name, profile, nodes, pods) in cases {
+        let (fws, prepared) = setup(profile, nodes, pods, 0);
+        g.throughput(Throughput::Elements(prepared.pending.len() as u64));
+        g.bench_function(format!("{name}/{nodes}nodes/{pods}pods"), |b| {
+            b.iter_batched(
+                || (prepared.snapshot.clone(), prepared.pending.clone()),
+                |(snap, pending)| {
+                    let mut s = Scheduler::new(fws.clone(), snap, Options::default());
+                    let r = s.schedule_all(pending);
+                    assert_eq!(r.placements.len() + r.unschedulable.len(), pods as usize);
+                    r
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

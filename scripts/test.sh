@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Corral's one test command: installs what a fresh machine lacks, builds, and runs
+# every check (format, lints, unit/integration/property tests, privileged data-plane
+# tests when run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages (Debian): eBPF toolchain and the real network peers used by tests.
+PKGS=(clang-19 llvm-19 libbpf-dev iproute2 iperf3 containernetworking-plugins bpftool iptables ethtool)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || { echo "error: cargo (Rust 1.95) is required" >&2; exit 1; }
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
