@@ -42,6 +42,17 @@ pub struct PreFilterOutcome {
     pub restricting_plugins: Vec<&'static str>,
 }
 
+/// Bit mask of the positions of `skipped` names in `names`.
+fn mask_of<'a>(names: impl Iterator<Item = &'a str>, skipped: &[&str]) -> u64 {
+    let mut m = 0u64;
+    for (i, n) in names.enumerate() {
+        if skipped.contains(&n) {
+            m |= 1u64 << (i & 63);
+        }
+    }
+    m
+}
+
 impl Framework {
     /// Runs PreFilter plugins. Plugins returning Skip are recorded in the state so
     /// their Filter is not run. A rejection or an empty node restriction is returned
@@ -81,6 +92,7 @@ impl Framework {
                 }
             }
         }
+        state.filter_skip_mask = mask_of(self.filter.iter().map(|p| p.name()), &state.skip_filter);
         Ok(PreFilterOutcome {
             nodes: result.node_names,
             restricting_plugins: restricting,
@@ -96,8 +108,8 @@ impl Framework {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
-        for p in &self.filter {
-            if !state.skip_filter.is_empty() && state.filter_skipped(p.name()) {
+        for (i, p) in self.filter.iter().enumerate() {
+            if state.filter_skip_mask & (1u64 << (i & 63)) != 0 {
                 continue;
             }
             let st = p.filter(state, pod, node, snap);
@@ -142,6 +154,10 @@ impl Framework {
                 return Err(st.with_plugin(p.name()));
             }
         }
+        state.score_skip_mask = mask_of(
+            self.score.iter().map(|s| s.plugin.name()),
+            &state.skip_score,
+        );
         Ok(())
     }
 
@@ -157,9 +173,9 @@ impl Framework {
     ) -> Result<Vec<Option<Vec<i64>>>, Status> {
         let all = snap.nodes();
         let mut out = Vec::with_capacity(self.score.len());
-        for ws in &self.score {
+        for (pi, ws) in self.score.iter().enumerate() {
             let p = &ws.plugin;
-            if state.score_skipped(p.name()) {
+            if state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 out.push(None);
                 continue;
             }
@@ -205,8 +221,8 @@ impl Framework {
         snap: &Snapshot,
     ) -> Result<i64, Status> {
         let mut total = 0;
-        for ws in &self.score {
-            if !ws.plugin.node_local() || state.score_skipped(ws.plugin.name()) {
+        for (pi, ws) in self.score.iter().enumerate() {
+            if !ws.plugin.node_local() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 continue;
             }
             let s = ws
