@@ -879,6 +879,48 @@ mod tests {
     }
 
     #[test]
+    fn init_containers_and_overhead_raise_scoring_requests() {
+        let p = NodeResourcesFit::default();
+        let n = node("n").cpu("4").mem("1000Mi").info();
+        // No container requests, init container 1 cpu: non-zero cpu = max(100m, 1000m)
+        // = 1000m; memory = 200Mi default (both phases).
+        // cpu (4000-1000)*100/4000 = 75; mem (1000-200)*100/1000 = 80 → 155/2 = 77.
+        let init = pod("i").init_container(json!({"cpu": "1"})).info();
+        assert_eq!(score(&p, &init, &n), 77);
+        // Overhead adds to the non-zero request: 100m + 900m = 1000m, 200Mi + 300Mi.
+        // cpu 75; mem (1000-500)*100/1000 = 50 → 62.
+        let oh = pod("o")
+            .overhead(json!({"cpu": "900m", "memory": "300Mi"}))
+            .info();
+        assert_eq!(score(&p, &oh, &n), 62);
+    }
+
+    #[test]
+    fn hugepages_in_scoring() {
+        let p = plugin(json!({"scoringStrategy": {"type": "MostAllocated",
+            "resources": [{"name": "hugepages-1Gi", "weight": 1}, {"name": "cpu", "weight": 1}]}}));
+        let n = with_pods(
+            node("n").cpu("10").alloc("hugepages-1Gi", "8Gi").info(),
+            &[pod("a").req("hugepages-1Gi", "2Gi").cpu("1").info()],
+        );
+        // hugepages (2+4)/8 = 75; cpu (1000+1000)*100/10000 = 20 → 95/2 = 47.
+        let pd = pod("p").req("hugepages-1Gi", "4Gi").cpu("1").info();
+        assert_eq!(score(&p, &pd, &n), 47);
+        // Not requesting hugepages: cpu only → 20.
+        assert_eq!(score(&p, &pod("c").cpu("1").info(), &n), 20);
+    }
+
+    #[test]
+    fn filter_without_pre_filter_state_computes_it() {
+        let p = NodeResourcesFit::default();
+        let n = node("n").cpu("1").mem("1Gi").info();
+        let pd = pod("p").cpu("2").info();
+        let s = p.filter(&CycleState::new(), &pd, &n, &Snapshot::new());
+        assert_eq!(s.reasons, vec![REASON_CPU]);
+        assert_eq!(s.code, Code::UnschedulableAndUnresolvable);
+    }
+
+    #[test]
     fn most_allocated_score_with_weights() {
         let p = plugin(json!({"scoringStrategy": {
             "type": "MostAllocated",
