@@ -71,7 +71,7 @@ pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, Stri
         {
             Ok(Arc::new(NodePorts))
         }
-        Some(_) => Err(format!("{NAME} args: this plugin takes no args")),
+        Some(_) => Err("this plugin takes no args".into()),
     }
 }
 

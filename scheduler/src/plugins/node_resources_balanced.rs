@@ -12,8 +12,11 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde_json::Value;
 
-use super::node_resources_fit::{ResourceSpecArg, ScoreResource, default_resource_specs};
+use super::node_resources_fit::{
+    ScoreResource, decode_at, decode_resource_specs, default_resource_specs,
+};
 use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -25,11 +28,11 @@ const PRE_SCORE_KEY: &str = "PreScoreNodeResourcesBalancedAllocation";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct BalancedArgs {
     #[serde(default)]
-    api_version: Option<String>,
+    api_version: Option<Value>,
     #[serde(default)]
-    kind: Option<String>,
+    kind: Option<Value>,
     #[serde(default)]
-    resources: Vec<ResourceSpecArg>,
+    resources: Option<Vec<Value>>,
 }
 
 /// NodeResourcesBalancedAllocation plugin.
@@ -48,18 +51,20 @@ impl Default for NodeResourcesBalancedAllocation {
 
 impl NodeResourcesBalancedAllocation {
     fn from_args(args: BalancedArgs) -> Result<Self, String> {
-        if let Some(k) = args.kind.as_deref()
+        let kind: Option<String> = decode_at(args.kind, "kind")?;
+        if let Some(k) = kind.as_deref()
             && k != "NodeResourcesBalancedAllocationArgs"
         {
             return Err(format!(
                 "kind: must be NodeResourcesBalancedAllocationArgs, got {k:?}"
             ));
         }
-        let _ = args.api_version;
-        let specs = if args.resources.is_empty() {
+        let _: Option<String> = decode_at(args.api_version, "apiVersion")?;
+        let specs = decode_resource_specs(args.resources, "resources")?;
+        let specs = if specs.is_empty() {
             default_resource_specs()
         } else {
-            args.resources
+            specs
         };
         let mut resources = Vec::with_capacity(specs.len());
         for (i, r) in specs.iter().enumerate() {
@@ -192,10 +197,8 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
 }
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
-    let a: BalancedArgs = super::decode_args(args).map_err(|e| format!("{NAME} args: {e}"))?;
-    let p =
-        NodeResourcesBalancedAllocation::from_args(a).map_err(|e| format!("{NAME} args: {e}"))?;
-    Ok(Arc::new(p))
+    let a: BalancedArgs = super::decode_args(args)?;
+    Ok(Arc::new(NodeResourcesBalancedAllocation::from_args(a)?))
 }
 
 #[cfg(test)]
@@ -346,6 +349,10 @@ mod tests {
         .err()
         .unwrap_or_default();
         assert!(e.contains("resources[1].name"), "{e}");
+        let e = factory(Some(&json!({"resources": [{"name": 1}]})))
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("resources[0]"), "{e}");
         let e = factory(Some(&json!({"bogus": true})))
             .err()
             .unwrap_or_default();

@@ -18,6 +18,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::framework::{
     Code, CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreFilterResult,
@@ -147,31 +149,32 @@ impl ScoreResource {
 // Args
 // ---------------------------------------------------------------------------------
 
-/// `NodeResourcesFitArgs` (kubescheduler.config.k8s.io/v1).
+/// `NodeResourcesFitArgs` (kubescheduler.config.k8s.io/v1). Nested values are kept
+/// as JSON and decoded with [`decode_at`] so that type errors name their field.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct FitArgs {
     #[serde(default)]
-    api_version: Option<String>,
+    api_version: Option<Value>,
     #[serde(default)]
-    kind: Option<String>,
+    kind: Option<Value>,
     #[serde(default)]
-    ignored_resources: Vec<String>,
+    ignored_resources: Option<Value>,
     #[serde(default)]
-    ignored_resource_groups: Vec<String>,
+    ignored_resource_groups: Option<Value>,
     #[serde(default)]
-    scoring_strategy: Option<ScoringStrategyArgs>,
+    scoring_strategy: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct ScoringStrategyArgs {
     #[serde(default, rename = "type")]
-    kind: String,
+    kind: Option<Value>,
     #[serde(default)]
-    resources: Vec<ResourceSpecArg>,
+    resources: Option<Vec<Value>>,
     #[serde(default)]
-    requested_to_capacity_ratio: Option<RtcrArgs>,
+    requested_to_capacity_ratio: Option<Value>,
 }
 
 /// `ResourceSpec{name, weight}`; shared with NodeResourcesBalancedAllocation.
@@ -187,7 +190,30 @@ pub(crate) struct ResourceSpecArg {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RtcrArgs {
     #[serde(default)]
-    shape: Vec<ShapePointArg>,
+    shape: Option<Vec<Value>>,
+}
+
+/// Decodes `v` (absent/null → default), prefixing errors with the field path.
+pub(crate) fn decode_at<T: DeserializeOwned + Default>(
+    v: Option<Value>,
+    path: &str,
+) -> Result<T, String> {
+    match v {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v).map_err(|e| format!("{path}: {e}")),
+    }
+}
+
+/// Decodes a list of resource specs (`<path>[i]`).
+pub(crate) fn decode_resource_specs(
+    list: Option<Vec<Value>>,
+    path: &str,
+) -> Result<Vec<ResourceSpecArg>, String> {
+    list.unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| serde_json::from_value(v).map_err(|e| format!("{path}[{i}]: {e}")))
+        .collect()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -279,16 +305,20 @@ impl Default for NodeResourcesFit {
 
 impl NodeResourcesFit {
     fn from_args(args: FitArgs) -> Result<Self, String> {
-        if let Some(k) = args.kind.as_deref()
+        let kind: Option<String> = decode_at(args.kind, "kind")?;
+        if let Some(k) = kind.as_deref()
             && k != "NodeResourcesFitArgs"
         {
             return Err(format!("kind: must be NodeResourcesFitArgs, got {k:?}"));
         }
-        let _ = args.api_version;
-        for (i, r) in args.ignored_resources.iter().enumerate() {
+        let _: Option<String> = decode_at(args.api_version, "apiVersion")?;
+        let ignored_resources: Vec<String> = decode_at(args.ignored_resources, "ignoredResources")?;
+        let ignored_resource_groups: Vec<String> =
+            decode_at(args.ignored_resource_groups, "ignoredResourceGroups")?;
+        for (i, r) in ignored_resources.iter().enumerate() {
             validate_qualified_name(r).map_err(|e| format!("ignoredResources[{i}]: {e}"))?;
         }
-        for (i, g) in args.ignored_resource_groups.iter().enumerate() {
+        for (i, g) in ignored_resource_groups.iter().enumerate() {
             if g.contains('/') {
                 return Err(format!(
                     "ignoredResourceGroups[{i}]: Invalid value: {g:?}: resource group name can't contain '/'"
@@ -296,16 +326,25 @@ impl NodeResourcesFit {
             }
             validate_qualified_name(g).map_err(|e| format!("ignoredResourceGroups[{i}]: {e}"))?;
         }
-        let ss = args
-            .scoring_strategy
-            .unwrap_or_else(|| ScoringStrategyArgs {
-                kind: "LeastAllocated".into(),
-                ..Default::default()
-            });
-        let mut specs = ss.resources;
-        if specs.is_empty() {
-            specs = default_resource_specs();
-        }
+        let ss: Option<ScoringStrategyArgs> = decode_at(args.scoring_strategy, "scoringStrategy")?;
+        let (kind, specs, rtcr) = match ss {
+            // v1 defaulting: no scoringStrategy → LeastAllocated on cpu and memory.
+            None => ("LeastAllocated".to_string(), Vec::new(), None),
+            Some(ss) => {
+                let kind: String = decode_at(ss.kind, "scoringStrategy.type")?;
+                let specs = decode_resource_specs(ss.resources, "scoringStrategy.resources")?;
+                let rtcr: Option<RtcrArgs> = decode_at(
+                    ss.requested_to_capacity_ratio,
+                    "scoringStrategy.requestedToCapacityRatio",
+                )?;
+                (kind, specs, rtcr)
+            }
+        };
+        let specs = if specs.is_empty() {
+            default_resource_specs()
+        } else {
+            specs
+        };
         let mut resources = Vec::with_capacity(specs.len());
         for (i, r) in specs.iter().enumerate() {
             // v1 defaulting: an unset (or 0) weight is 1.
@@ -318,11 +357,11 @@ impl NodeResourcesFit {
             }
             resources.push((ScoreResource::parse(&r.name), w));
         }
-        let shape = match ss.requested_to_capacity_ratio {
-            Some(rtcr) => Some(validate_shape(&rtcr.shape)?),
+        let shape = match rtcr {
+            Some(rtcr) => Some(validate_shape(rtcr.shape)?),
             None => None,
         };
-        let strategy = match ss.kind.as_str() {
+        let strategy = match kind.as_str() {
             "LeastAllocated" => Strategy::LeastAllocated,
             "MostAllocated" => Strategy::MostAllocated,
             "RequestedToCapacityRatio" => match shape {
@@ -341,8 +380,8 @@ impl NodeResourcesFit {
             }
         };
         Ok(NodeResourcesFit {
-            ignored_resources: args.ignored_resources,
-            ignored_resource_groups: args.ignored_resource_groups,
+            ignored_resources,
+            ignored_resource_groups,
             strategy,
             resources,
         })
@@ -403,8 +442,16 @@ impl NodeResourcesFit {
 }
 
 /// Validates and scales a RequestedToCapacityRatio shape (`validateFunctionShape`).
-fn validate_shape(shape: &[ShapePointArg]) -> Result<Vec<(i64, i64)>, String> {
+fn validate_shape(shape: Option<Vec<Value>>) -> Result<Vec<(i64, i64)>, String> {
     const PATH: &str = "scoringStrategy.requestedToCapacityRatio.shape";
+    let shape = shape
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value::<ShapePointArg>(v).map_err(|e| format!("{PATH}[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if shape.is_empty() {
         return Err(format!(
             "{PATH}: Required value: at least one point must be specified"
@@ -651,9 +698,8 @@ impl ScorePlugin for NodeResourcesFit {
 }
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
-    let a: FitArgs = super::decode_args(args).map_err(|e| format!("{NAME} args: {e}"))?;
-    let p = NodeResourcesFit::from_args(a).map_err(|e| format!("{NAME} args: {e}"))?;
-    Ok(Arc::new(p))
+    let a: FitArgs = super::decode_args(args)?;
+    Ok(Arc::new(NodeResourcesFit::from_args(a)?))
 }
 
 #[cfg(test)]
@@ -1100,6 +1146,31 @@ mod tests {
         assert!(e.contains("ignoredResourceGroups[0]"), "{e}");
         let e = args_err(json!({"ignoredResources": ["bad name!"]}));
         assert!(e.contains("ignoredResources[0]"), "{e}");
+        // Type errors name their field too.
+        let e = args_err(json!({"scoringStrategy": {"type": "LeastAllocated",
+            "resources": [{"name": "cpu", "weight": "heavy"}]}}));
+        assert!(e.contains("scoringStrategy.resources[0]"), "{e}");
+        let e = args_err(json!({"scoringStrategy": {"type": 3}}));
+        assert!(e.contains("scoringStrategy.type"), "{e}");
+        let e = args_err(
+            json!({"scoringStrategy": {"type": "RequestedToCapacityRatio",
+            "requestedToCapacityRatio": {"shape": [{"utilization": "x", "score": 1}]}}}),
+        );
+        assert!(e.contains("shape[0]"), "{e}");
+        let e = args_err(json!({"ignoredResources": "example.com/foo"}));
+        assert!(e.contains("ignoredResources"), "{e}");
+        let e = args_err(json!({"scoringStrategy": {"type": "LeastAllocated", "extra": 1}}));
+        assert!(e.contains("scoringStrategy") && e.contains("extra"), "{e}");
+        // apiVersion/kind may accompany the args.
+        assert!(
+            factory(Some(
+                &json!({"apiVersion": "kubescheduler.config.k8s.io/v1",
+            "kind": "NodeResourcesFitArgs"})
+            ))
+            .is_ok()
+        );
+        let e = args_err(json!({"kind": "Other"}));
+        assert!(e.contains("kind"), "{e}");
         let e = args_err(json!({"unknownField": 1}));
         assert!(e.contains("unknownField"), "{e}");
         // Shape scores are scaled ×10.
