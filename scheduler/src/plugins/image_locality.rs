@@ -7,10 +7,11 @@
 
 use std::sync::Arc;
 
-use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, ScorePlugin, Status};
+use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "ImageLocality";
+const PRE_SCORE_KEY: &str = "PreScoreImageLocality";
 
 const MB: i64 = 1024 * 1024;
 /// Below this summed (scaled) image size the score is 0.
@@ -24,6 +25,9 @@ pub struct ImageLocality;
 impl Plugin for ImageLocality {
     fn name(&self) -> &'static str {
         NAME
+    }
+    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
+        Some(self)
     }
     fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
         Some(self)
@@ -55,31 +59,70 @@ fn calculate_priority(sum: i64, num_containers: usize) -> i64 {
     MAX_NODE_SCORE * (clamped - MIN_THRESHOLD) / (max_threshold - MIN_THRESHOLD)
 }
 
+/// The pod's images present on at least one node, with their node counts, and its
+/// number of containers; computed once per pod in PreScore.
+#[derive(Debug, Clone, Default)]
+struct PreScoreState {
+    images: Vec<(String, u32)>,
+    num_containers: usize,
+}
+
+fn pre_score_state(pod: &PodInfo, snap: &Snapshot) -> PreScoreState {
+    PreScoreState {
+        images: pod
+            .images
+            .iter()
+            .filter_map(|img| {
+                let n = snap.image_num_nodes(img);
+                (n > 0).then(|| (img.clone(), n))
+            })
+            .collect(),
+        num_containers: pod.spec().map_or(0, |s| {
+            s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len)
+        }),
+    }
+}
+
+fn score_node(s: &PreScoreState, node: &NodeInfo, total_nodes: usize) -> i64 {
+    let mut sum: i64 = 0;
+    if !node.images.is_empty() {
+        for (img, num_nodes) in &s.images {
+            if let Some(&size) = node.images.get(img) {
+                sum = sum.saturating_add(scaled_image_score(size, *num_nodes, total_nodes));
+            }
+        }
+    }
+    calculate_priority(sum, s.num_containers)
+}
+
+impl PreScorePlugin for ImageLocality {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        _: &[&NodeInfo],
+    ) -> Status {
+        // Never Skip: kube-scheduler has no PreScore here and reports a score (possibly
+        // 0) for every node.
+        state.write(PRE_SCORE_KEY, pre_score_state(pod, snap));
+        Status::success()
+    }
+}
+
 impl ScorePlugin for ImageLocality {
     fn score(
         &self,
-        _: &CycleState,
+        state: &CycleState,
         pod: &PodInfo,
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Result<i64, Status> {
         let total = snap.num_nodes();
-        let mut sum: i64 = 0;
-        if !node.images.is_empty() {
-            for img in &pod.images {
-                if let Some(&size) = node.images.get(img) {
-                    sum = sum.saturating_add(scaled_image_score(
-                        size,
-                        snap.image_num_nodes(img),
-                        total,
-                    ));
-                }
-            }
-        }
-        let num_containers = pod.spec().map_or(0, |s| {
-            s.containers.len() + s.init_containers.as_ref().map_or(0, Vec::len)
-        });
-        Ok(calculate_priority(sum, num_containers))
+        Ok(match state.read::<PreScoreState>(PRE_SCORE_KEY) {
+            Some(s) => score_node(s, node, total),
+            None => score_node(&pre_score_state(pod, snap), node, total),
+        })
     }
 
     fn node_local(&self) -> bool {
@@ -113,9 +156,21 @@ mod tests {
             snap.upsert_node(n);
         }
         let n = snap.node(target).expect("node").clone();
-        ImageLocality
-            .score(&CycleState::new(), p, &n, &snap)
-            .unwrap()
+        let mut st = CycleState::new();
+        assert!(
+            ImageLocality
+                .pre_score(&mut st, p, &snap, &[&n])
+                .is_success()
+        );
+        let v = ImageLocality.score(&st, p, &n, &snap).unwrap();
+        // Without PreScore state the same score is computed.
+        assert_eq!(
+            ImageLocality
+                .score(&CycleState::new(), p, &n, &snap)
+                .unwrap(),
+            v
+        );
+        v
     }
 
     #[test]
