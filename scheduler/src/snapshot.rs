@@ -97,8 +97,7 @@ impl AffinityTerm {
     /// `AffinityTerm.Matches`: the pod is in one of the term's namespaces (explicit or
     /// selected by labels) and its labels match the selector.
     pub fn matches(&self, pod: &PodInfo, ns_labels: Option<&Labels>) -> bool {
-        (self.namespaces.iter().any(|n| *n == pod.namespace)
-            || self.namespace_selector.matches_opt(ns_labels))
+        (self.namespaces.contains(&pod.namespace) || self.namespace_selector.matches_opt(ns_labels))
             && self.selector.matches(&pod.labels)
     }
 }
@@ -177,7 +176,13 @@ impl PodInfo {
                     images.push(normalize_image(img));
                 }
             }
-            for c in spec.containers.iter() {
+            // `GetHostPorts`: containers and restartable (sidecar) init containers.
+            let sidecars = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            for c in sidecars.chain(spec.containers.iter()) {
                 for p in c.ports.iter().flatten() {
                     if let Some(hp) = p.host_port.filter(|p| *p > 0) {
                         host_ports.push(HostPort {
@@ -186,7 +191,11 @@ impl PodInfo {
                                 .clone()
                                 .filter(|s| !s.is_empty())
                                 .unwrap_or_else(|| "0.0.0.0".into()),
-                            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                            protocol: p
+                                .protocol
+                                .clone()
+                                .filter(|s| !s.is_empty())
+                                .unwrap_or_else(|| "TCP".into()),
                             port: hp,
                         });
                     }
