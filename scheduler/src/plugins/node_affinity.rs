@@ -153,7 +153,7 @@ pub struct NodeAffinityArgs {
 pub struct NodeAffinity {
     /// Required part of `addedAffinity`.
     added_required: Option<NodeSelectorMatcher>,
-    /// Preferred part of `addedAffinity` (`Some` whenever addedAffinity is set).
+    /// Preferred part of `addedAffinity` (`Some` when it has terms).
     added_preferred: Option<PreferredTerms>,
 }
 
@@ -211,13 +211,19 @@ impl NodeAffinity {
                 ));
             }
         }
-        let added_preferred = PreferredTerms::compile(
-            &preferred,
-            "addedAffinity.preferredDuringSchedulingIgnoredDuringExecution",
-        )?;
+        // Like kube, an empty preferred list leaves no added preferred terms (pods
+        // without preferences then skip scoring).
+        let added_preferred = if preferred.is_empty() {
+            None
+        } else {
+            Some(PreferredTerms::compile(
+                &preferred,
+                "addedAffinity.preferredDuringSchedulingIgnoredDuringExecution",
+            )?)
+        };
         Ok(NodeAffinity {
             added_required,
-            added_preferred: Some(added_preferred),
+            added_preferred,
         })
     }
 
@@ -332,11 +338,8 @@ impl PreScorePlugin for NodeAffinity {
         state: &mut CycleState,
         pod: &PodInfo,
         _: &Snapshot,
-        nodes: &[&NodeInfo],
+        _: &[&NodeInfo],
     ) -> Status {
-        if nodes.is_empty() {
-            return Status::success();
-        }
         let preferred = match pod_preferred(pod) {
             Ok(p) => p,
             Err(e) => return Status::error(format!("invalid node affinity: {e}")),
@@ -637,6 +640,12 @@ mod tests {
         assert!(s.is_success());
         assert_eq!(raw, [0, 0, 2]);
         assert_eq!(norm, [0, 0, 100]);
+        // addedAffinity with only required terms: pods without preferences skip.
+        let pl = plugin(
+            json!({"addedAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "Exists"}]}]}}}),
+        );
+        assert!(scores(&pl, &pod("q").info(), &nodes).0.is_skip());
     }
 
     #[test]
