@@ -342,7 +342,9 @@ fn invalid(e: String) -> Status {
 /// Matching-pod counts per topology domain of one constraint, with the exact minimum.
 #[derive(Debug, Clone, Default)]
 struct Domains {
-    index: HashMap<String, usize>,
+    /// Topology value → position in `counts`; shared between cycle-state clones (it
+    /// only changes when a new domain appears).
+    index: Arc<HashMap<String, usize>>,
     counts: Vec<i64>,
     /// Minimum over `counts` (0 when there are no domains).
     min: i64,
@@ -356,7 +358,7 @@ impl Domains {
         match self.index.get(v) {
             Some(&i) => self.counts[i] += n,
             None => {
-                self.index.insert(v.to_string(), self.counts.len());
+                Arc::make_mut(&mut self.index).insert(v.to_string(), self.counts.len());
                 self.counts.push(n);
             }
         }
@@ -663,12 +665,12 @@ impl PreScorePlugin for PodTopologySpread {
         }
         state.write(
             PRE_SCORE_KEY,
-            PreScoreState {
+            Arc::new(PreScoreState {
                 constraints,
                 counts,
                 weights,
                 ignored,
-            },
+            }),
         );
         Status::success()
     }
@@ -682,7 +684,7 @@ impl ScorePlugin for PodTopologySpread {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Result<i64, Status> {
-        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_KEY) else {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return Err(Status::error("PodTopologySpread: PreScore state not found"));
         };
         if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
@@ -715,7 +717,7 @@ impl ScorePlugin for PodTopologySpread {
 
 impl NormalizeScorePlugin for PodTopologySpread {
     fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) -> Status {
-        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_KEY) else {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return Status::success();
         };
         let mut min = i64::MAX;

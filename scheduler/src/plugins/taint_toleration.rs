@@ -32,7 +32,7 @@ pub struct TaintToleration;
 /// PreScore state: the pod's tolerations that can tolerate PreferNoSchedule taints.
 #[derive(Debug, Clone)]
 struct PreScoreState {
-    tolerations: Vec<Toleration>,
+    tolerations: Arc<[Toleration]>,
 }
 
 fn prefer_no_schedule_toleration(t: &Toleration) -> bool {
@@ -89,7 +89,7 @@ impl PreScorePlugin for TaintToleration {
         if nodes.is_empty() {
             return Status::success();
         }
-        let tolerations = pod
+        let tolerations: Arc<[Toleration]> = pod
             .tolerations
             .iter()
             .filter(|t| prefer_no_schedule_toleration(t))
