@@ -1116,6 +1116,89 @@ mod tests {
         assert_eq!(filter_with(&pl, &st, &p, &snap), before);
     }
 
+    /// Randomized add/remove sequences with inclusion policies, other namespaces and
+    /// non-matching pods: the incrementally updated state filters exactly like a fresh
+    /// PreFilter on the updated snapshot.
+    #[test]
+    fn incremental_updates_match_fresh_prefilter_randomized() {
+        let pl = PodTopologySpread::default();
+        let nodes: Vec<NodeInfo> = (0..9)
+            .map(|i| {
+                let mut b = node(&format!("n{i}")).zone(["a", "b", "c"][i % 3]);
+                if i % 4 == 0 {
+                    b = b.label("pool", "gpu");
+                }
+                if i == 5 {
+                    b = b.taint("dedicated", "x", "NoSchedule");
+                }
+                b.info()
+            })
+            .collect();
+        let mut zone = hard(LABEL_ZONE, 1);
+        zone["nodeTaintsPolicy"] = json!("Honor");
+        zone["minDomains"] = json!(2);
+        let mut host = hard(LABEL_HOSTNAME, 2);
+        host["nodeAffinityPolicy"] = json!("Ignore");
+        let p = pod("p")
+            .label("app", "web")
+            .affinity(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "DoesNotExist"}]}]}}}))
+            .spread(zone)
+            .spread(host)
+            .info();
+        let mut snap = snapshot(nodes, vec![]);
+        let mut st = CycleState::new();
+        assert!(pl.pre_filter(&mut st, &p, &snap).1.is_success());
+        let mut placed: Vec<(PodInfo, String)> = Vec::new();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % m
+        };
+        for step in 0..200 {
+            if placed.is_empty() || next(3) > 0 {
+                let n = format!("n{}", next(9));
+                let mut b = pod(&format!("q{step}"));
+                b = match next(5) {
+                    0 => b.label("app", "db"),
+                    1 => b.ns("other").label("app", "web"),
+                    _ => b.label("app", "web"),
+                };
+                let q = b.info();
+                let ni = snap.node(&n).unwrap().clone();
+                pl.add_pod(&mut st, &p, &q, &ni, &snap);
+                snap.add_pod(Arc::new(q.clone()), &n);
+                placed.push((q, n));
+            } else {
+                let (q, n) = placed.swap_remove(next(placed.len() as u64) as usize);
+                let ni = snap.node(&n).unwrap().clone();
+                pl.remove_pod(&mut st, &p, &q, &ni, &snap);
+                snap.remove_pod(&q.key);
+            }
+            let mut fresh = CycleState::new();
+            pl.pre_filter(&mut fresh, &p, &snap);
+            assert_eq!(
+                filter_with(&pl, &st, &p, &snap),
+                filter_with(&pl, &fresh, &p, &snap),
+                "step {step}"
+            );
+            let a = st.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+            let b = fresh.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+            for (da, db) in a.domains.iter().zip(b.domains.iter()) {
+                assert_eq!(
+                    (da.min, da.counts.len()),
+                    (db.min, db.counts.len()),
+                    "step {step}"
+                );
+                for (v, &i) in db.index.iter() {
+                    assert_eq!(da.count(v), db.counts[i], "step {step} domain {v}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn domains_min_is_exact() {
         let mut d = Domains::default();
