@@ -25,7 +25,6 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use rayon::prelude::*;
-use serde::Deserialize;
 
 use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, Plugin,
@@ -49,21 +48,6 @@ const PRE_SCORE_STATE_KEY: &str = "PreScoreInterPodAffinity";
 pub const DEFAULT_HARD_POD_AFFINITY_WEIGHT: i32 = 1;
 const MAX_HARD_POD_AFFINITY_WEIGHT: i32 = 100;
 
-/// `InterPodAffinityArgs`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Args {
-    /// Accepted (the config file may carry the typed args header) and ignored.
-    #[serde(default)]
-    #[allow(dead_code)]
-    api_version: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    kind: Option<String>,
-    hard_pod_affinity_weight: Option<i32>,
-    ignore_preferred_terms_of_existing_pods: Option<bool>,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InterPodAffinity {
     /// Weight of existing pods' required affinity terms in scoring (0..=100).
@@ -82,21 +66,43 @@ impl Default for InterPodAffinity {
 }
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
-    let a: Args = super::decode_args(args).map_err(|e| format!("{NAME} args: {e}"))?;
-    let w = a
-        .hard_pod_affinity_weight
-        .unwrap_or(DEFAULT_HARD_POD_AFFINITY_WEIGHT);
-    if !(0..=MAX_HARD_POD_AFFINITY_WEIGHT).contains(&w) {
-        return Err(format!(
-            "{NAME} args: hardPodAffinityWeight: Invalid value: {w}: not in valid range [0-{MAX_HARD_POD_AFFINITY_WEIGHT}]"
-        ));
+    Ok(Arc::new(parse_args(args)?))
+}
+
+/// Decodes `InterPodAffinityArgs` strictly; errors name the offending field.
+fn parse_args(args: Option<&serde_json::Value>) -> Result<InterPodAffinity, String> {
+    let m: serde_json::Map<String, serde_json::Value> =
+        super::decode_args(args).map_err(|e| format!("{NAME} args: {e}"))?;
+    let mut pl = InterPodAffinity::default();
+    for (k, v) in &m {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            // The typed args header is accepted and ignored.
+            "apiVersion" | "kind" => {}
+            "hardPodAffinityWeight" => {
+                let w = v.as_i64().ok_or_else(|| {
+                    format!(
+                        "{NAME} args: hardPodAffinityWeight: Invalid value: {v}: must be an integer"
+                    )
+                })?;
+                if !(0..=i64::from(MAX_HARD_POD_AFFINITY_WEIGHT)).contains(&w) {
+                    return Err(format!(
+                        "{NAME} args: hardPodAffinityWeight: Invalid value: {w}: not in valid range [0-{MAX_HARD_POD_AFFINITY_WEIGHT}]"
+                    ));
+                }
+                pl.hard_pod_affinity_weight = w as i32;
+            }
+            "ignorePreferredTermsOfExistingPods" => {
+                pl.ignore_preferred_terms_of_existing_pods = v.as_bool().ok_or_else(|| {
+                    format!("{NAME} args: ignorePreferredTermsOfExistingPods: Invalid value: {v}: must be a boolean")
+                })?;
+            }
+            other => return Err(format!("{NAME} args: unknown field `{other}`")),
+        }
     }
-    Ok(Arc::new(InterPodAffinity {
-        hard_pod_affinity_weight: w,
-        ignore_preferred_terms_of_existing_pods: a
-            .ignore_preferred_terms_of_existing_pods
-            .unwrap_or(false),
-    }))
+    Ok(pl)
 }
 
 /// Values per topology pair: one small map per distinct topology key (there are
@@ -636,5 +642,718 @@ impl NormalizeScorePlugin for InterPodAffinity {
             sc.score = f as i64;
         }
         Status::success()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::framework::Code;
+    use crate::snapshot::{LABEL_HOSTNAME, LABEL_ZONE};
+    use crate::testutil::{node, pod};
+
+    const HOST: &str = LABEL_HOSTNAME;
+    const ZONE: &str = LABEL_ZONE;
+
+    fn term(labels: Value, key: &str) -> Value {
+        json!({"labelSelector": {"matchLabels": labels}, "topologyKey": key})
+    }
+    fn weighted(w: i32, t: Value) -> Value {
+        json!({"weight": w, "podAffinityTerm": t})
+    }
+    fn req_affinity(terms: Vec<Value>) -> Value {
+        json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": terms}})
+    }
+    fn req_anti(terms: Vec<Value>) -> Value {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": terms}})
+    }
+
+    /// Nodes: a1, a2 in zone a; b1, b2 in zone b; c1 in zone c without a `rack` label.
+    fn nodes() -> Vec<NodeInfo> {
+        vec![
+            node("a1").zone("a").label("rack", "r1").info(),
+            node("a2").zone("a").label("rack", "r1").info(),
+            node("b1").zone("b").label("rack", "r2").info(),
+            node("b2").zone("b").label("rack", "r2").info(),
+            node("c1").zone("c").info(),
+        ]
+    }
+
+    fn snapshot(pods: Vec<(PodInfo, &str)>) -> Snapshot {
+        let mut s = Snapshot::new();
+        for n in nodes() {
+            s.upsert_node(n);
+        }
+        for (p, n) in pods {
+            s.add_pod(Arc::new(p), n);
+        }
+        s
+    }
+
+    /// Runs PreFilter + Filter on every node: node name → (code, reason).
+    fn filter_all(
+        pl: &InterPodAffinity,
+        p: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Code, BTreeMap<String, (Code, String)>) {
+        let mut st = CycleState::new();
+        let (_, s) = pl.pre_filter(&mut st, p, snap);
+        (s.code, filter_with(pl, &st, p, snap))
+    }
+
+    fn filter_with(
+        pl: &InterPodAffinity,
+        st: &CycleState,
+        p: &PodInfo,
+        snap: &Snapshot,
+    ) -> BTreeMap<String, (Code, String)> {
+        snap.nodes()
+            .iter()
+            .map(|n| {
+                let s = pl.filter(st, p, n, snap);
+                (n.name.to_string(), (s.code, s.message()))
+            })
+            .collect()
+    }
+
+    fn feasible(r: &BTreeMap<String, (Code, String)>) -> Vec<&str> {
+        r.iter()
+            .filter(|(_, (c, _))| *c == Code::Success)
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    fn pl() -> InterPodAffinity {
+        InterPodAffinity::default()
+    }
+
+    #[test]
+    fn skip_without_terms_or_matching_existing_anti_affinity() {
+        let existing = pod("e")
+            .label("app", "web")
+            .affinity(req_anti(vec![term(json!({"app": "db"}), HOST)]))
+            .info();
+        let snap = snapshot(vec![(existing, "a1")]);
+        let mut st = CycleState::new();
+        let plain = pod("p").label("app", "web").info();
+        assert_eq!(pl().pre_filter(&mut st, &plain, &snap).1.code, Code::Skip);
+        // A pod the existing anti-affinity selects is not skipped.
+        let db = pod("d").label("app", "db").info();
+        assert_eq!(pl().pre_filter(&mut st, &db, &snap).1.code, Code::Success);
+    }
+
+    #[test]
+    fn required_anti_affinity_hostname_and_zone() {
+        let web = pod("w").label("app", "web").info();
+        let snap = snapshot(vec![(web, "a1")]);
+        let p = pod("p")
+            .affinity(req_anti(vec![term(json!({"app": "web"}), HOST)]))
+            .info();
+        let (code, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(code, Code::Success);
+        assert_eq!(
+            r["a1"],
+            (Code::Unschedulable, ERR_REASON_ANTI_AFFINITY.to_string())
+        );
+        assert_eq!(feasible(&r), ["a2", "b1", "b2", "c1"]);
+
+        let pz = pod("p")
+            .affinity(req_anti(vec![term(json!({"app": "web"}), ZONE)]))
+            .info();
+        let (_, r) = filter_all(&pl(), &pz, &snap);
+        assert_eq!(feasible(&r), ["b1", "b2", "c1"]);
+        assert_eq!(r["a2"].0, Code::Unschedulable);
+    }
+
+    #[test]
+    fn existing_pods_anti_affinity_is_symmetric() {
+        let existing = pod("e")
+            .label("app", "web")
+            .affinity(req_anti(vec![term(json!({"app": "db"}), ZONE)]))
+            .info();
+        let snap = snapshot(vec![(existing, "b1")]);
+        let db = pod("d").label("app", "db").info();
+        let (code, r) = filter_all(&pl(), &db, &snap);
+        assert_eq!(code, Code::Success);
+        assert_eq!(
+            r["b2"],
+            (
+                Code::Unschedulable,
+                ERR_REASON_EXISTING_ANTI_AFFINITY.to_string()
+            )
+        );
+        assert_eq!(feasible(&r), ["a1", "a2", "c1"]);
+        // Not selected by the existing term: everything feasible (and skipped).
+        let other = pod("o").label("app", "cache").info();
+        let (code, _) = filter_all(&pl(), &other, &snap);
+        assert_eq!(code, Code::Skip);
+    }
+
+    #[test]
+    fn required_affinity_zone_and_missing_topology_key() {
+        let cache = pod("c").label("app", "cache").info();
+        let snap = snapshot(vec![(cache, "a1")]);
+        let p = pod("p")
+            .affinity(req_affinity(vec![term(json!({"app": "cache"}), ZONE)]))
+            .info();
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(feasible(&r), ["a1", "a2"]);
+        assert_eq!(
+            r["b1"],
+            (
+                Code::UnschedulableAndUnresolvable,
+                ERR_REASON_AFFINITY.to_string()
+            )
+        );
+
+        // Key `rack`: c1 lacks it → affinity fails there; anti-affinity passes there.
+        let pr = pod("p")
+            .affinity(req_affinity(vec![term(json!({"app": "cache"}), "rack")]))
+            .info();
+        let (_, r) = filter_all(&pl(), &pr, &snap);
+        assert_eq!(feasible(&r), ["a1", "a2"]);
+        assert_eq!(r["c1"].0, Code::UnschedulableAndUnresolvable);
+        let pa = pod("p")
+            .affinity(req_anti(vec![term(json!({"app": "cache"}), "rack")]))
+            .info();
+        let (_, r) = filter_all(&pl(), &pa, &snap);
+        assert_eq!(feasible(&r), ["b1", "b2", "c1"]);
+    }
+
+    #[test]
+    fn affinity_requires_one_pod_matching_all_terms() {
+        // Two pods each matching one term: no pod matches both → not satisfied
+        // (and not the "first pod" case because counts are empty but the pod doesn't
+        // match its own terms).
+        let x = pod("x").label("a", "1").info();
+        let y = pod("y").label("b", "1").info();
+        let snap = snapshot(vec![(x, "a1"), (y, "a1")]);
+        let p = pod("p")
+            .affinity(req_affinity(vec![
+                term(json!({"a": "1"}), ZONE),
+                term(json!({"b": "1"}), HOST),
+            ]))
+            .info();
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert!(feasible(&r).is_empty());
+        // A pod matching both terms on a2 satisfies them where both pairs match.
+        let xy = pod("xy").label("a", "1").label("b", "1").info();
+        let snap = snapshot(vec![(xy, "a2")]);
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(feasible(&r), ["a2"]);
+    }
+
+    #[test]
+    fn first_pod_of_self_affine_group() {
+        let snap = snapshot(vec![(pod("other").label("app", "z").info(), "b1")]);
+        let p = pod("p")
+            .label("app", "x")
+            .affinity(req_affinity(vec![term(json!({"app": "x"}), "rack")]))
+            .info();
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        // Allowed everywhere the topology key exists.
+        assert_eq!(feasible(&r), ["a1", "a2", "b1", "b2"]);
+        assert_eq!(r["c1"].0, Code::UnschedulableAndUnresolvable);
+        // A pod not matching its own terms is not the first of a group.
+        let q = pod("q")
+            .label("app", "y")
+            .affinity(req_affinity(vec![term(json!({"app": "x"}), "rack")]))
+            .info();
+        let (_, r) = filter_all(&pl(), &q, &snap);
+        assert!(feasible(&r).is_empty());
+        // Once a matching pod exists, only its topology domain is allowed.
+        let snap = snapshot(vec![(pod("x1").label("app", "x").info(), "b2")]);
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(feasible(&r), ["b1", "b2"]);
+    }
+
+    #[test]
+    fn namespaces_list_selector_and_default() {
+        let mut snap = snapshot(vec![
+            (pod("w1").ns("team-a").label("app", "web").info(), "a1"),
+            (pod("w2").ns("team-b").label("app", "web").info(), "b1"),
+            (pod("w3").ns("ghost").label("app", "web").info(), "c1"),
+        ]);
+        snap.namespaces.insert(
+            "team-a".into(),
+            [("tier".to_string(), "gold".to_string())].into(),
+        );
+        snap.namespaces.insert("team-b".into(), Labels::new());
+        snap.namespaces.insert("default".into(), Labels::new());
+        let anti = |t: Value| pod("p").affinity(req_anti(vec![t])).info();
+        let base = term(json!({"app": "web"}), HOST);
+
+        // nil namespaces + nil selector: own namespace ("default") only.
+        let (code, r) = filter_all(&pl(), &anti(base.clone()), &snap);
+        assert_eq!(code, Code::Success);
+        assert_eq!(feasible(&r).len(), 5);
+
+        let mut t = base.clone();
+        t["namespaces"] = json!(["team-b"]);
+        let (_, r) = filter_all(&pl(), &anti(t), &snap);
+        assert_eq!(feasible(&r), ["a1", "a2", "b2", "c1"]);
+
+        // {} selects every namespace, known or not.
+        let mut t = base.clone();
+        t["namespaceSelector"] = json!({});
+        let (_, r) = filter_all(&pl(), &anti(t), &snap);
+        assert_eq!(feasible(&r), ["a2", "b2"]);
+
+        // A label selector selects known namespaces by labels; an unknown namespace
+        // is never selected, even by a negative selector.
+        let mut t = base.clone();
+        t["namespaceSelector"] = json!({"matchLabels": {"tier": "gold"}});
+        let (_, r) = filter_all(&pl(), &anti(t), &snap);
+        assert_eq!(feasible(&r), ["a2", "b1", "b2", "c1"]);
+        let mut t = base.clone();
+        t["namespaceSelector"] =
+            json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]});
+        let (_, r) = filter_all(&pl(), &anti(t), &snap);
+        assert_eq!(feasible(&r), ["a1", "a2", "b2", "c1"]);
+
+        // namespaces ∪ selector.
+        let mut t = base;
+        t["namespaces"] = json!(["team-b"]);
+        t["namespaceSelector"] = json!({"matchLabels": {"tier": "gold"}});
+        let (_, r) = filter_all(&pl(), &anti(t), &snap);
+        assert_eq!(feasible(&r), ["a2", "b2", "c1"]);
+    }
+
+    #[test]
+    fn existing_term_namespace_selector_uses_incoming_namespace_labels() {
+        let mut t = term(json!({"app": "db"}), HOST);
+        t["namespaceSelector"] = json!({"matchLabels": {"env": "prod"}});
+        let existing = pod("e").affinity(req_anti(vec![t])).info();
+        let mut snap = snapshot(vec![(existing, "a1")]);
+        snap.namespaces.insert(
+            "prod".into(),
+            [("env".to_string(), "prod".to_string())].into(),
+        );
+        let in_prod = pod("d").ns("prod").label("app", "db").info();
+        let (_, r) = filter_all(&pl(), &in_prod, &snap);
+        assert_eq!(r["a1"].0, Code::Unschedulable);
+        let in_dev = pod("d").ns("dev").label("app", "db").info();
+        let (code, _) = filter_all(&pl(), &in_dev, &snap);
+        assert_eq!(code, Code::Skip);
+    }
+
+    #[test]
+    fn match_label_keys_use_incoming_pod_values() {
+        let snap = snapshot(vec![
+            (pod("v1").label("app", "web").label("ver", "1").info(), "a1"),
+            (pod("v2").label("app", "web").label("ver", "2").info(), "b1"),
+        ]);
+        let mut t = term(json!({"app": "web"}), HOST);
+        t["matchLabelKeys"] = json!(["ver"]);
+        let p = pod("p")
+            .label("app", "web")
+            .label("ver", "2")
+            .affinity(req_anti(vec![t.clone()]))
+            .info();
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(feasible(&r), ["a1", "a2", "b2", "c1"]);
+        let mut t2 = term(json!({"app": "web"}), HOST);
+        t2["mismatchLabelKeys"] = json!(["ver"]);
+        let p = pod("p")
+            .label("app", "web")
+            .label("ver", "2")
+            .affinity(req_anti(vec![t2]))
+            .info();
+        let (_, r) = filter_all(&pl(), &p, &snap);
+        assert_eq!(feasible(&r), ["a2", "b1", "b2", "c1"]);
+    }
+
+    #[test]
+    fn filter_without_prefilter_state_is_an_error() {
+        let snap = snapshot(vec![]);
+        let n = &snap.nodes()[0];
+        let s = pl().filter(&CycleState::new(), &pod("p").info(), n, &snap);
+        assert_eq!(s.code, Code::Error);
+    }
+
+    /// Pods exercising every kind of match, added to/removed from every node.
+    fn candidates() -> Vec<PodInfo> {
+        vec![
+            pod("c-web").label("app", "web").info(),
+            pod("c-db").label("app", "db").info(),
+            pod("c-web-other-ns").ns("x").label("app", "web").info(),
+            pod("c-anti-web-host")
+                .label("app", "cache")
+                .affinity(req_anti(vec![term(json!({"app": "web"}), HOST)]))
+                .info(),
+            pod("c-anti-web-zone")
+                .affinity(req_anti(vec![
+                    term(json!({"app": "web"}), ZONE),
+                    term(json!({"app": "web"}), "rack"),
+                ]))
+                .info(),
+            pod("c-anti-db-rack")
+                .label("app", "web")
+                .affinity(req_anti(vec![term(json!({"app": "db"}), "rack")]))
+                .info(),
+        ]
+    }
+
+    /// Incoming pods with various requirements.
+    fn incoming() -> Vec<PodInfo> {
+        vec![
+            pod("i-plain").label("app", "web").info(),
+            pod("i-anti-host")
+                .label("app", "web")
+                .affinity(req_anti(vec![term(json!({"app": "web"}), HOST)]))
+                .info(),
+            pod("i-aff-zone")
+                .label("app", "db")
+                .affinity(req_affinity(vec![term(json!({"app": "web"}), ZONE)]))
+                .info(),
+            pod("i-self-aff-rack")
+                .label("app", "db")
+                .affinity(req_affinity(vec![term(json!({"app": "db"}), "rack")]))
+                .info(),
+            pod("i-both")
+                .label("app", "web")
+                .affinity(json!({
+                    "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                        [term(json!({"app": "db"}), ZONE)]},
+                    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                        [term(json!({"app": "web"}), "rack")]}
+                }))
+                .info(),
+        ]
+    }
+
+    #[test]
+    fn add_pod_and_remove_pod_match_a_fresh_prefilter() {
+        let base = vec![
+            (pod("b-web").label("app", "web").info(), "a1"),
+            (
+                pod("b-anti")
+                    .label("app", "db")
+                    .affinity(req_anti(vec![term(json!({"app": "web"}), HOST)]))
+                    .info(),
+                "b2",
+            ),
+        ];
+        let mut checked = 0;
+        for p in incoming() {
+            for cand in candidates() {
+                for target in ["a1", "a2", "b1", "b2", "c1"] {
+                    let snap = snapshot(base.clone());
+                    let mut st = CycleState::new();
+                    let (_, s0) = pl().pre_filter(&mut st, &p, &snap);
+                    if s0.is_skip() {
+                        st.skip_filter.push(NAME);
+                    }
+                    let before = filter_with(&pl(), &st, &p, &snap);
+
+                    let mut after_snap = snap.clone();
+                    after_snap.add_pod(Arc::new(cand.clone()), target);
+                    let node = after_snap.node(target).unwrap().clone();
+                    let s = pl().add_pod(&mut st, &p, &cand, &node, &after_snap);
+                    assert!(s.is_success());
+                    let (fresh_code, fresh) = filter_all(&pl(), &p, &after_snap);
+                    let ctx = format!("{} + {} on {}", p.name, cand.name, target);
+                    // Skip agreement: the state turns Filter back on when needed.
+                    assert_eq!(
+                        st.filter_skipped(NAME),
+                        fresh_code == Code::Skip,
+                        "skip: {ctx}"
+                    );
+                    assert_eq!(filter_with(&pl(), &st, &p, &after_snap), fresh, "{ctx}");
+
+                    let s = pl().remove_pod(&mut st, &p, &cand, &node, &snap);
+                    assert!(s.is_success());
+                    assert_eq!(filter_with(&pl(), &st, &p, &snap), before, "undo {ctx}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 5 * 6 * 5);
+    }
+
+    #[test]
+    fn add_pod_changes_decisions() {
+        let snap = snapshot(vec![]);
+        let p = pod("p")
+            .label("app", "web")
+            .affinity(req_anti(vec![term(json!({"app": "web"}), ZONE)]))
+            .info();
+        let mut st = CycleState::new();
+        pl().pre_filter(&mut st, &p, &snap);
+        assert_eq!(feasible(&filter_with(&pl(), &st, &p, &snap)).len(), 5);
+        let web = pod("w").label("app", "web").info();
+        let a1 = snap.node("a1").unwrap().clone();
+        pl().add_pod(&mut st, &p, &web, &a1, &snap);
+        let r = filter_with(&pl(), &st, &p, &snap);
+        assert_eq!(feasible(&r), ["b1", "b2", "c1"]);
+        // Removing twice drives the count negative, which must not block anything.
+        pl().remove_pod(&mut st, &p, &web, &a1, &snap);
+        pl().remove_pod(&mut st, &p, &web, &a1, &snap);
+        assert_eq!(feasible(&filter_with(&pl(), &st, &p, &snap)).len(), 5);
+    }
+
+    /// PreScore + Score + NormalizeScore over all nodes.
+    fn scores(pl: &InterPodAffinity, p: &PodInfo, snap: &Snapshot) -> Option<Vec<(String, i64)>> {
+        let mut st = CycleState::new();
+        let nodes: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+        let s = pl.pre_score(&mut st, p, snap, &nodes);
+        if s.is_skip() {
+            return None;
+        }
+        assert!(s.is_success());
+        let mut out: Vec<NodeScore> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeScore {
+                node: i,
+                score: pl.score(&st, p, n, snap).unwrap(),
+            })
+            .collect();
+        assert!(pl.normalize_score(&st, p, &mut out).is_success());
+        let mut v: Vec<(String, i64)> = out
+            .iter()
+            .map(|s| (nodes[s.node].name.to_string(), s.score))
+            .collect();
+        v.sort();
+        Some(v)
+    }
+
+    fn raw_scores(pl: &InterPodAffinity, p: &PodInfo, snap: &Snapshot) -> Vec<(String, i64)> {
+        let mut st = CycleState::new();
+        let nodes: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+        pl.pre_score(&mut st, p, snap, &nodes);
+        let mut v: Vec<_> = nodes
+            .iter()
+            .map(|n| (n.name.to_string(), pl.score(&st, p, n, snap).unwrap()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn named(v: &[(&str, i64)]) -> Vec<(String, i64)> {
+        v.iter().map(|(n, s)| (n.to_string(), *s)).collect()
+    }
+
+    #[test]
+    fn preferred_terms_of_incoming_pod() {
+        let snap = snapshot(vec![
+            (pod("w").label("app", "web").info(), "a1"),
+            (pod("d").label("app", "db").info(), "b1"),
+        ]);
+        let p = pod("p")
+            .affinity(json!({
+                "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                    [weighted(10, term(json!({"app": "web"}), HOST))]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                    [weighted(5, term(json!({"app": "db"}), ZONE))]}
+            }))
+            .info();
+        assert_eq!(
+            raw_scores(&pl(), &p, &snap),
+            named(&[("a1", 10), ("a2", 0), ("b1", -5), ("b2", -5), ("c1", 0)])
+        );
+        // min -5, max 10: (0 + 5) / 15 * 100 = 33.3 → 33.
+        assert_eq!(
+            scores(&pl(), &p, &snap).unwrap(),
+            named(&[("a1", 100), ("a2", 33), ("b1", 0), ("b2", 0), ("c1", 33)])
+        );
+    }
+
+    #[test]
+    fn existing_pods_preferred_and_required_terms() {
+        let snap = snapshot(vec![
+            (
+                pod("likes-x")
+                    .affinity(json!({"podAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution":
+                            [weighted(20, term(json!({"app": "x"}), ZONE))]}}))
+                    .info(),
+                "a1",
+            ),
+            (
+                pod("hates-x")
+                    .affinity(json!({"podAntiAffinity": {
+                        "preferredDuringSchedulingIgnoredDuringExecution":
+                            [weighted(7, term(json!({"app": "x"}), HOST))]}}))
+                    .info(),
+                "b1",
+            ),
+            (
+                pod("needs-x")
+                    .affinity(req_affinity(vec![term(json!({"app": "x"}), HOST)]))
+                    .info(),
+                "c1",
+            ),
+        ]);
+        let x = pod("p").label("app", "x").info();
+        assert_eq!(
+            raw_scores(&pl(), &x, &snap),
+            named(&[("a1", 20), ("a2", 20), ("b1", -7), ("b2", 0), ("c1", 1)])
+        );
+        let heavy = InterPodAffinity {
+            hard_pod_affinity_weight: 100,
+            ..pl()
+        };
+        assert_eq!(
+            raw_scores(&heavy, &x, &snap),
+            named(&[("a1", 20), ("a2", 20), ("b1", -7), ("b2", 0), ("c1", 100)])
+        );
+        // min -7, max 100 → b2: 7/107*100 = 6.54 → 6; a1: 27/107*100 = 25.2 → 25.
+        assert_eq!(
+            scores(&heavy, &x, &snap).unwrap(),
+            named(&[("a1", 25), ("a2", 25), ("b1", 0), ("b2", 6), ("c1", 100)])
+        );
+        let none = InterPodAffinity {
+            hard_pod_affinity_weight: 0,
+            ..pl()
+        };
+        assert_eq!(raw_scores(&none, &x, &snap)[4], ("c1".to_string(), 0));
+        // Ignoring existing pods' preferences: the pod has none of its own → Skip.
+        let ignore = InterPodAffinity {
+            ignore_preferred_terms_of_existing_pods: true,
+            ..pl()
+        };
+        assert!(scores(&ignore, &x, &snap).is_none());
+        // A pod no term selects: no entry at all → Skip.
+        assert!(scores(&pl(), &pod("q").label("app", "y").info(), &snap).is_none());
+    }
+
+    #[test]
+    fn hard_weight_only_counts_matching_pods_and_zero_weight_skips() {
+        let snap = snapshot(vec![(
+            pod("needs-x")
+                .affinity(req_affinity(vec![term(json!({"app": "x"}), HOST)]))
+                .info(),
+            "a2",
+        )]);
+        let x = pod("p").label("app", "x").info();
+        assert_eq!(
+            scores(&pl(), &x, &snap).unwrap(),
+            named(&[("a1", 0), ("a2", 100), ("b1", 0), ("b2", 0), ("c1", 0)])
+        );
+        let zero = InterPodAffinity {
+            hard_pod_affinity_weight: 0,
+            ..pl()
+        };
+        assert!(scores(&zero, &x, &snap).is_none());
+    }
+
+    #[test]
+    fn all_equal_scores_normalize_to_zero() {
+        // Every node is in region r1: all nodes get the same non-zero score.
+        let mut s = Snapshot::new();
+        for n in ["n1", "n2", "n3"] {
+            s.upsert_node(node(n).label("region", "r1").info());
+        }
+        s.add_pod(Arc::new(pod("w").label("app", "web").info()), "n1");
+        let p = pod("p")
+            .affinity(
+                json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                [weighted(50, term(json!({"app": "web"}), "region"))]}}),
+            )
+            .info();
+        assert_eq!(raw_scores(&pl(), &p, &s)[1].1, 50);
+        let v = scores(&pl(), &p, &s).unwrap();
+        assert!(v.iter().all(|(_, sc)| *sc == 0), "{v:?}");
+        // Affinity and anti-affinity cancelling out still count as an entry (no Skip).
+        let q = pod("q")
+            .affinity(json!({
+                "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                    [weighted(5, term(json!({"app": "web"}), "region"))]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                    [weighted(5, term(json!({"app": "web"}), "region"))]}
+            }))
+            .info();
+        let v = scores(&pl(), &q, &s).unwrap();
+        assert!(v.iter().all(|(_, sc)| *sc == 0));
+    }
+
+    #[test]
+    fn prescore_skips_without_nodes() {
+        let snap = snapshot(vec![]);
+        let p = pod("p")
+            .affinity(
+                json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                [weighted(5, term(json!({"app": "web"}), HOST))]}}),
+            )
+            .info();
+        assert!(
+            pl().pre_score(&mut CycleState::new(), &p, &snap, &[])
+                .is_skip()
+        );
+    }
+
+    #[test]
+    fn args_defaults_and_validation() {
+        let get = |v: Value| -> Result<InterPodAffinity, String> { parse_args(Some(&v)) };
+        assert!(factory(None).is_ok());
+        assert_eq!(get(json!({})), Ok(pl()));
+        assert_eq!(pl().hard_pod_affinity_weight, 1);
+        assert_eq!(
+            get(json!({"hardPodAffinityWeight": 0, "ignorePreferredTermsOfExistingPods": true})),
+            Ok(InterPodAffinity {
+                hard_pod_affinity_weight: 0,
+                ignore_preferred_terms_of_existing_pods: true
+            })
+        );
+        assert_eq!(
+            get(json!({"hardPodAffinityWeight": 100})).map(|p| p.hard_pod_affinity_weight),
+            Ok(100)
+        );
+        assert_eq!(
+            get(json!({"apiVersion": "kubescheduler.config.k8s.io/v1",
+                       "kind": "InterPodAffinityArgs"})),
+            Ok(pl())
+        );
+        for bad in [
+            json!({"hardPodAffinityWeight": 101}),
+            json!({"hardPodAffinityWeight": -1}),
+            json!({"hardPodAffinityWeight": "x"}),
+            json!({"hardPodAffinityWeight": 1.5}),
+        ] {
+            let e = factory(Some(&bad)).err().unwrap();
+            assert!(e.contains("hardPodAffinityWeight"), "{e}");
+        }
+        let e = get(json!({"ignorePreferredTermsOfExistingPods": "yes"})).unwrap_err();
+        assert!(e.contains("ignorePreferredTermsOfExistingPods"), "{e}");
+        let e = get(json!({"hardPodAffinityWieght": 1})).unwrap_err();
+        assert!(e.contains("hardPodAffinityWieght"), "{e}");
+        assert!(get(json!([1])).is_err());
+    }
+
+    #[test]
+    fn hostname_anti_affinity_over_5000_nodes() {
+        let mut s = Snapshot::new();
+        for i in 0..5000 {
+            s.upsert_node(node(&format!("n{i}")).zone(&format!("z{}", i % 3)).info());
+        }
+        let anti = req_anti(vec![term(json!({"app": "web"}), HOST)]);
+        for i in 0..2500 {
+            let p = pod(&format!("w{i}"))
+                .label("app", "web")
+                .affinity(anti.clone())
+                .info();
+            s.add_pod(Arc::new(p), &format!("n{}", i * 2));
+        }
+        let p = pod("p").label("app", "web").affinity(anti).info();
+        let mut st = CycleState::new();
+        let t = std::time::Instant::now();
+        let (_, code) = pl().pre_filter(&mut st, &p, &s);
+        assert!(code.is_success());
+        let mut ok = 0;
+        for n in s.nodes() {
+            let r = pl().filter(&st, &p, n, &s);
+            if r.is_success() {
+                ok += 1;
+            } else {
+                assert_eq!(r.code, Code::Unschedulable);
+            }
+        }
+        eprintln!("prefilter + 5000 filters: {:?}", t.elapsed());
+        assert_eq!(ok, 2500);
     }
 }
