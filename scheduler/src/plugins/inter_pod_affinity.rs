@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -105,13 +106,57 @@ fn parse_args(args: Option<&serde_json::Value>) -> Result<InterPodAffinity, Stri
     Ok(pl)
 }
 
+/// A small, fast, non-cryptographic string hasher (FxHash-style) for the per-node
+/// probes in Filter/Score. Keys are topology label values from Node objects.
+#[derive(Debug, Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type ValueMap = HashMap<String, i64, BuildHasherDefault<FxHasher>>;
+
 /// Values per topology pair: one small map per distinct topology key (there are
 /// usually one to three keys, so finding the key is a short linear scan and looking up
 /// a node's value needs no allocation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct TopologyMap {
     keys: Vec<String>,
-    values: Vec<HashMap<String, i64>>,
+    values: Vec<ValueMap>,
 }
 
 impl TopologyMap {
@@ -125,7 +170,7 @@ impl TopologyMap {
             Some(i) => i,
             None => {
                 self.keys.push(key.to_string());
-                self.values.push(HashMap::new());
+                self.values.push(ValueMap::default());
                 self.keys.len() - 1
             }
         }
@@ -167,7 +212,7 @@ impl TopologyMap {
 
     /// True when no pair has an entry.
     fn is_empty(&self) -> bool {
-        self.values.iter().all(HashMap::is_empty)
+        self.values.iter().all(ValueMap::is_empty)
     }
 
     fn merge(mut self, other: TopologyMap, drop_zero: bool) -> TopologyMap {
