@@ -1369,6 +1369,136 @@ mod tests {
         assert!(get(json!([1])).is_err());
     }
 
+    /// Filter's verdict computed directly from the definitions, pod by pod.
+    fn reference_filter(p: &PodInfo, n: &NodeInfo, snap: &Snapshot) -> Code {
+        let all: Vec<(&NodeInfo, &PodInfo)> = snap
+            .nodes()
+            .iter()
+            .flat_map(|m| m.pods.iter().map(move |e| (&**m, &**e)))
+            .collect();
+        let same = |m: &NodeInfo, key: &str| matches!((n.labels.get(key), m.labels.get(key)), (Some(a), Some(b)) if a == b);
+        let terms = &p.required_affinity_terms;
+        if !terms.is_empty() {
+            if terms
+                .iter()
+                .any(|t| !n.labels.contains_key(&t.topology_key))
+            {
+                return Code::UnschedulableAndUnresolvable;
+            }
+            let matching: Vec<&NodeInfo> = all
+                .iter()
+                .filter(|(_, e)| matches_all_incoming(terms, e, snap))
+                .map(|(m, _)| *m)
+                .collect();
+            let satisfied = terms
+                .iter()
+                .all(|t| matching.iter().any(|m| same(m, &t.topology_key)));
+            let none_counted = !matching
+                .iter()
+                .any(|m| terms.iter().any(|t| m.labels.contains_key(&t.topology_key)));
+            let first = none_counted && matches_all_incoming(terms, p, snap);
+            if !satisfied && !first {
+                return Code::UnschedulableAndUnresolvable;
+            }
+        }
+        for t in &p.required_anti_affinity_terms {
+            if all
+                .iter()
+                .any(|(m, e)| incoming_term_matches(t, e, snap) && same(m, &t.topology_key))
+            {
+                return Code::Unschedulable;
+            }
+        }
+        let ns = snap.namespace_labels(&p.namespace);
+        for (m, e) in &all {
+            for t in &e.required_anti_affinity_terms {
+                if t.matches(p, ns) && same(m, &t.topology_key) {
+                    return Code::Unschedulable;
+                }
+            }
+        }
+        Code::Success
+    }
+
+    #[test]
+    fn filter_agrees_with_reference_on_random_clusters() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let keys = [HOST, ZONE, "rack"];
+        let apps = ["x", "y", "z"];
+        let mut rejected = 0;
+        for _ in 0..60 {
+            let mut snap = Snapshot::new();
+            for i in 0..6 {
+                let mut b = node(&format!("n{i}")).zone(["a", "b"][rng.random_range(0..2)]);
+                if rng.random_bool(0.7) {
+                    b = b.label("rack", ["r1", "r2"][rng.random_range(0..2)]);
+                }
+                snap.upsert_node(b.info());
+            }
+            snap.namespaces.insert(
+                "ns1".into(),
+                [("team".to_string(), "t1".to_string())].into(),
+            );
+            let random_pod = |name: String, rng: &mut rand_chacha::ChaCha8Rng| {
+                let terms = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Value> {
+                    (0..rng.random_range(0..3))
+                        .map(|_| {
+                            let mut t = term(
+                                json!({"app": apps[rng.random_range(0..3)]}),
+                                keys[rng.random_range(0..3)],
+                            );
+                            match rng.random_range(0..4) {
+                                0 => t["namespaceSelector"] = json!({}),
+                                1 => {
+                                    t["namespaceSelector"] = json!({"matchLabels": {"team": "t1"}})
+                                }
+                                2 => t["namespaces"] = json!(["ns1"]),
+                                _ => {}
+                            }
+                            t
+                        })
+                        .collect()
+                };
+                let aff = terms(rng);
+                let anti = terms(rng);
+                pod(&name)
+                    .ns(["default", "ns1", "ns2"][rng.random_range(0..3)])
+                    .label("app", apps[rng.random_range(0..3)])
+                    .affinity(json!({
+                        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": aff},
+                        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": anti}
+                    }))
+                    .info()
+            };
+            for j in 0..rng.random_range(0..8) {
+                let e = random_pod(format!("e{j}"), &mut rng);
+                let target = format!("n{}", rng.random_range(0..6));
+                snap.add_pod(Arc::new(e), &target);
+            }
+            for k in 0..5 {
+                let p = random_pod(format!("p{k}"), &mut rng);
+                let (code, got) = filter_all(&pl(), &p, &snap);
+                for n in snap.nodes() {
+                    let want = reference_filter(&p, n, &snap);
+                    let have = if code == Code::Skip {
+                        Code::Success
+                    } else {
+                        got[&*n.name].0
+                    };
+                    assert_eq!(have, want, "pod {:?} on {}", p.pod.spec, n.name);
+                    if want != Code::Success {
+                        rejected += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            rejected > 100,
+            "random cases exercise rejections: {rejected}"
+        );
+    }
+
     #[test]
     fn hostname_anti_affinity_over_5000_nodes() {
         let mut s = Snapshot::new();
