@@ -1420,64 +1420,83 @@ mod tests {
         Code::Success
     }
 
+    type Rng = rand_chacha::ChaCha8Rng;
+
+    fn random_terms(rng: &mut Rng, weighted_terms: bool) -> Vec<Value> {
+        use rand::Rng;
+        (0..rng.random_range(0..3))
+            .map(|_| {
+                let app = ["x", "y", "z"][rng.random_range(0..3)];
+                let mut t = term(
+                    json!({ "app": app }),
+                    [HOST, ZONE, "rack"][rng.random_range(0..3)],
+                );
+                match rng.random_range(0..4) {
+                    0 => t["namespaceSelector"] = json!({}),
+                    1 => t["namespaceSelector"] = json!({"matchLabels": {"team": "t1"}}),
+                    2 => t["namespaces"] = json!(["ns1"]),
+                    _ => {}
+                }
+                if weighted_terms {
+                    weighted(rng.random_range(1..=100), t)
+                } else {
+                    t
+                }
+            })
+            .collect()
+    }
+
+    /// A pod with random labels, namespace and required (and, with `preferred`,
+    /// preferred) terms.
+    fn random_pod(name: String, rng: &mut Rng, preferred: bool) -> PodInfo {
+        use rand::Rng;
+        const REQ: &str = "requiredDuringSchedulingIgnoredDuringExecution";
+        const PREF: &str = "preferredDuringSchedulingIgnoredDuringExecution";
+        let mut aff = json!({"podAffinity": {REQ: random_terms(rng, false)},
+                             "podAntiAffinity": {REQ: random_terms(rng, false)}});
+        if preferred {
+            aff["podAffinity"][PREF] = json!(random_terms(rng, true));
+            aff["podAntiAffinity"][PREF] = json!(random_terms(rng, true));
+        }
+        pod(&name)
+            .ns(["default", "ns1", "ns2"][rng.random_range(0..3)])
+            .label("app", ["x", "y", "z"][rng.random_range(0..3)])
+            .affinity(aff)
+            .info()
+    }
+
+    /// Six nodes in zones a/b, most with a `rack`, and up to 8 random pods.
+    fn random_cluster(rng: &mut Rng, preferred: bool) -> Snapshot {
+        use rand::Rng;
+        let mut snap = Snapshot::new();
+        for i in 0..6 {
+            let mut b = node(&format!("n{i}")).zone(["a", "b"][rng.random_range(0..2)]);
+            if rng.random_bool(0.7) {
+                b = b.label("rack", ["r1", "r2"][rng.random_range(0..2)]);
+            }
+            snap.upsert_node(b.info());
+        }
+        snap.namespaces.insert(
+            "ns1".into(),
+            [("team".to_string(), "t1".to_string())].into(),
+        );
+        for j in 0..rng.random_range(0..8) {
+            let e = random_pod(format!("e{j}"), rng, preferred);
+            let target = format!("n{}", rng.random_range(0..6));
+            snap.add_pod(Arc::new(e), &target);
+        }
+        snap
+    }
+
     #[test]
     fn filter_agrees_with_reference_on_random_clusters() {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let keys = [HOST, ZONE, "rack"];
-        let apps = ["x", "y", "z"];
+        use rand::SeedableRng;
+        let mut rng = Rng::seed_from_u64(7);
         let mut rejected = 0;
         for _ in 0..60 {
-            let mut snap = Snapshot::new();
-            for i in 0..6 {
-                let mut b = node(&format!("n{i}")).zone(["a", "b"][rng.random_range(0..2)]);
-                if rng.random_bool(0.7) {
-                    b = b.label("rack", ["r1", "r2"][rng.random_range(0..2)]);
-                }
-                snap.upsert_node(b.info());
-            }
-            snap.namespaces.insert(
-                "ns1".into(),
-                [("team".to_string(), "t1".to_string())].into(),
-            );
-            let random_pod = |name: String, rng: &mut rand_chacha::ChaCha8Rng| {
-                let terms = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<Value> {
-                    (0..rng.random_range(0..3))
-                        .map(|_| {
-                            let mut t = term(
-                                json!({"app": apps[rng.random_range(0..3)]}),
-                                keys[rng.random_range(0..3)],
-                            );
-                            match rng.random_range(0..4) {
-                                0 => t["namespaceSelector"] = json!({}),
-                                1 => {
-                                    t["namespaceSelector"] = json!({"matchLabels": {"team": "t1"}})
-                                }
-                                2 => t["namespaces"] = json!(["ns1"]),
-                                _ => {}
-                            }
-                            t
-                        })
-                        .collect()
-                };
-                let aff = terms(rng);
-                let anti = terms(rng);
-                pod(&name)
-                    .ns(["default", "ns1", "ns2"][rng.random_range(0..3)])
-                    .label("app", apps[rng.random_range(0..3)])
-                    .affinity(json!({
-                        "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": aff},
-                        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": anti}
-                    }))
-                    .info()
-            };
-            for j in 0..rng.random_range(0..8) {
-                let e = random_pod(format!("e{j}"), &mut rng);
-                let target = format!("n{}", rng.random_range(0..6));
-                snap.add_pod(Arc::new(e), &target);
-            }
+            let snap = random_cluster(&mut rng, false);
             for k in 0..5 {
-                let p = random_pod(format!("p{k}"), &mut rng);
+                let p = random_pod(format!("p{k}"), &mut rng, false);
                 let (code, got) = filter_all(&pl(), &p, &snap);
                 for n in snap.nodes() {
                     let want = reference_filter(&p, n, &snap);
@@ -1497,6 +1516,127 @@ mod tests {
             rejected > 100,
             "random cases exercise rejections: {rejected}"
         );
+    }
+
+    /// Raw score computed directly from the definitions; `None` when no term
+    /// contributed anywhere (PreScore's Skip).
+    fn reference_scores(pl: &InterPodAffinity, p: &PodInfo, snap: &Snapshot) -> Option<Vec<i64>> {
+        let ns = snap.namespace_labels(&p.namespace);
+        let has_constraints =
+            !p.preferred_affinity_terms.is_empty() || !p.preferred_anti_affinity_terms.is_empty();
+        // (term key, node of the existing pod, signed weight)
+        let mut contributions: Vec<(&str, &NodeInfo, i64)> = Vec::new();
+        for m in snap.nodes() {
+            for e in &m.pods {
+                if !has_constraints && !e.has_affinity() {
+                    continue;
+                }
+                for (terms, sign) in [
+                    (&p.preferred_affinity_terms, 1),
+                    (&p.preferred_anti_affinity_terms, -1),
+                ] {
+                    for t in terms {
+                        if incoming_term_matches(&t.term, e, snap) {
+                            contributions.push((
+                                &t.term.topology_key,
+                                m,
+                                sign * i64::from(t.weight),
+                            ));
+                        }
+                    }
+                }
+                if pl.hard_pod_affinity_weight > 0 {
+                    for t in &e.required_affinity_terms {
+                        if t.matches(p, ns) {
+                            contributions.push((
+                                &t.topology_key,
+                                m,
+                                i64::from(pl.hard_pod_affinity_weight),
+                            ));
+                        }
+                    }
+                }
+                for (terms, sign) in [
+                    (&e.preferred_affinity_terms, 1),
+                    (&e.preferred_anti_affinity_terms, -1),
+                ] {
+                    for t in terms {
+                        if t.term.matches(p, ns) {
+                            contributions.push((
+                                &t.term.topology_key,
+                                m,
+                                sign * i64::from(t.weight),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        contributions.retain(|(k, m, _)| m.labels.contains_key(*k));
+        if contributions.is_empty() {
+            return None;
+        }
+        Some(
+            snap.nodes()
+                .iter()
+                .map(|n| {
+                    contributions
+                        .iter()
+                        .filter(|(k, m, _)| {
+                            n.labels
+                                .get(*k)
+                                .is_some_and(|v| m.labels.get(*k) == Some(v))
+                        })
+                        .map(|(_, _, w)| w)
+                        .sum()
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn score_agrees_with_reference_on_random_clusters() {
+        use rand::SeedableRng;
+        let mut rng = Rng::seed_from_u64(11);
+        let mut non_zero = 0;
+        for round in 0..60 {
+            let snap = random_cluster(&mut rng, true);
+            let plugin = InterPodAffinity {
+                hard_pod_affinity_weight: [0, 1, 50][round % 3],
+                ..pl()
+            };
+            for k in 0..5 {
+                let p = random_pod(format!("p{k}"), &mut rng, k % 2 == 0);
+                let want = reference_scores(&plugin, &p, &snap);
+                let mut st = CycleState::new();
+                let nodes: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+                let skipped = plugin.pre_score(&mut st, &p, &snap, &nodes).is_skip();
+                assert_eq!(skipped, want.is_none(), "skip for {:?}", p.pod.spec);
+                let Some(want) = want else { continue };
+                let have: Vec<i64> = nodes
+                    .iter()
+                    .map(|n| plugin.score(&st, &p, n, &snap).unwrap())
+                    .collect();
+                assert_eq!(have, want, "pod {:?}", p.pod.spec);
+                non_zero += want.iter().filter(|s| **s != 0).count();
+                // Normalized scores stay in range and keep the order.
+                let mut ns: Vec<NodeScore> = have
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| NodeScore { node: i, score: *s })
+                    .collect();
+                assert!(plugin.normalize_score(&st, &p, &mut ns).is_success());
+                for a in &ns {
+                    assert!((0..=100).contains(&a.score));
+                    for b in &ns {
+                        if have[a.node] <= have[b.node] {
+                            assert!(a.score <= b.score, "{have:?} -> {ns:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(non_zero > 100, "random cases exercise scoring: {non_zero}");
     }
 
     #[test]
