@@ -1317,6 +1317,33 @@ mod tests {
     }
 
     #[test]
+    fn existing_pods_on_unlabeled_nodes_do_not_score() {
+        let mut bare = node("bare");
+        bare.0["metadata"]["labels"] = json!({});
+        let mut s = Snapshot::new();
+        s.upsert_node(bare.info());
+        s.upsert_node(node("n1").info());
+        s.add_pod(Arc::new(pod("w").label("app", "web").info()), "bare");
+        let p = pod("p")
+            .affinity(
+                json!({"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution":
+                [weighted(5, term(json!({"app": "web"}), HOST))]}}),
+            )
+            .info();
+        // The only matching pod sits on a node without labels: no entry → Skip.
+        assert!(scores(&pl(), &p, &s).is_none());
+        s.add_pod(Arc::new(pod("w2").label("app", "web").info()), "n1");
+        assert_eq!(
+            scores(&pl(), &p, &s).unwrap(),
+            named(&[("bare", 0), ("n1", 100)])
+        );
+        // Extensions without PreFilter state report an error.
+        let n1 = s.node("n1").unwrap().clone();
+        let st = pl().add_pod(&mut CycleState::new(), &p, &p, &n1, &s);
+        assert_eq!(st.code, Code::Error);
+    }
+
+    #[test]
     fn prescore_skips_without_nodes() {
         let snap = snapshot(vec![]);
         let p = pod("p")
