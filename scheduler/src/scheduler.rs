@@ -824,7 +824,16 @@ impl Scheduler {
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
                     } else {
-                        revalidate(fw, &self.snapshot, &mut ev.state, &pod, &cands, &committed, &self.touched, self.epoch)
+                        revalidate(
+                            fw,
+                            &self.snapshot,
+                            &mut ev.state,
+                            &pod,
+                            &cands,
+                            &committed,
+                            &self.touched,
+                            self.epoch,
+                        )
                     };
                     let Some(node_idx) = chosen else {
                         *conflicts += 1;
@@ -959,7 +968,11 @@ fn revalidate(
                 c.total
             }
         } else {
-            if cross != 0 && !fw.run_filter_masked(state, pod, node, snap, cross).is_success() {
+            if cross != 0
+                && !fw
+                    .run_filter_masked(state, pod, node, snap, cross)
+                    .is_success()
+            {
                 continue;
             }
             c.total

@@ -31,7 +31,9 @@ impl LocalScoreCache {
             .collect();
         LocalScoreCache {
             slots,
-            cells: (0..n * num_nodes).map(|_| std::sync::OnceLock::new()).collect(),
+            cells: (0..n * num_nodes)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
             num_nodes,
         }
     }
