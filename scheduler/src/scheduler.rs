@@ -487,7 +487,7 @@ fn evaluate(
                 if let Some(s) = s {
                     let v = s[j] * ws.weight;
                     total += v;
-                    if ws.plugin.node_local() {
+                    if ws.plugin.rescorable() {
                         local += v;
                     }
                 }

@@ -234,30 +234,28 @@ impl Framework {
                 out.push(None);
                 continue;
             }
-            if let Some(c) = cache
-                && let Some(slot) = c.slot(pi)
-            {
-                let mut v = Vec::with_capacity(nodes.len());
-                for &i in nodes {
-                    let s = c
-                        .cell(slot, i)
-                        .get_or_init(|| {
-                            p.score(state, pod, &all[i], snap)
-                                .map(|s| s.clamp(MIN_NODE_SCORE, MAX_NODE_SCORE))
-                                .map_err(|st| st.with_plugin(p.name()))
-                        })
-                        .clone()?;
-                    v.push(s);
-                }
-                out.push(Some(v));
-                continue;
-            }
             let mut scores = Vec::with_capacity(nodes.len());
-            for &i in nodes {
-                let s = p
-                    .score(state, pod, &all[i], snap)
-                    .map_err(|st| st.with_plugin(p.name()))?;
-                scores.push(NodeScore { node: i, score: s });
+            match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
+                Some((c, slot)) => {
+                    for &i in nodes {
+                        let s = c
+                            .cell(slot, i)
+                            .get_or_init(|| {
+                                p.score(state, pod, &all[i], snap)
+                                    .map_err(|st| st.with_plugin(p.name()))
+                            })
+                            .clone()?;
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
+                None => {
+                    for &i in nodes {
+                        let s = p
+                            .score(state, pod, &all[i], snap)
+                            .map_err(|st| st.with_plugin(p.name()))?;
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
             }
             if let Some(n) = p.normalize() {
                 let st = n.normalize_score(state, pod, &mut scores);
@@ -330,7 +328,7 @@ impl Framework {
     ) -> Result<i64, Status> {
         let mut total = 0;
         for (pi, ws) in self.score.iter().enumerate() {
-            if !ws.plugin.node_local() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
+            if !ws.plugin.rescorable() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 continue;
             }
             let s = ws
@@ -344,7 +342,7 @@ impl Framework {
 
     /// True when any score plugin is node-local.
     pub fn has_node_local_scores(&self) -> bool {
-        self.score.iter().any(|s| s.plugin.node_local())
+        self.score.iter().any(|s| s.plugin.rescorable())
     }
 
     /// Reserve plugins in order; on failure the already-reserved ones are unreserved.

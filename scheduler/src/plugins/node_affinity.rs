@@ -358,6 +358,12 @@ impl PreScorePlugin for NodeAffinity {
 }
 
 impl ScorePlugin for NodeAffinity {
+    /// Raw score depends only on the pod's tolerations/preferred terms and the node's
+    /// own taints/labels (normalization happens separately).
+    fn node_local(&self) -> bool {
+        true
+    }
+
     fn score(
         &self,
         state: &CycleState,

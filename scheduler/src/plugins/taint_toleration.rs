@@ -101,6 +101,12 @@ impl PreScorePlugin for TaintToleration {
 }
 
 impl ScorePlugin for TaintToleration {
+    /// Raw score depends only on the pod's tolerations/preferred terms and the node's
+    /// own taints/labels (normalization happens separately).
+    fn node_local(&self) -> bool {
+        true
+    }
+
     fn score(
         &self,
         state: &CycleState,
