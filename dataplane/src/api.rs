@@ -22,7 +22,7 @@ pub const ANN_TRAFFIC_CLASS: &str = "corral.io/traffic-class";
 pub struct LimitSpec {
     /// bits per second
     pub rate_bps: u64,
-    /// bucket depth; default max(20 ms of rate, 128 KiB)
+    /// bucket depth; default max(300 ms of rate, 128 KiB)
     #[serde(default)]
     pub burst_bytes: Option<u64>,
 }
