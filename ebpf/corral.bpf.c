@@ -102,6 +102,8 @@ struct pkt {
 	__u8 is_v6;
 	__u8 tcp_flags; /* bit0 FIN, bit1 SYN, bit2 RST */
 	__u8 has_l3;
+	__u8 is_nd; /* IPv6 neighbour/router discovery: never policed by policy */
+	__u8 pad[3];
 	__u16 sport;
 	__u16 dport;
 	__u8 saddr[16];
@@ -172,6 +174,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 			return -1;
 		p->sport = bpf_ntohs(ports[0]);
 		p->dport = bpf_ntohs(ports[1]);
+	} else if (p->is_v6 && p->proto == 58 /* ICMPv6 */) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, l4_off, &type, 1) < 0)
+			return -1;
+		/* router solicitation/advertisement, neighbour solicitation/
+		 * advertisement, redirect: the IPv6 equivalent of ARP */
+		p->is_nd = type >= 133 && type <= 137;
 	}
 	return 0;
 }
@@ -301,7 +310,7 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 	struct corral_ct_key k = {};
 	struct corral_ct_value *v;
 
-	if (!(cfg->flags & any) || !p->has_l3)
+	if (!(cfg->flags & any) || !p->has_l3 || p->is_nd)
 		return 1;
 	/* reply of a flow first seen in the other direction */
 	ct_fill(&k, ifindex, dir ^ 1, p, 1);

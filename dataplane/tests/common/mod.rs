@@ -111,6 +111,9 @@ impl Node {
         node.exec_ok(&["ip", "link", "set", "lo", "up"]);
         node.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        // no duplicate address detection: link-local addresses usable at once
+        node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
         std::fs::create_dir_all(node.manifests()).expect("manifests dir");
         node
     }
@@ -139,6 +142,17 @@ impl Node {
         let host_if = format!("crv{:x}p{n}", self.id);
         let tmp_if = format!("crt{:x}p{n}", self.id);
         must(&["ip", "netns", "add", &pod_ns]);
+        for k in ["default", "all"] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &pod_ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.accept_dad=0"),
+            ]);
+        }
         let ip4 = Ipv4Addr::new(198, 18, n as u8, 2);
         let gw4 = Ipv4Addr::new(198, 18, n as u8, 1);
         let ip6: Ipv6Addr = format!("2001:db8:{n:x}::2").parse().expect("v6");
