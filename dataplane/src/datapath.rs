@@ -73,12 +73,10 @@ pub fn ensure_bpffs(dir: &Path) -> Result<()> {
     if !dir.starts_with(root) {
         return Ok(());
     }
-    let mounts = std::fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
-    let mounted = mounts.lines().any(|l| {
-        let mut f = l.split_whitespace();
-        let _src = f.next();
-        f.next() == Some("/sys/fs/bpf") && f.next() == Some("bpf")
-    });
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mounted = rustix::fs::statfs(root)
+        .map(|s| s.f_type == BPF_FS_MAGIC)
+        .unwrap_or(false);
     if !mounted {
         info!("mounting bpffs at /sys/fs/bpf");
         rustix::mount::mount(
@@ -97,12 +95,13 @@ pub fn ifindex(ifname: &str) -> Result<u32> {
     if ifname.is_empty() || ifname.contains('/') || ifname.len() > 15 {
         bail!("invalid interface name {ifname:?}");
     }
-    let p = format!("/sys/class/net/{ifname}/ifindex");
-    let s = std::fs::read_to_string(&p)
-        .with_context(|| format!("interface {ifname:?} not found ({p})"))?;
-    s.trim()
-        .parse()
-        .with_context(|| format!("bad ifindex in {p}: {s:?}"))
+    // ioctl in the agent's network namespace (not /sys/class/net, which
+    // shows the namespace sysfs was mounted in)
+    use rustix::net::{AddressFamily, SocketType, netdevice, socket};
+    let sock = socket(AddressFamily::INET, SocketType::DGRAM, None)
+        .context("socket for interface lookup")?;
+    netdevice::name_to_index(&sock, ifname)
+        .with_context(|| format!("interface {ifname:?} not found"))
 }
 
 fn map_err(name: &str) -> anyhow::Error {

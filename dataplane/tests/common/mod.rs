@@ -265,13 +265,12 @@ impl Agent {
             .append(true)
             .open(&self.log)
             .expect("agent log");
-        let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.netns,
-                env!("CARGO_BIN_EXE_corral-agent"),
-            ])
+        // nsenter --net: enter only the network namespace; unlike
+        // `ip netns exec` it keeps the mount namespace, so bpffs pins are
+        // the host's and survive the agent (as in production)
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(env!("CARGO_BIN_EXE_corral-agent"))
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
