@@ -60,6 +60,13 @@ enum Cmd {
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
         output: String,
     },
+    /// send one raw JSON API request (e.g. '{"op":"list"}') and print the
+    /// JSON response; exits non-zero when the agent reports an error
+    Call {
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        request: String,
+    },
 }
 
 fn triple<T: std::str::FromStr>(s: &str, what: &str) -> Result<[T; 3]> {
@@ -138,6 +145,16 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Status { socket, output }) => status(&socket, &output),
+        Some(Cmd::Call { socket, request }) => {
+            let req: Request = serde_json::from_str(&request)
+                .map_err(|e| anyhow::anyhow!("request is not a valid API request: {e}"))?;
+            let resp = api::call(&socket, &req)?;
+            println!("{}", serde_json::to_string(&resp)?);
+            if let Response::Error { message } = resp {
+                bail!("agent: {message}");
+            }
+            Ok(())
+        }
         None | Some(Cmd::Run) => run(cli.run),
     }
 }
