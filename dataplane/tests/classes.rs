@@ -114,3 +114,69 @@ fn bad_class_is_rejected_with_field_name() {
     }
     assert!(agent.list().is_empty());
 }
+
+/// Packets of `pod` to the node's port 9 that arrive with `dscp`, counted
+/// by an iptables/ip6tables rule in the node netns.
+fn dscp_count(node: &Node, v6: bool, dscp: u8) -> u64 {
+    let tool = if v6 { "ip6tables" } else { "iptables" };
+    let out = node.exec(&[tool, "-L", "INPUT", "-v", "-x", "-n"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.contains(&format!("DSCP match 0x{dscp:02x}")))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {tool} dscp {dscp} rule: {text}"))
+}
+
+#[test]
+fn dscp_marking_per_class_v4_and_v6() {
+    let Some(_serial) = privileged("dscp_marking_per_class_v4_and_v6") else {
+        return;
+    };
+    let mut node = Node::new();
+    let c = node.add_pod("x", "crit");
+    let k = node.add_pod("x", "bulk");
+    for tool in ["iptables", "ip6tables"] {
+        for d in ["46", "8"] {
+            node.exec_ok(&[
+                tool, "-A", "INPUT", "-p", "udp", "--dport", "9", "-m", "dscp", "--dscp", d,
+            ]);
+        }
+    }
+    let agent = Agent::start(&node, &["--dscp", "46,0,8"]);
+    let mut sc = node.pods[c].spec();
+    sc.qos_class = Some("Guaranteed".into());
+    agent.register(sc);
+    let mut sk = node.pods[k].spec();
+    sk.qos_class = Some("BestEffort".into());
+    agent.register(sk);
+    for (i, n) in [(c, 20usize), (k, 30)] {
+        let p = &node.pods[i];
+        let (g4, g6) = (p.gw4, {
+            let mut o = p.ip6.octets();
+            o[15] = 1;
+            std::net::Ipv6Addr::from(o)
+        });
+        in_netns(&p.netns, move || {
+            let u4 = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind4");
+            let u6 = std::net::UdpSocket::bind("[::]:0").expect("bind6");
+            for _ in 0..n {
+                u4.send_to(b"dscp", (g4, 9)).expect("send4");
+                u6.send_to(b"dscp", (g6, 9)).expect("send6");
+            }
+        });
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        dscp_count(&node, false, 46),
+        20,
+        "critical (Guaranteed) marked EF"
+    );
+    assert_eq!(
+        dscp_count(&node, false, 8),
+        30,
+        "bulk (BestEffort) marked CS1"
+    );
+    assert_eq!(dscp_count(&node, true, 46), 20, "IPv6 critical");
+    assert_eq!(dscp_count(&node, true, 8), 30, "IPv6 bulk");
+}
