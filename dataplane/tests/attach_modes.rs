@@ -71,3 +71,54 @@ fn netlink_clsact_attach_polices_and_survives_restart() {
     );
     assert_within("netlink mode after restart", m.bps, 50e6, 0.05);
 }
+
+#[test]
+fn deregister_detaches_and_removes_pins() {
+    let Some(_serial) = privileged("deregister_detaches_and_removes_pins") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let agent = Agent::start(&node, &[]);
+    let pod = &node.pods[a];
+    let mut s = pod.spec();
+    s.egress = limit(10_000_000);
+    agent.register(s);
+    let links = agent.pin_dir.join("links");
+    assert_eq!(std::fs::read_dir(&links).expect("links").count(), 2);
+    agent.call(&corral_dataplane::api::Request::Deregister {
+        ifname: pod.host_if.clone(),
+    });
+    assert_eq!(
+        std::fs::read_dir(&links).expect("links").count(),
+        0,
+        "link pins left"
+    );
+    assert!(agent.list().is_empty());
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5701,
+        2,
+        None,
+        false,
+    );
+    assert!(
+        m.bps > 100e6,
+        "still limited after deregister: {:.1} Mbit/s",
+        m.bps / 1e6
+    );
+    // unknown endpoint: clear error naming it
+    match corral_dataplane::api::call(
+        &agent.socket,
+        &corral_dataplane::api::Request::Deregister {
+            ifname: "nope0".into(),
+        },
+    ) {
+        Ok(corral_dataplane::api::Response::Error { message }) => {
+            assert!(message.contains("nope0"), "{message}")
+        }
+        r => panic!("expected error, got {r:?}"),
+    }
+}

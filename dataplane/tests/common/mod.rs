@@ -30,13 +30,14 @@ pub fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
 fn privileged_ok(test: &str) -> bool {
     let root = rustix::process::geteuid().is_root();
     let bpf = Path::new("/sys/fs/bpf").exists() && Path::new("/sys/kernel/btf/vmlinux").exists();
-    let tools = Command::new("ip").arg("-V").output().is_ok()
-        && Command::new("iperf3").arg("-v").output().is_ok();
+    let tools = ["ip", "iperf3", "nsenter", "iptables", "bpftool", "tc"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
     if root && bpf && tools {
         return true;
     }
     let why = format!(
-        "{test}: needs root, bpffs/BTF, iproute2 and iperf3 (root={root} bpf={bpf} tools={tools})"
+        "{test}: needs root, bpffs/BTF, iproute2, iperf3, util-linux nsenter, iptables, bpftool (root={root} bpf={bpf} tools={tools})"
     );
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{why}");
