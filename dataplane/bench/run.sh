@@ -19,7 +19,10 @@ AGENT_PID=
 
 cleanup() {
   [ -n "$AGENT_PID" ] && kill -9 "$AGENT_PID" 2>/dev/null || true
-  for n in $(ip netns list | awk '{print $1}' | grep "^$NODE" || true); do ip netns del "$n" || true; done
+  for n in $(ip netns list | awk '{print $1}' | grep "^$NODE" || true); do
+    for p in $(ip netns pids "$n" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+    ip netns del "$n" || true
+  done
   rm -rf "$PIN" "$TMP"
 }
 trap cleanup EXIT
@@ -47,9 +50,9 @@ setup() {
 }
 
 start_agent() {
-  mkdir -p "$TMP/man"
+  mkdir -p "$TMP/man"; rm -f "$TMP/a.sock"
   nsenter --net=/var/run/netns/$NODE "$AGENT" --socket "$TMP/a.sock" --pin-dir "$PIN" \
-    --state-dir "$TMP/state" --manifests "$TMP/man" 2>"$TMP/agent.log" &
+    --state-dir "$TMP/state" --manifests "$TMP/man" >/dev/null 2>"$TMP/agent.log" &
   AGENT_PID=$!
   for _ in $(seq 100); do [ -S "$TMP/a.sock" ] && break; sleep 0.1; done
 }
@@ -66,7 +69,7 @@ register() { # n extra-json
 }
 
 server() { # netns port
-  ip netns exec "$1" "$LG" net server --listen "0.0.0.0:$2" --max-secs 600 2>/dev/null &
+  ip netns exec "$1" "$LG" net server --listen "0.0.0.0:$2" --max-secs 600 >/dev/null 2>&1 &
   sleep 0.3
 }
 
@@ -85,19 +88,31 @@ iperf_udp_pps() { # client-ns server-ns ip port
     | jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds | floor'
 }
 
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
 overhead() {
-  echo "### overhead (no limits): programs attached vs none, $SECS s each"
-  local p1=${NODE}p1
-  local t0 u0 t1 u1
-  t0=$(iperf_tcp "$p1" "$NODE" 198.18.1.1 6001)
-  u0=$(iperf_udp_pps "$p1" "$NODE" 198.18.1.1 6002)
+  local rounds=${ROUNDS:-3}
+  echo "### overhead (no limits): programs attached vs none, $rounds alternating rounds of $SECS s"
+  local p1=${NODE}p1 port=6000
   start_agent
-  register 1 ""
-  t1=$(iperf_tcp "$p1" "$NODE" 198.18.1.1 6003)
-  u1=$(iperf_udp_pps "$p1" "$NODE" 198.18.1.1 6004)
+  : >"$TMP/t0"; : >"$TMP/t1"; : >"$TMP/u0"; : >"$TMP/u1"
+  for _ in $(seq "$rounds"); do
+    port=$((port + 2))
+    iperf_tcp "$p1" "$NODE" 198.18.1.1 $port >>"$TMP/t0"
+    iperf_udp_pps "$p1" "$NODE" 198.18.1.1 $((port + 1)) >>"$TMP/u0"
+    register 1 ""
+    port=$((port + 2))
+    iperf_tcp "$p1" "$NODE" 198.18.1.1 $port >>"$TMP/t1"
+    iperf_udp_pps "$p1" "$NODE" 198.18.1.1 $((port + 1)) >>"$TMP/u1"
+    call "{\"op\":\"deregister\",\"ifname\":\"cbv${ID}p1\"}"
+  done
   stop_agent
-  echo "tcp_mbps none=$t0 corral=$t1 ratio=$(echo "scale=3; $t1/$t0" | bc)"
-  echo "udp64_pps none=$u0 corral=$u1 ratio=$(echo "scale=3; $u1/$u0" | bc)"
+  local t0 t1 u0 u1
+  t0=$(median <"$TMP/t0"); t1=$(median <"$TMP/t1"); u0=$(median <"$TMP/u0"); u1=$(median <"$TMP/u1")
+  echo "tcp_mbps samples none=[$(tr '\n' ' ' <"$TMP/t0")] corral=[$(tr '\n' ' ' <"$TMP/t1")]"
+  echo "udp64_pps samples none=[$(tr '\n' ' ' <"$TMP/u0")] corral=[$(tr '\n' ' ' <"$TMP/u1")]"
+  echo "tcp_mbps median none=$t0 corral=$t1 ratio=$(echo "scale=3; $t1/$t0" | bc)"
+  echo "udp64_pps median none=$u0 corral=$u1 ratio=$(echo "scale=3; $u1/$u0" | bc)"
 }
 
 # pod 1 egress limited to RATE; bulk TCP pod1->node saturates it while a
@@ -158,7 +173,8 @@ policy_yaml() { # n rules
 }
 
 policy() {
-  echo "### policy scale: TCP pod1 -> pod2 throughput, ingress policy on pod2 with N rules"
+  local rounds=${ROUNDS:-3}
+  echo "### policy scale: TCP pod1 -> pod2 throughput (median of $rounds x $SECS s), ingress policy on pod2 with N rules"
   local p1=${NODE}p1 p2=${NODE}p2 port=6100
   for n in 10 1000 10000; do
     start_agent
@@ -169,9 +185,14 @@ policy() {
     t0=$(date +%s.%N)
     call '{"op":"reconcile"}'
     t1=$(date +%s.%N)
-    port=$((port + 1))
-    local c
-    c=$(iperf_tcp "$p1" "$p2" 198.18.2.2 $port)
+    : >"$TMP/c"; : >"$TMP/i"
+    for _ in $(seq "$rounds"); do
+      port=$((port + 1))
+      iperf_tcp "$p1" "$p2" 198.18.2.2 $port >>"$TMP/c"
+    done
+    # a port outside the policy must be refused
+    local denied=yes
+    if ip netns exec "$p1" timeout 2 bash -c "exec 3<>/dev/tcp/198.18.2.2/6300" 2>/dev/null; then denied=NO; fi
     stop_agent
     # same rules in iptables (nft backend), FORWARD chain, linear match
     {
@@ -184,20 +205,25 @@ policy() {
       echo "-A FORWARD -s 198.18.2.2 -j ACCEPT"
       echo "COMMIT"
     } | nx iptables-restore
-    port=$((port + 1))
-    local ipt
-    ipt=$(iperf_tcp "$p1" "$p2" 198.18.2.2 $port)
+    for _ in $(seq "$rounds"); do
+      port=$((port + 1))
+      iperf_tcp "$p1" "$p2" 198.18.2.2 $port >>"$TMP/i"
+    done
     nx iptables -F FORWARD
     nx iptables -P FORWARD ACCEPT
-    echo "rules=$n corral_mbps=$c corral_compile_apply_s=$(echo "$t1 - $t0" | bc) iptables_mbps=$ipt"
+    echo "rules=$n corral_mbps=$(median <"$TMP/c") [$(tr '\n' ' ' <"$TMP/c")] corral_compile_apply_s=$(echo "$t1 - $t0" | bc) other_port_denied=$denied iptables_mbps=$(median <"$TMP/i") [$(tr '\n' ' ' <"$TMP/i")]"
   done
 }
 
+if [ "$WHAT" = all ]; then
+  # each benchmark on a fresh node
+  for b in overhead tbf policy; do bash "$0" "$b"; done
+  exit 0
+fi
 setup
 case $WHAT in
   overhead) overhead ;;
   tbf) tbf ;;
   policy) policy ;;
-  all) overhead; tbf; policy ;;
   *) echo "unknown benchmark $WHAT" >&2; exit 2 ;;
 esac
