@@ -45,6 +45,18 @@ pub fn render(eps: &[EndpointStatus]) -> String {
         "Registered endpoints",
         endpoints.clone(),
     );
+    let node_bytes = Family::<L, Counter>::default();
+    let node_drops = Family::<L, Counter>::default();
+    reg.register(
+        "corral_node_bytes",
+        "Bytes passed over all pods of the node per direction (rate()/uplink = link utilization)",
+        node_bytes.clone(),
+    );
+    reg.register(
+        "corral_node_drops",
+        "Packets dropped over all pods of the node per direction and reason",
+        node_drops.clone(),
+    );
     endpoints.set(eps.len() as i64);
     for e in eps {
         for (dir, c) in [("ingress", &e.ingress), ("egress", &e.egress)] {
@@ -55,6 +67,8 @@ pub fn render(eps: &[EndpointStatus]) -> String {
             ];
             packets.get_or_create(&base).inc_by(c.packets);
             bytes.get_or_create(&base).inc_by(c.bytes);
+            let nl: L = vec![("direction".into(), dir.into())];
+            node_bytes.get_or_create(&nl).inc_by(c.bytes);
             let CounterView {
                 drop_policy,
                 drop_rate,
@@ -71,6 +85,11 @@ pub fn render(eps: &[EndpointStatus]) -> String {
                 let mut l = base.clone();
                 l.push(("reason".into(), reason.into()));
                 drops.get_or_create(&l).inc_by(*v);
+                let nl: L = vec![
+                    ("direction".into(), dir.into()),
+                    ("reason".into(), reason.into()),
+                ];
+                node_drops.get_or_create(&nl).inc_by(*v);
             }
         }
     }
@@ -105,5 +124,48 @@ pub async fn serve(agent: Arc<Mutex<Agent>>, addr: String) -> Result<()> {
             );
             let _ = s.write_all(resp.as_bytes()).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EndpointSpec;
+
+    fn ep(name: &str, bytes: u64, drop_rate: u64) -> EndpointStatus {
+        EndpointStatus {
+            spec: EndpointSpec {
+                ifname: format!("v{name}"),
+                namespace: "x".into(),
+                name: name.into(),
+                ..Default::default()
+            },
+            ifindex: 1,
+            class: "standard".into(),
+            policy_ingress: false,
+            policy_egress: false,
+            ingress: CounterView::default(),
+            egress: CounterView {
+                packets: 1,
+                bytes,
+                drop_rate,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn node_totals_sum_pods() {
+        let text = render(&[ep("a", 100, 2), ep("b", 50, 3)]);
+        assert!(
+            text.contains("corral_node_bytes_total{direction=\"egress\"} 150"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_node_drops_total{direction=\"egress\",reason=\"rate\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("corral_endpoints 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }
