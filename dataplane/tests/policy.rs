@@ -1,5 +1,5 @@
 //! NetworkPolicy enforced by the real agent + eBPF, checked with real TCP
-//! and UDP connections between netns pods (x,y × a,b on one node).
+//! and UDP connections between netns pods (x,y,z × a,b,c on one node).
 
 mod common;
 use common::*;
@@ -68,15 +68,15 @@ impl World {
     fn new() -> World {
         let mut node = Node::new();
         let mut idx = BTreeMap::new();
-        for ns in ["x", "y"] {
-            for p in ["a", "b"] {
+        for ns in ["x", "y", "z"] {
+            for p in ["a", "b", "c"] {
                 let i = node.add_pod(ns, p);
                 idx.insert(format!("{ns}/{p}"), i);
             }
         }
         std::fs::write(
             node.manifests().join("namespaces.yaml"),
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {team: xx}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {team: yy}}\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {team: xx}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: y, labels: {team: yy}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: z, labels: {team: zz}}\n",
         )
         .expect("write");
         let agent = Agent::start(&node, &[]);
@@ -116,24 +116,37 @@ impl World {
         std::fs::write(self.node.manifests().join("policy.yaml"), yaml).expect("write policy");
         self.agent.reconcile();
     }
-    /// Checks TCP:80 over the full 4x4 matrix against `allowed(from, to)`.
-    fn matrix(&self, what: &str, allowed: impl Fn(&str, &str) -> bool) {
+    /// Checks TCP:80 over the full 9x9 matrix against `allowed(from, to)`
+    /// (one thread per source pod).
+    fn matrix(&self, what: &str, allowed: impl Fn(&str, &str) -> bool + Sync) {
         let names: Vec<String> = self.idx.keys().cloned().collect();
-        let mut bad = Vec::new();
-        for f in &names {
-            for t in &names {
-                if f == t {
-                    continue;
-                }
-                let want = allowed(f, t);
-                if self.tcp(f, t, 80) != want {
-                    bad.push(format!(
-                        "{f} -> {t}:80 want {}",
-                        if want { "allow" } else { "deny" }
-                    ));
-                }
-            }
-        }
+        let bad: Vec<String> = std::thread::scope(|sc| {
+            let hs: Vec<_> = names
+                .iter()
+                .map(|f| {
+                    let (names, allowed) = (&names, &allowed);
+                    sc.spawn(move || {
+                        let mut bad = Vec::new();
+                        for t in names {
+                            if f == t {
+                                continue;
+                            }
+                            let want = allowed(f, t);
+                            if self.tcp(f, t, 80) != want {
+                                bad.push(format!(
+                                    "{f} -> {t}:80 want {}",
+                                    if want { "allow" } else { "deny" }
+                                ));
+                            }
+                        }
+                        bad
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .flat_map(|h| h.join().expect("prober"))
+                .collect()
+        });
         assert!(bad.is_empty(), "{what}: {bad:#?}");
     }
 }
