@@ -240,10 +240,21 @@ impl Agent {
     pub fn register(&mut self, spec: EndpointSpec, update: bool) -> Result<String> {
         validate(&spec)?;
         let ifindex = datapath::ifindex(&spec.ifname)?;
-        let exists = self.endpoints.contains_key(&spec.ifname);
-        if update && !exists {
+        let prev = self.endpoints.get(&spec.ifname).map(|r| r.ifindex);
+        if update && prev.is_none() {
             bail!("endpoint {:?} is not registered", spec.ifname);
         }
+        // same name, new interface (pod re-created without a deregister):
+        // drop the stale attachment and state, then attach as new
+        if let Some(old) = prev
+            && old != ifindex
+        {
+            info!(ifname = %spec.ifname, old, new = ifindex, "interface re-created");
+            let _ = self.dp.detach(&spec.ifname, old);
+            let _ = self.dp.remove_endpoint(old);
+            self.endpoints.remove(&spec.ifname);
+        }
+        let exists = self.endpoints.contains_key(&spec.ifname);
         let r = Registered {
             spec: spec.clone(),
             ifindex,

@@ -122,3 +122,48 @@ fn deregister_detaches_and_removes_pins() {
         r => panic!("expected error, got {r:?}"),
     }
 }
+
+#[test]
+fn reregister_after_interface_recreated_attaches_new_interface() {
+    let Some(_serial) = privileged("reregister_after_interface_recreated_attaches_new_interface")
+    else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let agent = Agent::start(&node, &[]);
+    let mut s = node.pods[a].spec();
+    s.egress = limit(20_000_000);
+    agent.register(s.clone());
+    let old = agent.list()[0].ifindex;
+    // the pod's veth goes away and comes back under the same name
+    node.exec_ok(&["ip", "link", "del", &node.pods[a].host_if]);
+    node.wire(a);
+    agent.register(s);
+    let st = agent.list();
+    assert_eq!(st.len(), 1);
+    assert_ne!(st[0].ifindex, old, "new interface must be used");
+    let links: Vec<String> = std::fs::read_dir(agent.pin_dir.join("links"))
+        .expect("links")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(
+        links
+            .iter()
+            .all(|l| l.starts_with(&format!("{}_", st[0].ifindex))),
+        "stale pins: {links:?}"
+    );
+    let pod = &node.pods[a];
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5801,
+        4,
+        None,
+        false,
+    );
+    assert_within("limit on the re-created interface", m.bps, 20e6, 0.05);
+}

@@ -141,7 +141,6 @@ impl Node {
         let n = self.pods.len() + 1;
         let pod_ns = format!("{}p{n}", self.netns);
         let host_if = format!("crv{:x}p{n}", self.id);
-        let tmp_if = format!("crt{:x}p{n}", self.id);
         must(&["ip", "netns", "add", &pod_ns]);
         for k in ["default", "all"] {
             must(&[
@@ -157,11 +156,6 @@ impl Node {
         let ip4 = Ipv4Addr::new(198, 18, n as u8, 2);
         let gw4 = Ipv4Addr::new(198, 18, n as u8, 1);
         let ip6: Ipv6Addr = format!("2001:db8:{n:x}::2").parse().expect("v6");
-        let gw6 = format!("2001:db8:{n:x}::1");
-        // veth created in the node netns; the peer moves into the pod
-        self.exec_ok(&[
-            "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &tmp_if,
-        ]);
         self.pods.push(Pod {
             netns: pod_ns.clone(),
             host_if: host_if.clone(),
@@ -171,20 +165,35 @@ impl Node {
             namespace: namespace.into(),
             name: name.into(),
         });
-        self.exec_ok(&["ip", "link", "set", &tmp_if, "netns", &pod_ns]);
-        self.exec_ok(&["ip", "addr", "add", &format!("{gw4}/24"), "dev", &host_if]);
+        self.wire(self.pods.len() - 1);
+        self.pods.len() - 1
+    }
+    /// (Re)creates pod `i`'s veth pair and addresses (as a CNI ADD would).
+    pub fn wire(&self, i: usize) {
+        let n = i + 1;
+        let pod = &self.pods[i];
+        let (pod_ns, host_if, ip4, gw4, ip6) =
+            (&pod.netns, &pod.host_if, pod.ip4, pod.gw4, pod.ip6);
+        let tmp_if = format!("crt{:x}p{n}", self.id);
+        let gw6 = format!("2001:db8:{n:x}::1");
+        // veth created in the node netns; the peer moves into the pod
+        self.exec_ok(&[
+            "ip", "link", "add", host_if, "type", "veth", "peer", "name", &tmp_if,
+        ]);
+        self.exec_ok(&["ip", "link", "set", &tmp_if, "netns", pod_ns]);
+        self.exec_ok(&["ip", "addr", "add", &format!("{gw4}/24"), "dev", host_if]);
         self.exec_ok(&[
             "ip",
             "addr",
             "add",
             &format!("{gw6}/64"),
             "dev",
-            &host_if,
+            host_if,
             "nodad",
         ]);
-        self.exec_ok(&["ip", "link", "set", &host_if, "up"]);
+        self.exec_ok(&["ip", "link", "set", host_if, "up"]);
         let p = |args: &[&str]| {
-            let mut v = vec!["ip", "netns", "exec", &pod_ns];
+            let mut v = vec!["ip", "netns", "exec", pod_ns];
             v.extend_from_slice(args);
             must(&v);
         };
@@ -203,7 +212,6 @@ impl Node {
         p(&["ip", "link", "set", "eth0", "up"]);
         p(&["ip", "route", "add", "default", "via", &gw4.to_string()]);
         p(&["ip", "-6", "route", "add", "default", "via", &gw6]);
-        self.pods.len() - 1
     }
 }
 
