@@ -480,3 +480,57 @@ pub async fn watch_manifests(agent: Arc<Mutex<Agent>>) {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_from_spec_and_annotations() {
+        let ann = "10M".to_string();
+        let l = limit(&None, Some(&ann), "pod x/a ingress").unwrap();
+        assert_eq!(l.rate_bytes_per_sec, 1_250_000);
+        assert_eq!(l.burst_bytes, 375_000, "300 ms of rate");
+        let spec = Some(LimitSpec {
+            rate_bps: 1_000_000,
+            burst_bytes: Some(4000),
+        });
+        // the explicit field wins over the annotation
+        let l = limit(&spec, Some(&ann), "f").unwrap();
+        assert_eq!((l.rate_bytes_per_sec, l.burst_bytes), (125_000, 4000));
+        assert_eq!(limit(&None, None, "f").unwrap(), Limit::default());
+        let e = limit(&None, Some(&"fast".to_string()), "pod x/a egress").unwrap_err();
+        assert!(format!("{e:#}").contains("pod x/a egress"), "{e:#}");
+        let tiny = Some(LimitSpec {
+            rate_bps: 1_000_000,
+            burst_bytes: Some(100),
+        });
+        assert!(limit(&tiny, None, "f").is_err());
+        let huge = Some(LimitSpec {
+            rate_bps: u64::MAX,
+            burst_bytes: None,
+        });
+        assert!(limit(&huge, None, "f").is_err());
+        assert_eq!(default_burst(1000), 128 * 1024);
+    }
+
+    #[test]
+    fn class_precedence() {
+        let mut s = EndpointSpec {
+            namespace: "x".into(),
+            name: "a".into(),
+            ..Default::default()
+        };
+        assert_eq!(class_of(&s).unwrap(), 1, "default standard");
+        s.qos_class = Some("BestEffort".into());
+        assert_eq!(class_of(&s).unwrap(), 2);
+        s.annotations
+            .insert(ANN_TRAFFIC_CLASS.into(), "critical".into());
+        assert_eq!(class_of(&s).unwrap(), 0, "annotation beats QoS");
+        s.class = Some("bulk".into());
+        assert_eq!(class_of(&s).unwrap(), 2, "field beats annotation");
+        s.class = Some("gold".into());
+        let e = class_of(&s).unwrap_err().to_string();
+        assert!(e.contains("x/a") && e.contains("gold"), "{e}");
+    }
+}
