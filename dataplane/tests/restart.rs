@@ -135,3 +135,71 @@ fn kill9_and_restart_keeps_limits_policy_and_state() {
         agent.log_text()
     );
 }
+
+/// `formatted` entries of a pinned map, via bpftool (BTF-formatted JSON).
+fn dump(pin: &std::path::Path) -> Vec<serde_json::Value> {
+    let out = sh(&[
+        "bpftool",
+        "-j",
+        "map",
+        "dump",
+        "pinned",
+        &pin.display().to_string(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bpftool map dump {}: {e}", pin.display()));
+    let mut entries: Vec<serde_json::Value> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["formatted"].clone())
+        .collect();
+    entries.sort_by_key(|e| e.to_string());
+    entries
+}
+
+#[test]
+fn restart_keeps_buckets_and_conntrack_bit_for_bit() {
+    let Some(_serial) = privileged("restart_keeps_buckets_and_conntrack_bit_for_bit") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    std::fs::write(
+        node.manifests().join("p.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: egress-any, namespace: x}\nspec:\n  podSelector: {}\n  policyTypes: [Egress]\n  egress: [{}]\n",
+    )
+    .expect("write policy");
+    let mut agent = Agent::start(&node, &[]);
+    let pod = &node.pods[a];
+    let mut s = pod.spec();
+    s.egress = limit(1_000_000);
+    agent.register(s);
+    let gw = pod.gw4;
+    in_netns(&pod.netns, move || {
+        let u = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+        for _ in 0..20 {
+            let _ = u.send_to(&[0u8; 1000], (gw, 9));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let maps = agent.pin_dir.join("maps");
+    let (b0, ct0) = (
+        dump(&maps.join("corral_ep_buckets")),
+        dump(&maps.join("corral_ct")),
+    );
+    assert!(
+        b0.iter()
+            .any(|e| e["value"]["last_ns"].as_u64().unwrap_or(0) > 0),
+        "bucket never used: {b0:?}"
+    );
+    assert!(!ct0.is_empty(), "no conntrack entry for the egress flow");
+    agent.kill9();
+    agent.spawn();
+    let (b1, ct1) = (
+        dump(&maps.join("corral_ep_buckets")),
+        dump(&maps.join("corral_ct")),
+    );
+    assert_eq!(b0, b1, "token buckets changed across restart");
+    assert_eq!(ct0, ct1, "conntrack changed across restart");
+}
