@@ -70,6 +70,9 @@ pub struct CorralConfig {
     pub batch_size: Option<usize>,
     /// Best-scored candidate nodes kept per pod for the batch committer.
     pub candidates: Option<usize>,
+    /// Random choice among candidates within this many total-score points of the
+    /// best (`Options::selection_tolerance`; 0 = exact argmax).
+    pub selection_tolerance: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -333,6 +336,7 @@ fn build_profile(
 
     // 3. Per extension point: specific enabled first, then multiPoint plugins that
     //    implement the point and are not disabled there.
+    #[allow(clippy::type_complexity)]
     let mut per_point: HashMap<&str, Vec<(Arc<dyn Plugin>, i64)>> = HashMap::new();
     for &point in POINTS {
         let set = point_set(pc, point);

@@ -58,6 +58,11 @@ pub struct Options {
     pub candidates: usize,
     /// Pods (`ns/name`) to explain.
     pub explain: HashSet<String>,
+    /// Opt-in (default 0 = kube-scheduler's exact argmax): candidates whose total
+    /// score is within this many points of the best are "nearly equal" and one of
+    /// them is chosen at random (seeded), so a node that just became attractive
+    /// (e.g. recovered health) does not receive every pod of a burst at once.
+    pub selection_tolerance: i64,
 }
 
 impl Default for Options {
@@ -67,6 +72,7 @@ impl Default for Options {
             batch_size: 64,
             candidates: 16,
             explain: HashSet::new(),
+            selection_tolerance: 0,
         }
     }
 }
@@ -227,6 +233,7 @@ fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
 
 /// Filters nodes in rotated order starting at `start`, stopping once `to_find`
 /// feasible nodes were found. Returns (feasible indices, processed, diagnosis).
+#[allow(clippy::too_many_arguments)]
 fn find_feasible(
     fw: &Framework,
     state: &CycleState,
@@ -306,6 +313,7 @@ fn find_feasible(
 
 /// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
 /// selection), keeping the `k` best candidates.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     fw: &Framework,
     snap: &Snapshot,
@@ -313,6 +321,7 @@ fn evaluate(
     start: usize,
     rng: &mut ChaCha8Rng,
     k: usize,
+    tol: i64,
     parallel: bool,
 ) -> Evaluation {
     let mut state = CycleState::new();
@@ -464,6 +473,15 @@ fn evaluate(
         cands.truncate(k);
     }
     cands.sort_unstable_by(cmp);
+    if tol > 0 {
+        // Shuffle the nearly-equal prefix (selection_tolerance).
+        let best = cands[0].0.total;
+        let m = cands.iter().take_while(|c| c.0.total >= best - tol).count();
+        for i in (1..m).rev() {
+            let j = rng.random_range(0..=i);
+            cands.swap(i, j);
+        }
+    }
     Evaluation {
         state,
         outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
@@ -696,6 +714,7 @@ impl Scheduler {
             1
         });
         let seed = self.opts.seed;
+        let tol = self.opts.selection_tolerance;
         let fws = &self.frameworks;
         // Evaluation: parallel across pods (and across nodes for small batches).
         let evals: Vec<(usize, Evaluation)> = batch
@@ -724,7 +743,7 @@ impl Scheduler {
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes),
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes),
                 )
             })
             .collect();
@@ -753,7 +772,15 @@ impl Scheduler {
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
                     } else {
-                        revalidate(fw, &self.snapshot, &mut ev.state, &pod, &cands, &committed)
+                        revalidate(
+                            fw,
+                            &self.snapshot,
+                            &mut ev.state,
+                            &pod,
+                            &cands,
+                            &committed,
+                            tol,
+                        )
                     };
                     let Some(node_idx) = chosen else {
                         *conflicts += 1;
@@ -840,6 +867,7 @@ fn revalidate(
     pod: &PodInfo,
     cands: &[Candidate],
     committed: &[(Arc<PodInfo>, usize)],
+    tol: i64,
 ) -> Option<usize> {
     let nodes = snap.nodes();
     for p in &fw.pre_filter {
@@ -862,6 +890,7 @@ fn revalidate(
     }
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
+    let mut all: Vec<(i64, usize)> = Vec::new();
     for c in cands {
         let node = &nodes[c.node];
         if !fw.run_filter(state, pod, node, snap).is_success() {
@@ -875,9 +904,18 @@ fn revalidate(
         } else {
             c.total
         };
+        if tol > 0 {
+            all.push((adj, c.node));
+        }
         if best.is_none_or(|(b, _)| adj > b) {
             best = Some((adj, c.node));
         }
+    }
+    if tol > 0
+        && let Some((b, _)) = best
+    {
+        // Candidates are in (shuffled) preference order: keep the first nearly-equal.
+        return all.iter().find(|(a, _)| *a >= b - tol).map(|x| x.1);
     }
     best.map(|b| b.1)
 }

@@ -175,6 +175,9 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
         }
         opts.candidates = c;
     }
+    if let Some(t) = corral.selection_tolerance {
+        opts.selection_tolerance = t.max(0);
+    }
     let mut sched = Scheduler::new(frameworks, prepared.snapshot, opts);
     Ok(sched.schedule_all(prepared.pending))
 }

@@ -457,6 +457,9 @@ pub struct Snapshot {
     /// Pods bound to nodes not (yet) in the snapshot, by node name.
     orphans: BTreeMap<String, Vec<Arc<PodInfo>>>,
     generation: u64,
+    /// Node health for this cycle (health-weighted placement); published by the
+    /// health tracker between cycles, read-only while pods are evaluated.
+    pub health: Option<Arc<crate::health::HealthView>>,
 }
 
 impl Snapshot {
