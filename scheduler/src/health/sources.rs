@@ -61,13 +61,12 @@ pub fn from_node(node: &Node, now: f64, warn: &mut dyn FnMut(String)) -> Vec<Raw
         let is_true = c.status == "True";
         match c.type_.as_str() {
             "Ready" => {
-                if let Some(hb) = &c.last_heartbeat_time {
-                    let age = now - hb.0.as_second() as f64;
-                    push("heartbeat_age", age.max(0.0));
-                }
                 if c.status != "True" {
                     // Not ready (or unknown): at least as bad as a missed heartbeat.
                     push("heartbeat_age", 1.0e6);
+                } else if let Some(hb) = &c.last_heartbeat_time {
+                    let age = now - hb.0.as_second() as f64;
+                    push("heartbeat_age", age.max(0.0));
                 }
             }
             "MemoryPressure" if is_true => push("memory", 100.0),
@@ -77,6 +76,19 @@ pub fn from_node(node: &Node, now: f64, warn: &mut dyn FnMut(String)) -> Vec<Raw
         }
     }
     out
+}
+
+/// The Ready condition's `lastHeartbeatTime` (Unix seconds), if any.
+pub fn last_heartbeat(node: &Node) -> Option<f64> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .last_heartbeat_time
+        .as_ref()
+        .map(|t| t.0.as_second() as f64)
 }
 
 /// A parsed Prometheus sample: metric name, labels, value.
