@@ -475,6 +475,32 @@ pub struct HealthView {
     pub nodes: HashMap<Arc<str>, NodeHealth>,
     /// Tracker clock (seconds) at publication.
     pub time: f64,
+    /// Hot-path index bound to a snapshot ([`HealthView::bind`]): keyed by the
+    /// address of the snapshot's `NodeInfo::name` allocation, which the view keeps
+    /// alive (so the address cannot be reused while the view exists).
+    fast: HashMap<usize, (i64, bool), std::hash::BuildHasherDefault<PtrHasher>>,
+    /// The bound names (owning the allocations the `fast` keys point to).
+    bound: Vec<Arc<str>>,
+}
+
+/// Hasher for pointer keys (one multiply; SipHash of node names dominated the
+/// plugin's cost at 5,000 nodes).
+#[derive(Default)]
+pub struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from(*b)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = ((i as u64) >> 3).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl HealthView {
@@ -482,6 +508,38 @@ impl HealthView {
     pub fn get(&self, node: &str) -> Option<&NodeHealth> {
         self.nodes.get(node)
     }
+
+    /// Builds the hot-path index for the nodes of `snap` (call before attaching).
+    pub fn bind(&mut self, snap: &crate::snapshot::Snapshot) {
+        self.fast.clear();
+        self.bound.clear();
+        for n in snap.nodes() {
+            let v = self
+                .nodes
+                .get(&n.name)
+                .map_or((100, false), |h| (h.score(), h.critical.is_some()));
+            self.fast
+                .insert(Arc::as_ptr(&n.name) as *const u8 as usize, v);
+            self.bound.push(n.name.clone());
+        }
+    }
+
+    /// (score, critical) of a node: through the bound index, else by name.
+    #[inline]
+    pub fn score_of(&self, name: &Arc<str>) -> (i64, bool) {
+        if let Some(v) = self.fast.get(&(Arc::as_ptr(name) as *const u8 as usize)) {
+            return *v;
+        }
+        self.nodes
+            .get(name)
+            .map_or((100, false), |h| (h.score(), h.critical.is_some()))
+    }
+}
+
+/// Binds `view` to `snap` and attaches it for the next cycle.
+pub fn attach(snap: &mut crate::snapshot::Snapshot, mut view: HealthView) {
+    view.bind(snap);
+    snap.health = Some(Arc::new(view));
 }
 
 /// Mutable health state of all nodes; fed with samples and advanced in time.
@@ -655,6 +713,7 @@ impl HealthTracker {
         HealthView {
             nodes,
             time: self.now,
+            ..HealthView::default()
         }
     }
 
@@ -832,7 +891,7 @@ pub fn attach_static_view(
     }
     t.assume_sustained();
     t.advance(now);
-    snap.health = Some(Arc::new(t.view()));
+    attach(snap, t.view());
     Ok(())
 }
 

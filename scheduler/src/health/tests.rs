@@ -337,3 +337,61 @@ fn config_errors_name_the_field() {
             .contains("rules.cpu.critical")
     );
 }
+
+#[test]
+fn static_view_from_node_annotations_feeds_the_plugin() {
+    use crate::config::KubeSchedulerConfiguration;
+    use crate::snapshot::{NodeInfo, Snapshot};
+    let mk = |name: &str, ann: serde_json::Value| {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "annotations": ann},
+            "status": {
+                "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                "conditions": [{"type": "Ready", "status": "True",
+                                "lastHeartbeatTime": "2026-01-01T00:00:00Z"}]
+            }
+        }))
+        .unwrap();
+        NodeInfo::new(n).unwrap()
+    };
+    let mut snap = Snapshot::new();
+    snap.upsert_node(mk(
+        "gpu-gone",
+        serde_json::json!({"corral.io/health.gpu_missing": "1"}),
+    ));
+    snap.upsert_node(mk("hot", serde_json::json!({"corral.io/health.cpu": "90"})));
+    snap.upsert_node(mk(
+        "fine",
+        serde_json::json!({"corral.io/health.cpu": "abc"}),
+    ));
+    let y = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- plugins:\n    multiPoint:\n      enabled: [{name: NodeHealth, weight: 5}]\n";
+    let cfg = KubeSchedulerConfiguration::from_yaml(y, "t").unwrap();
+    let fws = cfg.build().unwrap();
+    let mut warns = Vec::new();
+    attach_static_view(&mut snap, &fws, args_from_config(&cfg), None, &mut |w| {
+        warns.push(w.to_string())
+    })
+    .unwrap();
+    assert_eq!(warns.len(), 1, "{warns:?}");
+    let v = snap.health.clone().unwrap();
+    assert_eq!(
+        v.get("gpu-gone").unwrap().critical.as_deref(),
+        Some("gpu_missing")
+    );
+    // Sustained 90 % CPU (no history: assumed sustained) is degraded.
+    let hot = v.get("hot").unwrap();
+    assert_eq!(hot.degraded, vec!["cpu".to_string()]);
+    assert!(hot.score() <= 40, "{hot:?}");
+    assert_eq!(v.get("fine").unwrap().score(), 100);
+    // Default profile: no view is attached.
+    let mut s2 = Snapshot::new();
+    attach_static_view(
+        &mut s2,
+        &crate::config::default_frameworks(),
+        None,
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(s2.health.is_none());
+}

@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
@@ -321,6 +320,7 @@ fn naive_view(v: HealthView) -> HealthView {
     HealthView {
         nodes,
         time: v.time,
+        ..HealthView::default()
     }
 }
 
@@ -431,7 +431,7 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
                 .or_default()
                 .push(last_raw.get(n).copied().unwrap_or(f64::NAN));
         }
-        sched.snapshot.health = Some(Arc::new(view));
+        super::attach(&mut sched.snapshot, view);
         // Arrivals in [t0, t1).
         let mut pending = Vec::new();
         let mut arrive = Vec::new();

@@ -58,8 +58,8 @@ impl FilterPlugin for NodeHealth {
     #[inline]
     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
         if let Some(view) = &snap.health
-            && let Some(h) = view.get(&node.name)
-            && let Some(sig) = &h.critical
+            && view.score_of(&node.name).1
+            && let Some(sig) = view.get(&node.name).and_then(|h| h.critical.as_ref())
         {
             return Status::unresolvable(format!("{ERR_REASON_PREFIX}{sig}"));
         }
@@ -79,8 +79,7 @@ impl ScorePlugin for NodeHealth {
         Ok(snap
             .health
             .as_ref()
-            .and_then(|v| v.get(&node.name))
-            .map_or(100, |h| h.score()))
+            .map_or(100, |v| v.score_of(&node.name).0))
     }
 
     fn node_local(&self) -> bool {

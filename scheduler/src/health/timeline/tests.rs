@@ -93,7 +93,7 @@ fn selection_tolerance_spreads_nearly_equal_nodes() {
             t.observe(0.0, &format!("n{i}"), "cpu", 60.4);
         }
         t.advance(0.0);
-        snap.health = Some(Arc::new(t.view()));
+        crate::health::attach(&mut snap, t.view());
         let opts = Options {
             seed: 7,
             selection_tolerance: tol,
