@@ -136,6 +136,36 @@ pub struct PodInfo {
     pub created: i64,
     /// Sequence number in input order (tie breaker, deterministic).
     pub seq: u64,
+    /// Equivalence class: pods with the same value have the same namespace, labels,
+    /// annotations, owners and spec (except `nodeName`), so they get the same Filter
+    /// results and node-local scores against the same snapshot.
+    pub equivalence: u64,
+}
+
+/// Hash of everything scheduling-relevant about a pod except its identity.
+fn equivalence_hash(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let md = &pod.metadata;
+    let mut spec = pod.spec.clone();
+    if let Some(s) = spec.as_mut() {
+        s.node_name = None;
+    }
+    let owners: Vec<(&str, &str)> = md
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    let key = serde_json::json!({
+        "ns": md.namespace,
+        "labels": md.labels,
+        "annotations": md.annotations,
+        "owners": owners,
+        "spec": spec,
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// `normalizedImageName`: appends `:latest` when the name has neither tag nor digest.
@@ -294,6 +324,7 @@ impl PodInfo {
             images,
             created,
             seq,
+            equivalence: equivalence_hash(&pod),
             pod: Arc::new(pod),
         })
     }
@@ -332,7 +363,8 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Images present on the node: normalized name → size in bytes.
     pub images: HashMap<String, i64>,
-    /// Bumped on every change.
+    /// Stamp of the last change; unique across the snapshot (the snapshot's
+    /// generation at that change), so caches can detect any modification.
     pub generation: u64,
 }
 
@@ -457,9 +489,11 @@ pub struct Snapshot {
     /// Pods bound to nodes not (yet) in the snapshot, by node name.
     orphans: BTreeMap<String, Vec<Arc<PodInfo>>>,
     generation: u64,
+    /// Bumped when the node set or order changes (indices may move).
+    nodes_version: u64,
     /// Node health for this cycle (health-weighted placement); published by the
     /// health tracker between cycles, read-only while pods are evaluated.
-    pub health: Option<Arc<crate::health::HealthView>>,
+    health: Option<Arc<crate::health::HealthView>>,
 }
 
 impl Snapshot {
@@ -512,6 +546,25 @@ impl Snapshot {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Version of the node set/order: node indices are stable while it is unchanged.
+    pub fn nodes_version(&self) -> u64 {
+        self.nodes_version
+    }
+
+    /// The per-cycle node health view (NodeHealth plugin), if any.
+    #[inline]
+    pub fn health(&self) -> Option<&Arc<crate::health::HealthView>> {
+        self.health.as_ref()
+    }
+
+    /// Replaces the health view between cycles. Bumps `nodes_version` so cached
+    /// per-node Filter results and node-local scores (equivalence-class caches) are
+    /// recomputed against the new health.
+    pub fn set_health(&mut self, view: Option<Arc<crate::health::HealthView>>) {
+        self.health = view;
+        self.nodes_version += 1;
     }
 
     fn rebuild_order(&mut self) {
@@ -577,6 +630,7 @@ impl Snapshot {
     /// orphan list when the node was unknown).
     pub fn upsert_node(&mut self, mut info: NodeInfo) {
         self.generation += 1;
+        self.nodes_version += 1;
         let name = info.name.clone();
         if let Some(&i) = self.index.get(&name) {
             let old = self.nodes[i].clone();
@@ -590,6 +644,7 @@ impl Snapshot {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
             let zone_changed = old.zone_key() != info.zone_key();
+            info.generation = self.generation;
             self.nodes[i] = Arc::new(info);
             if zone_changed {
                 self.rebuild_order();
@@ -602,6 +657,7 @@ impl Snapshot {
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
+        info.generation = self.generation;
         self.nodes.push(Arc::new(info));
         self.rebuild_order();
     }
@@ -615,6 +671,33 @@ impl Snapshot {
         }
     }
 
+    /// Adds many new nodes at once (one re-ordering instead of one per node). Nodes
+    /// already present are updated like [`Snapshot::upsert_node`].
+    pub fn add_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        let mut added = false;
+        for mut info in nodes {
+            if self.index.contains_key(&info.name) {
+                self.upsert_node(info);
+                continue;
+            }
+            self.generation += 1;
+            self.nodes_version += 1;
+            for p in self.orphans.remove(&*info.name).unwrap_or_default() {
+                info.add_pod(p);
+            }
+            for img in info.images.keys() {
+                *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
+            }
+            info.generation = self.generation;
+            self.index.insert(info.name.clone(), self.nodes.len());
+            self.nodes.push(Arc::new(info));
+            added = true;
+        }
+        if added {
+            self.rebuild_order();
+        }
+    }
+
     /// Removes a node; its pods become orphans (kept until the node returns or they
     /// are deleted). Returns whether the node existed.
     pub fn remove_node(&mut self, name: &str) -> bool {
@@ -622,6 +705,7 @@ impl Snapshot {
             return false;
         };
         self.generation += 1;
+        self.nodes_version += 1;
         let n = self.nodes.remove(i);
         for img in n.images.keys() {
             self.dec_image(img);
@@ -642,7 +726,9 @@ impl Snapshot {
         self.pod_nodes.insert(pod.key.clone(), Arc::from(node));
         match self.index.get(node).copied() {
             Some(i) => {
-                Arc::make_mut(&mut self.nodes[i]).add_pod(pod);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                n.add_pod(pod);
+                n.generation = self.generation;
                 self.update_lists_for(i);
             }
             None => self.orphans.entry(node.to_string()).or_default().push(pod),
@@ -655,7 +741,9 @@ impl Snapshot {
         self.generation += 1;
         match self.index.get(&node).copied() {
             Some(i) => {
-                let p = Arc::make_mut(&mut self.nodes[i]).remove_pod(key);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                let p = n.remove_pod(key);
+                n.generation = self.generation;
                 self.update_lists_for(i);
                 p
             }

@@ -539,7 +539,7 @@ impl HealthView {
 /// Binds `view` to `snap` and attaches it for the next cycle.
 pub fn attach(snap: &mut crate::snapshot::Snapshot, mut view: HealthView) {
     view.bind(snap);
-    snap.health = Some(Arc::new(view));
+    snap.set_health(Some(Arc::new(view)));
 }
 
 /// Mutable health state of all nodes; fed with samples and advanced in time.

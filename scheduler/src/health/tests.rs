@@ -373,7 +373,7 @@ fn static_view_from_node_annotations_feeds_the_plugin() {
     })
     .unwrap();
     assert_eq!(warns.len(), 1, "{warns:?}");
-    let v = snap.health.clone().unwrap();
+    let v = snap.health().cloned().unwrap();
     assert_eq!(
         v.get("gpu-gone").unwrap().critical.as_deref(),
         Some("gpu_missing")
@@ -393,5 +393,5 @@ fn static_view_from_node_annotations_feeds_the_plugin() {
         &mut |_| {},
     )
     .unwrap();
-    assert!(s2.health.is_none());
+    assert!(s2.health().is_none());
 }

@@ -57,7 +57,7 @@ impl Plugin for NodeHealth {
 impl FilterPlugin for NodeHealth {
     #[inline]
     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
-        if let Some(view) = &snap.health
+        if let Some(view) = snap.health()
             && view.score_of(&node.name).1
             && let Some(sig) = view.get(&node.name).and_then(|h| h.critical.as_ref())
         {
@@ -76,10 +76,7 @@ impl ScorePlugin for NodeHealth {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Result<i64, Status> {
-        Ok(snap
-            .health
-            .as_ref()
-            .map_or(100, |v| v.score_of(&node.name).0))
+        Ok(snap.health().map_or(100, |v| v.score_of(&node.name).0))
     }
 
     fn node_local(&self) -> bool {
@@ -113,7 +110,7 @@ mod tests {
 
     fn snap_with(view: HealthView) -> Snapshot {
         let mut s = Snapshot::new();
-        s.health = Some(Arc::new(view));
+        s.set_health(Some(Arc::new(view)));
         s
     }
 
