@@ -70,6 +70,9 @@ pub struct CorralConfig {
     pub batch_size: Option<usize>,
     /// Best-scored candidate nodes kept per pod for the batch committer.
     pub candidates: Option<usize>,
+    /// Random choice among candidates within this many total-score points of the
+    /// best (`Options::selection_tolerance`; 0 = exact argmax).
+    pub selection_tolerance: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod framework;
+pub mod health;
 pub mod input;
 pub mod labels;
 pub mod plugins;
