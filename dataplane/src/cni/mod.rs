@@ -590,7 +590,7 @@ impl Ctx {
         let ns = PathBuf::from(&self.env.netns);
         let ifname = self.env.ifname.clone();
         let pod = sys::in_netns(&ns, move || {
-            let out = sys::ip_batch(&[format!("-d link show dev {ifname}")], true);
+            let out = sys::ip_args(&["-j", "-d", "link", "show", "dev", &ifname]);
             match out {
                 Ok(s) => Ok(sys::first_json(&s)),
                 Err(e) if link_gone(&e) => Ok(None),
@@ -940,8 +940,8 @@ impl Ctx {
         let ifname = e.ifname.clone();
         let (addrs, routes) = sys::in_netns(&ns, move || {
             let a = sys::ip_batch(&[format!("addr show dev {ifname}")], true)?;
-            let r4 = sys::ip_batch(&["-4 route show default".to_string()], true)?;
-            let r6 = sys::ip_batch(&["-6 route show default".to_string()], true)?;
+            let r4 = sys::ip_args(&["-j", "-4", "route", "show", "default"])?;
+            let r6 = sys::ip_args(&["-j", "-6", "route", "show", "default"])?;
             Ok((a, format!("{r4}\n{r6}")))
         })
         .map_err(|err| fail(format!("pod interface {}: {}", e.ifname, err.msg)))?;

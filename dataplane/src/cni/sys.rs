@@ -45,7 +45,7 @@ pub fn in_netns<T: Send + 'static>(
 /// Runs `ip [-j] -batch -` with `cmds` in the current network namespace.
 /// Returns stdout; an iproute2 error becomes code 100 naming the command.
 pub fn ip_batch(cmds: &[String], json: bool) -> CniResultT<String> {
-    let mut c = Command::new("ip");
+    let mut c = Command::new(ip_bin());
     if json {
         c.arg("-j");
     }
@@ -77,6 +77,36 @@ pub fn ip_batch(cmds: &[String], json: bool) -> CniResultT<String> {
         .details(input.trim().replace('\n', "; ")));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Runs one `ip <args>` (for global options like -6/-d, which batch
+/// lines do not take).
+pub fn ip_args(args: &[&str]) -> CniResultT<String> {
+    let out = Command::new(ip_bin())
+        .args(args)
+        .output()
+        .map_err(|e| CniError::new(code::IO, format!("running ip (iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(CniError::new(
+            code::LINK,
+            format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .replace('\n', "; ")
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// iproute2's `ip`: runtimes may exec plugins without PATH.
+fn ip_bin() -> &'static str {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("ip")
 }
 
 /// Like [`ip_batch`] inside `netns` (or here when None).
@@ -145,6 +175,21 @@ pub struct DelegateEnv<'a> {
     pub path: &'a str,
 }
 
+/// CNI_ARGS for a delegate: with `IgnoreUnknown=1`, since Go plugins
+/// reject K8S_POD_* otherwise (podman passes K8S_POD_NAME without it).
+pub fn delegate_args(args: &str) -> String {
+    if args.is_empty()
+        || args.split(';').any(|kv| {
+            kv.eq_ignore_ascii_case("IgnoreUnknown=1")
+                || kv.eq_ignore_ascii_case("IgnoreUnknown=true")
+        })
+    {
+        args.to_string()
+    } else {
+        format!("IgnoreUnknown=1;{args}")
+    }
+}
+
 /// Executes a delegated plugin (e.g. IPAM) per the spec: env + stdin.
 /// Its error JSON is passed through (code and message); a crash without
 /// error JSON becomes code 102.
@@ -158,7 +203,7 @@ pub fn exec_plugin(plugin: &Path, env: &DelegateEnv, stdin: &[u8]) -> CniResultT
         .env("CNI_CONTAINERID", env.container_id)
         .env("CNI_NETNS", env.netns)
         .env("CNI_IFNAME", env.ifname)
-        .env("CNI_ARGS", env.args)
+        .env("CNI_ARGS", delegate_args(env.args))
         .env("CNI_PATH", env.path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -166,8 +211,16 @@ pub fn exec_plugin(plugin: &Path, env: &DelegateEnv, stdin: &[u8]) -> CniResultT
         .spawn()
         .map_err(|e| CniError::new(code::IO, format!("executing {}: {e}", plugin.display())))?;
     if let Some(mut si) = child.stdin.take() {
-        si.write_all(stdin)
-            .map_err(|e| CniError::new(code::IO, format!("writing config to {name}: {e}")))?;
+        // a plugin that fails early may not read stdin: its exit status
+        // and error JSON below tell why
+        if let Err(e) = si.write_all(stdin)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(CniError::new(
+                code::IO,
+                format!("writing config to {name}: {e}"),
+            ));
+        }
     }
     let out = child
         .wait_with_output()

@@ -38,9 +38,10 @@ pub mod code {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniError {
-    #[serde(rename = "cniVersion")]
+    #[serde(rename = "cniVersion", default)]
     pub cni_version: String,
     pub code: u32,
+    #[serde(default)]
     pub msg: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub details: String,
