@@ -692,11 +692,15 @@ impl Ctx {
                 }
                 Ok(r)
             }
-            Err(err) => {
+            Err((err, ipam_done)) => {
                 sys::log(
                     &self.conf.log_file,
                     &format!("ADD failed, rolling back: {err}"),
                 );
+                if !ipam_done {
+                    // the IPAM plugin failed: it allocated nothing
+                    st.ipam = None;
+                }
                 if let Err(e2) = self.teardown(&st) {
                     sys::log(&self.conf.log_file, &format!("rollback: {e2}"));
                 }
@@ -711,10 +715,21 @@ impl Ctx {
         ipam_type: &str,
         ipam_ver: &str,
         fixed: &[String],
+    ) -> Result<CniResult, (CniError, bool)> {
+        let ipam = self
+            .ipam_exec("ADD", ipam_type, ipam_ver, fixed)
+            .map_err(|e| (e, false))?;
+        self.setup_links(st, ipam_type, ipam).map_err(|e| (e, true))
+    }
+
+    fn setup_links(
+        &self,
+        st: &Attachment,
+        ipam_type: &str,
+        ipam: Option<Value>,
     ) -> CniResultT<CniResult> {
         let e = &self.env;
-        let ipam = self
-            .ipam_exec("ADD", ipam_type, ipam_ver, fixed)?
+        let ipam = ipam
             .ok_or_else(|| CniError::new(code::IPAM, format!("{ipam_type} returned no result")))?;
         let ipam = CniResult::parse(&ipam)?;
         let addrs: Vec<IpAddr> = ipam
