@@ -775,7 +775,7 @@ fn hundred_parallel_adds_and_dels_then_cycles_leave_nothing() {
     eprintln!("100 parallel DELs: {:?}", t0.elapsed());
     rt.assert_clean();
     // sequential ADD/DEL cycles on one sandbox
-    let n = 50;
+    let n = 200;
     let t0 = std::time::Instant::now();
     for i in 0..n {
         let cid = format!("cyc{i}");
@@ -784,4 +784,11 @@ fn hundred_parallel_adds_and_dels_then_cycles_leave_nothing() {
     }
     eprintln!("{n} ADD/DEL cycles: {:?}", t0.elapsed());
     rt.assert_clean();
+    drop(pods);
+    let prefix = format!("crc{:x}x", std::process::id() & 0xffff);
+    let left = String::from_utf8_lossy(&sh(&["ip", "netns", "list"]).stdout).to_string();
+    assert!(
+        !left.lines().any(|l| l.starts_with(&prefix)),
+        "netns leftovers: {left}"
+    );
 }
