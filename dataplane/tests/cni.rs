@@ -792,3 +792,169 @@ fn hundred_parallel_adds_and_dels_then_cycles_leave_nothing() {
         "netns leftovers: {left}"
     );
 }
+
+/// podman 4.3 with its CNI backend as the runtime, run inside the node
+/// netns with private storage/config; removes its containers and image.
+struct Podman {
+    base: Vec<String>,
+    node_ns: String,
+    conf: PathBuf,
+}
+
+impl Podman {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("timeout")
+            .arg("90")
+            .arg("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.node_ns))
+            .args(&self.base)
+            .args(args)
+            .env("CONTAINERS_CONF", &self.conf)
+            .output()
+            .expect("podman")
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["rm", "-af", "-t", "0"]);
+        let _ = self.cmd(&["rmi", "-af"]);
+    }
+}
+
+#[test]
+fn podman_cni_backend_runs_two_talking_containers() {
+    let t = "podman_cni_backend_runs_two_talking_containers";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    let tools = ["podman", "runc"]
+        .iter()
+        .all(|b| Command::new(b).arg("--version").output().is_ok())
+        && Path::new("/bin/busybox").exists();
+    if !tools {
+        let why = format!("{t}: needs podman, runc and busybox-static");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIP {why}");
+        return;
+    }
+    let rt = Rt::new();
+    let d = rt.node.dir.path();
+    let podman_netns = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("netns-"))
+            .collect()
+    };
+    let netns_before = podman_netns();
+    // busybox-static rootfs imported as a local image (no registry)
+    let rootfs = d.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    for c in ["sh", "httpd", "nc", "sleep"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(c)).unwrap();
+    }
+    let netd = d.join("net.d");
+    std::fs::create_dir_all(&netd).unwrap();
+    let bindir = Path::new(cni_bin()).parent().unwrap();
+    let conf = d.join("containers.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[network]\nnetwork_backend = \"cni\"\ncni_plugin_dirs = [\"{}\", \"{REF}\"]\nnetwork_config_dir = \"{}\"\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"none\"\n",
+            bindir.display(),
+            netd.display()
+        ),
+    )
+    .unwrap();
+    // podman 4.3 reads conflists up to cniVersion 1.0.0
+    let list = json!({"cniVersion": "1.0.0", "name": "corralnet", "plugins": [{
+        "type": "corral-cni", "agentSocket": rt.agent.socket, "dataDir": rt.data_dir,
+        "logFile": rt.log,
+        "ipam": {"type": "host-local", "dataDir": rt.ipam_dir,
+                 "ranges": [[{"subnet": "198.18.7.0/24"}]]}}]});
+    std::fs::write(netd.join("corralnet.conflist"), list.to_string()).unwrap();
+    let s = |p: &str| d.join(p).display().to_string();
+    let pm = Podman {
+        base: vec![
+            "podman".into(),
+            "--root".into(),
+            s("root"),
+            "--runroot".into(),
+            s("runroot"),
+            "--storage-driver".into(),
+            "vfs".into(),
+            "--cgroup-manager".into(),
+            "cgroupfs".into(),
+        ],
+        node_ns: rt.node.netns.clone(),
+        conf: conf.clone(),
+    };
+    let tar = Command::new("tar")
+        .args([
+            "-C",
+            &rootfs.display().to_string(),
+            "-cf",
+            &s("rootfs.tar"),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    pm.ok(&["import", &s("rootfs.tar"), "localhost/corral-bb:1"]);
+    // rootful podman raises nofile/nproc beyond this VM's hard limits
+    let ul = [
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+    ];
+    let mut run_a = vec!["run", "-d", "--name", "a", "--network", "corralnet"];
+    run_a.extend(ul);
+    run_a.extend([
+        "localhost/corral-bb:1",
+        "/bin/httpd",
+        "-f",
+        "-p",
+        "8080",
+        "-h",
+        "/",
+    ]);
+    pm.ok(&run_a);
+    let ip = pm.ok(&[
+        "inspect",
+        "a",
+        "--format",
+        "{{.NetworkSettings.Networks.corralnet.IPAddress}}",
+    ]);
+    let ip: IpAddr = ip.parse().unwrap_or_else(|_| panic!("no IP: {ip:?}"));
+    let eps = rt.agent.list();
+    assert_eq!(eps.len(), 1, "container a registered: {eps:?}");
+    assert_eq!(eps[0].spec.name, "a", "podman passes K8S_POD_NAME");
+    let mut run_b = vec!["run", "--rm", "--name", "b", "--network", "corralnet"];
+    run_b.extend(ul);
+    let script = format!("echo GET | nc -w 3 {ip} 8080");
+    run_b.extend(["localhost/corral-bb:1", "/bin/sh", "-c", &script]);
+    let out = pm.ok(&run_b);
+    assert!(out.contains("HTTP/1.1"), "b could not talk to a: {out:?}");
+    pm.ok(&["rm", "-f", "-t", "0", "a"]);
+    assert!(rt.log_text().contains("ADD net=corralnet"), "plugin log");
+    rt.assert_clean();
+    drop(pm);
+    let left: Vec<_> = podman_netns().difference(&netns_before).cloned().collect();
+    assert!(left.is_empty(), "podman left network namespaces: {left:?}");
+}
