@@ -285,6 +285,19 @@ fn agent_list(socket: &Path) -> CniResultT<Vec<api::EndpointStatus>> {
     }
 }
 
+/// Cheap readiness probe: the agent accepts connections on its socket.
+fn agent_ready(socket: &Path) -> CniResultT<()> {
+    std::os::unix::net::UnixStream::connect(socket)
+        .map(drop)
+        .map_err(|e| {
+            CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("corral-agent is not reachable at {}", socket.display()),
+            )
+            .details(e.to_string())
+        })
+}
+
 fn agent_deregister(socket: &Path, ifname: &str) -> CniResultT<()> {
     match api::call(
         socket,
@@ -523,8 +536,9 @@ impl Ctx {
     fn add(&self) -> CniResultT<Value> {
         self.validate_bandwidth()?;
         let lock = Lock::take(&self.conf.data_dir, LOCK_WAIT)?;
-        // never start an unprotected pod: the agent must be up
-        agent_list(&self.conf.agent_socket)?;
+        // never start an unprotected pod: the agent must be up (a later
+        // failure to register rolls the attachment back as well)
+        agent_ready(&self.conf.agent_socket)?;
         let r = if self.chained() {
             self.add_chained()?
         } else {
@@ -716,9 +730,11 @@ impl Ctx {
         ipam_ver: &str,
         fixed: &[String],
     ) -> Result<CniResult, (CniError, bool)> {
+        let t = std::time::Instant::now();
         let ipam = self
             .ipam_exec("ADD", ipam_type, ipam_ver, fixed)
             .map_err(|e| (e, false))?;
+        sys::log(&self.conf.log_file, &format!("ipam ADD {:?}", t.elapsed()));
         self.setup_links(st, ipam_type, ipam).map_err(|e| (e, true))
     }
 
@@ -754,17 +770,37 @@ impl Ctx {
         if has6 {
             sys::sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
-        // a leftover of a crashed ADD with our derived name
-        if sys::link_show(None, host)?.is_some() {
-            sys::ip_batch(&[format!("link del {host}")], false)?;
+        // host side first: veth (peer created directly in the pod netns),
+        // link-local gateway, one host route per pod address
+        let mut hc = vec![format!(
+            "link add {host} mtu {mtu} type veth peer name {} mtu {mtu} netns {}",
+            e.ifname, e.netns
+        )];
+        hc.push(format!("addr add {GW4}/32 dev {host} scope link"));
+        if has6 {
+            hc.push(format!("addr add {GW6}/64 dev {host} nodad"));
         }
-        sys::ip_batch(
-            &[format!(
-                "link add {host} mtu {mtu} type veth peer name {} mtu {mtu} netns {}",
-                e.ifname, e.netns
-            )],
-            false,
-        )?;
+        hc.push(format!("link set {host} up"));
+        for a in &addrs {
+            match a {
+                IpAddr::V4(_) => hc.push(format!("route replace {a}/32 dev {host} scope link")),
+                IpAddr::V6(_) => hc.push(format!("route replace {a}/128 dev {host}")),
+            }
+        }
+        hc.push(format!("link show dev {host}"));
+        let host_link = match sys::ip_batch(&hc, true) {
+            Err(err)
+                if err.msg.contains("File exists") && sys::link_show(None, host)?.is_some() =>
+            {
+                // a leftover of a crashed ADD with our derived name
+                sys::ip_batch(&[format!("link del {host}")], false)?;
+                sys::ip_batch(&hc, true)?
+            }
+            r => r?,
+        };
+        let host_mac = sys::first_json(&host_link)
+            .and_then(|v| v["address"].as_str().map(str::to_string))
+            .unwrap_or_default();
         // pod side
         let mut pod = vec!["link set lo up".to_string()];
         for a in &addrs {
@@ -788,27 +824,15 @@ impl Ctx {
         let pod_mac = sys::first_json(&pod_link)
             .and_then(|v| v["address"].as_str().map(str::to_string))
             .unwrap_or_default();
-        // host side: link-local gateway + one host route per pod address
-        let mut hc = vec![format!("addr add {GW4}/32 dev {host} scope link")];
-        if has6 {
-            hc.push(format!("addr add {GW6}/64 dev {host} nodad"));
-        }
-        hc.push(format!("link set {host} up"));
-        for a in &addrs {
-            match a {
-                IpAddr::V4(_) => hc.push(format!("route replace {a}/32 dev {host} scope link")),
-                IpAddr::V6(_) => hc.push(format!("route replace {a}/128 dev {host}")),
-            }
-        }
-        hc.push(format!("link show dev {host}"));
-        let host_link = sys::ip_batch(&hc, true)?;
-        let host_mac = sys::first_json(&host_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        let t = std::time::Instant::now();
         agent_register(
             &self.conf.agent_socket,
             self.endpoint_spec(host, addrs.clone()),
         )?;
+        sys::log(
+            &self.conf.log_file,
+            &format!("agent register {:?}", t.elapsed()),
+        );
         let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
         let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
         let mut r = CniResult {
