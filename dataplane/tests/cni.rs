@@ -609,7 +609,7 @@ fn errors_versions_rollback_and_agent_down() {
     );
     let gone = PodNs("crc-does-not-exist".into());
     let o = rt.cni("ADD", "cx", Some(&gone), "", &good);
-    assert_ne!(o.code, 0, "missing netns: {}", o.raw);
+    code(&o, 3, "missing netns");
     std::mem::forget(gone);
     rt.assert_clean();
 
@@ -663,6 +663,7 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     let mut conf = rt.standalone("1.1.0", true);
     conf["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations": {
         "corral.io/ips": "198.18.0.77,2001:db8:c::77",
+        "corral.io/traffic-class": "critical",
         "kubernetes.io/egress-bandwidth": "30M"}});
     let p1 = PodNs::new();
     let r = rt.ok(
@@ -699,9 +700,19 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     let p3 = PodNs::new();
     let r3 = rt.ok("ADD", "fix3", Some(&p3), "", &ipsc);
     assert_eq!(ips_of(&r3), vec!["198.18.0.99".parse::<IpAddr>().unwrap()]);
-    // egress limit from the annotation reached the agent
+    // class + egress limit annotations reached the agent
     let e = rt.agent.list();
     assert_eq!(e.len(), 3);
+    let db = e.iter().find(|x| x.spec.name == "db-0").expect("db-0");
+    assert_eq!(db.class, "critical");
+    assert_eq!(db.spec.namespace, "x");
+    assert_eq!(
+        db.spec
+            .annotations
+            .get("kubernetes.io/egress-bandwidth")
+            .map(String::as_str),
+        Some("30M")
+    );
     // GC: only fix2 is still valid → oth and fix3 go away
     let mut gc = rt.standalone("1.1.0", true);
     gc["cni.dev/valid-attachments"] = json!([{"containerID": "fix2", "ifname": "eth0"}]);

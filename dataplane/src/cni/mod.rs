@@ -659,6 +659,12 @@ impl Ctx {
         };
         let fixed = self.fixed_ips()?;
         let e = &self.env;
+        if std::fs::metadata(&e.netns).is_err() {
+            return Err(CniError::new(
+                code::CONTAINER_UNKNOWN,
+                format!("CNI_NETNS {} does not exist", e.netns),
+            ));
+        }
         let host_if = host_ifname(&e.container_id, &e.ifname);
         let sp = state_path(&self.conf, &e.container_id, &e.ifname);
         // retry of an ADD: same result if the attachment is intact
