@@ -1081,3 +1081,71 @@ impl Ctx {
         first_err.map_or(Ok(()), Err)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn host_ifname_is_stable_short_and_distinct() {
+        let a = host_ifname("abc", "eth0");
+        assert_eq!(a, host_ifname("abc", "eth0"));
+        assert_eq!(a.len(), 15);
+        assert!(valid_ifname(&a));
+        assert_ne!(a, host_ifname("abc", "eth1"));
+        assert_ne!(a, host_ifname("abd", "eth0"));
+    }
+
+    #[test]
+    fn env_and_args_validation() {
+        let e = Env::from_map(&env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=a"),
+        ]))
+        .unwrap();
+        assert_eq!(e.cni_args["K8S_POD_NAME"], "a");
+        let bad = Env::from_map(&env(&[("CNI_ARGS", "K8S_POD_NAME")])).unwrap_err();
+        assert_eq!(bad.code, code::INVALID_ENV);
+        let mut e = e;
+        e.container_id = "bad/id".into();
+        assert_eq!(e.require(&[]).unwrap_err().code, code::INVALID_ENV);
+        e.container_id = "ok".into();
+        assert!(e.require(&["CNI_NETNS"]).is_err(), "missing netns");
+        assert_eq!(
+            sys::delegate_args("K8S_POD_NAME=a"),
+            "IgnoreUnknown=1;K8S_POD_NAME=a"
+        );
+        assert_eq!(
+            sys::delegate_args("IgnoreUnknown=1;X=y"),
+            "IgnoreUnknown=1;X=y"
+        );
+        assert_eq!(sys::delegate_args(""), "");
+    }
+
+    #[test]
+    fn run_reports_errors_as_json_with_exit_code() {
+        let (out, rc) = run(&env(&[("CNI_COMMAND", "VERSION")]), b"");
+        assert_eq!(rc, 0);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["supportedVersions"][2], "1.1.0");
+        let (out, rc) = run(
+            &env(&[("CNI_COMMAND", "ADD"), ("CORRAL_CNI_LOG", "/dev/null")]),
+            b"[1,2]",
+        );
+        assert_eq!(rc, 6);
+        let e: CniError = serde_json::from_str(&out).unwrap();
+        assert_eq!(e.code, 6);
+        let (out, rc) = run(
+            &env(&[("CNI_COMMAND", "ADD"), ("CORRAL_CNI_LOG", "/dev/null")]),
+            br#"{"cniVersion":"1.0.0","name":"n","type":"bridge"}"#,
+        );
+        assert_eq!(rc, 7, "{out}");
+    }
+}
