@@ -571,7 +571,6 @@ impl Ctx {
         {
             agent_deregister(&self.conf.agent_socket, &old.host_if)?;
         }
-        agent_register(&self.conf.agent_socket, self.endpoint_spec(&host_if, ips))?;
         let st = Attachment {
             container_id: self.env.container_id.clone(),
             ifname: self.env.ifname.clone(),
@@ -583,8 +582,10 @@ impl Ctx {
             cni_args: self.env.args.clone(),
             result: Some(pr),
         };
-        if let Err(e) = save_state(&sp, &st) {
-            let _ = agent_deregister(&self.conf.agent_socket, &host_if);
+        // state first: a crash after registering is cleaned up by DEL/GC
+        save_state(&sp, &st)?;
+        if let Err(e) = agent_register(&self.conf.agent_socket, self.endpoint_spec(&host_if, ips)) {
+            let _ = remove_state(&sp);
             return Err(e);
         }
         // pass prevResult through, in the config's version
