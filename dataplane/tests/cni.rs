@@ -644,6 +644,11 @@ fn errors_versions_rollback_and_agent_down() {
         11,
         "add agent down",
     );
+    code(
+        &rt.cni("DEL", "cdown", Some(&pod), "", &good),
+        11,
+        "del agent down",
+    );
     assert!(
         !String::from_utf8_lossy(&rt.node.exec(&["ip", "-o", "link"]).stdout).contains("crl"),
         "no veth may be created while the agent is down"
