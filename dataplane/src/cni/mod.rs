@@ -827,19 +827,27 @@ impl Ctx {
             pod.push(format!("route add ::/0 via {GW6} dev {}", e.ifname));
         }
         pod.push(format!("link show dev {}", e.ifname));
-        let pod_link = sys::ip_batch_in(Some(Path::new(&e.netns)), pod, true)?;
-        let pod_mac = sys::first_json(&pod_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        // pod side and agent registration overlap (the registration only
+        // needs the host end; no container process runs before ADD returns)
+        let ns = PathBuf::from(&e.netns);
+        let pod_side = std::thread::spawn(move || sys::ip_batch_in(Some(&ns), pod, true));
         let t = std::time::Instant::now();
-        agent_register(
+        let reg = agent_register(
             &self.conf.agent_socket,
             self.endpoint_spec(host, addrs.clone()),
-        )?;
+        );
         sys::log(
             &self.conf.log_file,
             &format!("agent register {:?}", t.elapsed()),
         );
+        let pod_link = pod_side
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(code::IO, "pod-side worker failed")));
+        reg?;
+        let pod_link = pod_link?;
+        let pod_mac = sys::first_json(&pod_link)
+            .and_then(|v| v["address"].as_str().map(str::to_string))
+            .unwrap_or_default();
         let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
         let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
         let mut r = CniResult {
