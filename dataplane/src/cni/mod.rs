@@ -895,8 +895,24 @@ impl Ctx {
 
     /// Removes everything an attachment may have created, in reverse
     /// order; each step tolerates "already gone".
+    /// Agent deregistration runs alongside the local steps (it unpins the
+    /// links by their pins, independent of the interface still existing);
+    /// the state is removed only when every step succeeded, so a failed
+    /// teardown (e.g. agent down → code 11) is completed by the retry.
     fn teardown(&self, st: &Attachment) -> CniResultT<()> {
-        agent_deregister(&self.conf.agent_socket, &st.host_if)?;
+        let sock = self.conf.agent_socket.clone();
+        let hif = st.host_if.clone();
+        let dereg = std::thread::spawn(move || agent_deregister(&sock, &hif));
+        let local = self.teardown_local(st);
+        let d = dereg
+            .join()
+            .unwrap_or_else(|_| Err(CniError::new(code::IO, "deregister worker failed")));
+        d?;
+        local?;
+        remove_state(&state_path(&self.conf, &st.container_id, &st.ifname))
+    }
+
+    fn teardown_local(&self, st: &Attachment) -> CniResultT<()> {
         if st.mode == "standalone" {
             match sys::ip_batch(&[format!("link del {}", st.host_if)], false) {
                 Err(e) if !link_gone(&e) => return Err(e),
@@ -921,7 +937,7 @@ impl Ctx {
                 sys::exec_plugin(&plugin, &env, &conf.delegate_config(v, &[]))?;
             }
         }
-        remove_state(&state_path(&self.conf, &st.container_id, &st.ifname))
+        Ok(())
     }
 
     // ---------------------------------------------------------------- DEL
