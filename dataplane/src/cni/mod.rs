@@ -101,10 +101,19 @@ impl Env {
                 ),
             ));
         }
-        if !self.netns.is_empty() && !Path::new(&self.netns).is_absolute() {
+        if !self.netns.is_empty()
+            && (!Path::new(&self.netns).is_absolute()
+                || self
+                    .netns
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || "\"'#\\".contains(c)))
+        {
             return Err(CniError::new(
                 code::INVALID_ENV,
-                format!("CNI_NETNS {:?} must be an absolute path", self.netns),
+                format!(
+                    "CNI_NETNS {:?} must be an absolute path without spaces, quotes or '#'",
+                    self.netns
+                ),
             ));
         }
         Ok(())

@@ -427,13 +427,16 @@ impl CniResult {
 }
 
 /// Validates an interface name the way the kernel does (1..15 bytes, no
-/// '/', ':' or whitespace, not "." or "..").
+/// '/', ':' or whitespace, not "." or ".."), and without characters that
+/// iproute2's batch parser treats specially (quotes, '#', '\\').
 pub fn valid_ifname(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 15
         && s != "."
         && s != ".."
-        && !s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !s.chars().any(|c| {
+            c == '/' || c == ':' || c.is_whitespace() || c.is_control() || "\"'#\\".contains(c)
+        })
 }
 
 #[cfg(test)]
@@ -493,5 +496,7 @@ mod tests {
         assert!(parse_cidr("198.18.0.2/33").is_none());
         assert!(parse_cidr("2001:db8::1/128").is_some());
         assert!(!valid_ifname("a-very-long-ifname0"));
+        assert!(!valid_ifname("eth#0") && !valid_ifname("e\"0") && !valid_ifname("a b"));
+        assert!(valid_ifname("eth0") && valid_ifname("net1.100"));
     }
 }
