@@ -965,6 +965,7 @@ impl Scheduler {
                                 self.next_start % n_now,
                                 &mut rng,
                                 1,
+                                self.opts.selection_tolerance,
                                 true,
                                 None,
                             );
