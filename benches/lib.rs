@@ -22,7 +22,8 @@ pub fn setup(profile: Profile, nodes: u32, pods: u64, running: u64) -> (Vec<Fram
     let c = cluster::generate(&args).expect("loadgen cluster");
     let mut all = c.running;
     all.extend(c.pending);
-    let input = from_objects(c.nodes, all, c.namespaces, c.priority_classes).expect("valid objects");
+    let input =
+        from_objects(c.nodes, all, c.namespaces, c.priority_classes).expect("valid objects");
     let fws = default_frameworks();
     let prepared = prepare(input, &fws);
     (fws, prepared)

@@ -70,6 +70,8 @@ pub struct CorralConfig {
     pub batch_size: Option<usize>,
     /// Best-scored candidate nodes kept per pod for the batch committer.
     pub candidates: Option<usize>,
+    /// Batch scheduling sessions (queues, gangs, preemption): actions and plugins.
+    pub session: Option<crate::batch::SessionConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -333,6 +335,7 @@ fn build_profile(
 
     // 3. Per extension point: specific enabled first, then multiPoint plugins that
     //    implement the point and are not disabled there.
+    #[allow(clippy::type_complexity)]
     let mut per_point: HashMap<&str, Vec<(Arc<dyn Plugin>, i64)>> = HashMap::new();
     for &point in POINTS {
         let set = point_set(pc, point);

@@ -138,12 +138,19 @@ pub fn from_objects(
 ) -> Result<ClusterInput, InputError> {
     let mut input = ClusterInput::default();
     let mut pending = Vec::new();
-    let origin = |doc| Origin { file: "<memory>".into(), doc };
+    let origin = |doc| Origin {
+        file: "<memory>".into(),
+        doc,
+    };
     for (i, v) in namespaces.into_iter().map(serde_json::to_value).enumerate() {
         let v = v.map_err(|e| InputError(e.to_string()))?;
         add_value(v, &origin(i + 1), &[], &mut input, &mut pending)?;
     }
-    for (i, pc) in priority_classes.into_iter().map(serde_json::to_value).enumerate() {
+    for (i, pc) in priority_classes
+        .into_iter()
+        .map(serde_json::to_value)
+        .enumerate()
+    {
         let v = pc.map_err(|e| InputError(e.to_string()))?;
         add_value(v, &origin(i + 1), &[], &mut input, &mut pending)?;
     }

@@ -47,6 +47,10 @@ enum Command {
         /// Best candidates kept per pod for the batch committer.
         #[arg(long)]
         candidates: Option<usize>,
+        /// Batch scheduling sessions to run; evictions are applied between sessions
+        /// (implies batch mode).
+        #[arg(long)]
+        cycles: Option<usize>,
     },
 }
 
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
             seed,
             batch_size,
             candidates,
+            cycles,
         } => {
             for e in &explain {
                 if e.split('/').count() != 2 || e.starts_with('/') || e.ends_with('/') {
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
                 seed,
                 batch_size,
                 candidates,
+                cycles,
             };
             match simulate::run(&args, &mut |w| eprintln!("{w}")) {
                 Ok(report) => {

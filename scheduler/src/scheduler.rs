@@ -139,6 +139,15 @@ pub struct Report {
     pub unschedulable: Vec<Unschedulable>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explain: Vec<Explain>,
+    /// Batch sessions: pods evicted by preempt/reclaim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evictions: Vec<crate::batch::Eviction>,
+    /// Batch sessions: PodGroup phases and aggregated messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub podgroups: Vec<crate::batch::PodGroupStatus>,
+    /// Batch sessions: queue deserved/allocated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<crate::batch::QueueStatus>,
     pub stats: Stats,
 }
 
@@ -227,6 +236,7 @@ fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
 
 /// Filters nodes in rotated order starting at `start`, stopping once `to_find`
 /// feasible nodes were found. Returns (feasible indices, processed, diagnosis).
+#[allow(clippy::too_many_arguments)]
 fn find_feasible(
     fw: &Framework,
     state: &CycleState,

@@ -97,8 +97,7 @@ impl AffinityTerm {
     /// `AffinityTerm.Matches`: the pod is in one of the term's namespaces (explicit or
     /// selected by labels) and its labels match the selector.
     pub fn matches(&self, pod: &PodInfo, ns_labels: Option<&Labels>) -> bool {
-        (self.namespaces.iter().any(|n| *n == pod.namespace)
-            || self.namespace_selector.matches_opt(ns_labels))
+        (self.namespaces.contains(&pod.namespace) || self.namespace_selector.matches_opt(ns_labels))
             && self.selector.matches(&pod.labels)
     }
 }

@@ -45,7 +45,11 @@ fn golden_scenarios() {
     let mut failures = Vec::new();
     for sc in &names {
         let cluster = sc.join("cluster.yaml");
-        let mut args: Vec<String> = vec![cluster.display().to_string(), "--output".into(), "json".into()];
+        let mut args: Vec<String> = vec![
+            cluster.display().to_string(),
+            "--output".into(),
+            "json".into(),
+        ];
         if sc.join("config.yaml").exists() {
             args.push("--config".into());
             args.push(sc.join("config.yaml").display().to_string());
@@ -57,9 +61,10 @@ fn golden_scenarios() {
         let (code, out, err) = simulate(&argv);
         assert_eq!(code, 0, "{}: exit {code}: {err}", sc.display());
         let got: serde_json::Value = serde_json::from_str(&out).expect("json output");
-        let want: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(sc.join("expected.json")).expect("expected.json"))
-                .expect("expected.json parses");
+        let want: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(sc.join("expected.json")).expect("expected.json"),
+        )
+        .expect("expected.json parses");
         for key in ["placements", "unschedulable"] {
             let mut g = got[key].as_array().cloned().unwrap_or_default();
             let mut w = want[key].as_array().cloned().unwrap_or_default();
@@ -85,21 +90,39 @@ fn golden_scenarios() {
                     continue;
                 }
                 for wn in we["nodes"].as_array().into_iter().flatten() {
-                    let gn = ge["nodes"].as_array().into_iter().flatten().find(|n| n["node"] == wn["node"]);
+                    let gn = ge["nodes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|n| n["node"] == wn["node"]);
                     let Some(gn) = gn else {
-                        failures.push(format!("{} explain: node {} missing", sc.display(), wn["node"]));
+                        failures.push(format!(
+                            "{} explain: node {} missing",
+                            sc.display(),
+                            wn["node"]
+                        ));
                         continue;
                     };
                     for f in ["feasible", "scores", "total", "filter_failures"] {
                         if wn.get(f).is_some() && gn[f] != wn[f] {
-                            failures.push(format!("{} explain {} {f}: want {} got {}", sc.display(), wn["node"], wn[f], gn[f]));
+                            failures.push(format!(
+                                "{} explain {} {f}: want {} got {}",
+                                sc.display(),
+                                wn["node"],
+                                wn[f],
+                                gn[f]
+                            ));
                         }
                     }
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -117,7 +140,13 @@ fn builtin_example_runs_and_reports_stats() {
         assert!(v["stats"][k].as_f64().unwrap_or(-1.0) > 0.0, "{k}");
     }
     for k in ["p50", "p99", "max"] {
-        assert!(v["stats"]["decision_latency_us"][k].as_f64().unwrap_or(-1.0) > 0.0, "{k}");
+        assert!(
+            v["stats"]["decision_latency_us"][k]
+                .as_f64()
+                .unwrap_or(-1.0)
+                > 0.0,
+            "{k}"
+        );
     }
     for u in v["unschedulable"].as_array().unwrap() {
         assert!(u["message"].as_str().unwrap().starts_with("0/"), "{u}");
@@ -160,16 +189,30 @@ fn bad_input_is_a_clear_error() {
         std::fs::write(&p, text).unwrap();
         p.display().to_string()
     };
-    let malformed = write("bad.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: [\n");
+    let malformed = write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: [\n",
+    );
     let (code, _, err) = simulate(&[&malformed]);
     assert_eq!(code, 1);
-    assert!(err.contains("bad.yaml") && err.contains("document 1") && err.contains("malformed YAML"), "{err}");
+    assert!(
+        err.contains("bad.yaml") && err.contains("document 1") && err.contains("malformed YAML"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
-    let qty = write("qty.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {cpu: 4 cores}}\n");
+    let qty = write(
+        "qty.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {cpu: 4 cores}}\n",
+    );
     let (code, _, err) = simulate(&[&qty]);
     assert_eq!(code, 1);
-    assert!(err.contains("qty.yaml: document 1") && err.contains("Node n1") && err.contains("status.allocatable[cpu]"), "{err}");
+    assert!(
+        err.contains("qty.yaml: document 1")
+            && err.contains("Node n1")
+            && err.contains("status.allocatable[cpu]"),
+        "{err}"
+    );
 
     let (code, _, err) = simulate(&["/definitely/missing.yaml"]);
     assert_eq!(code, 1);
@@ -189,9 +232,18 @@ fn bad_input_is_a_clear_error() {
     let (code, _, _) = simulate(&["--explain", "nope"]);
     assert_eq!(code, 2);
 
-    let unknown = write("u.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {cpu: '1', pods: '10'}}\n");
+    let unknown = write(
+        "u.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {allocatable: {cpu: '1', pods: '10'}}\n",
+    );
     let (code, out, err) = simulate(&[&unknown, "-o", "json"]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(err.lines().filter(|l| l.contains("skipping unsupported kind Deployment")).count(), 1, "{err}");
+    assert_eq!(
+        err.lines()
+            .filter(|l| l.contains("skipping unsupported kind Deployment"))
+            .count(),
+        1,
+        "{err}"
+    );
     assert!(out.contains("\"placements\""));
 }

@@ -37,16 +37,22 @@ struct PodSpec {
 }
 
 fn node_spec() -> impl Strategy<Value = NodeSpec> {
-    (1i64..8, 1i64..16, 0u8..3, 3u8..20, prop::bool::weighted(0.2), any::<bool>()).prop_map(
-        |(c, m, zone, pods, taint, ssd)| NodeSpec {
+    (
+        1i64..8,
+        1i64..16,
+        0u8..3,
+        3u8..20,
+        prop::bool::weighted(0.2),
+        any::<bool>(),
+    )
+        .prop_map(|(c, m, zone, pods, taint, ssd)| NodeSpec {
             cpu_m: c * 1000,
             mem_mi: m * 1024,
             zone,
             pods,
             taint,
             ssd,
-        },
-    )
+        })
 }
 
 fn pod_spec() -> impl Strategy<Value = PodSpec> {
@@ -60,16 +66,18 @@ fn pod_spec() -> impl Strategy<Value = PodSpec> {
         prop::option::weighted(0.3, any::<bool>()),
         prop::bool::weighted(0.2),
     )
-        .prop_map(|(cpu_m, mem_mi, group, host_port, tolerate, want_ssd, anti, spread)| PodSpec {
-            cpu_m,
-            mem_mi,
-            group,
-            host_port,
-            tolerate,
-            want_ssd: want_ssd && !spread,
-            anti,
-            spread,
-        })
+        .prop_map(
+            |(cpu_m, mem_mi, group, host_port, tolerate, want_ssd, anti, spread)| PodSpec {
+                cpu_m,
+                mem_mi,
+                group,
+                host_port,
+                tolerate,
+                want_ssd: want_ssd && !spread,
+                anti,
+                spread,
+            },
+        )
 }
 
 fn build(nodes: &[NodeSpec], pods: &[PodSpec]) -> (Vec<Node>, Vec<Pod>) {
@@ -127,7 +135,11 @@ fn build(nodes: &[NodeSpec], pods: &[PodSpec]) -> (Vec<Node>, Vec<Pod>) {
     (ns, ps)
 }
 
-fn check(nodes: &[NodeSpec], pods: &[PodSpec], placements: &HashMap<usize, usize>) -> Result<(), String> {
+fn check(
+    nodes: &[NodeSpec],
+    pods: &[PodSpec],
+    placements: &HashMap<usize, usize>,
+) -> Result<(), String> {
     let mut cpu = vec![0i64; nodes.len()];
     let mut mem = vec![0i64; nodes.len()];
     let mut count = vec![0u32; nodes.len()];
@@ -141,7 +153,9 @@ fn check(nodes: &[NodeSpec], pods: &[PodSpec], placements: &HashMap<usize, usize
         if let Some(port) = p.host_port
             && let Some(other) = ports.insert((ni, port), pi)
         {
-            return Err(format!("pods p{other} and p{pi} share hostPort {port} on n{ni}"));
+            return Err(format!(
+                "pods p{other} and p{pi} share hostPort {port} on n{ni}"
+            ));
         }
         if n.taint && !p.tolerate {
             return Err(format!("p{pi} on tainted n{ni} without toleration"));
@@ -167,9 +181,15 @@ fn check(nodes: &[NodeSpec], pods: &[PodSpec], placements: &HashMap<usize, usize
             if a == b || pods[a].group != pods[b].group {
                 continue;
             }
-            let same = if host { na == nb } else { nodes[na].zone == nodes[nb].zone };
+            let same = if host {
+                na == nb
+            } else {
+                nodes[na].zone == nodes[nb].zone
+            };
             if same {
-                return Err(format!("anti-affinity of p{a} violated by p{b} (n{na}, n{nb})"));
+                return Err(format!(
+                    "anti-affinity of p{a} violated by p{b} (n{na}, n{nb})"
+                ));
             }
         }
     }
@@ -184,28 +204,46 @@ fn check(nodes: &[NodeSpec], pods: &[PodSpec], placements: &HashMap<usize, usize
     let mut per_group: BTreeMap<u8, BTreeMap<u8, i64>> = BTreeMap::new();
     for &(p, n) in &placed {
         if pods[p].spread {
-            *per_group.entry(pods[p].group).or_default().entry(nodes[n].zone).or_default() += 1;
+            *per_group
+                .entry(pods[p].group)
+                .or_default()
+                .entry(nodes[n].zone)
+                .or_default() += 1;
         }
     }
     for (g, counts) in per_group {
         // Spread pods never carry a nodeSelector and the default nodeTaintsPolicy is
         // Ignore, so every zone is a domain.
-        let vals: Vec<i64> = zones.iter().map(|z| counts.get(z).copied().unwrap_or(0)).collect();
+        let vals: Vec<i64> = zones
+            .iter()
+            .map(|z| counts.get(z).copied().unwrap_or(0))
+            .collect();
         if let (Some(max), Some(min)) = (vals.iter().max(), vals.iter().min())
             && max - min > 1
         {
-            return Err(format!("spread of group g{g} skewed: {counts:?} over zones {zones:?}"));
+            return Err(format!(
+                "spread of group g{g} skewed: {counts:?} over zones {zones:?}"
+            ));
         }
     }
     Ok(())
 }
 
-fn run(nodes: &[NodeSpec], pods: &[PodSpec], batch: usize, seed: u64) -> Result<HashMap<usize, usize>, String> {
+fn run(
+    nodes: &[NodeSpec],
+    pods: &[PodSpec],
+    batch: usize,
+    seed: u64,
+) -> Result<HashMap<usize, usize>, String> {
     let (ns, ps) = build(nodes, pods);
     let input = from_objects(ns, ps, vec![], vec![]).map_err(|e| e.to_string())?;
     let fws = default_frameworks();
     let prepared = prepare(input, &fws);
-    let opts = Options { seed, batch_size: batch, ..Options::default() };
+    let opts = Options {
+        seed,
+        batch_size: batch,
+        ..Options::default()
+    };
     let mut s = Scheduler::new(fws, prepared.snapshot, opts);
     let r = s.schedule_all(prepared.pending);
     if r.placements.len() + r.unschedulable.len() != pods.len() {
@@ -217,15 +255,21 @@ fn run(nodes: &[NodeSpec], pods: &[PodSpec], batch: usize, seed: u64) -> Result<
         ));
     }
     for u in &r.unschedulable {
-        if !u.message.starts_with(&format!("0/{} nodes are available", nodes.len())) {
+        if !u
+            .message
+            .starts_with(&format!("0/{} nodes are available", nodes.len()))
+        {
             return Err(format!("bad message for {}: {}", u.pod, u.message));
         }
     }
-    Ok(r
-        .placements
+    Ok(r.placements
         .iter()
         .map(|p| {
-            let pi: usize = p.pod.trim_start_matches("default/p").parse().unwrap_or(usize::MAX);
+            let pi: usize = p
+                .pod
+                .trim_start_matches("default/p")
+                .parse()
+                .unwrap_or(usize::MAX);
             let ni: usize = p.node.trim_start_matches('n').parse().unwrap_or(usize::MAX);
             (pi, ni)
         })
@@ -262,8 +306,24 @@ proptest! {
 #[test]
 fn checker_catches_violations() {
     // The checker itself must be able to fail.
-    let nodes = vec![NodeSpec { cpu_m: 1000, mem_mi: 1024, zone: 0, pods: 10, taint: true, ssd: false }];
-    let p = PodSpec { cpu_m: 800, mem_mi: 0, group: 0, host_port: Some(8080), tolerate: false, want_ssd: false, anti: Some(true), spread: false };
+    let nodes = vec![NodeSpec {
+        cpu_m: 1000,
+        mem_mi: 1024,
+        zone: 0,
+        pods: 10,
+        taint: true,
+        ssd: false,
+    }];
+    let p = PodSpec {
+        cpu_m: 800,
+        mem_mi: 0,
+        group: 0,
+        host_port: Some(8080),
+        tolerate: false,
+        want_ssd: false,
+        anti: Some(true),
+        spread: false,
+    };
     let pods = vec![p.clone(), p];
     let placements = HashMap::from([(0, 0), (1, 0)]);
     let e = check(&nodes, &pods, &placements).unwrap_err();
