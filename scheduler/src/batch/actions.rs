@@ -373,6 +373,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 && job.queue.is_some()
                 && job.pipelined.is_empty()
                 && job.pending.iter().any(|t| !t.best_effort)
+                && !job.pending.iter().any(|t| never_preempts(&t.pod))
                 && ssn.job_valid(j).is_ok()
                 && ssn
                     .job_ready(j, &job.running.iter().collect::<Vec<_>>())
@@ -397,6 +398,11 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
         }
         try_evict_for(ssn, mode, j, &mut owner);
     }
+}
+
+/// `preemptionPolicy: Never` pods wait instead of evicting others.
+fn never_preempts(p: &PodInfo) -> bool {
+    p.spec().and_then(|s| s.preemption_policy.as_deref()) == Some("Never")
 }
 
 fn running_task(ssn: &Session, j: usize, key: &str) -> Option<usize> {

@@ -422,6 +422,68 @@ fn protected_and_young_pods_survive() {
 }
 
 #[test]
+fn preemption_policy_never_waits() {
+    let mut c = Case::new(1, "1");
+    c.run_on(pod("low").cpu("1"), "n0");
+    c.pend(
+        pod("p")
+            .cpu("1")
+            .priority(100)
+            .spec("preemptionPolicy", json!("Never")),
+    );
+    assert!(c.run(1).0.evictions.is_empty());
+}
+
+#[test]
+fn tiers_example_shows_the_tier_behaviour() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");
+    let args = crate::simulate::SimulateArgs {
+        paths: vec![dir],
+        cycles: Some(2),
+        ..Default::default()
+    };
+    let mut warnings = Vec::new();
+    let r = crate::simulate::run(&args, &mut |w| warnings.push(w.to_string())).expect("simulate");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut ev: Vec<(&str, &str)> = r
+        .evictions
+        .iter()
+        .map(|e| (e.pod.as_str(), e.preemptor.as_str()))
+        .collect();
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            ("research/etl-embeddings-0", "core/core-ranking"),
+            ("research/etl-embeddings-1", "core/core-ranking"),
+            ("shop/report-gen-3", "shop/checkout-api-0"),
+        ]
+    );
+    // The protected long training run is untouched; the core job and the gold
+    // service are bound in the second session; the normal-tier sweep waits.
+    let mut bound: Vec<&str> = r.placements.iter().map(|p| p.pod.as_str()).collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        [
+            "core/core-ranking-0",
+            "core/core-ranking-1",
+            "shop/checkout-api-0"
+        ]
+    );
+    let phase = |n: &str| {
+        r.podgroups
+            .iter()
+            .find(|g| g.name == n)
+            .map(|g| g.phase.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(phase("research/llm-pretrain"), "Running");
+    assert_eq!(phase("core/core-ranking"), "Running");
+    assert_eq!(phase("research/hparam-sweep"), "Inqueue");
+}
+
+#[test]
 fn no_preemption_when_the_preemptor_still_would_not_fit() {
     let mut c = Case::new(2, "2");
     for i in 0..4 {
