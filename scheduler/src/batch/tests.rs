@@ -610,6 +610,26 @@ fn bad_objects_are_reported_and_the_rest_schedules() {
 }
 
 #[test]
+fn closed_queue_holds_its_jobs_and_default_queue_is_implicit() {
+    let mut c = Case::new(1, "4").objects(
+        "apiVersion: scheduling.volcano.sh/v1beta1\nkind: Queue\nmetadata: {name: shut}\nstatus: {state: Closed}\n",
+    );
+    c.pend(in_queue("held", "shut", "1"));
+    c.pend(pod("free").cpu("1"));
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 1);
+    assert_eq!(r.placements[0].pod, "default/free");
+    assert!(
+        r.unschedulable[0].message.contains("queue shut is Closed"),
+        "{:?}",
+        r.unschedulable
+    );
+    let q = |n: &str| r.queues.iter().find(|q| q.name == n).cloned().unwrap();
+    assert_eq!(q("shut").state, "Closed");
+    assert_eq!(q("default").allocated.get("cpu"), 1000);
+}
+
+#[test]
 fn ordinary_pods_keep_batched_evaluation() {
     let mut c = Case::new(50, "16");
     for i in 0..640 {
