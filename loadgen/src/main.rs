@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use corral_loadgen::cluster;
 
+mod net;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,11 +23,14 @@ struct Cli {
 enum Command {
     /// Write Kubernetes manifests (Nodes, Pods, Namespaces, PriorityClasses) for a synthetic cluster.
     Cluster(cluster::Args),
+    /// Network traffic generator/receiver (TCP bulk, UDP at a rate, request/response RTT).
+    Net(net::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Cluster(args) => cluster::run(&args),
+        Command::Net(args) => net::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,7 +62,9 @@ mod tests {
             "/tmp/x",
         ])
         .expect("valid arguments");
-        let Command::Cluster(args) = cli.command;
+        let Command::Cluster(args) = cli.command else {
+            panic!("expected the cluster subcommand");
+        };
         assert_eq!(args.nodes, 10);
         assert_eq!(args.pods, 20);
         assert_eq!(args.running, 0);

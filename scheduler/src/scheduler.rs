@@ -25,6 +25,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
 use crate::framework::{Code, CycleState, Framework, QueuedPodInfo, Status};
 use crate::snapshot::{PodInfo, Snapshot};
 
@@ -130,6 +134,10 @@ pub struct Stats {
     pub decision_latency_us: Latency,
     pub batches: u64,
     pub conflicts: u64,
+    /// Wall time spent evaluating batches (parallel phase).
+    pub evaluate_ms: f64,
+    /// Wall time spent committing decisions (sequential phase).
+    pub commit_ms: f64,
 }
 
 /// Result of a run.
@@ -224,6 +232,15 @@ impl Diagnosis {
     }
 }
 
+/// splitmix64 finalizer.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
     // splitmix64 of the inputs: independent streams per pod and attempt.
     let mut z = seed
@@ -234,23 +251,20 @@ fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// Filters nodes in rotated order starting at `start`, stopping once `to_find`
-/// feasible nodes were found. Returns (feasible indices, processed, diagnosis).
-#[allow(clippy::too_many_arguments)]
+/// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
+/// `check(node)` runs the Filter plugins. Returns (feasible indices, processed,
+/// diagnosis).
 fn find_feasible(
-    fw: &Framework,
-    state: &CycleState,
-    pod: &PodInfo,
-    snap: &Snapshot,
+    has_filters: bool,
+    check: &(dyn Fn(usize) -> Status + Sync),
     order: &(dyn Fn(usize) -> usize + Sync),
     n: usize,
     to_find: usize,
     parallel: bool,
 ) -> Result<(Vec<usize>, usize, Diagnosis), Status> {
-    let nodes = snap.nodes();
     let mut feasible = Vec::with_capacity(to_find.min(n));
     let mut diag = Diagnosis::default();
-    if fw.filter.is_empty() {
+    if !has_filters {
         feasible.extend((0..to_find.min(n)).map(order));
         let processed = feasible.len();
         return Ok((feasible, processed, diag));
@@ -258,7 +272,7 @@ fn find_feasible(
     if !parallel || n <= NODE_CHUNK {
         for i in 0..n {
             let idx = order(i);
-            let st = fw.run_filter(state, pod, &nodes[idx], snap);
+            let st = check(idx);
             if st.is_success() {
                 feasible.push(idx);
                 if feasible.len() >= to_find {
@@ -284,8 +298,7 @@ fn find_feasible(
                 let mut ok = Vec::new();
                 let mut bad = Vec::new();
                 for i in c0..(c0 + NODE_CHUNK).min(end) {
-                    let idx = order(i);
-                    let st = fw.run_filter(state, pod, &nodes[idx], snap);
+                    let st = check(order(i));
                     if st.is_success() {
                         ok.push(i);
                     } else {
@@ -314,8 +327,81 @@ fn find_feasible(
     Ok((feasible, n, diag))
 }
 
+/// Shared work for pods of one equivalence class: PreFilter once per batch, each
+/// node's Filter result and node-local raw scores at most once. When no cross-node
+/// Filter (InterPodAffinity, PodTopologySpread, ...) applies to the class, the cache
+/// survives across batches: only cells of nodes changed since (by generation) are
+/// recomputed.
+struct ClassCache {
+    pre: Result<(CycleState, PreFilterOutcome), Status>,
+    /// Per node: (node generation when computed, Filter result).
+    filter: Vec<OnceLock<(u64, Status)>>,
+    scores: LocalScoreCache,
+    nodes_version: u64,
+}
+
+impl ClassCache {
+    fn pre_filter(
+        fw: &Framework,
+        snap: &Snapshot,
+        pod: &PodInfo,
+    ) -> Result<(CycleState, PreFilterOutcome), Status> {
+        let mut state = CycleState::new();
+        fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p))
+    }
+
+    fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        ClassCache {
+            pre: Self::pre_filter(fw, snap, pod),
+            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            nodes_version: snap.nodes_version(),
+        }
+    }
+
+    /// True when Filter results of this class depend only on each node's own state.
+    fn node_local(fw: &Framework, pre: &Result<(CycleState, PreFilterOutcome), Status>) -> bool {
+        match pre {
+            Ok((st, _)) => fw.cross_node_filter_mask() & !st.filter_skip_mask == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// Reuses the cache for a new batch when possible, else rebuilds it.
+    fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        let pre = Self::pre_filter(fw, snap, pod);
+        let same_mask = match (&pre, &self.pre) {
+            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask == b.filter_skip_mask,
+            _ => false,
+        };
+        if !same_mask
+            || !Self::node_local(fw, &pre)
+            || !Self::node_local(fw, &self.pre)
+            || self.nodes_version != snap.nodes_version()
+        {
+            return ClassCache {
+                pre,
+                filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+                scores: LocalScoreCache::new(fw, snap.num_nodes()),
+                nodes_version: snap.nodes_version(),
+            };
+        }
+        let mut c = self;
+        c.pre = pre;
+        let nodes = snap.nodes();
+        for (i, cell) in c.filter.iter_mut().enumerate() {
+            if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
+                cell.take();
+            }
+        }
+        c.scores.invalidate_stale(snap);
+        c
+    }
+}
+
 /// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
 /// selection), keeping the `k` best candidates.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     fw: &Framework,
     snap: &Snapshot,
@@ -324,8 +410,8 @@ fn evaluate(
     rng: &mut ChaCha8Rng,
     k: usize,
     parallel: bool,
+    cache: Option<&ClassCache>,
 ) -> Evaluation {
-    let mut state = CycleState::new();
     let num_all = snap.num_nodes();
     let fail = |state, message: String, retryable, processed| Evaluation {
         state,
@@ -334,13 +420,24 @@ fn evaluate(
     };
     if num_all == 0 {
         return fail(
-            state,
+            CycleState::new(),
             "no nodes available to schedule pods".into(),
             false,
             0,
         );
     }
-    let pre = match fw.run_pre_filter(&mut state, pod, snap) {
+    let (mut state, pre) = match cache {
+        Some(c) => match &c.pre {
+            Ok((st, p)) => (st.clone(), Ok(p.clone())),
+            Err(e) => (CycleState::new(), Err(e.clone())),
+        },
+        None => {
+            let mut st = CycleState::new();
+            let p = fw.run_pre_filter(&mut st, pod, snap);
+            (st, p)
+        }
+    };
+    let pre = match pre {
         Ok(p) => p,
         Err(st) if st.code == Code::Error => {
             return Evaluation {
@@ -382,8 +479,21 @@ fn evaluate(
     let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
     let order: &(dyn Fn(usize) -> usize + Sync) =
         if restricted.is_some() { &pick } else { &rotate };
+    let nodes = snap.nodes();
+    let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
+    let cached = |idx: usize| match cache {
+        Some(c) => {
+            let (g, st) = c.filter[idx].get_or_init(|| (nodes[idx].generation, direct(idx)));
+            if *g == nodes[idx].generation {
+                st.clone()
+            } else {
+                direct(idx)
+            }
+        }
+        None => direct(idx),
+    };
     let (feasible, processed, mut diag) =
-        match find_feasible(fw, &state, pod, snap, order, n, to_find, parallel) {
+        match find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel) {
             Ok(x) => x,
             Err(st) => {
                 return Evaluation {
@@ -434,7 +544,7 @@ fn evaluate(
             processed,
         };
     }
-    let scores = match fw.run_score(&state, pod, snap, &feasible) {
+    let scores = match fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores)) {
         Ok(s) => s,
         Err(st) => {
             return Evaluation {
@@ -448,6 +558,8 @@ fn evaluate(
             };
         }
     };
+    // Random tie order among equal totals: one draw per pod, hashed per node.
+    let tie: u64 = rng.random();
     let mut cands: Vec<(Candidate, u64)> = feasible
         .iter()
         .enumerate()
@@ -458,12 +570,12 @@ fn evaluate(
                 if let Some(s) = s {
                     let v = s[j] * ws.weight;
                     total += v;
-                    if ws.plugin.node_local() {
+                    if ws.plugin.rescorable() {
                         local += v;
                     }
                 }
             }
-            (Candidate { node, total, local }, rng.random::<u64>())
+            (Candidate { node, total, local }, mix64(tie ^ node as u64))
         })
         .collect();
     let cmp =
@@ -558,6 +670,13 @@ pub struct Scheduler {
     pub snapshot: Snapshot,
     pub opts: Options,
     next_start: usize,
+    /// Per node: the batch epoch in which it last received a pod.
+    touched: Vec<u64>,
+    epoch: u64,
+    eval_time: Duration,
+    commit_time: Duration,
+    /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
+    class_caches: HashMap<(u64, usize), ClassCache>,
 }
 
 struct Failed {
@@ -574,6 +693,11 @@ impl Scheduler {
             snapshot,
             opts,
             next_start: 0,
+            touched: Vec::new(),
+            epoch: 0,
+            eval_time: Duration::ZERO,
+            commit_time: Duration::ZERO,
+            class_caches: HashMap::new(),
         }
     }
 
@@ -681,6 +805,8 @@ impl Scheduler {
                 .unwrap_or_default(),
             batches,
             conflicts,
+            evaluate_ms: self.eval_time.as_secs_f64() * 1000.0,
+            commit_ms: self.commit_time.as_secs_f64() * 1000.0,
         };
         report
     }
@@ -697,6 +823,7 @@ impl Scheduler {
         conflicts: &mut u64,
     ) -> Vec<QueuedPodInfo> {
         let snap = &self.snapshot;
+        let snap_len = snap.num_nodes();
         let n = snap.num_nodes().max(1);
         let start = self.next_start;
         let parallel_nodes = batch.len() < rayon::current_num_threads().max(1) * 2;
@@ -707,6 +834,37 @@ impl Scheduler {
         });
         let seed = self.opts.seed;
         let fws = &self.frameworks;
+        // Equivalence classes with several pods in this batch share PreFilter, Filter
+        // results and node-local scores (all pure functions of pod spec and snapshot).
+        let mut classes: HashMap<(u64, usize), Vec<usize>> = HashMap::new();
+        for (j, q) in batch.iter().enumerate() {
+            if let Some(fi) = fws
+                .iter()
+                .position(|f| f.scheduler_name == q.pod.scheduler_name)
+            {
+                classes.entry((q.pod.equivalence, fi)).or_default().push(j);
+            }
+        }
+        let shared: Vec<((u64, usize), usize)> = classes
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, v)| (*k, v[0]))
+            .collect();
+        let mut previous = std::mem::take(&mut self.class_caches);
+        let snap = &self.snapshot;
+        let fws = &self.frameworks;
+        let caches: HashMap<(u64, usize), ClassCache> = shared
+            .into_iter()
+            .map(|(key, j)| {
+                let pod = &batch[j].pod;
+                let c = match previous.remove(&key) {
+                    Some(c) => c.refresh(&fws[key.1], snap, pod),
+                    None => ClassCache::new(&fws[key.1], snap, pod),
+                };
+                (key, c)
+            })
+            .collect();
+        drop(previous);
         // Evaluation: parallel across pods (and across nodes for small batches).
         let evals: Vec<(usize, Evaluation)> = batch
             .par_iter()
@@ -732,14 +890,22 @@ impl Scheduler {
                 let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
                 let s = (start + j * est) % n;
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
+                let cache = caches.get(&(q.pod.equivalence, fi));
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes),
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes, cache),
                 )
             })
             .collect();
+        drop(caches);
+        let commit_start = Instant::now();
+        self.eval_time += commit_start - batch_start;
         let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
         self.next_start = (start + processed) % n;
+        self.epoch += 1;
+        if self.touched.len() != snap_len {
+            self.touched = vec![0; snap_len];
+        }
 
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
@@ -763,7 +929,16 @@ impl Scheduler {
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
                     } else {
-                        revalidate(fw, &self.snapshot, &mut ev.state, &pod, &cands, &committed)
+                        revalidate(
+                            fw,
+                            &self.snapshot,
+                            &mut ev.state,
+                            &pod,
+                            &cands,
+                            &committed,
+                            &self.touched,
+                            self.epoch,
+                        )
                     };
                     let Some(node_idx) = chosen else {
                         *conflicts += 1;
@@ -780,6 +955,7 @@ impl Scheduler {
                     match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
                         Ok(()) => {
                             self.snapshot.add_pod(pod.clone(), &node_name);
+                            self.touched[node_idx] = self.epoch;
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;
                             report.placements.push(Placement {
@@ -802,6 +978,7 @@ impl Scheduler {
                 }
             }
         }
+        self.commit_time += commit_start.elapsed();
         requeue
     }
 }
@@ -843,6 +1020,12 @@ fn bind_cycle(
 
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were
 /// placed since its evaluation. Returns the best surviving candidate.
+///
+/// A candidate node that received no pod in this batch (`touched[node] != epoch`) is
+/// unchanged: its node-local Filter results and scores still hold, so only the
+/// cross-node filters (whose state `add_pod` just updated) are re-run. A touched node
+/// is fully re-filtered and its node-local scores recomputed.
+#[allow(clippy::too_many_arguments)]
 fn revalidate(
     fw: &Framework,
     snap: &Snapshot,
@@ -850,6 +1033,8 @@ fn revalidate(
     pod: &PodInfo,
     cands: &[Candidate],
     committed: &[(Arc<PodInfo>, usize)],
+    touched: &[u64],
+    epoch: u64,
 ) -> Option<usize> {
     let nodes = snap.nodes();
     for p in &fw.pre_filter {
@@ -870,19 +1055,32 @@ fn revalidate(
             }
         }
     }
+    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
     for c in cands {
         let node = &nodes[c.node];
-        if !fw.run_filter(state, pod, node, snap).is_success() {
-            continue;
-        }
-        let adj = if rescore {
-            match fw.node_local_score(state, pod, node, snap) {
-                Ok(s) => c.total - c.local + s,
-                Err(_) => continue,
+        let changed = touched.get(c.node) == Some(&epoch);
+        let adj = if changed {
+            if !fw.run_filter(state, pod, node, snap).is_success() {
+                continue;
+            }
+            if rescore {
+                match fw.node_local_score(state, pod, node, snap) {
+                    Ok(s) => c.total - c.local + s,
+                    Err(_) => continue,
+                }
+            } else {
+                c.total
             }
         } else {
+            if cross != 0
+                && !fw
+                    .run_filter_masked(state, pod, node, snap, cross)
+                    .is_success()
+            {
+                continue;
+            }
             c.total
         };
         if best.is_none_or(|(b, _)| adj > b) {

@@ -136,6 +136,36 @@ pub struct PodInfo {
     pub created: i64,
     /// Sequence number in input order (tie breaker, deterministic).
     pub seq: u64,
+    /// Equivalence class: pods with the same value have the same namespace, labels,
+    /// annotations, owners and spec (except `nodeName`), so they get the same Filter
+    /// results and node-local scores against the same snapshot.
+    pub equivalence: u64,
+}
+
+/// Hash of everything scheduling-relevant about a pod except its identity.
+fn equivalence_hash(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let md = &pod.metadata;
+    let mut spec = pod.spec.clone();
+    if let Some(s) = spec.as_mut() {
+        s.node_name = None;
+    }
+    let owners: Vec<(&str, &str)> = md
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    let key = serde_json::json!({
+        "ns": md.namespace,
+        "labels": md.labels,
+        "annotations": md.annotations,
+        "owners": owners,
+        "spec": spec,
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// `normalizedImageName`: appends `:latest` when the name has neither tag nor digest.
@@ -176,7 +206,13 @@ impl PodInfo {
                     images.push(normalize_image(img));
                 }
             }
-            for c in spec.containers.iter() {
+            // `GetHostPorts`: containers and restartable (sidecar) init containers.
+            let sidecars = spec
+                .init_containers
+                .iter()
+                .flatten()
+                .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+            for c in sidecars.chain(spec.containers.iter()) {
                 for p in c.ports.iter().flatten() {
                     if let Some(hp) = p.host_port.filter(|p| *p > 0) {
                         host_ports.push(HostPort {
@@ -185,7 +221,11 @@ impl PodInfo {
                                 .clone()
                                 .filter(|s| !s.is_empty())
                                 .unwrap_or_else(|| "0.0.0.0".into()),
-                            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                            protocol: p
+                                .protocol
+                                .clone()
+                                .filter(|s| !s.is_empty())
+                                .unwrap_or_else(|| "TCP".into()),
                             port: hp,
                         });
                     }
@@ -284,6 +324,7 @@ impl PodInfo {
             images,
             created,
             seq,
+            equivalence: equivalence_hash(&pod),
             pod: Arc::new(pod),
         })
     }
@@ -322,7 +363,8 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Images present on the node: normalized name → size in bytes.
     pub images: HashMap<String, i64>,
-    /// Bumped on every change.
+    /// Stamp of the last change; unique across the snapshot (the snapshot's
+    /// generation at that change), so caches can detect any modification.
     pub generation: u64,
 }
 
@@ -447,6 +489,8 @@ pub struct Snapshot {
     /// Pods bound to nodes not (yet) in the snapshot, by node name.
     orphans: BTreeMap<String, Vec<Arc<PodInfo>>>,
     generation: u64,
+    /// Bumped when the node set or order changes (indices may move).
+    nodes_version: u64,
 }
 
 impl Snapshot {
@@ -499,6 +543,11 @@ impl Snapshot {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Version of the node set/order: node indices are stable while it is unchanged.
+    pub fn nodes_version(&self) -> u64 {
+        self.nodes_version
     }
 
     fn rebuild_order(&mut self) {
@@ -564,6 +613,7 @@ impl Snapshot {
     /// orphan list when the node was unknown).
     pub fn upsert_node(&mut self, mut info: NodeInfo) {
         self.generation += 1;
+        self.nodes_version += 1;
         let name = info.name.clone();
         if let Some(&i) = self.index.get(&name) {
             let old = self.nodes[i].clone();
@@ -577,6 +627,7 @@ impl Snapshot {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
             let zone_changed = old.zone_key() != info.zone_key();
+            info.generation = self.generation;
             self.nodes[i] = Arc::new(info);
             if zone_changed {
                 self.rebuild_order();
@@ -589,6 +640,7 @@ impl Snapshot {
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
+        info.generation = self.generation;
         self.nodes.push(Arc::new(info));
         self.rebuild_order();
     }
@@ -602,6 +654,33 @@ impl Snapshot {
         }
     }
 
+    /// Adds many new nodes at once (one re-ordering instead of one per node). Nodes
+    /// already present are updated like [`Snapshot::upsert_node`].
+    pub fn add_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        let mut added = false;
+        for mut info in nodes {
+            if self.index.contains_key(&info.name) {
+                self.upsert_node(info);
+                continue;
+            }
+            self.generation += 1;
+            self.nodes_version += 1;
+            for p in self.orphans.remove(&*info.name).unwrap_or_default() {
+                info.add_pod(p);
+            }
+            for img in info.images.keys() {
+                *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
+            }
+            info.generation = self.generation;
+            self.index.insert(info.name.clone(), self.nodes.len());
+            self.nodes.push(Arc::new(info));
+            added = true;
+        }
+        if added {
+            self.rebuild_order();
+        }
+    }
+
     /// Removes a node; its pods become orphans (kept until the node returns or they
     /// are deleted). Returns whether the node existed.
     pub fn remove_node(&mut self, name: &str) -> bool {
@@ -609,6 +688,7 @@ impl Snapshot {
             return false;
         };
         self.generation += 1;
+        self.nodes_version += 1;
         let n = self.nodes.remove(i);
         for img in n.images.keys() {
             self.dec_image(img);
@@ -629,7 +709,9 @@ impl Snapshot {
         self.pod_nodes.insert(pod.key.clone(), Arc::from(node));
         match self.index.get(node).copied() {
             Some(i) => {
-                Arc::make_mut(&mut self.nodes[i]).add_pod(pod);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                n.add_pod(pod);
+                n.generation = self.generation;
                 self.update_lists_for(i);
             }
             None => self.orphans.entry(node.to_string()).or_default().push(pod),
@@ -642,7 +724,9 @@ impl Snapshot {
         self.generation += 1;
         match self.index.get(&node).copied() {
             Some(i) => {
-                let p = Arc::make_mut(&mut self.nodes[i]).remove_pod(key);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                let p = n.remove_pod(key);
+                n.generation = self.generation;
                 self.update_lists_for(i);
                 p
             }

@@ -30,6 +30,11 @@ pub struct CycleState {
     pub skip_filter: Vec<&'static str>,
     /// Plugins whose PreScore returned Skip (their Score is not run).
     pub skip_score: Vec<&'static str>,
+    /// Bit i set: the framework's i-th Filter plugin is skipped (derived from
+    /// `skip_filter` once per pod so the per-node loop compares no strings).
+    pub filter_skip_mask: u64,
+    /// Bit i set: the framework's i-th Score plugin is skipped.
+    pub score_skip_mask: u64,
 }
 
 impl Clone for CycleState {
@@ -42,6 +47,8 @@ impl Clone for CycleState {
                 .collect(),
             skip_filter: self.skip_filter.clone(),
             skip_score: self.skip_score.clone(),
+            filter_skip_mask: self.filter_skip_mask,
+            score_skip_mask: self.score_skip_mask,
         }
     }
 }

@@ -7,6 +7,66 @@ use std::sync::Arc;
 use super::*;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
+/// Per-batch cache of node-local score plugins' scores for one equivalence class
+/// of pods: `cells[slot * num_nodes + node]`.
+pub struct LocalScoreCache {
+    slots: Vec<Option<usize>>,
+    /// (node generation when computed, raw score).
+    cells: Vec<std::sync::OnceLock<(u64, Result<i64, Status>)>>,
+    num_nodes: usize,
+}
+
+impl LocalScoreCache {
+    /// A cache for `fw`'s node-local score plugins over `num_nodes` nodes.
+    pub fn new(fw: &Framework, num_nodes: usize) -> Self {
+        let mut n = 0;
+        let slots: Vec<Option<usize>> = fw
+            .score
+            .iter()
+            .map(|s| {
+                s.plugin.node_local().then(|| {
+                    n += 1;
+                    n - 1
+                })
+            })
+            .collect();
+        LocalScoreCache {
+            slots,
+            cells: (0..n * num_nodes)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            num_nodes,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, plugin: usize) -> Option<usize> {
+        self.slots.get(plugin).copied().flatten()
+    }
+
+    #[inline]
+    fn cell(&self, slot: usize, node: usize) -> &std::sync::OnceLock<(u64, Result<i64, Status>)> {
+        &self.cells[slot * self.num_nodes + node]
+    }
+
+    /// Drops cached scores of nodes changed since they were computed.
+    pub fn invalidate_stale(&mut self, snap: &Snapshot) {
+        let nodes = snap.nodes();
+        if self.num_nodes != nodes.len() {
+            for c in &mut self.cells {
+                c.take();
+            }
+            return;
+        }
+        for (k, c) in self.cells.iter_mut().enumerate() {
+            let node = k % self.num_nodes;
+            if c.get().is_some_and(|(g, _)| *g != nodes[node].generation) {
+                c.take();
+            }
+        }
+    }
+}
+
 /// A score plugin with its weight.
 #[derive(Clone)]
 pub struct WeightedScore {
@@ -40,6 +100,17 @@ pub struct PreFilterOutcome {
     pub nodes: Option<BTreeSet<String>>,
     /// Plugins that returned a node restriction (for the absent-nodes reason).
     pub restricting_plugins: Vec<&'static str>,
+}
+
+/// Bit mask of the positions of `skipped` names in `names`.
+fn mask_of<'a>(names: impl Iterator<Item = &'a str>, skipped: &[&str]) -> u64 {
+    let mut m = 0u64;
+    for (i, n) in names.enumerate() {
+        if skipped.contains(&n) {
+            m |= 1u64 << (i & 63);
+        }
+    }
+    m
 }
 
 impl Framework {
@@ -81,6 +152,7 @@ impl Framework {
                 }
             }
         }
+        state.filter_skip_mask = mask_of(self.filter.iter().map(|p| p.name()), &state.skip_filter);
         Ok(PreFilterOutcome {
             nodes: result.node_names,
             restricting_plugins: restricting,
@@ -96,8 +168,8 @@ impl Framework {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
-        for p in &self.filter {
-            if !state.skip_filter.is_empty() && state.filter_skipped(p.name()) {
+        for (i, p) in self.filter.iter().enumerate() {
+            if state.filter_skip_mask & (1u64 << (i & 63)) != 0 {
                 continue;
             }
             let st = p.filter(state, pod, node, snap);
@@ -142,6 +214,10 @@ impl Framework {
                 return Err(st.with_plugin(p.name()));
             }
         }
+        state.score_skip_mask = mask_of(
+            self.score.iter().map(|s| s.plugin.name()),
+            &state.skip_score,
+        );
         Ok(())
     }
 
@@ -155,20 +231,56 @@ impl Framework {
         snap: &Snapshot,
         nodes: &[usize],
     ) -> Result<Vec<Option<Vec<i64>>>, Status> {
+        self.run_score_cached(state, pod, snap, nodes, None)
+    }
+
+    /// Like [`Framework::run_score`], reading node-local plugins' scores through
+    /// `cache` (shared by pods of one equivalence class within a batch).
+    pub fn run_score_cached(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[usize],
+        cache: Option<&LocalScoreCache>,
+    ) -> Result<Vec<Option<Vec<i64>>>, Status> {
         let all = snap.nodes();
         let mut out = Vec::with_capacity(self.score.len());
-        for ws in &self.score {
+        for (pi, ws) in self.score.iter().enumerate() {
             let p = &ws.plugin;
-            if state.score_skipped(p.name()) {
+            if state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 out.push(None);
                 continue;
             }
             let mut scores = Vec::with_capacity(nodes.len());
-            for &i in nodes {
-                let s = p
-                    .score(state, pod, &all[i], snap)
-                    .map_err(|st| st.with_plugin(p.name()))?;
-                scores.push(NodeScore { node: i, score: s });
+            match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
+                Some((c, slot)) => {
+                    for &i in nodes {
+                        let node = &all[i];
+                        let (g, r) = c.cell(slot, i).get_or_init(|| {
+                            (
+                                node.generation,
+                                p.score(state, pod, node, snap)
+                                    .map_err(|st| st.with_plugin(p.name())),
+                            )
+                        });
+                        let s = if *g == node.generation {
+                            r.clone()?
+                        } else {
+                            p.score(state, pod, node, snap)
+                                .map_err(|st| st.with_plugin(p.name()))?
+                        };
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
+                None => {
+                    for &i in nodes {
+                        let s = p
+                            .score(state, pod, &all[i], snap)
+                            .map_err(|st| st.with_plugin(p.name()))?;
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
             }
             if let Some(n) = p.normalize() {
                 let st = n.normalize_score(state, pod, &mut scores);
@@ -195,6 +307,41 @@ impl Framework {
         Ok(out)
     }
 
+    /// Bit mask of Filter plugins whose result can change when pods are added on
+    /// *other* nodes (their PreFilter has extensions: InterPodAffinity,
+    /// PodTopologySpread, ...). Other filters are pure functions of (pod, node).
+    pub fn cross_node_filter_mask(&self) -> u64 {
+        let ext: Vec<&str> = self
+            .pre_filter
+            .iter()
+            .filter(|p| p.extensions().is_some())
+            .map(|p| p.name())
+            .collect();
+        mask_of(self.filter.iter().map(|p| p.name()), &ext)
+    }
+
+    /// Runs only the Filter plugins in `mask` (and not skipped) on one node.
+    pub fn run_filter_masked(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+        mask: u64,
+    ) -> Status {
+        for (i, p) in self.filter.iter().enumerate() {
+            let bit = 1u64 << (i & 63);
+            if mask & bit == 0 || state.filter_skip_mask & bit != 0 {
+                continue;
+            }
+            let st = p.filter(state, pod, node, snap);
+            if !st.is_success() {
+                return st.with_plugin(p.name());
+            }
+        }
+        Status::success()
+    }
+
     /// Weighted sum of the node-local score plugins for one node (used by the batch
     /// committer to re-score candidates against the latest node state).
     pub fn node_local_score(
@@ -205,8 +352,8 @@ impl Framework {
         snap: &Snapshot,
     ) -> Result<i64, Status> {
         let mut total = 0;
-        for ws in &self.score {
-            if !ws.plugin.node_local() || state.score_skipped(ws.plugin.name()) {
+        for (pi, ws) in self.score.iter().enumerate() {
+            if !ws.plugin.rescorable() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 continue;
             }
             let s = ws
@@ -220,7 +367,7 @@ impl Framework {
 
     /// True when any score plugin is node-local.
     pub fn has_node_local_scores(&self) -> bool {
-        self.score.iter().any(|s| s.plugin.node_local())
+        self.score.iter().any(|s| s.plugin.rescorable())
     }
 
     /// Reserve plugins in order; on failure the already-reserved ones are unreserved.
