@@ -20,6 +20,7 @@ use serde_json::json;
 
 fn nodes(n: usize) -> Snapshot {
     let mut s = Snapshot::new();
+    let mut all = Vec::with_capacity(n);
     for i in 0..n {
         let node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
@@ -29,8 +30,9 @@ fn nodes(n: usize) -> Snapshot {
             "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"}}
         }))
         .expect("node");
-        s.upsert_node(NodeInfo::new(node).expect("node info"));
+        all.push(NodeInfo::new(node).expect("node info"));
     }
+    s.add_nodes(all);
     s
 }
 

@@ -82,6 +82,7 @@ pub fn run_sessions(
     let mut carry = session::Carry::default();
     let mut report = Report::default();
     let (mut batches, mut conflicts) = (0, 0);
+    let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
     for _ in 0..cycles.max(1) {
         let mut ssn = session::Session::open(
             sched,
@@ -101,6 +102,8 @@ pub fn run_sessions(
         report.queues = closed.queues;
         batches += closed.batches;
         conflicts += closed.conflicts;
+        evaluate_ms += closed.evaluate_ms;
+        commit_ms += closed.commit_ms;
         sched = closed.sched;
         pending = closed.pending;
         carry = closed.carry;
@@ -117,6 +120,8 @@ pub fn run_sessions(
         },
         batches,
         conflicts,
+        evaluate_ms,
+        commit_ms,
         ..Stats::default()
     };
     Ok((report, sched))

@@ -278,6 +278,9 @@ pub struct Session {
     pub pod_messages: HashMap<String, String>,
     pub batches: u64,
     pub conflicts: u64,
+    /// Core evaluation/commit wall time spent in this session (ms).
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
 }
 
 fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
@@ -526,6 +529,8 @@ impl Session {
             pod_messages: HashMap::new(),
             batches: 0,
             conflicts: 0,
+            evaluate_ms: 0.0,
+            commit_ms: 0.0,
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -664,6 +669,8 @@ impl Session {
         let r = self.sched.schedule_all(pods);
         self.batches += r.stats.batches;
         self.conflicts += r.stats.conflicts;
+        self.evaluate_ms += r.stats.evaluate_ms;
+        self.commit_ms += r.stats.commit_ms;
         r
     }
 
@@ -757,6 +764,8 @@ impl Session {
             carry: Carry { admitted },
             batches: self.batches,
             conflicts: self.conflicts,
+            evaluate_ms: self.evaluate_ms,
+            commit_ms: self.commit_ms,
         }
     }
 
@@ -785,4 +794,6 @@ pub struct Closed {
     pub carry: Carry,
     pub batches: u64,
     pub conflicts: u64,
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
 }
