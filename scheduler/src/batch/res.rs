@@ -47,7 +47,12 @@ impl ResMap {
 
     pub fn add(&mut self, o: &ResMap) {
         for (k, v) in &o.0 {
-            *self.0.entry(k.clone()).or_insert(0) += v;
+            match self.0.get_mut(k) {
+                Some(x) => *x += v,
+                None => {
+                    self.0.insert(k.clone(), *v);
+                }
+            }
         }
     }
 
