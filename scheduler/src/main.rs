@@ -68,6 +68,10 @@ enum Command {
         /// (e.g. http://{node}:9100/metrics).
         #[arg(long, value_name = "URL_TEMPLATE")]
         health_scrape: Option<String>,
+        /// Batch scheduling sessions to run; evictions are applied between sessions
+        /// (implies batch mode).
+        #[arg(long)]
+        cycles: Option<usize>,
     },
 }
 
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             plot,
             compare,
             health_scrape,
+            cycles,
         } => {
             if let Some(file) = timeline {
                 let args = health::timeline::TimelineArgs {
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
                 batch_size,
                 candidates,
                 health_scrape,
+                cycles,
             };
             match simulate::run(&args, &mut |w| eprintln!("{w}")) {
                 Ok(report) => {

@@ -153,6 +153,15 @@ pub struct Report {
     pub unschedulable: Vec<Unschedulable>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explain: Vec<Explain>,
+    /// Batch sessions: pods evicted by preempt/reclaim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evictions: Vec<crate::batch::Eviction>,
+    /// Batch sessions: PodGroup phases and aggregated messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub podgroups: Vec<crate::batch::PodGroupStatus>,
+    /// Batch sessions: queue deserved/allocated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<crate::batch::QueueStatus>,
     pub stats: Stats,
 }
 
