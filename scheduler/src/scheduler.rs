@@ -949,8 +949,43 @@ impl Scheduler {
                             tol,
                         )
                     };
+                    let chosen = match chosen {
+                        Some(c) => Some(c),
+                        None => {
+                            // Conflict: no candidate survived. Re-evaluate right now
+                            // against the current snapshot (exactly what a sequential
+                            // scheduler would do), so a pod is evaluated at most twice.
+                            *conflicts += 1;
+                            let n_now = self.snapshot.num_nodes().max(1);
+                            let mut rng = pod_rng(seed, &pod, q.attempts + 1);
+                            let fresh = evaluate(
+                                fw,
+                                &self.snapshot,
+                                &pod,
+                                self.next_start % n_now,
+                                &mut rng,
+                                1,
+                                true,
+                                None,
+                            );
+                            self.next_start = (self.next_start + fresh.processed) % n_now;
+                            match fresh.outcome {
+                                Outcome::Feasible(c) => {
+                                    ev.state = fresh.state;
+                                    c.first().map(|c| c.node)
+                                }
+                                Outcome::Unschedulable { message, retryable } => {
+                                    record_failure(q, message, retryable, *placed, failed);
+                                    continue;
+                                }
+                                Outcome::Error(msg) => {
+                                    record_failure(q, msg, false, *placed, failed);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let Some(node_idx) = chosen else {
-                        *conflicts += 1;
                         requeue.push(QueuedPodInfo {
                             pod,
                             attempts: q.attempts + 1,
