@@ -58,6 +58,7 @@ impl FilterPlugin for NodeHealth {
     #[inline]
     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
         if let Some(view) = snap.health()
+            && view.any_critical()
             && view.score_of(&node.name).1
             && let Some(sig) = view.get(&node.name).and_then(|h| h.critical.as_ref())
         {
