@@ -973,8 +973,14 @@ impl Scheduler {
                                 &pod,
                                 self.next_start % n_now,
                                 &mut rng,
-                                1,
-                                self.opts.selection_tolerance,
+                                // One candidate suffices, unless the selection
+                                // tolerance needs the nearly-equal ones to choose from.
+                                if tol > 0 {
+                                    self.opts.candidates.max(1)
+                                } else {
+                                    1
+                                },
+                                tol,
                                 true,
                                 None,
                             );

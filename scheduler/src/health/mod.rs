@@ -481,6 +481,8 @@ pub struct HealthView {
     fast: HashMap<usize, (i64, bool), std::hash::BuildHasherDefault<PtrHasher>>,
     /// The bound names (owning the allocations the `fast` keys point to).
     bound: Vec<Arc<str>>,
+    /// Set by `bind`: whether any node is critical (lets the Filter skip lookups).
+    any_critical: Option<bool>,
 }
 
 /// Hasher for pointer keys (one multiply; SipHash of node names dominated the
@@ -513,6 +515,7 @@ impl HealthView {
     pub fn bind(&mut self, snap: &crate::snapshot::Snapshot) {
         self.fast.clear();
         self.bound.clear();
+        self.any_critical = Some(self.nodes.values().any(|h| h.critical.is_some()));
         for n in snap.nodes() {
             let v = self
                 .nodes
@@ -522,6 +525,13 @@ impl HealthView {
                 .insert(Arc::as_ptr(&n.name) as *const u8 as usize, v);
             self.bound.push(n.name.clone());
         }
+    }
+
+    /// False only when the view is bound and no node is critical (then the Filter
+    /// needs no per-node lookup).
+    #[inline]
+    pub fn any_critical(&self) -> bool {
+        self.any_critical.unwrap_or(true)
     }
 
     /// (score, critical) of a node: through the bound index, else by name.

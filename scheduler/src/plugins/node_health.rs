@@ -58,6 +58,7 @@ impl FilterPlugin for NodeHealth {
     #[inline]
     fn filter(&self, _: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
         if let Some(view) = snap.health()
+            && view.any_critical()
             && view.score_of(&node.name).1
             && let Some(sig) = view.get(&node.name).and_then(|h| h.critical.as_ref())
         {
@@ -161,6 +162,36 @@ mod tests {
         assert_eq!(s("cool"), 100);
         assert_eq!(s("nobody"), 100);
         assert!(s("hot") < 50, "{}", s("hot"));
+    }
+
+    #[test]
+    fn bound_index_agrees_with_name_lookup() {
+        let mut t = HealthTracker::new(HealthConfig::default()).unwrap();
+        t.observe(0.0, "a", "cpu", 90.0);
+        t.observe(0.0, "b", "gpu_missing", 1.0);
+        t.advance(0.0);
+        let mut bound = Snapshot::new();
+        for n in ["a", "b", "c"] {
+            bound.upsert_node(node(n).cpu("4").info());
+        }
+        let mut plain = bound.clone();
+        crate::health::attach(&mut bound, t.view());
+        plain.set_health(Some(Arc::new(t.view())));
+        let p = pod("p").info();
+        let pl = NodeHealth::default();
+        for ni in bound.nodes() {
+            let st = CycleState::new();
+            assert_eq!(
+                pl.score(&st, &p, ni, &bound).unwrap(),
+                pl.score(&st, &p, ni, &plain).unwrap()
+            );
+            assert_eq!(
+                pl.filter(&st, &p, ni, &bound),
+                pl.filter(&st, &p, ni, &plain)
+            );
+        }
+        let b = bound.node("b").unwrap();
+        assert!(!pl.filter(&CycleState::new(), &p, b, &bound).is_success());
     }
 
     #[test]

@@ -113,3 +113,54 @@ fn selection_tolerance_spreads_nearly_equal_nodes() {
     assert_eq!(place(0).len(), 1, "{:?}", place(0));
     assert!(place(10).len() >= 3, "{:?}", place(10));
 }
+
+/// Replacing the health view between runs of the same Scheduler must not reuse
+/// cached Filter results of the old view (`Snapshot::set_health` bumps the
+/// snapshot's node version): n0 is untouched by run 1 (all pods go to the healthier
+/// n1), so its cached "feasible" would survive by generation alone.
+#[test]
+fn new_health_view_invalidates_cached_results() {
+    use crate::config::KubeSchedulerConfiguration;
+    use crate::testutil::{node, pod};
+    let fws = KubeSchedulerConfiguration::from_yaml(DEFAULT_CONFIG, "t")
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut snap = Snapshot::new();
+    for i in 0..2 {
+        snap.upsert_node(
+            node(&format!("n{i}"))
+                .cpu("64")
+                .mem("256Gi")
+                .pods("500")
+                .info(),
+        );
+    }
+    let mut t = HealthTracker::new(HealthConfig::default()).unwrap();
+    t.observe(0.0, "n0", "cpu", 70.0);
+    t.observe(0.0, "n1", "cpu", 10.0);
+    t.advance(0.0);
+    crate::health::attach(&mut snap, t.view());
+    let mut s = Scheduler::new(fws, snap, Options::default());
+    let batch = |from: u64| -> Vec<PodInfo> {
+        (from..from + 8)
+            .map(|i| pod(&format!("p{i}")).cpu("1").seq(i).info())
+            .collect()
+    };
+    let r = s.schedule_all(batch(0));
+    assert!(r.placements.iter().all(|p| p.node == "n1"), "{r:?}");
+    assert_eq!(r.placements.len(), 8);
+    t.observe(1.0, "n0", "gpu_missing", 1.0);
+    t.observe(1.0, "n1", "gpu_missing", 1.0);
+    t.advance(1.0);
+    crate::health::attach(&mut s.snapshot, t.view());
+    let r = s.schedule_all(batch(100));
+    assert!(r.placements.is_empty(), "{r:?}");
+    assert_eq!(r.unschedulable.len(), 8);
+    assert!(
+        r.unschedulable[0]
+            .message
+            .contains("node(s) unhealthy: gpu_missing"),
+        "{r:?}"
+    );
+}
