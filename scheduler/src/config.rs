@@ -72,6 +72,9 @@ pub struct CorralConfig {
     pub candidates: Option<usize>,
     /// Batch scheduling sessions (queues, gangs, preemption): actions and plugins.
     pub session: Option<crate::batch::SessionConfig>,
+    /// Random choice among candidates within this many total-score points of the
+    /// best (`Options::selection_tolerance`; 0 = exact argmax).
+    pub selection_tolerance: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

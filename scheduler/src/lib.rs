@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod framework;
+pub mod health;
 pub mod input;
 pub mod labels;
 pub mod plugins;

@@ -55,6 +55,8 @@ pub struct SimulateArgs {
     pub candidates: Option<usize>,
     /// Batch sessions to run (`--cycles`); evictions are applied between them.
     pub cycles: Option<usize>,
+    /// `--health-scrape` URL template (`{node}` = node name).
+    pub health_scrape: Option<String>,
 }
 
 /// Error of a simulation run (bad input or configuration).
@@ -121,6 +123,7 @@ pub fn prepare(input: ClusterInput, frameworks: &[Framework]) -> Prepared {
 
 /// Runs a simulation; warnings go to `warn`.
 pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, SimulateError> {
+    let mut health_args = None;
     let (frameworks, corral) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -131,6 +134,7 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
             let fws = cfg
                 .build()
                 .map_err(|e| SimulateError(format!("{}: {}", path.display(), e.0)))?;
+            health_args = crate::health::args_from_config(&cfg);
             (fws, cfg.corral.unwrap_or_default())
         }
         None => (default_frameworks(), Default::default()),
@@ -150,7 +154,15 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
     for w in &input.warnings {
         warn(w);
     }
-    let prepared = prepare(input, &frameworks);
+    let mut prepared = prepare(input, &frameworks);
+    crate::health::attach_static_view(
+        &mut prepared.snapshot,
+        &frameworks,
+        health_args,
+        args.health_scrape.as_deref(),
+        warn,
+    )
+    .map_err(SimulateError)?;
     if prepared.snapshot.orphan_pods() > 0 {
         warn(&format!(
             "warning: {} running pod(s) are bound to nodes that are not in the input; they are ignored",
@@ -181,6 +193,9 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
             return Err(SimulateError("candidates must be at least 1".into()));
         }
         opts.candidates = c;
+    }
+    if let Some(t) = corral.selection_tolerance {
+        opts.selection_tolerance = t.max(0);
     }
     let mut sched = Scheduler::new(frameworks, prepared.snapshot, opts);
     if batch_mode {
