@@ -3,8 +3,10 @@
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
 pub mod config;
+pub mod extender;
 pub mod framework;
 pub mod input;
+pub mod kube;
 pub mod labels;
 pub mod plugins;
 pub mod quantity;
