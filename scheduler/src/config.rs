@@ -138,6 +138,9 @@ const POINTS: &[&str] = &[
     "postBind",
 ];
 
+/// A plugin instance with its score weight.
+type WeightedPlugin = (Arc<dyn Plugin>, i64);
+
 fn implements(p: &Arc<dyn Plugin>, point: &str) -> bool {
     let p = p.clone();
     match point {
@@ -333,7 +336,7 @@ fn build_profile(
 
     // 3. Per extension point: specific enabled first, then multiPoint plugins that
     //    implement the point and are not disabled there.
-    let mut per_point: HashMap<&str, Vec<(Arc<dyn Plugin>, i64)>> = HashMap::new();
+    let mut per_point: HashMap<&str, Vec<WeightedPlugin>> = HashMap::new();
     for &point in POINTS {
         let set = point_set(pc, point);
         let mut list: Vec<(String, Arc<dyn Plugin>, i64)> = Vec::new();

@@ -25,6 +25,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
 use crate::framework::{Code, CycleState, Framework, QueuedPodInfo, Status};
 use crate::snapshot::{PodInfo, Snapshot};
 
@@ -225,22 +229,20 @@ fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// Filters nodes in rotated order starting at `start`, stopping once `to_find`
-/// feasible nodes were found. Returns (feasible indices, processed, diagnosis).
+/// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
+/// `check(node)` runs the Filter plugins. Returns (feasible indices, processed,
+/// diagnosis).
 fn find_feasible(
-    fw: &Framework,
-    state: &CycleState,
-    pod: &PodInfo,
-    snap: &Snapshot,
+    has_filters: bool,
+    check: &(dyn Fn(usize) -> Status + Sync),
     order: &(dyn Fn(usize) -> usize + Sync),
     n: usize,
     to_find: usize,
     parallel: bool,
 ) -> Result<(Vec<usize>, usize, Diagnosis), Status> {
-    let nodes = snap.nodes();
     let mut feasible = Vec::with_capacity(to_find.min(n));
     let mut diag = Diagnosis::default();
-    if fw.filter.is_empty() {
+    if !has_filters {
         feasible.extend((0..to_find.min(n)).map(order));
         let processed = feasible.len();
         return Ok((feasible, processed, diag));
@@ -248,7 +250,7 @@ fn find_feasible(
     if !parallel || n <= NODE_CHUNK {
         for i in 0..n {
             let idx = order(i);
-            let st = fw.run_filter(state, pod, &nodes[idx], snap);
+            let st = check(idx);
             if st.is_success() {
                 feasible.push(idx);
                 if feasible.len() >= to_find {
@@ -274,8 +276,7 @@ fn find_feasible(
                 let mut ok = Vec::new();
                 let mut bad = Vec::new();
                 for i in c0..(c0 + NODE_CHUNK).min(end) {
-                    let idx = order(i);
-                    let st = fw.run_filter(state, pod, &nodes[idx], snap);
+                    let st = check(order(i));
                     if st.is_success() {
                         ok.push(i);
                     } else {
@@ -304,8 +305,29 @@ fn find_feasible(
     Ok((feasible, n, diag))
 }
 
+/// Shared per-batch work for pods of one equivalence class: PreFilter once, each
+/// node's Filter result and node-local scores at most once.
+struct ClassCache {
+    pre: Result<(CycleState, PreFilterOutcome), Status>,
+    filter: Vec<OnceLock<Status>>,
+    scores: LocalScoreCache,
+}
+
+impl ClassCache {
+    fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        let mut state = CycleState::new();
+        let pre = fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p));
+        ClassCache {
+            pre,
+            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+        }
+    }
+}
+
 /// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
 /// selection), keeping the `k` best candidates.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     fw: &Framework,
     snap: &Snapshot,
@@ -314,8 +336,8 @@ fn evaluate(
     rng: &mut ChaCha8Rng,
     k: usize,
     parallel: bool,
+    cache: Option<&ClassCache>,
 ) -> Evaluation {
-    let mut state = CycleState::new();
     let num_all = snap.num_nodes();
     let fail = |state, message: String, retryable, processed| Evaluation {
         state,
@@ -324,13 +346,24 @@ fn evaluate(
     };
     if num_all == 0 {
         return fail(
-            state,
+            CycleState::new(),
             "no nodes available to schedule pods".into(),
             false,
             0,
         );
     }
-    let pre = match fw.run_pre_filter(&mut state, pod, snap) {
+    let (mut state, pre) = match cache {
+        Some(c) => match &c.pre {
+            Ok((st, p)) => (st.clone(), Ok(p.clone())),
+            Err(e) => (CycleState::new(), Err(e.clone())),
+        },
+        None => {
+            let mut st = CycleState::new();
+            let p = fw.run_pre_filter(&mut st, pod, snap);
+            (st, p)
+        }
+    };
+    let pre = match pre {
         Ok(p) => p,
         Err(st) if st.code == Code::Error => {
             return Evaluation {
@@ -372,8 +405,14 @@ fn evaluate(
     let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
     let order: &(dyn Fn(usize) -> usize + Sync) =
         if restricted.is_some() { &pick } else { &rotate };
+    let nodes = snap.nodes();
+    let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
+    let cached = |idx: usize| match cache {
+        Some(c) => c.filter[idx].get_or_init(|| direct(idx)).clone(),
+        None => direct(idx),
+    };
     let (feasible, processed, mut diag) =
-        match find_feasible(fw, &state, pod, snap, order, n, to_find, parallel) {
+        match find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel) {
             Ok(x) => x,
             Err(st) => {
                 return Evaluation {
@@ -424,7 +463,7 @@ fn evaluate(
             processed,
         };
     }
-    let scores = match fw.run_score(&state, pod, snap, &feasible) {
+    let scores = match fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores)) {
         Ok(s) => s,
         Err(st) => {
             return Evaluation {
@@ -448,7 +487,7 @@ fn evaluate(
                 if let Some(s) = s {
                     let v = s[j] * ws.weight;
                     total += v;
-                    if ws.plugin.node_local() {
+                    if ws.plugin.rescorable() {
                         local += v;
                     }
                 }
@@ -548,6 +587,9 @@ pub struct Scheduler {
     pub snapshot: Snapshot,
     pub opts: Options,
     next_start: usize,
+    /// Per node: the batch epoch in which it last received a pod.
+    touched: Vec<u64>,
+    epoch: u64,
 }
 
 struct Failed {
@@ -564,6 +606,8 @@ impl Scheduler {
             snapshot,
             opts,
             next_start: 0,
+            touched: Vec::new(),
+            epoch: 0,
         }
     }
 
@@ -687,6 +731,7 @@ impl Scheduler {
         conflicts: &mut u64,
     ) -> Vec<QueuedPodInfo> {
         let snap = &self.snapshot;
+        let snap_len = snap.num_nodes();
         let n = snap.num_nodes().max(1);
         let start = self.next_start;
         let parallel_nodes = batch.len() < rayon::current_num_threads().max(1) * 2;
@@ -697,6 +742,26 @@ impl Scheduler {
         });
         let seed = self.opts.seed;
         let fws = &self.frameworks;
+        // Equivalence classes with several pods in this batch share PreFilter, Filter
+        // results and node-local scores (all pure functions of pod spec and snapshot).
+        let mut classes: HashMap<(u64, usize), Vec<usize>> = HashMap::new();
+        for (j, q) in batch.iter().enumerate() {
+            if let Some(fi) = fws
+                .iter()
+                .position(|f| f.scheduler_name == q.pod.scheduler_name)
+            {
+                classes.entry((q.pod.equivalence, fi)).or_default().push(j);
+            }
+        }
+        let shared: Vec<((u64, usize), usize)> = classes
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, v)| (*k, v[0]))
+            .collect();
+        let caches: HashMap<(u64, usize), ClassCache> = shared
+            .into_par_iter()
+            .map(|(key, j)| (key, ClassCache::new(&fws[key.1], snap, &batch[j].pod)))
+            .collect();
         // Evaluation: parallel across pods (and across nodes for small batches).
         let evals: Vec<(usize, Evaluation)> = batch
             .par_iter()
@@ -722,14 +787,20 @@ impl Scheduler {
                 let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
                 let s = (start + j * est) % n;
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
+                let cache = caches.get(&(q.pod.equivalence, fi));
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes),
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes, cache),
                 )
             })
             .collect();
+        drop(caches);
         let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
         self.next_start = (start + processed) % n;
+        self.epoch += 1;
+        if self.touched.len() != snap_len {
+            self.touched = vec![0; snap_len];
+        }
 
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
@@ -753,7 +824,16 @@ impl Scheduler {
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
                     } else {
-                        revalidate(fw, &self.snapshot, &mut ev.state, &pod, &cands, &committed)
+                        revalidate(
+                            fw,
+                            &self.snapshot,
+                            &mut ev.state,
+                            &pod,
+                            &cands,
+                            &committed,
+                            &self.touched,
+                            self.epoch,
+                        )
                     };
                     let Some(node_idx) = chosen else {
                         *conflicts += 1;
@@ -770,6 +850,7 @@ impl Scheduler {
                     match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
                         Ok(()) => {
                             self.snapshot.add_pod(pod.clone(), &node_name);
+                            self.touched[node_idx] = self.epoch;
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;
                             report.placements.push(Placement {
@@ -833,6 +914,12 @@ fn bind_cycle(
 
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were
 /// placed since its evaluation. Returns the best surviving candidate.
+///
+/// A candidate node that received no pod in this batch (`touched[node] != epoch`) is
+/// unchanged: its node-local Filter results and scores still hold, so only the
+/// cross-node filters (whose state `add_pod` just updated) are re-run. A touched node
+/// is fully re-filtered and its node-local scores recomputed.
+#[allow(clippy::too_many_arguments)]
 fn revalidate(
     fw: &Framework,
     snap: &Snapshot,
@@ -840,6 +927,8 @@ fn revalidate(
     pod: &PodInfo,
     cands: &[Candidate],
     committed: &[(Arc<PodInfo>, usize)],
+    touched: &[u64],
+    epoch: u64,
 ) -> Option<usize> {
     let nodes = snap.nodes();
     for p in &fw.pre_filter {
@@ -860,19 +949,32 @@ fn revalidate(
             }
         }
     }
+    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
     for c in cands {
         let node = &nodes[c.node];
-        if !fw.run_filter(state, pod, node, snap).is_success() {
-            continue;
-        }
-        let adj = if rescore {
-            match fw.node_local_score(state, pod, node, snap) {
-                Ok(s) => c.total - c.local + s,
-                Err(_) => continue,
+        let changed = touched.get(c.node) == Some(&epoch);
+        let adj = if changed {
+            if !fw.run_filter(state, pod, node, snap).is_success() {
+                continue;
+            }
+            if rescore {
+                match fw.node_local_score(state, pod, node, snap) {
+                    Ok(s) => c.total - c.local + s,
+                    Err(_) => continue,
+                }
+            } else {
+                c.total
             }
         } else {
+            if cross != 0
+                && !fw
+                    .run_filter_masked(state, pod, node, snap, cross)
+                    .is_success()
+            {
+                continue;
+            }
             c.total
         };
         if best.is_none_or(|(b, _)| adj > b) {

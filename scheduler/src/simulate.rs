@@ -92,9 +92,7 @@ pub struct Prepared {
 pub fn prepare(input: ClusterInput, frameworks: &[Framework]) -> Prepared {
     let mut snapshot = Snapshot::new();
     snapshot.namespaces = input.namespaces;
-    for (n, _) in input.nodes {
-        snapshot.upsert_node(n);
-    }
+    snapshot.add_nodes(input.nodes.into_iter().map(|(n, _)| n));
     let names: HashSet<&str> = frameworks
         .iter()
         .map(|f| f.scheduler_name.as_str())

@@ -136,6 +136,36 @@ pub struct PodInfo {
     pub created: i64,
     /// Sequence number in input order (tie breaker, deterministic).
     pub seq: u64,
+    /// Equivalence class: pods with the same value have the same namespace, labels,
+    /// annotations, owners and spec (except `nodeName`), so they get the same Filter
+    /// results and node-local scores against the same snapshot.
+    pub equivalence: u64,
+}
+
+/// Hash of everything scheduling-relevant about a pod except its identity.
+fn equivalence_hash(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let md = &pod.metadata;
+    let mut spec = pod.spec.clone();
+    if let Some(s) = spec.as_mut() {
+        s.node_name = None;
+    }
+    let owners: Vec<(&str, &str)> = md
+        .owner_references
+        .iter()
+        .flatten()
+        .map(|o| (o.kind.as_str(), o.name.as_str()))
+        .collect();
+    let key = serde_json::json!({
+        "ns": md.namespace,
+        "labels": md.labels,
+        "annotations": md.annotations,
+        "owners": owners,
+        "spec": spec,
+    });
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.to_string().hash(&mut h);
+    h.finish()
 }
 
 /// `normalizedImageName`: appends `:latest` when the name has neither tag nor digest.
@@ -294,6 +324,7 @@ impl PodInfo {
             images,
             created,
             seq,
+            equivalence: equivalence_hash(&pod),
             pod: Arc::new(pod),
         })
     }
@@ -609,6 +640,31 @@ impl Snapshot {
             if *c == 0 {
                 self.image_nodes.remove(img);
             }
+        }
+    }
+
+    /// Adds many new nodes at once (one re-ordering instead of one per node). Nodes
+    /// already present are updated like [`Snapshot::upsert_node`].
+    pub fn add_nodes(&mut self, nodes: impl IntoIterator<Item = NodeInfo>) {
+        let mut added = false;
+        for mut info in nodes {
+            if self.index.contains_key(&info.name) {
+                self.upsert_node(info);
+                continue;
+            }
+            self.generation += 1;
+            for p in self.orphans.remove(&*info.name).unwrap_or_default() {
+                info.add_pod(p);
+            }
+            for img in info.images.keys() {
+                *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
+            }
+            self.index.insert(info.name.clone(), self.nodes.len());
+            self.nodes.push(Arc::new(info));
+            added = true;
+        }
+        if added {
+            self.rebuild_order();
         }
     }
 

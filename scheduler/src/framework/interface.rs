@@ -191,11 +191,20 @@ pub trait ScorePlugin: Plugin {
         None
     }
 
-    /// True when the score depends only on the pod and the node's own state and the
-    /// plugin has no normalization: the batch committer may then recompute it against
-    /// the latest node state (see `scheduler::commit`).
+    /// True when the raw score (before normalization) depends only on the pod, its
+    /// PreScore state and the node's own state — not on which other nodes are being
+    /// scored nor on pods elsewhere. Such raw scores are cached per equivalence
+    /// class within a batch; when the plugin also has no normalization the batch
+    /// committer recomputes them against the latest node state (see
+    /// `scheduler::revalidate`).
     fn node_local(&self) -> bool {
         false
+    }
+
+    /// Node-local and without normalization: the final score of a node can be
+    /// recomputed on its own.
+    fn rescorable(&self) -> bool {
+        self.node_local() && self.normalize().is_none()
     }
 }
 

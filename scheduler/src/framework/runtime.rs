@@ -7,6 +7,48 @@ use std::sync::Arc;
 use super::*;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
+/// Per-batch cache of node-local score plugins' scores for one equivalence class
+/// of pods: `cells[slot * num_nodes + node]`.
+pub struct LocalScoreCache {
+    slots: Vec<Option<usize>>,
+    cells: Vec<std::sync::OnceLock<Result<i64, Status>>>,
+    num_nodes: usize,
+}
+
+impl LocalScoreCache {
+    /// A cache for `fw`'s node-local score plugins over `num_nodes` nodes.
+    pub fn new(fw: &Framework, num_nodes: usize) -> Self {
+        let mut n = 0;
+        let slots: Vec<Option<usize>> = fw
+            .score
+            .iter()
+            .map(|s| {
+                s.plugin.node_local().then(|| {
+                    n += 1;
+                    n - 1
+                })
+            })
+            .collect();
+        LocalScoreCache {
+            slots,
+            cells: (0..n * num_nodes)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            num_nodes,
+        }
+    }
+
+    #[inline]
+    fn slot(&self, plugin: usize) -> Option<usize> {
+        self.slots.get(plugin).copied().flatten()
+    }
+
+    #[inline]
+    fn cell(&self, slot: usize, node: usize) -> &std::sync::OnceLock<Result<i64, Status>> {
+        &self.cells[slot * self.num_nodes + node]
+    }
+}
+
 /// A score plugin with its weight.
 #[derive(Clone)]
 pub struct WeightedScore {
@@ -171,6 +213,19 @@ impl Framework {
         snap: &Snapshot,
         nodes: &[usize],
     ) -> Result<Vec<Option<Vec<i64>>>, Status> {
+        self.run_score_cached(state, pod, snap, nodes, None)
+    }
+
+    /// Like [`Framework::run_score`], reading node-local plugins' scores through
+    /// `cache` (shared by pods of one equivalence class within a batch).
+    pub fn run_score_cached(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[usize],
+        cache: Option<&LocalScoreCache>,
+    ) -> Result<Vec<Option<Vec<i64>>>, Status> {
         let all = snap.nodes();
         let mut out = Vec::with_capacity(self.score.len());
         for (pi, ws) in self.score.iter().enumerate() {
@@ -180,11 +235,27 @@ impl Framework {
                 continue;
             }
             let mut scores = Vec::with_capacity(nodes.len());
-            for &i in nodes {
-                let s = p
-                    .score(state, pod, &all[i], snap)
-                    .map_err(|st| st.with_plugin(p.name()))?;
-                scores.push(NodeScore { node: i, score: s });
+            match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
+                Some((c, slot)) => {
+                    for &i in nodes {
+                        let s = c
+                            .cell(slot, i)
+                            .get_or_init(|| {
+                                p.score(state, pod, &all[i], snap)
+                                    .map_err(|st| st.with_plugin(p.name()))
+                            })
+                            .clone()?;
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
+                None => {
+                    for &i in nodes {
+                        let s = p
+                            .score(state, pod, &all[i], snap)
+                            .map_err(|st| st.with_plugin(p.name()))?;
+                        scores.push(NodeScore { node: i, score: s });
+                    }
+                }
             }
             if let Some(n) = p.normalize() {
                 let st = n.normalize_score(state, pod, &mut scores);
@@ -211,6 +282,41 @@ impl Framework {
         Ok(out)
     }
 
+    /// Bit mask of Filter plugins whose result can change when pods are added on
+    /// *other* nodes (their PreFilter has extensions: InterPodAffinity,
+    /// PodTopologySpread, ...). Other filters are pure functions of (pod, node).
+    pub fn cross_node_filter_mask(&self) -> u64 {
+        let ext: Vec<&str> = self
+            .pre_filter
+            .iter()
+            .filter(|p| p.extensions().is_some())
+            .map(|p| p.name())
+            .collect();
+        mask_of(self.filter.iter().map(|p| p.name()), &ext)
+    }
+
+    /// Runs only the Filter plugins in `mask` (and not skipped) on one node.
+    pub fn run_filter_masked(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+        mask: u64,
+    ) -> Status {
+        for (i, p) in self.filter.iter().enumerate() {
+            let bit = 1u64 << (i & 63);
+            if mask & bit == 0 || state.filter_skip_mask & bit != 0 {
+                continue;
+            }
+            let st = p.filter(state, pod, node, snap);
+            if !st.is_success() {
+                return st.with_plugin(p.name());
+            }
+        }
+        Status::success()
+    }
+
     /// Weighted sum of the node-local score plugins for one node (used by the batch
     /// committer to re-score candidates against the latest node state).
     pub fn node_local_score(
@@ -222,7 +328,7 @@ impl Framework {
     ) -> Result<i64, Status> {
         let mut total = 0;
         for (pi, ws) in self.score.iter().enumerate() {
-            if !ws.plugin.node_local() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
+            if !ws.plugin.rescorable() || state.score_skip_mask & (1u64 << (pi & 63)) != 0 {
                 continue;
             }
             let s = ws
@@ -236,7 +342,7 @@ impl Framework {
 
     /// True when any score plugin is node-local.
     pub fn has_node_local_scores(&self) -> bool {
-        self.score.iter().any(|s| s.plugin.node_local())
+        self.score.iter().any(|s| s.plugin.rescorable())
     }
 
     /// Reserve plugins in order; on failure the already-reserved ones are unreserved.

@@ -31,6 +31,24 @@ pub fn tolerates_taint(tolerations: &[Toleration], taint: &Taint) -> bool {
         .any(|t| tolerates(t, &taint.key, taint.value.as_deref(), &taint.effect))
 }
 
+/// `FindMatchingUntoleratedTaint`: the first taint accepted by `filter` that no
+/// toleration tolerates.
+pub fn find_untolerated_taint<'a>(
+    taints: &'a [Taint],
+    tolerations: &[Toleration],
+    filter: impl Fn(&Taint) -> bool,
+) -> Option<&'a Taint> {
+    taints
+        .iter()
+        .find(|t| filter(t) && !tolerates_taint(tolerations, t))
+}
+
+/// `DoNotScheduleTaintsFilterFunc`: taints with effect NoSchedule or NoExecute.
+#[inline]
+pub fn is_do_not_schedule_taint(t: &Taint) -> bool {
+    matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+}
+
 /// `helper.DefaultNormalizeScore`: scales scores to 0..=max by the highest score,
 /// optionally reversed.
 pub fn default_normalize_score(max_priority: i64, reverse: bool, scores: &mut [NodeScore]) {

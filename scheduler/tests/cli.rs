@@ -1,14 +1,11 @@
 //! CLI tests: golden scenarios (JSON compared) and bad input through the real
 //! `corral-scheduler` binary.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 fn bin() -> PathBuf {
-    // target/<profile>/corral-scheduler next to this test's deps directory.
-    let exe = std::env::current_exe().expect("test exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    dir.join(format!("corral-scheduler{}", std::env::consts::EXE_SUFFIX))
+    PathBuf::from(env!("CARGO_BIN_EXE_corral-scheduler"))
 }
 
 fn root() -> PathBuf {
@@ -21,7 +18,7 @@ fn simulate(args: &[&str]) -> (i32, String, String) {
         .args(args)
         .current_dir(root())
         .output()
-        .expect("run corral-scheduler (built by `cargo test --workspace`)");
+        .expect("run corral-scheduler");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
