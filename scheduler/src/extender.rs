@@ -58,7 +58,11 @@ pub struct ExtenderArgs {
 /// A v1 NodeList (only `items` is used).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeList {
-    #[serde(default, rename = "apiVersion", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub api_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
@@ -232,8 +236,8 @@ impl Extender {
         let mut names = Vec::new();
         if let Some(list) = nodes {
             for (i, n) in list.items.iter().enumerate() {
-                let info = NodeInfo::new(n.clone())
-                    .map_err(|e| format!("nodes.items[{i}]: {e}"))?;
+                let info =
+                    NodeInfo::new(n.clone()).map_err(|e| format!("nodes.items[{i}]: {e}"))?;
                 names.push(info.name.to_string());
                 snap.upsert_node(info);
             }
@@ -392,7 +396,10 @@ impl Extender {
 
     /// `/preempt`: keep the proposed victims on nodes Corral's filters could accept
     /// once they are gone (node-level check: the pod's filters on the node).
-    pub fn preempt(&self, args: ExtenderPreemptionArgs) -> Result<ExtenderPreemptionResult, String> {
+    pub fn preempt(
+        &self,
+        args: ExtenderPreemptionArgs,
+    ) -> Result<ExtenderPreemptionResult, String> {
         let _pod = Self::pod(args.pod)?;
         let mut out = ExtenderPreemptionResult::default();
         if let Some(v) = args.nodenametometavictims {
@@ -400,7 +407,11 @@ impl Extender {
                 out.node_name_to_meta_victims.insert(
                     node,
                     MetaVictims {
-                        pods: mv.pods.into_iter().map(|p| MetaPod { uid: p.uid }).collect(),
+                        pods: mv
+                            .pods
+                            .into_iter()
+                            .map(|p| MetaPod { uid: p.uid })
+                            .collect(),
                         num_pdb_violations: mv.numpdbviolations,
                     },
                 );

@@ -196,7 +196,10 @@ mod tests {
             assert_eq!(l.reserve(), Duration::ZERO);
         }
         let d = l.reserve();
-        assert!(d > Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
+        assert!(
+            d > Duration::from_millis(50) && d <= Duration::from_millis(100),
+            "{d:?}"
+        );
         let d2 = l.reserve();
         assert!(d2 > d, "later reservations wait longer: {d2:?} vs {d:?}");
     }

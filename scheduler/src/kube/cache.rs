@@ -47,7 +47,10 @@ pub fn apply_pod(snap: &mut Snapshot, p: Pod, seq: u64) {
 }
 
 /// Starts the watches; returns their tasks.
-pub fn spawn_snapshot_cache(client: Client, ext: Arc<Extender>) -> Vec<tokio::task::JoinHandle<()>> {
+pub fn spawn_snapshot_cache(
+    client: Client,
+    ext: Arc<Extender>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let e1 = ext.clone();
     let nodes = tokio::spawn(async move {
         let mut s = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -56,7 +59,9 @@ pub fn spawn_snapshot_cache(client: Client, ext: Arc<Extender>) -> Vec<tokio::ta
         let mut seen: Option<HashSet<String>> = None;
         while let Some(ev) = s.next().await {
             let Ok(ev) = ev else { continue };
-            let Ok(mut snap) = e1.cache.write() else { return };
+            let Ok(mut snap) = e1.cache.write() else {
+                return;
+            };
             match ev {
                 Event::Init => seen = Some(HashSet::new()),
                 Event::InitApply(n) | Event::Apply(n) => {
@@ -99,7 +104,9 @@ pub fn spawn_snapshot_cache(client: Client, ext: Arc<Extender>) -> Vec<tokio::ta
         let mut known: HashSet<String> = HashSet::new();
         while let Some(ev) = s.next().await {
             let Ok(ev) = ev else { continue };
-            let Ok(mut snap) = ext.cache.write() else { return };
+            let Ok(mut snap) = ext.cache.write() else {
+                return;
+            };
             seq += 1;
             match ev {
                 Event::Init => seen = Some(HashSet::new()),

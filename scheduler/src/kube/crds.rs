@@ -156,14 +156,18 @@ impl Crd {
         let (g, v, k, p) = match self {
             Crd::VolcanoPodGroup => ("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups"),
             Crd::VolcanoQueue => ("scheduling.volcano.sh", "v1beta1", "Queue", "queues"),
-            Crd::CoschedulingPodGroup => ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups"),
+            Crd::CoschedulingPodGroup => {
+                ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups")
+            }
         };
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(g, v, k), p)
     }
 }
 
 /// Parses a CRD object's spec, naming the object and field on error.
-pub fn parse_spec<T: serde::de::DeserializeOwned + Default>(o: &DynamicObject) -> Result<T, String> {
+pub fn parse_spec<T: serde::de::DeserializeOwned + Default>(
+    o: &DynamicObject,
+) -> Result<T, String> {
     match o.data.get("spec") {
         None | Some(Value::Null) => Ok(T::default()),
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| {

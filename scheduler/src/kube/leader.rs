@@ -88,7 +88,9 @@ async fn try_acquire(
     let ours = holder == o.identity;
     let expired = holder.is_empty()
         || t.duration_since(observed_at)
-            >= Duration::from_secs(u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or(15));
+            >= Duration::from_secs(
+                u64::try_from(spec.lease_duration_seconds.unwrap_or(secs)).unwrap_or(15),
+            );
     if !ours && !expired {
         return Ok(false);
     }
@@ -120,7 +122,8 @@ pub fn spawn(
         let mut observed = None;
         let mut last_renew: Option<Instant> = None;
         loop {
-            let r = tokio::time::timeout(o.retry_period, try_acquire(&api, &o, &mut observed)).await;
+            let r =
+                tokio::time::timeout(o.retry_period, try_acquire(&api, &o, &mut observed)).await;
             let held = match r {
                 Ok(Ok(h)) => h,
                 Ok(Err(e)) => {

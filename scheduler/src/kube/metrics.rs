@@ -139,7 +139,11 @@ impl Metrics {
             "Objects ignored because they could not be parsed",
             m.invalid_objects.clone(),
         );
-        registry.register("leader", "1 when this replica is the leader", m.leader.clone());
+        registry.register(
+            "leader",
+            "1 when this replica is the leader",
+            m.leader.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -161,7 +165,10 @@ impl Metrics {
 
     /// Sets the pending gauges from `[active, backoff, unschedulable, in flight]`.
     pub fn set_pending(&self, c: [usize; 4]) {
-        for (q, n) in ["active", "backoff", "unschedulable", "binding"].iter().zip(c) {
+        for (q, n) in ["active", "backoff", "unschedulable", "binding"]
+            .iter()
+            .zip(c)
+        {
             self.pending
                 .get_or_create(&QueueLabel { queue: What(q) })
                 .set(n as i64);
@@ -220,9 +227,16 @@ mod tests {
         m.attempt("scheduled");
         m.bind_error("conflict");
         m.set_pending([1, 2, 3, 4]);
-        m.watch_errors.get_or_create(&ResourceLabel { resource: What("pods") }).inc();
+        m.watch_errors
+            .get_or_create(&ResourceLabel {
+                resource: What("pods"),
+            })
+            .inc();
         let s = m.encode();
-        assert!(s.contains("corral_scheduler_schedule_attempts_total{result=\"scheduled\"} 1"), "{s}");
+        assert!(
+            s.contains("corral_scheduler_schedule_attempts_total{result=\"scheduled\"} 1"),
+            "{s}"
+        );
         assert!(s.contains("corral_scheduler_bind_errors_total{result=\"conflict\"} 1"));
         assert!(s.contains("corral_scheduler_pending_pods{queue=\"unschedulable\"} 3"));
         assert!(s.contains("corral_scheduler_watch_errors_total{resource=\"pods\"} 1"));

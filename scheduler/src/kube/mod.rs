@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
 use crate::framework::Framework;
@@ -172,7 +172,9 @@ where
                 Err(e) => {
                     metrics
                         .watch_errors
-                        .get_or_create(&metrics::ResourceLabel { resource: metrics::What(what) })
+                        .get_or_create(&metrics::ResourceLabel {
+                            resource: metrics::What(what),
+                        })
                         .inc();
                     tracing::warn!("{what} watch: {e}");
                 }
@@ -239,7 +241,12 @@ pub fn start_with_hooks(
         runtime: tokio::runtime::Handle::current(),
     };
     if let Some(lo) = opts.leader.clone() {
-        tasks.push(leader::spawn(client.clone(), lo, leader.clone(), tx.clone()));
+        tasks.push(leader::spawn(
+            client.clone(),
+            lo,
+            leader.clone(),
+            tx.clone(),
+        ));
     }
     let binder = Binder::spawn(
         client.clone(),
@@ -251,7 +258,10 @@ pub fn start_with_hooks(
     );
     let component = frameworks[0].scheduler_name.clone();
     let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
-    let names: HashSet<String> = frameworks.iter().map(|f| f.scheduler_name.clone()).collect();
+    let names: HashSet<String> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.clone())
+        .collect();
     let sched = Scheduler::new(
         frameworks,
         Snapshot::new(),
@@ -369,7 +379,11 @@ impl Loop {
                 }
                 self.handle(m);
                 n += 1;
-                next = if n < 100_000 { rx.try_recv().ok() } else { None };
+                next = if n < 100_000 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
             }
             let now = Instant::now();
             self.queue.tick(now);
@@ -582,7 +596,10 @@ impl Loop {
             }
             Event::InitDone => {
                 if let Some(seen) = self.relist[2].take() {
-                    self.sched.snapshot.namespaces.retain(|k, _| seen.contains(k));
+                    self.sched
+                        .snapshot
+                        .namespaces
+                        .retain(|k, _| seen.contains(k));
                 }
                 self.synced[2] = true;
             }
@@ -681,7 +698,9 @@ impl Loop {
                 self.metrics.bind_error(err.label());
                 // Forget the assumption unless the API already showed the pod bound.
                 let api_bound = self.pods.get(&o.key).is_some_and(|t| t.node.is_some());
-                if !api_bound && self.sched.snapshot.pod_node(&o.key).map(|n| &**n) == Some(&*o.node) {
+                if !api_bound
+                    && self.sched.snapshot.pod_node(&o.key).map(|n| &**n) == Some(&*o.node)
+                {
                     self.sched.snapshot.remove_pod(&o.key);
                 }
                 if api_bound {

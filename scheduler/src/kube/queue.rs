@@ -202,7 +202,8 @@ impl Queue {
         }
         let mut flush = Vec::new();
         for (k, e) in &self.entries {
-            if e.state == State::Unschedulable && now.duration_since(e.parked_at) >= UNSCHEDULABLE_FLUSH
+            if e.state == State::Unschedulable
+                && now.duration_since(e.parked_at) >= UNSCHEDULABLE_FLUSH
             {
                 flush.push(k.clone());
             }

@@ -73,9 +73,21 @@ pub const RESOURCES: &[ResourceType] = &[
         false,
     ),
     rt("coordination.k8s.io", "v1", "leases", "Lease", true),
-    rt("scheduling.volcano.sh", "v1beta1", "podgroups", "PodGroup", true),
+    rt(
+        "scheduling.volcano.sh",
+        "v1beta1",
+        "podgroups",
+        "PodGroup",
+        true,
+    ),
     rt("scheduling.volcano.sh", "v1beta1", "queues", "Queue", false),
-    rt("scheduling.x-k8s.io", "v1alpha1", "podgroups", "PodGroup", true),
+    rt(
+        "scheduling.x-k8s.io",
+        "v1alpha1",
+        "podgroups",
+        "PodGroup",
+        true,
+    ),
     rt(
         "topology.node.k8s.io",
         "v1alpha2",
@@ -293,12 +305,21 @@ impl TestApiServer {
 
     /// Successful bindings per pod key (`ns/name`).
     pub fn bindings(&self) -> HashMap<String, u32> {
-        self.shared.store.lock().expect("store lock").bindings.clone()
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .bindings
+            .clone()
     }
 
     /// Binding attempts answered with 409.
     pub fn binding_conflicts(&self) -> u64 {
-        self.shared.store.lock().expect("store lock").binding_conflicts
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .binding_conflicts
     }
 
     /// Requests served so far.
@@ -414,7 +435,14 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
 
 type Fail = (u16, String);
 
-fn emit(shared: &Shared, st: &mut Store, res: usize, ns: Option<&str>, kind: &'static str, obj: &Value) {
+fn emit(
+    shared: &Shared,
+    st: &mut Store,
+    res: usize,
+    ns: Option<&str>,
+    kind: &'static str,
+    obj: &Value,
+) {
     let ev = WatchEvent {
         res,
         namespace: ns.map(str::to_string),
@@ -456,10 +484,7 @@ fn create(
     let k = key(ns, &name);
     let exists = st.objects[res].contains_key(&k);
     if exists && !upsert {
-        return Err((
-            409,
-            format!("{} \"{name}\" already exists", rt.plural),
-        ));
+        return Err((409, format!("{} \"{name}\" already exists", rt.plural)));
     }
     st.rv += 1;
     let rv = st.rv;
@@ -503,7 +528,10 @@ fn replace(
 ) -> Result<Value, Fail> {
     let k = key(ns, name);
     let Some(old) = st.objects[res].get(&k) else {
-        return Err((404, format!("{} \"{name}\" not found", RESOURCES[res].plural)));
+        return Err((
+            404,
+            format!("{} \"{name}\" not found", RESOURCES[res].plural),
+        ));
     };
     if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
         && !rv.is_empty()
@@ -681,7 +709,10 @@ async fn handle(
         );
     }
     let Some(r) = route(&path) else {
-        return error(404, format!("the server could not find the requested resource ({path})"));
+        return error(
+            404,
+            format!("the server could not find the requested resource ({path})"),
+        );
     };
     let rt = RESOURCES[r.res];
     let ns = r.ns.as_deref();
@@ -691,9 +722,7 @@ async fn handle(
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) => {
-            let watch = q
-                .get("watch")
-                .is_some_and(|w| w == "1" || w == "true");
+            let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
             if watch {
                 return watch_stream(shared, r.res, r.ns, &q).await;
             }
@@ -735,7 +764,9 @@ async fn handle(
                 Err((c, m)) => error(c, m),
             }
         }
-        (&Method::POST, Some(name), Some("binding")) if rt.plural == "pods" && rt.group.is_empty() => {
+        (&Method::POST, Some(name), Some("binding"))
+            if rt.plural == "pods" && rt.group.is_empty() =>
+        {
             let b = match body_json() {
                 Ok(o) => o,
                 Err(e) => return e,
