@@ -716,9 +716,9 @@ async fn handle(
     };
     let rt = RESOURCES[r.res];
     let ns = r.ns.as_deref();
-    let body_json = || -> Result<Value, Response> {
+    let body_json = || -> Result<Value, Box<Response>> {
         serde_json::from_slice::<Value>(&body)
-            .map_err(|e| error(400, format!("invalid JSON body: {e}")))
+            .map_err(|e| Box::new(error(400, format!("invalid JSON body: {e}"))))
     };
     match (&method, r.name.as_deref(), r.sub.as_deref()) {
         (&Method::GET, None, None) => {
@@ -753,7 +753,7 @@ async fn handle(
         (&Method::POST, None, None) => {
             let obj = match body_json() {
                 Ok(o) => o,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
             if rt.namespaced && ns.is_none() {
                 return error(405, "create requires a namespace");
@@ -769,7 +769,7 @@ async fn handle(
         {
             let b = match body_json() {
                 Ok(o) => o,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
             let Some(target) = b["target"]["name"].as_str().filter(|s| !s.is_empty()) else {
                 return error(422, "Binding.target.name: Required value");
@@ -800,7 +800,7 @@ async fn handle(
         (&Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let obj = match body_json() {
                 Ok(o) => o,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
             let mut st = shared.store.lock().expect("store lock");
             match replace(&shared, &mut st, r.res, ns, name, obj, sub.is_some()) {
@@ -811,7 +811,7 @@ async fn handle(
         (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let patch = match body_json() {
                 Ok(o) => o,
-                Err(e) => return e,
+                Err(e) => return *e,
             };
             let ct = headers
                 .get("content-type")
