@@ -588,3 +588,164 @@ async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
     axum::serve(listener, router(ext)).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILTER_NODES: &str = include_str!("../tests/fixtures/extender/filter_nodes.json");
+    const FILTER_NAMES: &str = include_str!("../tests/fixtures/extender/filter_nodenames.json");
+    const PRIORITIZE: &str = include_str!("../tests/fixtures/extender/prioritize.json");
+    const BIND: &str = include_str!("../tests/fixtures/extender/bind.json");
+    const PREEMPT_META: &str = include_str!("../tests/fixtures/extender/preempt_meta.json");
+    const PREEMPT_VICTIMS: &str = include_str!("../tests/fixtures/extender/preempt_victims.json");
+
+    fn ext() -> Extender {
+        Extender::new(
+            crate::config::default_frameworks()
+                .into_iter()
+                .next()
+                .expect("profile"),
+        )
+    }
+
+    #[test]
+    fn filter_with_node_objects_returns_node_list_and_reasons() {
+        let e = ext();
+        let args: ExtenderArgs = parse(FILTER_NODES.as_bytes(), "ExtenderArgs").expect("args");
+        let r = e.filter(args);
+        assert_eq!(r.error, "");
+        let v = serde_json::to_value(&r).expect("json");
+        let names: Vec<&str> = v["nodes"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["big"]);
+        assert!(v.get("nodenames").is_none());
+        // The request exceeds the node's allocatable: preemption cannot help.
+        assert_eq!(
+            v["failedAndUnresolvableNodes"]["small"], "Insufficient cpu",
+            "{v}"
+        );
+        assert_eq!(
+            v["failedAndUnresolvableNodes"]["batch"],
+            "node(s) didn't match Pod's node affinity/selector"
+        );
+    }
+
+    #[test]
+    fn filter_node_cache_capable_uses_cache() {
+        let e = ext();
+        {
+            let mut c = e.cache.write().expect("cache");
+            c.upsert_node(crate::testutil::node("small").cpu("2").info());
+            let running = crate::testutil::pod("running").cpu("1").node_name("small");
+            c.add_pod(Arc::new(running.info()), "small");
+            c.upsert_node(crate::testutil::node("big").cpu("8").info());
+        }
+        let args: ExtenderArgs = parse(FILTER_NAMES.as_bytes(), "ExtenderArgs").expect("args");
+        let v = serde_json::to_value(e.filter(args)).expect("json");
+        assert_eq!(v["nodenames"], serde_json::json!(["big"]));
+        assert!(v.get("nodes").is_none());
+        // Occupied by a cached pod: preemption could help.
+        assert_eq!(v["failedNodes"]["small"], "Insufficient cpu", "{v}");
+        assert!(
+            v["failedAndUnresolvableNodes"]["unknown"]
+                .as_str()
+                .is_some_and(|m| m.contains("not found"))
+        );
+    }
+
+    #[test]
+    fn prioritize_scores_are_within_zero_to_ten() {
+        let e = ext();
+        let args: ExtenderArgs = parse(PRIORITIZE.as_bytes(), "ExtenderArgs").expect("args");
+        let r = e.prioritize(args).expect("scores");
+        assert_eq!(r.len(), 2);
+        for h in &r {
+            assert!((0..=MAX_EXTENDER_PRIORITY).contains(&h.score), "{h:?}");
+        }
+        let score = |n: &str| r.iter().find(|h| h.host == n).map(|h| h.score);
+        assert!(score("empty") > score("tight"), "{r:?}");
+        let v = serde_json::to_value(&r).expect("json");
+        assert!(v[0].get("host").is_some() && v[0].get("score").is_some());
+    }
+
+    #[test]
+    fn bind_args_parse_and_need_a_client() {
+        let a: ExtenderBindingArgs = parse(BIND.as_bytes(), "ExtenderBindingArgs").expect("args");
+        assert_eq!((a.podname.as_str(), a.node.as_str()), ("web-0", "big"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let r = rt.block_on(ext().bind(a));
+        assert!(r.error.contains("kubeconfig"), "{r:?}");
+    }
+
+    #[test]
+    fn preempt_returns_meta_victims() {
+        let e = ext();
+        let a: ExtenderPreemptionArgs =
+            parse(PREEMPT_META.as_bytes(), "ExtenderPreemptionArgs").expect("args");
+        let v = serde_json::to_value(e.preempt(a).expect("result")).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"nodeNameToMetaVictims": {"big": {
+                "pods": [{"uid": "victim-1"}, {"uid": "victim-2"}], "numPDBViolations": 1}}})
+        );
+        let a: ExtenderPreemptionArgs =
+            parse(PREEMPT_VICTIMS.as_bytes(), "ExtenderPreemptionArgs").expect("args");
+        let v = serde_json::to_value(e.preempt(a).expect("result")).expect("json");
+        assert_eq!(
+            v["nodeNameToMetaVictims"]["small"]["pods"][0]["uid"],
+            "victim-3"
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        for (body, want) in [
+            ("{", "invalid JSON"),
+            ("[]", "expected a JSON object"),
+            (r#"{"Pod": 5}"#, "ExtenderArgs"),
+        ] {
+            let e = parse::<ExtenderArgs>(body.as_bytes(), "ExtenderArgs").expect_err(body);
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let r = ext().filter(ExtenderArgs {
+            pod: None,
+            nodes: None,
+            nodenames: Some(vec![]),
+        });
+        assert_eq!(r.error, "pod: required");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn http_malformed_json_answers_400_with_error_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router(Arc::new(ext()));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let body = "{not json";
+        let req = format!(
+            "POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(
+            out.contains("\"error\":\"ExtenderArgs: invalid JSON"),
+            "{out}"
+        );
+    }
+}
