@@ -21,11 +21,14 @@ struct Cli {
 enum Command {
     /// Write Kubernetes manifests (Nodes, Pods, Namespaces, PriorityClasses) for a synthetic cluster.
     Cluster(cluster::Args),
+    /// Create pods at a rate against an API server; report creation→bind latency.
+    K8s(corral_loadgen::k8s::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Cluster(args) => cluster::run(&args),
+        Command::K8s(args) => corral_loadgen::k8s::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,7 +60,9 @@ mod tests {
             "/tmp/x",
         ])
         .expect("valid arguments");
-        let Command::Cluster(args) = cli.command;
+        let Command::Cluster(args) = cli.command else {
+            panic!("expected the cluster subcommand");
+        };
         assert_eq!(args.nodes, 10);
         assert_eq!(args.pods, 20);
         assert_eq!(args.running, 0);

@@ -379,3 +379,47 @@ async fn throttled_binds_are_retried_after_backoff() {
     assert_bound_at_most_once(&server);
     h.stop();
 }
+
+fn loadgen_args(pods: u64, gang: u32) -> corral_loadgen::k8s::Args {
+    corral_loadgen::k8s::Args {
+        kubeconfig: None,
+        pods,
+        rate: 2000.0,
+        gang_size: gang,
+        nodes: 10,
+        fake_nodes: true,
+        namespace: "default".into(),
+        scheduler_name: "corral".into(),
+        prefix: "lg".into(),
+        concurrency: 32,
+        timeout_seconds: 30,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_k8s_measures_creation_to_bind_latency() {
+    let server = TestApiServer::start().await.expect("server");
+    server.insert(namespace("default")).expect("ns");
+    let h = start_sched(&server, RunOptions::default()).await;
+    let c = client(&server).await;
+    let r = corral_loadgen::k8s::run_with_client(c, &loadgen_args(200, 4))
+        .await
+        .expect("loadgen");
+    assert_eq!(r.created, 200);
+    assert_eq!(r.bound, 200, "{r:?}");
+    assert!(!r.timed_out);
+    assert!(r.creation_to_bind_ms.p99 >= r.creation_to_bind_ms.p50);
+    assert!(r.bound_per_second > 0.0);
+    assert_eq!(server.list("", "nodes").len(), 10);
+    // Gang members carry both group markers; one PodGroup per gang.
+    assert_eq!(server.list("scheduling.volcano.sh", "podgroups").len(), 50);
+    let p = server
+        .get("", "pods", Some("default"), "lg-5")
+        .expect("pod");
+    assert_eq!(
+        p["metadata"]["annotations"]["scheduling.k8s.io/group-name"],
+        "lg-gang-1"
+    );
+    assert_bound_at_most_once(&server);
+    h.stop();
+}
