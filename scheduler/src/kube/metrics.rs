@@ -46,6 +46,7 @@ pub struct Metrics {
     pub attempts: Family<ResultLabel, Counter>,
     pub e2e_latency: Histogram,
     pub algorithm_latency: Histogram,
+    pub algorithm_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     pub bind_latency: Histogram,
     pub pending: Family<QueueLabel, Gauge>,
     pub binds: Counter,
@@ -72,6 +73,7 @@ impl Metrics {
             attempts: Family::default(),
             e2e_latency: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             algorithm_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            algorithm_seconds: Counter::default(),
             bind_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
             pending: Family::default(),
             binds: Counter::default(),
@@ -97,6 +99,11 @@ impl Metrics {
             "scheduling_algorithm_duration_seconds",
             "Filter+score+commit time per pod (batch time / batch size)",
             m.algorithm_latency.clone(),
+        );
+        registry.register(
+            "scheduling_algorithm_seconds",
+            "Total time spent in filter+score+commit",
+            m.algorithm_seconds.clone(),
         );
         registry.register(
             "binding_duration_seconds",

@@ -624,9 +624,11 @@ impl Loop {
         let t0 = Instant::now();
         let batch: Vec<PodInfo> = pods.iter().map(|p| (**p).clone()).collect();
         let report = self.sched.schedule_all(batch);
+        let secs = t0.elapsed().as_secs_f64();
+        self.metrics.algorithm_seconds.inc_by(secs);
         self.metrics
             .algorithm_latency
-            .observe(t0.elapsed().as_secs_f64() / pods.len() as f64);
+            .observe(secs / pods.len() as f64);
         let now = Instant::now();
         for pl in report.placements {
             self.metrics.attempt("scheduled");
