@@ -288,6 +288,7 @@ pub fn start_with_hooks(
         in_flight: 0,
         last_report: HashMap::new(),
         crd_batch: batch,
+        node_buf: Vec::new(),
     };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
@@ -330,6 +331,8 @@ struct Loop {
     /// Last failure report per pod (event aggregation window).
     last_report: HashMap<String, (Instant, Duration, u32)>,
     crd_batch: crds::Batch,
+    /// Nodes of a list in progress.
+    node_buf: Vec<Node>,
 }
 
 fn pod_key(p: &Pod) -> String {
@@ -526,14 +529,31 @@ impl Loop {
 
     fn on_node_event(&mut self, ev: Event<Node>) {
         match ev {
-            Event::Init => self.relist[1] = Some(HashSet::new()),
+            Event::Init => {
+                self.relist[1] = Some(HashSet::new());
+                self.node_buf.clear();
+            }
             Event::InitApply(n) => {
                 if let (Some(s), Some(name)) = (self.relist[1].as_mut(), n.metadata.name.clone()) {
                     s.insert(name);
                 }
-                self.apply_node(n);
+                // Buffered: applied with one reordering at InitDone.
+                self.node_buf.push(n);
             }
             Event::InitDone => {
+                let buf = std::mem::take(&mut self.node_buf);
+                let mut infos = Vec::with_capacity(buf.len());
+                for n in buf {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    match NodeInfo::new(n) {
+                        Ok(i) => infos.push(i),
+                        Err(e) => {
+                            tracing::warn!("node {name}: {e}");
+                            self.metrics.invalid_objects.inc();
+                        }
+                    }
+                }
+                self.sched.snapshot.upsert_nodes(infos);
                 if let Some(seen) = self.relist[1].take() {
                     let gone: Vec<String> = self
                         .sched
@@ -551,8 +571,9 @@ impl Loop {
                 self.queue.on_cluster_event();
             }
             Event::Apply(n) => {
-                self.apply_node(n);
-                self.queue.on_cluster_event();
+                if self.apply_node(n) {
+                    self.queue.on_cluster_event();
+                }
             }
             Event::Delete(n) => {
                 if let Some(name) = n.metadata.name.as_deref() {
@@ -562,19 +583,33 @@ impl Loop {
         }
     }
 
-    fn apply_node(&mut self, n: Node) {
+    /// Applies a node; returns whether something scheduling-relevant changed
+    /// (new node, allocatable, labels, taints, unschedulable) — status heartbeats do
+    /// not re-queue unschedulable pods.
+    fn apply_node(&mut self, n: Node) -> bool {
         let name = n.metadata.name.clone().unwrap_or_default();
-        if let Some(old) = self.sched.snapshot.node(&name)
+        let old = self.sched.snapshot.node(&name).cloned();
+        if let Some(old) = &old
             && old.node.metadata.resource_version == n.metadata.resource_version
             && n.metadata.resource_version.is_some()
         {
-            return;
+            return false;
         }
         match NodeInfo::new(n) {
-            Ok(info) => self.sched.snapshot.upsert_node(info),
+            Ok(info) => {
+                let relevant = old.is_none_or(|o| {
+                    o.allocatable != info.allocatable
+                        || o.labels != info.labels
+                        || o.taints != info.taints
+                        || o.unschedulable != info.unschedulable
+                });
+                self.sched.snapshot.upsert_node(info);
+                relevant
+            }
             Err(e) => {
                 tracing::warn!("node {name}: {e}");
                 self.metrics.invalid_objects.inc();
+                false
             }
         }
     }

@@ -286,8 +286,10 @@ async fn failed_scheduling_events_are_aggregated() {
     .await;
     // Node events re-queue the pod repeatedly; each retry fails again.
     for i in 0..20 {
+        // Allocatable changes are relevant cluster events.
+        let cpu = if i % 4 < 2 { "8" } else { "9" };
         server
-            .insert(node(&format!("n{}", i % 2), "8"))
+            .insert(node(&format!("n{}", i % 2), cpu))
             .expect("node");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -421,5 +423,33 @@ async fn loadgen_k8s_measures_creation_to_bind_latency() {
         "lg-gang-1"
     );
     assert_bound_at_most_once(&server);
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_profiles_and_foreign_pods() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    let cfg = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: corral\n- schedulerName: corral-b\n";
+    let fws = corral_scheduler::config::KubeSchedulerConfiguration::from_yaml(cfg, "test")
+        .expect("config")
+        .build()
+        .expect("profiles");
+    let mut a = pod("a", "100m", None);
+    let mut b = pod("b", "100m", None);
+    let mut other = pod("other", "100m", None);
+    a["spec"]["schedulerName"] = json!("corral");
+    b["spec"]["schedulerName"] = json!("corral-b");
+    other["spec"]["schedulerName"] = json!("default-scheduler");
+    server.insert_all([a, b, other]).expect("pods");
+    let h = start(client(&server).await, fws, RunOptions::default()).expect("start");
+    wait_for("a and b bound", Duration::from_secs(10), || {
+        let b = server.bindings();
+        b.contains_key("default/a") && b.contains_key("default/b")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.bindings().contains_key("default/other"), "not ours");
+    assert!(server.list("", "events").is_empty());
     h.stop();
 }
