@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use corral_loadgen::cluster;
 
+mod net;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -23,12 +25,15 @@ enum Command {
     Cluster(cluster::Args),
     /// Create pods at a rate against an API server; report creation→bind latency.
     K8s(corral_loadgen::k8s::Args),
+    /// Network traffic generator/receiver (TCP bulk, UDP at a rate, request/response RTT).
+    Net(net::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Cluster(args) => cluster::run(&args),
         Command::K8s(args) => corral_loadgen::k8s::run(&args),
+        Command::Net(args) => net::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

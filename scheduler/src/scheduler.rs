@@ -134,6 +134,10 @@ pub struct Stats {
     pub decision_latency_us: Latency,
     pub batches: u64,
     pub conflicts: u64,
+    /// Wall time spent evaluating batches (parallel phase).
+    pub evaluate_ms: f64,
+    /// Wall time spent committing decisions (sequential phase).
+    pub commit_ms: f64,
 }
 
 /// Result of a run.
@@ -217,6 +221,15 @@ impl Diagnosis {
             .iter()
             .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
     }
+}
+
+/// splitmix64 finalizer.
+#[inline]
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
@@ -305,23 +318,75 @@ fn find_feasible(
     Ok((feasible, n, diag))
 }
 
-/// Shared per-batch work for pods of one equivalence class: PreFilter once, each
-/// node's Filter result and node-local scores at most once.
+/// Shared work for pods of one equivalence class: PreFilter once per batch, each
+/// node's Filter result and node-local raw scores at most once. When no cross-node
+/// Filter (InterPodAffinity, PodTopologySpread, ...) applies to the class, the cache
+/// survives across batches: only cells of nodes changed since (by generation) are
+/// recomputed.
 struct ClassCache {
     pre: Result<(CycleState, PreFilterOutcome), Status>,
-    filter: Vec<OnceLock<Status>>,
+    /// Per node: (node generation when computed, Filter result).
+    filter: Vec<OnceLock<(u64, Status)>>,
     scores: LocalScoreCache,
+    nodes_version: u64,
 }
 
 impl ClassCache {
-    fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+    fn pre_filter(
+        fw: &Framework,
+        snap: &Snapshot,
+        pod: &PodInfo,
+    ) -> Result<(CycleState, PreFilterOutcome), Status> {
         let mut state = CycleState::new();
-        let pre = fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p));
+        fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p))
+    }
+
+    fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
         ClassCache {
-            pre,
+            pre: Self::pre_filter(fw, snap, pod),
             filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
             scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            nodes_version: snap.nodes_version(),
         }
+    }
+
+    /// True when Filter results of this class depend only on each node's own state.
+    fn node_local(fw: &Framework, pre: &Result<(CycleState, PreFilterOutcome), Status>) -> bool {
+        match pre {
+            Ok((st, _)) => fw.cross_node_filter_mask() & !st.filter_skip_mask == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// Reuses the cache for a new batch when possible, else rebuilds it.
+    fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        let pre = Self::pre_filter(fw, snap, pod);
+        let same_mask = match (&pre, &self.pre) {
+            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask == b.filter_skip_mask,
+            _ => false,
+        };
+        if !same_mask
+            || !Self::node_local(fw, &pre)
+            || !Self::node_local(fw, &self.pre)
+            || self.nodes_version != snap.nodes_version()
+        {
+            return ClassCache {
+                pre,
+                filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+                scores: LocalScoreCache::new(fw, snap.num_nodes()),
+                nodes_version: snap.nodes_version(),
+            };
+        }
+        let mut c = self;
+        c.pre = pre;
+        let nodes = snap.nodes();
+        for (i, cell) in c.filter.iter_mut().enumerate() {
+            if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
+                cell.take();
+            }
+        }
+        c.scores.invalidate_stale(snap);
+        c
     }
 }
 
@@ -408,7 +473,14 @@ fn evaluate(
     let nodes = snap.nodes();
     let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
     let cached = |idx: usize| match cache {
-        Some(c) => c.filter[idx].get_or_init(|| direct(idx)).clone(),
+        Some(c) => {
+            let (g, st) = c.filter[idx].get_or_init(|| (nodes[idx].generation, direct(idx)));
+            if *g == nodes[idx].generation {
+                st.clone()
+            } else {
+                direct(idx)
+            }
+        }
         None => direct(idx),
     };
     let (feasible, processed, mut diag) =
@@ -477,6 +549,8 @@ fn evaluate(
             };
         }
     };
+    // Random tie order among equal totals: one draw per pod, hashed per node.
+    let tie: u64 = rng.random();
     let mut cands: Vec<(Candidate, u64)> = feasible
         .iter()
         .enumerate()
@@ -492,7 +566,7 @@ fn evaluate(
                     }
                 }
             }
-            (Candidate { node, total, local }, rng.random::<u64>())
+            (Candidate { node, total, local }, mix64(tie ^ node as u64))
         })
         .collect();
     let cmp =
@@ -590,6 +664,10 @@ pub struct Scheduler {
     /// Per node: the batch epoch in which it last received a pod.
     touched: Vec<u64>,
     epoch: u64,
+    eval_time: Duration,
+    commit_time: Duration,
+    /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
+    class_caches: HashMap<(u64, usize), ClassCache>,
 }
 
 struct Failed {
@@ -608,6 +686,9 @@ impl Scheduler {
             next_start: 0,
             touched: Vec::new(),
             epoch: 0,
+            eval_time: Duration::ZERO,
+            commit_time: Duration::ZERO,
+            class_caches: HashMap::new(),
         }
     }
 
@@ -715,6 +796,8 @@ impl Scheduler {
                 .unwrap_or_default(),
             batches,
             conflicts,
+            evaluate_ms: self.eval_time.as_secs_f64() * 1000.0,
+            commit_ms: self.commit_time.as_secs_f64() * 1000.0,
         };
         report
     }
@@ -758,10 +841,21 @@ impl Scheduler {
             .filter(|(_, v)| v.len() > 1)
             .map(|(k, v)| (*k, v[0]))
             .collect();
+        let mut previous = std::mem::take(&mut self.class_caches);
+        let snap = &self.snapshot;
+        let fws = &self.frameworks;
         let caches: HashMap<(u64, usize), ClassCache> = shared
-            .into_par_iter()
-            .map(|(key, j)| (key, ClassCache::new(&fws[key.1], snap, &batch[j].pod)))
+            .into_iter()
+            .map(|(key, j)| {
+                let pod = &batch[j].pod;
+                let c = match previous.remove(&key) {
+                    Some(c) => c.refresh(&fws[key.1], snap, pod),
+                    None => ClassCache::new(&fws[key.1], snap, pod),
+                };
+                (key, c)
+            })
             .collect();
+        drop(previous);
         // Evaluation: parallel across pods (and across nodes for small batches).
         let evals: Vec<(usize, Evaluation)> = batch
             .par_iter()
@@ -795,6 +889,8 @@ impl Scheduler {
             })
             .collect();
         drop(caches);
+        let commit_start = Instant::now();
+        self.eval_time += commit_start - batch_start;
         let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
         self.next_start = (start + processed) % n;
         self.epoch += 1;
@@ -873,6 +969,7 @@ impl Scheduler {
                 }
             }
         }
+        self.commit_time += commit_start.elapsed();
         requeue
     }
 }

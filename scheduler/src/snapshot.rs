@@ -363,7 +363,8 @@ pub struct NodeInfo {
     pub used_ports: Vec<HostPort>,
     /// Images present on the node: normalized name → size in bytes.
     pub images: HashMap<String, i64>,
-    /// Bumped on every change.
+    /// Stamp of the last change; unique across the snapshot (the snapshot's
+    /// generation at that change), so caches can detect any modification.
     pub generation: u64,
 }
 
@@ -488,6 +489,8 @@ pub struct Snapshot {
     /// Pods bound to nodes not (yet) in the snapshot, by node name.
     orphans: BTreeMap<String, Vec<Arc<PodInfo>>>,
     generation: u64,
+    /// Bumped when the node set or order changes (indices may move).
+    nodes_version: u64,
 }
 
 impl Snapshot {
@@ -540,6 +543,11 @@ impl Snapshot {
 
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Version of the node set/order: node indices are stable while it is unchanged.
+    pub fn nodes_version(&self) -> u64 {
+        self.nodes_version
     }
 
     fn rebuild_order(&mut self) {
@@ -625,6 +633,7 @@ impl Snapshot {
     /// rebuilt. New nodes are indexed at the end until then.
     fn upsert_node_deferred(&mut self, mut info: NodeInfo) -> bool {
         self.generation += 1;
+        self.nodes_version += 1;
         let name = info.name.clone();
         if let Some(&i) = self.index.get(&name) {
             let old = self.nodes[i].clone();
@@ -638,6 +647,7 @@ impl Snapshot {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
             let zone_changed = old.zone_key() != info.zone_key();
+            info.generation = self.generation;
             self.nodes[i] = Arc::new(info);
             return zone_changed;
         }
@@ -647,6 +657,7 @@ impl Snapshot {
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
+        info.generation = self.generation;
         self.nodes.push(Arc::new(info));
         self.index.insert(name, self.nodes.len() - 1);
         true
@@ -671,12 +682,14 @@ impl Snapshot {
                 continue;
             }
             self.generation += 1;
+            self.nodes_version += 1;
             for p in self.orphans.remove(&*info.name).unwrap_or_default() {
                 info.add_pod(p);
             }
             for img in info.images.keys() {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
+            info.generation = self.generation;
             self.index.insert(info.name.clone(), self.nodes.len());
             self.nodes.push(Arc::new(info));
             added = true;
@@ -693,6 +706,7 @@ impl Snapshot {
             return false;
         };
         self.generation += 1;
+        self.nodes_version += 1;
         let n = self.nodes.remove(i);
         for img in n.images.keys() {
             self.dec_image(img);
@@ -713,7 +727,9 @@ impl Snapshot {
         self.pod_nodes.insert(pod.key.clone(), Arc::from(node));
         match self.index.get(node).copied() {
             Some(i) => {
-                Arc::make_mut(&mut self.nodes[i]).add_pod(pod);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                n.add_pod(pod);
+                n.generation = self.generation;
                 self.update_lists_for(i);
             }
             None => self.orphans.entry(node.to_string()).or_default().push(pod),
@@ -726,7 +742,9 @@ impl Snapshot {
         self.generation += 1;
         match self.index.get(&node).copied() {
             Some(i) => {
-                let p = Arc::make_mut(&mut self.nodes[i]).remove_pod(key);
+                let n = Arc::make_mut(&mut self.nodes[i]);
+                let p = n.remove_pod(key);
+                n.generation = self.generation;
                 self.update_lists_for(i);
                 p
             }
@@ -762,7 +780,12 @@ mod tests {
             a.upsert_node(node(n, z, "4"));
         }
         b.upsert_nodes(nodes.iter().map(|(n, z)| node(n, z, "4")));
-        let names = |s: &Snapshot| s.nodes().iter().map(|n| n.name.to_string()).collect::<Vec<_>>();
+        let names = |s: &Snapshot| {
+            s.nodes()
+                .iter()
+                .map(|n| n.name.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&a), names(&b));
         assert_eq!(b.num_nodes(), 3);
         for n in ["n1", "n2", "n3"] {

@@ -11,7 +11,8 @@ use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 /// of pods: `cells[slot * num_nodes + node]`.
 pub struct LocalScoreCache {
     slots: Vec<Option<usize>>,
-    cells: Vec<std::sync::OnceLock<Result<i64, Status>>>,
+    /// (node generation when computed, raw score).
+    cells: Vec<std::sync::OnceLock<(u64, Result<i64, Status>)>>,
     num_nodes: usize,
 }
 
@@ -44,8 +45,25 @@ impl LocalScoreCache {
     }
 
     #[inline]
-    fn cell(&self, slot: usize, node: usize) -> &std::sync::OnceLock<Result<i64, Status>> {
+    fn cell(&self, slot: usize, node: usize) -> &std::sync::OnceLock<(u64, Result<i64, Status>)> {
         &self.cells[slot * self.num_nodes + node]
+    }
+
+    /// Drops cached scores of nodes changed since they were computed.
+    pub fn invalidate_stale(&mut self, snap: &Snapshot) {
+        let nodes = snap.nodes();
+        if self.num_nodes != nodes.len() {
+            for c in &mut self.cells {
+                c.take();
+            }
+            return;
+        }
+        for (k, c) in self.cells.iter_mut().enumerate() {
+            let node = k % self.num_nodes;
+            if c.get().is_some_and(|(g, _)| *g != nodes[node].generation) {
+                c.take();
+            }
+        }
     }
 }
 
@@ -238,13 +256,20 @@ impl Framework {
             match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
                 Some((c, slot)) => {
                     for &i in nodes {
-                        let s = c
-                            .cell(slot, i)
-                            .get_or_init(|| {
-                                p.score(state, pod, &all[i], snap)
-                                    .map_err(|st| st.with_plugin(p.name()))
-                            })
-                            .clone()?;
+                        let node = &all[i];
+                        let (g, r) = c.cell(slot, i).get_or_init(|| {
+                            (
+                                node.generation,
+                                p.score(state, pod, node, snap)
+                                    .map_err(|st| st.with_plugin(p.name())),
+                            )
+                        });
+                        let s = if *g == node.generation {
+                            r.clone()?
+                        } else {
+                            p.score(state, pod, node, snap)
+                                .map_err(|st| st.with_plugin(p.name()))?
+                        };
                         scores.push(NodeScore { node: i, score: s });
                     }
                 }

@@ -1669,9 +1669,7 @@ mod tests {
     #[test]
     fn hostname_anti_affinity_over_5000_nodes() {
         let mut s = Snapshot::new();
-        for i in 0..5000 {
-            s.upsert_node(node(&format!("n{i}")).zone(&format!("z{}", i % 3)).info());
-        }
+        s.add_nodes((0..5000).map(|i| node(&format!("n{i}")).zone(&format!("z{}", i % 3)).info()));
         let anti = req_anti(vec![term(json!({"app": "web"}), HOST)]);
         for i in 0..2500 {
             let p = pod(&format!("w{i}"))

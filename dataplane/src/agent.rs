@@ -1,0 +1,536 @@
+//! corral-agent core: endpoint registry, policy reconcile, the unix socket
+//! API. State that must survive a restart lives in pinned maps (kernel
+//! state) and in `<state-dir>/endpoints.json` (the registry, for policy).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tracing::{info, warn};
+
+use crate::abi::{
+    DIR_EGRESS, DIR_INGRESS, EP_DSCP, EndpointCfg, Limit, MAX_RATE_BYTES_PER_SEC, NUM_CLASSES,
+    NodeCfg,
+};
+use crate::api::{
+    ANN_EGRESS_BW, ANN_INGRESS_BW, ANN_TRAFFIC_CLASS, EndpointSpec, EndpointStatus, LimitSpec,
+    Request, Response, parse_bandwidth,
+};
+use crate::datapath::{self, AttachMode, Datapath};
+use crate::policy::{self, Inputs, LocalEndpoint, PodInfo, source};
+
+pub const CLASSES: [&str; NUM_CLASSES] = ["critical", "standard", "bulk"];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub manifests: Option<PathBuf>,
+    pub attach: AttachMode,
+    /// per-node aggregate budget per direction, bits/s (0 = none)
+    pub uplink_bps: u64,
+    /// minimum share per class in permille of the uplink
+    pub min_share_permille: [u16; NUM_CLASSES],
+    /// DSCP per class when marking is enabled
+    pub dscp: Option<[u8; NUM_CLASSES]>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Registered {
+    spec: EndpointSpec,
+    ifindex: u32,
+}
+
+pub struct Agent {
+    cfg: Config,
+    dp: Datapath,
+    endpoints: BTreeMap<String, Registered>,
+    manifests: source::Manifests,
+    fingerprint: source::Fingerprint,
+    policy_errors: Vec<String>,
+    policy_flags: BTreeMap<u32, u32>,
+}
+
+/// Default bucket depth: 300 ms of rate, at least 128 KiB. On low-RTT
+/// veths a policed TCP flow loses whole windows and recovers by RTO
+/// (min 200 ms); a bucket shorter than that starves it (measured: 20 ms of
+/// burst gives ~10 % of the rate, 200 ms ~92-96 %, 300 ms 99-103 %).
+pub fn default_burst(rate_bytes: u64) -> u64 {
+    (rate_bytes.saturating_mul(3) / 10).max(128 * 1024)
+}
+
+fn limit(spec: &Option<LimitSpec>, ann: Option<&String>, field: &str) -> Result<Limit> {
+    let (bps, burst) = match (spec, ann) {
+        (Some(l), _) => (l.rate_bps, l.burst_bytes),
+        (None, Some(a)) => (
+            parse_bandwidth(a).with_context(|| format!("annotation {field}"))?,
+            None,
+        ),
+        (None, None) => return Ok(Limit::default()),
+    };
+    if bps == 0 {
+        return Ok(Limit::default());
+    }
+    let rate = bps.div_ceil(8);
+    if rate > MAX_RATE_BYTES_PER_SEC {
+        bail!("{field}: rate {bps} bit/s above the supported maximum");
+    }
+    let burst = burst.unwrap_or_else(|| default_burst(rate));
+    if burst < 1500 {
+        bail!("{field}: burst {burst} bytes is smaller than one packet");
+    }
+    Ok(Limit {
+        rate_bytes_per_sec: rate,
+        burst_bytes: burst,
+    })
+}
+
+pub fn class_of(spec: &EndpointSpec) -> Result<u8> {
+    let name = spec
+        .class
+        .clone()
+        .or_else(|| spec.annotations.get(ANN_TRAFFIC_CLASS).cloned());
+    if let Some(n) = name {
+        return CLASSES
+            .iter()
+            .position(|c| *c == n)
+            .map(|i| i as u8)
+            .with_context(|| {
+                format!(
+                    "pod {}/{}: traffic class {n:?} is not critical, standard or bulk",
+                    spec.namespace, spec.name
+                )
+            });
+    }
+    Ok(match spec.qos_class.as_deref() {
+        Some("Guaranteed") => 0,
+        Some("BestEffort") => 2,
+        _ => 1,
+    })
+}
+
+fn validate(spec: &EndpointSpec) -> Result<()> {
+    if spec.namespace.is_empty() || spec.name.is_empty() {
+        bail!(
+            "endpoint {:?}: namespace and name are required",
+            spec.ifname
+        );
+    }
+    datapath::ifindex(&spec.ifname)
+        .with_context(|| format!("pod {}/{}: field ifname", spec.namespace, spec.name))?;
+    Ok(())
+}
+
+impl Agent {
+    pub fn new(cfg: Config) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.state_dir)
+            .with_context(|| format!("creating state dir {}", cfg.state_dir.display()))?;
+        let mut dp = Datapath::open(&cfg.pin_dir, cfg.attach)?;
+        let mut node = [NodeCfg::default(); 2];
+        if cfg.uplink_bps > 0 {
+            let rate = cfg.uplink_bps.div_ceil(8);
+            for n in node.iter_mut() {
+                n.rate_bytes_per_sec = rate;
+                n.burst_bytes = default_burst(rate);
+                n.min_share_permille = cfg.min_share_permille;
+                // strict priority: lower classes may not use the top part
+                // of the shared bucket
+                n.reserve_permille = [0, 300, 600];
+                n.dscp = cfg.dscp.unwrap_or_default();
+            }
+        }
+        dp.set_node_cfg(&node)?;
+        let mut agent = Agent {
+            cfg,
+            dp,
+            endpoints: BTreeMap::new(),
+            manifests: Default::default(),
+            fingerprint: Vec::new(),
+            policy_errors: Vec::new(),
+            policy_flags: BTreeMap::new(),
+        };
+        agent.restore()?;
+        Ok(agent)
+    }
+
+    fn state_file(&self) -> PathBuf {
+        self.cfg.state_dir.join("endpoints.json")
+    }
+
+    fn save(&self) -> Result<()> {
+        let tmp = self.state_file().with_extension("json.tmp");
+        let v: Vec<&Registered> = self.endpoints.values().collect();
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)?;
+        std::fs::rename(&tmp, self.state_file())?;
+        Ok(())
+    }
+
+    /// Re-adopts endpoints from the state file: replaces programs in the
+    /// pinned links and rewrites config; buckets/counters/conntrack stay.
+    fn restore(&mut self) -> Result<()> {
+        let f = self.state_file();
+        if !f.exists() {
+            return Ok(());
+        }
+        let regs: Vec<Registered> = serde_json::from_slice(&std::fs::read(&f)?)
+            .with_context(|| format!("parsing {}", f.display()))?;
+        for r in regs {
+            match datapath::ifindex(&r.spec.ifname) {
+                Ok(idx) if idx == r.ifindex => {
+                    self.endpoints.insert(r.spec.ifname.clone(), r);
+                }
+                _ => {
+                    warn!(ifname = %r.spec.ifname, "registered interface gone, dropping endpoint");
+                    let _ = self.dp.detach(&r.spec.ifname, r.ifindex);
+                    let _ = self.dp.remove_endpoint(r.ifindex);
+                }
+            }
+        }
+        self.reload_manifests(true);
+        // policy maps and flags first, then programs
+        let names: Vec<String> = self.endpoints.keys().cloned().collect();
+        self.apply_policy()?;
+        for n in names {
+            let r = self.endpoints[&n].clone();
+            let adopted = self.dp.attach(&r.spec.ifname)?;
+            info!(ifname = %n, adopted, "endpoint restored");
+        }
+        self.save()?;
+        Ok(())
+    }
+
+    fn endpoint_cfg(&self, r: &Registered, id: u32) -> Result<EndpointCfg> {
+        let s = &r.spec;
+        let class = class_of(s)?;
+        let mut c = EndpointCfg {
+            endpoint_id: id,
+            class_id: class,
+            flags: self.policy_flags.get(&r.ifindex).copied().unwrap_or(0),
+            ..Default::default()
+        };
+        c.limits[DIR_INGRESS as usize] = limit(
+            &s.ingress,
+            s.annotations.get(ANN_INGRESS_BW),
+            &format!("pod {}/{} ingress", s.namespace, s.name),
+        )?;
+        c.limits[DIR_EGRESS as usize] = limit(
+            &s.egress,
+            s.annotations.get(ANN_EGRESS_BW),
+            &format!("pod {}/{} egress", s.namespace, s.name),
+        )?;
+        if let Some(d) = self.cfg.dscp {
+            c.flags |= EP_DSCP;
+            c.dscp = d[class as usize];
+        }
+        Ok(c)
+    }
+
+    fn write_endpoint(&mut self, ifname: &str) -> Result<()> {
+        let r = self.endpoints[ifname].clone();
+        let id = self.endpoints.keys().position(|k| k == ifname).unwrap_or(0) as u32 + 1;
+        let c = self.endpoint_cfg(&r, id)?;
+        self.dp.set_endpoint(r.ifindex, &c)
+    }
+
+    pub fn register(&mut self, spec: EndpointSpec, update: bool) -> Result<String> {
+        validate(&spec)?;
+        let ifindex = datapath::ifindex(&spec.ifname)?;
+        let prev = self.endpoints.get(&spec.ifname).map(|r| r.ifindex);
+        if update && prev.is_none() {
+            bail!("endpoint {:?} is not registered", spec.ifname);
+        }
+        // same name, new interface (pod re-created without a deregister):
+        // drop the stale attachment and state, then attach as new
+        if let Some(old) = prev
+            && old != ifindex
+        {
+            info!(ifname = %spec.ifname, old, new = ifindex, "interface re-created");
+            let _ = self.dp.detach(&spec.ifname, old);
+            let _ = self.dp.remove_endpoint(old);
+            self.endpoints.remove(&spec.ifname);
+        }
+        let exists = self.endpoints.contains_key(&spec.ifname);
+        let r = Registered {
+            spec: spec.clone(),
+            ifindex,
+        };
+        // validate limits/class before touching anything
+        self.endpoint_cfg(&r, 0)?;
+        let old = self.endpoints.insert(spec.ifname.clone(), r);
+        // policy (and flags) before attaching, so enforcement starts
+        // with the first packet
+        if let Err(e) = self.apply_policy() {
+            match old {
+                Some(o) => self.endpoints.insert(spec.ifname.clone(), o),
+                None => self.endpoints.remove(&spec.ifname),
+            };
+            return Err(e);
+        }
+        if !exists && let Err(e) = self.dp.attach(&spec.ifname) {
+            self.endpoints.remove(&spec.ifname);
+            let _ = self.dp.remove_endpoint(ifindex);
+            let _ = self.apply_policy();
+            return Err(e);
+        }
+        self.save()?;
+        info!(ifname = %spec.ifname, pod = %format!("{}/{}", spec.namespace, spec.name), update, "endpoint registered");
+        Ok(format!(
+            "endpoint {} (ifindex {ifindex}) registered",
+            spec.ifname
+        ))
+    }
+
+    pub fn deregister(&mut self, ifname: &str) -> Result<String> {
+        let r = self
+            .endpoints
+            .remove(ifname)
+            .with_context(|| format!("endpoint {ifname:?} is not registered"))?;
+        self.dp.detach(ifname, r.ifindex)?;
+        self.dp.remove_endpoint(r.ifindex)?;
+        self.apply_policy()?;
+        self.save()?;
+        info!(ifname, "endpoint deregistered");
+        Ok(format!("endpoint {ifname} deregistered"))
+    }
+
+    /// Re-reads the manifest dir (if changed or forced).
+    pub fn reload_manifests(&mut self, force: bool) -> bool {
+        let Some(dir) = self.cfg.manifests.clone() else {
+            return false;
+        };
+        let fp = source::fingerprint(&dir);
+        if !force && fp == self.fingerprint {
+            return false;
+        }
+        self.fingerprint = fp;
+        self.manifests = source::load_dir(&dir);
+        for e in &self.manifests.errors {
+            warn!(error = %e, "manifest skipped");
+        }
+        true
+    }
+
+    /// Compiles policy and writes it with no enforcement gap: new entries,
+    /// then endpoint flags, then removal of stale entries.
+    pub fn apply_policy(&mut self) -> Result<()> {
+        let inputs = Inputs {
+            endpoints: self
+                .endpoints
+                .values()
+                .map(|r| LocalEndpoint {
+                    ifindex: r.ifindex,
+                    pod: PodInfo {
+                        namespace: r.spec.namespace.clone(),
+                        name: r.spec.name.clone(),
+                        labels: r.spec.labels.clone(),
+                        ips: r.spec.ips.clone(),
+                        ports: r.spec.ports.clone(),
+                    },
+                })
+                .collect(),
+            pods: self.manifests.pods.clone(),
+            namespaces: self.manifests.namespaces.clone(),
+            policies: self.manifests.policies.clone(),
+        };
+        let compiled = policy::compile(&inputs);
+        for e in &compiled.errors {
+            warn!(error = %e, "policy problem");
+        }
+        self.dp.upsert_policy(&compiled.entries)?;
+        self.policy_flags = compiled.flags.clone();
+        let names: Vec<String> = self.endpoints.keys().cloned().collect();
+        for n in names {
+            self.write_endpoint(&n)?;
+        }
+        self.dp.remove_stale_policy(&compiled.entries)?;
+        let mut errs = self.manifests.errors.clone();
+        errs.extend(compiled.errors);
+        self.policy_errors = errs;
+        Ok(())
+    }
+
+    pub fn list(&mut self) -> Result<Response> {
+        let mut eps = Vec::new();
+        let regs: Vec<Registered> = self.endpoints.values().cloned().collect();
+        for r in regs {
+            let flags = self.policy_flags.get(&r.ifindex).copied().unwrap_or(0);
+            eps.push(EndpointStatus {
+                class: CLASSES[class_of(&r.spec).unwrap_or(1) as usize].to_string(),
+                policy_ingress: flags & crate::abi::EP_POLICY_INGRESS != 0,
+                policy_egress: flags & crate::abi::EP_POLICY_EGRESS != 0,
+                ingress: self.dp.counters(r.ifindex, DIR_INGRESS)?.into(),
+                egress: self.dp.counters(r.ifindex, DIR_EGRESS)?.into(),
+                ifindex: r.ifindex,
+                spec: r.spec,
+            });
+        }
+        Ok(Response::Endpoints {
+            endpoints: eps,
+            attach_mode: format!("{:?}", self.dp.mode()).to_lowercase(),
+            policy_entries: self.dp.policy_entries()?,
+            policy_errors: self.policy_errors.clone(),
+        })
+    }
+
+    pub fn handle(&mut self, req: Request) -> Response {
+        let r = match req {
+            Request::Register { endpoint } => self.register(endpoint, false).map(ok),
+            Request::Update { endpoint } => self.register(endpoint, true).map(ok),
+            Request::Deregister { ifname } => self.deregister(&ifname).map(ok),
+            Request::List => self.list(),
+            Request::Reconcile => {
+                self.reload_manifests(true);
+                self.apply_policy()
+                    .map(|_| ok(format!("{} policy problems", self.policy_errors.len())))
+            }
+        };
+        r.unwrap_or_else(|e| Response::Error {
+            message: format!("{e:#}"),
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.cfg.socket
+    }
+
+    /// Counters of all endpoints, for /metrics.
+    pub fn snapshot(&mut self) -> Vec<EndpointStatus> {
+        match self.list() {
+            Ok(Response::Endpoints { endpoints, .. }) => endpoints,
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn ok(message: String) -> Response {
+    Response::Ok { message }
+}
+
+/// Serves the API until the process ends.
+pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
+    let path = agent
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .socket()
+        .to_path_buf();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    // root-only socket
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    info!(socket = %path.display(), "API listening");
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let resp = match serde_json::from_str::<Request>(&line) {
+                    Err(e) => Response::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                    Ok(req) => {
+                        let a = agent.clone();
+                        tokio::task::spawn_blocking(move || match a.lock() {
+                            Ok(mut g) => g.handle(req),
+                            Err(_) => Response::Error {
+                                message: "agent state poisoned".into(),
+                            },
+                        })
+                        .await
+                        .unwrap_or_else(|e| Response::Error {
+                            message: format!("internal error: {e}"),
+                        })
+                    }
+                };
+                let mut out = serde_json::to_vec(&resp).unwrap_or_default();
+                out.push(b'\n');
+                if w.write_all(&out).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Polls the manifest dir and re-applies policy when it changed.
+pub async fn watch_manifests(agent: Arc<Mutex<Agent>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let a = agent.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut g) = a.lock()
+                && g.reload_manifests(false)
+                && let Err(e) = g.apply_policy()
+            {
+                warn!(error = %format!("{e:#}"), "applying policy");
+            }
+        })
+        .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_from_spec_and_annotations() {
+        let ann = "10M".to_string();
+        let l = limit(&None, Some(&ann), "pod x/a ingress").unwrap();
+        assert_eq!(l.rate_bytes_per_sec, 1_250_000);
+        assert_eq!(l.burst_bytes, 375_000, "300 ms of rate");
+        let spec = Some(LimitSpec {
+            rate_bps: 1_000_000,
+            burst_bytes: Some(4000),
+        });
+        // the explicit field wins over the annotation
+        let l = limit(&spec, Some(&ann), "f").unwrap();
+        assert_eq!((l.rate_bytes_per_sec, l.burst_bytes), (125_000, 4000));
+        assert_eq!(limit(&None, None, "f").unwrap(), Limit::default());
+        let e = limit(&None, Some(&"fast".to_string()), "pod x/a egress").unwrap_err();
+        assert!(format!("{e:#}").contains("pod x/a egress"), "{e:#}");
+        let tiny = Some(LimitSpec {
+            rate_bps: 1_000_000,
+            burst_bytes: Some(100),
+        });
+        assert!(limit(&tiny, None, "f").is_err());
+        let huge = Some(LimitSpec {
+            rate_bps: u64::MAX,
+            burst_bytes: None,
+        });
+        assert!(limit(&huge, None, "f").is_err());
+        assert_eq!(default_burst(1000), 128 * 1024);
+    }
+
+    #[test]
+    fn class_precedence() {
+        let mut s = EndpointSpec {
+            namespace: "x".into(),
+            name: "a".into(),
+            ..Default::default()
+        };
+        assert_eq!(class_of(&s).unwrap(), 1, "default standard");
+        s.qos_class = Some("BestEffort".into());
+        assert_eq!(class_of(&s).unwrap(), 2);
+        s.annotations
+            .insert(ANN_TRAFFIC_CLASS.into(), "critical".into());
+        assert_eq!(class_of(&s).unwrap(), 0, "annotation beats QoS");
+        s.class = Some("bulk".into());
+        assert_eq!(class_of(&s).unwrap(), 2, "field beats annotation");
+        s.class = Some("gold".into());
+        let e = class_of(&s).unwrap_err().to_string();
+        assert!(e.contains("x/a") && e.contains("gold"), "{e}");
+    }
+}

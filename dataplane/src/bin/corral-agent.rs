@@ -1,0 +1,216 @@
+//! corral-agent: loads and attaches the Corral eBPF data plane and serves
+//! the local endpoint API. `corral-agent status` queries a running agent.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use corral_dataplane::agent::{self, Agent, CLASSES, Config};
+use corral_dataplane::api::{self, Request, Response, parse_bandwidth};
+use corral_dataplane::datapath::{AttachMode, DEFAULT_PIN_DIR};
+
+#[derive(Parser)]
+#[command(name = "corral-agent", about = "Corral eBPF data plane agent")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct RunArgs {
+    /// API socket (root-only)
+    #[arg(long, default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// bpffs directory for pinned maps and links
+    #[arg(long, default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// directory for the endpoint registry
+    #[arg(long, default_value = "/run/corral")]
+    state_dir: PathBuf,
+    /// static directory of NetworkPolicy/Pod/Namespace manifests
+    #[arg(long)]
+    manifests: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "auto")]
+    attach: AttachMode,
+    /// per-node aggregate budget per direction, e.g. 1G (bits/s)
+    #[arg(long)]
+    uplink_rate: Option<String>,
+    /// minimum shares of critical,standard,bulk in percent of the uplink
+    #[arg(long, default_value = "50,20,5")]
+    min_shares: String,
+    /// mark DSCP per class (critical,standard,bulk), e.g. 46,0,8
+    #[arg(long)]
+    dscp: Option<String>,
+    /// address for Prometheus /metrics, e.g. 127.0.0.1:9465
+    #[arg(long)]
+    metrics_addr: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// run the agent (default)
+    Run,
+    /// list endpoints with counters from a running agent
+    Status {
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+    },
+    /// send one raw JSON API request (e.g. '{"op":"list"}') and print the
+    /// JSON response; exits non-zero when the agent reports an error
+    Call {
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        request: String,
+    },
+}
+
+fn triple<T: std::str::FromStr>(s: &str, what: &str) -> Result<[T; 3]> {
+    let v: Vec<T> = s
+        .split(',')
+        .map(|x| x.trim().parse::<T>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("{what}: {s:?} is not three numbers"))?;
+    match <[T; 3]>::try_from(v) {
+        Ok(a) => Ok(a),
+        Err(_) => bail!(
+            "{what}: {s:?} needs exactly 3 values ({})",
+            CLASSES.join(",")
+        ),
+    }
+}
+
+fn status(socket: &std::path::Path, output: &str) -> Result<()> {
+    let resp = api::call_ok(socket, &Request::List)?;
+    if output == "json" {
+        println!("{}", serde_json::to_string_pretty(&resp)?);
+        return Ok(());
+    }
+    let Response::Endpoints {
+        endpoints,
+        attach_mode,
+        policy_entries,
+        policy_errors,
+    } = resp
+    else {
+        bail!("unexpected agent response");
+    };
+    println!(
+        "attach: {attach_mode}  policy entries: {policy_entries}  policy problems: {}",
+        policy_errors.len()
+    );
+    for e in &policy_errors {
+        println!("  ! {e}");
+    }
+    println!(
+        "{:<28} {:<14} {:<9} {:<4} {:>12} {:>14} {:>9} {:>9} {:>9}",
+        "POD", "IFACE", "CLASS", "POL", "DIR", "BYTES", "DROP_POL", "DROP_RATE", "DROP_CLS"
+    );
+    for e in endpoints {
+        let pol = format!(
+            "{}{}",
+            if e.policy_ingress { "I" } else { "-" },
+            if e.policy_egress { "E" } else { "-" }
+        );
+        for (d, c) in [("ingress", &e.ingress), ("egress", &e.egress)] {
+            println!(
+                "{:<28} {:<14} {:<9} {:<4} {:>12} {:>14} {:>9} {:>9} {:>9}",
+                format!("{}/{}", e.spec.namespace, e.spec.name),
+                e.spec.ifname,
+                e.class,
+                pol,
+                d,
+                c.bytes,
+                c.drop_policy,
+                c.drop_rate,
+                c.drop_class
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Some(Cmd::Status { socket, output }) => status(&socket, &output),
+        Some(Cmd::Call { socket, request }) => {
+            let req: Request = serde_json::from_str(&request)
+                .map_err(|e| anyhow::anyhow!("request is not a valid API request: {e}"))?;
+            let resp = api::call(&socket, &req)?;
+            println!("{}", serde_json::to_string(&resp)?);
+            if let Response::Error { message } = resp {
+                bail!("agent: {message}");
+            }
+            Ok(())
+        }
+        None | Some(Cmd::Run) => run(cli.run),
+    }
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let shares: [u16; 3] = triple(&a.min_shares, "--min-shares")?;
+    if shares.iter().map(|s| u32::from(*s)).sum::<u32>() > 100 {
+        bail!("--min-shares: sum above 100 %");
+    }
+    let dscp = a
+        .dscp
+        .as_deref()
+        .map(|s| triple::<u8>(s, "--dscp"))
+        .transpose()?;
+    if dscp.is_some_and(|d| d.iter().any(|x| *x > 63)) {
+        bail!("--dscp: values must be 0-63");
+    }
+    let cfg = Config {
+        pin_dir: a.pin_dir,
+        state_dir: a.state_dir,
+        socket: a.socket,
+        manifests: a.manifests,
+        attach: a.attach,
+        uplink_bps: a
+            .uplink_rate
+            .as_deref()
+            .map(parse_bandwidth)
+            .transpose()?
+            .unwrap_or(0),
+        min_share_permille: shares.map(|s| s * 10),
+        dscp,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let metrics_addr = a.metrics_addr.clone();
+        let agent = Arc::new(Mutex::new(
+            tokio::task::spawn_blocking(move || Agent::new(cfg)).await??,
+        ));
+        tokio::spawn(agent::watch_manifests(agent.clone()));
+        if let Some(addr) = metrics_addr {
+            let a2 = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = corral_dataplane::metrics::serve(a2, addr).await {
+                    tracing::error!(error = %e, "metrics server");
+                }
+            });
+        }
+        tokio::select! {
+            r = agent::serve(agent.clone()) => r,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted; pinned state stays enforced");
+                Ok(())
+            }
+        }
+    })
+}

@@ -1,0 +1,445 @@
+//! Loading, attaching and pinning the eBPF programs, and typed access to
+//! their maps. This is the only module that talks to the kernel's BPF API.
+//!
+//! Layout under the pin directory (default /sys/fs/bpf/corral):
+//! - `maps/<map name>`: every map, pinned by name; a restarted agent
+//!   re-opens them, so buckets, counters, conntrack and policy survive.
+//! - `links/<ifindex>_<in|out>`: TCX links. A restarted agent atomically
+//!   replaces the program inside the existing link (no window without a
+//!   program). In netlink (clsact) mode filters use a fixed priority/handle
+//!   and an existing filter is left in place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap};
+use aya::programs::links::{FdLink, Link as _, PinnedLink};
+use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
+use aya::{Ebpf, EbpfLoader};
+use tracing::{debug, info, warn};
+
+use crate::abi::{
+    self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
+    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue,
+};
+
+/// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
+const BPF_NOEXIST: u64 = 1;
+const BPF_ANY: u64 = 0;
+const NL_PRIORITY: u16 = 0xc0;
+const NL_HANDLE_MINOR: u16 = 0xc0;
+
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
+const MAPS: [&str; 7] = [
+    "corral_endpoints",
+    "corral_ep_buckets",
+    "corral_counters",
+    "corral_node_cfg",
+    "corral_class_buckets",
+    "corral_policy",
+    "corral_ct",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// TCX on kernels >= 6.6, clsact via netlink otherwise.
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+pub struct Datapath {
+    bpf: Ebpf,
+    pin_dir: PathBuf,
+    mode: AttachMode,
+}
+
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = rel
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u32>().ok());
+    let (ma, mi) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (ma, mi) >= (major, minor)
+}
+
+/// Mounts bpffs at /sys/fs/bpf if `dir` lives there and it is not mounted.
+pub fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let root = Path::new("/sys/fs/bpf");
+    if !dir.starts_with(root) {
+        return Ok(());
+    }
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let mounted = rustix::fs::statfs(root)
+        .map(|s| s.f_type == BPF_FS_MAGIC)
+        .unwrap_or(false);
+    if !mounted {
+        info!("mounting bpffs at /sys/fs/bpf");
+        rustix::mount::mount(
+            "bpf",
+            "/sys/fs/bpf",
+            "bpf",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .context("mounting bpffs at /sys/fs/bpf")?;
+    }
+    Ok(())
+}
+
+pub fn ifindex(ifname: &str) -> Result<u32> {
+    if ifname.is_empty() || ifname.contains('/') || ifname.len() > 15 {
+        bail!("invalid interface name {ifname:?}");
+    }
+    // ioctl in the agent's network namespace (not /sys/class/net, which
+    // shows the namespace sysfs was mounted in)
+    use rustix::net::{AddressFamily, SocketType, netdevice, socket};
+    let sock = socket(AddressFamily::INET, SocketType::DGRAM, None)
+        .context("socket for interface lookup")?;
+    netdevice::name_to_index(&sock, ifname)
+        .with_context(|| format!("interface {ifname:?} not found"))
+}
+
+fn map_err(name: &str) -> anyhow::Error {
+    anyhow!("eBPF object has no map {name}")
+}
+
+impl Datapath {
+    /// Loads the programs, creating or re-opening the pinned maps.
+    pub fn open(pin_dir: &Path, mode: AttachMode) -> Result<Self> {
+        ensure_bpffs(pin_dir)?;
+        let maps_dir = pin_dir.join("maps");
+        std::fs::create_dir_all(&maps_dir)
+            .with_context(|| format!("creating {}", maps_dir.display()))?;
+        std::fs::create_dir_all(pin_dir.join("links"))
+            .with_context(|| format!("creating {}/links", pin_dir.display()))?;
+        let adopted = MAPS.iter().filter(|m| maps_dir.join(m).exists()).count();
+        let mut bpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(abi::BPF_OBJECT)
+            .context("loading eBPF object (needs root and CONFIG_BPF)")?;
+        for name in ["corral_from_pod", "corral_to_pod"] {
+            let prog: &mut SchedClassifier = bpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {name}"))?;
+        }
+        let mode = match mode {
+            AttachMode::Auto if kernel_at_least(6, 6) => AttachMode::Tcx,
+            AttachMode::Auto => AttachMode::Netlink,
+            m => m,
+        };
+        info!(pin_dir = %pin_dir.display(), ?mode, adopted_maps = adopted, "eBPF programs loaded");
+        Ok(Self {
+            bpf,
+            pin_dir: pin_dir.to_path_buf(),
+            mode,
+        })
+    }
+
+    pub fn mode(&self) -> AttachMode {
+        self.mode
+    }
+
+    fn link_pin(&self, ifindex: u32, dir: u32) -> PathBuf {
+        let d = if dir == DIR_EGRESS { "in" } else { "out" };
+        self.pin_dir.join("links").join(format!("{ifindex}_{d}"))
+    }
+
+    /// Attaches both programs to the host side interface `ifname`.
+    /// Returns true when an existing attachment was adopted.
+    pub fn attach(&mut self, ifname: &str) -> Result<bool> {
+        let idx = ifindex(ifname)?;
+        let mut adopted = false;
+        // host ingress = traffic from the pod = pod egress
+        for (prog_name, at, dir) in [
+            ("corral_from_pod", TcAttachType::Ingress, DIR_EGRESS),
+            ("corral_to_pod", TcAttachType::Egress, DIR_INGRESS),
+        ] {
+            let pin = self.link_pin(idx, dir);
+            let mode = self.mode;
+            let prog: &mut SchedClassifier = self
+                .bpf
+                .program_mut(prog_name)
+                .ok_or_else(|| map_err(prog_name))?
+                .try_into()?;
+            match mode {
+                AttachMode::Tcx | AttachMode::Auto => {
+                    if pin.exists() {
+                        match Self::replace_in_link(prog, &pin) {
+                            Ok(()) => {
+                                adopted = true;
+                                debug!(ifname, prog_name, "replaced program in pinned TCX link");
+                                continue;
+                            }
+                            Err(e) => {
+                                warn!(ifname, error = %e, "stale pinned link, re-attaching");
+                                let _ = std::fs::remove_file(&pin);
+                            }
+                        }
+                    }
+                    let id = prog
+                        .attach_with_options(
+                            ifname,
+                            at,
+                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                        )
+                        .with_context(|| format!("TCX attach {prog_name} to {ifname}"))?;
+                    let link = prog.take_link(id)?;
+                    let fd: FdLink = link.try_into()?;
+                    fd.pin(&pin)
+                        .with_context(|| format!("pinning link {}", pin.display()))?;
+                }
+                AttachMode::Netlink => {
+                    if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname) {
+                        debug!(ifname, error = %e, "clsact add (probably exists)");
+                    }
+                    let opts = NlOptions {
+                        priority: NL_PRIORITY,
+                        handle: TcHandle::new(0, NL_HANDLE_MINOR),
+                        ..Default::default()
+                    };
+                    match prog.attach_with_options(ifname, at, TcAttachOptions::Netlink(opts)) {
+                        Ok(id) => {
+                            // keep the filter when the agent exits
+                            let link = prog.take_link(id)?;
+                            std::mem::forget(link);
+                        }
+                        Err(e)
+                            if format!("{e:?}").contains("EEXIST")
+                                || e.to_string().contains("exists") =>
+                        {
+                            adopted = true;
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!("netlink attach {prog_name} to {ifname}")
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(adopted)
+    }
+
+    fn replace_in_link(prog: &mut SchedClassifier, pin: &Path) -> Result<()> {
+        let pinned = PinnedLink::from_pin(pin)?;
+        let fd: FdLink = pinned.into();
+        let link = SchedClassifierLink::try_from(fd)?;
+        let id = prog.attach_to_link(link)?;
+        // the pin keeps the link alive; dropping our fd must not detach it
+        let link = prog.take_link(id)?;
+        drop(link);
+        Ok(())
+    }
+
+    /// Detaches from `ifname`/`ifindex` (the interface may already be gone).
+    pub fn detach(&mut self, ifname: &str, idx: u32) -> Result<()> {
+        for (at, dir) in [
+            (TcAttachType::Ingress, DIR_EGRESS),
+            (TcAttachType::Egress, DIR_INGRESS),
+        ] {
+            let pin = self.link_pin(idx, dir);
+            if pin.exists() {
+                match PinnedLink::from_pin(&pin) {
+                    Ok(p) => {
+                        // unpin; dropping the last fd destroys the link
+                        drop(p.unpin());
+                    }
+                    Err(_) => {
+                        let _ = std::fs::remove_file(&pin);
+                    }
+                }
+            } else if self.mode == AttachMode::Netlink && ifindex(ifname).is_ok() {
+                let link = SchedClassifierLink::attached(
+                    ifname,
+                    at,
+                    NL_PRIORITY,
+                    TcHandle::new(0, NL_HANDLE_MINOR),
+                    None,
+                )?;
+                if let Err(e) = link.detach() {
+                    debug!(ifname, error = %e, "netlink detach");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hash<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &str,
+    ) -> Result<HashMap<&mut MapData, K, V>> {
+        let m = self.bpf.map_mut(name).ok_or_else(|| map_err(name))?;
+        Ok(HashMap::try_from(m)?)
+    }
+
+    /// Installs the endpoint config; creates (never resets) its buckets and
+    /// counters.
+    pub fn set_endpoint(&mut self, idx: u32, cfg: &EndpointCfg) -> Result<()> {
+        {
+            let mut buckets: HashMap<_, EpDirKey, Bucket> = self.hash("corral_ep_buckets")?;
+            for dir in [DIR_INGRESS, DIR_EGRESS] {
+                let b = Bucket {
+                    tokens: cfg.limits[dir as usize].burst_bytes as i64,
+                    ..Default::default()
+                };
+                let _ = buckets.insert(EpDirKey { ifindex: idx, dir }, b, BPF_NOEXIST);
+            }
+        }
+        {
+            let nr = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+            let m = self
+                .bpf
+                .map_mut("corral_counters")
+                .ok_or_else(|| map_err("corral_counters"))?;
+            let mut counters: PerCpuHashMap<_, EpDirKey, Counters> = PerCpuHashMap::try_from(m)?;
+            for dir in [DIR_INGRESS, DIR_EGRESS] {
+                let zero = aya::maps::PerCpuValues::try_from(vec![Counters::default(); nr])?;
+                let _ = counters.insert(EpDirKey { ifindex: idx, dir }, zero, BPF_NOEXIST);
+            }
+        }
+        let mut eps: HashMap<_, u32, EndpointCfg> = self.hash("corral_endpoints")?;
+        eps.insert(idx, cfg, BPF_ANY)
+            .with_context(|| format!("writing endpoint config for ifindex {idx}"))?;
+        Ok(())
+    }
+
+    pub fn endpoint(&mut self, idx: u32) -> Result<Option<EndpointCfg>> {
+        let eps: HashMap<_, u32, EndpointCfg> = self.hash("corral_endpoints")?;
+        Ok(eps.get(&idx, 0).ok())
+    }
+
+    pub fn endpoint_ifindexes(&mut self) -> Result<Vec<u32>> {
+        let eps: HashMap<_, u32, EndpointCfg> = self.hash("corral_endpoints")?;
+        Ok(eps.keys().filter_map(|k| k.ok()).collect())
+    }
+
+    pub fn remove_endpoint(&mut self, idx: u32) -> Result<()> {
+        {
+            let mut eps: HashMap<_, u32, EndpointCfg> = self.hash("corral_endpoints")?;
+            let _ = eps.remove(&idx);
+        }
+        {
+            let mut b: HashMap<_, EpDirKey, Bucket> = self.hash("corral_ep_buckets")?;
+            for dir in [DIR_INGRESS, DIR_EGRESS] {
+                let _ = b.remove(&EpDirKey { ifindex: idx, dir });
+            }
+        }
+        let m = self
+            .bpf
+            .map_mut("corral_counters")
+            .ok_or_else(|| map_err("corral_counters"))?;
+        let mut c: PerCpuHashMap<_, EpDirKey, Counters> = PerCpuHashMap::try_from(m)?;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            let _ = c.remove(&EpDirKey { ifindex: idx, dir });
+        }
+        Ok(())
+    }
+
+    /// Sum over CPUs of one endpoint direction's counters.
+    pub fn counters(&self, idx: u32, dir: u32) -> Result<Counters> {
+        let m = self
+            .bpf
+            .map("corral_counters")
+            .ok_or_else(|| map_err("corral_counters"))?;
+        let c: PerCpuHashMap<_, EpDirKey, Counters> = PerCpuHashMap::try_from(m)?;
+        let mut sum = Counters::default();
+        if let Ok(v) = c.get(&EpDirKey { ifindex: idx, dir }, 0) {
+            for x in v.iter() {
+                sum.add(x);
+            }
+        }
+        Ok(sum)
+    }
+
+    pub fn bucket(&mut self, idx: u32, dir: u32) -> Result<Option<Bucket>> {
+        let b: HashMap<_, EpDirKey, Bucket> = self.hash("corral_ep_buckets")?;
+        Ok(b.get(&EpDirKey { ifindex: idx, dir }, 0).ok())
+    }
+
+    /// Node aggregate budget per direction (index DIR_*).
+    pub fn set_node_cfg(&mut self, cfgs: &[NodeCfg; NUM_DIRS]) -> Result<()> {
+        {
+            let m = self
+                .bpf
+                .map_mut("corral_class_buckets")
+                .ok_or_else(|| map_err("corral_class_buckets"))?;
+            let mut buckets: Array<_, Bucket> = Array::try_from(m)?;
+            for (dir, cfg) in cfgs.iter().enumerate() {
+                for c in 0..=NUM_CLASSES {
+                    let i = (dir * (NUM_CLASSES + 1) + c) as u32;
+                    let cur = buckets.get(&i, 0)?;
+                    if cur.last_ns == 0 {
+                        let b = Bucket {
+                            tokens: cfg.burst_bytes as i64,
+                            ..Default::default()
+                        };
+                        buckets.set(i, b, 0)?;
+                    }
+                }
+            }
+        }
+        let m = self
+            .bpf
+            .map_mut("corral_node_cfg")
+            .ok_or_else(|| map_err("corral_node_cfg"))?;
+        let mut a: Array<_, NodeCfg> = Array::try_from(m)?;
+        for (dir, cfg) in cfgs.iter().enumerate() {
+            a.set(dir as u32, cfg, 0)?;
+        }
+        Ok(())
+    }
+
+    fn trie(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKeyData, PolicyValue>> {
+        let m = self
+            .bpf
+            .map_mut("corral_policy")
+            .ok_or_else(|| map_err("corral_policy"))?;
+        Ok(LpmTrie::try_from(m)?)
+    }
+
+    /// Writes every desired policy entry (first half of a gapless sync).
+    pub fn upsert_policy(&mut self, desired: &BTreeMap<PolicyKey, PolicyValue>) -> Result<()> {
+        let mut trie = self.trie()?;
+        for (k, v) in desired {
+            trie.insert(&k.to_lpm(), v, BPF_ANY)
+                .with_context(|| format!("writing policy entry {k:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes entries not in `desired` (second half of a gapless sync).
+    pub fn remove_stale_policy(
+        &mut self,
+        desired: &BTreeMap<PolicyKey, PolicyValue>,
+    ) -> Result<usize> {
+        let mut trie = self.trie()?;
+        let stale: Vec<PolicyKey> = trie
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| PolicyKey::from_lpm(&k))
+            .filter(|k| !desired.contains_key(k))
+            .collect();
+        for k in &stale {
+            let _ = trie.remove(&k.to_lpm());
+        }
+        Ok(stale.len())
+    }
+
+    pub fn policy_entries(&self) -> Result<usize> {
+        let m = self
+            .bpf
+            .map("corral_policy")
+            .ok_or_else(|| map_err("corral_policy"))?;
+        let trie: LpmTrie<_, PolicyKeyData, PolicyValue> = LpmTrie::try_from(m)?;
+        Ok(trie.keys().count())
+    }
+}

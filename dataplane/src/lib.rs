@@ -1,0 +1,9 @@
+//! Corral eBPF data plane: kernel programs (ebpf/), their loader and the
+//! `corral-agent` daemon's building blocks.
+
+pub mod abi;
+pub mod agent;
+pub mod api;
+pub mod datapath;
+pub mod metrics;
+pub mod policy;

@@ -1,0 +1,171 @@
+//! Prometheus /metrics endpoint (prometheus-client text format), built
+//! from the kernel counters at scrape time.
+
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::agent::Agent;
+use crate::api::{CounterView, EndpointStatus};
+
+type L = Vec<(String, String)>;
+
+/// Renders the metrics text for the given endpoints.
+pub fn render(eps: &[EndpointStatus]) -> String {
+    let mut reg = Registry::default();
+    let packets = Family::<L, Counter>::default();
+    let bytes = Family::<L, Counter>::default();
+    let drops = Family::<L, Counter>::default();
+    let endpoints = Gauge::<i64>::default();
+    reg.register(
+        "corral_endpoint_packets",
+        "Packets passed per pod and direction",
+        packets.clone(),
+    );
+    reg.register(
+        "corral_endpoint_bytes",
+        "Bytes passed per pod and direction",
+        bytes.clone(),
+    );
+    reg.register(
+        "corral_endpoint_drops",
+        "Packets dropped per pod, direction and reason",
+        drops.clone(),
+    );
+    reg.register(
+        "corral_endpoints",
+        "Registered endpoints",
+        endpoints.clone(),
+    );
+    let node_bytes = Family::<L, Counter>::default();
+    let node_drops = Family::<L, Counter>::default();
+    reg.register(
+        "corral_node_bytes",
+        "Bytes passed over all pods of the node per direction (rate()/uplink = link utilization)",
+        node_bytes.clone(),
+    );
+    reg.register(
+        "corral_node_drops",
+        "Packets dropped over all pods of the node per direction and reason",
+        node_drops.clone(),
+    );
+    endpoints.set(eps.len() as i64);
+    for e in eps {
+        for (dir, c) in [("ingress", &e.ingress), ("egress", &e.egress)] {
+            let base: L = vec![
+                ("namespace".into(), e.spec.namespace.clone()),
+                ("pod".into(), e.spec.name.clone()),
+                ("direction".into(), dir.into()),
+            ];
+            packets.get_or_create(&base).inc_by(c.packets);
+            bytes.get_or_create(&base).inc_by(c.bytes);
+            let nl: L = vec![("direction".into(), dir.into())];
+            node_bytes.get_or_create(&nl).inc_by(c.bytes);
+            let CounterView {
+                drop_policy,
+                drop_rate,
+                drop_class,
+                drop_malformed,
+                ..
+            } = c;
+            for (reason, v) in [
+                ("policy", drop_policy),
+                ("rate", drop_rate),
+                ("class_budget", drop_class),
+                ("malformed", drop_malformed),
+            ] {
+                let mut l = base.clone();
+                l.push(("reason".into(), reason.into()));
+                drops.get_or_create(&l).inc_by(*v);
+                let nl: L = vec![
+                    ("direction".into(), dir.into()),
+                    ("reason".into(), reason.into()),
+                ];
+                node_drops.get_or_create(&nl).inc_by(*v);
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+pub async fn serve(agent: Arc<Mutex<Agent>>, addr: String) -> Result<()> {
+    let l = TcpListener::bind(&addr).await?;
+    info!(%addr, "metrics listening");
+    loop {
+        let (mut s, _) = l.accept().await?;
+        let a = agent.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                let eps = tokio::task::spawn_blocking(move || {
+                    a.lock().map(|mut g| g.snapshot()).unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                ("200 OK", render(&eps))
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EndpointSpec;
+
+    fn ep(name: &str, bytes: u64, drop_rate: u64) -> EndpointStatus {
+        EndpointStatus {
+            spec: EndpointSpec {
+                ifname: format!("v{name}"),
+                namespace: "x".into(),
+                name: name.into(),
+                ..Default::default()
+            },
+            ifindex: 1,
+            class: "standard".into(),
+            policy_ingress: false,
+            policy_egress: false,
+            ingress: CounterView::default(),
+            egress: CounterView {
+                packets: 1,
+                bytes,
+                drop_rate,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn node_totals_sum_pods() {
+        let text = render(&[ep("a", 100, 2), ep("b", 50, 3)]);
+        assert!(
+            text.contains("corral_node_bytes_total{direction=\"egress\"} 150"),
+            "{text}"
+        );
+        assert!(
+            text.contains("corral_node_drops_total{direction=\"egress\",reason=\"rate\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("corral_endpoints 2"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

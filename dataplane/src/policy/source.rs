@@ -1,0 +1,164 @@
+//! Static policy source: a directory of Kubernetes YAML/JSON manifests
+//! (NetworkPolicy, Pod, Namespace; multi-document files allowed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use serde::Deserialize;
+
+use super::{Labels, PodInfo};
+use crate::api::NamedPort;
+
+#[derive(Clone, Debug, Default)]
+pub struct Manifests {
+    pub policies: Vec<NetworkPolicy>,
+    pub pods: Vec<PodInfo>,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub errors: Vec<String>,
+}
+
+/// Identifies the directory's content; changes when a file changes.
+pub type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
+
+fn files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+pub fn fingerprint(dir: &Path) -> Fingerprint {
+    files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let len = m.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mt = m.and_then(|m| m.modified().ok());
+            (p, len, mt)
+        })
+        .collect()
+}
+
+pub fn pod_info(pod: &Pod) -> PodInfo {
+    let mut ips: Vec<std::net::IpAddr> = Vec::new();
+    if let Some(st) = &pod.status {
+        for ip in st.pod_ips.iter().flatten() {
+            if let Ok(a) = ip.ip.parse() {
+                ips.push(a);
+            }
+        }
+        if let Some(a) = st.pod_ip.as_ref().and_then(|s| s.parse().ok())
+            && !ips.contains(&a)
+        {
+            ips.push(a);
+        }
+    }
+    let mut ports = Vec::new();
+    for c in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        for p in c.ports.iter().flatten() {
+            if let (Some(name), Ok(port)) = (&p.name, u16::try_from(p.container_port)) {
+                ports.push(NamedPort {
+                    name: name.clone(),
+                    port,
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                });
+            }
+        }
+    }
+    PodInfo {
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        ips,
+        ports,
+    }
+}
+
+#[derive(Deserialize)]
+struct Kind {
+    kind: Option<String>,
+}
+
+/// Parses one manifest text; `origin` names it in errors.
+pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = match serde_yaml_ng::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                out.errors
+                    .push(format!("{origin} document {i}: invalid YAML: {e}"));
+                break;
+            }
+        };
+        if value.is_null() {
+            continue;
+        }
+        let kind = serde_yaml_ng::from_value::<Kind>(value.clone())
+            .ok()
+            .and_then(|k| k.kind)
+            .unwrap_or_default();
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("<unnamed>")
+            .to_string();
+        let id = format!("{origin} document {i} ({kind} {name})");
+        match kind.as_str() {
+            "NetworkPolicy" => match serde_yaml_ng::from_value::<NetworkPolicy>(value) {
+                Ok(p) => out.policies.push(p),
+                Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+            },
+            "Pod" => match serde_yaml_ng::from_value::<Pod>(value) {
+                Ok(p) => out.pods.push(pod_info(&p)),
+                Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+            },
+            "Namespace" => match serde_yaml_ng::from_value::<Namespace>(value) {
+                Ok(n) => {
+                    out.namespaces.insert(
+                        n.metadata.name.clone().unwrap_or_default(),
+                        n.metadata.labels.clone().unwrap_or_default(),
+                    );
+                }
+                Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+            },
+            "" => out.errors.push(format!("{id}: no kind (skipped)")),
+            _ => {} // other kinds are not ours
+        }
+    }
+}
+
+pub fn load_dir(dir: &Path) -> Manifests {
+    let mut out = Manifests::default();
+    match files(dir) {
+        Err(e) => out
+            .errors
+            .push(format!("manifests dir {}: {e}", dir.display())),
+        Ok(fs) => {
+            for f in fs {
+                match std::fs::read_to_string(&f) {
+                    Ok(t) => parse_text(&t, &f.display().to_string(), &mut out),
+                    Err(e) => out.errors.push(format!("{}: {e}", f.display())),
+                }
+            }
+        }
+    }
+    out
+}

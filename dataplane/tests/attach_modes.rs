@@ -1,0 +1,169 @@
+//! Legacy clsact/netlink attach (kernels < 6.6, or --attach netlink) and
+//! its restart re-adoption; TCX is covered by the other tests.
+
+mod common;
+use common::*;
+use std::net::IpAddr;
+
+#[test]
+fn netlink_clsact_attach_polices_and_survives_restart() {
+    let Some(_serial) = privileged("netlink_clsact_attach_polices_and_survives_restart") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let mut agent = Agent::start(&node, &["--attach", "netlink"]);
+    let pod = &node.pods[a];
+    let mut s = pod.spec();
+    s.ingress = limit(50_000_000);
+    agent.register(s);
+    let filters = |dir: &str| {
+        let o = node.exec(&["tc", "filter", "show", "dev", &pod.host_if, dir]);
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    for dir in ["ingress", "egress"] {
+        let f = filters(dir);
+        assert!(
+            f.contains("bpf") && f.contains("direct-action"),
+            "no clsact bpf filter on {dir}: {f}"
+        );
+    }
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5601,
+        4,
+        None,
+        true,
+    );
+    assert_within("netlink mode tcp ingress 50M", m.bps, 50e6, 0.05);
+
+    agent.kill9();
+    // the filters keep enforcing while the agent is down
+    assert!(filters("egress").contains("bpf"));
+    agent.spawn();
+    for dir in ["ingress", "egress"] {
+        let f = filters(dir);
+        assert_eq!(
+            f.matches("bpf").count(),
+            f.lines().filter(|l| l.contains("bpf")).count()
+        );
+        assert_eq!(
+            f.lines().filter(|l| l.contains("direct-action")).count(),
+            1,
+            "restart must adopt, not add a second filter ({dir}): {f}"
+        );
+    }
+    assert!(
+        agent.log_text().contains("adopted=true"),
+        "{}",
+        agent.log_text()
+    );
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5602,
+        3,
+        None,
+        true,
+    );
+    assert_within("netlink mode after restart", m.bps, 50e6, 0.05);
+}
+
+#[test]
+fn deregister_detaches_and_removes_pins() {
+    let Some(_serial) = privileged("deregister_detaches_and_removes_pins") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let agent = Agent::start(&node, &[]);
+    let pod = &node.pods[a];
+    let mut s = pod.spec();
+    s.egress = limit(10_000_000);
+    agent.register(s);
+    let links = agent.pin_dir.join("links");
+    assert_eq!(std::fs::read_dir(&links).expect("links").count(), 2);
+    agent.call(&corral_dataplane::api::Request::Deregister {
+        ifname: pod.host_if.clone(),
+    });
+    assert_eq!(
+        std::fs::read_dir(&links).expect("links").count(),
+        0,
+        "link pins left"
+    );
+    assert!(agent.list().is_empty());
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5701,
+        2,
+        None,
+        false,
+    );
+    assert!(
+        m.bps > 100e6,
+        "still limited after deregister: {:.1} Mbit/s",
+        m.bps / 1e6
+    );
+    // unknown endpoint: clear error naming it
+    match corral_dataplane::api::call(
+        &agent.socket,
+        &corral_dataplane::api::Request::Deregister {
+            ifname: "nope0".into(),
+        },
+    ) {
+        Ok(corral_dataplane::api::Response::Error { message }) => {
+            assert!(message.contains("nope0"), "{message}")
+        }
+        r => panic!("expected error, got {r:?}"),
+    }
+}
+
+#[test]
+fn reregister_after_interface_recreated_attaches_new_interface() {
+    let Some(_serial) = privileged("reregister_after_interface_recreated_attaches_new_interface")
+    else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let agent = Agent::start(&node, &[]);
+    let mut s = node.pods[a].spec();
+    s.egress = limit(20_000_000);
+    agent.register(s.clone());
+    let old = agent.list()[0].ifindex;
+    // the pod's veth goes away and comes back under the same name
+    node.exec_ok(&["ip", "link", "del", &node.pods[a].host_if]);
+    node.wire(a);
+    agent.register(s);
+    let st = agent.list();
+    assert_eq!(st.len(), 1);
+    assert_ne!(st[0].ifindex, old, "new interface must be used");
+    let links: Vec<String> = std::fs::read_dir(agent.pin_dir.join("links"))
+        .expect("links")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    assert!(
+        links
+            .iter()
+            .all(|l| l.starts_with(&format!("{}_", st[0].ifindex))),
+        "stale pins: {links:?}"
+    );
+    let pod = &node.pods[a];
+    let m = iperf(
+        &pod.netns,
+        &node.netns,
+        IpAddr::V4(pod.gw4),
+        5801,
+        4,
+        None,
+        false,
+    );
+    assert_within("limit on the re-created interface", m.bps, 20e6, 0.05);
+}

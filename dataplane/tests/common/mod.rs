@@ -1,0 +1,526 @@
+//! Privileged test harness: a "node" network namespace running the real
+//! corral-agent, and "pods" = netns + veth whose host side lives in the
+//! node netns. Everything (netns, veth, bpffs pins, child processes) is
+//! removed by Drop guards, also when a test panics.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use corral_dataplane::api::{self, EndpointSpec, LimitSpec, Request, Response};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Some(guard) when the test may run; the guard serialises privileged
+/// tests (rate measurements must not share the CPUs). Not root / no eBPF:
+/// panics under CI=true, otherwise prints a skip note and returns None.
+pub fn privileged(test: &str) -> Option<std::sync::MutexGuard<'static, ()>> {
+    if privileged_ok(test) {
+        Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+    } else {
+        None
+    }
+}
+
+fn privileged_ok(test: &str) -> bool {
+    let root = rustix::process::geteuid().is_root();
+    let bpf = Path::new("/sys/fs/bpf").exists() && Path::new("/sys/kernel/btf/vmlinux").exists();
+    let tools = ["ip", "iperf3", "nsenter", "iptables", "bpftool", "tc"]
+        .iter()
+        .all(|t| Command::new(t).arg("-V").output().is_ok());
+    if root && bpf && tools {
+        return true;
+    }
+    let why = format!(
+        "{test}: needs root, bpffs/BTF, iproute2, iperf3, util-linux nsenter, iptables, bpftool (root={root} bpf={bpf} tools={tools})"
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("SKIP {why}");
+    false
+}
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
+}
+
+pub fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Pod {
+    pub netns: String,
+    pub host_if: String,
+    pub ip4: Ipv4Addr,
+    pub ip6: Ipv6Addr,
+    pub gw4: Ipv4Addr,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Pod {
+    pub fn spec(&self) -> EndpointSpec {
+        EndpointSpec {
+            ifname: self.host_if.clone(),
+            netns: self.netns.clone(),
+            ips: vec![IpAddr::V4(self.ip4), IpAddr::V6(self.ip6)],
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            ..Default::default()
+        }
+    }
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.netns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+}
+
+/// The node netns plus pods. Dropping it deletes all of them.
+pub struct Node {
+    pub id: u32,
+    pub netns: String,
+    pub pods: Vec<Pod>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub fn new() -> Node {
+        let id = (std::process::id() & 0xfff) * 16 + SEQ.fetch_add(1, Ordering::SeqCst);
+        let netns = format!("crn{id:x}");
+        must(&["ip", "netns", "add", &netns]);
+        let node = Node {
+            id,
+            netns,
+            pods: Vec::new(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        node.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        node.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        // no duplicate address detection: link-local addresses usable at once
+        node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
+        node.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
+        std::fs::create_dir_all(node.manifests()).expect("manifests dir");
+        node
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", &self.netns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    pub fn exec_ok(&self, args: &[&str]) {
+        let mut v = vec!["ip", "netns", "exec", &self.netns];
+        v.extend_from_slice(args);
+        must(&v);
+    }
+
+    /// Adds pod number `n` (0..250): 198.18.<n>.2/24 behind 198.18.<n>.1
+    /// and 2001:db8:<n>::2/64 behind 2001:db8:<n>::1.
+    pub fn add_pod(&mut self, namespace: &str, name: &str) -> usize {
+        let n = self.pods.len() + 1;
+        let pod_ns = format!("{}p{n}", self.netns);
+        let host_if = format!("crv{:x}p{n}", self.id);
+        must(&["ip", "netns", "add", &pod_ns]);
+        for k in ["default", "all"] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &pod_ns,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.accept_dad=0"),
+            ]);
+        }
+        let ip4 = Ipv4Addr::new(198, 18, n as u8, 2);
+        let gw4 = Ipv4Addr::new(198, 18, n as u8, 1);
+        let ip6: Ipv6Addr = format!("2001:db8:{n:x}::2").parse().expect("v6");
+        self.pods.push(Pod {
+            netns: pod_ns.clone(),
+            host_if: host_if.clone(),
+            ip4,
+            ip6,
+            gw4,
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+        self.wire(self.pods.len() - 1);
+        self.pods.len() - 1
+    }
+    /// (Re)creates pod `i`'s veth pair and addresses (as a CNI ADD would).
+    pub fn wire(&self, i: usize) {
+        let n = i + 1;
+        let pod = &self.pods[i];
+        let (pod_ns, host_if, ip4, gw4, ip6) =
+            (&pod.netns, &pod.host_if, pod.ip4, pod.gw4, pod.ip6);
+        let tmp_if = format!("crt{:x}p{n}", self.id);
+        let gw6 = format!("2001:db8:{n:x}::1");
+        // veth created in the node netns; the peer moves into the pod
+        self.exec_ok(&[
+            "ip", "link", "add", host_if, "type", "veth", "peer", "name", &tmp_if,
+        ]);
+        self.exec_ok(&["ip", "link", "set", &tmp_if, "netns", pod_ns]);
+        self.exec_ok(&["ip", "addr", "add", &format!("{gw4}/24"), "dev", host_if]);
+        self.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{gw6}/64"),
+            "dev",
+            host_if,
+            "nodad",
+        ]);
+        self.exec_ok(&["ip", "link", "set", host_if, "up"]);
+        let p = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", pod_ns];
+            v.extend_from_slice(args);
+            must(&v);
+        };
+        p(&["ip", "link", "set", "lo", "up"]);
+        p(&["ip", "link", "set", &tmp_if, "name", "eth0"]);
+        p(&["ip", "addr", "add", &format!("{ip4}/24"), "dev", "eth0"]);
+        p(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        p(&["ip", "link", "set", "eth0", "up"]);
+        p(&["ip", "route", "add", "default", "via", &gw4.to_string()]);
+        p(&["ip", "-6", "route", "add", "default", "via", &gw6]);
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for p in &self.pods {
+            let _ = sh(&["ip", "netns", "del", &p.netns]);
+        }
+        let _ = sh(&["ip", "netns", "del", &self.netns]);
+    }
+}
+
+/// A running corral-agent inside the node netns, with its own bpffs pin
+/// dir and socket. Drop kills it and removes the pins.
+pub struct Agent {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub pin_dir: PathBuf,
+    pub args: Vec<String>,
+    pub netns: String,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn start(node: &Node, extra: &[&str]) -> Agent {
+        let socket = node.dir.path().join("agent.sock");
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/corral-test-{}-{:x}",
+            std::process::id(),
+            node.id
+        ));
+        let state = node.dir.path().join("state");
+        let mut args: Vec<String> = vec![
+            "--socket".into(),
+            socket.display().to_string(),
+            "--pin-dir".into(),
+            pin_dir.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--manifests".into(),
+            node.manifests().display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut a = Agent {
+            child: None,
+            socket,
+            pin_dir,
+            args,
+            netns: node.netns.clone(),
+            log: node.dir.path().join("agent.log"),
+        };
+        a.spawn();
+        a
+    }
+
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("agent log");
+        // nsenter --net: enter only the network namespace; unlike
+        // `ip netns exec` it keeps the mount namespace, so bpffs pins are
+        // the host's and survive the agent (as in production)
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{}", self.netns))
+            .arg(env!("CARGO_BIN_EXE_corral-agent"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn corral-agent");
+        self.child = Some(child);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.socket.exists() && api::call(&self.socket, &Request::List).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("corral-agent exited with {st}: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("corral-agent did not start: {}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn call(&self, req: &Request) -> Response {
+        match api::call(&self.socket, req) {
+            Ok(Response::Error { message }) => panic!("agent error for {req:?}: {message}"),
+            Ok(r) => r,
+            Err(e) => panic!("agent call {req:?}: {e:#}\nlog:\n{}", self.log_text()),
+        }
+    }
+
+    pub fn register(&self, spec: EndpointSpec) {
+        self.call(&Request::Register { endpoint: spec });
+    }
+
+    pub fn reconcile(&self) {
+        self.call(&Request::Reconcile);
+    }
+
+    pub fn list(&self) -> Vec<api::EndpointStatus> {
+        match self.call(&Request::List) {
+            Response::Endpoints { endpoints, .. } => endpoints,
+            r => panic!("unexpected {r:?}"),
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+pub fn limit(bps: u64) -> Option<LimitSpec> {
+    Some(LimitSpec {
+        rate_bps: bps,
+        burst_bytes: None,
+    })
+}
+
+/// A one-shot iperf3 server in `netns` on `port`.
+pub struct Server(Child);
+
+impl Server {
+    pub fn start(netns: &str, port: u16) -> Server {
+        let c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "iperf3",
+                "-s",
+                "-1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server");
+        std::thread::sleep(Duration::from_millis(300));
+        Server(c)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Measured {
+    pub bps: f64,
+    pub json: serde_json::Value,
+}
+
+/// Runs iperf3 in `netns` against `server` (in `server_ns`); returns the
+/// rate the receiver got, excluding the first (omitted) second.
+/// `udp_bps`: UDP at this send rate. `reverse`: server sends.
+pub fn iperf(
+    client_ns: &str,
+    server_ns: &str,
+    server: IpAddr,
+    port: u16,
+    secs: u32,
+    udp_bps: Option<u64>,
+    reverse: bool,
+) -> Measured {
+    let _s = Server::start(server_ns, port);
+    let mut args: Vec<String> = [
+        "netns",
+        "exec",
+        client_ns,
+        "iperf3",
+        "-c",
+        &server.to_string(),
+        "-p",
+        &port.to_string(),
+        "-t",
+        &secs.to_string(),
+        "-O",
+        "1",
+        "-J",
+        "--connect-timeout",
+        "3000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(b) = udp_bps {
+        args.extend([
+            "-u".into(),
+            "-b".into(),
+            b.to_string(),
+            "-l".into(),
+            "1400".into(),
+        ]);
+    }
+    if reverse {
+        args.push("-R".into());
+    }
+    let out = Command::new("ip")
+        .args(&args)
+        .output()
+        .expect("iperf3 client");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "iperf3 output not JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    if let Some(err) = json.get("error") {
+        panic!("iperf3 error: {err}");
+    }
+    let end = &json["end"];
+    let bps = if udp_bps.is_some() {
+        // receiver side: bytes that arrived
+        let s = &end["sum_received"];
+        if s.is_object() {
+            s["bits_per_second"].as_f64()
+        } else {
+            None
+        }
+        .or_else(|| {
+            let s = &end["sum"];
+            let lost = s["lost_percent"].as_f64()?;
+            Some(s["bits_per_second"].as_f64()? * (1.0 - lost / 100.0))
+        })
+        .unwrap_or(0.0)
+    } else {
+        end["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+    };
+    Measured { bps, json }
+}
+
+pub fn assert_within(what: &str, got: f64, want: f64, tol: f64) {
+    let err = (got - want) / want;
+    eprintln!(
+        "{what}: got {:.2} Mbit/s want {:.2} Mbit/s ({:+.2} %)",
+        got / 1e6,
+        want / 1e6,
+        err * 100.0
+    );
+    assert!(
+        err.abs() <= tol,
+        "{what}: got {:.3} Mbit/s, want {:.3} Mbit/s ±{:.0} % (error {:+.2} %)",
+        got / 1e6,
+        want / 1e6,
+        tol * 100.0,
+        err * 100.0
+    );
+}
+
+/// Does a TCP connection from `from_ns` to `ip:port` succeed within 1 s?
+pub fn tcp_connects(from_ns: &str, ip: IpAddr, port: u16) -> bool {
+    let target = match ip {
+        IpAddr::V4(a) => format!("{a}"),
+        IpAddr::V6(a) => format!("{a}"),
+    };
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        from_ns,
+        "timeout",
+        "2",
+        "bash",
+        "-c",
+        &format!(
+            "exec 3<>/dev/tcp/{target}/{port} && echo ok >&3 && read -t 1 line <&3; echo \"$line\""
+        ),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim() == "ok"
+}
+
+/// Runs `f` on a thread that has entered network namespace `netns`.
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&fd),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}

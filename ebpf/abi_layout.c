@@ -1,0 +1,89 @@
+/* Host program run by dataplane/build.rs: prints Rust assertions comparing
+ * the layout of every ABI struct in corral_abi.h with its Rust mirror. */
+#include <stddef.h>
+#include <stdio.h>
+#include "corral_abi.h"
+
+#define S(C, R) \
+	printf("assert_eq!(core::mem::size_of::<%s>(), %zu, \"size of %s vs struct %s\");\n", #R, sizeof(struct C), #R, #C); \
+	printf("assert_eq!(core::mem::align_of::<%s>(), %zu, \"align of %s vs struct %s\");\n", #R, _Alignof(struct C), #R, #C)
+#define F(C, R, cf, rf) \
+	printf("assert_eq!(core::mem::offset_of!(%s, %s), %zu, \"offset of %s.%s vs %s.%s\");\n", #R, #rf, offsetof(struct C, cf), #R, #rf, #C, #cf)
+#define K(C, R) printf("assert_eq!(%s as u64, %llu, \"constant %s\");\n", #R, (unsigned long long)(C), #C)
+
+int main(void)
+{
+	S(corral_limit, Limit);
+	F(corral_limit, Limit, rate_bytes_per_sec, rate_bytes_per_sec);
+	F(corral_limit, Limit, burst_bytes, burst_bytes);
+
+	S(corral_endpoint_cfg, EndpointCfg);
+	F(corral_endpoint_cfg, EndpointCfg, endpoint_id, endpoint_id);
+	F(corral_endpoint_cfg, EndpointCfg, flags, flags);
+	F(corral_endpoint_cfg, EndpointCfg, class_id, class_id);
+	F(corral_endpoint_cfg, EndpointCfg, dscp, dscp);
+	F(corral_endpoint_cfg, EndpointCfg, limits, limits);
+
+	S(corral_ep_dir_key, EpDirKey);
+	F(corral_ep_dir_key, EpDirKey, ifindex, ifindex);
+	F(corral_ep_dir_key, EpDirKey, dir, dir);
+
+	S(corral_bucket, Bucket);
+	F(corral_bucket, Bucket, tokens, tokens);
+	F(corral_bucket, Bucket, last_ns, last_ns);
+
+	S(corral_counters, Counters);
+	F(corral_counters, Counters, packets, packets);
+	F(corral_counters, Counters, bytes, bytes);
+	F(corral_counters, Counters, drop_policy, drop_policy);
+	F(corral_counters, Counters, drop_rate, drop_rate);
+	F(corral_counters, Counters, drop_class, drop_class);
+	F(corral_counters, Counters, drop_malformed, drop_malformed);
+
+	S(corral_node_cfg, NodeCfg);
+	F(corral_node_cfg, NodeCfg, rate_bytes_per_sec, rate_bytes_per_sec);
+	F(corral_node_cfg, NodeCfg, burst_bytes, burst_bytes);
+	F(corral_node_cfg, NodeCfg, min_share_permille, min_share_permille);
+	F(corral_node_cfg, NodeCfg, reserve_permille, reserve_permille);
+	F(corral_node_cfg, NodeCfg, dscp, dscp);
+
+	S(corral_policy_key, PolicyKey);
+	F(corral_policy_key, PolicyKey, prefixlen, prefixlen);
+	F(corral_policy_key, PolicyKey, ifindex, ifindex);
+	F(corral_policy_key, PolicyKey, dir, dir);
+	F(corral_policy_key, PolicyKey, addr, addr);
+
+	S(corral_port_range, PortRange);
+	F(corral_port_range, PortRange, proto, proto);
+	F(corral_port_range, PortRange, port_lo, port_lo);
+	F(corral_port_range, PortRange, port_hi, port_hi);
+
+	S(corral_policy_value, PolicyValue);
+	F(corral_policy_value, PolicyValue, flags, flags);
+	F(corral_policy_value, PolicyValue, nranges, nranges);
+	F(corral_policy_value, PolicyValue, ranges, ranges);
+
+	S(corral_ct_key, CtKey);
+	F(corral_ct_key, CtKey, ifindex, ifindex);
+	F(corral_ct_key, CtKey, dir, dir);
+	F(corral_ct_key, CtKey, proto, proto);
+	F(corral_ct_key, CtKey, saddr, saddr);
+	F(corral_ct_key, CtKey, daddr, daddr);
+	F(corral_ct_key, CtKey, sport, sport);
+	F(corral_ct_key, CtKey, dport, dport);
+
+	S(corral_ct_value, CtValue);
+	F(corral_ct_value, CtValue, last_seen_ns, last_seen_ns);
+	F(corral_ct_value, CtValue, state, state);
+
+	K(CORRAL_DIR_INGRESS, DIR_INGRESS);
+	K(CORRAL_DIR_EGRESS, DIR_EGRESS);
+	K(CORRAL_NUM_CLASSES, NUM_CLASSES);
+	K(CORRAL_EP_POLICY_INGRESS, EP_POLICY_INGRESS);
+	K(CORRAL_EP_POLICY_EGRESS, EP_POLICY_EGRESS);
+	K(CORRAL_EP_DSCP, EP_DSCP);
+	K(CORRAL_MAX_PORT_RANGES, MAX_PORT_RANGES);
+	K(CORRAL_PV_ALL_PORTS, PV_ALL_PORTS);
+	K(CORRAL_CT_ESTABLISHED, CT_ESTABLISHED);
+	return 0;
+}

@@ -1,0 +1,475 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Corral TC programs, attached to the HOST side of each pod veth:
+ *   corral_from_pod: host ingress = pod EGRESS
+ *   corral_to_pod:   host egress  = pod INGRESS
+ * Per packet: parse -> conntrack/policy -> per-endpoint token bucket ->
+ * node class budget -> optional DSCP mark -> counters.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "corral_abi.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define MAX_ENDPOINTS 16384
+#define CT_TIMEOUT_NEW_NS (60ULL * 1000000000ULL)
+#define CT_TIMEOUT_EST_NS (6ULL * 3600ULL * 1000000000ULL)
+#define CT_TIMEOUT_CLOSING_NS (10ULL * 1000000000ULL)
+#define CT_TIMEOUT_UDP_NS (120ULL * 1000000000ULL)
+/* Refill at most this much elapsed time at once, keeps elapsed*rate in u64
+ * for rates up to 4.6e9 B/s (agent validates the rate). */
+#define MAX_ELAPSED_NS 4000000000ULL
+
+enum drop_reason {
+	DROP_NONE = 0,
+	DROP_POLICY,
+	DROP_RATE,
+	DROP_CLASS,
+	DROP_MALFORMED,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS);
+	__type(key, __u32);
+	__type(value, struct corral_endpoint_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ENDPOINTS * CORRAL_NUM_DIRS);
+	__type(key, struct corral_ep_dir_key);
+	__type(value, struct corral_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_ep_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_ENDPOINTS * CORRAL_NUM_DIRS);
+	__type(key, struct corral_ep_dir_key);
+	__type(value, struct corral_counters);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CORRAL_NUM_DIRS);
+	__type(key, __u32);
+	__type(value, struct corral_node_cfg);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_node_cfg SEC(".maps");
+
+/* index dir * (CORRAL_NUM_CLASSES + 1) + class; class CORRAL_NUM_CLASSES is
+ * the shared node bucket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, CORRAL_NUM_DIRS * (CORRAL_NUM_CLASSES + 1));
+	__type(key, __u32);
+	__type(value, struct corral_bucket);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_class_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_policy_key);
+	__type(value, struct corral_policy_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_ct_key);
+	__type(value, struct corral_ct_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_ct SEC(".maps");
+
+struct pkt {
+	__u8 proto;
+	__u8 is_v6;
+	__u8 tcp_flags; /* bit0 FIN, bit1 SYN, bit2 RST */
+	__u8 has_l3;
+	__u8 is_nd; /* IPv6 neighbour/router discovery: never policed by policy */
+	__u8 pad[3];
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u32 l3_off;
+};
+
+static __always_inline void map_v4(__u8 *dst, __u32 addr)
+{
+	__builtin_memset(dst, 0, 10);
+	dst[10] = 0xff;
+	dst[11] = 0xff;
+	__builtin_memcpy(dst + 12, &addr, 4);
+}
+
+/* Returns 0 on success, -1 if malformed. Non-IP frames: has_l3 = 0. */
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	__u32 l4_off;
+	__u8 frag = 0;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	p->l3_off = sizeof(*eth);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return -1;
+		if (ip->ihl < 5)
+			return -1;
+		p->has_l3 = 1;
+		p->proto = ip->protocol;
+		map_v4(p->saddr, ip->saddr);
+		map_v4(p->daddr, ip->daddr);
+		l4_off = sizeof(*eth) + ip->ihl * 4;
+		/* non-first fragments carry no ports */
+		if (ip->frag_off & bpf_htons(0x1fff))
+			frag = 1;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		p->has_l3 = 1;
+		p->is_v6 = 1;
+		p->proto = ip6->nexthdr;
+		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
+		l4_off = sizeof(*eth) + sizeof(*ip6);
+	} else {
+		return 0;
+	}
+	if (frag)
+		return 0;
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr th;
+		if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
+			return -1;
+		p->sport = bpf_ntohs(th.source);
+		p->dport = bpf_ntohs(th.dest);
+		p->tcp_flags = (th.fin ? 1 : 0) | (th.syn ? 2 : 0) | (th.rst ? 4 : 0);
+	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
+		/* UDP and SCTP both start with 16-bit source and dest ports */
+		__u16 ports[2];
+		if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
+			return -1;
+		p->sport = bpf_ntohs(ports[0]);
+		p->dport = bpf_ntohs(ports[1]);
+	} else if (p->is_v6 && p->proto == 58 /* ICMPv6 */) {
+		__u8 type;
+		if (bpf_skb_load_bytes(skb, l4_off, &type, 1) < 0)
+			return -1;
+		/* router solicitation/advertisement, neighbour solicitation/
+		 * advertisement, redirect: the IPv6 equivalent of ARP */
+		p->is_nd = type >= 133 && type <= 137;
+	}
+	return 0;
+}
+
+/* Refill and try to take len tokens. floor: lowest value tokens may reach
+ * after taking (0 for plain policing, negative for debt). reserve: tokens
+ * that must stay in the bucket for the packet to pass. */
+static __always_inline int bucket_take(struct corral_bucket *b, __u64 now,
+				       __u64 rate, __u64 burst, __u64 len,
+				       __s64 reserve, int force)
+{
+	int ok = 0;
+	__u64 elapsed;
+
+	bpf_spin_lock(&b->lock);
+	elapsed = now > b->last_ns ? now - b->last_ns : 0;
+	if (elapsed > MAX_ELAPSED_NS)
+		elapsed = MAX_ELAPSED_NS;
+	if (elapsed > 0) {
+		__s64 add = (__s64)(elapsed * rate / 1000000000ULL);
+		/* only advance time by what produced whole tokens */
+		if (add > 0 || elapsed == MAX_ELAPSED_NS) {
+			b->tokens += add;
+			b->last_ns = now;
+		}
+		if (b->tokens > (__s64)burst)
+			b->tokens = (__s64)burst;
+	}
+	if (force) {
+		b->tokens -= (__s64)len;
+		if (b->tokens < -(__s64)burst)
+			b->tokens = -(__s64)burst;
+		ok = 1;
+	} else if (b->tokens - (__s64)len >= reserve) {
+		b->tokens -= (__s64)len;
+		ok = 1;
+	}
+	bpf_spin_unlock(&b->lock);
+	return ok;
+}
+
+static __always_inline int ports_allowed(struct corral_policy_value *v, struct pkt *p)
+{
+	if (v->flags & CORRAL_PV_ALL_PORTS)
+		return 1;
+#pragma clang loop unroll(full)
+	for (int i = 0; i < CORRAL_MAX_PORT_RANGES; i++) {
+		if ((__u32)i >= v->nranges)
+			break;
+		struct corral_port_range *r = &v->ranges[i];
+		if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int policy_allows(__u32 ifindex, __u32 dir, struct pkt *p)
+{
+	struct corral_policy_key k = {};
+	struct corral_policy_value *v;
+
+	k.prefixlen = 64 + 128;
+	k.ifindex = ifindex;
+	k.dir = dir;
+	/* peer: source for pod ingress, destination for pod egress */
+	if (dir == CORRAL_DIR_INGRESS)
+		__builtin_memcpy(k.addr, p->saddr, 16);
+	else
+		__builtin_memcpy(k.addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_policy, &k);
+	if (!v)
+		return 0;
+	return ports_allowed(v, p);
+}
+
+static __always_inline void ct_fill(struct corral_ct_key *k, __u32 ifindex, __u32 dir,
+				    struct pkt *p, int reverse)
+{
+	k->ifindex = ifindex;
+	k->dir = dir;
+	k->proto = p->proto;
+	if (!reverse) {
+		__builtin_memcpy(k->saddr, p->saddr, 16);
+		__builtin_memcpy(k->daddr, p->daddr, 16);
+		k->sport = p->sport;
+		k->dport = p->dport;
+	} else {
+		__builtin_memcpy(k->saddr, p->daddr, 16);
+		__builtin_memcpy(k->daddr, p->saddr, 16);
+		k->sport = p->dport;
+		k->dport = p->sport;
+	}
+}
+
+static __always_inline int ct_live(struct corral_ct_value *v, __u8 proto, __u64 now)
+{
+	__u64 timeout;
+	if (proto != IPPROTO_TCP)
+		timeout = CT_TIMEOUT_UDP_NS;
+	else if (v->state == CORRAL_CT_ESTABLISHED)
+		timeout = CT_TIMEOUT_EST_NS;
+	else if (v->state == CORRAL_CT_CLOSING)
+		timeout = CT_TIMEOUT_CLOSING_NS;
+	else
+		timeout = CT_TIMEOUT_NEW_NS;
+	return now - v->last_seen_ns < timeout;
+}
+
+static __always_inline void ct_touch(struct corral_ct_value *v, struct pkt *p, int is_reply,
+				     __u64 now)
+{
+	v->last_seen_ns = now;
+	if (p->proto != IPPROTO_TCP)
+		return;
+	if (p->tcp_flags & 5) /* FIN or RST */
+		v->state = CORRAL_CT_CLOSING;
+	else if (is_reply && v->state == CORRAL_CT_NEW)
+		v->state = CORRAL_CT_ESTABLISHED;
+}
+
+/* Returns 1 if the packet passes connection tracking + policy. */
+static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct pkt *p, __u64 now)
+{
+	__u32 any = CORRAL_EP_POLICY_INGRESS | CORRAL_EP_POLICY_EGRESS;
+	__u32 mine = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_POLICY_INGRESS : CORRAL_EP_POLICY_EGRESS;
+	struct corral_ct_key k = {};
+	struct corral_ct_value *v;
+
+	if (!(cfg->flags & any) || !p->has_l3 || p->is_nd)
+		return 1;
+	/* reply of a flow first seen in the other direction */
+	ct_fill(&k, ifindex, dir ^ 1, p, 1);
+	v = bpf_map_lookup_elem(&corral_ct, &k);
+	if (v && ct_live(v, p->proto, now)) {
+		ct_touch(v, p, 1, now);
+		return 1;
+	}
+	/* packet of a flow already admitted in this direction */
+	ct_fill(&k, ifindex, dir, p, 0);
+	v = bpf_map_lookup_elem(&corral_ct, &k);
+	if (v && ct_live(v, p->proto, now)) {
+		ct_touch(v, p, 0, now);
+		return 1;
+	}
+	if ((cfg->flags & mine) && !policy_allows(ifindex, dir, p))
+		return 0;
+	{
+		struct corral_ct_value nv = {};
+		nv.last_seen_ns = now;
+		nv.state = CORRAL_CT_NEW;
+		bpf_map_update_elem(&corral_ct, &k, &nv, BPF_ANY);
+	}
+	return 1;
+}
+
+static __always_inline int class_budget(struct corral_endpoint_cfg *cfg, __u32 dir, __u64 len,
+					__u64 now)
+{
+	__u32 d = dir;
+	struct corral_node_cfg *nc = bpf_map_lookup_elem(&corral_node_cfg, &d);
+	__u32 cls = cfg->class_id;
+	struct corral_bucket *own, *shared;
+	__u32 idx;
+
+	if (!nc || nc->rate_bytes_per_sec == 0)
+		return 1;
+	if (cls >= CORRAL_NUM_CLASSES)
+		cls = CORRAL_CLASS_STANDARD;
+	idx = dir * (CORRAL_NUM_CLASSES + 1) + CORRAL_NUM_CLASSES;
+	shared = bpf_map_lookup_elem(&corral_class_buckets, &idx);
+	idx = dir * (CORRAL_NUM_CLASSES + 1) + cls;
+	own = bpf_map_lookup_elem(&corral_class_buckets, &idx);
+	if (!shared || !own)
+		return 1;
+	{
+		__u64 share = nc->min_share_permille[cls];
+		__u64 own_rate = nc->rate_bytes_per_sec * share / 1000;
+		__u64 own_burst = nc->burst_bytes * share / 1000;
+		if (own_rate > 0 && bucket_take(own, now, own_rate, own_burst, len, 0, 0)) {
+			/* guaranteed share: also charge the shared bucket (may go
+			 * into debt) so the node total stays within the budget */
+			bucket_take(shared, now, nc->rate_bytes_per_sec, nc->burst_bytes, len, 0, 1);
+			return 1;
+		}
+	}
+	{
+		__s64 reserve = (__s64)(nc->burst_bytes * nc->reserve_permille[cls] / 1000);
+		return bucket_take(shared, now, nc->rate_bytes_per_sec, nc->burst_bytes, len,
+				   reserve, 0);
+	}
+}
+
+static __always_inline void mark_dscp(struct __sk_buff *skb, struct pkt *p, __u8 dscp)
+{
+	if (!p->has_l3)
+		return;
+	if (!p->is_v6) {
+		__u8 tos;
+		__u32 off = p->l3_off + 1;
+		if (bpf_skb_load_bytes(skb, off, &tos, 1) < 0)
+			return;
+		__u8 ntos = (dscp << 2) | (tos & 3);
+		if (ntos == tos)
+			return;
+		bpf_l3_csum_replace(skb, p->l3_off + 10, bpf_htons(tos), bpf_htons(ntos), 2);
+		bpf_skb_store_bytes(skb, off, &ntos, 1, 0);
+	} else {
+		__u16 w;
+		if (bpf_skb_load_bytes(skb, p->l3_off, &w, 2) < 0)
+			return;
+		__u16 h = bpf_ntohs(w);
+		h = (h & 0xf03f) | ((__u16)dscp << 6);
+		w = bpf_htons(h);
+		bpf_skb_store_bytes(skb, p->l3_off, &w, 2, 0);
+	}
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
+{
+	__u32 ifindex = skb->ifindex;
+	struct corral_endpoint_cfg *cfg = bpf_map_lookup_elem(&corral_endpoints, &ifindex);
+	struct corral_ep_dir_key key = {.ifindex = ifindex, .dir = dir};
+	struct corral_counters *c;
+	struct pkt p = {};
+	__u64 len = skb->len;
+	__u64 now;
+	int reason = DROP_NONE;
+
+	if (!cfg)
+		return TC_ACT_UNSPEC; /* not ours: let other programs decide */
+	now = bpf_ktime_get_ns();
+	if (parse(skb, &p) < 0) {
+		reason = DROP_MALFORMED;
+		goto out;
+	}
+	if (!check_policy(cfg, ifindex, dir, &p, now)) {
+		reason = DROP_POLICY;
+		goto out;
+	}
+	{
+		struct corral_limit *lim = &cfg->limits[dir & 1];
+		if (lim->rate_bytes_per_sec) {
+			struct corral_bucket *b = bpf_map_lookup_elem(&corral_ep_buckets, &key);
+			if (b && !bucket_take(b, now, lim->rate_bytes_per_sec, lim->burst_bytes,
+					      len, 0, 0)) {
+				reason = DROP_RATE;
+				goto out;
+			}
+		}
+	}
+	if (!class_budget(cfg, dir, len, now)) {
+		reason = DROP_CLASS;
+		goto out;
+	}
+	if (cfg->flags & CORRAL_EP_DSCP)
+		mark_dscp(skb, &p, cfg->dscp);
+out:
+	c = bpf_map_lookup_elem(&corral_counters, &key);
+	if (c) {
+		switch (reason) {
+		case DROP_NONE:
+			c->packets++;
+			c->bytes += len;
+			break;
+		case DROP_POLICY:
+			c->drop_policy++;
+			break;
+		case DROP_RATE:
+			c->drop_rate++;
+			break;
+		case DROP_CLASS:
+			c->drop_class++;
+			break;
+		default:
+			c->drop_malformed++;
+		}
+	}
+	return reason == DROP_NONE ? TC_ACT_OK : TC_ACT_SHOT;
+}
+
+SEC("classifier")
+int corral_from_pod(struct __sk_buff *skb)
+{
+	return handle(skb, CORRAL_DIR_EGRESS);
+}
+
+SEC("classifier")
+int corral_to_pod(struct __sk_buff *skb)
+{
+	return handle(skb, CORRAL_DIR_INGRESS);
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Corral data plane kernel/user ABI.
+ *
+ * This is the ONLY header shared between the eBPF programs (corral.bpf.c)
+ * and the agent. Every struct here is mirrored by a #[repr(C)] type in
+ * dataplane/src/abi.rs; dataplane/build.rs compiles ebpf/abi_layout.c against
+ * this header and generates size/offset assertions that a unit test checks.
+ * All structs use explicit padding so that there are no implicit holes.
+ */
+#ifndef CORRAL_ABI_H
+#define CORRAL_ABI_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+
+/* Directions, seen from the POD. The program attached to the host-side
+ * ingress of the veth sees pod egress; host-side egress sees pod ingress. */
+#define CORRAL_DIR_INGRESS 0
+#define CORRAL_DIR_EGRESS 1
+#define CORRAL_NUM_DIRS 2
+
+/* Traffic classes (strict priority, lower value = higher priority). */
+#define CORRAL_CLASS_CRITICAL 0
+#define CORRAL_CLASS_STANDARD 1
+#define CORRAL_CLASS_BULK 2
+#define CORRAL_NUM_CLASSES 3
+
+/* endpoint_cfg.flags */
+#define CORRAL_EP_POLICY_INGRESS (1u << 0) /* isolated for ingress */
+#define CORRAL_EP_POLICY_EGRESS (1u << 1)  /* isolated for egress */
+#define CORRAL_EP_DSCP (1u << 2)           /* rewrite DSCP with class dscp */
+
+/* Maximum port ranges per LPM policy entry. */
+#define CORRAL_MAX_PORT_RANGES 16
+
+/* policy_value.flags */
+#define CORRAL_PV_ALL_PORTS (1u << 0) /* every protocol and port allowed */
+
+/* Protocol numbers used in port ranges. */
+#define CORRAL_PROTO_TCP 6
+#define CORRAL_PROTO_UDP 17
+#define CORRAL_PROTO_SCTP 132
+
+/* Connection tracking states. */
+#define CORRAL_CT_NEW 0
+#define CORRAL_CT_ESTABLISHED 1
+#define CORRAL_CT_CLOSING 2
+
+/* Rate limit of one direction of one endpoint. rate 0 = unlimited. */
+struct corral_limit {
+	__u64 rate_bytes_per_sec;
+	__u64 burst_bytes;
+};
+
+/* Map "corral_endpoints": key __u32 host-side ifindex. Written by the agent. */
+struct corral_endpoint_cfg {
+	__u32 endpoint_id;
+	__u32 flags;
+	__u8 class_id;
+	__u8 dscp;
+	__u8 pad[6];
+	struct corral_limit limits[CORRAL_NUM_DIRS];
+};
+
+/* Key of per-endpoint-direction maps (buckets, counters). */
+struct corral_ep_dir_key {
+	__u32 ifindex;
+	__u32 dir;
+};
+
+/* Token bucket state. Maps "corral_ep_buckets" (key corral_ep_dir_key) and
+ * "corral_class_buckets" (key __u32 dir * CORRAL_NUM_CLASSES + class, plus
+ * the shared bucket at index CORRAL_NUM_CLASSES for each dir).
+ * tokens is signed: the shared node bucket may go into debt. */
+struct corral_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__s64 tokens;
+	__u64 last_ns;
+};
+
+/* Per-CPU counters (map "corral_counters", key corral_ep_dir_key). */
+struct corral_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 drop_policy;
+	__u64 drop_rate;
+	__u64 drop_class;
+	__u64 drop_malformed;
+};
+
+/* Node aggregate budget config (array "corral_node_cfg", key __u32 dir).
+ * rate 0 = no node budget. min_share_permille[c] guarantees class c that
+ * share of the rate; reserve_permille[c] is the part of the shared burst a
+ * class may NOT use (critical 0, bulk largest), giving strict priority. */
+struct corral_node_cfg {
+	__u64 rate_bytes_per_sec;
+	__u64 burst_bytes;
+	__u16 min_share_permille[CORRAL_NUM_CLASSES];
+	__u16 reserve_permille[CORRAL_NUM_CLASSES];
+	__u8 dscp[CORRAL_NUM_CLASSES];
+	__u8 pad[1];
+};
+
+/* LPM key of map "corral_policy": prefixlen covers ifindex+dir (64 bits)
+ * plus the address prefix. IPv4 is stored as IPv4-mapped IPv6
+ * (::ffff:a.b.c.d), so an IPv4 /n is prefixlen 64 + 96 + n. */
+struct corral_policy_key {
+	__u32 prefixlen;
+	__u32 ifindex;
+	__u32 dir;
+	__u8 addr[16];
+};
+
+struct corral_port_range {
+	__u8 proto;
+	__u8 pad;
+	__u16 port_lo; /* host byte order */
+	__u16 port_hi; /* inclusive */
+};
+
+struct corral_policy_value {
+	__u32 flags;
+	__u32 nranges;
+	struct corral_port_range ranges[CORRAL_MAX_PORT_RANGES];
+};
+
+/* Conntrack key (LRU map "corral_ct"): the flow as first seen on an
+ * endpoint in a direction. Ports are 0 for protocols without ports. */
+struct corral_ct_key {
+	__u32 ifindex;
+	__u8 dir;
+	__u8 proto;
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host byte order */
+	__u16 dport;
+};
+
+struct corral_ct_value {
+	__u64 last_seen_ns;
+	__u32 state;
+	__u32 pad;
+};
+
+#endif
