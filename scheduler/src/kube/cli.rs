@@ -27,7 +27,7 @@ pub struct RunCli {
     #[arg(long, default_value_t = 10000)]
     pub kube_api_burst: u32,
     /// Concurrent binding requests.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub bind_concurrency: usize,
     /// Pods per scheduling batch.
     #[arg(long, default_value_t = 256)]

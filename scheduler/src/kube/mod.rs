@@ -74,7 +74,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             batch_size: 256,
-            bind_concurrency: 64,
+            bind_concurrency: 256,
             qps: 5000.0,
             burst: 10000,
             leader: None,

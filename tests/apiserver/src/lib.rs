@@ -18,9 +18,8 @@
 //! - fault injection: drop all watch streams, delay, `500` and `429` (with
 //!   `Retry-After`) on the next N matching requests, history compaction (for 410).
 //!
-//! It listens on 127.0.0.1 only (port 0 = ephemeral). Label/field selectors and list
-//! pagination are not implemented: lists return everything with no `continue` token,
-//! which is valid for a server.
+//! It listens on 127.0.0.1 only (port 0 = ephemeral). Lists paginate with `limit` /
+//! `continue`. Label/field selectors are not implemented.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -726,21 +725,56 @@ async fn handle(
             if watch {
                 return watch_stream(shared, r.res, r.ns, &q).await;
             }
+            // Pagination (`limit` + `continue`): the token carries the resourceVersion
+            // of the first page and the last key served, so later pages neither skip
+            // nor repeat objects; changes in between arrive through the watch.
+            let limit = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|l| *l > 0)
+                .unwrap_or(usize::MAX);
+            let cont = q.get("continue").filter(|c| !c.is_empty()).cloned();
             let st = shared.store.lock().expect("store lock");
-            let items: Vec<&Value> = match ns {
-                Some(ns) => st.objects[r.res]
-                    .range(format!("{ns}/")..)
-                    .take_while(|(k, _)| k.starts_with(&format!("{ns}/")))
-                    .map(|(_, v)| v)
-                    .collect(),
-                None => st.objects[r.res].values().collect(),
+            let (list_rv, after) = match &cont {
+                Some(c) => match c.split_once('/') {
+                    Some((rv, k)) if rv.parse::<u64>().is_ok() => {
+                        (rv.to_string(), Some(k.to_string()))
+                    }
+                    _ => return error(400, format!("invalid continue token {c:?}")),
+                },
+                None => (st.rv.to_string(), None),
             };
+            let prefix = ns.map(|ns| format!("{ns}/"));
+            let start = match (&after, &prefix) {
+                (Some(k), _) => std::ops::Bound::Excluded(k.clone()),
+                (None, Some(p)) => std::ops::Bound::Included(p.clone()),
+                (None, None) => std::ops::Bound::Unbounded,
+            };
+            let mut items: Vec<&Value> = Vec::new();
+            let mut last_key = None;
+            let mut more = false;
+            for (k, v) in st.objects[r.res].range((start, std::ops::Bound::Unbounded)) {
+                if prefix.as_ref().is_some_and(|p| !k.starts_with(p.as_str())) {
+                    break;
+                }
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                items.push(v);
+                last_key = Some(k.clone());
+            }
+            let mut meta = json!({"resourceVersion": list_rv});
+            if more && let Some(k) = last_key {
+                meta["continue"] = json!(format!("{list_rv}/{k}"));
+            }
             let list = json!({
                 "apiVersion": rt.api_version(),
                 "kind": format!("{}List", rt.kind),
-                "metadata": {"resourceVersion": st.rv.to_string()},
+                "metadata": meta,
                 "items": items,
             });
+            drop(st);
             json_response(StatusCode::OK, &list)
         }
         (&Method::GET, Some(name), None) => {

@@ -453,3 +453,35 @@ async fn several_profiles_and_foreign_pods() {
     assert!(server.list("", "events").is_empty());
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_paginate_with_continue_tokens() {
+    use kube::api::ListParams;
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 5, 0);
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client(&server).await);
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    let mut pages = 0;
+    let mut rv = None;
+    loop {
+        let page = api.list(&lp).await.expect("list");
+        pages += 1;
+        names.extend(page.items.iter().filter_map(|n| n.metadata.name.clone()));
+        let first_rv = rv.get_or_insert(page.metadata.resource_version.clone());
+        assert_eq!(
+            *first_rv, page.metadata.resource_version,
+            "one list resourceVersion"
+        );
+        // A node added mid-list with a later key shows up; nothing repeats.
+        if pages == 1 {
+            server.insert(node("n9", "8")).expect("node");
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = ListParams::default().limit(2).continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n9"]);
+}
