@@ -4,6 +4,7 @@
 pub mod abi;
 pub mod agent;
 pub mod api;
+pub mod cni;
 pub mod datapath;
 pub mod metrics;
 pub mod policy;

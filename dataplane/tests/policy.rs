@@ -293,3 +293,102 @@ spec: {{podSelector: {{}}}}
         !t.starts_with("y/")
     });
 }
+
+/// TCP conntrack entries of a pinned ct map: (dport, state).
+fn ct_tcp(pin: &std::path::Path) -> Vec<(u64, u64)> {
+    let out = sh(&[
+        "bpftool",
+        "-j",
+        "map",
+        "dump",
+        "pinned",
+        &pin.display().to_string(),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|e| &e["formatted"])
+        .filter(|f| f["key"]["proto"].as_u64() == Some(6))
+        .map(|f| {
+            (
+                f["key"]["dport"].as_u64().unwrap_or(0),
+                f["value"]["state"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn conntrack_follows_tcp_state_and_admits_replies() {
+    let Some(_serial) = privileged("conntrack_follows_tcp_state_and_admits_replies") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    // a: ingress fully isolated, egress only to port 8080 -> replies of
+    // a's outgoing connection must pass its isolated ingress
+    std::fs::write(
+        node.manifests().join("p.yaml"),
+        format!(
+            "{NP}metadata: {{name: out-only, namespace: x}}\nspec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n  egress: [{{ports: [{{port: 8080}}]}}]\n"
+        ),
+    )
+    .expect("write");
+    let agent = Agent::start(&node, &[]);
+    let pod = &node.pods[a];
+    agent.register(pod.spec());
+    let gw = pod.gw4;
+    let listener = in_netns(&node.netns, move || {
+        TcpListener::bind((gw, 8080)).expect("bind node:8080")
+    });
+    let ct = agent.pin_dir.join("maps").join("corral_ct");
+    let mut c = in_netns(&pod.netns, move || {
+        TcpStream::connect_timeout(
+            &SocketAddr::new(IpAddr::V4(gw), 8080),
+            Duration::from_secs(2),
+        )
+        .expect("a -> node:8080 allowed, SYN-ACK must pass isolated ingress")
+    });
+    let (mut srv, _) = listener.accept().expect("accept");
+    c.write_all(b"ping").expect("write");
+    let mut b = [0u8; 4];
+    srv.read_exact(&mut b).expect("server read");
+    srv.write_all(b"pong").expect("reply");
+    c.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    c.read_exact(&mut b)
+        .expect("reply passes ingress isolation via conntrack");
+    assert_eq!(&b, b"pong");
+    assert_eq!(ct_tcp(&ct), vec![(8080, 1)], "one ESTABLISHED entry");
+    drop(c);
+    drop(srv);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(ct_tcp(&ct), vec![(8080, 2)], "CLOSING after FIN");
+    // the node cannot open a connection to a (ingress isolated)
+    let pip = pod.ip4;
+    let l2 = in_netns(&pod.netns, move || {
+        TcpListener::bind((pip, 8080)).expect("bind pod")
+    });
+    let ok = in_netns(&node.netns, move || {
+        TcpStream::connect_timeout(
+            &SocketAddr::new(IpAddr::V4(pip), 8080),
+            Duration::from_millis(500),
+        )
+        .is_ok()
+    });
+    assert!(!ok, "new inbound connection must be denied");
+    drop(l2);
+    // and a may not open other ports (the node listens there)
+    let _l3 = in_netns(&node.netns, move || {
+        TcpListener::bind((gw, 8081)).expect("bind node:8081")
+    });
+    let ok = in_netns(&pod.netns, move || {
+        TcpStream::connect_timeout(
+            &SocketAddr::new(IpAddr::V4(gw), 8081),
+            Duration::from_millis(500),
+        )
+        .is_ok()
+    });
+    assert!(!ok, "egress to a port outside the policy must be denied");
+}

@@ -159,8 +159,8 @@ fn dump(pin: &std::path::Path) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn restart_keeps_buckets_and_conntrack_bit_for_bit() {
-    let Some(_serial) = privileged("restart_keeps_buckets_and_conntrack_bit_for_bit") else {
+fn restart_keeps_bucket_level_and_conntrack() {
+    let Some(_serial) = privileged("restart_keeps_bucket_level_and_conntrack") else {
         return;
     };
     let mut node = Node::new();
@@ -173,33 +173,57 @@ fn restart_keeps_buckets_and_conntrack_bit_for_bit() {
     let mut agent = Agent::start(&node, &[]);
     let pod = &node.pods[a];
     let mut s = pod.spec();
-    s.egress = limit(1_000_000);
+    // 1 Mbit/s = 125 kB/s with a 1 MB bucket: drain ~900 kB of it
+    s.egress = Some(corral_dataplane::api::LimitSpec {
+        rate_bps: 1_000_000,
+        burst_bytes: Some(1_000_000),
+    });
     agent.register(s);
     let gw = pod.gw4;
     in_netns(&pod.netns, move || {
         let u = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
-        for _ in 0..20 {
+        for _ in 0..850 {
             let _ = u.send_to(&[0u8; 1000], (gw, 9));
         }
     });
-    std::thread::sleep(Duration::from_millis(100));
     let maps = agent.pin_dir.join("maps");
-    let (b0, ct0) = (
-        dump(&maps.join("corral_ep_buckets")),
-        dump(&maps.join("corral_ct")),
+    let egress_tokens = |b: &[serde_json::Value]| {
+        b.iter()
+            .find(|e| e["key"]["dir"].as_u64() == Some(1))
+            .and_then(|e| e["value"]["tokens"].as_i64())
+            .expect("egress bucket")
+    };
+    let udp9 = |ct: &[serde_json::Value]| {
+        ct.iter()
+            .filter(|e| {
+                e["key"]["proto"].as_u64() == Some(17) && e["key"]["dport"].as_u64() == Some(9)
+            })
+            .count()
+    };
+    let t0 = egress_tokens(&dump(&maps.join("corral_ep_buckets")));
+    assert!(t0 < 300_000, "bucket not drained: {t0}");
+    assert_eq!(
+        udp9(&dump(&maps.join("corral_ct"))),
+        1,
+        "conntrack entry of the UDP flow"
     );
-    assert!(
-        b0.iter()
-            .any(|e| e["value"]["last_ns"].as_u64().unwrap_or(0) > 0),
-        "bucket never used: {b0:?}"
-    );
-    assert!(!ct0.is_empty(), "no conntrack entry for the egress flow");
+    let t = std::time::Instant::now();
     agent.kill9();
     agent.spawn();
-    let (b1, ct1) = (
-        dump(&maps.join("corral_ep_buckets")),
-        dump(&maps.join("corral_ct")),
+    let t1 = egress_tokens(&dump(&maps.join("corral_ep_buckets")));
+    // refill during the restart is at most 125 kB/s; a reset would be ~1 MB
+    let max_refill = (t.elapsed().as_secs_f64() + 0.5) * 125_000.0;
+    eprintln!(
+        "tokens before {t0}, after {t1}, restart took {:?}",
+        t.elapsed()
     );
-    assert_eq!(b0, b1, "token buckets changed across restart");
-    assert_eq!(ct0, ct1, "conntrack changed across restart");
+    assert!(
+        (t1 as f64) <= t0 as f64 + max_refill && t1 < 900_000,
+        "token bucket reset across restart: {t0} -> {t1}"
+    );
+    assert_eq!(
+        udp9(&dump(&maps.join("corral_ct"))),
+        1,
+        "conntrack lost across restart"
+    );
 }

@@ -70,6 +70,11 @@ pub struct CorralConfig {
     pub batch_size: Option<usize>,
     /// Best-scored candidate nodes kept per pod for the batch committer.
     pub candidates: Option<usize>,
+    /// Random choice among candidates within this many total-score points of the
+    /// best (`Options::selection_tolerance`; 0 = exact argmax).
+    pub selection_tolerance: Option<i64>,
+    /// Batch scheduling sessions (queues, gangs, preemption): actions and plugins.
+    pub session: Option<crate::batch::SessionConfig>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,9 +2,11 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod batch;
 pub mod config;
 pub mod extender;
 pub mod framework;
+pub mod health;
 pub mod input;
 pub mod kube;
 pub mod labels;

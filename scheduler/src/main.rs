@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use corral_scheduler::health;
 use corral_scheduler::simulate::{self, OutputFormat, SimulateArgs};
 use mimalloc::MiMalloc;
 
@@ -47,11 +48,76 @@ enum Command {
         /// Best candidates kept per pod for the batch committer.
         #[arg(long)]
         candidates: Option<usize>,
+        /// Health timeline file: replay pod arrivals with node health series
+        /// (see examples/health/timeline.yaml); PATHS and --explain are not used.
+        #[arg(long, value_name = "FILE")]
+        timeline: Option<PathBuf>,
+        /// Timeline length (e.g. 30m); overrides the file.
+        #[arg(long, requires = "timeline")]
+        duration: Option<String>,
+        /// Timeline interval (e.g. 10s); overrides the file.
+        #[arg(long, requires = "timeline")]
+        step: Option<String>,
+        /// Write an SVG plot of the timeline run(s).
+        #[arg(long, value_name = "OUT.svg", requires = "timeline")]
+        plot: Option<PathBuf>,
+        /// Also run the timeline with a naive policy and print both.
+        #[arg(long, value_enum, requires = "timeline")]
+        compare: Option<CompareWith>,
+        /// Prometheus text endpoint per node for NodeHealth, `{node}` = node name
+        /// (e.g. http://{node}:9100/metrics).
+        #[arg(long, value_name = "URL_TEMPLATE")]
+        health_scrape: Option<String>,
+        /// Batch scheduling sessions to run; evictions are applied between sessions
+        /// (implies batch mode).
+        #[arg(long)]
+        cycles: Option<usize>,
     },
     /// Run as the cluster's scheduler: watch, schedule, bind, report, lead.
     Run(corral_scheduler::kube::cli::RunCli),
     /// Serve kube-scheduler's HTTP extender (v1) protocol.
     Extender(corral_scheduler::extender::ExtenderCli),
+}
+
+/// Policies `--compare` can run next to the health-weighted one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompareWith {
+    /// Threshold filter on raw values: no EWMA, no hysteresis, no slew.
+    Naive,
+}
+
+fn run_timeline(
+    args: health::timeline::TimelineArgs,
+    plot: Option<PathBuf>,
+    output: OutputFormat,
+) -> ExitCode {
+    let report = match health::timeline::run_all(&args, &mut |w| eprintln!("warning: {w}")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(p) = plot {
+        let svg = match health::plot::render_svg(&report) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("corral-scheduler: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Err(e) = std::fs::write(&p, svg) {
+            eprintln!("corral-scheduler: error: {}: {e}", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    let out = match output {
+        OutputFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
+        OutputFormat::Yaml => serde_yaml_ng::to_string(&report).unwrap_or_default(),
+        OutputFormat::Table => health::timeline::to_table(&report),
+    };
+    println!("{}", out.trim_end());
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -74,7 +140,24 @@ fn main() -> ExitCode {
             seed,
             batch_size,
             candidates,
+            timeline,
+            duration,
+            step,
+            plot,
+            compare,
+            health_scrape,
+            cycles,
         } => {
+            if let Some(file) = timeline {
+                let args = health::timeline::TimelineArgs {
+                    file,
+                    duration,
+                    step,
+                    compare_naive: compare == Some(CompareWith::Naive),
+                    seed: (seed != 0).then_some(seed),
+                };
+                return run_timeline(args, plot, output);
+            }
             for e in &explain {
                 if e.split('/').count() != 2 || e.starts_with('/') || e.ends_with('/') {
                     eprintln!("corral-scheduler: error: --explain {e:?}: expected NAMESPACE/NAME");
@@ -88,6 +171,8 @@ fn main() -> ExitCode {
                 seed,
                 batch_size,
                 candidates,
+                health_scrape,
+                cycles,
             };
             match simulate::run(&args, &mut |w| eprintln!("{w}")) {
                 Ok(report) => {

@@ -62,6 +62,11 @@ pub struct Options {
     pub candidates: usize,
     /// Pods (`ns/name`) to explain.
     pub explain: HashSet<String>,
+    /// Opt-in (default 0 = kube-scheduler's exact argmax): candidates whose total
+    /// score is within this many points of the best are "nearly equal" and one of
+    /// them is chosen at random (seeded), so a node that just became attractive
+    /// (e.g. recovered health) does not receive every pod of a burst at once.
+    pub selection_tolerance: i64,
 }
 
 impl Default for Options {
@@ -71,6 +76,7 @@ impl Default for Options {
             batch_size: 64,
             candidates: 16,
             explain: HashSet::new(),
+            selection_tolerance: 0,
         }
     }
 }
@@ -147,6 +153,15 @@ pub struct Report {
     pub unschedulable: Vec<Unschedulable>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explain: Vec<Explain>,
+    /// Batch sessions: pods evicted by preempt/reclaim.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evictions: Vec<crate::batch::Eviction>,
+    /// Batch sessions: PodGroup phases and aggregated messages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub podgroups: Vec<crate::batch::PodGroupStatus>,
+    /// Batch sessions: queue deserved/allocated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<crate::batch::QueueStatus>,
     pub stats: Stats,
 }
 
@@ -400,6 +415,7 @@ fn evaluate(
     start: usize,
     rng: &mut ChaCha8Rng,
     k: usize,
+    tol: i64,
     parallel: bool,
     cache: Option<&ClassCache>,
 ) -> Evaluation {
@@ -577,6 +593,15 @@ fn evaluate(
         cands.truncate(k);
     }
     cands.sort_unstable_by(cmp);
+    if tol > 0 {
+        // Shuffle the nearly-equal prefix (selection_tolerance).
+        let best = cands[0].0.total;
+        let m = cands.iter().take_while(|c| c.0.total >= best - tol).count();
+        for i in (1..m).rev() {
+            let j = rng.random_range(0..=i);
+            cands.swap(i, j);
+        }
+    }
     Evaluation {
         state,
         outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
@@ -824,6 +849,7 @@ impl Scheduler {
             1
         });
         let seed = self.opts.seed;
+        let tol = self.opts.selection_tolerance;
         let fws = &self.frameworks;
         // Equivalence classes with several pods in this batch share PreFilter, Filter
         // results and node-local scores (all pure functions of pod spec and snapshot).
@@ -884,7 +910,7 @@ impl Scheduler {
                 let cache = caches.get(&(q.pod.equivalence, fi));
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, parallel_nodes, cache),
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes, cache),
                 )
             })
             .collect();
@@ -929,10 +955,47 @@ impl Scheduler {
                             &committed,
                             &self.touched,
                             self.epoch,
+                            tol,
                         )
                     };
+                    let chosen = match chosen {
+                        Some(c) => Some(c),
+                        None => {
+                            // Conflict: no candidate survived. Re-evaluate right now
+                            // against the current snapshot (exactly what a sequential
+                            // scheduler would do), so a pod is evaluated at most twice.
+                            *conflicts += 1;
+                            let n_now = self.snapshot.num_nodes().max(1);
+                            let mut rng = pod_rng(seed, &pod, q.attempts + 1);
+                            let fresh = evaluate(
+                                fw,
+                                &self.snapshot,
+                                &pod,
+                                self.next_start % n_now,
+                                &mut rng,
+                                1,
+                                self.opts.selection_tolerance,
+                                true,
+                                None,
+                            );
+                            self.next_start = (self.next_start + fresh.processed) % n_now;
+                            match fresh.outcome {
+                                Outcome::Feasible(c) => {
+                                    ev.state = fresh.state;
+                                    c.first().map(|c| c.node)
+                                }
+                                Outcome::Unschedulable { message, retryable } => {
+                                    record_failure(q, message, retryable, *placed, failed);
+                                    continue;
+                                }
+                                Outcome::Error(msg) => {
+                                    record_failure(q, msg, false, *placed, failed);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
                     let Some(node_idx) = chosen else {
-                        *conflicts += 1;
                         requeue.push(QueuedPodInfo {
                             pod,
                             attempts: q.attempts + 1,
@@ -1026,6 +1089,7 @@ fn revalidate(
     committed: &[(Arc<PodInfo>, usize)],
     touched: &[u64],
     epoch: u64,
+    tol: i64,
 ) -> Option<usize> {
     let nodes = snap.nodes();
     for p in &fw.pre_filter {
@@ -1049,6 +1113,7 @@ fn revalidate(
     let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
+    let mut all: Vec<(i64, usize)> = Vec::new();
     for c in cands {
         let node = &nodes[c.node];
         let changed = touched.get(c.node) == Some(&epoch);
@@ -1074,9 +1139,18 @@ fn revalidate(
             }
             c.total
         };
+        if tol > 0 {
+            all.push((adj, c.node));
+        }
         if best.is_none_or(|(b, _)| adj > b) {
             best = Some((adj, c.node));
         }
+    }
+    if tol > 0
+        && let Some((b, _)) = best
+    {
+        // Candidates are in (shuffled) preference order: keep the first nearly-equal.
+        return all.iter().find(|(a, _)| *a >= b - tol).map(|x| x.1);
     }
     best.map(|b| b.1)
 }

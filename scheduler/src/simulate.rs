@@ -53,6 +53,10 @@ pub struct SimulateArgs {
     pub seed: u64,
     pub batch_size: Option<usize>,
     pub candidates: Option<usize>,
+    /// `--health-scrape` URL template (`{node}` = node name).
+    pub health_scrape: Option<String>,
+    /// Batch sessions to run (`--cycles`); evictions are applied between them.
+    pub cycles: Option<usize>,
 }
 
 /// Error of a simulation run (bad input or configuration).
@@ -119,6 +123,7 @@ pub fn prepare(input: ClusterInput, frameworks: &[Framework]) -> Prepared {
 
 /// Runs a simulation; warnings go to `warn`.
 pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, SimulateError> {
+    let mut health_args = None;
     let (frameworks, corral) = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -129,6 +134,7 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
             let fws = cfg
                 .build()
                 .map_err(|e| SimulateError(format!("{}: {}", path.display(), e.0)))?;
+            health_args = crate::health::args_from_config(&cfg);
             (fws, cfg.corral.unwrap_or_default())
         }
         None => (default_frameworks(), Default::default()),
@@ -136,12 +142,27 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
     let input = if args.paths.is_empty() {
         load_builtin()?
     } else {
-        load_paths(&args.paths, &[])?
+        load_paths(&args.paths, crate::batch::EXTRA_KINDS)?
     };
+    // Batch mode: any Queue/PodGroup/ResourceQuota, a `corral.session` section or
+    // `--cycles` runs scheduling sessions instead of the plain core loop.
+    let batch_mode = !input.other.is_empty() || corral.session.is_some() || args.cycles.is_some();
+    let batch_objs = crate::batch::BatchObjects::parse(&input.other, &input.priority_classes);
+    for e in &batch_objs.errors {
+        warn(&format!("warning: {e}"));
+    }
     for w in &input.warnings {
         warn(w);
     }
-    let prepared = prepare(input, &frameworks);
+    let mut prepared = prepare(input, &frameworks);
+    crate::health::attach_static_view(
+        &mut prepared.snapshot,
+        &frameworks,
+        health_args,
+        args.health_scrape.as_deref(),
+        warn,
+    )
+    .map_err(SimulateError)?;
     if prepared.snapshot.orphan_pods() > 0 {
         warn(&format!(
             "warning: {} running pod(s) are bound to nodes that are not in the input; they are ignored",
@@ -173,7 +194,21 @@ pub fn run(args: &SimulateArgs, warn: &mut dyn FnMut(&str)) -> Result<Report, Si
         }
         opts.candidates = c;
     }
+    if let Some(t) = corral.selection_tolerance {
+        opts.selection_tolerance = t.max(0);
+    }
     let mut sched = Scheduler::new(frameworks, prepared.snapshot, opts);
+    if batch_mode {
+        let cycles = args.cycles.unwrap_or(1);
+        if cycles == 0 {
+            return Err(SimulateError("--cycles must be at least 1".into()));
+        }
+        let cfg = corral.session.clone().unwrap_or_default();
+        let (report, _) =
+            crate::batch::run_sessions(sched, prepared.pending, &batch_objs, &cfg, cycles)
+                .map_err(SimulateError)?;
+        return Ok(report);
+    }
     Ok(sched.schedule_all(prepared.pending))
 }
 
@@ -241,6 +276,39 @@ pub fn to_table(r: &Report) -> String {
                 s,
                 "  ... {} more nodes (use --output json for all)",
                 nodes.len() - 20
+            );
+        }
+    }
+    if !r.evictions.is_empty() {
+        let _ = writeln!(s, "\nEVICTIONS ({}):", r.evictions.len());
+        for e in &r.evictions {
+            let _ = writeln!(s, "{}  by {}  {}", e.pod, e.preemptor, e.reason);
+        }
+    }
+    if !r.podgroups.is_empty() {
+        let _ = writeln!(s, "\nPODGROUPS:");
+        for g in &r.podgroups {
+            let _ = writeln!(s, "{}  {}  {}", g.name, g.phase, g.message);
+        }
+    }
+    if !r.queues.is_empty() {
+        let _ = writeln!(s, "\nQUEUES:");
+        for q in &r.queues {
+            let fmt = |m: &crate::batch::res::ResMap| {
+                m.to_quantities()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let _ = writeln!(
+                s,
+                "{}  {} weight={}  deserved[{}]  allocated[{}]",
+                q.name,
+                q.state,
+                q.weight,
+                fmt(&q.deserved),
+                fmt(&q.allocated)
             );
         }
     }

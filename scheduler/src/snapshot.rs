@@ -491,6 +491,9 @@ pub struct Snapshot {
     generation: u64,
     /// Bumped when the node set or order changes (indices may move).
     nodes_version: u64,
+    /// Node health for this cycle (health-weighted placement); published by the
+    /// health tracker between cycles, read-only while pods are evaluated.
+    health: Option<Arc<crate::health::HealthView>>,
 }
 
 impl Snapshot {
@@ -548,6 +551,20 @@ impl Snapshot {
     /// Version of the node set/order: node indices are stable while it is unchanged.
     pub fn nodes_version(&self) -> u64 {
         self.nodes_version
+    }
+
+    /// The per-cycle node health view (NodeHealth plugin), if any.
+    #[inline]
+    pub fn health(&self) -> Option<&Arc<crate::health::HealthView>> {
+        self.health.as_ref()
+    }
+
+    /// Replaces the health view between cycles. Bumps `nodes_version` so cached
+    /// per-node Filter results and node-local scores (equivalence-class caches) are
+    /// recomputed against the new health.
+    pub fn set_health(&mut self, view: Option<Arc<crate::health::HealthView>>) {
+        self.health = view;
+        self.nodes_version += 1;
     }
 
     fn rebuild_order(&mut self) {

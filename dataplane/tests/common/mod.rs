@@ -524,3 +524,25 @@ pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + '
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
+
+/// Measures with `f(attempt)` and asserts the rate is within `tol` of
+/// `want`. Overshoot always fails at once (the limit leaked). Undershoot is
+/// re-measured up to twice: on the shared 2-core VM a starved sender or
+/// receiver (load averages of 10+ seen) cannot reach the rate, which says
+/// nothing about the limiter.
+pub fn rate_within(what: &str, want: f64, tol: f64, mut f: impl FnMut(u16) -> f64) {
+    for attempt in 0..3u16 {
+        let got = f(attempt);
+        if got <= want * (1.0 + tol) && got >= want * (1.0 - tol) {
+            assert_within(what, got, want, tol);
+            return;
+        }
+        if got > want * (1.0 + tol) || attempt == 2 {
+            assert_within(what, got, want, tol);
+        }
+        eprintln!(
+            "{what}: {:.2} Mbit/s below the band (attempt {attempt}), re-measuring",
+            got / 1e6
+        );
+    }
+}

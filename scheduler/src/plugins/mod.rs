@@ -11,6 +11,7 @@ pub mod helpers;
 pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
+pub mod node_health;
 pub mod node_name;
 pub mod node_ports;
 pub mod node_resources_balanced;
@@ -81,6 +82,7 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
             node_resources_balanced::factory,
         ),
         (image_locality::NAME, image_locality::factory),
+        (node_health::NAME, node_health::factory),
         (
             default_binder::NAME,
             no_args::<default_binder::DefaultBinder>,

@@ -1,0 +1,799 @@
+//! One scheduling session: queues and jobs built from the snapshot, the pending pods
+//! and the batch objects; plugins opened; actions run in the configured order;
+//! statuses produced at close.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::objects::{
+    ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, BatchObjects, DEFAULT_QUEUE, GroupApi,
+    LABEL_POD_GROUP, QueueSpec, QuotaSpec,
+};
+use super::plugins::{self, SessionPlugin};
+use super::res::ResMap;
+use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
+use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+/// Session actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Enqueue,
+    Allocate,
+    Preempt,
+    Reclaim,
+    Backfill,
+}
+
+pub const DEFAULT_ACTIONS: &[Action] = &[
+    Action::Enqueue,
+    Action::Allocate,
+    Action::Preempt,
+    Action::Reclaim,
+    Action::Backfill,
+];
+
+/// `corral.session` in the configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Actions in order (default enqueue, allocate, preempt, reclaim, backfill).
+    pub actions: Option<Vec<Action>>,
+    /// Session plugins (default priority, gang, conformance, drf, proportion,
+    /// overcommit, resourcequota).
+    pub plugins: Option<Vec<String>>,
+    /// Enqueue admits up to idle capacity times this factor (default 1.2).
+    pub overcommit_factor: Option<f64>,
+    /// Session clock (Unix seconds) for min-runtime protection; default: the newest
+    /// pod creation/start timestamp of the input (else the current time).
+    pub now: Option<i64>,
+}
+
+impl SessionConfig {
+    pub fn actions(&self) -> Vec<Action> {
+        self.actions
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ACTIONS.to_vec())
+    }
+
+    /// Checks the settings; errors name the setting.
+    pub fn plugins(&self) -> Result<Vec<Arc<dyn SessionPlugin>>, String> {
+        let f = self.overcommit_factor.unwrap_or(1.2);
+        if !(f.is_finite() && f >= 1.0) {
+            return Err(format!(
+                "corral.session.overcommitFactor: must be a number >= 1.0, got {f}"
+            ));
+        }
+        let names: Vec<String> = match &self.plugins {
+            Some(p) => p.clone(),
+            None => plugins::DEFAULT_PLUGINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        };
+        plugins::build(&names, f).map_err(|e| format!("corral.session.plugins: {e}"))
+    }
+}
+
+/// A pod in a job.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub pod: Arc<PodInfo>,
+    pub req: ResMap,
+    /// `volcano.sh/task-spec` role.
+    pub role: Option<String>,
+    pub best_effort: bool,
+}
+
+impl Task {
+    pub fn new(pod: Arc<PodInfo>) -> Task {
+        let role = annotations(&pod)
+            .and_then(|a| a.get(ANN_TASK_SPEC))
+            .cloned();
+        Task {
+            req: ResMap::from_resources(&pod.requests.requests),
+            best_effort: pod.requests.requests.is_zero(),
+            role,
+            pod,
+        }
+    }
+}
+
+fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
+    p.pod.metadata.annotations.as_ref()
+}
+
+/// A gang: an explicit PodGroup, or one pod without a group (one-member gang).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `namespace/name` of the PodGroup, or of the pod for implicit jobs.
+    pub key: String,
+    pub group: Option<GroupApi>,
+    pub namespace: String,
+    pub queue: Option<usize>,
+    pub min_member: usize,
+    pub min_task_member: BTreeMap<String, usize>,
+    pub min_resources: Option<ResMap>,
+    pub priority: i32,
+    pub created: i64,
+    pub seq: u64,
+    pub pending: Vec<Task>,
+    pub running: Vec<Task>,
+    pub annotations: BTreeMap<String, String>,
+    /// Admitted by enqueue.
+    pub inqueue: bool,
+    /// Why the job (or its pods) did not get placed.
+    pub message: Option<String>,
+    /// Object error: never scheduled.
+    pub error: Option<String>,
+    /// Preemptor tasks placed after evictions (bound in a later session).
+    pub pipelined: Vec<String>,
+}
+
+impl Job {
+    /// No gang constraint beyond one pod: each task commits on its own.
+    pub fn simple(&self) -> bool {
+        self.min_member <= 1 && self.min_task_member.is_empty() && self.min_resources.is_none()
+    }
+}
+
+/// A queue in the session.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub spec: QueueSpec,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    pub error: Option<String>,
+    pub allocated: ResMap,
+    /// Demand: allocated + pending requests (children included).
+    pub request: ResMap,
+    pub deserved: ResMap,
+    /// minResources of admitted jobs not yet running.
+    pub inqueue: ResMap,
+}
+
+/// An eviction decided by preempt or reclaim.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Eviction {
+    pub pod: String,
+    pub preemptor: String,
+    pub reason: String,
+}
+
+/// PodGroup status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PodGroupStatus {
+    pub name: String,
+    pub phase: String,
+    pub message: String,
+}
+
+/// Queue status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub name: String,
+    pub state: String,
+    pub weight: u32,
+    pub deserved: ResMap,
+    pub allocated: ResMap,
+}
+
+/// The session's resource filter: a task fits a node's idle resources (Volcano's
+/// `InitResreq <= FutureIdle` check), independent of the profile's plugins.
+struct SessionFit;
+
+pub const SESSION_FIT: &str = "SessionFit";
+
+impl Plugin for SessionFit {
+    fn name(&self) -> &'static str {
+        SESSION_FIT
+    }
+    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
+        Some(self)
+    }
+}
+
+/// Insufficient resources of `pod` on `node` (kube-scheduler reason strings).
+pub fn insufficient(
+    pod: &PodInfo,
+    node: &NodeInfo,
+    freed: &crate::resources::Resources,
+    freed_pods: usize,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if node.pods.len() - freed_pods + 1 > node.allocatable.pods.max(0) as usize {
+        out.push("Too many pods".to_string());
+    }
+    let r = &pod.requests.requests;
+    let check = |name: &str, want: i64, out: &mut Vec<String>| {
+        if want > 0
+            && want > node.allocatable.get(name) - node.requested.get(name) + freed.get(name)
+        {
+            out.push(format!("Insufficient {name}"));
+        }
+    };
+    check("cpu", r.milli_cpu, &mut out);
+    check("memory", r.memory, &mut out);
+    check("ephemeral-storage", r.ephemeral_storage, &mut out);
+    for (n, v) in &r.scalar {
+        check(n, *v, &mut out);
+    }
+    out
+}
+
+impl FilterPlugin for SessionFit {
+    fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
+        let bad = insufficient(pod, node, &crate::resources::Resources::default(), 0);
+        if bad.is_empty() {
+            Status::success()
+        } else {
+            let mut st = Status::unschedulable(bad[0].clone());
+            st.reasons = bad.into_iter().map(Into::into).collect();
+            st
+        }
+    }
+}
+
+/// Appends the session's resource filter to every profile.
+pub fn with_session_fit(sched: &mut Scheduler) {
+    for fw in &mut sched.frameworks {
+        if !fw.filter.iter().any(|f| f.name() == SESSION_FIT) {
+            fw.filter.push(Arc::new(SessionFit));
+        }
+    }
+}
+
+/// State carried from one session to the next.
+#[derive(Default)]
+pub struct Carry {
+    /// PodGroups admitted in an earlier session.
+    pub admitted: HashSet<String>,
+}
+
+/// A session.
+pub struct Session {
+    pub sched: Scheduler,
+    pub queues: Vec<Queue>,
+    pub queue_index: HashMap<String, usize>,
+    pub jobs: Vec<Job>,
+    pub quotas: Vec<QuotaSpec>,
+    /// Cluster allocatable.
+    pub total: ResMap,
+    /// Requests of running pods.
+    pub used: ResMap,
+    /// minResources of admitted, not yet running jobs.
+    pub inqueue: ResMap,
+    pub ns_used: HashMap<String, ResMap>,
+    pub ns_pods: HashMap<String, i64>,
+    pub now: i64,
+    pub plugins: Vec<Arc<dyn SessionPlugin>>,
+    pub actions: Vec<Action>,
+    /// Output of this session.
+    pub placements: Vec<Placement>,
+    pub evictions: Vec<Eviction>,
+    /// Per-pod failure messages (simple jobs).
+    pub pod_messages: HashMap<String, String>,
+    pub batches: u64,
+    pub conflicts: u64,
+    /// Core evaluation/commit wall time spent in this session (ms).
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
+}
+
+fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+    if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
+        && !g.is_empty()
+    {
+        return Some((GroupApi::Volcano, format!("{}/{g}", p.namespace)));
+    }
+    p.labels
+        .get(LABEL_POD_GROUP)
+        .filter(|g| !g.is_empty())
+        .map(|g| (GroupApi::Coscheduling, format!("{}/{g}", p.namespace)))
+}
+
+impl Session {
+    /// Opens a session over `sched`'s snapshot with the given pending pods.
+    pub fn open(
+        mut sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+    ) -> Session {
+        with_session_fit(&mut sched);
+        // Queues.
+        let mut specs: Vec<QueueSpec> = objs.queues.clone();
+        if !specs.iter().any(|q| q.name == DEFAULT_QUEUE) {
+            specs.push(QueueSpec::implicit(DEFAULT_QUEUE));
+        }
+        let queue_index: HashMap<String, usize> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.name.clone(), i))
+            .collect();
+        let mut queues: Vec<Queue> = specs
+            .into_iter()
+            .map(|spec| Queue {
+                spec,
+                parent: None,
+                children: Vec::new(),
+                error: None,
+                allocated: ResMap::default(),
+                request: ResMap::default(),
+                deserved: ResMap::default(),
+                inqueue: ResMap::default(),
+            })
+            .collect();
+        for i in 0..queues.len() {
+            if let Some(p) = queues[i].spec.parent.clone() {
+                match queue_index.get(&p) {
+                    Some(&pi) if pi != i => {
+                        queues[i].parent = Some(pi);
+                        queues[pi].children.push(i);
+                    }
+                    Some(_) => queues[i].error = Some(format!("queue {p} is its own parent")),
+                    None => queues[i].error = Some(format!("parent queue {p:?} not found")),
+                }
+            }
+        }
+        // Cycles and invalid ancestors.
+        for i in 0..queues.len() {
+            let mut seen = HashSet::from([i]);
+            let mut cur = queues[i].parent;
+            while let Some(c) = cur {
+                if !seen.insert(c) {
+                    queues[i].error = Some(format!(
+                        "cycle in queue parents involving {}",
+                        queues[i].spec.name
+                    ));
+                    break;
+                }
+                if queues[c].error.is_some() && queues[i].error.is_none() {
+                    queues[i].error =
+                        Some(format!("ancestor queue {} is invalid", queues[c].spec.name));
+                }
+                cur = queues[c].parent;
+            }
+        }
+        // Break cycles so that walks up the hierarchy always terminate.
+        for i in 0..queues.len() {
+            if queues[i].error.is_some()
+                && let Some(p) = queues[i].parent.take()
+            {
+                queues[p].children.retain(|&c| c != i);
+            }
+        }
+        // Jobs from PodGroups.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut group_index: HashMap<(GroupApi, String), usize> = HashMap::new();
+        for (gi, g) in objs.groups.iter().enumerate() {
+            let (queue, error) = match queue_index.get(&g.queue) {
+                None => (None, Some(format!("queue {:?} not found", g.queue))),
+                Some(&qi) if queues[qi].error.is_some() => (
+                    Some(qi),
+                    Some(format!(
+                        "queue {} is invalid: {}",
+                        g.queue,
+                        queues[qi].error.clone().unwrap_or_default()
+                    )),
+                ),
+                Some(&qi) if !queues[qi].children.is_empty() => (
+                    Some(qi),
+                    Some(format!(
+                        "queue {} has child queues; jobs must use a leaf queue",
+                        g.queue
+                    )),
+                ),
+                Some(&qi) => (Some(qi), g.error.clone()),
+            };
+            group_index.insert((g.api, g.key()), jobs.len());
+            jobs.push(Job {
+                key: g.key(),
+                group: Some(g.api),
+                namespace: g.namespace.clone(),
+                queue,
+                min_member: g.min_member as usize,
+                min_task_member: g
+                    .min_task_member
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v as usize))
+                    .collect(),
+                min_resources: g.min_resources.clone(),
+                priority: g.priority.unwrap_or(i32::MIN),
+                created: g.created,
+                seq: gi as u64,
+                pending: Vec::new(),
+                running: Vec::new(),
+                annotations: g.annotations.clone(),
+                inqueue: carry.admitted.contains(&g.key())
+                    || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
+                message: None,
+                error,
+                pipelined: Vec::new(),
+            });
+        }
+        let default_q = queue_index.get(DEFAULT_QUEUE).copied();
+        let mut add_pod = |jobs: &mut Vec<Job>, p: Arc<PodInfo>, running: bool| {
+            let t = Task::new(p.clone());
+            let ji = match membership(&p) {
+                Some(m) => match group_index.get(&m) {
+                    Some(&ji) => ji,
+                    None => {
+                        let ji = jobs.len();
+                        group_index.insert(m.clone(), ji);
+                        jobs.push(Job {
+                            key: m.1.clone(),
+                            group: Some(m.0),
+                            namespace: p.namespace.clone(),
+                            queue: default_q,
+                            min_member: 1,
+                            min_task_member: BTreeMap::new(),
+                            min_resources: None,
+                            priority: i32::MIN,
+                            created: p.created,
+                            seq: u64::MAX,
+                            pending: Vec::new(),
+                            running: Vec::new(),
+                            annotations: BTreeMap::new(),
+                            inqueue: false,
+                            message: None,
+                            error: Some(format!("PodGroup {} not found", m.1)),
+                            pipelined: Vec::new(),
+                        });
+                        ji
+                    }
+                },
+                None => {
+                    let qname = annotations(&p)
+                        .and_then(|a| a.get(ANN_QUEUE_NAME))
+                        .cloned()
+                        .unwrap_or_else(|| DEFAULT_QUEUE.into());
+                    let (queue, error) = match queue_index.get(&qname) {
+                        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
+                        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+                        None => (default_q, Some(format!("queue {qname:?} not found"))),
+                    };
+                    jobs.push(Job {
+                        key: p.key.clone(),
+                        group: None,
+                        namespace: p.namespace.clone(),
+                        queue,
+                        min_member: 1,
+                        min_task_member: BTreeMap::new(),
+                        min_resources: None,
+                        priority: p.priority,
+                        created: p.created,
+                        seq: p.seq,
+                        pending: Vec::new(),
+                        running: Vec::new(),
+                        annotations: BTreeMap::new(),
+                        inqueue: true,
+                        message: None,
+                        error,
+                        pipelined: Vec::new(),
+                    });
+                    jobs.len() - 1
+                }
+            };
+            let j = &mut jobs[ji];
+            if j.group.is_some() {
+                j.priority = j.priority.max(p.priority);
+                if j.seq == u64::MAX || (j.seq > p.seq && j.created == 0) {
+                    j.seq = j.seq.min(p.seq);
+                }
+            }
+            if running {
+                j.running.push(t);
+            } else {
+                j.pending.push(t);
+            }
+        };
+        let mut total = ResMap::default();
+        for n in sched.snapshot.nodes() {
+            total.add(&ResMap::from_resources(&n.allocatable));
+            for p in &n.pods {
+                add_pod(&mut jobs, p.clone(), true);
+            }
+        }
+        for p in pending {
+            add_pod(&mut jobs, p, false);
+        }
+        // Groups whose priority class was not set take their pods' highest priority.
+        for j in &mut jobs {
+            if j.priority == i32::MIN {
+                j.priority = 0;
+            }
+        }
+        let mut ssn = Session {
+            sched,
+            queues,
+            queue_index,
+            jobs,
+            quotas: objs.quotas.clone(),
+            total,
+            used: ResMap::default(),
+            inqueue: ResMap::default(),
+            ns_used: HashMap::new(),
+            ns_pods: HashMap::new(),
+            now,
+            plugins: plugins.clone(),
+            actions,
+            placements: Vec::new(),
+            evictions: Vec::new(),
+            pod_messages: HashMap::new(),
+            batches: 0,
+            conflicts: 0,
+            evaluate_ms: 0.0,
+            commit_ms: 0.0,
+        };
+        ssn.recompute_usage();
+        for p in &plugins {
+            p.on_open(&mut ssn);
+        }
+        ssn
+    }
+
+    /// Recomputes queue allocated/request and namespace usage from the jobs.
+    pub fn recompute_usage(&mut self) {
+        for q in &mut self.queues {
+            q.allocated = ResMap::default();
+            q.request = ResMap::default();
+        }
+        self.used = ResMap::default();
+        self.ns_used.clear();
+        self.ns_pods.clear();
+        for j in &self.jobs {
+            let mut alloc = ResMap::default();
+            for t in &j.running {
+                alloc.add(&t.req);
+            }
+            self.used.add(&alloc);
+            self.ns_used
+                .entry(j.namespace.clone())
+                .or_default()
+                .add(&alloc);
+            *self.ns_pods.entry(j.namespace.clone()).or_insert(0) += j.running.len() as i64;
+            let Some(qi) = j.queue else { continue };
+            let mut req = alloc.clone();
+            if j.error.is_none() {
+                for t in &j.pending {
+                    req.add(&t.req);
+                }
+            }
+            let mut cur = Some(qi);
+            while let Some(c) = cur {
+                self.queues[c].allocated.add(&alloc);
+                self.queues[c].request.add(&req);
+                cur = self.queues[c].parent;
+            }
+        }
+    }
+
+    /// Adds `req` to the queue and its ancestors' allocation (negative: `sub`).
+    pub fn charge(&mut self, queue: Option<usize>, ns: &str, req: &ResMap, add: bool) {
+        let mut cur = queue;
+        while let Some(c) = cur {
+            if add {
+                self.queues[c].allocated.add(req);
+            } else {
+                self.queues[c].allocated.sub(req);
+            }
+            cur = self.queues[c].parent;
+        }
+        let nsu = self.ns_used.entry(ns.to_string()).or_default();
+        let np = self.ns_pods.entry(ns.to_string()).or_insert(0);
+        if add {
+            self.used.add(req);
+            nsu.add(req);
+            *np += 1;
+        } else {
+            self.used.sub(req);
+            nsu.sub(req);
+            *np -= 1;
+        }
+    }
+
+    /// Job order: plugins in order, then creation time, then input order.
+    pub fn job_cmp(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        let (ja, jb) = (&self.jobs[a], &self.jobs[b]);
+        for p in &self.plugins {
+            let o = p.job_order(self, ja, jb);
+            if o.is_ne() {
+                return o;
+            }
+        }
+        ja.created
+            .cmp(&jb.created)
+            .then(ja.seq.cmp(&jb.seq))
+            .then(ja.key.cmp(&jb.key))
+    }
+
+    pub fn job_valid(&self, j: usize) -> Result<(), String> {
+        let job = &self.jobs[j];
+        if let Some(e) = &job.error {
+            return Err(e.clone());
+        }
+        if let Some(qi) = job.queue
+            && !self.queues[qi].spec.open
+        {
+            return Err(format!("queue {} is Closed", self.queues[qi].spec.name));
+        }
+        for p in &self.plugins {
+            p.job_valid(self, job)?;
+        }
+        Ok(())
+    }
+
+    pub fn job_ready(&self, j: usize, placed: &[&Task]) -> Result<(), String> {
+        for p in &self.plugins {
+            p.job_ready(self, &self.jobs[j], placed)?;
+        }
+        Ok(())
+    }
+
+    pub fn allocatable(&self, queue: usize, req: &ResMap) -> bool {
+        self.plugins.iter().all(|p| p.allocatable(self, queue, req))
+    }
+
+    pub fn overused(&self, queue: usize) -> bool {
+        self.plugins.iter().any(|p| p.overused(self, queue))
+    }
+
+    /// Runs the configured actions.
+    pub fn run(&mut self) {
+        for a in self.actions.clone() {
+            match a {
+                Action::Enqueue => super::actions::enqueue(self),
+                Action::Allocate => super::actions::allocate(self),
+                Action::Preempt => super::actions::evict(self, plugins::EvictMode::Preempt),
+                Action::Reclaim => super::actions::evict(self, plugins::EvictMode::Reclaim),
+                Action::Backfill => super::actions::backfill(self),
+            }
+        }
+        if !self.actions.contains(&Action::Enqueue) {
+            for j in &mut self.jobs {
+                j.inqueue = true;
+            }
+        }
+    }
+
+    /// Places pods with the core's batched scheduler (parallel evaluation, ordered
+    /// commit). Returns the core report.
+    pub fn place(&mut self, pods: Vec<PodInfo>) -> Report {
+        let r = self.sched.schedule_all(pods);
+        self.batches += r.stats.batches;
+        self.conflicts += r.stats.conflicts;
+        self.evaluate_ms += r.stats.evaluate_ms;
+        self.commit_ms += r.stats.commit_ms;
+        r
+    }
+
+    /// Closes the session: pipelined preemptors are taken off their nodes (they bind
+    /// in a later session, after their victims terminated).
+    pub fn close(mut self) -> Closed {
+        let pipelined: Vec<String> = self.jobs.iter().flat_map(|j| j.pipelined.clone()).collect();
+        for k in &pipelined {
+            self.sched.snapshot.remove_pod(k);
+        }
+        let mut podgroups = Vec::new();
+        let mut unschedulable = Vec::new();
+        let mut pending = Vec::new();
+        let mut admitted = HashSet::new();
+        for j in &self.jobs {
+            let valid = self.job_valid_static(j);
+            if j.group.is_some() {
+                if j.inqueue {
+                    admitted.insert(j.key.clone());
+                }
+                let phase = if j.running.len() >= j.min_member.max(1) {
+                    "Running"
+                } else if !j.running.is_empty() {
+                    "Unknown"
+                } else if j.inqueue && valid.is_none() {
+                    "Inqueue"
+                } else {
+                    "Pending"
+                };
+                let message = valid
+                    .clone()
+                    .or_else(|| j.message.clone())
+                    .unwrap_or_else(|| {
+                        if phase == "Running" {
+                            format!("{} task(s) running", j.running.len())
+                        } else {
+                            String::new()
+                        }
+                    });
+                podgroups.push(PodGroupStatus {
+                    name: j.key.clone(),
+                    phase: phase.into(),
+                    message,
+                });
+            }
+            for t in &j.pending {
+                let msg = self
+                    .pod_messages
+                    .get(&t.pod.key)
+                    .cloned()
+                    .or_else(|| valid.clone())
+                    .or_else(|| j.message.clone())
+                    .unwrap_or_else(|| {
+                        let q = j
+                            .queue
+                            .map(|q| self.queues[q].spec.name.clone())
+                            .unwrap_or_default();
+                        format!("waiting in queue {q}: not allocated in this session")
+                    });
+                unschedulable.push(Unschedulable {
+                    pod: t.pod.key.clone(),
+                    message: msg,
+                });
+                pending.push(t.pod.clone());
+            }
+        }
+        podgroups.sort_by(|a, b| a.name.cmp(&b.name));
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| QueueStatus {
+                name: q.spec.name.clone(),
+                state: match (&q.error, q.spec.open) {
+                    (Some(_), _) => "Invalid".into(),
+                    (None, true) => "Open".into(),
+                    (None, false) => "Closed".into(),
+                },
+                weight: q.spec.weight,
+                deserved: q.deserved.clone(),
+                allocated: q.allocated.clone(),
+            })
+            .collect();
+        Closed {
+            sched: self.sched,
+            pending,
+            placements: self.placements,
+            evictions: self.evictions,
+            unschedulable,
+            podgroups,
+            queues,
+            carry: Carry { admitted },
+            batches: self.batches,
+            conflicts: self.conflicts,
+            evaluate_ms: self.evaluate_ms,
+            commit_ms: self.commit_ms,
+        }
+    }
+
+    fn job_valid_static(&self, j: &Job) -> Option<String> {
+        if let Some(e) = &j.error {
+            return Some(e.clone());
+        }
+        for p in &self.plugins {
+            if let Err(e) = p.job_valid(self, j) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+/// A closed session's results.
+pub struct Closed {
+    pub sched: Scheduler,
+    pub pending: Vec<Arc<PodInfo>>,
+    pub placements: Vec<Placement>,
+    pub evictions: Vec<Eviction>,
+    pub unschedulable: Vec<Unschedulable>,
+    pub podgroups: Vec<PodGroupStatus>,
+    pub queues: Vec<QueueStatus>,
+    pub carry: Carry,
+    pub batches: u64,
+    pub conflicts: u64,
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
+}

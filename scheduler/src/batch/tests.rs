@@ -1,0 +1,707 @@
+//! Session scenario tests: gangs, fair share, preemption/reclaim, protection,
+//! backfill, bad objects, and a property test of the session invariants.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::objects::{ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, EXTRA_KINDS};
+use super::session::{Action, SessionConfig};
+use super::{BatchObjects, run_sessions};
+use crate::config::default_frameworks;
+use crate::input::load_str;
+use crate::scheduler::{Options, Report, Scheduler};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+use crate::testutil::{PodBuilder, node, pod};
+
+/// 2026-01-01T12:00:00Z
+const NOW: i64 = 1_767_268_800;
+
+struct Case {
+    nodes: Vec<NodeInfo>,
+    running: Vec<(PodInfo, String)>,
+    pending: Vec<PodInfo>,
+    yaml: String,
+    cfg: SessionConfig,
+    seq: u64,
+}
+
+impl Case {
+    fn new(nodes: usize, cpu: &str) -> Case {
+        let mut c = Case {
+            nodes: Vec::new(),
+            running: Vec::new(),
+            pending: Vec::new(),
+            yaml: String::new(),
+            cfg: SessionConfig {
+                now: Some(NOW),
+                ..SessionConfig::default()
+            },
+            seq: 0,
+        };
+        for i in 0..nodes {
+            c.nodes
+                .push(node(&format!("n{i}")).cpu(cpu).mem("64Gi").info());
+        }
+        c
+    }
+    fn objects(mut self, y: &str) -> Case {
+        self.yaml.push_str("---\n");
+        self.yaml.push_str(y);
+        self.yaml.push('\n');
+        self
+    }
+    fn pend(&mut self, b: PodBuilder) {
+        self.seq += 1;
+        self.pending.push(b.seq(self.seq).info());
+    }
+    fn run_on(&mut self, b: PodBuilder, node: &str) {
+        self.seq += 1;
+        let b = b.node_name(node);
+        self.running
+            .push((b.seq(self.seq).info(), node.to_string()));
+    }
+    fn objs(&self) -> BatchObjects {
+        let inp = load_str(
+            &format!(
+                "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {{name: high}}\nvalue: 1000\n{}",
+                self.yaml
+            ),
+            "case.yaml",
+            EXTRA_KINDS,
+        )
+        .expect("valid yaml");
+        BatchObjects::parse(&inp.other, &inp.priority_classes)
+    }
+    fn run(&self, cycles: usize) -> (Report, Scheduler) {
+        let mut snap = Snapshot::new();
+        for n in &self.nodes {
+            snap.upsert_node(n.clone());
+        }
+        for (p, n) in &self.running {
+            snap.add_pod(Arc::new(p.clone()), n);
+        }
+        let sched = Scheduler::new(default_frameworks(), snap, Options::default());
+        run_sessions(sched, self.pending.clone(), &self.objs(), &self.cfg, cycles).expect("session")
+    }
+}
+
+fn ann(mut b: PodBuilder, k: &str, v: &str) -> PodBuilder {
+    b.0["metadata"]["annotations"][k] = json!(v);
+    b
+}
+
+fn member(name: &str, group: &str, cpu: &str) -> PodBuilder {
+    ann(pod(name).cpu(cpu), ANN_GROUP_NAME, group)
+}
+
+fn in_queue(name: &str, queue: &str, cpu: &str) -> PodBuilder {
+    ann(pod(name).cpu(cpu), ANN_QUEUE_NAME, queue)
+}
+
+fn started(mut b: PodBuilder, t: &str) -> PodBuilder {
+    b.0["status"]["startTime"] = json!(t);
+    b.0["status"]["phase"] = json!("Running");
+    b
+}
+
+fn pg(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: scheduling.volcano.sh/v1beta1\nkind: PodGroup\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+    )
+}
+
+fn queue(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: scheduling.volcano.sh/v1beta1\nkind: Queue\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+    )
+}
+
+fn placed(r: &Report, prefix: &str) -> usize {
+    r.placements
+        .iter()
+        .filter(|p| p.pod.starts_with(&format!("default/{prefix}")))
+        .count()
+}
+
+fn group<'a>(r: &'a Report, name: &str) -> &'a super::PodGroupStatus {
+    r.podgroups
+        .iter()
+        .find(|g| g.name == format!("default/{name}"))
+        .unwrap_or_else(|| panic!("podgroup {name} in {:?}", r.podgroups))
+}
+
+fn queue_alloc(r: &Report, name: &str, res: &str) -> i64 {
+    r.queues
+        .iter()
+        .find(|q| q.name == name)
+        .map(|q| q.allocated.get(res))
+        .unwrap_or_else(|| panic!("queue {name}"))
+}
+
+#[test]
+fn gang_with_capacity_for_n_minus_1_binds_nothing_and_frees_capacity() {
+    let mut c = Case::new(4, "1")
+        .objects(&pg("big", "{minMember: 5}"))
+        .objects(&pg("small", "{minMember: 4}"));
+    for i in 0..5 {
+        c.pend(member(&format!("big-{i}"), "big", "1"));
+    }
+    for i in 0..4 {
+        c.pend(member(&format!("small-{i}"), "small", "1"));
+    }
+    let (r, s) = c.run(1);
+    assert_eq!(placed(&r, "big"), 0, "{:?}", r.placements);
+    assert_eq!(placed(&r, "small"), 4, "{:?}", r.unschedulable);
+    assert_eq!(
+        s.snapshot.num_pods(),
+        4,
+        "nothing of the failed gang is left behind"
+    );
+    let g = group(&r, "big");
+    assert_eq!(g.phase, "Inqueue");
+    assert_eq!(
+        g.message,
+        "1/5 tasks in gang unschedulable: 0/4 nodes are available: 4 Insufficient cpu."
+    );
+    assert_eq!(group(&r, "small").phase, "Running");
+}
+
+#[test]
+fn gang_message_aggregates_reasons() {
+    let mut c = Case::new(0, "1").objects(&pg("train", "{minMember: 5}"));
+    for i in 0..10 {
+        let mut b = node(&format!("g{i}")).cpu("8").mem("64Gi");
+        if i < 2 {
+            b = b.alloc("nvidia.com/gpu", "1");
+        }
+        c.nodes.push(b.info());
+    }
+    for i in 0..5 {
+        c.pend(member(&format!("t-{i}"), "train", "1").req("nvidia.com/gpu", "1"));
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(placed(&r, "t-"), 0);
+    assert_eq!(
+        group(&r, "train").message,
+        "3/5 tasks in gang unschedulable: 0/10 nodes are available: 10 Insufficient nvidia.com/gpu."
+    );
+    assert!(
+        r.unschedulable
+            .iter()
+            .all(|u| u.message.starts_with("3/5 tasks in gang unschedulable")),
+        "{:?}",
+        r.unschedulable
+    );
+}
+
+#[test]
+fn min_task_member_per_role() {
+    let build = |ps_fits: bool| {
+        let mut c = Case::new(4, "1").objects(&pg(
+            "job",
+            "{minMember: 2, minTaskMember: {ps: 1, worker: 1}}",
+        ));
+        for i in 0..3 {
+            c.pend(ann(
+                member(&format!("w{i}"), "job", "1"),
+                ANN_TASK_SPEC,
+                "worker",
+            ));
+        }
+        let mut ps = ann(member("ps", "job", "1"), ANN_TASK_SPEC, "ps");
+        if !ps_fits {
+            ps = ps.req("example.com/ps-slot", "1");
+        }
+        c.pend(ps);
+        c.run(1).0
+    };
+    let r = build(false);
+    assert_eq!(
+        r.placements.len(),
+        0,
+        "workers alone do not make the job ready"
+    );
+    assert!(
+        group(&r, "job")
+            .message
+            .contains("1/4 tasks in gang unschedulable"),
+        "{:?}",
+        group(&r, "job")
+    );
+    let r = build(true);
+    assert_eq!(r.placements.len(), 4);
+}
+
+#[test]
+fn min_resources_gate_enqueue_and_readiness() {
+    // Placeable pods that do not add up to minResources: nothing binds.
+    let mut c = Case::new(4, "1").objects(&pg("g", "{minMember: 1, minResources: {cpu: \"3\"}}"));
+    c.pend(member("g-0", "g", "1"));
+    c.pend(member("g-1", "g", "1"));
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 0);
+    assert!(
+        group(&r, "g").message.contains("minResources"),
+        "{:?}",
+        group(&r, "g")
+    );
+    // minResources above idle x 1.2: stays Pending at enqueue.
+    let mut c =
+        Case::new(4, "1").objects(&pg("huge", "{minMember: 1, minResources: {cpu: \"5\"}}"));
+    c.pend(member("huge-0", "huge", "1"));
+    c.pend(pod("free").cpu("1"));
+    let (r, _) = c.run(1);
+    let g = group(&r, "huge");
+    assert_eq!(g.phase, "Pending");
+    assert!(g.message.contains("cluster idle resources x 1.2"), "{g:?}");
+    assert_eq!(
+        placed(&r, "free"),
+        1,
+        "the rest of the cluster still schedules"
+    );
+}
+
+#[test]
+fn namespace_quota_is_respected_at_enqueue() {
+    let mut c = Case::new(4, "4")
+        .objects(&pg("g", "{minMember: 2, minResources: {cpu: \"4\"}}"))
+        .objects("apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: team, namespace: default}\nspec: {hard: {requests.cpu: \"3\"}}\n");
+    c.pend(member("g-0", "g", "2"));
+    c.pend(member("g-1", "g", "2"));
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 0);
+    let g = group(&r, "g");
+    assert_eq!(g.phase, "Pending");
+    assert!(g.message.contains("exceeded quota: team"), "{g:?}");
+}
+
+#[test]
+fn fair_share_one_to_three_converges_to_25_75() {
+    let mut c = Case::new(10, "10")
+        .objects(&queue("a", "{weight: 1}"))
+        .objects(&queue("b", "{weight: 3}"));
+    for i in 0..100 {
+        c.pend(in_queue(&format!("a-{i}"), "a", "1"));
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    let (r, _) = c.run(1);
+    let (a, b) = (queue_alloc(&r, "a", "cpu"), queue_alloc(&r, "b", "cpu"));
+    assert!((a - 25_000).abs() <= 1000, "a={a}");
+    assert!((b - 75_000).abs() <= 1000, "b={b}");
+    let qa = r.queues.iter().find(|q| q.name == "a").unwrap();
+    assert_eq!(qa.deserved.get("cpu"), 25_000);
+}
+
+#[test]
+fn capability_caps_a_queue() {
+    let mut c = Case::new(4, "10")
+        .objects(&queue("a", "{weight: 3, capability: {cpu: \"10\"}}"))
+        .objects(&queue("b", "{weight: 1}"));
+    for i in 0..60 {
+        c.pend(in_queue(&format!("a-{i}"), "a", "1"));
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(queue_alloc(&r, "a", "cpu"), 10_000);
+    assert_eq!(queue_alloc(&r, "b", "cpu"), 30_000);
+}
+
+#[test]
+fn hierarchical_shares() {
+    let mut c = Case::new(8, "10")
+        .objects(&queue("dept", "{weight: 1}"))
+        .objects(&queue("team1", "{weight: 1, parent: dept}"))
+        .objects(&queue("team2", "{weight: 3, parent: dept}"))
+        .objects(&queue("other", "{weight: 1}"));
+    for i in 0..80 {
+        for q in ["team1", "team2", "other"] {
+            c.pend(in_queue(&format!("{q}-{i}"), q, "1"));
+        }
+    }
+    let (r, _) = c.run(1);
+    let got: HashMap<&str, i64> = ["dept", "team1", "team2", "other"]
+        .into_iter()
+        .map(|q| (q, queue_alloc(&r, q, "cpu")))
+        .collect();
+    assert!((got["other"] - 40_000).abs() <= 1000, "{got:?}");
+    assert!((got["team1"] - 10_000).abs() <= 1000, "{got:?}");
+    assert!((got["team2"] - 30_000).abs() <= 1000, "{got:?}");
+    assert_eq!(got["dept"], got["team1"] + got["team2"]);
+}
+
+#[test]
+fn preemption_is_minimal_and_lowest_priority() {
+    let mut c = Case::new(2, "4").objects(&pg("g", "{minMember: 2}"));
+    for i in 0..3 {
+        c.run_on(member(&format!("g-{i}"), "g", "1").priority(10), "n0");
+    }
+    c.run_on(pod("x").cpu("1").priority(5), "n0");
+    c.run_on(pod("y1").cpu("2").priority(1), "n1");
+    c.run_on(pod("y2").cpu("2").priority(2), "n1");
+    c.pend(pod("p").cpu("1").priority(100));
+    let (r, _) = c.run(2);
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.evictions);
+    assert_eq!(r.evictions[0].pod, "default/y1");
+    assert_eq!(r.evictions[0].preemptor, "default/p");
+    assert!(
+        r.evictions[0].reason.contains("preempted"),
+        "{:?}",
+        r.evictions
+    );
+    assert_eq!(placed(&r, "p"), 1, "bound in the second session");
+}
+
+#[test]
+fn preemption_is_gang_aware() {
+    // Evicting one of three keeps the gang at minMember 2: only one goes.
+    let mut c = Case::new(1, "4").objects(&pg("g", "{minMember: 2}"));
+    for i in 0..3 {
+        c.run_on(member(&format!("g-{i}"), "g", "1").priority(1), "n0");
+    }
+    c.run_on(pod("x").cpu("1").priority(5), "n0");
+    c.pend(pod("p").cpu("1").priority(100));
+    let (r, _) = c.run(1);
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.evictions);
+    assert!(r.evictions[0].pod.starts_with("default/g-"));
+    assert_eq!(group(&r, "g").phase, "Running");
+
+    // minMember 3: any eviction breaks the gang, so the whole gang goes (3 pods)
+    // rather than x plus the whole gang, and never a partial gang.
+    let mut c = Case::new(1, "4").objects(&pg("g", "{minMember: 3}"));
+    for i in 0..3 {
+        c.run_on(member(&format!("g-{i}"), "g", "1").priority(1), "n0");
+    }
+    c.run_on(pod("x").cpu("1").priority(5), "n0");
+    c.pend(pod("p").cpu("2").priority(100));
+    let (r, _) = c.run(1);
+    let mut ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    ev.sort();
+    assert_eq!(ev, ["default/g-0", "default/g-1", "default/g-2"]);
+    assert!(r.evictions.iter().any(|e| e.reason.contains("whole gang")));
+}
+
+#[test]
+fn protected_and_young_pods_survive() {
+    let scenario = |b_start: &str| {
+        let mut c = Case::new(1, "2");
+        c.run_on(
+            ann(
+                pod("a").cpu("1").priority(1),
+                "corral.io/preemptable",
+                "false",
+            ),
+            "n0",
+        );
+        c.run_on(
+            started(
+                ann(pod("b").cpu("1").priority(1), "corral.io/min-runtime", "6h"),
+                b_start,
+            ),
+            "n0",
+        );
+        c.pend(pod("p").cpu("1").priority(100));
+        c.run(1).0
+    };
+    let r = scenario("2026-01-01T11:00:00Z"); // 1h old
+    assert!(r.evictions.is_empty(), "{:?}", r.evictions);
+    assert!(r.unschedulable.iter().any(|u| u.pod == "default/p"));
+    let r = scenario("2026-01-01T05:00:00Z"); // 7h old
+    assert_eq!(r.evictions.len(), 1);
+    assert_eq!(r.evictions[0].pod, "default/b");
+
+    let mut c = Case::new(1, "1");
+    c.run_on(
+        ann(pod("v").cpu("1"), "volcano.sh/preemptable", "false"),
+        "n0",
+    );
+    c.pend(pod("p").cpu("1").priority(100));
+    assert!(c.run(1).0.evictions.is_empty());
+}
+
+#[test]
+fn preemption_policy_never_waits() {
+    let mut c = Case::new(1, "1");
+    c.run_on(pod("low").cpu("1"), "n0");
+    c.pend(
+        pod("p")
+            .cpu("1")
+            .priority(100)
+            .spec("preemptionPolicy", json!("Never")),
+    );
+    assert!(c.run(1).0.evictions.is_empty());
+}
+
+#[test]
+fn tiers_example_shows_the_tier_behaviour() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");
+    let args = crate::simulate::SimulateArgs {
+        paths: vec![dir],
+        cycles: Some(2),
+        ..Default::default()
+    };
+    let mut warnings = Vec::new();
+    let r = crate::simulate::run(&args, &mut |w| warnings.push(w.to_string())).expect("simulate");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let mut ev: Vec<(&str, &str)> = r
+        .evictions
+        .iter()
+        .map(|e| (e.pod.as_str(), e.preemptor.as_str()))
+        .collect();
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            ("research/etl-embeddings-0", "core/core-ranking"),
+            ("research/etl-embeddings-1", "core/core-ranking"),
+            ("shop/report-gen-3", "shop/checkout-api-0"),
+        ]
+    );
+    // The protected long training run is untouched; the core job and the gold
+    // service are bound in the second session; the normal-tier sweep waits.
+    let mut bound: Vec<&str> = r.placements.iter().map(|p| p.pod.as_str()).collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        [
+            "core/core-ranking-0",
+            "core/core-ranking-1",
+            "shop/checkout-api-0"
+        ]
+    );
+    let phase = |n: &str| {
+        r.podgroups
+            .iter()
+            .find(|g| g.name == n)
+            .map(|g| g.phase.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(phase("research/llm-pretrain"), "Running");
+    assert_eq!(phase("core/core-ranking"), "Running");
+    assert_eq!(phase("research/hparam-sweep"), "Inqueue");
+}
+
+#[test]
+fn no_preemption_when_the_preemptor_still_would_not_fit() {
+    let mut c = Case::new(2, "2");
+    for i in 0..4 {
+        c.run_on(pod(&format!("low-{i}")).cpu("1"), &format!("n{}", i % 2));
+    }
+    c.pend(pod("big").cpu("3").priority(100));
+    let (r, _) = c.run(1);
+    assert!(r.evictions.is_empty(), "{:?}", r.evictions);
+    // A gang whose second member cannot be placed even after evictions evicts nothing.
+    let mut c = Case::new(2, "2").objects(&pg("hp", "{minMember: 2}"));
+    for i in 0..4 {
+        c.run_on(pod(&format!("low-{i}")).cpu("1"), &format!("n{}", i % 2));
+    }
+    c.pend(member("hp-0", "hp", "2").priority(100));
+    c.pend(
+        member("hp-1", "hp", "1")
+            .priority(100)
+            .req("example.com/none", "1"),
+    );
+    let (r, _) = c.run(1);
+    assert!(r.evictions.is_empty(), "{:?}", r.evictions);
+}
+
+#[test]
+fn reclaim_takes_back_from_queues_above_deserved() {
+    let build = |reclaimable: bool| {
+        let mut c = Case::new(2, "2")
+            .objects(&queue(
+                "a",
+                &format!("{{weight: 1, reclaimable: {reclaimable}}}"),
+            ))
+            .objects(&queue("b", "{weight: 1}"));
+        for i in 0..4 {
+            c.run_on(
+                in_queue(&format!("a-{i}"), "a", "1").priority(50),
+                &format!("n{}", i % 2),
+            );
+        }
+        c.pend(in_queue("b-0", "b", "1"));
+        c.pend(in_queue("b-1", "b", "1"));
+        c.run(2).0
+    };
+    let r = build(true);
+    assert_eq!(r.evictions.len(), 2, "{:?}", r.evictions);
+    assert!(
+        r.evictions
+            .iter()
+            .all(|e| e.pod.starts_with("default/a-") && e.reason.contains("reclaimed by queue b"))
+    );
+    assert_eq!(placed(&r, "b-"), 2, "reclaimers bound in the next session");
+    assert_eq!(queue_alloc(&r, "a", "cpu"), 2000);
+    let r = build(false);
+    assert!(r.evictions.is_empty());
+}
+
+#[test]
+fn backfill_places_best_effort_pods() {
+    let mk = |actions: Option<Vec<Action>>| {
+        let mut c = Case::new(1, "1");
+        c.run_on(pod("full").cpu("1"), "n0");
+        c.pend(pod("be"));
+        c.cfg.actions = actions;
+        c.run(1).0
+    };
+    assert_eq!(placed(&mk(None), "be"), 1);
+    let r = mk(Some(vec![Action::Enqueue, Action::Allocate]));
+    assert_eq!(placed(&r, "be"), 0);
+}
+
+#[test]
+fn bad_objects_are_reported_and_the_rest_schedules() {
+    let c0 = Case::new(2, "4")
+        .objects(&pg("lost", "{minMember: 1, queue: nope}"))
+        .objects(&queue("q1", "{parent: q2}"))
+        .objects(&queue("q2", "{parent: q1}"))
+        .objects(&pg("cyc", "{minMember: 1, queue: q1}"))
+        .objects(&pg("toobig", "{minMember: 5}"))
+        .objects(&pg("neg", "{minMember: -1}"));
+    let mut c = c0;
+    c.pend(member("lost-0", "lost", "1"));
+    c.pend(member("cyc-0", "cyc", "1"));
+    c.pend(member("toobig-0", "toobig", "1"));
+    c.pend(member("neg-0", "neg", "1"));
+    c.pend(pod("ok").cpu("1"));
+    let objs = c.objs();
+    assert!(
+        objs.errors
+            .iter()
+            .any(|e| e.contains("PodGroup default/neg") && e.contains("minMember")),
+        "{:?}",
+        objs.errors
+    );
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 1);
+    assert_eq!(r.placements[0].pod, "default/ok");
+    let msg = |p: &str| {
+        r.unschedulable
+            .iter()
+            .find(|u| u.pod == format!("default/{p}"))
+            .map(|u| u.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        msg("lost-0").contains("queue \"nope\" not found"),
+        "{}",
+        msg("lost-0")
+    );
+    assert!(
+        msg("cyc-0").contains("cycle in queue parents"),
+        "{}",
+        msg("cyc-0")
+    );
+    assert!(
+        msg("toobig-0").contains("minMember is 5"),
+        "{}",
+        msg("toobig-0")
+    );
+    assert!(
+        msg("neg-0").contains("PodGroup default/neg not found"),
+        "{}",
+        msg("neg-0")
+    );
+    assert_eq!(group(&r, "toobig").phase, "Pending");
+}
+
+#[test]
+fn closed_queue_holds_its_jobs_and_default_queue_is_implicit() {
+    let mut c = Case::new(1, "4").objects(
+        "apiVersion: scheduling.volcano.sh/v1beta1\nkind: Queue\nmetadata: {name: shut}\nstatus: {state: Closed}\n",
+    );
+    c.pend(in_queue("held", "shut", "1"));
+    c.pend(pod("free").cpu("1"));
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 1);
+    assert_eq!(r.placements[0].pod, "default/free");
+    assert!(
+        r.unschedulable[0].message.contains("queue shut is Closed"),
+        "{:?}",
+        r.unschedulable
+    );
+    let q = |n: &str| r.queues.iter().find(|q| q.name == n).cloned().unwrap();
+    assert_eq!(q("shut").state, "Closed");
+    assert_eq!(q("default").allocated.get("cpu"), 1000);
+}
+
+#[test]
+fn ordinary_pods_keep_batched_evaluation() {
+    let mut c = Case::new(50, "16");
+    for i in 0..640 {
+        c.pend(pod(&format!("p-{i}")).cpu("1"));
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 640);
+    assert!(r.stats.batches <= 20, "batches {}", r.stats.batches);
+}
+
+#[test]
+fn coscheduling_podgroups_by_label() {
+    let mut c = Case::new(2, "1").objects(
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {name: cg, namespace: default}\nspec: {minMember: 3}\n",
+    );
+    for i in 0..3 {
+        c.pend(
+            pod(&format!("cg-{i}"))
+                .cpu("1")
+                .label("scheduling.x-k8s.io/pod-group", "cg"),
+        );
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 0);
+    assert!(
+        group(&r, "cg")
+            .message
+            .starts_with("1/3 tasks in gang unschedulable")
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn session_invariants(
+        nodes in 1usize..5,
+        node_cpu in 1u32..5,
+        caps in proptest::collection::vec(proptest::option::of(1u32..8), 2),
+        jobs in proptest::collection::vec((0usize..2, 1usize..4, 1usize..4, 1u32..3, 0i32..3), 1..6),
+    ) {
+        let mut c = Case::new(nodes, &node_cpu.to_string());
+        for (qi, cap) in caps.iter().enumerate() {
+            let spec = match cap {
+                Some(cap) => format!("{{weight: {}, capability: {{cpu: \"{cap}\"}}}}", qi + 1),
+                None => format!("{{weight: {}}}", qi + 1),
+            };
+            c = c.objects(&queue(&format!("q{qi}"), &spec));
+        }
+        for (ji, (q, min, extra, cpu, prio)) in jobs.iter().enumerate() {
+            c = c.objects(&pg(&format!("j{ji}"), &format!("{{minMember: {min}, queue: q{q}}}")));
+            for t in 0..(min + extra - 1) {
+                c.pend(member(&format!("j{ji}-{t}"), &format!("j{ji}"), &cpu.to_string()).priority(*prio));
+            }
+        }
+        let (r, s) = c.run(1);
+        // No node overcommitted.
+        for n in s.snapshot.nodes() {
+            prop_assert!(n.requested.milli_cpu <= n.allocatable.milli_cpu);
+        }
+        // No queue beyond capability.
+        for (qi, cap) in caps.iter().enumerate() {
+            if let Some(cap) = cap {
+                let name = format!("q{qi}");
+                let alloc = queue_alloc(&r, &name, "cpu");
+                prop_assert!(alloc <= i64::from(*cap) * 1000, "queue {} allocated {}", name, alloc);
+            }
+        }
+        // No gang below minMember unless entirely pending.
+        for (ji, (_, min, _, _, _)) in jobs.iter().enumerate() {
+            let prefix = format!("j{ji}-");
+            let n = placed(&r, &prefix);
+            prop_assert!(n == 0 || n >= *min, "job j{} placed {} < minMember {}", ji, n, min);
+        }
+    }
+}
