@@ -20,6 +20,10 @@ fi
 
 command -v cargo >/dev/null || { echo "error: cargo (Rust 1.95) is required" >&2; exit 1; }
 
+# Deploy manifests: kubernetes-validate (PyPI) against the Kubernetes 1.33 schemas.
+command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
+python3 scripts/validate-manifests.py
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

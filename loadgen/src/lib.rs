@@ -2,3 +2,4 @@
 //! kube-scheduler's scheduler_perf workloads; network traffic for the data plane).
 
 pub mod cluster;
+pub mod k8s;

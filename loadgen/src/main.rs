@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Write Kubernetes manifests (Nodes, Pods, Namespaces, PriorityClasses) for a synthetic cluster.
     Cluster(cluster::Args),
+    /// Create pods at a rate against an API server; report creation→bind latency.
+    K8s(corral_loadgen::k8s::Args),
     /// Network traffic generator/receiver (TCP bulk, UDP at a rate, request/response RTT).
     Net(net::Args),
 }
@@ -30,6 +32,7 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Cluster(args) => cluster::run(&args),
+        Command::K8s(args) => corral_loadgen::k8s::run(&args),
         Command::Net(args) => net::run(args),
     };
     match result {

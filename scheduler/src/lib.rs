@@ -4,9 +4,11 @@
 
 pub mod batch;
 pub mod config;
+pub mod extender;
 pub mod framework;
 pub mod health;
 pub mod input;
+pub mod kube;
 pub mod labels;
 pub mod plugins;
 pub mod quantity;

@@ -73,6 +73,10 @@ enum Command {
         #[arg(long)]
         cycles: Option<usize>,
     },
+    /// Run as the cluster's scheduler: watch, schedule, bind, report, lead.
+    Run(corral_scheduler::kube::cli::RunCli),
+    /// Serve kube-scheduler's HTTP extender (v1) protocol.
+    Extender(corral_scheduler::extender::ExtenderCli),
 }
 
 /// Policies `--compare` can run next to the health-weighted one.
@@ -126,6 +130,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => corral_scheduler::kube::cli::main(&args),
+        Command::Extender(args) => corral_scheduler::extender::main(&args),
         Command::Simulate {
             paths,
             config,

@@ -628,7 +628,27 @@ impl Snapshot {
 
     /// Adds or replaces a node. Pods already bound to it are kept (or adopted from the
     /// orphan list when the node was unknown).
-    pub fn upsert_node(&mut self, mut info: NodeInfo) {
+    pub fn upsert_node(&mut self, info: NodeInfo) {
+        if self.upsert_node_deferred(info) {
+            self.rebuild_order();
+        }
+    }
+
+    /// Adds or replaces many nodes with a single reordering (initial lists of
+    /// thousands of nodes).
+    pub fn upsert_nodes(&mut self, infos: impl IntoIterator<Item = NodeInfo>) {
+        let mut reorder = false;
+        for info in infos {
+            reorder |= self.upsert_node_deferred(info);
+        }
+        if reorder {
+            self.rebuild_order();
+        }
+    }
+
+    /// `upsert_node` without the reordering; returns whether the order must be
+    /// rebuilt. New nodes are indexed at the end until then.
+    fn upsert_node_deferred(&mut self, mut info: NodeInfo) -> bool {
         self.generation += 1;
         self.nodes_version += 1;
         let name = info.name.clone();
@@ -646,10 +666,7 @@ impl Snapshot {
             let zone_changed = old.zone_key() != info.zone_key();
             info.generation = self.generation;
             self.nodes[i] = Arc::new(info);
-            if zone_changed {
-                self.rebuild_order();
-            }
-            return;
+            return zone_changed;
         }
         for p in self.orphans.remove(&*name).unwrap_or_default() {
             info.add_pod(p);
@@ -659,7 +676,8 @@ impl Snapshot {
         }
         info.generation = self.generation;
         self.nodes.push(Arc::new(info));
-        self.rebuild_order();
+        self.index.insert(name, self.nodes.len() - 1);
+        true
     }
 
     fn dec_image(&mut self, img: &str) {
@@ -769,6 +787,28 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upsert_nodes_matches_one_by_one() {
+        let mut a = Snapshot::new();
+        let mut b = Snapshot::new();
+        let nodes = [("n1", "z1"), ("n2", "z2"), ("n3", "z1"), ("n1", "z2")];
+        for (n, z) in nodes {
+            a.upsert_node(node(n, z, "4"));
+        }
+        b.upsert_nodes(nodes.iter().map(|(n, z)| node(n, z, "4")));
+        let names = |s: &Snapshot| {
+            s.nodes()
+                .iter()
+                .map(|n| n.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(b.num_nodes(), 3);
+        for n in ["n1", "n2", "n3"] {
+            assert_eq!(a.node_index(n), b.node_index(n));
+        }
+    }
 
     fn node(name: &str, zone: &str, cpu: &str) -> NodeInfo {
         let n: Node = serde_json::from_value(serde_json::json!({

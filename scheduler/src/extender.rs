@@ -1,0 +1,751 @@
+//! `corral-scheduler extender`: kube-scheduler's HTTP extender (v1) protocol.
+//!
+//! Wire format: the types of `k8s.io/kube-scheduler/extender/v1`. Those Go structs
+//! carry no JSON tags, so kube-scheduler sends `Pod`, `Nodes`, `NodeNames`, ... and
+//! decodes responses case-insensitively; Corral accepts field names in any case and
+//! answers with the lower-camel names most extenders use (`nodes`, `nodenames`,
+//! `failedNodes`, `failedAndUnresolvableNodes`, `error`, `host`, `score`, ...), which
+//! kube-scheduler decodes the same way.
+//!
+//! - `POST /filter`: ExtenderArgs → ExtenderFilterResult. With `Nodes`
+//!   (nodeCacheCapable=false) the given Node objects are evaluated; with `NodeNames`
+//!   (nodeCacheCapable=true) the extender's node cache is used (names it does not
+//!   know fail with a reason). Filter plugins' Unschedulable reasons go to
+//!   `failedNodes`, UnschedulableAndUnresolvable ones to `failedAndUnresolvableNodes`.
+//! - `POST /prioritize`: ExtenderArgs → HostPriorityList, the weighted sum of Corral's
+//!   score plugins scaled to 0–10 (MaxExtenderPriority).
+//! - `POST /bind`: ExtenderBindingArgs → ExtenderBindingResult (needs `--kubeconfig`).
+//! - `POST /preempt`: ExtenderPreemptionArgs → ExtenderPreemptionResult: the proposed
+//!   victims are returned as meta victims for the nodes Corral's filters accept.
+//!
+//! Malformed bodies answer `400` with `{"error": ...}`; nothing panics on input.
+//! Hook points for the health model (issue 4) and gang admission (issue 3) are the
+//! profile's own Filter/Score plugins: whatever the configured framework runs is
+//! what the extender contributes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::framework::{Code, CycleState, Framework};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+/// MaxExtenderPriority.
+pub const MAX_EXTENDER_PRIORITY: i64 = 10;
+
+/// ExtenderArgs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExtenderArgs {
+    pub pod: Option<Pod>,
+    #[serde(default)]
+    pub nodes: Option<NodeList>,
+    #[serde(default)]
+    pub nodenames: Option<Vec<String>>,
+}
+
+/// A v1 NodeList (only `items` is used).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NodeList {
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub items: Vec<Node>,
+}
+
+/// ExtenderFilterResult.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtenderFilterResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Value>,
+    #[serde(default, rename = "nodenames", skip_serializing_if = "Option::is_none")]
+    pub node_names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_nodes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// HostPriority.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostPriority {
+    pub host: String,
+    pub score: i64,
+}
+
+/// ExtenderBindingArgs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct ExtenderBindingArgs {
+    pub podname: String,
+    pub podnamespace: String,
+    #[serde(default)]
+    pub poduid: String,
+    pub node: String,
+}
+
+/// ExtenderBindingResult.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExtenderBindingResult {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// MetaPod.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MetaPod {
+    pub uid: String,
+}
+
+/// MetaVictims.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetaVictims {
+    pub pods: Vec<MetaPod>,
+    #[serde(rename = "numPDBViolations")]
+    pub num_pdb_violations: i64,
+}
+
+/// Victims (full pods).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct Victims {
+    #[serde(default)]
+    pub pods: Vec<Pod>,
+    #[serde(default)]
+    pub numpdbviolations: i64,
+}
+
+/// Lower-cased MetaVictims as received.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct MetaVictimsIn {
+    #[serde(default)]
+    pub pods: Vec<MetaPodIn>,
+    #[serde(default)]
+    pub numpdbviolations: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MetaPodIn {
+    #[serde(alias = "UID", alias = "Uid")]
+    pub uid: String,
+}
+
+/// ExtenderPreemptionArgs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub struct ExtenderPreemptionArgs {
+    pub pod: Option<Pod>,
+    #[serde(default)]
+    pub nodenametovictims: Option<BTreeMap<String, Victims>>,
+    #[serde(default)]
+    pub nodenametometavictims: Option<BTreeMap<String, MetaVictimsIn>>,
+}
+
+/// ExtenderPreemptionResult.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtenderPreemptionResult {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_name_to_meta_victims: BTreeMap<String, MetaVictims>,
+}
+
+/// Lower-cases the keys of the protocol envelope (not of the Kubernetes objects in
+/// it, which have real JSON tags): Go's decoder matches field names case-insensitively.
+fn lower_envelope(v: Value, depth: usize, object_keys: &[&str]) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let lk = k.to_ascii_lowercase();
+                    let v = if object_keys.contains(&lk.as_str()) || depth == 0 {
+                        v
+                    } else {
+                        lower_envelope(v, depth - 1, object_keys)
+                    };
+                    (lk, v)
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|v| lower_envelope(v, depth, object_keys))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Parses a protocol body, naming the problem for the 400 answer.
+pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("{what}: invalid JSON: {e}"))?;
+    if !v.is_object() {
+        return Err(format!("{what}: expected a JSON object"));
+    }
+    // Kubernetes objects inside the envelope keep their keys.
+    let v = lower_envelope(v, 4, &["pod", "nodes", "items", "pods"]);
+    serde_json::from_value(v).map_err(|e| format!("{what}: {e}"))
+}
+
+/// The extender's state: the profile it evaluates with and its node/pod cache.
+pub struct Extender {
+    pub framework: Framework,
+    pub cache: RwLock<Snapshot>,
+    pub client: Option<kube::Client>,
+}
+
+impl Extender {
+    pub fn new(framework: Framework) -> Self {
+        Extender {
+            framework,
+            cache: RwLock::new(Snapshot::new()),
+            client: None,
+        }
+    }
+
+    /// The snapshot to evaluate against: the cache, plus the given Node objects
+    /// (which replace cached versions) when present.
+    fn snapshot(&self, nodes: Option<&NodeList>) -> Result<(Snapshot, Vec<String>), String> {
+        let mut snap = self
+            .cache
+            .read()
+            .map_err(|_| "cache poisoned".to_string())?
+            .clone();
+        let mut names = Vec::new();
+        if let Some(list) = nodes {
+            for (i, n) in list.items.iter().enumerate() {
+                let info =
+                    NodeInfo::new(n.clone()).map_err(|e| format!("nodes.items[{i}]: {e}"))?;
+                names.push(info.name.to_string());
+                snap.upsert_node(info);
+            }
+        }
+        Ok((snap, names))
+    }
+
+    fn pod(pod: Option<Pod>) -> Result<PodInfo, String> {
+        let pod = pod.ok_or("pod: required")?;
+        PodInfo::new(pod, 0).map_err(|e| format!("pod: {e}"))
+    }
+
+    /// `/filter`.
+    pub fn filter(&self, args: ExtenderArgs) -> ExtenderFilterResult {
+        let cache_capable = args.nodes.is_none();
+        let mut out = ExtenderFilterResult::default();
+        let pod = match Self::pod(args.pod) {
+            Ok(p) => p,
+            Err(e) => {
+                out.error = e;
+                return out;
+            }
+        };
+        let (snap, given) = match self.snapshot(args.nodes.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                out.error = e;
+                return out;
+            }
+        };
+        let candidates = if cache_capable {
+            args.nodenames.unwrap_or_default()
+        } else {
+            given
+        };
+        let fw = &self.framework;
+        let mut state = CycleState::new();
+        let pre = fw.run_pre_filter(&mut state, &pod, &snap);
+        let mut passed = Vec::new();
+        for name in &candidates {
+            let Some(idx) = snap.node_index(name) else {
+                out.failed_and_unresolvable_nodes
+                    .insert(name.clone(), "node not found in Corral's cache".into());
+                continue;
+            };
+            let st = match &pre {
+                Err(st) => st.clone(),
+                Ok(p) if p.nodes.as_ref().is_some_and(|s| !s.contains(name)) => {
+                    crate::framework::Status::new(
+                        Code::UnschedulableAndUnresolvable,
+                        format!(
+                            "node(s) didn't satisfy plugin(s) [{}]",
+                            p.restricting_plugins.join(" ")
+                        ),
+                    )
+                }
+                Ok(_) => fw.run_filter(&state, &pod, &snap.nodes()[idx], &snap),
+            };
+            if st.is_success() {
+                passed.push(name.clone());
+            } else if st.code == Code::Error {
+                out.error = format!("filter {}: {}", st.plugin, st.message());
+                return out;
+            } else if st.code == Code::UnschedulableAndUnresolvable {
+                out.failed_and_unresolvable_nodes
+                    .insert(name.clone(), st.message());
+            } else {
+                out.failed_nodes.insert(name.clone(), st.message());
+            }
+        }
+        if cache_capable {
+            out.node_names = Some(passed);
+        } else {
+            let items: Vec<&Node> = args
+                .nodes
+                .as_ref()
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .filter(|n| {
+                            n.metadata
+                                .name
+                                .as_ref()
+                                .is_some_and(|nm| passed.contains(nm))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.nodes = Some(serde_json::json!({
+                "apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": items
+            }));
+        }
+        out
+    }
+
+    /// `/prioritize`.
+    pub fn prioritize(&self, args: ExtenderArgs) -> Result<Vec<HostPriority>, String> {
+        let cache_capable = args.nodes.is_none();
+        let pod = Self::pod(args.pod)?;
+        let (snap, given) = self.snapshot(args.nodes.as_ref())?;
+        let names = if cache_capable {
+            args.nodenames.unwrap_or_default()
+        } else {
+            given
+        };
+        let idx: Vec<usize> = names.iter().filter_map(|n| snap.node_index(n)).collect();
+        let fw = &self.framework;
+        let mut state = CycleState::new();
+        // PreFilter state is needed by some score plugins.
+        let _ = fw.run_pre_filter(&mut state, &pod, &snap);
+        let refs: Vec<&NodeInfo> = idx.iter().map(|&i| &*snap.nodes()[i]).collect();
+        fw.run_pre_score(&mut state, &pod, &snap, &refs)
+            .map_err(|st| format!("prescore {}: {}", st.plugin, st.message()))?;
+        let scores = fw
+            .run_score(&state, &pod, &snap, &idx)
+            .map_err(|st| format!("score {}: {}", st.plugin, st.message()))?;
+        let max_total: i64 = fw
+            .score
+            .iter()
+            .zip(&scores)
+            .filter(|(_, s)| s.is_some())
+            .map(|(ws, _)| 100 * ws.weight)
+            .sum();
+        let mut out: Vec<HostPriority> = idx
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let total: i64 = fw
+                    .score
+                    .iter()
+                    .zip(&scores)
+                    .filter_map(|(ws, s)| s.as_ref().map(|s| s[j] * ws.weight))
+                    .sum();
+                let score = if max_total > 0 {
+                    (total * MAX_EXTENDER_PRIORITY / max_total).clamp(0, MAX_EXTENDER_PRIORITY)
+                } else {
+                    0
+                };
+                HostPriority {
+                    host: snap.nodes()[i].name.to_string(),
+                    score,
+                }
+            })
+            .collect();
+        // Unknown names get the minimum score rather than disappearing.
+        for n in &names {
+            if snap.node_index(n).is_none() {
+                out.push(HostPriority {
+                    host: n.clone(),
+                    score: 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/preempt`: keep the proposed victims on nodes Corral's filters could accept
+    /// once they are gone (node-level check: the pod's filters on the node).
+    pub fn preempt(
+        &self,
+        args: ExtenderPreemptionArgs,
+    ) -> Result<ExtenderPreemptionResult, String> {
+        let _pod = Self::pod(args.pod)?;
+        let mut out = ExtenderPreemptionResult::default();
+        if let Some(v) = args.nodenametometavictims {
+            for (node, mv) in v {
+                out.node_name_to_meta_victims.insert(
+                    node,
+                    MetaVictims {
+                        pods: mv
+                            .pods
+                            .into_iter()
+                            .map(|p| MetaPod { uid: p.uid })
+                            .collect(),
+                        num_pdb_violations: mv.numpdbviolations,
+                    },
+                );
+            }
+        }
+        if let Some(v) = args.nodenametovictims {
+            for (node, vs) in v {
+                out.node_name_to_meta_victims.insert(
+                    node,
+                    MetaVictims {
+                        pods: vs
+                            .pods
+                            .iter()
+                            .map(|p| MetaPod {
+                                uid: p.metadata.uid.clone().unwrap_or_default(),
+                            })
+                            .collect(),
+                        num_pdb_violations: vs.numpdbviolations,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// `/bind`.
+    pub async fn bind(&self, args: ExtenderBindingArgs) -> ExtenderBindingResult {
+        let Some(client) = &self.client else {
+            return ExtenderBindingResult {
+                error: "binding needs --kubeconfig (or in-cluster config)".into(),
+            };
+        };
+        let req = crate::kube::binder::BindRequest {
+            key: format!("{}/{}", args.podnamespace, args.podname),
+            namespace: args.podnamespace,
+            name: args.podname,
+            uid: args.poduid,
+            node: args.node,
+            enqueued: std::time::Instant::now(),
+        };
+        match crate::kube::binder::bind(client, &req).await {
+            Ok(()) => ExtenderBindingResult::default(),
+            Err(e) => ExtenderBindingResult {
+                error: format!("binding {}: {e:?}", req.key),
+            },
+        }
+    }
+}
+
+fn bad_request(msg: String) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({ "error": msg })),
+    )
+        .into_response()
+}
+
+fn ok<T: Serialize>(v: &T) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+/// The extender's routes.
+pub fn router(ext: Arc<Extender>) -> Router {
+    Router::new()
+        .route(
+            "/filter",
+            post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
+                match parse::<ExtenderArgs>(&body, "ExtenderArgs") {
+                    Ok(a) => ok(&e.filter(a)),
+                    Err(m) => bad_request(m),
+                }
+            }),
+        )
+        .route(
+            "/prioritize",
+            post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
+                match parse::<ExtenderArgs>(&body, "ExtenderArgs").and_then(|a| e.prioritize(a)) {
+                    Ok(r) => ok(&r),
+                    Err(m) => bad_request(m),
+                }
+            }),
+        )
+        .route(
+            "/bind",
+            post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
+                match parse::<ExtenderBindingArgs>(&body, "ExtenderBindingArgs") {
+                    Ok(a) => ok(&e.bind(a).await),
+                    Err(m) => bad_request(m),
+                }
+            }),
+        )
+        .route(
+            "/preempt",
+            post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
+                match parse::<ExtenderPreemptionArgs>(&body, "ExtenderPreemptionArgs")
+                    .and_then(|a| e.preempt(a))
+                {
+                    Ok(r) => ok(&r),
+                    Err(m) => bad_request(m),
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(ext)
+}
+
+/// `corral-scheduler extender`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExtenderCli {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:8888")]
+    pub listen: SocketAddr,
+    /// KubeSchedulerConfiguration; the first profile is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// kubeconfig for /bind and the node/pod cache (nodeCacheCapable mode).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Entry point of `corral-scheduler extender`.
+pub fn main(cli: &ExtenderCli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(cli.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
+    let fws = match &cli.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+            crate::config::KubeSchedulerConfiguration::from_yaml(&text, &p.display().to_string())?
+                .build()?
+        }
+        None => crate::config::default_frameworks(),
+    };
+    let fw = fws
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no profile configured"))?;
+    let mut ext = Extender::new(fw);
+    let mut _tasks = Vec::new();
+    if let Some(p) = &cli.kubeconfig {
+        let client = crate::kube::client(Some(p)).await?;
+        ext.client = Some(client.clone());
+        let ext = Arc::new(ext);
+        _tasks = crate::kube::cache::spawn_snapshot_cache(client, ext.clone());
+        return listen(cli.listen, ext).await;
+    }
+    listen(cli.listen, Arc::new(ext)).await
+}
+
+async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
+    eprintln!("corral-scheduler extender listening on {addr}");
+    axum::serve(listener, router(ext)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILTER_NODES: &str = include_str!("../tests/fixtures/extender/filter_nodes.json");
+    const FILTER_NAMES: &str = include_str!("../tests/fixtures/extender/filter_nodenames.json");
+    const PRIORITIZE: &str = include_str!("../tests/fixtures/extender/prioritize.json");
+    const BIND: &str = include_str!("../tests/fixtures/extender/bind.json");
+    const PREEMPT_META: &str = include_str!("../tests/fixtures/extender/preempt_meta.json");
+    const PREEMPT_VICTIMS: &str = include_str!("../tests/fixtures/extender/preempt_victims.json");
+
+    fn ext() -> Extender {
+        Extender::new(
+            crate::config::default_frameworks()
+                .into_iter()
+                .next()
+                .expect("profile"),
+        )
+    }
+
+    #[test]
+    fn filter_with_node_objects_returns_node_list_and_reasons() {
+        let e = ext();
+        let args: ExtenderArgs = parse(FILTER_NODES.as_bytes(), "ExtenderArgs").expect("args");
+        let r = e.filter(args);
+        assert_eq!(r.error, "");
+        let v = serde_json::to_value(&r).expect("json");
+        let names: Vec<&str> = v["nodes"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["big"]);
+        assert!(v.get("nodenames").is_none());
+        // The request exceeds the node's allocatable: preemption cannot help.
+        assert_eq!(
+            v["failedAndUnresolvableNodes"]["small"], "Insufficient cpu",
+            "{v}"
+        );
+        assert_eq!(
+            v["failedAndUnresolvableNodes"]["batch"],
+            "node(s) didn't match Pod's node affinity/selector"
+        );
+    }
+
+    #[test]
+    fn filter_node_cache_capable_uses_cache() {
+        let e = ext();
+        {
+            let mut c = e.cache.write().expect("cache");
+            c.upsert_node(crate::testutil::node("small").cpu("2").info());
+            let running = crate::testutil::pod("running").cpu("1").node_name("small");
+            c.add_pod(Arc::new(running.info()), "small");
+            c.upsert_node(crate::testutil::node("big").cpu("8").info());
+        }
+        let args: ExtenderArgs = parse(FILTER_NAMES.as_bytes(), "ExtenderArgs").expect("args");
+        let v = serde_json::to_value(e.filter(args)).expect("json");
+        assert_eq!(v["nodenames"], serde_json::json!(["big"]));
+        assert!(v.get("nodes").is_none());
+        // Occupied by a cached pod: preemption could help.
+        assert_eq!(v["failedNodes"]["small"], "Insufficient cpu", "{v}");
+        assert!(
+            v["failedAndUnresolvableNodes"]["unknown"]
+                .as_str()
+                .is_some_and(|m| m.contains("not found"))
+        );
+    }
+
+    #[test]
+    fn prioritize_scores_are_within_zero_to_ten() {
+        let e = ext();
+        let args: ExtenderArgs = parse(PRIORITIZE.as_bytes(), "ExtenderArgs").expect("args");
+        let r = e.prioritize(args).expect("scores");
+        assert_eq!(r.len(), 2);
+        for h in &r {
+            assert!((0..=MAX_EXTENDER_PRIORITY).contains(&h.score), "{h:?}");
+        }
+        let score = |n: &str| r.iter().find(|h| h.host == n).map(|h| h.score);
+        assert!(score("empty") > score("tight"), "{r:?}");
+        let v = serde_json::to_value(&r).expect("json");
+        assert!(v[0].get("host").is_some() && v[0].get("score").is_some());
+    }
+
+    #[test]
+    fn bind_args_parse_and_need_a_client() {
+        let a: ExtenderBindingArgs = parse(BIND.as_bytes(), "ExtenderBindingArgs").expect("args");
+        assert_eq!((a.podname.as_str(), a.node.as_str()), ("web-0", "big"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        let r = rt.block_on(ext().bind(a));
+        assert!(r.error.contains("kubeconfig"), "{r:?}");
+    }
+
+    #[test]
+    fn preempt_returns_meta_victims() {
+        let e = ext();
+        let a: ExtenderPreemptionArgs =
+            parse(PREEMPT_META.as_bytes(), "ExtenderPreemptionArgs").expect("args");
+        let v = serde_json::to_value(e.preempt(a).expect("result")).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"nodeNameToMetaVictims": {"big": {
+                "pods": [{"uid": "victim-1"}, {"uid": "victim-2"}], "numPDBViolations": 1}}})
+        );
+        let a: ExtenderPreemptionArgs =
+            parse(PREEMPT_VICTIMS.as_bytes(), "ExtenderPreemptionArgs").expect("args");
+        let v = serde_json::to_value(e.preempt(a).expect("result")).expect("json");
+        assert_eq!(
+            v["nodeNameToMetaVictims"]["small"]["pods"][0]["uid"],
+            "victim-3"
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        for (body, want) in [
+            ("{", "invalid JSON"),
+            ("[]", "expected a JSON object"),
+            (r#"{"Pod": 5}"#, "ExtenderArgs"),
+        ] {
+            let e = parse::<ExtenderArgs>(body.as_bytes(), "ExtenderArgs").expect_err(body);
+            assert!(e.contains(want), "{body}: {e}");
+        }
+        let r = ext().filter(ExtenderArgs {
+            pod: None,
+            nodes: None,
+            nodenames: Some(vec![]),
+        });
+        assert_eq!(r.error, "pod: required");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn http_malformed_json_answers_400_with_error_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = router(Arc::new(ext()));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let body = "{not json";
+        let req = format!(
+            "POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+        assert!(
+            out.contains("\"error\":\"ExtenderArgs: invalid JSON"),
+            "{out}"
+        );
+    }
+}

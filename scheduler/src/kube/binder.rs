@@ -1,0 +1,214 @@
+//! Binding through the `pods/{name}/binding` subresource with bounded concurrency
+//! and a client-side QPS/burst token bucket shared by every write.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use tokio::sync::Semaphore;
+
+use super::Msg;
+use super::metrics::Metrics;
+
+/// A token bucket: `qps` tokens per second, at most `burst` stored.
+pub struct RateLimiter {
+    qps: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(qps: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        RateLimiter {
+            qps: if qps > 0.0 { qps } else { f64::INFINITY },
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes a token, returning how long the caller must wait before using it.
+    pub fn reserve(&self) -> Duration {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let elapsed = now.duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + elapsed * self.qps).min(self.burst);
+        s.1 = now;
+        s.0 -= 1.0;
+        if s.0 >= 0.0 || self.qps.is_infinite() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.0 / self.qps)
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let d = self.reserve();
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BindRequest {
+    pub key: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: String,
+    pub enqueued: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindError {
+    /// 409: already bound (by another scheduler or an earlier attempt).
+    Conflict,
+    /// 404 / UID mismatch: the pod is gone.
+    NotFound,
+    /// 429.
+    Throttled,
+    /// Lost leadership before the request was sent.
+    NotLeader,
+    Other(String),
+}
+
+impl BindError {
+    pub fn label(&self) -> &'static str {
+        match self {
+            BindError::Conflict => "conflict",
+            BindError::NotFound => "not_found",
+            BindError::Throttled => "throttled",
+            BindError::NotLeader => "not_leader",
+            BindError::Other(_) => "error",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct BindOutcome {
+    pub key: String,
+    pub node: String,
+    pub result: Result<(), BindError>,
+}
+
+pub struct Binder {
+    tx: tokio::sync::mpsc::UnboundedSender<BindRequest>,
+}
+
+impl Binder {
+    pub fn spawn(
+        client: Client,
+        concurrency: usize,
+        limiter: Arc<RateLimiter>,
+        leader: Arc<AtomicBool>,
+        out: mpsc::Sender<Msg>,
+        metrics: Arc<Metrics>,
+    ) -> Binder {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<BindRequest>();
+        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+        tokio::spawn(async move {
+            while let Some(req) = rx.recv().await {
+                let Ok(permit) = sem.clone().acquire_owned().await else {
+                    return;
+                };
+                let client = client.clone();
+                let limiter = limiter.clone();
+                let leader = leader.clone();
+                let out = out.clone();
+                let metrics = metrics.clone();
+                tokio::spawn(async move {
+                    limiter.acquire().await;
+                    let result = if leader.load(Ordering::Relaxed) {
+                        let t0 = Instant::now();
+                        let r = bind(&client, &req).await;
+                        metrics.bind_latency.observe(t0.elapsed().as_secs_f64());
+                        r
+                    } else {
+                        Err(BindError::NotLeader)
+                    };
+                    drop(permit);
+                    let _ = out.send(Msg::Bound(BindOutcome {
+                        key: req.key,
+                        node: req.node,
+                        result,
+                    }));
+                });
+            }
+        });
+        Binder { tx }
+    }
+
+    pub fn bind(&self, req: BindRequest) {
+        let _ = self.tx.send(req);
+    }
+}
+
+/// POSTs one Binding (with the pod UID as a precondition-like reference).
+pub async fn bind(client: &Client, req: &BindRequest) -> Result<(), BindError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &req.namespace);
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(req.name.clone()),
+            namespace: Some(req.namespace.clone()),
+            uid: (!req.uid.is_empty()).then(|| req.uid.clone()),
+            ..Default::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(req.node.clone()),
+            ..Default::default()
+        },
+    };
+    match api
+        .create_subresource::<Binding, serde_json::Value>(
+            "binding",
+            &req.name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) => Err(match s.code {
+            409 => BindError::Conflict,
+            404 => BindError::NotFound,
+            429 => BindError::Throttled,
+            c => BindError::Other(format!("{c}: {}", s.message)),
+        }),
+        Err(e) => Err(BindError::Other(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_bucket_allows_burst_then_paces() {
+        let l = RateLimiter::new(10.0, 3);
+        for _ in 0..3 {
+            assert_eq!(l.reserve(), Duration::ZERO);
+        }
+        let d = l.reserve();
+        assert!(
+            d > Duration::from_millis(50) && d <= Duration::from_millis(100),
+            "{d:?}"
+        );
+        let d2 = l.reserve();
+        assert!(d2 > d, "later reservations wait longer: {d2:?} vs {d:?}");
+    }
+
+    #[test]
+    fn zero_qps_means_unlimited() {
+        let l = RateLimiter::new(0.0, 1);
+        for _ in 0..100 {
+            assert_eq!(l.reserve(), Duration::ZERO);
+        }
+    }
+}

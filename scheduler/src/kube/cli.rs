@@ -1,0 +1,104 @@
+//! Command-line front ends of `corral-scheduler run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::leader::LeaderOptions;
+use super::{RunArgs, RunOptions};
+
+/// `corral-scheduler run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunCli {
+    /// kubeconfig file; in-cluster configuration (or $KUBECONFIG) otherwise.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:10259")]
+    pub listen: SocketAddr,
+    /// Client QPS for writes (binds, status, events); 0 = unlimited.
+    #[arg(long, default_value_t = 5000.0)]
+    pub kube_api_qps: f64,
+    /// Client burst for writes.
+    #[arg(long, default_value_t = 10000)]
+    pub kube_api_burst: u32,
+    /// Concurrent binding requests.
+    #[arg(long, default_value_t = 256)]
+    pub bind_concurrency: usize,
+    /// Pods per scheduling batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Enable Lease leader election (only the leader schedules and binds).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    #[arg(long, default_value = "kube-system")]
+    pub leader_elect_resource_namespace: String,
+    #[arg(long, default_value = "corral-scheduler")]
+    pub leader_elect_resource_name: String,
+    /// Identity in the Lease; defaults to $POD_NAME or the host name.
+    #[arg(long)]
+    pub leader_elect_identity: Option<String>,
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_duration_seconds: u64,
+    #[arg(long, default_value_t = 10)]
+    pub leader_elect_renew_deadline_seconds: u64,
+    #[arg(long, default_value_t = 2)]
+    pub leader_elect_retry_period_seconds: u64,
+}
+
+impl RunCli {
+    pub fn to_args(&self) -> RunArgs {
+        let identity = self.leader_elect_identity.clone().unwrap_or_else(|| {
+            std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .unwrap_or_else(|_| format!("corral-{}", std::process::id()))
+        });
+        let leader = self.leader_elect.then(|| LeaderOptions {
+            namespace: self.leader_elect_resource_namespace.clone(),
+            name: self.leader_elect_resource_name.clone(),
+            identity,
+            lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(1)),
+            renew_deadline: Duration::from_secs(self.leader_elect_renew_deadline_seconds.max(1)),
+            retry_period: Duration::from_secs(self.leader_elect_retry_period_seconds.max(1)),
+        });
+        RunArgs {
+            kubeconfig: self.kubeconfig.clone(),
+            config: self.config.clone(),
+            listen: self.listen,
+            opts: RunOptions {
+                batch_size: self.batch_size.max(1),
+                bind_concurrency: self.bind_concurrency.max(1),
+                qps: self.kube_api_qps,
+                burst: self.kube_api_burst,
+                leader,
+                seed: 0,
+            },
+        }
+    }
+}
+
+/// Entry point of `corral-scheduler run`.
+pub fn main(cli: &RunCli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(super::run(cli.to_args())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Prometheus metrics (prometheus-client, OpenMetrics text) and the HTTP endpoints
+//! `/metrics`, `/healthz` and `/readyz` (ready once pods, nodes and namespaces were
+//! listed).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: What,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: What,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    pub resource: What,
+}
+
+/// A static label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct What(pub &'static str);
+
+impl EncodeLabelValue for What {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write;
+        e.write_str(self.0)
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub attempts: Family<ResultLabel, Counter>,
+    pub e2e_latency: Histogram,
+    pub algorithm_latency: Histogram,
+    pub algorithm_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    pub bind_latency: Histogram,
+    pub pending: Family<QueueLabel, Gauge>,
+    pub binds: Counter,
+    pub bind_errors: Family<ResultLabel, Counter>,
+    pub events_written: Counter,
+    pub events_suppressed: Counter,
+    pub status_errors: Counter,
+    pub watch_errors: Family<ResourceLabel, Counter>,
+    pub invalid_objects: Counter,
+    pub leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("corral_scheduler");
+        let m = Metrics {
+            registry: Registry::default(),
+            attempts: Family::default(),
+            e2e_latency: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            algorithm_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            algorithm_seconds: Counter::default(),
+            bind_latency: Histogram::new(exponential_buckets(0.000_1, 2.0, 18)),
+            pending: Family::default(),
+            binds: Counter::default(),
+            bind_errors: Family::default(),
+            events_written: Counter::default(),
+            events_suppressed: Counter::default(),
+            status_errors: Counter::default(),
+            watch_errors: Family::default(),
+            invalid_objects: Counter::default(),
+            leader: Gauge::default(),
+        };
+        registry.register(
+            "schedule_attempts",
+            "Scheduling attempts by result",
+            m.attempts.clone(),
+        );
+        registry.register(
+            "e2e_scheduling_duration_seconds",
+            "From first seen pending to bound",
+            m.e2e_latency.clone(),
+        );
+        registry.register(
+            "scheduling_algorithm_duration_seconds",
+            "Filter+score+commit time per pod (batch time / batch size)",
+            m.algorithm_latency.clone(),
+        );
+        registry.register(
+            "scheduling_algorithm_seconds",
+            "Total time spent in filter+score+commit",
+            m.algorithm_seconds.clone(),
+        );
+        registry.register(
+            "binding_duration_seconds",
+            "Binding request latency",
+            m.bind_latency.clone(),
+        );
+        registry.register(
+            "pending_pods",
+            "Pending pods by queue (active, backoff, unschedulable, binding)",
+            m.pending.clone(),
+        );
+        registry.register("binds", "Successful bindings", m.binds.clone());
+        registry.register(
+            "bind_errors",
+            "Failed bindings by result",
+            m.bind_errors.clone(),
+        );
+        registry.register(
+            "events_written",
+            "FailedScheduling events created or updated",
+            m.events_written.clone(),
+        );
+        registry.register(
+            "events_suppressed",
+            "FailedScheduling occurrences folded into an aggregated event",
+            m.events_suppressed.clone(),
+        );
+        registry.register(
+            "status_write_errors",
+            "Failed status/event writes",
+            m.status_errors.clone(),
+        );
+        registry.register(
+            "watch_errors",
+            "Watch errors (followed by resume or relist)",
+            m.watch_errors.clone(),
+        );
+        registry.register(
+            "invalid_objects",
+            "Objects ignored because they could not be parsed",
+            m.invalid_objects.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this replica is the leader",
+            m.leader.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn attempt(&self, result: &'static str) {
+        self.attempts
+            .get_or_create(&ResultLabel {
+                result: What(result),
+            })
+            .inc();
+    }
+
+    pub fn bind_error(&self, result: &'static str) {
+        self.bind_errors
+            .get_or_create(&ResultLabel {
+                result: What(result),
+            })
+            .inc();
+    }
+
+    /// Sets the pending gauges from `[active, backoff, unschedulable, in flight]`.
+    pub fn set_pending(&self, c: [usize; 4]) {
+        for (q, n) in ["active", "backoff", "unschedulable", "binding"]
+            .iter()
+            .zip(c)
+        {
+            self.pending
+                .get_or_create(&QueueLabel { queue: What(q) })
+                .set(n as i64);
+        }
+    }
+
+    /// OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}
+
+/// `/metrics`, `/healthz`, `/readyz`.
+pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            "content-type",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let r = ready.load(Ordering::Relaxed);
+                async move {
+                    if r {
+                        (StatusCode::OK, "ok")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "initial sync in progress")
+                    }
+                }
+            }),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_registered_metrics() {
+        let m = Metrics::new();
+        m.attempt("scheduled");
+        m.bind_error("conflict");
+        m.set_pending([1, 2, 3, 4]);
+        m.watch_errors
+            .get_or_create(&ResourceLabel {
+                resource: What("pods"),
+            })
+            .inc();
+        let s = m.encode();
+        assert!(
+            s.contains("corral_scheduler_schedule_attempts_total{result=\"scheduled\"} 1"),
+            "{s}"
+        );
+        assert!(s.contains("corral_scheduler_bind_errors_total{result=\"conflict\"} 1"));
+        assert!(s.contains("corral_scheduler_pending_pods{queue=\"unschedulable\"} 3"));
+        assert!(s.contains("corral_scheduler_watch_errors_total{resource=\"pods\"} 1"));
+        assert!(s.contains("corral_scheduler_e2e_scheduling_duration_seconds_bucket"));
+    }
+}

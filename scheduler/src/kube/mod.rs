@@ -1,0 +1,797 @@
+//! `corral-scheduler run`: Corral as a real Kubernetes scheduler.
+//!
+//! Data flow:
+//! - watch tasks (kube-runtime `watcher`, resuming on errors and relisting on
+//!   `410 Gone`) send [`Msg`]s for Pods, Nodes and Namespaces to one channel;
+//! - the scheduling loop (a dedicated OS thread owning the [`Scheduler`] and its
+//!   snapshot) applies them incrementally, pops batches from the [`queue::Queue`],
+//!   runs `Scheduler::schedule_all` on each batch (batched parallel evaluation,
+//!   committed in queue order — the commit *assumes* the pod in the snapshot) and
+//!   hands placements to the binder;
+//! - the binder POSTs `pods/{name}/binding` with bounded concurrency and a shared
+//!   QPS/burst token bucket; its results come back to the loop, which *forgets* the
+//!   assumption on failure;
+//! - failures go to the status writer: a `PodScheduled=False` condition (written only
+//!   when the message changes) and aggregated `FailedScheduling` Events (at most one
+//!   write per pod per backoff window; repeats patch `count` of the same Event);
+//! - a Lease elector flips the leader flag; only the leader schedules and binds, the
+//!   standby keeps its cache warm.
+//!
+//! Invariants: a pod is bound at most once by this process (it is in flight from
+//! pop to bind result and never popped twice; the API server rejects a second
+//! binding with 409, which is never retried before a backoff); every pending pod with
+//! a matching schedulerName is tracked by the queue until the watch shows it bound
+//! or deleted.
+
+pub mod binder;
+pub mod cache;
+pub mod cli;
+pub mod crds;
+pub mod leader;
+pub mod metrics;
+pub mod queue;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+use crate::framework::Framework;
+use crate::labels::Labels;
+use crate::scheduler::{Options as SchedOptions, Scheduler};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+use self::binder::{BindOutcome, BindRequest, Binder, RateLimiter};
+use self::metrics::Metrics;
+use self::queue::Queue;
+use self::status::{FailureReport, StatusWriter};
+
+/// Options of the run loop.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pods handed to one `schedule_all` call.
+    pub batch_size: usize,
+    /// Concurrent binding requests.
+    pub bind_concurrency: usize,
+    /// Client-side write QPS and burst (binds, events, status patches).
+    pub qps: f64,
+    pub burst: u32,
+    /// Leader election; `None` = always leader.
+    pub leader: Option<leader::LeaderOptions>,
+    pub seed: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_size: 256,
+            bind_concurrency: 256,
+            qps: 5000.0,
+            burst: 10000,
+            leader: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Messages to the scheduling loop.
+pub enum Msg {
+    Pod(Box<Event<Pod>>),
+    Node(Box<Event<Node>>),
+    Namespace(Box<Event<Namespace>>),
+    Bound(BindOutcome),
+    /// A batch CRD watch event.
+    Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
+    /// Leadership changed.
+    Leader(bool),
+    Stop,
+}
+
+/// Shared, observable state of a running scheduler.
+pub struct Handle {
+    pub metrics: Arc<Metrics>,
+    pub leader: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
+    stop: mpsc::Sender<Msg>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Stops watches, leader election (releasing nothing: the lease expires) and the
+    /// loop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.stop.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Builds a client from a kubeconfig path, or in-cluster / default inference.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| anyhow::anyhow!("no kubeconfig given and {e}"))?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+fn forward<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Msg>,
+    wrap: fn(Box<Event<K>>) -> Msg,
+    metrics: Arc<Metrics>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut s = watcher::watcher(api, watcher::Config::default().page_size(5000))
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send(wrap(Box::new(ev))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    metrics
+                        .watch_errors
+                        .get_or_create(&metrics::ResourceLabel {
+                            resource: metrics::What(what),
+                        })
+                        .inc();
+                    tracing::warn!("{what} watch: {e}");
+                }
+            }
+        }
+    })
+}
+
+/// Starts the scheduler against `client` and returns a handle (tasks run on the
+/// current tokio runtime, the loop on its own thread).
+pub fn start(
+    client: Client,
+    frameworks: Vec<Framework>,
+    opts: RunOptions,
+) -> anyhow::Result<Handle> {
+    start_with_hooks(client, frameworks, opts, Box::new(crds::NoBatch))
+}
+
+/// [`start`] with batch (PodGroup/Queue) hooks.
+pub fn start_with_hooks(
+    client: Client,
+    frameworks: Vec<Framework>,
+    opts: RunOptions,
+    hooks: Box<dyn crds::BatchHooks>,
+) -> anyhow::Result<Handle> {
+    if frameworks.is_empty() {
+        anyhow::bail!("no scheduler profiles configured");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let leader = Arc::new(AtomicBool::new(opts.leader.is_none()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));
+    let mut tasks = Vec::new();
+    tasks.push(forward(
+        Api::<Pod>::all(client.clone()),
+        tx.clone(),
+        Msg::Pod,
+        metrics.clone(),
+        "pods",
+    ));
+    tasks.push(forward(
+        Api::<Node>::all(client.clone()),
+        tx.clone(),
+        Msg::Node,
+        metrics.clone(),
+        "nodes",
+    ));
+    tasks.push(forward(
+        Api::<Namespace>::all(client.clone()),
+        tx.clone(),
+        Msg::Namespace,
+        metrics.clone(),
+        "namespaces",
+    ));
+    for crd in crds::Crd::ALL {
+        tasks.push(crds::watch(client.clone(), crd, tx.clone(), Msg::Crd));
+    }
+    let batch = crds::Batch {
+        hooks,
+        patcher: crds::StatusPatcher::new(),
+        client: client.clone(),
+        limiter: limiter.clone(),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    if let Some(lo) = opts.leader.clone() {
+        tasks.push(leader::spawn(
+            client.clone(),
+            lo,
+            leader.clone(),
+            tx.clone(),
+        ));
+    }
+    let binder = Binder::spawn(
+        client.clone(),
+        opts.bind_concurrency,
+        limiter.clone(),
+        leader.clone(),
+        tx.clone(),
+        metrics.clone(),
+    );
+    let component = frameworks[0].scheduler_name.clone();
+    let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
+    let names: HashSet<String> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.clone())
+        .collect();
+    let sched = Scheduler::new(
+        frameworks,
+        Snapshot::new(),
+        SchedOptions {
+            seed: opts.seed,
+            ..SchedOptions::default()
+        },
+    );
+    let mut lp = Loop {
+        sched,
+        names,
+        queue: Queue::default(),
+        pods: HashMap::new(),
+        seq: 0,
+        leader: leader.clone(),
+        ready: ready.clone(),
+        synced: [false; 3],
+        relist: [None, None, None],
+        binder,
+        writer,
+        metrics: metrics.clone(),
+        batch: opts.batch_size.max(1),
+        max_in_flight: opts.bind_concurrency.max(1) * 8,
+        in_flight: 0,
+        last_report: HashMap::new(),
+        crd_batch: batch,
+        node_buf: Vec::new(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("corral-sched".into())
+        .spawn(move || lp.run(rx))?;
+    Ok(Handle {
+        metrics,
+        leader,
+        ready,
+        stop: tx,
+        tasks,
+        thread: Some(thread),
+    })
+}
+
+/// What the cache knows about a pod from the API.
+struct Tracked {
+    rv: String,
+    /// Node per the API (None = pending).
+    node: Option<String>,
+}
+
+struct Loop {
+    sched: Scheduler,
+    names: HashSet<String>,
+    queue: Queue,
+    pods: HashMap<String, Tracked>,
+    seq: u64,
+    leader: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+    /// Initial list done for pods, nodes, namespaces.
+    synced: [bool; 3],
+    /// Keys seen during a (re)list in progress, per resource.
+    relist: [Option<HashSet<String>>; 3],
+    binder: Binder,
+    writer: StatusWriter,
+    metrics: Arc<Metrics>,
+    batch: usize,
+    max_in_flight: usize,
+    in_flight: usize,
+    /// Last failure report per pod (event aggregation window).
+    last_report: HashMap<String, (Instant, Duration, u32)>,
+    crd_batch: crds::Batch,
+    /// Nodes of a list in progress.
+    node_buf: Vec<Node>,
+}
+
+fn pod_key(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or("default"),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn is_done(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_some()
+        || matches!(
+            p.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        )
+}
+
+impl Loop {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            // Block when there is nothing to schedule, else drain without waiting.
+            let can_schedule = self.leader.load(Ordering::Relaxed)
+                && self.synced.iter().all(|s| *s)
+                && self.queue.has_active()
+                && self.in_flight < self.max_in_flight;
+            let first = if can_schedule {
+                rx.try_recv().ok()
+            } else {
+                let wait = self
+                    .queue
+                    .next_ready()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(500))
+                    .clamp(Duration::from_millis(1), Duration::from_millis(500));
+                match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut next = first;
+            let mut n = 0;
+            while let Some(m) = next {
+                if matches!(m, Msg::Stop) {
+                    return;
+                }
+                self.handle(m);
+                n += 1;
+                next = if n < 100_000 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            let now = Instant::now();
+            self.queue.tick(now);
+            let c = self.queue.counts();
+            self.metrics.set_pending(c);
+            if self.leader.load(Ordering::Relaxed)
+                && self.synced.iter().all(|s| *s)
+                && self.in_flight < self.max_in_flight
+                && self.queue.has_active()
+            {
+                self.schedule_batch();
+            }
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Pod(ev) => self.on_pod_event(*ev),
+            Msg::Node(ev) => self.on_node_event(*ev),
+            Msg::Namespace(ev) => self.on_ns_event(*ev),
+            Msg::Bound(o) => self.on_bound(o),
+            Msg::Crd(crd, ev) => self.crd_batch.on_event(crd, *ev),
+            Msg::Leader(l) => {
+                tracing::info!(leader = l, "leadership changed");
+                self.metrics.leader.set(i64::from(l));
+            }
+            Msg::Stop => {}
+        }
+        if !self.ready.load(Ordering::Relaxed) && self.synced.iter().all(|s| *s) {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn on_pod_event(&mut self, ev: Event<Pod>) {
+        match ev {
+            Event::Init => self.relist[0] = Some(HashSet::new()),
+            Event::InitApply(p) => {
+                if let Some(s) = self.relist[0].as_mut() {
+                    s.insert(pod_key(&p));
+                }
+                self.apply_pod(p);
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relist[0].take() {
+                    let gone: Vec<String> = self
+                        .pods
+                        .keys()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    for k in gone {
+                        self.delete_pod(&k);
+                    }
+                }
+                self.synced[0] = true;
+            }
+            Event::Apply(p) => self.apply_pod(p),
+            Event::Delete(p) => self.delete_pod(&pod_key(&p)),
+        }
+    }
+
+    fn delete_pod(&mut self, key: &str) {
+        let had = self.pods.remove(key).is_some();
+        let placed = self.sched.snapshot.remove_pod(key).is_some();
+        if let Some(e) = self.queue.remove(key)
+            && e.state == queue::State::InFlight
+        {
+            // The bind result will find no entry and do nothing.
+        }
+        self.last_report.remove(key);
+        if had && placed {
+            // Freed capacity: unschedulable pods may fit now.
+            self.queue.on_cluster_event();
+        }
+    }
+
+    fn apply_pod(&mut self, p: Pod) {
+        let key = pod_key(&p);
+        if is_done(&p) {
+            self.delete_pod(&key);
+            return;
+        }
+        let rv = p.metadata.resource_version.clone().unwrap_or_default();
+        if let Some(t) = self.pods.get(&key)
+            && t.rv == rv
+            && !rv.is_empty()
+        {
+            return; // Relist duplicate.
+        }
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
+        let sched_name = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.as_deref())
+            .unwrap_or("default-scheduler")
+            .to_string();
+        if node.is_none() && !self.names.contains(&sched_name) {
+            // Someone else's pending pod.
+            self.pods.remove(&key);
+            return;
+        }
+        self.seq += 1;
+        let info = match PodInfo::new(p, self.seq) {
+            Ok(i) => Arc::new(i),
+            Err(e) => {
+                tracing::warn!("pod {key}: {e}");
+                self.metrics.invalid_objects.inc();
+                return;
+            }
+        };
+        self.pods.insert(
+            key.clone(),
+            Tracked {
+                rv,
+                node: node.clone(),
+            },
+        );
+        match node {
+            Some(n) => {
+                // Bound (by us or anyone): the API is the truth.
+                self.queue.remove(&key);
+                self.last_report.remove(&key);
+                self.sched.snapshot.add_pod(info, &n);
+            }
+            None => {
+                if self.sched.snapshot.pod_node(&key).is_some()
+                    && self.queue.get(&key).map(|e| e.state) != Some(queue::State::InFlight)
+                {
+                    // Was bound before (re-created with the same name): forget.
+                    self.sched.snapshot.remove_pod(&key);
+                }
+                self.queue.upsert(info, Instant::now());
+            }
+        }
+    }
+
+    fn on_node_event(&mut self, ev: Event<Node>) {
+        match ev {
+            Event::Init => {
+                self.relist[1] = Some(HashSet::new());
+                self.node_buf.clear();
+            }
+            Event::InitApply(n) => {
+                if let (Some(s), Some(name)) = (self.relist[1].as_mut(), n.metadata.name.clone()) {
+                    s.insert(name);
+                }
+                // Buffered: applied with one reordering at InitDone.
+                self.node_buf.push(n);
+            }
+            Event::InitDone => {
+                let buf = std::mem::take(&mut self.node_buf);
+                let mut infos = Vec::with_capacity(buf.len());
+                for n in buf {
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    match NodeInfo::new(n) {
+                        Ok(i) => infos.push(i),
+                        Err(e) => {
+                            tracing::warn!("node {name}: {e}");
+                            self.metrics.invalid_objects.inc();
+                        }
+                    }
+                }
+                self.sched.snapshot.upsert_nodes(infos);
+                if let Some(seen) = self.relist[1].take() {
+                    let gone: Vec<String> = self
+                        .sched
+                        .snapshot
+                        .nodes()
+                        .iter()
+                        .filter(|n| !seen.contains(&*n.name))
+                        .map(|n| n.name.to_string())
+                        .collect();
+                    for n in gone {
+                        self.sched.snapshot.remove_node(&n);
+                    }
+                }
+                self.synced[1] = true;
+                self.queue.on_cluster_event();
+            }
+            Event::Apply(n) => {
+                if self.apply_node(n) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Event::Delete(n) => {
+                if let Some(name) = n.metadata.name.as_deref() {
+                    self.sched.snapshot.remove_node(name);
+                }
+            }
+        }
+    }
+
+    /// Applies a node; returns whether something scheduling-relevant changed
+    /// (new node, allocatable, labels, taints, unschedulable) — status heartbeats do
+    /// not re-queue unschedulable pods.
+    fn apply_node(&mut self, n: Node) -> bool {
+        let name = n.metadata.name.clone().unwrap_or_default();
+        let old = self.sched.snapshot.node(&name).cloned();
+        if let Some(old) = &old
+            && old.node.metadata.resource_version == n.metadata.resource_version
+            && n.metadata.resource_version.is_some()
+        {
+            return false;
+        }
+        match NodeInfo::new(n) {
+            Ok(info) => {
+                let relevant = old.is_none_or(|o| {
+                    o.allocatable != info.allocatable
+                        || o.labels != info.labels
+                        || o.taints != info.taints
+                        || o.unschedulable != info.unschedulable
+                });
+                self.sched.snapshot.upsert_node(info);
+                relevant
+            }
+            Err(e) => {
+                tracing::warn!("node {name}: {e}");
+                self.metrics.invalid_objects.inc();
+                false
+            }
+        }
+    }
+
+    fn on_ns_event(&mut self, ev: Event<Namespace>) {
+        let apply = |snap: &mut Snapshot, ns: Namespace| {
+            if let Some(name) = ns.metadata.name {
+                let labels: Labels = ns.metadata.labels.unwrap_or_default().into_iter().collect();
+                snap.namespaces.insert(name, labels);
+            }
+        };
+        match ev {
+            Event::Init => self.relist[2] = Some(HashSet::new()),
+            Event::InitApply(ns) => {
+                if let (Some(s), Some(name)) = (self.relist[2].as_mut(), ns.metadata.name.clone()) {
+                    s.insert(name);
+                }
+                apply(&mut self.sched.snapshot, ns);
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.relist[2].take() {
+                    self.sched
+                        .snapshot
+                        .namespaces
+                        .retain(|k, _| seen.contains(k));
+                }
+                self.synced[2] = true;
+            }
+            Event::Apply(ns) => {
+                apply(&mut self.sched.snapshot, ns);
+                self.queue.on_cluster_event();
+            }
+            Event::Delete(ns) => {
+                if let Some(name) = ns.metadata.name.as_deref() {
+                    self.sched.snapshot.namespaces.remove(name);
+                }
+            }
+        }
+    }
+
+    fn schedule_batch(&mut self) {
+        let room = self.max_in_flight - self.in_flight;
+        let pods = self.queue.pop_active(self.batch.min(room));
+        if pods.is_empty() {
+            return;
+        }
+        let t0 = Instant::now();
+        let batch: Vec<PodInfo> = pods.iter().map(|p| (**p).clone()).collect();
+        let report = self.sched.schedule_all(batch);
+        let secs = t0.elapsed().as_secs_f64();
+        self.metrics.algorithm_seconds.inc_by(secs);
+        self.metrics
+            .algorithm_latency
+            .observe(secs / pods.len() as f64);
+        let now = Instant::now();
+        for pl in report.placements {
+            self.metrics.attempt("scheduled");
+            let Some(e) = self.queue.get(&pl.pod) else {
+                continue;
+            };
+            let info = e.info.clone();
+            self.in_flight += 1;
+            self.binder.bind(BindRequest {
+                key: pl.pod,
+                namespace: info.namespace.clone(),
+                name: info.name.clone(),
+                uid: info.uid.clone(),
+                node: pl.node,
+                enqueued: e.enqueued,
+            });
+        }
+        for u in report.unschedulable {
+            self.metrics.attempt("unschedulable");
+            let attempts = self.queue.failed(&u.pod, now, true);
+            self.report_failure(&u.pod, u.message, attempts, now);
+        }
+        if self.leader.load(Ordering::Relaxed) {
+            self.crd_batch.end_session();
+        }
+    }
+
+    /// Aggregation: at most one write per pod per backoff window; repeats in the
+    /// window are counted and folded into the next write.
+    fn report_failure(&mut self, key: &str, message: String, attempts: u32, now: Instant) {
+        let Some(e) = self.queue.get(key) else { return };
+        let window = queue::backoff(attempts.max(1));
+        let entry = self.last_report.entry(key.to_string()).or_insert((
+            now - Duration::from_secs(3600),
+            Duration::ZERO,
+            0,
+        ));
+        if now.duration_since(entry.0) < entry.1 {
+            entry.2 += 1;
+            self.metrics.events_suppressed.inc();
+            return;
+        }
+        let suppressed = entry.2;
+        *entry = (now, window, 0);
+        self.writer.report(FailureReport {
+            namespace: e.info.namespace.clone(),
+            name: e.info.name.clone(),
+            uid: e.info.uid.clone(),
+            message,
+            occurrences: suppressed + 1,
+        });
+    }
+
+    fn on_bound(&mut self, o: BindOutcome) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let now = Instant::now();
+        match o.result {
+            Ok(()) => {
+                self.metrics.binds.inc();
+                if let Some(e) = self.queue.remove(&o.key) {
+                    self.metrics
+                        .e2e_latency
+                        .observe(now.duration_since(e.enqueued).as_secs_f64());
+                }
+                self.last_report.remove(&o.key);
+                // The snapshot already holds the assumed pod; the watch confirms it.
+            }
+            Err(err) => {
+                self.metrics.bind_error(err.label());
+                // Forget the assumption unless the API already showed the pod bound.
+                let api_bound = self.pods.get(&o.key).is_some_and(|t| t.node.is_some());
+                if !api_bound
+                    && self.sched.snapshot.pod_node(&o.key).map(|n| &**n) == Some(&*o.node)
+                {
+                    self.sched.snapshot.remove_pod(&o.key);
+                }
+                if api_bound {
+                    self.queue.remove(&o.key);
+                    return;
+                }
+                match err {
+                    binder::BindError::NotLeader => self.queue.retry_now(&o.key),
+                    binder::BindError::NotFound => {
+                        self.queue.remove(&o.key);
+                    }
+                    // Already bound (another scheduler) or transient: back off; the
+                    // watch removes the pod once it shows it bound. A 409 is never
+                    // retried before the backoff expires: no retry storm.
+                    _ => {
+                        self.queue.failed(&o.key, now, false);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Command-line arguments of `corral-scheduler run`.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub kubeconfig: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub opts: RunOptions,
+}
+
+/// Runs until Ctrl-C.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let frameworks = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+            crate::config::KubeSchedulerConfiguration::from_yaml(&text, &p.display().to_string())?
+                .build()?
+        }
+        None => crate::config::default_frameworks(),
+    };
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let handle = start(client, frameworks, args.opts.clone())?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen {}: {e}", args.listen))?;
+    let app = metrics::router(handle.metrics.clone(), handle.ready.clone());
+    tracing::info!("serving /metrics /healthz /readyz on {}", args.listen);
+    tokio::select! {
+        r = axum::serve(listener, app) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tokio::task::block_in_place(|| handle.stop());
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The pending-pod queue of `corral-scheduler run`: active (by priority, then arrival),
+//! backoff (1 s → 10 s, doubling per failed attempt, like kube-scheduler's
+//! podInitialBackoffDuration / podMaxBackoffDuration) and unschedulable (parked until
+//! a cluster event or the periodic flush moves them back).
+//!
+//! Invariants: every tracked pod is in exactly one state; an entry whose pod is being
+//! bound (`in_flight`) is not in the active set and is never handed out twice.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::snapshot::PodInfo;
+
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// kube-scheduler's podMaxInUnschedulablePodsDuration is 5 min; Corral flushes sooner.
+pub const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(60);
+
+/// Backoff after `attempts` failed attempts (>= 1).
+pub fn backoff(attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(8);
+    (INITIAL_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Active,
+    Backoff,
+    Unschedulable,
+    InFlight,
+}
+
+#[derive(Debug)]
+pub struct Entry {
+    pub info: Arc<PodInfo>,
+    pub attempts: u32,
+    pub state: State,
+    /// Earliest time of the next attempt.
+    pub ready_at: Instant,
+    /// When the pod was first seen pending (e2e latency).
+    pub enqueued: Instant,
+    pub parked_at: Instant,
+}
+
+type ActiveKey = (Reverse<i32>, u64, String);
+
+#[derive(Default)]
+pub struct Queue {
+    entries: HashMap<String, Entry>,
+    active: BTreeSet<ActiveKey>,
+    backoff: BinaryHeap<Reverse<(Instant, String)>>,
+}
+
+fn akey(info: &PodInfo) -> ActiveKey {
+    (Reverse(info.priority), info.seq, info.key.clone())
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// Counts per state (active, backoff, unschedulable, in flight).
+    pub fn counts(&self) -> [usize; 4] {
+        let mut c = [0; 4];
+        for e in self.entries.values() {
+            c[e.state as usize] += 1;
+        }
+        c
+    }
+
+    /// Adds a newly pending pod or updates a tracked one (keeping its state).
+    pub fn upsert(&mut self, info: Arc<PodInfo>, now: Instant) {
+        match self.entries.get_mut(&info.key) {
+            Some(e) => {
+                if e.state == State::Active {
+                    self.active.remove(&akey(&e.info));
+                    self.active.insert(akey(&info));
+                }
+                // Keep the original sequence number so the order stays stable.
+                let mut info = info;
+                if info.seq != e.info.seq {
+                    let mut i = (*info).clone();
+                    i.seq = e.info.seq;
+                    if e.state == State::Active {
+                        self.active.remove(&akey(&info));
+                        self.active.insert(akey(&i));
+                    }
+                    info = Arc::new(i);
+                }
+                e.info = info;
+            }
+            None => {
+                self.active.insert(akey(&info));
+                self.entries.insert(
+                    info.key.clone(),
+                    Entry {
+                        info,
+                        attempts: 0,
+                        state: State::Active,
+                        ready_at: now,
+                        enqueued: now,
+                        parked_at: now,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops tracking a pod (bound, deleted, or handed to another scheduler).
+    pub fn remove(&mut self, key: &str) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        if e.state == State::Active {
+            self.active.remove(&akey(&e.info));
+        }
+        Some(e)
+    }
+
+    /// Pops up to `n` active pods and marks them in flight.
+    pub fn pop_active(&mut self, n: usize) -> Vec<Arc<PodInfo>> {
+        let mut out = Vec::with_capacity(n.min(self.active.len()));
+        while out.len() < n {
+            let Some(k) = self.active.pop_first() else {
+                break;
+            };
+            if let Some(e) = self.entries.get_mut(&k.2) {
+                e.state = State::InFlight;
+                out.push(e.info.clone());
+            }
+        }
+        out
+    }
+
+    /// An in-flight pod failed: park it as unschedulable until a cluster event (or
+    /// `requeue_now`); returns its attempts.
+    pub fn failed(&mut self, key: &str, now: Instant, unschedulable: bool) -> u32 {
+        let Some(e) = self.entries.get_mut(key) else {
+            return 0;
+        };
+        e.attempts += 1;
+        e.ready_at = now + backoff(e.attempts);
+        e.parked_at = now;
+        if e.state == State::Active {
+            self.active.remove(&akey(&e.info));
+        }
+        if unschedulable {
+            e.state = State::Unschedulable;
+        } else {
+            e.state = State::Backoff;
+            self.backoff.push(Reverse((e.ready_at, key.to_string())));
+        }
+        e.attempts
+    }
+
+    /// Returns an in-flight pod to the active queue without counting an attempt.
+    pub fn retry_now(&mut self, key: &str) {
+        if let Some(e) = self.entries.get_mut(key)
+            && e.state != State::Active
+        {
+            e.state = State::Active;
+            self.active.insert(akey(&e.info));
+        }
+    }
+
+    /// A cluster event that may make unschedulable pods schedulable: move them to
+    /// backoff (active once their backoff expired).
+    pub fn on_cluster_event(&mut self) {
+        for (k, e) in self.entries.iter_mut() {
+            if e.state == State::Unschedulable {
+                e.state = State::Backoff;
+                self.backoff.push(Reverse((e.ready_at, k.clone())));
+            }
+        }
+    }
+
+    /// Moves expired backoffs to active and flushes long-parked unschedulable pods.
+    pub fn tick(&mut self, now: Instant) {
+        while let Some(Reverse((t, _))) = self.backoff.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((t, k))) = self.backoff.pop() else {
+                break;
+            };
+            if let Some(e) = self.entries.get_mut(&k)
+                && e.state == State::Backoff
+                && e.ready_at <= t
+            {
+                e.state = State::Active;
+                self.active.insert(akey(&e.info));
+            }
+        }
+        let mut flush = Vec::new();
+        for (k, e) in &self.entries {
+            if e.state == State::Unschedulable
+                && now.duration_since(e.parked_at) >= UNSCHEDULABLE_FLUSH
+            {
+                flush.push(k.clone());
+            }
+        }
+        for k in flush {
+            if let Some(e) = self.entries.get_mut(&k) {
+                e.state = State::Active;
+                self.active.insert(akey(&e.info));
+            }
+        }
+    }
+
+    pub fn has_active(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// Earliest backoff expiry (for the loop's sleep).
+    pub fn next_ready(&self) -> Option<Instant> {
+        self.backoff.peek().map(|Reverse((t, _))| *t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::pod;
+
+    fn info(name: &str, prio: i32, seq: u64) -> Arc<PodInfo> {
+        Arc::new(pod(name).priority(prio).seq(seq).info())
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_to_ten_seconds() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(4), Duration::from_secs(8));
+        assert_eq!(backoff(5), Duration::from_secs(10));
+        assert_eq!(backoff(100), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn active_pops_by_priority_then_arrival_and_never_twice() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        q.upsert(info("a", 0, 1), now);
+        q.upsert(info("b", 10, 2), now);
+        q.upsert(info("c", 0, 0), now);
+        let got: Vec<String> = q.pop_active(10).iter().map(|p| p.name.clone()).collect();
+        assert_eq!(got, ["b", "c", "a"]);
+        assert!(q.pop_active(10).is_empty());
+        // An update of an in-flight pod does not re-activate it.
+        q.upsert(info("a", 0, 9), now);
+        assert!(q.pop_active(10).is_empty());
+        assert_eq!(q.counts()[State::InFlight as usize], 3);
+    }
+
+    #[test]
+    fn unschedulable_waits_for_event_and_backoff() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        q.upsert(info("a", 0, 1), now);
+        q.pop_active(1);
+        assert_eq!(q.failed("default/a", now, true), 1);
+        q.tick(now + Duration::from_secs(5));
+        assert!(!q.has_active(), "parked until a cluster event");
+        q.on_cluster_event();
+        q.tick(now + Duration::from_millis(500));
+        assert!(!q.has_active(), "still backing off");
+        q.tick(now + Duration::from_secs(1));
+        assert!(q.has_active());
+        q.pop_active(1);
+        assert_eq!(q.failed("default/a", now, false), 2);
+        assert_eq!(q.next_ready(), Some(now + Duration::from_secs(2)));
+        q.tick(now + UNSCHEDULABLE_FLUSH);
+        assert!(q.has_active());
+        assert!(q.remove("default/a").is_some());
+        assert!(q.is_empty());
+    }
+}

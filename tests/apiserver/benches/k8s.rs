@@ -1,0 +1,191 @@
+//! Kubernetes-integration benchmarks against the in-process test API server.
+//!
+//! cargo bench -p corral-test-apiserver --bench k8s -- restart [NODES] [PODS]
+//! cargo bench -p corral-test-apiserver --bench k8s -- e2e [NODES] [PODS] [RATE]
+//!
+//! `restart`: the API holds NODES nodes and PODS running pods plus 100 pending ones;
+//! measures scheduler start → ready (initial lists applied) → first binding.
+//! `e2e`: NODES fake nodes; corral-loadgen k8s creates PODS pods at RATE/s while the
+//! scheduler runs; reports bound pods/s and creation→bind percentiles, plus where
+//! the time goes (API request count, scheduler algorithm vs binding latency).
+
+use std::time::{Duration, Instant};
+
+use corral_scheduler::kube::{RunOptions, start};
+use corral_test_apiserver::TestApiServer;
+use serde_json::{Value, json};
+
+fn node(i: usize) -> Value {
+    let name = format!("n{i}");
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+            "topology.kubernetes.io/zone": format!("z{}", i % 10)}},
+        "status": {"allocatable": {"cpu": "64", "memory": "256Gi", "pods": "110"},
+                   "capacity": {"cpu": "64", "memory": "256Gi", "pods": "110"}}})
+}
+
+fn pod(name: &str, node: Option<String>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "bench"}},
+        "spec": {"schedulerName": "corral", "containers": [{"name": "c", "image": "img",
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]},
+        "status": {"phase": "Pending"}});
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = json!(n);
+        p["status"]["phase"] = json!("Running");
+    }
+    p
+}
+
+fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn kube_client(server: &TestApiServer) -> kube::Client {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&p).expect("kubeconfig");
+    corral_scheduler::kube::client(Some(&p))
+        .await
+        .expect("client")
+}
+
+async fn restart(nodes: usize, pods: usize) {
+    let server = TestApiServer::start().await.expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    let t = Instant::now();
+    for i in 0..nodes {
+        server.insert(node(i)).expect("node");
+    }
+    for i in 0..pods {
+        server
+            .insert(pod(&format!("r{i}"), Some(format!("n{}", i % nodes))))
+            .expect("pod");
+    }
+    for i in 0..100 {
+        server.insert(pod(&format!("p{i}"), None)).expect("pod");
+    }
+    eprintln!("prefilled {nodes} nodes + {pods} pods in {:?}", t.elapsed());
+    let c = kube_client(&server).await;
+    let t0 = Instant::now();
+    let h = start(
+        c,
+        corral_scheduler::config::default_frameworks(),
+        RunOptions::default(),
+    )
+    .expect("start");
+    let mut ready = None;
+    let first = loop {
+        if ready.is_none() && h.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            ready = Some(t0.elapsed());
+        }
+        if !server.bindings().is_empty() {
+            break t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no binding in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    while server.bindings().len() < 100 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let all = t0.elapsed();
+    println!(
+        "restart: nodes={nodes} running_pods={pods} ready_s={:.3} first_bind_s={:.3} all_100_bound_s={:.3}",
+        ready.unwrap_or(first).as_secs_f64(),
+        first.as_secs_f64(),
+        all.as_secs_f64()
+    );
+    h.stop();
+}
+
+async fn e2e(nodes: usize, pods: u64, rate: f64) {
+    let server = TestApiServer::start().await.expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    for i in 0..nodes {
+        server.insert(node(i)).expect("node");
+    }
+    let c = kube_client(&server).await;
+    let h = start(
+        c.clone(),
+        corral_scheduler::config::default_frameworks(),
+        RunOptions::default(),
+    )
+    .expect("start");
+    while !h.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let req0 = server.requests();
+    let args = corral_loadgen::k8s::Args {
+        kubeconfig: None,
+        pods,
+        rate,
+        gang_size: 1,
+        nodes: 0,
+        fake_nodes: false,
+        namespace: "default".into(),
+        scheduler_name: "corral".into(),
+        prefix: "lg".into(),
+        concurrency: 256,
+        timeout_seconds: 120,
+    };
+    let r = corral_loadgen::k8s::run_with_client(c, &args)
+        .await
+        .expect("loadgen");
+    let requests = server.requests() - req0;
+    let m = h.metrics.encode();
+    let algo_sum = metric(
+        &m,
+        "corral_scheduler_scheduling_algorithm_duration_seconds_sum ",
+    );
+    let bind_sum = metric(&m, "corral_scheduler_binding_duration_seconds_sum ");
+    let bind_n = metric(&m, "corral_scheduler_binding_duration_seconds_count ");
+    println!("{}", serde_json::to_string(&r).expect("json"));
+    println!(
+        "e2e: nodes={nodes} pods={pods} rate={rate} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={}",
+        r.bound_per_second,
+        r.creation_to_bind_ms.p50,
+        r.creation_to_bind_ms.p99,
+        r.creation_to_bind_ms.max,
+        algo_sum,
+        1000.0 * bind_sum / bind_n.max(1.0),
+        server.bindings().values().filter(|n| **n > 1).count(),
+    );
+    h.stop();
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let num = |i: usize, d: f64| args.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(d);
+    match args.first().map(String::as_str) {
+        Some("restart") => {
+            rt.block_on(restart(num(1, 5000.0) as usize, num(2, 150_000.0) as usize))
+        }
+        Some("e2e") => rt.block_on(e2e(
+            num(1, 5000.0) as usize,
+            num(2, 20_000.0) as u64,
+            num(3, 4000.0),
+        )),
+        _ => {
+            // Small smoke run of both (what `cargo bench` with no filter does).
+            rt.block_on(restart(100, 2000));
+            rt.block_on(e2e(100, 500, 1000.0));
+        }
+    }
+}

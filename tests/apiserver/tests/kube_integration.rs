@@ -1,0 +1,487 @@
+//! corral-scheduler `run` against the in-process test API server.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use corral_scheduler::kube::leader::LeaderOptions;
+use corral_scheduler::kube::{Handle, RunOptions, start};
+use corral_test_apiserver::{Fault, FaultKind, TestApiServer};
+use serde_json::{Value, json};
+
+fn node(name: &str, cpu: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+                   "capacity": {"cpu": cpu, "memory": "64Gi", "pods": "110"}}})
+}
+
+fn pod(name: &str, cpu: &str, node: Option<&str>) -> Value {
+    let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"schedulerName": "corral", "containers": [{"name": "c", "image": "img",
+            "resources": {"requests": {"cpu": cpu, "memory": "100Mi"}}}]},
+        "status": {"phase": "Pending"}});
+    if let Some(n) = node {
+        p["spec"]["nodeName"] = json!(n);
+        p["status"]["phase"] = json!("Running");
+    }
+    p
+}
+
+fn namespace(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+async fn client(server: &TestApiServer) -> kube::Client {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).expect("kubeconfig");
+    corral_scheduler::kube::client(Some(&path))
+        .await
+        .expect("client")
+}
+
+async fn start_sched(server: &TestApiServer, opts: RunOptions) -> Handle {
+    let c = client(server).await;
+    start(c, corral_scheduler::config::default_frameworks(), opts).expect("start")
+}
+
+fn bound(server: &TestApiServer) -> usize {
+    server
+        .list("", "pods")
+        .iter()
+        .filter(|p| {
+            p["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty())
+        })
+        .count()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn assert_bound_at_most_once(server: &TestApiServer) {
+    for (k, n) in server.bindings() {
+        assert_eq!(n, 1, "pod {k} bound {n} times");
+    }
+}
+
+fn seed(server: &TestApiServer, nodes: usize, pending: usize) {
+    server.insert(namespace("default")).expect("ns");
+    for i in 0..nodes {
+        server.insert(node(&format!("n{i}"), "8")).expect("node");
+    }
+    for i in 0..pending {
+        server
+            .insert(pod(&format!("p{i}"), "100m", None))
+            .expect("pod");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binds_plain_pods_once_and_reports_ready() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 4, 40);
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("40 bound pods", Duration::from_secs(20), || {
+        bound(&server) == 40
+    })
+    .await;
+    assert!(h.ready.load(std::sync::atomic::Ordering::Relaxed));
+    assert_eq!(server.bindings().len(), 40);
+    assert_bound_at_most_once(&server);
+    // A pod created later is bound too, with PodScheduled=True set by the binding.
+    server.insert(pod("late", "100m", None)).expect("pod");
+    wait_for("late pod", Duration::from_secs(10), || {
+        server
+            .get("", "pods", Some("default"), "late")
+            .is_some_and(|p| p["spec"]["nodeName"].is_string())
+    })
+    .await;
+    let text = h.metrics.encode();
+    assert!(text.contains("corral_scheduler_binds_total 41"), "{text}");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_409_is_not_retried_in_a_storm() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    // Every binding request is delayed so "another scheduler" binds first.
+    server.inject(Fault {
+        method: None,
+        path_contains: "/binding".into(),
+        kind: FaultKind::Delay(Duration::from_millis(800)),
+        count: 1,
+    });
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("ready", Duration::from_secs(10), || {
+        h.ready.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    server.insert(pod("contested", "100m", None)).expect("pod");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another scheduler wins the race.
+    server
+        .insert(pod("contested", "100m", Some("n1")))
+        .expect("bind elsewhere");
+    wait_for("409", Duration::from_secs(5), || {
+        server.binding_conflicts() == 1
+    })
+    .await;
+    // No retry storm: the watch shows the pod bound; nothing is retried.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.binding_conflicts(), 1);
+    assert!(server.bindings().is_empty());
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("bind_errors_total{result=\"conflict\"} 1"),
+        "{text}"
+    );
+    // The cache keeps working: a new pod is bound.
+    server.insert(pod("next", "100m", None)).expect("pod");
+    wait_for("next bound", Duration::from_secs(10), || {
+        server.bindings().contains_key("default/next")
+    })
+    .await;
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_drop_and_410_relist_without_double_bind() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 3, 30);
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("30 bound", Duration::from_secs(20), || bound(&server) == 30).await;
+    // History is compacted and every watch is cut: resuming answers 410 Gone, the
+    // watchers relist.
+    server.compact();
+    server.drop_watches();
+    for i in 30..60 {
+        server
+            .insert(pod(&format!("p{i}"), "100m", None))
+            .expect("pod");
+    }
+    // Transient API errors on top.
+    server.inject(Fault {
+        method: None,
+        path_contains: "/api/v1/pods".into(),
+        kind: FaultKind::InternalError,
+        count: 2,
+    });
+    wait_for("60 bound", Duration::from_secs(30), || bound(&server) == 60).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.bindings().len(), 60);
+    assert_bound_at_most_once(&server);
+    assert_eq!(
+        server.binding_conflicts(),
+        0,
+        "no pod was bound twice by mistake"
+    );
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("corral_scheduler_watch_errors_total{resource=\"pods\"}"),
+        "the 410 was seen and answered with a relist: {text}"
+    );
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_failover_binds_every_pod_once() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 4, 0);
+    let lo = |id: &str| LeaderOptions {
+        lease_duration: Duration::from_secs(2),
+        renew_deadline: Duration::from_millis(1500),
+        retry_period: Duration::from_millis(200),
+        ..LeaderOptions::new("default", "corral-scheduler", id)
+    };
+    let a = start_sched(
+        &server,
+        RunOptions {
+            leader: Some(lo("a")),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    wait_for("a leads", Duration::from_secs(10), || {
+        a.leader.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    let b = start_sched(
+        &server,
+        RunOptions {
+            leader: Some(lo("b")),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    for i in 0..20 {
+        server
+            .insert(pod(&format!("p{i}"), "100m", None))
+            .expect("pod");
+    }
+    wait_for("20 bound by a", Duration::from_secs(20), || {
+        bound(&server) == 20
+    })
+    .await;
+    assert!(
+        !b.leader.load(std::sync::atomic::Ordering::Relaxed),
+        "standby"
+    );
+    let b_leader = b.leader.clone();
+    a.stop();
+    for i in 20..40 {
+        server
+            .insert(pod(&format!("p{i}"), "100m", None))
+            .expect("pod");
+    }
+    let t0 = Instant::now();
+    wait_for("b takes over", Duration::from_secs(10), || {
+        b_leader.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    assert!(
+        t0.elapsed() <= Duration::from_secs(4),
+        "within the lease duration"
+    );
+    wait_for("40 bound", Duration::from_secs(20), || bound(&server) == 40).await;
+    assert_eq!(server.bindings().len(), 40);
+    assert_bound_at_most_once(&server);
+    let lease = server
+        .get(
+            "coordination.k8s.io",
+            "leases",
+            Some("default"),
+            "corral-scheduler",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_scheduling_events_are_aggregated() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    server.insert(pod("huge", "100", None)).expect("pod");
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("condition", Duration::from_secs(10), || {
+        server
+            .get("", "pods", Some("default"), "huge")
+            .is_some_and(|p| {
+                p["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+                })
+            })
+    })
+    .await;
+    // Node events re-queue the pod repeatedly; each retry fails again.
+    for i in 0..20 {
+        // Allocatable changes are relevant cluster events.
+        let cpu = if i % 4 < 2 { "8" } else { "9" };
+        server
+            .insert(node(&format!("n{}", i % 2), cpu))
+            .expect("node");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<Value> = server
+        .list("", "events")
+        .into_iter()
+        .filter(|e| e["involvedObject"]["name"] == "huge")
+        .collect();
+    assert_eq!(events.len(), 1, "one aggregated event: {events:?}");
+    let e = &events[0];
+    assert_eq!(e["reason"], "FailedScheduling");
+    assert_eq!(e["type"], "Warning");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("0/2 nodes are available")),
+        "{e}"
+    );
+    let text = h.metrics.encode();
+    let written: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("corral_scheduler_events_written_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("events_written");
+    // Attempts over ~3.5 s with backoff 1, 2, 4 s: at most 3 writes.
+    assert!(written <= 3.0, "event writes {written}");
+    let pod = server
+        .get("", "pods", Some("default"), "huge")
+        .expect("pod");
+    let conds = pod["status"]["conditions"].as_array().expect("conditions");
+    let ps: Vec<&Value> = conds
+        .iter()
+        .filter(|c| c["type"] == "PodScheduled")
+        .collect();
+    assert_eq!(ps.len(), 1);
+    assert_eq!(ps[0]["reason"], "Unschedulable");
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_prefilled_api_binds_quickly() {
+    let server = TestApiServer::start().await.expect("server");
+    server.insert(namespace("default")).expect("ns");
+    let nodes = 100;
+    let mut objs = Vec::new();
+    for i in 0..nodes {
+        objs.push(node(&format!("n{i}"), "64"));
+    }
+    for i in 0..3000 {
+        objs.push(pod(
+            &format!("r{i}"),
+            "100m",
+            Some(&format!("n{}", i % nodes)),
+        ));
+    }
+    for i in 0..20 {
+        objs.push(pod(&format!("p{i}"), "100m", None));
+    }
+    server.insert_all(objs).expect("prefill");
+    let t0 = Instant::now();
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("first bind", Duration::from_secs(20), || {
+        !server.bindings().is_empty()
+    })
+    .await;
+    let first = t0.elapsed();
+    wait_for("all bound", Duration::from_secs(20), || {
+        server.bindings().len() == 20
+    })
+    .await;
+    assert_bound_at_most_once(&server);
+    assert!(first < Duration::from_secs(20));
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_binds_are_retried_after_backoff() {
+    let server = Arc::new(TestApiServer::start().await.expect("server"));
+    seed(&server, 2, 5);
+    server.inject(Fault {
+        method: None,
+        path_contains: "/binding".into(),
+        kind: FaultKind::Throttle,
+        count: 3,
+    });
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("5 bound", Duration::from_secs(20), || bound(&server) == 5).await;
+    assert_bound_at_most_once(&server);
+    h.stop();
+}
+
+fn loadgen_args(pods: u64, gang: u32) -> corral_loadgen::k8s::Args {
+    corral_loadgen::k8s::Args {
+        kubeconfig: None,
+        pods,
+        rate: 2000.0,
+        gang_size: gang,
+        nodes: 10,
+        fake_nodes: true,
+        namespace: "default".into(),
+        scheduler_name: "corral".into(),
+        prefix: "lg".into(),
+        concurrency: 32,
+        timeout_seconds: 30,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_k8s_measures_creation_to_bind_latency() {
+    let server = TestApiServer::start().await.expect("server");
+    server.insert(namespace("default")).expect("ns");
+    let h = start_sched(&server, RunOptions::default()).await;
+    let c = client(&server).await;
+    let r = corral_loadgen::k8s::run_with_client(c, &loadgen_args(200, 4))
+        .await
+        .expect("loadgen");
+    assert_eq!(r.created, 200);
+    assert_eq!(r.bound, 200, "{r:?}");
+    assert!(!r.timed_out);
+    assert!(r.creation_to_bind_ms.p99 >= r.creation_to_bind_ms.p50);
+    assert!(r.bound_per_second > 0.0);
+    assert_eq!(server.list("", "nodes").len(), 10);
+    // Gang members carry both group markers; one PodGroup per gang.
+    assert_eq!(server.list("scheduling.volcano.sh", "podgroups").len(), 50);
+    let p = server
+        .get("", "pods", Some("default"), "lg-5")
+        .expect("pod");
+    assert_eq!(
+        p["metadata"]["annotations"]["scheduling.k8s.io/group-name"],
+        "lg-gang-1"
+    );
+    assert_bound_at_most_once(&server);
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_profiles_and_foreign_pods() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    let cfg = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: corral\n- schedulerName: corral-b\n";
+    let fws = corral_scheduler::config::KubeSchedulerConfiguration::from_yaml(cfg, "test")
+        .expect("config")
+        .build()
+        .expect("profiles");
+    let mut a = pod("a", "100m", None);
+    let mut b = pod("b", "100m", None);
+    let mut other = pod("other", "100m", None);
+    a["spec"]["schedulerName"] = json!("corral");
+    b["spec"]["schedulerName"] = json!("corral-b");
+    other["spec"]["schedulerName"] = json!("default-scheduler");
+    server.insert_all([a, b, other]).expect("pods");
+    let h = start(client(&server).await, fws, RunOptions::default()).expect("start");
+    wait_for("a and b bound", Duration::from_secs(10), || {
+        let b = server.bindings();
+        b.contains_key("default/a") && b.contains_key("default/b")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!server.bindings().contains_key("default/other"), "not ours");
+    assert!(server.list("", "events").is_empty());
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_paginate_with_continue_tokens() {
+    use kube::api::ListParams;
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 5, 0);
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client(&server).await);
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(2);
+    let mut pages = 0;
+    let mut rv = None;
+    loop {
+        let page = api.list(&lp).await.expect("list");
+        pages += 1;
+        names.extend(page.items.iter().filter_map(|n| n.metadata.name.clone()));
+        let first_rv = rv.get_or_insert(page.metadata.resource_version.clone());
+        assert_eq!(
+            *first_rv, page.metadata.resource_version,
+            "one list resourceVersion"
+        );
+        // A node added mid-list with a later key shows up; nothing repeats.
+        if pages == 1 {
+            server.insert(node("n9", "8")).expect("node");
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = ListParams::default().limit(2).continue_token(&c),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n9"]);
+}
