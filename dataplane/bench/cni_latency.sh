@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# corral-cni ADD/DEL latency (BENCHMARKS-cni.md), side by side in one run:
+# corral-cni ADD/DEL latency (BENCHMARKS.md, CNI section), side by side in one run:
 #   corral-cni standalone (host-local IPAM)  vs  bridge + host-local
 #   vs  bridge + host-local + corral-cni chained.
 # Run as root from the repository root after

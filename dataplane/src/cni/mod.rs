@@ -1,7 +1,7 @@
 //! `corral-cni`: a CNI 1.1.0 plugin (also 0.4.0 and 1.0.0 configs) that
 //! wires pods to the Corral data plane, standalone (own veth + delegated
 //! IPAM) or chained after another plugin (registers the pod's host-side
-//! veth found through `prevResult`). See ARCH-cni.md.
+//! veth found through `prevResult`). See ARCHITECTURE.md (CNI plugin).
 
 pub mod sys;
 pub mod types;
