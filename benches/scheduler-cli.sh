@@ -14,7 +14,9 @@ run() { # name profile nodes pods running
   $S simulate "$d" --output json --seed 1 2>/dev/null | python3 -c '
 import json, sys
 d = json.load(sys.stdin); s = d["stats"]; l = s["decision_latency_us"]
-print(f"| {sys.argv[1]} | {s[\"nodes\"]} | {s[\"pods\"]} | {len(d[\"placements\"])} | {s[\"pods_per_second\"]:.0f} | {l[\"p50\"]/1000:.2f} | {l[\"p99\"]/1000:.2f} | {s[\"conflicts\"]} |")' "$1"
+row = [sys.argv[1], s["nodes"], s["pods"], len(d["placements"]), "%.0f" % s["pods_per_second"],
+       "%.2f" % (l["p50"] / 1000), "%.2f" % (l["p99"] / 1000), s["conflicts"]]
+print("| " + " | ".join(str(x) for x in row) + " |")' "$1"
 }
 echo "| workload | nodes | pending pods | placed | pods/s | p50 ms | p99 ms | conflicts |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -914,7 +914,7 @@ impl Scheduler {
                 )
             })
             .collect();
-        drop(caches);
+        self.class_caches = caches;
         let commit_start = Instant::now();
         self.eval_time += commit_start - batch_start;
         let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
