@@ -301,6 +301,12 @@ impl Agent {
     /// Re-reads the manifest dir (if changed or forced).
     pub fn reload_manifests(&mut self, force: bool) -> bool {
         let Some(dir) = self.cfg.manifests.clone() else {
+            // Kubernetes source: until its watches have synced, enforce the
+            // inputs it last applied (kept across restarts)
+            if force && let Some(m) = crate::kube_source::load_cache(&self.cfg.state_dir) {
+                self.manifests = m;
+                return true;
+            }
             return false;
         };
         let fp = source::fingerprint(&dir);
@@ -313,6 +319,15 @@ impl Agent {
             warn!(error = %e, "manifest skipped");
         }
         true
+    }
+
+    /// Replaces the policy inputs from an external source (Kubernetes) and
+    /// re-applies policy. The inputs are cached in the state dir first so a
+    /// restarted agent enforces them before the source has synced.
+    pub fn set_policy_inputs(&mut self, m: source::Manifests) -> Result<()> {
+        crate::kube_source::save_cache(&self.cfg.state_dir, &m)?;
+        self.manifests = m;
+        self.apply_policy()
     }
 
     /// Compiles policy and writes it with no enforcement gap: new entries,

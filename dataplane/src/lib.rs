@@ -6,5 +6,7 @@ pub mod agent;
 pub mod api;
 pub mod cni;
 pub mod datapath;
+pub mod kube_source;
 pub mod metrics;
+pub mod node_health;
 pub mod policy;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use corral_dataplane::agent::{self, Agent, CLASSES, Config};
 use corral_dataplane::api::{self, Request, Response, parse_bandwidth};
 use corral_dataplane::datapath::{AttachMode, DEFAULT_PIN_DIR};
+use corral_dataplane::{kube_source, node_health};
 
 #[derive(Parser)]
 #[command(name = "corral-agent", about = "Corral eBPF data plane agent")]
@@ -47,6 +48,26 @@ struct RunArgs {
     /// address for Prometheus /metrics, e.g. 127.0.0.1:9465
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Kubernetes policy source: watch Pods, Namespaces and NetworkPolicies
+    /// with this kubeconfig (see --kube for the in-cluster config)
+    #[arg(long, conflicts_with = "manifests")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes policy source with the in-cluster (or inferred) config
+    #[arg(long, conflicts_with = "manifests")]
+    kube: bool,
+    /// this node's name (default: $NODE_NAME); needed with Kubernetes
+    #[arg(long)]
+    node_name: Option<String>,
+    /// pods to watch: all (peers on other nodes resolved) or only this node's
+    #[arg(long, value_enum, default_value = "all")]
+    pod_scope: corral_dataplane::kube_source::PodScope,
+    /// seconds between node network health samples (Kubernetes only)
+    #[arg(long, default_value = "10")]
+    health_interval: f64,
+    /// the node's uplink interface for link utilization/drops/errors
+    /// (default: sum over the node's pods)
+    #[arg(long)]
+    uplink_iface: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -172,18 +193,33 @@ fn run(a: RunArgs) -> Result<()> {
     if dscp.is_some_and(|d| d.iter().any(|x| *x > 63)) {
         bail!("--dscp: values must be 0-63");
     }
+    let kube = a.kube || a.kubeconfig.is_some();
+    let node_name = match (kube, a.node_name.clone(), std::env::var("NODE_NAME")) {
+        (false, _, _) => String::new(),
+        (true, Some(n), _) => n,
+        (true, None, Ok(n)) if !n.is_empty() => n,
+        (true, None, _) => bail!("--node-name (or $NODE_NAME) is required with Kubernetes"),
+    };
+    if !(a.health_interval >= 0.1 && a.health_interval <= 3600.0) {
+        bail!("--health-interval: {} is not between 0.1 and 3600 seconds", a.health_interval);
+    }
+    if !kube {
+        // a cache from an earlier Kubernetes run must not be enforced
+        kube_source::remove_cache(&a.state_dir);
+    }
+    let uplink_bps = a
+        .uplink_rate
+        .as_deref()
+        .map(parse_bandwidth)
+        .transpose()?
+        .unwrap_or(0);
     let cfg = Config {
         pin_dir: a.pin_dir,
         state_dir: a.state_dir,
         socket: a.socket,
         manifests: a.manifests,
         attach: a.attach,
-        uplink_bps: a
-            .uplink_rate
-            .as_deref()
-            .map(parse_bandwidth)
-            .transpose()?
-            .unwrap_or(0),
+        uplink_bps,
         min_share_permille: shares.map(|s| s * 10),
         dscp,
     };
@@ -197,6 +233,27 @@ fn run(a: RunArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || Agent::new(cfg)).await??,
         ));
         tokio::spawn(agent::watch_manifests(agent.clone()));
+        if kube {
+            let client = kube_source::client(a.kubeconfig.as_deref()).await?;
+            kube_source::spawn(
+                client.clone(),
+                kube_source::Options {
+                    node_name: node_name.clone(),
+                    pod_scope: a.pod_scope,
+                },
+                agent.clone(),
+            );
+            tokio::spawn(node_health::run(
+                client,
+                node_health::Options {
+                    node_name,
+                    interval: std::time::Duration::from_secs_f64(a.health_interval),
+                    uplink_iface: a.uplink_iface.clone(),
+                    uplink_bps,
+                },
+                agent.clone(),
+            ));
+        }
         if let Some(addr) = metrics_addr {
             let a2 = agent.clone();
             tokio::spawn(async move {

@@ -23,7 +23,7 @@ use crate::api::NamedPort;
 
 pub type Labels = BTreeMap<String, String>;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,

@@ -1,0 +1,507 @@
+//! Kubernetes policy source for corral-agent (`--kubeconfig PATH`, or the
+//! in-cluster config when `--kube` is given without a path).
+//!
+//! Three kube-runtime watches (Pods, Namespaces, NetworkPolicies) keep a
+//! local copy of the objects; every change triggers the same idempotent
+//! reconcile as the `--manifests DIR` source ([`Agent::set_policy_inputs`]):
+//! the full input set is recompiled and written with no enforcement gap, and
+//! an unchanged input set is not re-applied.
+//!
+//! - Objects are watched as `DynamicObject`s and decoded one by one, so a
+//!   malformed object (e.g. a NetworkPolicy whose `ports` do not parse) is
+//!   reported by kind and `namespace/name` in the agent's policy problems and
+//!   skipped; the rest still applies. Semantically bad policies (bad
+//!   selector operator, bad CIDR, ...) are reported by the policy compiler.
+//! - Watch errors and `410 Gone` make kube-runtime relist. During a relist
+//!   the previous objects stay in force; the relisted set replaces them
+//!   atomically at `InitDone`, so enforcement never drops to "no policy".
+//! - Nothing is applied before all three kinds have completed their first
+//!   list. Until then (and across restarts) the agent enforces the last
+//!   applied input set, cached in `<state-dir>/kube-policy-inputs.json`.
+//! - Pods: all pods by default, because podSelector/namespaceSelector peers
+//!   on other nodes need their IPs for egress rules; `--pod-scope node`
+//!   watches only this node's pods (`fieldSelector=spec.nodeName=<node>`,
+//!   also filtered client-side), for clusters whose policies only name
+//!   same-node pods or ipBlocks. Pods in phase Succeeded/Failed are ignored
+//!   (their IPs get reused).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::agent::Agent;
+use crate::policy::{Labels, PodInfo, source};
+
+/// Last applied Kubernetes inputs, in the agent's state dir.
+pub const CACHE_FILE: &str = "kube-policy-inputs.json";
+
+/// Builds a client from a kubeconfig file, or infers it (in-cluster service
+/// account, `KUBECONFIG`, `~/.kube/config`) when `path` is `None`.
+pub async fn client(path: Option<&Path>) -> Result<Client> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no --kubeconfig given and no in-cluster config")?,
+    };
+    Client::try_from(config).context("building Kubernetes client")
+}
+
+/// Which pods to watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PodScope {
+    /// every pod (needed for podSelector peers on other nodes)
+    All,
+    /// only pods bound to this node
+    Node,
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// this node's name (`spec.nodeName` of local pods)
+    pub node_name: String,
+    pub pod_scope: PodScope,
+}
+
+/// The policy inputs as applied (and cached).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Inputs {
+    pub policies: Vec<NetworkPolicy>,
+    pub pods: Vec<PodInfo>,
+    pub namespaces: BTreeMap<String, Labels>,
+    pub errors: Vec<String>,
+}
+
+impl Inputs {
+    pub fn into_manifests(self) -> source::Manifests {
+        source::Manifests {
+            policies: self.policies,
+            pods: self.pods,
+            namespaces: self.namespaces,
+            errors: self.errors,
+        }
+    }
+
+    pub fn from_manifests(m: &source::Manifests) -> Inputs {
+        Inputs {
+            policies: m.policies.clone(),
+            pods: m.pods.clone(),
+            namespaces: m.namespaces.clone(),
+            errors: m.errors.clone(),
+        }
+    }
+}
+
+fn cache_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CACHE_FILE)
+}
+
+/// Writes the cache atomically (tmp + rename).
+pub fn save_cache(state_dir: &Path, m: &source::Manifests) -> Result<()> {
+    let p = cache_path(state_dir);
+    let tmp = p.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&Inputs::from_manifests(m))?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
+    Ok(())
+}
+
+/// The cached inputs, if any. A corrupt cache is reported and ignored.
+pub fn load_cache(state_dir: &Path) -> Option<source::Manifests> {
+    let p = cache_path(state_dir);
+    let bytes = std::fs::read(&p).ok()?;
+    match serde_json::from_slice::<Inputs>(&bytes) {
+        Ok(i) => Some(i.into_manifests()),
+        Err(e) => {
+            warn!(file = %p.display(), error = %e, "ignoring unreadable policy cache");
+            None
+        }
+    }
+}
+
+/// Removes the cache (the agent runs without Kubernetes).
+pub fn remove_cache(state_dir: &Path) {
+    let _ = std::fs::remove_file(cache_path(state_dir));
+}
+
+/// One watched kind: decoded objects by `namespace/name` (a decode error is
+/// kept as the entry, so it is reported while the object exists), and
+/// during a relist the buffer that replaces them at `InitDone`.
+struct Kind<T> {
+    objs: BTreeMap<String, Result<T, String>>,
+    relist: Option<BTreeMap<String, Result<T, String>>>,
+    synced: bool,
+}
+
+impl<T> Default for Kind<T> {
+    fn default() -> Self {
+        Kind {
+            objs: BTreeMap::new(),
+            relist: None,
+            synced: false,
+        }
+    }
+}
+
+/// Decoded form of one object: `None` = not relevant (treated as absent).
+type Decoded<T> = (String, Option<Result<T, String>>);
+
+impl<T> Kind<T> {
+    /// Applies one watch event; returns whether the applied set changed.
+    fn on_event(&mut self, ev: Event<Decoded<T>>) -> bool {
+        match ev {
+            Event::Init => {
+                self.relist = Some(BTreeMap::new());
+                false
+            }
+            Event::InitApply((k, v)) => {
+                let buf = self.relist.get_or_insert_with(BTreeMap::new);
+                match v {
+                    Some(v) => buf.insert(k, v),
+                    None => buf.remove(&k),
+                };
+                false
+            }
+            Event::InitDone => {
+                if let Some(buf) = self.relist.take() {
+                    self.objs = buf;
+                }
+                self.synced = true;
+                true
+            }
+            Event::Apply((k, Some(v))) => {
+                self.objs.insert(k, v);
+                true
+            }
+            Event::Apply((k, None)) | Event::Delete((k, _)) => self.objs.remove(&k).is_some(),
+        }
+    }
+
+    fn ok(&self) -> impl Iterator<Item = &T> {
+        self.objs.values().filter_map(|v| v.as_ref().ok())
+    }
+
+    fn errors(&self) -> impl Iterator<Item = &String> {
+        self.objs.values().filter_map(|v| v.as_ref().err())
+    }
+}
+
+#[derive(Default)]
+struct State {
+    pods: Kind<PodInfo>,
+    namespaces: Kind<Labels>,
+    policies: Kind<NetworkPolicy>,
+}
+
+impl State {
+    fn synced(&self) -> bool {
+        self.pods.synced && self.namespaces.synced && self.policies.synced
+    }
+
+    fn inputs(&self) -> Inputs {
+        Inputs {
+            policies: self.policies.ok().cloned().collect(),
+            pods: self.pods.ok().cloned().collect(),
+            namespaces: self
+                .namespaces
+                .objs
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.clone())))
+                .collect(),
+            errors: self
+                .namespaces
+                .errors()
+                .chain(self.pods.errors())
+                .chain(self.policies.errors())
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+fn key(o: &DynamicObject) -> String {
+    match &o.metadata.namespace {
+        Some(ns) => format!("{ns}/{}", o.metadata.name.as_deref().unwrap_or_default()),
+        None => o.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject, kind: &str) -> Result<T, String> {
+    serde_json::to_value(o)
+        .and_then(serde_json::from_value::<T>)
+        .map_err(|e| format!("{kind} {}: {e} (skipped)", key(o)))
+}
+
+fn decode_policy(o: &DynamicObject) -> Decoded<NetworkPolicy> {
+    (key(o), Some(typed(o, "networkpolicy")))
+}
+
+fn decode_namespace(o: &DynamicObject) -> Decoded<Labels> {
+    let v = typed::<Namespace>(o, "namespace").map(|n| n.metadata.labels.unwrap_or_default());
+    (key(o), Some(v))
+}
+
+/// Pod decoder for a scope: finished pods and (scope node) other nodes'
+/// pods are not relevant.
+fn decode_pod(o: &DynamicObject, node: Option<&str>) -> Decoded<PodInfo> {
+    let k = key(o);
+    let pod = match typed::<Pod>(o, "pod") {
+        Ok(p) => p,
+        Err(e) => return (k, Some(Err(e))),
+    };
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return (k, None);
+    }
+    if let Some(n) = node
+        && pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(n)
+    {
+        return (k, None);
+    }
+    (k, Some(Ok(source::pod_info(&pod))))
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+fn watch<T: Send + 'static>(
+    api: Api<DynamicObject>,
+    cfg: watcher::Config,
+    what: &'static str,
+    shared: Arc<Shared>,
+    pick: fn(&mut State) -> &mut Kind<T>,
+    decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
+        while let Some(ev) = s.next().await {
+            let ev = match ev {
+                Ok(ev) => ev,
+                Err(e) => {
+                    // kube-runtime relists (410) or re-watches after backoff;
+                    // the applied set stays in force meanwhile
+                    warn!(watch = what, error = %e, "watch error; resuming");
+                    continue;
+                }
+            };
+            if matches!(ev, Event::InitDone) {
+                info!(watch = what, "listed");
+            }
+            let ev = match ev {
+                Event::Init => Event::Init,
+                Event::InitDone => Event::InitDone,
+                Event::InitApply(o) => Event::InitApply(decode(&o)),
+                Event::Apply(o) => Event::Apply(decode(&o)),
+                Event::Delete(o) => Event::Delete((key(&o), None)),
+            };
+            let changed = match shared.state.lock() {
+                Ok(mut st) => pick(&mut st).on_event(ev),
+                Err(_) => return,
+            };
+            if changed {
+                shared.changed.notify_one();
+            }
+        }
+    })
+}
+
+/// Starts the watches and the reconcile task.
+pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<()>> {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        changed: Notify::new(),
+    });
+    let ar = |r: ApiResource| Api::<DynamicObject>::all_with(client.clone(), &r);
+    let pod_cfg = match opts.pod_scope {
+        PodScope::All => watcher::Config::default(),
+        PodScope::Node => {
+            watcher::Config::default().fields(&format!("spec.nodeName={}", opts.node_name))
+        }
+    };
+    let node = match opts.pod_scope {
+        PodScope::All => None,
+        PodScope::Node => Some(opts.node_name.clone()),
+    };
+    vec![
+        watch(
+            ar(ApiResource::erase::<NetworkPolicy>(&())),
+            watcher::Config::default(),
+            "networkpolicies",
+            shared.clone(),
+            |s| &mut s.policies,
+            decode_policy,
+        ),
+        watch(
+            ar(ApiResource::erase::<Namespace>(&())),
+            watcher::Config::default(),
+            "namespaces",
+            shared.clone(),
+            |s| &mut s.namespaces,
+            decode_namespace,
+        ),
+        watch(
+            ar(ApiResource::erase::<Pod>(&())),
+            pod_cfg,
+            "pods",
+            shared.clone(),
+            |s| &mut s.pods,
+            move |o| decode_pod(o, node.as_deref()),
+        ),
+        tokio::spawn(reconcile_loop(agent, shared)),
+    ]
+}
+
+async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {
+    let mut last: Option<Inputs> = None;
+    loop {
+        shared.changed.notified().await;
+        // coalesce a burst of events (a relist, a deployment rollout)
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let inputs = match shared.state.lock() {
+            Ok(st) if st.synced() => st.inputs(),
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        if last.as_ref() == Some(&inputs) {
+            continue;
+        }
+        for e in inputs.errors.iter() {
+            if !last.as_ref().is_some_and(|l| l.errors.contains(e)) {
+                warn!(error = %e, "Kubernetes object skipped");
+            }
+        }
+        let a = agent.clone();
+        let m = inputs.clone().into_manifests();
+        let r = tokio::task::spawn_blocking(move || match a.lock() {
+            Ok(mut g) => g.set_policy_inputs(m),
+            Err(_) => Err(anyhow::anyhow!("agent state poisoned")),
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                info!(
+                    policies = inputs.policies.len(),
+                    pods = inputs.pods.len(),
+                    namespaces = inputs.namespaces.len(),
+                    problems = inputs.errors.len(),
+                    "policy reconciled from Kubernetes"
+                );
+                last = Some(inputs);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %format!("{e:#}"), "applying Kubernetes policy; retrying");
+                retry_later(&shared);
+            }
+            Err(e) => {
+                warn!(error = %e, "reconcile task failed; retrying");
+                retry_later(&shared);
+            }
+        }
+    }
+}
+
+fn retry_later(shared: &Arc<Shared>) {
+    let s = shared.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        s.changed.notify_one();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dyn_obj(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn relist_replaces_atomically() {
+        let mut k: Kind<u32> = Kind::default();
+        assert!(!k.on_event(Event::Init));
+        assert!(!k.on_event(Event::InitApply(("a".into(), Some(Ok(1))))));
+        assert!(!k.synced, "not synced before InitDone");
+        assert!(k.on_event(Event::InitDone));
+        assert_eq!(k.ok().copied().collect::<Vec<_>>(), vec![1]);
+        // a relist (410): old objects stay until InitDone
+        k.on_event(Event::Init);
+        k.on_event(Event::InitApply(("b".into(), Some(Ok(2)))));
+        assert_eq!(k.ok().copied().collect::<Vec<_>>(), vec![1]);
+        k.on_event(Event::InitDone);
+        assert_eq!(k.ok().copied().collect::<Vec<_>>(), vec![2]);
+        assert!(k.on_event(Event::Delete(("b".into(), None))));
+        assert!(!k.on_event(Event::Delete(("b".into(), None))), "idempotent");
+        assert!(k.on_event(Event::Apply(("c".into(), Some(Err("bad".into()))))));
+        assert_eq!(k.errors().collect::<Vec<_>>(), vec!["bad"]);
+    }
+
+    #[test]
+    fn bad_policy_named_and_pods_scoped() {
+        let bad = dyn_obj(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "broken", "namespace": "x"},
+            "spec": {"podSelector": {}, "ingress": [{"ports": [{"port": {"no": 1}}]}]}
+        }));
+        let (k, v) = decode_policy(&bad);
+        assert_eq!(k, "x/broken");
+        let e = v.unwrap().unwrap_err();
+        assert!(e.contains("networkpolicy x/broken"), "{e}");
+        let pod = |node: &str, phase: &str| {
+            dyn_obj(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "a", "namespace": "x", "labels": {"app": "a"}},
+                "spec": {"nodeName": node, "containers": [{"name": "c"}]},
+                "status": {"phase": phase, "podIP": "198.18.1.2"}
+            }))
+        };
+        let (_, v) = decode_pod(&pod("n1", "Running"), Some("n1"));
+        let p = v.unwrap().unwrap();
+        assert_eq!(p.ips, vec!["198.18.1.2".parse::<std::net::IpAddr>().unwrap()]);
+        assert!(decode_pod(&pod("n2", "Running"), Some("n1")).1.is_none());
+        assert!(decode_pod(&pod("n2", "Running"), None).1.is_some());
+        assert!(decode_pod(&pod("n1", "Succeeded"), None).1.is_none());
+    }
+
+    #[test]
+    fn cache_round_trip() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(load_cache(d.path()).is_none());
+        let mut m = source::Manifests::default();
+        source::parse_text(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n",
+            "t",
+            &mut m,
+        );
+        m.namespaces.insert("x".into(), Labels::new());
+        save_cache(d.path(), &m).unwrap();
+        let back = load_cache(d.path()).unwrap();
+        assert_eq!(Inputs::from_manifests(&back), Inputs::from_manifests(&m));
+        std::fs::write(d.path().join(CACHE_FILE), "{").unwrap();
+        assert!(load_cache(d.path()).is_none(), "corrupt cache ignored");
+        remove_cache(d.path());
+        assert!(load_cache(d.path()).is_none());
+    }
+}
