@@ -479,7 +479,10 @@ mod tests {
         };
         let (_, v) = decode_pod(&pod("n1", "Running"), Some("n1"));
         let p = v.unwrap().unwrap();
-        assert_eq!(p.ips, vec!["198.18.1.2".parse::<std::net::IpAddr>().unwrap()]);
+        assert_eq!(
+            p.ips,
+            vec!["198.18.1.2".parse::<std::net::IpAddr>().unwrap()]
+        );
         assert!(decode_pod(&pod("n2", "Running"), Some("n1")).1.is_none());
         assert!(decode_pod(&pod("n2", "Running"), None).1.is_some());
         assert!(decode_pod(&pod("n1", "Succeeded"), None).1.is_none());

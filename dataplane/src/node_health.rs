@@ -166,11 +166,10 @@ pub struct Options {
 
 async fn sample(agent: &Arc<Mutex<Agent>>, iface: Option<&str>) -> Totals {
     let a = agent.clone();
-    let eps = tokio::task::spawn_blocking(move || {
-        a.lock().map(|mut g| g.snapshot()).unwrap_or_default()
-    })
-    .await
-    .unwrap_or_default();
+    let eps =
+        tokio::task::spawn_blocking(move || a.lock().map(|mut g| g.snapshot()).unwrap_or_default())
+            .await
+            .unwrap_or_default();
     let mut t = endpoint_totals(&eps);
     if let Some(i) = iface {
         match std::fs::read_to_string("/proc/net/dev")
@@ -203,7 +202,10 @@ pub async fn run(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) {
             let cap = if opts.uplink_bps > 0 {
                 opts.uplink_bps
             } else {
-                opts.uplink_iface.as_deref().map(link_speed_bps).unwrap_or(0)
+                opts.uplink_iface
+                    .as_deref()
+                    .map(link_speed_bps)
+                    .unwrap_or(0)
             };
             let h = compute(&p, &cur, (now - t0).as_secs_f64(), cap);
             if changed_meaningfully(published.as_ref(), &h) {
@@ -261,12 +263,27 @@ mod tests {
         };
         let base = h(Some(40.0), 100.0, 0.0);
         assert!(changed_meaningfully(None, &base));
-        assert!(!changed_meaningfully(Some(&base), &h(Some(41.0), 105.0, 0.0)));
-        assert!(changed_meaningfully(Some(&base), &h(Some(43.0), 100.0, 0.0)));
-        assert!(changed_meaningfully(Some(&base), &h(Some(40.0), 115.0, 0.0)));
-        assert!(changed_meaningfully(Some(&base), &h(Some(40.0), 100.0, 0.5)));
+        assert!(!changed_meaningfully(
+            Some(&base),
+            &h(Some(41.0), 105.0, 0.0)
+        ));
+        assert!(changed_meaningfully(
+            Some(&base),
+            &h(Some(43.0), 100.0, 0.0)
+        ));
+        assert!(changed_meaningfully(
+            Some(&base),
+            &h(Some(40.0), 115.0, 0.0)
+        ));
+        assert!(changed_meaningfully(
+            Some(&base),
+            &h(Some(40.0), 100.0, 0.5)
+        ));
         assert!(changed_meaningfully(Some(&base), &h(None, 100.0, 0.0)));
-        assert!(!changed_meaningfully(Some(&base), &h(Some(40.0), 100.0, 0.05)));
+        assert!(!changed_meaningfully(
+            Some(&base),
+            &h(Some(40.0), 100.0, 0.05)
+        ));
     }
 
     #[test]

@@ -201,7 +201,10 @@ fn run(a: RunArgs) -> Result<()> {
         (true, None, _) => bail!("--node-name (or $NODE_NAME) is required with Kubernetes"),
     };
     if !(a.health_interval >= 0.1 && a.health_interval <= 3600.0) {
-        bail!("--health-interval: {} is not between 0.1 and 3600 seconds", a.health_interval);
+        bail!(
+            "--health-interval: {} is not between 0.1 and 3600 seconds",
+            a.health_interval
+        );
     }
     if !kube {
         // a cache from an earlier Kubernetes run must not be enforced

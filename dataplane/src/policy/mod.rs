@@ -460,10 +460,31 @@ pub fn compile(inputs: &Inputs) -> Compiled {
             Err(e) => out.errors.push(format!("{id}: {e} (policy skipped)")),
         }
     }
-    // every pod known: local endpoints win over manifest pods of same name
-    let mut all_pods: Vec<&PodInfo> = inputs.endpoints.iter().map(|e| &e.pod).collect();
-    let local: BTreeSet<(&str, &str)> = inputs
+    // A pod object (Kubernetes watch / manifest) of a local endpoint is newer
+    // than the snapshot the CNI registered: its labels and named ports win;
+    // the IPs stay the registered ones (they are the interface's).
+    let by_name: HashMap<(&str, &str), &PodInfo> = inputs
+        .pods
+        .iter()
+        .map(|p| ((p.namespace.as_str(), p.name.as_str()), p))
+        .collect();
+    let endpoints: Vec<LocalEndpoint> = inputs
         .endpoints
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let Some(o) = by_name.get(&(e.pod.namespace.as_str(), e.pod.name.as_str())) {
+                e.pod.labels = o.labels.clone();
+                if !o.ports.is_empty() {
+                    e.pod.ports = o.ports.clone();
+                }
+            }
+            e
+        })
+        .collect();
+    // every pod known: local endpoints win over manifest pods of same name
+    let mut all_pods: Vec<&PodInfo> = endpoints.iter().map(|e| &e.pod).collect();
+    let local: BTreeSet<(&str, &str)> = endpoints
         .iter()
         .map(|e| (e.pod.namespace.as_str(), e.pod.name.as_str()))
         .collect();
@@ -484,7 +505,7 @@ pub fn compile(inputs: &Inputs) -> Compiled {
         .flat_map(|p| p.ips.iter().map(move |ip| (Prefix::host(*ip), *p)))
         .collect();
 
-    for ep in &inputs.endpoints {
+    for ep in &endpoints {
         let selecting: Vec<&Policy> = policies
             .iter()
             .filter(|p| p.namespace == ep.pod.namespace && p.selector.matches(&ep.pod.labels))

@@ -267,6 +267,49 @@ impl Agent {
         a
     }
 
+    /// An agent whose policy source is Kubernetes (no --manifests).
+    pub fn start_kube(node: &Node, kubeconfig: &Path, extra: &[&str]) -> Agent {
+        let mut a = Agent::start_args_only(node);
+        let at = a
+            .args
+            .iter()
+            .position(|x| x == "--manifests")
+            .expect("--manifests arg");
+        a.args.drain(at..at + 2);
+        a.args
+            .extend(["--kubeconfig".into(), kubeconfig.display().to_string()]);
+        a.args.extend(extra.iter().map(|s| s.to_string()));
+        a.spawn();
+        a
+    }
+
+    fn start_args_only(node: &Node) -> Agent {
+        let socket = node.dir.path().join("agent.sock");
+        let pin_dir = PathBuf::from(format!(
+            "/sys/fs/bpf/corral-test-{}-{:x}",
+            std::process::id(),
+            node.id
+        ));
+        let state = node.dir.path().join("state");
+        Agent {
+            child: None,
+            socket: socket.clone(),
+            pin_dir: pin_dir.clone(),
+            args: vec![
+                "--socket".into(),
+                socket.display().to_string(),
+                "--pin-dir".into(),
+                pin_dir.display().to_string(),
+                "--state-dir".into(),
+                state.display().to_string(),
+                "--manifests".into(),
+                node.manifests().display().to_string(),
+            ],
+            netns: node.netns.clone(),
+            log: node.dir.path().join("agent.log"),
+        }
+    }
+
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(&self.socket);
         let log = std::fs::OpenOptions::new()

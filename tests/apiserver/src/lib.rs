@@ -2,7 +2,7 @@
 //!
 //! It speaks the real REST + watch JSON protocol (the subset Corral and client-go style
 //! clients use) for pods, nodes, namespaces, events, resource quotas, priority classes,
-//! leases and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
+//! leases, NetworkPolicies and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
 //! NodeResourceTopology):
 //!
 //! - `GET` list (`{kind}List` with `metadata.resourceVersion`), get, and watch
@@ -72,6 +72,13 @@ pub const RESOURCES: &[ResourceType] = &[
         false,
     ),
     rt("coordination.k8s.io", "v1", "leases", "Lease", true),
+    rt(
+        "networking.k8s.io",
+        "v1",
+        "networkpolicies",
+        "NetworkPolicy",
+        true,
+    ),
     rt(
         "scheduling.volcano.sh",
         "v1beta1",
@@ -206,6 +213,21 @@ impl TestApiServer {
     }
 
     pub async fn start_with(opts: Options) -> anyhow::Result<TestApiServer> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        Self::start_on(listener, opts)
+    }
+
+    /// Starts on an already bound listener (e.g. one created inside a test's
+    /// network namespace, so processes in that namespace can reach it).
+    pub fn start_on_std(
+        listener: std::net::TcpListener,
+        opts: Options,
+    ) -> anyhow::Result<TestApiServer> {
+        listener.set_nonblocking(true)?;
+        Self::start_on(tokio::net::TcpListener::from_std(listener)?, opts)
+    }
+
+    fn start_on(listener: tokio::net::TcpListener, opts: Options) -> anyhow::Result<TestApiServer> {
         let (tx, _) = broadcast::channel(1 << 16);
         let store = Store {
             objects: vec![BTreeMap::new(); RESOURCES.len()],
@@ -221,7 +243,6 @@ impl TestApiServer {
             bookmark_every: opts.bookmark_every,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
