@@ -97,13 +97,46 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_ct SEC(".maps");
 
+/* Fragments: the first fragment's ports, keyed by the datagram, so that
+ * later fragments (no L4 header) get the same connection-tracking and policy
+ * verdict. Kernel-internal (not part of the user ABI). */
+struct corral_frag_key {
+	__u32 ifindex;
+	__u32 id;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct corral_frag_value {
+	__u16 sport;
+	__u16 dport;
+	__u32 pad;
+	__u64 seen_ns;
+};
+
+#define FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
+/* IPv6 extension headers walked before the L4 header */
+#define MAX_EXT_HDRS 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct corral_frag_key);
+	__type(value, struct corral_frag_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_frag SEC(".maps");
+
 struct pkt {
 	__u8 proto;
 	__u8 is_v6;
 	__u8 tcp_flags; /* bit0 FIN, bit1 SYN, bit2 RST */
 	__u8 has_l3;
 	__u8 is_nd; /* IPv6 neighbour/router discovery: never policed by policy */
-	__u8 pad[3];
+	__u8 frag; /* 1 = first fragment of several, 2 = later fragment */
+	__u8 pad[2];
+	__u32 frag_id;
 	__u16 sport;
 	__u16 dport;
 	__u8 saddr[16];
@@ -126,7 +159,6 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	__u32 l4_off;
-	__u8 frag = 0;
 
 	if ((void *)(eth + 1) > end)
 		return -1;
@@ -142,23 +174,57 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		map_v4(p->saddr, ip->saddr);
 		map_v4(p->daddr, ip->daddr);
 		l4_off = sizeof(*eth) + ip->ihl * 4;
-		/* non-first fragments carry no ports */
+		p->frag_id = bpf_ntohs(ip->id);
+		/* later fragments carry no ports; the first has MF set */
 		if (ip->frag_off & bpf_htons(0x1fff))
-			frag = 1;
+			p->frag = 2;
+		else if (ip->frag_off & bpf_htons(0x2000))
+			p->frag = 1;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		__u8 nh;
+		int i;
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		p->has_l3 = 1;
 		p->is_v6 = 1;
-		p->proto = ip6->nexthdr;
+		nh = ip6->nexthdr;
 		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
 		l4_off = sizeof(*eth) + sizeof(*ip6);
+		/* extension headers (RFC 8200 4.1), bounded */
+		for (i = 0; i < MAX_EXT_HDRS; i++) {
+			__u8 h[8];
+			if (nh != 0 && nh != 43 && nh != 44 && nh != 60 && nh != 51)
+				break;
+			if (bpf_skb_load_bytes(skb, l4_off, h, sizeof(h)) < 0)
+				return -1;
+			if (nh == 44) { /* fragment: fixed 8 bytes */
+				__u16 off = ((__u16)h[2] << 8) | h[3];
+				p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) |
+					     ((__u32)h[6] << 8) | h[7];
+				if (off & 0xfff8)
+					p->frag = 2;
+				else if (off & 1)
+					p->frag = 1;
+				l4_off += 8;
+			} else if (nh == 51) { /* AH: length in 4-octet units - 2 */
+				l4_off += ((__u32)h[1] + 2) * 4;
+			} else { /* hop-by-hop, routing, destination options */
+				l4_off += ((__u32)h[1] + 1) * 8;
+			}
+			nh = h[0];
+			if (p->frag == 2)
+				break; /* what follows is not a header */
+		}
+		/* still an extension header: chain longer than we walk */
+		if (p->frag != 2 && (nh == 0 || nh == 43 || nh == 44 || nh == 60 || nh == 51))
+			return -1;
+		p->proto = nh;
 	} else {
 		return 0;
 	}
-	if (frag)
+	if (p->frag == 2)
 		return 0;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr th;
@@ -399,6 +465,34 @@ static __always_inline void mark_dscp(struct __sk_buff *skb, struct pkt *p, __u8
 	}
 }
 
+/* First fragment: remember its ports. Later fragment: take them from the
+ * first one (if it was seen; otherwise the ports stay 0 and only rules
+ * without port restriction can admit it). */
+static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
+{
+	struct corral_frag_key k = {};
+	struct corral_frag_value *v;
+
+	k.ifindex = ifindex;
+	k.id = p->frag_id;
+	k.proto = p->proto;
+	__builtin_memcpy(k.saddr, p->saddr, 16);
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+	if (p->frag == 1) {
+		struct corral_frag_value nv = {};
+		nv.sport = p->sport;
+		nv.dport = p->dport;
+		nv.seen_ns = now;
+		bpf_map_update_elem(&corral_frag, &k, &nv, BPF_ANY);
+		return;
+	}
+	v = bpf_map_lookup_elem(&corral_frag, &k);
+	if (v && now - v->seen_ns < FRAG_TIMEOUT_NS) {
+		p->sport = v->sport;
+		p->dport = v->dport;
+	}
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -417,6 +511,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		reason = DROP_MALFORMED;
 		goto out;
 	}
+	if (p.frag)
+		frag_ports(ifindex, &p, now);
 	if (!check_policy(cfg, ifindex, dir, &p, now)) {
 		reason = DROP_POLICY;
 		goto out;

@@ -32,7 +32,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 8] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -40,6 +40,7 @@ const MAPS: [&str; 7] = [
     "corral_class_buckets",
     "corral_policy",
     "corral_ct",
+    "corral_frag",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
