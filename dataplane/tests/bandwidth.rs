@@ -166,3 +166,138 @@ fn counters_equal_what_was_sent() {
         "egress bytes {bytes}, echo bytes {echo}"
     );
 }
+
+/// Sets the MTU of pod `i`'s veth pair (both ends).
+fn set_mtu(node: &Node, i: usize, mtu: u32) {
+    let m = mtu.to_string();
+    node.exec_ok(&["ip", "link", "set", &node.pods[i].host_if, "mtu", &m]);
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &node.pods[i].netns,
+        "ip",
+        "link",
+        "set",
+        "eth0",
+        "mtu",
+        &m,
+    ]);
+}
+
+/// One corral-loadgen UDP run (sendmmsg batches of 32, first second
+/// omitted: the bucket's initial burst) from `client_ns` to a loadgen server
+/// in `server_ns` at `server`: (received bit/s, offered bit/s).
+fn loadgen_udp(
+    client_ns: &str,
+    server_ns: &str,
+    server: IpAddr,
+    port: u16,
+    offered_bps: u64,
+    size: usize,
+) -> (f64, f64) {
+    use corral_loadgen::net::{Server, udp_rate_batched};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+    let secs = SECS as f64;
+    let bind = SocketAddr::new(server, port);
+    in_netns(server_ns, move || {
+        let s = Server::bind(bind).expect("loadgen server");
+        std::thread::spawn(move || s.run(Some(Duration::from_secs(SECS as u64 + 10))));
+    });
+    let r = in_netns(client_ns, move || {
+        udp_rate_batched(
+            bind,
+            Duration::from_secs_f64(secs),
+            offered_bps,
+            size,
+            32,
+            Duration::from_secs(1),
+        )
+        .expect("loadgen udp")
+    });
+    let offered = r.sent_packets as f64 * size as f64 * 8.0 / secs;
+    eprintln!(
+        "loadgen udp {size} B: offered {:.1} Mbit/s ({} datagrams), received {:.1} Mbit/s ({} datagrams)",
+        offered / 1e6,
+        r.sent_packets,
+        r.bits_per_second / 1e6,
+        r.packets
+    );
+    (r.bits_per_second, offered)
+}
+
+/// 1 Gbit/s UDP both directions. With 1400-byte datagrams (MTU 1500) the
+/// generator on this shared 2-core VM tops out below 1 Gbit/s (0.7-0.93
+/// measured), so the limit is checked with jumbo frames (MTU 9000, 8900-byte
+/// datagrams, 1.5 Gbit/s offered): received within ±5 % of 1 Gbit/s. At
+/// MTU 1500 the check is what the policer admits relative to the offered
+/// load: everything below the limit passes, never more than the limit.
+#[test]
+fn udp_1g_both_directions() {
+    let Some(_serial) = privileged("udp_1g_both_directions") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let agent = Agent::start(&node, &[]);
+    let pod = &node.pods[a];
+    let mut spec = pod.spec();
+    spec.egress = limit(1_000_000_000);
+    spec.ingress = limit(1_000_000_000);
+    agent.register(spec);
+    let gw = IpAddr::V4(pod.gw4);
+    let ip = IpAddr::V4(pod.ip4);
+    let mut port = 7100;
+    for (mtu, size) in [(9000u32, 8900usize), (1500, 1400)] {
+        set_mtu(&node, a, mtu);
+        for reverse in [false, true] {
+            let dir = if reverse { "ingress" } else { "egress" };
+            let (c, s, at) = if reverse {
+                (&node.netns, &pod.netns, ip)
+            } else {
+                (&pod.netns, &node.netns, gw)
+            };
+            if mtu == 9000 {
+                rate_within(&format!("udp {dir} 1G (MTU 9000)"), 1e9, TOL, |i| {
+                    loadgen_udp(c, s, at, port + i, 1_500_000_000, size).0
+                });
+                port += 3;
+            } else {
+                port += 1;
+                let ctr = |e: &corral_dataplane::api::EndpointStatus| {
+                    if reverse {
+                        e.ingress.clone()
+                    } else {
+                        e.egress.clone()
+                    }
+                };
+                let before = ctr(&agent.list()[0]);
+                let (got, offered) = loadgen_udp(c, s, at, port, 1_500_000_000, size);
+                let after = ctr(&agent.list()[0]);
+                let passed = after.packets - before.packets;
+                let dropped = after.drop_rate - before.drop_rate;
+                // policer verdicts over the whole run (omitted second too):
+                // it may only drop what exceeds the limit (plus 5 %)
+                let excess = ((offered - 1e9) / offered).max(0.0);
+                let frac = dropped as f64 / (passed + dropped) as f64;
+                eprintln!(
+                    "udp {dir} MTU 1500: received {:.1} of {:.1} Mbit/s offered; policer passed {passed} dropped {dropped} ({:.2} %, excess over limit {:.2} %)",
+                    got / 1e6,
+                    offered / 1e6,
+                    frac * 100.0,
+                    excess * 100.0
+                );
+                assert!(got <= 1e9 * (1.0 + TOL), "udp {dir} MTU 1500 leaked");
+                assert!(
+                    frac <= excess + TOL,
+                    "udp {dir} MTU 1500: policer dropped {:.2} % with {:.2} % offered above the limit",
+                    frac * 100.0,
+                    excess * 100.0
+                );
+            }
+        }
+    }
+    let e = &agent.list()[0];
+    assert!(e.egress.drop_rate > 0 && e.ingress.drop_rate > 0, "{e:?}");
+}

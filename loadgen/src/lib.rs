@@ -3,3 +3,4 @@
 
 pub mod cluster;
 pub mod k8s;
+pub mod net;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use corral_loadgen::cluster;
 
-mod net;
+use corral_loadgen::net;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
