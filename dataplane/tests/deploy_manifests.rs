@@ -141,6 +141,29 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
         )),
         "{args}"
     );
+    // Kubernetes policy source + node health need the node's name
+    assert!(
+        args.contains("--kube") && args.contains("--node-name=$(NODE_NAME)"),
+        "{args}"
+    );
+    let node_env = agent
+        .env
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.name == "NODE_NAME")
+        .and_then(|e| e.value_from)
+        .and_then(|v| v.field_ref)
+        .map(|f| f.field_path);
+    assert_eq!(node_env.as_deref(), Some("spec.nodeName"));
+    let rbac = text
+        .split("\n---\n")
+        .find(|d| d.contains("kind: ClusterRole\n"))
+        .expect("ClusterRole");
+    for r in ["pods", "namespaces", "networkpolicies", "nodes"] {
+        assert!(rbac.contains(r), "ClusterRole lacks {r}");
+    }
+    assert!(rbac.contains("\"patch\""), "agent must patch nodes");
     let init = pod
         .init_containers
         .clone()
