@@ -20,6 +20,16 @@ type L = Vec<(String, String)>;
 
 /// Renders the metrics text for the given endpoints.
 pub fn render(eps: &[EndpointStatus]) -> String {
+    render_with_health(eps, crate::node_health::latest())
+}
+
+/// Renders endpoints plus the node health gauges (when sampled):
+/// `corral_net_utilization_percent`, `corral_net_drops_per_second`,
+/// `corral_net_errors_per_second` (read by the scheduler's health scrape).
+pub fn render_with_health(
+    eps: &[EndpointStatus],
+    health: Option<crate::node_health::Health>,
+) -> String {
     let mut reg = Registry::default();
     let packets = Family::<L, Counter>::default();
     let bytes = Family::<L, Counter>::default();
@@ -58,6 +68,35 @@ pub fn render(eps: &[EndpointStatus]) -> String {
         node_drops.clone(),
     );
     endpoints.set(eps.len() as i64);
+    if let Some(h) = health {
+        let g = |name: &str, help: &str, v: f64| {
+            let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            gauge.set(v);
+            (name.to_string(), help.to_string(), gauge)
+        };
+        let mut gs = vec![
+            g(
+                "corral_net_drops_per_second",
+                "Node congestion drops per second (class budget + uplink drops)",
+                h.drops_per_s,
+            ),
+            g(
+                "corral_net_errors_per_second",
+                "Malformed packets + uplink errors per second",
+                h.errors_per_s,
+            ),
+        ];
+        if let Some(u) = h.util_pct {
+            gs.push(g(
+                "corral_net_utilization_percent",
+                "Node link utilization in percent (busier direction)",
+                u,
+            ));
+        }
+        for (name, help, gauge) in gs {
+            reg.register(name, help, gauge);
+        }
+    }
     for e in eps {
         for (dir, c) in [("ingress", &e.ingress), ("egress", &e.egress)] {
             let base: L = vec![
@@ -167,5 +206,18 @@ mod tests {
         );
         assert!(text.contains("corral_endpoints 2"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(!text.contains("corral_net_"), "no health before sampling");
+        let h = crate::node_health::Health {
+            util_pct: Some(42.5),
+            drops_per_s: 3.0,
+            errors_per_s: 0.0,
+        };
+        let text = render_with_health(&[ep("a", 1, 0)], Some(h));
+        assert!(
+            text.contains("corral_net_utilization_percent 42.5"),
+            "{text}"
+        );
+        assert!(text.contains("corral_net_drops_per_second 3.0"), "{text}");
+        assert!(text.contains("corral_net_errors_per_second 0.0"), "{text}");
     }
 }

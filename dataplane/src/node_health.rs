@@ -188,8 +188,16 @@ async fn sample(agent: &Arc<Mutex<Agent>>, iface: Option<&str>) -> Totals {
     t
 }
 
-/// Samples and publishes until the process ends.
-pub async fn run(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) {
+/// The latest computed values, for `/metrics` (`corral_net_*` gauges, the
+/// scheduler's scrape source).
+static LATEST: Mutex<Option<Health>> = Mutex::new(None);
+
+pub fn latest() -> Option<Health> {
+    LATEST.lock().ok().and_then(|g| *g)
+}
+
+/// Samples until the process ends; with a client, publishes to the Node.
+pub async fn run(client: Option<Client>, opts: Options, agent: Arc<Mutex<Agent>>) {
     let mut tick = tokio::time::interval(opts.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut prev: Option<(Instant, Totals)> = None;
@@ -208,8 +216,13 @@ pub async fn run(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) {
                     .unwrap_or(0)
             };
             let h = compute(&p, &cur, (now - t0).as_secs_f64(), cap);
-            if changed_meaningfully(published.as_ref(), &h) {
-                match patch_node(&client, &opts.node_name, &h).await {
+            if let Ok(mut g) = LATEST.lock() {
+                *g = Some(h);
+            }
+            if let Some(client) = &client
+                && changed_meaningfully(published.as_ref(), &h)
+            {
+                match patch_node(client, &opts.node_name, &h).await {
                     Ok(()) => {
                         info!(node = %opts.node_name, util = ?h.util_pct, drops = h.drops_per_s, errors = h.errors_per_s, "node network health published");
                         published = Some(h);

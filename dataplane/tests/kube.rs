@@ -150,6 +150,8 @@ fn kubernetes_policy_source_and_node_health() {
             "1",
             "--uplink-rate",
             "200M",
+            "--metrics-addr",
+            "127.0.0.1:9465",
         ],
     );
     for (i, app) in [(a, "a"), (b, "b"), (c, "c")] {
@@ -289,6 +291,16 @@ fn kubernetes_policy_source_and_node_health() {
         ann("corral.io/health.net-util").is_some_and(|u| u < 5.0)
     });
     assert!(ann("corral.io/health.net-errors").is_some_and(|e| e >= 0.0));
+    // the same values as gauges for the scheduler's scrape source
+    let out = node.exec(&["curl", "-s", "http://127.0.0.1:9465/metrics"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for g in [
+        "corral_net_utilization_percent",
+        "corral_net_drops_per_second",
+        "corral_net_errors_per_second",
+    ] {
+        assert!(text.contains(g), "{g} missing from /metrics:\n{text}");
+    }
     drop(agent);
     drop(srv);
 }

@@ -236,16 +236,21 @@ fn run(a: RunArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || Agent::new(cfg)).await??,
         ));
         tokio::spawn(agent::watch_manifests(agent.clone()));
+        let mut client = None;
         if kube {
-            let client = kube_source::client(a.kubeconfig.as_deref()).await?;
+            let c = kube_source::client(a.kubeconfig.as_deref()).await?;
             kube_source::spawn(
-                client.clone(),
+                c.clone(),
                 kube_source::Options {
                     node_name: node_name.clone(),
                     pod_scope: a.pod_scope,
                 },
                 agent.clone(),
             );
+            client = Some(c);
+        }
+        // node health: Node annotations (Kubernetes) and /metrics gauges
+        if client.is_some() || metrics_addr.is_some() {
             tokio::spawn(node_health::run(
                 client,
                 node_health::Options {
