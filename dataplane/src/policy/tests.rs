@@ -433,3 +433,33 @@ spec: {podSelector: 5}
         m.errors
     );
 }
+
+#[test]
+fn pod_object_labels_win_over_registration() {
+    // x/a admits only app=b; the API says x/b is now app=z
+    let p = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-from-b, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: b}}}]}]
+"#;
+    let mut i = inputs(&[p]);
+    let c = compile(&i);
+    assert!(
+        ing(&c, 1, XB, PROTO_TCP, 80),
+        "registered labels: b allowed"
+    );
+    i.pods.push(pod("x", "b", &[("app", "z")], "198.18.77.2"));
+    let c = compile(&i);
+    assert!(!ing(&c, 1, XB, PROTO_TCP, 80), "API labels win: b denied");
+    assert!(
+        !ing(&c, 1, "198.18.77.2", PROTO_TCP, 80),
+        "the registered IPs stay the endpoint's"
+    );
+    // relabelling the selected pod itself: x/a no longer selected
+    i.pods.push(pod("x", "a", &[("app", "other")], XA));
+    let c = compile(&i);
+    assert!(ing(&c, 1, YA, PROTO_TCP, 80), "x/a not selected any more");
+}
