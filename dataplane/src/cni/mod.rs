@@ -374,19 +374,66 @@ impl Ctx {
                 Ok(None)
             }
             _ => {
-                // STATUS
-                agent_list(&self.conf.agent_socket).map_err(|e| {
-                    CniError::new(code::NOT_AVAILABLE, e.msg.clone()).details(e.details)
-                })?;
-                if let Some(t) = &self.conf.ipam_type
-                    && self.conf.prev_result.is_none()
-                {
-                    sys::find_plugin(&self.env.path, t)
-                        .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
-                }
+                self.status()?;
                 Ok(None)
             }
         }
+    }
+
+    /// STATUS: the agent must answer (it attaches every new pod), and the
+    /// IPAM plugin must exist; an IPAM plugin speaking CNI 1.1.0 gets
+    /// STATUS too, its 50/51 passed through (other failures → 50).
+    /// Existing pods keep their enforcement while the agent is down
+    /// (pinned maps, attached programs), hence 50, not 51, for the agent.
+    fn status(&self) -> CniResultT<()> {
+        agent_list(&self.conf.agent_socket)
+            .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg.clone()).details(e.details))?;
+        let unavailable = |e: CniError| {
+            let c = if e.code == code::NOT_AVAILABLE_LIMITED {
+                code::NOT_AVAILABLE_LIMITED
+            } else {
+                code::NOT_AVAILABLE
+            };
+            CniError::new(c, e.msg).details(e.details)
+        };
+        if let Some(plugin) = self.ipam_v11("STATUS").map_err(unavailable)? {
+            let env = DelegateEnv {
+                command: "STATUS",
+                container_id: "",
+                netns: "",
+                ifname: "",
+                args: "",
+                path: &self.env.path,
+            };
+            sys::exec_plugin(&plugin, &env, &self.conf.delegate_config(SPEC_VERSION, &[]))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// The IPAM plugin of a standalone config if it supports CNI 1.1.0
+    /// (the only version with GC and STATUS); otherwise None, logged
+    /// (Debian's host-local 1.1.1 stops at 1.0.0).
+    fn ipam_v11(&self, command: &str) -> CniResultT<Option<PathBuf>> {
+        let Some(t) = &self.conf.ipam_type else {
+            return Ok(None);
+        };
+        if self.chained() {
+            return Ok(None);
+        }
+        let plugin = sys::find_plugin(&self.env.path, t)?;
+        let sup = self.plugin_versions(&plugin)?;
+        if sup.iter().any(|v| v == SPEC_VERSION) {
+            return Ok(Some(plugin));
+        }
+        sys::log(
+            &self.conf.log_file,
+            &format!(
+                "IPAM {command} skipped: {} does not support CNI {SPEC_VERSION} (it supports {sup:?})",
+                plugin.display()
+            ),
+        );
+        Ok(None)
     }
 
     fn chained(&self) -> bool {
@@ -490,20 +537,7 @@ impl Ctx {
         if want != "1.1.0" {
             return Ok(want.into());
         }
-        let env = DelegateEnv {
-            command: "VERSION",
-            container_id: "",
-            netns: "",
-            ifname: "",
-            args: "",
-            path: &self.env.path,
-        };
-        let out = sys::exec_plugin(plugin, &env, br#"{"cniVersion":"1.1.0"}"#)?;
-        let sup: Vec<String> = out
-            .as_ref()
-            .and_then(|v| v.get("supportedVersions"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let sup = self.plugin_versions(plugin)?;
         for v in SUPPORTED_VERSIONS.iter().rev() {
             if sup.iter().any(|s| s == v) {
                 return Ok((*v).into());
@@ -517,6 +551,24 @@ impl Ctx {
                 SUPPORTED_VERSIONS
             ),
         ))
+    }
+
+    /// The `supportedVersions` a plugin reports for VERSION.
+    fn plugin_versions(&self, plugin: &Path) -> CniResultT<Vec<String>> {
+        let env = DelegateEnv {
+            command: "VERSION",
+            container_id: "",
+            netns: "",
+            ifname: "",
+            args: "",
+            path: &self.env.path,
+        };
+        let out = sys::exec_plugin(plugin, &env, br#"{"cniVersion":"1.1.0"}"#)?;
+        Ok(out
+            .as_ref()
+            .and_then(|v| v.get("supportedVersions"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default())
     }
 
     /// Calls the IPAM plugin for this invocation's container/interface.
@@ -1109,6 +1161,29 @@ impl Ctx {
                 &format!("GC: removing {} {}", st.container_id, st.ifname),
             );
             if let Err(e) = self.teardown(&st) {
+                first_err.get_or_insert(e);
+            }
+        }
+        // then the IPAM plugin's own GC with the same valid list (releases
+        // reservations Corral has no state for, e.g. after a lost state
+        // file), when it speaks CNI 1.1.0
+        match self.ipam_v11("GC") {
+            Ok(Some(plugin)) => {
+                let env = DelegateEnv {
+                    command: "GC",
+                    container_id: "",
+                    netns: "",
+                    ifname: "",
+                    args: "",
+                    path: &self.env.path,
+                };
+                let conf = self.conf.gc_delegate_config(SPEC_VERSION);
+                if let Err(e) = sys::exec_plugin(&plugin, &env, &conf) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
                 first_err.get_or_insert(e);
             }
         }
