@@ -272,16 +272,24 @@ impl Datapath {
                         let _ = std::fs::remove_file(&pin);
                     }
                 }
-            } else if self.mode == AttachMode::Netlink && ifindex(ifname).is_ok() {
-                let link = SchedClassifierLink::attached(
+            } else if self.mode == AttachMode::Netlink && ifindex(ifname).ok() == Some(idx) {
+                // filters belong to the interface: gone with it. It may
+                // vanish meanwhile (CNI DEL deletes the veth in parallel),
+                // so failures here are not errors. A different interface
+                // under the same name (re-created) is left alone.
+                match SchedClassifierLink::attached(
                     ifname,
                     at,
                     NL_PRIORITY,
                     TcHandle::new(0, NL_HANDLE_MINOR),
                     None,
-                )?;
-                if let Err(e) = link.detach() {
-                    debug!(ifname, error = %e, "netlink detach");
+                ) {
+                    Ok(link) => {
+                        if let Err(e) = link.detach() {
+                            debug!(ifname, error = %e, "netlink detach");
+                        }
+                    }
+                    Err(e) => debug!(ifname, error = %e, "netlink detach: interface gone"),
                 }
             }
         }
