@@ -3,6 +3,7 @@
 //! IPAM) or chained after another plugin (registers the pod's host-side
 //! veth found through `prevResult`). See ARCHITECTURE.md (CNI plugin).
 
+pub mod netlink;
 pub mod sys;
 pub mod types;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{self, EndpointSpec, LimitSpec, Request, Response};
+use netlink::Nl;
 use sys::{DelegateEnv, Lock};
 use types::*;
 
@@ -344,7 +346,54 @@ fn agent_register(socket: &Path, spec: EndpointSpec) -> CniResultT<()> {
 }
 
 fn link_gone(e: &CniError) -> bool {
-    e.msg.contains("Cannot find device") || e.msg.contains("does not exist")
+    e.msg.contains("Cannot find device")
+        || e.msg.contains("does not exist")
+        || e.msg.contains("No such device")
+}
+
+/// Pod side of the standalone wiring, run in the pod netns: lo up, the
+/// pod addresses (/32, /128), link up, default routes via the link-local
+/// gateways. Returns the pod interface's MAC.
+fn pod_side_links(ifname: &str, addrs: &[IpAddr], gw4: IpAddr, gw6: IpAddr) -> CniResultT<String> {
+    let mut nl = Nl::open()?;
+    let pl = nl.link(ifname, 0)?.ok_or_else(|| {
+        CniError::new(
+            code::LINK,
+            format!("{ifname} is missing in the pod netns after creation"),
+        )
+    })?;
+    let mut v = vec![netlink::link_up("lo")];
+    for a in addrs {
+        v.push(match a {
+            IpAddr::V4(_) => netlink::addr(pl.index, *a, 32, netlink::RT_SCOPE_UNIVERSE, false),
+            IpAddr::V6(_) => netlink::addr(pl.index, *a, 128, netlink::RT_SCOPE_UNIVERSE, true),
+        });
+    }
+    v.push(netlink::link_up(ifname));
+    let any4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let any6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    if addrs.iter().any(|a| a.is_ipv4()) {
+        v.push(netlink::route(
+            any4,
+            0,
+            Some(gw4),
+            pl.index,
+            netlink::RT_SCOPE_UNIVERSE,
+            true,
+        ));
+    }
+    if addrs.iter().any(|a| a.is_ipv6()) {
+        v.push(netlink::route(
+            any6,
+            0,
+            Some(gw6),
+            pl.index,
+            netlink::RT_SCOPE_UNIVERSE,
+            false,
+        ));
+    }
+    nl.run(v)?;
+    Ok(pl.mac)
 }
 
 impl Ctx {
@@ -838,60 +887,74 @@ impl Ctx {
         if has6 {
             sys::sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
-        // host side first: veth (peer created directly in the pod netns),
-        // link-local gateway, one host route per pod address
-        let mut hc = vec![format!(
-            "link add {host} mtu {mtu} type veth peer name {} mtu {mtu} netns {}",
-            e.ifname, e.netns
-        )];
-        hc.push(format!("addr add {GW4}/32 dev {host} scope link"));
-        if has6 {
-            hc.push(format!("addr add {GW6}/64 dev {host} nodad"));
-        }
-        hc.push(format!("link set {host} up"));
-        for a in &addrs {
-            match a {
-                IpAddr::V4(_) => hc.push(format!("route replace {a}/32 dev {host} scope link")),
-                IpAddr::V6(_) => hc.push(format!("route replace {a}/128 dev {host}")),
-            }
-        }
-        hc.push(format!("link show dev {host}"));
-        let host_link = match sys::ip_batch(&hc, true) {
-            Err(err)
-                if err.msg.contains("File exists") && sys::link_show(None, host)?.is_some() =>
-            {
+        let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
+        let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        // host side first, in-process rtnetlink: veth (peer created
+        // directly in the pod netns), then in one batch the link-local
+        // gateway, link up and one host route per pod address
+        let ns_file = std::fs::File::open(&e.netns).map_err(|err| {
+            CniError::new(
+                code::CONTAINER_UNKNOWN,
+                format!("network namespace {}: {err}", e.netns),
+            )
+        })?;
+        let mut nl = Nl::open()?;
+        let mk = |nl: &mut Nl| {
+            nl.run(vec![netlink::veth(
+                host,
+                &e.ifname,
+                mtu,
+                std::os::fd::AsFd::as_fd(&ns_file),
+            )])
+        };
+        match mk(&mut nl) {
+            Err(err) if err.msg.contains("File exists") && nl.link(host, 0)?.is_some() => {
                 // a leftover of a crashed ADD with our derived name
-                sys::ip_batch(&[format!("link del {host}")], false)?;
-                sys::ip_batch(&hc, true)?
+                nl.run(vec![netlink::link_del(host)])?;
+                mk(&mut nl)?;
             }
             r => r?,
-        };
-        let host_mac = sys::first_json(&host_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        // pod side
-        let mut pod = vec!["link set lo up".to_string()];
-        for a in &addrs {
-            match a {
-                IpAddr::V4(_) => pod.push(format!("addr add {a}/32 dev {}", e.ifname)),
-                IpAddr::V6(_) => pod.push(format!("addr add {a}/128 dev {} nodad", e.ifname)),
-            }
         }
-        pod.push(format!("link set {} up", e.ifname));
-        if has4 {
-            pod.push(format!(
-                "route add default via {GW4} dev {} onlink",
-                e.ifname
+        drop(ns_file);
+        let hl = nl.link(host, 0)?.ok_or_else(|| {
+            CniError::new(code::LINK, format!("{host} vanished right after creation"))
+        })?;
+        let mut hc = vec![netlink::addr(
+            hl.index,
+            gw4,
+            32,
+            netlink::RT_SCOPE_LINK,
+            false,
+        )];
+        if has6 {
+            hc.push(netlink::addr(
+                hl.index,
+                gw6,
+                64,
+                netlink::RT_SCOPE_LINK,
+                true,
             ));
         }
-        if has6 {
-            pod.push(format!("route add ::/0 via {GW6} dev {}", e.ifname));
+        hc.push(netlink::link_up(host));
+        for a in &addrs {
+            hc.push(match a {
+                IpAddr::V4(_) => {
+                    netlink::route(*a, 32, None, hl.index, netlink::RT_SCOPE_LINK, false)
+                }
+                IpAddr::V6(_) => {
+                    netlink::route(*a, 128, None, hl.index, netlink::RT_SCOPE_UNIVERSE, false)
+                }
+            });
         }
-        pod.push(format!("link show dev {}", e.ifname));
+        nl.run(hc)?;
+        let host_mac = hl.mac;
         // pod side and agent registration overlap (the registration only
         // needs the host end; no container process runs before ADD returns)
         let ns = PathBuf::from(&e.netns);
-        let pod_side = std::thread::spawn(move || sys::ip_batch_in(Some(&ns), pod, true));
+        let (ifname, paddrs) = (e.ifname.clone(), addrs.clone());
+        let pod_side = std::thread::spawn(move || {
+            sys::in_netns(&ns, move || pod_side_links(&ifname, &paddrs, gw4, gw6))
+        });
         let t = std::time::Instant::now();
         let reg = agent_register(
             &self.conf.agent_socket,
@@ -901,16 +964,11 @@ impl Ctx {
             &self.conf.log_file,
             &format!("agent register {:?}", t.elapsed()),
         );
-        let pod_link = pod_side
+        let pod_mac = pod_side
             .join()
             .unwrap_or_else(|_| Err(CniError::new(code::IO, "pod-side worker failed")));
         reg?;
-        let pod_link = pod_link?;
-        let pod_mac = sys::first_json(&pod_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
-        let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        let pod_mac = pod_mac?;
         let mut r = CniResult {
             cni_version: SPEC_VERSION.into(),
             interfaces: vec![
@@ -975,7 +1033,7 @@ impl Ctx {
 
     fn teardown_local(&self, st: &Attachment) -> CniResultT<()> {
         if st.mode == "standalone" {
-            match sys::ip_batch(&[format!("link del {}", st.host_if)], false) {
+            match Nl::open().and_then(|mut nl| nl.run(vec![netlink::link_del(&st.host_if)])) {
                 Err(e) if !link_gone(&e) => return Err(e),
                 _ => {}
             }
