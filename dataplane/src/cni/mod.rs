@@ -714,14 +714,7 @@ impl Ctx {
     fn find_host_peer(&self) -> CniResultT<String> {
         let ns = PathBuf::from(&self.env.netns);
         let ifname = self.env.ifname.clone();
-        let pod = sys::in_netns(&ns, move || {
-            let out = sys::ip_args(&["-j", "-d", "link", "show", "dev", &ifname]);
-            match out {
-                Ok(s) => Ok(sys::first_json(&s)),
-                Err(e) if link_gone(&e) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
+        let pod = sys::in_netns(&ns, move || Nl::open()?.link(&ifname, 0))?;
         let no = |m: String| CniError::new(code::NO_HOST_INTERFACE, m);
         let Some(pod) = pod else {
             return Err(no(format!(
@@ -729,30 +722,21 @@ impl Ctx {
                 self.env.ifname, self.env.netns
             )));
         };
-        let kind = pod["linkinfo"]["info_kind"].as_str().unwrap_or("");
-        if kind != "veth" {
+        if pod.kind != "veth" {
             return Err(no(format!(
-                "chained mode: pod interface {} is {kind:?}, corral-cni needs a veth",
-                self.env.ifname
+                "chained mode: pod interface {} is {:?}, corral-cni needs a veth",
+                self.env.ifname, pod.kind
             )));
         }
-        let Some(peer) = pod["link_index"].as_u64() else {
+        let Some(peer) = pod.link.filter(|i| *i > 0) else {
             return Err(no(format!(
                 "chained mode: {} has no peer link index",
                 self.env.ifname
             )));
         };
-        let all = sys::ip_batch(&["link show".to_string()], true)?;
-        let links: Vec<Value> = all
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Vec<Value>>(l).ok())
-            .flatten()
-            .collect();
-        links
-            .iter()
-            .find(|l| l["ifindex"].as_u64() == Some(peer))
-            .and_then(|l| l["ifname"].as_str())
-            .map(str::to_string)
+        Nl::open()?
+            .link("", peer)?
+            .map(|l| l.name)
             .ok_or_else(|| {
                 no(format!(
                     "chained mode: host-side peer (ifindex {peer}) of {} not found in this network namespace",
