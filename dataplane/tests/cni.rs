@@ -633,6 +633,23 @@ fn errors_versions_rollback_and_agent_down() {
     );
     rt.assert_clean();
 
+    // a netlink failure (CNI_IFNAME already taken in the pod netns) is
+    // code 100 naming the request and errno, and rolls back the IP
+    let busy = PodNs::new();
+    let o = busy.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth9",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let o = rt.cni("ADD", "cbusy", Some(&busy), "", &good);
+    code(&o, 100, "pod ifname taken");
+    let msg = o.json["msg"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("peer name eth0") && msg.contains("File exists"),
+        "{}",
+        o.raw
+    );
+    rt.assert_clean();
+
     // STATUS ok while the agent runs; agent down → STATUS 50, ADD 11
     let s11 = rt.standalone("1.1.0", false);
     assert_eq!(rt.cni("STATUS", "", None, "", &s11).code, 0);
