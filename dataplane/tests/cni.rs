@@ -1110,6 +1110,19 @@ fn gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart() {
     let o = rt.cni("STATUS", "", None, "", &nop);
     assert_eq!(o.code, 50, "{}", o.raw);
 
+    // VERSION is asked once per plugin binary (cached), again after the
+    // binary changed
+    let versions = || {
+        calls()
+            .lines()
+            .filter(|l| l.starts_with("VERSION "))
+            .count()
+    };
+    assert_eq!(versions(), 1, "{}", calls());
+    std::fs::write(&plugin, format!("{TEST_IPAM}# changed\n")).expect("rewrite plugin");
+    rt.ok("STATUS", "", None, "", &conf);
+    assert_eq!(versions(), 2, "{}", calls());
+
     rt.ok("DEL", "gk1", Some(&p1), "", &conf);
     rt.ok("DEL", "gk2", Some(&p2), "", &conf);
     assert!(calls().contains("\nDEL gk1 "), "{}", calls());

@@ -602,8 +602,48 @@ impl Ctx {
         ))
     }
 
-    /// The `supportedVersions` a plugin reports for VERSION.
+    /// The `supportedVersions` a plugin reports for VERSION, cached in
+    /// `<dataDir>/plugin-versions.json` by path + inode + size + mtime, so
+    /// the ADD path does not exec the IPAM plugin twice (a replaced or
+    /// updated binary is asked again). The cache is written atomically
+    /// (temp file + rename); losing it only costs one exec.
     fn plugin_versions(&self, plugin: &Path) -> CniResultT<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let cache = self.conf.data_dir.join("plugin-versions.json");
+        let key = std::fs::metadata(plugin).ok().map(|m| {
+            format!(
+                "{}:{}:{}:{}.{}",
+                plugin.display(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        });
+        let mut known: BTreeMap<String, Vec<String>> = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(v) = key.as_ref().and_then(|k| known.get(k)) {
+            return Ok(v.clone());
+        }
+        let sup = self.exec_version(plugin)?;
+        if let Some(k) = key {
+            let prefix = format!("{}:", plugin.display());
+            known.retain(|x, _| !x.starts_with(&prefix));
+            known.insert(k, sup.clone());
+            let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+            let ok = std::fs::create_dir_all(&self.conf.data_dir).is_ok()
+                && std::fs::write(&tmp, serde_json::to_vec(&known).unwrap_or_default()).is_ok()
+                && std::fs::rename(&tmp, &cache).is_ok();
+            if !ok {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(sup)
+    }
+
+    fn exec_version(&self, plugin: &Path) -> CniResultT<Vec<String>> {
         let env = DelegateEnv {
             command: "VERSION",
             container_id: "",
