@@ -4,10 +4,18 @@
 //! Layout under the pin directory (default /sys/fs/bpf/corral):
 //! - `maps/<map name>`: every map, pinned by name; a restarted agent
 //!   re-opens them, so buckets, counters, conntrack and policy survive.
-//! - `links/<ifindex>_<in|out>`: TCX links. A restarted agent atomically
-//!   replaces the program inside the existing link (no window without a
-//!   program). In netlink (clsact) mode filters use a fixed priority/handle
-//!   and an existing filter is left in place.
+//! - `links/<ifindex>_<in|out>`: TCX links (`--attach tcx`). A restarted
+//!   agent atomically replaces the program inside the existing link (no
+//!   window without a program). In netlink (clsact) mode, the default,
+//!   filters use a fixed priority/handle, are owned by the interface (no
+//!   pins) and an existing filter is left in place on restart.
+//!
+//! Why clsact is the default although TCX is the newer API: creating a TCX
+//! link waits for an RCU grace period while holding RTNL
+//! (`tcx_entry_sync()` → `synchronize_rcu()` in the kernel), twice per
+//! endpoint; measured 8–30 ms per registration on the 2-CPU test VM, which
+//! alone exceeded the whole ADD of the reference `bridge` plugin. Adding a
+//! clsact qdisc and two cls_bpf filters takes ~1 ms (BENCHMARKS.md, CNI).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -46,9 +54,11 @@ const MAPS: [&str; 8] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
-    /// TCX on kernels >= 6.6, clsact via netlink otherwise.
+    /// clsact filters via netlink (fast attach; see the module docs).
     Auto,
+    /// TCX links, pinned under `<pin-dir>/links` (kernel >= 6.6).
     Tcx,
+    /// clsact qdisc + cls_bpf filters via netlink.
     Netlink,
 }
 
@@ -132,8 +142,10 @@ impl Datapath {
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
         let mode = match mode {
-            AttachMode::Auto if kernel_at_least(6, 6) => AttachMode::Tcx,
             AttachMode::Auto => AttachMode::Netlink,
+            AttachMode::Tcx if !kernel_at_least(6, 6) => {
+                bail!("--attach tcx needs Linux >= 6.6 (use --attach netlink)")
+            }
             m => m,
         };
         info!(pin_dir = %pin_dir.display(), ?mode, adopted_maps = adopted, "eBPF programs loaded");
@@ -170,21 +182,24 @@ impl Datapath {
                 .program_mut(prog_name)
                 .ok_or_else(|| map_err(prog_name))?
                 .try_into()?;
+            // a pinned TCX link (also one made before a switch to netlink
+            // mode) is adopted by replacing its program: never a second
+            // attachment, never a gap
+            if pin.exists() {
+                match Self::replace_in_link(prog, &pin) {
+                    Ok(()) => {
+                        adopted = true;
+                        debug!(ifname, prog_name, "replaced program in pinned TCX link");
+                        continue;
+                    }
+                    Err(e) => {
+                        warn!(ifname, error = %e, "stale pinned link, re-attaching");
+                        let _ = std::fs::remove_file(&pin);
+                    }
+                }
+            }
             match mode {
                 AttachMode::Tcx | AttachMode::Auto => {
-                    if pin.exists() {
-                        match Self::replace_in_link(prog, &pin) {
-                            Ok(()) => {
-                                adopted = true;
-                                debug!(ifname, prog_name, "replaced program in pinned TCX link");
-                                continue;
-                            }
-                            Err(e) => {
-                                warn!(ifname, error = %e, "stale pinned link, re-attaching");
-                                let _ = std::fs::remove_file(&pin);
-                            }
-                        }
-                    }
                     let id = prog
                         .attach_with_options(
                             ifname,
@@ -258,16 +273,24 @@ impl Datapath {
                         let _ = std::fs::remove_file(&pin);
                     }
                 }
-            } else if self.mode == AttachMode::Netlink && ifindex(ifname).is_ok() {
-                let link = SchedClassifierLink::attached(
+            } else if self.mode == AttachMode::Netlink && ifindex(ifname).ok() == Some(idx) {
+                // filters belong to the interface: gone with it. It may
+                // vanish meanwhile (CNI DEL deletes the veth in parallel),
+                // so failures here are not errors. A different interface
+                // under the same name (re-created) is left alone.
+                match SchedClassifierLink::attached(
                     ifname,
                     at,
                     NL_PRIORITY,
                     TcHandle::new(0, NL_HANDLE_MINOR),
                     None,
-                )?;
-                if let Err(e) = link.detach() {
-                    debug!(ifname, error = %e, "netlink detach");
+                ) {
+                    Ok(link) => {
+                        if let Err(e) = link.detach() {
+                            debug!(ifname, error = %e, "netlink detach");
+                        }
+                    }
+                    Err(e) => debug!(ifname, error = %e, "netlink detach: interface gone"),
                 }
             }
         }

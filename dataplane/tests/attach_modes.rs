@@ -1,5 +1,6 @@
-//! Legacy clsact/netlink attach (kernels < 6.6, or --attach netlink) and
-//! its restart re-adoption; TCX is covered by the other tests.
+//! Attach modes: clsact/netlink (the default, `--attach auto|netlink`) and
+//! its restart re-adoption; TCX links (`--attach tcx`): pins, deregister,
+//! re-created interfaces, and adoption of TCX links by a netlink-mode agent.
 
 mod common;
 use common::*;
@@ -12,7 +13,8 @@ fn netlink_clsact_attach_polices_and_survives_restart() {
     };
     let mut node = Node::new();
     let a = node.add_pod("x", "a");
-    let mut agent = Agent::start(&node, &["--attach", "netlink"]);
+    // default mode
+    let mut agent = Agent::start(&node, &[]);
     let pod = &node.pods[a];
     let mut s = pod.spec();
     s.ingress = limit(50_000_000);
@@ -67,7 +69,7 @@ fn deregister_detaches_and_removes_pins() {
     };
     let mut node = Node::new();
     let a = node.add_pod("x", "a");
-    let agent = Agent::start(&node, &[]);
+    let agent = Agent::start(&node, &["--attach", "tcx"]);
     let pod = &node.pods[a];
     let mut s = pod.spec();
     s.egress = limit(10_000_000);
@@ -119,7 +121,7 @@ fn reregister_after_interface_recreated_attaches_new_interface() {
     };
     let mut node = Node::new();
     let a = node.add_pod("x", "a");
-    let agent = Agent::start(&node, &[]);
+    let agent = Agent::start(&node, &["--attach", "tcx"]);
     let mut s = node.pods[a].spec();
     s.egress = limit(20_000_000);
     agent.register(s.clone());
@@ -148,4 +150,61 @@ fn reregister_after_interface_recreated_attaches_new_interface() {
         let (p, n) = (&pod.netns, &node.netns);
         iperf(p, n, IpAddr::V4(pod.gw4), 58010 + i, 4, None, false).bps
     });
+}
+
+#[test]
+fn default_mode_agent_adopts_tcx_links_of_a_previous_run() {
+    let Some(_serial) = privileged("default_mode_agent_adopts_tcx_links_of_a_previous_run") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let mut agent = Agent::start(&node, &["--attach", "tcx"]);
+    let pod = &node.pods[a];
+    let mut s = pod.spec();
+    s.ingress = limit(30_000_000);
+    agent.register(s);
+    let pins = |agent: &Agent| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(agent.pin_dir.join("links"))
+            .expect("links")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = pins(&agent);
+    assert_eq!(before.len(), 2, "{before:?}");
+    agent.kill9();
+    // restart with the default (netlink) mode: the TCX links are adopted
+    agent.args.retain(|x| x != "--attach" && x != "tcx");
+    agent.spawn();
+    assert_eq!(pins(&agent), before, "TCX pins must be kept");
+    assert!(
+        agent.log_text().contains("adopted=true"),
+        "{}",
+        agent.log_text()
+    );
+    for dir in ["ingress", "egress"] {
+        let o = node.exec(&["tc", "filter", "show", "dev", &pod.host_if, dir]);
+        let f = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            !f.contains("bpf"),
+            "a clsact filter was added next to the TCX link ({dir}): {f}"
+        );
+    }
+    rate_within(
+        "TCX link adopted by a default-mode agent",
+        30e6,
+        0.05,
+        |i| {
+            let (p, n) = (&pod.netns, &node.netns);
+            iperf(p, n, IpAddr::V4(pod.gw4), 56030 + i, 4, None, true).bps
+        },
+    );
+    // deregister removes the adopted TCX links
+    agent.call(&corral_dataplane::api::Request::Deregister {
+        ifname: pod.host_if.clone(),
+    });
+    assert!(pins(&agent).is_empty(), "{:?}", pins(&agent));
 }

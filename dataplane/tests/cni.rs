@@ -74,6 +74,8 @@ struct Rt {
     data_dir: PathBuf,
     ipam_dir: PathBuf,
     log: PathBuf,
+    /// CNI_PATH handed to the plugins
+    path: String,
 }
 
 struct Out {
@@ -95,6 +97,7 @@ impl Rt {
             data_dir,
             ipam_dir,
             log,
+            path: cni_path(),
         }
     }
 
@@ -140,7 +143,7 @@ impl Rt {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("CNI_COMMAND", cmd)
-            .env("CNI_PATH", cni_path())
+            .env("CNI_PATH", &self.path)
             .env("CORRAL_CNI_LOG", &self.log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -545,7 +548,7 @@ fn errors_versions_rollback_and_agent_down() {
             .env("CNI_CONTAINERID", "craw")
             .env("CNI_NETNS", pod.path())
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", cni_path())
+            .env("CNI_PATH", &rt.path)
             .env("CORRAL_CNI_LOG", &rt.log)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -627,6 +630,23 @@ fn errors_versions_rollback_and_agent_down() {
     assert!(
         !String::from_utf8_lossy(&pod.exec(&["ip", "link"]).stdout).contains("eth0"),
         "pod interface leaked"
+    );
+    rt.assert_clean();
+
+    // a netlink failure (CNI_IFNAME already taken in the pod netns) is
+    // code 100 naming the request and errno, and rolls back the IP
+    let busy = PodNs::new();
+    let o = busy.exec(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth9",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let o = rt.cni("ADD", "cbusy", Some(&busy), "", &good);
+    code(&o, 100, "pod ifname taken");
+    let msg = o.json["msg"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("peer name eth0") && msg.contains("File exists"),
+        "{}",
+        o.raw
     );
     rt.assert_clean();
 
@@ -728,6 +748,18 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     assert!(
         reach(&p2.0, &rt.node.netns, "169.254.1.1".parse().unwrap()),
         "valid attachment kept working"
+    );
+    // Debian's host-local stops at CNI 1.0.0: no IPAM GC, logged
+    assert!(
+        rt.log_text().contains("IPAM GC skipped"),
+        "{}",
+        rt.log_text()
+    );
+    rt.ok("STATUS", "", None, "", &gc);
+    assert!(
+        rt.log_text().contains("IPAM STATUS skipped"),
+        "{}",
+        rt.log_text()
     );
     let mut missing = rt.standalone("1.1.0", true);
     missing.as_object_mut().unwrap().remove("ipam");
@@ -973,4 +1005,126 @@ fn podman_cni_backend_runs_two_talking_containers() {
     drop(pm);
     let left: Vec<_> = podman_netns().difference(&netns_before).cloned().collect();
     assert!(left.is_empty(), "podman left network namespaces: {left:?}");
+}
+
+/// A minimal IPAM plugin speaking CNI 1.1.0 (GC and STATUS), written by
+/// the test: records every call (command, container, stdin) in calls.log;
+/// STATUS fails with code 51 while a file `down` exists.
+const TEST_IPAM: &str = r#"#!/bin/sh
+d=$(dirname "$0")
+conf=$(cat)
+echo "$CNI_COMMAND ${CNI_CONTAINERID:--} $conf" >>"$d/calls.log"
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.1.0","supportedVersions":["0.4.0","1.0.0","1.1.0"]}' ;;
+ADD)
+  n=$(cat "$d/next" 2>/dev/null || echo 10)
+  echo $((n + 1)) >"$d/next"
+  echo '{"cniVersion":"1.1.0","ips":[{"address":"198.18.1.'$n'/24"}]}' ;;
+STATUS)
+  if [ -e "$d/down" ]; then
+    echo '{"cniVersion":"1.1.0","code":51,"msg":"address pool unreachable"}'
+    exit 1
+  fi ;;
+DEL | CHECK | GC) ;;
+*) echo '{"cniVersion":"1.1.0","code":4,"msg":"unknown command"}'; exit 1 ;;
+esac
+"#;
+
+#[test]
+fn gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart() {
+    let t = "gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    let mut rt = Rt::new();
+    let dir = rt.node.dir.path().join("plugins");
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    let plugin = dir.join("testipam");
+    std::fs::write(&plugin, TEST_IPAM).expect("write test plugin");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    rt.path = format!("{}:{}", dir.display(), cni_path());
+    let calls = || std::fs::read_to_string(dir.join("calls.log")).unwrap_or_default();
+    let mut conf = rt.standalone("1.1.0", false);
+    conf["ipam"] = json!({"type": "testipam"});
+    let (p1, p2) = (PodNs::new(), PodNs::new());
+    let r1 = rt.ok("ADD", "gk1", Some(&p1), "K8S_POD_NAME=a", &conf);
+    let r2 = rt.ok("ADD", "gk2", Some(&p2), "K8S_POD_NAME=b", &conf);
+    assert_eq!(ips_of(&r1), vec!["198.18.1.10".parse::<IpAddr>().unwrap()]);
+    assert_eq!(ips_of(&r2), vec!["198.18.1.11".parse::<IpAddr>().unwrap()]);
+
+    // an ADD that returned success is re-adopted after agent kill -9
+    rt.agent.kill9();
+    rt.agent.spawn();
+    let mut names: Vec<String> = rt.agent.list().into_iter().map(|e| e.spec.name).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b"], "{}", rt.agent.log_text());
+    rt.ok("CHECK", "gk1", Some(&p1), "", &conf);
+
+    // GC: gk2 is stale → torn down (IPAM DEL), then IPAM GC with the list
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "gk1", "ifname": "eth0"}]);
+    rt.ok("GC", "", None, "", &gc);
+    let log = calls();
+    let del = log
+        .find("\nDEL gk2 ")
+        .unwrap_or_else(|| panic!("no IPAM DEL: {log}"));
+    let gcl = log
+        .lines()
+        .find(|l| l.starts_with("GC "))
+        .unwrap_or_else(|| panic!("no IPAM GC: {log}"));
+    assert!(log.find("\nGC ").unwrap() > del, "GC after the DEL: {log}");
+    let gconf: Value = serde_json::from_str(gcl.trim_start_matches("GC - ")).expect("GC stdin");
+    assert_eq!(gconf["cniVersion"], "1.1.0");
+    assert_eq!(
+        gconf["cni.dev/valid-attachments"],
+        json!([{"containerID": "gk1", "ifname": "eth0"}])
+    );
+    assert_eq!(gconf["ipam"]["type"], "testipam");
+    let eps = rt.agent.list();
+    assert_eq!(eps.len(), 1, "{eps:?}");
+    assert_eq!(eps[0].spec.name, "a");
+
+    // STATUS is forwarded: ok, then the plugin's 51 passes through
+    rt.ok("STATUS", "", None, "", &conf);
+    assert!(calls().contains("\nSTATUS - "), "{}", calls());
+    std::fs::write(dir.join("down"), "").expect("touch down");
+    let o = rt.cni("STATUS", "", None, "", &conf);
+    assert_eq!(o.code, 51, "{}", o.raw);
+    assert_eq!(o.json["code"], 51);
+    assert!(
+        o.json["msg"]
+            .as_str()
+            .unwrap_or("")
+            .contains("address pool unreachable"),
+        "{}",
+        o.raw
+    );
+    std::fs::remove_file(dir.join("down")).expect("rm down");
+    // a missing IPAM plugin → 50
+    let mut nop = conf.clone();
+    nop["ipam"] = json!({"type": "no-such-ipam"});
+    let o = rt.cni("STATUS", "", None, "", &nop);
+    assert_eq!(o.code, 50, "{}", o.raw);
+
+    // VERSION is asked once per plugin binary (cached), again after the
+    // binary changed
+    let versions = || {
+        calls()
+            .lines()
+            .filter(|l| l.starts_with("VERSION "))
+            .count()
+    };
+    assert_eq!(versions(), 1, "{}", calls());
+    std::fs::write(&plugin, format!("{TEST_IPAM}# changed\n")).expect("rewrite plugin");
+    rt.ok("STATUS", "", None, "", &conf);
+    assert_eq!(versions(), 2, "{}", calls());
+
+    rt.ok("DEL", "gk1", Some(&p1), "", &conf);
+    rt.ok("DEL", "gk2", Some(&p2), "", &conf);
+    assert!(calls().contains("\nDEL gk1 "), "{}", calls());
+    rt.assert_clean();
 }

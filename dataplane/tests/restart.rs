@@ -1,6 +1,7 @@
-//! kill -9 of the agent under traffic: pinned maps and links keep
-//! enforcing limits and policy while it is down; the restarted agent
-//! re-adopts them without resetting counters, buckets or connections.
+//! kill -9 of the agent under traffic: pinned maps and links (TCX) or
+//! clsact filters (default) keep enforcing limits and policy while it is
+//! down; the restarted agent re-adopts them without resetting counters,
+//! buckets or connections.
 
 mod common;
 use common::*;
@@ -36,7 +37,7 @@ fn kill9_and_restart_keeps_limits_policy_and_state() {
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: only-80, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  ingress: [{ports: [{port: 80}]}]\n",
     )
     .expect("write policy");
-    let mut agent = Agent::start(&node, &[]);
+    let mut agent = Agent::start(&node, &["--attach", "tcx"]);
     let (pa, pb) = (&node.pods[a], &node.pods[b]);
     let mut sa = pa.spec();
     sa.labels = [("app".to_string(), "a".to_string())].into();

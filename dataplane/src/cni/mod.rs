@@ -3,6 +3,7 @@
 //! IPAM) or chained after another plugin (registers the pod's host-side
 //! veth found through `prevResult`). See ARCHITECTURE.md (CNI plugin).
 
+pub mod netlink;
 pub mod sys;
 pub mod types;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::api::{self, EndpointSpec, LimitSpec, Request, Response};
+use netlink::Nl;
 use sys::{DelegateEnv, Lock};
 use types::*;
 
@@ -344,7 +346,54 @@ fn agent_register(socket: &Path, spec: EndpointSpec) -> CniResultT<()> {
 }
 
 fn link_gone(e: &CniError) -> bool {
-    e.msg.contains("Cannot find device") || e.msg.contains("does not exist")
+    e.msg.contains("Cannot find device")
+        || e.msg.contains("does not exist")
+        || e.msg.contains("No such device")
+}
+
+/// Pod side of the standalone wiring, run in the pod netns: lo up, the
+/// pod addresses (/32, /128), link up, default routes via the link-local
+/// gateways. Returns the pod interface's MAC.
+fn pod_side_links(ifname: &str, addrs: &[IpAddr], gw4: IpAddr, gw6: IpAddr) -> CniResultT<String> {
+    let mut nl = Nl::open()?;
+    let pl = nl.link(ifname, 0)?.ok_or_else(|| {
+        CniError::new(
+            code::LINK,
+            format!("{ifname} is missing in the pod netns after creation"),
+        )
+    })?;
+    let mut v = vec![netlink::link_up("lo")];
+    for a in addrs {
+        v.push(match a {
+            IpAddr::V4(_) => netlink::addr(pl.index, *a, 32, netlink::RT_SCOPE_UNIVERSE, false),
+            IpAddr::V6(_) => netlink::addr(pl.index, *a, 128, netlink::RT_SCOPE_UNIVERSE, true),
+        });
+    }
+    v.push(netlink::link_up(ifname));
+    let any4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+    let any6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
+    if addrs.iter().any(|a| a.is_ipv4()) {
+        v.push(netlink::route(
+            any4,
+            0,
+            Some(gw4),
+            pl.index,
+            netlink::RT_SCOPE_UNIVERSE,
+            true,
+        ));
+    }
+    if addrs.iter().any(|a| a.is_ipv6()) {
+        v.push(netlink::route(
+            any6,
+            0,
+            Some(gw6),
+            pl.index,
+            netlink::RT_SCOPE_UNIVERSE,
+            false,
+        ));
+    }
+    nl.run(v)?;
+    Ok(pl.mac)
 }
 
 impl Ctx {
@@ -374,19 +423,66 @@ impl Ctx {
                 Ok(None)
             }
             _ => {
-                // STATUS
-                agent_list(&self.conf.agent_socket).map_err(|e| {
-                    CniError::new(code::NOT_AVAILABLE, e.msg.clone()).details(e.details)
-                })?;
-                if let Some(t) = &self.conf.ipam_type
-                    && self.conf.prev_result.is_none()
-                {
-                    sys::find_plugin(&self.env.path, t)
-                        .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg))?;
-                }
+                self.status()?;
                 Ok(None)
             }
         }
+    }
+
+    /// STATUS: the agent must answer (it attaches every new pod), and the
+    /// IPAM plugin must exist; an IPAM plugin speaking CNI 1.1.0 gets
+    /// STATUS too, its 50/51 passed through (other failures → 50).
+    /// Existing pods keep their enforcement while the agent is down
+    /// (pinned maps, attached programs), hence 50, not 51, for the agent.
+    fn status(&self) -> CniResultT<()> {
+        agent_list(&self.conf.agent_socket)
+            .map_err(|e| CniError::new(code::NOT_AVAILABLE, e.msg.clone()).details(e.details))?;
+        let unavailable = |e: CniError| {
+            let c = if e.code == code::NOT_AVAILABLE_LIMITED {
+                code::NOT_AVAILABLE_LIMITED
+            } else {
+                code::NOT_AVAILABLE
+            };
+            CniError::new(c, e.msg).details(e.details)
+        };
+        if let Some(plugin) = self.ipam_v11("STATUS").map_err(unavailable)? {
+            let env = DelegateEnv {
+                command: "STATUS",
+                container_id: "",
+                netns: "",
+                ifname: "",
+                args: "",
+                path: &self.env.path,
+            };
+            sys::exec_plugin(&plugin, &env, &self.conf.delegate_config(SPEC_VERSION, &[]))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// The IPAM plugin of a standalone config if it supports CNI 1.1.0
+    /// (the only version with GC and STATUS); otherwise None, logged
+    /// (Debian's host-local 1.1.1 stops at 1.0.0).
+    fn ipam_v11(&self, command: &str) -> CniResultT<Option<PathBuf>> {
+        let Some(t) = &self.conf.ipam_type else {
+            return Ok(None);
+        };
+        if self.chained() {
+            return Ok(None);
+        }
+        let plugin = sys::find_plugin(&self.env.path, t)?;
+        let sup = self.plugin_versions(&plugin)?;
+        if sup.iter().any(|v| v == SPEC_VERSION) {
+            return Ok(Some(plugin));
+        }
+        sys::log(
+            &self.conf.log_file,
+            &format!(
+                "IPAM {command} skipped: {} does not support CNI {SPEC_VERSION} (it supports {sup:?})",
+                plugin.display()
+            ),
+        );
+        Ok(None)
     }
 
     fn chained(&self) -> bool {
@@ -490,20 +586,7 @@ impl Ctx {
         if want != "1.1.0" {
             return Ok(want.into());
         }
-        let env = DelegateEnv {
-            command: "VERSION",
-            container_id: "",
-            netns: "",
-            ifname: "",
-            args: "",
-            path: &self.env.path,
-        };
-        let out = sys::exec_plugin(plugin, &env, br#"{"cniVersion":"1.1.0"}"#)?;
-        let sup: Vec<String> = out
-            .as_ref()
-            .and_then(|v| v.get("supportedVersions"))
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
+        let sup = self.plugin_versions(plugin)?;
         for v in SUPPORTED_VERSIONS.iter().rev() {
             if sup.iter().any(|s| s == v) {
                 return Ok((*v).into());
@@ -517,6 +600,64 @@ impl Ctx {
                 SUPPORTED_VERSIONS
             ),
         ))
+    }
+
+    /// The `supportedVersions` a plugin reports for VERSION, cached in
+    /// `<dataDir>/plugin-versions.json` by path + inode + size + mtime, so
+    /// the ADD path does not exec the IPAM plugin twice (a replaced or
+    /// updated binary is asked again). The cache is written atomically
+    /// (temp file + rename); losing it only costs one exec.
+    fn plugin_versions(&self, plugin: &Path) -> CniResultT<Vec<String>> {
+        use std::os::unix::fs::MetadataExt;
+        let cache = self.conf.data_dir.join("plugin-versions.json");
+        let key = std::fs::metadata(plugin).ok().map(|m| {
+            format!(
+                "{}:{}:{}:{}.{}",
+                plugin.display(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        });
+        let mut known: BTreeMap<String, Vec<String>> = std::fs::read(&cache)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        if let Some(v) = key.as_ref().and_then(|k| known.get(k)) {
+            return Ok(v.clone());
+        }
+        let sup = self.exec_version(plugin)?;
+        if let Some(k) = key {
+            let prefix = format!("{}:", plugin.display());
+            known.retain(|x, _| !x.starts_with(&prefix));
+            known.insert(k, sup.clone());
+            let tmp = cache.with_extension(format!("tmp{}", std::process::id()));
+            let ok = std::fs::create_dir_all(&self.conf.data_dir).is_ok()
+                && std::fs::write(&tmp, serde_json::to_vec(&known).unwrap_or_default()).is_ok()
+                && std::fs::rename(&tmp, &cache).is_ok();
+            if !ok {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(sup)
+    }
+
+    fn exec_version(&self, plugin: &Path) -> CniResultT<Vec<String>> {
+        let env = DelegateEnv {
+            command: "VERSION",
+            container_id: "",
+            netns: "",
+            ifname: "",
+            args: "",
+            path: &self.env.path,
+        };
+        let out = sys::exec_plugin(plugin, &env, br#"{"cniVersion":"1.1.0"}"#)?;
+        Ok(out
+            .as_ref()
+            .and_then(|v| v.get("supportedVersions"))
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default())
     }
 
     /// Calls the IPAM plugin for this invocation's container/interface.
@@ -613,14 +754,7 @@ impl Ctx {
     fn find_host_peer(&self) -> CniResultT<String> {
         let ns = PathBuf::from(&self.env.netns);
         let ifname = self.env.ifname.clone();
-        let pod = sys::in_netns(&ns, move || {
-            let out = sys::ip_args(&["-j", "-d", "link", "show", "dev", &ifname]);
-            match out {
-                Ok(s) => Ok(sys::first_json(&s)),
-                Err(e) if link_gone(&e) => Ok(None),
-                Err(e) => Err(e),
-            }
-        })?;
+        let pod = sys::in_netns(&ns, move || Nl::open()?.link(&ifname, 0))?;
         let no = |m: String| CniError::new(code::NO_HOST_INTERFACE, m);
         let Some(pod) = pod else {
             return Err(no(format!(
@@ -628,30 +762,21 @@ impl Ctx {
                 self.env.ifname, self.env.netns
             )));
         };
-        let kind = pod["linkinfo"]["info_kind"].as_str().unwrap_or("");
-        if kind != "veth" {
+        if pod.kind != "veth" {
             return Err(no(format!(
-                "chained mode: pod interface {} is {kind:?}, corral-cni needs a veth",
-                self.env.ifname
+                "chained mode: pod interface {} is {:?}, corral-cni needs a veth",
+                self.env.ifname, pod.kind
             )));
         }
-        let Some(peer) = pod["link_index"].as_u64() else {
+        let Some(peer) = pod.link.filter(|i| *i > 0) else {
             return Err(no(format!(
                 "chained mode: {} has no peer link index",
                 self.env.ifname
             )));
         };
-        let all = sys::ip_batch(&["link show".to_string()], true)?;
-        let links: Vec<Value> = all
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Vec<Value>>(l).ok())
-            .flatten()
-            .collect();
-        links
-            .iter()
-            .find(|l| l["ifindex"].as_u64() == Some(peer))
-            .and_then(|l| l["ifname"].as_str())
-            .map(str::to_string)
+        Nl::open()?
+            .link("", peer)?
+            .map(|l| l.name)
             .ok_or_else(|| {
                 no(format!(
                     "chained mode: host-side peer (ifindex {peer}) of {} not found in this network namespace",
@@ -786,60 +911,74 @@ impl Ctx {
         if has6 {
             sys::sysctl("net.ipv6.conf.all.forwarding", "1")?;
         }
-        // host side first: veth (peer created directly in the pod netns),
-        // link-local gateway, one host route per pod address
-        let mut hc = vec![format!(
-            "link add {host} mtu {mtu} type veth peer name {} mtu {mtu} netns {}",
-            e.ifname, e.netns
-        )];
-        hc.push(format!("addr add {GW4}/32 dev {host} scope link"));
-        if has6 {
-            hc.push(format!("addr add {GW6}/64 dev {host} nodad"));
-        }
-        hc.push(format!("link set {host} up"));
-        for a in &addrs {
-            match a {
-                IpAddr::V4(_) => hc.push(format!("route replace {a}/32 dev {host} scope link")),
-                IpAddr::V6(_) => hc.push(format!("route replace {a}/128 dev {host}")),
-            }
-        }
-        hc.push(format!("link show dev {host}"));
-        let host_link = match sys::ip_batch(&hc, true) {
-            Err(err)
-                if err.msg.contains("File exists") && sys::link_show(None, host)?.is_some() =>
-            {
+        let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
+        let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        // host side first, in-process rtnetlink: veth (peer created
+        // directly in the pod netns), then in one batch the link-local
+        // gateway, link up and one host route per pod address
+        let ns_file = std::fs::File::open(&e.netns).map_err(|err| {
+            CniError::new(
+                code::CONTAINER_UNKNOWN,
+                format!("network namespace {}: {err}", e.netns),
+            )
+        })?;
+        let mut nl = Nl::open()?;
+        let mk = |nl: &mut Nl| {
+            nl.run(vec![netlink::veth(
+                host,
+                &e.ifname,
+                mtu,
+                std::os::fd::AsFd::as_fd(&ns_file),
+            )])
+        };
+        match mk(&mut nl) {
+            Err(err) if err.msg.contains("File exists") && nl.link(host, 0)?.is_some() => {
                 // a leftover of a crashed ADD with our derived name
-                sys::ip_batch(&[format!("link del {host}")], false)?;
-                sys::ip_batch(&hc, true)?
+                nl.run(vec![netlink::link_del(host)])?;
+                mk(&mut nl)?;
             }
             r => r?,
-        };
-        let host_mac = sys::first_json(&host_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        // pod side
-        let mut pod = vec!["link set lo up".to_string()];
-        for a in &addrs {
-            match a {
-                IpAddr::V4(_) => pod.push(format!("addr add {a}/32 dev {}", e.ifname)),
-                IpAddr::V6(_) => pod.push(format!("addr add {a}/128 dev {} nodad", e.ifname)),
-            }
         }
-        pod.push(format!("link set {} up", e.ifname));
-        if has4 {
-            pod.push(format!(
-                "route add default via {GW4} dev {} onlink",
-                e.ifname
+        drop(ns_file);
+        let hl = nl.link(host, 0)?.ok_or_else(|| {
+            CniError::new(code::LINK, format!("{host} vanished right after creation"))
+        })?;
+        let mut hc = vec![netlink::addr(
+            hl.index,
+            gw4,
+            32,
+            netlink::RT_SCOPE_LINK,
+            false,
+        )];
+        if has6 {
+            hc.push(netlink::addr(
+                hl.index,
+                gw6,
+                64,
+                netlink::RT_SCOPE_LINK,
+                true,
             ));
         }
-        if has6 {
-            pod.push(format!("route add ::/0 via {GW6} dev {}", e.ifname));
+        hc.push(netlink::link_up(host));
+        for a in &addrs {
+            hc.push(match a {
+                IpAddr::V4(_) => {
+                    netlink::route(*a, 32, None, hl.index, netlink::RT_SCOPE_LINK, false)
+                }
+                IpAddr::V6(_) => {
+                    netlink::route(*a, 128, None, hl.index, netlink::RT_SCOPE_UNIVERSE, false)
+                }
+            });
         }
-        pod.push(format!("link show dev {}", e.ifname));
+        nl.run(hc)?;
+        let host_mac = hl.mac;
         // pod side and agent registration overlap (the registration only
         // needs the host end; no container process runs before ADD returns)
         let ns = PathBuf::from(&e.netns);
-        let pod_side = std::thread::spawn(move || sys::ip_batch_in(Some(&ns), pod, true));
+        let (ifname, paddrs) = (e.ifname.clone(), addrs.clone());
+        let pod_side = std::thread::spawn(move || {
+            sys::in_netns(&ns, move || pod_side_links(&ifname, &paddrs, gw4, gw6))
+        });
         let t = std::time::Instant::now();
         let reg = agent_register(
             &self.conf.agent_socket,
@@ -849,16 +988,11 @@ impl Ctx {
             &self.conf.log_file,
             &format!("agent register {:?}", t.elapsed()),
         );
-        let pod_link = pod_side
+        let pod_mac = pod_side
             .join()
             .unwrap_or_else(|_| Err(CniError::new(code::IO, "pod-side worker failed")));
         reg?;
-        let pod_link = pod_link?;
-        let pod_mac = sys::first_json(&pod_link)
-            .and_then(|v| v["address"].as_str().map(str::to_string))
-            .unwrap_or_default();
-        let gw4: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 1, 1));
-        let gw6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1));
+        let pod_mac = pod_mac?;
         let mut r = CniResult {
             cni_version: SPEC_VERSION.into(),
             interfaces: vec![
@@ -923,7 +1057,7 @@ impl Ctx {
 
     fn teardown_local(&self, st: &Attachment) -> CniResultT<()> {
         if st.mode == "standalone" {
-            match sys::ip_batch(&[format!("link del {}", st.host_if)], false) {
+            match Nl::open().and_then(|mut nl| nl.run(vec![netlink::link_del(&st.host_if)])) {
                 Err(e) if !link_gone(&e) => return Err(e),
                 _ => {}
             }
@@ -1109,6 +1243,29 @@ impl Ctx {
                 &format!("GC: removing {} {}", st.container_id, st.ifname),
             );
             if let Err(e) = self.teardown(&st) {
+                first_err.get_or_insert(e);
+            }
+        }
+        // then the IPAM plugin's own GC with the same valid list (releases
+        // reservations Corral has no state for, e.g. after a lost state
+        // file), when it speaks CNI 1.1.0
+        match self.ipam_v11("GC") {
+            Ok(Some(plugin)) => {
+                let env = DelegateEnv {
+                    command: "GC",
+                    container_id: "",
+                    netns: "",
+                    ifname: "",
+                    args: "",
+                    path: &self.env.path,
+                };
+                let conf = self.conf.gc_delegate_config(SPEC_VERSION);
+                if let Err(e) = sys::exec_plugin(&plugin, &env, &conf) {
+                    first_err.get_or_insert(e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
                 first_err.get_or_insert(e);
             }
         }

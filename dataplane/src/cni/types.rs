@@ -23,7 +23,11 @@ pub mod code {
     pub const DECODE: u32 = 6;
     pub const INVALID_CONFIG: u32 = 7;
     pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin cannot service ADD
     pub const NOT_AVAILABLE: u32 = 50;
+    /// STATUS: cannot service ADD, and existing pods may have limited
+    /// connectivity
+    pub const NOT_AVAILABLE_LIMITED: u32 = 51;
     /// a kernel/link operation (iproute2) failed
     pub const LINK: u32 = 100;
     /// corral-agent rejected the endpoint
@@ -296,6 +300,15 @@ impl NetConf {
             valid_attachments,
             raw: m,
         })
+    }
+
+    /// The config for the IPAM plugin's GC: the whole object with
+    /// `cniVersion` = `version` and `cni.dev/valid-attachments` kept.
+    pub fn gc_delegate_config(&self, version: &str) -> Vec<u8> {
+        let mut m = self.raw.clone();
+        m.insert("cniVersion".into(), Value::String(version.into()));
+        m.remove("prevResult");
+        serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
     }
 
     /// The config handed to a delegated IPAM plugin: same object, with
