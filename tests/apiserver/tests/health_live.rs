@@ -49,7 +49,9 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// Serves Prometheus text per node at `/metrics/<node>`: `sick` reports a GPU
-/// missing, every other node 10 % CPU. Counts requests.
+/// missing, every other node 2 ms disk latency (not CPU: the annotation is the CPU
+/// source here; two sources of one signal would be averaged by the EWMA). Counts
+/// requests.
 async fn prometheus_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -68,7 +70,7 @@ async fn prometheus_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) 
                 let body = if req.starts_with("GET /metrics/sick ") {
                     "# TYPE corral_gpu_missing gauge\ncorral_gpu_missing 1\n"
                 } else {
-                    "# TYPE corral_health_cpu gauge\ncorral_health_cpu 10\n"
+                    "# TYPE corral_health_disk_latency gauge\ncorral_health_disk_latency 2\n"
                 };
                 let _ = s
                     .write_all(
