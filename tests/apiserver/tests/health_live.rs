@@ -168,7 +168,8 @@ async fn annotated_and_scraped_sick_nodes_get_no_new_pods() {
     // held for forSeconds (1 s) after smoothing, `hot` is critical and gets no new
     // pods.
     server.insert(node("hot", "99")).expect("node update");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // ~1 s of smoothing + 1 s held + tick latency; margin for a loaded machine.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     for i in 0..8 {
         server.insert(pod(&format!("b{i}"))).expect("pod");
     }
@@ -188,7 +189,7 @@ async fn annotated_and_scraped_sick_nodes_get_no_new_pods() {
     // Phase 3: recovery: after exitForSeconds below the exit threshold (and a fast
     // slew in this test's config) `hot` takes pods again.
     server.insert(node("hot", "5")).expect("node update");
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
     for i in 0..8 {
         server.insert(pod(&format!("c{i}"))).expect("pod");
     }
