@@ -3,17 +3,41 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::*;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
-/// Per-batch cache of node-local score plugins' scores for one equivalence class
-/// of pods: `cells[slot * num_nodes + node]`.
+/// Cache of node-local score plugins' raw scores for one equivalence class of pods:
+/// `cells[slot * num_nodes + node]`, each valid for the node generation it was
+/// computed at. Cells are 16 bytes (generation + score; errors are not cached), so
+/// a 5,000-node class with several node-local plugins stays small enough to be
+/// read from cache by every pod of the class.
 pub struct LocalScoreCache {
     slots: Vec<Option<usize>>,
-    /// (node generation when computed, raw score).
-    cells: Vec<std::sync::OnceLock<(u64, Result<i64, Status>)>>,
+    cells: Vec<ScoreCell>,
     num_nodes: usize,
+}
+
+/// One cached raw score. Filled concurrently by the pods of a batch: every filler
+/// of a cell computes the same value (same class, same node generation; the
+/// snapshot is immutable during evaluation), the score is stored before the
+/// generation (release) and read after it (acquire).
+struct ScoreCell {
+    generation: AtomicU64,
+    score: AtomicI64,
+}
+
+/// Generation of an empty cell (node generations never reach it).
+const EMPTY_CELL: u64 = u64::MAX;
+
+impl ScoreCell {
+    fn empty() -> Self {
+        ScoreCell {
+            generation: AtomicU64::new(EMPTY_CELL),
+            score: AtomicI64::new(0),
+        }
+    }
 }
 
 impl LocalScoreCache {
@@ -32,9 +56,7 @@ impl LocalScoreCache {
             .collect();
         LocalScoreCache {
             slots,
-            cells: (0..n * num_nodes)
-                .map(|_| std::sync::OnceLock::new())
-                .collect(),
+            cells: (0..n * num_nodes).map(|_| ScoreCell::empty()).collect(),
             num_nodes,
         }
     }
@@ -44,9 +66,19 @@ impl LocalScoreCache {
         self.slots.get(plugin).copied().flatten()
     }
 
+    /// The cached score of `node` for `slot` if computed at `generation`.
     #[inline]
-    fn cell(&self, slot: usize, node: usize) -> &std::sync::OnceLock<(u64, Result<i64, Status>)> {
-        &self.cells[slot * self.num_nodes + node]
+    fn get(&self, slot: usize, node: usize, generation: u64) -> Option<i64> {
+        let c = &self.cells[slot * self.num_nodes + node];
+        (c.generation.load(Ordering::Acquire) == generation)
+            .then(|| c.score.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn put(&self, slot: usize, node: usize, generation: u64, score: i64) {
+        let c = &self.cells[slot * self.num_nodes + node];
+        c.score.store(score, Ordering::Relaxed);
+        c.generation.store(generation, Ordering::Release);
     }
 
     /// Drops cached scores of nodes changed since they were computed.
@@ -54,14 +86,14 @@ impl LocalScoreCache {
         let nodes = snap.nodes();
         if self.num_nodes != nodes.len() {
             for c in &mut self.cells {
-                c.take();
+                *c.generation.get_mut() = EMPTY_CELL;
             }
             return;
         }
         for (k, c) in self.cells.iter_mut().enumerate() {
-            let node = k % self.num_nodes;
-            if c.get().is_some_and(|(g, _)| *g != nodes[node].generation) {
-                c.take();
+            let g = c.generation.get_mut();
+            if *g != EMPTY_CELL && *g != nodes[k % self.num_nodes].generation {
+                *g = EMPTY_CELL;
             }
         }
     }
@@ -257,18 +289,15 @@ impl Framework {
                 Some((c, slot)) => {
                     for &i in nodes {
                         let node = &all[i];
-                        let (g, r) = c.cell(slot, i).get_or_init(|| {
-                            (
-                                node.generation,
-                                p.score(state, pod, node, snap)
-                                    .map_err(|st| st.with_plugin(p.name())),
-                            )
-                        });
-                        let s = if *g == node.generation {
-                            r.clone()?
-                        } else {
-                            p.score(state, pod, node, snap)
-                                .map_err(|st| st.with_plugin(p.name()))?
+                        let s = match c.get(slot, i, node.generation) {
+                            Some(s) => s,
+                            None => {
+                                let s = p
+                                    .score(state, pod, node, snap)
+                                    .map_err(|st| st.with_plugin(p.name()))?;
+                                c.put(slot, i, node.generation, s);
+                                s
+                            }
                         };
                         scores.push(NodeScore { node: i, score: s });
                     }

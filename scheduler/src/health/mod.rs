@@ -16,6 +16,7 @@
 //! - The node score is monotone: a signal getting worse, or a new signal appearing,
 //!   can never raise it.
 
+pub mod live;
 pub mod plot;
 pub mod sources;
 pub mod timeline;
@@ -84,8 +85,10 @@ const NAMED: &[(&str, Signal)] = &[
 ];
 
 impl Signal {
-    /// Parses a signal name (`cpu`, `memory`, ..., `custom.<name>`). `memory_available`
-    /// is accepted by [`Sample::parse`] and converted.
+    /// Parses a signal name (`cpu`, `memory`, ..., `custom.<name>`). Built-in names
+    /// accept dashes for underscores (`net-util` = `net_util`: the data-plane agent
+    /// writes `corral.io/health.net-util`); custom names are taken verbatim.
+    /// `memory_available` is accepted by [`validate`] and converted.
     pub fn parse(name: &str) -> Option<Signal> {
         if let Some(c) = name.strip_prefix("custom.") {
             let ok = !c.is_empty()
@@ -95,7 +98,7 @@ impl Signal {
         }
         NAMED
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| same_name(n, name))
             .map(|(_, s)| s.clone())
     }
 
@@ -129,6 +132,16 @@ impl fmt::Display for Signal {
     }
 }
 
+/// `canonical` (a built-in name, with underscores) spelled as `name`, where `name`
+/// may use `-` for `_`.
+fn same_name(canonical: &str, name: &str) -> bool {
+    canonical.len() == name.len()
+        && canonical
+            .bytes()
+            .zip(name.bytes())
+            .all(|(c, n)| c == n || (c == b'_' && n == b'-'))
+}
+
 /// Validates a raw value for a signal name: returns the signal and the value in the
 /// model's unit, or why it is rejected.
 pub fn validate(name: &str, value: f64) -> Result<(Signal, f64), String> {
@@ -140,7 +153,7 @@ pub fn validate(name: &str, value: f64) -> Result<(Signal, f64), String> {
     if value < 0.0 {
         return Err(format!("signal {name:?}: negative value {value}"));
     }
-    if name == "memory_available" {
+    if same_name("memory_available", name) {
         // Fraction of memory available (0..=1) → % in use.
         if value > 1.0 {
             return Err(format!(
@@ -651,6 +664,11 @@ impl HealthTracker {
         None
     }
 
+    /// Forgets nodes for which `keep` is false (deleted from the cluster).
+    pub fn retain_nodes(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.nodes.retain(|n, _| keep(n));
+    }
+
     /// Treats every current signal as if it had held for its rule's duration (one-shot
     /// inputs such as node annotations carry no history; assuming "sustained" is the
     /// conservative reading).
@@ -842,6 +860,14 @@ pub fn args_from_config(
     Some(serde_json::from_value::<HealthConfig>(a).map_err(|e| format!("NodeHealth args: {e}")))
 }
 
+/// True when a profile runs the NodeHealth Filter or Score.
+pub fn enabled(frameworks: &[crate::framework::Framework]) -> bool {
+    let name = crate::plugins::node_health::NAME;
+    frameworks.iter().any(|f| {
+        f.filter.iter().any(|p| p.name() == name) || f.score.iter().any(|s| s.plugin.name() == name)
+    })
+}
+
 /// For one-shot runs (`simulate` without `--timeline`): when a profile enables
 /// NodeHealth, builds the health view from the nodes' conditions and
 /// `corral.io/health.*` annotations (and the `--health-scrape` endpoints), assumes
@@ -854,11 +880,7 @@ pub fn attach_static_view(
     scrape: Option<&str>,
     warn: &mut dyn FnMut(&str),
 ) -> Result<(), String> {
-    let name = crate::plugins::node_health::NAME;
-    let enabled = frameworks.iter().any(|f| {
-        f.filter.iter().any(|p| p.name() == name) || f.score.iter().any(|s| s.plugin.name() == name)
-    });
-    if !enabled {
+    if !enabled(frameworks) {
         if scrape.is_some() {
             warn(
                 "warning: --health-scrape given but no profile enables the NodeHealth plugin; ignored",

@@ -28,6 +28,23 @@ pub struct RawSample {
 /// `memory` 100 % / `disk_latency` critical, and Ready=False/Unknown as a stale
 /// heartbeat. Malformed annotation values produce warnings.
 pub fn from_node(node: &Node, now: f64, warn: &mut dyn FnMut(String)) -> Vec<RawSample> {
+    node_samples(node, now, true, warn)
+}
+
+/// [`from_node`] for the live feed: the Ready condition's `lastHeartbeatTime` is not
+/// used (kubelets with Lease heartbeats refresh it only every 5 min); Ready ≠ True
+/// (which the node lifecycle controller sets when the Lease is not renewed) is the
+/// missed heartbeat, and Ready = True reports `heartbeat_age` 0.
+pub fn from_node_live(node: &Node, now: f64, warn: &mut dyn FnMut(String)) -> Vec<RawSample> {
+    node_samples(node, now, false, warn)
+}
+
+fn node_samples(
+    node: &Node,
+    now: f64,
+    heartbeat_time: bool,
+    warn: &mut dyn FnMut(String),
+) -> Vec<RawSample> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let mut out = Vec::new();
     let mut push = |signal: &str, value: f64| {
@@ -64,6 +81,8 @@ pub fn from_node(node: &Node, now: f64, warn: &mut dyn FnMut(String)) -> Vec<Raw
                 if c.status != "True" {
                     // Not ready (or unknown): at least as bad as a missed heartbeat.
                     push("heartbeat_age", 1.0e6);
+                } else if !heartbeat_time {
+                    push("heartbeat_age", 0.0);
                 } else if let Some(hb) = &c.last_heartbeat_time {
                     let age = now - hb.0.as_second() as f64;
                     push("heartbeat_age", age.max(0.0));
@@ -268,9 +287,11 @@ pub fn expand_template(template: &str, node: &str) -> String {
     template.replace("{node}", node)
 }
 
-/// HTTP GET of a plain `http://host:port/path` URL (no TLS; node-local exporters)
-/// with connect/read timeouts. Returns the body of a 200 response.
-pub fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
+/// Largest response body read from a scrape endpoint.
+pub const MAX_BODY: u64 = 64 << 20;
+
+/// Splits a plain `http://host[:port]/path` URL into (`host:port`, host, path).
+pub fn split_http_url(url: &str) -> Result<(String, String, String), String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
@@ -278,30 +299,21 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
+    if hostport.is_empty() {
+        return Err(format!("{url}: missing host"));
+    }
     let addr = if hostport.contains(':') {
         hostport.to_string()
     } else {
         format!("{hostport}:80")
     };
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{url}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
     let host = hostport.split(':').next().unwrap_or(hostport);
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("{url}: {e}"))?;
-    let mut buf = Vec::new();
-    s.take(64 << 20)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("{url}: {e}"))?;
-    let text = String::from_utf8_lossy(&buf);
+    Ok((addr, host.to_string(), path.to_string()))
+}
+
+/// The body of a raw HTTP response if its status is 200.
+pub fn http_body(url: &str, raw: &[u8]) -> Result<String, String> {
+    let text = String::from_utf8_lossy(raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
         .ok_or_else(|| format!("{url}: malformed HTTP response"))?;
@@ -310,6 +322,30 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
         return Err(format!("{url}: {status}"));
     }
     Ok(body.to_string())
+}
+
+/// HTTP GET of a plain `http://host:port/path` URL (no TLS; node-local exporters)
+/// with connect/read timeouts. Returns the body of a 200 response.
+pub fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
+    let (addr, host, path) = split_http_url(url)?;
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{url}: {e}"))?;
+    s.set_read_timeout(Some(timeout)).ok();
+    s.set_write_timeout(Some(timeout)).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("{url}: {e}"))?;
+    let mut buf = Vec::new();
+    s.take(MAX_BODY)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("{url}: {e}"))?;
+    http_body(url, &buf)
 }
 
 /// Scrapes one node's endpoint and returns its samples at time `now`.
@@ -558,6 +594,48 @@ y{a="1"
         assert_eq!(get("disk_latency"), None);
         assert_eq!(warns.len(), 1);
         assert!(warns[0].contains("gpu_missing"));
+    }
+
+    #[test]
+    fn annotations_accept_dash_spellings() {
+        // The data-plane agent writes `corral.io/health.net-*` (dashes).
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "annotations": {
+                "corral.io/health.net-util": "97",
+                "corral.io/health.net-drops": "2000",
+                "corral.io/health.net_errors": "3",
+                "corral.io/health.tcp-retrans": "1",
+            }}
+        }))
+        .unwrap();
+        let mut warns = Vec::new();
+        let s = from_node(&node, 100.0, &mut |w| warns.push(w));
+        assert!(warns.is_empty(), "{warns:?}");
+        let mut t = crate::health::HealthTracker::new(Default::default()).unwrap();
+        for x in &s {
+            assert_eq!(
+                t.observe(x.time, &x.node, &x.signal, x.value),
+                None,
+                "{x:?}"
+            );
+        }
+        use crate::health::{Level, Signal};
+        t.assume_sustained();
+        t.advance(100.0);
+        assert_eq!(
+            t.signal("n1", &Signal::NetUtil).unwrap(),
+            (97.0, Level::Critical)
+        );
+        assert_eq!(
+            t.signal("n1", &Signal::NetDrops).unwrap().1,
+            Level::Critical
+        );
+        assert_eq!(t.signal("n1", &Signal::NetErrors).unwrap().0, 3.0);
+        assert_eq!(t.signal("n1", &Signal::TcpRetrans).unwrap().0, 1.0);
+        let v = t.view();
+        let h = v.get("n1").unwrap();
+        assert!(h.degraded.contains(&"net_util".to_string()), "{h:?}");
+        assert!(h.score() < 10, "{h:?}");
     }
 
     #[test]

@@ -24,6 +24,49 @@ fn signal_names_round_trip() {
 }
 
 #[test]
+fn dash_and_underscore_spellings_are_the_same_signal() {
+    for (n, s) in NAMED {
+        let dashed = n.replace('_', "-");
+        assert_eq!(Signal::parse(&dashed).as_ref(), Some(s), "{dashed}");
+        // The canonical name stays the underscore one.
+        assert_eq!(Signal::parse(&dashed).unwrap().name(), *n);
+    }
+    assert_eq!(Signal::parse("net-util"), Some(Signal::NetUtil));
+    assert_eq!(Signal::parse("net-drops"), Some(Signal::NetDrops));
+    assert_eq!(Signal::parse("net-errors"), Some(Signal::NetErrors));
+    assert_eq!(Signal::parse("net_util"), Some(Signal::NetUtil));
+    // Only `-` for `_`: other spellings stay unknown.
+    assert_eq!(Signal::parse("net.util"), None);
+    assert_eq!(Signal::parse("netutil"), None);
+    assert_eq!(Signal::parse("net--util"), None);
+    // Custom names are verbatim.
+    assert_eq!(
+        Signal::parse("custom.fan-rpm"),
+        Some(Signal::Custom("fan-rpm".into()))
+    );
+    assert_eq!(
+        validate("memory-available", 0.25),
+        Ok((Signal::Memory, 75.0))
+    );
+    // Rules may use either spelling.
+    let mut cfg = HealthConfig::default();
+    cfg.rules.insert(
+        "net-drops".into(),
+        serde_json::from_value(serde_json::json!({"degraded": 5.0})).unwrap(),
+    );
+    assert_eq!(cfg.resolve().unwrap()[&Signal::NetDrops].degraded, 5.0);
+    // Both spellings feed the same signal state.
+    let mut t = tracker(HealthConfig::default());
+    assert_eq!(t.observe(0.0, "n", "net-util", 10.0), None);
+    assert_eq!(t.observe(1.0, "n", "net_util", 10.0), None);
+    assert!(
+        t.observe(1.0, "n", "net-util", 10.0).is_some(),
+        "same time twice"
+    );
+    assert!(t.signal("n", &Signal::NetUtil).is_some());
+}
+
+#[test]
 fn per_signal_default_mappings() {
     let rules: HashMap<Signal, Rule> = default_rules().into_iter().collect();
     // (signal, healthy value, degraded-threshold value, critical value or None)

@@ -48,6 +48,27 @@ pub struct RunCli {
     pub leader_elect_renew_deadline_seconds: u64,
     #[arg(long, default_value_t = 2)]
     pub leader_elect_retry_period_seconds: u64,
+    /// NodeHealth: Prometheus text endpoint per node, `{node}` = node name (e.g.
+    /// `http://{node}:9100/metrics`), scraped every --health-interval.
+    #[arg(long)]
+    pub health_scrape: Option<String>,
+    /// NodeHealth: model tick and scrape interval (seconds or 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    pub health_interval: Duration,
+    /// NodeHealth: timeout of one scrape request.
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
+    pub health_scrape_timeout: Duration,
+    /// NodeHealth: scrape requests in flight at most.
+    #[arg(long, default_value_t = 32)]
+    pub health_scrape_concurrency: usize,
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let v = crate::health::sources::parse_duration(s)?;
+    if v <= 0.0 {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 impl RunCli {
@@ -76,6 +97,13 @@ impl RunCli {
                 burst: self.kube_api_burst,
                 leader,
                 seed: 0,
+                health: None,
+            },
+            health: crate::health::live::HealthFlags {
+                scrape: self.health_scrape.clone(),
+                interval: self.health_interval,
+                scrape_timeout: self.health_scrape_timeout,
+                scrape_concurrency: self.health_scrape_concurrency.max(1),
             },
         }
     }

@@ -68,6 +68,8 @@ pub struct RunOptions {
     /// Leader election; `None` = always leader.
     pub leader: Option<leader::LeaderOptions>,
     pub seed: u64,
+    /// Continuous node health (NodeHealth enabled): see `health::live`.
+    pub health: Option<crate::health::live::LiveOptions>,
 }
 
 impl Default for RunOptions {
@@ -79,6 +81,7 @@ impl Default for RunOptions {
             burst: 10000,
             leader: None,
             seed: 0,
+            health: None,
         }
     }
 }
@@ -256,6 +259,16 @@ pub fn start_with_hooks(
         tx.clone(),
         metrics.clone(),
     );
+    let health = match opts.health.clone() {
+        Some(o) => {
+            let (h, task) =
+                crate::health::live::LiveHealth::start(o, &tokio::runtime::Handle::current())
+                    .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
+            tasks.extend(task);
+            Some(h)
+        }
+        None => None,
+    };
     let component = frameworks[0].scheduler_name.clone();
     let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
     let names: HashSet<String> = frameworks
@@ -289,6 +302,7 @@ pub fn start_with_hooks(
         last_report: HashMap::new(),
         crd_batch: batch,
         node_buf: Vec::new(),
+        health,
     };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
@@ -333,6 +347,8 @@ struct Loop {
     crd_batch: crds::Batch,
     /// Nodes of a list in progress.
     node_buf: Vec<Node>,
+    /// Live node health feed (ticks between batches).
+    health: Option<crate::health::live::LiveHealth>,
 }
 
 fn pod_key(p: &Pod) -> String {
@@ -392,6 +408,11 @@ impl Loop {
             self.queue.tick(now);
             let c = self.queue.counts();
             self.metrics.set_pending(c);
+            if self.synced[1]
+                && let Some(h) = self.health.as_mut()
+            {
+                h.maybe_tick(&mut self.sched.snapshot, now);
+            }
             if self.leader.load(Ordering::Relaxed)
                 && self.synced.iter().all(|s| *s)
                 && self.in_flight < self.max_in_flight
@@ -768,21 +789,29 @@ pub struct RunArgs {
     pub config: Option<PathBuf>,
     pub listen: SocketAddr,
     pub opts: RunOptions,
+    /// `--health-*` flags (used when a profile enables NodeHealth).
+    pub health: crate::health::live::HealthFlags,
 }
 
 /// Runs until Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let frameworks = match &args.config {
+    let (frameworks, health_args) = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
-            crate::config::KubeSchedulerConfiguration::from_yaml(&text, &p.display().to_string())?
-                .build()?
+            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
+                &text,
+                &p.display().to_string(),
+            )?;
+            (cfg.build()?, crate::health::args_from_config(&cfg))
         }
-        None => crate::config::default_frameworks(),
+        None => (crate::config::default_frameworks(), None),
     };
+    let mut opts = args.opts.clone();
+    opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
+        .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
     let client = client(args.kubeconfig.as_ref()).await?;
-    let handle = start(client, frameworks, args.opts.clone())?;
+    let handle = start(client, frameworks, opts)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen {}: {e}", args.listen))?;
