@@ -281,7 +281,22 @@ pub struct Session {
     /// Core evaluation/commit wall time spent in this session (ms).
     pub evaluate_ms: f64,
     pub commit_ms: f64,
+    /// Pod equivalence class → class with the session-only annotations ignored
+    /// (see [`Session::placement_pod`]).
+    pub equivalence: HashMap<u64, u64>,
 }
+
+/// Annotations read only by the session (never by profile plugins): pods differing
+/// only in these share the core's equivalence-class caches (e.g. the 500 pods of
+/// each of 20 gangs form one class instead of 20).
+pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
+    ANN_GROUP_NAME,
+    ANN_TASK_SPEC,
+    ANN_QUEUE_NAME,
+    super::objects::ANN_MIN_RUNTIME,
+    "volcano.sh/preemptable",
+    "corral.io/preemptable",
+];
 
 fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
     if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
@@ -531,6 +546,7 @@ impl Session {
             conflicts: 0,
             evaluate_ms: 0.0,
             commit_ms: 0.0,
+            equivalence: HashMap::new(),
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -661,6 +677,16 @@ impl Session {
                 j.inqueue = true;
             }
         }
+    }
+
+    /// The pod as handed to the core: a copy whose equivalence class ignores the
+    /// session-only annotations (computed once per class).
+    pub fn placement_pod(&mut self, p: &PodInfo) -> PodInfo {
+        let mut out = p.clone();
+        out.equivalence = *self.equivalence.entry(p.equivalence).or_insert_with(|| {
+            crate::snapshot::equivalence_hash_ignoring(&p.pod, SESSION_ONLY_ANNOTATIONS)
+        });
+        out
     }
 
     /// Places pods with the core's batched scheduler (parallel evaluation, ordered

@@ -705,3 +705,82 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn small_gangs_share_core_calls_and_a_failed_gang_in_the_middle_leaves_nothing() {
+    // 6 nodes x 4 CPU. Gangs g0..g4 of 4 x 1 CPU fit (20 CPU); "wide" (3 x 5 CPU)
+    // fits no node and sits between them in job order.
+    let mut c = Case::new(6, "4");
+    for g in ["g0", "g1", "wide", "g2", "g3", "g4"] {
+        c = c.objects(&pg(
+            g,
+            if g == "wide" {
+                "{minMember: 3}"
+            } else {
+                "{minMember: 4}"
+            },
+        ));
+    }
+    for g in ["g0", "g1", "wide", "g2", "g3", "g4"] {
+        let (n, cpu) = if g == "wide" { (3, "5") } else { (4, "1") };
+        for i in 0..n {
+            c.pend(member(&format!("{g}-{i}"), g, cpu));
+        }
+    }
+    let (r, s) = c.run(1);
+    assert_eq!(placed(&r, "wide"), 0);
+    for g in ["g0", "g1", "g2", "g3", "g4"] {
+        assert_eq!(placed(&r, g), 4, "{g}: {:?}", r.unschedulable);
+        assert_eq!(group(&r, g).phase, "Running");
+    }
+    assert_eq!(
+        s.snapshot.num_pods(),
+        20,
+        "nothing of the failed gang stays"
+    );
+    assert_eq!(
+        group(&r, "wide").message,
+        "3/3 tasks in gang unschedulable: 0/6 nodes are available: 6 Insufficient cpu."
+    );
+    assert_eq!(queue_alloc(&r, "default", "cpu"), 20_000);
+
+    // 40 independent 2-pod gangs are settled in a handful of core calls, not 40.
+    let mut c = Case::new(20, "16");
+    for g in 0..40 {
+        c = c.objects(&pg(&format!("s{g}"), "{minMember: 2}"));
+    }
+    for g in 0..40 {
+        for i in 0..2 {
+            c.pend(member(&format!("s{g}-{i}"), &format!("s{g}"), "1"));
+        }
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 80);
+    assert!(r.stats.batches <= 4, "core batches {}", r.stats.batches);
+}
+
+#[test]
+fn gang_pods_share_one_equivalence_class_across_groups() {
+    let mut c = Case::new(1, "4");
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("b-0", "b", "1"));
+    c.pend(ann(member("c-0", "c", "1"), "other", "x"));
+    let ssn_pods = c.pending.clone();
+    assert_ne!(ssn_pods[0].equivalence, ssn_pods[1].equivalence);
+    let sched = Scheduler::new(default_frameworks(), Snapshot::new(), Options::default());
+    let mut ssn = super::session::Session::open(
+        sched,
+        Vec::new(),
+        &BatchObjects::default(),
+        Vec::new(),
+        Vec::new(),
+        NOW,
+        &Default::default(),
+    );
+    let a = ssn.placement_pod(&ssn_pods[0]);
+    let b = ssn.placement_pod(&ssn_pods[1]);
+    let other = ssn.placement_pod(&ssn_pods[2]);
+    assert_eq!(a.equivalence, b.equivalence);
+    assert_ne!(a.equivalence, other.equivalence);
+    assert_eq!(a.key, "default/a-0");
+}
