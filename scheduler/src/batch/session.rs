@@ -153,6 +153,10 @@ pub struct Queue {
     pub deserved: ResMap,
     /// minResources of admitted jobs not yet running.
     pub inqueue: ResMap,
+    /// Volcano capacity plugin's `realCapability`: capability, further bounded by
+    /// what the siblings' guarantees leave (set by the proportion plugin; `None` =
+    /// unlimited).
+    pub real_capability: Option<ResMap>,
 }
 
 /// An eviction decided by preempt or reclaim.
@@ -343,6 +347,7 @@ impl Session {
                 request: ResMap::default(),
                 deserved: ResMap::default(),
                 inqueue: ResMap::default(),
+                real_capability: None,
             })
             .collect();
         for i in 0..queues.len() {

@@ -784,3 +784,48 @@ fn gang_pods_share_one_equivalence_class_across_groups() {
     assert_ne!(a.equivalence, other.equivalence);
     assert_eq!(a.key, "default/a-0");
 }
+
+#[test]
+fn real_capability_leaves_other_queues_guarantees_free() {
+    // 16 CPU; queue "a" guarantees 10 and asks for nothing now. Queue "b" (no
+    // capability) may use at most 16 - 10 = 6 (Volcano capacity realCapability),
+    // for allocation and for enqueue.
+    let mut c = Case::new(4, "4")
+        .objects(&queue(
+            "a",
+            "{weight: 1, guarantee: {resource: {cpu: \"10\"}}}",
+        ))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg(
+            "big",
+            "{minMember: 1, queue: b, minResources: {cpu: \"7\"}}",
+        ));
+    for i in 0..10 {
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    c.pend(member("big-0", "big", "7"));
+    let (r, _) = c.run(1);
+    assert_eq!(placed(&r, "b-"), 6, "{:?}", r.unschedulable);
+    assert_eq!(queue_alloc(&r, "b", "cpu"), 6_000);
+    let g = group(&r, "big");
+    assert_eq!(g.phase, "Pending");
+    assert!(
+        g.message
+            .contains("queue b resources are not enough for minResources (cpu)"),
+        "{}",
+        g.message
+    );
+
+    // An explicit capability below that still wins.
+    let mut c = Case::new(4, "4")
+        .objects(&queue(
+            "a",
+            "{weight: 1, guarantee: {resource: {cpu: \"10\"}}}",
+        ))
+        .objects(&queue("b", "{weight: 1, capability: {cpu: \"4\"}}"));
+    for i in 0..10 {
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(placed(&r, "b-"), 4);
+}
