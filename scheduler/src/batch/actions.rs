@@ -111,6 +111,7 @@ fn commit(ssn: &mut Session, j: usize, placed: &HashMap<String, String>, charge:
 /// evaluation; a gang's tasks are evaluated in parallel and committed only when the
 /// gang is ready — otherwise everything it placed is rolled back.
 pub fn allocate(ssn: &mut Session) {
+    allocate_nominated(ssn);
     let nq = ssn.queues.len();
     let mut per_q: Vec<Vec<usize>> = vec![Vec::new(); nq];
     for j in 0..ssn.jobs.len() {
@@ -207,6 +208,96 @@ pub fn allocate(ssn: &mut Session) {
                     "queue {} has reached its deserved share; waiting",
                     ssn.queues[q].spec.name
                 ));
+            }
+        }
+    }
+}
+
+/// Preemptors nominated by the previous session go first onto the nodes their
+/// victims freed (before any queue or job order is consulted), so no other work
+/// can take that room. All-or-nothing per job: if a nominated task no longer passes
+/// every Filter on its node, or the job would not be ready, nothing is kept and the
+/// job competes normally.
+fn allocate_nominated(ssn: &mut Session) {
+    if ssn.nominated_nodes.is_empty() {
+        return;
+    }
+    let mut jobs: Vec<usize> = (0..ssn.jobs.len())
+        .filter(|&j| {
+            ssn.jobs[j]
+                .pending
+                .iter()
+                .any(|t| ssn.nominated_nodes.contains_key(&t.pod.key))
+        })
+        .collect();
+    jobs.sort_by(|&a, &b| ssn.job_cmp(a, b));
+    for j in jobs {
+        if ssn.job_valid(j).is_err() || !ssn.jobs[j].inqueue {
+            continue;
+        }
+        let tasks: Vec<(Arc<PodInfo>, String)> = ssn.jobs[j]
+            .pending
+            .iter()
+            .filter_map(|t| {
+                ssn.nominated_nodes
+                    .get(&t.pod.key)
+                    .map(|n| (t.pod.clone(), n.clone()))
+            })
+            .collect();
+        let mut req = ResMap::default();
+        for t in ssn.jobs[j].pending.iter() {
+            if ssn.nominated_nodes.contains_key(&t.pod.key) {
+                req.add(&t.req);
+            }
+        }
+        let fits_queue = ssn.jobs[j].queue.is_none_or(|q| ssn.allocatable(q, &req));
+        let mut placed: HashMap<String, String> = HashMap::new();
+        for (pod, node) in &tasks {
+            if !fits_queue {
+                break;
+            }
+            let snap = &ssn.sched.snapshot;
+            let Some(fi) = ssn.sched.framework_for(&pod.scheduler_name) else {
+                break;
+            };
+            let fw = &ssn.sched.frameworks[fi];
+            let Some(ni) = snap.node_index(node) else {
+                break;
+            };
+            let mut state = CycleState::new();
+            let ok = match fw.run_pre_filter(&mut state, pod, snap) {
+                Ok(pre) => {
+                    pre.nodes.as_ref().is_none_or(|s| s.contains(node.as_str()))
+                        && fw
+                            .run_filter(&state, pod, &snap.nodes()[ni], snap)
+                            .is_success()
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                break;
+            }
+            ssn.sched.snapshot.add_pod(pod.clone(), node);
+            placed.insert(pod.key.clone(), node.clone());
+        }
+        let ready = placed.len() == tasks.len() && {
+            let job = &ssn.jobs[j];
+            let all: Vec<&Task> = job
+                .running
+                .iter()
+                .chain(
+                    job.pending
+                        .iter()
+                        .filter(|t| placed.contains_key(&t.pod.key)),
+                )
+                .collect();
+            ssn.job_ready(j, &all).is_ok()
+        };
+        if ready {
+            commit(ssn, j, &placed, true);
+        } else {
+            for k in placed.keys() {
+                ssn.sched.snapshot.remove_pod(k);
             }
         }
     }
@@ -744,10 +835,14 @@ fn try_evict_for(ssn: &mut Session, mode: EvictMode, j: usize, owner: &mut HashM
         });
     }
     let mut keys = Vec::new();
-    for (i, _) in &placed {
+    for (i, node) in &placed {
         let t = ssn.jobs[j].pending[*i].clone();
         ssn.charge(pj.queue, &pj.namespace, &t.req, true);
         keys.push(t.pod.key.clone());
+        ssn.nominated.push(Placement {
+            pod: t.pod.key.clone(),
+            node: node.clone(),
+        });
     }
     ssn.jobs[j].pipelined = keys;
     ssn.jobs[j].message = Some(format!(

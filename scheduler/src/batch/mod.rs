@@ -97,6 +97,7 @@ pub fn run_sessions(
         let closed = ssn.close();
         report.placements.extend(closed.placements);
         report.evictions.extend(closed.evictions);
+        report.nominated.extend(closed.nominated);
         report.unschedulable = closed.unschedulable;
         report.podgroups = closed.podgroups;
         report.queues = closed.queues;

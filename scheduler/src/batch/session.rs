@@ -255,6 +255,8 @@ pub fn with_session_fit(sched: &mut Scheduler) {
 pub struct Carry {
     /// PodGroups admitted in an earlier session.
     pub admitted: HashSet<String>,
+    /// Preemptor pod → node nominated by the previous session's preempt/reclaim.
+    pub nominated: HashMap<String, String>,
 }
 
 /// A session.
@@ -288,6 +290,11 @@ pub struct Session {
     /// Pod equivalence class → class with the session-only annotations ignored
     /// (see [`Session::placement_pod`]).
     pub equivalence: HashMap<u64, u64>,
+    /// Preemptor pod → node nominated by the previous session (placed first by
+    /// allocate).
+    pub nominated_nodes: HashMap<String, String>,
+    /// Nominations made in this session (output).
+    pub nominated: Vec<Placement>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -552,6 +559,8 @@ impl Session {
             evaluate_ms: 0.0,
             commit_ms: 0.0,
             equivalence: HashMap::new(),
+            nominated_nodes: carry.nominated.clone(),
+            nominated: Vec::new(),
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -709,7 +718,11 @@ impl Session {
     /// in a later session, after their victims terminated).
     pub fn close(mut self) -> Closed {
         let pipelined: Vec<String> = self.jobs.iter().flat_map(|j| j.pipelined.clone()).collect();
+        let mut nominated = HashMap::new();
         for k in &pipelined {
+            if let Some(n) = self.sched.snapshot.pod_node(k) {
+                nominated.insert(k.clone(), n.to_string());
+            }
             self.sched.snapshot.remove_pod(k);
         }
         let mut podgroups = Vec::new();
@@ -792,7 +805,11 @@ impl Session {
             unschedulable,
             podgroups,
             queues,
-            carry: Carry { admitted },
+            carry: Carry {
+                admitted,
+                nominated,
+            },
+            nominated: self.nominated,
             batches: self.batches,
             conflicts: self.conflicts,
             evaluate_ms: self.evaluate_ms,
@@ -819,6 +836,8 @@ pub struct Closed {
     pub pending: Vec<Arc<PodInfo>>,
     pub placements: Vec<Placement>,
     pub evictions: Vec<Eviction>,
+    /// Preemptors nominated in this session.
+    pub nominated: Vec<Placement>,
     pub unschedulable: Vec<Unschedulable>,
     pub podgroups: Vec<PodGroupStatus>,
     pub queues: Vec<QueueStatus>,

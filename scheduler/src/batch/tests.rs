@@ -829,3 +829,35 @@ fn real_capability_leaves_other_queues_guarantees_free() {
     let (r, _) = c.run(1);
     assert_eq!(placed(&r, "b-"), 4);
 }
+
+#[test]
+fn preemptor_is_nominated_and_binds_first_in_the_next_cycle() {
+    // Queue "z" holds a running low-priority pod filling the only node and a
+    // high-priority pending pod; queue "b" (sorted first on equal shares) has
+    // lower-priority work waiting. The preemptor evicts "v", is nominated to n0 and
+    // must bind there in cycle 2 before b's pods can take the freed room.
+    let mut c = Case::new(1, "4")
+        .objects(&queue("z", "{weight: 1, reclaimable: false}"))
+        .objects(&queue("b", "{weight: 1}"));
+    c.run_on(in_queue("v", "z", "4").priority(1), "n0");
+    c.pend(in_queue("hi", "z", "4").priority(1000));
+    for i in 0..4 {
+        c.pend(in_queue(&format!("lo-{i}"), "b", "1"));
+    }
+    let (r1, _) = c.run(1);
+    assert_eq!(r1.evictions.len(), 1, "{:?}", r1.evictions);
+    assert_eq!(r1.evictions[0].pod, "default/v");
+    assert_eq!(
+        r1.nominated,
+        vec![crate::scheduler::Placement {
+            pod: "default/hi".into(),
+            node: "n0".into()
+        }]
+    );
+    assert_eq!(placed(&r1, "hi"), 0, "not bound before its victim is gone");
+    let (r2, s) = c.run(2);
+    assert_eq!(placed(&r2, "hi"), 1, "{:?}", r2.unschedulable);
+    assert_eq!(placed(&r2, "lo-"), 0, "{:?}", r2.placements);
+    assert_eq!(s.snapshot.pod_node("default/hi").map(|n| &**n), Some("n0"));
+    assert_eq!(r2.evictions.len(), 1, "{:?}", r2.evictions);
+}
