@@ -128,6 +128,15 @@ pub fn allocate(ssn: &mut Session) {
             ssn.jobs[j].message = Some(e);
             continue;
         }
+        if let Some(until) = ssn.backing_off(j) {
+            ssn.jobs[j].reason = Some("Timeout".into());
+            ssn.jobs[j].message = Some(format!(
+                "pod group timed out (scheduleTimeoutSeconds {}); backing off for {}s more",
+                ssn.jobs[j].schedule_timeout.unwrap_or(0),
+                until - ssn.now
+            ));
+            continue;
+        }
         per_q[q].push(j);
     }
     for v in &mut per_q {
@@ -456,6 +465,7 @@ fn place_gangs(ssn: &mut Session, picks: &[GangPick]) -> usize {
                 .collect();
             charge_tasks(ssn, p.j, &unplaced, false);
             commit(ssn, p.j, &placed[pi], false);
+            ssn.gang_attempt_succeeded(p.j);
             continue;
         }
         // The first gang that is not ready fails; the gangs after it are rolled back
@@ -485,6 +495,7 @@ fn place_gangs(ssn: &mut Session, picks: &[GangPick]) -> usize {
             format!("gang is not ready: {}", ready.err().unwrap_or_default())
         };
         ssn.jobs[p.j].message = Some(msg);
+        ssn.gang_attempt_failed(p.j);
         // Roll back: nothing of these jobs stays in the snapshot or the queues.
         for done in &placed[pi..] {
             for k in done.keys() {
@@ -655,6 +666,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
             job.inqueue
                 && job.queue.is_some()
                 && job.pipelined.is_empty()
+                && ssn.backing_off(j).is_none()
                 && job.pending.iter().any(|t| !t.best_effort)
                 && !job.pending.iter().any(|t| never_preempts(&t.pod))
                 && ssn.job_valid(j).is_ok()

@@ -50,6 +50,12 @@ pub struct SessionConfig {
     /// Session clock (Unix seconds) for min-runtime protection; default: the newest
     /// pod creation/start timestamp of the input (else the current time).
     pub now: Option<i64>,
+    /// Session period in seconds (default 1): with `--cycles`, session k runs at
+    /// `now + k × period` (the clock of scheduleTimeoutSeconds and backoff).
+    pub period_seconds: Option<i64>,
+    /// Backoff of a coscheduling PodGroup after its scheduleTimeoutSeconds expired
+    /// (default: its scheduleTimeoutSeconds).
+    pub pod_group_backoff_seconds: Option<i64>,
 }
 
 impl SessionConfig {
@@ -131,6 +137,10 @@ pub struct Job {
     pub error: Option<String>,
     /// Preemptor tasks placed after evictions (bound in a later session).
     pub pipelined: Vec<String>,
+    /// x-k8s coscheduling `scheduleTimeoutSeconds`.
+    pub schedule_timeout: Option<i64>,
+    /// Status reason (`Timeout` when scheduleTimeoutSeconds expired).
+    pub reason: Option<String>,
 }
 
 impl Job {
@@ -173,6 +183,9 @@ pub struct PodGroupStatus {
     pub name: String,
     pub phase: String,
     pub message: String,
+    /// Condition reason, e.g. `Timeout` (scheduleTimeoutSeconds expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Queue status.
@@ -257,6 +270,11 @@ pub struct Carry {
     pub admitted: HashSet<String>,
     /// Preemptor pod → node nominated by the previous session's preempt/reclaim.
     pub nominated: HashMap<String, String>,
+    /// Coscheduling PodGroup → session time of its first failed attempt in the
+    /// current scheduleTimeoutSeconds window.
+    pub first_attempt: HashMap<String, i64>,
+    /// Coscheduling PodGroup → session time until which it backs off.
+    pub backoff_until: HashMap<String, i64>,
 }
 
 /// A session.
@@ -295,6 +313,11 @@ pub struct Session {
     pub nominated_nodes: HashMap<String, String>,
     /// Nominations made in this session (output).
     pub nominated: Vec<Placement>,
+    /// scheduleTimeoutSeconds bookkeeping (carried across sessions).
+    pub first_attempt: HashMap<String, i64>,
+    pub backoff_until: HashMap<String, i64>,
+    /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
+    pub pod_group_backoff: Option<i64>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -443,6 +466,8 @@ impl Session {
                 message: None,
                 error,
                 pipelined: Vec::new(),
+                schedule_timeout: g.schedule_timeout_seconds.map(i64::from),
+                reason: None,
             });
         }
         let default_q = queue_index.get(DEFAULT_QUEUE).copied();
@@ -472,6 +497,8 @@ impl Session {
                             message: None,
                             error: Some(format!("PodGroup {} not found", m.1)),
                             pipelined: Vec::new(),
+                            schedule_timeout: None,
+                            reason: None,
                         });
                         ji
                     }
@@ -504,6 +531,8 @@ impl Session {
                         message: None,
                         error,
                         pipelined: Vec::new(),
+                        schedule_timeout: None,
+                        reason: None,
                     });
                     jobs.len() - 1
                 }
@@ -561,6 +590,9 @@ impl Session {
             equivalence: HashMap::new(),
             nominated_nodes: carry.nominated.clone(),
             nominated: Vec::new(),
+            first_attempt: carry.first_attempt.clone(),
+            backoff_until: carry.backoff_until.clone(),
+            pod_group_backoff: None,
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -693,6 +725,51 @@ impl Session {
         }
     }
 
+    /// Whether job `j` is backing off after its scheduleTimeoutSeconds expired.
+    pub fn backing_off(&self, j: usize) -> Option<i64> {
+        self.backoff_until
+            .get(&self.jobs[j].key)
+            .copied()
+            .filter(|&u| u > self.now)
+    }
+
+    /// A gang attempt of job `j` failed: starts or checks its
+    /// scheduleTimeoutSeconds window; on expiry the group is marked `Timeout`, its
+    /// waiting pods are rejected for this round and it backs off.
+    pub fn gang_attempt_failed(&mut self, j: usize) {
+        let Some(timeout) = self.jobs[j].schedule_timeout else {
+            return;
+        };
+        let key = self.jobs[j].key.clone();
+        let first = *self.first_attempt.entry(key.clone()).or_insert(self.now);
+        if self.now - first < timeout {
+            return;
+        }
+        let backoff = self.pod_group_backoff.unwrap_or(timeout).max(1);
+        self.first_attempt.remove(&key);
+        self.backoff_until.insert(key, self.now + backoff);
+        let job = &mut self.jobs[j];
+        let why = job.message.take().unwrap_or_default();
+        job.reason = Some("Timeout".into());
+        job.message = Some(format!(
+            "pod group timed out: minMember {} not reached within scheduleTimeoutSeconds {timeout} (first attempt at {first}, now {}); waiting pods rejected, retry after backoff of {backoff}s{}",
+            job.min_member,
+            self.now,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" (last attempt: {why})")
+            }
+        ));
+    }
+
+    /// Job `j` reached minMember: its timeout window ends.
+    pub fn gang_attempt_succeeded(&mut self, j: usize) {
+        let key = &self.jobs[j].key;
+        self.first_attempt.remove(key);
+        self.backoff_until.remove(key);
+    }
+
     /// The pod as handed to the core: a copy whose equivalence class ignores the
     /// session-only annotations (computed once per class).
     pub fn placement_pod(&mut self, p: &PodInfo) -> PodInfo {
@@ -758,6 +835,7 @@ impl Session {
                     name: j.key.clone(),
                     phase: phase.into(),
                     message,
+                    reason: j.reason.clone(),
                 });
             }
             for t in &j.pending {
@@ -808,6 +886,8 @@ impl Session {
             carry: Carry {
                 admitted,
                 nominated,
+                first_attempt: self.first_attempt,
+                backoff_until: self.backoff_until,
             },
             nominated: self.nominated,
             batches: self.batches,

@@ -861,3 +861,71 @@ fn preemptor_is_nominated_and_binds_first_in_the_next_cycle() {
     assert_eq!(s.snapshot.pod_node("default/hi").map(|n| &**n), Some("n0"));
     assert_eq!(r2.evictions.len(), 1, "{:?}", r2.evictions);
 }
+
+#[test]
+fn coscheduling_schedule_timeout_marks_the_group_and_backs_off() {
+    // Never fits (3 x 2 CPU on one 4-CPU node). Sessions are 1 s apart: attempts at
+    // t=0,1 are within the 2 s timeout; at t=2 it times out and backs off 2 s
+    // (t=3 skipped), and is retried at t=4 with a fresh window.
+    let mut c = Case::new(1, "4").objects(
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {name: cg, namespace: default}\nspec: {minMember: 3, scheduleTimeoutSeconds: 2}\n",
+    );
+    for i in 0..3 {
+        c.pend(
+            pod(&format!("cg-{i}"))
+                .cpu("2")
+                .label("scheduling.x-k8s.io/pod-group", "cg"),
+        );
+    }
+    let (r, _) = c.run(2);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason, None, "t=1 is within the timeout: {}", g.message);
+    assert!(g.message.starts_with("1/3 tasks in gang unschedulable"));
+
+    let (r, _) = c.run(3);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason.as_deref(), Some("Timeout"));
+    assert!(
+        g.message.starts_with(
+            "pod group timed out: minMember 3 not reached within scheduleTimeoutSeconds 2"
+        ) && g.message.contains("retry after backoff of 2s"),
+        "{}",
+        g.message
+    );
+    assert!(r.placements.is_empty());
+
+    let (r, _) = c.run(4);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason.as_deref(), Some("Timeout"));
+    assert!(
+        g.message.contains("backing off for 1s more"),
+        "{}",
+        g.message
+    );
+    let cg0 = r.unschedulable.iter().find(|u| u.pod == "default/cg-0");
+    assert!(
+        cg0.is_some_and(|u| u.message.contains("timed out")),
+        "{:?}",
+        r.unschedulable
+    );
+
+    let (r, _) = c.run(5);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason, None, "retried after the backoff: {}", g.message);
+    assert!(g.message.starts_with("1/3 tasks in gang unschedulable"));
+
+    // A group that fits is not affected, and a Volcano PodGroup has no timeout.
+    let mut c = Case::new(2, "4").objects(
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {name: ok, namespace: default}\nspec: {minMember: 2, scheduleTimeoutSeconds: 1}\n",
+    );
+    for i in 0..2 {
+        c.pend(
+            pod(&format!("ok-{i}"))
+                .cpu("2")
+                .label("scheduling.x-k8s.io/pod-group", "ok"),
+        );
+    }
+    let (r, _) = c.run(3);
+    assert_eq!(placed(&r, "ok"), 2);
+    assert_eq!(group(&r, "ok").reason, None);
+}
