@@ -73,6 +73,18 @@ impl SessionConfig {
                 "corral.session.overcommitFactor: must be a number >= 1.0, got {f}"
             ));
         }
+        for (field, v) in [
+            ("periodSeconds", self.period_seconds),
+            ("podGroupBackoffSeconds", self.pod_group_backoff_seconds),
+        ] {
+            if let Some(v) = v
+                && v < 0
+            {
+                return Err(format!(
+                    "corral.session.{field}: must not be negative, got {v}"
+                ));
+            }
+        }
         let names: Vec<String> = match &self.plugins {
             Some(p) => p.clone(),
             None => plugins::DEFAULT_PLUGINS

@@ -929,3 +929,26 @@ fn coscheduling_schedule_timeout_marks_the_group_and_backs_off() {
     assert_eq!(placed(&r, "ok"), 2);
     assert_eq!(group(&r, "ok").reason, None);
 }
+
+#[test]
+fn negative_session_periods_are_rejected_by_name() {
+    for (cfg, field) in [
+        (
+            SessionConfig {
+                period_seconds: Some(-1),
+                ..SessionConfig::default()
+            },
+            "corral.session.periodSeconds",
+        ),
+        (
+            SessionConfig {
+                pod_group_backoff_seconds: Some(-5),
+                ..SessionConfig::default()
+            },
+            "corral.session.podGroupBackoffSeconds",
+        ),
+    ] {
+        let e = cfg.plugins().err().expect("rejected");
+        assert!(e.starts_with(field), "{e}");
+    }
+}
