@@ -5,6 +5,8 @@
 //! - `gang_burst`: 20 PodGroups x 500 pods (minMember 500) on 5,000 nodes; every
 //!   iteration is one full session (enqueue, allocate, preempt, reclaim, backfill)
 //!   and asserts that all 10,000 pods are bound.
+//! - `core_baseline`: the same 10,000 pods without PodGroups through the core loop
+//!   alone (`Scheduler::schedule_all`), for comparison on the same machine.
 //! - `queues`: Q queues x J jobs (PodGroups of 5 pods, minMember 5) on 5,000 nodes:
 //!   session time as queues and jobs grow.
 
@@ -107,6 +109,28 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || pods.clone(),
             |p| assert_eq!(session(&snap, &objs, p), 10_000),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // The same 10,000 pods without PodGroups through the core loop alone (no
+    // session): the floor the gang burst is compared against on the same machine.
+    let plain: Vec<PodInfo> = pods
+        .iter()
+        .map(|p| {
+            let mut pod = (*p.pod).clone();
+            pod.metadata.annotations = None;
+            PodInfo::new(pod, p.seq).expect("pod info")
+        })
+        .collect();
+    g.bench_function("core_baseline/10000pods/5000nodes", |b| {
+        b.iter_batched(
+            || plain.clone(),
+            |p| {
+                let mut sched =
+                    Scheduler::new(default_frameworks(), (*snap).clone(), Options::default());
+                assert_eq!(sched.schedule_all(p).placements.len(), 10_000)
+            },
             BatchSize::LargeInput,
         )
     });

@@ -156,6 +156,10 @@ pub struct Report {
     /// Batch sessions: pods evicted by preempt/reclaim.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub evictions: Vec<crate::batch::Eviction>,
+    /// Batch sessions: preemptors nominated to the node their victims free; they
+    /// bind there first thing in the next session (`--cycles`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nominated: Vec<Placement>,
     /// Batch sessions: PodGroup phases and aggregated messages.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub podgroups: Vec<crate::batch::PodGroupStatus>,

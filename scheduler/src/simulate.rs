@@ -285,6 +285,12 @@ pub fn to_table(r: &Report) -> String {
             let _ = writeln!(s, "{}  by {}  {}", e.pod, e.preemptor, e.reason);
         }
     }
+    if !r.nominated.is_empty() {
+        let _ = writeln!(s, "\nNOMINATED ({}):", r.nominated.len());
+        for n in &r.nominated {
+            let _ = writeln!(s, "{}  {}", n.pod, n.node);
+        }
+    }
     if !r.podgroups.is_empty() {
         let _ = writeln!(s, "\nPODGROUPS:");
         for g in &r.podgroups {

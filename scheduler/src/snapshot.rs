@@ -144,8 +144,28 @@ pub struct PodInfo {
 
 /// Hash of everything scheduling-relevant about a pod except its identity.
 fn equivalence_hash(pod: &Pod) -> u64 {
+    equivalence_hash_ignoring(pod, &[])
+}
+
+/// [`PodInfo::equivalence`] computed as if the annotations named in `ignore` were
+/// absent. For layers that add annotations no profile plugin reads (e.g. the batch
+/// layer's PodGroup membership), so pods that differ only there share one
+/// equivalence class. With `ignore` empty this is exactly `PodInfo::equivalence`.
+pub fn equivalence_hash_ignoring(pod: &Pod, ignore: &[&str]) -> u64 {
     use std::hash::{Hash, Hasher};
     let md = &pod.metadata;
+    let filtered;
+    let annotations = match &md.annotations {
+        Some(a) if !ignore.is_empty() && ignore.iter().any(|k| a.contains_key(*k)) => {
+            filtered = a
+                .iter()
+                .filter(|(k, _)| !ignore.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::BTreeMap<String, String>>();
+            Some(&filtered)
+        }
+        other => other.as_ref(),
+    };
     let mut spec = pod.spec.clone();
     if let Some(s) = spec.as_mut() {
         s.node_name = None;
@@ -159,7 +179,7 @@ fn equivalence_hash(pod: &Pod) -> u64 {
     let key = serde_json::json!({
         "ns": md.namespace,
         "labels": md.labels,
-        "annotations": md.annotations,
+        "annotations": annotations,
         "owners": owners,
         "spec": spec,
     });

@@ -83,20 +83,23 @@ pub fn run_sessions(
     let mut report = Report::default();
     let (mut batches, mut conflicts) = (0, 0);
     let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
-    for _ in 0..cycles.max(1) {
+    let period = cfg.period_seconds.unwrap_or(1).max(0);
+    for cycle in 0..cycles.max(1) {
         let mut ssn = session::Session::open(
             sched,
             pending,
             objs,
             plugins.clone(),
             actions.clone(),
-            now,
+            now + cycle as i64 * period,
             &carry,
         );
+        ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
         ssn.run();
         let closed = ssn.close();
         report.placements.extend(closed.placements);
         report.evictions.extend(closed.evictions);
+        report.nominated.extend(closed.nominated);
         report.unschedulable = closed.unschedulable;
         report.podgroups = closed.podgroups;
         report.queues = closed.queues;

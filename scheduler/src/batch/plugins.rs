@@ -321,7 +321,7 @@ fn waterfill(ssn: &mut Session, ids: &[usize], total: &ResMap) {
             let mut new = FMap::new();
             for (k, r) in &remaining {
                 let mut v = old.get(k).copied().unwrap_or(0.0) + r * w;
-                for lim in [&q.spec.capability, &q.spec.deserved].into_iter().flatten() {
+                for lim in [&q.real_capability, &q.spec.deserved].into_iter().flatten() {
                     if let Some(c) = lim.0.get(k) {
                         v = v.min(*c as f64);
                     }
@@ -366,6 +366,46 @@ fn waterfill(ssn: &mut Session, ids: &[usize], total: &ResMap) {
     }
 }
 
+/// Per-dimension minimum of two limits (a dimension absent from one is limited
+/// only by the other).
+fn min_limit(a: &ResMap, b: &ResMap) -> ResMap {
+    let mut out = a.clone();
+    for (k, v) in &b.0 {
+        let e = out.0.entry(k.clone()).or_insert(*v);
+        *e = (*e).min(*v);
+    }
+    out
+}
+
+/// Volcano capacity plugin's `realCapability` for sibling queues `ids` sharing
+/// `total`: `min(capability, guarantee + (total − Σ guarantees of all siblings))`,
+/// i.e. what is left once every other sibling's guarantee is set aside.
+fn real_capabilities(ssn: &mut Session, ids: &[usize], total: &ResMap) {
+    let mut all_g = ResMap::default();
+    for &i in ids {
+        all_g.add(&ssn.queues[i].spec.guarantee);
+    }
+    for &i in ids {
+        let q = &ssn.queues[i];
+        let mut others = all_g.clone();
+        others.sub(&q.spec.guarantee);
+        let mut rc = q.spec.capability.clone();
+        if !others.is_empty() {
+            let mut left = total.clone();
+            left.sub(&others);
+            // Dimensions that others guarantee but the cluster lacks are zero.
+            for (k, _) in others.0.iter().filter(|(_, v)| **v > 0) {
+                left.0.entry(k.clone()).or_insert(0);
+            }
+            rc = Some(match rc {
+                Some(c) => min_limit(&c, &left),
+                None => left,
+            });
+        }
+        ssn.queues[i].real_capability = rc;
+    }
+}
+
 impl Proportion {
     /// Share of a queue: max over dimensions of allocated/deserved.
     pub fn share(q: &Queue) -> f64 {
@@ -384,7 +424,7 @@ impl Proportion {
         let mut qi = Some(queue);
         while let Some(i) = qi {
             let q = &ssn.queues[i];
-            if let Some(cap) = &q.spec.capability {
+            if let Some(cap) = &q.real_capability {
                 let mut f = q.allocated.clone();
                 f.add(extra);
                 if !f.within(cap) {
@@ -408,6 +448,23 @@ impl SessionPlugin for Proportion {
             .filter(|&i| ssn.queues[i].parent.is_none() && ssn.queues[i].error.is_none())
             .collect();
         let total = ssn.total.clone();
+        real_capabilities(ssn, &roots, &total);
+        let mut stack = roots.clone();
+        while let Some(p) = stack.pop() {
+            let kids: Vec<usize> = ssn.queues[p]
+                .children
+                .iter()
+                .copied()
+                .filter(|&c| ssn.queues[c].error.is_none())
+                .collect();
+            let parent_total = ssn.queues[p]
+                .real_capability
+                .clone()
+                .unwrap_or(total.clone());
+            real_capabilities(ssn, &kids, &parent_total);
+            // A child is also bounded by its ancestors (checked up the chain).
+            stack.extend(kids);
+        }
         waterfill(ssn, &roots, &total);
         let mut stack = roots;
         while let Some(p) = stack.pop() {
@@ -452,8 +509,7 @@ impl SessionPlugin for Proportion {
         // Without an explicit capability/deserved the cluster bound is the
         // overcommit plugin's business.
         let Some(limit) = q
-            .spec
-            .capability
+            .real_capability
             .clone()
             .or_else(|| q.spec.deserved.clone())
         else {

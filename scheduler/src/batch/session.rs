@@ -50,6 +50,12 @@ pub struct SessionConfig {
     /// Session clock (Unix seconds) for min-runtime protection; default: the newest
     /// pod creation/start timestamp of the input (else the current time).
     pub now: Option<i64>,
+    /// Session period in seconds (default 1): with `--cycles`, session k runs at
+    /// `now + k × period` (the clock of scheduleTimeoutSeconds and backoff).
+    pub period_seconds: Option<i64>,
+    /// Backoff of a coscheduling PodGroup after its scheduleTimeoutSeconds expired
+    /// (default: its scheduleTimeoutSeconds).
+    pub pod_group_backoff_seconds: Option<i64>,
 }
 
 impl SessionConfig {
@@ -66,6 +72,18 @@ impl SessionConfig {
             return Err(format!(
                 "corral.session.overcommitFactor: must be a number >= 1.0, got {f}"
             ));
+        }
+        for (field, v) in [
+            ("periodSeconds", self.period_seconds),
+            ("podGroupBackoffSeconds", self.pod_group_backoff_seconds),
+        ] {
+            if let Some(v) = v
+                && v < 0
+            {
+                return Err(format!(
+                    "corral.session.{field}: must not be negative, got {v}"
+                ));
+            }
         }
         let names: Vec<String> = match &self.plugins {
             Some(p) => p.clone(),
@@ -131,6 +149,10 @@ pub struct Job {
     pub error: Option<String>,
     /// Preemptor tasks placed after evictions (bound in a later session).
     pub pipelined: Vec<String>,
+    /// x-k8s coscheduling `scheduleTimeoutSeconds`.
+    pub schedule_timeout: Option<i64>,
+    /// Status reason (`Timeout` when scheduleTimeoutSeconds expired).
+    pub reason: Option<String>,
 }
 
 impl Job {
@@ -153,6 +175,10 @@ pub struct Queue {
     pub deserved: ResMap,
     /// minResources of admitted jobs not yet running.
     pub inqueue: ResMap,
+    /// Volcano capacity plugin's `realCapability`: capability, further bounded by
+    /// what the siblings' guarantees leave (set by the proportion plugin; `None` =
+    /// unlimited).
+    pub real_capability: Option<ResMap>,
 }
 
 /// An eviction decided by preempt or reclaim.
@@ -169,6 +195,9 @@ pub struct PodGroupStatus {
     pub name: String,
     pub phase: String,
     pub message: String,
+    /// Condition reason, e.g. `Timeout` (scheduleTimeoutSeconds expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Queue status.
@@ -251,6 +280,13 @@ pub fn with_session_fit(sched: &mut Scheduler) {
 pub struct Carry {
     /// PodGroups admitted in an earlier session.
     pub admitted: HashSet<String>,
+    /// Preemptor pod → node nominated by the previous session's preempt/reclaim.
+    pub nominated: HashMap<String, String>,
+    /// Coscheduling PodGroup → session time of its first failed attempt in the
+    /// current scheduleTimeoutSeconds window.
+    pub first_attempt: HashMap<String, i64>,
+    /// Coscheduling PodGroup → session time until which it backs off.
+    pub backoff_until: HashMap<String, i64>,
 }
 
 /// A session.
@@ -281,7 +317,32 @@ pub struct Session {
     /// Core evaluation/commit wall time spent in this session (ms).
     pub evaluate_ms: f64,
     pub commit_ms: f64,
+    /// Pod equivalence class → class with the session-only annotations ignored
+    /// (see [`Session::placement_pod`]).
+    pub equivalence: HashMap<u64, u64>,
+    /// Preemptor pod → node nominated by the previous session (placed first by
+    /// allocate).
+    pub nominated_nodes: HashMap<String, String>,
+    /// Nominations made in this session (output).
+    pub nominated: Vec<Placement>,
+    /// scheduleTimeoutSeconds bookkeeping (carried across sessions).
+    pub first_attempt: HashMap<String, i64>,
+    pub backoff_until: HashMap<String, i64>,
+    /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
+    pub pod_group_backoff: Option<i64>,
 }
+
+/// Annotations read only by the session (never by profile plugins): pods differing
+/// only in these share the core's equivalence-class caches (e.g. the 500 pods of
+/// each of 20 gangs form one class instead of 20).
+pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
+    ANN_GROUP_NAME,
+    ANN_TASK_SPEC,
+    ANN_QUEUE_NAME,
+    super::objects::ANN_MIN_RUNTIME,
+    "volcano.sh/preemptable",
+    "corral.io/preemptable",
+];
 
 fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
     if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
@@ -328,6 +389,7 @@ impl Session {
                 request: ResMap::default(),
                 deserved: ResMap::default(),
                 inqueue: ResMap::default(),
+                real_capability: None,
             })
             .collect();
         for i in 0..queues.len() {
@@ -416,6 +478,8 @@ impl Session {
                 message: None,
                 error,
                 pipelined: Vec::new(),
+                schedule_timeout: g.schedule_timeout_seconds.map(i64::from),
+                reason: None,
             });
         }
         let default_q = queue_index.get(DEFAULT_QUEUE).copied();
@@ -445,6 +509,8 @@ impl Session {
                             message: None,
                             error: Some(format!("PodGroup {} not found", m.1)),
                             pipelined: Vec::new(),
+                            schedule_timeout: None,
+                            reason: None,
                         });
                         ji
                     }
@@ -477,6 +543,8 @@ impl Session {
                         message: None,
                         error,
                         pipelined: Vec::new(),
+                        schedule_timeout: None,
+                        reason: None,
                     });
                     jobs.len() - 1
                 }
@@ -531,6 +599,12 @@ impl Session {
             conflicts: 0,
             evaluate_ms: 0.0,
             commit_ms: 0.0,
+            equivalence: HashMap::new(),
+            nominated_nodes: carry.nominated.clone(),
+            nominated: Vec::new(),
+            first_attempt: carry.first_attempt.clone(),
+            backoff_until: carry.backoff_until.clone(),
+            pod_group_backoff: None,
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -663,6 +737,61 @@ impl Session {
         }
     }
 
+    /// Whether job `j` is backing off after its scheduleTimeoutSeconds expired.
+    pub fn backing_off(&self, j: usize) -> Option<i64> {
+        self.backoff_until
+            .get(&self.jobs[j].key)
+            .copied()
+            .filter(|&u| u > self.now)
+    }
+
+    /// A gang attempt of job `j` failed: starts or checks its
+    /// scheduleTimeoutSeconds window; on expiry the group is marked `Timeout`, its
+    /// waiting pods are rejected for this round and it backs off.
+    pub fn gang_attempt_failed(&mut self, j: usize) {
+        let Some(timeout) = self.jobs[j].schedule_timeout else {
+            return;
+        };
+        let key = self.jobs[j].key.clone();
+        let first = *self.first_attempt.entry(key.clone()).or_insert(self.now);
+        if self.now - first < timeout {
+            return;
+        }
+        let backoff = self.pod_group_backoff.unwrap_or(timeout).max(1);
+        self.first_attempt.remove(&key);
+        self.backoff_until.insert(key, self.now + backoff);
+        let job = &mut self.jobs[j];
+        let why = job.message.take().unwrap_or_default();
+        job.reason = Some("Timeout".into());
+        job.message = Some(format!(
+            "pod group timed out: minMember {} not reached within scheduleTimeoutSeconds {timeout} (first attempt at {first}, now {}); waiting pods rejected, retry after backoff of {backoff}s{}",
+            job.min_member,
+            self.now,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" (last attempt: {why})")
+            }
+        ));
+    }
+
+    /// Job `j` reached minMember: its timeout window ends.
+    pub fn gang_attempt_succeeded(&mut self, j: usize) {
+        let key = &self.jobs[j].key;
+        self.first_attempt.remove(key);
+        self.backoff_until.remove(key);
+    }
+
+    /// The pod as handed to the core: a copy whose equivalence class ignores the
+    /// session-only annotations (computed once per class).
+    pub fn placement_pod(&mut self, p: &PodInfo) -> PodInfo {
+        let mut out = p.clone();
+        out.equivalence = *self.equivalence.entry(p.equivalence).or_insert_with(|| {
+            crate::snapshot::equivalence_hash_ignoring(&p.pod, SESSION_ONLY_ANNOTATIONS)
+        });
+        out
+    }
+
     /// Places pods with the core's batched scheduler (parallel evaluation, ordered
     /// commit). Returns the core report.
     pub fn place(&mut self, pods: Vec<PodInfo>) -> Report {
@@ -678,7 +807,11 @@ impl Session {
     /// in a later session, after their victims terminated).
     pub fn close(mut self) -> Closed {
         let pipelined: Vec<String> = self.jobs.iter().flat_map(|j| j.pipelined.clone()).collect();
+        let mut nominated = HashMap::new();
         for k in &pipelined {
+            if let Some(n) = self.sched.snapshot.pod_node(k) {
+                nominated.insert(k.clone(), n.to_string());
+            }
             self.sched.snapshot.remove_pod(k);
         }
         let mut podgroups = Vec::new();
@@ -714,6 +847,7 @@ impl Session {
                     name: j.key.clone(),
                     phase: phase.into(),
                     message,
+                    reason: j.reason.clone(),
                 });
             }
             for t in &j.pending {
@@ -761,7 +895,13 @@ impl Session {
             unschedulable,
             podgroups,
             queues,
-            carry: Carry { admitted },
+            carry: Carry {
+                admitted,
+                nominated,
+                first_attempt: self.first_attempt,
+                backoff_until: self.backoff_until,
+            },
+            nominated: self.nominated,
             batches: self.batches,
             conflicts: self.conflicts,
             evaluate_ms: self.evaluate_ms,
@@ -788,6 +928,8 @@ pub struct Closed {
     pub pending: Vec<Arc<PodInfo>>,
     pub placements: Vec<Placement>,
     pub evictions: Vec<Eviction>,
+    /// Preemptors nominated in this session.
+    pub nominated: Vec<Placement>,
     pub unschedulable: Vec<Unschedulable>,
     pub podgroups: Vec<PodGroupStatus>,
     pub queues: Vec<QueueStatus>,

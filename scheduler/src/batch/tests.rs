@@ -705,3 +705,250 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn small_gangs_share_core_calls_and_a_failed_gang_in_the_middle_leaves_nothing() {
+    // 6 nodes x 4 CPU. Gangs g0..g4 of 4 x 1 CPU fit (20 CPU); "wide" (3 x 5 CPU)
+    // fits no node and sits between them in job order.
+    let mut c = Case::new(6, "4");
+    for g in ["g0", "g1", "wide", "g2", "g3", "g4"] {
+        c = c.objects(&pg(
+            g,
+            if g == "wide" {
+                "{minMember: 3}"
+            } else {
+                "{minMember: 4}"
+            },
+        ));
+    }
+    for g in ["g0", "g1", "wide", "g2", "g3", "g4"] {
+        let (n, cpu) = if g == "wide" { (3, "5") } else { (4, "1") };
+        for i in 0..n {
+            c.pend(member(&format!("{g}-{i}"), g, cpu));
+        }
+    }
+    let (r, s) = c.run(1);
+    assert_eq!(placed(&r, "wide"), 0);
+    for g in ["g0", "g1", "g2", "g3", "g4"] {
+        assert_eq!(placed(&r, g), 4, "{g}: {:?}", r.unschedulable);
+        assert_eq!(group(&r, g).phase, "Running");
+    }
+    assert_eq!(
+        s.snapshot.num_pods(),
+        20,
+        "nothing of the failed gang stays"
+    );
+    assert_eq!(
+        group(&r, "wide").message,
+        "3/3 tasks in gang unschedulable: 0/6 nodes are available: 6 Insufficient cpu."
+    );
+    assert_eq!(queue_alloc(&r, "default", "cpu"), 20_000);
+
+    // 40 independent 2-pod gangs are settled in a handful of core calls, not 40.
+    let mut c = Case::new(20, "16");
+    for g in 0..40 {
+        c = c.objects(&pg(&format!("s{g}"), "{minMember: 2}"));
+    }
+    for g in 0..40 {
+        for i in 0..2 {
+            c.pend(member(&format!("s{g}-{i}"), &format!("s{g}"), "1"));
+        }
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(r.placements.len(), 80);
+    assert!(r.stats.batches <= 4, "core batches {}", r.stats.batches);
+}
+
+#[test]
+fn gang_pods_share_one_equivalence_class_across_groups() {
+    let mut c = Case::new(1, "4");
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("b-0", "b", "1"));
+    c.pend(ann(member("c-0", "c", "1"), "other", "x"));
+    let ssn_pods = c.pending.clone();
+    assert_ne!(ssn_pods[0].equivalence, ssn_pods[1].equivalence);
+    let sched = Scheduler::new(default_frameworks(), Snapshot::new(), Options::default());
+    let mut ssn = super::session::Session::open(
+        sched,
+        Vec::new(),
+        &BatchObjects::default(),
+        Vec::new(),
+        Vec::new(),
+        NOW,
+        &Default::default(),
+    );
+    let a = ssn.placement_pod(&ssn_pods[0]);
+    let b = ssn.placement_pod(&ssn_pods[1]);
+    let other = ssn.placement_pod(&ssn_pods[2]);
+    assert_eq!(a.equivalence, b.equivalence);
+    assert_ne!(a.equivalence, other.equivalence);
+    assert_eq!(a.key, "default/a-0");
+}
+
+#[test]
+fn real_capability_leaves_other_queues_guarantees_free() {
+    // 16 CPU; queue "a" guarantees 10 and asks for nothing now. Queue "b" (no
+    // capability) may use at most 16 - 10 = 6 (Volcano capacity realCapability),
+    // for allocation and for enqueue.
+    let mut c = Case::new(4, "4")
+        .objects(&queue(
+            "a",
+            "{weight: 1, guarantee: {resource: {cpu: \"10\"}}}",
+        ))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg(
+            "big",
+            "{minMember: 1, queue: b, minResources: {cpu: \"7\"}}",
+        ));
+    for i in 0..10 {
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    c.pend(member("big-0", "big", "7"));
+    let (r, _) = c.run(1);
+    assert_eq!(placed(&r, "b-"), 6, "{:?}", r.unschedulable);
+    assert_eq!(queue_alloc(&r, "b", "cpu"), 6_000);
+    let g = group(&r, "big");
+    assert_eq!(g.phase, "Pending");
+    assert!(
+        g.message
+            .contains("queue b resources are not enough for minResources (cpu)"),
+        "{}",
+        g.message
+    );
+
+    // An explicit capability below that still wins.
+    let mut c = Case::new(4, "4")
+        .objects(&queue(
+            "a",
+            "{weight: 1, guarantee: {resource: {cpu: \"10\"}}}",
+        ))
+        .objects(&queue("b", "{weight: 1, capability: {cpu: \"4\"}}"));
+    for i in 0..10 {
+        c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+    }
+    let (r, _) = c.run(1);
+    assert_eq!(placed(&r, "b-"), 4);
+}
+
+#[test]
+fn preemptor_is_nominated_and_binds_first_in_the_next_cycle() {
+    // Queue "z" holds a running low-priority pod filling the only node and a
+    // high-priority pending pod; queue "b" (sorted first on equal shares) has
+    // lower-priority work waiting. The preemptor evicts "v", is nominated to n0 and
+    // must bind there in cycle 2 before b's pods can take the freed room.
+    let mut c = Case::new(1, "4")
+        .objects(&queue("z", "{weight: 1, reclaimable: false}"))
+        .objects(&queue("b", "{weight: 1}"));
+    c.run_on(in_queue("v", "z", "4").priority(1), "n0");
+    c.pend(in_queue("hi", "z", "4").priority(1000));
+    for i in 0..4 {
+        c.pend(in_queue(&format!("lo-{i}"), "b", "1"));
+    }
+    let (r1, _) = c.run(1);
+    assert_eq!(r1.evictions.len(), 1, "{:?}", r1.evictions);
+    assert_eq!(r1.evictions[0].pod, "default/v");
+    assert_eq!(
+        r1.nominated,
+        vec![crate::scheduler::Placement {
+            pod: "default/hi".into(),
+            node: "n0".into()
+        }]
+    );
+    assert_eq!(placed(&r1, "hi"), 0, "not bound before its victim is gone");
+    let (r2, s) = c.run(2);
+    assert_eq!(placed(&r2, "hi"), 1, "{:?}", r2.unschedulable);
+    assert_eq!(placed(&r2, "lo-"), 0, "{:?}", r2.placements);
+    assert_eq!(s.snapshot.pod_node("default/hi").map(|n| &**n), Some("n0"));
+    assert_eq!(r2.evictions.len(), 1, "{:?}", r2.evictions);
+}
+
+#[test]
+fn coscheduling_schedule_timeout_marks_the_group_and_backs_off() {
+    // Never fits (3 x 2 CPU on one 4-CPU node). Sessions are 1 s apart: attempts at
+    // t=0,1 are within the 2 s timeout; at t=2 it times out and backs off 2 s
+    // (t=3 skipped), and is retried at t=4 with a fresh window.
+    let mut c = Case::new(1, "4").objects(
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {name: cg, namespace: default}\nspec: {minMember: 3, scheduleTimeoutSeconds: 2}\n",
+    );
+    for i in 0..3 {
+        c.pend(
+            pod(&format!("cg-{i}"))
+                .cpu("2")
+                .label("scheduling.x-k8s.io/pod-group", "cg"),
+        );
+    }
+    let (r, _) = c.run(2);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason, None, "t=1 is within the timeout: {}", g.message);
+    assert!(g.message.starts_with("1/3 tasks in gang unschedulable"));
+
+    let (r, _) = c.run(3);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason.as_deref(), Some("Timeout"));
+    assert!(
+        g.message.starts_with(
+            "pod group timed out: minMember 3 not reached within scheduleTimeoutSeconds 2"
+        ) && g.message.contains("retry after backoff of 2s"),
+        "{}",
+        g.message
+    );
+    assert!(r.placements.is_empty());
+
+    let (r, _) = c.run(4);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason.as_deref(), Some("Timeout"));
+    assert!(
+        g.message.contains("backing off for 1s more"),
+        "{}",
+        g.message
+    );
+    let cg0 = r.unschedulable.iter().find(|u| u.pod == "default/cg-0");
+    assert!(
+        cg0.is_some_and(|u| u.message.contains("timed out")),
+        "{:?}",
+        r.unschedulable
+    );
+
+    let (r, _) = c.run(5);
+    let g = group(&r, "cg");
+    assert_eq!(g.reason, None, "retried after the backoff: {}", g.message);
+    assert!(g.message.starts_with("1/3 tasks in gang unschedulable"));
+
+    // A group that fits is not affected, and a Volcano PodGroup has no timeout.
+    let mut c = Case::new(2, "4").objects(
+        "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {name: ok, namespace: default}\nspec: {minMember: 2, scheduleTimeoutSeconds: 1}\n",
+    );
+    for i in 0..2 {
+        c.pend(
+            pod(&format!("ok-{i}"))
+                .cpu("2")
+                .label("scheduling.x-k8s.io/pod-group", "ok"),
+        );
+    }
+    let (r, _) = c.run(3);
+    assert_eq!(placed(&r, "ok"), 2);
+    assert_eq!(group(&r, "ok").reason, None);
+}
+
+#[test]
+fn negative_session_periods_are_rejected_by_name() {
+    for (cfg, field) in [
+        (
+            SessionConfig {
+                period_seconds: Some(-1),
+                ..SessionConfig::default()
+            },
+            "corral.session.periodSeconds",
+        ),
+        (
+            SessionConfig {
+                pod_group_backoff_seconds: Some(-5),
+                ..SessionConfig::default()
+            },
+            "corral.session.podGroupBackoffSeconds",
+        ),
+    ] {
+        let e = cfg.plugins().err().expect("rejected");
+        assert!(e.starts_with(field), "{e}");
+    }
+}
