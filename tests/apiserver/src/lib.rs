@@ -156,6 +156,9 @@ struct Store {
     bindings: HashMap<String, u32>,
     /// Binding attempts answered with 409.
     binding_conflicts: u64,
+    /// `PATCH .../status` per object (`plural/ns/name`): (patches, patches that
+    /// changed nothing).
+    status_patches: HashMap<String, (u64, u64)>,
 }
 
 struct Shared {
@@ -167,6 +170,9 @@ struct Shared {
     requests: AtomicU64,
     history_limit: usize,
     bookmark_every: Duration,
+    /// Resource indices answered with `404` (a CRD that is not installed).
+    unserved: Mutex<std::collections::HashSet<usize>>,
+    unserved_requests: AtomicU64,
 }
 
 /// A running test API server. Dropping it stops the server.
@@ -219,6 +225,8 @@ impl TestApiServer {
             requests: AtomicU64::new(0),
             history_limit: opts.history_limit.max(1),
             bookmark_every: opts.bookmark_every,
+            unserved: Mutex::new(std::collections::HashSet::new()),
+            unserved_requests: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -227,6 +235,59 @@ impl TestApiServer {
             let _ = axum::serve(listener, app).await;
         });
         Ok(TestApiServer { addr, shared, task })
+    }
+
+    /// Serves (`true`) or stops serving (`false`: every request answers `404`, as for
+    /// a CRD that is not installed) the resource `group`/`plural`.
+    pub fn set_served(&self, group: &str, plural: &str, served: bool) {
+        let mut u = self.shared.unserved.lock().expect("unserved lock");
+        for (i, r) in RESOURCES.iter().enumerate() {
+            if r.group == group && r.plural == plural {
+                if served {
+                    u.remove(&i);
+                } else {
+                    u.insert(i);
+                }
+            }
+        }
+        if !served {
+            // Open watches of the resource end (a deleted CRD ends its watches).
+            self.shared.drop_epoch.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// `PATCH .../status` requests per object key `plural/namespace/name` (or
+    /// `plural/name`): (patches, patches that changed nothing).
+    pub fn status_patches(&self) -> HashMap<String, (u64, u64)> {
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .status_patches
+            .clone()
+    }
+
+    /// Deletes an object (a `DELETED` watch event), as `DELETE` does.
+    pub fn delete(&self, group: &str, plural: &str, ns: Option<&str>, name: &str) -> bool {
+        let Some(res) = RESOURCES
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+        else {
+            return false;
+        };
+        let mut st = self.shared.store.lock().expect("store lock");
+        let Some(mut obj) = st.objects[res].remove(&key(ns, name)) else {
+            return false;
+        };
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        emit(&self.shared, &mut st, res, ns, "DELETED", &obj);
+        true
+    }
+
+    /// Requests answered `404` because their resource was not served.
+    pub fn unserved_requests(&self) -> u64 {
+        self.shared.unserved_requests.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -713,6 +774,18 @@ async fn handle(
             format!("the server could not find the requested resource ({path})"),
         );
     };
+    if shared
+        .unserved
+        .lock()
+        .expect("unserved lock")
+        .contains(&r.res)
+    {
+        shared.unserved_requests.fetch_add(1, Ordering::Relaxed);
+        return error(
+            404,
+            format!("the server could not find the requested resource ({path})"),
+        );
+    }
     let rt = RESOURCES[r.res];
     let ns = r.ns.as_deref();
     let body_json = || -> Result<Value, Box<Response>> {
@@ -860,6 +933,13 @@ async fn handle(
             let Some(old) = st.objects[r.res].get(&k).cloned() else {
                 return error(404, format!("{} \"{name}\" not found", rt.plural));
             };
+            if sub.is_some() {
+                let e = st
+                    .status_patches
+                    .entry(format!("{}/{k}", rt.plural))
+                    .or_insert((0, 0));
+                e.0 += 1;
+            }
             let mut obj = old.clone();
             let patch = if sub.is_some() {
                 json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)})
@@ -873,6 +953,12 @@ async fn handle(
             }
             obj["metadata"]["name"] = old["metadata"]["name"].clone();
             obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            if sub.is_some()
+                && obj == old
+                && let Some(e) = st.status_patches.get_mut(&format!("{}/{k}", rt.plural))
+            {
+                e.1 += 1;
+            }
             match store_update(&shared, &mut st, r.res, ns, k, obj) {
                 Ok(o) => json_response(StatusCode::OK, &o),
                 Err((c, m)) => error(c, m),
