@@ -2,12 +2,15 @@
 //!
 //! Data flow:
 //! - watch tasks (kube-runtime `watcher`, resuming on errors and relisting on
-//!   `410 Gone`) send [`Msg`]s for Pods, Nodes and Namespaces to one channel;
+//!   `410 Gone`) send [`Msg`]s for Pods, Nodes, Namespaces, PriorityClasses,
+//!   ResourceQuotas and the CRDs (PodGroups, Queues, NodeResourceTopology; watched
+//!   once served) to one channel;
 //! - the scheduling loop (a dedicated OS thread owning the [`Scheduler`] and its
 //!   snapshot) applies them incrementally, pops batches from the [`queue::Queue`],
-//!   runs `Scheduler::schedule_all` on each batch (batched parallel evaluation,
-//!   committed in queue order — the commit *assumes* the pod in the snapshot) and
-//!   hands placements to the binder;
+//!   sends gang/queue pods (with all their gang-mates) through a batch session
+//!   ([`gang`]) and runs `Scheduler::schedule_all` on the other pods of each batch
+//!   (batched parallel evaluation, committed in queue order — the commit *assumes*
+//!   the pod in the snapshot) and hands placements to the binder;
 //! - the binder POSTs `pods/{name}/binding` with bounded concurrency and a shared
 //!   QPS/burst token bucket; its results come back to the loop, which *forgets* the
 //!   assumption on failure;
