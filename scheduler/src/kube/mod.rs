@@ -34,6 +34,7 @@ pub mod gang;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
+pub mod reflector;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -95,7 +96,7 @@ impl Default for RunOptions {
 
 /// Messages to the scheduling loop.
 pub enum Msg {
-    Pod(Box<Event<Pod>>),
+    Pods(reflector::PodEvent),
     Node(Box<Event<Node>>),
     Namespace(Box<Event<Namespace>>),
     PriorityClass(Box<Event<PriorityClass>>),
@@ -211,13 +212,7 @@ pub fn start(
     let ready = Arc::new(AtomicBool::new(false));
     let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));
     let mut tasks = vec![
-        forward(
-            Api::<Pod>::all(client.clone()),
-            tx.clone(),
-            Msg::Pod,
-            metrics.clone(),
-            "pods",
-        ),
+        reflector::spawn(client.clone(), tx.clone(), metrics.clone(), 5000),
         forward(
             Api::<Node>::all(client.clone()),
             tx.clone(),
@@ -368,14 +363,6 @@ struct Loop {
     node_buf: Vec<Node>,
 }
 
-fn pod_key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
-}
-
 fn is_done(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_some()
         || matches!(
@@ -456,7 +443,7 @@ impl Loop {
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Pod(ev) => self.on_pod_event(*ev),
+            Msg::Pods(ev) => self.on_pod_event(ev),
             Msg::Node(ev) => self.on_node_event(*ev),
             Msg::Namespace(ev) => self.on_ns_event(*ev),
             Msg::Bound(o) => self.on_bound(o),
@@ -486,16 +473,19 @@ impl Loop {
         }
     }
 
-    fn on_pod_event(&mut self, ev: Event<Pod>) {
+    fn on_pod_event(&mut self, ev: reflector::PodEvent) {
+        use reflector::PodEvent;
         match ev {
-            Event::Init => self.relist[0] = Some(HashSet::new()),
-            Event::InitApply(p) => {
-                if let Some(s) = self.relist[0].as_mut() {
-                    s.insert(pod_key(&p));
+            PodEvent::Init => self.relist[0] = Some(HashSet::new()),
+            PodEvent::Apply { init, pods } => {
+                for p in pods {
+                    if init && let Some(s) = self.relist[0].as_mut() {
+                        s.insert(p.key.clone());
+                    }
+                    self.apply_pod(p);
                 }
-                self.apply_pod(p);
             }
-            Event::InitDone => {
+            PodEvent::InitDone => {
                 if let Some(seen) = self.relist[0].take() {
                     let gone: Vec<String> = self
                         .pods
@@ -509,8 +499,7 @@ impl Loop {
                 }
                 self.synced[0] = true;
             }
-            Event::Apply(p) => self.apply_pod(p),
-            Event::Delete(p) => self.delete_pod(&pod_key(&p)),
+            PodEvent::Delete(key) => self.delete_pod(&key),
         }
     }
 
@@ -531,8 +520,17 @@ impl Loop {
         }
     }
 
-    fn apply_pod(&mut self, p: Pod) {
-        let key = pod_key(&p);
+    fn apply_pod(&mut self, parsed: reflector::ParsedPod) {
+        let key = parsed.key;
+        let mut info = match parsed.info {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("pod {key}: {e}");
+                self.metrics.invalid_objects.inc();
+                return;
+            }
+        };
+        let p = info.pod.clone();
         if is_done(&p) {
             self.delete_pod(&key);
             // Succeeded/Failed gang members still count in their group's status.
@@ -546,32 +544,16 @@ impl Loop {
         {
             return; // Relist duplicate.
         }
-        let node = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty());
-        let sched_name = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or("default-scheduler")
-            .to_string();
-        if node.is_none() && !self.names.contains(&sched_name) {
+        let node = info.node_name.clone();
+        if node.is_none() && !self.names.contains(&info.scheduler_name) {
             // Someone else's pending pod.
             self.pods.remove(&key);
             return;
         }
         self.gangs.on_pod(&key, &p);
         self.seq += 1;
-        let info = match PodInfo::new(p, self.seq) {
-            Ok(i) => Arc::new(i),
-            Err(e) => {
-                tracing::warn!("pod {key}: {e}");
-                self.metrics.invalid_objects.inc();
-                return;
-            }
-        };
+        info.seq = self.seq;
+        let info = Arc::new(info);
         self.pods.insert(
             key.clone(),
             Tracked {

@@ -140,6 +140,18 @@ struct WatchEvent {
     rv: u64,
     kind: &'static str,
     object: Arc<Value>,
+    /// The serialized watch line, computed by the first watcher that sends it and
+    /// shared by the others (the real API server's watch cache also serializes an
+    /// event once per encoding, not once per watcher).
+    line: Arc<std::sync::OnceLock<Bytes>>,
+}
+
+impl WatchEvent {
+    fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| line(self.kind, &self.object))
+            .clone()
+    }
 }
 
 #[derive(Default)]
@@ -163,7 +175,8 @@ struct Store {
 
 struct Shared {
     store: Mutex<Store>,
-    tx: broadcast::Sender<WatchEvent>,
+    /// One broadcast channel per resource: a watcher only wakes for its resource.
+    tx: Vec<broadcast::Sender<WatchEvent>>,
     /// Bumped to end every open watch stream.
     drop_epoch: tokio::sync::watch::Sender<u64>,
     uid: AtomicU64,
@@ -212,7 +225,10 @@ impl TestApiServer {
     }
 
     pub async fn start_with(opts: Options) -> anyhow::Result<TestApiServer> {
-        let (tx, _) = broadcast::channel(1 << 16);
+        let tx = RESOURCES
+            .iter()
+            .map(|_| broadcast::channel(1 << 16).0)
+            .collect();
         let store = Store {
             objects: vec![BTreeMap::new(); RESOURCES.len()],
             ..Default::default()
@@ -509,6 +525,7 @@ fn emit(
         rv: st.rv,
         kind,
         object: Arc::new(obj.clone()),
+        line: Arc::new(std::sync::OnceLock::new()),
     };
     st.history.push_back(ev.clone());
     while st.history.len() > shared.history_limit {
@@ -516,7 +533,7 @@ fn emit(
             st.compacted = e.rv;
         }
     }
-    let _ = shared.tx.send(ev);
+    let _ = shared.tx[res].send(ev);
 }
 
 fn create(
@@ -841,14 +858,24 @@ async fn handle(
             if more && let Some(k) = last_key {
                 meta["continue"] = json!(format!("{list_rv}/{k}"));
             }
-            let list = json!({
-                "apiVersion": rt.api_version(),
-                "kind": format!("{}List", rt.kind),
-                "metadata": meta,
-                "items": items,
-            });
+            // Serialized straight from the store (no copy of the objects).
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct List<'a> {
+                api_version: String,
+                kind: String,
+                metadata: Value,
+                items: Vec<&'a Value>,
+            }
+            let body = serde_json::to_vec(&List {
+                api_version: rt.api_version(),
+                kind: format!("{}List", rt.kind),
+                metadata: meta,
+                items,
+            })
+            .unwrap_or_default();
             drop(st);
-            json_response(StatusCode::OK, &list)
+            (StatusCode::OK, [("content-type", "application/json")], body).into_response()
         }
         (&Method::GET, Some(name), None) => {
             let st = shared.store.lock().expect("store lock");
@@ -980,8 +1007,15 @@ async fn handle(
 }
 
 fn line(ty: &str, obj: &Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
-    v.push(b'\n');
+    // `{"type":TY,"object":OBJ}\n`, serialized without copying the object.
+    let mut v = Vec::with_capacity(4096);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(ty.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    if serde_json::to_writer(&mut v, obj).is_err() {
+        return Bytes::new();
+    }
+    v.extend_from_slice(b"}\n");
     Bytes::from(v)
 }
 
@@ -1010,7 +1044,7 @@ async fn watch_stream(
     };
     let (replay, mut rx, gone, start_rv) = {
         let st = shared.store.lock().expect("store lock");
-        let rx = shared.tx.subscribe();
+        let rx = shared.tx[res].subscribe();
         if from == 0 {
             // "Any": start with synthetic ADDED events for the current state.
             let items: Vec<Bytes> = st.objects[res]
@@ -1026,7 +1060,7 @@ async fn watch_stream(
                 .history
                 .iter()
                 .filter(|e| e.rv > from && matches(e))
-                .map(|e| line(e.kind, &e.object))
+                .map(|e| e.line())
                 .collect();
             (items, rx, false, st.rv)
         }
@@ -1069,7 +1103,7 @@ async fn watch_stream(
                     Ok(e) => {
                         if e.rv <= start_rv { continue; }
                         last_rv = e.rv;
-                        if matches(&e) && out_tx.send(Ok(line(e.kind, &e.object))).await.is_err() {
+                        if matches(&e) && out_tx.send(Ok(e.line())).await.is_err() {
                             return;
                         }
                     }
