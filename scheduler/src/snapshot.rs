@@ -144,28 +144,45 @@ pub struct PodInfo {
 
 /// Hash of everything scheduling-relevant about a pod except its identity.
 fn equivalence_hash(pod: &Pod) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let md = &pod.metadata;
-    let mut spec = pod.spec.clone();
-    if let Some(s) = spec.as_mut() {
-        s.node_name = None;
+    use std::hash::Hasher;
+    // Serialized straight into the hasher (no copy of the spec, no JSON tree): this
+    // runs for every pod of a list, 150,000 at a restart. `nodeName` is part of the
+    // key; classes are only used for pending pods, which have none.
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.write(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    let owners: Vec<(&str, &str)> = md
-        .owner_references
-        .iter()
-        .flatten()
-        .map(|o| (o.kind.as_str(), o.name.as_str()))
-        .collect();
-    let key = serde_json::json!({
-        "ns": md.namespace,
-        "labels": md.labels,
-        "annotations": md.annotations,
-        "owners": owners,
-        "spec": spec,
-    });
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.to_string().hash(&mut h);
-    h.finish()
+    #[derive(serde::Serialize)]
+    struct Key<'a> {
+        ns: &'a Option<String>,
+        labels: &'a Option<std::collections::BTreeMap<String, String>>,
+        annotations: &'a Option<std::collections::BTreeMap<String, String>>,
+        owners: Vec<(&'a str, &'a str)>,
+        spec: &'a Option<k8s_openapi::api::core::v1::PodSpec>,
+    }
+    let md = &pod.metadata;
+    let key = Key {
+        ns: &md.namespace,
+        labels: &md.labels,
+        annotations: &md.annotations,
+        owners: md
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+            .collect(),
+        spec: &pod.spec,
+    };
+    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    // Serializing these types into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut w, &key);
+    w.0.finish()
 }
 
 /// `normalizedImageName`: appends `:latest` when the name has neither tag nor digest.
