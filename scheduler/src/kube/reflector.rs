@@ -289,7 +289,9 @@ mod tests {
             1000
         );
         assert_eq!(pods[1].key, "default/b");
-        let e = pods[1].info.as_ref().err().expect("invalid quantity");
+        let Err(e) = &pods[1].info else {
+            panic!("an invalid quantity must make the pod invalid")
+        };
         assert!(e.contains("cpu"), "{e}");
         assert!(parse_page("{\"items\": 3}".into()).is_err());
     }
