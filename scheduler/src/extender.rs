@@ -451,6 +451,7 @@ impl Extender {
             uid: args.poduid,
             node: args.node,
             enqueued: std::time::Instant::now(),
+            attempt: 0,
         };
         match crate::kube::binder::bind(client, &req).await {
             Ok(()) => ExtenderBindingResult::default(),

@@ -152,40 +152,59 @@ fn equivalence_hash(pod: &Pod) -> u64 {
 /// layer's PodGroup membership), so pods that differ only there share one
 /// equivalence class. With `ignore` empty this is exactly `PodInfo::equivalence`.
 pub fn equivalence_hash_ignoring(pod: &Pod, ignore: &[&str]) -> u64 {
-    use std::hash::{Hash, Hasher};
+    use std::collections::BTreeMap;
+    use std::hash::Hasher;
+    // Serialized straight into the hasher (no copy of the spec, no JSON tree): this
+    // runs for every pod of a list, 150,000 at a restart. `nodeName` is part of the
+    // key; classes are only used for pending pods, which have none.
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.write(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    #[derive(serde::Serialize)]
+    struct Key<'a> {
+        ns: &'a Option<String>,
+        labels: &'a Option<BTreeMap<String, String>>,
+        annotations: &'a Option<BTreeMap<String, String>>,
+        owners: Vec<(&'a str, &'a str)>,
+        spec: &'a Option<k8s_openapi::api::core::v1::PodSpec>,
+    }
     let md = &pod.metadata;
-    let filtered;
+    let filtered: Option<BTreeMap<String, String>>;
     let annotations = match &md.annotations {
         Some(a) if !ignore.is_empty() && ignore.iter().any(|k| a.contains_key(*k)) => {
-            filtered = a
-                .iter()
-                .filter(|(k, _)| !ignore.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<std::collections::BTreeMap<String, String>>();
-            Some(&filtered)
+            filtered = Some(
+                a.iter()
+                    .filter(|(k, _)| !ignore.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            );
+            &filtered
         }
-        other => other.as_ref(),
+        other => other,
     };
-    let mut spec = pod.spec.clone();
-    if let Some(s) = spec.as_mut() {
-        s.node_name = None;
-    }
-    let owners: Vec<(&str, &str)> = md
-        .owner_references
-        .iter()
-        .flatten()
-        .map(|o| (o.kind.as_str(), o.name.as_str()))
-        .collect();
-    let key = serde_json::json!({
-        "ns": md.namespace,
-        "labels": md.labels,
-        "annotations": annotations,
-        "owners": owners,
-        "spec": spec,
-    });
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.to_string().hash(&mut h);
-    h.finish()
+    let key = Key {
+        ns: &md.namespace,
+        labels: &md.labels,
+        annotations,
+        owners: md
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+            .collect(),
+        spec: &pod.spec,
+    };
+    let mut w = HashWriter(std::collections::hash_map::DefaultHasher::new());
+    // Serializing these types into a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut w, &key);
+    w.0.finish()
 }
 
 /// `normalizedImageName`: appends `:latest` when the name has neither tag nor digest.

@@ -62,6 +62,9 @@ pub struct BindRequest {
     pub uid: String,
     pub node: String,
     pub enqueued: Instant,
+    /// Retries of this binding so far (a gang member's failed bind is retried to the
+    /// same node after `100 ms × 2^(attempt-1)`).
+    pub attempt: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +125,10 @@ impl Binder {
                 let out = out.clone();
                 let metrics = metrics.clone();
                 tokio::spawn(async move {
+                    if req.attempt > 0 {
+                        let d = Duration::from_millis(100) * (1u32 << req.attempt.min(6));
+                        tokio::time::sleep(d / 2).await;
+                    }
                     limiter.acquire().await;
                     let result = if leader.load(Ordering::Relaxed) {
                         let t0 = Instant::now();

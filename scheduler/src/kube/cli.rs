@@ -48,6 +48,10 @@ pub struct RunCli {
     pub leader_elect_renew_deadline_seconds: u64,
     #[arg(long, default_value_t = 2)]
     pub leader_elect_retry_period_seconds: u64,
+    /// How often a CRD that is not installed (PodGroup, Queue,
+    /// NodeResourceTopology) is looked for again.
+    #[arg(long, default_value_t = 60)]
+    pub crd_discovery_interval_seconds: u64,
     /// NodeHealth: Prometheus text endpoint per node, `{node}` = node name (e.g.
     /// `http://{node}:9100/metrics`), scraped every --health-interval.
     #[arg(long)]
@@ -97,6 +101,7 @@ impl RunCli {
                 burst: self.kube_api_burst,
                 leader,
                 seed: 0,
+                crd_retry: Duration::from_secs(self.crd_discovery_interval_seconds.max(1)),
                 health: None,
             },
             health: crate::health::live::HealthFlags {

@@ -57,6 +57,10 @@ pub struct Metrics {
     pub watch_errors: Family<ResourceLabel, Counter>,
     pub invalid_objects: Counter,
     pub leader: Gauge,
+    /// PodGroup/Queue status patches sent.
+    pub status_patches: Counter,
+    /// Objects known per watched batch/topology resource.
+    pub objects: Family<ResourceLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -84,7 +88,19 @@ impl Metrics {
             watch_errors: Family::default(),
             invalid_objects: Counter::default(),
             leader: Gauge::default(),
+            status_patches: Counter::default(),
+            objects: Family::default(),
         };
+        registry.register(
+            "status_patches",
+            "PodGroup/Queue status patches sent (one per changed object per session)",
+            m.status_patches.clone(),
+        );
+        registry.register(
+            "watched_objects",
+            "Objects known per watched batch/topology resource",
+            m.objects.clone(),
+        );
         registry.register(
             "schedule_attempts",
             "Scheduling attempts by result",

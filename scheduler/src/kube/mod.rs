@@ -2,12 +2,15 @@
 //!
 //! Data flow:
 //! - watch tasks (kube-runtime `watcher`, resuming on errors and relisting on
-//!   `410 Gone`) send [`Msg`]s for Pods, Nodes and Namespaces to one channel;
+//!   `410 Gone`) send [`Msg`]s for Pods, Nodes, Namespaces, PriorityClasses,
+//!   ResourceQuotas and the CRDs (PodGroups, Queues, NodeResourceTopology; watched
+//!   once served) to one channel;
 //! - the scheduling loop (a dedicated OS thread owning the [`Scheduler`] and its
 //!   snapshot) applies them incrementally, pops batches from the [`queue::Queue`],
-//!   runs `Scheduler::schedule_all` on each batch (batched parallel evaluation,
-//!   committed in queue order — the commit *assumes* the pod in the snapshot) and
-//!   hands placements to the binder;
+//!   sends gang/queue pods (with all their gang-mates) through a batch session
+//!   ([`gang`]) and runs `Scheduler::schedule_all` on the other pods of each batch
+//!   (batched parallel evaluation, committed in queue order — the commit *assumes*
+//!   the pod in the snapshot) and hands placements to the binder;
 //! - the binder POSTs `pods/{name}/binding` with bounded concurrency and a shared
 //!   QPS/burst token bucket; its results come back to the loop, which *forgets* the
 //!   assumption on failure;
@@ -27,9 +30,11 @@ pub mod binder;
 pub mod cache;
 pub mod cli;
 pub mod crds;
+pub mod gang;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
+pub mod reflector;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -40,11 +45,13 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 
+use crate::batch;
 use crate::framework::Framework;
 use crate::labels::Labels;
 use crate::scheduler::{Options as SchedOptions, Scheduler};
@@ -68,6 +75,9 @@ pub struct RunOptions {
     /// Leader election; `None` = always leader.
     pub leader: Option<leader::LeaderOptions>,
     pub seed: u64,
+    /// How often a CRD that is not served (PodGroup, Queue, NodeResourceTopology)
+    /// is looked for again.
+    pub crd_retry: Duration,
     /// Continuous node health (NodeHealth enabled): see `health::live`.
     pub health: Option<crate::health::live::LiveOptions>,
 }
@@ -81,6 +91,7 @@ impl Default for RunOptions {
             burst: 10000,
             leader: None,
             seed: 0,
+            crd_retry: Duration::from_secs(60),
             health: None,
         }
     }
@@ -88,9 +99,11 @@ impl Default for RunOptions {
 
 /// Messages to the scheduling loop.
 pub enum Msg {
-    Pod(Box<Event<Pod>>),
+    Pods(reflector::PodEvent),
     Node(Box<Event<Node>>),
     Namespace(Box<Event<Namespace>>),
+    PriorityClass(Box<Event<PriorityClass>>),
+    Quota(Box<Event<ResourceQuota>>),
     Bound(BindOutcome),
     /// A batch CRD watch event.
     Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
@@ -193,16 +206,6 @@ pub fn start(
     frameworks: Vec<Framework>,
     opts: RunOptions,
 ) -> anyhow::Result<Handle> {
-    start_with_hooks(client, frameworks, opts, Box::new(crds::NoBatch))
-}
-
-/// [`start`] with batch (PodGroup/Queue) hooks.
-pub fn start_with_hooks(
-    client: Client,
-    frameworks: Vec<Framework>,
-    opts: RunOptions,
-    hooks: Box<dyn crds::BatchHooks>,
-) -> anyhow::Result<Handle> {
     if frameworks.is_empty() {
         anyhow::bail!("no scheduler profiles configured");
     }
@@ -211,38 +214,57 @@ pub fn start_with_hooks(
     let leader = Arc::new(AtomicBool::new(opts.leader.is_none()));
     let ready = Arc::new(AtomicBool::new(false));
     let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));
-    let mut tasks = Vec::new();
-    tasks.push(forward(
-        Api::<Pod>::all(client.clone()),
-        tx.clone(),
-        Msg::Pod,
-        metrics.clone(),
-        "pods",
-    ));
-    tasks.push(forward(
-        Api::<Node>::all(client.clone()),
-        tx.clone(),
-        Msg::Node,
-        metrics.clone(),
-        "nodes",
-    ));
-    tasks.push(forward(
-        Api::<Namespace>::all(client.clone()),
-        tx.clone(),
-        Msg::Namespace,
-        metrics.clone(),
-        "namespaces",
-    ));
+    let mut tasks = vec![
+        reflector::spawn(client.clone(), tx.clone(), metrics.clone(), 5000),
+        forward(
+            Api::<Node>::all(client.clone()),
+            tx.clone(),
+            Msg::Node,
+            metrics.clone(),
+            "nodes",
+        ),
+        forward(
+            Api::<Namespace>::all(client.clone()),
+            tx.clone(),
+            Msg::Namespace,
+            metrics.clone(),
+            "namespaces",
+        ),
+        forward(
+            Api::<PriorityClass>::all(client.clone()),
+            tx.clone(),
+            Msg::PriorityClass,
+            metrics.clone(),
+            "priorityclasses",
+        ),
+        forward(
+            Api::<ResourceQuota>::all(client.clone()),
+            tx.clone(),
+            Msg::Quota,
+            metrics.clone(),
+            "resourcequotas",
+        ),
+    ];
     for crd in crds::Crd::ALL {
-        tasks.push(crds::watch(client.clone(), crd, tx.clone(), Msg::Crd));
+        tasks.push(crds::watch(
+            client.clone(),
+            crd,
+            tx.clone(),
+            Msg::Crd,
+            opts.crd_retry,
+        ));
     }
-    let batch = crds::Batch {
-        hooks,
-        patcher: crds::StatusPatcher::new(),
-        client: client.clone(),
-        limiter: limiter.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    // One writer task: PodGroup/Queue status patches in session order.
+    let (status_tx, mut status_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Vec<crds::StatusPatch>>();
+    {
+        let (client, limiter, metrics) = (client.clone(), limiter.clone(), metrics.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(p) = status_rx.recv().await {
+                crds::StatusPatcher::write(&client, &limiter, p, &metrics).await;
+            }
+        }));
+    }
     if let Some(lo) = opts.leader.clone() {
         tasks.push(leader::spawn(
             client.clone(),
@@ -292,6 +314,9 @@ pub fn start_with_hooks(
         leader: leader.clone(),
         ready: ready.clone(),
         synced: [false; 3],
+        gangs: gang::BatchState::new(metrics.clone()),
+        status_tx,
+        bind_retries: HashMap::new(),
         relist: [None, None, None],
         binder,
         writer,
@@ -300,7 +325,6 @@ pub fn start_with_hooks(
         max_in_flight: opts.bind_concurrency.max(1) * 8,
         in_flight: 0,
         last_report: HashMap::new(),
-        crd_batch: batch,
         node_buf: Vec::new(),
         health,
     };
@@ -344,19 +368,15 @@ struct Loop {
     in_flight: usize,
     /// Last failure report per pod (event aggregation window).
     last_report: HashMap<String, (Instant, Duration, u32)>,
-    crd_batch: crds::Batch,
+    /// PodGroups, Queues, quotas, priority classes, topology; the gang path.
+    gangs: gang::BatchState,
+    status_tx: tokio::sync::mpsc::UnboundedSender<Vec<crds::StatusPatch>>,
+    /// Retries of a gang member's failed binding.
+    bind_retries: HashMap<String, u32>,
     /// Nodes of a list in progress.
     node_buf: Vec<Node>,
     /// Live node health feed (ticks between batches).
     health: Option<crate::health::live::LiveHealth>,
-}
-
-fn pod_key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
 }
 
 fn is_done(p: &Pod) -> bool {
@@ -367,12 +387,20 @@ fn is_done(p: &Pod) -> bool {
         )
 }
 
+/// Retries of a gang member's failed binding (to the same node) before its
+/// assumption is forgotten.
+const GANG_BIND_RETRIES: u32 = 3;
+
 impl Loop {
+    fn all_synced(&self) -> bool {
+        self.synced.iter().all(|s| *s) && self.gangs.synced.iter().all(|s| *s)
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             // Block when there is nothing to schedule, else drain without waiting.
             let can_schedule = self.leader.load(Ordering::Relaxed)
-                && self.synced.iter().all(|s| *s)
+                && self.all_synced()
                 && self.queue.has_active()
                 && self.in_flight < self.max_in_flight;
             let first = if can_schedule {
@@ -414,43 +442,71 @@ impl Loop {
                 h.maybe_tick(&mut self.sched.snapshot, now);
             }
             if self.leader.load(Ordering::Relaxed)
-                && self.synced.iter().all(|s| *s)
+                && self.all_synced()
                 && self.in_flight < self.max_in_flight
                 && self.queue.has_active()
             {
                 self.schedule_batch();
             }
+            if self.gangs.has_dirty() && self.leader.load(Ordering::Relaxed) && self.all_synced() {
+                self.flush_statuses(false);
+            }
+        }
+    }
+
+    /// Sends the changed PodGroup (and, after a session, Queue) statuses.
+    fn flush_statuses(&mut self, queues_too: bool) {
+        let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
+        if !patches.is_empty() {
+            let _ = self.status_tx.send(patches);
         }
     }
 
     fn handle(&mut self, m: Msg) {
         match m {
-            Msg::Pod(ev) => self.on_pod_event(*ev),
+            Msg::Pods(ev) => self.on_pod_event(ev),
             Msg::Node(ev) => self.on_node_event(*ev),
             Msg::Namespace(ev) => self.on_ns_event(*ev),
             Msg::Bound(o) => self.on_bound(o),
-            Msg::Crd(crd, ev) => self.crd_batch.on_event(crd, *ev),
+            Msg::Crd(crd, ev) => {
+                if self.gangs.on_crd_event(crd, *ev) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Msg::PriorityClass(ev) => {
+                if self.gangs.on_priority_class_event(*ev) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Msg::Quota(ev) => {
+                if self.gangs.on_quota_event(*ev) {
+                    self.queue.on_cluster_event();
+                }
+            }
             Msg::Leader(l) => {
                 tracing::info!(leader = l, "leadership changed");
                 self.metrics.leader.set(i64::from(l));
             }
             Msg::Stop => {}
         }
-        if !self.ready.load(Ordering::Relaxed) && self.synced.iter().all(|s| *s) {
+        if !self.ready.load(Ordering::Relaxed) && self.all_synced() {
             self.ready.store(true, Ordering::Relaxed);
         }
     }
 
-    fn on_pod_event(&mut self, ev: Event<Pod>) {
+    fn on_pod_event(&mut self, ev: reflector::PodEvent) {
+        use reflector::PodEvent;
         match ev {
-            Event::Init => self.relist[0] = Some(HashSet::new()),
-            Event::InitApply(p) => {
-                if let Some(s) = self.relist[0].as_mut() {
-                    s.insert(pod_key(&p));
+            PodEvent::Init => self.relist[0] = Some(HashSet::new()),
+            PodEvent::Apply { init, pods } => {
+                for p in pods {
+                    if init && let Some(s) = self.relist[0].as_mut() {
+                        s.insert(p.key.clone());
+                    }
+                    self.apply_pod(p);
                 }
-                self.apply_pod(p);
             }
-            Event::InitDone => {
+            PodEvent::InitDone => {
                 if let Some(seen) = self.relist[0].take() {
                     let gone: Vec<String> = self
                         .pods
@@ -464,8 +520,7 @@ impl Loop {
                 }
                 self.synced[0] = true;
             }
-            Event::Apply(p) => self.apply_pod(p),
-            Event::Delete(p) => self.delete_pod(&pod_key(&p)),
+            PodEvent::Delete(key) => self.delete_pod(&key),
         }
     }
 
@@ -478,16 +533,29 @@ impl Loop {
             // The bind result will find no entry and do nothing.
         }
         self.last_report.remove(key);
+        self.bind_retries.remove(key);
+        self.gangs.forget_pod(key);
         if had && placed {
             // Freed capacity: unschedulable pods may fit now.
             self.queue.on_cluster_event();
         }
     }
 
-    fn apply_pod(&mut self, p: Pod) {
-        let key = pod_key(&p);
+    fn apply_pod(&mut self, parsed: reflector::ParsedPod) {
+        let key = parsed.key;
+        let mut info = match parsed.info {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!("pod {key}: {e}");
+                self.metrics.invalid_objects.inc();
+                return;
+            }
+        };
+        let p = info.pod.clone();
         if is_done(&p) {
             self.delete_pod(&key);
+            // Succeeded/Failed gang members still count in their group's status.
+            self.gangs.on_pod(&key, &p);
             return;
         }
         let rv = p.metadata.resource_version.clone().unwrap_or_default();
@@ -497,31 +565,16 @@ impl Loop {
         {
             return; // Relist duplicate.
         }
-        let node = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty());
-        let sched_name = p
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduler_name.as_deref())
-            .unwrap_or("default-scheduler")
-            .to_string();
-        if node.is_none() && !self.names.contains(&sched_name) {
+        let node = info.node_name.clone();
+        if node.is_none() && !self.names.contains(&info.scheduler_name) {
             // Someone else's pending pod.
             self.pods.remove(&key);
             return;
         }
+        self.gangs.on_pod(&key, &p);
         self.seq += 1;
-        let info = match PodInfo::new(p, self.seq) {
-            Ok(i) => Arc::new(i),
-            Err(e) => {
-                tracing::warn!("pod {key}: {e}");
-                self.metrics.invalid_objects.inc();
-                return;
-            }
-        };
+        info.seq = self.seq;
+        let info = Arc::new(info);
         self.pods.insert(
             key.clone(),
             Tracked {
@@ -677,6 +730,30 @@ impl Loop {
         if pods.is_empty() {
             return;
         }
+        let (gang_pods, plain): (Vec<_>, Vec<_>) =
+            pods.into_iter().partition(|p| gang::is_batch_pod(p));
+        if !plain.is_empty() {
+            self.schedule_plain(plain);
+        }
+        if !gang_pods.is_empty() {
+            self.schedule_gangs(gang_pods);
+        }
+    }
+
+    fn bind_request(&self, key: String, node: String, attempt: u32) -> Option<BindRequest> {
+        let e = self.queue.get(&key)?;
+        Some(BindRequest {
+            namespace: e.info.namespace.clone(),
+            name: e.info.name.clone(),
+            uid: e.info.uid.clone(),
+            enqueued: e.enqueued,
+            key,
+            node,
+            attempt,
+        })
+    }
+
+    fn schedule_plain(&mut self, pods: Vec<Arc<PodInfo>>) {
         let t0 = Instant::now();
         let batch: Vec<PodInfo> = pods.iter().map(|p| (**p).clone()).collect();
         let report = self.sched.schedule_all(batch);
@@ -688,27 +765,87 @@ impl Loop {
         let now = Instant::now();
         for pl in report.placements {
             self.metrics.attempt("scheduled");
-            let Some(e) = self.queue.get(&pl.pod) else {
+            let Some(req) = self.bind_request(pl.pod, pl.node, 0) else {
                 continue;
             };
-            let info = e.info.clone();
             self.in_flight += 1;
-            self.binder.bind(BindRequest {
-                key: pl.pod,
-                namespace: info.namespace.clone(),
-                name: info.name.clone(),
-                uid: info.uid.clone(),
-                node: pl.node,
-                enqueued: e.enqueued,
-            });
+            self.binder.bind(req);
         }
         for u in report.unschedulable {
             self.metrics.attempt("unschedulable");
             let attempts = self.queue.failed(&u.pod, now, true);
             self.report_failure(&u.pod, u.message, attempts, now);
         }
+    }
+
+    /// A batch session over the popped gang/queue pods plus every other pending
+    /// member of their gangs (whatever their queue state), so a gang is always
+    /// decided as a whole: the gang plugin commits it only when minMember (and
+    /// minTaskMember/minResources) is placeable, otherwise nothing of it stays in the
+    /// snapshot. The placed members' bindings are then issued together.
+    fn schedule_gangs(&mut self, pods: Vec<Arc<PodInfo>>) {
+        let mut keys: HashSet<String> = pods.iter().map(|p| p.key.clone()).collect();
+        let touched: HashSet<gang::GroupKey> = pods
+            .iter()
+            .filter_map(|p| self.gangs.group_of(&p.key).cloned())
+            .collect();
+        let mut pending = pods;
+        for g in &touched {
+            for m in self.gangs.members(g) {
+                if keys.contains(&m) {
+                    continue;
+                }
+                if let Some(info) = self.queue.take(&m) {
+                    keys.insert(m);
+                    pending.push(info);
+                }
+            }
+        }
+        let n = pending.len();
+        let t0 = Instant::now();
+        let sched = std::mem::replace(&mut self.sched, gang::placeholder());
+        let closed = self.gangs.run_session(sched, pending);
+        self.gangs.after_session(&closed, &touched);
+        let batch::session::Closed {
+            sched,
+            placements,
+            unschedulable,
+            ..
+        } = closed;
+        self.sched = sched;
+        let secs = t0.elapsed().as_secs_f64();
+        self.metrics.algorithm_seconds.inc_by(secs);
+        self.metrics.algorithm_latency.observe(secs / n as f64);
+        let now = Instant::now();
+        for pl in placements {
+            if !keys.remove(&pl.pod) {
+                continue;
+            }
+            self.metrics.attempt("scheduled");
+            match self.bind_request(pl.pod.clone(), pl.node, 0) {
+                Some(req) => {
+                    self.in_flight += 1;
+                    self.binder.bind(req);
+                }
+                None => {
+                    self.sched.snapshot.remove_pod(&pl.pod);
+                }
+            }
+        }
+        for u in unschedulable {
+            if !keys.remove(&u.pod) {
+                continue;
+            }
+            self.metrics.attempt("unschedulable");
+            let attempts = self.queue.failed(&u.pod, now, true);
+            self.report_failure(&u.pod, u.message, attempts, now);
+        }
+        // Anything the session neither placed nor reported: retry after a backoff.
+        for k in keys {
+            self.queue.failed(&k, now, false);
+        }
         if self.leader.load(Ordering::Relaxed) {
-            self.crd_batch.end_session();
+            self.flush_statuses(true);
         }
     }
 
@@ -743,6 +880,7 @@ impl Loop {
         let now = Instant::now();
         match o.result {
             Ok(()) => {
+                self.bind_retries.remove(&o.key);
                 self.metrics.binds.inc();
                 if let Some(e) = self.queue.remove(&o.key) {
                     self.metrics
@@ -756,6 +894,30 @@ impl Loop {
                 self.metrics.bind_error(err.label());
                 // Forget the assumption unless the API already showed the pod bound.
                 let api_bound = self.pods.get(&o.key).is_some_and(|t| t.node.is_some());
+                // A gang member whose gang-mates are being bound: retry the same node
+                // (keeping the assumption) a few times before giving up, so that a
+                // transient error does not leave the gang partial.
+                if !api_bound
+                    && matches!(
+                        err,
+                        binder::BindError::Throttled | binder::BindError::Other(_)
+                    )
+                    && self.gangs.group_of(&o.key).is_some()
+                    && self.sched.snapshot.pod_node(&o.key).map(|n| &**n) == Some(&*o.node)
+                {
+                    let n = self.bind_retries.entry(o.key.clone()).or_insert(0);
+                    *n += 1;
+                    let attempt = *n;
+                    if attempt <= GANG_BIND_RETRIES
+                        && let Some(req) = self.bind_request(o.key.clone(), o.node.clone(), attempt)
+                    {
+                        tracing::info!(pod = %o.key, attempt, "retrying gang member binding");
+                        self.in_flight += 1;
+                        self.binder.bind(req);
+                        return;
+                    }
+                }
+                self.bind_retries.remove(&o.key);
                 if !api_bound
                     && self.sched.snapshot.pod_node(&o.key).map(|n| &**n) == Some(&*o.node)
                 {

@@ -141,6 +141,20 @@ impl Queue {
         out
     }
 
+    /// Takes one tracked pod that is not in flight (any other state) and marks it in
+    /// flight: the other members of a gang join the session of the first one popped.
+    pub fn take(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        let e = self.entries.get_mut(key)?;
+        if e.state == State::InFlight {
+            return None;
+        }
+        if e.state == State::Active {
+            self.active.remove(&akey(&e.info));
+        }
+        e.state = State::InFlight;
+        Some(e.info.clone())
+    }
+
     /// An in-flight pod failed: park it as unschedulable until a cluster event (or
     /// `requeue_now`); returns its attempts.
     pub fn failed(&mut self, key: &str, now: Instant, unschedulable: bool) -> u32 {

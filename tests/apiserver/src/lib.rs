@@ -147,6 +147,18 @@ struct WatchEvent {
     rv: u64,
     kind: &'static str,
     object: Arc<Value>,
+    /// The serialized watch line, computed by the first watcher that sends it and
+    /// shared by the others (the real API server's watch cache also serializes an
+    /// event once per encoding, not once per watcher).
+    line: Arc<std::sync::OnceLock<Bytes>>,
+}
+
+impl WatchEvent {
+    fn line(&self) -> Bytes {
+        self.line
+            .get_or_init(|| line(self.kind, &self.object))
+            .clone()
+    }
 }
 
 #[derive(Default)]
@@ -163,17 +175,24 @@ struct Store {
     bindings: HashMap<String, u32>,
     /// Binding attempts answered with 409.
     binding_conflicts: u64,
+    /// `PATCH .../status` per object (`plural/ns/name`): (patches, patches that
+    /// changed nothing).
+    status_patches: HashMap<String, (u64, u64)>,
 }
 
 struct Shared {
     store: Mutex<Store>,
-    tx: broadcast::Sender<WatchEvent>,
+    /// One broadcast channel per resource: a watcher only wakes for its resource.
+    tx: Vec<broadcast::Sender<WatchEvent>>,
     /// Bumped to end every open watch stream.
     drop_epoch: tokio::sync::watch::Sender<u64>,
     uid: AtomicU64,
     requests: AtomicU64,
     history_limit: usize,
     bookmark_every: Duration,
+    /// Resource indices answered with `404` (a CRD that is not installed).
+    unserved: Mutex<std::collections::HashSet<usize>>,
+    unserved_requests: AtomicU64,
 }
 
 /// A running test API server. Dropping it stops the server.
@@ -228,7 +247,10 @@ impl TestApiServer {
     }
 
     fn start_on(listener: tokio::net::TcpListener, opts: Options) -> anyhow::Result<TestApiServer> {
-        let (tx, _) = broadcast::channel(1 << 16);
+        let tx = RESOURCES
+            .iter()
+            .map(|_| broadcast::channel(1 << 16).0)
+            .collect();
         let store = Store {
             objects: vec![BTreeMap::new(); RESOURCES.len()],
             ..Default::default()
@@ -241,6 +263,8 @@ impl TestApiServer {
             requests: AtomicU64::new(0),
             history_limit: opts.history_limit.max(1),
             bookmark_every: opts.bookmark_every,
+            unserved: Mutex::new(std::collections::HashSet::new()),
+            unserved_requests: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let addr = listener.local_addr()?;
@@ -248,6 +272,59 @@ impl TestApiServer {
             let _ = axum::serve(listener, app).await;
         });
         Ok(TestApiServer { addr, shared, task })
+    }
+
+    /// Serves (`true`) or stops serving (`false`: every request answers `404`, as for
+    /// a CRD that is not installed) the resource `group`/`plural`.
+    pub fn set_served(&self, group: &str, plural: &str, served: bool) {
+        let mut u = self.shared.unserved.lock().expect("unserved lock");
+        for (i, r) in RESOURCES.iter().enumerate() {
+            if r.group == group && r.plural == plural {
+                if served {
+                    u.remove(&i);
+                } else {
+                    u.insert(i);
+                }
+            }
+        }
+        if !served {
+            // Open watches of the resource end (a deleted CRD ends its watches).
+            self.shared.drop_epoch.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// `PATCH .../status` requests per object key `plural/namespace/name` (or
+    /// `plural/name`): (patches, patches that changed nothing).
+    pub fn status_patches(&self) -> HashMap<String, (u64, u64)> {
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .status_patches
+            .clone()
+    }
+
+    /// Deletes an object (a `DELETED` watch event), as `DELETE` does.
+    pub fn delete(&self, group: &str, plural: &str, ns: Option<&str>, name: &str) -> bool {
+        let Some(res) = RESOURCES
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+        else {
+            return false;
+        };
+        let mut st = self.shared.store.lock().expect("store lock");
+        let Some(mut obj) = st.objects[res].remove(&key(ns, name)) else {
+            return false;
+        };
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        emit(&self.shared, &mut st, res, ns, "DELETED", &obj);
+        true
+    }
+
+    /// Requests answered `404` because their resource was not served.
+    pub fn unserved_requests(&self) -> u64 {
+        self.shared.unserved_requests.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -469,6 +546,7 @@ fn emit(
         rv: st.rv,
         kind,
         object: Arc::new(obj.clone()),
+        line: Arc::new(std::sync::OnceLock::new()),
     };
     st.history.push_back(ev.clone());
     while st.history.len() > shared.history_limit {
@@ -476,7 +554,7 @@ fn emit(
             st.compacted = e.rv;
         }
     }
-    let _ = shared.tx.send(ev);
+    let _ = shared.tx[res].send(ev);
 }
 
 fn create(
@@ -734,6 +812,18 @@ async fn handle(
             format!("the server could not find the requested resource ({path})"),
         );
     };
+    if shared
+        .unserved
+        .lock()
+        .expect("unserved lock")
+        .contains(&r.res)
+    {
+        shared.unserved_requests.fetch_add(1, Ordering::Relaxed);
+        return error(
+            404,
+            format!("the server could not find the requested resource ({path})"),
+        );
+    }
     let rt = RESOURCES[r.res];
     let ns = r.ns.as_deref();
     let body_json = || -> Result<Value, Box<Response>> {
@@ -789,14 +879,24 @@ async fn handle(
             if more && let Some(k) = last_key {
                 meta["continue"] = json!(format!("{list_rv}/{k}"));
             }
-            let list = json!({
-                "apiVersion": rt.api_version(),
-                "kind": format!("{}List", rt.kind),
-                "metadata": meta,
-                "items": items,
-            });
+            // Serialized straight from the store (no copy of the objects).
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "camelCase")]
+            struct List<'a> {
+                api_version: String,
+                kind: String,
+                metadata: Value,
+                items: Vec<&'a Value>,
+            }
+            let body = serde_json::to_vec(&List {
+                api_version: rt.api_version(),
+                kind: format!("{}List", rt.kind),
+                metadata: meta,
+                items,
+            })
+            .unwrap_or_default();
             drop(st);
-            json_response(StatusCode::OK, &list)
+            (StatusCode::OK, [("content-type", "application/json")], body).into_response()
         }
         (&Method::GET, Some(name), None) => {
             let st = shared.store.lock().expect("store lock");
@@ -881,6 +981,13 @@ async fn handle(
             let Some(old) = st.objects[r.res].get(&k).cloned() else {
                 return error(404, format!("{} \"{name}\" not found", rt.plural));
             };
+            if sub.is_some() {
+                let e = st
+                    .status_patches
+                    .entry(format!("{}/{k}", rt.plural))
+                    .or_insert((0, 0));
+                e.0 += 1;
+            }
             let mut obj = old.clone();
             let patch = if sub.is_some() {
                 json!({"status": patch.get("status").cloned().unwrap_or(Value::Null)})
@@ -894,6 +1001,12 @@ async fn handle(
             }
             obj["metadata"]["name"] = old["metadata"]["name"].clone();
             obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            if sub.is_some()
+                && obj == old
+                && let Some(e) = st.status_patches.get_mut(&format!("{}/{k}", rt.plural))
+            {
+                e.1 += 1;
+            }
             match store_update(&shared, &mut st, r.res, ns, k, obj) {
                 Ok(o) => json_response(StatusCode::OK, &o),
                 Err((c, m)) => error(c, m),
@@ -915,8 +1028,15 @@ async fn handle(
 }
 
 fn line(ty: &str, obj: &Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": ty, "object": obj})).unwrap_or_default();
-    v.push(b'\n');
+    // `{"type":TY,"object":OBJ}\n`, serialized without copying the object.
+    let mut v = Vec::with_capacity(4096);
+    v.extend_from_slice(b"{\"type\":\"");
+    v.extend_from_slice(ty.as_bytes());
+    v.extend_from_slice(b"\",\"object\":");
+    if serde_json::to_writer(&mut v, obj).is_err() {
+        return Bytes::new();
+    }
+    v.extend_from_slice(b"}\n");
     Bytes::from(v)
 }
 
@@ -945,7 +1065,7 @@ async fn watch_stream(
     };
     let (replay, mut rx, gone, start_rv) = {
         let st = shared.store.lock().expect("store lock");
-        let rx = shared.tx.subscribe();
+        let rx = shared.tx[res].subscribe();
         if from == 0 {
             // "Any": start with synthetic ADDED events for the current state.
             let items: Vec<Bytes> = st.objects[res]
@@ -961,7 +1081,7 @@ async fn watch_stream(
                 .history
                 .iter()
                 .filter(|e| e.rv > from && matches(e))
-                .map(|e| line(e.kind, &e.object))
+                .map(|e| e.line())
                 .collect();
             (items, rx, false, st.rv)
         }
@@ -1004,7 +1124,7 @@ async fn watch_stream(
                     Ok(e) => {
                         if e.rv <= start_rv { continue; }
                         last_rv = e.rv;
-                        if matches(&e) && out_tx.send(Ok(line(e.kind, &e.object))).await.is_err() {
+                        if matches(&e) && out_tx.send(Ok(e.line())).await.is_err() {
                             return;
                         }
                     }

@@ -485,3 +485,277 @@ async fn lists_paginate_with_continue_tokens() {
     assert_eq!(pages, 3);
     assert_eq!(names, ["n0", "n1", "n2", "n3", "n4", "n9"]);
 }
+
+// ---- Gangs, queues, quotas, priority classes, topology through the API ----
+
+fn gang_pod(name: &str, group: &str, cpu: &str) -> Value {
+    let mut p = pod(name, cpu, None);
+    p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": group});
+    p
+}
+
+fn volcano_group(name: &str, min: u32, extra: Value) -> Value {
+    let mut spec = json!({"minMember": min, "queue": "default"});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            spec[k] = v;
+        }
+    }
+    json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+        "metadata": {"name": name, "namespace": "default"}, "spec": spec})
+}
+
+fn pods_bound(server: &TestApiServer, prefix: &str) -> usize {
+    server
+        .list("", "pods")
+        .iter()
+        .filter(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(prefix))
+                && p["spec"]["nodeName"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty())
+        })
+        .count()
+}
+
+fn group_status(server: &TestApiServer, name: &str) -> Value {
+    server
+        .get("scheduling.volcano.sh", "podgroups", Some("default"), name)
+        .map(|g| g["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn assert_no_noop_status_patches(server: &TestApiServer) {
+    for (k, (n, noop)) in server.status_patches() {
+        assert_eq!(noop, 0, "{k}: {noop} of {n} status patches changed nothing");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_binds_fully_or_not_at_all_and_status_is_patched_once_per_change() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+            "metadata": {"name": "default"}, "spec": {"weight": 1}}),
+        )
+        .expect("queue");
+    server
+        .insert(volcano_group("pg", 3, json!({})))
+        .expect("pg");
+    // Two nodes with 8 cpu: only two 5-cpu members fit, the gang needs three.
+    for i in 0..3 {
+        server
+            .insert(gang_pod(&format!("g{i}"), "pg", "5"))
+            .expect("pod");
+    }
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("Unschedulable condition", Duration::from_secs(20), || {
+        group_status(&server, "pg")["conditions"][0]["type"] == "Unschedulable"
+    })
+    .await;
+    let st = group_status(&server, "pg");
+    assert_eq!(st["phase"], "Inqueue", "{st}");
+    let msg = st["conditions"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("1/3 tasks in gang unschedulable:") && msg.contains("Insufficient cpu"),
+        "{msg}"
+    );
+    // Re-tries on cluster events give the same verdict: no member bound, no patch.
+    for i in 0..3 {
+        let mut n = node("n0", "8");
+        n["metadata"]["labels"]["round"] = json!(i.to_string());
+        server.insert(n).expect("node update");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    assert_eq!(pods_bound(&server, "g"), 0, "partial gang bound");
+    assert!(server.bindings().is_empty());
+    // A third node: the whole gang binds, each member once.
+    server.insert(node("n2", "8")).expect("node");
+    wait_for("gang bound", Duration::from_secs(20), || {
+        pods_bound(&server, "g") == 3
+    })
+    .await;
+    assert_bound_at_most_once(&server);
+    wait_for("Running status", Duration::from_secs(10), || {
+        let st = group_status(&server, "pg");
+        st["phase"] == "Running" && st["running"] == 3
+    })
+    .await;
+    let st = group_status(&server, "pg");
+    assert_eq!(st["conditions"][0]["type"], "Scheduled", "{st}");
+    // The Queue status counts the group and the allocation.
+    wait_for("queue status", Duration::from_secs(10), || {
+        server
+            .get("scheduling.volcano.sh", "queues", None, "default")
+            .is_some_and(|q| q["status"]["running"] == 1 && q["status"]["allocated"]["cpu"] == "15")
+    })
+    .await;
+    // Member completion updates the counts (one more patch), nothing else.
+    let patches = server.status_patches();
+    let (n_before, _) = patches["podgroups/default/pg"];
+    assert!(n_before <= 4, "{n_before} PodGroup patches for 3 changes");
+    let mut done = server.get("", "pods", Some("default"), "g0").expect("pod");
+    done["status"]["phase"] = json!("Succeeded");
+    server.insert(done).expect("pod update");
+    wait_for("succeeded count", Duration::from_secs(10), || {
+        group_status(&server, "pg")["succeeded"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (n_after, _) = server.status_patches()["podgroups/default/pg"];
+    assert_eq!(n_after, n_before + 1);
+    assert_no_noop_status_patches(&server);
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_member_bind_failure_is_retried_so_the_gang_is_not_left_partial() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 3, 0);
+    server
+        .insert(volcano_group("pg", 3, json!({})))
+        .expect("pg");
+    // The first two binding attempts of g1 fail with 500.
+    server.inject(Fault {
+        method: None,
+        path_contains: "/pods/g1/binding".into(),
+        kind: FaultKind::InternalError,
+        count: 2,
+    });
+    for i in 0..3 {
+        server
+            .insert(gang_pod(&format!("g{i}"), "pg", "5"))
+            .expect("pod");
+    }
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("gang bound", Duration::from_secs(20), || {
+        pods_bound(&server, "g") == 3
+    })
+    .await;
+    assert_bound_at_most_once(&server);
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("corral_scheduler_bind_errors_total{result=\"error\"} 2"),
+        "{text}"
+    );
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_and_priority_class_watches_gate_gang_admission() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 4, 0);
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "rq", "namespace": "default"},
+            "spec": {"hard": {"requests.cpu": "4"}}}))
+        .expect("quota");
+    // The group names a PriorityClass that does not exist yet.
+    server
+        .insert(volcano_group(
+            "pg",
+            2,
+            json!({"priorityClassName": "high", "minResources": {"cpu": "6"}}),
+        ))
+        .expect("pg");
+    for i in 0..2 {
+        server
+            .insert(gang_pod(&format!("g{i}"), "pg", "3"))
+            .expect("pod");
+    }
+    let h = start_sched(&server, RunOptions::default()).await;
+    // Unknown PriorityClass: the object is rejected by name, its pods stay pending.
+    wait_for("invalid object counted", Duration::from_secs(10), || {
+        h.metrics
+            .encode()
+            .contains("corral_scheduler_invalid_objects_total 1")
+    })
+    .await;
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "high"}, "value": 1000}),
+        )
+        .expect("pc");
+    // Now the quota (4 cpu < minResources 6) keeps the group from being enqueued.
+    wait_for("quota verdict", Duration::from_secs(20), || {
+        group_status(&server, "pg")["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeded quota: rq"))
+    })
+    .await;
+    assert_eq!(group_status(&server, "pg")["phase"], "Pending");
+    assert_eq!(pods_bound(&server, "g"), 0);
+    // Raising the hard limit admits and binds the whole gang.
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "rq", "namespace": "default"},
+            "spec": {"hard": {"requests.cpu": "8"}}}))
+        .expect("quota");
+    wait_for("gang bound", Duration::from_secs(20), || {
+        pods_bound(&server, "g") == 2
+    })
+    .await;
+    assert_bound_at_most_once(&server);
+    assert_no_noop_status_patches(&server);
+    h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absent_topology_crd_is_discovered_later_without_error_spam() {
+    let server = TestApiServer::start().await.expect("server");
+    server.set_served("topology.node.k8s.io", "noderesourcetopologies", false);
+    seed(&server, 1, 1);
+    let h = start_sched(
+        &server,
+        RunOptions {
+            crd_retry: Duration::from_millis(300),
+            ..RunOptions::default()
+        },
+    )
+    .await;
+    wait_for("plain pod bound", Duration::from_secs(10), || {
+        bound(&server) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // One discovery list per retry interval, no watch retries.
+    let misses = server.unserved_requests();
+    assert!(
+        (2..=8).contains(&misses),
+        "{misses} requests to the absent CRD"
+    );
+    assert!(!h.metrics.encode().contains("noderesourcetopologies"));
+    server.set_served("topology.node.k8s.io", "noderesourcetopologies", true);
+    server
+        .insert(json!({"apiVersion": "topology.node.k8s.io/v1alpha2",
+            "kind": "NodeResourceTopology", "metadata": {"name": "n0"},
+            "topologyPolicies": ["SingleNUMANodeContainerLevel"],
+            "zones": [{"name": "node-0", "type": "Node",
+                "resources": [{"name": "cpu", "capacity": "8", "allocatable": "8", "available": "8"}]}]}))
+        .expect("nrt");
+    wait_for("topology watched", Duration::from_secs(10), || {
+        h.metrics
+            .encode()
+            .contains("corral_scheduler_watched_objects{resource=\"noderesourcetopologies\"} 1")
+    })
+    .await;
+    // The CRD going away again empties the cache quietly.
+    server.set_served("topology.node.k8s.io", "noderesourcetopologies", false);
+    wait_for("topology forgotten", Duration::from_secs(10), || {
+        h.metrics
+            .encode()
+            .contains("corral_scheduler_watched_objects{resource=\"noderesourcetopologies\"} 0")
+    })
+    .await;
+    assert!(
+        !h.metrics
+            .encode()
+            .contains("watch_errors_total{resource=\"noderesourcetopologies\"}")
+    );
+    h.stop();
+}

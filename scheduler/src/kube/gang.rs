@@ -1,0 +1,818 @@
+//! Gangs and queues through the API: the watched PodGroups, Queues, ResourceQuotas,
+//! PriorityClasses and NodeResourceTopologies, the batch-session path of the run loop
+//! and the PodGroup/Queue status it writes.
+//!
+//! - Objects are kept as raw JSON per watch key and decoded by the batch layer's
+//!   strict schemas ([`BatchObjects::parse`], the code `simulate` uses) whenever one
+//!   of them changed; malformed objects are logged once by name and left out.
+//! - Pods that belong to a PodGroup (`scheduling.k8s.io/group-name` annotation or
+//!   `scheduling.x-k8s.io/pod-group` label) or name a queue
+//!   (`scheduling.volcano.sh/queue-name`) are scheduled by a batch session
+//!   ([`crate::batch::session::Session`]: enqueue → allocate → backfill; the gang
+//!   plugin makes a gang all-or-nothing, the resourcequota plugin applies namespace
+//!   hard limits at enqueue). Every other pod keeps the plain `schedule_all` path.
+//! - PodGroup and Queue status is produced for the objects a session touched (and
+//!   for groups whose member pods changed), passed through [`StatusPatcher`] (one
+//!   merge patch per changed object, skipped when unchanged).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::api::DynamicObject;
+use kube::runtime::watcher::Event;
+use serde_json::{Value, json};
+
+use super::crds::{Crd, StatusPatch, StatusPatcher, dynamic_to_raw, object_key, to_raw};
+use super::metrics::{Metrics, ResourceLabel, What};
+use crate::batch::objects::{
+    ANN_GROUP_NAME, ANN_QUEUE_NAME, BatchObjects, GroupApi, LABEL_POD_GROUP,
+};
+use crate::batch::plugins::SessionPlugin;
+use crate::batch::res::ResMap;
+use crate::batch::session::{Action, Carry, Closed, SESSION_FIT, Session, SessionConfig};
+use crate::scheduler::{Options as SchedOptions, Scheduler};
+use crate::snapshot::{PodInfo, Snapshot};
+
+/// A PodGroup's identity: API and `namespace/name`.
+pub type GroupKey = (GroupApi, String);
+
+/// The PodGroup a pod belongs to, from its annotation (Volcano) or label
+/// (scheduler-plugins).
+pub fn pod_group(p: &Pod) -> Option<GroupKey> {
+    let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+    if let Some(g) = p
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANN_GROUP_NAME))
+        .filter(|g| !g.is_empty())
+    {
+        return Some((GroupApi::Volcano, format!("{ns}/{g}")));
+    }
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_POD_GROUP))
+        .filter(|g| !g.is_empty())
+        .map(|g| (GroupApi::Coscheduling, format!("{ns}/{g}")))
+}
+
+/// Whether a pod goes through the batch session (gang member or queue-annotated).
+pub fn is_batch_pod(p: &PodInfo) -> bool {
+    pod_group(&p.pod).is_some()
+        || p.pod
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.get(ANN_QUEUE_NAME).is_some_and(|q| !q.is_empty()))
+}
+
+fn crd_of(api: GroupApi) -> Crd {
+    match api {
+        GroupApi::Volcano => Crd::VolcanoPodGroup,
+        GroupApi::Coscheduling => Crd::CoschedulingPodGroup,
+    }
+}
+
+fn split_key(key: &str) -> (Option<String>, String) {
+    match key.split_once('/') {
+        Some((ns, n)) => (Some(ns.to_string()), n.to_string()),
+        None => (None, key.to_string()),
+    }
+}
+
+/// What the API shows of a gang member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Member {
+    Pending,
+    Bound,
+    Succeeded,
+    Failed,
+}
+
+/// One NUMA zone of a NodeResourceTopology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumaZone {
+    pub name: String,
+    /// `resources[].available` per resource name.
+    pub available: ResMap,
+}
+
+/// The last status Corral decided for a PodGroup (kept so member changes between
+/// sessions update counts without inventing a new phase or transition time).
+#[derive(Debug, Clone)]
+struct GroupView {
+    phase: String,
+    cond_type: String,
+    reason: String,
+    message: String,
+    since: String,
+}
+
+/// A relist in progress: keys seen since `Init`.
+type Relist = Option<HashSet<String>>;
+
+/// Batch/topology state of the run loop.
+pub struct BatchState {
+    crds: HashMap<Crd, BTreeMap<String, Value>>,
+    crd_relist: HashMap<Crd, HashSet<String>>,
+    quotas: BTreeMap<String, Value>,
+    quota_relist: Relist,
+    priority_classes: HashMap<String, i32>,
+    pc_relist: Relist,
+    /// NodeResourceTopology per node name.
+    pub topology: HashMap<String, Vec<NumaZone>>,
+    objs: Option<Arc<BatchObjects>>,
+    logged_errors: HashSet<String>,
+    members: HashMap<GroupKey, HashMap<String, Member>>,
+    pod_groups: HashMap<String, GroupKey>,
+    dirty: HashSet<GroupKey>,
+    last: HashMap<GroupKey, GroupView>,
+    /// Last session's queue allocation per queue name.
+    queue_alloc: HashMap<String, ResMap>,
+    carry: Carry,
+    plugins: Vec<Arc<dyn SessionPlugin>>,
+    actions: Vec<Action>,
+    pub patcher: StatusPatcher,
+    /// PriorityClass and ResourceQuota lists done.
+    pub synced: [bool; 2],
+    metrics: Arc<Metrics>,
+}
+
+fn now_rfc3339() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .round(k8s_openapi::jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+impl BatchState {
+    pub fn new(metrics: Arc<Metrics>) -> BatchState {
+        let cfg = SessionConfig::default();
+        BatchState {
+            crds: HashMap::new(),
+            crd_relist: HashMap::new(),
+            quotas: BTreeMap::new(),
+            quota_relist: None,
+            priority_classes: HashMap::new(),
+            pc_relist: None,
+            topology: HashMap::new(),
+            objs: None,
+            logged_errors: HashSet::new(),
+            members: HashMap::new(),
+            pod_groups: HashMap::new(),
+            dirty: HashSet::new(),
+            last: HashMap::new(),
+            queue_alloc: HashMap::new(),
+            carry: Carry::default(),
+            plugins: cfg.plugins().unwrap_or_default(),
+            // Evictions (preempt/reclaim) are not carried out by `run`: only the
+            // actions that place pods run.
+            actions: vec![Action::Enqueue, Action::Allocate, Action::Backfill],
+            patcher: StatusPatcher::new(),
+            synced: [false; 2],
+            metrics,
+        }
+    }
+
+    fn set_count(&self, what: &'static str, n: usize) {
+        self.metrics
+            .objects
+            .get_or_create(&ResourceLabel {
+                resource: What(what),
+            })
+            .set(n as i64);
+    }
+
+    /// A CRD watch event. Returns whether scheduling-relevant state changed.
+    pub fn on_crd_event(&mut self, crd: Crd, ev: Event<DynamicObject>) -> bool {
+        let apply = |this: &mut Self, o: DynamicObject| {
+            let key = object_key(&o.metadata);
+            if crd == Crd::NodeResourceTopology {
+                match parse_topology(&o) {
+                    Ok(z) => {
+                        this.topology.insert(key.clone(), z);
+                    }
+                    Err(e) => this.log_error(format!("NodeResourceTopology {key}: {e}")),
+                }
+            } else {
+                this.patcher.observe(crd, &o);
+                if let Some(raw) = dynamic_to_raw(crd, &o) {
+                    this.crds
+                        .entry(crd)
+                        .or_default()
+                        .insert(key.clone(), raw.value);
+                }
+            }
+            key
+        };
+        match ev {
+            Event::Init => {
+                self.crd_relist.insert(crd, HashSet::new());
+                return false;
+            }
+            Event::InitApply(o) => {
+                let k = apply(self, o);
+                self.crd_relist.entry(crd).or_default().insert(k);
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.crd_relist.remove(&crd) {
+                    if crd == Crd::NodeResourceTopology {
+                        self.topology.retain(|k, _| seen.contains(k));
+                    } else {
+                        self.crds
+                            .entry(crd)
+                            .or_default()
+                            .retain(|k, _| seen.contains(k));
+                    }
+                }
+            }
+            Event::Apply(o) => {
+                apply(self, o);
+            }
+            Event::Delete(o) => {
+                let key = object_key(&o.metadata);
+                if crd == Crd::NodeResourceTopology {
+                    self.topology.remove(&key);
+                } else if let Some(m) = self.crds.get_mut(&crd) {
+                    m.remove(&key);
+                }
+            }
+        }
+        if crd == Crd::NodeResourceTopology {
+            self.set_count("noderesourcetopologies", self.topology.len());
+            return false;
+        }
+        let n = self.crds.get(&crd).map_or(0, |m| m.len());
+        self.set_count(
+            match crd {
+                Crd::VolcanoPodGroup => "podgroups.scheduling.volcano.sh",
+                Crd::VolcanoQueue => "queues.scheduling.volcano.sh",
+                _ => "podgroups.scheduling.x-k8s.io",
+            },
+            n,
+        );
+        self.objs = None;
+        true
+    }
+
+    /// A ResourceQuota watch event.
+    pub fn on_quota_event(&mut self, ev: Event<ResourceQuota>) -> bool {
+        let to_value = |q: &ResourceQuota| serde_json::to_value(q).ok();
+        match ev {
+            Event::Init => {
+                self.quota_relist = Some(HashSet::new());
+                return false;
+            }
+            Event::InitApply(q) => {
+                let k = object_key(&q.metadata);
+                if let Some(v) = to_value(&q) {
+                    self.quotas.insert(k.clone(), v);
+                }
+                if let Some(s) = self.quota_relist.as_mut() {
+                    s.insert(k);
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.quota_relist.take() {
+                    self.quotas.retain(|k, _| seen.contains(k));
+                }
+                self.synced[1] = true;
+            }
+            Event::Apply(q) => {
+                if let Some(v) = to_value(&q) {
+                    self.quotas.insert(object_key(&q.metadata), v);
+                }
+            }
+            Event::Delete(q) => {
+                self.quotas.remove(&object_key(&q.metadata));
+            }
+        }
+        self.set_count("resourcequotas", self.quotas.len());
+        self.objs = None;
+        true
+    }
+
+    /// A PriorityClass watch event.
+    pub fn on_priority_class_event(&mut self, ev: Event<PriorityClass>) -> bool {
+        match ev {
+            Event::Init => {
+                self.pc_relist = Some(HashSet::new());
+                return false;
+            }
+            Event::InitApply(pc) => {
+                let k = pc.metadata.name.clone().unwrap_or_default();
+                self.priority_classes.insert(k.clone(), pc.value);
+                if let Some(s) = self.pc_relist.as_mut() {
+                    s.insert(k);
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = self.pc_relist.take() {
+                    self.priority_classes.retain(|k, _| seen.contains(k));
+                }
+                self.synced[0] = true;
+            }
+            Event::Apply(pc) => {
+                self.priority_classes
+                    .insert(pc.metadata.name.clone().unwrap_or_default(), pc.value);
+            }
+            Event::Delete(pc) => {
+                self.priority_classes
+                    .remove(pc.metadata.name.as_deref().unwrap_or(""));
+            }
+        }
+        self.set_count("priorityclasses", self.priority_classes.len());
+        self.objs = None;
+        true
+    }
+
+    /// Priority of a PriorityClass by name.
+    pub fn priority_class(&self, name: &str) -> Option<i32> {
+        self.priority_classes.get(name).copied()
+    }
+
+    fn log_error(&mut self, e: String) {
+        if self.logged_errors.insert(e.clone()) {
+            tracing::warn!("{e}");
+            self.metrics.invalid_objects.inc();
+        }
+    }
+
+    /// The decoded batch objects (re-decoded after any change).
+    pub fn objects(&mut self) -> Arc<BatchObjects> {
+        if let Some(o) = &self.objs {
+            return o.clone();
+        }
+        let mut raw = Vec::new();
+        for crd in [
+            Crd::VolcanoQueue,
+            Crd::VolcanoPodGroup,
+            Crd::CoschedulingPodGroup,
+        ] {
+            let ar = crd.api_resource();
+            for v in self.crds.get(&crd).into_iter().flat_map(|m| m.values()) {
+                raw.push(to_raw(&ar.api_version, &ar.kind, v.clone()));
+            }
+        }
+        for v in self.quotas.values() {
+            raw.push(to_raw("v1", "ResourceQuota", v.clone()));
+        }
+        let objs = BatchObjects::parse(&raw, &self.priority_classes);
+        for e in objs.errors.clone() {
+            self.log_error(e);
+        }
+        let objs = Arc::new(objs);
+        self.objs = Some(objs.clone());
+        objs
+    }
+
+    /// Records what the API shows of a pod (before the loop applies it).
+    pub fn on_pod(&mut self, key: &str, p: &Pod) {
+        let Some(g) = pod_group(p) else {
+            self.forget_pod(key);
+            return;
+        };
+        let state = if p.metadata.deletion_timestamp.is_some() {
+            None
+        } else {
+            match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Succeeded") => Some(Member::Succeeded),
+                Some("Failed") => Some(Member::Failed),
+                _ if p
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty()) =>
+                {
+                    Some(Member::Bound)
+                }
+                _ => Some(Member::Pending),
+            }
+        };
+        let Some(state) = state else {
+            self.forget_pod(key);
+            return;
+        };
+        if let Some(old) = self.pod_groups.get(key)
+            && *old != g
+        {
+            self.forget_pod(key);
+        }
+        let m = self.members.entry(g.clone()).or_default();
+        if m.insert(key.to_string(), state) != Some(state) {
+            self.dirty.insert(g.clone());
+        }
+        self.pod_groups.insert(key.to_string(), g);
+    }
+
+    /// A pod is gone.
+    pub fn forget_pod(&mut self, key: &str) {
+        if let Some(g) = self.pod_groups.remove(key) {
+            if let Some(m) = self.members.get_mut(&g) {
+                m.remove(key);
+                if m.is_empty() {
+                    self.members.remove(&g);
+                }
+            }
+            self.dirty.insert(g);
+        }
+    }
+
+    /// The group of a tracked pod.
+    pub fn group_of(&self, key: &str) -> Option<&GroupKey> {
+        self.pod_groups.get(key)
+    }
+
+    /// Pod keys of a group.
+    pub fn members(&self, g: &GroupKey) -> Vec<String> {
+        self.members
+            .get(g)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Runs one batch session over `sched` with `pending` (all batch pods of the
+    /// popped gangs) and returns the closed session; the scheduler comes back
+    /// without the session's resource filter.
+    pub fn run_session(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let objs = self.objects();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut ssn = Session::open(
+            sched,
+            pending,
+            &objs,
+            self.plugins.clone(),
+            self.actions.clone(),
+            now,
+            &self.carry,
+        );
+        ssn.run();
+        let mut closed = ssn.close();
+        for fw in &mut closed.sched.frameworks {
+            fw.filter.retain(|f| f.name() != SESSION_FIT);
+        }
+        self.carry = std::mem::take(&mut closed.carry);
+        for q in &closed.queues {
+            self.queue_alloc.insert(q.name.clone(), q.allocated.clone());
+        }
+        closed
+    }
+
+    fn counts(&self, g: &GroupKey, snapshot: &Snapshot) -> (i32, i32, i32, usize) {
+        let (mut running, mut succeeded, mut failed) = (0, 0, 0);
+        let members = self.members.get(g);
+        for (k, s) in members.into_iter().flatten() {
+            match s {
+                Member::Succeeded => succeeded += 1,
+                Member::Failed => failed += 1,
+                Member::Bound => running += 1,
+                // Assumed (binding in flight) counts as running.
+                Member::Pending if snapshot.pod_node(k).is_some() => running += 1,
+                Member::Pending => {}
+            }
+        }
+        (running, succeeded, failed, members.map_or(0, |m| m.len()))
+    }
+
+    fn min_member(&self, g: &GroupKey) -> usize {
+        self.objs
+            .as_ref()
+            .and_then(|o| o.groups.iter().find(|s| s.api == g.0 && s.key() == g.1))
+            .map_or(1, |s| s.min_member.max(1) as usize)
+    }
+
+    fn condition_since(&self, g: &GroupKey, cond_type: &str) -> String {
+        if let Some(v) = self.last.get(g)
+            && v.cond_type == cond_type
+        {
+            return v.since.clone();
+        }
+        // After a restart: keep the transition time the API shows.
+        let (ns, name) = split_key(&g.1);
+        self.patcher
+            .observed(crd_of(g.0), ns, &name)
+            .and_then(|st| st["conditions"].as_array())
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c["type"] == cond_type)
+                    .and_then(|c| c["lastTransitionTime"].as_str())
+            })
+            .map(str::to_string)
+            .unwrap_or_else(now_rfc3339)
+    }
+
+    /// Decides the status of the PodGroups whose pods were in a session, from the
+    /// session's verdict (`closed`) and the members' unschedulable messages.
+    pub fn after_session(&mut self, closed: &Closed, touched: &HashSet<GroupKey>) {
+        let messages: HashMap<&str, &str> = closed
+            .unschedulable
+            .iter()
+            .map(|u| (u.pod.as_str(), u.message.as_str()))
+            .collect();
+        for g in touched {
+            if !self
+                .crds
+                .get(&crd_of(g.0))
+                .is_some_and(|m| m.contains_key(&g.1))
+            {
+                continue; // No object (yet): nothing to write.
+            }
+            let Some(st) = closed.podgroups.iter().find(|s| s.name == g.1) else {
+                continue;
+            };
+            // Aggregate the members' failure messages (most frequent first).
+            let mut agg: BTreeMap<&str, usize> = BTreeMap::new();
+            let members = self.members(g);
+            let mut unplaced = 0;
+            for k in &members {
+                if let Some(m) = messages.get(k.as_str()) {
+                    unplaced += 1;
+                    *agg.entry(m).or_insert(0) += 1;
+                }
+            }
+            let mut agg: Vec<(&str, usize)> = agg.into_iter().collect();
+            agg.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let (cond_type, reason, message) = if unplaced > 0 {
+                // The session's gang verdict is already aggregated Volcano-style
+                // ("1/3 tasks in gang unschedulable: 0/2 nodes are available: ...");
+                // otherwise the members' messages are, most frequent first.
+                let message = if st.message.is_empty() {
+                    let parts: Vec<String> =
+                        agg.iter().map(|(m, n)| format!("{n} × {m}")).collect();
+                    format!(
+                        "{unplaced}/{} tasks in gang unschedulable: {}",
+                        members.len(),
+                        parts.join("; ")
+                    )
+                } else {
+                    st.message.clone()
+                };
+                ("Unschedulable", "NotEnoughResources", message)
+            } else {
+                (
+                    "Scheduled",
+                    "tasks in gang are ready to be scheduled",
+                    st.message.clone(),
+                )
+            };
+            let since = self.condition_since(g, cond_type);
+            self.last.insert(
+                g.clone(),
+                GroupView {
+                    phase: st.phase.clone(),
+                    cond_type: cond_type.into(),
+                    reason: reason.into(),
+                    message,
+                    since,
+                },
+            );
+            self.dirty.insert(g.clone());
+        }
+    }
+
+    /// Status patches for every dirty group with a decided status, and every Queue
+    /// object (only changed ones survive the patcher).
+    pub fn statuses(&mut self, snapshot: &Snapshot, queues_too: bool) -> Vec<StatusPatch> {
+        let mut out = Vec::new();
+        let dirty: Vec<GroupKey> = self.dirty.drain().collect();
+        for g in dirty {
+            if !self
+                .crds
+                .get(&crd_of(g.0))
+                .is_some_and(|m| m.contains_key(&g.1))
+            {
+                continue;
+            }
+            let (running, succeeded, failed, total) = self.counts(&g, snapshot);
+            let min = self.min_member(&g);
+            let Some(view) = self.last.get_mut(&g) else {
+                continue; // Never in a session: nothing decided yet.
+            };
+            if running as usize >= min {
+                view.phase = "Running".into();
+            } else if total > 0 && running == 0 && (succeeded + failed) as usize == total {
+                view.phase = "Completed".into();
+            }
+            let view = view.clone();
+            let (ns, name) = split_key(&g.1);
+            let status = match g.0 {
+                GroupApi::Volcano => json!({
+                    "phase": view.phase,
+                    "running": running,
+                    "succeeded": succeeded,
+                    "failed": failed,
+                    "conditions": [{
+                        "type": view.cond_type,
+                        "status": "True",
+                        "lastTransitionTime": view.since,
+                        "reason": view.reason,
+                        "message": view.message,
+                    }],
+                }),
+                GroupApi::Coscheduling => json!({
+                    "phase": match view.phase.as_str() {
+                        "Running" => "Running",
+                        "Completed" => "Finished",
+                        "Inqueue" | "Unknown" => "Scheduling",
+                        _ => "Pending",
+                    },
+                    "running": running,
+                    "succeeded": succeeded,
+                    "failed": failed,
+                }),
+            };
+            out.push(StatusPatch {
+                crd: crd_of(g.0),
+                namespace: ns,
+                name,
+                status,
+            });
+        }
+        if queues_too {
+            out.extend(self.queue_statuses());
+        }
+        self.patcher.changed(out)
+    }
+
+    fn queue_statuses(&mut self) -> Vec<StatusPatch> {
+        let Some(queues) = self.crds.get(&Crd::VolcanoQueue) else {
+            return Vec::new();
+        };
+        let objs = match &self.objs {
+            Some(o) => o.clone(),
+            None => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for (name, v) in queues {
+            let mut c: BTreeMap<&str, i32> = BTreeMap::new();
+            for g in objs.groups.iter().filter(|g| &g.queue == name) {
+                let phase = self
+                    .last
+                    .get(&(g.api, g.key()))
+                    .map(|v| v.phase.as_str())
+                    .or(g.phase.as_deref())
+                    .unwrap_or("Pending");
+                *c.entry(phase).or_insert(0) += 1;
+            }
+            let state = match v["status"]["state"].as_str() {
+                Some(s) if !s.is_empty() => s.to_string(),
+                _ => "Open".to_string(),
+            };
+            let mut status = json!({
+                "state": state,
+                "pending": c.get("Pending").copied().unwrap_or(0),
+                "running": c.get("Running").copied().unwrap_or(0),
+                "inqueue": c.get("Inqueue").copied().unwrap_or(0),
+                "unknown": c.get("Unknown").copied().unwrap_or(0),
+                "completed": c.get("Completed").copied().unwrap_or(0),
+            });
+            if let Some(a) = self.queue_alloc.get(name) {
+                status["allocated"] = json!(a.to_quantities());
+            }
+            out.push(StatusPatch {
+                crd: Crd::VolcanoQueue,
+                namespace: None,
+                name: name.clone(),
+                status,
+            });
+        }
+        out
+    }
+
+    /// Whether some group's status may need a write outside a session.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+}
+
+/// Decodes `topology.node.k8s.io/v1alpha2` NodeResourceTopology zones.
+pub fn parse_topology(o: &DynamicObject) -> Result<Vec<NumaZone>, String> {
+    let zones = match o.data.get("zones") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(z)) => z,
+        Some(_) => return Err("zones: must be a list".into()),
+    };
+    let mut out = Vec::with_capacity(zones.len());
+    for (i, z) in zones.iter().enumerate() {
+        let name = z["name"]
+            .as_str()
+            .ok_or_else(|| format!("zones[{i}].name: must be a string"))?
+            .to_string();
+        let mut avail = BTreeMap::new();
+        if let Some(rs) = z.get("resources").filter(|r| !r.is_null()) {
+            let rs = rs
+                .as_array()
+                .ok_or_else(|| format!("zones[{i}].resources: must be a list"))?;
+            for (j, r) in rs.iter().enumerate() {
+                let rname = r["name"]
+                    .as_str()
+                    .ok_or_else(|| format!("zones[{i}].resources[{j}].name: must be a string"))?;
+                let q = match &r["available"] {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => {
+                        return Err(format!(
+                            "zones[{i}].resources[{j}].available: must be a quantity"
+                        ));
+                    }
+                };
+                avail.insert(
+                    rname.to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(q),
+                );
+            }
+        }
+        let available = ResMap::from_list(&avail, &format!("zones[{i}].resources"))
+            .map_err(|e| e.to_string())?;
+        out.push(NumaZone { name, available });
+    }
+    Ok(out)
+}
+
+/// A placeholder scheduler (no profiles, empty snapshot) used while a session owns
+/// the real one.
+pub fn placeholder() -> Scheduler {
+    Scheduler::new(Vec::new(), Snapshot::new(), SchedOptions::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dyn_obj(v: Value) -> DynamicObject {
+        serde_json::from_value(v).expect("object")
+    }
+
+    #[test]
+    fn topology_zones_parse_and_errors_name_the_field() {
+        let o = dyn_obj(json!({
+            "apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
+            "metadata": {"name": "n1"},
+            "zones": [{"name": "node-0", "type": "Node",
+                "resources": [{"name": "cpu", "capacity": "16", "allocatable": "16", "available": "12"},
+                              {"name": "memory", "capacity": "64Gi", "allocatable": "64Gi", "available": "32Gi"}]}]
+        }));
+        let z = parse_topology(&o).expect("zones");
+        assert_eq!(z[0].name, "node-0");
+        assert_eq!(z[0].available.get("cpu"), 12_000);
+        assert_eq!(z[0].available.get("memory"), 32 << 30);
+        let bad = dyn_obj(json!({
+            "apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
+            "metadata": {"name": "n1"},
+            "zones": [{"name": "node-0", "resources": [{"name": "cpu", "available": "lots"}]}]
+        }));
+        let e = parse_topology(&bad).expect_err("bad quantity");
+        assert!(e.contains("zones[0].resources"), "{e}");
+    }
+
+    #[test]
+    fn watched_objects_decode_through_the_batch_schemas() {
+        let mut st = BatchState::new(Arc::new(Metrics::new()));
+        let pg = dyn_obj(json!({
+            "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "pg", "namespace": "ns", "resourceVersion": "3"},
+            "spec": {"minMember": 4, "queue": "q", "priorityClassName": "high"}
+        }));
+        let pc: PriorityClass = serde_json::from_value(json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "high"}, "value": 1000
+        }))
+        .expect("pc");
+        st.on_priority_class_event(Event::Apply(pc));
+        assert!(st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(pg)));
+        let q: ResourceQuota = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ResourceQuota",
+            "metadata": {"name": "rq", "namespace": "ns"},
+            "spec": {"hard": {"requests.cpu": "2", "pods": "5"}}
+        }))
+        .expect("quota");
+        st.on_quota_event(Event::Apply(q));
+        let objs = st.objects();
+        assert!(objs.errors.is_empty(), "{:?}", objs.errors);
+        assert_eq!(objs.groups[0].min_member, 4);
+        assert_eq!(objs.groups[0].priority, Some(1000));
+        assert_eq!(objs.quotas[0].hard.get("cpu"), 2000);
+        assert_eq!(objs.quotas[0].pods, Some(5));
+        // A malformed object is reported by name and left out.
+        let bad = dyn_obj(json!({
+            "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "bad", "namespace": "ns"},
+            "spec": {"minMembers": 2}
+        }));
+        st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(bad));
+        let objs = st.objects();
+        assert_eq!(objs.groups.len(), 1);
+        assert!(objs.errors[0].contains("ns/bad"), "{:?}", objs.errors);
+        assert!(objs.errors[0].contains("minMembers"), "{:?}", objs.errors);
+        // Relist without the objects removes them.
+        st.on_crd_event(Crd::VolcanoPodGroup, Event::Init);
+        st.on_crd_event(Crd::VolcanoPodGroup, Event::InitDone);
+        assert!(st.objects().groups.is_empty());
+    }
+}
