@@ -237,32 +237,8 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(node: &Node, extra: &[&str]) -> Agent {
-        let socket = node.dir.path().join("agent.sock");
-        let pin_dir = PathBuf::from(format!(
-            "/sys/fs/bpf/corral-test-{}-{:x}",
-            std::process::id(),
-            node.id
-        ));
-        let state = node.dir.path().join("state");
-        let mut args: Vec<String> = vec![
-            "--socket".into(),
-            socket.display().to_string(),
-            "--pin-dir".into(),
-            pin_dir.display().to_string(),
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--manifests".into(),
-            node.manifests().display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut a = Agent {
-            child: None,
-            socket,
-            pin_dir,
-            args,
-            netns: node.netns.clone(),
-            log: node.dir.path().join("agent.log"),
-        };
+        let mut a = Agent::start_args_only(node);
+        a.args.extend(extra.iter().map(|s| s.to_string()));
         a.spawn();
         a
     }

@@ -380,6 +380,16 @@ fn min_limit(a: &ResMap, b: &ResMap) -> ResMap {
 /// Volcano capacity plugin's `realCapability` for sibling queues `ids` sharing
 /// `total`: `min(capability, guarantee + (total − Σ guarantees of all siblings))`,
 /// i.e. what is left once every other sibling's guarantee is set aside.
+/// The children of queue `p` that are not malformed.
+fn valid_children(ssn: &Session, p: usize) -> Vec<usize> {
+    ssn.queues[p]
+        .children
+        .iter()
+        .copied()
+        .filter(|&c| ssn.queues[c].error.is_none())
+        .collect()
+}
+
 fn real_capabilities(ssn: &mut Session, ids: &[usize], total: &ResMap) {
     let mut all_g = ResMap::default();
     for &i in ids {
@@ -451,12 +461,7 @@ impl SessionPlugin for Proportion {
         real_capabilities(ssn, &roots, &total);
         let mut stack = roots.clone();
         while let Some(p) = stack.pop() {
-            let kids: Vec<usize> = ssn.queues[p]
-                .children
-                .iter()
-                .copied()
-                .filter(|&c| ssn.queues[c].error.is_none())
-                .collect();
+            let kids = valid_children(ssn, p);
             let parent_total = ssn.queues[p]
                 .real_capability
                 .clone()
@@ -468,12 +473,7 @@ impl SessionPlugin for Proportion {
         waterfill(ssn, &roots, &total);
         let mut stack = roots;
         while let Some(p) = stack.pop() {
-            let kids: Vec<usize> = ssn.queues[p]
-                .children
-                .iter()
-                .copied()
-                .filter(|&c| ssn.queues[c].error.is_none())
-                .collect();
+            let kids = valid_children(ssn, p);
             if kids.is_empty() {
                 continue;
             }
