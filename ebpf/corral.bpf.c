@@ -26,6 +26,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define CT_TIMEOUT_EST_NS (6ULL * 3600ULL * 1000000000ULL)
 #define CT_TIMEOUT_CLOSING_NS (10ULL * 1000000000ULL)
 #define CT_TIMEOUT_UDP_NS (120ULL * 1000000000ULL)
+/* conntrack timestamps are refreshed at most this often */
+#define CT_REFRESH_NS 1000000000ULL
 /* Refill at most this much elapsed time at once, keeps elapsed*rate in u64
  * for rates up to 4.6e9 B/s (agent validates the rate). */
 #define MAX_ELAPSED_NS 4000000000ULL
@@ -152,6 +154,30 @@ static __always_inline void map_v4(__u8 *dst, __u32 addr)
 	__builtin_memcpy(dst + 12, &addr, 4);
 }
 
+/* Monotonic time, read at most once per packet and only when something
+ * needs it (conntrack, buckets, fragments): an endpoint without policy,
+ * limits or node budget never reads the clock. */
+static __always_inline __u64 clock_ns(__u64 *now)
+{
+	if (!*now)
+		*now = bpf_ktime_get_ns();
+	return *now;
+}
+
+/* L4 bytes at off: direct packet access when they are in the linear part
+ * of the skb (the common case, no helper call), else bpf_skb_load_bytes. */
+#define LOAD_L4(skb, off, dst)                                                        \
+	({                                                                            \
+		void *_d = (void *)(long)(skb)->data;                                 \
+		void *_e = (void *)(long)(skb)->data_end;                             \
+		int _r = 0;                                                           \
+		if ((off) < 256 && _d + (off) + sizeof(*(dst)) <= _e)                 \
+			__builtin_memcpy((dst), _d + (off), sizeof(*(dst)));          \
+		else                                                                  \
+			_r = bpf_skb_load_bytes((skb), (off), (dst), sizeof(*(dst)));  \
+		_r;                                                                   \
+	})
+
 /* Returns 0 on success, -1 if malformed. Non-IP frames: has_l3 = 0. */
 static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 {
@@ -228,15 +254,16 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return 0;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr th;
-		if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
+		if (LOAD_L4(skb, l4_off, &th) < 0)
 			return -1;
 		p->sport = bpf_ntohs(th.source);
 		p->dport = bpf_ntohs(th.dest);
 		p->tcp_flags = (th.fin ? 1 : 0) | (th.syn ? 2 : 0) | (th.rst ? 4 : 0);
 	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
 		/* UDP and SCTP both start with 16-bit source and dest ports */
-		__u16 ports[2];
-		if (bpf_skb_load_bytes(skb, l4_off, ports, sizeof(ports)) < 0)
+		__u32 ports32;
+		__u16 *ports = (__u16 *)&ports32;
+		if (LOAD_L4(skb, l4_off, &ports32) < 0)
 			return -1;
 		p->sport = bpf_ntohs(ports[0]);
 		p->dport = bpf_ntohs(ports[1]);
@@ -355,29 +382,39 @@ static __always_inline int ct_live(struct corral_ct_value *v, __u8 proto, __u64 
 	return now - v->last_seen_ns < timeout;
 }
 
+/* Writes the entry only when something changes: the state, or the
+ * timestamp by at least CT_REFRESH_NS (timeouts are >= 10 s, so 1 s
+ * granularity is harmless). An established flow thus dirties its entry's
+ * cache line once a second instead of on every packet. */
 static __always_inline void ct_touch(struct corral_ct_value *v, struct pkt *p, int is_reply,
 				     __u64 now)
 {
-	v->last_seen_ns = now;
+	if (now - v->last_seen_ns >= CT_REFRESH_NS)
+		v->last_seen_ns = now;
 	if (p->proto != IPPROTO_TCP)
 		return;
-	if (p->tcp_flags & 5) /* FIN or RST */
-		v->state = CORRAL_CT_CLOSING;
-	else if (is_reply && v->state == CORRAL_CT_NEW)
+	if (p->tcp_flags & 5) { /* FIN or RST */
+		if (v->state != CORRAL_CT_CLOSING)
+			v->state = CORRAL_CT_CLOSING;
+	} else if (is_reply && v->state == CORRAL_CT_NEW) {
 		v->state = CORRAL_CT_ESTABLISHED;
+	}
 }
 
 /* Returns 1 if the packet passes connection tracking + policy. */
 static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 ifindex,
-					__u32 dir, struct pkt *p, __u64 now)
+					__u32 dir, struct pkt *p, __u64 *nowp)
 {
 	__u32 any = CORRAL_EP_POLICY_INGRESS | CORRAL_EP_POLICY_EGRESS;
 	__u32 mine = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_POLICY_INGRESS : CORRAL_EP_POLICY_EGRESS;
 	struct corral_ct_key k = {};
 	struct corral_ct_value *v;
 
+	__u64 now;
+
 	if (!(cfg->flags & any) || !p->has_l3 || p->is_nd)
 		return 1;
+	now = clock_ns(nowp);
 	/* reply of a flow first seen in the other direction */
 	ct_fill(&k, ifindex, dir ^ 1, p, 1);
 	v = bpf_map_lookup_elem(&corral_ct, &k);
@@ -404,16 +441,18 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 }
 
 static __always_inline int class_budget(struct corral_endpoint_cfg *cfg, __u32 dir, __u64 len,
-					__u64 now)
+					__u64 *nowp)
 {
 	__u32 d = dir;
 	struct corral_node_cfg *nc = bpf_map_lookup_elem(&corral_node_cfg, &d);
 	__u32 cls = cfg->class_id;
 	struct corral_bucket *own, *shared;
 	__u32 idx;
+	__u64 now;
 
 	if (!nc || nc->rate_bytes_per_sec == 0)
 		return 1;
+	now = clock_ns(nowp);
 	if (cls >= CORRAL_NUM_CLASSES)
 		cls = CORRAL_CLASS_STANDARD;
 	idx = dir * (CORRAL_NUM_CLASSES + 1) + CORRAL_NUM_CLASSES;
@@ -501,19 +540,18 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	struct corral_counters *c;
 	struct pkt p = {};
 	__u64 len = skb->len;
-	__u64 now;
+	__u64 now = 0; /* read lazily, see clock_ns() */
 	int reason = DROP_NONE;
 
 	if (!cfg)
 		return TC_ACT_UNSPEC; /* not ours: let other programs decide */
-	now = bpf_ktime_get_ns();
 	if (parse(skb, &p) < 0) {
 		reason = DROP_MALFORMED;
 		goto out;
 	}
 	if (p.frag)
-		frag_ports(ifindex, &p, now);
-	if (!check_policy(cfg, ifindex, dir, &p, now)) {
+		frag_ports(ifindex, &p, clock_ns(&now));
+	if (!check_policy(cfg, ifindex, dir, &p, &now)) {
 		reason = DROP_POLICY;
 		goto out;
 	}
@@ -521,14 +559,14 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		struct corral_limit *lim = &cfg->limits[dir & 1];
 		if (lim->rate_bytes_per_sec) {
 			struct corral_bucket *b = bpf_map_lookup_elem(&corral_ep_buckets, &key);
-			if (b && !bucket_take(b, now, lim->rate_bytes_per_sec, lim->burst_bytes,
+			if (b && !bucket_take(b, clock_ns(&now), lim->rate_bytes_per_sec, lim->burst_bytes,
 					      len, 0, 0)) {
 				reason = DROP_RATE;
 				goto out;
 			}
 		}
 	}
-	if (!class_budget(cfg, dir, len, now)) {
+	if (!class_budget(cfg, dir, len, &now)) {
 		reason = DROP_CLASS;
 		goto out;
 	}
