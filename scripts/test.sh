@@ -24,6 +24,12 @@ command -v cargo >/dev/null || { echo "error: cargo (Rust 1.95) is required" >&2
 command -v kubernetes-validate >/dev/null || python3 -m pip install --quiet kubernetes-validate
 python3 scripts/validate-manifests.py
 
+# A full debug build + test of the workspace needs ~8 GB of target/; say so up front
+# rather than failing mid-link with ENOSPC.
+avail_kb=$(df -Pk . | awk 'NR==2 {print $4}')
+echo "free disk for target/: $((avail_kb / 1024 / 1024)) GiB"
+[ "$avail_kb" -ge $((8 * 1024 * 1024)) ] || echo "warning: less than 8 GiB free; the build may fail with ENOSPC" >&2
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
