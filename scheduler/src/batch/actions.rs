@@ -840,6 +840,7 @@ fn try_evict_for(ssn: &mut Session, mode: EvictMode, j: usize, owner: &mut HashM
                 ssn.jobs[e.job].key, ssn.jobs[e.job].min_member
             ));
         }
+        ssn.evicted.push((e.pod.clone(), e.node.clone()));
         ssn.evictions.push(Eviction {
             pod: e.pod.key.clone(),
             preemptor: pj.key.clone(),
@@ -909,6 +910,11 @@ fn choose_node(
             let Some(&vj) = owner.get(&p.key) else {
                 continue;
             };
+            // Already terminating (evicted earlier, or being deleted), or protected by
+            // the caller: evicting it again frees nothing new.
+            if p.pod.metadata.deletion_timestamp.is_some() || ssn.unevictable.contains(&p.key) {
+                continue;
+            }
             if vj == j {
                 continue;
             }

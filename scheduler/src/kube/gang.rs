@@ -8,9 +8,13 @@
 //! - Pods that belong to a PodGroup (`scheduling.k8s.io/group-name` annotation or
 //!   `scheduling.x-k8s.io/pod-group` label) or name a queue
 //!   (`scheduling.volcano.sh/queue-name`) are scheduled by a batch session
-//!   ([`crate::batch::session::Session`]: enqueue → allocate → backfill; the gang
-//!   plugin makes a gang all-or-nothing, the resourcequota plugin applies namespace
-//!   hard limits at enqueue). Every other pod keeps the plain `schedule_all` path.
+//!   ([`crate::batch::session::Session`] with the configured actions, by default
+//!   enqueue → allocate → preempt → reclaim → backfill; the gang plugin makes a gang
+//!   all-or-nothing, the resourcequota plugin applies namespace hard limits at
+//!   enqueue). Every other pod keeps the plain `schedule_all` path; a plain pod that
+//!   does not fit gets a preemption-only session ([`BatchState::run_evictions`]),
+//!   the PostFilter of `run`. The loop carries out the evictions (see
+//!   `kube::evictor` and the preemption waits in `kube`).
 //! - PodGroup and Queue status is produced for the objects a session touched (and
 //!   for groups whose member pods changed), passed through [`StatusPatcher`] (one
 //!   merge patch per changed object, skipped when unchanged).
@@ -149,8 +153,8 @@ fn now_rfc3339() -> String {
 }
 
 impl BatchState {
-    pub fn new(metrics: Arc<Metrics>) -> BatchState {
-        let cfg = SessionConfig::default();
+    /// `cfg` must have been checked (`SessionConfig::plugins`) by the caller.
+    pub fn new(metrics: Arc<Metrics>, cfg: &SessionConfig) -> BatchState {
         BatchState {
             crds: HashMap::new(),
             crd_relist: HashMap::new(),
@@ -168,9 +172,7 @@ impl BatchState {
             queue_alloc: HashMap::new(),
             carry: Carry::default(),
             plugins: cfg.plugins().unwrap_or_default(),
-            // Evictions (preempt/reclaim) are not carried out by `run`: only the
-            // actions that place pods run.
-            actions: vec![Action::Enqueue, Action::Allocate, Action::Backfill],
+            actions: cfg.actions(),
             patcher: StatusPatcher::new(),
             synced: [false; 2],
             metrics,
@@ -434,10 +436,60 @@ impl BatchState {
             .unwrap_or_default()
     }
 
+    /// Sets what the next session takes from the loop: preemptors whose victims are
+    /// gone with the node they were nominated to (placed there first), reservations
+    /// held for waiting preemptors, and pods not to be chosen as victims.
+    pub fn prepare(
+        &mut self,
+        nominated: HashMap<String, String>,
+        reserved: HashSet<String>,
+        unevictable: HashSet<String>,
+    ) {
+        self.carry.nominated = nominated;
+        self.carry.reserved = reserved;
+        self.carry.unevictable = unevictable;
+    }
+
+    /// Whether the configured actions evict (preempt or reclaim).
+    pub fn evicts(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Preempt | Action::Reclaim))
+    }
+
+    /// Whether reclaim is configured and there are Queues to reclaim between.
+    pub fn may_reclaim(&mut self) -> bool {
+        self.actions.contains(&Action::Reclaim) && !self.objects().queues.is_empty()
+    }
+
+    /// A preemption-only session (the configured preempt/reclaim actions) for plain
+    /// pods that did not fit: kube-scheduler's PostFilter, with Corral's victim rules
+    /// (lower priority in the same queue, reclaim across queues, gangs evicted whole
+    /// rather than broken, protected pods never).
+    pub fn run_evictions(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let actions: Vec<Action> = self
+            .actions
+            .iter()
+            .copied()
+            .filter(|a| matches!(a, Action::Preempt | Action::Reclaim))
+            .collect();
+        self.session(sched, pending, actions)
+    }
+
     /// Runs one batch session over `sched` with `pending` (all batch pods of the
     /// popped gangs) and returns the closed session; the scheduler comes back
     /// without the session's resource filter.
     pub fn run_session(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let actions = self.actions.clone();
+        self.session(sched, pending, actions)
+    }
+
+    fn session(
+        &mut self,
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        actions: Vec<Action>,
+    ) -> Closed {
         let objs = self.objects();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -448,7 +500,7 @@ impl BatchState {
             pending,
             &objs,
             self.plugins.clone(),
-            self.actions.clone(),
+            actions,
             now,
             &self.carry,
         );
@@ -773,7 +825,7 @@ mod tests {
 
     #[test]
     fn watched_objects_decode_through_the_batch_schemas() {
-        let mut st = BatchState::new(Arc::new(Metrics::new()));
+        let mut st = BatchState::new(Arc::new(Metrics::new()), &SessionConfig::default());
         let pg = dyn_obj(json!({
             "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
             "metadata": {"name": "pg", "namespace": "ns", "resourceVersion": "3"},
