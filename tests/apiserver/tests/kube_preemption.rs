@@ -240,3 +240,47 @@ async fn gang_preempts_a_lower_priority_gang_whole_with_delete() {
     assert_bound_at_most_once(&server);
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_below_its_share_reclaims_from_a_queue_above_it() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server);
+    for n in ["n0", "n1"] {
+        server.insert(node(n, "4")).expect("node");
+    }
+    for q in ["research", "prod"] {
+        server
+            .insert(json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+                "metadata": {"name": q}, "spec": {"weight": 1, "reclaimable": q == "research"}}))
+            .expect("queue");
+    }
+    let in_queue = |mut p: Value, q: &str| {
+        p["metadata"]["annotations"] = json!({"scheduling.volcano.sh/queue-name": q});
+        p
+    };
+    // research holds the whole cluster; both pods have the higher priority, so only
+    // reclaim (fair share across queues) can make room, not preempt.
+    server
+        .insert(in_queue(pod("r0", "3", 100, Some("n0")), "research"))
+        .expect("pod");
+    server
+        .insert(in_queue(pod("r1", "3", 100, Some("n1")), "research"))
+        .expect("pod");
+    server
+        .insert(in_queue(pod("p0", "3", 0, None), "prod"))
+        .expect("pod");
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("prod pod bound", Duration::from_secs(30), || {
+        node_of(&server, "p0").is_some()
+    })
+    .await;
+    let ev = server.evictions();
+    assert_eq!(ev.len(), 1, "exactly one research pod reclaimed: {ev:?}");
+    let gone: Vec<&String> = ev.keys().collect();
+    assert!(gone[0] == "default/r0" || gone[0] == "default/r1", "{gone:?}");
+    // The other research pod keeps running: research is back at its share.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(server.evictions().len(), 1);
+    assert_bound_at_most_once(&server);
+    h.stop();
+}
