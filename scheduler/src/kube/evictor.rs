@@ -160,14 +160,21 @@ impl Evictor {
                         } => {
                             if ctx.leader.load(Ordering::Relaxed) {
                                 ctx.limiter.acquire().await;
-                                let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+                                let pods: Api<Pod> =
+                                    Api::namespaced(ctx.client.clone(), &namespace);
                                 let patch = json!({"status": {"nominatedNodeName": node}});
                                 if let Err(e) = pods
-                                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                                    .patch_status(
+                                        &name,
+                                        &PatchParams::default(),
+                                        &Patch::Merge(&patch),
+                                    )
                                     .await
                                 {
                                     ctx.metrics.status_errors.inc();
-                                    tracing::debug!("pod {namespace}/{name} nominatedNodeName: {e}");
+                                    tracing::debug!(
+                                        "pod {namespace}/{name} nominatedNodeName: {e}"
+                                    );
                                 }
                             }
                             drop(permit);

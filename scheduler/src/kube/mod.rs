@@ -1004,13 +1004,17 @@ impl Loop {
                 .and_then(|s| s.termination_grace_period_seconds)
                 .unwrap_or(30)
                 .clamp(0, 3600) as u64;
-            let w = new_waits.entry(e.preemptor.clone()).or_insert_with(|| Wait {
-                pods: Vec::new(),
-                victims: HashSet::new(),
-                deadline: now,
-            });
+            let w = new_waits
+                .entry(e.preemptor.clone())
+                .or_insert_with(|| Wait {
+                    pods: Vec::new(),
+                    victims: HashSet::new(),
+                    deadline: now,
+                });
             w.victims.insert(e.pod.clone());
-            w.deadline = w.deadline.max(now + Duration::from_secs(grace) + WAIT_SLACK);
+            w.deadline = w
+                .deadline
+                .max(now + Duration::from_secs(grace) + WAIT_SLACK);
             self.victims.insert(
                 e.pod.clone(),
                 Victim {
@@ -1068,7 +1072,9 @@ impl Loop {
                 self.end_wait(&job, true, now);
             }
         }
-        self.metrics.preemptors_waiting.set(self.waiting_pod.len() as i64);
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
         out
     }
 
@@ -1108,7 +1114,9 @@ impl Loop {
             }
         }
         self.queue.on_cluster_event();
-        self.metrics.preemptors_waiting.set(self.waiting_pod.len() as i64);
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
     }
 
     /// Puts a victim back as it was (its eviction did not happen).
@@ -1155,7 +1163,9 @@ impl Loop {
                 }
             }
         }
-        self.metrics.preemptors_waiting.set(self.waiting_pod.len() as i64);
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
     }
 
     fn on_evicted(&mut self, o: evictor::EvictOutcome) {
@@ -1178,7 +1188,8 @@ impl Loop {
             }
             evictor::EvictResult::Blocked(msg) | evictor::EvictResult::Failed(msg) => {
                 tracing::info!(victim = %o.key, "eviction not carried out: {msg}");
-                self.unevictable.insert(o.key.clone(), now + UNEVICTABLE_FOR);
+                self.unevictable
+                    .insert(o.key.clone(), now + UNEVICTABLE_FOR);
                 match self.victims.get(&o.key).map(|v| v.job.clone()) {
                     Some(job) if self.waits.contains_key(&job) => self.end_wait(&job, false, now),
                     Some(_) => {

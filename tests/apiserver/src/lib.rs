@@ -1081,8 +1081,7 @@ async fn handle(
                     "TooManyRequests",
                     "Cannot evict pod as it would violate the pod's disruption budget.",
                 );
-                body["details"] =
-                    json!({"causes": [{"reason": "DisruptionBudget",
+                body["details"] = json!({"causes": [{"reason": "DisruptionBudget",
                         "message": "The disruption budget needs 1 healthy pods and has 1 currently"}]});
                 return json_response(StatusCode::TOO_MANY_REQUESTS, &body);
             }

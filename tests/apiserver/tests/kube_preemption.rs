@@ -129,7 +129,11 @@ async fn plain_pod_preempts_and_binds_only_after_its_victim_is_gone() {
     );
     assert_eq!(node_of(&server, "high").as_deref(), Some("n0"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(node_of(&server, "sneak"), None, "sneak took the preemptor's room");
+    assert_eq!(
+        node_of(&server, "sneak"),
+        None,
+        "sneak took the preemptor's room"
+    );
     assert_eq!(server.evictions().get("default/low"), Some(&1));
     assert_eq!(server.evictions().len(), 1, "{:?}", server.evictions());
     assert_bound_at_most_once(&server);
@@ -137,7 +141,9 @@ async fn plain_pod_preempts_and_binds_only_after_its_victim_is_gone() {
     assert!(
         events.iter().any(|e| e["reason"] == "Preempted"
             && e["involvedObject"]["name"] == "low"
-            && e["message"].as_str().is_some_and(|m| m.contains("default/high"))),
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("default/high"))),
         "{events:?}"
     );
     let text = h.metrics.encode();
@@ -154,8 +160,12 @@ async fn disruption_budget_is_honoured_and_another_victim_is_chosen() {
     seed(&server);
     server.insert(node("n0", "4")).expect("node");
     server.insert(node("n1", "4")).expect("node");
-    server.insert(pod("low-a", "3", 0, Some("n0"))).expect("pod");
-    server.insert(pod("low-b", "3", 0, Some("n1"))).expect("pod");
+    server
+        .insert(pod("low-a", "3", 0, Some("n0")))
+        .expect("pod");
+    server
+        .insert(pod("low-b", "3", 0, Some("n1")))
+        .expect("pod");
     server.set_eviction_blocked("default/low-a", true);
     // preemptionPolicy Never: waits instead of evicting.
     let mut never = pod("never", "3", 5000, None);
@@ -171,7 +181,11 @@ async fn disruption_budget_is_honoured_and_another_victim_is_chosen() {
     })
     .await;
     assert_eq!(node_of(&server, "high").as_deref(), Some("n1"));
-    assert_eq!(node_of(&server, "low-a").as_deref(), Some("n0"), "budget ignored");
+    assert_eq!(
+        node_of(&server, "low-a").as_deref(),
+        Some("n0"),
+        "budget ignored"
+    );
     assert!(get(&server, "low-b").is_none());
     assert_eq!(server.evictions().get("default/low-a"), None);
     assert_bound_at_most_once(&server);
@@ -184,8 +198,10 @@ async fn gang_preempts_a_lower_priority_gang_whole_with_delete() {
     seed(&server);
     for (name, value) in [("low", 10), ("high", 1000)] {
         server
-            .insert(json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-                "metadata": {"name": name}, "value": value}))
+            .insert(
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": name}, "value": value}),
+            )
             .expect("pc");
     }
     for n in ["n0", "n1"] {
@@ -193,9 +209,11 @@ async fn gang_preempts_a_lower_priority_gang_whole_with_delete() {
     }
     for (name, pc) in [("lo", "low"), ("hi", "high")] {
         server
-            .insert(json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            .insert(
+                json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
                 "metadata": {"name": name, "namespace": "default"},
-                "spec": {"minMember": 2, "queue": "default", "priorityClassName": pc}}))
+                "spec": {"minMember": 2, "queue": "default", "priorityClassName": pc}}),
+            )
             .expect("pg");
     }
     server
@@ -222,14 +240,20 @@ async fn gang_preempts_a_lower_priority_gang_whole_with_delete() {
         let n = (0..2)
             .filter(|i| node_of(&server, &format!("hi-{i}")).is_some())
             .count();
-        let lows = ["lo-0", "lo-1"].iter().filter(|p| get(&server, p).is_some()).count();
+        let lows = ["lo-0", "lo-1"]
+            .iter()
+            .filter(|p| get(&server, p).is_some())
+            .count();
         if n > 0 && lows > 0 {
             partial = true;
         }
         n == 2
     })
     .await;
-    assert!(!partial, "a preemptor bound while victims were still terminating");
+    assert!(
+        !partial,
+        "a preemptor bound while victims were still terminating"
+    );
     assert!(get(&server, "lo-0").is_none() && get(&server, "lo-1").is_none());
     let mut nodes: Vec<String> = (0..2)
         .filter_map(|i| node_of(&server, &format!("hi-{i}")))
@@ -250,8 +274,10 @@ async fn queue_below_its_share_reclaims_from_a_queue_above_it() {
     }
     for q in ["research", "prod"] {
         server
-            .insert(json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
-                "metadata": {"name": q}, "spec": {"weight": 1, "reclaimable": q == "research"}}))
+            .insert(
+                json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+                "metadata": {"name": q}, "spec": {"weight": 1, "reclaimable": q == "research"}}),
+            )
             .expect("queue");
     }
     let in_queue = |mut p: Value, q: &str| {
@@ -277,7 +303,10 @@ async fn queue_below_its_share_reclaims_from_a_queue_above_it() {
     let ev = server.evictions();
     assert_eq!(ev.len(), 1, "exactly one research pod reclaimed: {ev:?}");
     let gone: Vec<&String> = ev.keys().collect();
-    assert!(gone[0] == "default/r0" || gone[0] == "default/r1", "{gone:?}");
+    assert!(
+        gone[0] == "default/r0" || gone[0] == "default/r1",
+        "{gone:?}"
+    );
     // The other research pod keeps running: research is back at its share.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(server.evictions().len(), 1);
