@@ -450,6 +450,11 @@ impl BatchState {
         self.carry.unevictable = unevictable;
     }
 
+    /// Pods currently held as preemptor reservations (not running yet).
+    pub fn set_reserved(&mut self, reserved: HashSet<String>) {
+        self.carry.reserved = reserved;
+    }
+
     /// Whether the configured actions evict (preempt or reclaim).
     pub fn evicts(&self) -> bool {
         self.actions
@@ -524,8 +529,13 @@ impl BatchState {
                 Member::Succeeded => succeeded += 1,
                 Member::Failed => failed += 1,
                 Member::Bound => running += 1,
-                // Assumed (binding in flight) counts as running.
-                Member::Pending if snapshot.pod_node(k).is_some() => running += 1,
+                // Assumed (binding in flight) counts as running; a preemptor's
+                // reservation (victims still terminating) does not.
+                Member::Pending
+                    if snapshot.pod_node(k).is_some() && !self.carry.reserved.contains(k) =>
+                {
+                    running += 1
+                }
                 Member::Pending => {}
             }
         }

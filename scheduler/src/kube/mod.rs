@@ -553,6 +553,8 @@ impl Loop {
 
     /// Sends the changed PodGroup (and, after a session, Queue) statuses.
     fn flush_statuses(&mut self, queues_too: bool) {
+        self.gangs
+            .set_reserved(self.waiting_pod.keys().cloned().collect());
         let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
         if !patches.is_empty() {
             let _ = self.status_tx.send(patches);
