@@ -37,9 +37,19 @@ pub enum EvictionMode {
     Delete,
 }
 
+/// Why a pod is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// Preemption or reclaim for a preemptor.
+    Preemption,
+    /// Its `corral.io/max-runtime` elapsed.
+    RuntimeLimit,
+}
+
 /// One victim to evict.
 #[derive(Debug, Clone)]
 pub struct EvictRequest {
+    pub cause: Cause,
     pub key: String,
     pub namespace: String,
     pub name: String,
@@ -201,14 +211,25 @@ impl Evictor {
 
 async fn evict(ctx: &Ctx, req: &EvictRequest) -> EvictResult {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &req.namespace);
-    let message = format!(
-        "{}: preempting to accommodate {} ({})",
-        ctx.component, req.preemptor, req.reason
-    );
+    let (cond_reason, event_reason, message) = match req.cause {
+        Cause::Preemption => (
+            "PreemptionByScheduler",
+            "Preempted",
+            format!(
+                "{}: preempting to accommodate {} ({})",
+                ctx.component, req.preemptor, req.reason
+            ),
+        ),
+        Cause::RuntimeLimit => (
+            "RuntimeLimitExceeded",
+            "RuntimeLimitExceeded",
+            format!("{}: {}", ctx.component, req.reason),
+        ),
+    };
     // DisruptionTarget first, so the pod's controller sees why it goes away.
     ctx.limiter.acquire().await;
     let cond = json!({"status": {"conditions": [{
-        "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+        "type": "DisruptionTarget", "status": "True", "reason": cond_reason,
         "message": message, "lastTransitionTime": now(),
     }]}});
     if let Err(kube::Error::Api(s)) = pods
@@ -273,8 +294,11 @@ async fn evict(ctx: &Ctx, req: &EvictRequest) -> EvictResult {
             "metadata": {"generateName": format!("{}.", req.name), "namespace": req.namespace},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod",
                 "name": req.name, "namespace": req.namespace, "uid": req.uid},
-            "reason": "Preempted",
-            "message": format!("Preempted by {} on node {}: {}", req.preemptor, req.node, req.reason),
+            "reason": event_reason,
+            "message": match req.cause {
+                Cause::Preemption => format!("Preempted by {} on node {}: {}", req.preemptor, req.node, req.reason),
+                Cause::RuntimeLimit => format!("Evicted from node {}: {}", req.node, req.reason),
+            },
             "type": "Normal", "count": 1, "firstTimestamp": ts, "lastTimestamp": ts,
             "source": {"component": ctx.component},
             "reportingComponent": ctx.component, "reportingInstance": ctx.component,

@@ -36,6 +36,7 @@ pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod reflector;
+pub mod runtime_cap;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -360,6 +361,7 @@ pub fn start(
         victims: HashMap::new(),
         nominations: HashMap::new(),
         unevictable: HashMap::new(),
+        caps: runtime_cap::RuntimeCaps::default(),
     };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
@@ -423,6 +425,8 @@ struct Loop {
     nominations: HashMap<String, String>,
     /// Pods whose eviction a disruption budget refused, not chosen again until then.
     unevictable: HashMap<String, Instant>,
+    /// `corral.io/max-runtime` enforcement.
+    caps: runtime_cap::RuntimeCaps,
 }
 
 /// A preemptor waiting for its victims to terminate. Its pods stay in flight (never
@@ -530,6 +534,9 @@ impl Loop {
             }
             let now = Instant::now();
             self.expire_waits(now);
+            if self.leader.load(Ordering::Relaxed) && self.all_synced() && self.caps.due(now) {
+                self.sweep_caps(now);
+            }
             self.queue.tick(now);
             let c = self.queue.counts();
             self.metrics.set_pending(c);
@@ -636,6 +643,7 @@ impl Loop {
         self.bind_retries.remove(key);
         self.gangs.forget_pod(key);
         self.nominations.remove(key);
+        self.caps.forget(key);
         self.victim_gone(key);
         self.preemptor_gone(key);
         if had && placed {
@@ -692,6 +700,10 @@ impl Loop {
                 self.last_report.remove(&key);
                 self.nominations.remove(&key);
                 self.preemptor_gone(&key);
+                if let Some(e) = self.caps.on_pod(&info) {
+                    tracing::warn!("{e}");
+                    self.metrics.invalid_objects.inc();
+                }
                 let info = match self.victims.get_mut(&key) {
                     Some(v) if info.pod.metadata.deletion_timestamp.is_none() => {
                         // Eviction requested, not yet visible: keep it marked.
@@ -1029,6 +1041,7 @@ impl Loop {
             );
             tracing::info!(victim = %e.pod, preemptor = %e.preemptor, node = %node, "evicting: {}", e.reason);
             self.evictor.evict(evictor::EvictRequest {
+                cause: evictor::Cause::Preemption,
                 key: e.pod.clone(),
                 namespace: p.namespace.clone(),
                 name: p.name.clone(),
@@ -1202,6 +1215,75 @@ impl Loop {
                     None => {}
                 }
             }
+        }
+    }
+
+    /// Evicts running pods past their `corral.io/max-runtime` (own annotation, else
+    /// their PodGroup's).
+    fn sweep_caps(&mut self, now: Instant) {
+        use runtime_cap::{ANN_MAX_RUNTIME, parse_cap, started};
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut due: HashMap<String, i64> =
+            self.caps.capped().map(|(k, v)| (k.clone(), v)).collect();
+        let objs = self.gangs.objects();
+        for g in &objs.groups {
+            let Some(v) = g.annotations.get(ANN_MAX_RUNTIME) else {
+                continue;
+            };
+            match parse_cap(v) {
+                Ok(cap) => {
+                    for m in self.gangs.members(&(g.api, g.key())) {
+                        due.entry(m).or_insert(cap);
+                    }
+                }
+                Err(e) => {
+                    if let Some(msg) = self.caps.report(&format!("PodGroup {}", g.key()), e) {
+                        tracing::warn!("{msg}");
+                        self.metrics.invalid_objects.inc();
+                    }
+                }
+            }
+        }
+        for (key, cap) in due {
+            if self.victims.contains_key(&key) || self.waiting_pod.contains_key(&key) {
+                continue;
+            }
+            let Some(node) = self.sched.snapshot.pod_node(&key).map(|n| n.to_string()) else {
+                continue;
+            };
+            let Some(p) = self
+                .sched
+                .snapshot
+                .node(&node)
+                .and_then(|n| n.pods.iter().find(|p| p.key == key).cloned())
+            else {
+                continue;
+            };
+            if p.pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(start) = started(&p) else { continue };
+            if !self.caps.expired(&key, start, cap, unix_now, now) {
+                continue;
+            }
+            self.caps.evicting(&key, now);
+            tracing::info!(pod = %key, cap, "max runtime exceeded; evicting");
+            self.evictor.evict(evictor::EvictRequest {
+                cause: evictor::Cause::RuntimeLimit,
+                key: key.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                node,
+                preemptor: String::new(),
+                reason: format!(
+                    "{ANN_MAX_RUNTIME} of {cap}s exceeded (running {}s)",
+                    unix_now - start
+                ),
+            });
         }
     }
 

@@ -313,3 +313,85 @@ async fn queue_below_its_share_reclaims_from_a_queue_above_it() {
     assert_bound_at_most_once(&server);
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_runtime_evicts_pods_and_gangs_past_their_cap_only() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server);
+    server.insert(node("n0", "16")).expect("node");
+    let ago = |secs: i64| {
+        k8s_openapi::jiff::Timestamp::now()
+            .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(secs))
+            .expect("time")
+            .round(k8s_openapi::jiff::Unit::Second)
+            .expect("round")
+            .to_string()
+    };
+    let started = |mut p: Value, secs: i64, cap: Option<&str>| {
+        p["status"]["startTime"] = json!(ago(secs));
+        if let Some(c) = cap {
+            p["metadata"]["annotations"]["corral.io/max-runtime"] = json!(c);
+        }
+        p
+    };
+    server
+        .insert(started(pod("old", "1", 0, Some("n0")), 7200, Some("1h")))
+        .expect("pod");
+    server
+        .insert(started(pod("young", "1", 0, Some("n0")), 60, Some("1h")))
+        .expect("pod");
+    server
+        .insert(started(
+            pod("typo", "1", 0, Some("n0")),
+            7200,
+            Some("forever"),
+        ))
+        .expect("pod");
+    server
+        .insert(started(pod("free", "1", 0, Some("n0")), 7200, None))
+        .expect("pod");
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "train", "namespace": "default",
+                "annotations": {"corral.io/max-runtime": "30m"}},
+            "spec": {"minMember": 2, "queue": "default"}}),
+        )
+        .expect("pg");
+    for i in 0..2 {
+        server
+            .insert(started(
+                gang_pod(&format!("train-{i}"), "train", "1", 0, Some("n0")),
+                3600,
+                None,
+            ))
+            .expect("pod");
+    }
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("capped pods evicted", Duration::from_secs(20), || {
+        ["old", "train-0", "train-1"]
+            .iter()
+            .all(|p| get(&server, p).is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for p in ["young", "typo", "free"] {
+        assert!(get(&server, p).is_some(), "{p} was evicted");
+    }
+    let mut ev: Vec<String> = server.evictions().keys().cloned().collect();
+    ev.sort();
+    assert_eq!(ev, ["default/old", "default/train-0", "default/train-1"]);
+    let events = server.list("", "events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "RuntimeLimitExceeded" && e["involvedObject"]["name"] == "old"),
+        "{events:?}"
+    );
+    let text = h.metrics.encode();
+    assert!(
+        text.contains("corral_scheduler_invalid_objects_total 1"),
+        "{text}"
+    );
+    h.stop();
+}
