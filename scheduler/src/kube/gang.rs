@@ -481,6 +481,27 @@ impl BatchState {
         self.session(sched, pending, actions)
     }
 
+    /// A dry run for the extender: would the gangs of `pending` be placed (enqueue +
+    /// allocate, all-or-nothing) on `sched`'s snapshot? Nothing is carried over.
+    pub fn plan(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let objs = self.objects();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut ssn = Session::open(
+            sched,
+            pending,
+            &objs,
+            self.plugins.clone(),
+            vec![Action::Enqueue, Action::Allocate],
+            now,
+            &Carry::default(),
+        );
+        ssn.run();
+        ssn.close()
+    }
+
     /// Runs one batch session over `sched` with `pending` (all batch pods of the
     /// popped gangs) and returns the closed session; the scheduler comes back
     /// without the session's resource filter.
