@@ -44,6 +44,8 @@ pub enum Cause {
     Preemption,
     /// Its `corral.io/max-runtime` elapsed.
     RuntimeLimit,
+    /// Its gang stayed below minMember past `corral.io/partial-timeout`.
+    PartialGang,
 }
 
 /// One victim to evict.
@@ -225,6 +227,11 @@ async fn evict(ctx: &Ctx, req: &EvictRequest) -> EvictResult {
             "RuntimeLimitExceeded",
             format!("{}: {}", ctx.component, req.reason),
         ),
+        Cause::PartialGang => (
+            "GangBelowMinMember",
+            "GangBelowMinMember",
+            format!("{}: {}", ctx.component, req.reason),
+        ),
     };
     // DisruptionTarget first, so the pod's controller sees why it goes away.
     ctx.limiter.acquire().await;
@@ -297,7 +304,9 @@ async fn evict(ctx: &Ctx, req: &EvictRequest) -> EvictResult {
             "reason": event_reason,
             "message": match req.cause {
                 Cause::Preemption => format!("Preempted by {} on node {}: {}", req.preemptor, req.node, req.reason),
-                Cause::RuntimeLimit => format!("Evicted from node {}: {}", req.node, req.reason),
+                Cause::RuntimeLimit | Cause::PartialGang => {
+                    format!("Evicted from node {}: {}", req.node, req.reason)
+                }
             },
             "type": "Normal", "count": 1, "firstTimestamp": ts, "lastTimestamp": ts,
             "source": {"component": ctx.component},

@@ -436,6 +436,19 @@ impl BatchState {
             .unwrap_or_default()
     }
 
+    /// Member pods the API shows bound (running or starting).
+    pub fn bound_members(&self, g: &GroupKey) -> Vec<String> {
+        self.members
+            .get(g)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| **s == Member::Bound)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Sets what the next session takes from the loop: preemptors whose victims are
     /// gone with the node they were nominated to (placed there first), reservations
     /// held for waiting preemptors, and pods not to be chosen as victims.

@@ -1229,6 +1229,7 @@ impl Loop {
         let mut due: HashMap<String, i64> =
             self.caps.capped().map(|(k, v)| (k.clone(), v)).collect();
         let objs = self.gangs.objects();
+        self.sweep_partial_gangs(&objs, now);
         for g in &objs.groups {
             let Some(v) = g.annotations.get(ANN_MAX_RUNTIME) else {
                 continue;
@@ -1285,6 +1286,73 @@ impl Loop {
                 ),
             });
         }
+    }
+
+    /// Evicts the bound members of gangs that stayed partial (0 < bound < minMember)
+    /// longer than their `corral.io/partial-timeout`.
+    fn sweep_partial_gangs(&mut self, objs: &batch::BatchObjects, now: Instant) {
+        use runtime_cap::{ANN_PARTIAL_TIMEOUT, parse_cap};
+        let mut present = HashSet::new();
+        for g in &objs.groups {
+            let Some(v) = g.annotations.get(ANN_PARTIAL_TIMEOUT) else {
+                continue;
+            };
+            let key = g.key();
+            present.insert(key.clone());
+            let timeout = match parse_cap(v) {
+                Ok(t) => t,
+                Err(e) => {
+                    let e = e.replace(runtime_cap::ANN_MAX_RUNTIME, ANN_PARTIAL_TIMEOUT);
+                    if let Some(msg) = self.caps.report(&format!("PodGroup {key}"), e) {
+                        tracing::warn!("{msg}");
+                        self.metrics.invalid_objects.inc();
+                    }
+                    continue;
+                }
+            };
+            let bound = self.gangs.bound_members(&(g.api, key.clone()));
+            let min = g.min_member.max(1) as usize;
+            let partial = !bound.is_empty() && bound.len() < min;
+            let for_ = self.caps.partial(&key, partial, now);
+            if !partial || for_ < Duration::from_secs(timeout as u64) {
+                continue;
+            }
+            for k in bound {
+                if self.victims.contains_key(&k) || self.caps.is_evicting(&k) {
+                    continue;
+                }
+                let Some(node) = self.sched.snapshot.pod_node(&k).map(|n| n.to_string()) else {
+                    continue;
+                };
+                let Some(p) = self
+                    .sched
+                    .snapshot
+                    .node(&node)
+                    .and_then(|n| n.pods.iter().find(|p| p.key == k).cloned())
+                else {
+                    continue;
+                };
+                if p.pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                self.caps.evicting(&k, now);
+                tracing::info!(pod = %k, group = %key, "gang below minMember too long; evicting");
+                self.evictor.evict(evictor::EvictRequest {
+                    cause: evictor::Cause::PartialGang,
+                    key: k.clone(),
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                    node,
+                    preemptor: String::new(),
+                    reason: format!(
+                        "gang {key} below minMember ({}/{min} bound) for more than {ANN_PARTIAL_TIMEOUT} {v}",
+                        self.gangs.bound_members(&(g.api, key.clone())).len()
+                    ),
+                });
+            }
+        }
+        self.caps.retain_groups(&present);
     }
 
     /// Releases preemptors whose wait passed its deadline.

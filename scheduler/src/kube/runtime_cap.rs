@@ -4,6 +4,12 @@
 //! system enforces a wall-time limit. A gang's members started together, so they
 //! reach the cap together and go together.
 //!
+//! Stuck gangs: a PodGroup annotated `corral.io/partial-timeout: 10m` whose bound
+//! members stay above zero but below `minMember` for that long (members failed or
+//! were evicted and the rest cannot be placed) has its remaining members evicted, so
+//! the resources they hold uselessly are freed and the job's controller can restart
+//! the gang whole.
+//!
 //! [`RuntimeCaps`] keeps the pods that carry the annotation themselves (maintained
 //! from the pod watch) and the pods currently being evicted for it; `Loop` sweeps
 //! every [`SWEEP_EVERY`] (cheap: annotated pods and members of annotated PodGroups
@@ -17,6 +23,7 @@ use crate::batch::objects::parse_duration;
 use crate::snapshot::PodInfo;
 
 pub const ANN_MAX_RUNTIME: &str = "corral.io/max-runtime";
+pub const ANN_PARTIAL_TIMEOUT: &str = "corral.io/partial-timeout";
 /// How often caps are checked.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// After a refused or failed eviction, the next attempt.
@@ -31,6 +38,8 @@ pub struct RuntimeCaps {
     /// Objects whose value was reported invalid.
     reported: HashSet<String>,
     last_sweep: Option<Instant>,
+    /// PodGroup → since when it has been partial (0 < bound < minMember).
+    partial_since: HashMap<String, Instant>,
 }
 
 /// The cap of an annotation value; `Err` names the problem.
@@ -115,6 +124,20 @@ impl RuntimeCaps {
         self.evicting.insert(key.to_string(), now + RETRY_AFTER);
     }
 
+    /// Records whether PodGroup `g` is partial now; returns how long it has been.
+    pub fn partial(&mut self, g: &str, partial: bool, now: Instant) -> Duration {
+        if !partial {
+            self.partial_since.remove(g);
+            return Duration::ZERO;
+        }
+        now.duration_since(*self.partial_since.entry(g.to_string()).or_insert(now))
+    }
+
+    /// Forgets PodGroups no longer present.
+    pub fn retain_groups(&mut self, keep: &HashSet<String>) {
+        self.partial_since.retain(|g, _| keep.contains(g));
+    }
+
     /// Whether an eviction result is for a cap (and not a preemption).
     pub fn is_evicting(&self, key: &str) -> bool {
         self.evicting.contains_key(key)
@@ -126,6 +149,30 @@ mod tests {
     use super::*;
     use crate::testutil::pod;
     use serde_json::json;
+
+    #[test]
+    fn partial_gang_clock_runs_only_while_partial() {
+        let mut c = RuntimeCaps::default();
+        let t0 = Instant::now();
+        assert_eq!(c.partial("ns/pg", true, t0), Duration::ZERO);
+        assert_eq!(
+            c.partial("ns/pg", true, t0 + Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            c.partial("ns/pg", false, t0 + Duration::from_secs(40)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            c.partial("ns/pg", true, t0 + Duration::from_secs(50)),
+            Duration::ZERO
+        );
+        c.retain_groups(&HashSet::new());
+        assert_eq!(
+            c.partial("ns/pg", true, t0 + Duration::from_secs(60)),
+            Duration::ZERO
+        );
+    }
 
     #[test]
     fn caps_parse_and_expire_once_per_retry_window() {

@@ -395,3 +395,42 @@ async fn max_runtime_evicts_pods_and_gangs_past_their_cap_only() {
     );
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_gang_past_its_timeout_is_cleaned_up() {
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server);
+    server.insert(node("n0", "16")).expect("node");
+    for (name, ann) in [("stuck", true), ("patient", false)] {
+        let mut pg = json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"minMember": 3, "queue": "default"}});
+        if ann {
+            pg["metadata"]["annotations"] = json!({"corral.io/partial-timeout": "2s"});
+        }
+        server.insert(pg).expect("pg");
+        // Two members run; the third can never fit.
+        for i in 0..2 {
+            server
+                .insert(gang_pod(&format!("{name}-{i}"), name, "1", 0, Some("n0")))
+                .expect("pod");
+        }
+        server
+            .insert(gang_pod(&format!("{name}-2"), name, "100", 0, None))
+            .expect("pod");
+    }
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("stuck gang cleaned up", Duration::from_secs(30), || {
+        get(&server, "stuck-0").is_none() && get(&server, "stuck-1").is_none()
+    })
+    .await;
+    assert!(get(&server, "patient-0").is_some() && get(&server, "patient-1").is_some());
+    assert!(
+        get(&server, "stuck-2").is_some(),
+        "pending member left to its controller"
+    );
+    let mut ev: Vec<String> = server.evictions().keys().cloned().collect();
+    ev.sort();
+    assert_eq!(ev, ["default/stuck-0", "default/stuck-1"]);
+    h.stop();
+}
