@@ -3,7 +3,7 @@
 //! statuses produced at close.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +13,7 @@ use super::objects::{
 };
 use super::plugins::{self, SessionPlugin};
 use super::res::ResMap;
+use super::running::RunningIndex;
 use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
 use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -120,7 +121,7 @@ impl Task {
     }
 }
 
-fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
+pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
     p.pod.metadata.annotations.as_ref()
 }
 
@@ -287,6 +288,19 @@ pub struct Carry {
     pub first_attempt: HashMap<String, i64>,
     /// Coscheduling PodGroup → session time until which it backs off.
     pub backoff_until: HashMap<String, i64>,
+    /// What sessions need from the running pods, kept up to date incrementally
+    /// (see [`super::running`]); shared by the sessions of one snapshot lineage.
+    pub running: Arc<Mutex<RunningIndex>>,
+}
+
+/// Requests of the plain running pods (no PodGroup) of one queue and namespace,
+/// counted into the session's usage without building their one-pod jobs.
+#[derive(Debug, Clone)]
+pub struct PlainUsage {
+    pub queue: Option<usize>,
+    pub namespace: String,
+    pub alloc: ResMap,
+    pub pods: i64,
 }
 
 /// A session.
@@ -330,6 +344,12 @@ pub struct Session {
     pub backoff_until: HashMap<String, i64>,
     /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
     pub pod_group_backoff: Option<i64>,
+    /// Plain running pods whose one-pod jobs are not in `jobs` (yet): their usage,
+    /// by queue and namespace. Emptied by [`Session::materialize_running`].
+    pub plain_running: Vec<PlainUsage>,
+    /// Whether the plain running pods' jobs are left out of `jobs`.
+    pub plain_lazy: bool,
+    running_index: Arc<Mutex<RunningIndex>>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -344,7 +364,7 @@ pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
     "corral.io/preemptable",
 ];
 
-fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+pub(crate) fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
     if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
         && !g.is_empty()
     {
@@ -358,7 +378,41 @@ fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
 
 impl Session {
     /// Opens a session over `sched`'s snapshot with the given pending pods.
+    ///
+    /// Running pods come from `carry.running` (refreshed for the nodes that changed
+    /// since the last session): gang members become tasks of their jobs, plain
+    /// running pods only count in the usage (`plain_running`); their one-pod jobs
+    /// are built by [`Session::materialize_running`] when preempt/reclaim needs
+    /// victims.
     pub fn open(
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+    ) -> Session {
+        Session::open_with(sched, pending, objs, plugins, actions, now, carry, false)
+    }
+
+    /// The straightforward build: every running pod becomes a task of a job (a
+    /// one-pod job per plain pod), nothing cached. Equivalent to
+    /// [`Session::open`] (the equivalence tests compare the two).
+    pub fn open_eager(
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+    ) -> Session {
+        Session::open_with(sched, pending, objs, plugins, actions, now, carry, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn open_with(
         mut sched: Scheduler,
         pending: Vec<Arc<PodInfo>>,
         objs: &BatchObjects,
@@ -366,6 +420,7 @@ impl Session {
         actions: Vec<Action>,
         now: i64,
         carry: &Carry,
+        eager: bool,
     ) -> Session {
         with_session_fit(&mut sched);
         // Queues.
@@ -483,9 +538,21 @@ impl Session {
             });
         }
         let default_q = queue_index.get(DEFAULT_QUEUE).copied();
-        let mut add_pod = |jobs: &mut Vec<Job>, p: Arc<PodInfo>, running: bool| {
-            let t = Task::new(p.clone());
-            let ji = match membership(&p) {
+        // The queue of a plain pod: its annotation, else the default queue.
+        let plain_queue = |qname: Option<&String>| -> (Option<usize>, Option<String>) {
+            let qname = qname.map_or(DEFAULT_QUEUE, String::as_str);
+            match queue_index.get(qname) {
+                Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
+                Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+                None => (default_q, Some(format!("queue {qname:?} not found"))),
+            }
+        };
+        let mut add_pod = |jobs: &mut Vec<Job>,
+                           p: Arc<PodInfo>,
+                           t: Task,
+                           m: Option<(GroupApi, String)>,
+                           running: bool| {
+            let ji = match m {
                 Some(m) => match group_index.get(&m) {
                     Some(&ji) => ji,
                     None => {
@@ -516,15 +583,8 @@ impl Session {
                     }
                 },
                 None => {
-                    let qname = annotations(&p)
-                        .and_then(|a| a.get(ANN_QUEUE_NAME))
-                        .cloned()
-                        .unwrap_or_else(|| DEFAULT_QUEUE.into());
-                    let (queue, error) = match queue_index.get(&qname) {
-                        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
-                        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
-                        None => (default_q, Some(format!("queue {qname:?} not found"))),
-                    };
+                    let (queue, error) =
+                        plain_queue(annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)));
                     jobs.push(Job {
                         key: p.key.clone(),
                         group: None,
@@ -563,14 +623,51 @@ impl Session {
             }
         };
         let mut total = ResMap::default();
-        for n in sched.snapshot.nodes() {
-            total.add(&ResMap::from_resources(&n.allocatable));
-            for p in &n.pods {
-                add_pod(&mut jobs, p.clone(), true);
+        let mut plain_running = Vec::new();
+        let running_index = carry.running.clone();
+        if eager {
+            for n in sched.snapshot.nodes() {
+                total.add(&ResMap::from_resources(&n.allocatable));
+                for p in &n.pods {
+                    add_pod(
+                        &mut jobs,
+                        p.clone(),
+                        Task::new(p.clone()),
+                        membership(p),
+                        true,
+                    );
+                }
+            }
+        } else {
+            // A poisoned lock only means a panic elsewhere mid-refresh: start over.
+            let mut idx = running_index.lock().unwrap_or_else(|e| {
+                let mut g = e.into_inner();
+                *g = RunningIndex::default();
+                g
+            });
+            idx.refresh(&sched.snapshot);
+            total = idx.total();
+            for m in idx.members() {
+                add_pod(
+                    &mut jobs,
+                    m.task.pod.clone(),
+                    m.task.clone(),
+                    Some(m.group.clone()),
+                    true,
+                );
+            }
+            for ((qname, ns), b) in idx.plain() {
+                plain_running.push(PlainUsage {
+                    queue: plain_queue(qname.as_ref()).0,
+                    namespace: ns.clone(),
+                    alloc: b.req.to_resmap(),
+                    pods: b.pods,
+                });
             }
         }
         for p in pending {
-            add_pod(&mut jobs, p, false);
+            let m = membership(&p);
+            add_pod(&mut jobs, p.clone(), Task::new(p), m, false);
         }
         // Groups whose priority class was not set take their pods' highest priority.
         for j in &mut jobs {
@@ -605,6 +702,9 @@ impl Session {
             first_attempt: carry.first_attempt.clone(),
             backoff_until: carry.backoff_until.clone(),
             pod_group_backoff: None,
+            plain_lazy: !eager,
+            plain_running,
+            running_index,
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -622,6 +722,20 @@ impl Session {
         self.used = ResMap::default();
         self.ns_used.clear();
         self.ns_pods.clear();
+        for u in &self.plain_running {
+            self.used.add(&u.alloc);
+            self.ns_used
+                .entry(u.namespace.clone())
+                .or_default()
+                .add(&u.alloc);
+            *self.ns_pods.entry(u.namespace.clone()).or_insert(0) += u.pods;
+            let mut cur = u.queue;
+            while let Some(c) = cur {
+                self.queues[c].allocated.add(&u.alloc);
+                self.queues[c].request.add(&u.alloc);
+                cur = self.queues[c].parent;
+            }
+        }
         for j in &self.jobs {
             let mut alloc = ResMap::default();
             for t in &j.running {
@@ -645,6 +759,57 @@ impl Session {
                 self.queues[c].allocated.add(&alloc);
                 self.queues[c].request.add(&req);
                 cur = self.queues[c].parent;
+            }
+        }
+    }
+
+    /// Builds the one-pod jobs of the plain running pods (as [`Session::open_eager`]
+    /// does), appended to `jobs`, for actions that need them as tasks (victims of
+    /// preempt/reclaim). Their usage is already counted; nothing is charged. The
+    /// running pods are those of the snapshot at open: pods placed in this session
+    /// (already tasks of their own jobs) are skipped. Idempotent.
+    pub fn materialize_running(&mut self) {
+        if !self.plain_lazy {
+            return;
+        }
+        self.plain_lazy = false;
+        self.plain_running.clear();
+        let placed: HashSet<&str> = self.placements.iter().map(|p| p.pod.as_str()).collect();
+        let default_q = self.queue_index.get(DEFAULT_QUEUE).copied();
+        for n in self.sched.snapshot.nodes() {
+            for p in &n.pods {
+                if placed.contains(p.key.as_str()) || membership(p).is_some() {
+                    continue;
+                }
+                let qname = annotations(p)
+                    .and_then(|a| a.get(ANN_QUEUE_NAME))
+                    .map_or(DEFAULT_QUEUE, String::as_str);
+                let (queue, error) = match self.queue_index.get(qname) {
+                    Some(&qi) if self.queues[qi].error.is_none() => (Some(qi), None),
+                    Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+                    None => (default_q, Some(format!("queue {qname:?} not found"))),
+                };
+                self.jobs.push(Job {
+                    key: p.key.clone(),
+                    group: None,
+                    namespace: p.namespace.clone(),
+                    queue,
+                    min_member: 1,
+                    min_task_member: BTreeMap::new(),
+                    min_resources: None,
+                    priority: p.priority,
+                    created: p.created,
+                    seq: p.seq,
+                    pending: Vec::new(),
+                    running: vec![Task::new(p.clone())],
+                    annotations: BTreeMap::new(),
+                    inqueue: true,
+                    message: None,
+                    error,
+                    pipelined: Vec::new(),
+                    schedule_timeout: None,
+                    reason: None,
+                });
             }
         }
     }
@@ -900,6 +1065,7 @@ impl Session {
                 nominated,
                 first_attempt: self.first_attempt,
                 backoff_until: self.backoff_until,
+                running: self.running_index,
             },
             nominated: self.nominated,
             batches: self.batches,
