@@ -14,6 +14,8 @@
 //!   gangs of 100) for a small burst: one 8-pod gang, or 20 x 500. `warm` reuses
 //!   the `Carry` of an earlier session over the same cluster (the steady state of
 //!   `corral-scheduler run`), `cold` starts from an empty one (the first session).
+//!   `core_floor` places the same 8 pods without PodGroups through the core alone
+//!   (`Scheduler::schedule_all`) on the same cluster: the placement's own cost.
 
 use std::sync::Arc;
 
@@ -229,9 +231,35 @@ fn bench_running(c: &mut Criterion) {
         );
         warmup.run();
         let warm = warmup.close().carry;
-        let cold = Carry::default();
         g.throughput(Throughput::Elements(n as u64));
-        for (label, carry) in [("warm", &warm), ("cold", &cold)] {
+        if burst == 1 {
+            let plain: Vec<PodInfo> = pods
+                .iter()
+                .map(|p| {
+                    let mut pod = (*p.pod).clone();
+                    pod.metadata.annotations = None;
+                    PodInfo::new(pod, p.seq).expect("pod info")
+                })
+                .collect();
+            g.bench_function("running150k/core_floor_8pods/5000nodes", |b| {
+                b.iter_batched(
+                    || {
+                        let s = Scheduler::new(
+                            default_frameworks(),
+                            base.snapshot.clone(),
+                            Options::default(),
+                        );
+                        (s, plain.clone())
+                    },
+                    |(mut s, p)| {
+                        assert_eq!(s.schedule_all(p).placements.len(), n);
+                        s
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+        for (label, cold) in [("warm", false), ("cold", true)] {
             g.bench_function(
                 format!("running150k/{burst}x{size}/5000nodes/{label}"),
                 |b| {
@@ -242,9 +270,10 @@ fn bench_running(c: &mut Criterion) {
                                 base.snapshot.clone(),
                                 Options::default(),
                             );
-                            (s, pods.clone())
+                            (s, pods.clone(), Carry::default())
                         },
-                        |(s, p)| {
+                        |(s, p, fresh)| {
+                            let carry = if cold { &fresh } else { &warm };
                             let closed = one_session(s, p, &objs, carry);
                             assert_eq!(closed.placements.len(), n);
                             closed

@@ -121,30 +121,37 @@ struct NodeEntry {
     allocatable: Resources,
     plain: Vec<(PlainKey, Bucket)>,
     members: Vec<Member>,
+    /// Members' requests per PodGroup.
+    groups: Vec<((GroupApi, String), Bucket)>,
+}
+
+/// Adds `r` to the bucket of `key` in a short list.
+fn bucket<'a, K: PartialEq>(list: &'a mut Vec<(K, Bucket)>, key: K) -> &'a mut Bucket {
+    match list.iter().position(|(k, _)| *k == key) {
+        Some(i) => &mut list[i].1,
+        None => {
+            list.push((key, Bucket::default()));
+            &mut list.last_mut().expect("just pushed").1
+        }
+    }
 }
 
 impl NodeEntry {
     fn build(n: &NodeInfo) -> NodeEntry {
         let mut plain: Vec<(PlainKey, Bucket)> = Vec::new();
         let mut members = Vec::new();
+        let mut groups = Vec::new();
         for p in &n.pods {
-            if let Some(group) = membership(p) {
+            let b = if let Some(group) = membership(p) {
+                let b = bucket(&mut groups, group.clone());
                 members.push(Member {
                     group,
                     task: Task::new(p.clone()),
                 });
-                continue;
-            }
-            let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
-            let b = match plain
-                .iter()
-                .position(|((q, ns), _)| q.as_ref() == queue && *ns == p.namespace)
-            {
-                Some(i) => &mut plain[i].1,
-                None => {
-                    plain.push(((queue.cloned(), p.namespace.clone()), Bucket::default()));
-                    &mut plain.last_mut().expect("just pushed").1
-                }
+                b
+            } else {
+                let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME)).cloned();
+                bucket(&mut plain, (queue, p.namespace.clone()))
             };
             b.req.add_resources(&p.requests.requests, 1);
             b.pods += 1;
@@ -155,6 +162,7 @@ impl NodeEntry {
             allocatable: n.allocatable.clone(),
             plain,
             members,
+            groups,
         }
     }
 }
@@ -167,19 +175,31 @@ pub struct RunningIndex {
     nodes: Vec<NodeEntry>,
     total: Acc,
     plain: HashMap<PlainKey, Bucket>,
+    groups: HashMap<(GroupApi, String), Bucket>,
     /// Nodes rebuilt by the last [`RunningIndex::refresh`] (for tests and stats).
     pub rebuilt: usize,
 }
 
-fn account(total: &mut Acc, plain: &mut HashMap<PlainKey, Bucket>, e: &NodeEntry, sign: i64) {
-    total.add_resources(&e.allocatable, sign);
-    for (k, b) in &e.plain {
-        let t = plain.entry(k.clone()).or_default();
+fn merge_buckets<K: std::hash::Hash + Eq + Clone>(
+    into: &mut HashMap<K, Bucket>,
+    from: &[(K, Bucket)],
+    sign: i64,
+) {
+    for (k, b) in from {
+        let t = into.entry(k.clone()).or_default();
         t.req.merge(&b.req, sign);
         t.pods += sign * b.pods;
         if t.pods == 0 {
-            plain.remove(k);
+            into.remove(k);
         }
+    }
+}
+
+impl RunningIndex {
+    fn account(&mut self, e: &NodeEntry, sign: i64) {
+        self.total.add_resources(&e.allocatable, sign);
+        merge_buckets(&mut self.plain, &e.plain, sign);
+        merge_buckets(&mut self.groups, &e.groups, sign);
     }
 }
 
@@ -197,7 +217,7 @@ impl RunningIndex {
                 self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
             slots = nodes.iter().map(|n| old.remove(&n.name)).collect();
             for e in old.into_values() {
-                account(&mut self.total, &mut self.plain, &e, -1);
+                self.account(&e, -1);
             }
         }
         // Stale entries leave the totals; their nodes are rebuilt.
@@ -207,7 +227,7 @@ impl RunningIndex {
             if let Some(e) = slot
                 && (e.generation != n.generation || e.name != n.name)
             {
-                account(&mut self.total, &mut self.plain, e, -1);
+                self.account(e, -1);
                 *slot = None;
             }
             if slot.is_none() {
@@ -220,7 +240,7 @@ impl RunningIndex {
             .map(|i| (i, NodeEntry::build(&nodes[i])))
             .collect();
         for (i, e) in fresh {
-            account(&mut self.total, &mut self.plain, &e, 1);
+            self.account(&e, 1);
             slots[i] = Some(e);
         }
         self.nodes = slots.into_iter().flatten().collect();
@@ -237,6 +257,11 @@ impl RunningIndex {
         let mut v: Vec<_> = self.plain.iter().collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
+    }
+
+    /// Running gang members' requests per PodGroup.
+    pub fn groups(&self) -> impl Iterator<Item = (&(GroupApi, String), &Bucket)> {
+        self.groups.iter()
     }
 
     /// Running gang members in snapshot order (nodes in order, pods in node order).
@@ -261,6 +286,7 @@ mod tests {
     fn same(a: &RunningIndex, b: &RunningIndex) {
         assert_eq!(a.total, b.total);
         assert_eq!(a.plain, b.plain);
+        assert_eq!(a.groups, b.groups);
         let ka: Vec<&str> = a.members().map(|m| m.task.pod.key.as_str()).collect();
         let kb: Vec<&str> = b.members().map(|m| m.task.pod.key.as_str()).collect();
         assert_eq!(ka, kb);

@@ -101,7 +101,8 @@ impl SessionConfig {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub pod: Arc<PodInfo>,
-    pub req: ResMap,
+    /// Requests (shared: tasks of running pods are cloned into every session).
+    pub req: Arc<ResMap>,
     /// `volcano.sh/task-spec` role.
     pub role: Option<String>,
     pub best_effort: bool,
@@ -113,7 +114,7 @@ impl Task {
             .and_then(|a| a.get(ANN_TASK_SPEC))
             .cloned();
         Task {
-            req: ResMap::from_resources(&pod.requests.requests),
+            req: Arc::new(ResMap::from_resources(&pod.requests.requests)),
             best_effort: pod.requests.requests.is_zero(),
             role,
             pod,
@@ -550,10 +551,10 @@ impl Session {
         let mut add_pod = |jobs: &mut Vec<Job>,
                            p: Arc<PodInfo>,
                            t: Task,
-                           m: Option<(GroupApi, String)>,
+                           m: Option<&(GroupApi, String)>,
                            running: bool| {
             let ji = match m {
-                Some(m) => match group_index.get(&m) {
+                Some(m) => match group_index.get(m) {
                     Some(&ji) => ji,
                     None => {
                         let ji = jobs.len();
@@ -624,6 +625,7 @@ impl Session {
         };
         let mut total = ResMap::default();
         let mut plain_running = Vec::new();
+        let mut running_sums: Vec<((GroupApi, String), ResMap)> = Vec::new();
         let running_index = carry.running.clone();
         if eager {
             for n in sched.snapshot.nodes() {
@@ -633,7 +635,7 @@ impl Session {
                         &mut jobs,
                         p.clone(),
                         Task::new(p.clone()),
-                        membership(p),
+                        membership(p).as_ref(),
                         true,
                     );
                 }
@@ -652,10 +654,15 @@ impl Session {
                     &mut jobs,
                     m.task.pod.clone(),
                     m.task.clone(),
-                    Some(m.group.clone()),
+                    Some(&m.group),
                     true,
                 );
             }
+            // Gangs' running requests, summed by the index.
+            running_sums = idx
+                .groups()
+                .map(|(k, b)| (k.clone(), b.req.to_resmap()))
+                .collect();
             for ((qname, ns), b) in idx.plain() {
                 plain_running.push(PlainUsage {
                     queue: plain_queue(qname.as_ref()).0,
@@ -667,7 +674,13 @@ impl Session {
         }
         for p in pending {
             let m = membership(&p);
-            add_pod(&mut jobs, p.clone(), Task::new(p), m, false);
+            add_pod(&mut jobs, p.clone(), Task::new(p), m.as_ref(), false);
+        }
+        let mut sums: Vec<Option<ResMap>> = vec![None; jobs.len()];
+        for (k, r) in running_sums {
+            if let Some(&ji) = group_index.get(&k) {
+                sums[ji] = Some(r);
+            }
         }
         // Groups whose priority class was not set take their pods' highest priority.
         for j in &mut jobs {
@@ -706,7 +719,7 @@ impl Session {
             plain_running,
             running_index,
         };
-        ssn.recompute_usage();
+        ssn.usage_from(&sums);
         for p in &plugins {
             p.on_open(&mut ssn);
         }
@@ -715,6 +728,12 @@ impl Session {
 
     /// Recomputes queue allocated/request and namespace usage from the jobs.
     pub fn recompute_usage(&mut self) {
+        self.usage_from(&[]);
+    }
+
+    /// [`Session::recompute_usage`], taking job `j`'s running requests from
+    /// `sums[j]` where given (the index's exact per-gang sums).
+    fn usage_from(&mut self, sums: &[Option<ResMap>]) {
         for q in &mut self.queues {
             q.allocated = ResMap::default();
             q.request = ResMap::default();
@@ -736,11 +755,17 @@ impl Session {
                 cur = self.queues[c].parent;
             }
         }
-        for j in &self.jobs {
-            let mut alloc = ResMap::default();
-            for t in &j.running {
-                alloc.add(&t.req);
-            }
+        for (ji, j) in self.jobs.iter().enumerate() {
+            let alloc = match sums.get(ji) {
+                Some(Some(a)) => a.clone(),
+                _ => {
+                    let mut alloc = ResMap::default();
+                    for t in &j.running {
+                        alloc.add(&t.req);
+                    }
+                    alloc
+                }
+            };
             self.used.add(&alloc);
             self.ns_used
                 .entry(j.namespace.clone())
