@@ -126,7 +126,7 @@ struct NodeEntry {
 }
 
 /// Adds `r` to the bucket of `key` in a short list.
-fn bucket<'a, K: PartialEq>(list: &'a mut Vec<(K, Bucket)>, key: K) -> &'a mut Bucket {
+fn bucket<K: PartialEq>(list: &mut Vec<(K, Bucket)>, key: K) -> &mut Bucket {
     match list.iter().position(|(k, _)| *k == key) {
         Some(i) => &mut list[i].1,
         None => {
