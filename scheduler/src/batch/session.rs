@@ -14,7 +14,7 @@ use super::objects::{
 use super::plugins::{self, SessionPlugin};
 use super::res::ResMap;
 use super::running::RunningIndex;
-use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
+use crate::framework::{CycleState, FilterPlugin, Status};
 use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -218,14 +218,7 @@ struct SessionFit;
 
 pub const SESSION_FIT: &str = "SessionFit";
 
-impl Plugin for SessionFit {
-    fn name(&self) -> &'static str {
-        SESSION_FIT
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(SessionFit, SESSION_FIT, filter);
 
 /// Insufficient resources of `pod` on `node` (kube-scheduler reason strings).
 pub fn insufficient(
