@@ -297,6 +297,47 @@ pub struct PlainUsage {
     pub pods: i64,
 }
 
+/// The queue of a plain pod (annotation `qname`, else the default queue) and the
+/// job error when that queue is invalid or unknown.
+fn plain_queue(
+    queue_index: &HashMap<String, usize>,
+    queues: &[Queue],
+    default_q: Option<usize>,
+    qname: Option<&String>,
+) -> (Option<usize>, Option<String>) {
+    let qname = qname.map_or(DEFAULT_QUEUE, String::as_str);
+    match queue_index.get(qname) {
+        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
+        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+        None => (default_q, Some(format!("queue {qname:?} not found"))),
+    }
+}
+
+/// The implicit one-member job of a pod without a PodGroup, with no tasks yet.
+fn plain_job(p: &PodInfo, (queue, error): (Option<usize>, Option<String>)) -> Job {
+    Job {
+        key: p.key.clone(),
+        group: None,
+        namespace: p.namespace.clone(),
+        queue,
+        min_member: 1,
+        min_task_member: BTreeMap::new(),
+        min_resources: None,
+        priority: p.priority,
+        created: p.created,
+        seq: p.seq,
+        pending: Vec::new(),
+        running: Vec::new(),
+        annotations: BTreeMap::new(),
+        inqueue: true,
+        message: None,
+        error,
+        pipelined: Vec::new(),
+        schedule_timeout: None,
+        reason: None,
+    }
+}
+
 /// A session.
 pub struct Session {
     pub sched: Scheduler,
@@ -533,14 +574,8 @@ impl Session {
         }
         let default_q = queue_index.get(DEFAULT_QUEUE).copied();
         // The queue of a plain pod: its annotation, else the default queue.
-        let plain_queue = |qname: Option<&String>| -> (Option<usize>, Option<String>) {
-            let qname = qname.map_or(DEFAULT_QUEUE, String::as_str);
-            match queue_index.get(qname) {
-                Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
-                Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
-                None => (default_q, Some(format!("queue {qname:?} not found"))),
-            }
-        };
+        let plain_queue =
+            |qname: Option<&String>| plain_queue(&queue_index, &queues, default_q, qname);
         let mut add_pod = |jobs: &mut Vec<Job>,
                            p: Arc<PodInfo>,
                            t: Task,
@@ -577,29 +612,8 @@ impl Session {
                     }
                 },
                 None => {
-                    let (queue, error) =
-                        plain_queue(annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)));
-                    jobs.push(Job {
-                        key: p.key.clone(),
-                        group: None,
-                        namespace: p.namespace.clone(),
-                        queue,
-                        min_member: 1,
-                        min_task_member: BTreeMap::new(),
-                        min_resources: None,
-                        priority: p.priority,
-                        created: p.created,
-                        seq: p.seq,
-                        pending: Vec::new(),
-                        running: Vec::new(),
-                        annotations: BTreeMap::new(),
-                        inqueue: true,
-                        message: None,
-                        error,
-                        pipelined: Vec::new(),
-                        schedule_timeout: None,
-                        reason: None,
-                    });
+                    let q = plain_queue(annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)));
+                    jobs.push(plain_job(&p, q));
                     jobs.len() - 1
                 }
             };
@@ -794,42 +808,20 @@ impl Session {
         self.plain_running.clear();
         let placed: HashSet<&str> = self.placements.iter().map(|p| p.pod.as_str()).collect();
         let default_q = self.queue_index.get(DEFAULT_QUEUE).copied();
+        let mut jobs = Vec::new();
         for n in self.sched.snapshot.nodes() {
             for p in &n.pods {
                 if placed.contains(p.key.as_str()) || membership(p).is_some() {
                     continue;
                 }
-                let qname = annotations(p)
-                    .and_then(|a| a.get(ANN_QUEUE_NAME))
-                    .map_or(DEFAULT_QUEUE, String::as_str);
-                let (queue, error) = match self.queue_index.get(qname) {
-                    Some(&qi) if self.queues[qi].error.is_none() => (Some(qi), None),
-                    Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
-                    None => (default_q, Some(format!("queue {qname:?} not found"))),
-                };
-                self.jobs.push(Job {
-                    key: p.key.clone(),
-                    group: None,
-                    namespace: p.namespace.clone(),
-                    queue,
-                    min_member: 1,
-                    min_task_member: BTreeMap::new(),
-                    min_resources: None,
-                    priority: p.priority,
-                    created: p.created,
-                    seq: p.seq,
-                    pending: Vec::new(),
-                    running: vec![Task::new(p.clone())],
-                    annotations: BTreeMap::new(),
-                    inqueue: true,
-                    message: None,
-                    error,
-                    pipelined: Vec::new(),
-                    schedule_timeout: None,
-                    reason: None,
-                });
+                let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+                let q = plain_queue(&self.queue_index, &self.queues, default_q, qname);
+                let mut job = plain_job(p, q);
+                job.running.push(Task::new(p.clone()));
+                jobs.push(job);
             }
         }
+        self.jobs.extend(jobs);
     }
 
     /// Adds `req` to the queue and its ancestors' allocation (negative: `sub`).
