@@ -431,23 +431,11 @@ impl Session {
         Session::open_with(sched, pending, objs, plugins, actions, now, carry, false)
     }
 
-    /// The straightforward build: every running pod becomes a task of a job (a
-    /// one-pod job per plain pod), nothing cached. Equivalent to
-    /// [`Session::open`] (the equivalence tests compare the two).
-    pub fn open_eager(
-        sched: Scheduler,
-        pending: Vec<Arc<PodInfo>>,
-        objs: &BatchObjects,
-        plugins: Vec<Arc<dyn SessionPlugin>>,
-        actions: Vec<Action>,
-        now: i64,
-        carry: &Carry,
-    ) -> Session {
-        Session::open_with(sched, pending, objs, plugins, actions, now, carry, true)
-    }
-
+    /// [`Session::open`], or with `eager` the straightforward build: every running
+    /// pod becomes a task of a job (a one-pod job per plain pod), nothing cached —
+    /// the reference the equivalence tests compare `open` against.
     #[allow(clippy::too_many_arguments)]
-    fn open_with(
+    pub(crate) fn open_with(
         mut sched: Scheduler,
         pending: Vec<Arc<PodInfo>>,
         objs: &BatchObjects,
@@ -795,7 +783,7 @@ impl Session {
         }
     }
 
-    /// Builds the one-pod jobs of the plain running pods (as [`Session::open_eager`]
+    /// Builds the one-pod jobs of the plain running pods (as `Session::open_with(.., eager)`
     /// does), appended to `jobs`, for actions that need them as tasks (victims of
     /// preempt/reclaim). Their usage is already counted; nothing is charged. The
     /// running pods are those of the snapshot at open: pods placed in this session

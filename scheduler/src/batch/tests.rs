@@ -983,12 +983,7 @@ fn cycles_with(c: &Case, cycles: usize, eager: bool) -> Vec<CycleOut> {
     let mut carry = Carry::default();
     let mut out = Vec::new();
     for cycle in 0..cycles {
-        let open = if eager {
-            Session::open_eager
-        } else {
-            Session::open
-        };
-        let mut ssn = open(
+        let mut ssn = Session::open_with(
             sched,
             pending,
             &objs,
@@ -996,6 +991,7 @@ fn cycles_with(c: &Case, cycles: usize, eager: bool) -> Vec<CycleOut> {
             c.cfg.actions(),
             NOW + cycle as i64,
             &carry,
+            eager,
         );
         ssn.run();
         let closed = ssn.close();
