@@ -105,6 +105,16 @@ fn session(snap: &Snapshot, objs: &BatchObjects, pods: Vec<PodInfo>) -> usize {
     r.placements.len()
 }
 
+/// The same pods without annotations (no PodGroup, no queue): core-only floors.
+fn without_annotations<'a>(pods: impl Iterator<Item = &'a PodInfo>) -> Vec<PodInfo> {
+    pods.map(|p| {
+        let mut pod = (*p.pod).clone();
+        pod.metadata.annotations = None;
+        PodInfo::new(pod, p.seq).expect("pod info")
+    })
+    .collect()
+}
+
 /// A running pod (plain, or a member of `group` when given) in queue `queue`.
 fn running_pod(ns: &str, name: &str, queue: &str, group: Option<&str>, seq: u64) -> PodInfo {
     let mut ann = serde_json::Map::new();
@@ -233,14 +243,7 @@ fn bench_running(c: &mut Criterion) {
         let warm = warmup.close().carry;
         g.throughput(Throughput::Elements(n as u64));
         if burst == 1 {
-            let plain: Vec<PodInfo> = pods
-                .iter()
-                .map(|p| {
-                    let mut pod = (*p.pod).clone();
-                    pod.metadata.annotations = None;
-                    PodInfo::new(pod, p.seq).expect("pod info")
-                })
-                .collect();
+            let plain = without_annotations(pods.iter().map(|p| &**p));
             g.bench_function("running150k/core_floor_8pods/5000nodes", |b| {
                 b.iter_batched(
                     || {
@@ -305,14 +308,7 @@ fn bench(c: &mut Criterion) {
 
     // The same 10,000 pods without PodGroups through the core loop alone (no
     // session): the floor the gang burst is compared against on the same machine.
-    let plain: Vec<PodInfo> = pods
-        .iter()
-        .map(|p| {
-            let mut pod = (*p.pod).clone();
-            pod.metadata.annotations = None;
-            PodInfo::new(pod, p.seq).expect("pod info")
-        })
-        .collect();
+    let plain = without_annotations(pods.iter());
     g.bench_function("core_baseline/10000pods/5000nodes", |b| {
         b.iter_batched(
             || plain.clone(),
