@@ -679,6 +679,8 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
     if cands.is_empty() {
         return;
     }
+    // Victims may be plain running pods: build their jobs now.
+    ssn.materialize_running();
     cands.sort_by(|&a, &b| ssn.job_cmp(a, b));
     // Running pod → job.
     let mut owner: HashMap<String, usize> = HashMap::new();

@@ -22,6 +22,7 @@ pub mod actions;
 pub mod objects;
 pub mod plugins;
 pub mod res;
+pub mod running;
 pub mod session;
 
 #[cfg(test)]

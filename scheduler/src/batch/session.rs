@@ -3,7 +3,7 @@
 //! statuses produced at close.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,8 @@ use super::objects::{
 };
 use super::plugins::{self, SessionPlugin};
 use super::res::ResMap;
-use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
+use super::running::RunningIndex;
+use crate::framework::{CycleState, FilterPlugin, Status};
 use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -100,7 +101,8 @@ impl SessionConfig {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub pod: Arc<PodInfo>,
-    pub req: ResMap,
+    /// Requests (shared: tasks of running pods are cloned into every session).
+    pub req: Arc<ResMap>,
     /// `volcano.sh/task-spec` role.
     pub role: Option<String>,
     pub best_effort: bool,
@@ -112,7 +114,7 @@ impl Task {
             .and_then(|a| a.get(ANN_TASK_SPEC))
             .cloned();
         Task {
-            req: ResMap::from_resources(&pod.requests.requests),
+            req: Arc::new(ResMap::from_resources(&pod.requests.requests)),
             best_effort: pod.requests.requests.is_zero(),
             role,
             pod,
@@ -120,7 +122,7 @@ impl Task {
     }
 }
 
-fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
+pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
     p.pod.metadata.annotations.as_ref()
 }
 
@@ -216,14 +218,7 @@ struct SessionFit;
 
 pub const SESSION_FIT: &str = "SessionFit";
 
-impl Plugin for SessionFit {
-    fn name(&self) -> &'static str {
-        SESSION_FIT
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(SessionFit, SESSION_FIT, filter);
 
 /// Insufficient resources of `pod` on `node` (kube-scheduler reason strings).
 pub fn insufficient(
@@ -288,12 +283,67 @@ pub struct Carry {
     /// Coscheduling PodGroup → session time until which it backs off.
     pub backoff_until: HashMap<String, i64>,
     /// Running pods that must not be chosen as victims (e.g. their eviction was
-    /// refused by a PodDisruptionBudget a moment ago). Set by the caller.
+    /// refused by a PodDisruptionBudget a moment ago, or they are preemptors' held
+    /// reservations). Set by the caller.
     pub unevictable: HashSet<String>,
     /// Pods held on a node as a reservation for a preemptor whose victims are still
-    /// terminating (`run`): they use capacity but are no running task of any job
-    /// (never a victim, not counted as running). Set by the caller.
+    /// terminating (`run`): they use capacity (and count in their queue's usage) but
+    /// are not running yet; the caller also lists them in `unevictable`.
     pub reserved: HashSet<String>,
+    /// What sessions need from the running pods, kept up to date incrementally
+    /// (see [`super::running`]); shared by the sessions of one snapshot lineage.
+    pub running: Arc<Mutex<RunningIndex>>,
+}
+
+/// Requests of the plain running pods (no PodGroup) of one queue and namespace,
+/// counted into the session's usage without building their one-pod jobs.
+#[derive(Debug, Clone)]
+pub struct PlainUsage {
+    pub queue: Option<usize>,
+    pub namespace: String,
+    pub alloc: ResMap,
+    pub pods: i64,
+}
+
+/// The queue of a plain pod (annotation `qname`, else the default queue) and the
+/// job error when that queue is invalid or unknown.
+fn plain_queue(
+    queue_index: &HashMap<String, usize>,
+    queues: &[Queue],
+    default_q: Option<usize>,
+    qname: Option<&String>,
+) -> (Option<usize>, Option<String>) {
+    let qname = qname.map_or(DEFAULT_QUEUE, String::as_str);
+    match queue_index.get(qname) {
+        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
+        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+        None => (default_q, Some(format!("queue {qname:?} not found"))),
+    }
+}
+
+/// The implicit one-member job of a pod without a PodGroup, with no tasks yet.
+fn plain_job(p: &PodInfo, (queue, error): (Option<usize>, Option<String>)) -> Job {
+    Job {
+        key: p.key.clone(),
+        group: None,
+        namespace: p.namespace.clone(),
+        queue,
+        min_member: 1,
+        min_task_member: BTreeMap::new(),
+        min_resources: None,
+        priority: p.priority,
+        created: p.created,
+        seq: p.seq,
+        pending: Vec::new(),
+        running: Vec::new(),
+        annotations: BTreeMap::new(),
+        inqueue: true,
+        message: None,
+        error,
+        pipelined: Vec::new(),
+        schedule_timeout: None,
+        reason: None,
+    }
 }
 
 /// A session.
@@ -341,6 +391,12 @@ pub struct Session {
     pub backoff_until: HashMap<String, i64>,
     /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
     pub pod_group_backoff: Option<i64>,
+    /// Plain running pods whose one-pod jobs are not in `jobs` (yet): their usage,
+    /// by queue and namespace. Emptied by [`Session::materialize_running`].
+    pub plain_running: Vec<PlainUsage>,
+    /// Whether the plain running pods' jobs are left out of `jobs`.
+    pub plain_lazy: bool,
+    running_index: Arc<Mutex<RunningIndex>>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -355,7 +411,7 @@ pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
     "corral.io/preemptable",
 ];
 
-fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+pub(crate) fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
     if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
         && !g.is_empty()
     {
@@ -369,7 +425,29 @@ fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
 
 impl Session {
     /// Opens a session over `sched`'s snapshot with the given pending pods.
+    ///
+    /// Running pods come from `carry.running` (refreshed for the nodes that changed
+    /// since the last session): gang members become tasks of their jobs, plain
+    /// running pods only count in the usage (`plain_running`); their one-pod jobs
+    /// are built by [`Session::materialize_running`] when preempt/reclaim needs
+    /// victims.
     pub fn open(
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+    ) -> Session {
+        Session::open_with(sched, pending, objs, plugins, actions, now, carry, false)
+    }
+
+    /// [`Session::open`], or with `eager` the straightforward build: every running
+    /// pod becomes a task of a job (a one-pod job per plain pod), nothing cached —
+    /// the reference the equivalence tests compare `open` against.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_with(
         mut sched: Scheduler,
         pending: Vec<Arc<PodInfo>>,
         objs: &BatchObjects,
@@ -377,6 +455,7 @@ impl Session {
         actions: Vec<Action>,
         now: i64,
         carry: &Carry,
+        eager: bool,
     ) -> Session {
         with_session_fit(&mut sched);
         // Queues.
@@ -494,10 +573,16 @@ impl Session {
             });
         }
         let default_q = queue_index.get(DEFAULT_QUEUE).copied();
-        let mut add_pod = |jobs: &mut Vec<Job>, p: Arc<PodInfo>, running: bool| {
-            let t = Task::new(p.clone());
-            let ji = match membership(&p) {
-                Some(m) => match group_index.get(&m) {
+        // The queue of a plain pod: its annotation, else the default queue.
+        let plain_queue =
+            |qname: Option<&String>| plain_queue(&queue_index, &queues, default_q, qname);
+        let mut add_pod = |jobs: &mut Vec<Job>,
+                           p: Arc<PodInfo>,
+                           t: Task,
+                           m: Option<&(GroupApi, String)>,
+                           running: bool| {
+            let ji = match m {
+                Some(m) => match group_index.get(m) {
                     Some(&ji) => ji,
                     None => {
                         let ji = jobs.len();
@@ -527,36 +612,8 @@ impl Session {
                     }
                 },
                 None => {
-                    let qname = annotations(&p)
-                        .and_then(|a| a.get(ANN_QUEUE_NAME))
-                        .cloned()
-                        .unwrap_or_else(|| DEFAULT_QUEUE.into());
-                    let (queue, error) = match queue_index.get(&qname) {
-                        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
-                        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
-                        None => (default_q, Some(format!("queue {qname:?} not found"))),
-                    };
-                    jobs.push(Job {
-                        key: p.key.clone(),
-                        group: None,
-                        namespace: p.namespace.clone(),
-                        queue,
-                        min_member: 1,
-                        min_task_member: BTreeMap::new(),
-                        min_resources: None,
-                        priority: p.priority,
-                        created: p.created,
-                        seq: p.seq,
-                        pending: Vec::new(),
-                        running: Vec::new(),
-                        annotations: BTreeMap::new(),
-                        inqueue: true,
-                        message: None,
-                        error,
-                        pipelined: Vec::new(),
-                        schedule_timeout: None,
-                        reason: None,
-                    });
+                    let q = plain_queue(annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)));
+                    jobs.push(plain_job(&p, q));
                     jobs.len() - 1
                 }
             };
@@ -574,16 +631,63 @@ impl Session {
             }
         };
         let mut total = ResMap::default();
-        for n in sched.snapshot.nodes() {
-            total.add(&ResMap::from_resources(&n.allocatable));
-            for p in &n.pods {
-                if !carry.reserved.contains(&p.key) {
-                    add_pod(&mut jobs, p.clone(), true);
+        let mut plain_running = Vec::new();
+        let mut running_sums: Vec<((GroupApi, String), ResMap)> = Vec::new();
+        let running_index = carry.running.clone();
+        if eager {
+            for n in sched.snapshot.nodes() {
+                total.add(&ResMap::from_resources(&n.allocatable));
+                for p in &n.pods {
+                    add_pod(
+                        &mut jobs,
+                        p.clone(),
+                        Task::new(p.clone()),
+                        membership(p).as_ref(),
+                        true,
+                    );
                 }
+            }
+        } else {
+            // A poisoned lock only means a panic elsewhere mid-refresh: start over.
+            let mut idx = running_index.lock().unwrap_or_else(|e| {
+                let mut g = e.into_inner();
+                *g = RunningIndex::default();
+                g
+            });
+            idx.refresh(&sched.snapshot);
+            total = idx.total();
+            for m in idx.members() {
+                add_pod(
+                    &mut jobs,
+                    m.task.pod.clone(),
+                    m.task.clone(),
+                    Some(&m.group),
+                    true,
+                );
+            }
+            // Gangs' running requests, summed by the index.
+            running_sums = idx
+                .groups()
+                .map(|(k, b)| (k.clone(), b.req.to_resmap()))
+                .collect();
+            for ((qname, ns), b) in idx.plain() {
+                plain_running.push(PlainUsage {
+                    queue: plain_queue(qname.as_ref()).0,
+                    namespace: ns.clone(),
+                    alloc: b.req.to_resmap(),
+                    pods: b.pods,
+                });
             }
         }
         for p in pending {
-            add_pod(&mut jobs, p, false);
+            let m = membership(&p);
+            add_pod(&mut jobs, p.clone(), Task::new(p), m.as_ref(), false);
+        }
+        let mut sums: Vec<Option<ResMap>> = vec![None; jobs.len()];
+        for (k, r) in running_sums {
+            if let Some(&ji) = group_index.get(&k) {
+                sums[ji] = Some(r);
+            }
         }
         // Groups whose priority class was not set take their pods' highest priority.
         for j in &mut jobs {
@@ -620,8 +724,11 @@ impl Session {
             first_attempt: carry.first_attempt.clone(),
             backoff_until: carry.backoff_until.clone(),
             pod_group_backoff: None,
+            plain_lazy: !eager,
+            plain_running,
+            running_index,
         };
-        ssn.recompute_usage();
+        ssn.usage_from(&sums);
         for p in &plugins {
             p.on_open(&mut ssn);
         }
@@ -630,6 +737,12 @@ impl Session {
 
     /// Recomputes queue allocated/request and namespace usage from the jobs.
     pub fn recompute_usage(&mut self) {
+        self.usage_from(&[]);
+    }
+
+    /// [`Session::recompute_usage`], taking job `j`'s running requests from
+    /// `sums[j]` where given (the index's exact per-gang sums).
+    fn usage_from(&mut self, sums: &[Option<ResMap>]) {
         for q in &mut self.queues {
             q.allocated = ResMap::default();
             q.request = ResMap::default();
@@ -637,11 +750,31 @@ impl Session {
         self.used = ResMap::default();
         self.ns_used.clear();
         self.ns_pods.clear();
-        for j in &self.jobs {
-            let mut alloc = ResMap::default();
-            for t in &j.running {
-                alloc.add(&t.req);
+        for u in &self.plain_running {
+            self.used.add(&u.alloc);
+            self.ns_used
+                .entry(u.namespace.clone())
+                .or_default()
+                .add(&u.alloc);
+            *self.ns_pods.entry(u.namespace.clone()).or_insert(0) += u.pods;
+            let mut cur = u.queue;
+            while let Some(c) = cur {
+                self.queues[c].allocated.add(&u.alloc);
+                self.queues[c].request.add(&u.alloc);
+                cur = self.queues[c].parent;
             }
+        }
+        for (ji, j) in self.jobs.iter().enumerate() {
+            let alloc = match sums.get(ji) {
+                Some(Some(a)) => a.clone(),
+                _ => {
+                    let mut alloc = ResMap::default();
+                    for t in &j.running {
+                        alloc.add(&t.req);
+                    }
+                    alloc
+                }
+            };
             self.used.add(&alloc);
             self.ns_used
                 .entry(j.namespace.clone())
@@ -662,6 +795,35 @@ impl Session {
                 cur = self.queues[c].parent;
             }
         }
+    }
+
+    /// Builds the one-pod jobs of the plain running pods (as `Session::open_with(.., eager)`
+    /// does), appended to `jobs`, for actions that need them as tasks (victims of
+    /// preempt/reclaim). Their usage is already counted; nothing is charged. The
+    /// running pods are those of the snapshot at open: pods placed in this session
+    /// (already tasks of their own jobs) are skipped. Idempotent.
+    pub fn materialize_running(&mut self) {
+        if !self.plain_lazy {
+            return;
+        }
+        self.plain_lazy = false;
+        self.plain_running.clear();
+        let placed: HashSet<&str> = self.placements.iter().map(|p| p.pod.as_str()).collect();
+        let default_q = self.queue_index.get(DEFAULT_QUEUE).copied();
+        let mut jobs = Vec::new();
+        for n in self.sched.snapshot.nodes() {
+            for p in &n.pods {
+                if placed.contains(p.key.as_str()) || membership(p).is_some() {
+                    continue;
+                }
+                let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+                let q = plain_queue(&self.queue_index, &self.queues, default_q, qname);
+                let mut job = plain_job(p, q);
+                job.running.push(Task::new(p.clone()));
+                jobs.push(job);
+            }
+        }
+        self.jobs.extend(jobs);
     }
 
     /// Adds `req` to the queue and its ancestors' allocation (negative: `sub`).
@@ -917,6 +1079,7 @@ impl Session {
                 backoff_until: self.backoff_until,
                 unevictable: self.unevictable,
                 reserved: HashSet::new(),
+                running: self.running_index,
             },
             nominated: self.nominated,
             evicted: self.evicted,

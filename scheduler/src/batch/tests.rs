@@ -975,3 +975,186 @@ fn negative_session_periods_are_rejected_by_name() {
         assert!(e.starts_with(field), "{e}");
     }
 }
+
+/// What one session decided, in a comparable form.
+#[derive(Debug, PartialEq)]
+struct CycleOut {
+    placements: Vec<(String, String)>,
+    nominated: Vec<(String, String)>,
+    evictions: Vec<(String, String, String)>,
+    unschedulable: Vec<(String, String)>,
+    podgroups: Vec<super::PodGroupStatus>,
+    queues: Vec<super::QueueStatus>,
+    admitted: Vec<String>,
+    pods_left: usize,
+}
+
+/// Runs `cycles` sessions like `run_sessions`, opening each with the running-pod
+/// index (`eager` false, carried across sessions) or the straightforward build.
+fn cycles_with(c: &Case, cycles: usize, eager: bool) -> Vec<CycleOut> {
+    use super::session::{Carry, Session};
+    let mut snap = Snapshot::new();
+    for n in &c.nodes {
+        snap.upsert_node(n.clone());
+    }
+    for (p, n) in &c.running {
+        snap.add_pod(Arc::new(p.clone()), n);
+    }
+    let mut sched = Scheduler::new(default_frameworks(), snap, Options::default());
+    let objs = c.objs();
+    let mut pending: Vec<Arc<PodInfo>> = c.pending.iter().cloned().map(Arc::new).collect();
+    let mut carry = Carry::default();
+    let mut out = Vec::new();
+    for cycle in 0..cycles {
+        let mut ssn = Session::open_with(
+            sched,
+            pending,
+            &objs,
+            c.cfg.plugins().expect("plugins"),
+            c.cfg.actions(),
+            NOW + cycle as i64,
+            &carry,
+            eager,
+        );
+        ssn.run();
+        let closed = ssn.close();
+        let mut evictions: Vec<_> = closed
+            .evictions
+            .iter()
+            .map(|e| (e.pod.clone(), e.preemptor.clone(), e.reason.clone()))
+            .collect();
+        evictions.sort();
+        let mut admitted: Vec<String> = closed.carry.admitted.iter().cloned().collect();
+        admitted.sort();
+        out.push(CycleOut {
+            placements: closed
+                .placements
+                .iter()
+                .map(|p| (p.pod.clone(), p.node.clone()))
+                .collect(),
+            nominated: closed
+                .nominated
+                .iter()
+                .map(|p| (p.pod.clone(), p.node.clone()))
+                .collect(),
+            evictions,
+            unschedulable: closed
+                .unschedulable
+                .iter()
+                .map(|u| (u.pod.clone(), u.message.clone()))
+                .collect(),
+            podgroups: closed.podgroups.clone(),
+            queues: closed.queues.clone(),
+            admitted,
+            pods_left: closed.sched.snapshot.num_pods(),
+        });
+        sched = closed.sched;
+        pending = closed.pending;
+        carry = closed.carry;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Sessions opened from the running-pod index (plain running pods aggregated,
+    /// their jobs built only for preempt/reclaim; the index carried and refreshed
+    /// across sessions) decide exactly what the straightforward build decides:
+    /// placements, nominations, evictions, messages, PodGroup and Queue status.
+    #[test]
+    fn indexed_open_equals_straightforward_open(
+        nodes in 1usize..5,
+        node_cpu in 2u32..6,
+        reclaimable in any::<bool>(),
+        cap in proptest::option::of(2u32..10),
+        // (queue 0..4 where 2 = no annotation, 3 = unknown queue; namespace; cpu m; priority; node)
+        plain in proptest::collection::vec((0usize..4, 0usize..2, 0u32..3, 0i32..3, 0usize..5), 0..12),
+        // running gangs: (queue, members, minMember, priority)
+        running_gangs in proptest::collection::vec((0usize..2, 1usize..4, 1usize..4, 0i32..3), 0..3),
+        // pending gangs: (queue, size, minMember, cpu, priority)
+        pending_gangs in proptest::collection::vec((0usize..2, 1usize..4, 1usize..4, 1u32..3, 0i32..4), 0..4),
+        pending_plain in proptest::collection::vec((0usize..4, 0u32..3, 0i32..4), 0..4),
+    ) {
+        let mut c = Case::new(nodes, &node_cpu.to_string());
+        let qspec = |w: usize| {
+            let mut s = format!("{{weight: {w}, reclaimable: {reclaimable}");
+            if let Some(cap) = cap {
+                s.push_str(&format!(", capability: {{cpu: \"{cap}\"}}"));
+            }
+            s.push('}');
+            s
+        };
+        c = c.objects(&queue("q0", &qspec(1))).objects(&queue("q1", &qspec(2)));
+        let qname = |q: usize| match q {
+            0 => Some("q0"),
+            1 => Some("q1"),
+            2 => None,
+            _ => Some("nope"),
+        };
+        let started_at = "2026-01-01T00:00:00Z";
+        for (i, (q, ns, cpu, prio, n)) in plain.iter().enumerate() {
+            let mut b = pod(&format!("p{i}"))
+                .ns(["default", "other"][*ns])
+                .priority(*prio);
+            if *cpu > 0 {
+                b = b.cpu(&format!("{}m", cpu * 500));
+            }
+            if let Some(q) = qname(*q) {
+                b = ann(b, ANN_QUEUE_NAME, q);
+            }
+            c.run_on(started(b, started_at), &format!("n{}", n % nodes));
+        }
+        for (g, (q, size, min, prio)) in running_gangs.iter().enumerate() {
+            let name = format!("r{g}");
+            c = c.objects(&pg(&name, &format!("{{minMember: {min}, queue: q{q}}}")));
+            for t in 0..*size {
+                let b = member(&format!("{name}-{t}"), &name, "500m").priority(*prio);
+                c.run_on(started(b, started_at), &format!("n{}", (g + t) % nodes));
+            }
+        }
+        for (g, (q, size, min, cpu, prio)) in pending_gangs.iter().enumerate() {
+            let name = format!("j{g}");
+            c = c.objects(&pg(&name, &format!("{{minMember: {min}, queue: q{q}}}")));
+            for t in 0..*size {
+                c.pend(member(&format!("{name}-{t}"), &name, &cpu.to_string()).priority(*prio));
+            }
+        }
+        for (i, (q, cpu, prio)) in pending_plain.iter().enumerate() {
+            let mut b = pod(&format!("w{i}")).priority(*prio);
+            if *cpu > 0 {
+                b = b.cpu(&cpu.to_string());
+            }
+            if let Some(q) = qname(*q) {
+                b = ann(b, ANN_QUEUE_NAME, q);
+            }
+            c.pend(b);
+        }
+        let indexed = cycles_with(&c, 3, false);
+        let eager = cycles_with(&c, 3, true);
+        prop_assert_eq!(indexed, eager);
+    }
+}
+
+#[test]
+fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
+    // 2 nodes x 2 CPU full of plain low-priority pods (queue q0, two namespaces);
+    // a high-priority 2-pod gang in q0 must preempt two of them, in both builds.
+    let mut c = Case::new(2, "2").objects(&queue("q0", "{weight: 1}"));
+    for i in 0..4 {
+        let b = ann(pod(&format!("low{i}")).cpu("1"), ANN_QUEUE_NAME, "q0")
+            .ns(["default", "other"][i % 2])
+            .priority(0);
+        c.run_on(started(b, "2026-01-01T00:00:00Z"), &format!("n{}", i % 2));
+    }
+    c = c.objects(&pg("hi", "{minMember: 2, queue: q0}"));
+    for t in 0..2 {
+        c.pend(member(&format!("hi-{t}"), "hi", "1").priority(10));
+    }
+    let indexed = cycles_with(&c, 2, false);
+    let eager = cycles_with(&c, 2, true);
+    assert_eq!(indexed, eager);
+    assert_eq!(indexed[0].evictions.len(), 2, "{:?}", indexed[0]);
+    assert_eq!(indexed[0].nominated.len(), 2);
+    // The next session binds the nominated preemptors on the freed room.
+    assert_eq!(indexed[1].placements.len(), 2, "{:?}", indexed[1]);
+}

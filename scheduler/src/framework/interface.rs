@@ -105,6 +105,46 @@ pub trait Plugin: Send + Sync {
     }
 }
 
+/// Implements [`Plugin`] for a plugin type: its name and, once each, the extension
+/// points it implements (the framework reaches them through the `as_*` casts).
+///
+/// ```text
+/// corral_scheduler::impl_plugin!(NodeAffinity, NAME, pre_filter, filter, pre_score, score);
+/// ```
+///
+/// Points: `queue_sort`, `pre_filter`, `filter`, `post_filter`, `pre_score`, `score`,
+/// `reserve`, `permit`, `pre_bind`, `bind`, `post_bind`; the type must implement the
+/// matching trait (`FilterPlugin` for `filter`, ...).
+#[macro_export]
+macro_rules! impl_plugin {
+    ($ty:ty, $name:expr $(, $point:ident)* $(,)?) => {
+        impl $crate::framework::Plugin for $ty {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            $($crate::impl_plugin!(@point $point);)*
+        }
+    };
+    (@point queue_sort) => { $crate::impl_plugin!(@cast as_queue_sort, QueueSortPlugin); };
+    (@point pre_filter) => { $crate::impl_plugin!(@cast as_pre_filter, PreFilterPlugin); };
+    (@point filter) => { $crate::impl_plugin!(@cast as_filter, FilterPlugin); };
+    (@point post_filter) => { $crate::impl_plugin!(@cast as_post_filter, PostFilterPlugin); };
+    (@point pre_score) => { $crate::impl_plugin!(@cast as_pre_score, PreScorePlugin); };
+    (@point score) => { $crate::impl_plugin!(@cast as_score, ScorePlugin); };
+    (@point reserve) => { $crate::impl_plugin!(@cast as_reserve, ReservePlugin); };
+    (@point permit) => { $crate::impl_plugin!(@cast as_permit, PermitPlugin); };
+    (@point pre_bind) => { $crate::impl_plugin!(@cast as_pre_bind, PreBindPlugin); };
+    (@point bind) => { $crate::impl_plugin!(@cast as_bind, BindPlugin); };
+    (@point post_bind) => { $crate::impl_plugin!(@cast as_post_bind, PostBindPlugin); };
+    (@cast $method:ident, $trait:ident) => {
+        fn $method(
+            self: ::std::sync::Arc<Self>,
+        ) -> ::std::option::Option<::std::sync::Arc<dyn $crate::framework::$trait>> {
+            ::std::option::Option::Some(self)
+        }
+    };
+}
+
 /// Orders the scheduling queue.
 pub trait QueueSortPlugin: Plugin {
     /// True when `a` should be scheduled before `b`.

@@ -971,8 +971,14 @@ impl Loop {
     fn prepare_session(&mut self, nominated: HashMap<String, String>) {
         let now = Instant::now();
         self.unevictable.retain(|_, t| *t > now);
-        let reserved = self.waiting_pod.keys().cloned().collect();
-        let unevictable = self.unevictable.keys().cloned().collect();
+        let reserved: HashSet<String> = self.waiting_pod.keys().cloned().collect();
+        // A held reservation is a pending pod: never a victim.
+        let unevictable = self
+            .unevictable
+            .keys()
+            .cloned()
+            .chain(reserved.iter().cloned())
+            .collect();
         self.gangs.prepare(nominated, reserved, unevictable);
     }
 

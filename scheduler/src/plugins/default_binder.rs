@@ -2,9 +2,7 @@
 //! snapshot (done by the scheduler loop after Bind succeeds); against a cluster the
 //! integration layer replaces it with a `pods/binding` call.
 
-use std::sync::Arc;
-
-use crate::framework::{BindPlugin, CycleState, Plugin, Status};
+use crate::framework::{BindPlugin, CycleState, Status};
 use crate::snapshot::PodInfo;
 
 pub const NAME: &str = "DefaultBinder";
@@ -12,14 +10,7 @@ pub const NAME: &str = "DefaultBinder";
 #[derive(Debug, Default)]
 pub struct DefaultBinder;
 
-impl Plugin for DefaultBinder {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_bind(self: Arc<Self>) -> Option<Arc<dyn BindPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(DefaultBinder, NAME, bind);
 
 impl BindPlugin for DefaultBinder {
     fn bind(&self, _: &mut CycleState, pod: &PodInfo, node: &str) -> Status {

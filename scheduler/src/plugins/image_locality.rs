@@ -22,17 +22,7 @@ pub const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
 #[derive(Debug, Default)]
 pub struct ImageLocality;
 
-impl Plugin for ImageLocality {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(ImageLocality, NAME, pre_score, score);
 
 /// `scaledImageScore`: the image size weighted by its spread over the cluster.
 fn scaled_image_score(size: i64, num_nodes: u32, total_nodes: usize) -> i64 {

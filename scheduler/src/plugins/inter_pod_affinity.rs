@@ -364,23 +364,7 @@ fn incoming_counts(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, TopologyMap)
         })
 }
 
-impl Plugin for InterPodAffinity {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(InterPodAffinity, NAME, pre_filter, filter, pre_score, score);
 
 impl PreFilterPlugin for InterPodAffinity {
     fn pre_filter(

@@ -241,23 +241,7 @@ impl NodeAffinity {
     }
 }
 
-impl Plugin for NodeAffinity {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodeAffinity, NAME, pre_filter, filter, pre_score, score);
 
 /// Node names pinned by the required terms (`matchFields metadata.name In`), like
 /// kube: names are intersected within a term and unioned across terms; `None` when

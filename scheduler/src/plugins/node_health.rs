@@ -42,17 +42,7 @@ pub struct NodeHealth {
     pub args: HealthConfig,
 }
 
-impl Plugin for NodeHealth {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodeHealth, NAME, filter, score);
 
 impl FilterPlugin for NodeHealth {
     #[inline]

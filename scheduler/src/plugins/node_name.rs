@@ -2,11 +2,8 @@
 //! fits only the named node.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use crate::framework::{
-    CycleState, FilterPlugin, Plugin, PreFilterPlugin, PreFilterResult, Status,
-};
+use crate::framework::{CycleState, FilterPlugin, PreFilterPlugin, PreFilterResult, Status};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeName";
@@ -16,17 +13,7 @@ pub const ERR_REASON: &str = "node(s) didn't match the requested node name";
 #[derive(Debug, Default)]
 pub struct NodeName;
 
-impl Plugin for NodeName {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodeName, NAME, pre_filter, filter);
 
 fn requested(pod: &PodInfo) -> Option<&str> {
     pod.spec()

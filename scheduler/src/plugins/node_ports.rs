@@ -21,17 +21,7 @@ pub const ERR_REASON: &str = "node(s) didn't have free ports for the requested p
 #[derive(Debug, Default)]
 pub struct NodePorts;
 
-impl Plugin for NodePorts {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodePorts, NAME, pre_filter, filter);
 
 /// `fitsPorts`: no wanted port conflicts with a port in use on the node.
 pub fn fits_ports(wanted: &[HostPort], used: &[HostPort]) -> bool {

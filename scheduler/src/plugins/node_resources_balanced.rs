@@ -142,17 +142,7 @@ struct PreScoreState {
     pod_requests: Vec<i64>,
 }
 
-impl Plugin for NodeResourcesBalancedAllocation {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodeResourcesBalancedAllocation, NAME, pre_score, score);
 
 impl PreScorePlugin for NodeResourcesBalancedAllocation {
     fn pre_score(

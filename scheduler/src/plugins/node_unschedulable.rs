@@ -1,9 +1,7 @@
 //! NodeUnschedulable: filters out nodes with `spec.unschedulable: true` unless the pod
 //! tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use std::sync::Arc;
-
-use crate::framework::{CycleState, FilterPlugin, Plugin, Status};
+use crate::framework::{CycleState, FilterPlugin, Status};
 use crate::plugins::helpers::tolerates;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -15,14 +13,7 @@ const TAINT_KEY: &str = "node.kubernetes.io/unschedulable";
 #[derive(Debug, Default)]
 pub struct NodeUnschedulable;
 
-impl Plugin for NodeUnschedulable {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(NodeUnschedulable, NAME, filter);
 
 impl FilterPlugin for NodeUnschedulable {
     fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {

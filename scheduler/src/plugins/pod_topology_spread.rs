@@ -453,23 +453,14 @@ impl PreScoreState {
     }
 }
 
-impl Plugin for PodTopologySpread {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(
+    PodTopologySpread,
+    NAME,
+    pre_filter,
+    filter,
+    pre_score,
+    score
+);
 
 impl PreFilterPlugin for PodTopologySpread {
     fn pre_filter(

@@ -1,22 +1,13 @@
 //! PrioritySort: higher `spec.priority` first, then earlier creation (then input order).
 
-use std::sync::Arc;
-
-use crate::framework::{Plugin, QueueSortPlugin, QueuedPodInfo};
+use crate::framework::{QueueSortPlugin, QueuedPodInfo};
 
 pub const NAME: &str = "PrioritySort";
 
 #[derive(Debug, Default)]
 pub struct PrioritySort;
 
-impl Plugin for PrioritySort {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_queue_sort(self: Arc<Self>) -> Option<Arc<dyn QueueSortPlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(PrioritySort, NAME, queue_sort);
 
 impl QueueSortPlugin for PrioritySort {
     fn less(&self, a: &QueuedPodInfo, b: &QueuedPodInfo) -> bool {
@@ -28,6 +19,8 @@ impl QueueSortPlugin for PrioritySort {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::testutil::pod;
 
