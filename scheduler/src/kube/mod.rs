@@ -469,7 +469,7 @@ impl Loop {
             Msg::Namespace(ev) => self.on_ns_event(*ev),
             Msg::Bound(o) => self.on_bound(o),
             Msg::Crd(crd, ev) => {
-                if self.gangs.on_crd_event(crd, *ev) {
+                if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {
                     self.queue.on_cluster_event();
                 }
             }
