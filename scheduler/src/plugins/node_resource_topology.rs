@@ -296,8 +296,7 @@ pub fn factory(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
     let a: Args = super::decode_args(args)?;
     let _ = (a.api_version, a.kind, a.cache_resync_period_seconds);
     let ss: StrategyArgs = decode_at(a.scoring_strategy, "scoringStrategy")?;
-    let mut p = NodeResourceTopologyMatch::default();
-    p.strategy = match ss.kind.as_deref() {
+    let strategy = match ss.kind.as_deref() {
         None | Some("LeastAllocated") => Strategy::LeastAllocated,
         Some("MostAllocated") => Strategy::MostAllocated,
         Some("LeastNUMANodes") => Strategy::LeastNumaNodes,
@@ -306,6 +305,10 @@ pub fn factory(args: Option<&Value>) -> Result<Arc<dyn Plugin>, String> {
                 "scoringStrategy.type: unknown strategy {t:?} (LeastAllocated, MostAllocated, LeastNUMANodes)"
             ));
         }
+    };
+    let mut p = NodeResourceTopologyMatch {
+        strategy,
+        ..NodeResourceTopologyMatch::default()
     };
     if ss.resources.is_some() {
         let specs = decode_resource_specs(ss.resources, "scoringStrategy.resources")?;
