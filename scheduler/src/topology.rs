@@ -373,6 +373,26 @@ fn max_req(a: &mut AlignedReq, b: &AlignedReq) {
 /// were validated by `pod_requests` before; an unparsable one here is skipped.
 pub fn numa_request(pod: &Pod) -> Option<NumaRequest> {
     let spec = pod.spec.as_ref()?;
+    // Fast path (every pod of a relist comes here): without any limit the pod is
+    // not Guaranteed, and without a request beyond cpu/memory/ephemeral-storage it
+    // has no device to account.
+    let interesting = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(spec.containers.iter())
+        .any(|c| {
+            c.resources.as_ref().is_some_and(|r| {
+                r.limits.as_ref().is_some_and(|l| !l.is_empty())
+                    || r.requests.as_ref().is_some_and(|q| {
+                        q.keys()
+                            .any(|k| !matches!(k.as_str(), CPU | MEMORY | EPHEMERAL_STORAGE))
+                    })
+            })
+        });
+    if !interesting {
+        return None;
+    }
     let inits = spec.init_containers.iter().flatten();
     let all: Vec<(&Container, bool)> = inits
         .map(|c| (c, c.restart_policy.as_deref() != Some("Always")))
