@@ -32,9 +32,11 @@ pub fn setup(profile: Profile, nodes: u32, pods: u64, running: u64) -> (Vec<Fram
 /// NUMA variants of a prepared cluster (NodeResourceTopologyMatch overhead):
 /// `guaranteed` turns every pending pod into a Guaranteed pod with 1 exclusive CPU
 /// (requests == limits); `nrt` gives every node a NodeResourceTopology with two
-/// NUMA zones splitting its allocatable CPU and memory (policy single-numa-node,
-/// container scope), parsed like `simulate` input.
-pub fn with_numa(prepared: &mut Prepared, guaranteed: bool, nrt: bool) {
+/// NUMA zones (policy single-numa-node, container scope), parsed like `simulate`
+/// input: `Nrt::Split` splits the node's allocatable CPU and memory between them
+/// (realistic), `Nrt::Full` gives each zone the node's whole allocatable, so the
+/// topology never changes a decision and only the plugin's cost is measured.
+pub fn with_numa(prepared: &mut Prepared, guaranteed: bool, nrt: Nrt) {
     use std::sync::Arc;
 
     use corral_scheduler::snapshot::PodInfo;
@@ -56,7 +58,8 @@ pub fn with_numa(prepared: &mut Prepared, guaranteed: bool, nrt: bool) {
             *p = PodInfo::new(pod, p.seq).expect("valid pod");
         }
     }
-    if nrt {
+    if nrt != Nrt::None {
+        let div = if nrt == Nrt::Split { 2 } else { 1 };
         let names: Vec<(String, i64, i64)> = prepared
             .snapshot
             .nodes()
@@ -71,8 +74,8 @@ pub fn with_numa(prepared: &mut Prepared, guaranteed: bool, nrt: bool) {
             .collect();
         for (name, cpu_m, mem) in names {
             let zone = |i: usize| {
-                let c = format!("{}m", cpu_m / 2);
-                let m = (mem / 2).to_string();
+                let c = format!("{}m", cpu_m / div);
+                let m = (mem / div).to_string();
                 json!({"name": format!("node-{i}"), "type": "Node", "resources": [
                     {"name": "cpu", "capacity": c, "allocatable": c, "available": c},
                     {"name": "memory", "capacity": m, "allocatable": m, "available": m}]})
@@ -88,4 +91,12 @@ pub fn with_numa(prepared: &mut Prepared, guaranteed: bool, nrt: bool) {
             prepared.snapshot.set_topology(&node, Some(Arc::new(topo)));
         }
     }
+}
+
+/// NodeResourceTopology shape for [`with_numa`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nrt {
+    None,
+    Full,
+    Split,
 }

@@ -39,17 +39,21 @@ fn bench(c: &mut Criterion) {
 
     // NodeResourceTopologyMatch overhead (default profile): the same 5,000-node
     // cluster with and without a 2-zone NRT on every node, for Burstable pods
-    // (plugin skips them) and for Guaranteed 1-CPU pods (filtered and scored; one
-    // per node: with ~1.95 CPUs per zone, the pessimistic same-batch accounting
-    // leaves no room for a second 1-CPU pod until a newer NRT arrives).
+    // (plugin skips them) and for Guaranteed 1-CPU pods (filtered and scored).
+    // `nrt-full`: zones as large as the node (decisions unchanged: pure overhead);
+    // `nrt-split`: zones split the node (~1.95 CPUs each), where the pessimistic
+    // same-batch accounting admits one 1-CPU pod per node, hence 5,000 pods.
+    use corral_benches::Nrt;
     let mut g = c.benchmark_group("numa");
     g.sample_size(10);
     let nodes = 5_000;
     for (name, guaranteed, nrt, pods) in [
-        ("burstable/no-nrt", false, false, 10_000u64),
-        ("burstable/nrt", false, true, 10_000),
-        ("guaranteed/no-nrt", true, false, 5_000),
-        ("guaranteed/nrt", true, true, 5_000),
+        ("burstable/no-nrt", false, Nrt::None, 10_000u64),
+        ("burstable/nrt-split", false, Nrt::Split, 10_000),
+        ("guaranteed/no-nrt", true, Nrt::None, 10_000),
+        ("guaranteed/nrt-full", true, Nrt::Full, 10_000),
+        ("guaranteed-5k/no-nrt", true, Nrt::None, 5_000),
+        ("guaranteed-5k/nrt-split", true, Nrt::Split, 5_000),
     ] {
         let (fws, mut prepared) = setup(Profile::Basic, nodes, pods, 0);
         corral_benches::with_numa(&mut prepared, guaranteed, nrt);
