@@ -410,7 +410,7 @@ pub struct NodeInfo {
     pub generation: u64,
     /// NUMA topology (NodeResourceTopology) with the pods assumed since it was
     /// observed; None when the node has no (valid) NRT.
-    pub numa: Option<crate::topology::NodeNuma>,
+    pub numa: Option<Arc<crate::topology::NodeNuma>>,
 }
 
 impl NodeInfo {
@@ -468,7 +468,7 @@ impl NodeInfo {
         self.non_zero_memory += p.requests.non_zero_memory;
         self.used_ports.extend(p.host_ports.iter().cloned());
         if let (Some(n), Some(r)) = (self.numa.as_mut(), p.numa.as_ref()) {
-            n.assume(&p.key, r);
+            Arc::make_mut(n).assume(&p.key, r);
         }
         if p.has_affinity() {
             self.pods_with_affinity.push(p.clone());
@@ -484,8 +484,10 @@ impl NodeInfo {
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let i = self.pods.iter().position(|p| p.key == key)?;
         let p = self.pods.swap_remove(i);
-        if let Some(n) = self.numa.as_mut() {
-            n.forget(key);
+        if let Some(n) = self.numa.as_mut()
+            && n.assumed.iter().any(|(k, _)| k == key)
+        {
+            Arc::make_mut(n).forget(key);
         }
         self.requested.sub(&p.requests.requests);
         self.non_zero_milli_cpu -= p.requests.non_zero_milli_cpu;
@@ -648,7 +650,7 @@ impl Snapshot {
         if let Some(i) = self.index.get(name).copied() {
             self.generation += 1;
             let n = Arc::make_mut(&mut self.nodes[i]);
-            n.numa = topo.map(crate::topology::NodeNuma::new);
+            n.numa = topo.map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
             n.generation = self.generation;
         }
     }
@@ -764,7 +766,7 @@ impl Snapshot {
             .topologies
             .get(&*name)
             .cloned()
-            .map(crate::topology::NodeNuma::new);
+            .map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
@@ -801,7 +803,7 @@ impl Snapshot {
                 .topologies
                 .get(&*info.name)
                 .cloned()
-                .map(crate::topology::NodeNuma::new);
+                .map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
             for img in info.images.keys() {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }

@@ -95,7 +95,7 @@ fn aligned(pod: &PodInfo) -> Option<&NumaRequest> {
 #[inline]
 fn numa(node: &NodeInfo) -> Option<&NodeNuma> {
     node.numa
-        .as_ref()
+        .as_deref()
         .filter(|n| n.topo.policy != Policy::None && !n.topo.zones.is_empty())
 }
 
