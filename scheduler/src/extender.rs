@@ -19,15 +19,20 @@
 //!   victims are returned as meta victims for the nodes Corral's filters accept.
 //!
 //! Malformed bodies answer `400` with `{"error": ...}`; nothing panics on input.
-//! Hook points for the health model (issue 4) and gang admission (issue 3) are the
-//! profile's own Filter/Score plugins: whatever the configured framework runs is
-//! what the extender contributes.
+//! What the extender contributes is whatever the configured profile runs (health
+//! scores, resource and GPU checks, ...) plus **gang admission** (with
+//! `--kubeconfig`, from watched PodGroups and pods, [`ExtGangs`]): a gang member is
+//! admitted only when its whole gang can be placed — a dry-run batch session
+//! (enqueue + allocate, all-or-nothing, minMember/minTaskMember/minResources) over
+//! the cached cluster — and then only on the node that plan gave it, so the members
+//! kube-scheduler places one by one add up to the plan. Until enough member pods
+//! exist, or while the gang does not fit, every node fails with the reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -40,6 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::framework::{Code, CycleState, Framework};
+use crate::kube::gang::BatchState;
+use crate::scheduler::{Options as SchedOptions, Scheduler};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// MaxExtenderPriority.
@@ -214,6 +221,70 @@ pub struct Extender {
     pub framework: Framework,
     pub cache: RwLock<Snapshot>,
     pub client: Option<kube::Client>,
+    pub gangs: Mutex<ExtGangs>,
+}
+
+/// What the extender knows about gangs: PodGroups/Queues (watched) and the pending
+/// members (from the pod watch); bound members are in the node cache.
+pub struct ExtGangs {
+    pub state: BatchState,
+    pub pending: HashMap<String, Arc<PodInfo>>,
+    /// PodGroup watches run (a kubeconfig was given); without them gang members
+    /// are filtered like any pod.
+    pub active: bool,
+}
+
+impl ExtGangs {
+    fn new() -> Self {
+        ExtGangs {
+            state: BatchState::new(
+                Arc::new(crate::kube::metrics::Metrics::new()),
+                &crate::batch::SessionConfig::default(),
+            ),
+            pending: HashMap::new(),
+            active: false,
+        }
+    }
+
+    /// A pod from the watch.
+    pub fn apply(&mut self, key: &str, p: &Pod, seq: u64) {
+        if crate::kube::gang::pod_group(p).is_none() {
+            self.forget(key);
+            return;
+        }
+        self.state.on_pod(key, p);
+        let done = p.metadata.deletion_timestamp.is_some()
+            || matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+        let bound = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty());
+        match PodInfo::new(p.clone(), seq) {
+            Ok(info) if !done && !bound => {
+                self.pending.insert(key.to_string(), Arc::new(info));
+            }
+            _ => {
+                self.pending.remove(key);
+            }
+        }
+    }
+
+    pub fn forget(&mut self, key: &str) {
+        self.state.forget_pod(key);
+        self.pending.remove(key);
+    }
+}
+
+/// The gang verdict for one member.
+enum GangVerdict {
+    /// Not admitted (on any node), with the reason.
+    Reject(String),
+    /// Admitted on this node only.
+    Planned(String),
 }
 
 impl Extender {
@@ -222,7 +293,85 @@ impl Extender {
             framework,
             cache: RwLock::new(Snapshot::new()),
             client: None,
+            gangs: Mutex::new(ExtGangs::new()),
         }
+    }
+
+    /// Gang admission for `pod` against `snap` (`None`: not a gang member, no API
+    /// view, or its gang already has minMember bound).
+    fn gang_verdict(&self, pod: &PodInfo, snap: &Snapshot) -> Option<GangVerdict> {
+        let g = crate::kube::gang::pod_group(&pod.pod)?;
+        let mut gs = self.gangs.lock().ok()?;
+        if !gs.active {
+            return None;
+        }
+        let objs = gs.state.objects();
+        let Some(spec) = objs.groups.iter().find(|s| s.api == g.0 && s.key() == g.1) else {
+            return Some(GangVerdict::Reject(format!(
+                "gang {}: PodGroup not found",
+                g.1
+            )));
+        };
+        let min = spec.min_member.max(1) as usize;
+        let mut keys: HashSet<String> = gs.state.members(&g).into_iter().collect();
+        keys.insert(pod.key.clone());
+        if keys.len() < min {
+            return Some(GangVerdict::Reject(format!(
+                "gang {}: {}/{min} member pods exist; waiting for the rest",
+                g.1,
+                keys.len()
+            )));
+        }
+        if keys.iter().filter(|k| snap.pod_node(k).is_some()).count() >= min {
+            return None;
+        }
+        // The dry run uses this profile under the members' scheduler name.
+        let name = pod.scheduler_name.clone();
+        let as_member = |p: &PodInfo| {
+            let mut q = p.clone();
+            q.scheduler_name = name.clone();
+            Arc::new(q)
+        };
+        let mut keys: Vec<String> = keys.into_iter().collect();
+        keys.sort();
+        let pending: Vec<Arc<PodInfo>> = keys
+            .iter()
+            .filter(|k| snap.pod_node(k).is_none())
+            .filter_map(|k| {
+                // The watched copy (stable sequence number) keeps the plan the same
+                // from one member's request to the next.
+                match gs.pending.get(k) {
+                    Some(p) => Some(as_member(p)),
+                    None if *k == pod.key => Some(as_member(pod)),
+                    None => None,
+                }
+            })
+            .collect();
+        let mut fw = self.framework.clone();
+        fw.scheduler_name = name;
+        let sched = Scheduler::new(vec![fw], snap.clone(), SchedOptions::default());
+        let closed = gs.state.plan(sched, pending);
+        if let Some(pl) = closed.placements.iter().find(|p| p.pod == pod.key) {
+            return Some(GangVerdict::Planned(pl.node.clone()));
+        }
+        let why = closed
+            .podgroups
+            .iter()
+            .find(|s| s.name == g.1)
+            .map(|s| s.message.clone())
+            .filter(|m| !m.is_empty())
+            .or_else(|| {
+                closed
+                    .unschedulable
+                    .iter()
+                    .find(|u| u.pod == pod.key)
+                    .map(|u| u.message.clone())
+            })
+            .unwrap_or_else(|| "not placeable now".into());
+        Some(GangVerdict::Reject(format!(
+            "gang {} cannot be placed as a whole: {why}",
+            g.1
+        )))
     }
 
     /// The snapshot to evaluate against: the cache, plus the given Node objects
@@ -307,6 +456,23 @@ impl Extender {
             } else {
                 out.failed_nodes.insert(name.clone(), st.message());
             }
+        }
+        match self.gang_verdict(&pod, &snap) {
+            Some(GangVerdict::Reject(why)) => {
+                for n in passed.drain(..) {
+                    out.failed_nodes.insert(n, why.clone());
+                }
+            }
+            Some(GangVerdict::Planned(node)) => {
+                for n in passed.iter().filter(|n| **n != node) {
+                    out.failed_nodes.insert(
+                        n.clone(),
+                        format!("gang member planned on node {node} (gang placed as a whole)"),
+                    );
+                }
+                passed.retain(|n| *n == node);
+            }
+            None => {}
         }
         if cache_capable {
             out.node_names = Some(passed);
@@ -528,7 +694,8 @@ pub struct ExtenderCli {
     /// KubeSchedulerConfiguration; the first profile is used.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// kubeconfig for /bind and the node/pod cache (nodeCacheCapable mode).
+    /// kubeconfig for /bind, the node/pod cache (nodeCacheCapable mode) and gang
+    /// admission (PodGroup watches); in a pod, in-cluster credentials are used.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
 }
@@ -571,11 +738,22 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no profile configured"))?;
     let mut ext = Extender::new(fw);
     let mut _tasks = Vec::new();
-    if let Some(p) = &cli.kubeconfig {
-        let client = crate::kube::client(Some(p)).await?;
+    // A kubeconfig, else in-cluster credentials when running in a pod.
+    let client = match &cli.kubeconfig {
+        Some(p) => Some(crate::kube::client(Some(p)).await?),
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            Some(crate::kube::client(None).await?)
+        }
+        None => None,
+    };
+    if let Some(client) = client {
         ext.client = Some(client.clone());
+        if let Ok(mut g) = ext.gangs.lock() {
+            g.active = true;
+        }
         let ext = Arc::new(ext);
-        _tasks = crate::kube::cache::spawn_snapshot_cache(client, ext.clone());
+        _tasks = crate::kube::cache::spawn_snapshot_cache(client.clone(), ext.clone());
+        _tasks.extend(crate::kube::cache::spawn_gang_watches(client, ext.clone()));
         return listen(cli.listen, ext).await;
     }
     listen(cli.listen, Arc::new(ext)).await
@@ -657,6 +835,94 @@ mod tests {
                 .as_str()
                 .is_some_and(|m| m.contains("not found"))
         );
+    }
+
+    fn filter_names(e: &Extender, pod: Pod, names: &[&str]) -> Value {
+        let args = ExtenderArgs {
+            pod: Some(pod),
+            nodes: None,
+            nodenames: Some(names.iter().map(|s| s.to_string()).collect()),
+        };
+        serde_json::to_value(e.filter(args)).expect("json")
+    }
+
+    #[test]
+    fn gang_member_is_admitted_only_when_the_whole_gang_fits_and_only_on_its_planned_node() {
+        use crate::testutil::{node, pod};
+        use kube::runtime::watcher::Event;
+        let e = ext();
+        {
+            let mut c = e.cache.write().expect("cache");
+            for n in ["n0", "n1"] {
+                c.upsert_node(node(n).cpu("4").mem("16Gi").info());
+            }
+        }
+        let member = |i: usize| {
+            let mut b = pod(&format!("m{i}")).cpu("3");
+            b.0["metadata"]["annotations"] =
+                serde_json::json!({"scheduling.k8s.io/group-name": "train"});
+            b.0["spec"]["schedulerName"] = serde_json::json!("default-scheduler");
+            b.pod()
+        };
+        let plain = pod("plain").cpu("3").pod();
+        // No API view (no kubeconfig): members are filtered like any pod.
+        let v = filter_names(&e, member(0), &["n0", "n1"]);
+        assert_eq!(v["nodenames"], serde_json::json!(["n0", "n1"]), "{v}");
+        {
+            let mut g = e.gangs.lock().expect("gangs");
+            g.active = true;
+            let pg: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+                "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                "metadata": {"name": "train", "namespace": "default"},
+                "spec": {"minMember": 3}
+            }))
+            .expect("pg");
+            g.state.on_crd_event(
+                crate::kube::crds::Crd::VolcanoPodGroup,
+                Event::Apply(pg),
+                &mut Snapshot::new(),
+            );
+            for i in 0..2 {
+                g.apply(&format!("default/m{i}"), &member(i), i as u64);
+            }
+        }
+        // Two of three member pods exist.
+        let v = filter_names(&e, member(0), &["n0", "n1"]);
+        assert_eq!(v["nodenames"], serde_json::json!([]), "{v}");
+        assert_eq!(
+            v["failedNodes"]["n0"],
+            "gang default/train: 2/3 member pods exist; waiting for the rest"
+        );
+        // All three exist but only two 3-cpu pods fit on two 4-cpu nodes.
+        e.gangs
+            .lock()
+            .expect("gangs")
+            .apply("default/m2", &member(2), 2);
+        let v = filter_names(&e, member(0), &["n0", "n1"]);
+        assert_eq!(v["nodenames"], serde_json::json!([]), "{v}");
+        let why = v["failedNodes"]["n1"].as_str().unwrap_or("");
+        assert!(
+            why.starts_with("gang default/train cannot be placed as a whole:")
+                && why.contains("Insufficient cpu"),
+            "{why}"
+        );
+        // A plain pod is unaffected.
+        let v = filter_names(&e, plain, &["n0", "n1"]);
+        assert_eq!(v["nodenames"], serde_json::json!(["n0", "n1"]), "{v}");
+        // A third node: every member is admitted on exactly one node, all different.
+        e.cache
+            .write()
+            .expect("cache")
+            .upsert_node(node("n2").cpu("4").mem("16Gi").info());
+        let mut planned = Vec::new();
+        for i in 0..3 {
+            let v = filter_names(&e, member(i), &["n0", "n1", "n2"]);
+            let names = v["nodenames"].as_array().cloned().unwrap_or_default();
+            assert_eq!(names.len(), 1, "{v}");
+            planned.push(names[0].as_str().unwrap_or("").to_string());
+        }
+        planned.sort();
+        assert_eq!(planned, ["n0", "n1", "n2"]);
     }
 
     #[test]

@@ -669,6 +669,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 && ssn.backing_off(j).is_none()
                 && job.pending.iter().any(|t| !t.best_effort)
                 && !job.pending.iter().any(|t| never_preempts(&t.pod))
+                && !job.pending.iter().any(|t| awaits_victims(ssn, &t.pod))
                 && ssn.job_valid(j).is_ok()
                 && ssn
                     .job_ready(j, &job.running.iter().collect::<Vec<_>>())
@@ -693,6 +694,26 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
         }
         try_evict_for(ssn, mode, j, &mut owner);
     }
+}
+
+/// kube-scheduler's rule: a pod nominated to a node where lower-priority pods are
+/// still terminating is waiting for an earlier preemption to complete; evicting more
+/// for it would take victims twice (e.g. after a scheduler restart lost the wait).
+fn awaits_victims(ssn: &Session, p: &PodInfo) -> bool {
+    let Some(n) = p
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return false;
+    };
+    ssn.sched.snapshot.node(n).is_some_and(|node| {
+        node.pods
+            .iter()
+            .any(|q| q.pod.metadata.deletion_timestamp.is_some() && q.priority < p.priority)
+    })
 }
 
 /// `preemptionPolicy: Never` pods wait instead of evicting others.
@@ -840,6 +861,7 @@ fn try_evict_for(ssn: &mut Session, mode: EvictMode, j: usize, owner: &mut HashM
                 ssn.jobs[e.job].key, ssn.jobs[e.job].min_member
             ));
         }
+        ssn.evicted.push((e.pod.clone(), e.node.clone()));
         ssn.evictions.push(Eviction {
             pod: e.pod.key.clone(),
             preemptor: pj.key.clone(),
@@ -909,6 +931,11 @@ fn choose_node(
             let Some(&vj) = owner.get(&p.key) else {
                 continue;
             };
+            // Already terminating (evicted earlier, or being deleted), or protected by
+            // the caller: evicting it again frees nothing new.
+            if p.pod.metadata.deletion_timestamp.is_some() || ssn.unevictable.contains(&p.key) {
+                continue;
+            }
             if vj == j {
                 continue;
             }

@@ -287,6 +287,13 @@ pub struct Carry {
     pub first_attempt: HashMap<String, i64>,
     /// Coscheduling PodGroup → session time until which it backs off.
     pub backoff_until: HashMap<String, i64>,
+    /// Running pods that must not be chosen as victims (e.g. their eviction was
+    /// refused by a PodDisruptionBudget a moment ago). Set by the caller.
+    pub unevictable: HashSet<String>,
+    /// Pods held on a node as a reservation for a preemptor whose victims are still
+    /// terminating (`run`): they use capacity but are no running task of any job
+    /// (never a victim, not counted as running). Set by the caller.
+    pub reserved: HashSet<String>,
 }
 
 /// A session.
@@ -325,6 +332,10 @@ pub struct Session {
     pub nominated_nodes: HashMap<String, String>,
     /// Nominations made in this session (output).
     pub nominated: Vec<Placement>,
+    /// Pods evicted in this session with the node they were on (output).
+    pub evicted: Vec<(Arc<PodInfo>, String)>,
+    /// Running pods never chosen as victims (see [`Carry::unevictable`]).
+    pub unevictable: HashSet<String>,
     /// scheduleTimeoutSeconds bookkeeping (carried across sessions).
     pub first_attempt: HashMap<String, i64>,
     pub backoff_until: HashMap<String, i64>,
@@ -566,7 +577,9 @@ impl Session {
         for n in sched.snapshot.nodes() {
             total.add(&ResMap::from_resources(&n.allocatable));
             for p in &n.pods {
-                add_pod(&mut jobs, p.clone(), true);
+                if !carry.reserved.contains(&p.key) {
+                    add_pod(&mut jobs, p.clone(), true);
+                }
             }
         }
         for p in pending {
@@ -602,6 +615,8 @@ impl Session {
             equivalence: HashMap::new(),
             nominated_nodes: carry.nominated.clone(),
             nominated: Vec::new(),
+            evicted: Vec::new(),
+            unevictable: carry.unevictable.clone(),
             first_attempt: carry.first_attempt.clone(),
             backoff_until: carry.backoff_until.clone(),
             pod_group_backoff: None,
@@ -900,8 +915,11 @@ impl Session {
                 nominated,
                 first_attempt: self.first_attempt,
                 backoff_until: self.backoff_until,
+                unevictable: self.unevictable,
+                reserved: HashSet::new(),
             },
             nominated: self.nominated,
+            evicted: self.evicted,
             batches: self.batches,
             conflicts: self.conflicts,
             evaluate_ms: self.evaluate_ms,
@@ -930,6 +948,9 @@ pub struct Closed {
     pub evictions: Vec<Eviction>,
     /// Preemptors nominated in this session.
     pub nominated: Vec<Placement>,
+    /// Evicted pods with the node they were on (they keep running until the API
+    /// removes them; `run` keeps them in its snapshot as terminating).
+    pub evicted: Vec<(Arc<PodInfo>, String)>,
     pub unschedulable: Vec<Unschedulable>,
     pub podgroups: Vec<PodGroupStatus>,
     pub queues: Vec<QueueStatus>,

@@ -435,6 +435,29 @@ fn preemption_policy_never_waits() {
 }
 
 #[test]
+fn terminating_and_unevictable_pods_are_never_victims_and_a_waiting_preemptor_waits() {
+    // n0: a low pod already terminating; n1: a low pod running.
+    let mut c = Case::new(2, "1");
+    let mut dying = pod("dying").cpu("1");
+    dying.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T11:59:00Z");
+    c.run_on(dying, "n0");
+    c.run_on(pod("low").cpu("1"), "n1");
+    c.pend(pod("p").cpu("1").priority(100));
+    let ev: Vec<String> = c.run(1).0.evictions.iter().map(|e| e.pod.clone()).collect();
+    assert_eq!(ev, ["default/low"], "the terminating pod frees nothing new");
+    // Nominated to n0 where its earlier victim still terminates: no new victims.
+    let mut c2 = Case::new(2, "1");
+    let mut dying = pod("dying").cpu("1");
+    dying.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T11:59:00Z");
+    c2.run_on(dying, "n0");
+    c2.run_on(pod("low").cpu("1"), "n1");
+    let mut p = pod("p").cpu("1").priority(100);
+    p.0["status"]["nominatedNodeName"] = json!("n0");
+    c2.pend(p);
+    assert!(c2.run(1).0.evictions.is_empty());
+}
+
+#[test]
 fn tiers_example_shows_the_tier_behaviour() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");
     let args = crate::simulate::SimulateArgs {

@@ -115,13 +115,20 @@ pub fn spawn_snapshot_cache(
                     if let Some(s) = seen.as_mut() {
                         s.insert(k.clone());
                     }
+                    if let Ok(mut g) = ext.gangs.lock() {
+                        g.apply(&k, &p, seq);
+                    }
                     known.insert(k);
                     apply_pod(&mut snap, p, seq);
                 }
                 Event::InitDone => {
                     if let Some(seen) = seen.take() {
+                        let mut g = ext.gangs.lock().ok();
                         for k in known.iter().filter(|k| !seen.contains(*k)) {
                             snap.remove_pod(k);
+                            if let Some(g) = g.as_mut() {
+                                g.forget(k);
+                            }
                         }
                         known = seen;
                     }
@@ -130,9 +137,42 @@ pub fn spawn_snapshot_cache(
                     let k = pod_key(&p);
                     known.remove(&k);
                     snap.remove_pod(&k);
+                    if let Ok(mut g) = ext.gangs.lock() {
+                        g.forget(&k);
+                    }
                 }
             }
         }
     });
     vec![nodes, pods]
+}
+
+/// PodGroup (both APIs) and Queue watches feeding the extender's gang view (each
+/// starts once its CRD is served).
+pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task::JoinHandle<()>> {
+    type CrdMsg = (super::crds::Crd, Box<Event<kube::api::DynamicObject>>);
+    let (tx, rx) = std::sync::mpsc::channel::<CrdMsg>();
+    let mut tasks = Vec::new();
+    for crd in [
+        super::crds::Crd::VolcanoPodGroup,
+        super::crds::Crd::CoschedulingPodGroup,
+        super::crds::Crd::VolcanoQueue,
+    ] {
+        tasks.push(super::crds::watch(
+            client.clone(),
+            crd,
+            tx.clone(),
+            |c, e| (c, e),
+            std::time::Duration::from_secs(60),
+        ));
+    }
+    tasks.push(tokio::task::spawn_blocking(move || {
+        while let Ok((crd, ev)) = rx.recv() {
+            let Ok(mut g) = ext.gangs.lock() else { return };
+            // No NodeResourceTopology watch here: the snapshot argument is unused.
+            g.state
+                .on_crd_event(crd, *ev, &mut crate::snapshot::Snapshot::new());
+        }
+    }));
+    tasks
 }

@@ -65,6 +65,10 @@ pub struct RunCli {
     /// NodeHealth: scrape requests in flight at most.
     #[arg(long, default_value_t = 32)]
     pub health_scrape_concurrency: usize,
+    /// How preemption/reclaim victims are removed: `eviction` (policy/v1 Eviction;
+    /// PodDisruptionBudgets are honoured) or `delete` (like kube-scheduler).
+    #[arg(long, value_enum, default_value_t = super::evictor::EvictionMode::Eviction)]
+    pub preemption_eviction: super::evictor::EvictionMode,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -103,6 +107,8 @@ impl RunCli {
                 seed: 0,
                 crd_retry: Duration::from_secs(self.crd_discovery_interval_seconds.max(1)),
                 health: None,
+                session: crate::batch::SessionConfig::default(),
+                eviction: self.preemption_eviction,
             },
             health: crate::health::live::HealthFlags {
                 scrape: self.health_scrape.clone(),

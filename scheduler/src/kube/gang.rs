@@ -8,9 +8,13 @@
 //! - Pods that belong to a PodGroup (`scheduling.k8s.io/group-name` annotation or
 //!   `scheduling.x-k8s.io/pod-group` label) or name a queue
 //!   (`scheduling.volcano.sh/queue-name`) are scheduled by a batch session
-//!   ([`crate::batch::session::Session`]: enqueue → allocate → backfill; the gang
-//!   plugin makes a gang all-or-nothing, the resourcequota plugin applies namespace
-//!   hard limits at enqueue). Every other pod keeps the plain `schedule_all` path.
+//!   ([`crate::batch::session::Session`] with the configured actions, by default
+//!   enqueue → allocate → preempt → reclaim → backfill; the gang plugin makes a gang
+//!   all-or-nothing, the resourcequota plugin applies namespace hard limits at
+//!   enqueue). Every other pod keeps the plain `schedule_all` path; a plain pod that
+//!   does not fit gets a preemption-only session ([`BatchState::run_evictions`]),
+//!   the PostFilter of `run`. The loop carries out the evictions (see
+//!   `kube::evictor` and the preemption waits in `kube`).
 //! - PodGroup and Queue status is produced for the objects a session touched (and
 //!   for groups whose member pods changed), passed through [`StatusPatcher`] (one
 //!   merge patch per changed object, skipped when unchanged).
@@ -142,8 +146,8 @@ fn now_rfc3339() -> String {
 }
 
 impl BatchState {
-    pub fn new(metrics: Arc<Metrics>) -> BatchState {
-        let cfg = SessionConfig::default();
+    /// `cfg` must have been checked (`SessionConfig::plugins`) by the caller.
+    pub fn new(metrics: Arc<Metrics>, cfg: &SessionConfig) -> BatchState {
         BatchState {
             crds: HashMap::new(),
             crd_relist: HashMap::new(),
@@ -161,9 +165,7 @@ impl BatchState {
             queue_alloc: HashMap::new(),
             carry: Carry::default(),
             plugins: cfg.plugins().unwrap_or_default(),
-            // Evictions (preempt/reclaim) are not carried out by `run`: only the
-            // actions that place pods run.
-            actions: vec![Action::Enqueue, Action::Allocate, Action::Backfill],
+            actions: cfg.actions(),
             patcher: StatusPatcher::new(),
             synced: [false; 2],
             metrics,
@@ -490,10 +492,67 @@ impl BatchState {
             .unwrap_or_default()
     }
 
-    /// Runs one batch session over `sched` with `pending` (all batch pods of the
-    /// popped gangs) and returns the closed session; the scheduler comes back
-    /// without the session's resource filter.
-    pub fn run_session(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+    /// Member pods the API shows bound (running or starting).
+    pub fn bound_members(&self, g: &GroupKey) -> Vec<String> {
+        self.members
+            .get(g)
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| **s == Member::Bound)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Sets what the next session takes from the loop: preemptors whose victims are
+    /// gone with the node they were nominated to (placed there first), reservations
+    /// held for waiting preemptors, and pods not to be chosen as victims.
+    pub fn prepare(
+        &mut self,
+        nominated: HashMap<String, String>,
+        reserved: HashSet<String>,
+        unevictable: HashSet<String>,
+    ) {
+        self.carry.nominated = nominated;
+        self.carry.reserved = reserved;
+        self.carry.unevictable = unevictable;
+    }
+
+    /// Pods currently held as preemptor reservations (not running yet).
+    pub fn set_reserved(&mut self, reserved: HashSet<String>) {
+        self.carry.reserved = reserved;
+    }
+
+    /// Whether the configured actions evict (preempt or reclaim).
+    pub fn evicts(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|a| matches!(a, Action::Preempt | Action::Reclaim))
+    }
+
+    /// Whether reclaim is configured and there are Queues to reclaim between.
+    pub fn may_reclaim(&mut self) -> bool {
+        self.actions.contains(&Action::Reclaim) && !self.objects().queues.is_empty()
+    }
+
+    /// A preemption-only session (the configured preempt/reclaim actions) for plain
+    /// pods that did not fit: kube-scheduler's PostFilter, with Corral's victim rules
+    /// (lower priority in the same queue, reclaim across queues, gangs evicted whole
+    /// rather than broken, protected pods never).
+    pub fn run_evictions(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let actions: Vec<Action> = self
+            .actions
+            .iter()
+            .copied()
+            .filter(|a| matches!(a, Action::Preempt | Action::Reclaim))
+            .collect();
+        self.session(sched, pending, actions)
+    }
+
+    /// A dry run for the extender: would the gangs of `pending` be placed (enqueue +
+    /// allocate, all-or-nothing) on `sched`'s snapshot? Nothing is carried over.
+    pub fn plan(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
         let objs = self.objects();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -504,7 +563,39 @@ impl BatchState {
             pending,
             &objs,
             self.plugins.clone(),
-            self.actions.clone(),
+            vec![Action::Enqueue, Action::Allocate],
+            now,
+            &Carry::default(),
+        );
+        ssn.run();
+        ssn.close()
+    }
+
+    /// Runs one batch session over `sched` with `pending` (all batch pods of the
+    /// popped gangs) and returns the closed session; the scheduler comes back
+    /// without the session's resource filter.
+    pub fn run_session(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+        let actions = self.actions.clone();
+        self.session(sched, pending, actions)
+    }
+
+    fn session(
+        &mut self,
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        actions: Vec<Action>,
+    ) -> Closed {
+        let objs = self.objects();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut ssn = Session::open(
+            sched,
+            pending,
+            &objs,
+            self.plugins.clone(),
+            actions,
             now,
             &self.carry,
         );
@@ -528,8 +619,13 @@ impl BatchState {
                 Member::Succeeded => succeeded += 1,
                 Member::Failed => failed += 1,
                 Member::Bound => running += 1,
-                // Assumed (binding in flight) counts as running.
-                Member::Pending if snapshot.pod_node(k).is_some() => running += 1,
+                // Assumed (binding in flight) counts as running; a preemptor's
+                // reservation (victims still terminating) does not.
+                Member::Pending
+                    if snapshot.pod_node(k).is_some() && !self.carry.reserved.contains(k) =>
+                {
+                    running += 1
+                }
                 Member::Pending => {}
             }
         }
@@ -763,7 +859,7 @@ mod tests {
 
     #[test]
     fn topology_events_feed_the_snapshot() {
-        let mut st = BatchState::new(Arc::new(Metrics::new()));
+        let mut st = BatchState::new(Arc::new(Metrics::new()), &SessionConfig::default());
         let mut snap = Snapshot::new();
         snap.upsert_node(crate::testutil::node("n1").cpu("16").info());
         let nrt = |avail: &str| {
@@ -798,7 +894,7 @@ mod tests {
 
     #[test]
     fn watched_objects_decode_through_the_batch_schemas() {
-        let mut st = BatchState::new(Arc::new(Metrics::new()));
+        let mut st = BatchState::new(Arc::new(Metrics::new()), &SessionConfig::default());
         let pg = dyn_obj(json!({
             "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
             "metadata": {"name": "pg", "namespace": "ns", "resourceVersion": "3"},

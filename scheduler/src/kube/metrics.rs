@@ -61,6 +61,10 @@ pub struct Metrics {
     pub status_patches: Counter,
     /// Objects known per watched batch/topology resource.
     pub objects: Family<ResourceLabel, Gauge>,
+    /// Victim evictions by result (evicted, gone, blocked, error).
+    pub evictions: Family<ResultLabel, Counter>,
+    /// Preemptors waiting for their victims to terminate.
+    pub preemptors_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -70,6 +74,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn eviction(&self, result: &'static str) {
+        self.evictions
+            .get_or_create(&ResultLabel {
+                result: What(result),
+            })
+            .inc();
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("corral_scheduler");
         let m = Metrics {
@@ -90,7 +102,19 @@ impl Metrics {
             leader: Gauge::default(),
             status_patches: Counter::default(),
             objects: Family::default(),
+            evictions: Family::default(),
+            preemptors_waiting: Gauge::default(),
         };
+        registry.register(
+            "preemption_victims",
+            "Evictions of preemption/reclaim victims by result (evicted, gone, blocked by a PodDisruptionBudget, error)",
+            m.evictions.clone(),
+        );
+        registry.register(
+            "preemptors_waiting",
+            "Preemptors holding a nominated node while their victims terminate",
+            m.preemptors_waiting.clone(),
+        );
         registry.register(
             "status_patches",
             "PodGroup/Queue status patches sent (one per changed object per session)",

@@ -30,11 +30,13 @@ pub mod binder;
 pub mod cache;
 pub mod cli;
 pub mod crds;
+pub mod evictor;
 pub mod gang;
 pub mod leader;
 pub mod metrics;
 pub mod queue;
 pub mod reflector;
+pub mod runtime_cap;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -80,6 +82,10 @@ pub struct RunOptions {
     pub crd_retry: Duration,
     /// Continuous node health (NodeHealth enabled): see `health::live`.
     pub health: Option<crate::health::live::LiveOptions>,
+    /// Batch sessions (`corral.session` of the config file): actions and plugins.
+    pub session: batch::SessionConfig,
+    /// How preemption/reclaim victims are removed.
+    pub eviction: evictor::EvictionMode,
 }
 
 impl Default for RunOptions {
@@ -93,6 +99,8 @@ impl Default for RunOptions {
             seed: 0,
             crd_retry: Duration::from_secs(60),
             health: None,
+            session: batch::SessionConfig::default(),
+            eviction: evictor::EvictionMode::default(),
         }
     }
 }
@@ -105,6 +113,8 @@ pub enum Msg {
     PriorityClass(Box<Event<PriorityClass>>),
     Quota(Box<Event<ResourceQuota>>),
     Bound(BindOutcome),
+    /// Result of a victim's eviction.
+    Evicted(evictor::EvictOutcome),
     /// A batch CRD watch event.
     Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
     /// Leadership changed.
@@ -160,6 +170,13 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
             .await
             .map_err(|e| anyhow::anyhow!("no kubeconfig given and {e}"))?,
     };
+    // No transparent client retries: kube's default retries 429/503 up to 15 times
+    // with backoff up to 1000 s, which would hold a binding slot for minutes and turn
+    // a PodDisruptionBudget's 429 on an eviction into a hang. Every caller here
+    // handles these errors itself (binds back off, evictions pick other victims,
+    // watches relist with their own backoff).
+    let mut config = config;
+    config.default_retry = false;
     Ok(Client::try_from(config)?)
 }
 
@@ -209,6 +226,7 @@ pub fn start(
     if frameworks.is_empty() {
         anyhow::bail!("no scheduler profiles configured");
     }
+    opts.session.plugins().map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel::<Msg>();
     let leader = Arc::new(AtomicBool::new(opts.leader.is_none()));
@@ -292,6 +310,16 @@ pub fn start(
         None => None,
     };
     let component = frameworks[0].scheduler_name.clone();
+    let evictor = evictor::Evictor::spawn(
+        client.clone(),
+        opts.eviction,
+        32,
+        limiter.clone(),
+        leader.clone(),
+        tx.clone(),
+        metrics.clone(),
+        component.clone(),
+    );
     let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
     let names: HashSet<String> = frameworks
         .iter()
@@ -314,7 +342,7 @@ pub fn start(
         leader: leader.clone(),
         ready: ready.clone(),
         synced: [false; 3],
-        gangs: gang::BatchState::new(metrics.clone()),
+        gangs: gang::BatchState::new(metrics.clone(), &opts.session),
         status_tx,
         bind_retries: HashMap::new(),
         relist: [None, None, None],
@@ -327,6 +355,13 @@ pub fn start(
         last_report: HashMap::new(),
         node_buf: Vec::new(),
         health,
+        evictor,
+        waits: HashMap::new(),
+        waiting_pod: HashMap::new(),
+        victims: HashMap::new(),
+        nominations: HashMap::new(),
+        unevictable: HashMap::new(),
+        caps: runtime_cap::RuntimeCaps::default(),
     };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
@@ -377,10 +412,75 @@ struct Loop {
     node_buf: Vec<Node>,
     /// Live node health feed (ticks between batches).
     health: Option<crate::health::live::LiveHealth>,
+    /// Evicts preemption victims and writes nominations.
+    evictor: evictor::Evictor,
+    /// Preemptions in progress, by preemptor job (PodGroup or pod `namespace/name`).
+    waits: HashMap<String, Wait>,
+    /// Waiting preemptor pod → its job key in `waits`.
+    waiting_pod: HashMap<String, String>,
+    /// Victims being evicted.
+    victims: HashMap<String, Victim>,
+    /// Preemptors whose victims are gone → nominated node (placed there first by the
+    /// next session, then forgotten).
+    nominations: HashMap<String, String>,
+    /// Pods whose eviction a disruption budget refused, not chosen again until then.
+    unevictable: HashMap<String, Instant>,
+    /// `corral.io/max-runtime` enforcement.
+    caps: runtime_cap::RuntimeCaps,
 }
 
+/// A preemptor waiting for its victims to terminate. Its pods stay in flight (never
+/// popped) and are held in the snapshot on their nominated nodes as reservations, so
+/// the capacity the victims free cannot be taken by anyone else.
+struct Wait {
+    /// (pod key, nominated node).
+    pods: Vec<(String, String)>,
+    /// Victims not yet gone.
+    victims: HashSet<String>,
+    /// After this the preemptor is released even if victims remain (e.g. a kubelet
+    /// that never finishes termination).
+    deadline: Instant,
+}
+
+/// A victim whose eviction was requested.
+struct Victim {
+    job: String,
+    node: String,
+    uid: String,
+    /// The pod as last seen without a deletion timestamp (restored if the eviction
+    /// fails).
+    unmarked: Arc<PodInfo>,
+    /// The API shows it terminating.
+    api_terminating: bool,
+}
+
+/// A victim as the snapshot keeps it until the API removes it: still using its
+/// resources, marked terminating so no session picks it as a victim again.
+fn mark_terminating(p: &PodInfo) -> Arc<PodInfo> {
+    let mut pod = (*p.pod).clone();
+    pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    let mut info = p.clone();
+    info.pod = Arc::new(pod);
+    Arc::new(info)
+}
+
+/// How long a refused victim is left alone.
+const UNEVICTABLE_FOR: Duration = Duration::from_secs(60);
+/// Slack over the victims' termination grace before a waiting preemptor is released.
+const WAIT_SLACK: Duration = Duration::from_secs(60);
+
+/// Finished (Succeeded/Failed), or being deleted before it was bound. A bound pod
+/// that is terminating still holds its node's resources (the kubelet has not
+/// stopped it yet) and stays in the snapshot until the API removes it.
 fn is_done(p: &Pod) -> bool {
-    p.metadata.deletion_timestamp.is_some()
+    let bound = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    (p.metadata.deletion_timestamp.is_some() && !bound)
         || matches!(
             p.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded" | "Failed")
@@ -433,6 +533,10 @@ impl Loop {
                 };
             }
             let now = Instant::now();
+            self.expire_waits(now);
+            if self.leader.load(Ordering::Relaxed) && self.all_synced() && self.caps.due(now) {
+                self.sweep_caps(now);
+            }
             self.queue.tick(now);
             let c = self.queue.counts();
             self.metrics.set_pending(c);
@@ -456,6 +560,8 @@ impl Loop {
 
     /// Sends the changed PodGroup (and, after a session, Queue) statuses.
     fn flush_statuses(&mut self, queues_too: bool) {
+        self.gangs
+            .set_reserved(self.waiting_pod.keys().cloned().collect());
         let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
         if !patches.is_empty() {
             let _ = self.status_tx.send(patches);
@@ -468,6 +574,7 @@ impl Loop {
             Msg::Node(ev) => self.on_node_event(*ev),
             Msg::Namespace(ev) => self.on_ns_event(*ev),
             Msg::Bound(o) => self.on_bound(o),
+            Msg::Evicted(o) => self.on_evicted(o),
             Msg::Crd(crd, ev) => {
                 if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {
                     self.queue.on_cluster_event();
@@ -535,6 +642,10 @@ impl Loop {
         self.last_report.remove(key);
         self.bind_retries.remove(key);
         self.gangs.forget_pod(key);
+        self.nominations.remove(key);
+        self.caps.forget(key);
+        self.victim_gone(key);
+        self.preemptor_gone(key);
         if had && placed {
             // Freed capacity: unschedulable pods may fit now.
             self.queue.on_cluster_event();
@@ -587,6 +698,24 @@ impl Loop {
                 // Bound (by us or anyone): the API is the truth.
                 self.queue.remove(&key);
                 self.last_report.remove(&key);
+                self.nominations.remove(&key);
+                self.preemptor_gone(&key);
+                if let Some(e) = self.caps.on_pod(&info) {
+                    tracing::warn!("{e}");
+                    self.metrics.invalid_objects.inc();
+                }
+                let info = match self.victims.get_mut(&key) {
+                    Some(v) if info.pod.metadata.deletion_timestamp.is_none() => {
+                        // Eviction requested, not yet visible: keep it marked.
+                        v.unmarked = info.clone();
+                        mark_terminating(&info)
+                    }
+                    Some(v) => {
+                        v.api_terminating = true;
+                        info
+                    }
+                    None => info,
+                };
                 self.sched.snapshot.add_pod(info, &n);
             }
             None => {
@@ -730,13 +859,17 @@ impl Loop {
         if pods.is_empty() {
             return;
         }
-        let (gang_pods, plain): (Vec<_>, Vec<_>) =
-            pods.into_iter().partition(|p| gang::is_batch_pod(p));
-        if !plain.is_empty() {
-            self.schedule_plain(plain);
-        }
+        // Gang/queue pods and preemptors placed on their nominated node go through a
+        // batch session, before the plain pods of the batch so that the capacity
+        // freed for a preemptor is not taken by a lower-priority plain pod.
+        let (gang_pods, plain): (Vec<_>, Vec<_>) = pods
+            .into_iter()
+            .partition(|p| gang::is_batch_pod(p) || self.nominations.contains_key(&p.key));
         if !gang_pods.is_empty() {
             self.schedule_gangs(gang_pods);
+        }
+        if !plain.is_empty() {
+            self.schedule_plain(plain);
         }
     }
 
@@ -771,10 +904,471 @@ impl Loop {
             self.in_flight += 1;
             self.binder.bind(req);
         }
+        let nominated = self.preempt_for(&report.unschedulable);
         for u in report.unschedulable {
+            if nominated.contains(&u.pod) {
+                self.metrics.attempt("preempting");
+                continue;
+            }
             self.metrics.attempt("unschedulable");
             let attempts = self.queue.failed(&u.pod, now, true);
             self.report_failure(&u.pod, u.message, attempts, now);
+        }
+    }
+
+    /// PostFilter for plain pods that did not fit: a preemption-only session over
+    /// those that may preempt. Returns the pods nominated (now waiting for victims).
+    fn preempt_for(&mut self, failed: &[crate::scheduler::Unschedulable]) -> HashSet<String> {
+        if failed.is_empty() || !self.gangs.evicts() {
+            return HashSet::new();
+        }
+        let cands: Vec<Arc<PodInfo>> = failed
+            .iter()
+            .filter_map(|u| self.queue.get(&u.pod))
+            .map(|e| e.info.clone())
+            .filter(|p| {
+                p.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.preemption_policy.as_deref())
+                    != Some("Never")
+            })
+            .collect();
+        if cands.is_empty() {
+            return HashSet::new();
+        }
+        // Cheap precheck: preempt needs a running pod of lower priority; reclaim needs
+        // queues to reclaim between.
+        let top = cands.iter().map(|p| p.priority).max().unwrap_or(i32::MIN);
+        let lower = self
+            .sched
+            .snapshot
+            .nodes()
+            .iter()
+            .any(|n| n.pods.iter().any(|p| p.priority < top));
+        if !lower && !self.gangs.may_reclaim() {
+            return HashSet::new();
+        }
+        self.prepare_session(HashMap::new());
+        let t0 = Instant::now();
+        let sched = std::mem::replace(&mut self.sched, gang::placeholder());
+        let closed = self.gangs.run_evictions(sched, cands);
+        let batch::session::Closed {
+            sched,
+            evicted,
+            evictions,
+            nominated,
+            ..
+        } = closed;
+        self.sched = sched;
+        self.metrics
+            .algorithm_seconds
+            .inc_by(t0.elapsed().as_secs_f64());
+        self.start_preemptions(evicted, evictions, nominated)
+    }
+
+    /// Hands the loop's preemption state to the next session.
+    fn prepare_session(&mut self, nominated: HashMap<String, String>) {
+        let now = Instant::now();
+        self.unevictable.retain(|_, t| *t > now);
+        let reserved = self.waiting_pod.keys().cloned().collect();
+        let unevictable = self.unevictable.keys().cloned().collect();
+        self.gangs.prepare(nominated, reserved, unevictable);
+    }
+
+    /// The preemptor job a pod belongs to (its PodGroup, else itself).
+    fn job_of(&self, pod: &str) -> String {
+        self.gangs
+            .group_of(pod)
+            .map(|g| g.1.clone())
+            .unwrap_or_else(|| pod.to_string())
+    }
+
+    /// Carries out a session's evictions: victims stay in the snapshot marked
+    /// terminating until the API removes them; each preemptor pod is held (in flight,
+    /// reserved on its nominated node, `nominatedNodeName` written) until its job's
+    /// victims are all gone. Returns the nominated pod keys.
+    fn start_preemptions(
+        &mut self,
+        evicted: Vec<(Arc<PodInfo>, String)>,
+        evictions: Vec<batch::Eviction>,
+        nominated: Vec<crate::scheduler::Placement>,
+    ) -> HashSet<String> {
+        let now = Instant::now();
+        let mut out = HashSet::new();
+        if evictions.is_empty() && nominated.is_empty() {
+            return out;
+        }
+        let info: HashMap<String, (Arc<PodInfo>, String)> = evicted
+            .into_iter()
+            .map(|(p, n)| (p.key.clone(), (p, n)))
+            .collect();
+        let mut new_waits: HashMap<String, Wait> = HashMap::new();
+        for e in evictions {
+            let Some((p, node)) = info.get(&e.pod) else {
+                continue;
+            };
+            // Back into the snapshot (the session took it out): it runs until the
+            // kubelet stops it.
+            self.sched.snapshot.add_pod(mark_terminating(p), node);
+            let grace = p
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .clamp(0, 3600) as u64;
+            let w = new_waits
+                .entry(e.preemptor.clone())
+                .or_insert_with(|| Wait {
+                    pods: Vec::new(),
+                    victims: HashSet::new(),
+                    deadline: now,
+                });
+            w.victims.insert(e.pod.clone());
+            w.deadline = w
+                .deadline
+                .max(now + Duration::from_secs(grace) + WAIT_SLACK);
+            self.victims.insert(
+                e.pod.clone(),
+                Victim {
+                    job: e.preemptor.clone(),
+                    node: node.clone(),
+                    uid: p.uid.clone(),
+                    unmarked: p.clone(),
+                    api_terminating: false,
+                },
+            );
+            tracing::info!(victim = %e.pod, preemptor = %e.preemptor, node = %node, "evicting: {}", e.reason);
+            self.evictor.evict(evictor::EvictRequest {
+                cause: evictor::Cause::Preemption,
+                key: e.pod.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                node: node.clone(),
+                preemptor: e.preemptor,
+                reason: e.reason,
+            });
+        }
+        for pl in nominated {
+            let Some(entry) = self.queue.get(&pl.pod) else {
+                continue;
+            };
+            let (p, state) = (entry.info.clone(), entry.state);
+            if state != queue::State::InFlight {
+                continue;
+            }
+            let job = self.job_of(&pl.pod);
+            let w = new_waits.entry(job.clone()).or_insert_with(|| Wait {
+                pods: Vec::new(),
+                victims: HashSet::new(),
+                deadline: now + WAIT_SLACK,
+            });
+            w.pods.push((pl.pod.clone(), pl.node.clone()));
+            self.sched.snapshot.add_pod(p.clone(), &pl.node);
+            self.evictor
+                .nominate(&p.namespace, &p.name, Some(pl.node.clone()));
+            self.waiting_pod.insert(pl.pod.clone(), job);
+            out.insert(pl.pod);
+        }
+        for (job, w) in new_waits {
+            match self.waits.get_mut(&job) {
+                Some(old) => {
+                    old.pods.extend(w.pods);
+                    old.victims.extend(w.victims);
+                    old.deadline = old.deadline.max(w.deadline);
+                }
+                None => {
+                    self.waits.insert(job.clone(), w);
+                }
+            }
+            if self.waits.get(&job).is_some_and(|w| w.victims.is_empty()) {
+                self.end_wait(&job, true, now);
+            }
+        }
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
+        out
+    }
+
+    /// Ends a preemption wait. `released`: the victims are gone (or the deadline
+    /// passed), the preemptors become active with their nomination; otherwise the
+    /// preemption is abandoned (nomination cleared, victims not yet terminating
+    /// restored, preemptors back off).
+    fn end_wait(&mut self, job: &str, released: bool, now: Instant) {
+        let Some(w) = self.waits.remove(job) else {
+            return;
+        };
+        for (pod, node) in w.pods {
+            self.waiting_pod.remove(&pod);
+            let api_bound = self.pods.get(&pod).is_some_and(|t| t.node.is_some());
+            if !api_bound && self.sched.snapshot.pod_node(&pod).map(|n| &**n) == Some(&*node) {
+                self.sched.snapshot.remove_pod(&pod);
+            }
+            if api_bound {
+                continue;
+            }
+            if released {
+                self.nominations.insert(pod.clone(), node);
+                self.queue.retry_now(&pod);
+            } else {
+                if let Some(e) = self.queue.get(&pod) {
+                    self.evictor.nominate(&e.info.namespace, &e.info.name, None);
+                }
+                self.queue.failed(&pod, now, false);
+            }
+        }
+        for v in w.victims {
+            if released {
+                // Deadline: stop tracking; the snapshot follows the API from here.
+                self.victims.remove(&v);
+            } else if let Some(vi) = self.victims.remove(&v) {
+                self.unmark(&v, vi);
+            }
+        }
+        self.queue.on_cluster_event();
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
+    }
+
+    /// Puts a victim back as it was (its eviction did not happen).
+    fn unmark(&mut self, key: &str, v: Victim) {
+        if !v.api_terminating
+            && self.sched.snapshot.pod_node(key).map(|n| &**n) == Some(&*v.node)
+            && self.pods.contains_key(key)
+        {
+            self.sched.snapshot.add_pod(v.unmarked, &v.node);
+        }
+    }
+
+    /// A victim left the API (or the snapshot): its preemptor may be done waiting.
+    fn victim_gone(&mut self, key: &str) {
+        let Some(v) = self.victims.remove(key) else {
+            return;
+        };
+        let done = match self.waits.get_mut(&v.job) {
+            Some(w) => {
+                w.victims.remove(key);
+                w.victims.is_empty()
+            }
+            None => false,
+        };
+        if done {
+            self.end_wait(&v.job, true, Instant::now());
+        }
+    }
+
+    /// A waiting preemptor pod was deleted or bound elsewhere.
+    fn preemptor_gone(&mut self, key: &str) {
+        let Some(job) = self.waiting_pod.remove(key) else {
+            return;
+        };
+        if let Some(w) = self.waits.get_mut(&job) {
+            w.pods.retain(|(p, _)| p != key);
+            if w.pods.is_empty()
+                && let Some(w) = self.waits.remove(&job)
+            {
+                // Nobody to place: victims already asked to go keep going; stop
+                // tracking them (the watch removes them).
+                for v in w.victims {
+                    self.victims.remove(&v);
+                }
+            }
+        }
+        self.metrics
+            .preemptors_waiting
+            .set(self.waiting_pod.len() as i64);
+    }
+
+    fn on_evicted(&mut self, o: evictor::EvictOutcome) {
+        let now = Instant::now();
+        match o.result {
+            evictor::EvictResult::Evicted => {}
+            evictor::EvictResult::Gone => {
+                // Gone before the watch said so: drop it from the snapshot (only that
+                // incarnation).
+                if let Some(v) = self.victims.get(&o.key)
+                    && self
+                        .sched
+                        .snapshot
+                        .node(&v.node)
+                        .is_some_and(|n| n.pods.iter().any(|p| p.key == o.key && p.uid == v.uid))
+                {
+                    self.sched.snapshot.remove_pod(&o.key);
+                }
+                self.victim_gone(&o.key);
+            }
+            evictor::EvictResult::Blocked(msg) | evictor::EvictResult::Failed(msg) => {
+                tracing::info!(victim = %o.key, "eviction not carried out: {msg}");
+                self.unevictable
+                    .insert(o.key.clone(), now + UNEVICTABLE_FOR);
+                match self.victims.get(&o.key).map(|v| v.job.clone()) {
+                    Some(job) if self.waits.contains_key(&job) => self.end_wait(&job, false, now),
+                    Some(_) => {
+                        if let Some(v) = self.victims.remove(&o.key) {
+                            self.unmark(&o.key, v);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Evicts running pods past their `corral.io/max-runtime` (own annotation, else
+    /// their PodGroup's).
+    fn sweep_caps(&mut self, now: Instant) {
+        use runtime_cap::{ANN_MAX_RUNTIME, parse_cap, started};
+        let unix_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut due: HashMap<String, i64> =
+            self.caps.capped().map(|(k, v)| (k.clone(), v)).collect();
+        let objs = self.gangs.objects();
+        self.sweep_partial_gangs(&objs, now);
+        for g in &objs.groups {
+            let Some(v) = g.annotations.get(ANN_MAX_RUNTIME) else {
+                continue;
+            };
+            match parse_cap(v) {
+                Ok(cap) => {
+                    for m in self.gangs.members(&(g.api, g.key())) {
+                        due.entry(m).or_insert(cap);
+                    }
+                }
+                Err(e) => {
+                    if let Some(msg) = self.caps.report(&format!("PodGroup {}", g.key()), e) {
+                        tracing::warn!("{msg}");
+                        self.metrics.invalid_objects.inc();
+                    }
+                }
+            }
+        }
+        for (key, cap) in due {
+            if self.victims.contains_key(&key) || self.waiting_pod.contains_key(&key) {
+                continue;
+            }
+            let Some(node) = self.sched.snapshot.pod_node(&key).map(|n| n.to_string()) else {
+                continue;
+            };
+            let Some(p) = self
+                .sched
+                .snapshot
+                .node(&node)
+                .and_then(|n| n.pods.iter().find(|p| p.key == key).cloned())
+            else {
+                continue;
+            };
+            if p.pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let Some(start) = started(&p) else { continue };
+            if !self.caps.expired(&key, start, cap, unix_now, now) {
+                continue;
+            }
+            self.caps.evicting(&key, now);
+            tracing::info!(pod = %key, cap, "max runtime exceeded; evicting");
+            self.evictor.evict(evictor::EvictRequest {
+                cause: evictor::Cause::RuntimeLimit,
+                key: key.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                uid: p.uid.clone(),
+                node,
+                preemptor: String::new(),
+                reason: format!(
+                    "{ANN_MAX_RUNTIME} of {cap}s exceeded (running {}s)",
+                    unix_now - start
+                ),
+            });
+        }
+    }
+
+    /// Evicts the bound members of gangs that stayed partial (0 < bound < minMember)
+    /// longer than their `corral.io/partial-timeout`.
+    fn sweep_partial_gangs(&mut self, objs: &batch::BatchObjects, now: Instant) {
+        use runtime_cap::{ANN_PARTIAL_TIMEOUT, parse_cap};
+        let mut present = HashSet::new();
+        for g in &objs.groups {
+            let Some(v) = g.annotations.get(ANN_PARTIAL_TIMEOUT) else {
+                continue;
+            };
+            let key = g.key();
+            present.insert(key.clone());
+            let timeout = match parse_cap(v) {
+                Ok(t) => t,
+                Err(e) => {
+                    let e = e.replace(runtime_cap::ANN_MAX_RUNTIME, ANN_PARTIAL_TIMEOUT);
+                    if let Some(msg) = self.caps.report(&format!("PodGroup {key}"), e) {
+                        tracing::warn!("{msg}");
+                        self.metrics.invalid_objects.inc();
+                    }
+                    continue;
+                }
+            };
+            let bound = self.gangs.bound_members(&(g.api, key.clone()));
+            let min = g.min_member.max(1) as usize;
+            let partial = !bound.is_empty() && bound.len() < min;
+            let for_ = self.caps.partial(&key, partial, now);
+            if !partial || for_ < Duration::from_secs(timeout as u64) {
+                continue;
+            }
+            for k in bound {
+                if self.victims.contains_key(&k) || self.caps.is_evicting(&k) {
+                    continue;
+                }
+                let Some(node) = self.sched.snapshot.pod_node(&k).map(|n| n.to_string()) else {
+                    continue;
+                };
+                let Some(p) = self
+                    .sched
+                    .snapshot
+                    .node(&node)
+                    .and_then(|n| n.pods.iter().find(|p| p.key == k).cloned())
+                else {
+                    continue;
+                };
+                if p.pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                self.caps.evicting(&k, now);
+                tracing::info!(pod = %k, group = %key, "gang below minMember too long; evicting");
+                self.evictor.evict(evictor::EvictRequest {
+                    cause: evictor::Cause::PartialGang,
+                    key: k.clone(),
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    uid: p.uid.clone(),
+                    node,
+                    preemptor: String::new(),
+                    reason: format!(
+                        "gang {key} below minMember ({}/{min} bound) for more than {ANN_PARTIAL_TIMEOUT} {v}",
+                        self.gangs.bound_members(&(g.api, key.clone())).len()
+                    ),
+                });
+            }
+        }
+        self.caps.retain_groups(&present);
+    }
+
+    /// Releases preemptors whose wait passed its deadline.
+    fn expire_waits(&mut self, now: Instant) {
+        if self.waits.is_empty() {
+            return;
+        }
+        let expired: Vec<String> = self
+            .waits
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for job in expired {
+            tracing::info!(preemptor = %job, "victims still terminating at the deadline; releasing");
+            self.end_wait(&job, true, now);
         }
     }
 
@@ -802,6 +1396,13 @@ impl Loop {
             }
         }
         let n = pending.len();
+        // Released preemptors of this batch are placed on their nominated node first
+        // (once: afterwards they compete normally).
+        let nominated: HashMap<String, String> = keys
+            .iter()
+            .filter_map(|k| self.nominations.remove(k).map(|n| (k.clone(), n)))
+            .collect();
+        self.prepare_session(nominated);
         let t0 = Instant::now();
         let sched = std::mem::replace(&mut self.sched, gang::placeholder());
         let closed = self.gangs.run_session(sched, pending);
@@ -810,9 +1411,17 @@ impl Loop {
             sched,
             placements,
             unschedulable,
+            evicted,
+            evictions,
+            nominated,
             ..
         } = closed;
         self.sched = sched;
+        let waiting = self.start_preemptions(evicted, evictions, nominated);
+        for k in &waiting {
+            keys.remove(k);
+            self.metrics.attempt("preempting");
+        }
         let secs = t0.elapsed().as_secs_f64();
         self.metrics.algorithm_seconds.inc_by(secs);
         self.metrics.algorithm_latency.observe(secs / n as f64);
@@ -957,6 +1566,7 @@ pub struct RunArgs {
 
 /// Runs until Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut opts = args.opts.clone();
     let (frameworks, health_args) = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -965,11 +1575,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &text,
                 &p.display().to_string(),
             )?;
+            if let Some(s) = cfg.corral.as_ref().and_then(|c| c.session.clone()) {
+                s.plugins()
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+                opts.session = s;
+            }
             (cfg.build()?, crate::health::args_from_config(&cfg))
         }
         None => (crate::config::default_frameworks(), None),
     };
-    let mut opts = args.opts.clone();
     opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
         .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
     let client = client(args.kubeconfig.as_ref()).await?;

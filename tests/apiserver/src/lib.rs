@@ -15,6 +15,12 @@
 //! - `POST pods/{name}/binding` (`201`; `409 Conflict` when the pod is already bound);
 //!   every successful binding is recorded so tests can assert "never bound twice";
 //! - `PATCH|PUT .../status` subresources;
+//! - `POST pods/{name}/eviction` (policy/v1 Eviction: `201`; `409` when
+//!   `deleteOptions.preconditions.uid` does not match; `429` with a `DisruptionBudget`
+//!   cause for pods marked blocked, as a PodDisruptionBudget would) and `DELETE` with
+//!   uid preconditions; pods are deleted gracefully when `Options::termination_grace`
+//!   is set (`metadata.deletionTimestamp` first, the `DELETED` event after the grace,
+//!   as a kubelet finishing termination would), otherwise at once;
 //! - fault injection: drop all watch streams, delay, `500` and `429` (with
 //!   `Retry-After`) on the next N matching requests, history compaction (for 410).
 //!
@@ -178,6 +184,10 @@ struct Store {
     /// `PATCH .../status` per object (`plural/ns/name`): (patches, patches that
     /// changed nothing).
     status_patches: HashMap<String, (u64, u64)>,
+    /// Successful evictions and deletions of pods: pod key → count.
+    evictions: HashMap<String, u32>,
+    /// Pods whose eviction answers 429 (a PodDisruptionBudget would be violated).
+    eviction_blocked: std::collections::HashSet<String>,
 }
 
 struct Shared {
@@ -193,6 +203,7 @@ struct Shared {
     /// Resource indices answered with `404` (a CRD that is not installed).
     unserved: Mutex<std::collections::HashSet<usize>>,
     unserved_requests: AtomicU64,
+    termination_grace: Duration,
 }
 
 /// A running test API server. Dropping it stops the server.
@@ -214,6 +225,9 @@ pub struct Options {
     /// Watch history kept for resumption (older resourceVersions answer 410).
     pub history_limit: usize,
     pub bookmark_every: Duration,
+    /// How long a deleted or evicted pod stays terminating (`deletionTimestamp` set)
+    /// before it is removed; zero removes it at once.
+    pub termination_grace: Duration,
 }
 
 impl Default for Options {
@@ -221,6 +235,7 @@ impl Default for Options {
         Options {
             history_limit: 1_000_000,
             bookmark_every: Duration::from_secs(1),
+            termination_grace: Duration::ZERO,
         }
     }
 }
@@ -265,6 +280,7 @@ impl TestApiServer {
             bookmark_every: opts.bookmark_every,
             unserved: Mutex::new(std::collections::HashSet::new()),
             unserved_requests: AtomicU64::new(0),
+            termination_grace: opts.termination_grace,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let addr = listener.local_addr()?;
@@ -320,6 +336,27 @@ impl TestApiServer {
         obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
         emit(&self.shared, &mut st, res, ns, "DELETED", &obj);
         true
+    }
+
+    /// Successful evictions/deletions per pod key (`ns/name`).
+    pub fn evictions(&self) -> HashMap<String, u32> {
+        self.shared
+            .store
+            .lock()
+            .expect("store lock")
+            .evictions
+            .clone()
+    }
+
+    /// Makes evictions of pod `ns/name` answer `429` (as a PodDisruptionBudget with no
+    /// disruptions allowed would), or lets them through again.
+    pub fn set_eviction_blocked(&self, pod_key: &str, blocked: bool) {
+        let mut st = self.shared.store.lock().expect("store lock");
+        if blocked {
+            st.eviction_blocked.insert(pod_key.to_string());
+        } else {
+            st.eviction_blocked.remove(pod_key);
+        }
     }
 
     /// Requests answered `404` because their resource was not served.
@@ -1012,6 +1049,61 @@ async fn handle(
                 Err((c, m)) => error(c, m),
             }
         }
+        (&Method::POST, Some(name), Some("eviction"))
+            if rt.plural == "pods" && rt.group.is_empty() =>
+        {
+            let ev = match body_json() {
+                Ok(o) => o,
+                Err(e) => return *e,
+            };
+            if ev["kind"] != "Eviction" || ev["apiVersion"] != "policy/v1" {
+                return error(
+                    400,
+                    format!(
+                        "expected a policy/v1 Eviction, got {}/{}",
+                        ev["apiVersion"], ev["kind"]
+                    ),
+                );
+            }
+            if ev["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                return error(400, "Eviction.metadata.name must match the pod name");
+            }
+            let k = key(ns, name);
+            let blocked = shared
+                .store
+                .lock()
+                .expect("store lock")
+                .eviction_blocked
+                .contains(&k);
+            if blocked {
+                let mut body = status_body(
+                    429,
+                    "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                );
+                body["details"] = json!({"causes": [{"reason": "DisruptionBudget",
+                        "message": "The disruption budget needs 1 healthy pods and has 1 currently"}]});
+                return json_response(StatusCode::TOO_MANY_REQUESTS, &body);
+            }
+            match delete_pod(&shared, r.res, ns, name, &ev["deleteOptions"]) {
+                Ok(_) => json_response(StatusCode::CREATED, &status_body(201, "", "")),
+                Err((c, m)) => error(c, m),
+            }
+        }
+        (&Method::DELETE, Some(name), None) if rt.plural == "pods" && rt.group.is_empty() => {
+            let opts = if body.is_empty() {
+                Value::Null
+            } else {
+                match body_json() {
+                    Ok(o) => o,
+                    Err(e) => return *e,
+                }
+            };
+            match delete_pod(&shared, r.res, ns, name, &opts) {
+                Ok(o) => json_response(StatusCode::OK, &o),
+                Err((c, m)) => error(c, m),
+            }
+        }
         (&Method::DELETE, Some(name), None) => {
             let mut st = shared.store.lock().expect("store lock");
             let k = key(ns, name);
@@ -1025,6 +1117,68 @@ async fn handle(
         }
         _ => error(405, format!("{method} {path} is not supported")),
     }
+}
+
+/// Deletes a pod as the API server + kubelet would: `DeleteOptions.preconditions.uid`
+/// checked (`409`), then at once or, with a termination grace, `deletionTimestamp`
+/// first and the removal after the grace. Deleting a terminating pod is a no-op.
+fn delete_pod(
+    shared: &Arc<Shared>,
+    res: usize,
+    ns: Option<&str>,
+    name: &str,
+    opts: &Value,
+) -> Result<Value, Fail> {
+    let mut st = shared.store.lock().expect("store lock");
+    let k = key(ns, name);
+    let Some(obj) = st.objects[res].get(&k).cloned() else {
+        return Err((404, format!("pods \"{name}\" not found")));
+    };
+    if let Some(uid) = opts["preconditions"]["uid"].as_str()
+        && Some(uid) != obj["metadata"]["uid"].as_str()
+    {
+        return Err((
+            409,
+            format!(
+                "Operation cannot be fulfilled on Pod \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                obj["metadata"]["uid"].as_str().unwrap_or("")
+            ),
+        ));
+    }
+    if !obj["metadata"]["deletionTimestamp"].is_null() {
+        return Ok(obj);
+    }
+    *st.evictions.entry(k.clone()).or_insert(0) += 1;
+    let grace = shared.termination_grace;
+    if grace.is_zero() {
+        let mut obj = obj;
+        st.objects[res].remove(&k);
+        st.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+        emit(shared, &mut st, res, ns, "DELETED", &obj);
+        return Ok(obj);
+    }
+    let mut obj = obj;
+    obj["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+    obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace.as_secs());
+    let uid = obj["metadata"]["uid"].clone();
+    let out = store_update(shared, &mut st, res, ns, k.clone(), obj)?;
+    let (shared, ns) = (shared.clone(), ns.map(str::to_string));
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        let mut st = shared.store.lock().expect("store lock");
+        // Only the terminating incarnation (a re-created pod is left alone).
+        if st.objects[res]
+            .get(&k)
+            .is_some_and(|o| o["metadata"]["uid"] == uid)
+            && let Some(mut obj) = st.objects[res].remove(&k)
+        {
+            st.rv += 1;
+            obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+            emit(&shared, &mut st, res, ns.as_deref(), "DELETED", &obj);
+        }
+    });
+    Ok(out)
 }
 
 fn line(ty: &str, obj: &Value) -> Bytes {

@@ -839,3 +839,69 @@ async fn guaranteed_pod_goes_to_the_node_whose_numa_zones_fit_it() {
     assert_bound_at_most_once(&server);
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_admits_gang_members_from_watched_podgroups_and_pods() {
+    use corral_scheduler::extender::{Extender, ExtenderArgs};
+    let server = TestApiServer::start().await.expect("server");
+    seed(&server, 2, 0);
+    server
+        .insert(volcano_group("pg", 3, json!({})))
+        .expect("pg");
+    let member = |i: usize| {
+        let mut p = gang_pod(&format!("m{i}"), "pg", "5");
+        p["spec"]["schedulerName"] = json!("default-scheduler");
+        p
+    };
+    for i in 0..3 {
+        server.insert(member(i)).expect("pod");
+    }
+    let fw = corral_scheduler::config::default_frameworks()
+        .into_iter()
+        .next()
+        .expect("profile");
+    let mut ext = Extender::new(fw);
+    let c = client(&server).await;
+    ext.client = Some(c.clone());
+    ext.gangs.lock().expect("gangs").active = true;
+    let ext = Arc::new(ext);
+    let mut tasks = corral_scheduler::kube::cache::spawn_snapshot_cache(c.clone(), ext.clone());
+    tasks.extend(corral_scheduler::kube::cache::spawn_gang_watches(
+        c,
+        ext.clone(),
+    ));
+    let filter = |names: &[&str]| {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(member(0)).expect("pod");
+        let args = ExtenderArgs {
+            pod: Some(pod),
+            nodes: None,
+            nodenames: Some(names.iter().map(|s| s.to_string()).collect()),
+        };
+        serde_json::to_value(ext.filter(args)).expect("json")
+    };
+    // Two 8-cpu nodes hold one 5-cpu member each: the gang of 3 is not admitted.
+    wait_for(
+        "gang verdict from the watches",
+        Duration::from_secs(20),
+        || {
+            filter(&["n0", "n1"])["failedNodes"]["n0"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("gang default/pg cannot be placed as a whole"))
+        },
+    )
+    .await;
+    server.insert(node("n2", "8")).expect("node");
+    wait_for(
+        "member admitted on one node",
+        Duration::from_secs(20),
+        || {
+            filter(&["n0", "n1", "n2"])["nodenames"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+        },
+    )
+    .await;
+    for t in tasks {
+        t.abort();
+    }
+}
