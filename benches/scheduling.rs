@@ -36,6 +36,42 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    // NodeResourceTopologyMatch overhead (default profile): the same 5,000-node
+    // cluster with and without a 2-zone NRT on every node, for Burstable pods
+    // (plugin skips them) and for Guaranteed 1-CPU pods (filtered and scored).
+    // `nrt-full`: zones as large as the node (decisions unchanged: pure overhead);
+    // `nrt-split`: zones split the node (~1.95 CPUs each), where the pessimistic
+    // same-batch accounting admits one 1-CPU pod per node, hence 5,000 pods.
+    use corral_benches::Nrt;
+    let mut g = c.benchmark_group("numa");
+    g.sample_size(10);
+    let nodes = 5_000;
+    for (name, guaranteed, nrt, pods) in [
+        ("burstable/no-nrt", false, Nrt::None, 10_000u64),
+        ("burstable/nrt-split", false, Nrt::Split, 10_000),
+        ("guaranteed/no-nrt", true, Nrt::None, 10_000),
+        ("guaranteed/nrt-full", true, Nrt::Full, 10_000),
+        ("guaranteed-5k/no-nrt", true, Nrt::None, 5_000),
+        ("guaranteed-5k/nrt-split", true, Nrt::Split, 5_000),
+    ] {
+        let (fws, mut prepared) = setup(Profile::Basic, nodes, pods, 0);
+        corral_benches::with_numa(&mut prepared, guaranteed, nrt);
+        g.throughput(Throughput::Elements(prepared.pending.len() as u64));
+        g.bench_function(format!("{name}/{nodes}nodes/{pods}pods"), |b| {
+            b.iter_batched(
+                || (prepared.snapshot.clone(), prepared.pending.clone()),
+                |(snap, pending)| {
+                    let mut s = Scheduler::new(fws.clone(), snap, Options::default());
+                    let r = s.schedule_all(pending);
+                    assert_eq!(r.placements.len(), pods as usize);
+                    r
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
 }
 
 criterion_group!(benches, bench);

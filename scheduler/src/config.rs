@@ -16,7 +16,9 @@ pub const API_VERSION: &str = "kubescheduler.config.k8s.io/v1";
 pub const DEFAULT_SCHEDULER_NAME: &str = "corral";
 
 /// Plugins of kube-scheduler's default profile (MultiPoint order) with their default
-/// score weights (0 = no Score extension).
+/// score weights (0 = no Score extension), plus Corral's NodeResourceTopologyMatch
+/// (a no-op without NodeResourceTopology objects: its Filter passes nodes without
+/// NRT and its PreScore skips when there are none).
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("PrioritySort", 0),
     ("NodeUnschedulable", 0),
@@ -25,6 +27,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("NodeResourceTopologyMatch", 2),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("NodeResourcesBalancedAllocation", 1),
@@ -498,6 +501,7 @@ mod tests {
                 "NodeAffinity",
                 "NodePorts",
                 "NodeResourcesFit",
+                "NodeResourceTopologyMatch",
                 "PodTopologySpread",
                 "InterPodAffinity"
             ]
@@ -513,6 +517,7 @@ mod tests {
                 ("TaintToleration", 3),
                 ("NodeAffinity", 2),
                 ("NodeResourcesFit", 1),
+                ("NodeResourceTopologyMatch", 2),
                 ("PodTopologySpread", 2),
                 ("InterPodAffinity", 2),
                 ("NodeResourcesBalancedAllocation", 1),
@@ -549,7 +554,7 @@ profiles:
         assert!(!names(&a.filter).contains(&"NodePorts"));
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
         assert_eq!(fws[1].percentage_of_nodes_to_score, Some(100));
-        assert_eq!(fws[1].score.len(), 7);
+        assert_eq!(fws[1].score.len(), 8);
     }
 
     #[test]

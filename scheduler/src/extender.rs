@@ -877,8 +877,11 @@ mod tests {
                 "spec": {"minMember": 3}
             }))
             .expect("pg");
-            g.state
-                .on_crd_event(crate::kube::crds::Crd::VolcanoPodGroup, Event::Apply(pg));
+            g.state.on_crd_event(
+                crate::kube::crds::Crd::VolcanoPodGroup,
+                Event::Apply(pg),
+                &mut Snapshot::new(),
+            );
             for i in 0..2 {
                 g.apply(&format!("default/m{i}"), &member(i), i as u64);
             }

@@ -57,6 +57,8 @@ pub struct ClusterInput {
     pub pods: Vec<(PodInfo, Origin)>,
     pub namespaces: HashMap<String, Labels>,
     pub priority_classes: HashMap<String, i32>,
+    /// NodeResourceTopology objects: node name, topology, where it was read.
+    pub topologies: Vec<(String, crate::topology::NodeTopology, Origin)>,
     /// Documents of kinds the core does not decode, kept for extension layers.
     pub other: Vec<RawObject>,
     /// One line per skipped document.
@@ -259,6 +261,14 @@ fn add_value(
                 input.priority_classes.insert(String::new(), pc.value);
             }
             input.priority_classes.insert(n, pc.value);
+        }
+        (
+            "topology.node.k8s.io/v1alpha2" | "topology.node.k8s.io/v1alpha1",
+            "NodeResourceTopology",
+        ) => {
+            let (node, topo) = crate::topology::parse_nrt(&value)
+                .map_err(|e| InputError(format!("{origin} (NodeResourceTopology {name}): {e}")))?;
+            input.topologies.push((node, topo, origin.clone()));
         }
         (a, k) if extra.iter().any(|(ea, ek)| *ea == a && *ek == k) => {
             input.other.push(RawObject {

@@ -18,3 +18,4 @@ pub mod simulate;
 pub mod snapshot;
 #[doc(hidden)]
 pub mod testutil;
+pub mod topology;

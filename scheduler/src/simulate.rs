@@ -114,6 +114,11 @@ pub fn prepare(input: ClusterInput, frameworks: &[Framework]) -> Prepared {
             None => ignored += 1,
         }
     }
+    // After the running pods: an NRT describes the node with them (only pods placed
+    // by this simulation are assumed on top of it).
+    for (node, topo, _) in input.topologies {
+        snapshot.set_topology(&node, Some(Arc::new(topo)));
+    }
     Prepared {
         snapshot,
         pending,

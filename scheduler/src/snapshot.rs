@@ -140,6 +140,8 @@ pub struct PodInfo {
     /// annotations, owners and spec (except `nodeName`), so they get the same Filter
     /// results and node-local scores against the same snapshot.
     pub equivalence: u64,
+    /// What the kubelet Topology Manager would align (None: nothing).
+    pub numa: Option<Arc<crate::topology::NumaRequest>>,
 }
 
 /// Hash of everything scheduling-relevant about a pod except its identity.
@@ -364,6 +366,7 @@ impl PodInfo {
             created,
             seq,
             equivalence: equivalence_hash(&pod),
+            numa: crate::topology::numa_request(&pod).map(Arc::new),
             pod: Arc::new(pod),
         })
     }
@@ -405,6 +408,9 @@ pub struct NodeInfo {
     /// Stamp of the last change; unique across the snapshot (the snapshot's
     /// generation at that change), so caches can detect any modification.
     pub generation: u64,
+    /// NUMA topology (NodeResourceTopology) with the pods assumed since it was
+    /// observed; None when the node has no (valid) NRT.
+    pub numa: Option<Arc<crate::topology::NodeNuma>>,
 }
 
 impl NodeInfo {
@@ -450,6 +456,7 @@ impl NodeInfo {
             used_ports: Vec::new(),
             images,
             generation: 0,
+            numa: None,
             node: Arc::new(node),
         })
     }
@@ -460,6 +467,9 @@ impl NodeInfo {
         self.non_zero_milli_cpu += p.requests.non_zero_milli_cpu;
         self.non_zero_memory += p.requests.non_zero_memory;
         self.used_ports.extend(p.host_ports.iter().cloned());
+        if let (Some(n), Some(r)) = (self.numa.as_mut(), p.numa.as_ref()) {
+            Arc::make_mut(n).assume(&p.key, r);
+        }
         if p.has_affinity() {
             self.pods_with_affinity.push(p.clone());
         }
@@ -474,6 +484,11 @@ impl NodeInfo {
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let i = self.pods.iter().position(|p| p.key == key)?;
         let p = self.pods.swap_remove(i);
+        if let Some(n) = self.numa.as_mut()
+            && n.assumed.iter().any(|(k, _)| k == key)
+        {
+            Arc::make_mut(n).forget(key);
+        }
         self.requested.sub(&p.requests.requests);
         self.non_zero_milli_cpu -= p.requests.non_zero_milli_cpu;
         self.non_zero_memory -= p.requests.non_zero_memory;
@@ -533,6 +548,8 @@ pub struct Snapshot {
     /// Node health for this cycle (health-weighted placement); published by the
     /// health tracker between cycles, read-only while pods are evaluated.
     health: Option<Arc<crate::health::HealthView>>,
+    /// NodeResourceTopology per node name (also for nodes not in the snapshot yet).
+    topologies: HashMap<String, Arc<crate::topology::NodeTopology>>,
 }
 
 impl Snapshot {
@@ -604,6 +621,38 @@ impl Snapshot {
     pub fn set_health(&mut self, view: Option<Arc<crate::health::HealthView>>) {
         self.health = view;
         self.nodes_version += 1;
+    }
+
+    /// True when some NodeResourceTopology is known.
+    #[inline]
+    pub fn has_topology(&self) -> bool {
+        !self.topologies.is_empty()
+    }
+
+    /// The NodeResourceTopology of node `name`, as last set.
+    pub fn topology(&self, name: &str) -> Option<&Arc<crate::topology::NodeTopology>> {
+        self.topologies.get(name)
+    }
+
+    /// Sets (a newer NRT was observed) or removes a node's NUMA topology between
+    /// cycles. Setting forgets the pods assumed on the node since the previous NRT
+    /// (the new one is taken to include them); the node gets a new generation stamp
+    /// so cached Filter results and node-local scores are recomputed.
+    pub fn set_topology(&mut self, name: &str, topo: Option<Arc<crate::topology::NodeTopology>>) {
+        match &topo {
+            Some(t) => {
+                self.topologies.insert(name.to_string(), t.clone());
+            }
+            None => {
+                self.topologies.remove(name);
+            }
+        }
+        if let Some(i) = self.index.get(name).copied() {
+            self.generation += 1;
+            let n = Arc::make_mut(&mut self.nodes[i]);
+            n.numa = topo.map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
+            n.generation = self.generation;
+        }
     }
 
     fn rebuild_order(&mut self) {
@@ -703,6 +752,9 @@ impl Snapshot {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
             let zone_changed = old.zone_key() != info.zone_key();
+            // After re-adding the pods: the NUMA state (with its assumed pods) is
+            // the node's, not the Node object's.
+            info.numa = old.numa.clone();
             info.generation = self.generation;
             self.nodes[i] = Arc::new(info);
             return zone_changed;
@@ -710,6 +762,11 @@ impl Snapshot {
         for p in self.orphans.remove(&*name).unwrap_or_default() {
             info.add_pod(p);
         }
+        info.numa = self
+            .topologies
+            .get(&*name)
+            .cloned()
+            .map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
         for img in info.images.keys() {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
@@ -742,6 +799,11 @@ impl Snapshot {
             for p in self.orphans.remove(&*info.name).unwrap_or_default() {
                 info.add_pod(p);
             }
+            info.numa = self
+                .topologies
+                .get(&*info.name)
+                .cloned()
+                .map(|t| Arc::new(crate::topology::NodeNuma::new(t)));
             for img in info.images.keys() {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }

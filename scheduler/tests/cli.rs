@@ -211,6 +211,20 @@ fn bad_input_is_a_clear_error() {
         "{err}"
     );
 
+    let nrt = write(
+        "nrt.yaml",
+        "apiVersion: topology.node.k8s.io/v1alpha2\nkind: NodeResourceTopology\nmetadata: {name: n1}\nattributes: [{name: topologyManagerPolicy, value: single-numa-node}]\nzones:\n- name: node-0\n  type: Node\n  resources: [{name: cpu, capacity: '4', allocatable: '4', available: four}]\n",
+    );
+    let (code, _, err) = simulate(&[&nrt]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("nrt.yaml: document 1")
+            && err.contains("NodeResourceTopology n1")
+            && err.contains("zones[0].resources[0].available"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+
     let (code, _, err) = simulate(&["/definitely/missing.yaml"]);
     assert_eq!(code, 1);
     assert!(err.contains("/definitely/missing.yaml"), "{err}");

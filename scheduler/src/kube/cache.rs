@@ -169,7 +169,9 @@ pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task
     tasks.push(tokio::task::spawn_blocking(move || {
         while let Ok((crd, ev)) = rx.recv() {
             let Ok(mut g) = ext.gangs.lock() else { return };
-            g.state.on_crd_event(crd, *ev);
+            // No NodeResourceTopology watch here: the snapshot argument is unused.
+            g.state
+                .on_crd_event(crd, *ev, &mut crate::snapshot::Snapshot::new());
         }
     }));
     tasks

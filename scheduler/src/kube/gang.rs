@@ -96,14 +96,6 @@ pub enum Member {
     Failed,
 }
 
-/// One NUMA zone of a NodeResourceTopology.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NumaZone {
-    pub name: String,
-    /// `resources[].available` per resource name.
-    pub available: ResMap,
-}
-
 /// The last status Corral decided for a PodGroup (kept so member changes between
 /// sessions update counts without inventing a new phase or transition time).
 #[derive(Debug, Clone)]
@@ -126,8 +118,9 @@ pub struct BatchState {
     quota_relist: Relist,
     priority_classes: HashMap<String, i32>,
     pc_relist: Relist,
-    /// NodeResourceTopology per node name.
-    pub topology: HashMap<String, Vec<NumaZone>>,
+    /// NodeResourceTopology objects known (key → node name); their topologies live
+    /// in the snapshot (`Snapshot::set_topology`).
+    pub topology: HashMap<String, String>,
     objs: Option<Arc<BatchObjects>>,
     logged_errors: HashSet<String>,
     members: HashMap<GroupKey, HashMap<String, Member>>,
@@ -189,24 +182,27 @@ impl BatchState {
     }
 
     /// A CRD watch event. Returns whether scheduling-relevant state changed.
-    pub fn on_crd_event(&mut self, crd: Crd, ev: Event<DynamicObject>) -> bool {
+    /// NodeResourceTopology events update the snapshot's NUMA topology (`snap`);
+    /// a malformed NRT is logged by name and its node has no topology.
+    pub fn on_crd_event(
+        &mut self,
+        crd: Crd,
+        ev: Event<DynamicObject>,
+        snap: &mut Snapshot,
+    ) -> bool {
+        if crd == Crd::NodeResourceTopology {
+            let changed = self.on_topology_event(ev, snap);
+            self.set_count("noderesourcetopologies", self.topology.len());
+            return changed;
+        }
         let apply = |this: &mut Self, o: DynamicObject| {
             let key = object_key(&o.metadata);
-            if crd == Crd::NodeResourceTopology {
-                match parse_topology(&o) {
-                    Ok(z) => {
-                        this.topology.insert(key.clone(), z);
-                    }
-                    Err(e) => this.log_error(format!("NodeResourceTopology {key}: {e}")),
-                }
-            } else {
-                this.patcher.observe(crd, &o);
-                if let Some(raw) = dynamic_to_raw(crd, &o) {
-                    this.crds
-                        .entry(crd)
-                        .or_default()
-                        .insert(key.clone(), raw.value);
-                }
+            this.patcher.observe(crd, &o);
+            if let Some(raw) = dynamic_to_raw(crd, &o) {
+                this.crds
+                    .entry(crd)
+                    .or_default()
+                    .insert(key.clone(), raw.value);
             }
             key
         };
@@ -221,14 +217,10 @@ impl BatchState {
             }
             Event::InitDone => {
                 if let Some(seen) = self.crd_relist.remove(&crd) {
-                    if crd == Crd::NodeResourceTopology {
-                        self.topology.retain(|k, _| seen.contains(k));
-                    } else {
-                        self.crds
-                            .entry(crd)
-                            .or_default()
-                            .retain(|k, _| seen.contains(k));
-                    }
+                    self.crds
+                        .entry(crd)
+                        .or_default()
+                        .retain(|k, _| seen.contains(k));
                 }
             }
             Event::Apply(o) => {
@@ -236,16 +228,10 @@ impl BatchState {
             }
             Event::Delete(o) => {
                 let key = object_key(&o.metadata);
-                if crd == Crd::NodeResourceTopology {
-                    self.topology.remove(&key);
-                } else if let Some(m) = self.crds.get_mut(&crd) {
+                if let Some(m) = self.crds.get_mut(&crd) {
                     m.remove(&key);
                 }
             }
-        }
-        if crd == Crd::NodeResourceTopology {
-            self.set_count("noderesourcetopologies", self.topology.len());
-            return false;
         }
         let n = self.crds.get(&crd).map_or(0, |m| m.len());
         self.set_count(
@@ -334,6 +320,76 @@ impl BatchState {
     /// Priority of a PriorityClass by name.
     pub fn priority_class(&self, name: &str) -> Option<i32> {
         self.priority_classes.get(name).copied()
+    }
+
+    /// A NodeResourceTopology event: parsed with the shared strict parser and put
+    /// into the snapshot. Returns whether some node's topology changed.
+    fn on_topology_event(&mut self, ev: Event<DynamicObject>, snap: &mut Snapshot) -> bool {
+        let crd = Crd::NodeResourceTopology;
+        let mut apply = |this: &mut Self, o: DynamicObject| -> (String, bool) {
+            let key = object_key(&o.metadata);
+            let parsed = serde_json::to_value(&o)
+                .map_err(|e| e.to_string())
+                .and_then(|v| crate::topology::parse_nrt(&v));
+            match parsed {
+                Ok((node, t)) => {
+                    let changed = snap.topology(&node).is_none_or(|old| **old != t);
+                    if let Some(prev) = this.topology.insert(key.clone(), node.clone())
+                        && prev != node
+                    {
+                        snap.set_topology(&prev, None);
+                    }
+                    // Even unchanged, a newer NRT is taken to include the pods
+                    // assumed on the node so far.
+                    snap.set_topology(&node, Some(Arc::new(t)));
+                    (key, changed)
+                }
+                Err(e) => {
+                    this.log_error(format!("NodeResourceTopology {key}: {e}"));
+                    let node = this.topology.remove(&key).unwrap_or_else(|| key.clone());
+                    snap.set_topology(&node, None);
+                    (key, false)
+                }
+            }
+        };
+        match ev {
+            Event::Init => {
+                self.crd_relist.insert(crd, HashSet::new());
+                false
+            }
+            Event::InitApply(o) => {
+                let (k, changed) = apply(self, o);
+                self.crd_relist.entry(crd).or_default().insert(k);
+                changed
+            }
+            Event::InitDone => {
+                let Some(seen) = self.crd_relist.remove(&crd) else {
+                    return false;
+                };
+                let gone: Vec<(String, String)> = self
+                    .topology
+                    .iter()
+                    .filter(|(k, _)| !seen.contains(*k))
+                    .map(|(k, n)| (k.clone(), n.clone()))
+                    .collect();
+                for (k, n) in &gone {
+                    self.topology.remove(k);
+                    snap.set_topology(n, None);
+                }
+                !gone.is_empty()
+            }
+            Event::Apply(o) => apply(self, o).1,
+            Event::Delete(o) => {
+                let key = object_key(&o.metadata);
+                match self.topology.remove(&key) {
+                    Some(node) => {
+                        snap.set_topology(&node, None);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
     }
 
     fn log_error(&mut self, e: String) {
@@ -787,50 +843,6 @@ impl BatchState {
     }
 }
 
-/// Decodes `topology.node.k8s.io/v1alpha2` NodeResourceTopology zones.
-pub fn parse_topology(o: &DynamicObject) -> Result<Vec<NumaZone>, String> {
-    let zones = match o.data.get("zones") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(z)) => z,
-        Some(_) => return Err("zones: must be a list".into()),
-    };
-    let mut out = Vec::with_capacity(zones.len());
-    for (i, z) in zones.iter().enumerate() {
-        let name = z["name"]
-            .as_str()
-            .ok_or_else(|| format!("zones[{i}].name: must be a string"))?
-            .to_string();
-        let mut avail = BTreeMap::new();
-        if let Some(rs) = z.get("resources").filter(|r| !r.is_null()) {
-            let rs = rs
-                .as_array()
-                .ok_or_else(|| format!("zones[{i}].resources: must be a list"))?;
-            for (j, r) in rs.iter().enumerate() {
-                let rname = r["name"]
-                    .as_str()
-                    .ok_or_else(|| format!("zones[{i}].resources[{j}].name: must be a string"))?;
-                let q = match &r["available"] {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => {
-                        return Err(format!(
-                            "zones[{i}].resources[{j}].available: must be a quantity"
-                        ));
-                    }
-                };
-                avail.insert(
-                    rname.to_string(),
-                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(q),
-                );
-            }
-        }
-        let available = ResMap::from_list(&avail, &format!("zones[{i}].resources"))
-            .map_err(|e| e.to_string())?;
-        out.push(NumaZone { name, available });
-    }
-    Ok(out)
-}
-
 /// A placeholder scheduler (no profiles, empty snapshot) used while a session owns
 /// the real one.
 pub fn placeholder() -> Scheduler {
@@ -846,25 +858,38 @@ mod tests {
     }
 
     #[test]
-    fn topology_zones_parse_and_errors_name_the_field() {
-        let o = dyn_obj(json!({
-            "apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
-            "metadata": {"name": "n1"},
-            "zones": [{"name": "node-0", "type": "Node",
-                "resources": [{"name": "cpu", "capacity": "16", "allocatable": "16", "available": "12"},
-                              {"name": "memory", "capacity": "64Gi", "allocatable": "64Gi", "available": "32Gi"}]}]
-        }));
-        let z = parse_topology(&o).expect("zones");
-        assert_eq!(z[0].name, "node-0");
-        assert_eq!(z[0].available.get("cpu"), 12_000);
-        assert_eq!(z[0].available.get("memory"), 32 << 30);
-        let bad = dyn_obj(json!({
-            "apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
-            "metadata": {"name": "n1"},
-            "zones": [{"name": "node-0", "resources": [{"name": "cpu", "available": "lots"}]}]
-        }));
-        let e = parse_topology(&bad).expect_err("bad quantity");
-        assert!(e.contains("zones[0].resources"), "{e}");
+    fn topology_events_feed_the_snapshot() {
+        let mut st = BatchState::new(Arc::new(Metrics::new()), &SessionConfig::default());
+        let mut snap = Snapshot::new();
+        snap.upsert_node(crate::testutil::node("n1").cpu("16").info());
+        let nrt = |avail: &str| {
+            dyn_obj(json!({
+                "apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
+                "metadata": {"name": "n1"},
+                "attributes": [{"name": "topologyManagerPolicy", "value": "single-numa-node"}],
+                "zones": [{"name": "node-0", "type": "Node",
+                    "resources": [{"name": "cpu", "capacity": "16", "allocatable": "16", "available": avail}]}]
+            }))
+        };
+        let t = Crd::NodeResourceTopology;
+        assert!(st.on_crd_event(t, Event::Apply(nrt("12")), &mut snap));
+        let numa = snap.node("n1").unwrap().numa.as_ref().expect("numa");
+        assert_eq!(numa.available[0][0], 12_000);
+        // Same content again: not a change.
+        assert!(!st.on_crd_event(t, Event::Apply(nrt("12")), &mut snap));
+        // Malformed: logged, node without topology.
+        assert!(!st.on_crd_event(t, Event::Apply(nrt("lots")), &mut snap));
+        assert!(snap.node("n1").unwrap().numa.is_none());
+        assert!(!snap.has_topology());
+        // Relist that no longer has it removes it.
+        st.on_crd_event(t, Event::Apply(nrt("8")), &mut snap);
+        assert!(snap.has_topology());
+        st.on_crd_event(t, Event::Init, &mut snap);
+        assert!(st.on_crd_event(t, Event::InitDone, &mut snap));
+        assert!(!snap.has_topology() && snap.node("n1").unwrap().numa.is_none());
+        st.on_crd_event(t, Event::Apply(nrt("8")), &mut snap);
+        assert!(st.on_crd_event(t, Event::Delete(nrt("8")), &mut snap));
+        assert!(snap.node("n1").unwrap().numa.is_none());
     }
 
     #[test]
@@ -881,7 +906,7 @@ mod tests {
         }))
         .expect("pc");
         st.on_priority_class_event(Event::Apply(pc));
-        assert!(st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(pg)));
+        assert!(st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(pg), &mut Snapshot::new()));
         let q: ResourceQuota = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": "rq", "namespace": "ns"},
@@ -901,14 +926,18 @@ mod tests {
             "metadata": {"name": "bad", "namespace": "ns"},
             "spec": {"minMembers": 2}
         }));
-        st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(bad));
+        st.on_crd_event(
+            Crd::VolcanoPodGroup,
+            Event::Apply(bad),
+            &mut Snapshot::new(),
+        );
         let objs = st.objects();
         assert_eq!(objs.groups.len(), 1);
         assert!(objs.errors[0].contains("ns/bad"), "{:?}", objs.errors);
         assert!(objs.errors[0].contains("minMembers"), "{:?}", objs.errors);
         // Relist without the objects removes them.
-        st.on_crd_event(Crd::VolcanoPodGroup, Event::Init);
-        st.on_crd_event(Crd::VolcanoPodGroup, Event::InitDone);
+        st.on_crd_event(Crd::VolcanoPodGroup, Event::Init, &mut Snapshot::new());
+        st.on_crd_event(Crd::VolcanoPodGroup, Event::InitDone, &mut Snapshot::new());
         assert!(st.objects().groups.is_empty());
     }
 }

@@ -576,7 +576,7 @@ impl Loop {
             Msg::Bound(o) => self.on_bound(o),
             Msg::Evicted(o) => self.on_evicted(o),
             Msg::Crd(crd, ev) => {
-                if self.gangs.on_crd_event(crd, *ev) {
+                if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {
                     self.queue.on_cluster_event();
                 }
             }

@@ -14,6 +14,7 @@ pub mod node_affinity;
 pub mod node_health;
 pub mod node_name;
 pub mod node_ports;
+pub mod node_resource_topology;
 pub mod node_resources_balanced;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
@@ -75,6 +76,10 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
         (node_affinity::NAME, node_affinity::factory),
         (node_ports::NAME, node_ports::factory),
         (node_resources_fit::NAME, node_resources_fit::factory),
+        (
+            node_resource_topology::NAME,
+            node_resource_topology::factory,
+        ),
         (pod_topology_spread::NAME, pod_topology_spread::factory),
         (inter_pod_affinity::NAME, inter_pod_affinity::factory),
         (

@@ -760,6 +760,86 @@ async fn absent_topology_crd_is_discovered_later_without_error_spam() {
     h.stop();
 }
 
+/// A NodeResourceTopology for `name`: single-numa-node, container scope, zones with
+/// 16 allocatable CPUs each and the given available CPUs.
+fn nrt(name: &str, available: &[u32]) -> Value {
+    let zones: Vec<Value> = available
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            json!({"name": format!("node-{i}"), "type": "Node", "resources": [
+                {"name": "cpu", "capacity": "16", "allocatable": "16", "available": a.to_string()},
+                {"name": "memory", "capacity": "32Gi", "allocatable": "32Gi", "available": "30Gi"}]})
+        })
+        .collect();
+    json!({"apiVersion": "topology.node.k8s.io/v1alpha2", "kind": "NodeResourceTopology",
+        "metadata": {"name": name},
+        "attributes": [{"name": "topologyManagerPolicy", "value": "single-numa-node"},
+                       {"name": "topologyManagerScope", "value": "container"}],
+        "zones": zones})
+}
+
+fn guaranteed_pod(name: &str, cpu: &str) -> Value {
+    let r = json!({"cpu": cpu, "memory": "1Gi"});
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"schedulerName": "corral", "containers": [{"name": "c", "image": "img",
+            "resources": {"requests": r, "limits": r}}]},
+        "status": {"phase": "Pending"}})
+}
+
+fn node_of(server: &TestApiServer, pod: &str) -> Option<String> {
+    server
+        .get("", "pods", Some("default"), pod)
+        .and_then(|p| p["spec"]["nodeName"].as_str().map(String::from))
+        .filter(|n| !n.is_empty())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guaranteed_pod_goes_to_the_node_whose_numa_zones_fit_it() {
+    let server = TestApiServer::start().await.expect("server");
+    server.insert(namespace("default")).expect("ns");
+    // wide: more CPUs in total (NodeResourcesFit prefers it) but 6 free per zone.
+    server.insert(node("wide", "32")).expect("node");
+    server.insert(node("narrow", "24")).expect("node");
+    server.insert(nrt("wide", &[6, 6])).expect("nrt");
+    server.insert(nrt("narrow", &[10, 2])).expect("nrt");
+    let h = start_sched(&server, RunOptions::default()).await;
+    wait_for("topologies watched", Duration::from_secs(10), || {
+        h.metrics
+            .encode()
+            .contains("corral_scheduler_watched_objects{resource=\"noderesourcetopologies\"} 2")
+    })
+    .await;
+    // Two 8-CPU Guaranteed pods: only narrow's zone 0 can hold one; the second must
+    // not be bound before the node agent reports more room (same-batch accounting).
+    server.insert(guaranteed_pod("g0", "8")).expect("pod");
+    server.insert(guaranteed_pod("g1", "8")).expect("pod");
+    wait_for("one pod bound", Duration::from_secs(10), || {
+        bound(&server) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(bound(&server), 1, "the second pod must wait for NUMA room");
+    let first = if node_of(&server, "g0").is_some() {
+        "g0"
+    } else {
+        "g1"
+    };
+    let second = if first == "g0" { "g1" } else { "g0" };
+    assert_eq!(node_of(&server, first).as_deref(), Some("narrow"));
+    // The agent reports the first pod in zone 0 and frees zone 1: the waiting pod
+    // is retried and lands on narrow's zone 1, never on wide.
+    server.insert(nrt("narrow", &[2, 10])).expect("nrt update");
+    wait_for("second pod bound", Duration::from_secs(20), || {
+        bound(&server) == 2
+    })
+    .await;
+    assert_eq!(node_of(&server, second).as_deref(), Some("narrow"));
+    assert_bound_at_most_once(&server);
+    h.stop();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extender_admits_gang_members_from_watched_podgroups_and_pods() {
     use corral_scheduler::extender::{Extender, ExtenderArgs};
