@@ -16,7 +16,8 @@ pub const API_VERSION: &str = "kubescheduler.config.k8s.io/v1";
 pub const DEFAULT_SCHEDULER_NAME: &str = "corral";
 
 /// Plugins of kube-scheduler's default profile (MultiPoint order) with their default
-/// score weights (0 = no Score extension).
+/// score weights (0 = no Score extension), plus Corral's GpuShare (a no-op for pods
+/// without `tencent.com/vcuda-*` requests).
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("PrioritySort", 0),
     ("NodeUnschedulable", 0),
@@ -25,6 +26,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("GpuShare", 2),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("NodeResourcesBalancedAllocation", 1),
@@ -498,6 +500,7 @@ mod tests {
                 "NodeAffinity",
                 "NodePorts",
                 "NodeResourcesFit",
+                "GpuShare",
                 "PodTopologySpread",
                 "InterPodAffinity"
             ]
@@ -513,6 +516,7 @@ mod tests {
                 ("TaintToleration", 3),
                 ("NodeAffinity", 2),
                 ("NodeResourcesFit", 1),
+                ("GpuShare", 2),
                 ("PodTopologySpread", 2),
                 ("InterPodAffinity", 2),
                 ("NodeResourcesBalancedAllocation", 1),
@@ -549,7 +553,21 @@ profiles:
         assert!(!names(&a.filter).contains(&"NodePorts"));
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
         assert_eq!(fws[1].percentage_of_nodes_to_score, Some(100));
-        assert_eq!(fws[1].score.len(), 7);
+        assert_eq!(fws[1].score.len(), 8);
+    }
+
+    #[test]
+    fn gpu_share_args_are_configurable_and_validated() {
+        let base = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
+        let ok = cfg(&format!(
+            "{base}profiles:\n- pluginConfig:\n  - name: GpuShare\n    args: {{coreOvercommit: 4, maxPodsPerCard: 8}}\n"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = cfg(&format!(
+            "{base}profiles:\n- pluginConfig:\n  - name: GpuShare\n    args: {{coreOvercommit: 16}}\n"
+        ))
+        .unwrap_err();
+        assert!(e.0.contains("GpuShare") && e.0.contains("coreOvercommit: 16"), "{e}");
     }
 
     #[test]
