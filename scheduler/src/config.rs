@@ -567,7 +567,10 @@ profiles:
             "{base}profiles:\n- pluginConfig:\n  - name: GpuShare\n    args: {{coreOvercommit: 16}}\n"
         ))
         .unwrap_err();
-        assert!(e.0.contains("GpuShare") && e.0.contains("coreOvercommit: 16"), "{e}");
+        assert!(
+            e.0.contains("GpuShare") && e.0.contains("coreOvercommit: 16"),
+            "{e}"
+        );
     }
 
     #[test]
