@@ -149,21 +149,27 @@ impl GpuRequest {
     }
 }
 
-/// The pod's GPU requests per container; empty when it requests none. An invalid
+/// The pod's GPU requests per container (requests, or limits when a container has
+/// no request, as the API server defaults them); empty when it requests none. An invalid
 /// core value (not < 100 and not a multiple of 100) or an unparsable quantity is an
 /// error naming the container.
 pub fn pod_gpu_requests(pod: &PodInfo) -> Result<Vec<GpuRequest>, String> {
-    let r = &pod.requests.requests;
-    if r.scalar_value(VCUDA_CORE) == 0 && r.scalar_value(VCUDA_MEMORY) == 0 {
-        return Ok(Vec::new());
-    }
     let Some(spec) = pod.spec() else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for (i, c) in spec.containers.iter().enumerate() {
+        let Some(res) = c.resources.as_ref() else {
+            continue;
+        };
+        let has = |m: Option<&std::collections::BTreeMap<String, _>>| {
+            m.is_some_and(|m| m.contains_key(VCUDA_CORE) || m.contains_key(VCUDA_MEMORY))
+        };
+        if !has(res.requests.as_ref()) && !has(res.limits.as_ref()) {
+            continue;
+        }
         let get = |name: &str| -> Result<i64, String> {
-            let res = c.resources.as_ref();
+            let res = Some(res);
             let q = res
                 .and_then(|r| r.requests.as_ref())
                 .and_then(|m| m.get(name))
