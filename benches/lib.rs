@@ -69,8 +69,8 @@ pub fn setup_gpu(nodes: u32, pods: u64) -> (Vec<Framework>, Prepared) {
             r.insert("tencent.com/vcuda-memory".into(), Quantity("8".into()));
         }
     }
-    let input = from_objects(c.nodes, c.pending, c.namespaces, c.priority_classes)
-        .expect("valid objects");
+    let input =
+        from_objects(c.nodes, c.pending, c.namespaces, c.priority_classes).expect("valid objects");
     let fws = default_frameworks();
     let prepared = prepare(input, &fws);
     (fws, prepared)

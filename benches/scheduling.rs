@@ -41,8 +41,16 @@ fn bench(c: &mut Criterion) {
     let (gpu_fws, gpu) = corral_benches::setup_gpu(5_000, 10_000);
     let without = corral_benches::default_without("GpuShare");
     let gpu_cases = [
-        ("gpu/basic-without-GpuShare/5000nodes/10000pods", &without, &basic),
-        ("gpu/basic-with-GpuShare/5000nodes/10000pods", &gpu_fws, &basic),
+        (
+            "gpu/basic-without-GpuShare/5000nodes/10000pods",
+            &without,
+            &basic,
+        ),
+        (
+            "gpu/basic-with-GpuShare/5000nodes/10000pods",
+            &gpu_fws,
+            &basic,
+        ),
         ("gpu/vcuda-pods/5000nodes/10000pods", &gpu_fws, &gpu),
     ];
     for (name, fws, prepared) in gpu_cases {

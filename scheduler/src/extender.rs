@@ -14,7 +14,9 @@
 //!   `failedNodes`, UnschedulableAndUnresolvable ones to `failedAndUnresolvableNodes`.
 //! - `POST /prioritize`: ExtenderArgs → HostPriorityList, the weighted sum of Corral's
 //!   score plugins scaled to 0–10 (MaxExtenderPriority).
-//! - `POST /bind`: ExtenderBindingArgs → ExtenderBindingResult (needs `--kubeconfig`).
+//! - `POST /bind`: ExtenderBindingArgs → ExtenderBindingResult (needs `--kubeconfig`):
+//!   the pod is read, the profile's Reserve plugins run against the cache (GpuShare's
+//!   card assignment), their annotations are merge-patched onto the pod, then bound.
 //! - `POST /preempt`: ExtenderPreemptionArgs → ExtenderPreemptionResult: the proposed
 //!   victims are returned as meta victims for the nodes Corral's filters accept.
 //!
