@@ -145,7 +145,7 @@ pub struct GpuRequest {
 impl GpuRequest {
     fn whole_cards(&self) -> Option<usize> {
         (self.core >= CARD_CORE && self.core % CARD_CORE == 0)
-            .then(|| (self.core / CARD_CORE) as usize)
+            .then_some((self.core / CARD_CORE) as usize)
     }
 }
 
