@@ -445,26 +445,9 @@ impl GpuShare {
     }
 }
 
-impl Plugin for GpuShare {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-    fn as_pre_filter(self: Arc<Self>) -> Option<Arc<dyn PreFilterPlugin>> {
-        Some(self)
-    }
-    fn as_filter(self: Arc<Self>) -> Option<Arc<dyn FilterPlugin>> {
-        Some(self)
-    }
-    fn as_pre_score(self: Arc<Self>) -> Option<Arc<dyn PreScorePlugin>> {
-        Some(self)
-    }
-    fn as_score(self: Arc<Self>) -> Option<Arc<dyn ScorePlugin>> {
-        Some(self)
-    }
-    fn as_reserve(self: Arc<Self>) -> Option<Arc<dyn ReservePlugin>> {
-        Some(self)
-    }
-}
+crate::impl_plugin!(
+    GpuShare, NAME, pre_filter, filter, pre_score, score, reserve
+);
 
 impl PreFilterPlugin for GpuShare {
     fn pre_filter(
