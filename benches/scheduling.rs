@@ -35,6 +35,46 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
+    // GPU sharing at 5,000 nodes: the basic workload without GpuShare in the profile,
+    // with it (a no-op: no vcuda requests), and with GPU nodes and vcuda pods (with
+    // and without GpuShare).
+    let (_, basic) = setup(Profile::Basic, 5_000, 10_000, 0);
+    let (gpu_fws, gpu) = corral_benches::setup_gpu(5_000, 10_000);
+    let without = corral_benches::default_without("GpuShare");
+    let gpu_cases = [
+        (
+            "gpu/basic-without-GpuShare/5000nodes/10000pods",
+            &without,
+            &basic,
+        ),
+        (
+            "gpu/basic-with-GpuShare/5000nodes/10000pods",
+            &gpu_fws,
+            &basic,
+        ),
+        ("gpu/vcuda-pods/5000nodes/10000pods", &gpu_fws, &gpu),
+        // Same workload, vcuda checked only as node totals by NodeResourcesFit.
+        (
+            "gpu/vcuda-pods-without-GpuShare/5000nodes/10000pods",
+            &without,
+            &gpu,
+        ),
+    ];
+    for (name, fws, prepared) in gpu_cases {
+        g.throughput(Throughput::Elements(prepared.pending.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || (prepared.snapshot.clone(), prepared.pending.clone()),
+                |(snap, pending)| {
+                    let mut s = Scheduler::new(fws.clone(), snap, Options::default());
+                    let r = s.schedule_all(pending);
+                    assert_eq!(r.placements.len(), 10_000, "every pod fits");
+                    r
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 
     // NodeResourceTopologyMatch overhead (default profile): the same 5,000-node

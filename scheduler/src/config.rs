@@ -18,7 +18,8 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "corral";
 /// Plugins of kube-scheduler's default profile (MultiPoint order) with their default
 /// score weights (0 = no Score extension), plus Corral's NodeResourceTopologyMatch
 /// (a no-op without NodeResourceTopology objects: its Filter passes nodes without
-/// NRT and its PreScore skips when there are none).
+/// NRT and its PreScore skips when there are none) and GpuShare (a no-op for pods
+/// without `tencent.com/vcuda-*` requests).
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("PrioritySort", 0),
     ("NodeUnschedulable", 0),
@@ -28,6 +29,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
     ("NodeResourceTopologyMatch", 2),
+    ("GpuShare", 2),
     ("PodTopologySpread", 2),
     ("InterPodAffinity", 2),
     ("NodeResourcesBalancedAllocation", 1),
@@ -502,6 +504,7 @@ mod tests {
                 "NodePorts",
                 "NodeResourcesFit",
                 "NodeResourceTopologyMatch",
+                "GpuShare",
                 "PodTopologySpread",
                 "InterPodAffinity"
             ]
@@ -518,6 +521,7 @@ mod tests {
                 ("NodeAffinity", 2),
                 ("NodeResourcesFit", 1),
                 ("NodeResourceTopologyMatch", 2),
+                ("GpuShare", 2),
                 ("PodTopologySpread", 2),
                 ("InterPodAffinity", 2),
                 ("NodeResourcesBalancedAllocation", 1),
@@ -555,6 +559,23 @@ profiles:
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
         assert_eq!(fws[1].percentage_of_nodes_to_score, Some(100));
         assert_eq!(fws[1].score.len(), 8);
+    }
+
+    #[test]
+    fn gpu_share_args_are_configurable_and_validated() {
+        let base = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
+        let ok = cfg(&format!(
+            "{base}profiles:\n- pluginConfig:\n  - name: GpuShare\n    args: {{coreOvercommit: 4, maxPodsPerCard: 8}}\n"
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = cfg(&format!(
+            "{base}profiles:\n- pluginConfig:\n  - name: GpuShare\n    args: {{coreOvercommit: 16}}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.contains("GpuShare") && e.0.contains("coreOvercommit: 16"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!   `failedNodes`, UnschedulableAndUnresolvable ones to `failedAndUnresolvableNodes`.
 //! - `POST /prioritize`: ExtenderArgs → HostPriorityList, the weighted sum of Corral's
 //!   score plugins scaled to 0–10 (MaxExtenderPriority).
-//! - `POST /bind`: ExtenderBindingArgs → ExtenderBindingResult (needs `--kubeconfig`).
+//! - `POST /bind`: ExtenderBindingArgs → ExtenderBindingResult (needs `--kubeconfig`):
+//!   the pod is read, the profile's Reserve plugins run against the cache (GpuShare's
+//!   card assignment), their annotations are merge-patched onto the pod, then bound.
 //! - `POST /preempt`: ExtenderPreemptionArgs → ExtenderPreemptionResult: the proposed
 //!   victims are returned as meta victims for the nodes Corral's filters accept.
 //!
@@ -603,24 +605,73 @@ impl Extender {
         Ok(out)
     }
 
-    /// `/bind`.
+    /// The annotations the profile's Reserve plugins record for `pod` on `node`
+    /// against the cache (GpuShare's card assignment); empty for a node the cache
+    /// does not know. A Reserve rejection (e.g. no card fits any more) is an error.
+    pub fn reserve_annotations(
+        &self,
+        pod: &PodInfo,
+        node: &str,
+    ) -> Result<crate::framework::PodAnnotations, String> {
+        let snap = self
+            .cache
+            .read()
+            .map_err(|_| "cache poisoned".to_string())?;
+        if snap.node(node).is_none() {
+            return Ok(Default::default());
+        }
+        let mut st = CycleState::new();
+        self.framework
+            .run_reserve(&mut st, pod, node, &snap)
+            .map_err(|s| format!("reserve on {node}: {}", s.message()))?;
+        Ok(st.pod_annotations().cloned().unwrap_or_default())
+    }
+
+    /// `/bind`: reads the pod, runs Reserve against the cache (GpuShare's card
+    /// assignment), merge-patches the resulting annotations onto the pod, binds,
+    /// and assumes the pod in the cache so the next decision sees its cards before
+    /// the watch delivers it.
     pub async fn bind(&self, args: ExtenderBindingArgs) -> ExtenderBindingResult {
         let Some(client) = &self.client else {
             return ExtenderBindingResult {
                 error: "binding needs --kubeconfig (or in-cluster config)".into(),
             };
         };
+        let key = format!("{}/{}", args.podnamespace, args.podname);
+        let api: kube::Api<Pod> = kube::Api::namespaced(client.clone(), &args.podnamespace);
+        let prepared = match api.get(&args.podname).await {
+            Ok(p) => PodInfo::new(p, 0)
+                .map_err(|e| format!("pod {key}: {e}"))
+                .and_then(|info| {
+                    let ann = self.reserve_annotations(&info, &args.node)?;
+                    Ok((info, ann))
+                }),
+            Err(e) => Err(format!("reading pod {key}: {e}")),
+        };
+        let (info, annotations) = match prepared {
+            Ok(x) => x,
+            Err(error) => return ExtenderBindingResult { error },
+        };
         let req = crate::kube::binder::BindRequest {
-            key: format!("{}/{}", args.podnamespace, args.podname),
+            key: key.clone(),
             namespace: args.podnamespace,
             name: args.podname,
             uid: args.poduid,
             node: args.node,
             enqueued: std::time::Instant::now(),
             attempt: 0,
+            annotations,
         };
         match crate::kube::binder::bind(client, &req).await {
-            Ok(()) => ExtenderBindingResult::default(),
+            Ok(()) => {
+                if !req.annotations.is_empty()
+                    && let Ok(mut c) = self.cache.write()
+                {
+                    let placed = crate::scheduler::with_annotations(&info, &req.annotations);
+                    c.add_pod(Arc::new(placed), &req.node);
+                }
+                ExtenderBindingResult::default()
+            }
             Err(e) => ExtenderBindingResult {
                 error: format!("binding {}: {e:?}", req.key),
             },
@@ -776,6 +827,7 @@ mod tests {
     const FILTER_NAMES: &str = include_str!("../tests/fixtures/extender/filter_nodenames.json");
     const PRIORITIZE: &str = include_str!("../tests/fixtures/extender/prioritize.json");
     const BIND: &str = include_str!("../tests/fixtures/extender/bind.json");
+    const FILTER_GPU: &str = include_str!("../tests/fixtures/extender/filter_gpu_share.json");
     const PREEMPT_META: &str = include_str!("../tests/fixtures/extender/preempt_meta.json");
     const PREEMPT_VICTIMS: &str = include_str!("../tests/fixtures/extender/preempt_victims.json");
 
@@ -811,6 +863,69 @@ mod tests {
         assert_eq!(
             v["failedAndUnresolvableNodes"]["batch"],
             "node(s) didn't match Pod's node affinity/selector"
+        );
+    }
+
+    #[test]
+    fn filter_reports_gpu_share_rejections() {
+        let e = ext();
+        let args: ExtenderArgs = parse(FILTER_GPU.as_bytes(), "ExtenderArgs").expect("args");
+        let v = serde_json::to_value(e.filter(args)).expect("json");
+        let names: Vec<&str> = v["nodes"]["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["gpu-big-mem"], "{v}");
+        // 8 units over 2 cards: the node total fits 6, no single card does.
+        assert_eq!(
+            v["failedNodes"]["gpu-small-mem"],
+            "Insufficient GPU share (no card with 60 tencent.com/vcuda-core and 6 tencent.com/vcuda-memory free)",
+            "{v}"
+        );
+        // No vcuda at all: NodeResourcesFit (earlier in the profile) already rejects.
+        assert!(
+            v["failedAndUnresolvableNodes"]["cpu-only"]
+                .as_str()
+                .is_some_and(|m| m.contains("Insufficient tencent.com/vcuda-core")),
+            "{v}"
+        );
+    }
+
+    #[test]
+    fn bind_path_reserves_cards_against_the_cache() {
+        use crate::plugins::gpu_share::{ANNOTATION_IDX_PREFIX, VCUDA_CORE, VCUDA_MEMORY};
+        let e = ext();
+        {
+            let mut c = e.cache.write().expect("cache");
+            c.upsert_node(
+                crate::testutil::node("g")
+                    .alloc(VCUDA_CORE, "200")
+                    .alloc(VCUDA_MEMORY, "32")
+                    .info(),
+            );
+            let mut running = crate::testutil::pod("running")
+                .req(VCUDA_CORE, "40")
+                .node_name("g");
+            running.0["metadata"]["annotations"] =
+                serde_json::json!({format!("{ANNOTATION_IDX_PREFIX}0"): "1"});
+            c.add_pod(Arc::new(running.info()), "g");
+        }
+        let pod = crate::testutil::pod("p").req(VCUDA_CORE, "50").info();
+        let ann = e.reserve_annotations(&pod, "g").expect("fits");
+        assert_eq!(
+            ann[&format!("{ANNOTATION_IDX_PREFIX}0")],
+            "1",
+            "packed onto the used card"
+        );
+        let big = crate::testutil::pod("q").req(VCUDA_CORE, "200").info();
+        let err = e.reserve_annotations(&big, "g").expect_err("one free card");
+        assert!(err.contains("Insufficient whole GPU cards"), "{err}");
+        assert!(
+            e.reserve_annotations(&pod, "unknown")
+                .expect("none")
+                .is_empty()
         );
     }
 

@@ -166,6 +166,10 @@ pub struct Report {
     /// Batch sessions: queue deserved/allocated.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<crate::batch::QueueStatus>,
+    /// Annotations Reserve plugins recorded for placed pods (pod key → annotations),
+    /// e.g. GpuShare's card assignment; `run` writes them before the Binding.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, crate::framework::PodAnnotations>,
     pub stats: Stats,
 }
 
@@ -1018,6 +1022,16 @@ impl Scheduler {
                         .then(|| explain(fw, &self.snapshot, &pod, Some(node_name.clone())));
                     match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
                         Ok(()) => {
+                            // Reserve plugins' annotations (e.g. GpuShare's card
+                            // assignment) go on the placed PodInfo, so later pods of
+                            // this batch see them.
+                            let pod = match ev.state.pod_annotations() {
+                                Some(ann) => {
+                                    report.annotations.insert(pod.key.clone(), ann.clone());
+                                    Arc::new(with_annotations(&pod, ann))
+                                }
+                                None => pod,
+                            };
                             self.snapshot.add_pod(pod.clone(), &node_name);
                             self.touched[node_idx] = self.epoch;
                             committed.push((pod.clone(), node_idx));
@@ -1060,6 +1074,22 @@ fn record_failure(
         retryable,
         placed_at_failure: placed,
     });
+}
+
+/// `pod` with `ann` merged into its annotations (what the API pod will carry once
+/// the binder patched it).
+pub fn with_annotations(pod: &PodInfo, ann: &crate::framework::PodAnnotations) -> PodInfo {
+    let mut p = pod.clone();
+    let mut obj = (*p.pod).clone();
+    let m = obj
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    for (k, v) in ann {
+        m.insert(k.clone(), v.clone());
+    }
+    p.pod = Arc::new(obj);
+    p
 }
 
 /// Reserve → Permit → PreBind → Bind → PostBind; Unreserve on failure.

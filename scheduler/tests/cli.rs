@@ -27,7 +27,8 @@ fn simulate(args: &[&str]) -> (i32, String, String) {
 }
 
 /// Golden scenarios: tests/scenarios/<name>/cluster.yaml (+ optional config.yaml and
-/// args) with expected.json holding `placements` and `unschedulable`.
+/// args) with expected.json holding `placements` and `unschedulable` (and, when
+/// present, `annotations`: what Reserve plugins record for placed pods).
 #[test]
 fn golden_scenarios() {
     let dir = root().join("tests/scenarios");
@@ -76,6 +77,15 @@ fn golden_scenarios() {
                     serde_json::to_string(&g).unwrap_or_default()
                 ));
             }
+        }
+        if let Some(want_ann) = want.get("annotations")
+            && got["annotations"] != *want_ann
+        {
+            failures.push(format!(
+                "{} annotations:\n  want {want_ann}\n  got  {}",
+                sc.display(),
+                got["annotations"]
+            ));
         }
         if let Some(want_explain) = want.get("explain") {
             // Compare feasibility and per-plugin scores of explained pods.

@@ -1,6 +1,14 @@
 //! Per-pod scheduling cycle state (`framework.CycleState`).
 
 use std::any::Any;
+use std::collections::BTreeMap;
+
+/// Cycle-state key of the annotations Reserve plugins want written on the pod.
+const POD_ANNOTATIONS_KEY: &str = "framework/PodAnnotations";
+
+/// Annotations to merge into the pod when it is placed (see
+/// [`CycleState::set_pod_annotation`]).
+pub type PodAnnotations = BTreeMap<String, String>;
 
 /// Data a plugin stores in the cycle state. Implemented for every `Clone` type.
 pub trait StateData: Any + Send + Sync {
@@ -88,6 +96,31 @@ impl CycleState {
         self.entries.retain(|(k, _)| *k != key);
     }
 
+    /// Records an annotation the placed pod must carry (e.g. GpuShare's card
+    /// assignment). The batch committer merges them into the PodInfo it adds to the
+    /// snapshot; `run` and the extender's `/bind` patch them onto the API pod before
+    /// the Binding. Unreserve removes what Reserve set.
+    pub fn set_pod_annotation(&mut self, key: String, value: String) {
+        match self.read_mut::<PodAnnotations>(POD_ANNOTATIONS_KEY) {
+            Some(m) => {
+                m.insert(key, value);
+            }
+            None => self.write(POD_ANNOTATIONS_KEY, PodAnnotations::from([(key, value)])),
+        }
+    }
+
+    pub fn remove_pod_annotation(&mut self, key: &str) {
+        if let Some(m) = self.read_mut::<PodAnnotations>(POD_ANNOTATIONS_KEY) {
+            m.remove(key);
+        }
+    }
+
+    /// The annotations recorded for the pod (empty when none).
+    pub fn pod_annotations(&self) -> Option<&PodAnnotations> {
+        self.read::<PodAnnotations>(POD_ANNOTATIONS_KEY)
+            .filter(|m| !m.is_empty())
+    }
+
     #[inline]
     pub fn filter_skipped(&self, plugin: &str) -> bool {
         self.skip_filter.contains(&plugin)
@@ -117,5 +150,16 @@ mod tests {
         assert_eq!(c.read::<Vec<i32>>("b").unwrap().len(), 3);
         s.delete("b");
         assert!(s.read::<Vec<i32>>("b").is_none());
+        assert!(s.pod_annotations().is_none());
+        s.set_pod_annotation("k".into(), "v".into());
+        s.set_pod_annotation("j".into(), "w".into());
+        s.remove_pod_annotation("j");
+        assert_eq!(
+            s.pod_annotations().map(|m| m.len()),
+            Some(1),
+            "one annotation left"
+        );
+        s.remove_pod_annotation("k");
+        assert!(s.pod_annotations().is_none());
     }
 }

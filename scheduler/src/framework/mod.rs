@@ -6,7 +6,7 @@ mod interface;
 pub mod runtime;
 mod status;
 
-pub use cycle_state::{CycleState, StateData};
+pub use cycle_state::{CycleState, PodAnnotations, StateData};
 pub use interface::*;
 pub use runtime::Framework;
 pub use status::{Code, Status};

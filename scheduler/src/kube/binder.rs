@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use tokio::sync::Semaphore;
 
@@ -65,6 +65,9 @@ pub struct BindRequest {
     /// Retries of this binding so far (a gang member's failed bind is retried to the
     /// same node after `100 ms × 2^(attempt-1)`).
     pub attempt: u32,
+    /// Annotations Reserve plugins recorded (e.g. GpuShare's card assignment),
+    /// merge-patched onto the pod right before the Binding.
+    pub annotations: crate::framework::PodAnnotations,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,8 +158,39 @@ impl Binder {
     }
 }
 
-/// POSTs one Binding (with the pod UID as a precondition-like reference).
+/// Maps an API error of a bind-path request.
+fn api_error(e: kube::Error) -> BindError {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            409 => BindError::Conflict,
+            404 => BindError::NotFound,
+            429 => BindError::Throttled,
+            c => BindError::Other(format!("{c}: {}", s.message)),
+        },
+        e => BindError::Other(e.to_string()),
+    }
+}
+
+/// Merge-patches `req.annotations` onto the pod (first stamping GpuShare's
+/// `tencent.com/predicate-time`); nothing to do when there are none.
+pub async fn annotate(client: &Client, req: &BindRequest) -> Result<(), BindError> {
+    if req.annotations.is_empty() {
+        return Ok(());
+    }
+    let mut ann = req.annotations.clone();
+    crate::plugins::gpu_share::stamp_predicate_time(&mut ann);
+    let api: Api<Pod> = Api::namespaced(client.clone(), &req.namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": ann}});
+    api.patch(&req.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(api_error)
+}
+
+/// Writes the request's annotations ([`annotate`]), then POSTs one Binding (with
+/// the pod UID as a precondition-like reference).
 pub async fn bind(client: &Client, req: &BindRequest) -> Result<(), BindError> {
+    annotate(client, req).await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), &req.namespace);
     let binding = Binding {
         metadata: ObjectMeta {

@@ -883,13 +883,14 @@ impl Loop {
             key,
             node,
             attempt,
+            annotations: Default::default(),
         })
     }
 
     fn schedule_plain(&mut self, pods: Vec<Arc<PodInfo>>) {
         let t0 = Instant::now();
         let batch: Vec<PodInfo> = pods.iter().map(|p| (**p).clone()).collect();
-        let report = self.sched.schedule_all(batch);
+        let mut report = self.sched.schedule_all(batch);
         let secs = t0.elapsed().as_secs_f64();
         self.metrics.algorithm_seconds.inc_by(secs);
         self.metrics
@@ -898,9 +899,11 @@ impl Loop {
         let now = Instant::now();
         for pl in report.placements {
             self.metrics.attempt("scheduled");
-            let Some(req) = self.bind_request(pl.pod, pl.node, 0) else {
+            let annotations = report.annotations.remove(&pl.pod).unwrap_or_default();
+            let Some(mut req) = self.bind_request(pl.pod, pl.node, 0) else {
                 continue;
             };
+            req.annotations = annotations;
             self.in_flight += 1;
             self.binder.bind(req);
         }

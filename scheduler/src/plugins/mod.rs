@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use crate::framework::Plugin;
 
 pub mod default_binder;
+pub mod gpu_share;
 pub mod helpers;
 pub mod image_locality;
 pub mod inter_pod_affinity;
@@ -80,6 +81,7 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
             node_resource_topology::NAME,
             node_resource_topology::factory,
         ),
+        (gpu_share::NAME, gpu_share::factory),
         (pod_topology_spread::NAME, pod_topology_spread::factory),
         (inter_pod_affinity::NAME, inter_pod_affinity::factory),
         (
