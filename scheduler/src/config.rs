@@ -558,7 +558,8 @@ profiles:
         assert!(!names(&a.filter).contains(&"NodePorts"));
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
         assert_eq!(fws[1].percentage_of_nodes_to_score, Some(100));
-        assert_eq!(fws[1].score.len(), 8);
+        // kube-scheduler's 7 score plugins + NodeResourceTopologyMatch + GpuShare.
+        assert_eq!(fws[1].score.len(), 9);
     }
 
     #[test]
