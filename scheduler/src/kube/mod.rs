@@ -875,6 +875,24 @@ impl Loop {
 
     fn bind_request(&self, key: String, node: String, attempt: u32) -> Option<BindRequest> {
         let e = self.queue.get(&key)?;
+        // Annotations Reserve plugins added to the assumed pod (e.g. GpuShare's card
+        // assignment): whatever path placed it (plain batch, batch session, a retry),
+        // the copy in the snapshot carries them.
+        let mut annotations = crate::framework::PodAnnotations::default();
+        if let Some(placed) = self
+            .sched
+            .snapshot
+            .node(&node)
+            .and_then(|n| n.pods.iter().find(|p| p.key == key))
+            && !Arc::ptr_eq(&placed.pod, &e.info.pod)
+        {
+            let before = e.info.pod.metadata.annotations.as_ref();
+            for (k, v) in placed.pod.metadata.annotations.iter().flatten() {
+                if before.and_then(|b| b.get(k)) != Some(v) {
+                    annotations.insert(k.clone(), v.clone());
+                }
+            }
+        }
         Some(BindRequest {
             namespace: e.info.namespace.clone(),
             name: e.info.name.clone(),
@@ -883,7 +901,7 @@ impl Loop {
             key,
             node,
             attempt,
-            annotations: Default::default(),
+            annotations,
         })
     }
 

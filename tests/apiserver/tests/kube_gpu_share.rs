@@ -147,3 +147,49 @@ async fn run_writes_card_assignment_and_respects_card_capacity() {
     }
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_members_placed_by_a_batch_session_get_their_cards_written_too() {
+    let server = TestApiServer::start().await.expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    server.insert(gpu_node("g0")).expect("node");
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "train", "namespace": "default"},
+            "spec": {"minMember": 2, "queue": "default"}}),
+        )
+        .expect("pg");
+    for i in 0..2 {
+        let mut p = gpu_pod(&format!("w{i}"), "60", None);
+        p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": "train"});
+        server.insert(p).expect("pod");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).expect("kubeconfig");
+    let c = corral_scheduler::kube::client(Some(&path))
+        .await
+        .expect("client");
+    let h = start(
+        c,
+        corral_scheduler::config::default_frameworks(),
+        RunOptions::default(),
+    )
+    .expect("start");
+    wait_for("gang bound", Duration::from_secs(20), || {
+        bound(&server).len() == 2
+    })
+    .await;
+    let mut cards = HashSet::new();
+    for p in bound(&server) {
+        let card = p["metadata"]["annotations"][format!("{ANNOTATION_IDX_PREFIX}0")]
+            .as_str()
+            .unwrap_or_else(|| panic!("no card annotation: {p}"))
+            .to_string();
+        assert!(cards.insert(card), "two 60 % shares on one card: {p}");
+    }
+    h.stop();
+}
