@@ -1,13 +1,16 @@
 //! Kubernetes-integration benchmarks against the in-process test API server.
 //!
 //! cargo bench -p corral-test-apiserver --bench k8s -- restart [NODES] [PODS]
-//! cargo bench -p corral-test-apiserver --bench k8s -- e2e [NODES] [PODS] [RATE]
+//! cargo bench -p corral-test-apiserver --bench k8s -- e2e [NODES] [PODS] [RATE] [GANG] [RUNNING]
 //!
 //! `restart`: the API holds NODES nodes and PODS running pods plus 100 pending ones;
 //! measures scheduler start → ready (initial lists applied) → first binding.
 //! `e2e`: NODES fake nodes; corral-loadgen k8s creates PODS pods at RATE/s while the
 //! scheduler runs; reports bound pods/s and creation→bind percentiles, plus where
-//! the time goes (API request count, scheduler algorithm vs binding latency).
+//! the time goes (API request count, scheduler algorithm vs binding latency). With
+//! GANG > 1 the pods come as Volcano gangs of that size (PodGroup minMember = GANG,
+//! decided by batch sessions); RUNNING pods are prefilled as already running, so the
+//! sessions work against a full-size cluster (e.g. 150,000).
 
 use std::time::{Duration, Instant};
 
@@ -106,13 +109,18 @@ async fn restart(nodes: usize, pods: usize) {
     h.stop();
 }
 
-async fn e2e(nodes: usize, pods: u64, rate: f64) {
+async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize) {
     let server = TestApiServer::start().await.expect("server");
     server
         .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
         .expect("ns");
     for i in 0..nodes {
         server.insert(node(i)).expect("node");
+    }
+    for i in 0..running {
+        server
+            .insert(pod(&format!("r{i}"), Some(format!("n{}", i % nodes.max(1)))))
+            .expect("pod");
     }
     let c = kube_client(&server).await;
     let h = start(
@@ -129,7 +137,7 @@ async fn e2e(nodes: usize, pods: u64, rate: f64) {
         kubeconfig: None,
         pods,
         rate,
-        gang_size: 1,
+        gang_size: gang.max(1),
         nodes: 0,
         fake_nodes: false,
         namespace: "default".into(),
@@ -151,7 +159,7 @@ async fn e2e(nodes: usize, pods: u64, rate: f64) {
     let bind_n = metric(&m, "corral_scheduler_binding_duration_seconds_count ");
     println!("{}", serde_json::to_string(&r).expect("json"));
     println!(
-        "e2e: nodes={nodes} pods={pods} rate={rate} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={}",
+        "e2e: nodes={nodes} pods={pods} rate={rate} gang={gang} running={running} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={}",
         r.bound_per_second,
         r.creation_to_bind_ms.p50,
         r.creation_to_bind_ms.p99,
@@ -181,11 +189,14 @@ fn main() {
             num(1, 5000.0) as usize,
             num(2, 20_000.0) as u64,
             num(3, 4000.0),
+            num(4, 1.0) as u32,
+            num(5, 0.0) as usize,
         )),
         _ => {
             // Small smoke run of both (what `cargo bench` with no filter does).
             rt.block_on(restart(100, 2000));
-            rt.block_on(e2e(100, 500, 1000.0));
+            rt.block_on(e2e(100, 500, 1000.0, 1, 0));
+            rt.block_on(e2e(100, 400, 1000.0, 8, 2000));
         }
     }
 }
