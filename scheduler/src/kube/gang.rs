@@ -632,6 +632,24 @@ impl BatchState {
         (running, succeeded, failed, members.map_or(0, |m| m.len()))
     }
 
+    /// `Some((pods, minMember))` when a PodGroup has fewer live member pods (pending
+    /// or bound) than its minMember: no session can place it yet (coscheduling's
+    /// PreEnqueue check), so its pods wait without costing one.
+    pub fn short_of_members(&mut self, g: &GroupKey) -> Option<(usize, usize)> {
+        let objs = self.objects();
+        let spec = objs
+            .groups
+            .iter()
+            .find(|s| s.api == g.0 && s.key() == g.1)?;
+        let min = spec.min_member.max(1) as usize;
+        let live = self.members.get(g).map_or(0, |m| {
+            m.values()
+                .filter(|s| matches!(s, Member::Pending | Member::Bound))
+                .count()
+        });
+        (live < min).then_some((live, min))
+    }
+
     fn min_member(&self, g: &GroupKey) -> usize {
         self.objs
             .as_ref()

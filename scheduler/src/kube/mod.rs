@@ -1405,6 +1405,37 @@ impl Loop {
     /// minTaskMember/minResources) is placeable, otherwise nothing of it stays in the
     /// snapshot. The placed members' bindings are then issued together.
     fn schedule_gangs(&mut self, pods: Vec<Arc<PodInfo>>) {
+        // Gangs with fewer member pods than minMember wait for the rest without a
+        // session (the member that completes the gang brings the others in).
+        let mut short: HashMap<gang::GroupKey, String> = HashMap::new();
+        let now = Instant::now();
+        let mut pods = pods;
+        pods.retain(|p| {
+            let Some(g) = self.gangs.group_of(&p.key).cloned() else {
+                return true;
+            };
+            let why = match short.get(&g) {
+                Some(w) => w.clone(),
+                None => match self.gangs.short_of_members(&g) {
+                    Some((have, min)) => {
+                        let w = format!(
+                            "pod group {} is not ready: {have} pod(s) exist, minMember is {min}",
+                            g.1
+                        );
+                        short.insert(g, w.clone());
+                        w
+                    }
+                    None => return true,
+                },
+            };
+            self.metrics.attempt("unschedulable");
+            let attempts = self.queue.failed(&p.key, now, true);
+            self.report_failure(&p.key, why, attempts, now);
+            false
+        });
+        if pods.is_empty() {
+            return;
+        }
         let mut keys: HashSet<String> = pods.iter().map(|p| p.key.clone()).collect();
         let touched: HashSet<gang::GroupKey> = pods
             .iter()
