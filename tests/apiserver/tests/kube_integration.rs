@@ -159,22 +159,22 @@ async fn watch_drop_and_410_relist_without_double_bind() {
     seed(&server, 3, 30);
     let h = start_sched(&server, RunOptions::default()).await;
     wait_for("30 bound", Duration::from_secs(20), || bound(&server) == 30).await;
-    // History is compacted and every watch is cut: resuming answers 410 Gone, the
-    // watchers relist.
-    server.compact();
-    server.drop_watches();
-    for i in 30..60 {
-        server
-            .insert(pod(&format!("p{i}"), "100m", None))
-            .expect("pod");
-    }
-    // Transient API errors on top.
+    // Transient API errors first, so the reconnects after the cut fail (and are
+    // counted) deterministically; meanwhile 30 pods arrive and the history is
+    // compacted past them: the resumed watch answers 410 Gone and the watchers relist.
     server.inject(Fault {
         method: None,
         path_contains: "/api/v1/pods".into(),
         kind: FaultKind::InternalError,
         count: 2,
     });
+    server.drop_watches();
+    for i in 30..60 {
+        server
+            .insert(pod(&format!("p{i}"), "100m", None))
+            .expect("pod");
+    }
+    server.compact();
     wait_for("60 bound", Duration::from_secs(30), || bound(&server) == 60).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(server.bindings().len(), 60);
