@@ -104,8 +104,11 @@ async fn binds_plain_pods_once_and_reports_ready() {
             .is_some_and(|p| p["spec"]["nodeName"].is_string())
     })
     .await;
-    let text = h.metrics.encode();
-    assert!(text.contains("corral_scheduler_binds_total 41"), "{text}");
+    // The API shows the binding before the binder's result reaches the loop.
+    wait_for("binds_total 41", Duration::from_secs(10), || {
+        h.metrics.encode().contains("corral_scheduler_binds_total 41")
+    })
+    .await;
     h.stop();
 }
 
