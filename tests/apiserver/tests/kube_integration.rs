@@ -106,7 +106,9 @@ async fn binds_plain_pods_once_and_reports_ready() {
     .await;
     // The API shows the binding before the binder's result reaches the loop.
     wait_for("binds_total 41", Duration::from_secs(10), || {
-        h.metrics.encode().contains("corral_scheduler_binds_total 41")
+        h.metrics
+            .encode()
+            .contains("corral_scheduler_binds_total 41")
     })
     .await;
     h.stop();
