@@ -595,6 +595,17 @@ impl Snapshot {
         self.namespaces.get(ns)
     }
 
+    /// A placed pod and its node, by pod key.
+    pub fn placed_pod(&self, key: &str) -> Option<(&Arc<PodInfo>, &Arc<str>)> {
+        let node = self.pod_nodes.get(key)?;
+        let i = self.index.get(&**node).copied()?;
+        self.nodes[i]
+            .pods
+            .iter()
+            .find(|p| p.key == key)
+            .map(|p| (p, node))
+    }
+
     /// Node the pod `key` is placed on.
     pub fn pod_node(&self, key: &str) -> Option<&Arc<str>> {
         self.pod_nodes.get(key)

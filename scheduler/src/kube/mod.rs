@@ -879,11 +879,8 @@ impl Loop {
         // assignment): whatever path placed it (plain batch, batch session, a retry),
         // the copy in the snapshot carries them.
         let mut annotations = crate::framework::PodAnnotations::default();
-        if let Some(placed) = self
-            .sched
-            .snapshot
-            .node(&node)
-            .and_then(|n| n.pods.iter().find(|p| p.key == key))
+        if let Some((placed, on)) = self.sched.snapshot.placed_pod(&key)
+            && **on == *node
             && !Arc::ptr_eq(&placed.pod, &e.info.pod)
         {
             let before = e.info.pod.metadata.annotations.as_ref();
@@ -1276,43 +1273,57 @@ impl Loop {
             }
         }
         for (key, cap) in due {
-            if self.victims.contains_key(&key) || self.waiting_pod.contains_key(&key) {
-                continue;
-            }
-            let Some(node) = self.sched.snapshot.pod_node(&key).map(|n| n.to_string()) else {
+            let Some((p, node)) = self.policy_target(&key) else {
                 continue;
             };
-            let Some(p) = self
-                .sched
-                .snapshot
-                .node(&node)
-                .and_then(|n| n.pods.iter().find(|p| p.key == key).cloned())
-            else {
-                continue;
-            };
-            if p.pod.metadata.deletion_timestamp.is_some() {
-                continue;
-            }
             let Some(start) = started(&p) else { continue };
             if !self.caps.expired(&key, start, cap, unix_now, now) {
                 continue;
             }
-            self.caps.evicting(&key, now);
             tracing::info!(pod = %key, cap, "max runtime exceeded; evicting");
-            self.evictor.evict(evictor::EvictRequest {
-                cause: evictor::Cause::RuntimeLimit,
-                key: key.clone(),
-                namespace: p.namespace.clone(),
-                name: p.name.clone(),
-                uid: p.uid.clone(),
-                node,
-                preemptor: String::new(),
-                reason: format!(
-                    "{ANN_MAX_RUNTIME} of {cap}s exceeded (running {}s)",
-                    unix_now - start
-                ),
-            });
+            let reason = format!(
+                "{ANN_MAX_RUNTIME} of {cap}s exceeded (running {}s)",
+                unix_now - start
+            );
+            self.policy_evict(&p, node, evictor::Cause::RuntimeLimit, reason, now);
         }
+    }
+
+    /// A running pod a policy (run-time cap, stuck gang) may evict: placed, not
+    /// terminating, not already a preemption victim or a held preemptor.
+    fn policy_target(&self, key: &str) -> Option<(Arc<PodInfo>, String)> {
+        if self.victims.contains_key(key) || self.waiting_pod.contains_key(key) {
+            return None;
+        }
+        let (p, node) = self.sched.snapshot.placed_pod(key)?;
+        p.pod
+            .metadata
+            .deletion_timestamp
+            .is_none()
+            .then(|| (p.clone(), node.to_string()))
+    }
+
+    /// Evicts `p` for a policy through the evictor (retried after
+    /// `runtime_cap::RETRY_AFTER` if refused).
+    fn policy_evict(
+        &mut self,
+        p: &PodInfo,
+        node: String,
+        cause: evictor::Cause,
+        reason: String,
+        now: Instant,
+    ) {
+        self.caps.evicting(&p.key, now);
+        self.evictor.evict(evictor::EvictRequest {
+            cause,
+            key: p.key.clone(),
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            uid: p.uid.clone(),
+            node,
+            preemptor: String::new(),
+            reason,
+        });
     }
 
     /// Evicts the bound members of gangs that stayed partial (0 < bound < minMember)
@@ -1344,39 +1355,19 @@ impl Loop {
             if !partial || for_ < Duration::from_secs(timeout as u64) {
                 continue;
             }
+            let reason = format!(
+                "gang {key} below minMember ({}/{min} bound) for more than {ANN_PARTIAL_TIMEOUT} {v}",
+                bound.len()
+            );
             for k in bound {
-                if self.victims.contains_key(&k) || self.caps.is_evicting(&k) {
+                if self.caps.is_evicting(&k) {
                     continue;
                 }
-                let Some(node) = self.sched.snapshot.pod_node(&k).map(|n| n.to_string()) else {
+                let Some((p, node)) = self.policy_target(&k) else {
                     continue;
                 };
-                let Some(p) = self
-                    .sched
-                    .snapshot
-                    .node(&node)
-                    .and_then(|n| n.pods.iter().find(|p| p.key == k).cloned())
-                else {
-                    continue;
-                };
-                if p.pod.metadata.deletion_timestamp.is_some() {
-                    continue;
-                }
-                self.caps.evicting(&k, now);
                 tracing::info!(pod = %k, group = %key, "gang below minMember too long; evicting");
-                self.evictor.evict(evictor::EvictRequest {
-                    cause: evictor::Cause::PartialGang,
-                    key: k.clone(),
-                    namespace: p.namespace.clone(),
-                    name: p.name.clone(),
-                    uid: p.uid.clone(),
-                    node,
-                    preemptor: String::new(),
-                    reason: format!(
-                        "gang {key} below minMember ({}/{min} bound) for more than {ANN_PARTIAL_TIMEOUT} {v}",
-                        self.gangs.bound_members(&(g.api, key.clone())).len()
-                    ),
-                });
+                self.policy_evict(&p, node, evictor::Cause::PartialGang, reason.clone(), now);
             }
         }
         self.caps.retain_groups(&present);
