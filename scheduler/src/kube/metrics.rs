@@ -194,14 +194,16 @@ impl Metrics {
         // Zero series for the known label values, so that rate() and alerts work
         // (and dashboards show 0) before the first error or eviction happens.
         for r in ["conflict", "not_found", "throttled", "not_leader", "error"] {
-            m.bind_errors
+            let _ = m
+                .bind_errors
                 .get_or_create(&ResultLabel { result: What(r) });
         }
         for r in ["evicted", "gone", "blocked", "error"] {
-            m.evictions.get_or_create(&ResultLabel { result: What(r) });
+            let _ = m.evictions.get_or_create(&ResultLabel { result: What(r) });
         }
         for r in ["pods", "nodes", "namespaces"] {
-            m.watch_errors
+            let _ = m
+                .watch_errors
                 .get_or_create(&ResourceLabel { resource: What(r) });
         }
         Metrics { registry, ..m }
