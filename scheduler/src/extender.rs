@@ -928,12 +928,11 @@ async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
     eprintln!("corral-scheduler extender listening on {addr}");
-    crate::http_server::serve(
-        listener,
-        router(ext),
-        crate::http_server::ServerLimits::default(),
-    )
-    .await?;
+    let lim = crate::http_server::ServerLimits {
+        max_body_bytes: corral_limits::MAX_EXTENDER_BODY_BYTES,
+        ..Default::default()
+    };
+    crate::http_server::serve(listener, router(ext), lim).await?;
     Ok(())
 }
 

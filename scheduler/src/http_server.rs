@@ -12,6 +12,8 @@
 //!   an async worker and `/healthz` keeps answering.
 //! - **Connection limit** ([`ServerLimits::max_connections`]): connections beyond it
 //!   are closed right after accept (a full server stays responsive instead of queueing).
+//! - **Body size** ([`ServerLimits::max_body_bytes`]): `413` for a larger
+//!   `Content-Length` before reading, and a cut-off for chunked bodies.
 //! - Header size: hyper's defaults (at most 100 headers, ~400 KiB head).
 
 use std::sync::Arc;
@@ -36,6 +38,9 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// Concurrent connections; more are closed at accept.
     pub max_connections: usize,
+    /// Largest request body: a larger `Content-Length` is answered `413` before the
+    /// body is read; a chunked body is cut off at this size (axum's body limit).
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -44,6 +49,7 @@ impl Default for ServerLimits {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -70,21 +76,42 @@ pub async fn require_json(req: Request, next: Next) -> Response {
 /// Serves `app` on `listener` with `lim` until the listener fails.
 pub async fn serve(listener: TcpListener, app: Router, lim: ServerLimits) -> std::io::Result<()> {
     let timeout = lim.request_timeout;
-    let app = app.layer(axum::middleware::from_fn(
-        move |req: Request, next: Next| async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let mut r = (StatusCode::REQUEST_TIMEOUT, "request timeout\n").into_response();
+    let max_body = lim.max_body_bytes;
+    let app = app
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                let declared = req
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                if declared.is_some_and(|n| n > max_body as u64) {
+                    let mut r = (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body is larger than the limit of {max_body} bytes\n"),
+                    )
+                        .into_response();
                     r.headers_mut().insert(
                         axum::http::header::CONNECTION,
                         axum::http::HeaderValue::from_static("close"),
                     );
-                    r
+                    return r;
                 }
-            }
-        },
-    ));
+                match tokio::time::timeout(timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let mut r =
+                            (StatusCode::REQUEST_TIMEOUT, "request timeout\n").into_response();
+                        r.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                        r
+                    }
+                }
+            },
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body));
     let slots = Arc::new(Semaphore::new(lim.max_connections));
     loop {
         let stream = match listener.accept().await {
