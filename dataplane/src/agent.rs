@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 use tracing::{info, warn};
 
@@ -443,39 +442,38 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     info!(socket = %path.display(), "API listening");
-    loop {
-        let (stream, _) = listener.accept().await?;
+    // Bounded: line length, nesting depth, idle time, connections (serve_limits).
+    let handle = move |line: String| {
         let agent = agent.clone();
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut lines = BufReader::new(r).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let resp = match serde_json::from_str::<Request>(&line) {
-                    Err(e) => Response::Error {
-                        message: format!("bad request: {e}"),
+        async move {
+            let resp = match serde_json::from_str::<Request>(&line) {
+                Err(e) => Response::Error {
+                    message: format!("bad request: {e}"),
+                },
+                Ok(req) => tokio::task::spawn_blocking(move || match agent.lock() {
+                    Ok(mut g) => g.handle(req),
+                    Err(_) => Response::Error {
+                        message: "agent state poisoned".into(),
                     },
-                    Ok(req) => {
-                        let a = agent.clone();
-                        tokio::task::spawn_blocking(move || match a.lock() {
-                            Ok(mut g) => g.handle(req),
-                            Err(_) => Response::Error {
-                                message: "agent state poisoned".into(),
-                            },
-                        })
-                        .await
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("internal error: {e}"),
-                        })
-                    }
-                };
-                let mut out = serde_json::to_vec(&resp).unwrap_or_default();
-                out.push(b'\n');
-                if w.write_all(&out).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
+                })
+                .await
+                .unwrap_or_else(|e| Response::Error {
+                    message: format!("internal error: {e}"),
+                }),
+            };
+            serde_json::to_vec(&resp).unwrap_or_default()
+        }
+    };
+    let error =
+        |message: String| serde_json::to_vec(&Response::Error { message }).unwrap_or_default();
+    crate::serve_limits::serve_lines(
+        listener,
+        crate::serve_limits::LineLimits::default(),
+        handle,
+        error,
+    )
+    .await;
+    Ok(())
 }
 
 /// Polls the manifest dir and re-applies policy when it changed.

@@ -9,7 +9,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -137,33 +136,24 @@ pub fn render_with_health(
     out
 }
 
+/// Serves `/metrics` (bounded: head timeout and size, write timeout, connection
+/// limit; see [`crate::serve_limits`]).
 pub async fn serve(agent: Arc<Mutex<Agent>>, addr: String) -> Result<()> {
     let l = TcpListener::bind(&addr).await?;
     info!(%addr, "metrics listening");
-    loop {
-        let (mut s, _) = l.accept().await?;
+    let render_now = move || {
         let a = agent.clone();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if req.starts_with("GET /metrics") {
-                let eps = tokio::task::spawn_blocking(move || {
-                    a.lock().map(|mut g| g.snapshot()).unwrap_or_default()
-                })
-                .await
-                .unwrap_or_default();
-                ("200 OK", render(&eps))
-            } else {
-                ("404 Not Found", "not found\n".to_string())
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
-    }
+        async move {
+            let eps = tokio::task::spawn_blocking(move || {
+                a.lock().map(|mut g| g.snapshot()).unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            render(&eps)
+        }
+    };
+    crate::serve_limits::serve_metrics(l, crate::serve_limits::HTTP_HEAD_TIMEOUT, render_now).await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -189,6 +189,12 @@ fn point_set<'a>(pc: &'a PluginsConfig, point: &str) -> Option<&'a PluginSet> {
 impl KubeSchedulerConfiguration {
     /// Parses a configuration YAML document. `origin` names the file in errors.
     pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        corral_limits::check_yaml(
+            text,
+            corral_limits::MAX_NESTING_DEPTH,
+            corral_limits::MAX_CONFIG_BYTES,
+        )
+        .map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         let cfg: KubeSchedulerConfiguration =
             serde_yaml_ng::from_str(text).map_err(|e| ConfigError(format!("{origin}: {e}")))?;
         match cfg.api_version.as_deref() {

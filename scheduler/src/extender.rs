@@ -208,6 +208,12 @@ fn lower_envelope(v: Value, depth: usize, object_keys: &[&str]) -> Value {
 
 /// Parses a protocol body, naming the problem for the 400 answer.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, String> {
+    corral_limits::check_json(
+        body,
+        corral_limits::MAX_NESTING_DEPTH,
+        corral_limits::MAX_EXTENDER_BODY_BYTES,
+    )
+    .map_err(|e| format!("{what}: {e}"))?;
     let v: Value =
         serde_json::from_slice(body).map_err(|e| format!("{what}: invalid JSON: {e}"))?;
     if !v.is_object() {
@@ -224,6 +230,9 @@ pub struct Extender {
     pub cache: RwLock<Snapshot>,
     pub client: Option<kube::Client>,
     pub gangs: Mutex<ExtGangs>,
+    /// `/metrics`: `corral_scheduler_invalid_objects_total` counts nodes skipped
+    /// for values beyond [`crate::limits`] (request bodies and the watch cache).
+    pub metrics: Arc<crate::kube::metrics::Metrics>,
 }
 
 /// What the extender knows about gangs: PodGroups/Queues (watched) and the pending
@@ -281,6 +290,14 @@ impl ExtGangs {
     }
 }
 
+/// A request's view: the snapshot, the given nodes it evaluates and the given
+/// nodes skipped as invalid (name, reason).
+struct Evaluated {
+    snap: Snapshot,
+    names: Vec<String>,
+    invalid: Vec<(String, String)>,
+}
+
 /// The gang verdict for one member.
 enum GangVerdict {
     /// Not admitted (on any node), with the reason.
@@ -296,6 +313,7 @@ impl Extender {
             cache: RwLock::new(Snapshot::new()),
             client: None,
             gangs: Mutex::new(ExtGangs::new()),
+            metrics: Arc::new(crate::kube::metrics::Metrics::new()),
         }
     }
 
@@ -377,23 +395,50 @@ impl Extender {
     }
 
     /// The snapshot to evaluate against: the cache, plus the given Node objects
-    /// (which replace cached versions) when present.
-    fn snapshot(&self, nodes: Option<&NodeList>) -> Result<(Snapshot, Vec<String>), String> {
+    /// (which replace cached versions) when present. A given node that is invalid
+    /// (a bad quantity, a value beyond [`crate::limits`]) is skipped — logged,
+    /// counted in `corral_scheduler_invalid_objects_total` and returned with its
+    /// reason — so one bad node cannot fail the request for the others.
+    fn snapshot(&self, nodes: Option<&NodeList>) -> Result<Evaluated, String> {
         let mut snap = self
             .cache
             .read()
             .map_err(|_| "cache poisoned".to_string())?
             .clone();
         let mut names = Vec::new();
+        let mut invalid = Vec::new();
         if let Some(list) = nodes {
+            if list.items.len() > crate::limits::MAX_EXTENDER_NODES {
+                return Err(format!(
+                    "nodes.items: {} nodes exceed the limit of {}",
+                    list.items.len(),
+                    crate::limits::MAX_EXTENDER_NODES
+                ));
+            }
             for (i, n) in list.items.iter().enumerate() {
-                let info =
-                    NodeInfo::new(n.clone()).map_err(|e| format!("nodes.items[{i}]: {e}"))?;
-                names.push(info.name.to_string());
-                snap.upsert_node(info);
+                match NodeInfo::new(n.clone()) {
+                    Ok(info) => {
+                        names.push(info.name.to_string());
+                        snap.upsert_node(info);
+                    }
+                    Err(e) => {
+                        let name = n
+                            .metadata
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| format!("nodes.items[{i}]"));
+                        tracing::warn!("extender: skipping node {name} (nodes.items[{i}]): {e}");
+                        self.metrics.invalid_objects.inc();
+                        invalid.push((name, format!("invalid node (skipped): {e}")));
+                    }
+                }
             }
         }
-        Ok((snap, names))
+        Ok(Evaluated {
+            snap,
+            names,
+            invalid,
+        })
     }
 
     fn pod(pod: Option<Pod>) -> Result<PodInfo, String> {
@@ -412,13 +457,28 @@ impl Extender {
                 return out;
             }
         };
-        let (snap, given) = match self.snapshot(args.nodes.as_ref()) {
+        let Evaluated {
+            snap,
+            names: given,
+            invalid,
+        } = match self.snapshot(args.nodes.as_ref()) {
             Ok(s) => s,
             Err(e) => {
                 out.error = e;
                 return out;
             }
         };
+        if let Some(n) = args.nodenames.as_ref()
+            && n.len() > crate::limits::MAX_EXTENDER_NODES
+        {
+            out.error = format!(
+                "nodenames: {} names exceed the limit of {}",
+                n.len(),
+                crate::limits::MAX_EXTENDER_NODES
+            );
+            return out;
+        }
+        out.failed_and_unresolvable_nodes.extend(invalid);
         let candidates = if cache_capable {
             args.nodenames.unwrap_or_default()
         } else {
@@ -505,11 +565,27 @@ impl Extender {
     pub fn prioritize(&self, args: ExtenderArgs) -> Result<Vec<HostPriority>, String> {
         let cache_capable = args.nodes.is_none();
         let pod = Self::pod(args.pod)?;
-        let (snap, given) = self.snapshot(args.nodes.as_ref())?;
+        let Evaluated {
+            snap,
+            names: given,
+            invalid,
+        } = self.snapshot(args.nodes.as_ref())?;
         let names = if cache_capable {
-            args.nodenames.unwrap_or_default()
+            let n = args.nodenames.unwrap_or_default();
+            if n.len() > crate::limits::MAX_EXTENDER_NODES {
+                return Err(format!(
+                    "nodenames: {} names exceed the limit of {}",
+                    n.len(),
+                    crate::limits::MAX_EXTENDER_NODES
+                ));
+            }
+            n
         } else {
+            // Skipped (invalid) nodes get the minimum score below.
             given
+                .into_iter()
+                .chain(invalid.into_iter().map(|(n, _)| n))
+                .collect()
         };
         let idx: Vec<usize> = names.iter().filter_map(|n| snap.node_index(n)).collect();
         let fw = &self.framework;
@@ -697,19 +773,26 @@ pub fn router(ext: Arc<Extender>) -> Router {
         .route(
             "/filter",
             post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
-                match parse::<ExtenderArgs>(&body, "ExtenderArgs") {
+                // CPU-bound: on the blocking pool, so /healthz and other requests
+                // keep their async workers.
+                blocking(move || match parse::<ExtenderArgs>(&body, "ExtenderArgs") {
                     Ok(a) => ok(&e.filter(a)),
                     Err(m) => bad_request(m),
-                }
+                })
+                .await
             }),
         )
         .route(
             "/prioritize",
             post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
-                match parse::<ExtenderArgs>(&body, "ExtenderArgs").and_then(|a| e.prioritize(a)) {
-                    Ok(r) => ok(&r),
-                    Err(m) => bad_request(m),
-                }
+                blocking(move || {
+                    match parse::<ExtenderArgs>(&body, "ExtenderArgs").and_then(|a| e.prioritize(a))
+                    {
+                        Ok(r) => ok(&r),
+                        Err(m) => bad_request(m),
+                    }
+                })
+                .await
             }),
         )
         .route(
@@ -724,16 +807,46 @@ pub fn router(ext: Arc<Extender>) -> Router {
         .route(
             "/preempt",
             post(|State(e): State<Arc<Extender>>, body: Bytes| async move {
-                match parse::<ExtenderPreemptionArgs>(&body, "ExtenderPreemptionArgs")
-                    .and_then(|a| e.preempt(a))
-                {
-                    Ok(r) => ok(&r),
-                    Err(m) => bad_request(m),
-                }
+                blocking(move || {
+                    match parse::<ExtenderPreemptionArgs>(&body, "ExtenderPreemptionArgs")
+                        .and_then(|a| e.preempt(a))
+                    {
+                        Ok(r) => ok(&r),
+                        Err(m) => bad_request(m),
+                    }
+                })
+                .await
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(|State(e): State<Arc<Extender>>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    e.metrics.encode(),
+                )
+            }),
+        )
+        .layer(axum::middleware::from_fn(crate::http_server::require_json))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            corral_limits::MAX_EXTENDER_BODY_BYTES,
+        ))
         .with_state(ext)
+}
+
+/// Runs `f` on the blocking pool.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({ "error": format!("internal error: {e}") })),
+        )
+            .into_response()
+    })
 }
 
 /// `corral-scheduler extender`.
@@ -815,7 +928,11 @@ async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
     eprintln!("corral-scheduler extender listening on {addr}");
-    axum::serve(listener, router(ext)).await?;
+    let lim = crate::http_server::ServerLimits {
+        max_body_bytes: corral_limits::MAX_EXTENDER_BODY_BYTES,
+        ..Default::default()
+    };
+    crate::http_server::serve(listener, router(ext), lim).await?;
     Ok(())
 }
 

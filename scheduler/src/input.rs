@@ -57,6 +57,9 @@ pub struct ClusterInput {
     pub pods: Vec<(PodInfo, Origin)>,
     pub namespaces: HashMap<String, Labels>,
     pub priority_classes: HashMap<String, i32>,
+    /// `preemptionPolicy` of the PriorityClasses that set one (`""` = the
+    /// globalDefault class), copied to their pods like the Priority admission plugin.
+    pub preemption_policies: HashMap<String, String>,
     /// NodeResourceTopology objects: node name, topology, where it was read.
     pub topologies: Vec<(String, crate::topology::NodeTopology, Origin)>,
     /// Documents of kinds the core does not decode, kept for extension layers.
@@ -110,8 +113,8 @@ pub fn load_paths(paths: &[PathBuf], extra: ExtraKinds<'_>) -> Result<ClusterInp
     let mut input = ClusterInput::default();
     let mut pending_pods = Vec::new();
     for f in &files {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| InputError(format!("{}: cannot read: {e}", f.display())))?;
+        let text = read_limited(f, corral_limits::MAX_MANIFEST_BYTES)
+            .map_err(|e| InputError(format!("{}: {e}", f.display())))?;
         load_text(
             &text,
             &f.display().to_string(),
@@ -177,6 +180,21 @@ fn object_name(v: &serde_json::Value) -> String {
     }
 }
 
+/// Reads a file of at most `max` bytes (the size is checked before reading).
+pub fn read_limited(path: &Path, max: usize) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    // One byte more than the limit tells "too large" from "exactly at the limit".
+    f.take(max as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() > max {
+        return Err(format!("file is larger than the limit of {max} bytes"));
+    }
+    Ok(text)
+}
+
 fn load_text(
     text: &str,
     file: &str,
@@ -184,6 +202,14 @@ fn load_text(
     input: &mut ClusterInput,
     pods: &mut Vec<(Pod, Origin)>,
 ) -> Result<(), InputError> {
+    // Linear pre-scan: deep nesting fails here in microseconds instead of in the
+    // YAML parser's super-linear recursion.
+    corral_limits::check_yaml(
+        text,
+        corral_limits::MAX_NESTING_DEPTH,
+        corral_limits::MAX_MANIFEST_BYTES,
+    )
+    .map_err(|e| InputError(format!("{file}: {e}")))?;
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let origin = Origin {
             file: file.to_string(),
@@ -259,6 +285,12 @@ fn add_value(
             let n = pc.metadata.name.clone().unwrap_or_default();
             if pc.global_default == Some(true) {
                 input.priority_classes.insert(String::new(), pc.value);
+                if let Some(p) = &pc.preemption_policy {
+                    input.preemption_policies.insert(String::new(), p.clone());
+                }
+            }
+            if let Some(p) = &pc.preemption_policy {
+                input.preemption_policies.insert(n.clone(), p.clone());
             }
             input.priority_classes.insert(n, pc.value);
         }
@@ -305,6 +337,20 @@ fn finish(mut input: ClusterInput, pods: Vec<(Pod, Origin)>) -> Result<ClusterIn
             pod.metadata.namespace.as_deref().unwrap_or("default"),
             pod.metadata.name.as_deref().unwrap_or("<unnamed>")
         );
+        // What the API server would have done to a pod created through it.
+        crate::defaulting::default_pod(&mut pod);
+        if let Some(spec) = pod.spec.as_mut()
+            && spec.preemption_policy.is_none()
+        {
+            let class = spec.priority_class_name.clone().unwrap_or_default();
+            spec.preemption_policy = Some(
+                input
+                    .preemption_policies
+                    .get(&class)
+                    .cloned()
+                    .unwrap_or_else(|| "PreemptLowerPriority".into()),
+            );
+        }
         if let Some(spec) = pod.spec.as_mut()
             && spec.priority.is_none()
         {

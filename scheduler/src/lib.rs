@@ -4,12 +4,15 @@
 
 pub mod batch;
 pub mod config;
+pub mod defaulting;
 pub mod extender;
 pub mod framework;
 pub mod health;
+pub mod http_server;
 pub mod input;
 pub mod kube;
 pub mod labels;
+pub mod limits;
 pub mod plugins;
 pub mod quantity;
 pub mod resources;

@@ -434,6 +434,7 @@ impl NodeInfo {
             "status.capacity"
         };
         let allocatable = Resources::from_list(&alloc_list, field)?;
+        crate::limits::check_node(&node, &allocatable, field)?;
         let mut images = HashMap::new();
         for img in status.and_then(|s| s.images.as_ref()).into_iter().flatten() {
             for n in img.names.iter().flatten() {

@@ -10,7 +10,9 @@ fn main() {
     let command = env.get("CNI_COMMAND").map(String::as_str).unwrap_or("");
     // VERSION may come without stdin; everything else needs the config
     if command != "VERSION" || !atty_stdin() {
-        let _ = std::io::stdin().take(16 << 20).read_to_end(&mut stdin);
+        // One byte over the limit is enough for the parser to report it.
+        let max = corral_limits::MAX_CNI_CONFIG_BYTES as u64 + 1;
+        let _ = std::io::stdin().take(max).read_to_end(&mut stdin);
     }
     let (out, code) = corral_dataplane::cni::run(&env, &stdin);
     let mut so = std::io::stdout().lock();

@@ -207,9 +207,11 @@ struct Ctx {
 /// Entry point: returns (stdout, exit code). Nothing else goes to stdout.
 pub fn run(envmap: &HashMap<String, String>, stdin: &[u8]) -> (String, i32) {
     let log_override = envmap.get("CORRAL_CNI_LOG").map(PathBuf::from);
+    // Until the config parsed: the override, else the config's own logFile (none
+    // when that field is invalid — never a silent fallback to the default).
     let mut log_file = log_override
         .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
+        .or_else(|| types::log_file_of_raw(stdin));
     let res = (|| -> CniResultT<Option<String>> {
         let env = Env::from_map(envmap)?;
         match env.command.as_str() {
@@ -233,7 +235,7 @@ pub fn run(envmap: &HashMap<String, String>, stdin: &[u8]) -> (String, i32) {
         }
         let conf = NetConf::parse(stdin)?;
         if log_override.is_none() {
-            log_file = conf.log_file.clone();
+            log_file = Some(conf.log_file.clone());
         }
         let ver = conf.cni_version.clone();
         let set_ver = |mut e: CniError| {
@@ -266,11 +268,15 @@ pub fn run(envmap: &HashMap<String, String>, stdin: &[u8]) -> (String, i32) {
     })();
     match res {
         Ok(out) => {
-            sys::log(&log_file, "ok");
+            if let Some(f) = &log_file {
+                sys::log(f, "ok");
+            }
             (out.unwrap_or_default(), 0)
         }
         Err(e) => {
-            sys::log(&log_file, &format!("error: {e}"));
+            if let Some(f) = &log_file {
+                sys::log(f, &format!("error: {e}"));
+            }
             let code = e.code.clamp(1, 255) as i32;
             (serde_json::to_string(&e).unwrap_or_default(), code)
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,29 @@ fn required<T: DeserializeOwned>(m: &Map<String, Value>, name: &str) -> CniResul
     })
 }
 
+/// Where to log an invocation whose config failed to parse: the config's `logFile`
+/// when it is an absolute path string, nowhere when it is present but invalid (never
+/// a silent fallback to the default), the default when the config has none.
+pub fn log_file_of_raw(bytes: &[u8]) -> Option<PathBuf> {
+    if corral_limits::check_json(
+        bytes,
+        corral_limits::MAX_NESTING_DEPTH,
+        corral_limits::MAX_CNI_CONFIG_BYTES,
+    )
+    .is_err()
+    {
+        return None;
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(m)) => match m.get("logFile") {
+            None | Some(Value::Null) => Some(PathBuf::from(DEFAULT_LOG_FILE)),
+            Some(Value::String(s)) if Path::new(s).is_absolute() => Some(PathBuf::from(s)),
+            Some(_) => None,
+        },
+        _ => Some(PathBuf::from(DEFAULT_LOG_FILE)),
+    }
+}
+
 /// Parses the version string strictly as `MAJOR.MINOR.PATCH`.
 pub fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let mut it = v.split('.');
@@ -169,6 +192,13 @@ impl NetConf {
     /// Parses stdin. Syntax errors → code 6, wrong types/values → 7,
     /// unsupported version → 1.
     pub fn parse(bytes: &[u8]) -> CniResultT<NetConf> {
+        // Size and nesting depth before parsing (linear pre-scan).
+        corral_limits::check_json(
+            bytes,
+            corral_limits::MAX_NESTING_DEPTH,
+            corral_limits::MAX_CNI_CONFIG_BYTES,
+        )
+        .map_err(|e| CniError::new(code::DECODE, format!("network config: {e}")))?;
         let v: Value = serde_json::from_slice(bytes).map_err(|e| {
             CniError::new(
                 code::DECODE,
@@ -259,15 +289,22 @@ impl NetConf {
             None | Some(Value::Null) => None,
             Some(v @ Value::Object(_)) => Some(v.clone()),
             Some(other) => {
-                return Err(CniError {
-                    cni_version: cni_version.clone(),
-                    ..CniError::new(
-                        code::DECODE,
-                        format!("prevResult must be an object, got {other}"),
-                    )
-                });
+                return Err(err7(format!(
+                    "network config field \"prevResult\" must be an object, got {other}"
+                )));
             }
         };
+        // Standard fields Corral does not read still have a type (CNI spec).
+        for f in ["dns", "args", "capabilities"] {
+            match m.get(f) {
+                None | Some(Value::Null) | Some(Value::Object(_)) => {}
+                Some(other) => {
+                    return Err(err7(format!(
+                        "network config field {f:?} must be an object, got {other}"
+                    )));
+                }
+            }
+        }
         let agent_socket: PathBuf = field(&m, "agentSocket")
             .map_err(with_ver)?
             .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
@@ -277,7 +314,11 @@ impl NetConf {
         let log_file: PathBuf = field(&m, "logFile")
             .map_err(with_ver)?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_LOG_FILE));
-        for (f, p) in [("dataDir", &data_dir), ("agentSocket", &agent_socket)] {
+        for (f, p) in [
+            ("dataDir", &data_dir),
+            ("agentSocket", &agent_socket),
+            ("logFile", &log_file),
+        ] {
             if !p.is_absolute() {
                 return Err(err7(format!(
                     "{f} {} must be an absolute path",

@@ -98,6 +98,15 @@ struct Kind {
 
 /// Parses one manifest text; `origin` names it in errors.
 pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
+    // Linear pre-scan: deep nesting fails here, not in the parser's recursion.
+    if let Err(e) = corral_limits::check_yaml(
+        text,
+        corral_limits::MAX_NESTING_DEPTH,
+        corral_limits::MAX_MANIFEST_BYTES,
+    ) {
+        out.errors.push(format!("{origin}: {e}"));
+        return;
+    }
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = match serde_yaml_ng::Value::deserialize(doc) {
             Ok(v) => v,

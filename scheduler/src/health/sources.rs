@@ -466,6 +466,7 @@ pub fn parse_series(text: &str, origin: &str) -> Result<Vec<RawSample>, String> 
             });
         }
     } else {
+        crate::limits::check_yaml_text(text, origin, corral_limits::MAX_MANIFEST_BYTES)?;
         let rows: Vec<SeriesRow> =
             serde_yaml_ng::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
         for (i, r) in rows.into_iter().enumerate() {

@@ -169,6 +169,11 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     let path = &args.file;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read timeline: {e}", path.display()))?;
+    crate::limits::check_yaml_text(
+        &text,
+        &path.display().to_string(),
+        corral_limits::MAX_CONFIG_BYTES,
+    )?;
     let tf: TimelineFile =
         serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -200,8 +205,14 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     let tpath = rel(&tf.arrivals.pod);
     let ttext = std::fs::read_to_string(&tpath)
         .map_err(|e| format!("{}: cannot read pod template: {e}", tpath.display()))?;
-    let template: Pod = serde_yaml_ng::from_str(&ttext)
+    crate::limits::check_yaml_text(
+        &ttext,
+        &tpath.display().to_string(),
+        corral_limits::MAX_CONFIG_BYTES,
+    )?;
+    let mut template: Pod = serde_yaml_ng::from_str(&ttext)
         .map_err(|e| format!("{}: pod template: {e}", tpath.display()))?;
+    crate::defaulting::default_pod(&mut template);
     PodInfo::new(template.clone(), 0).map_err(|e| format!("{}: {e}", tpath.display()))?;
     pod_duration(&template).map_err(|e| format!("{}: {e}", tpath.display()))?;
     let dur_s = args.duration.clone().or(tf.duration.clone());

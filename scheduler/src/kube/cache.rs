@@ -68,8 +68,13 @@ pub fn spawn_snapshot_cache(
                     if let (Some(s), Some(name)) = (seen.as_mut(), n.metadata.name.clone()) {
                         s.insert(name);
                     }
-                    if let Ok(info) = NodeInfo::new(n) {
-                        snap.upsert_node(info);
+                    let name = n.metadata.name.clone().unwrap_or_default();
+                    match NodeInfo::new(n) {
+                        Ok(info) => snap.upsert_node(info),
+                        Err(e) => {
+                            tracing::warn!("extender cache: skipping node {name}: {e}");
+                            e1.metrics.invalid_objects.inc();
+                        }
                     }
                 }
                 Event::InitDone => {

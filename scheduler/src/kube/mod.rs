@@ -1643,7 +1643,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = metrics::router(handle.metrics.clone(), handle.ready.clone());
     tracing::info!("serving /metrics /healthz /readyz on {}", args.listen);
     tokio::select! {
-        r = axum::serve(listener, app) => r?,
+        r = crate::http_server::serve(listener, app, crate::http_server::ServerLimits::default()) => r?,
         _ = tokio::signal::ctrl_c() => {}
     }
     tokio::task::block_in_place(|| handle.stop());

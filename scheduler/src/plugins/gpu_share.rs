@@ -194,6 +194,15 @@ pub fn pod_gpu_requests(pod: &PodInfo) -> Result<Vec<GpuRequest>, String> {
         if core == 0 && memory == 0 {
             continue;
         }
+        if core > crate::limits::MAX_VCUDA_CORE_PER_NODE || memory > crate::limits::MAX_VCUDA_MEMORY
+        {
+            return Err(format!(
+                "containers[{i}] ({}): {VCUDA_CORE} {core} / {VCUDA_MEMORY} {memory} exceeds the limits ({} / {})",
+                c.name,
+                crate::limits::MAX_VCUDA_CORE_PER_NODE,
+                crate::limits::MAX_VCUDA_MEMORY
+            ));
+        }
         if core > CARD_CORE && core % CARD_CORE != 0 {
             return Err(format!(
                 "containers[{i}] ({}): {VCUDA_CORE} {core} is invalid: a share of one card must be below 100, whole cards a multiple of 100",
@@ -251,7 +260,9 @@ impl Cards {
             .and_then(|v| v.parse::<i64>().ok())
             .filter(|v| *v > 0)
             .unwrap_or(core_total / (CARD_CORE * overcommit));
-        if n <= 0 {
+        // NodeInfo::new rejects nodes beyond the limit; a NodeInfo built otherwise
+        // gets no card model rather than an allocation sized by the label.
+        if n <= 0 || n > crate::limits::MAX_GPU_CARDS_PER_NODE {
             return None;
         }
         let n_us = n as usize;
