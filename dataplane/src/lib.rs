@@ -10,3 +10,4 @@ pub mod kube_source;
 pub mod metrics;
 pub mod node_health;
 pub mod policy;
+pub mod routing;

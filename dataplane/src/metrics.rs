@@ -190,6 +190,8 @@ mod tests {
                 drop_rate,
                 ..Default::default()
             },
+            attach: "tcx".into(),
+            ahead: Vec::new(),
         }
     }
 
