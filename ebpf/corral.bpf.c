@@ -593,7 +593,11 @@ out:
 			c->drop_malformed++;
 		}
 	}
-	return reason == DROP_NONE ? TC_ACT_OK : TC_ACT_SHOT;
+	/* allowed: TC_ACT_UNSPEC (TCX_NEXT), not TC_ACT_OK, so Corral running
+	 * first in line does not cut off the tc filters / TCX programs behind
+	 * it (e.g. a chained bandwidth plugin's shaping); with nothing behind
+	 * it the kernel passes the packet. */
+	return reason == DROP_NONE ? TC_ACT_UNSPEC : TC_ACT_SHOT;
 }
 
 SEC("classifier")

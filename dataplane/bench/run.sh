@@ -35,18 +35,38 @@ setup() {
   nx ip link set lo up
   nx sysctl -qw net.ipv4.ip_forward=1
   for n in 1 2; do
-    local p=${NODE}p$n h=cbv${ID}p$n
-    ip netns add "$p"
-    nx ip link add "$h" type veth peer name cbt$n
-    nx ip link set cbt$n netns "$p"
-    nx ip addr add 198.18.$n.1/24 dev "$h"
-    nx ip link set "$h" up
-    ip -n "$p" link set lo up
-    ip -n "$p" link set cbt$n name eth0
-    ip -n "$p" addr add 198.18.$n.2/24 dev eth0
-    ip -n "$p" link set eth0 up
-    ip -n "$p" route add default via 198.18.$n.1
+    ip netns add "${NODE}p$n"
+    ip -n "${NODE}p$n" link set lo up
+    wire $n
   done
+}
+
+# (re)creates pod N's veth pair, as a new pod's CNI ADD would: an arm
+# never inherits qdiscs/filters an earlier arm left on the host veth (the
+# bandwidth plugin's DEL leaves its TBF and a mirred filter to the deleted
+# ifb behind)
+wire() { # n
+  local n=$1 p=${NODE}p$1 h=cbv${ID}p$1
+  nx ip link del "$h" 2>/dev/null || true
+  nx ip link add "$h" type veth peer name cbt$n
+  nx ip link set cbt$n netns "$p"
+  nx ip addr add 198.18.$n.1/24 dev "$h"
+  nx ip link set "$h" up
+  ip -n "$p" link set cbt$n name eth0
+  ip -n "$p" addr add 198.18.$n.2/24 dev eth0
+  ip -n "$p" link set eth0 up
+  ip -n "$p" route add default via 198.18.$n.1
+}
+
+# fails the run when pod N's host veth carries anything but the default
+# qdisc (a leftover of an earlier arm)
+assert_fresh() { # n
+  local h=cbv${ID}p$1
+  if nx tc filter show dev "$h" ingress | grep -q . || nx tc qdisc show dev "$h" | grep -qE 'tbf|ingress|clsact'; then
+    echo "pod $1's veth $h still carries an earlier arm's qdisc/filter" >&2
+    nx tc qdisc show dev "$h" >&2
+    exit 1
+  fi
 }
 
 start_agent() {
@@ -150,6 +170,9 @@ JSON
   latency_run "bandwidth-cni(tbf)"
   echo "$conf" | nx env CNI_COMMAND=DEL CNI_CONTAINERID=bench$ID CNI_NETNS=/var/run/netns/${NODE}p1 \
     CNI_IFNAME=eth0 CNI_PATH=/usr/lib/cni /usr/lib/cni/bandwidth >/dev/null || true
+  # a real pod's veth goes away with the pod: the next arm gets a new one
+  wire 1
+  assert_fresh 1
   start_agent
   register 1 ",\"egress\":{\"rate_bps\":$rate},\"ingress\":{\"rate_bps\":$rate}"
   latency_run "corral"

@@ -37,6 +37,8 @@ pub struct Config {
     pub min_share_permille: [u16; NUM_CLASSES],
     /// DSCP per class when marking is enabled
     pub dscp: Option<[u8; NUM_CLASSES]>,
+    /// multi-node routing and the CNI config (None: single node)
+    pub routing: Option<crate::routing::Options>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,6 +55,7 @@ pub struct Agent {
     fingerprint: source::Fingerprint,
     policy_errors: Vec<String>,
     policy_flags: BTreeMap<u32, u32>,
+    router: Option<crate::routing::Router>,
 }
 
 /// Default bucket depth: 300 ms of rate, at least 128 KiB. On low-RTT
@@ -152,7 +155,9 @@ impl Agent {
             fingerprint: Vec::new(),
             policy_errors: Vec::new(),
             policy_flags: BTreeMap::new(),
+            router: None,
         };
+        agent.router = agent.cfg.routing.clone().map(crate::routing::Router::new);
         agent.restore()?;
         Ok(agent)
     }
@@ -277,7 +282,11 @@ impl Agent {
             return Err(e);
         }
         self.save()?;
-        info!(ifname = %spec.ifname, pod = %format!("{}/{}", spec.namespace, spec.name), update, "endpoint registered");
+        let place = self.dp.placement(&spec.ifname, ifindex);
+        for a in &place.ahead {
+            warn!(ifname = %spec.ifname, ahead = %a, "a foreign filter runs before Corral");
+        }
+        info!(ifname = %spec.ifname, pod = %format!("{}/{}", spec.namespace, spec.name), update, attach = %place.how, "endpoint registered");
         Ok(format!(
             "endpoint {} (ifindex {ifindex}) registered",
             spec.ifname
@@ -317,7 +326,20 @@ impl Agent {
         for e in &self.manifests.errors {
             warn!(error = %e, "manifest skipped");
         }
+        let nodes = self.manifests.nodes.clone();
+        if let Err(e) = self.set_nodes(&nodes) {
+            warn!(error = %format!("{e:#}"), "routing");
+        }
         true
+    }
+
+    /// Brings the routes to other nodes (and this node's CNI config) in
+    /// line with the Node objects; a no-op without `--routing`/`--cni-conf`.
+    pub fn set_nodes(&mut self, nodes: &[crate::routing::NodeInfo]) -> Result<()> {
+        match &mut self.router {
+            Some(r) => r.sync(nodes),
+            None => Ok(()),
+        }
     }
 
     /// Replaces the policy inputs from an external source (Kubernetes) and
@@ -373,7 +395,10 @@ impl Agent {
         let regs: Vec<Registered> = self.endpoints.values().cloned().collect();
         for r in regs {
             let flags = self.policy_flags.get(&r.ifindex).copied().unwrap_or(0);
+            let place = self.dp.placement(&r.spec.ifname, r.ifindex);
             eps.push(EndpointStatus {
+                attach: place.how,
+                ahead: place.ahead,
                 class: CLASSES[class_of(&r.spec).unwrap_or(1) as usize].to_string(),
                 policy_ingress: flags & crate::abi::EP_POLICY_INGRESS != 0,
                 policy_egress: flags & crate::abi::EP_POLICY_EGRESS != 0,
@@ -388,6 +413,7 @@ impl Agent {
             attach_mode: format!("{:?}", self.dp.mode()).to_lowercase(),
             policy_entries: self.dp.policy_entries()?,
             policy_errors: self.policy_errors.clone(),
+            routing: self.router.as_ref().map(|r| r.status.clone()),
         })
     }
 

@@ -103,6 +103,13 @@ pub struct EndpointStatus {
     pub policy_egress: bool,
     pub ingress: CounterView,
     pub egress: CounterView,
+    /// how the programs are attached on the interface ("tcx",
+    /// "netlink pref N")
+    #[serde(default)]
+    pub attach: String,
+    /// foreign tc filters / TCX programs that run before Corral's
+    #[serde(default)]
+    pub ahead: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -134,6 +141,9 @@ pub enum Response {
         attach_mode: String,
         policy_entries: usize,
         policy_errors: Vec<String>,
+        /// multi-node routing (`--routing`), when enabled
+        #[serde(default)]
+        routing: Option<crate::routing::RoutingStatus>,
     },
     Error {
         message: String,

@@ -32,6 +32,7 @@ use crate::abi::{
     self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
     NodeCfg, PolicyKey, PolicyKeyData, PolicyValue,
 };
+use crate::cni::netlink::{Nl, TcObject};
 
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
 const BPF_NOEXIST: u64 = 1;
@@ -60,6 +61,95 @@ pub enum AttachMode {
     Tcx,
     /// clsact qdisc + cls_bpf filters via netlink.
     Netlink,
+}
+
+/// The clsact ingress / egress hooks (`tc filter ... ingress|egress`).
+const TC_H_INGRESS_HOOK: u32 = 0xffff_fff2;
+const TC_H_EGRESS_HOOK: u32 = 0xffff_fff3;
+/// Handle of the clsact / ingress qdisc.
+const TC_H_CLSACT: u32 = 0xffff_0000;
+
+/// How Corral's programs sit on one interface.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Placement {
+    /// "tcx", "netlink pref N" (per hook, joined by '/' when they differ)
+    pub how: String,
+    /// foreign filters/programs that run before Corral's
+    pub ahead: Vec<String>,
+}
+
+/// Corral's own cls_bpf filter (any pref).
+fn is_ours(f: &TcObject) -> bool {
+    f.kind == "bpf" && f.handle == NL_HANDLE_MINOR as u32 && f.bpf_name.starts_with("corral_")
+}
+
+enum NlPlan {
+    /// netlink prefs per hook [ingress, egress], and the pref of our
+    /// filter of an earlier run that now sits behind a foreign one
+    Prefs {
+        prefs: [u16; 2],
+        stale: [Option<u16>; 2],
+    },
+    /// netlink cannot run first here
+    Tcx(String),
+}
+
+/// Picks the netlink prefs that put Corral first on `idx`'s hooks.
+fn nl_plan(idx: u32) -> Result<NlPlan> {
+    let mut nl = Nl::open().map_err(|e| anyhow!("{e}"))?;
+    let qd = nl.qdiscs(idx).map_err(|e| anyhow!("{e}"))?;
+    if let Some(q) = qd
+        .iter()
+        .find(|q| q.handle == TC_H_CLSACT && q.kind != "clsact")
+    {
+        return Ok(NlPlan::Tcx(format!(
+            "{} qdisc instead of clsact (no egress hook for filters)",
+            q.kind
+        )));
+    }
+    let mut prefs = [NL_PRIORITY; 2];
+    let mut stale = [None; 2];
+    for (i, (parent, hook)) in [(TC_H_INGRESS_HOOK, "ingress"), (TC_H_EGRESS_HOOK, "egress")]
+        .into_iter()
+        .enumerate()
+    {
+        let f = nl.filters(idx, parent).map_err(|e| anyhow!("{e}"))?;
+        let mine = f.iter().find(|x| is_ours(x)).map(|x| x.prio);
+        // a dump also lists each pref's head (handle 0, no program name)
+        let first_foreign = f
+            .iter()
+            .filter(|x| Some(x.prio) != mine)
+            .map(|x| x.prio)
+            .min();
+        match (mine, first_foreign) {
+            (Some(m), None) => prefs[i] = m,
+            (Some(m), Some(ff)) if m < ff => prefs[i] = m,
+            (_, Some(1)) => {
+                let k = f.iter().find(|x| x.prio == 1).map(|x| x.kind.clone());
+                return Ok(NlPlan::Tcx(format!(
+                    "foreign {} filter at pref 1 on the {hook} hook",
+                    k.unwrap_or_default()
+                )));
+            }
+            (m, Some(ff)) => {
+                prefs[i] = NL_PRIORITY.min(ff - 1);
+                stale[i] = m;
+            }
+            (None, None) => {}
+        }
+    }
+    Ok(NlPlan::Prefs { prefs, stale })
+}
+
+fn nl_detach(ifname: &str, at: TcAttachType, prio: u16) {
+    match SchedClassifierLink::attached(ifname, at, prio, TcHandle::new(0, NL_HANDLE_MINOR), None) {
+        Ok(link) => {
+            if let Err(e) = link.detach() {
+                debug!(ifname, error = %e, "netlink detach");
+            }
+        }
+        Err(e) => debug!(ifname, error = %e, "netlink detach: interface gone"),
+    }
 }
 
 pub struct Datapath {
@@ -165,18 +255,39 @@ impl Datapath {
         self.pin_dir.join("links").join(format!("{ifindex}_{d}"))
     }
 
-    /// Attaches both programs to the host side interface `ifname`.
+    /// Attaches both programs to the host side interface `ifname`, first
+    /// in line: TCX links go to the head of the TCX chain (which runs
+    /// before every classic tc filter); netlink filters get a pref below
+    /// every foreign filter on the hook. When netlink cannot be first (a
+    /// foreign filter at pref 1, as the reference `bandwidth` plugin
+    /// installs, or an `ingress` qdisc instead of clsact), the interface
+    /// is attached with TCX instead (kernel >= 6.6; otherwise attached
+    /// behind and reported by [`Datapath::placement`]).
     /// Returns true when an existing attachment was adopted.
     pub fn attach(&mut self, ifname: &str) -> Result<bool> {
         let idx = ifindex(ifname)?;
         let mut adopted = false;
+        let plan = match self.mode {
+            AttachMode::Tcx => None,
+            _ => Some(nl_plan(idx)?),
+        };
+        let tcx_fallback = matches!(plan, Some(NlPlan::Tcx(_))) && kernel_at_least(6, 6);
+        if let Some(NlPlan::Tcx(why)) = &plan {
+            if tcx_fallback {
+                info!(ifname, reason = %why, "netlink attach cannot run first; using TCX for this interface");
+            } else {
+                warn!(ifname, reason = %why, "a foreign tc filter runs before Corral (no TCX on this kernel)");
+            }
+        }
         // host ingress = traffic from the pod = pod egress
-        for (prog_name, at, dir) in [
+        for (i, (prog_name, at, dir)) in [
             ("corral_from_pod", TcAttachType::Ingress, DIR_EGRESS),
             ("corral_to_pod", TcAttachType::Egress, DIR_INGRESS),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let pin = self.link_pin(idx, dir);
-            let mode = self.mode;
             let prog: &mut SchedClassifier = self
                 .bpf
                 .program_mut(prog_name)
@@ -198,13 +309,18 @@ impl Datapath {
                     }
                 }
             }
-            match mode {
-                AttachMode::Tcx | AttachMode::Auto => {
+            let nl = match &plan {
+                Some(NlPlan::Prefs { prefs, stale }) => Some((prefs[i], stale[i])),
+                Some(NlPlan::Tcx(_)) if !tcx_fallback => Some((NL_PRIORITY, None)),
+                _ => None,
+            };
+            match nl {
+                None => {
                     let id = prog
                         .attach_with_options(
                             ifname,
                             at,
-                            TcAttachOptions::TcxOrder(LinkOrder::default()),
+                            TcAttachOptions::TcxOrder(LinkOrder::first()),
                         )
                         .with_context(|| format!("TCX attach {prog_name} to {ifname}"))?;
                     let link = prog.take_link(id)?;
@@ -212,12 +328,12 @@ impl Datapath {
                     fd.pin(&pin)
                         .with_context(|| format!("pinning link {}", pin.display()))?;
                 }
-                AttachMode::Netlink => {
+                Some((pref, stale)) => {
                     if let Err(e) = aya::programs::tc::qdisc_add_clsact(ifname) {
                         debug!(ifname, error = %e, "clsact add (probably exists)");
                     }
                     let opts = NlOptions {
-                        priority: NL_PRIORITY,
+                        priority: pref,
                         handle: TcHandle::new(0, NL_HANDLE_MINOR),
                         ..Default::default()
                     };
@@ -235,14 +351,80 @@ impl Datapath {
                         }
                         Err(e) => {
                             return Err(e).with_context(|| {
-                                format!("netlink attach {prog_name} to {ifname}")
+                                format!("netlink attach {prog_name} to {ifname} at pref {pref}")
                             });
                         }
+                    }
+                    // our filter of an earlier run, now behind a foreign
+                    // one: removed only after the new one is in place
+                    if let Some(old) = stale
+                        && old != pref
+                    {
+                        nl_detach(ifname, at, old);
                     }
                 }
             }
         }
         Ok(adopted)
+    }
+
+    /// How Corral is attached on `ifname` and what runs before it (live
+    /// from the kernel: TCX programs and classic tc filters).
+    pub fn placement(&self, ifname: &str, idx: u32) -> Placement {
+        let mut p = Placement::default();
+        let mut how = Vec::new();
+        for (hook, at, parent, ours) in [
+            (
+                "host ingress (pod egress)",
+                TcAttachType::Ingress,
+                TC_H_INGRESS_HOOK,
+                "corral_from_pod",
+            ),
+            (
+                "host egress (pod ingress)",
+                TcAttachType::Egress,
+                TC_H_EGRESS_HOOK,
+                "corral_to_pod",
+            ),
+        ] {
+            let tcx: Vec<(String, u32)> = SchedClassifier::query_tcx(ifname, at)
+                .map(|(_, v)| {
+                    v.iter()
+                        .map(|i| (i.name_as_str().unwrap_or("").to_string(), i.id()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let filters = Nl::open()
+                .and_then(|mut nl| nl.filters(idx, parent))
+                .unwrap_or_default();
+            let mine_tcx = tcx.iter().position(|(n, _)| n == ours);
+            let mine_nl = filters.iter().find(|f| is_ours(f)).map(|f| f.prio);
+            match (mine_tcx, mine_nl) {
+                (Some(pos), _) => {
+                    how.push("tcx".to_string());
+                    for (n, id) in &tcx[..pos] {
+                        p.ahead.push(format!("{hook}: TCX program {n:?} (id {id})"));
+                    }
+                }
+                (None, Some(prio)) => {
+                    how.push(format!("netlink pref {prio}"));
+                    for (n, id) in &tcx {
+                        p.ahead.push(format!("{hook}: TCX program {n:?} (id {id})"));
+                    }
+                    let mut seen = std::collections::BTreeSet::new();
+                    for f in filters.iter().filter(|f| f.prio < prio) {
+                        if seen.insert((f.prio, f.kind.clone())) {
+                            p.ahead
+                                .push(format!("{hook}: tc filter {} pref {}", f.kind, f.prio));
+                        }
+                    }
+                }
+                (None, None) => how.push("missing".to_string()),
+            }
+        }
+        how.dedup();
+        p.how = how.join("/");
+        p
     }
 
     fn replace_in_link(prog: &mut SchedClassifier, pin: &Path) -> Result<()> {
@@ -273,24 +455,25 @@ impl Datapath {
                         let _ = std::fs::remove_file(&pin);
                     }
                 }
-            } else if self.mode == AttachMode::Netlink && ifindex(ifname).ok() == Some(idx) {
+            } else if self.mode != AttachMode::Tcx && ifindex(ifname).ok() == Some(idx) {
                 // filters belong to the interface: gone with it. It may
                 // vanish meanwhile (CNI DEL deletes the veth in parallel),
                 // so failures here are not errors. A different interface
                 // under the same name (re-created) is left alone.
-                match SchedClassifierLink::attached(
-                    ifname,
-                    at,
-                    NL_PRIORITY,
-                    TcHandle::new(0, NL_HANDLE_MINOR),
-                    None,
-                ) {
-                    Ok(link) => {
-                        if let Err(e) = link.detach() {
-                            debug!(ifname, error = %e, "netlink detach");
-                        }
-                    }
-                    Err(e) => debug!(ifname, error = %e, "netlink detach: interface gone"),
+                let parent = if at == TcAttachType::Ingress {
+                    TC_H_INGRESS_HOOK
+                } else {
+                    TC_H_EGRESS_HOOK
+                };
+                let prios: Vec<u16> = Nl::open()
+                    .and_then(|mut nl| nl.filters(idx, parent))
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|f| is_ours(f))
+                    .map(|f| f.prio)
+                    .collect();
+                for prio in prios {
+                    nl_detach(ifname, at, prio);
                 }
             }
         }

@@ -99,6 +99,7 @@ impl Inputs {
             pods: self.pods,
             namespaces: self.namespaces,
             errors: self.errors,
+            nodes: Vec::new(),
         }
     }
 
@@ -211,6 +212,8 @@ struct State {
     pods: Kind<PodInfo>,
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
+    /// only in the node watch's own `Shared` (see [`spawn_nodes`])
+    nodes: Kind<crate::routing::NodeInfo>,
 }
 
 impl State {
@@ -371,6 +374,77 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
         ),
         tokio::spawn(reconcile_loop(agent, shared)),
     ]
+}
+
+fn decode_node(o: &DynamicObject) -> Decoded<crate::routing::NodeInfo> {
+    let v = typed::<k8s_openapi::api::core::v1::Node>(o, "node")
+        .and_then(|n| crate::routing::NodeInfo::from_node(&n));
+    (key(o), Some(v))
+}
+
+/// Watches Node objects for multi-node routing and this node's CNI
+/// config (pod CIDRs): every change after the first full list re-syncs
+/// the routes ([`Agent::set_nodes`]); a relist replaces the set atomically.
+pub fn spawn_nodes(client: Client, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<()>> {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        changed: Notify::new(),
+    });
+    let api = Api::<DynamicObject>::all_with(
+        client,
+        &ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
+    );
+    let w = watch(
+        api,
+        watcher::Config::default(),
+        "nodes",
+        shared.clone(),
+        |s| &mut s.nodes,
+        decode_node,
+    );
+    let r = tokio::spawn(async move {
+        let mut last: Option<Vec<crate::routing::NodeInfo>> = None;
+        loop {
+            shared.changed.notified().await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let (nodes, errors): (Vec<_>, Vec<_>) = match shared.state.lock() {
+                Ok(st) if st.nodes.synced => (
+                    st.nodes.ok().cloned().collect(),
+                    st.nodes.errors().cloned().collect(),
+                ),
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if last.as_ref() == Some(&nodes) {
+                continue;
+            }
+            for e in &errors {
+                warn!(error = %e, "Kubernetes object skipped");
+            }
+            let a = agent.clone();
+            let n2 = nodes.clone();
+            let r = tokio::task::spawn_blocking(move || match a.lock() {
+                Ok(mut g) => g.set_nodes(&n2),
+                Err(_) => Err(anyhow::anyhow!("agent state poisoned")),
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {
+                    info!(nodes = nodes.len(), "routes synced from Node objects");
+                    last = Some(nodes);
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %format!("{e:#}"), "syncing routes; retrying");
+                    retry_later(&shared);
+                }
+                Err(e) => {
+                    warn!(error = %e, "route sync task failed; retrying");
+                    retry_later(&shared);
+                }
+            }
+        }
+    });
+    vec![w, r]
 }
 
 async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {

@@ -10,4 +10,5 @@ pub mod kube_source;
 pub mod metrics;
 pub mod node_health;
 pub mod policy;
+pub mod routing;
 pub mod serve_limits;

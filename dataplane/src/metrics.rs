@@ -180,6 +180,8 @@ mod tests {
                 drop_rate,
                 ..Default::default()
             },
+            attach: "tcx".into(),
+            ahead: Vec::new(),
         }
     }
 

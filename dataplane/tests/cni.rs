@@ -581,12 +581,8 @@ fn errors_versions_rollback_and_agent_down() {
     let mut c = good.clone();
     c["ipam"]["ranges"] = json!([[{"subnet": "198.18.0.0/33"}]]);
     let o = rt.cni("ADD", "cx", Some(&pod), "", &c);
-    assert_ne!(o.code, 0, "bad CIDR");
-    assert!(
-        o.raw.contains("198.18.0.0/33") || o.raw.contains("CIDR"),
-        "{}",
-        o.raw
-    );
+    code(&o, 7, "bad CIDR");
+    assert!(o.raw.contains("198.18.0.0/33"), "{}", o.raw);
     let o = rt.exec(
         cni_bin(),
         "ADD",
@@ -664,6 +660,78 @@ fn errors_versions_rollback_and_agent_down() {
         11,
         "add agent down",
     );
+    // permanent configuration errors keep their own code while the agent
+    // is down (a runtime retries code 11 forever)
+    let permanent: Vec<(Value, &str, u32, &str)> = {
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut c = good.clone();
+            f(&mut c);
+            c
+        };
+        vec![
+            (
+                with(&|c| c["ipam"]["ranges"] = json!([[{"subnet": "198.18.7.0/99"}]])),
+                "eth0",
+                7,
+                "198.18.7.0/99",
+            ),
+            (
+                with(&|c| c["ipam"]["ranges"] = json!("198.18.7.0/24")),
+                "eth0",
+                7,
+                "ipam.ranges",
+            ),
+            (
+                with(&|c| {
+                    c["ipam"]["ranges"] =
+                        json!([[{"subnet": "198.18.7.0/24", "gateway": "198.18.9.1"}]])
+                }),
+                "eth0",
+                7,
+                "outside the subnet",
+            ),
+            (
+                with(&|c| c["ipam"]["routes"] = json!([{"dst": "10/8"}])),
+                "eth0",
+                7,
+                "routes[0].dst",
+            ),
+            (
+                with(&|c| c["ipam"]["type"] = json!("no-such-ipam")),
+                "eth0",
+                7,
+                "no-such-ipam",
+            ),
+            (
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("ipam");
+                }),
+                "eth0",
+                7,
+                "ipam",
+            ),
+            (with(&|c| c["mtu"] = json!(20)), "eth0", 7, "mtu"),
+            (with(&|c| c["mtu"] = json!("jumbo")), "eth0", 7, "mtu"),
+            (
+                with(&|c| c["runtimeConfig"] = json!({"bandwidth": {"egressBurst": 1000}})),
+                "eth0",
+                7,
+                "egressBurst",
+            ),
+            (
+                with(&|c| c["prevResult"] = json!({"ips": "x"})),
+                "eth0",
+                6,
+                "result",
+            ),
+            (good.clone(), "eth0-much-too-long", 4, "CNI_IFNAME"),
+        ]
+    };
+    for (conf, ifname, want, text) in &permanent {
+        let o = rt.exec(cni_bin(), "ADD", "cdown", &pod.path(), ifname, "", conf);
+        code(&o, *want, text);
+        assert!(o.raw.contains(text), "{text}: {}", o.raw);
+    }
     code(
         &rt.cni("DEL", "cdown", Some(&pod), "", &good),
         11,

@@ -133,6 +133,31 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
     };
     assert_eq!(mounted("/sys/fs/bpf"), "/sys/fs/bpf");
     assert_eq!(mounted("/run/corral"), "/run/corral");
+    // standalone: the agent writes the node's CNI config from the template
+    assert_eq!(mounted("/host/etc/cni/net.d"), "/etc/cni/net.d");
+    let a = agent.args.clone().unwrap_or_default();
+    assert!(
+        a.contains(&"--cni-conf=/host/etc/cni/net.d/10-corral.conflist".to_string()),
+        "{a:?}"
+    );
+    assert!(a.contains(&"--routing=native".to_string()), "{a:?}");
+    let tpl = std::fs::read_to_string(deploy().join("10-corral.conflist")).expect("template");
+    let me = corral_dataplane::routing::NodeInfo {
+        name: "n1".into(),
+        internal_ips: vec![],
+        pod_cidrs: vec![
+            ("10.244.1.0".parse().unwrap(), 24),
+            ("fd00:1::".parse().unwrap(), 64),
+        ],
+    };
+    let out: Value = serde_json::from_str(
+        &corral_dataplane::routing::render_cni_conf(&tpl, &me, None).expect("template renders"),
+    )
+    .expect("json");
+    assert_eq!(
+        out["plugins"][0]["ipam"]["ranges"][1][0]["subnet"],
+        "fd00:1::/64"
+    );
     let args = agent.args.clone().unwrap_or_default().join(" ");
     assert!(
         args.contains(&format!(
@@ -160,6 +185,10 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
         .split("\n---\n")
         .find(|d| d.contains("kind: ClusterRole\n"))
         .expect("ClusterRole");
+    assert!(
+        rbac.contains("\"list\", \"watch\", \"patch\""),
+        "agent must watch nodes"
+    );
     for r in ["pods", "namespaces", "networkpolicies", "nodes"] {
         assert!(rbac.contains(r), "ClusterRole lacks {r}");
     }

@@ -68,6 +68,23 @@ struct RunArgs {
     /// (default: sum over the node's pods)
     #[arg(long)]
     uplink_iface: Option<String>,
+    /// routes to the other nodes' pod CIDRs (Node objects): none, native
+    /// (via each node's InternalIP, one L2) or vxlan (overlay)
+    #[arg(long, value_enum, default_value = "none")]
+    routing: corral_dataplane::routing::RoutingMode,
+    /// CNI config to write with this node's pod CIDRs (Node.spec.podCIDRs)
+    /// and, with vxlan, the overlay MTU
+    #[arg(long)]
+    cni_conf: Option<PathBuf>,
+    /// template for --cni-conf (default: --cni-conf itself)
+    #[arg(long, requires = "cni_conf")]
+    cni_conf_template: Option<PathBuf>,
+    /// VXLAN network identifier (--routing vxlan)
+    #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VNI)]
+    vxlan_vni: u32,
+    /// VXLAN UDP port (--routing vxlan)
+    #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VXLAN_PORT)]
+    vxlan_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -116,6 +133,7 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
         attach_mode,
         policy_entries,
         policy_errors,
+        routing,
     } = resp
     else {
         bail!("unexpected agent response");
@@ -127,10 +145,32 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
     for e in &policy_errors {
         println!("  ! {e}");
     }
+    if let Some(r) = &routing {
+        println!(
+            "routing: {}  local pod CIDRs: {}  mtu: {}",
+            r.mode,
+            r.local_cidrs.join(","),
+            r.mtu.map_or("-".into(), |m| m.to_string())
+        );
+        for (node, cidrs) in &r.routes {
+            println!("  -> {node}: {}", cidrs.join(","));
+        }
+        for p in &r.problems {
+            println!("  ! {p}");
+        }
+    }
     println!(
         "{:<28} {:<14} {:<9} {:<4} {:>12} {:>14} {:>9} {:>9} {:>9}",
         "POD", "IFACE", "CLASS", "POL", "DIR", "BYTES", "DROP_POL", "DROP_RATE", "DROP_CLS"
     );
+    for e in &endpoints {
+        for a in &e.ahead {
+            println!(
+                "  ! {}/{} {}: runs before Corral: {a}",
+                e.spec.namespace, e.spec.name, e.spec.ifname
+            );
+        }
+    }
     for e in endpoints {
         let pol = format!(
             "{}{}",
@@ -194,12 +234,34 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("--dscp: values must be 0-63");
     }
     let kube = a.kube || a.kubeconfig.is_some();
-    let node_name = match (kube, a.node_name.clone(), std::env::var("NODE_NAME")) {
+    use corral_dataplane::routing::{self, RoutingMode};
+    let nodes = a.routing != RoutingMode::None || a.cni_conf.is_some();
+    let node_name = match (
+        kube || nodes,
+        a.node_name.clone(),
+        std::env::var("NODE_NAME"),
+    ) {
         (false, _, _) => String::new(),
         (true, Some(n), _) => n,
         (true, None, Ok(n)) if !n.is_empty() => n,
-        (true, None, _) => bail!("--node-name (or $NODE_NAME) is required with Kubernetes"),
+        (true, None, _) => bail!(
+            "--node-name (or $NODE_NAME) is required with Kubernetes, --routing and --cni-conf"
+        ),
     };
+    if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
+        bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
+    }
+    if a.vxlan_port == 0 {
+        bail!("--vxlan-port: 0 is not a port");
+    }
+    let routing_opts = nodes.then(|| routing::Options {
+        mode: a.routing,
+        node_name: node_name.clone(),
+        vni: a.vxlan_vni,
+        vxlan_port: a.vxlan_port,
+        cni_conf: a.cni_conf.clone(),
+        cni_conf_template: a.cni_conf_template.clone(),
+    });
     if !(a.health_interval >= 0.1 && a.health_interval <= 3600.0) {
         bail!(
             "--health-interval: {} is not between 0.1 and 3600 seconds",
@@ -225,6 +287,7 @@ fn run(a: RunArgs) -> Result<()> {
         uplink_bps,
         min_share_permille: shares.map(|s| s * 10),
         dscp,
+        routing: routing_opts,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -247,6 +310,9 @@ fn run(a: RunArgs) -> Result<()> {
                 },
                 agent.clone(),
             );
+            if nodes {
+                kube_source::spawn_nodes(c.clone(), agent.clone());
+            }
             client = Some(c);
         }
         // node health: Node annotations (Kubernetes) and /metrics gauges

@@ -3,6 +3,7 @@
 //! IPAM) or chained after another plugin (registers the pod's host-side
 //! veth found through `prevResult`). See ARCHITECTURE.md (CNI plugin).
 
+pub mod ipam_conf;
 pub mod netlink;
 pub mod sys;
 pub mod types;
@@ -690,7 +691,9 @@ impl Ctx {
     // ---------------------------------------------------------------- ADD
 
     fn add(&self) -> CniResultT<Value> {
-        self.validate_bandwidth()?;
+        // every permanent configuration error first, before any agent
+        // contact: code 11 only means "the agent is unreachable"
+        self.validate_add()?;
         let lock = Lock::take(&self.conf.data_dir, LOCK_WAIT)?;
         // never start an unprotected pod: the agent must be up (a later
         // failure to register rolls the attachment back as well)
@@ -704,6 +707,27 @@ impl Ctx {
         };
         drop(lock);
         Ok(r)
+    }
+
+    /// The permanent errors of an ADD, found without side effects:
+    /// bandwidth and annotations, chained prevResult, standalone IPAM
+    /// config (field by field) and the IPAM plugin in CNI_PATH.
+    fn validate_add(&self) -> CniResultT<()> {
+        self.validate_bandwidth()?;
+        if let Some(prev) = &self.conf.prev_result {
+            CniResult::parse(prev)?;
+            return Ok(());
+        }
+        let Some(ipam_type) = &self.conf.ipam_type else {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "standalone mode needs \"ipam\" (e.g. {\"type\":\"host-local\",...}); chained mode needs prevResult",
+            ));
+        };
+        ipam_conf::validate(self.conf.raw.get("ipam").unwrap_or(&Value::Null))?;
+        self.fixed_ips()?;
+        sys::find_plugin(&self.env.path, ipam_type)?;
+        Ok(())
     }
 
     fn add_chained(&self) -> CniResultT<Value> {

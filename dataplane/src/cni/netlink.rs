@@ -246,6 +246,70 @@ pub fn route(dst: IpAddr, len: u8, gw: Option<IpAddr>, oif: u32, scope: u8, onli
     }
 }
 
+const RTM_GETQDISC: u16 = 38;
+const RTM_NEWQDISC: u16 = 36;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_GETTFILTER: u16 = 46;
+const NLM_F_DUMP: u16 = 0x300;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_NAME: u16 = 7;
+
+/// One tc object (qdisc or classifier) from a dump.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcObject {
+    pub ifindex: u32,
+    /// tcm_parent
+    pub parent: u32,
+    /// tcm_handle (qdisc handle, or the filter handle)
+    pub handle: u32,
+    /// filters: the priority ("pref")
+    pub prio: u16,
+    /// filters: the protocol (network byte order value, e.g. 0x0003 = all)
+    pub protocol: u16,
+    pub kind: String,
+    /// cls_bpf: the program name
+    pub bpf_name: String,
+}
+
+fn tcmsg(m: &mut Msg, ifindex: u32, handle: u32, parent: u32) {
+    m.bytes(&[0, 0, 0, 0])
+        .bytes(&(ifindex as i32).to_ne_bytes())
+        .bytes(&handle.to_ne_bytes())
+        .bytes(&parent.to_ne_bytes())
+        .bytes(&0u32.to_ne_bytes());
+}
+
+fn parse_tc(p: &[u8]) -> Option<TcObject> {
+    if p.len() < 20 {
+        return None;
+    }
+    let u = |o: usize| u32::from_ne_bytes(p[o..o + 4].try_into().unwrap_or([0; 4]));
+    let info = u(16);
+    let mut t = TcObject {
+        ifindex: u(4),
+        handle: u(8),
+        parent: u(12),
+        prio: (info >> 16) as u16,
+        protocol: u16::from_be((info & 0xffff) as u16),
+        ..Default::default()
+    };
+    for (ty, v) in attrs(&p[20..]) {
+        match ty {
+            TCA_KIND => t.kind = cstr(v),
+            TCA_OPTIONS => {
+                for (o, ov) in attrs(v) {
+                    if o == TCA_BPF_NAME {
+                        t.bpf_name = cstr(ov);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(t)
+}
+
 /// What RTM_GETLINK tells about one interface.
 #[derive(Clone, Debug, Default)]
 pub struct LinkInfo {
@@ -388,6 +452,61 @@ impl Nl {
             }
         })?;
         res
+    }
+}
+
+impl Nl {
+    fn dump_tc(
+        &mut self,
+        ty: u16,
+        reply: u16,
+        ifindex: u32,
+        parent: u32,
+    ) -> CniResultT<Vec<TcObject>> {
+        let mut m = Msg::new(ty, NLM_F_DUMP);
+        tcmsg(&mut m, ifindex, 0, parent);
+        let seq = self.seq;
+        self.seq += 1;
+        self.send_all(&m.finish(seq))?;
+        let mut out = Vec::new();
+        let mut res = Ok(());
+        self.read(|t, s, payload| {
+            if s != seq {
+                return Ok(false);
+            }
+            match t {
+                NLMSG_ERROR => {
+                    let e = -i32::from_ne_bytes(payload[..4].try_into().unwrap_or([0; 4]));
+                    // EINVAL/ENOENT: no such qdisc/block → nothing attached
+                    if e != 0 && e != 22 && e != 2 {
+                        res = Err(link_err(&format!("tc dump on #{ifindex}"), e));
+                    }
+                    Ok(true)
+                }
+                NLMSG_DONE => Ok(true),
+                t if t == reply => {
+                    if let Some(o) = parse_tc(payload) {
+                        out.push(o);
+                    }
+                    Ok(false)
+                }
+                _ => Ok(false),
+            }
+        })?;
+        res.map(|()| out)
+    }
+
+    /// The qdiscs of interface `ifindex`.
+    pub fn qdiscs(&mut self, ifindex: u32) -> CniResultT<Vec<TcObject>> {
+        let v = self.dump_tc(RTM_GETQDISC, RTM_NEWQDISC, ifindex, 0)?;
+        // the kernel may dump every interface's qdiscs; keep this one's
+        Ok(v.into_iter().filter(|q| q.ifindex == ifindex).collect())
+    }
+
+    /// The classifiers attached under `parent` (e.g. ffff:fff2 = the
+    /// clsact/ingress hook) of interface `ifindex`.
+    pub fn filters(&mut self, ifindex: u32, parent: u32) -> CniResultT<Vec<TcObject>> {
+        self.dump_tc(RTM_GETTFILTER, RTM_NEWTFILTER, ifindex, parent)
     }
 }
 

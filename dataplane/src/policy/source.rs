@@ -1,5 +1,5 @@
 //! Static policy source: a directory of Kubernetes YAML/JSON manifests
-//! (NetworkPolicy, Pod, Namespace; multi-document files allowed).
+//! (NetworkPolicy, Pod, Namespace, Node; multi-document files allowed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,8 @@ pub struct Manifests {
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
     pub errors: Vec<String>,
+    /// Node objects (pod CIDRs and InternalIPs, for multi-node routing)
+    pub nodes: Vec<crate::routing::NodeInfo>,
 }
 
 /// Identifies the directory's content; changes when a file changes.
@@ -146,6 +148,13 @@ pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
                         n.metadata.labels.clone().unwrap_or_default(),
                     );
                 }
+                Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+            },
+            "Node" => match serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Node>(value)
+                .map_err(|e| e.to_string())
+                .and_then(|n| crate::routing::NodeInfo::from_node(&n))
+            {
+                Ok(n) => out.nodes.push(n),
                 Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
             },
             "" => out.errors.push(format!("{id}: no kind (skipped)")),

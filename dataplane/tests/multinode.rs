@@ -1,0 +1,573 @@
+//! Multi-node pod networking on one machine: three "nodes" (a netns each,
+//! running its own corral-agent with its own socket, pin dir and state
+//! dir) joined by an "underlay" bridge in a netns of its own. Each agent
+//! reads the Node objects (manifests), writes its node's CNI config with
+//! the node's pod CIDRs and routes to the other nodes (native or VXLAN);
+//! pods are wired by the real corral-cni from that config. Checked: TCP
+//! and UDP (IPv4 and IPv6) across nodes, the overlay MTU, NetworkPolicy
+//! across nodes, node removal updating routes while an established
+//! connection between the remaining nodes keeps working, and cleanup.
+
+mod common;
+use common::*;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use corral_dataplane::api::{Request, Response};
+use corral_dataplane::routing::RoutingStatus;
+use serde_json::{Value, json};
+
+const REF: &str = "/usr/lib/cni";
+static SEQ: AtomicU32 = AtomicU32::new(0);
+static PORT: AtomicU32 = AtomicU32::new(7400);
+
+fn refs_ok(test: &str) -> bool {
+    let ok = Path::new(REF).join("host-local").exists()
+        && Command::new("bridge").arg("-V").output().is_ok();
+    if !ok {
+        let why = format!("{test}: needs host-local in {REF} and iproute2's bridge");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIP {why}");
+    }
+    ok
+}
+
+/// The underlay: a netns with bridge br0; each node gets a veth into it.
+struct Underlay {
+    netns: String,
+}
+
+impl Underlay {
+    fn new() -> Underlay {
+        let netns = format!(
+            "cmu{:x}x{}",
+            std::process::id() & 0xffff,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        must(&["ip", "netns", "add", &netns]);
+        let u = Underlay { netns };
+        u.ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        u.ok(&["ip", "link", "set", "br0", "up"]);
+        u
+    }
+    fn ok(&self, args: &[&str]) {
+        let mut v = vec!["ip", "netns", "exec", &self.netns];
+        v.extend_from_slice(args);
+        must(&v);
+    }
+    /// veth "ul0" in the node with 192.0.2.k/24 and 2001:db8:ff::k/64.
+    fn attach(&self, node: &Node, k: u8) {
+        let port = format!("ulp{k}");
+        node.exec_ok(&[
+            "ip", "link", "add", "ul0", "type", "veth", "peer", "name", &port,
+        ]);
+        node.exec_ok(&["ip", "link", "set", &port, "netns", &self.netns]);
+        self.ok(&["ip", "link", "set", &port, "master", "br0"]);
+        self.ok(&["ip", "link", "set", &port, "up"]);
+        node.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("192.0.2.{k}/24"),
+            "dev",
+            "ul0",
+        ]);
+        node.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("2001:db8:ff::{k}/64"),
+            "dev",
+            "ul0",
+            "nodad",
+        ]);
+        node.exec_ok(&["ip", "link", "set", "ul0", "up"]);
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.netns]);
+    }
+}
+
+struct PodNs(String);
+
+impl PodNs {
+    fn new() -> PodNs {
+        let n = format!(
+            "cmp{:x}x{}",
+            std::process::id() & 0xffff,
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        must(&["ip", "netns", "add", &n]);
+        for k in ["default", "all"] {
+            must(&[
+                "ip",
+                "netns",
+                "exec",
+                &n,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{k}.accept_dad=0"),
+            ]);
+        }
+        PodNs(n)
+    }
+}
+
+impl Drop for PodNs {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.0]);
+    }
+}
+
+struct SimNode {
+    k: u8,
+    node: Node,
+    agent: Agent,
+    conf: PathBuf,
+}
+
+struct Pod {
+    ns: PodNs,
+    ip4: IpAddr,
+    ip6: IpAddr,
+    node: u8,
+}
+
+fn node_yaml(k: u8) -> String {
+    format!(
+        "apiVersion: v1\nkind: Node\nmetadata: {{name: n{k}}}\nspec:\n  podCIDRs: [198.19.{k}.0/24, \"2001:db8:{k}::/64\"]\nstatus:\n  addresses:\n  - {{type: InternalIP, address: 192.0.2.{k}}}\n  - {{type: InternalIP, address: \"2001:db8:ff::{k}\"}}\n  - {{type: Hostname, address: n{k}}}\n"
+    )
+}
+
+fn write_all(nodes: &[SimNode], file: &str, text: &str) {
+    for n in nodes {
+        std::fs::write(n.node.manifests().join(file), text).expect("manifest");
+        n.agent.reconcile();
+    }
+}
+
+fn routing(n: &SimNode) -> RoutingStatus {
+    match n.agent.call(&Request::List) {
+        Response::Endpoints { routing, .. } => routing.expect("routing status"),
+        r => panic!("unexpected {r:?}"),
+    }
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn start_nodes(under: &Underlay, mode: &str, count: u8) -> Vec<SimNode> {
+    let mut v = Vec::new();
+    for k in 1..=count {
+        let node = Node::new();
+        under.attach(&node, k);
+        let d = node.dir.path();
+        let tpl = d.join("tpl.conflist");
+        let conf = d.join("10-corral.conflist");
+        std::fs::write(
+            &tpl,
+            json!({"cniVersion": "1.0.0", "name": "corral", "plugins": [{
+                "type": "corral-cni", "mtu": 1500,
+                "agentSocket": d.join("agent.sock"), "dataDir": d.join("cni"),
+                "logFile": d.join("cni.log"),
+                "ipam": {"type": "host-local", "dataDir": d.join("ipam"),
+                         "ranges": [[{"subnet": "198.18.0.0/24"}]]}}]})
+            .to_string(),
+        )
+        .expect("template");
+        let mut nodes_yaml = String::new();
+        for j in 1..=count {
+            nodes_yaml += &node_yaml(j);
+            nodes_yaml += "---\n";
+        }
+        std::fs::write(node.manifests().join("nodes.yaml"), nodes_yaml).expect("nodes");
+        let agent = Agent::start(
+            &node,
+            &[
+                "--node-name",
+                &format!("n{k}"),
+                "--routing",
+                mode,
+                "--cni-conf",
+                &conf.display().to_string(),
+                "--cni-conf-template",
+                &tpl.display().to_string(),
+            ],
+        );
+        v.push(SimNode {
+            k,
+            node,
+            agent,
+            conf,
+        });
+    }
+    for n in &v {
+        wait_for(&format!("n{}'s CNI config", n.k), || n.conf.exists());
+    }
+    v
+}
+
+/// corral-cni ADD inside node `n` with the config its agent wrote.
+fn add_pod(n: &SimNode, name: &str) -> Pod {
+    let list: Value =
+        serde_json::from_str(&std::fs::read_to_string(&n.conf).expect("conf")).expect("json");
+    let mut conf = list["plugins"][0].clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    let ns = PodNs::new();
+    let bin = env!("CARGO_BIN_EXE_corral-cni");
+    let dir = Path::new(bin)
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
+    let mut c = Command::new("timeout")
+        .arg("60")
+        .arg("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", n.node.netns))
+        .arg(bin)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", format!("c{name}"))
+        .env("CNI_NETNS", format!("/var/run/netns/{}", ns.0))
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_ARGS",
+            format!("K8S_POD_NAMESPACE=mn;K8S_POD_NAME={name}"),
+        )
+        .env("CNI_PATH", format!("{REF}:{dir}"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("corral-cni");
+    c.stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.to_string().as_bytes())
+        .expect("stdin");
+    let o = c.wait_with_output().expect("wait");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "ADD {name} on n{}: {out}", n.k);
+    let r: Value = serde_json::from_str(&out).expect("result");
+    let ips: Vec<IpAddr> = r["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .filter_map(|i| i["address"].as_str()?.split('/').next()?.parse().ok())
+        .collect();
+    let ip4 = *ips.iter().find(|a| a.is_ipv4()).expect("v4");
+    let ip6 = *ips.iter().find(|a| a.is_ipv6()).expect("v6");
+    // the node's own pod CIDR (from its Node object), not the template's
+    assert!(
+        ip4.to_string().starts_with(&format!("198.19.{}.", n.k)),
+        "{ip4}"
+    );
+    assert!(
+        ip6.to_string().starts_with(&format!("2001:db8:{}::", n.k)),
+        "{ip6}"
+    );
+    Pod {
+        ns,
+        ip4,
+        ip6,
+        node: n.k,
+    }
+}
+
+/// TCP listener + connect + one byte echoed, bounded (~1.5 s when blocked).
+fn tcp(from: &Pod, to: &Pod, v6: bool) -> bool {
+    let port = PORT.fetch_add(1, Ordering::SeqCst) as u16;
+    let (ip, any): (IpAddr, IpAddr) = if v6 {
+        (to.ip6, "::".parse().unwrap())
+    } else {
+        (to.ip4, "0.0.0.0".parse().unwrap())
+    };
+    let l = in_netns(&to.ns.0, move || {
+        TcpListener::bind(SocketAddr::new(any, port))
+    })
+    .expect("listener");
+    l.set_nonblocking(true).expect("nonblocking");
+    let srv = std::thread::spawn(move || {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok((mut s, _)) = l.accept() {
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).is_ok() {
+                    let _ = s.write_all(&b);
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let ok = in_netns(&from.ns.0, move || {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&SocketAddr::new(ip, port), Duration::from_millis(1500))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut b = [0u8; 1];
+        s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() && &b == b"x"
+    });
+    let _ = srv.join();
+    ok
+}
+
+/// UDP datagram echoed back, 1.2 kB (above nothing, below the overlay MTU).
+fn udp(from: &Pod, to: &Pod, v6: bool) -> bool {
+    let port = PORT.fetch_add(1, Ordering::SeqCst) as u16;
+    let (ip, any): (IpAddr, IpAddr) = if v6 {
+        (to.ip6, "::".parse().unwrap())
+    } else {
+        (to.ip4, "0.0.0.0".parse().unwrap())
+    };
+    let s = in_netns(&to.ns.0, move || {
+        UdpSocket::bind(SocketAddr::new(any, port))
+    })
+    .expect("udp");
+    s.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let srv = std::thread::spawn(move || {
+        let mut b = [0u8; 2000];
+        if let Ok((n, peer)) = s.recv_from(&mut b) {
+            let _ = s.send_to(&b[..n], peer);
+        }
+    });
+    let ok = in_netns(&from.ns.0, move || {
+        let c = UdpSocket::bind(SocketAddr::new(any, 0)).expect("client");
+        c.set_read_timeout(Some(Duration::from_millis(1500)))
+            .expect("timeout");
+        let msg = vec![7u8; 1200];
+        if c.send_to(&msg, SocketAddr::new(ip, port)).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 2000];
+        matches!(c.recv_from(&mut b), Ok((n, _)) if b[..n] == msg[..])
+    });
+    let _ = srv.join();
+    ok
+}
+
+fn corral_routes(n: &SimNode) -> String {
+    let mut s = String::new();
+    for fam in ["-4", "-6"] {
+        let o = n.node.exec(&["ip", fam, "route", "show", "proto", "203"]);
+        s += &String::from_utf8_lossy(&o.stdout);
+    }
+    s
+}
+
+fn pods_yaml(pods: &[(&str, &Pod)]) -> String {
+    let mut s = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: mn}\n---\n");
+    for (name, p) in pods {
+        s += &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: mn, labels: {{app: {name}}}}}\nspec: {{nodeName: n{}, containers: [{{name: c, image: x}}]}}\nstatus: {{phase: Running, podIP: {}, podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]}}\n---\n",
+            p.node, p.ip4, p.ip4, p.ip6
+        );
+    }
+    s
+}
+
+fn multinode(mode: &str) {
+    let under = Underlay::new();
+    let nodes = start_nodes(&under, mode, 3);
+    let names: Vec<String> = nodes.iter().map(|n| n.node.netns.clone()).collect();
+    let pin_dirs: Vec<PathBuf> = nodes.iter().map(|n| n.agent.pin_dir.clone()).collect();
+    // routes to the two other nodes' pod CIDRs on every node
+    for n in &nodes {
+        let st = routing(n);
+        assert!(st.problems.is_empty(), "n{}: {:?}", n.k, st.problems);
+        assert_eq!(st.routes.len(), 2, "n{}: {st:?}", n.k);
+        let r = corral_routes(n);
+        for j in (1..=3u8).filter(|j| *j != n.k) {
+            assert!(r.contains(&format!("198.19.{j}.0/24")), "n{}: {r}", n.k);
+            assert!(r.contains(&format!("2001:db8:{j}::/64")), "n{}: {r}", n.k);
+        }
+    }
+    let p1 = add_pod(&nodes[0], "p1");
+    let p2 = add_pod(&nodes[1], "p2");
+    let p3 = add_pod(&nodes[2], "p3");
+    // the pods' MTU: the overlay's in VXLAN mode, the template's otherwise
+    let want_mtu = if mode == "vxlan" {
+        "mtu 1450"
+    } else {
+        "mtu 1500"
+    };
+    let l = sh(&[
+        "ip", "netns", "exec", &p1.ns.0, "ip", "link", "show", "eth0",
+    ]);
+    let l = String::from_utf8_lossy(&l.stdout).to_string();
+    assert!(l.contains(want_mtu), "{mode}: {l}");
+    if mode == "vxlan" {
+        let d = nodes[0]
+            .node
+            .exec(&["ip", "-d", "link", "show", "corral.vx"]);
+        let d = String::from_utf8_lossy(&d.stdout).to_string();
+        assert!(d.contains("vxlan id 7331") && d.contains("mtu 1450"), "{d}");
+        assert_eq!(routing(&nodes[0]).mtu, Some(1450));
+    }
+    // TCP and UDP, IPv4 and IPv6, across nodes both ways
+    for (a, b) in [(&p1, &p2), (&p2, &p3), (&p3, &p1)] {
+        for v6 in [false, true] {
+            assert!(
+                tcp(a, b, v6),
+                "{mode}: TCP n{} -> n{} v6={v6}",
+                a.node,
+                b.node
+            );
+            assert!(
+                udp(a, b, v6),
+                "{mode}: UDP n{} -> n{} v6={v6}",
+                a.node,
+                b.node
+            );
+        }
+    }
+    // NetworkPolicy across nodes: p2 accepts only p1 (another node); p1
+    // may send only to p2
+    let mut man = pods_yaml(&[("p1", &p1), ("p2", &p2), ("p3", &p3)]);
+    man += "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p2-from-p1, namespace: mn}\nspec:\n  podSelector: {matchLabels: {app: p2}}\n  ingress: [{from: [{podSelector: {matchLabels: {app: p1}}}]}]\n---\n";
+    man += "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p1-to-p2, namespace: mn}\nspec:\n  podSelector: {matchLabels: {app: p1}}\n  policyTypes: [Egress]\n  egress: [{to: [{podSelector: {matchLabels: {app: p2}}}]}]\n";
+    write_all(&nodes, "policy.yaml", &man);
+    assert!(tcp(&p1, &p2, false), "{mode}: p1 -> p2 allowed");
+    assert!(tcp(&p1, &p2, true), "{mode}: p1 -> p2 allowed (v6)");
+    assert!(
+        !tcp(&p3, &p2, false),
+        "{mode}: p3 -> p2 denied by p2's ingress"
+    );
+    assert!(
+        !tcp(&p1, &p3, false),
+        "{mode}: p1 -> p3 denied by p1's egress"
+    );
+    assert!(tcp(&p3, &p1, false), "{mode}: p3 -> p1 not selected");
+    write_all(&nodes, "policy.yaml", &pods_yaml(&[]));
+
+    // an established p1 <-> p2 connection across the node removal
+    let port = PORT.fetch_add(1, Ordering::SeqCst) as u16;
+    let l = in_netns(&p2.ns.0, move || TcpListener::bind(("0.0.0.0", port))).expect("listen");
+    let srv = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut b = [0u8; 1];
+        while s.read_exact(&mut b).is_ok() {
+            if s.write_all(&b).is_err() {
+                break;
+            }
+        }
+    });
+    let to = SocketAddr::new(p2.ip4, port);
+    let mut conn = in_netns(&p1.ns.0, move || {
+        TcpStream::connect_timeout(&to, Duration::from_secs(2))
+    })
+    .expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    let echo = |c: &mut TcpStream, v: u8| {
+        let mut b = [0u8; 1];
+        c.write_all(&[v]).is_ok() && c.read_exact(&mut b).is_ok() && b[0] == v
+    };
+    assert!(echo(&mut conn, 1));
+    // node 3 leaves: its routes go on n1 and n2, the rest stays
+    let mut nodes_yaml = String::new();
+    for j in 1..=2 {
+        nodes_yaml += &node_yaml(j);
+        nodes_yaml += "---\n";
+    }
+    write_all(&nodes[..2], "nodes.yaml", &nodes_yaml);
+    for n in &nodes[..2] {
+        let r = corral_routes(n);
+        assert!(
+            !r.contains("198.19.3.0/24") && !r.contains("2001:db8:3::"),
+            "n{}: {r}",
+            n.k
+        );
+        let other = if n.k == 1 { 2 } else { 1 };
+        assert!(r.contains(&format!("198.19.{other}.0/24")), "n{}: {r}", n.k);
+        assert_eq!(routing(n).routes.len(), 1, "n{}", n.k);
+        if mode == "vxlan" {
+            let f = n.node.exec(&["bridge", "fdb", "show", "dev", "corral.vx"]);
+            let f = String::from_utf8_lossy(&f.stdout).to_string();
+            assert!(!f.contains("0e:c5:c0:00:02:03"), "n{}: {f}", n.k);
+            assert!(
+                f.contains(&format!("0e:c5:c0:00:02:0{other}")),
+                "n{}: {f}",
+                n.k
+            );
+        }
+    }
+    assert!(echo(&mut conn, 2), "{mode}: established connection kept");
+    assert!(
+        !tcp(&p1, &p3, false),
+        "{mode}: no route to the removed node"
+    );
+    assert!(
+        tcp(&p1, &p2, false),
+        "{mode}: remaining nodes still connected"
+    );
+    drop(conn);
+    let _ = srv.join();
+    // node 3 back: routes again
+    write_all(&nodes[..2], "nodes.yaml", &{
+        let mut s = String::new();
+        for j in 1..=3 {
+            s += &node_yaml(j);
+            s += "---\n";
+        }
+        s
+    });
+    assert!(tcp(&p1, &p3, false), "{mode}: node 3 re-added");
+
+    // cleanup: every netns, veth, vxlan device, route and pin goes
+    drop(p1);
+    drop(p2);
+    drop(p3);
+    drop(nodes);
+    drop(under);
+    let list = String::from_utf8_lossy(&sh(&["ip", "netns", "list"]).stdout).to_string();
+    for n in &names {
+        assert!(!list.contains(n.as_str()), "netns {n} left: {list}");
+    }
+    for p in &pin_dirs {
+        assert!(!p.exists(), "pin dir {} left", p.display());
+    }
+}
+
+#[test]
+fn three_nodes_native_routing() {
+    let t = "three_nodes_native_routing";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    multinode("native");
+}
+
+#[test]
+fn three_nodes_vxlan() {
+    let t = "three_nodes_vxlan";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    multinode("vxlan");
+}
