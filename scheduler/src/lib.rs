@@ -5,17 +5,15 @@
 pub mod batch;
 pub mod config;
 pub mod extender;
-pub mod framework;
 pub mod health;
 pub mod input;
 pub mod kube;
-pub mod labels;
 pub mod plugins;
-pub mod quantity;
-pub mod resources;
 pub mod scheduler;
 pub mod simulate;
-pub mod snapshot;
+
+// The layers below, re-exported under their old paths for the modules of this
+// crate and for tests, benches and tools written against them.
 #[doc(hidden)]
-pub mod testutil;
-pub mod topology;
+pub use corral_core::testutil;
+pub use corral_core::{framework, impl_plugin, labels, quantity, resources, snapshot, topology};

@@ -317,11 +317,7 @@ fn naive_view(v: HealthView) -> HealthView {
             (k, h)
         })
         .collect();
-    HealthView {
-        nodes,
-        time: v.time,
-        ..HealthView::default()
-    }
+    HealthView::new(nodes, v.time)
 }
 
 /// Runs the timeline in one mode.

@@ -109,7 +109,7 @@ pub trait Plugin: Send + Sync {
 /// points it implements (the framework reaches them through the `as_*` casts).
 ///
 /// ```text
-/// corral_scheduler::impl_plugin!(NodeAffinity, NAME, pre_filter, filter, pre_score, score);
+/// corral_core::impl_plugin!(NodeAffinity, NAME, pre_filter, filter, pre_score, score);
 /// ```
 ///
 /// Points: `queue_sort`, `pre_filter`, `filter`, `post_filter`, `pre_score`, `score`,

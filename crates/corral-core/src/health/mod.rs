@@ -16,11 +16,6 @@
 //! - The node score is monotone: a signal getting worse, or a new signal appearing,
 //!   can never raise it.
 
-pub mod live;
-pub mod plot;
-pub mod sources;
-pub mod timeline;
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -519,6 +514,15 @@ impl std::hash::Hasher for PtrHasher {
 }
 
 impl HealthView {
+    /// An unbound view of `nodes` published at `time` (seconds).
+    pub fn new(nodes: HashMap<Arc<str>, NodeHealth>, time: f64) -> Self {
+        HealthView {
+            nodes,
+            time,
+            ..HealthView::default()
+        }
+    }
+
     #[inline]
     pub fn get(&self, node: &str) -> Option<&NodeHealth> {
         self.nodes.get(node)
@@ -687,6 +691,12 @@ impl HealthTracker {
         }
     }
 
+    /// Sets the clock to `now` (seconds) without moving any weight: the start time of
+    /// a tracker fed from a static input.
+    pub fn set_clock(&mut self, now: f64) {
+        self.now = now;
+    }
+
     /// Advances the clock to `now` (seconds) and moves every node's weight towards its
     /// target within the slew limits.
     pub fn advance(&mut self, now: f64) {
@@ -839,92 +849,6 @@ fn node_target(
     }
     let target = (100.0 - penalty).min(worst).clamp(0.0, 100.0);
     (target, critical, degraded)
-}
-
-/// The `NodeHealth` args of the first profile that configures them.
-pub fn args_from_config(
-    cfg: &crate::config::KubeSchedulerConfiguration,
-) -> Option<Result<HealthConfig, String>> {
-    let a = cfg
-        .profiles
-        .iter()
-        .flat_map(|p| &p.plugin_config)
-        .find(|pc| pc.name == crate::plugins::node_health::NAME)?
-        .args
-        .clone()?;
-    let mut a = a;
-    if let serde_json::Value::Object(m) = &mut a {
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    Some(serde_json::from_value::<HealthConfig>(a).map_err(|e| format!("NodeHealth args: {e}")))
-}
-
-/// True when a profile runs the NodeHealth Filter or Score.
-pub fn enabled(frameworks: &[crate::framework::Framework]) -> bool {
-    let name = crate::plugins::node_health::NAME;
-    frameworks.iter().any(|f| {
-        f.filter.iter().any(|p| p.name() == name) || f.score.iter().any(|s| s.plugin.name() == name)
-    })
-}
-
-/// For one-shot runs (`simulate` without `--timeline`): when a profile enables
-/// NodeHealth, builds the health view from the nodes' conditions and
-/// `corral.io/health.*` annotations (and the `--health-scrape` endpoints), assumes
-/// every value has held for its rule's duration (no history; the conservative
-/// reading) and attaches it to the snapshot.
-pub fn attach_static_view(
-    snap: &mut crate::snapshot::Snapshot,
-    frameworks: &[crate::framework::Framework],
-    args: Option<Result<HealthConfig, String>>,
-    scrape: Option<&str>,
-    warn: &mut dyn FnMut(&str),
-) -> Result<(), String> {
-    if !enabled(frameworks) {
-        if scrape.is_some() {
-            warn(
-                "warning: --health-scrape given but no profile enables the NodeHealth plugin; ignored",
-            );
-        }
-        return Ok(());
-    }
-    let cfg = args.transpose()?.unwrap_or_default();
-    let mut t = HealthTracker::new(cfg)?;
-    // The manifests' own "now": the freshest heartbeat (static inputs are not live,
-    // so the wall clock would make every node look stale); else the wall clock.
-    let now = snap
-        .nodes()
-        .iter()
-        .filter_map(|n| sources::last_heartbeat(&n.node))
-        .fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))))
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        });
-    t.now = now;
-    let mut w = |m: String| warn(&format!("warning: {m}"));
-    for n in snap.nodes() {
-        let mut samples = sources::from_node(&n.node, now, &mut w);
-        if let Some(tpl) = scrape {
-            samples.extend(sources::scrape_node(
-                tpl,
-                &n.name,
-                now,
-                std::time::Duration::from_secs(2),
-                &mut w,
-            ));
-        }
-        for s in samples {
-            if let Some(m) = t.observe(s.time, &s.node, &s.signal, s.value) {
-                w(m);
-            }
-        }
-    }
-    t.assume_sustained();
-    t.advance(now);
-    attach(snap, t.view());
-    Ok(())
 }
 
 #[cfg(test)]
