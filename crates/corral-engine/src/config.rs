@@ -79,7 +79,9 @@ pub struct CorralConfig {
     /// best (`Options::selection_tolerance`; 0 = exact argmax).
     pub selection_tolerance: Option<i64>,
     /// Batch scheduling sessions (queues, gangs, preemption): actions and plugins.
-    pub session: Option<crate::batch::SessionConfig>,
+    /// Kept raw here: the engine knows nothing about sessions; corral-batch parses
+    /// this section (`corral_batch::SessionConfig::from_config_yaml`).
+    pub session: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -153,19 +153,6 @@ pub struct Report {
     pub unschedulable: Vec<Unschedulable>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub explain: Vec<Explain>,
-    /// Batch sessions: pods evicted by preempt/reclaim.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub evictions: Vec<crate::batch::Eviction>,
-    /// Batch sessions: preemptors nominated to the node their victims free; they
-    /// bind there first thing in the next session (`--cycles`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub nominated: Vec<Placement>,
-    /// Batch sessions: PodGroup phases and aggregated messages.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub podgroups: Vec<crate::batch::PodGroupStatus>,
-    /// Batch sessions: queue deserved/allocated.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub queues: Vec<crate::batch::QueueStatus>,
     /// Annotations Reserve plugins recorded for placed pods (pod key → annotations),
     /// e.g. GpuShare's card assignment; `run` writes them before the Binding.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -1,8 +1,25 @@
-//! In-tree plugins (one per file, tests beside each) and the plugin registry.
+//! corral-plugins: the in-tree plugins (one per file, tests beside each) and the
+//! plugin registry.
+//!
+//! Every plugin implements the extension-point traits of `corral_core::framework`
+//! and reads only the immutable `&Snapshot` of the cycle (and the health view
+//! attached to it).
+//!
+//! Invariant: depends on corral-core only; knows nothing about the engine's loop,
+//! batch sessions, configuration files or Kubernetes I/O.
 
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
+
+// The core modules, imported at the root so that plugin files name them
+// `crate::snapshot`, `crate::framework`, ...
+#[cfg(test)]
+use corral_core::testutil;
+use corral_core::{framework, health, impl_plugin, labels, quantity, resources, snapshot, topology};
+// Test-only (dev-dependency): tests that run a profile through the engine's loop.
+#[cfg(test)]
+use corral_engine::{config, scheduler};
 
 use crate::framework::Plugin;
 

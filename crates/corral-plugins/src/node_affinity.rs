@@ -29,7 +29,7 @@ use crate::framework::{
     PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
 use crate::labels::{NodeSelectorMatcher, NodeTerm, Selector};
-use crate::plugins::helpers::normalize_to_max;
+use crate::helpers::normalize_to_max;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeAffinity";

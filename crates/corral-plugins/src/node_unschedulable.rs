@@ -2,7 +2,7 @@
 //! tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
 use crate::framework::{CycleState, FilterPlugin, Status};
-use crate::plugins::helpers::tolerates;
+use crate::helpers::tolerates;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeUnschedulable";

@@ -44,8 +44,8 @@ use crate::framework::{
     PreFilterExtensions, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
 use crate::labels::{Labels, Op, Requirement, Selector};
-use crate::plugins::helpers::{find_untolerated_taint, is_do_not_schedule_taint};
-use crate::plugins::node_affinity::RequiredNodeAffinity;
+use crate::helpers::{find_untolerated_taint, is_do_not_schedule_taint};
+use crate::node_affinity::RequiredNodeAffinity;
 use crate::snapshot::{LABEL_HOSTNAME, LABEL_ZONE, NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "PodTopologySpread";

@@ -17,7 +17,7 @@ use crate::framework::{
     CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, Plugin, PreScorePlugin, ScorePlugin,
     Status,
 };
-use crate::plugins::helpers::{
+use crate::helpers::{
     find_untolerated_taint, is_do_not_schedule_taint, normalize_to_max, tolerates_taint,
 };
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
