@@ -2,14 +2,9 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
-pub mod batch;
-pub mod config;
 pub mod extender;
 pub mod health;
-pub mod input;
 pub mod kube;
-pub mod plugins;
-pub mod scheduler;
 pub mod simulate;
 
 // The layers below, re-exported under their old paths for the modules of this
@@ -17,3 +12,5 @@ pub mod simulate;
 #[doc(hidden)]
 pub use corral_core::testutil;
 pub use corral_core::{framework, impl_plugin, labels, quantity, resources, snapshot, topology};
+pub use corral_engine::{config, input, scheduler};
+pub use {corral_batch as batch, corral_plugins as plugins};

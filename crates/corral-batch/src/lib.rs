@@ -1,4 +1,4 @@
-//! Batch scheduling: Volcano-compatible queues, all-or-nothing gangs, fair share,
+//! corral-batch: Volcano-compatible queues, all-or-nothing gangs, fair share,
 //! gang-aware preemption, reclaim and backfill, built on the core framework.
 //!
 //! A *session* ([`session::Session`]) is opened over the core [`Scheduler`]'s
@@ -17,6 +17,9 @@
 //! - Evictions happen only when the preemptor's placement on the freed node was
 //!   simulated successfully (all filters), and never leave a running gang below
 //!   minMember (the whole gang goes instead).
+//! - corral-batch depends on the engine, plugins and core, never the other way:
+//!   the engine's `Report` has no batch fields; a session's result is a
+//!   [`SessionReport`].
 
 pub mod actions;
 pub mod objects;
@@ -34,8 +37,95 @@ use std::time::Instant;
 pub use objects::{BatchObjects, EXTRA_KINDS};
 pub use session::{Eviction, PodGroupStatus, QueueStatus, SessionConfig};
 
-use crate::scheduler::{Report, Scheduler, Stats};
+// The lower layers, imported at the root so that batch files name them
+// `crate::snapshot`, `crate::scheduler`, ...
+#[cfg(test)]
+use corral_core::testutil;
+use corral_core::{framework, impl_plugin, resources, snapshot};
+#[cfg(test)]
+use corral_engine::config;
+use corral_engine::{input, scheduler};
+
+use serde::Serialize;
+
+use crate::scheduler::{Explain, Placement, Report, Scheduler, Stats, Unschedulable};
 use crate::snapshot::PodInfo;
+
+/// The result of batch sessions: the engine's report plus what only sessions
+/// decide. Serializes flat, in the order of `simulate`'s documented JSON schema
+/// (placements, unschedulable, explain, evictions, nominated, podgroups, queues,
+/// annotations, stats).
+#[derive(Debug, Clone, Default)]
+pub struct SessionReport {
+    /// Placements, unschedulable pods, explanations, annotations and stats.
+    pub core: Report,
+    /// Pods evicted by preempt/reclaim.
+    pub evictions: Vec<Eviction>,
+    /// PodGroup phases and aggregated messages.
+    pub podgroups: Vec<PodGroupStatus>,
+    /// Queue deserved/allocated.
+    pub queues: Vec<QueueStatus>,
+    /// Preemptors nominated to the node their victims free; they bind there first
+    /// thing in the next session.
+    pub nominated: Vec<Placement>,
+}
+
+impl From<Report> for SessionReport {
+    fn from(core: Report) -> Self {
+        SessionReport {
+            core,
+            ..SessionReport::default()
+        }
+    }
+}
+
+impl std::ops::Deref for SessionReport {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for SessionReport {
+    fn deref_mut(&mut self) -> &mut Report {
+        &mut self.core
+    }
+}
+
+impl Serialize for SessionReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            placements: &'a [Placement],
+            unschedulable: &'a [Unschedulable],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            explain: &'a [Explain],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            evictions: &'a [Eviction],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            nominated: &'a [Placement],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            podgroups: &'a [PodGroupStatus],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            queues: &'a [QueueStatus],
+            #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+            annotations: &'a std::collections::BTreeMap<String, crate::framework::PodAnnotations>,
+            stats: &'a Stats,
+        }
+        Flat {
+            placements: &self.core.placements,
+            unschedulable: &self.core.unschedulable,
+            explain: &self.core.explain,
+            evictions: &self.evictions,
+            nominated: &self.nominated,
+            podgroups: &self.podgroups,
+            queues: &self.queues,
+            annotations: &self.core.annotations,
+            stats: &self.core.stats,
+        }
+        .serialize(s)
+    }
+}
 
 /// The time of a static input: the newest creation/start timestamp of its pods, so
 /// that simulating the same manifests always gives the same result
@@ -65,7 +155,7 @@ pub fn run_sessions(
     objs: &BatchObjects,
     cfg: &SessionConfig,
     cycles: usize,
-) -> Result<(Report, Scheduler), String> {
+) -> Result<(SessionReport, Scheduler), String> {
     let plugins = cfg.plugins()?;
     let actions = cfg.actions();
     let now = cfg
@@ -81,7 +171,7 @@ pub fn run_sessions(
     let total_pods = pending.len();
     let mut pending: Vec<Arc<PodInfo>> = pending.into_iter().map(Arc::new).collect();
     let mut carry = session::Carry::default();
-    let mut report = Report::default();
+    let mut report = SessionReport::default();
     let (mut batches, mut conflicts) = (0, 0);
     let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
     let period = cfg.period_seconds.unwrap_or(1).max(0);
@@ -98,10 +188,10 @@ pub fn run_sessions(
         ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
         ssn.run();
         let closed = ssn.close();
-        report.placements.extend(closed.placements);
+        report.core.placements.extend(closed.placements);
         report.evictions.extend(closed.evictions);
         report.nominated.extend(closed.nominated);
-        report.unschedulable = closed.unschedulable;
+        report.core.unschedulable = closed.unschedulable;
         report.podgroups = closed.podgroups;
         report.queues = closed.queues;
         batches += closed.batches;
@@ -113,12 +203,12 @@ pub fn run_sessions(
         carry = closed.carry;
     }
     let secs = t0.elapsed().as_secs_f64();
-    report.stats = Stats {
+    report.core.stats = Stats {
         pods: total_pods,
         nodes: sched.snapshot.num_nodes(),
         elapsed_ms: secs * 1000.0,
         pods_per_second: if secs > 0.0 {
-            report.placements.len() as f64 / secs
+            report.core.placements.len() as f64 / secs
         } else {
             0.0
         },

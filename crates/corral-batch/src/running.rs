@@ -273,7 +273,7 @@ impl RunningIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::objects::ANN_GROUP_NAME;
+    use crate::objects::ANN_GROUP_NAME;
     use crate::testutil::{node, pod};
 
     /// The index built from scratch over `snap`.

@@ -60,6 +60,22 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
+    /// Parses `corral.session` of a KubeSchedulerConfiguration file (the engine
+    /// keeps that section raw); errors name the file, the field path and the line.
+    /// The rest of the file is the engine's (`KubeSchedulerConfiguration::from_yaml`).
+    pub fn from_config_yaml(text: &str, origin: &str) -> Result<Option<SessionConfig>, String> {
+        #[derive(Deserialize)]
+        struct File {
+            corral: Option<Corral>,
+        }
+        #[derive(Deserialize)]
+        struct Corral {
+            session: Option<SessionConfig>,
+        }
+        let f: File = serde_yaml_ng::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        Ok(f.corral.and_then(|c| c.session))
+    }
+
     pub fn actions(&self) -> Vec<Action> {
         self.actions
             .clone()

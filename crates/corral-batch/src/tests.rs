@@ -7,12 +7,13 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::json;
 
+use super::SessionReport as Report;
 use super::objects::{ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, EXTRA_KINDS};
 use super::session::{Action, SessionConfig};
 use super::{BatchObjects, run_sessions};
 use crate::config::default_frameworks;
 use crate::input::load_str;
-use crate::scheduler::{Options, Report, Scheduler};
+use crate::scheduler::{Options, Scheduler};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 use crate::testutil::{PodBuilder, node, pod};
 
@@ -455,55 +456,6 @@ fn terminating_and_unevictable_pods_are_never_victims_and_a_waiting_preemptor_wa
     p.0["status"]["nominatedNodeName"] = json!("n0");
     c2.pend(p);
     assert!(c2.run(1).0.evictions.is_empty());
-}
-
-#[test]
-fn tiers_example_shows_the_tier_behaviour() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");
-    let args = crate::simulate::SimulateArgs {
-        paths: vec![dir],
-        cycles: Some(2),
-        ..Default::default()
-    };
-    let mut warnings = Vec::new();
-    let r = crate::simulate::run(&args, &mut |w| warnings.push(w.to_string())).expect("simulate");
-    assert!(warnings.is_empty(), "{warnings:?}");
-    let mut ev: Vec<(&str, &str)> = r
-        .evictions
-        .iter()
-        .map(|e| (e.pod.as_str(), e.preemptor.as_str()))
-        .collect();
-    ev.sort();
-    assert_eq!(
-        ev,
-        [
-            ("research/etl-embeddings-0", "core/core-ranking"),
-            ("research/etl-embeddings-1", "core/core-ranking"),
-            ("shop/report-gen-3", "shop/checkout-api-0"),
-        ]
-    );
-    // The protected long training run is untouched; the core job and the gold
-    // service are bound in the second session; the normal-tier sweep waits.
-    let mut bound: Vec<&str> = r.placements.iter().map(|p| p.pod.as_str()).collect();
-    bound.sort();
-    assert_eq!(
-        bound,
-        [
-            "core/core-ranking-0",
-            "core/core-ranking-1",
-            "shop/checkout-api-0"
-        ]
-    );
-    let phase = |n: &str| {
-        r.podgroups
-            .iter()
-            .find(|g| g.name == n)
-            .map(|g| g.phase.clone())
-            .unwrap_or_default()
-    };
-    assert_eq!(phase("research/llm-pretrain"), "Running");
-    assert_eq!(phase("core/core-ranking"), "Running");
-    assert_eq!(phase("research/hparam-sweep"), "Inqueue");
 }
 
 #[test]

@@ -28,8 +28,8 @@ use crate::framework::{
     CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, Plugin, PreFilterPlugin,
     PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::labels::{NodeSelectorMatcher, NodeTerm, Selector};
 use crate::helpers::normalize_to_max;
+use crate::labels::{NodeSelectorMatcher, NodeTerm, Selector};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeAffinity";

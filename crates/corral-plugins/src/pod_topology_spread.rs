@@ -43,8 +43,8 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, Plugin,
     PreFilterExtensions, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::labels::{Labels, Op, Requirement, Selector};
 use crate::helpers::{find_untolerated_taint, is_do_not_schedule_taint};
+use crate::labels::{Labels, Op, Requirement, Selector};
 use crate::node_affinity::RequiredNodeAffinity;
 use crate::snapshot::{LABEL_HOSTNAME, LABEL_ZONE, NodeInfo, PodInfo, Snapshot};
 

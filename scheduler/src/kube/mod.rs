@@ -1624,7 +1624,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &text,
                 &p.display().to_string(),
             )?;
-            if let Some(s) = cfg.corral.as_ref().and_then(|c| c.session.clone()) {
+            let session =
+                crate::batch::SessionConfig::from_config_yaml(&text, &p.display().to_string())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(s) = session {
                 s.plugins()
                     .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
                 opts.session = s;
