@@ -4,7 +4,7 @@
 
 pub mod extender;
 pub mod health;
-pub mod kube;
+pub mod k8s;
 pub mod simulate;
 
 // The layers below, re-exported under their old paths for the modules of this

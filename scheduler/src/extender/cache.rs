@@ -150,15 +150,15 @@ pub fn spawn_snapshot_cache(
 /// PodGroup (both APIs) and Queue watches feeding the extender's gang view (each
 /// starts once its CRD is served).
 pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task::JoinHandle<()>> {
-    type CrdMsg = (super::crds::Crd, Box<Event<kube::api::DynamicObject>>);
+    type CrdMsg = (crate::k8s::crds::Crd, Box<Event<kube::api::DynamicObject>>);
     let (tx, rx) = std::sync::mpsc::channel::<CrdMsg>();
     let mut tasks = Vec::new();
     for crd in [
-        super::crds::Crd::VolcanoPodGroup,
-        super::crds::Crd::CoschedulingPodGroup,
-        super::crds::Crd::VolcanoQueue,
+        crate::k8s::crds::Crd::VolcanoPodGroup,
+        crate::k8s::crds::Crd::CoschedulingPodGroup,
+        crate::k8s::crds::Crd::VolcanoQueue,
     ] {
-        tasks.push(super::crds::watch(
+        tasks.push(crate::k8s::crds::watch(
             client.clone(),
             crd,
             tx.clone(),

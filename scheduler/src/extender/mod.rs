@@ -30,6 +30,8 @@
 //! kube-scheduler places one by one add up to the plan. Until enough member pods
 //! exist, or while the gang does not fit, every node fails with the reason.
 
+pub mod cache;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +49,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::framework::{Code, CycleState, Framework};
-use crate::kube::gang::BatchState;
+use crate::k8s::batch_state::BatchState;
 use crate::scheduler::{Options as SchedOptions, Scheduler};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -240,7 +242,7 @@ impl ExtGangs {
     fn new() -> Self {
         ExtGangs {
             state: BatchState::new(
-                Arc::new(crate::kube::metrics::Metrics::new()),
+                Arc::new(crate::k8s::metrics::Metrics::new()),
                 &crate::batch::SessionConfig::default(),
             ),
             pending: HashMap::new(),
@@ -250,7 +252,7 @@ impl ExtGangs {
 
     /// A pod from the watch.
     pub fn apply(&mut self, key: &str, p: &Pod, seq: u64) {
-        if crate::kube::gang::pod_group(p).is_none() {
+        if crate::k8s::batch_state::pod_group(p).is_none() {
             self.forget(key);
             return;
         }
@@ -302,7 +304,7 @@ impl Extender {
     /// Gang admission for `pod` against `snap` (`None`: not a gang member, no API
     /// view, or its gang already has minMember bound).
     fn gang_verdict(&self, pod: &PodInfo, snap: &Snapshot) -> Option<GangVerdict> {
-        let g = crate::kube::gang::pod_group(&pod.pod)?;
+        let g = crate::k8s::batch_state::pod_group(&pod.pod)?;
         let mut gs = self.gangs.lock().ok()?;
         if !gs.active {
             return None;
@@ -652,7 +654,7 @@ impl Extender {
             Ok(x) => x,
             Err(error) => return ExtenderBindingResult { error },
         };
-        let req = crate::kube::binder::BindRequest {
+        let req = crate::k8s::binder::BindRequest {
             key: key.clone(),
             namespace: args.podnamespace,
             name: args.podname,
@@ -662,7 +664,7 @@ impl Extender {
             attempt: 0,
             annotations,
         };
-        match crate::kube::binder::bind(client, &req).await {
+        match crate::k8s::binder::bind(client, &req).await {
             Ok(()) => {
                 if !req.annotations.is_empty()
                     && let Ok(mut c) = self.cache.write()
@@ -791,9 +793,9 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
     let mut _tasks = Vec::new();
     // A kubeconfig, else in-cluster credentials when running in a pod.
     let client = match &cli.kubeconfig {
-        Some(p) => Some(crate::kube::client(Some(p)).await?),
+        Some(p) => Some(crate::k8s::client(Some(p)).await?),
         None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
-            Some(crate::kube::client(None).await?)
+            Some(crate::k8s::client(None).await?)
         }
         None => None,
     };
@@ -803,8 +805,8 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
             g.active = true;
         }
         let ext = Arc::new(ext);
-        _tasks = crate::kube::cache::spawn_snapshot_cache(client.clone(), ext.clone());
-        _tasks.extend(crate::kube::cache::spawn_gang_watches(client, ext.clone()));
+        _tasks = cache::spawn_snapshot_cache(client.clone(), ext.clone());
+        _tasks.extend(cache::spawn_gang_watches(client, ext.clone()));
         return listen(cli.listen, ext).await;
     }
     listen(cli.listen, Arc::new(ext)).await
@@ -823,13 +825,14 @@ async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    const FILTER_NODES: &str = include_str!("../tests/fixtures/extender/filter_nodes.json");
-    const FILTER_NAMES: &str = include_str!("../tests/fixtures/extender/filter_nodenames.json");
-    const PRIORITIZE: &str = include_str!("../tests/fixtures/extender/prioritize.json");
-    const BIND: &str = include_str!("../tests/fixtures/extender/bind.json");
-    const FILTER_GPU: &str = include_str!("../tests/fixtures/extender/filter_gpu_share.json");
-    const PREEMPT_META: &str = include_str!("../tests/fixtures/extender/preempt_meta.json");
-    const PREEMPT_VICTIMS: &str = include_str!("../tests/fixtures/extender/preempt_victims.json");
+    const FILTER_NODES: &str = include_str!("../../tests/fixtures/extender/filter_nodes.json");
+    const FILTER_NAMES: &str = include_str!("../../tests/fixtures/extender/filter_nodenames.json");
+    const PRIORITIZE: &str = include_str!("../../tests/fixtures/extender/prioritize.json");
+    const BIND: &str = include_str!("../../tests/fixtures/extender/bind.json");
+    const FILTER_GPU: &str = include_str!("../../tests/fixtures/extender/filter_gpu_share.json");
+    const PREEMPT_META: &str = include_str!("../../tests/fixtures/extender/preempt_meta.json");
+    const PREEMPT_VICTIMS: &str =
+        include_str!("../../tests/fixtures/extender/preempt_victims.json");
 
     fn ext() -> Extender {
         Extender::new(
@@ -993,7 +996,7 @@ mod tests {
             }))
             .expect("pg");
             g.state.on_crd_event(
-                crate::kube::crds::Crd::VolcanoPodGroup,
+                crate::k8s::crds::Crd::VolcanoPodGroup,
                 Event::Apply(pg),
                 &mut Snapshot::new(),
             );

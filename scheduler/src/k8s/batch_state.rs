@@ -14,7 +14,7 @@
 //!   enqueue). Every other pod keeps the plain `schedule_all` path; a plain pod that
 //!   does not fit gets a preemption-only session ([`BatchState::run_evictions`]),
 //!   the PostFilter of `run`. The loop carries out the evictions (see
-//!   `kube::evictor` and the preemption waits in `kube`).
+//!   `k8s::evictor` and the preemption waits in `k8s`).
 //! - PodGroup and Queue status is produced for the objects a session touched (and
 //!   for groups whose member pods changed), passed through [`StatusPatcher`] (one
 //!   merge patch per changed object, skipped when unchanged).
