@@ -13,8 +13,10 @@ use serde::Deserialize;
 use super::res::ResMap;
 use crate::input::RawObject;
 
-pub const VOLCANO_API: &str = "scheduling.volcano.sh/v1beta1";
-pub const COSCHED_API: &str = "scheduling.x-k8s.io/v1alpha1";
+pub use corral_api::keys::{
+    ANN_GROUP_NAME, ANN_MIN_RUNTIME, ANN_PREEMPTABLE, ANN_QUEUE_NAME, ANN_TASK_SPEC, COSCHED_API,
+    LABEL_POD_GROUP, VOLCANO_API,
+};
 
 /// Documents the loader hands to the batch layer (`input::load_paths` extra kinds).
 pub const EXTRA_KINDS: &[(&str, &str)] = &[
@@ -24,18 +26,6 @@ pub const EXTRA_KINDS: &[(&str, &str)] = &[
     ("v1", "ResourceQuota"),
 ];
 
-/// Pod annotation naming a Volcano PodGroup in the pod's namespace.
-pub const ANN_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
-/// Pod label naming a coscheduling PodGroup in the pod's namespace.
-pub const LABEL_POD_GROUP: &str = "scheduling.x-k8s.io/pod-group";
-/// Pod annotation giving the pod's task role (for `minTaskMember`).
-pub const ANN_TASK_SPEC: &str = "volcano.sh/task-spec";
-/// Pod annotation naming the queue of a pod without a PodGroup.
-pub const ANN_QUEUE_NAME: &str = "scheduling.volcano.sh/queue-name";
-/// Annotations (on a pod or its PodGroup) that forbid evicting it when `"false"`.
-pub const ANN_PREEMPTABLE: &[&str] = &["volcano.sh/preemptable", "corral.io/preemptable"];
-/// Annotation (pod or PodGroup) protecting running pods younger than a duration.
-pub const ANN_MIN_RUNTIME: &str = "corral.io/min-runtime";
 /// The queue of pods and groups that name none.
 pub const DEFAULT_QUEUE: &str = "default";
 

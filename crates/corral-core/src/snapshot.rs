@@ -343,7 +343,7 @@ impl PodInfo {
             .map(|t| t.0.as_second())
             .unwrap_or(0);
         Ok(PodInfo {
-            key: format!("{namespace}/{name}"),
+            key: corral_api::pod::key(&namespace, &name),
             uid: md.uid.clone().unwrap_or_default(),
             node_name: spec
                 .and_then(|s| s.node_name.clone())

@@ -340,10 +340,7 @@ fn finish(mut input: ClusterInput, pods: Vec<(Pod, Origin)>) -> Result<ClusterIn
 
 /// True for pods that have terminated (they hold no resources).
 pub fn is_terminated(p: &PodInfo) -> bool {
-    matches!(
-        p.pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
+    corral_api::pod::is_finished(&p.pod)
 }
 
 #[cfg(test)]

@@ -13,22 +13,12 @@ use kube::{Api, Client};
 use crate::extender::Extender;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
-fn pod_key(p: &Pod) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or("default"),
-        p.metadata.name.as_deref().unwrap_or("")
-    )
-}
+use corral_api::pod::pod_key;
 
 /// Applies a pod to the snapshot (placed when bound and running).
 pub fn apply_pod(snap: &mut Snapshot, p: Pod, seq: u64) {
     let key = pod_key(&p);
-    let done = p.metadata.deletion_timestamp.is_some()
-        || matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
+    let done = corral_api::pod::is_terminating(&p) || corral_api::pod::is_finished(&p);
     let node = p
         .spec
         .as_ref()

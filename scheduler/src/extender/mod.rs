@@ -257,11 +257,7 @@ impl ExtGangs {
             return;
         }
         self.state.on_pod(key, p);
-        let done = p.metadata.deletion_timestamp.is_some()
-            || matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            );
+        let done = corral_api::pod::is_terminating(p) || corral_api::pod::is_finished(p);
         let bound = p
             .spec
             .as_ref()

@@ -4,21 +4,10 @@
 use super::preemption::mark_terminating;
 use super::*;
 
-/// Finished (Succeeded/Failed), or being deleted before it was bound. A bound pod
-/// that is terminating still holds its node's resources (the kubelet has not
-/// stopped it yet) and stays in the snapshot until the API removes it.
-pub(super) fn is_done(p: &Pod) -> bool {
-    let bound = p
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    (p.metadata.deletion_timestamp.is_some() && !bound)
-        || matches!(
-            p.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        )
-}
+// Finished, or being deleted before it was bound. A bound pod that is terminating
+// still holds its node's resources (the kubelet has not stopped it yet) and stays in
+// the snapshot until the API removes it.
+use corral_api::pod::is_done;
 
 impl Loop {
     pub(super) fn on_pod_event(&mut self, ev: reflector::PodEvent) {

@@ -51,7 +51,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -163,26 +163,13 @@ impl Drop for Handle {
 
 /// Builds a client from a kubeconfig path, or in-cluster / default inference.
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| anyhow::anyhow!("no kubeconfig given and {e}"))?,
-    };
     // No transparent client retries: kube's default retries 429/503 up to 15 times
     // with backoff up to 1000 s, which would hold a binding slot for minutes and turn
     // a PodDisruptionBudget's 429 on an eviction into a hang. Every caller here
     // handles these errors itself (binds back off, evictions pick other victims,
     // watches relist with their own backoff).
-    let mut config = config;
-    config.default_retry = false;
-    Ok(Client::try_from(config)?)
+    let opts = corral_api::client::ClientOptions { retry: false };
+    Ok(corral_api::client::client(kubeconfig.map(PathBuf::as_path), opts).await?)
 }
 
 fn forward<K>(

@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 use crate::batch::objects::parse_duration;
 use crate::snapshot::PodInfo;
 
-pub const ANN_MAX_RUNTIME: &str = "corral.io/max-runtime";
-pub const ANN_PARTIAL_TIMEOUT: &str = "corral.io/partial-timeout";
+pub use corral_api::keys::{ANN_MAX_RUNTIME, ANN_PARTIAL_TIMEOUT};
 /// How often caps are checked.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// After a refused or failed eviction, the next attempt.
