@@ -22,6 +22,8 @@
 //!   [`SessionReport`].
 
 pub mod actions;
+pub mod config;
+pub mod fit;
 pub mod objects;
 pub mod plugins;
 pub mod res;
@@ -42,8 +44,6 @@ pub use session::{Eviction, PodGroupStatus, QueueStatus, SessionConfig};
 #[cfg(test)]
 use corral_core::testutil;
 use corral_core::{framework, impl_plugin, resources, snapshot};
-#[cfg(test)]
-use corral_engine::config;
 use corral_engine::{input, scheduler};
 
 use serde::Serialize;

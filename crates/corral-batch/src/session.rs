@@ -5,113 +5,20 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::objects::{
     ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, BatchObjects, DEFAULT_QUEUE, GroupApi,
     LABEL_POD_GROUP, QueueSpec, QuotaSpec,
 };
-use super::plugins::{self, SessionPlugin};
+use super::plugins::SessionPlugin;
 use super::res::ResMap;
 use super::running::RunningIndex;
-use crate::framework::{CycleState, FilterPlugin, Status};
 use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
-use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+use crate::snapshot::PodInfo;
 
-/// Session actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Enqueue,
-    Allocate,
-    Preempt,
-    Reclaim,
-    Backfill,
-}
-
-pub const DEFAULT_ACTIONS: &[Action] = &[
-    Action::Enqueue,
-    Action::Allocate,
-    Action::Preempt,
-    Action::Reclaim,
-    Action::Backfill,
-];
-
-/// `corral.session` in the configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SessionConfig {
-    /// Actions in order (default enqueue, allocate, preempt, reclaim, backfill).
-    pub actions: Option<Vec<Action>>,
-    /// Session plugins (default priority, gang, conformance, drf, proportion,
-    /// overcommit, resourcequota).
-    pub plugins: Option<Vec<String>>,
-    /// Enqueue admits up to idle capacity times this factor (default 1.2).
-    pub overcommit_factor: Option<f64>,
-    /// Session clock (Unix seconds) for min-runtime protection; default: the newest
-    /// pod creation/start timestamp of the input (else the current time).
-    pub now: Option<i64>,
-    /// Session period in seconds (default 1): with `--cycles`, session k runs at
-    /// `now + k × period` (the clock of scheduleTimeoutSeconds and backoff).
-    pub period_seconds: Option<i64>,
-    /// Backoff of a coscheduling PodGroup after its scheduleTimeoutSeconds expired
-    /// (default: its scheduleTimeoutSeconds).
-    pub pod_group_backoff_seconds: Option<i64>,
-}
-
-impl SessionConfig {
-    /// Parses `corral.session` of a KubeSchedulerConfiguration file (the engine
-    /// keeps that section raw); errors name the file, the field path and the line.
-    /// The rest of the file is the engine's (`KubeSchedulerConfiguration::from_yaml`).
-    pub fn from_config_yaml(text: &str, origin: &str) -> Result<Option<SessionConfig>, String> {
-        #[derive(Deserialize)]
-        struct File {
-            corral: Option<Corral>,
-        }
-        #[derive(Deserialize)]
-        struct Corral {
-            session: Option<SessionConfig>,
-        }
-        let f: File = serde_yaml_ng::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
-        Ok(f.corral.and_then(|c| c.session))
-    }
-
-    pub fn actions(&self) -> Vec<Action> {
-        self.actions
-            .clone()
-            .unwrap_or_else(|| DEFAULT_ACTIONS.to_vec())
-    }
-
-    /// Checks the settings; errors name the setting.
-    pub fn plugins(&self) -> Result<Vec<Arc<dyn SessionPlugin>>, String> {
-        let f = self.overcommit_factor.unwrap_or(1.2);
-        if !(f.is_finite() && f >= 1.0) {
-            return Err(format!(
-                "corral.session.overcommitFactor: must be a number >= 1.0, got {f}"
-            ));
-        }
-        for (field, v) in [
-            ("periodSeconds", self.period_seconds),
-            ("podGroupBackoffSeconds", self.pod_group_backoff_seconds),
-        ] {
-            if let Some(v) = v
-                && v < 0
-            {
-                return Err(format!(
-                    "corral.session.{field}: must not be negative, got {v}"
-                ));
-            }
-        }
-        let names: Vec<String> = match &self.plugins {
-            Some(p) => p.clone(),
-            None => plugins::DEFAULT_PLUGINS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        };
-        plugins::build(&names, f).map_err(|e| format!("corral.session.plugins: {e}"))
-    }
-}
+pub use crate::config::{Action, DEFAULT_ACTIONS, SessionConfig};
+pub use crate::fit::{SESSION_FIT, insufficient, with_session_fit};
 
 /// A pod in a job.
 #[derive(Debug, Clone)]
@@ -226,64 +133,6 @@ pub struct QueueStatus {
     pub weight: u32,
     pub deserved: ResMap,
     pub allocated: ResMap,
-}
-
-/// The session's resource filter: a task fits a node's idle resources (Volcano's
-/// `InitResreq <= FutureIdle` check), independent of the profile's plugins.
-struct SessionFit;
-
-pub const SESSION_FIT: &str = "SessionFit";
-
-crate::impl_plugin!(SessionFit, SESSION_FIT, filter);
-
-/// Insufficient resources of `pod` on `node` (kube-scheduler reason strings).
-pub fn insufficient(
-    pod: &PodInfo,
-    node: &NodeInfo,
-    freed: &crate::resources::Resources,
-    freed_pods: usize,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    if node.pods.len() - freed_pods + 1 > node.allocatable.pods.max(0) as usize {
-        out.push("Too many pods".to_string());
-    }
-    let r = &pod.requests.requests;
-    let check = |name: &str, want: i64, out: &mut Vec<String>| {
-        if want > 0
-            && want > node.allocatable.get(name) - node.requested.get(name) + freed.get(name)
-        {
-            out.push(format!("Insufficient {name}"));
-        }
-    };
-    check("cpu", r.milli_cpu, &mut out);
-    check("memory", r.memory, &mut out);
-    check("ephemeral-storage", r.ephemeral_storage, &mut out);
-    for (n, v) in &r.scalar {
-        check(n, *v, &mut out);
-    }
-    out
-}
-
-impl FilterPlugin for SessionFit {
-    fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
-        let bad = insufficient(pod, node, &crate::resources::Resources::default(), 0);
-        if bad.is_empty() {
-            Status::success()
-        } else {
-            let mut st = Status::unschedulable(bad[0].clone());
-            st.reasons = bad.into_iter().map(Into::into).collect();
-            st
-        }
-    }
-}
-
-/// Appends the session's resource filter to every profile.
-pub fn with_session_fit(sched: &mut Scheduler) {
-    for fw in &mut sched.frameworks {
-        if !fw.filter.iter().any(|f| f.name() == SESSION_FIT) {
-            fw.filter.push(Arc::new(SessionFit));
-        }
-    }
 }
 
 /// State carried from one session to the next.
@@ -918,8 +767,8 @@ impl Session {
             match a {
                 Action::Enqueue => super::actions::enqueue(self),
                 Action::Allocate => super::actions::allocate(self),
-                Action::Preempt => super::actions::evict(self, plugins::EvictMode::Preempt),
-                Action::Reclaim => super::actions::evict(self, plugins::EvictMode::Reclaim),
+                Action::Preempt => super::actions::preempt(self),
+                Action::Reclaim => super::actions::reclaim(self),
                 Action::Backfill => super::actions::backfill(self),
             }
         }

@@ -11,11 +11,11 @@ use super::SessionReport as Report;
 use super::objects::{ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, EXTRA_KINDS};
 use super::session::{Action, SessionConfig};
 use super::{BatchObjects, run_sessions};
-use crate::config::default_frameworks;
 use crate::input::load_str;
 use crate::scheduler::{Options, Scheduler};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 use crate::testutil::{PodBuilder, node, pod};
+use corral_engine::config::default_frameworks;
 
 /// 2026-01-01T12:00:00Z
 const NOW: i64 = 1_767_268_800;
