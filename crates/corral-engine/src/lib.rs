@@ -9,7 +9,10 @@
 //! has no batch fields), Kubernetes I/O or tokio.
 
 pub mod config;
+mod evaluate;
+pub mod explain;
 pub mod input;
+pub mod report;
 pub mod scheduler;
 
 // The lower layers, imported at the root so that engine files name them
