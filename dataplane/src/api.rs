@@ -16,7 +16,7 @@ use crate::abi::Counters;
 pub const DEFAULT_SOCKET: &str = "/run/corral/agent.sock";
 pub const ANN_INGRESS_BW: &str = "kubernetes.io/ingress-bandwidth";
 pub const ANN_EGRESS_BW: &str = "kubernetes.io/egress-bandwidth";
-pub const ANN_TRAFFIC_CLASS: &str = "corral.io/traffic-class";
+pub use corral_api::keys::ANN_TRAFFIC_CLASS;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LimitSpec {

@@ -52,19 +52,7 @@ pub const CACHE_FILE: &str = "kube-policy-inputs.json";
 /// Builds a client from a kubeconfig file, or infers it (in-cluster service
 /// account, `KUBECONFIG`, `~/.kube/config`) when `path` is `None`.
 pub async fn client(path: Option<&Path>) -> Result<Client> {
-    let config = match path {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no --kubeconfig given and no in-cluster config")?,
-    };
-    Client::try_from(config).context("building Kubernetes client")
+    Ok(corral_api::client::client(path, Default::default()).await?)
 }
 
 /// Which pods to watch.

@@ -32,9 +32,10 @@ use tracing::{info, warn};
 use crate::agent::Agent;
 use crate::api::EndpointStatus;
 
-pub const ANN_UTIL: &str = "corral.io/health.net-util";
-pub const ANN_DROPS: &str = "corral.io/health.net-drops";
-pub const ANN_ERRORS: &str = "corral.io/health.net-errors";
+pub use corral_api::keys::{
+    ANN_HEALTH_NET_DROPS as ANN_DROPS, ANN_HEALTH_NET_ERRORS as ANN_ERRORS,
+    ANN_HEALTH_NET_UTIL as ANN_UTIL,
+};
 
 /// Cumulative counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -302,17 +302,7 @@ pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
 
 /// Builds a client from `--kubeconfig` (or inference).
 pub async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client> {
-    let config = match kubeconfig {
-        Some(p) => {
-            let kc = kube::config::Kubeconfig::read_from(p)
-                .with_context(|| format!("kubeconfig {}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("kubeconfig {}", p.display()))?
-        }
-        None => kube::Config::infer().await.context("no --kubeconfig and")?,
-    };
-    Ok(Client::try_from(config)?)
+    Ok(corral_api::client::client(kubeconfig.map(PathBuf::as_path), Default::default()).await?)
 }
 
 /// Entry point of `corral-loadgen k8s`.

@@ -2,23 +2,18 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
-pub mod batch;
-pub mod config;
-pub mod defaulting;
 pub mod extender;
-pub mod framework;
 pub mod health;
 pub mod http_server;
-pub mod input;
-pub mod kube;
-pub mod labels;
-pub mod limits;
-pub mod plugins;
-pub mod quantity;
-pub mod resources;
-pub mod scheduler;
+pub mod k8s;
 pub mod simulate;
-pub mod snapshot;
+
+// The layers below, re-exported under their old paths for the modules of this
+// crate and for tests, benches and tools written against them.
 #[doc(hidden)]
-pub mod testutil;
-pub mod topology;
+pub use corral_core::testutil;
+pub use corral_core::{
+    framework, impl_plugin, labels, limits, quantity, resources, snapshot, topology,
+};
+pub use corral_engine::{config, defaulting, input, scheduler};
+pub use {corral_batch as batch, corral_plugins as plugins};

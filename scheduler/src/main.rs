@@ -74,7 +74,7 @@ enum Command {
         cycles: Option<usize>,
     },
     /// Run as the cluster's scheduler: watch, schedule, bind, report, lead.
-    Run(corral_scheduler::kube::cli::RunCli),
+    Run(corral_scheduler::k8s::cli::RunCli),
     /// Serve kube-scheduler's HTTP extender (v1) protocol.
     Extender(corral_scheduler::extender::ExtenderCli),
 }
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => corral_scheduler::kube::cli::main(&args),
+        Command::Run(args) => corral_scheduler::k8s::cli::main(&args),
         Command::Extender(args) => corral_scheduler::extender::main(&args),
         Command::Simulate {
             paths,

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde::Deserialize;
 
 /// Annotation prefix written by the data-plane agent: `corral.io/health.cpu: "93.5"`.
-pub const ANNOTATION_PREFIX: &str = "corral.io/health.";
+pub const ANNOTATION_PREFIX: &str = corral_api::keys::ANN_HEALTH_PREFIX;
 
 /// A raw (unvalidated) sample from any source.
 #[derive(Debug, Clone, PartialEq)]

@@ -25,7 +25,7 @@ use crate::scheduler::{Options, Scheduler};
 use crate::snapshot::{PodInfo, Snapshot};
 
 /// Annotation giving a pod's run time (`30s`, `5m`, seconds).
-pub const DURATION_ANNOTATION: &str = "corral.io/duration";
+pub const DURATION_ANNOTATION: &str = corral_api::keys::ANN_DURATION;
 
 /// The timeline file (YAML). Paths are relative to the file.
 #[derive(Debug, Clone, Deserialize)]
@@ -328,11 +328,7 @@ fn naive_view(v: HealthView) -> HealthView {
             (k, h)
         })
         .collect();
-    HealthView {
-        nodes,
-        time: v.time,
-        ..HealthView::default()
-    }
+    HealthView::new(nodes, v.time)
 }
 
 /// Runs the timeline in one mode.

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_scheduler::kube::{RunOptions, start};
+use corral_scheduler::k8s::{RunOptions, start};
 use corral_test_apiserver::TestApiServer;
 use serde_json::{Value, json};
 
@@ -51,7 +51,7 @@ async fn kube_client(server: &TestApiServer) -> kube::Client {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = dir.path().join("kubeconfig");
     server.write_kubeconfig(&p).expect("kubeconfig");
-    corral_scheduler::kube::client(Some(&p))
+    corral_scheduler::k8s::client(Some(&p))
         .await
         .expect("client")
 }

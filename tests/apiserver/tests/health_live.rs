@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use corral_scheduler::config::KubeSchedulerConfiguration;
 use corral_scheduler::health::live::{HealthFlags, options_for};
-use corral_scheduler::kube::{RunOptions, start};
+use corral_scheduler::k8s::{RunOptions, start};
 use corral_test_apiserver::TestApiServer;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -131,7 +131,7 @@ async fn annotated_and_scraped_sick_nodes_get_no_new_pods() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    let client = corral_scheduler::kube::client(Some(&path))
+    let client = corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client");
     let h = start(

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use corral_scheduler::kube::{RunOptions, start};
+use corral_scheduler::k8s::{RunOptions, start};
 use corral_scheduler::plugins::gpu_share::{
     ANNOTATION_ASSIGNED, ANNOTATION_IDX_PREFIX, ANNOTATION_NODE, ANNOTATION_TIME,
 };
@@ -77,7 +77,7 @@ async fn run_writes_card_assignment_and_respects_card_capacity() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::kube::client(Some(&path))
+    let c = corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client");
     let h = start(
@@ -170,7 +170,7 @@ async fn gang_members_placed_by_a_batch_session_get_their_cards_written_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::kube::client(Some(&path))
+    let c = corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client");
     let h = start(

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use corral_scheduler::kube::{RunOptions, start};
+use corral_scheduler::k8s::{RunOptions, start};
 use corral_test_apiserver::TestApiServer;
 use serde_json::{Value, json};
 
@@ -89,7 +89,7 @@ async fn run_skips_an_absurd_gpu_node_and_schedules_everything_else() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::kube::client(Some(&path))
+    let c = corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client");
     let h = start(

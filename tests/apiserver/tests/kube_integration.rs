@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use corral_scheduler::kube::leader::LeaderOptions;
-use corral_scheduler::kube::{Handle, RunOptions, start};
+use corral_scheduler::k8s::leader::LeaderOptions;
+use corral_scheduler::k8s::{Handle, RunOptions, start};
 use corral_test_apiserver::{Fault, FaultKind, TestApiServer};
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ async fn client(server: &TestApiServer) -> kube::Client {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    corral_scheduler::kube::client(Some(&path))
+    corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client")
 }
@@ -876,8 +876,8 @@ async fn extender_admits_gang_members_from_watched_podgroups_and_pods() {
     ext.client = Some(c.clone());
     ext.gangs.lock().expect("gangs").active = true;
     let ext = Arc::new(ext);
-    let mut tasks = corral_scheduler::kube::cache::spawn_snapshot_cache(c.clone(), ext.clone());
-    tasks.extend(corral_scheduler::kube::cache::spawn_gang_watches(
+    let mut tasks = corral_scheduler::extender::cache::spawn_snapshot_cache(c.clone(), ext.clone());
+    tasks.extend(corral_scheduler::extender::cache::spawn_gang_watches(
         c,
         ext.clone(),
     ));

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use corral_scheduler::kube::evictor::EvictionMode;
-use corral_scheduler::kube::{Handle, RunOptions, start};
+use corral_scheduler::k8s::evictor::EvictionMode;
+use corral_scheduler::k8s::{Handle, RunOptions, start};
 use corral_test_apiserver::{Options, TestApiServer};
 use serde_json::{Value, json};
 
@@ -43,7 +43,7 @@ async fn start_sched(server: &TestApiServer, opts: RunOptions) -> Handle {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kubeconfig");
     server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::kube::client(Some(&path))
+    let c = corral_scheduler::k8s::client(Some(&path))
         .await
         .expect("client");
     start(c, corral_scheduler::config::default_frameworks(), opts).expect("start")

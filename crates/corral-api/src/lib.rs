@@ -1,0 +1,15 @@
+//! corral-api: the contract every Corral component shares.
+//!
+//! - [`keys`]: annotation and label keys (`corral.io/*`, Volcano's and
+//!   scheduler-plugins') and the API versions of the batch CRDs;
+//! - [`pod`]: the pod key (`namespace/name`) and one definition of a finished,
+//!   terminating, bound and done pod;
+//! - `client` (feature `client`): one kube client builder.
+//!
+//! Invariant: corral-api depends on no other Corral crate; without the `client`
+//! feature it has no Kubernetes client and does no I/O.
+
+#[cfg(feature = "client")]
+pub mod client;
+pub mod keys;
+pub mod pod;

@@ -1,0 +1,445 @@
+//! The victim-selection engine shared by `preempt` and `reclaim` (they differ in
+//! scope, [`EvictMode`]).
+
+use super::*;
+
+/// A tentative eviction: (job, pod, node it was on).
+pub(super) struct Evicted {
+    job: usize,
+    pod: Arc<PodInfo>,
+    node: String,
+    whole_gang: bool,
+}
+
+/// Chosen victims on one node for one task.
+pub(super) struct NodeChoice {
+    node: usize,
+    victims: Vec<(usize, String)>,
+    collateral: Vec<(usize, String)>,
+    cost: (usize, i32),
+}
+
+/// preempt (mode Preempt, inside a queue) and reclaim (mode Reclaim, across queues):
+/// for each starving job, find the fewest, lowest-priority victims (gang-aware,
+/// protected pods excluded by the plugins) that let enough of its tasks be placed to
+/// make it ready; evict only when the placement then succeeds.
+pub fn evict(ssn: &mut Session, mode: EvictMode) {
+    let mut cands: Vec<usize> = (0..ssn.jobs.len())
+        .filter(|&j| {
+            let job = &ssn.jobs[j];
+            job.inqueue
+                && job.queue.is_some()
+                && job.pipelined.is_empty()
+                && ssn.backing_off(j).is_none()
+                && job.pending.iter().any(|t| !t.best_effort)
+                && !job.pending.iter().any(|t| never_preempts(&t.pod))
+                && !job.pending.iter().any(|t| awaits_victims(ssn, &t.pod))
+                && ssn.job_valid(j).is_ok()
+                && ssn
+                    .job_ready(j, &job.running.iter().collect::<Vec<_>>())
+                    .is_err()
+        })
+        .collect();
+    if cands.is_empty() {
+        return;
+    }
+    // Victims may be plain running pods: build their jobs now.
+    ssn.materialize_running();
+    cands.sort_by(|&a, &b| ssn.job_cmp(a, b));
+    // Running pod → job.
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (j, job) in ssn.jobs.iter().enumerate() {
+        for t in &job.running {
+            owner.insert(t.pod.key.clone(), j);
+        }
+    }
+    for j in cands {
+        let Some(q) = ssn.jobs[j].queue else { continue };
+        if mode == EvictMode::Reclaim && ssn.overused(q) {
+            continue;
+        }
+        try_evict_for(ssn, mode, j, &mut owner);
+    }
+}
+
+/// kube-scheduler's rule: a pod nominated to a node where lower-priority pods are
+/// still terminating is waiting for an earlier preemption to complete; evicting more
+/// for it would take victims twice (e.g. after a scheduler restart lost the wait).
+pub(super) fn awaits_victims(ssn: &Session, p: &PodInfo) -> bool {
+    let Some(n) = p
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref())
+        .filter(|n| !n.is_empty())
+    else {
+        return false;
+    };
+    ssn.sched.snapshot.node(n).is_some_and(|node| {
+        node.pods
+            .iter()
+            .any(|q| q.pod.metadata.deletion_timestamp.is_some() && q.priority < p.priority)
+    })
+}
+
+/// `preemptionPolicy: Never` pods wait instead of evicting others.
+pub(super) fn never_preempts(p: &PodInfo) -> bool {
+    p.spec().and_then(|s| s.preemption_policy.as_deref()) == Some("Never")
+}
+
+pub(super) fn running_task(ssn: &Session, j: usize, key: &str) -> Option<usize> {
+    ssn.jobs[j].running.iter().position(|t| t.pod.key == key)
+}
+
+/// Tasks of job `j` that must be placed to make it ready (role deficits first).
+pub(super) fn needed_tasks(ssn: &Session, j: usize) -> Vec<usize> {
+    let job = &ssn.jobs[j];
+    let need = job.min_member.saturating_sub(job.running.len()).max(1);
+    let mut out: Vec<usize> = Vec::new();
+    for (role, n) in &job.min_task_member {
+        let have = job
+            .running
+            .iter()
+            .filter(|t| t.role.as_deref() == Some(role.as_str()))
+            .count();
+        out.extend(
+            job.pending
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.role.as_deref() == Some(role.as_str()))
+                .map(|(i, _)| i)
+                .take(n.saturating_sub(have)),
+        );
+    }
+    for i in 0..job.pending.len() {
+        if out.len() >= need {
+            break;
+        }
+        if !out.contains(&i) {
+            out.push(i);
+        }
+    }
+    out.retain(|&i| !job.pending[i].best_effort || !job.simple());
+    out
+}
+
+pub(super) fn try_evict_for(
+    ssn: &mut Session,
+    mode: EvictMode,
+    j: usize,
+    owner: &mut HashMap<String, usize>,
+) {
+    let needed = needed_tasks(ssn, j);
+    if needed.is_empty() {
+        return;
+    }
+    // The preemptor's queue must be able to take it (capability).
+    let mut req = ResMap::default();
+    for &i in &needed {
+        req.add(&ssn.jobs[j].pending[i].req);
+    }
+    if let Some(q) = ssn.jobs[j].queue
+        && !ssn.allocatable(q, &req)
+    {
+        return;
+    }
+    let mut evicted: Vec<Evicted> = Vec::new();
+    let mut placed: Vec<(usize, String)> = Vec::new(); // (pending idx, node)
+    let mut ok = true;
+    for &ti in &needed {
+        let t = ssn.jobs[j].pending[ti].clone();
+        let mut counts: HashMap<usize, usize> = HashMap::new();
+        for e in &evicted {
+            *counts.entry(e.job).or_insert(0) += 1;
+        }
+        let Some(choice) = choose_node(ssn, mode, j, &t, owner, &counts) else {
+            ok = false;
+            break;
+        };
+        let node_name = ssn.sched.snapshot.nodes()[choice.node].name.to_string();
+        for (vj, key, whole) in choice
+            .victims
+            .iter()
+            .map(|(a, b)| (*a, b, false))
+            .chain(choice.collateral.iter().map(|(a, b)| (*a, b, true)))
+        {
+            let node = ssn.sched.snapshot.pod_node(key).map(|n| n.to_string());
+            if let (Some(node), Some(pod)) = (node, ssn.sched.snapshot.remove_pod(key)) {
+                evicted.push(Evicted {
+                    job: vj,
+                    pod,
+                    node,
+                    whole_gang: whole,
+                });
+            }
+        }
+        ssn.sched.snapshot.add_pod(t.pod.clone(), &node_name);
+        placed.push((ti, node_name));
+    }
+    let ready = ok && {
+        let job = &ssn.jobs[j];
+        let all: Vec<&Task> = job
+            .running
+            .iter()
+            .chain(placed.iter().map(|(i, _)| &job.pending[*i]))
+            .collect();
+        ssn.job_ready(j, &all).is_ok()
+    };
+    if !ready || evicted.is_empty() {
+        // Roll back: the preemptor is not placed, every victim stays.
+        for (i, _) in &placed {
+            let k = ssn.jobs[j].pending[*i].pod.key.clone();
+            ssn.sched.snapshot.remove_pod(&k);
+        }
+        for e in evicted {
+            ssn.sched.snapshot.add_pod(e.pod, &e.node);
+        }
+        if !ready && ssn.jobs[j].message.is_none() {
+            ssn.jobs[j].message = Some("no victims found that would let the job be placed".into());
+        }
+        return;
+    }
+    // Commit the evictions; the preemptor is pipelined onto the freed nodes.
+    let pj = ssn.jobs[j].clone();
+    let pq = pj
+        .queue
+        .map(|q| ssn.queues[q].spec.name.clone())
+        .unwrap_or_default();
+    for e in &evicted {
+        let Some(ti) = running_task(ssn, e.job, &e.pod.key) else {
+            continue;
+        };
+        let t = ssn.jobs[e.job].running.remove(ti);
+        owner.remove(&t.pod.key);
+        let (vq, ns) = (ssn.jobs[e.job].queue, ssn.jobs[e.job].namespace.clone());
+        ssn.charge(vq, &ns, &t.req, false);
+        let vqn = vq
+            .map(|q| ssn.queues[q].spec.name.clone())
+            .unwrap_or_default();
+        let mut reason = match mode {
+            EvictMode::Preempt => format!(
+                "preempted in queue {vqn} by higher-priority job {} (priority {} > {})",
+                pj.key, pj.priority, ssn.jobs[e.job].priority
+            ),
+            EvictMode::Reclaim => format!(
+                "reclaimed by queue {pq} (job {}): queue {vqn} is above its deserved share",
+                pj.key
+            ),
+        };
+        if e.whole_gang {
+            reason.push_str(&format!(
+                "; whole gang {} evicted (would fall below minMember {})",
+                ssn.jobs[e.job].key, ssn.jobs[e.job].min_member
+            ));
+        }
+        ssn.evicted.push((e.pod.clone(), e.node.clone()));
+        ssn.evictions.push(Eviction {
+            pod: e.pod.key.clone(),
+            preemptor: pj.key.clone(),
+            reason,
+        });
+    }
+    let mut keys = Vec::new();
+    for (i, node) in &placed {
+        let t = ssn.jobs[j].pending[*i].clone();
+        ssn.charge(pj.queue, &pj.namespace, &t.req, true);
+        keys.push(t.pod.key.clone());
+        ssn.nominated.push(Placement {
+            pod: t.pod.key.clone(),
+            node: node.clone(),
+        });
+    }
+    ssn.jobs[j].pipelined = keys;
+    ssn.jobs[j].message = Some(format!(
+        "pipelined: {} task(s) placed after evicting {} pod(s); binding once they terminate",
+        placed.len(),
+        evicted.len()
+    ));
+}
+
+pub(super) fn start_time(p: &PodInfo) -> i64 {
+    p.pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+}
+
+pub(super) fn choose_node(
+    ssn: &Session,
+    mode: EvictMode,
+    j: usize,
+    t: &Task,
+    owner: &HashMap<String, usize>,
+    tx_counts: &HashMap<usize, usize>,
+) -> Option<NodeChoice> {
+    let snap = &ssn.sched.snapshot;
+    let fi = ssn.sched.framework_for(&t.pod.scheduler_name)?;
+    let fw = &ssn.sched.frameworks[fi];
+    let mut state = CycleState::new();
+    let pre = fw.run_pre_filter(&mut state, &t.pod, snap).ok()?;
+    let preemptor = &ssn.jobs[j];
+    let pq = preemptor.queue;
+    let eval = |ni: usize| -> Option<NodeChoice> {
+        let node = &snap.nodes()[ni];
+        if let Some(set) = &pre.nodes
+            && !set.contains(&*node.name)
+        {
+            return None;
+        }
+        if fw.run_filter(&state, &t.pod, node, snap).is_success() {
+            return Some(NodeChoice {
+                node: ni,
+                victims: Vec::new(),
+                collateral: Vec::new(),
+                cost: (0, i32::MIN),
+            });
+        }
+        // Victim candidates on this node.
+        let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
+        for p in &node.pods {
+            let Some(&vj) = owner.get(&p.key) else {
+                continue;
+            };
+            // Already terminating (evicted earlier, or being deleted), or protected by
+            // the caller: evicting it again frees nothing new.
+            if p.pod.metadata.deletion_timestamp.is_some() || ssn.unevictable.contains(&p.key) {
+                continue;
+            }
+            if vj == j {
+                continue;
+            }
+            let vjob = &ssn.jobs[vj];
+            let same_q = vjob.queue == pq;
+            if (mode == EvictMode::Preempt) != same_q {
+                continue;
+            }
+            let Some(ti) = running_task(ssn, vj, &p.key) else {
+                continue;
+            };
+            let vt = &vjob.running[ti];
+            if !ssn
+                .plugins
+                .iter()
+                .all(|pl| pl.victim_ok(ssn, mode, preemptor, vjob, vt))
+            {
+                continue;
+            }
+            let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0);
+            let breaks = remaining <= vjob.min_member && vjob.min_member > 1;
+            cands.push((vj, p.clone(), breaks));
+        }
+        if cands.is_empty() {
+            return None;
+        }
+        cands.sort_by(|a, b| {
+            a.2.cmp(&b.2)
+                .then(a.1.priority.cmp(&b.1.priority))
+                .then(start_time(&b.1).cmp(&start_time(&a.1)))
+                .then(a.1.key.cmp(&b.1.key))
+        });
+        let mut freed = Resources::default();
+        let mut chosen: Vec<usize> = Vec::new();
+        for (i, c) in cands.iter().enumerate() {
+            if insufficient(&t.pod, node, &freed, chosen.len()).is_empty() {
+                break;
+            }
+            freed.add(&c.1.requests.requests);
+            chosen.push(i);
+        }
+        if !insufficient(&t.pod, node, &freed, chosen.len()).is_empty() {
+            return None;
+        }
+        // Never more than needed: drop victims (highest priority first) that are
+        // not required.
+        let mut k = chosen.len();
+        while k > 0 {
+            k -= 1;
+            let mut f = freed.clone();
+            f.sub(&cands[chosen[k]].1.requests.requests);
+            if insufficient(&t.pod, node, &f, chosen.len() - 1).is_empty() {
+                freed = f;
+                chosen.remove(k);
+            }
+        }
+        // Gang-aware: a running gang falling below minMember goes entirely.
+        let mut per_job: HashMap<usize, usize> = HashMap::new();
+        for &i in &chosen {
+            *per_job.entry(cands[i].0).or_insert(0) += 1;
+        }
+        let collapsed: Vec<usize> = per_job
+            .iter()
+            .filter(|&(&vj, &n)| {
+                let vjob = &ssn.jobs[vj];
+                let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0) - n;
+                remaining > 0 && remaining < vjob.min_member
+            })
+            .map(|(&vj, _)| vj)
+            .collect();
+        // Pods of collapsing gangs on this node are freed anyway: victims that are
+        // then no longer needed are spared.
+        if !collapsed.is_empty() {
+            let mut all_freed = freed.clone();
+            let mut all_count = chosen.len();
+            for c in &cands {
+                if collapsed.contains(&c.0) && !chosen.iter().any(|&i| cands[i].1.key == c.1.key) {
+                    all_freed.add(&c.1.requests.requests);
+                    all_count += 1;
+                }
+            }
+            let mut k = chosen.len();
+            while k > 0 {
+                k -= 1;
+                let c = &cands[chosen[k]];
+                if collapsed.contains(&c.0) {
+                    continue;
+                }
+                let mut f = all_freed.clone();
+                f.sub(&c.1.requests.requests);
+                if insufficient(&t.pod, node, &f, all_count - 1).is_empty() {
+                    all_freed = f;
+                    all_count -= 1;
+                    chosen.remove(k);
+                }
+            }
+        }
+        let victims: Vec<(usize, String)> = chosen
+            .iter()
+            .map(|&i| (cands[i].0, cands[i].1.key.clone()))
+            .collect();
+        let mut collateral = Vec::new();
+        for &vj in &collapsed {
+            for vt in &ssn.jobs[vj].running {
+                if snap.pod_node(&vt.pod.key).is_some()
+                    && !victims.iter().any(|(_, k)| *k == vt.pod.key)
+                {
+                    collateral.push((vj, vt.pod.key.clone()));
+                }
+            }
+        }
+        // The preemptor must then pass every filter on the node.
+        let mut n2 = (**node).clone();
+        for (_, k) in victims.iter().chain(&collateral) {
+            n2.remove_pod(k);
+        }
+        if !fw.run_filter(&state, &t.pod, &n2, snap).is_success() {
+            return None;
+        }
+        let maxp = chosen
+            .iter()
+            .map(|&i| cands[i].1.priority)
+            .max()
+            .unwrap_or(i32::MIN);
+        Some(NodeChoice {
+            node: ni,
+            cost: (victims.len() + collateral.len(), maxp),
+            victims,
+            collateral,
+        })
+    };
+    (0..snap.num_nodes())
+        .into_par_iter()
+        .filter_map(eval)
+        .min_by(|a, b| a.cost.cmp(&b.cost).then(a.node.cmp(&b.node)))
+}

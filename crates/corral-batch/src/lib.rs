@@ -1,0 +1,222 @@
+//! corral-batch: Volcano-compatible queues, all-or-nothing gangs, fair share,
+//! gang-aware preemption, reclaim and backfill, built on the core framework.
+//!
+//! A *session* ([`session::Session`]) is opened over the core [`Scheduler`]'s
+//! snapshot: every pod belongs to a job (its PodGroup, or a one-member gang of its
+//! own in queue `default`), every job to a queue. The configured actions
+//! ([`actions`]) then run in order, consulting the session plugins ([`plugins`]) for
+//! every policy decision. Pod placement itself always goes through the core: the
+//! profile's PreFilter/Filter/Score plugins, parallel evaluation and ordered commit
+//! (`Scheduler::schedule_all`).
+//!
+//! Invariants:
+//! - A gang is committed only when the gang plugin says it is ready (minMember,
+//!   minTaskMember, minResources); otherwise every pod it placed is removed from the
+//!   snapshot before the next job is considered.
+//! - No queue is charged beyond its capability (checked per task before placement).
+//! - Evictions happen only when the preemptor's placement on the freed node was
+//!   simulated successfully (all filters), and never leave a running gang below
+//!   minMember (the whole gang goes instead).
+//! - corral-batch depends on the engine, plugins and core, never the other way:
+//!   the engine's `Report` has no batch fields; a session's result is a
+//!   [`SessionReport`].
+
+pub mod actions;
+pub mod config;
+pub mod fit;
+pub mod objects;
+pub mod plugins;
+pub mod res;
+pub mod running;
+pub mod session;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use objects::{BatchObjects, EXTRA_KINDS};
+pub use session::{Eviction, PodGroupStatus, QueueStatus, SessionConfig};
+
+// The lower layers, imported at the root so that batch files name them
+// `crate::snapshot`, `crate::scheduler`, ...
+#[cfg(test)]
+use corral_core::testutil;
+use corral_core::{framework, impl_plugin, resources, snapshot};
+use corral_engine::{input, scheduler};
+
+use serde::Serialize;
+
+use crate::scheduler::{Explain, Placement, Report, Scheduler, Stats, Unschedulable};
+use crate::snapshot::PodInfo;
+
+/// The result of batch sessions: the engine's report plus what only sessions
+/// decide. Serializes flat, in the order of `simulate`'s documented JSON schema
+/// (placements, unschedulable, explain, evictions, nominated, podgroups, queues,
+/// annotations, stats).
+#[derive(Debug, Clone, Default)]
+pub struct SessionReport {
+    /// Placements, unschedulable pods, explanations, annotations and stats.
+    pub core: Report,
+    /// Pods evicted by preempt/reclaim.
+    pub evictions: Vec<Eviction>,
+    /// PodGroup phases and aggregated messages.
+    pub podgroups: Vec<PodGroupStatus>,
+    /// Queue deserved/allocated.
+    pub queues: Vec<QueueStatus>,
+    /// Preemptors nominated to the node their victims free; they bind there first
+    /// thing in the next session.
+    pub nominated: Vec<Placement>,
+}
+
+impl From<Report> for SessionReport {
+    fn from(core: Report) -> Self {
+        SessionReport {
+            core,
+            ..SessionReport::default()
+        }
+    }
+}
+
+impl std::ops::Deref for SessionReport {
+    type Target = Report;
+    fn deref(&self) -> &Report {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for SessionReport {
+    fn deref_mut(&mut self) -> &mut Report {
+        &mut self.core
+    }
+}
+
+impl Serialize for SessionReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            placements: &'a [Placement],
+            unschedulable: &'a [Unschedulable],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            explain: &'a [Explain],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            evictions: &'a [Eviction],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            nominated: &'a [Placement],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            podgroups: &'a [PodGroupStatus],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            queues: &'a [QueueStatus],
+            #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+            annotations: &'a std::collections::BTreeMap<String, crate::framework::PodAnnotations>,
+            stats: &'a Stats,
+        }
+        Flat {
+            placements: &self.core.placements,
+            unschedulable: &self.core.unschedulable,
+            explain: &self.core.explain,
+            evictions: &self.evictions,
+            nominated: &self.nominated,
+            podgroups: &self.podgroups,
+            queues: &self.queues,
+            annotations: &self.core.annotations,
+            stats: &self.core.stats,
+        }
+        .serialize(s)
+    }
+}
+
+/// The time of a static input: the newest creation/start timestamp of its pods, so
+/// that simulating the same manifests always gives the same result
+/// (`corral.session.now` overrides it).
+pub fn snapshot_time(sched: &Scheduler, pending: &[PodInfo]) -> Option<i64> {
+    let start = |p: &PodInfo| {
+        p.pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_second())
+    };
+    let running = sched.snapshot.nodes().iter().flat_map(|n| n.pods.iter());
+    running
+        .map(|p| p.created.max(start(p).unwrap_or(0)))
+        .chain(pending.iter().map(|p| p.created))
+        .filter(|t| *t > 0)
+        .max()
+}
+
+/// Runs `cycles` (≥ 1) sessions; evictions are applied between sessions and
+/// pipelined preemptors are placed in the next one. Returns the report and the
+/// scheduler (with its final snapshot).
+pub fn run_sessions(
+    mut sched: Scheduler,
+    pending: Vec<PodInfo>,
+    objs: &BatchObjects,
+    cfg: &SessionConfig,
+    cycles: usize,
+) -> Result<(SessionReport, Scheduler), String> {
+    let plugins = cfg.plugins()?;
+    let actions = cfg.actions();
+    let now = cfg
+        .now
+        .or_else(|| snapshot_time(&sched, &pending))
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
+    let t0 = Instant::now();
+    let total_pods = pending.len();
+    let mut pending: Vec<Arc<PodInfo>> = pending.into_iter().map(Arc::new).collect();
+    let mut carry = session::Carry::default();
+    let mut report = SessionReport::default();
+    let (mut batches, mut conflicts) = (0, 0);
+    let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
+    let period = cfg.period_seconds.unwrap_or(1).max(0);
+    for cycle in 0..cycles.max(1) {
+        let mut ssn = session::Session::open(
+            sched,
+            pending,
+            objs,
+            plugins.clone(),
+            actions.clone(),
+            now + cycle as i64 * period,
+            &carry,
+        );
+        ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
+        ssn.run();
+        let closed = ssn.close();
+        report.core.placements.extend(closed.placements);
+        report.evictions.extend(closed.evictions);
+        report.nominated.extend(closed.nominated);
+        report.core.unschedulable = closed.unschedulable;
+        report.podgroups = closed.podgroups;
+        report.queues = closed.queues;
+        batches += closed.batches;
+        conflicts += closed.conflicts;
+        evaluate_ms += closed.evaluate_ms;
+        commit_ms += closed.commit_ms;
+        sched = closed.sched;
+        pending = closed.pending;
+        carry = closed.carry;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    report.core.stats = Stats {
+        pods: total_pods,
+        nodes: sched.snapshot.num_nodes(),
+        elapsed_ms: secs * 1000.0,
+        pods_per_second: if secs > 0.0 {
+            report.core.placements.len() as f64 / secs
+        } else {
+            0.0
+        },
+        batches,
+        conflicts,
+        evaluate_ms,
+        commit_ms,
+        ..Stats::default()
+    };
+    Ok((report, sched))
+}

@@ -1,0 +1,990 @@
+//! One scheduling session: queues and jobs built from the snapshot, the pending pods
+//! and the batch objects; plugins opened; actions run in the configured order;
+//! statuses produced at close.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::objects::{
+    ANN_GROUP_NAME, ANN_QUEUE_NAME, ANN_TASK_SPEC, BatchObjects, DEFAULT_QUEUE, GroupApi,
+    LABEL_POD_GROUP, QueueSpec, QuotaSpec,
+};
+use super::plugins::SessionPlugin;
+use super::res::ResMap;
+use super::running::RunningIndex;
+use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
+use crate::snapshot::PodInfo;
+
+pub use crate::config::{Action, DEFAULT_ACTIONS, SessionConfig};
+pub use crate::fit::{SESSION_FIT, insufficient, with_session_fit};
+
+/// A pod in a job.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub pod: Arc<PodInfo>,
+    /// Requests (shared: tasks of running pods are cloned into every session).
+    pub req: Arc<ResMap>,
+    /// `volcano.sh/task-spec` role.
+    pub role: Option<String>,
+    pub best_effort: bool,
+}
+
+impl Task {
+    pub fn new(pod: Arc<PodInfo>) -> Task {
+        let role = annotations(&pod)
+            .and_then(|a| a.get(ANN_TASK_SPEC))
+            .cloned();
+        Task {
+            req: Arc::new(ResMap::from_resources(&pod.requests.requests)),
+            best_effort: pod.requests.requests.is_zero(),
+            role,
+            pod,
+        }
+    }
+}
+
+pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
+    p.pod.metadata.annotations.as_ref()
+}
+
+/// A gang: an explicit PodGroup, or one pod without a group (one-member gang).
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `namespace/name` of the PodGroup, or of the pod for implicit jobs.
+    pub key: String,
+    pub group: Option<GroupApi>,
+    pub namespace: String,
+    pub queue: Option<usize>,
+    pub min_member: usize,
+    pub min_task_member: BTreeMap<String, usize>,
+    pub min_resources: Option<ResMap>,
+    pub priority: i32,
+    pub created: i64,
+    pub seq: u64,
+    pub pending: Vec<Task>,
+    pub running: Vec<Task>,
+    pub annotations: BTreeMap<String, String>,
+    /// Admitted by enqueue.
+    pub inqueue: bool,
+    /// Why the job (or its pods) did not get placed.
+    pub message: Option<String>,
+    /// Object error: never scheduled.
+    pub error: Option<String>,
+    /// Preemptor tasks placed after evictions (bound in a later session).
+    pub pipelined: Vec<String>,
+    /// x-k8s coscheduling `scheduleTimeoutSeconds`.
+    pub schedule_timeout: Option<i64>,
+    /// Status reason (`Timeout` when scheduleTimeoutSeconds expired).
+    pub reason: Option<String>,
+}
+
+impl Job {
+    /// No gang constraint beyond one pod: each task commits on its own.
+    pub fn simple(&self) -> bool {
+        self.min_member <= 1 && self.min_task_member.is_empty() && self.min_resources.is_none()
+    }
+}
+
+/// A queue in the session.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub spec: QueueSpec,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    pub error: Option<String>,
+    pub allocated: ResMap,
+    /// Demand: allocated + pending requests (children included).
+    pub request: ResMap,
+    pub deserved: ResMap,
+    /// minResources of admitted jobs not yet running.
+    pub inqueue: ResMap,
+    /// Volcano capacity plugin's `realCapability`: capability, further bounded by
+    /// what the siblings' guarantees leave (set by the proportion plugin; `None` =
+    /// unlimited).
+    pub real_capability: Option<ResMap>,
+}
+
+/// An eviction decided by preempt or reclaim.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Eviction {
+    pub pod: String,
+    pub preemptor: String,
+    pub reason: String,
+}
+
+/// PodGroup status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PodGroupStatus {
+    pub name: String,
+    pub phase: String,
+    pub message: String,
+    /// Condition reason, e.g. `Timeout` (scheduleTimeoutSeconds expired).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Queue status.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct QueueStatus {
+    pub name: String,
+    pub state: String,
+    pub weight: u32,
+    pub deserved: ResMap,
+    pub allocated: ResMap,
+}
+
+/// State carried from one session to the next.
+#[derive(Default)]
+pub struct Carry {
+    /// PodGroups admitted in an earlier session.
+    pub admitted: HashSet<String>,
+    /// Preemptor pod → node nominated by the previous session's preempt/reclaim.
+    pub nominated: HashMap<String, String>,
+    /// Coscheduling PodGroup → session time of its first failed attempt in the
+    /// current scheduleTimeoutSeconds window.
+    pub first_attempt: HashMap<String, i64>,
+    /// Coscheduling PodGroup → session time until which it backs off.
+    pub backoff_until: HashMap<String, i64>,
+    /// Running pods that must not be chosen as victims (e.g. their eviction was
+    /// refused by a PodDisruptionBudget a moment ago, or they are preemptors' held
+    /// reservations). Set by the caller.
+    pub unevictable: HashSet<String>,
+    /// Pods held on a node as a reservation for a preemptor whose victims are still
+    /// terminating (`run`): they use capacity (and count in their queue's usage) but
+    /// are not running yet; the caller also lists them in `unevictable`.
+    pub reserved: HashSet<String>,
+    /// What sessions need from the running pods, kept up to date incrementally
+    /// (see [`super::running`]); shared by the sessions of one snapshot lineage.
+    pub running: Arc<Mutex<RunningIndex>>,
+}
+
+/// Requests of the plain running pods (no PodGroup) of one queue and namespace,
+/// counted into the session's usage without building their one-pod jobs.
+#[derive(Debug, Clone)]
+pub struct PlainUsage {
+    pub queue: Option<usize>,
+    pub namespace: String,
+    pub alloc: ResMap,
+    pub pods: i64,
+}
+
+/// The queue of a plain pod (annotation `qname`, else the default queue) and the
+/// job error when that queue is invalid or unknown.
+fn plain_queue(
+    queue_index: &HashMap<String, usize>,
+    queues: &[Queue],
+    default_q: Option<usize>,
+    qname: Option<&String>,
+) -> (Option<usize>, Option<String>) {
+    let qname = qname.map_or(DEFAULT_QUEUE, String::as_str);
+    match queue_index.get(qname) {
+        Some(&qi) if queues[qi].error.is_none() => (Some(qi), None),
+        Some(&qi) => (Some(qi), Some(format!("queue {qname} is invalid"))),
+        None => (default_q, Some(format!("queue {qname:?} not found"))),
+    }
+}
+
+/// The implicit one-member job of a pod without a PodGroup, with no tasks yet.
+fn plain_job(p: &PodInfo, (queue, error): (Option<usize>, Option<String>)) -> Job {
+    Job {
+        key: p.key.clone(),
+        group: None,
+        namespace: p.namespace.clone(),
+        queue,
+        min_member: 1,
+        min_task_member: BTreeMap::new(),
+        min_resources: None,
+        priority: p.priority,
+        created: p.created,
+        seq: p.seq,
+        pending: Vec::new(),
+        running: Vec::new(),
+        annotations: BTreeMap::new(),
+        inqueue: true,
+        message: None,
+        error,
+        pipelined: Vec::new(),
+        schedule_timeout: None,
+        reason: None,
+    }
+}
+
+/// A session.
+pub struct Session {
+    pub sched: Scheduler,
+    pub queues: Vec<Queue>,
+    pub queue_index: HashMap<String, usize>,
+    pub jobs: Vec<Job>,
+    pub quotas: Vec<QuotaSpec>,
+    /// Cluster allocatable.
+    pub total: ResMap,
+    /// Requests of running pods.
+    pub used: ResMap,
+    /// minResources of admitted, not yet running jobs.
+    pub inqueue: ResMap,
+    pub ns_used: HashMap<String, ResMap>,
+    pub ns_pods: HashMap<String, i64>,
+    pub now: i64,
+    pub plugins: Vec<Arc<dyn SessionPlugin>>,
+    pub actions: Vec<Action>,
+    /// Output of this session.
+    pub placements: Vec<Placement>,
+    pub evictions: Vec<Eviction>,
+    /// Per-pod failure messages (simple jobs).
+    pub pod_messages: HashMap<String, String>,
+    pub batches: u64,
+    pub conflicts: u64,
+    /// Core evaluation/commit wall time spent in this session (ms).
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
+    /// Pod equivalence class → class with the session-only annotations ignored
+    /// (see [`Session::placement_pod`]).
+    pub equivalence: HashMap<u64, u64>,
+    /// Preemptor pod → node nominated by the previous session (placed first by
+    /// allocate).
+    pub nominated_nodes: HashMap<String, String>,
+    /// Nominations made in this session (output).
+    pub nominated: Vec<Placement>,
+    /// Pods evicted in this session with the node they were on (output).
+    pub evicted: Vec<(Arc<PodInfo>, String)>,
+    /// Running pods never chosen as victims (see [`Carry::unevictable`]).
+    pub unevictable: HashSet<String>,
+    /// scheduleTimeoutSeconds bookkeeping (carried across sessions).
+    pub first_attempt: HashMap<String, i64>,
+    pub backoff_until: HashMap<String, i64>,
+    /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
+    pub pod_group_backoff: Option<i64>,
+    /// Plain running pods whose one-pod jobs are not in `jobs` (yet): their usage,
+    /// by queue and namespace. Emptied by [`Session::materialize_running`].
+    pub plain_running: Vec<PlainUsage>,
+    /// Whether the plain running pods' jobs are left out of `jobs`.
+    pub plain_lazy: bool,
+    running_index: Arc<Mutex<RunningIndex>>,
+}
+
+/// Annotations read only by the session (never by profile plugins): pods differing
+/// only in these share the core's equivalence-class caches (e.g. the 500 pods of
+/// each of 20 gangs form one class instead of 20).
+pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
+    ANN_GROUP_NAME,
+    ANN_TASK_SPEC,
+    ANN_QUEUE_NAME,
+    super::objects::ANN_MIN_RUNTIME,
+    "volcano.sh/preemptable",
+    "corral.io/preemptable",
+];
+
+pub(crate) fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+    if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
+        && !g.is_empty()
+    {
+        return Some((GroupApi::Volcano, format!("{}/{g}", p.namespace)));
+    }
+    p.labels
+        .get(LABEL_POD_GROUP)
+        .filter(|g| !g.is_empty())
+        .map(|g| (GroupApi::Coscheduling, format!("{}/{g}", p.namespace)))
+}
+
+impl Session {
+    /// Opens a session over `sched`'s snapshot with the given pending pods.
+    ///
+    /// Running pods come from `carry.running` (refreshed for the nodes that changed
+    /// since the last session): gang members become tasks of their jobs, plain
+    /// running pods only count in the usage (`plain_running`); their one-pod jobs
+    /// are built by [`Session::materialize_running`] when preempt/reclaim needs
+    /// victims.
+    pub fn open(
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+    ) -> Session {
+        Session::open_with(sched, pending, objs, plugins, actions, now, carry, false)
+    }
+
+    /// [`Session::open`], or with `eager` the straightforward build: every running
+    /// pod becomes a task of a job (a one-pod job per plain pod), nothing cached —
+    /// the reference the equivalence tests compare `open` against.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_with(
+        mut sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+        eager: bool,
+    ) -> Session {
+        with_session_fit(&mut sched);
+        // Queues.
+        let mut specs: Vec<QueueSpec> = objs.queues.clone();
+        if !specs.iter().any(|q| q.name == DEFAULT_QUEUE) {
+            specs.push(QueueSpec::implicit(DEFAULT_QUEUE));
+        }
+        let queue_index: HashMap<String, usize> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.name.clone(), i))
+            .collect();
+        let mut queues: Vec<Queue> = specs
+            .into_iter()
+            .map(|spec| Queue {
+                spec,
+                parent: None,
+                children: Vec::new(),
+                error: None,
+                allocated: ResMap::default(),
+                request: ResMap::default(),
+                deserved: ResMap::default(),
+                inqueue: ResMap::default(),
+                real_capability: None,
+            })
+            .collect();
+        for i in 0..queues.len() {
+            if let Some(p) = queues[i].spec.parent.clone() {
+                match queue_index.get(&p) {
+                    Some(&pi) if pi != i => {
+                        queues[i].parent = Some(pi);
+                        queues[pi].children.push(i);
+                    }
+                    Some(_) => queues[i].error = Some(format!("queue {p} is its own parent")),
+                    None => queues[i].error = Some(format!("parent queue {p:?} not found")),
+                }
+            }
+        }
+        // Cycles and invalid ancestors.
+        for i in 0..queues.len() {
+            let mut seen = HashSet::from([i]);
+            let mut cur = queues[i].parent;
+            while let Some(c) = cur {
+                if !seen.insert(c) {
+                    queues[i].error = Some(format!(
+                        "cycle in queue parents involving {}",
+                        queues[i].spec.name
+                    ));
+                    break;
+                }
+                if queues[c].error.is_some() && queues[i].error.is_none() {
+                    queues[i].error =
+                        Some(format!("ancestor queue {} is invalid", queues[c].spec.name));
+                }
+                cur = queues[c].parent;
+            }
+        }
+        // Break cycles so that walks up the hierarchy always terminate.
+        for i in 0..queues.len() {
+            if queues[i].error.is_some()
+                && let Some(p) = queues[i].parent.take()
+            {
+                queues[p].children.retain(|&c| c != i);
+            }
+        }
+        // Jobs from PodGroups.
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut group_index: HashMap<(GroupApi, String), usize> = HashMap::new();
+        for (gi, g) in objs.groups.iter().enumerate() {
+            let (queue, error) = match queue_index.get(&g.queue) {
+                None => (None, Some(format!("queue {:?} not found", g.queue))),
+                Some(&qi) if queues[qi].error.is_some() => (
+                    Some(qi),
+                    Some(format!(
+                        "queue {} is invalid: {}",
+                        g.queue,
+                        queues[qi].error.clone().unwrap_or_default()
+                    )),
+                ),
+                Some(&qi) if !queues[qi].children.is_empty() => (
+                    Some(qi),
+                    Some(format!(
+                        "queue {} has child queues; jobs must use a leaf queue",
+                        g.queue
+                    )),
+                ),
+                Some(&qi) => (Some(qi), g.error.clone()),
+            };
+            group_index.insert((g.api, g.key()), jobs.len());
+            jobs.push(Job {
+                key: g.key(),
+                group: Some(g.api),
+                namespace: g.namespace.clone(),
+                queue,
+                min_member: g.min_member as usize,
+                min_task_member: g
+                    .min_task_member
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v as usize))
+                    .collect(),
+                min_resources: g.min_resources.clone(),
+                priority: g.priority.unwrap_or(i32::MIN),
+                created: g.created,
+                seq: gi as u64,
+                pending: Vec::new(),
+                running: Vec::new(),
+                annotations: g.annotations.clone(),
+                inqueue: carry.admitted.contains(&g.key())
+                    || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
+                message: None,
+                error,
+                pipelined: Vec::new(),
+                schedule_timeout: g.schedule_timeout_seconds.map(i64::from),
+                reason: None,
+            });
+        }
+        let default_q = queue_index.get(DEFAULT_QUEUE).copied();
+        // The queue of a plain pod: its annotation, else the default queue.
+        let plain_queue =
+            |qname: Option<&String>| plain_queue(&queue_index, &queues, default_q, qname);
+        let mut add_pod = |jobs: &mut Vec<Job>,
+                           p: Arc<PodInfo>,
+                           t: Task,
+                           m: Option<&(GroupApi, String)>,
+                           running: bool| {
+            let ji = match m {
+                Some(m) => match group_index.get(m) {
+                    Some(&ji) => ji,
+                    None => {
+                        let ji = jobs.len();
+                        group_index.insert(m.clone(), ji);
+                        jobs.push(Job {
+                            key: m.1.clone(),
+                            group: Some(m.0),
+                            namespace: p.namespace.clone(),
+                            queue: default_q,
+                            min_member: 1,
+                            min_task_member: BTreeMap::new(),
+                            min_resources: None,
+                            priority: i32::MIN,
+                            created: p.created,
+                            seq: u64::MAX,
+                            pending: Vec::new(),
+                            running: Vec::new(),
+                            annotations: BTreeMap::new(),
+                            inqueue: false,
+                            message: None,
+                            error: Some(format!("PodGroup {} not found", m.1)),
+                            pipelined: Vec::new(),
+                            schedule_timeout: None,
+                            reason: None,
+                        });
+                        ji
+                    }
+                },
+                None => {
+                    let q = plain_queue(annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)));
+                    jobs.push(plain_job(&p, q));
+                    jobs.len() - 1
+                }
+            };
+            let j = &mut jobs[ji];
+            if j.group.is_some() {
+                j.priority = j.priority.max(p.priority);
+                if j.seq == u64::MAX || (j.seq > p.seq && j.created == 0) {
+                    j.seq = j.seq.min(p.seq);
+                }
+            }
+            if running {
+                j.running.push(t);
+            } else {
+                j.pending.push(t);
+            }
+        };
+        let mut total = ResMap::default();
+        let mut plain_running = Vec::new();
+        let mut running_sums: Vec<((GroupApi, String), ResMap)> = Vec::new();
+        let running_index = carry.running.clone();
+        if eager {
+            for n in sched.snapshot.nodes() {
+                total.add(&ResMap::from_resources(&n.allocatable));
+                for p in &n.pods {
+                    add_pod(
+                        &mut jobs,
+                        p.clone(),
+                        Task::new(p.clone()),
+                        membership(p).as_ref(),
+                        true,
+                    );
+                }
+            }
+        } else {
+            // A poisoned lock only means a panic elsewhere mid-refresh: start over.
+            let mut idx = running_index.lock().unwrap_or_else(|e| {
+                let mut g = e.into_inner();
+                *g = RunningIndex::default();
+                g
+            });
+            idx.refresh(&sched.snapshot);
+            total = idx.total();
+            for m in idx.members() {
+                add_pod(
+                    &mut jobs,
+                    m.task.pod.clone(),
+                    m.task.clone(),
+                    Some(&m.group),
+                    true,
+                );
+            }
+            // Gangs' running requests, summed by the index.
+            running_sums = idx
+                .groups()
+                .map(|(k, b)| (k.clone(), b.req.to_resmap()))
+                .collect();
+            for ((qname, ns), b) in idx.plain() {
+                plain_running.push(PlainUsage {
+                    queue: plain_queue(qname.as_ref()).0,
+                    namespace: ns.clone(),
+                    alloc: b.req.to_resmap(),
+                    pods: b.pods,
+                });
+            }
+        }
+        for p in pending {
+            let m = membership(&p);
+            add_pod(&mut jobs, p.clone(), Task::new(p), m.as_ref(), false);
+        }
+        let mut sums: Vec<Option<ResMap>> = vec![None; jobs.len()];
+        for (k, r) in running_sums {
+            if let Some(&ji) = group_index.get(&k) {
+                sums[ji] = Some(r);
+            }
+        }
+        // Groups whose priority class was not set take their pods' highest priority.
+        for j in &mut jobs {
+            if j.priority == i32::MIN {
+                j.priority = 0;
+            }
+        }
+        let mut ssn = Session {
+            sched,
+            queues,
+            queue_index,
+            jobs,
+            quotas: objs.quotas.clone(),
+            total,
+            used: ResMap::default(),
+            inqueue: ResMap::default(),
+            ns_used: HashMap::new(),
+            ns_pods: HashMap::new(),
+            now,
+            plugins: plugins.clone(),
+            actions,
+            placements: Vec::new(),
+            evictions: Vec::new(),
+            pod_messages: HashMap::new(),
+            batches: 0,
+            conflicts: 0,
+            evaluate_ms: 0.0,
+            commit_ms: 0.0,
+            equivalence: HashMap::new(),
+            nominated_nodes: carry.nominated.clone(),
+            nominated: Vec::new(),
+            evicted: Vec::new(),
+            unevictable: carry.unevictable.clone(),
+            first_attempt: carry.first_attempt.clone(),
+            backoff_until: carry.backoff_until.clone(),
+            pod_group_backoff: None,
+            plain_lazy: !eager,
+            plain_running,
+            running_index,
+        };
+        ssn.usage_from(&sums);
+        for p in &plugins {
+            p.on_open(&mut ssn);
+        }
+        ssn
+    }
+
+    /// Recomputes queue allocated/request and namespace usage from the jobs.
+    pub fn recompute_usage(&mut self) {
+        self.usage_from(&[]);
+    }
+
+    /// [`Session::recompute_usage`], taking job `j`'s running requests from
+    /// `sums[j]` where given (the index's exact per-gang sums).
+    fn usage_from(&mut self, sums: &[Option<ResMap>]) {
+        for q in &mut self.queues {
+            q.allocated = ResMap::default();
+            q.request = ResMap::default();
+        }
+        self.used = ResMap::default();
+        self.ns_used.clear();
+        self.ns_pods.clear();
+        for u in &self.plain_running {
+            self.used.add(&u.alloc);
+            self.ns_used
+                .entry(u.namespace.clone())
+                .or_default()
+                .add(&u.alloc);
+            *self.ns_pods.entry(u.namespace.clone()).or_insert(0) += u.pods;
+            let mut cur = u.queue;
+            while let Some(c) = cur {
+                self.queues[c].allocated.add(&u.alloc);
+                self.queues[c].request.add(&u.alloc);
+                cur = self.queues[c].parent;
+            }
+        }
+        for (ji, j) in self.jobs.iter().enumerate() {
+            let alloc = match sums.get(ji) {
+                Some(Some(a)) => a.clone(),
+                _ => {
+                    let mut alloc = ResMap::default();
+                    for t in &j.running {
+                        alloc.add(&t.req);
+                    }
+                    alloc
+                }
+            };
+            self.used.add(&alloc);
+            self.ns_used
+                .entry(j.namespace.clone())
+                .or_default()
+                .add(&alloc);
+            *self.ns_pods.entry(j.namespace.clone()).or_insert(0) += j.running.len() as i64;
+            let Some(qi) = j.queue else { continue };
+            let mut req = alloc.clone();
+            if j.error.is_none() {
+                for t in &j.pending {
+                    req.add(&t.req);
+                }
+            }
+            let mut cur = Some(qi);
+            while let Some(c) = cur {
+                self.queues[c].allocated.add(&alloc);
+                self.queues[c].request.add(&req);
+                cur = self.queues[c].parent;
+            }
+        }
+    }
+
+    /// Builds the one-pod jobs of the plain running pods (as `Session::open_with(.., eager)`
+    /// does), appended to `jobs`, for actions that need them as tasks (victims of
+    /// preempt/reclaim). Their usage is already counted; nothing is charged. The
+    /// running pods are those of the snapshot at open: pods placed in this session
+    /// (already tasks of their own jobs) are skipped. Idempotent.
+    pub fn materialize_running(&mut self) {
+        if !self.plain_lazy {
+            return;
+        }
+        self.plain_lazy = false;
+        self.plain_running.clear();
+        let placed: HashSet<&str> = self.placements.iter().map(|p| p.pod.as_str()).collect();
+        let default_q = self.queue_index.get(DEFAULT_QUEUE).copied();
+        let mut jobs = Vec::new();
+        for n in self.sched.snapshot.nodes() {
+            for p in &n.pods {
+                if placed.contains(p.key.as_str()) || membership(p).is_some() {
+                    continue;
+                }
+                let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+                let q = plain_queue(&self.queue_index, &self.queues, default_q, qname);
+                let mut job = plain_job(p, q);
+                job.running.push(Task::new(p.clone()));
+                jobs.push(job);
+            }
+        }
+        self.jobs.extend(jobs);
+    }
+
+    /// Adds `req` to the queue and its ancestors' allocation (negative: `sub`).
+    pub fn charge(&mut self, queue: Option<usize>, ns: &str, req: &ResMap, add: bool) {
+        let mut cur = queue;
+        while let Some(c) = cur {
+            if add {
+                self.queues[c].allocated.add(req);
+            } else {
+                self.queues[c].allocated.sub(req);
+            }
+            cur = self.queues[c].parent;
+        }
+        let nsu = self.ns_used.entry(ns.to_string()).or_default();
+        let np = self.ns_pods.entry(ns.to_string()).or_insert(0);
+        if add {
+            self.used.add(req);
+            nsu.add(req);
+            *np += 1;
+        } else {
+            self.used.sub(req);
+            nsu.sub(req);
+            *np -= 1;
+        }
+    }
+
+    /// Job order: plugins in order, then creation time, then input order.
+    pub fn job_cmp(&self, a: usize, b: usize) -> std::cmp::Ordering {
+        let (ja, jb) = (&self.jobs[a], &self.jobs[b]);
+        for p in &self.plugins {
+            let o = p.job_order(self, ja, jb);
+            if o.is_ne() {
+                return o;
+            }
+        }
+        ja.created
+            .cmp(&jb.created)
+            .then(ja.seq.cmp(&jb.seq))
+            .then(ja.key.cmp(&jb.key))
+    }
+
+    pub fn job_valid(&self, j: usize) -> Result<(), String> {
+        let job = &self.jobs[j];
+        if let Some(e) = &job.error {
+            return Err(e.clone());
+        }
+        if let Some(qi) = job.queue
+            && !self.queues[qi].spec.open
+        {
+            return Err(format!("queue {} is Closed", self.queues[qi].spec.name));
+        }
+        for p in &self.plugins {
+            p.job_valid(self, job)?;
+        }
+        Ok(())
+    }
+
+    pub fn job_ready(&self, j: usize, placed: &[&Task]) -> Result<(), String> {
+        for p in &self.plugins {
+            p.job_ready(self, &self.jobs[j], placed)?;
+        }
+        Ok(())
+    }
+
+    pub fn allocatable(&self, queue: usize, req: &ResMap) -> bool {
+        self.plugins.iter().all(|p| p.allocatable(self, queue, req))
+    }
+
+    pub fn overused(&self, queue: usize) -> bool {
+        self.plugins.iter().any(|p| p.overused(self, queue))
+    }
+
+    /// Runs the configured actions.
+    pub fn run(&mut self) {
+        for a in self.actions.clone() {
+            match a {
+                Action::Enqueue => super::actions::enqueue(self),
+                Action::Allocate => super::actions::allocate(self),
+                Action::Preempt => super::actions::preempt(self),
+                Action::Reclaim => super::actions::reclaim(self),
+                Action::Backfill => super::actions::backfill(self),
+            }
+        }
+        if !self.actions.contains(&Action::Enqueue) {
+            for j in &mut self.jobs {
+                j.inqueue = true;
+            }
+        }
+    }
+
+    /// Whether job `j` is backing off after its scheduleTimeoutSeconds expired.
+    pub fn backing_off(&self, j: usize) -> Option<i64> {
+        self.backoff_until
+            .get(&self.jobs[j].key)
+            .copied()
+            .filter(|&u| u > self.now)
+    }
+
+    /// A gang attempt of job `j` failed: starts or checks its
+    /// scheduleTimeoutSeconds window; on expiry the group is marked `Timeout`, its
+    /// waiting pods are rejected for this round and it backs off.
+    pub fn gang_attempt_failed(&mut self, j: usize) {
+        let Some(timeout) = self.jobs[j].schedule_timeout else {
+            return;
+        };
+        let key = self.jobs[j].key.clone();
+        let first = *self.first_attempt.entry(key.clone()).or_insert(self.now);
+        if self.now - first < timeout {
+            return;
+        }
+        let backoff = self.pod_group_backoff.unwrap_or(timeout).max(1);
+        self.first_attempt.remove(&key);
+        self.backoff_until.insert(key, self.now + backoff);
+        let job = &mut self.jobs[j];
+        let why = job.message.take().unwrap_or_default();
+        job.reason = Some("Timeout".into());
+        job.message = Some(format!(
+            "pod group timed out: minMember {} not reached within scheduleTimeoutSeconds {timeout} (first attempt at {first}, now {}); waiting pods rejected, retry after backoff of {backoff}s{}",
+            job.min_member,
+            self.now,
+            if why.is_empty() {
+                String::new()
+            } else {
+                format!(" (last attempt: {why})")
+            }
+        ));
+    }
+
+    /// Job `j` reached minMember: its timeout window ends.
+    pub fn gang_attempt_succeeded(&mut self, j: usize) {
+        let key = &self.jobs[j].key;
+        self.first_attempt.remove(key);
+        self.backoff_until.remove(key);
+    }
+
+    /// The pod as handed to the core: a copy whose equivalence class ignores the
+    /// session-only annotations (computed once per class).
+    pub fn placement_pod(&mut self, p: &PodInfo) -> PodInfo {
+        let mut out = p.clone();
+        out.equivalence = *self.equivalence.entry(p.equivalence).or_insert_with(|| {
+            crate::snapshot::equivalence_hash_ignoring(&p.pod, SESSION_ONLY_ANNOTATIONS)
+        });
+        out
+    }
+
+    /// Places pods with the core's batched scheduler (parallel evaluation, ordered
+    /// commit). Returns the core report.
+    pub fn place(&mut self, pods: Vec<PodInfo>) -> Report {
+        let r = self.sched.schedule_all(pods);
+        self.batches += r.stats.batches;
+        self.conflicts += r.stats.conflicts;
+        self.evaluate_ms += r.stats.evaluate_ms;
+        self.commit_ms += r.stats.commit_ms;
+        r
+    }
+
+    /// Closes the session: pipelined preemptors are taken off their nodes (they bind
+    /// in a later session, after their victims terminated).
+    pub fn close(mut self) -> Closed {
+        let pipelined: Vec<String> = self.jobs.iter().flat_map(|j| j.pipelined.clone()).collect();
+        let mut nominated = HashMap::new();
+        for k in &pipelined {
+            if let Some(n) = self.sched.snapshot.pod_node(k) {
+                nominated.insert(k.clone(), n.to_string());
+            }
+            self.sched.snapshot.remove_pod(k);
+        }
+        let mut podgroups = Vec::new();
+        let mut unschedulable = Vec::new();
+        let mut pending = Vec::new();
+        let mut admitted = HashSet::new();
+        for j in &self.jobs {
+            let valid = self.job_valid_static(j);
+            if j.group.is_some() {
+                if j.inqueue {
+                    admitted.insert(j.key.clone());
+                }
+                let phase = if j.running.len() >= j.min_member.max(1) {
+                    "Running"
+                } else if !j.running.is_empty() {
+                    "Unknown"
+                } else if j.inqueue && valid.is_none() {
+                    "Inqueue"
+                } else {
+                    "Pending"
+                };
+                let message = valid
+                    .clone()
+                    .or_else(|| j.message.clone())
+                    .unwrap_or_else(|| {
+                        if phase == "Running" {
+                            format!("{} task(s) running", j.running.len())
+                        } else {
+                            String::new()
+                        }
+                    });
+                podgroups.push(PodGroupStatus {
+                    name: j.key.clone(),
+                    phase: phase.into(),
+                    message,
+                    reason: j.reason.clone(),
+                });
+            }
+            for t in &j.pending {
+                let msg = self
+                    .pod_messages
+                    .get(&t.pod.key)
+                    .cloned()
+                    .or_else(|| valid.clone())
+                    .or_else(|| j.message.clone())
+                    .unwrap_or_else(|| {
+                        let q = j
+                            .queue
+                            .map(|q| self.queues[q].spec.name.clone())
+                            .unwrap_or_default();
+                        format!("waiting in queue {q}: not allocated in this session")
+                    });
+                unschedulable.push(Unschedulable {
+                    pod: t.pod.key.clone(),
+                    message: msg,
+                });
+                pending.push(t.pod.clone());
+            }
+        }
+        podgroups.sort_by(|a, b| a.name.cmp(&b.name));
+        let queues = self
+            .queues
+            .iter()
+            .map(|q| QueueStatus {
+                name: q.spec.name.clone(),
+                state: match (&q.error, q.spec.open) {
+                    (Some(_), _) => "Invalid".into(),
+                    (None, true) => "Open".into(),
+                    (None, false) => "Closed".into(),
+                },
+                weight: q.spec.weight,
+                deserved: q.deserved.clone(),
+                allocated: q.allocated.clone(),
+            })
+            .collect();
+        Closed {
+            sched: self.sched,
+            pending,
+            placements: self.placements,
+            evictions: self.evictions,
+            unschedulable,
+            podgroups,
+            queues,
+            carry: Carry {
+                admitted,
+                nominated,
+                first_attempt: self.first_attempt,
+                backoff_until: self.backoff_until,
+                unevictable: self.unevictable,
+                reserved: HashSet::new(),
+                running: self.running_index,
+            },
+            nominated: self.nominated,
+            evicted: self.evicted,
+            batches: self.batches,
+            conflicts: self.conflicts,
+            evaluate_ms: self.evaluate_ms,
+            commit_ms: self.commit_ms,
+        }
+    }
+
+    fn job_valid_static(&self, j: &Job) -> Option<String> {
+        if let Some(e) = &j.error {
+            return Some(e.clone());
+        }
+        for p in &self.plugins {
+            if let Err(e) = p.job_valid(self, j) {
+                return Some(e);
+            }
+        }
+        None
+    }
+}
+
+/// A closed session's results.
+pub struct Closed {
+    pub sched: Scheduler,
+    pub pending: Vec<Arc<PodInfo>>,
+    pub placements: Vec<Placement>,
+    pub evictions: Vec<Eviction>,
+    /// Preemptors nominated in this session.
+    pub nominated: Vec<Placement>,
+    /// Evicted pods with the node they were on (they keep running until the API
+    /// removes them; `run` keeps them in its snapshot as terminating).
+    pub evicted: Vec<(Arc<PodInfo>, String)>,
+    pub unschedulable: Vec<Unschedulable>,
+    pub podgroups: Vec<PodGroupStatus>,
+    pub queues: Vec<QueueStatus>,
+    pub carry: Carry,
+    pub batches: u64,
+    pub conflicts: u64,
+    pub evaluate_ms: f64,
+    pub commit_ms: f64,
+}

@@ -1,0 +1,463 @@
+//! The parallel phase of a batch: PreFilter, Filter over nodes in rotated order until
+//! enough feasible nodes are found, PreScore, Score, NormalizeScore, weights; the
+//! equivalence-class caches ([`ClassCache`]) that let pods of one class share work.
+//! Evaluation only reads `&Snapshot`.
+
+use std::borrow::Cow;
+use std::sync::OnceLock;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
+use crate::framework::{Code, CycleState, Framework, Status};
+use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
+use crate::snapshot::{PodInfo, Snapshot};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub(crate) node: usize,
+    pub(crate) total: i64,
+    /// Weighted node-local part of `total` (re-scored at commit).
+    pub(crate) local: i64,
+}
+
+pub(crate) enum Outcome {
+    Feasible(Vec<Candidate>),
+    Unschedulable { message: String, retryable: bool },
+    Error(String),
+}
+
+pub(crate) struct Evaluation {
+    pub(crate) state: CycleState,
+    pub(crate) outcome: Outcome,
+    /// Nodes examined (for the rotating start index).
+    pub(crate) processed: usize,
+}
+
+/// Per-reason failure counts (`Diagnosis.NodeToStatus` folded).
+#[derive(Default)]
+pub(crate) struct Diagnosis {
+    pub(crate) counts: Vec<(Cow<'static, str>, usize)>,
+    pub(crate) plugins: Vec<&'static str>,
+}
+
+impl Diagnosis {
+    pub(crate) fn add(&mut self, st: &Status) {
+        for r in &st.reasons {
+            match self.counts.iter_mut().find(|(k, _)| k == r) {
+                Some(e) => e.1 += 1,
+                None => self.counts.push((r.clone(), 1)),
+            }
+        }
+        if !st.plugin.is_empty() && !self.plugins.contains(&st.plugin) {
+            self.plugins.push(st.plugin);
+        }
+    }
+
+    pub(crate) fn add_n(&mut self, reason: String, n: usize) {
+        if n > 0 {
+            self.counts.push((Cow::Owned(reason), n));
+        }
+    }
+
+    /// `FitError.Error()`.
+    pub(crate) fn message(&self, num_all_nodes: usize) -> String {
+        let mut parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(r, c)| format!("{c} {r}"))
+            .collect();
+        parts.sort();
+        if parts.is_empty() {
+            format!("0/{num_all_nodes} nodes are available.")
+        } else {
+            format!(
+                "0/{num_all_nodes} nodes are available: {}.",
+                parts.join(", ")
+            )
+        }
+    }
+
+    /// Failures that a later placement can resolve (pod affinity, topology spread).
+    pub(crate) fn retryable(&self) -> bool {
+        self.plugins
+            .iter()
+            .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
+    }
+}
+
+/// splitmix64 finalizer.
+#[inline]
+pub(crate) fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub(crate) fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
+    // splitmix64 of the inputs: independent streams per pod and attempt.
+    let mut z = seed
+        ^ pod.seq.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ u64::from(attempt).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
+}
+
+/// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
+/// `check(node)` runs the Filter plugins. Returns (feasible indices, processed,
+/// diagnosis).
+pub(crate) fn find_feasible(
+    has_filters: bool,
+    check: &(dyn Fn(usize) -> Status + Sync),
+    order: &(dyn Fn(usize) -> usize + Sync),
+    n: usize,
+    to_find: usize,
+    parallel: bool,
+) -> Result<(Vec<usize>, usize, Diagnosis), Status> {
+    let mut feasible = Vec::with_capacity(to_find.min(n));
+    let mut diag = Diagnosis::default();
+    if !has_filters {
+        feasible.extend((0..to_find.min(n)).map(order));
+        let processed = feasible.len();
+        return Ok((feasible, processed, diag));
+    }
+    if !parallel || n <= NODE_CHUNK {
+        for i in 0..n {
+            let idx = order(i);
+            let st = check(idx);
+            if st.is_success() {
+                feasible.push(idx);
+                if feasible.len() >= to_find {
+                    return Ok((feasible, i + 1, diag));
+                }
+            } else if st.code == Code::Error {
+                return Err(st);
+            } else {
+                diag.add(&st);
+            }
+        }
+        return Ok((feasible, n, diag));
+    }
+    let round = NODE_CHUNK * rayon::current_num_threads().max(1) * 2;
+    let mut base = 0;
+    while base < n {
+        let end = (base + round).min(n);
+        let chunks: Vec<(Vec<usize>, Vec<Status>)> = (base..end)
+            .step_by(NODE_CHUNK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|c0| {
+                let mut ok = Vec::new();
+                let mut bad = Vec::new();
+                for i in c0..(c0 + NODE_CHUNK).min(end) {
+                    let st = check(order(i));
+                    if st.is_success() {
+                        ok.push(i);
+                    } else {
+                        bad.push(st);
+                    }
+                }
+                (ok, bad)
+            })
+            .collect();
+        for (ok, bad) in chunks {
+            for st in &bad {
+                if st.code == Code::Error {
+                    return Err(st.clone());
+                }
+                diag.add(st);
+            }
+            for i in ok {
+                feasible.push(order(i));
+                if feasible.len() >= to_find {
+                    return Ok((feasible, i + 1, diag));
+                }
+            }
+        }
+        base = end;
+    }
+    Ok((feasible, n, diag))
+}
+
+/// Shared work for pods of one equivalence class: PreFilter once per batch, each
+/// node's Filter result and node-local raw scores at most once. When no cross-node
+/// Filter (InterPodAffinity, PodTopologySpread, ...) applies to the class, the cache
+/// survives across batches: only cells of nodes changed since (by generation) are
+/// recomputed.
+pub(crate) struct ClassCache {
+    pub(crate) pre: Result<(CycleState, PreFilterOutcome), Status>,
+    /// Per node: (node generation when computed, Filter result).
+    pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
+    pub(crate) scores: LocalScoreCache,
+    pub(crate) nodes_version: u64,
+}
+
+impl ClassCache {
+    pub(crate) fn pre_filter(
+        fw: &Framework,
+        snap: &Snapshot,
+        pod: &PodInfo,
+    ) -> Result<(CycleState, PreFilterOutcome), Status> {
+        let mut state = CycleState::new();
+        fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p))
+    }
+
+    pub(crate) fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        ClassCache {
+            pre: Self::pre_filter(fw, snap, pod),
+            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            nodes_version: snap.nodes_version(),
+        }
+    }
+
+    /// True when Filter results of this class depend only on each node's own state.
+    pub(crate) fn node_local(
+        fw: &Framework,
+        pre: &Result<(CycleState, PreFilterOutcome), Status>,
+    ) -> bool {
+        match pre {
+            Ok((st, _)) => fw.cross_node_filter_mask() & !st.filter_skip_mask == 0,
+            Err(_) => false,
+        }
+    }
+
+    /// Reuses the cache for a new batch when possible, else rebuilds it.
+    pub(crate) fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
+        let pre = Self::pre_filter(fw, snap, pod);
+        let same_mask = match (&pre, &self.pre) {
+            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask == b.filter_skip_mask,
+            _ => false,
+        };
+        if !same_mask
+            || !Self::node_local(fw, &pre)
+            || !Self::node_local(fw, &self.pre)
+            || self.nodes_version != snap.nodes_version()
+        {
+            return ClassCache {
+                pre,
+                filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+                scores: LocalScoreCache::new(fw, snap.num_nodes()),
+                nodes_version: snap.nodes_version(),
+            };
+        }
+        let mut c = self;
+        c.pre = pre;
+        let nodes = snap.nodes();
+        for (i, cell) in c.filter.iter_mut().enumerate() {
+            if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
+                cell.take();
+            }
+        }
+        c.scores.invalidate_stale(snap);
+        c
+    }
+}
+
+/// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
+/// selection), keeping the `k` best candidates.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate(
+    fw: &Framework,
+    snap: &Snapshot,
+    pod: &PodInfo,
+    start: usize,
+    rng: &mut ChaCha8Rng,
+    k: usize,
+    tol: i64,
+    parallel: bool,
+    cache: Option<&ClassCache>,
+) -> Evaluation {
+    let num_all = snap.num_nodes();
+    let fail = |state, message: String, retryable, processed| Evaluation {
+        state,
+        outcome: Outcome::Unschedulable { message, retryable },
+        processed,
+    };
+    if num_all == 0 {
+        return fail(
+            CycleState::new(),
+            "no nodes available to schedule pods".into(),
+            false,
+            0,
+        );
+    }
+    let (mut state, pre) = match cache {
+        Some(c) => match &c.pre {
+            Ok((st, p)) => (st.clone(), Ok(p.clone())),
+            Err(e) => (CycleState::new(), Err(e.clone())),
+        },
+        None => {
+            let mut st = CycleState::new();
+            let p = fw.run_pre_filter(&mut st, pod, snap);
+            (st, p)
+        }
+    };
+    let pre = match pre {
+        Ok(p) => p,
+        Err(st) if st.code == Code::Error => {
+            return Evaluation {
+                state,
+                outcome: Outcome::Error(format!(
+                    "running PreFilter plugin {:?}: {}",
+                    st.plugin,
+                    st.message()
+                )),
+                processed: 0,
+            };
+        }
+        Err(st) => {
+            let retry = matches!(st.plugin, "InterPodAffinity" | "PodTopologySpread");
+            return fail(
+                state,
+                format!("0/{num_all} nodes are available: {}.", st.message()),
+                retry,
+                0,
+            );
+        }
+    };
+    let restricted: Option<Vec<usize>> = pre.nodes.as_ref().map(|names| {
+        let mut v: Vec<usize> = names.iter().filter_map(|n| snap.node_index(n)).collect();
+        v.sort_unstable();
+        v
+    });
+    let (n, to_find) = match &restricted {
+        Some(v) => (
+            v.len(),
+            num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, v.len()),
+        ),
+        None => (
+            num_all,
+            num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all),
+        ),
+    };
+    let rotate = |i: usize| (start + i) % num_all;
+    let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
+    let order: &(dyn Fn(usize) -> usize + Sync) =
+        if restricted.is_some() { &pick } else { &rotate };
+    let nodes = snap.nodes();
+    let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
+    let cached = |idx: usize| match cache {
+        Some(c) => {
+            let (g, st) = c.filter[idx].get_or_init(|| (nodes[idx].generation, direct(idx)));
+            if *g == nodes[idx].generation {
+                st.clone()
+            } else {
+                direct(idx)
+            }
+        }
+        None => direct(idx),
+    };
+    let (feasible, processed, mut diag) =
+        match find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel) {
+            Ok(x) => x,
+            Err(st) => {
+                return Evaluation {
+                    state,
+                    outcome: Outcome::Error(format!(
+                        "running Filter plugin {:?}: {}",
+                        st.plugin,
+                        st.message()
+                    )),
+                    processed: n,
+                };
+            }
+        };
+    if feasible.is_empty() {
+        let absent = num_all - n;
+        if absent > 0 {
+            let mut ps = pre.restricting_plugins.clone();
+            ps.sort_unstable();
+            diag.add_n(
+                format!("node(s) didn't satisfy plugin(s) [{}]", ps.join(" ")),
+                absent,
+            );
+        }
+        let retry = diag.retryable();
+        return fail(state, diag.message(num_all), retry, processed);
+    }
+    if feasible.len() == 1 {
+        return Evaluation {
+            state,
+            outcome: Outcome::Feasible(vec![Candidate {
+                node: feasible[0],
+                total: 0,
+                local: 0,
+            }]),
+            processed,
+        };
+    }
+    let refs: Vec<&crate::snapshot::NodeInfo> =
+        feasible.iter().map(|&i| &*snap.nodes()[i]).collect();
+    if let Err(st) = fw.run_pre_score(&mut state, pod, snap, &refs) {
+        return Evaluation {
+            state,
+            outcome: Outcome::Error(format!(
+                "running PreScore plugin {:?}: {}",
+                st.plugin,
+                st.message()
+            )),
+            processed,
+        };
+    }
+    let scores = match fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores)) {
+        Ok(s) => s,
+        Err(st) => {
+            return Evaluation {
+                state,
+                outcome: Outcome::Error(format!(
+                    "running Score plugin {:?}: {}",
+                    st.plugin,
+                    st.message()
+                )),
+                processed,
+            };
+        }
+    };
+    // Random tie order among equal totals: one draw per pod, hashed per node.
+    let tie: u64 = rng.random();
+    let mut cands: Vec<(Candidate, u64)> = feasible
+        .iter()
+        .enumerate()
+        .map(|(j, &node)| {
+            let mut total = 0;
+            let mut local = 0;
+            for (ws, s) in fw.score.iter().zip(&scores) {
+                if let Some(s) = s {
+                    let v = s[j] * ws.weight;
+                    total += v;
+                    if ws.plugin.rescorable() {
+                        local += v;
+                    }
+                }
+            }
+            (Candidate { node, total, local }, mix64(tie ^ node as u64))
+        })
+        .collect();
+    let cmp =
+        |a: &(Candidate, u64), b: &(Candidate, u64)| b.0.total.cmp(&a.0.total).then(a.1.cmp(&b.1));
+    let k = k.max(1);
+    if cands.len() > k {
+        cands.select_nth_unstable_by(k - 1, cmp);
+        cands.truncate(k);
+    }
+    cands.sort_unstable_by(cmp);
+    if tol > 0 {
+        // Shuffle the nearly-equal prefix (selection_tolerance).
+        let best = cands[0].0.total;
+        let m = cands.iter().take_while(|c| c.0.total >= best - tol).count();
+        for i in (1..m).rev() {
+            let j = rng.random_range(0..=i);
+            cands.swap(i, j);
+        }
+    }
+    Evaluation {
+        state,
+        outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
+        processed,
+    }
+}

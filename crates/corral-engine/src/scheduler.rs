@@ -1,0 +1,596 @@
+//! The scheduling loop: batches of pending pods are evaluated concurrently against
+//! an immutable snapshot (filter + score, parallel across pods and nodes), then
+//! committed one at a time in queue order, each re-validated against the decisions
+//! committed before it (optimistic concurrency, as in Gödel).
+//!
+//! Invariants:
+//! - During evaluation the snapshot is shared immutably (`&Snapshot`); it is mutated
+//!   only by the sequential committer.
+//! - A pod evaluated first in its batch, or with no commit since its evaluation, gets
+//!   exactly kube-scheduler's decision for that snapshot. Later pods are re-validated:
+//!   PreFilter state is brought up to date with `PreFilterExtensions::add_pod`, every
+//!   Filter is re-run on the candidate, node-local scores are recomputed; if no
+//!   candidate survives the pod is re-queued at the front (a conflict).
+//! - All randomness comes from a per-pod RNG seeded from `--seed`, the pod's input
+//!   sequence number and its attempt: results do not depend on thread timing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rayon::prelude::*;
+
+use std::collections::HashMap;
+
+use crate::framework::{CycleState, Framework, QueuedPodInfo, Status};
+use crate::snapshot::{PodInfo, Snapshot};
+
+use crate::evaluate::*;
+use crate::explain::explain;
+pub use crate::explain::{Explain, ExplainNode, FilterFailure};
+pub use crate::report::{Latency, Placement, Report, Stats, Unschedulable};
+
+/// kube-scheduler's `minFeasibleNodesToFind`.
+pub const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// kube-scheduler's `minFeasibleNodesPercentageToFind`.
+pub const MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND: i64 = 5;
+/// Nodes filtered per work unit when filtering in parallel across nodes.
+pub(crate) const NODE_CHUNK: usize = 128;
+
+/// `numFeasibleNodesToFind`: how many feasible nodes to look for among `n`.
+pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
+    if n < MIN_FEASIBLE_NODES_TO_FIND {
+        return n;
+    }
+    let mut p = i64::from(percentage.unwrap_or(0));
+    if p <= 0 {
+        p = (50 - n as i64 / 125).max(MIN_FEASIBLE_NODES_PERCENTAGE_TO_FIND);
+    }
+    let num = (n as i64 * p / 100) as usize;
+    num.max(MIN_FEASIBLE_NODES_TO_FIND).min(n)
+}
+
+/// Scheduler options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub seed: u64,
+    /// Pods evaluated concurrently per batch (>= 1).
+    pub batch_size: usize,
+    /// Best-scored candidates kept per pod for the committer (>= 1).
+    pub candidates: usize,
+    /// Pods (`ns/name`) to explain.
+    pub explain: HashSet<String>,
+    /// Opt-in (default 0 = kube-scheduler's exact argmax): candidates whose total
+    /// score is within this many points of the best are "nearly equal" and one of
+    /// them is chosen at random (seeded), so a node that just became attractive
+    /// (e.g. recovered health) does not receive every pod of a burst at once.
+    pub selection_tolerance: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            seed: 0,
+            batch_size: 64,
+            candidates: 16,
+            explain: HashSet::new(),
+            selection_tolerance: 0,
+        }
+    }
+}
+
+/// The scheduler: profiles, snapshot and the rotating node start index.
+pub struct Scheduler {
+    pub frameworks: Vec<Framework>,
+    pub snapshot: Snapshot,
+    pub opts: Options,
+    next_start: usize,
+    /// Per node: the batch epoch in which it last received a pod.
+    touched: Vec<u64>,
+    epoch: u64,
+    eval_time: Duration,
+    commit_time: Duration,
+    /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
+    class_caches: HashMap<(u64, usize), ClassCache>,
+}
+
+struct Failed {
+    q: QueuedPodInfo,
+    message: String,
+    retryable: bool,
+    placed_at_failure: usize,
+}
+
+impl Scheduler {
+    pub fn new(frameworks: Vec<Framework>, snapshot: Snapshot, opts: Options) -> Self {
+        Scheduler {
+            frameworks,
+            snapshot,
+            opts,
+            next_start: 0,
+            touched: Vec::new(),
+            epoch: 0,
+            eval_time: Duration::ZERO,
+            commit_time: Duration::ZERO,
+            class_caches: HashMap::new(),
+        }
+    }
+
+    /// The profile for a scheduler name.
+    pub fn framework_for(&self, scheduler_name: &str) -> Option<usize> {
+        self.frameworks
+            .iter()
+            .position(|f| f.scheduler_name == scheduler_name)
+    }
+
+    /// Schedules `pending` pods (each must name one of the profiles) to completion.
+    pub fn schedule_all(&mut self, pending: Vec<PodInfo>) -> Report {
+        let t0 = Instant::now();
+        let mut report = Report::default();
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
+        let total_pods = pending.len();
+        let qs = self.frameworks.first().map(|f| f.queue_sort.clone());
+        let mut queue: Vec<QueuedPodInfo> = pending
+            .into_iter()
+            .map(|p| QueuedPodInfo {
+                pod: Arc::new(p),
+                attempts: 0,
+            })
+            .collect();
+        if let Some(qs) = &qs {
+            queue.sort_by(|a, b| {
+                if qs.less(a, b) {
+                    std::cmp::Ordering::Less
+                } else if qs.less(b, a) {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            });
+        }
+        let mut failed: Vec<Failed> = Vec::new();
+        let mut placed = 0usize;
+        let mut batches = 0u64;
+        let mut conflicts = 0u64;
+        loop {
+            let mut q: std::collections::VecDeque<QueuedPodInfo> = queue.into();
+            while !q.is_empty() {
+                let take = self.opts.batch_size.max(1).min(q.len());
+                let batch: Vec<QueuedPodInfo> = q.drain(..take).collect();
+                batches += 1;
+                let bt = Instant::now();
+                let requeue = self.run_batch(
+                    batch,
+                    bt,
+                    &mut report,
+                    &mut hist,
+                    &mut failed,
+                    &mut placed,
+                    &mut conflicts,
+                );
+                for r in requeue.into_iter().rev() {
+                    q.push_front(r);
+                }
+            }
+            // Re-queue pods whose failure a later placement may have resolved
+            // (kube-scheduler re-queues them on pod-add events).
+            let (retry, keep): (Vec<Failed>, Vec<Failed>) = failed
+                .into_iter()
+                .partition(|f| f.retryable && placed > f.placed_at_failure);
+            failed = keep;
+            if retry.is_empty() {
+                break;
+            }
+            queue = retry.into_iter().map(|f| f.q).collect();
+        }
+        for f in failed {
+            // Explanations of unschedulable pods are evaluated on the final snapshot.
+            if self.opts.explain.contains(&f.q.pod.key)
+                && let Some(fi) = self.framework_for(&f.q.pod.scheduler_name)
+            {
+                report.explain.push(explain(
+                    &self.frameworks[fi],
+                    &self.snapshot,
+                    &f.q.pod,
+                    None,
+                ));
+            }
+            report.unschedulable.push(Unschedulable {
+                pod: f.q.pod.key.clone(),
+                message: f.message,
+            });
+        }
+        let elapsed = t0.elapsed();
+        let secs = elapsed.as_secs_f64();
+        report.stats = Stats {
+            pods: total_pods,
+            nodes: self.snapshot.num_nodes(),
+            elapsed_ms: secs * 1000.0,
+            pods_per_second: if secs > 0.0 {
+                total_pods as f64 / secs
+            } else {
+                0.0
+            },
+            decision_latency_us: hist
+                .map(|h| Latency {
+                    p50: h.value_at_quantile(0.5) as f64,
+                    p99: h.value_at_quantile(0.99) as f64,
+                    max: h.max() as f64,
+                })
+                .unwrap_or_default(),
+            batches,
+            conflicts,
+            evaluate_ms: self.eval_time.as_secs_f64() * 1000.0,
+            commit_ms: self.commit_time.as_secs_f64() * 1000.0,
+        };
+        report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_batch(
+        &mut self,
+        batch: Vec<QueuedPodInfo>,
+        batch_start: Instant,
+        report: &mut Report,
+        hist: &mut Option<Histogram<u64>>,
+        failed: &mut Vec<Failed>,
+        placed: &mut usize,
+        conflicts: &mut u64,
+    ) -> Vec<QueuedPodInfo> {
+        let snap = &self.snapshot;
+        let snap_len = snap.num_nodes();
+        let n = snap.num_nodes().max(1);
+        let start = self.next_start;
+        let parallel_nodes = batch.len() < rayon::current_num_threads().max(1) * 2;
+        let k = self.opts.candidates.max(1).max(if batch.len() > 1 {
+            batch.len().min(64)
+        } else {
+            1
+        });
+        let seed = self.opts.seed;
+        let tol = self.opts.selection_tolerance;
+        let fws = &self.frameworks;
+        // Equivalence classes with several pods in this batch share PreFilter, Filter
+        // results and node-local scores (all pure functions of pod spec and snapshot).
+        let mut classes: HashMap<(u64, usize), Vec<usize>> = HashMap::new();
+        for (j, q) in batch.iter().enumerate() {
+            if let Some(fi) = fws
+                .iter()
+                .position(|f| f.scheduler_name == q.pod.scheduler_name)
+            {
+                classes.entry((q.pod.equivalence, fi)).or_default().push(j);
+            }
+        }
+        let shared: Vec<((u64, usize), usize)> = classes
+            .iter()
+            .filter(|(_, v)| v.len() > 1)
+            .map(|(k, v)| (*k, v[0]))
+            .collect();
+        let mut previous = std::mem::take(&mut self.class_caches);
+        let snap = &self.snapshot;
+        let fws = &self.frameworks;
+        let caches: HashMap<(u64, usize), ClassCache> = shared
+            .into_iter()
+            .map(|(key, j)| {
+                let pod = &batch[j].pod;
+                let c = match previous.remove(&key) {
+                    Some(c) => c.refresh(&fws[key.1], snap, pod),
+                    None => ClassCache::new(&fws[key.1], snap, pod),
+                };
+                (key, c)
+            })
+            .collect();
+        drop(previous);
+        // Evaluation: parallel across pods (and across nodes for small batches).
+        let evals: Vec<(usize, Evaluation)> = batch
+            .par_iter()
+            .enumerate()
+            .map(|(j, q)| {
+                let Some(fi) = fws
+                    .iter()
+                    .position(|f| f.scheduler_name == q.pod.scheduler_name)
+                else {
+                    return (
+                        usize::MAX,
+                        Evaluation {
+                            state: CycleState::new(),
+                            outcome: Outcome::Error(format!(
+                                "no profile for schedulerName {:?}",
+                                q.pod.scheduler_name
+                            )),
+                            processed: 0,
+                        },
+                    );
+                };
+                let fw = &fws[fi];
+                let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
+                let s = (start + j * est) % n;
+                let mut rng = pod_rng(seed, &q.pod, q.attempts);
+                let cache = caches.get(&(q.pod.equivalence, fi));
+                (
+                    fi,
+                    evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes, cache),
+                )
+            })
+            .collect();
+        self.class_caches = caches;
+        let commit_start = Instant::now();
+        self.eval_time += commit_start - batch_start;
+        let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
+        self.next_start = (start + processed) % n;
+        self.epoch += 1;
+        if self.touched.len() != snap_len {
+            self.touched = vec![0; snap_len];
+        }
+
+        // Commit: one at a time, in queue order.
+        let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
+        let mut requeue = Vec::new();
+        for (q, (fi, mut ev)) in batch.into_iter().zip(evals) {
+            let pod = q.pod.clone();
+            let fw = if fi == usize::MAX {
+                None
+            } else {
+                Some(&self.frameworks[fi])
+            };
+            match ev.outcome {
+                Outcome::Error(msg) => {
+                    record_failure(q, msg, false, *placed, failed);
+                }
+                Outcome::Unschedulable { message, retryable } => {
+                    record_failure(q, message, retryable, *placed, failed);
+                }
+                Outcome::Feasible(cands) => {
+                    let Some(fw) = fw else { continue };
+                    let chosen = if committed.is_empty() {
+                        Some(cands[0].node)
+                    } else {
+                        revalidate(
+                            fw,
+                            &self.snapshot,
+                            &mut ev.state,
+                            &pod,
+                            &cands,
+                            &committed,
+                            &self.touched,
+                            self.epoch,
+                            tol,
+                        )
+                    };
+                    let chosen = match chosen {
+                        Some(c) => Some(c),
+                        None => {
+                            // Conflict: no candidate survived. Re-evaluate right now
+                            // against the current snapshot (exactly what a sequential
+                            // scheduler would do), so a pod is evaluated at most twice.
+                            *conflicts += 1;
+                            let n_now = self.snapshot.num_nodes().max(1);
+                            let mut rng = pod_rng(seed, &pod, q.attempts + 1);
+                            let fresh = evaluate(
+                                fw,
+                                &self.snapshot,
+                                &pod,
+                                self.next_start % n_now,
+                                &mut rng,
+                                // One candidate suffices, unless the selection
+                                // tolerance needs the nearly-equal ones to choose from.
+                                if tol > 0 {
+                                    self.opts.candidates.max(1)
+                                } else {
+                                    1
+                                },
+                                tol,
+                                true,
+                                None,
+                            );
+                            self.next_start = (self.next_start + fresh.processed) % n_now;
+                            match fresh.outcome {
+                                Outcome::Feasible(c) => {
+                                    ev.state = fresh.state;
+                                    c.first().map(|c| c.node)
+                                }
+                                Outcome::Unschedulable { message, retryable } => {
+                                    record_failure(q, message, retryable, *placed, failed);
+                                    continue;
+                                }
+                                Outcome::Error(msg) => {
+                                    record_failure(q, msg, false, *placed, failed);
+                                    continue;
+                                }
+                            }
+                        }
+                    };
+                    let Some(node_idx) = chosen else {
+                        requeue.push(QueuedPodInfo {
+                            pod,
+                            attempts: q.attempts + 1,
+                        });
+                        continue;
+                    };
+                    let node_name = self.snapshot.nodes()[node_idx].name.to_string();
+                    let explain_this = self.opts.explain.contains(&pod.key);
+                    let ex = explain_this
+                        .then(|| explain(fw, &self.snapshot, &pod, Some(node_name.clone())));
+                    match bind_cycle(fw, &mut ev.state, &pod, &node_name, &self.snapshot) {
+                        Ok(()) => {
+                            // Reserve plugins' annotations (e.g. GpuShare's card
+                            // assignment) go on the placed PodInfo, so later pods of
+                            // this batch see them.
+                            let pod = match ev.state.pod_annotations() {
+                                Some(ann) => {
+                                    report.annotations.insert(pod.key.clone(), ann.clone());
+                                    Arc::new(with_annotations(&pod, ann))
+                                }
+                                None => pod,
+                            };
+                            self.snapshot.add_pod(pod.clone(), &node_name);
+                            self.touched[node_idx] = self.epoch;
+                            committed.push((pod.clone(), node_idx));
+                            *placed += 1;
+                            report.placements.push(Placement {
+                                pod: pod.key.clone(),
+                                node: node_name,
+                            });
+                            if let Some(ex) = ex {
+                                report.explain.push(ex);
+                            }
+                            if let Some(h) = hist.as_mut() {
+                                let us = batch_start.elapsed().as_micros().max(1) as u64;
+                                let _ = h.record(us.min(h.high()));
+                            }
+                        }
+                        Err(st) => {
+                            let msg = format!("binding rejected: {}", st);
+                            record_failure(q, msg, false, *placed, failed);
+                        }
+                    }
+                }
+            }
+        }
+        self.commit_time += commit_start.elapsed();
+        requeue
+    }
+}
+
+fn record_failure(
+    q: QueuedPodInfo,
+    message: String,
+    retryable: bool,
+    placed: usize,
+    failed: &mut Vec<Failed>,
+) {
+    failed.push(Failed {
+        q,
+        message,
+        retryable,
+        placed_at_failure: placed,
+    });
+}
+
+/// `pod` with `ann` merged into its annotations (what the API pod will carry once
+/// the binder patched it).
+pub fn with_annotations(pod: &PodInfo, ann: &crate::framework::PodAnnotations) -> PodInfo {
+    let mut p = pod.clone();
+    let mut obj = (*p.pod).clone();
+    let m = obj
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default);
+    for (k, v) in ann {
+        m.insert(k.clone(), v.clone());
+    }
+    p.pod = Arc::new(obj);
+    p
+}
+
+/// Reserve → Permit → PreBind → Bind → PostBind; Unreserve on failure.
+fn bind_cycle(
+    fw: &Framework,
+    state: &mut CycleState,
+    pod: &PodInfo,
+    node: &str,
+    snap: &Snapshot,
+) -> Result<(), Status> {
+    fw.run_reserve(state, pod, node, snap)?;
+    if let Err((st, _)) = fw.run_permit(state, pod, node) {
+        fw.run_unreserve(state, pod, node, snap);
+        return Err(st);
+    }
+    if let Err(st) = fw.run_bind_cycle(state, pod, node) {
+        fw.run_unreserve(state, pod, node, snap);
+        return Err(st);
+    }
+    Ok(())
+}
+
+/// Re-validates a pod's candidates against the snapshot after `committed` pods were
+/// placed since its evaluation. Returns the best surviving candidate.
+///
+/// A candidate node that received no pod in this batch (`touched[node] != epoch`) is
+/// unchanged: its node-local Filter results and scores still hold, so only the
+/// cross-node filters (whose state `add_pod` just updated) are re-run. A touched node
+/// is fully re-filtered and its node-local scores recomputed.
+#[allow(clippy::too_many_arguments)]
+fn revalidate(
+    fw: &Framework,
+    snap: &Snapshot,
+    state: &mut CycleState,
+    pod: &PodInfo,
+    cands: &[Candidate],
+    committed: &[(Arc<PodInfo>, usize)],
+    touched: &[u64],
+    epoch: u64,
+    tol: i64,
+) -> Option<usize> {
+    let nodes = snap.nodes();
+    for p in &fw.pre_filter {
+        if state.filter_skipped(p.name()) {
+            // A plugin that did not apply may apply now (e.g. a committed pod carries
+            // required anti-affinity): re-evaluate fully in the next batch then.
+            let mut probe = CycleState::new();
+            let (_, st) = p.pre_filter(&mut probe, pod, snap);
+            if !st.is_skip() {
+                return None;
+            }
+        } else if let Some(ext) = p.extensions() {
+            for (cp, ni) in committed {
+                let st = ext.add_pod(state, pod, cp, &nodes[*ni], snap);
+                if !st.is_success() {
+                    return None;
+                }
+            }
+        }
+    }
+    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
+    let rescore = fw.has_node_local_scores() && cands.len() > 1;
+    let mut best: Option<(i64, usize)> = None;
+    let mut all: Vec<(i64, usize)> = Vec::new();
+    for c in cands {
+        let node = &nodes[c.node];
+        let changed = touched.get(c.node) == Some(&epoch);
+        let adj = if changed {
+            if !fw.run_filter(state, pod, node, snap).is_success() {
+                continue;
+            }
+            if rescore {
+                match fw.node_local_score(state, pod, node, snap) {
+                    Ok(s) => c.total - c.local + s,
+                    Err(_) => continue,
+                }
+            } else {
+                c.total
+            }
+        } else {
+            if cross != 0
+                && !fw
+                    .run_filter_masked(state, pod, node, snap, cross)
+                    .is_success()
+            {
+                continue;
+            }
+            c.total
+        };
+        if tol > 0 {
+            all.push((adj, c.node));
+        }
+        if best.is_none_or(|(b, _)| adj > b) {
+            best = Some((adj, c.node));
+        }
+    }
+    if tol > 0
+        && let Some((b, _)) = best
+    {
+        // Candidates are in (shuffled) preference order: keep the first nearly-equal.
+        return all.iter().find(|(a, _)| *a >= b - tol).map(|x| x.1);
+    }
+    best.map(|b| b.1)
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Framework>();
+    is::<Snapshot>();
+    let _ = Duration::ZERO;
+}

@@ -1,0 +1,122 @@
+//! corral-plugins: the in-tree plugins (one per file, tests beside each) and the
+//! plugin registry.
+//!
+//! Every plugin implements the extension-point traits of `corral_core::framework`
+//! and reads only the immutable `&Snapshot` of the cycle (and the health view
+//! attached to it).
+//!
+//! Invariant: depends on corral-core only; knows nothing about the engine's loop,
+//! batch sessions, configuration files or Kubernetes I/O.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+// The core modules, imported at the root so that plugin files name them
+// `crate::snapshot`, `crate::framework`, ...
+#[cfg(test)]
+use corral_core::testutil;
+use corral_core::{
+    framework, health, impl_plugin, labels, quantity, resources, snapshot, topology,
+};
+// Test-only (dev-dependency): tests that run a profile through the engine's loop.
+#[cfg(test)]
+use corral_engine::{config, scheduler};
+
+use crate::framework::Plugin;
+
+pub mod default_binder;
+pub mod gpu_share;
+pub mod helpers;
+pub mod image_locality;
+pub mod inter_pod_affinity;
+pub mod node_affinity;
+pub mod node_health;
+pub mod node_name;
+pub mod node_ports;
+pub mod node_resource_topology;
+pub mod node_resources_balanced;
+pub mod node_resources_fit;
+pub mod node_unschedulable;
+pub mod pod_topology_spread;
+pub mod priority_sort;
+pub mod taint_toleration;
+
+/// Builds a plugin from its (optional) `pluginConfig` args.
+pub type Factory = fn(Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String>;
+
+fn no_args<P: Plugin + Default + 'static>(
+    args: Option<&serde_json::Value>,
+) -> Result<Arc<dyn Plugin>, String> {
+    match args {
+        None | Some(serde_json::Value::Null) => Ok(Arc::new(P::default())),
+        Some(serde_json::Value::Object(m)) if m.is_empty() => Ok(Arc::new(P::default())),
+        Some(_) => Err("this plugin takes no args".into()),
+    }
+}
+
+/// Decodes plugin args strictly (unknown fields are errors); absent args give the
+/// default.
+pub fn decode_args<T: DeserializeOwned + Default>(
+    args: Option<&serde_json::Value>,
+) -> Result<T, String> {
+    match args {
+        None | Some(serde_json::Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| e.to_string()),
+    }
+}
+
+/// kube-scheduler in-tree plugins Corral recognises but does not implement because
+/// its snapshot has no volumes/DRA state; enabling them is accepted and they are
+/// ignored with a warning.
+pub const RECOGNISED_NOT_IMPLEMENTED: &[&str] = &[
+    "VolumeBinding",
+    "VolumeRestrictions",
+    "VolumeZone",
+    "NodeVolumeLimits",
+    "EBSLimits",
+    "GCEPDLimits",
+    "AzureDiskLimits",
+    "CinderLimits",
+    "DynamicResources",
+    "SchedulingGates",
+    "DefaultPreemption",
+];
+
+/// Every implemented plugin by name.
+pub fn registry() -> &'static [(&'static str, Factory)] {
+    &[
+        (priority_sort::NAME, no_args::<priority_sort::PrioritySort>),
+        (
+            node_unschedulable::NAME,
+            no_args::<node_unschedulable::NodeUnschedulable>,
+        ),
+        (node_name::NAME, no_args::<node_name::NodeName>),
+        (taint_toleration::NAME, taint_toleration::factory),
+        (node_affinity::NAME, node_affinity::factory),
+        (node_ports::NAME, node_ports::factory),
+        (node_resources_fit::NAME, node_resources_fit::factory),
+        (
+            node_resource_topology::NAME,
+            node_resource_topology::factory,
+        ),
+        (gpu_share::NAME, gpu_share::factory),
+        (pod_topology_spread::NAME, pod_topology_spread::factory),
+        (inter_pod_affinity::NAME, inter_pod_affinity::factory),
+        (
+            node_resources_balanced::NAME,
+            node_resources_balanced::factory,
+        ),
+        (image_locality::NAME, image_locality::factory),
+        (node_health::NAME, node_health::factory),
+        (
+            default_binder::NAME,
+            no_args::<default_binder::DefaultBinder>,
+        ),
+    ]
+}
+
+/// Looks up a plugin factory by name.
+pub fn lookup(name: &str) -> Option<Factory> {
+    registry().iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}

@@ -1,0 +1,584 @@
+//! `corral-scheduler run`: Corral as a real Kubernetes scheduler.
+//!
+//! Data flow:
+//! - watch tasks (kube-runtime `watcher`, resuming on errors and relisting on
+//!   `410 Gone`) send [`Msg`]s for Pods, Nodes, Namespaces, PriorityClasses,
+//!   ResourceQuotas and the CRDs (PodGroups, Queues, NodeResourceTopology; watched
+//!   once served) to one channel;
+//! - the scheduling loop (a dedicated OS thread owning the [`Scheduler`] and its
+//!   snapshot) applies them incrementally, pops batches from the [`queue::Queue`],
+//!   sends gang/queue pods (with all their gang-mates) through a batch session
+//!   ([`batch_state`]) and runs `Scheduler::schedule_all` on the other pods of each batch
+//!   (batched parallel evaluation, committed in queue order — the commit *assumes*
+//!   the pod in the snapshot) and hands placements to the binder;
+//! - the binder POSTs `pods/{name}/binding` with bounded concurrency and a shared
+//!   QPS/burst token bucket; its results come back to the loop, which *forgets* the
+//!   assumption on failure;
+//! - failures go to the status writer: a `PodScheduled=False` condition (written only
+//!   when the message changes) and aggregated `FailedScheduling` Events (at most one
+//!   write per pod per backoff window; repeats patch `count` of the same Event);
+//! - a Lease elector flips the leader flag; only the leader schedules and binds, the
+//!   standby keeps its cache warm.
+//!
+//! Invariants: a pod is bound at most once by this process (it is in flight from
+//! pop to bind result and never popped twice; the API server rejects a second
+//! binding with 409, which is never retried before a backoff); every pending pod with
+//! a matching schedulerName is tracked by the queue until the watch shows it bound
+//! or deleted.
+
+pub mod batch_state;
+pub mod binder;
+pub mod cli;
+pub mod crds;
+pub mod evictor;
+pub mod leader;
+pub mod metrics;
+pub mod queue;
+pub mod reflector;
+pub mod runtime_cap;
+pub mod status;
+
+mod events;
+mod preemption;
+mod schedule;
+mod sweeps;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, ResourceQuota};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+
+use crate::batch;
+use crate::framework::Framework;
+use crate::labels::Labels;
+use crate::scheduler::{Options as SchedOptions, Scheduler};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+use self::binder::{BindOutcome, BindRequest, Binder, RateLimiter};
+use self::metrics::Metrics;
+use self::preemption::{Victim, Wait};
+use self::queue::Queue;
+use self::status::{FailureReport, StatusWriter};
+
+/// Options of the run loop.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pods handed to one `schedule_all` call.
+    pub batch_size: usize,
+    /// Concurrent binding requests.
+    pub bind_concurrency: usize,
+    /// Client-side write QPS and burst (binds, events, status patches).
+    pub qps: f64,
+    pub burst: u32,
+    /// Leader election; `None` = always leader.
+    pub leader: Option<leader::LeaderOptions>,
+    pub seed: u64,
+    /// How often a CRD that is not served (PodGroup, Queue, NodeResourceTopology)
+    /// is looked for again.
+    pub crd_retry: Duration,
+    /// Continuous node health (NodeHealth enabled): see `health::live`.
+    pub health: Option<crate::health::live::LiveOptions>,
+    /// Batch sessions (`corral.session` of the config file): actions and plugins.
+    pub session: batch::SessionConfig,
+    /// How preemption/reclaim victims are removed.
+    pub eviction: evictor::EvictionMode,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            batch_size: 256,
+            bind_concurrency: 256,
+            qps: 5000.0,
+            burst: 10000,
+            leader: None,
+            seed: 0,
+            crd_retry: Duration::from_secs(60),
+            health: None,
+            session: batch::SessionConfig::default(),
+            eviction: evictor::EvictionMode::default(),
+        }
+    }
+}
+
+/// Messages to the scheduling loop.
+pub enum Msg {
+    Pods(reflector::PodEvent),
+    Node(Box<Event<Node>>),
+    Namespace(Box<Event<Namespace>>),
+    PriorityClass(Box<Event<PriorityClass>>),
+    Quota(Box<Event<ResourceQuota>>),
+    Bound(BindOutcome),
+    /// Result of a victim's eviction.
+    Evicted(evictor::EvictOutcome),
+    /// A batch CRD watch event.
+    Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
+    /// Leadership changed.
+    Leader(bool),
+    Stop,
+}
+
+/// Shared, observable state of a running scheduler.
+pub struct Handle {
+    pub metrics: Arc<Metrics>,
+    pub leader: Arc<AtomicBool>,
+    pub ready: Arc<AtomicBool>,
+    stop: mpsc::Sender<Msg>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Stops watches, leader election (releasing nothing: the lease expires) and the
+    /// loop.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.stop.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Builds a client from a kubeconfig path, or in-cluster / default inference.
+pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
+    // No transparent client retries: kube's default retries 429/503 up to 15 times
+    // with backoff up to 1000 s, which would hold a binding slot for minutes and turn
+    // a PodDisruptionBudget's 429 on an eviction into a hang. Every caller here
+    // handles these errors itself (binds back off, evictions pick other victims,
+    // watches relist with their own backoff).
+    let opts = corral_api::client::ClientOptions { retry: false };
+    Ok(corral_api::client::client(kubeconfig.map(PathBuf::as_path), opts).await?)
+}
+
+fn forward<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Msg>,
+    wrap: fn(Box<Event<K>>) -> Msg,
+    metrics: Arc<Metrics>,
+    what: &'static str,
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut s = watcher::watcher(api, watcher::Config::default().page_size(5000))
+            .default_backoff()
+            .boxed();
+        while let Some(ev) = s.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send(wrap(Box::new(ev))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    metrics
+                        .watch_errors
+                        .get_or_create(&metrics::ResourceLabel {
+                            resource: metrics::What(what),
+                        })
+                        .inc();
+                    tracing::warn!("{what} watch: {e}");
+                }
+            }
+        }
+    })
+}
+
+/// Starts the scheduler against `client` and returns a handle (tasks run on the
+/// current tokio runtime, the loop on its own thread).
+pub fn start(
+    client: Client,
+    frameworks: Vec<Framework>,
+    opts: RunOptions,
+) -> anyhow::Result<Handle> {
+    if frameworks.is_empty() {
+        anyhow::bail!("no scheduler profiles configured");
+    }
+    opts.session.plugins().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let leader = Arc::new(AtomicBool::new(opts.leader.is_none()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let limiter = Arc::new(RateLimiter::new(opts.qps, opts.burst));
+    let mut tasks = vec![
+        reflector::spawn(client.clone(), tx.clone(), metrics.clone(), 5000),
+        forward(
+            Api::<Node>::all(client.clone()),
+            tx.clone(),
+            Msg::Node,
+            metrics.clone(),
+            "nodes",
+        ),
+        forward(
+            Api::<Namespace>::all(client.clone()),
+            tx.clone(),
+            Msg::Namespace,
+            metrics.clone(),
+            "namespaces",
+        ),
+        forward(
+            Api::<PriorityClass>::all(client.clone()),
+            tx.clone(),
+            Msg::PriorityClass,
+            metrics.clone(),
+            "priorityclasses",
+        ),
+        forward(
+            Api::<ResourceQuota>::all(client.clone()),
+            tx.clone(),
+            Msg::Quota,
+            metrics.clone(),
+            "resourcequotas",
+        ),
+    ];
+    for crd in crds::Crd::ALL {
+        tasks.push(crds::watch(
+            client.clone(),
+            crd,
+            tx.clone(),
+            Msg::Crd,
+            opts.crd_retry,
+        ));
+    }
+    // One writer task: PodGroup/Queue status patches in session order.
+    let (status_tx, mut status_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Vec<crds::StatusPatch>>();
+    {
+        let (client, limiter, metrics) = (client.clone(), limiter.clone(), metrics.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(p) = status_rx.recv().await {
+                crds::StatusPatcher::write(&client, &limiter, p, &metrics).await;
+            }
+        }));
+    }
+    if let Some(lo) = opts.leader.clone() {
+        tasks.push(leader::spawn(
+            client.clone(),
+            lo,
+            leader.clone(),
+            tx.clone(),
+        ));
+    }
+    let binder = Binder::spawn(
+        client.clone(),
+        opts.bind_concurrency,
+        limiter.clone(),
+        leader.clone(),
+        tx.clone(),
+        metrics.clone(),
+    );
+    let health = match opts.health.clone() {
+        Some(o) => {
+            let (h, task) =
+                crate::health::live::LiveHealth::start(o, &tokio::runtime::Handle::current())
+                    .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
+            tasks.extend(task);
+            Some(h)
+        }
+        None => None,
+    };
+    let component = frameworks[0].scheduler_name.clone();
+    let evictor = evictor::Evictor::spawn(
+        client.clone(),
+        opts.eviction,
+        32,
+        limiter.clone(),
+        leader.clone(),
+        tx.clone(),
+        metrics.clone(),
+        component.clone(),
+    );
+    let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
+    let names: HashSet<String> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.clone())
+        .collect();
+    let sched = Scheduler::new(
+        frameworks,
+        Snapshot::new(),
+        SchedOptions {
+            seed: opts.seed,
+            ..SchedOptions::default()
+        },
+    );
+    let mut lp = Loop {
+        sched,
+        names,
+        queue: Queue::default(),
+        pods: HashMap::new(),
+        seq: 0,
+        leader: leader.clone(),
+        ready: ready.clone(),
+        synced: [false; 3],
+        gangs: batch_state::BatchState::new(metrics.clone(), &opts.session),
+        status_tx,
+        bind_retries: HashMap::new(),
+        relist: [None, None, None],
+        binder,
+        writer,
+        metrics: metrics.clone(),
+        batch: opts.batch_size.max(1),
+        max_in_flight: opts.bind_concurrency.max(1) * 8,
+        in_flight: 0,
+        last_report: HashMap::new(),
+        node_buf: Vec::new(),
+        health,
+        evictor,
+        waits: HashMap::new(),
+        waiting_pod: HashMap::new(),
+        victims: HashMap::new(),
+        nominations: HashMap::new(),
+        unevictable: HashMap::new(),
+        caps: runtime_cap::RuntimeCaps::default(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("corral-sched".into())
+        .spawn(move || lp.run(rx))?;
+    Ok(Handle {
+        metrics,
+        leader,
+        ready,
+        stop: tx,
+        tasks,
+        thread: Some(thread),
+    })
+}
+
+/// What the cache knows about a pod from the API.
+struct Tracked {
+    rv: String,
+    /// Node per the API (None = pending).
+    node: Option<String>,
+}
+
+struct Loop {
+    sched: Scheduler,
+    names: HashSet<String>,
+    queue: Queue,
+    pods: HashMap<String, Tracked>,
+    seq: u64,
+    leader: Arc<AtomicBool>,
+    ready: Arc<AtomicBool>,
+    /// Initial list done for pods, nodes, namespaces.
+    synced: [bool; 3],
+    /// Keys seen during a (re)list in progress, per resource.
+    relist: [Option<HashSet<String>>; 3],
+    binder: Binder,
+    writer: StatusWriter,
+    metrics: Arc<Metrics>,
+    batch: usize,
+    max_in_flight: usize,
+    in_flight: usize,
+    /// Last failure report per pod (event aggregation window).
+    last_report: HashMap<String, (Instant, Duration, u32)>,
+    /// PodGroups, Queues, quotas, priority classes, topology; the gang path.
+    gangs: batch_state::BatchState,
+    status_tx: tokio::sync::mpsc::UnboundedSender<Vec<crds::StatusPatch>>,
+    /// Retries of a gang member's failed binding.
+    bind_retries: HashMap<String, u32>,
+    /// Nodes of a list in progress.
+    node_buf: Vec<Node>,
+    /// Live node health feed (ticks between batches).
+    health: Option<crate::health::live::LiveHealth>,
+    /// Evicts preemption victims and writes nominations.
+    evictor: evictor::Evictor,
+    /// Preemptions in progress, by preemptor job (PodGroup or pod `namespace/name`).
+    waits: HashMap<String, Wait>,
+    /// Waiting preemptor pod → its job key in `waits`.
+    waiting_pod: HashMap<String, String>,
+    /// Victims being evicted.
+    victims: HashMap<String, Victim>,
+    /// Preemptors whose victims are gone → nominated node (placed there first by the
+    /// next session, then forgotten).
+    nominations: HashMap<String, String>,
+    /// Pods whose eviction a disruption budget refused, not chosen again until then.
+    unevictable: HashMap<String, Instant>,
+    /// `corral.io/max-runtime` enforcement.
+    caps: runtime_cap::RuntimeCaps,
+}
+
+impl Loop {
+    fn all_synced(&self) -> bool {
+        self.synced.iter().all(|s| *s) && self.gangs.synced.iter().all(|s| *s)
+    }
+
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        loop {
+            // Block when there is nothing to schedule, else drain without waiting.
+            let can_schedule = self.leader.load(Ordering::Relaxed)
+                && self.all_synced()
+                && self.queue.has_active()
+                && self.in_flight < self.max_in_flight;
+            let first = if can_schedule {
+                rx.try_recv().ok()
+            } else {
+                let wait = self
+                    .queue
+                    .next_ready()
+                    .map(|t| t.saturating_duration_since(Instant::now()))
+                    .unwrap_or(Duration::from_millis(500))
+                    .clamp(Duration::from_millis(1), Duration::from_millis(500));
+                match rx.recv_timeout(wait) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            let mut next = first;
+            let mut n = 0;
+            while let Some(m) = next {
+                if matches!(m, Msg::Stop) {
+                    return;
+                }
+                self.handle(m);
+                n += 1;
+                next = if n < 100_000 {
+                    rx.try_recv().ok()
+                } else {
+                    None
+                };
+            }
+            let now = Instant::now();
+            self.expire_waits(now);
+            if self.leader.load(Ordering::Relaxed) && self.all_synced() && self.caps.due(now) {
+                self.sweep_caps(now);
+            }
+            self.queue.tick(now);
+            let c = self.queue.counts();
+            self.metrics.set_pending(c);
+            if self.synced[1]
+                && let Some(h) = self.health.as_mut()
+            {
+                h.maybe_tick(&mut self.sched.snapshot, now);
+            }
+            if self.leader.load(Ordering::Relaxed)
+                && self.all_synced()
+                && self.in_flight < self.max_in_flight
+                && self.queue.has_active()
+            {
+                self.schedule_batch();
+            }
+            if self.gangs.has_dirty() && self.leader.load(Ordering::Relaxed) && self.all_synced() {
+                self.flush_statuses(false);
+            }
+        }
+    }
+
+    /// Sends the changed PodGroup (and, after a session, Queue) statuses.
+    fn flush_statuses(&mut self, queues_too: bool) {
+        self.gangs
+            .set_reserved(self.waiting_pod.keys().cloned().collect());
+        let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
+        if !patches.is_empty() {
+            let _ = self.status_tx.send(patches);
+        }
+    }
+
+    fn handle(&mut self, m: Msg) {
+        match m {
+            Msg::Pods(ev) => self.on_pod_event(ev),
+            Msg::Node(ev) => self.on_node_event(*ev),
+            Msg::Namespace(ev) => self.on_ns_event(*ev),
+            Msg::Bound(o) => self.on_bound(o),
+            Msg::Evicted(o) => self.on_evicted(o),
+            Msg::Crd(crd, ev) => {
+                if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Msg::PriorityClass(ev) => {
+                if self.gangs.on_priority_class_event(*ev) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Msg::Quota(ev) => {
+                if self.gangs.on_quota_event(*ev) {
+                    self.queue.on_cluster_event();
+                }
+            }
+            Msg::Leader(l) => {
+                tracing::info!(leader = l, "leadership changed");
+                self.metrics.leader.set(i64::from(l));
+            }
+            Msg::Stop => {}
+        }
+        if !self.ready.load(Ordering::Relaxed) && self.all_synced() {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Command-line arguments of `corral-scheduler run`.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    pub kubeconfig: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub opts: RunOptions,
+    /// `--health-*` flags (used when a profile enables NodeHealth).
+    pub health: crate::health::live::HealthFlags,
+}
+
+/// Runs until Ctrl-C.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut opts = args.opts.clone();
+    let (frameworks, health_args) = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
+                &text,
+                &p.display().to_string(),
+            )?;
+            let session =
+                crate::batch::SessionConfig::from_config_yaml(&text, &p.display().to_string())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(s) = session {
+                s.plugins()
+                    .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
+                opts.session = s;
+            }
+            (cfg.build()?, crate::health::args_from_config(&cfg))
+        }
+        None => (crate::config::default_frameworks(), None),
+    };
+    opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
+        .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let handle = start(client, frameworks, opts)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen {}: {e}", args.listen))?;
+    let app = metrics::router(handle.metrics.clone(), handle.ready.clone());
+    tracing::info!("serving /metrics /healthz /readyz on {}", args.listen);
+    tokio::select! {
+        r = crate::http_server::serve(listener, app, crate::http_server::ServerLimits::default()) => r?,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tokio::task::block_in_place(|| handle.stop());
+    Ok(())
+}
