@@ -53,7 +53,7 @@ kind: Pod
 metadata: {name: g, namespace: default}
 spec:
   schedulerName: corral
-  containers: [{name: c, image: i, resources: {limits: {cpu: "64", memory: 256Gi, tencent.com/vcuda-core: "50", tencent.com/vcuda-memory: "4"}}}]
+  containers: [{name: c, image: i, resources: {limits: {cpu: "1", memory: 1Gi, tencent.com/vcuda-core: "50", tencent.com/vcuda-memory: "4"}}}]
 "#;
 
 fn manifest_seeds() -> &'static [Vec<u8>] {
