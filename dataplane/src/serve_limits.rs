@@ -274,7 +274,10 @@ mod tests {
         // read_to_end keeps what arrived before a reset (the server closes with
         // unread input after an over-long line).
         let mut out = Vec::new();
-        let _ = BufReader::new(r).read_to_end(&mut out).await;
+        let mut r = BufReader::new(r);
+        let _ = tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection");
         String::from_utf8_lossy(&out)
             .lines()
             .map(String::from)

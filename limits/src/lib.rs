@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+pub mod mutate;
+
 /// Deepest nesting of collections accepted in YAML and JSON input (serde_json's
 /// own recursion limit is 128; this fires first, with a message that names it).
 pub const MAX_NESTING_DEPTH: usize = 100;

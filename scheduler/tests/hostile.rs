@@ -230,6 +230,33 @@ fn connect(addr: std::net::SocketAddr) -> TcpStream {
     s
 }
 
+/// Reads until the server closes the connection (EOF or reset); an error when it is
+/// still open after 5 s.
+fn read_until_closed(s: &mut TcpStream) -> Result<Vec<u8>, String> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(out),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "connection still open after 5 s (read so far: {:?})",
+                    String::from_utf8_lossy(&out)
+                ));
+            }
+            Err(_) => return Ok(out),
+        }
+    }
+}
+
 /// One request on a fresh connection; returns the whole response.
 fn request(addr: std::net::SocketAddr, raw: &[u8]) -> String {
     let mut s = connect(addr);
@@ -354,28 +381,22 @@ fn slow_and_idle_connections_are_cut_off_without_blocking_healthz() {
     }
     // The server closed the slowloris connection: reading gives EOF (or a reset),
     // within a bound of the header timeout (the loop above ran ≥ 2 s).
-    let mut buf = [0u8; 512];
-    let n = slow.read(&mut buf).unwrap_or(0);
-    let got = String::from_utf8_lossy(&buf[..n]);
-    assert!(
-        closed || n == 0 || got.starts_with("HTTP/1.1 408"),
-        "slowloris connection still open after {:?}: {got}",
-        t0.elapsed()
-    );
+    if !closed {
+        let got = read_until_closed(&mut slow)
+            .unwrap_or_else(|e| panic!("slowloris after {:?}: {e}", t0.elapsed()));
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.is_empty() || got.starts_with("HTTP/1.1 408"), "{got}");
+    }
     let mut idle = idle;
-    assert_eq!(
-        idle.read(&mut buf).unwrap_or(0),
-        0,
-        "idle connection closed"
-    );
+    let got = read_until_closed(&mut idle).expect("idle connection closed");
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
     // Headers complete, body never arrives: 408 after the request timeout.
     let mut s = connect(addr);
     s.write_all(
         b"POST /filter HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
     )
     .expect("write");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
+    let out = read_until_closed(&mut s).expect("closed after the 408");
     let r = String::from_utf8_lossy(&out);
     assert!(r.starts_with("HTTP/1.1 408"), "{r}");
 }
@@ -394,8 +415,7 @@ fn connection_limit() {
     std::thread::sleep(Duration::from_millis(100));
     let mut c = connect(addr);
     let _ = c.write_all(HEALTHZ);
-    let mut out = Vec::new();
-    let _ = c.read_to_end(&mut out);
+    let out = read_until_closed(&mut c).expect("closed at accept");
     assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
     // The two idle connections hit the header timeout and free their slots.
     std::thread::sleep(lim.header_timeout + Duration::from_millis(400));

@@ -6,7 +6,7 @@
 //! requests); an object beyond a limit is an error naming the field. What the
 //! caller does with it: `simulate` fails naming file/document/object/field; `run`
 //! and the extender's node cache skip the object with a warning log and the
-//! `corral_invalid_objects_total` metric; the extender's `/filter` and
+//! `corral_scheduler_invalid_objects_total` metric; the extender's `/filter` and
 //! `/prioritize` answer for the other nodes and report the skipped one as failed.
 //! Other bounds live next to their data: NUMA zones ([`crate::topology::MAX_NUMA_ZONES`]),
 //! quantity exponents ([`crate::quantity`]), nesting depth and document sizes

@@ -52,8 +52,10 @@ fn default_container(c: &mut Container, host_network: bool) {
 
 fn tolerates(ts: &[Toleration], key: &str) -> bool {
     ts.iter().any(|t| {
+        // v1 Toleration.ToleratesTaint for a taint with an empty value.
         let op_exists = t.operator.as_deref() == Some("Exists");
-        let key_ok = t.key.as_deref() == Some(key)
+        let value_ok = op_exists || t.value.as_deref().is_none_or(str::is_empty);
+        let key_ok = (t.key.as_deref() == Some(key) && value_ok)
             || (t.key.as_deref().is_none_or(str::is_empty) && op_exists);
         let effect_ok = t
             .effect
@@ -182,5 +184,12 @@ mod tests {
             1,
             "tolerates everything"
         );
+        // Equal with another value does not tolerate the (empty-valued) taint.
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "a"}],
+                     "tolerations": [{"key": NOT_READY, "operator": "Equal", "value": "x"}]}
+        }));
+        assert_eq!(p.spec.unwrap().tolerations.unwrap().len(), 3);
     }
 }

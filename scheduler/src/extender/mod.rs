@@ -20,7 +20,11 @@
 //! - `POST /preempt`: ExtenderPreemptionArgs → ExtenderPreemptionResult: the proposed
 //!   victims are returned as meta victims for the nodes Corral's filters accept.
 //!
-//! Malformed bodies answer `400` with `{"error": ...}`; nothing panics on input.
+//! Malformed bodies answer `400` with `{"error": ...}`; nothing panics on input. POSTs
+//! need `Content-Type: application/json` (`415` otherwise); bodies are limited to
+//! 64 MiB (`413`) and 100 nesting levels; a given Node beyond [`crate::limits`] is
+//! skipped and reported failed, not a request error; connections get the timeouts
+//! and limits of [`crate::http_server`].
 //! What the extender contributes is whatever the configured profile runs (health
 //! scores, resource and GPU checks, ...) plus **gang admission** (with
 //! `--kubeconfig`, from watched PodGroups and pods, [`ExtGangs`]): a gang member is
