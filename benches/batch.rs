@@ -212,7 +212,7 @@ fn one_session(
         1_800_000_000,
         carry,
     );
-    ssn.run();
+    corral_scheduler::batch::actions::run(&mut ssn);
     ssn.close()
 }
 
@@ -239,7 +239,7 @@ fn bench_running(c: &mut Criterion) {
             1_800_000_000,
             &Carry::default(),
         );
-        warmup.run();
+        corral_scheduler::batch::actions::run(&mut warmup);
         let warm = warmup.close().carry;
         g.throughput(Throughput::Elements(n as u64));
         if burst == 1 {

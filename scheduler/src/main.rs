@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use corral_scheduler::health;
 use corral_scheduler::simulate::{self, OutputFormat, SimulateArgs};
 use mimalloc::MiMalloc;
 
@@ -87,11 +86,11 @@ enum CompareWith {
 }
 
 fn run_timeline(
-    args: health::timeline::TimelineArgs,
+    args: simulate::timeline::TimelineArgs,
     plot: Option<PathBuf>,
     output: OutputFormat,
 ) -> ExitCode {
-    let report = match health::timeline::run_all(&args, &mut |w| eprintln!("warning: {w}")) {
+    let report = match simulate::timeline::run_all(&args, &mut |w| eprintln!("warning: {w}")) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("corral-scheduler: error: {e}");
@@ -99,7 +98,7 @@ fn run_timeline(
         }
     };
     if let Some(p) = plot {
-        let svg = match health::plot::render_svg(&report) {
+        let svg = match simulate::plot::render_svg(&report) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("corral-scheduler: error: {e}");
@@ -114,7 +113,7 @@ fn run_timeline(
     let out = match output {
         OutputFormat::Json => serde_json::to_string_pretty(&report).unwrap_or_default(),
         OutputFormat::Yaml => serde_yaml_ng::to_string(&report).unwrap_or_default(),
-        OutputFormat::Table => health::timeline::to_table(&report),
+        OutputFormat::Table => simulate::timeline::to_table(&report),
     };
     println!("{}", out.trim_end());
     ExitCode::SUCCESS
@@ -149,7 +148,7 @@ fn main() -> ExitCode {
             cycles,
         } => {
             if let Some(file) = timeline {
-                let args = health::timeline::TimelineArgs {
+                let args = simulate::timeline::TimelineArgs {
                     file,
                     duration,
                     step,

@@ -186,7 +186,7 @@ pub fn run_sessions(
             &carry,
         );
         ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
-        ssn.run();
+        actions::run(&mut ssn);
         let closed = ssn.close();
         report.core.placements.extend(closed.placements);
         report.evictions.extend(closed.evictions);

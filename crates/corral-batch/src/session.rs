@@ -761,24 +761,6 @@ impl Session {
         self.plugins.iter().any(|p| p.overused(self, queue))
     }
 
-    /// Runs the configured actions.
-    pub fn run(&mut self) {
-        for a in self.actions.clone() {
-            match a {
-                Action::Enqueue => super::actions::enqueue(self),
-                Action::Allocate => super::actions::allocate(self),
-                Action::Preempt => super::actions::preempt(self),
-                Action::Reclaim => super::actions::reclaim(self),
-                Action::Backfill => super::actions::backfill(self),
-            }
-        }
-        if !self.actions.contains(&Action::Enqueue) {
-            for j in &mut self.jobs {
-                j.inqueue = true;
-            }
-        }
-    }
-
     /// Whether job `j` is backing off after its scheduleTimeoutSeconds expired.
     pub fn backing_off(&self, j: usize) -> Option<i64> {
         self.backoff_until

@@ -968,7 +968,7 @@ fn cycles_with(c: &Case, cycles: usize, eager: bool) -> Vec<CycleOut> {
             &carry,
             eager,
         );
-        ssn.run();
+        super::actions::run(&mut ssn);
         let closed = ssn.close();
         let mut evictions: Vec<_> = closed
             .evictions

@@ -1,12 +1,11 @@
 //! Health glue of the application: the NodeHealth args of a scheduler
 //! configuration, whether a profile runs the plugin, and the static view `simulate`
-//! attaches; scraping (`sources`), the live tracker (`live`), the timeline driver and
-//! its plot. The pure model (signals, trackers, the view) is `corral_core::health`.
+//! attaches; scraping (`sources`) and the live tracker (`live`). The pure model
+//! (signals, trackers, the view) is `corral_core::health`; the timeline driver and
+//! its plot are simulation drivers (`crate::simulate::timeline`).
 
 pub mod live;
-pub mod plot;
 pub mod sources;
-pub mod timeline;
 
 pub use corral_core::health::*;
 

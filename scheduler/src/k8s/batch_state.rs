@@ -567,7 +567,7 @@ impl BatchState {
             now,
             &Carry::default(),
         );
-        ssn.run();
+        crate::batch::actions::run(&mut ssn);
         ssn.close()
     }
 
@@ -599,7 +599,7 @@ impl BatchState {
             now,
             &self.carry,
         );
-        ssn.run();
+        crate::batch::actions::run(&mut ssn);
         let mut closed = ssn.close();
         for fw in &mut closed.sched.frameworks {
             fw.filter.retain(|f| f.name() != SESSION_FIT);

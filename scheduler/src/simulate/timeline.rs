@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 
-use super::sources::{RawSample, parse_duration, parse_series};
-use super::{HealthConfig, HealthTracker, HealthView, Signal, validate};
 use crate::config::KubeSchedulerConfiguration;
 use crate::framework::Framework;
+use crate::health::sources::{RawSample, parse_duration, parse_series};
+use crate::health::{HealthConfig, HealthTracker, HealthView, Signal, validate};
 use crate::input::load_paths;
 use crate::scheduler::{Options, Scheduler};
 use crate::snapshot::{PodInfo, Snapshot};
@@ -191,7 +191,7 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     };
     let cfg = KubeSchedulerConfiguration::from_yaml(&cfg_text, &cfg_origin).map_err(|e| e.0)?;
     let frameworks = cfg.build().map_err(|e| format!("{cfg_origin}: {}", e.0))?;
-    let health = super::args_from_config(&cfg)
+    let health = crate::health::args_from_config(&cfg)
         .transpose()
         .map_err(|e| format!("{cfg_origin}: {e}"))?
         .unwrap_or_default();
@@ -201,7 +201,7 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     for w in &input.warnings {
         warn(w.clone());
     }
-    let prepared = crate::simulate::prepare(input, &frameworks);
+    let prepared = super::prepare(input, &frameworks);
     let tpath = rel(&tf.arrivals.pod);
     let ttext = std::fs::read_to_string(&tpath)
         .map_err(|e| format!("{}: cannot read pod template: {e}", tpath.display()))?;
@@ -438,7 +438,7 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
                 .or_default()
                 .push(last_raw.get(n).copied().unwrap_or(f64::NAN));
         }
-        super::attach(&mut sched.snapshot, view);
+        crate::health::attach(&mut sched.snapshot, view);
         // Arrivals in [t0, t1).
         let mut pending = Vec::new();
         let mut arrive = Vec::new();

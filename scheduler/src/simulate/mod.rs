@@ -6,6 +6,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod plot;
+pub mod timeline;
+
 use crate::batch::{SessionConfig, SessionReport};
 use crate::config::{KubeSchedulerConfiguration, default_frameworks};
 use crate::framework::Framework;
@@ -17,23 +20,23 @@ use crate::snapshot::{PodInfo, Snapshot};
 pub const BUILTIN_EXAMPLE: &[(&str, &str)] = &[
     (
         "examples/cluster/namespaces.yaml",
-        include_str!("../../examples/cluster/namespaces.yaml"),
+        include_str!("../../../examples/cluster/namespaces.yaml"),
     ),
     (
         "examples/cluster/priorityclasses.yaml",
-        include_str!("../../examples/cluster/priorityclasses.yaml"),
+        include_str!("../../../examples/cluster/priorityclasses.yaml"),
     ),
     (
         "examples/cluster/nodes.yaml",
-        include_str!("../../examples/cluster/nodes.yaml"),
+        include_str!("../../../examples/cluster/nodes.yaml"),
     ),
     (
         "examples/cluster/running-pods.yaml",
-        include_str!("../../examples/cluster/running-pods.yaml"),
+        include_str!("../../../examples/cluster/running-pods.yaml"),
     ),
     (
         "examples/cluster/pods.yaml",
-        include_str!("../../examples/cluster/pods.yaml"),
+        include_str!("../../../examples/cluster/pods.yaml"),
     ),
 ];
 

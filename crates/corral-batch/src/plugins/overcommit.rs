@@ -1,0 +1,40 @@
+//! The `overcommit` session plugin (see the module docs of `plugins` for the hooks).
+
+use super::*;
+
+/// overcommit: admit a job only when its minResources fit the cluster's idle
+/// capacity times the overcommit factor (less what admitted jobs already claim).
+pub struct Overcommit {
+    pub factor: f64,
+}
+
+impl SessionPlugin for Overcommit {
+    fn name(&self) -> &'static str {
+        "overcommit"
+    }
+    fn job_enqueueable(&self, ssn: &Session, job: &Job) -> Result<(), String> {
+        let Some(min) = &job.min_resources else {
+            return Ok(());
+        };
+        let short: Vec<String> = min
+            .0
+            .iter()
+            .filter(|(k, v)| {
+                let idle = ssn.total.get(k) as f64 * self.factor
+                    - ssn.used.get(k) as f64
+                    - ssn.inqueue.get(k) as f64;
+                (**v as f64) > idle
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if short.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "cluster idle resources x {} are not enough for minResources ({})",
+                self.factor,
+                short.join(", ")
+            ))
+        }
+    }
+}
