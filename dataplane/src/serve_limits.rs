@@ -288,7 +288,7 @@ mod tests {
     async fn socket_api_limits_lines_depth_idle_and_connections() {
         let lim = LineLimits {
             max_line: 1000,
-            idle: Duration::from_millis(300),
+            idle: Duration::from_millis(1000),
             max_connections: 2,
         };
         let (_dir, path) = echo_server(lim);
@@ -306,12 +306,25 @@ mod tests {
         assert!(out[0].contains("limit of 1000 bytes"), "{out:?}");
         // Two idle connections fill the slots; a third is closed at accept; after
         // the idle timeout the slots are free again.
-        let a = tokio::net::UnixStream::connect(&path).await.expect("a");
-        let b = tokio::net::UnixStream::connect(&path).await.expect("b");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // (each answers one request first, so both are surely accepted and held,
+        // however slow the machine; a sleep alone raced the accept loop)
+        let held = |path: std::path::PathBuf| async move {
+            let s = tokio::net::UnixStream::connect(&path)
+                .await
+                .expect("connect");
+            let (r, mut w) = s.into_split();
+            w.write_all(b"{}\n").await.expect("write");
+            let mut line = String::new();
+            let mut r = BufReader::new(r);
+            r.read_line(&mut line).await.expect("read");
+            assert_eq!(line.trim(), "ok 2");
+            (r, w)
+        };
+        let a = held(path.clone()).await;
+        let b = held(path.clone()).await;
         let out = roundtrip(&path, b"{}\n").await;
         assert!(out.is_empty(), "{out:?}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let out = roundtrip(&path, b"{}\n").await;
         assert_eq!(out, ["ok 2"]);
         drop((a, b));
