@@ -184,6 +184,8 @@ pub struct GroupSpec {
     pub priority: Option<i32>,
     pub schedule_timeout_seconds: Option<i32>,
     pub annotations: BTreeMap<String, String>,
+    /// Read for `volcano.sh/preemptable` when the annotation is absent.
+    pub labels: BTreeMap<String, String>,
     pub created: i64,
     /// `status.phase` from the input (Inqueue/Running keep the group admitted).
     pub phase: Option<String>,
@@ -382,6 +384,7 @@ fn parse_group(o: &RawObject, pcs: &HashMap<String, i32>) -> Result<GroupSpec, S
             priority,
             schedule_timeout_seconds: None,
             annotations: d.metadata.annotations.clone().unwrap_or_default(),
+            labels: d.metadata.labels.clone().unwrap_or_default(),
             created: created(&d.metadata),
             phase: d.status.and_then(|s| s.phase),
             error: None,
@@ -412,6 +415,7 @@ fn parse_group(o: &RawObject, pcs: &HashMap<String, i32>) -> Result<GroupSpec, S
             priority: None,
             schedule_timeout_seconds: d.spec.schedule_timeout_seconds,
             annotations: ann,
+            labels: d.metadata.labels.clone().unwrap_or_default(),
             created: created(&d.metadata),
             phase: d.status.and_then(|s| s.phase),
             error: None,

@@ -97,16 +97,12 @@ pub(super) fn needed_tasks(ssn: &Session, j: usize) -> Vec<usize> {
     let need = job.min_member.saturating_sub(job.running.len()).max(1);
     let mut out: Vec<usize> = Vec::new();
     for (role, n) in &job.min_task_member {
-        let have = job
-            .running
-            .iter()
-            .filter(|t| t.role.as_deref() == Some(role.as_str()))
-            .count();
+        let have = job.running.iter().filter(|t| t.has_role(role)).count();
         out.extend(
             job.pending
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| t.role.as_deref() == Some(role.as_str()))
+                .filter(|(_, t)| t.has_role(role))
                 .map(|(i, _)| i)
                 .take(n.saturating_sub(have)),
         );

