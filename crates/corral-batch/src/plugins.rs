@@ -30,9 +30,10 @@ pub trait SessionPlugin: Send + Sync {
     fn job_order(&self, _ssn: &Session, _a: &Job, _b: &Job) -> Ordering {
         Ordering::Equal
     }
-    /// Sort key of a queue (lower first); plugins are compared in order.
-    fn queue_key(&self, _ssn: &Session, _q: &Queue) -> f64 {
-        0.0
+    /// Sort keys of a queue (lower first, compared element by element); the
+    /// plugins' keys are concatenated in plugin order.
+    fn queue_key(&self, _ssn: &Session, _q: &Queue) -> Vec<f64> {
+        Vec::new()
     }
     /// Err(reason) when the job can never run as it is (stays pending).
     fn job_valid(&self, _ssn: &Session, _job: &Job) -> Result<(), String> {
@@ -296,7 +297,7 @@ impl SessionPlugin for Drf {
 
 /// proportion (alias capacity): deserved shares by weighted water-filling (capped by
 /// capability and demand, raised to guarantee; hierarchical when queues have
-/// parents); queues ordered by share; capability is a hard limit; reclaim only from
+/// parents); queues ordered by `spec.priority`, then share; capability is a hard limit; reclaim only from
 /// reclaimable queues above their deserved share.
 pub struct Proportion;
 
@@ -492,8 +493,9 @@ impl SessionPlugin for Proportion {
             stack.extend(kids);
         }
     }
-    fn queue_key(&self, _: &Session, q: &Queue) -> f64 {
-        Proportion::share(q)
+    /// Volcano's queue order: higher `spec.priority` first, then lower share.
+    fn queue_key(&self, _: &Session, q: &Queue) -> Vec<f64> {
+        vec![-f64::from(q.spec.priority), Proportion::share(q)]
     }
     fn allocatable(&self, ssn: &Session, queue: usize, req: &ResMap) -> bool {
         Proportion::capability_ok(ssn, queue, req)

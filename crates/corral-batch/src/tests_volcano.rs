@@ -123,3 +123,58 @@ fn preemptable_from_labels_annotation_wins() {
         "PodGroup annotation wins over its label"
     );
 }
+
+/// A PodGroup naming a PriorityClass that does not exist schedules with priority
+/// 0 (Volcano's default priority) instead of being rejected: it is ordered after
+/// a group of class `high` and before nothing else.
+#[test]
+fn missing_priority_class_is_priority_zero() {
+    let mut c = Case::new(1, "2")
+        .objects(&pg("a", "{minMember: 2, priorityClassName: nope}"))
+        .objects(&pg("b", "{minMember: 2, priorityClassName: high}"));
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("a-1", "a", "1"));
+    c.pend(member("b-0", "b", "1"));
+    c.pend(member("b-1", "b", "1"));
+    let objs = c.objs();
+    assert!(objs.errors.is_empty(), "{:?}", objs.errors);
+    let a = objs.groups.iter().find(|g| g.name == "a").expect("group a");
+    assert_eq!(a.priority, Some(0));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "b-"), 2, "high first: {:?}", r.placements);
+    assert_eq!(placed(&r, "a-"), 0);
+    assert_eq!(group(&r, "a").phase, "Inqueue", "{:?}", group(&r, "a"));
+    // Alone, the group with the missing class schedules.
+    let mut c = Case::new(1, "2").objects(&pg("a", "{minMember: 2, priorityClassName: nope}"));
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("a-1", "a", "1"));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "a-"), 2, "{:?}", r.unschedulable);
+}
+
+/// Queues are served by `spec.priority` (higher first) before share: two queues
+/// within their deserved share compete for the one node both pods select; the
+/// higher-priority queue wins it even though its name sorts last.
+#[test]
+fn queue_priority_orders_queues_before_share() {
+    let run = |a_prio: i32, b_prio: i32| {
+        let mut c = Case::new(0, "1")
+            .objects(&queue("a", &format!("{{weight: 1, priority: {a_prio}}}")))
+            .objects(&queue("b", &format!("{{weight: 1, priority: {b_prio}}}")));
+        c.nodes
+            .push(node("n0").cpu("1").mem("64Gi").label("pool", "x").info());
+        c.nodes.push(node("n1").cpu("1").mem("64Gi").info());
+        c.pend(in_queue("a-0", "a", "1").node_selector("pool", "x"));
+        c.pend(in_queue("b-0", "b", "1").node_selector("pool", "x"));
+        c.run(1).0
+    };
+    let r = run(0, 10);
+    assert_eq!(placed(&r, "b-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "a-"), 0);
+    // Equal priorities: the share (then the name) decides.
+    let r = run(0, 0);
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "b-"), 0);
+    let r = run(5, 0);
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+}

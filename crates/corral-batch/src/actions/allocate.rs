@@ -9,7 +9,7 @@ pub(super) const CHUNK: usize = 8192;
 pub(super) fn queue_key(ssn: &Session, q: usize) -> Vec<f64> {
     ssn.plugins
         .iter()
-        .map(|p| p.queue_key(ssn, &ssn.queues[q]))
+        .flat_map(|p| p.queue_key(ssn, &ssn.queues[q]))
         .collect()
 }
 
