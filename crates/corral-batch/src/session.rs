@@ -774,6 +774,22 @@ impl Session {
         self.plugins.iter().all(|p| p.allocatable(self, queue, req))
     }
 
+    /// Err(message) when queue `queue` taking `req` more would exceed its
+    /// deserved share in a dimension `req` uses.
+    pub fn within_share(&self, queue: usize, req: &ResMap) -> Result<(), String> {
+        for p in &self.plugins {
+            let over = p.beyond_share(self, queue, req);
+            if !over.is_empty() {
+                return Err(format!(
+                    "queue {} would exceed its deserved share ({})",
+                    self.queues[queue].spec.name,
+                    over.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn overused(&self, queue: usize) -> bool {
         self.plugins.iter().any(|p| p.overused(self, queue))
     }

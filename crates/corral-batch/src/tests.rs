@@ -307,7 +307,7 @@ fn capability_caps_a_queue() {
     }
     let (r, _) = c.run(1);
     assert_eq!(queue_alloc(&r, "a", "cpu"), 10_000);
-    assert_eq!(queue_alloc(&r, "b", "cpu"), 30_000);
+    assert_eq!(queue_alloc(&r, "b", "cpu"), 30_000, "{:?}", r.queues);
 }
 
 #[test]

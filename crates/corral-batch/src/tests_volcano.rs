@@ -178,3 +178,85 @@ fn queue_priority_orders_queues_before_share() {
     let r = run(5, 0);
     assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
 }
+
+/// proportion: a queue whose GPUs are at their deserved share is not overused
+/// while its CPU is below its share, so its CPU-only work is still allocated;
+/// a GPU task that would take it beyond its GPU share is not.
+#[test]
+fn overused_only_in_the_requested_resources() {
+    let mut c = Case::new(0, "8")
+        .objects(&queue("a", "{weight: 1}"))
+        .objects(&queue("b", "{weight: 1}"));
+    c.nodes.push(
+        node("n0")
+            .cpu("8")
+            .mem("64Gi")
+            .alloc("nvidia.com/gpu", "2")
+            .info(),
+    );
+    c.run_on(in_queue("a-run", "a", "1").req("nvidia.com/gpu", "1"), "n0");
+    c.pend(in_queue("a-gpu", "a", "1").req("nvidia.com/gpu", "1"));
+    c.pend(in_queue("a-cpu", "a", "1"));
+    c.pend(in_queue("b-gpu", "b", "1").req("nvidia.com/gpu", "1"));
+    let (r, _) = c.run(1);
+    let q = |n: &str| r.queues.iter().find(|q| q.name == n).expect("queue");
+    assert_eq!(q("a").deserved.get("nvidia.com/gpu"), 1, "{:?}", r.queues);
+    let placed: Vec<&str> = r.placements.iter().map(|p| p.pod.as_str()).collect();
+    assert!(placed.contains(&"default/a-cpu"), "{placed:?}");
+    assert!(
+        placed.contains(&"default/b-gpu"),
+        "{placed:?} {:?} {:?}",
+        r.unschedulable,
+        r.queues
+    );
+    assert!(!placed.contains(&"default/a-gpu"), "{placed:?}");
+    let why = r
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/a-gpu")
+        .expect("a-gpu waits");
+    assert!(
+        why.message
+            .contains("queue a would exceed its deserved share (nvidia.com/gpu)"),
+        "{}",
+        why.message
+    );
+}
+
+/// proportion: a task is allocatable only within its queue's deserved share (a
+/// 3-CPU pod does not fit a 2-CPU share even though the node is free); the
+/// capacity plugin bounds by capability only and places it.
+#[test]
+fn allocatable_respects_deserved_for_proportion_not_capacity() {
+    let run = |share_plugin: &str| {
+        let mut c = Case::new(1, "4")
+            .objects(&queue("a", "{weight: 1}"))
+            .objects(&queue("b", "{weight: 1}"));
+        c.cfg.plugins = Some(
+            ["priority", "gang", "conformance", share_plugin]
+                .map(String::from)
+                .to_vec(),
+        );
+        c.pend(in_queue("a-big", "a", "3"));
+        for i in 0..4 {
+            c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+        }
+        c.run(1).0
+    };
+    let r = run("proportion");
+    assert_eq!(placed(&r, "a-"), 0, "{:?}", r.placements);
+    assert_eq!(placed(&r, "b-"), 2, "{:?}", r.placements);
+    let why = r
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/a-big")
+        .expect("a-big waits");
+    assert!(
+        why.message
+            .contains("queue a would exceed its deserved share (cpu)"),
+        "{}",
+        why.message
+    );
+    let r = run("capacity");
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+}

@@ -135,7 +135,8 @@ pub(super) fn try_evict_for(
         req.add(&ssn.jobs[j].pending[i].req);
     }
     if let Some(q) = ssn.jobs[j].queue
-        && !ssn.allocatable(q, &req)
+        && (!ssn.allocatable(q, &req)
+            || (mode == EvictMode::Reclaim && ssn.within_share(q, &req).is_err()))
     {
         return;
     }
