@@ -260,3 +260,61 @@ fn allocatable_respects_deserved_for_proportion_not_capacity() {
     let r = run("capacity");
     assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
 }
+
+/// reclaim: a job with one `preemptionPolicy: Never` task still reclaims for
+/// its other tasks; the Never task is never nominated (it only waits).
+#[test]
+fn reclaim_skips_never_tasks_but_not_the_job() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("g", "{minMember: 1, queue: b}"));
+    c.run_on(in_queue("a-0", "a", "1"), "n0");
+    c.run_on(in_queue("a-1", "a", "1"), "n0");
+    c.pend(member("g-never", "g", "1").spec("preemptionPolicy", json!("Never")));
+    c.pend(member("g-ok", "g", "1"));
+    let r = c.run(1).0;
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.evictions);
+    assert!(r.evictions[0].reason.contains("reclaimed by queue b"));
+    let nominated: Vec<&str> = r.nominated.iter().map(|p| p.pod.as_str()).collect();
+    assert_eq!(nominated, ["default/g-ok"], "{:?}", r.nominated);
+    // preempt keeps kube-scheduler's rule: within a queue, a job with a Never
+    // task evicts nothing.
+    let mut c = Case::new(1, "2").objects(&pg("g", "{minMember: 1, priorityClassName: high}"));
+    c.run_on(pod("low-0").cpu("1"), "n0");
+    c.run_on(pod("low-1").cpu("1"), "n0");
+    c.pend(member("g-never", "g", "1").spec("preemptionPolicy", json!("Never")));
+    c.pend(member("g-ok", "g", "1"));
+    assert!(c.run(1).0.evictions.is_empty());
+}
+
+/// reclaim victims are ordered by job (PodGroup) priority first, then task
+/// priority: the pod of a `high` PodGroup (pod priority 0) outlives a plain pod
+/// of priority 500.
+#[test]
+fn reclaim_victims_by_job_priority_then_task_priority() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg(
+            "x",
+            "{minMember: 1, queue: a, priorityClassName: high}",
+        ));
+    c.run_on(member("x-0", "x", "1").priority(0), "n0");
+    c.run_on(in_queue("y-0", "a", "1").priority(500), "n0");
+    c.pend(in_queue("b-0", "b", "1"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/y-0"], "{:?}", r.evictions);
+    // Within one job, the lower task priority goes first.
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("x", "{minMember: 1, queue: a}"));
+    c.run_on(member("x-hi", "x", "1").priority(50), "n0");
+    c.run_on(member("x-lo", "x", "1").priority(10), "n0");
+    c.pend(in_queue("b-0", "b", "1"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/x-lo"], "{:?}", r.evictions);
+}
