@@ -70,6 +70,7 @@ fn group(ns: &str, name: &str, queue: &str, min: u32) -> GroupSpec {
         priority: None,
         schedule_timeout_seconds: None,
         annotations: Default::default(),
+        labels: Default::default(),
         created: 0,
         phase: None,
         error: None,

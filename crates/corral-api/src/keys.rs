@@ -14,11 +14,13 @@ pub const COSCHED_API: &str = "scheduling.x-k8s.io/v1alpha1";
 pub const ANN_GROUP_NAME: &str = "scheduling.k8s.io/group-name";
 /// Pod label naming a coscheduling PodGroup in the pod's namespace.
 pub const LABEL_POD_GROUP: &str = "scheduling.x-k8s.io/pod-group";
-/// Pod annotation giving the pod's task role (for `minTaskMember`).
+/// Pod annotation (or label; a non-empty annotation wins) giving the pod's task
+/// role for `minTaskMember`; pods without it have the role `""`.
 pub const ANN_TASK_SPEC: &str = "volcano.sh/task-spec";
 /// Pod annotation naming the queue of a pod without a PodGroup.
 pub const ANN_QUEUE_NAME: &str = "scheduling.volcano.sh/queue-name";
-/// Annotations (on a pod or its PodGroup) that forbid evicting it when `"false"`.
+/// Annotations or labels (on a pod or its PodGroup; on one object the annotation
+/// wins) that forbid evicting it when `"false"`.
 pub const ANN_PREEMPTABLE: &[&str] = &["volcano.sh/preemptable", "corral.io/preemptable"];
 
 // ---- Corral's own keys ----

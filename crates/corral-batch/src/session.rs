@@ -26,15 +26,19 @@ pub struct Task {
     pub pod: Arc<PodInfo>,
     /// Requests (shared: tasks of running pods are cloned into every session).
     pub req: Arc<ResMap>,
-    /// `volcano.sh/task-spec` role.
+    /// `volcano.sh/task-spec` role (annotation, else label; `None` when neither
+    /// is set or both are empty: the role `""` of `minTaskMember`).
     pub role: Option<String>,
     pub best_effort: bool,
 }
 
 impl Task {
     pub fn new(pod: Arc<PodInfo>) -> Task {
+        // Volcano: a non-empty annotation wins, else a non-empty label.
         let role = annotations(&pod)
             .and_then(|a| a.get(ANN_TASK_SPEC))
+            .filter(|r| !r.is_empty())
+            .or_else(|| pod.labels.get(ANN_TASK_SPEC).filter(|r| !r.is_empty()))
             .cloned();
         Task {
             req: Arc::new(ResMap::from_resources(&pod.requests.requests)),
@@ -42,6 +46,14 @@ impl Task {
             role,
             pod,
         }
+    }
+}
+
+impl Task {
+    /// Whether the task has the `minTaskMember` role `role`; pods without a
+    /// task-spec have the role `""` (as in Volcano).
+    pub fn has_role(&self, role: &str) -> bool {
+        self.role.as_deref().unwrap_or("") == role
     }
 }
 
@@ -66,6 +78,8 @@ pub struct Job {
     pub pending: Vec<Task>,
     pub running: Vec<Task>,
     pub annotations: BTreeMap<String, String>,
+    /// PodGroup labels (`volcano.sh/preemptable` when not annotated).
+    pub labels: BTreeMap<String, String>,
     /// Admitted by enqueue.
     pub inqueue: bool,
     /// Why the job (or its pods) did not get placed.
@@ -202,6 +216,7 @@ fn plain_job(p: &PodInfo, (queue, error): (Option<usize>, Option<String>)) -> Jo
         pending: Vec::new(),
         running: Vec::new(),
         annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
         inqueue: true,
         message: None,
         error,
@@ -428,6 +443,7 @@ impl Session {
                 pending: Vec::new(),
                 running: Vec::new(),
                 annotations: g.annotations.clone(),
+                labels: g.labels.clone(),
                 inqueue: carry.admitted.contains(&g.key())
                     || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
                 message: None,
@@ -466,6 +482,7 @@ impl Session {
                             pending: Vec::new(),
                             running: Vec::new(),
                             annotations: BTreeMap::new(),
+                            labels: BTreeMap::new(),
                             inqueue: false,
                             message: None,
                             error: Some(format!("PodGroup {} not found", m.1)),
@@ -755,6 +772,22 @@ impl Session {
 
     pub fn allocatable(&self, queue: usize, req: &ResMap) -> bool {
         self.plugins.iter().all(|p| p.allocatable(self, queue, req))
+    }
+
+    /// Err(message) when queue `queue` taking `req` more would exceed its
+    /// deserved share in a dimension `req` uses.
+    pub fn within_share(&self, queue: usize, req: &ResMap) -> Result<(), String> {
+        for p in &self.plugins {
+            let over = p.beyond_share(self, queue, req);
+            if !over.is_empty() {
+                return Err(format!(
+                    "queue {} would exceed its deserved share ({})",
+                    self.queues[queue].spec.name,
+                    over.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn overused(&self, queue: usize) -> bool {

@@ -307,7 +307,7 @@ fn capability_caps_a_queue() {
     }
     let (r, _) = c.run(1);
     assert_eq!(queue_alloc(&r, "a", "cpu"), 10_000);
-    assert_eq!(queue_alloc(&r, "b", "cpu"), 30_000);
+    assert_eq!(queue_alloc(&r, "b", "cpu"), 30_000, "{:?}", r.queues);
 }
 
 #[test]
@@ -1110,3 +1110,7 @@ fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
     // The next session binds the nominated preemptors on the freed room.
     assert_eq!(indexed[1].placements.len(), 2, "{:?}", indexed[1]);
 }
+
+/// Volcano drop-in semantics (issue 12).
+#[path = "tests_volcano.rs"]
+mod volcano;

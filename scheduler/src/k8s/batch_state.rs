@@ -19,7 +19,7 @@
 //!   for groups whose member pods changed), passed through [`StatusPatcher`] (one
 //!   merge patch per changed object, skipped when unchanged).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
@@ -117,6 +117,9 @@ pub struct BatchState {
     quotas: BTreeMap<String, Value>,
     quota_relist: Relist,
     priority_classes: HashMap<String, i32>,
+    /// PriorityClasses with `globalDefault: true` (their value is the default
+    /// priority of a PodGroup naming a PriorityClass that does not exist).
+    pc_global: BTreeSet<String>,
     pc_relist: Relist,
     /// NodeResourceTopology objects known (key → node name); their topologies live
     /// in the snapshot (`Snapshot::set_topology`).
@@ -154,6 +157,7 @@ impl BatchState {
             quotas: BTreeMap::new(),
             quota_relist: None,
             priority_classes: HashMap::new(),
+            pc_global: BTreeSet::new(),
             pc_relist: None,
             topology: HashMap::new(),
             objs: None,
@@ -291,8 +295,7 @@ impl BatchState {
                 return false;
             }
             Event::InitApply(pc) => {
-                let k = pc.metadata.name.clone().unwrap_or_default();
-                self.priority_classes.insert(k.clone(), pc.value);
+                let k = self.apply_priority_class(&pc);
                 if let Some(s) = self.pc_relist.as_mut() {
                     s.insert(k);
                 }
@@ -300,21 +303,34 @@ impl BatchState {
             Event::InitDone => {
                 if let Some(seen) = self.pc_relist.take() {
                     self.priority_classes.retain(|k, _| seen.contains(k));
+                    self.pc_global.retain(|k| seen.contains(k));
                 }
                 self.synced[0] = true;
             }
             Event::Apply(pc) => {
-                self.priority_classes
-                    .insert(pc.metadata.name.clone().unwrap_or_default(), pc.value);
+                self.apply_priority_class(&pc);
             }
             Event::Delete(pc) => {
-                self.priority_classes
-                    .remove(pc.metadata.name.as_deref().unwrap_or(""));
+                let k = pc.metadata.name.as_deref().unwrap_or("");
+                self.priority_classes.remove(k);
+                self.pc_global.remove(k);
             }
         }
         self.set_count("priorityclasses", self.priority_classes.len());
         self.objs = None;
         true
+    }
+
+    /// Records a PriorityClass; returns its name.
+    fn apply_priority_class(&mut self, pc: &PriorityClass) -> String {
+        let k = pc.metadata.name.clone().unwrap_or_default();
+        self.priority_classes.insert(k.clone(), pc.value);
+        if pc.global_default == Some(true) {
+            self.pc_global.insert(k.clone());
+        } else {
+            self.pc_global.remove(&k);
+        }
+        k
     }
 
     /// Priority of a PriorityClass by name.
@@ -418,7 +434,17 @@ impl BatchState {
         for v in self.quotas.values() {
             raw.push(to_raw("v1", "ResourceQuota", v.clone()));
         }
-        let objs = BatchObjects::parse(&raw, &self.priority_classes);
+        // The globalDefault class (first by name if several) under the key "", as
+        // `simulate`'s input has it: the priority of a PodGroup whose class is missing.
+        let mut pcs = self.priority_classes.clone();
+        if let Some(v) = self
+            .pc_global
+            .iter()
+            .find_map(|g| self.priority_classes.get(g).copied())
+        {
+            pcs.insert(String::new(), v);
+        }
+        let objs = BatchObjects::parse(&raw, &pcs);
         for e in objs.errors.clone() {
             self.log_error(e);
         }
@@ -936,6 +962,29 @@ mod tests {
         assert!(objs.errors.is_empty(), "{:?}", objs.errors);
         assert_eq!(objs.groups[0].min_member, 4);
         assert_eq!(objs.groups[0].priority, Some(1000));
+        // A PodGroup naming a missing PriorityClass gets the default priority
+        // (globalDefault, else 0) and stays schedulable, as in Volcano.
+        let missing = |st: &mut BatchState| {
+            let pg = dyn_obj(json!({
+                "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                "metadata": {"name": "pg", "namespace": "ns", "resourceVersion": "4"},
+                "spec": {"minMember": 4, "queue": "q", "priorityClassName": "nope"}
+            }));
+            assert!(st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(pg), &mut Snapshot::new()));
+            let objs = st.objects();
+            assert!(objs.errors.is_empty(), "{:?}", objs.errors);
+            objs.groups[0].priority
+        };
+        assert_eq!(missing(&mut st), Some(0));
+        let def: PriorityClass = serde_json::from_value(json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": "def"}, "value": 7, "globalDefault": true
+        }))
+        .expect("pc");
+        st.on_priority_class_event(Event::Apply(def.clone()));
+        assert_eq!(missing(&mut st), Some(7));
+        st.on_priority_class_event(Event::Delete(def));
+        assert_eq!(missing(&mut st), Some(0));
         assert_eq!(objs.quotas[0].hard.get("cpu"), 2000);
         assert_eq!(objs.quotas[0].pods, Some(5));
         // A malformed object is reported by name and left out.

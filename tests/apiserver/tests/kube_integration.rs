@@ -679,26 +679,29 @@ async fn quota_and_priority_class_watches_gate_gang_admission() {
             .expect("pod");
     }
     let h = start_sched(&server, RunOptions::default()).await;
-    // Unknown PriorityClass: the object is rejected by name, its pods stay pending.
-    wait_for("invalid object counted", Duration::from_secs(10), || {
-        h.metrics
+    // Unknown PriorityClass: as in Volcano the group is not rejected (it gets the
+    // default priority); the quota (4 cpu < minResources 6) keeps it from being
+    // enqueued.
+    let quota_verdict = || {
+        group_status(&server, "pg")["conditions"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("exceeded quota: rq"))
+    };
+    wait_for("quota verdict", Duration::from_secs(20), quota_verdict).await;
+    assert!(
+        !h.metrics
             .encode()
-            .contains("corral_scheduler_invalid_objects_total 1")
-    })
-    .await;
+            .contains("corral_scheduler_invalid_objects_total 1"),
+        "a missing PriorityClass does not make the PodGroup invalid"
+    );
     server
         .insert(
             json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
             "metadata": {"name": "high"}, "value": 1000}),
         )
         .expect("pc");
-    // Now the quota (4 cpu < minResources 6) keeps the group from being enqueued.
-    wait_for("quota verdict", Duration::from_secs(20), || {
-        group_status(&server, "pg")["conditions"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("exceeded quota: rq"))
-    })
-    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(quota_verdict());
     assert_eq!(group_status(&server, "pg")["phase"], "Pending");
     assert_eq!(pods_bound(&server, "g"), 0);
     // Raising the hard limit admits and binds the whole gang.

@@ -9,7 +9,7 @@ pub(super) const CHUNK: usize = 8192;
 pub(super) fn queue_key(ssn: &Session, q: usize) -> Vec<f64> {
     ssn.plugins
         .iter()
-        .map(|p| p.queue_key(ssn, &ssn.queues[q]))
+        .flat_map(|p| p.queue_key(ssn, &ssn.queues[q]))
         .collect()
 }
 
@@ -308,6 +308,8 @@ pub(super) struct GangPick {
     chosen: Vec<usize>,
     /// Tasks left out because the queue's capability would be exceeded.
     capped: usize,
+    /// Why the first capped task was left out.
+    cap_msg: String,
     failed: std::cell::Cell<bool>,
 }
 
@@ -317,14 +319,27 @@ pub(super) fn pick_gang(ssn: &mut Session, j: usize, q: usize) -> GangPick {
     let mut cum = ResMap::default();
     let mut chosen: Vec<usize> = Vec::new();
     let mut capped = 0;
+    let mut cap_msg: Option<String> = None;
     for (i, t) in ssn.jobs[j].pending.iter().enumerate() {
         let mut next = cum.clone();
         next.add(&t.req);
-        if ssn.allocatable(q, &next) {
-            cum = next;
-            chosen.push(i);
+        let why = if !ssn.allocatable(q, &next) {
+            Some(format!(
+                "queue {} capability would be exceeded",
+                ssn.queues[q].spec.name
+            ))
         } else {
-            capped += 1;
+            ssn.within_share(q, &next).err()
+        };
+        match why {
+            None => {
+                cum = next;
+                chosen.push(i);
+            }
+            Some(m) => {
+                capped += 1;
+                cap_msg.get_or_insert(m);
+            }
         }
     }
     charge_tasks(ssn, j, &chosen, true);
@@ -333,6 +348,7 @@ pub(super) fn pick_gang(ssn: &mut Session, j: usize, q: usize) -> GangPick {
         q,
         chosen,
         capped,
+        cap_msg: cap_msg.unwrap_or_default(),
         failed: std::cell::Cell::new(false),
     }
 }
@@ -441,8 +457,8 @@ pub(super) fn place_gangs(ssn: &mut Session, picks: &[GangPick]) -> usize {
             format!("{unplaced}/{total} tasks in gang unschedulable: {m}")
         } else if p.capped > 0 {
             format!(
-                "{}/{total} tasks in gang unschedulable: queue {} capability would be exceeded",
-                p.capped, ssn.queues[p.q].spec.name
+                "{}/{total} tasks in gang unschedulable: {}",
+                p.capped, p.cap_msg
             )
         } else {
             format!("gang is not ready: {}", ready.err().unwrap_or_default())
@@ -524,6 +540,11 @@ pub(super) fn allocate_simple(ssn: &mut Session, q: usize, order: &[usize], curs
                 "queue {} capability would be exceeded",
                 ssn.queues[q].spec.name
             ));
+            continue;
+        }
+        if let Err(e) = ssn.within_share(q, &next) {
+            *cursor += 1;
+            ssn.jobs[j].message = Some(e);
             continue;
         }
         if !chunk.is_empty() && with_tentative(ssn, q, &cum, |s| s.overused(q)) {

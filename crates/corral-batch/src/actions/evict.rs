@@ -16,7 +16,8 @@ pub(super) struct NodeChoice {
     node: usize,
     victims: Vec<(usize, String)>,
     collateral: Vec<(usize, String)>,
-    cost: (usize, i32),
+    /// (victims, highest (job priority, task priority) among them).
+    cost: (usize, (i32, i32)),
 }
 
 /// preempt (mode Preempt, inside a queue) and reclaim (mode Reclaim, across queues):
@@ -32,7 +33,13 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 && job.pipelined.is_empty()
                 && ssn.backing_off(j).is_none()
                 && job.pending.iter().any(|t| !t.best_effort)
-                && !job.pending.iter().any(|t| never_preempts(&t.pod))
+                // preempt: a job with a `preemptionPolicy: Never` task waits whole;
+                // reclaim (as Volcano) only skips those tasks and still reclaims for
+                // the others.
+                && match mode {
+                    EvictMode::Preempt => !job.pending.iter().any(|t| never_preempts(&t.pod)),
+                    EvictMode::Reclaim => job.pending.iter().any(|t| !never_preempts(&t.pod)),
+                }
                 && !job.pending.iter().any(|t| awaits_victims(ssn, &t.pod))
                 && ssn.job_valid(j).is_ok()
                 && ssn
@@ -91,22 +98,20 @@ pub(super) fn running_task(ssn: &Session, j: usize, key: &str) -> Option<usize> 
     ssn.jobs[j].running.iter().position(|t| t.pod.key == key)
 }
 
-/// Tasks of job `j` that must be placed to make it ready (role deficits first).
-pub(super) fn needed_tasks(ssn: &Session, j: usize) -> Vec<usize> {
+/// Tasks of job `j` that must be placed to make it ready (role deficits first);
+/// with `skip_never`, `preemptionPolicy: Never` tasks are never chosen.
+pub(super) fn needed_tasks(ssn: &Session, j: usize, skip_never: bool) -> Vec<usize> {
     let job = &ssn.jobs[j];
+    let eligible = |t: &Task| !skip_never || !never_preempts(&t.pod);
     let need = job.min_member.saturating_sub(job.running.len()).max(1);
     let mut out: Vec<usize> = Vec::new();
     for (role, n) in &job.min_task_member {
-        let have = job
-            .running
-            .iter()
-            .filter(|t| t.role.as_deref() == Some(role.as_str()))
-            .count();
+        let have = job.running.iter().filter(|t| t.has_role(role)).count();
         out.extend(
             job.pending
                 .iter()
                 .enumerate()
-                .filter(|(_, t)| t.role.as_deref() == Some(role.as_str()))
+                .filter(|(_, t)| t.has_role(role) && eligible(t))
                 .map(|(i, _)| i)
                 .take(n.saturating_sub(have)),
         );
@@ -115,7 +120,7 @@ pub(super) fn needed_tasks(ssn: &Session, j: usize) -> Vec<usize> {
         if out.len() >= need {
             break;
         }
-        if !out.contains(&i) {
+        if !out.contains(&i) && eligible(&job.pending[i]) {
             out.push(i);
         }
     }
@@ -129,7 +134,7 @@ pub(super) fn try_evict_for(
     j: usize,
     owner: &mut HashMap<String, usize>,
 ) {
-    let needed = needed_tasks(ssn, j);
+    let needed = needed_tasks(ssn, j, mode == EvictMode::Reclaim);
     if needed.is_empty() {
         return;
     }
@@ -139,7 +144,8 @@ pub(super) fn try_evict_for(
         req.add(&ssn.jobs[j].pending[i].req);
     }
     if let Some(q) = ssn.jobs[j].queue
-        && !ssn.allocatable(q, &req)
+        && (!ssn.allocatable(q, &req)
+            || (mode == EvictMode::Reclaim && ssn.within_share(q, &req).is_err()))
     {
         return;
     }
@@ -293,7 +299,7 @@ pub(super) fn choose_node(
                 node: ni,
                 victims: Vec::new(),
                 collateral: Vec::new(),
-                cost: (0, i32::MIN),
+                cost: (0, (i32::MIN, i32::MIN)),
             });
         }
         // Victim candidates on this node.
@@ -333,8 +339,11 @@ pub(super) fn choose_node(
         if cands.is_empty() {
             return None;
         }
+        // Volcano's victim order: gang-breaking last, then the lower job
+        // (PodGroup) priority, then the lower task priority, the youngest first.
         cands.sort_by(|a, b| {
             a.2.cmp(&b.2)
+                .then(ssn.jobs[a.0].priority.cmp(&ssn.jobs[b.0].priority))
                 .then(a.1.priority.cmp(&b.1.priority))
                 .then(start_time(&b.1).cmp(&start_time(&a.1)))
                 .then(a.1.key.cmp(&b.1.key))
@@ -428,9 +437,9 @@ pub(super) fn choose_node(
         }
         let maxp = chosen
             .iter()
-            .map(|&i| cands[i].1.priority)
+            .map(|&i| (ssn.jobs[cands[i].0].priority, cands[i].1.priority))
             .max()
-            .unwrap_or(i32::MIN);
+            .unwrap_or((i32::MIN, i32::MIN));
         Some(NodeChoice {
             node: ni,
             cost: (victims.len() + collateral.len(), maxp),

@@ -17,10 +17,23 @@ fn annotation<'a>(t: &'a Task, job: &'a Job, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
+/// `volcano.sh/preemptable` (or Corral's key) as Volcano reads it: the pod's
+/// annotation, else the pod's label, else the PodGroup's annotation, else its
+/// label (an annotation wins over a label on the same object).
+fn preemptable_value<'a>(t: &'a Task, job: &'a Job, key: &str) -> Option<&'a str> {
+    let pod_ann = t.pod.pod.metadata.annotations.as_ref();
+    pod_ann
+        .and_then(|a| a.get(key))
+        .or_else(|| t.pod.labels.get(key))
+        .or_else(|| job.annotations.get(key))
+        .or_else(|| job.labels.get(key))
+        .map(String::as_str)
+}
+
 /// Why a running task is protected from eviction, if it is.
 pub fn protection(now: i64, job: &Job, t: &Task) -> Option<String> {
     for k in ANN_PREEMPTABLE {
-        if annotation(t, job, k) == Some("false") {
+        if preemptable_value(t, job, k) == Some("false") {
             return Some(format!("{k}: \"false\""));
         }
     }

@@ -22,7 +22,7 @@ impl SessionPlugin for Gang {
                 .pending
                 .iter()
                 .chain(&job.running)
-                .filter(|t| t.role.as_deref() == Some(role.as_str()))
+                .filter(|t| t.has_role(role))
                 .count();
             if have < *need {
                 return Err(format!(
@@ -41,10 +41,7 @@ impl SessionPlugin for Gang {
             ));
         }
         for (role, need) in &job.min_task_member {
-            let have = placed
-                .iter()
-                .filter(|t| t.role.as_deref() == Some(role.as_str()))
-                .count();
+            let have = placed.iter().filter(|t| t.has_role(role)).count();
             if have < *need {
                 return Err(format!(
                     "{have} of minTaskMember {need} tasks of {role:?} can be placed"

@@ -49,9 +49,10 @@ pub trait SessionPlugin: Send + Sync {
     fn job_order(&self, _ssn: &Session, _a: &Job, _b: &Job) -> Ordering {
         Ordering::Equal
     }
-    /// Sort key of a queue (lower first); plugins are compared in order.
-    fn queue_key(&self, _ssn: &Session, _q: &Queue) -> f64 {
-        0.0
+    /// Sort keys of a queue (lower first, compared element by element); the
+    /// plugins' keys are concatenated in plugin order.
+    fn queue_key(&self, _ssn: &Session, _q: &Queue) -> Vec<f64> {
+        Vec::new()
     }
     /// Err(reason) when the job can never run as it is (stays pending).
     fn job_valid(&self, _ssn: &Session, _job: &Job) -> Result<(), String> {
@@ -73,6 +74,12 @@ pub trait SessionPlugin: Send + Sync {
     /// Whether the queue already has its share (allocate skips it).
     fn overused(&self, _ssn: &Session, _queue: usize) -> bool {
         false
+    }
+    /// The dimensions of `req` in which the queue taking `req` more would exceed
+    /// its deserved share (empty: it may). Consulted by allocate and reclaim, not
+    /// by preempt (victims of the same queue free what the preemptor takes).
+    fn beyond_share(&self, _ssn: &Session, _queue: usize, _req: &ResMap) -> Vec<String> {
+        Vec::new()
     }
     /// Whether `victim` (of `victim_job`) may be evicted for `preemptor`.
     fn victim_ok(
@@ -111,7 +118,12 @@ pub fn build(
                 "gang" => Arc::new(Gang),
                 "conformance" => Arc::new(Conformance),
                 "drf" => Arc::new(Drf),
-                "proportion" | "capacity" => Arc::new(Proportion),
+                "proportion" => Arc::new(Proportion {
+                    deserved_bound: true,
+                }),
+                "capacity" => Arc::new(Proportion {
+                    deserved_bound: false,
+                }),
                 "overcommit" => Arc::new(Overcommit {
                     factor: overcommit_factor,
                 }),

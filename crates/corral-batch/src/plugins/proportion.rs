@@ -4,11 +4,23 @@ use super::*;
 
 /// proportion (alias capacity): deserved shares by weighted water-filling (capped by
 /// capability and demand, raised to guarantee; hierarchical when queues have
-/// parents); queues ordered by share; capability is a hard limit; reclaim only from
+/// parents); queues ordered by `spec.priority`, then share; capability is a hard limit; reclaim only from
 /// reclaimable queues above their deserved share.
-pub struct Proportion;
+///
+/// As Volcano's proportion plugin: a queue is overused once its allocation
+/// reaches the deserved share in every dimension; a task is allocatable only
+/// within what the deserved share leaves in the dimensions it requests (so a queue
+/// whose GPUs are at their share still gets CPU-only work). Volcano's capacity
+/// plugin bounds allocation by capability only (`deserved_bound: false`).
+pub struct Proportion {
+    pub deserved_bound: bool,
+}
 
 type FMap = BTreeMap<String, f64>;
+
+/// Below this, a share did not grow (units: millicores, bytes, devices — a GPU
+/// share grows by fractions of a card).
+const EPS: f64 = 1e-6;
 
 fn waterfill(ssn: &mut Session, ids: &[usize], total: &ResMap) {
     let mut remaining: FMap = total
@@ -48,10 +60,16 @@ fn waterfill(ssn: &mut Session, ids: &[usize], total: &ResMap) {
                 v = v.max(q.spec.guarantee.get(k) as f64);
                 new.insert(k.clone(), v);
             }
-            if q.request
-                .0
+            // Met: the demand is covered, or (as in Volcano) the share no longer
+            // grows (held by capability/deserved), so the rest goes to the others.
+            let grew = new
                 .iter()
-                .all(|(k, r)| (*r as f64) <= new.get(k).copied().unwrap_or(0.0) + 0.5)
+                .any(|(k, v)| v - old.get(k).copied().unwrap_or(0.0) > EPS);
+            if (!grew && !old.is_empty())
+                || q.request
+                    .0
+                    .iter()
+                    .all(|(k, r)| (*r as f64) <= new.get(k).copied().unwrap_or(0.0) + EPS)
             {
                 meet[j] = true;
             }
@@ -64,12 +82,12 @@ fn waterfill(ssn: &mut Session, ids: &[usize], total: &ResMap) {
         let mut progress = false;
         for (k, r) in remaining.iter_mut() {
             let inc = increased.get(k).copied().unwrap_or(0.0);
-            if inc > 0.5 {
+            if inc > EPS {
                 progress = true;
             }
             *r = (*r - inc).max(0.0);
         }
-        if !progress || remaining.values().all(|r| *r < 0.5) {
+        if !progress || remaining.values().all(|r| *r < EPS) {
             break;
         }
     }
@@ -200,8 +218,9 @@ impl SessionPlugin for Proportion {
             stack.extend(kids);
         }
     }
-    fn queue_key(&self, _: &Session, q: &Queue) -> f64 {
-        Proportion::share(q)
+    /// Volcano's queue order: higher `spec.priority` first, then lower share.
+    fn queue_key(&self, _: &Session, q: &Queue) -> Vec<f64> {
+        vec![-f64::from(q.spec.priority), Proportion::share(q)]
     }
     fn allocatable(&self, ssn: &Session, queue: usize, req: &ResMap) -> bool {
         Proportion::capability_ok(ssn, queue, req)
@@ -210,14 +229,38 @@ impl SessionPlugin for Proportion {
         let mut qi = Some(queue);
         while let Some(i) = qi {
             let q = &ssn.queues[i];
-            if q.request.0.iter().any(|(k, r)| {
-                *r > 0 && ssn.total.get(k) > 0 && q.allocated.get(k) >= q.deserved.get(k)
-            }) {
+            // Every dimension of the deserved share is reached (dimensions the
+            // cluster does not have cannot be shared and are left out).
+            if q.deserved
+                .0
+                .iter()
+                .filter(|(k, _)| ssn.total.get(k) > 0)
+                .all(|(k, d)| q.allocated.get(k) >= *d)
+            {
                 return true;
             }
             qi = q.parent;
         }
         false
+    }
+    fn beyond_share(&self, ssn: &Session, queue: usize, req: &ResMap) -> Vec<String> {
+        if !self.deserved_bound {
+            return Vec::new();
+        }
+        let q = &ssn.queues[queue];
+        // Dimensions the cluster lacks, or of which the queue deserves all, are
+        // left to the node filters (they give the precise reason).
+        req.0
+            .iter()
+            .filter(|(k, r)| {
+                let (total, deserved) = (ssn.total.get(k), q.deserved.get(k));
+                **r > 0
+                    && total > 0
+                    && deserved < total
+                    && q.allocated.get(k).saturating_add(**r) > deserved
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
     }
     fn job_enqueueable(&self, ssn: &Session, job: &Job) -> Result<(), String> {
         let (Some(min), Some(qi)) = (&job.min_resources, job.queue) else {

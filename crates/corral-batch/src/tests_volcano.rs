@@ -1,0 +1,320 @@
+//! Volcano semantics, one test per rule (issue 12): task roles, preemptable
+//! labels, missing PriorityClasses, queue priority, proportion's per-resource
+//! overuse, reclaim with `preemptionPolicy: Never` tasks and victim order.
+
+use super::*;
+
+/// `minTaskMember: {"": n}` counts the pods without a task-spec (Volcano).
+#[test]
+fn min_task_member_empty_key_matches_pods_without_task_spec() {
+    let build = |plain: usize| {
+        let mut c = Case::new(4, "1").objects(&pg(
+            "job",
+            "{minMember: 3, minTaskMember: {\"\": 2, ps: 1}}",
+        ));
+        c.pend(ann(member("ps", "job", "1"), ANN_TASK_SPEC, "ps"));
+        for i in 0..plain {
+            c.pend(member(&format!("w{i}"), "job", "1"));
+        }
+        c.run(1).0
+    };
+    let r = build(2);
+    assert_eq!(r.placements.len(), 3, "{:?}", r.unschedulable);
+    assert_eq!(group(&r, "job").phase, "Running");
+    // One pod without a task-spec is fewer than minTaskMember[""] = 2.
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {\"\": 2, ps: 0}}",
+    ));
+    c.pend(ann(member("ps", "job", "1"), ANN_TASK_SPEC, "ps"));
+    c.pend(member("w0", "job", "1"));
+    let r = c.run(1).0;
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    assert!(
+        group(&r, "job").message.contains("task \"\""),
+        "{:?}",
+        group(&r, "job")
+    );
+}
+
+/// `volcano.sh/task-spec` is read from the label when no annotation is set; a
+/// non-empty annotation wins over the label.
+#[test]
+fn task_spec_from_label_and_annotation_wins() {
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {ps: 1, worker: 1}}",
+    ));
+    c.pend(member("a", "job", "1").label(ANN_TASK_SPEC, "ps"));
+    c.pend(member("b", "job", "1").label(ANN_TASK_SPEC, "worker"));
+    let r = c.run(1).0;
+    assert_eq!(r.placements.len(), 2, "{:?}", r.unschedulable);
+
+    // The annotation says worker: no pod has the role ps, the gang is invalid.
+    let mut c = Case::new(4, "1").objects(&pg(
+        "job",
+        "{minMember: 2, minTaskMember: {ps: 1, worker: 1}}",
+    ));
+    c.pend(ann(
+        member("a", "job", "1").label(ANN_TASK_SPEC, "ps"),
+        ANN_TASK_SPEC,
+        "worker",
+    ));
+    c.pend(member("b", "job", "1").label(ANN_TASK_SPEC, "worker"));
+    let r = c.run(1).0;
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    assert!(
+        group(&r, "job").message.contains("0 pod(s) of task \"ps\""),
+        "{:?}",
+        group(&r, "job")
+    );
+}
+
+/// `volcano.sh/preemptable: "false"` protects as a pod label and as a PodGroup
+/// label; an annotation `"true"` on the same object wins over a label `"false"`.
+#[test]
+fn preemptable_from_labels_annotation_wins() {
+    let evictions = |victim: PodBuilder, group_meta: Option<&str>| {
+        let mut c = Case::new(1, "1");
+        if let Some(meta) = group_meta {
+            c = c.objects(&format!(
+                "apiVersion: scheduling.volcano.sh/v1beta1\nkind: PodGroup\nmetadata: {{name: v, namespace: default, {meta}}}\nspec: {{minMember: 1}}\n"
+            ));
+        }
+        c.run_on(victim.cpu("1"), "n0");
+        c.pend(pod("p").cpu("1").priority(100));
+        c.run(1).0.evictions.len()
+    };
+    assert_eq!(evictions(pod("v"), None), 1, "unprotected pods are victims");
+    assert_eq!(
+        evictions(pod("v").label("volcano.sh/preemptable", "false"), None),
+        0,
+        "pod label protects"
+    );
+    assert_eq!(
+        evictions(
+            ann(
+                pod("v").label("volcano.sh/preemptable", "false"),
+                "volcano.sh/preemptable",
+                "true"
+            ),
+            None
+        ),
+        1,
+        "pod annotation wins over its label"
+    );
+    let m = ann(pod("v"), ANN_GROUP_NAME, "v");
+    assert_eq!(
+        evictions(
+            m.clone(),
+            Some("labels: {volcano.sh/preemptable: \"false\"}")
+        ),
+        0,
+        "PodGroup label protects"
+    );
+    assert_eq!(
+        evictions(
+            m,
+            Some(
+                "labels: {volcano.sh/preemptable: \"false\"}, annotations: {volcano.sh/preemptable: \"true\"}"
+            )
+        ),
+        1,
+        "PodGroup annotation wins over its label"
+    );
+}
+
+/// A PodGroup naming a PriorityClass that does not exist schedules with priority
+/// 0 (Volcano's default priority) instead of being rejected: it is ordered after
+/// a group of class `high` and before nothing else.
+#[test]
+fn missing_priority_class_is_priority_zero() {
+    let mut c = Case::new(1, "2")
+        .objects(&pg("a", "{minMember: 2, priorityClassName: nope}"))
+        .objects(&pg("b", "{minMember: 2, priorityClassName: high}"));
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("a-1", "a", "1"));
+    c.pend(member("b-0", "b", "1"));
+    c.pend(member("b-1", "b", "1"));
+    let objs = c.objs();
+    assert!(objs.errors.is_empty(), "{:?}", objs.errors);
+    let a = objs.groups.iter().find(|g| g.name == "a").expect("group a");
+    assert_eq!(a.priority, Some(0));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "b-"), 2, "high first: {:?}", r.placements);
+    assert_eq!(placed(&r, "a-"), 0);
+    assert_eq!(group(&r, "a").phase, "Inqueue", "{:?}", group(&r, "a"));
+    // Alone, the group with the missing class schedules.
+    let mut c = Case::new(1, "2").objects(&pg("a", "{minMember: 2, priorityClassName: nope}"));
+    c.pend(member("a-0", "a", "1"));
+    c.pend(member("a-1", "a", "1"));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "a-"), 2, "{:?}", r.unschedulable);
+}
+
+/// Queues are served by `spec.priority` (higher first) before share: two queues
+/// within their deserved share compete for the one node both pods select; the
+/// higher-priority queue wins it even though its name sorts last.
+#[test]
+fn queue_priority_orders_queues_before_share() {
+    let run = |a_prio: i32, b_prio: i32| {
+        let mut c = Case::new(0, "1")
+            .objects(&queue("a", &format!("{{weight: 1, priority: {a_prio}}}")))
+            .objects(&queue("b", &format!("{{weight: 1, priority: {b_prio}}}")));
+        c.nodes
+            .push(node("n0").cpu("1").mem("64Gi").label("pool", "x").info());
+        c.nodes.push(node("n1").cpu("1").mem("64Gi").info());
+        c.pend(in_queue("a-0", "a", "1").node_selector("pool", "x"));
+        c.pend(in_queue("b-0", "b", "1").node_selector("pool", "x"));
+        c.run(1).0
+    };
+    let r = run(0, 10);
+    assert_eq!(placed(&r, "b-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "a-"), 0);
+    // Equal priorities: the share (then the name) decides.
+    let r = run(0, 0);
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "b-"), 0);
+    let r = run(5, 0);
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+}
+
+/// proportion: a queue whose GPUs are at their deserved share is not overused
+/// while its CPU is below its share, so its CPU-only work is still allocated;
+/// a GPU task that would take it beyond its GPU share is not.
+#[test]
+fn overused_only_in_the_requested_resources() {
+    let mut c = Case::new(0, "8")
+        .objects(&queue("a", "{weight: 1}"))
+        .objects(&queue("b", "{weight: 1}"));
+    c.nodes.push(
+        node("n0")
+            .cpu("8")
+            .mem("64Gi")
+            .alloc("nvidia.com/gpu", "2")
+            .info(),
+    );
+    c.run_on(in_queue("a-run", "a", "1").req("nvidia.com/gpu", "1"), "n0");
+    c.pend(in_queue("a-gpu", "a", "1").req("nvidia.com/gpu", "1"));
+    c.pend(in_queue("a-cpu", "a", "1"));
+    c.pend(in_queue("b-gpu", "b", "1").req("nvidia.com/gpu", "1"));
+    let (r, _) = c.run(1);
+    let q = |n: &str| r.queues.iter().find(|q| q.name == n).expect("queue");
+    assert_eq!(q("a").deserved.get("nvidia.com/gpu"), 1, "{:?}", r.queues);
+    let placed: Vec<&str> = r.placements.iter().map(|p| p.pod.as_str()).collect();
+    assert!(placed.contains(&"default/a-cpu"), "{placed:?}");
+    assert!(
+        placed.contains(&"default/b-gpu"),
+        "{placed:?} {:?} {:?}",
+        r.unschedulable,
+        r.queues
+    );
+    assert!(!placed.contains(&"default/a-gpu"), "{placed:?}");
+    let why = r
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/a-gpu")
+        .expect("a-gpu waits");
+    assert!(
+        why.message
+            .contains("queue a would exceed its deserved share (nvidia.com/gpu)"),
+        "{}",
+        why.message
+    );
+}
+
+/// proportion: a task is allocatable only within its queue's deserved share (a
+/// 3-CPU pod does not fit a 2-CPU share even though the node is free); the
+/// capacity plugin bounds by capability only and places it.
+#[test]
+fn allocatable_respects_deserved_for_proportion_not_capacity() {
+    let run = |share_plugin: &str| {
+        let mut c = Case::new(1, "4")
+            .objects(&queue("a", "{weight: 1}"))
+            .objects(&queue("b", "{weight: 1}"));
+        c.cfg.plugins = Some(
+            ["priority", "gang", "conformance", share_plugin]
+                .map(String::from)
+                .to_vec(),
+        );
+        c.pend(in_queue("a-big", "a", "3"));
+        for i in 0..4 {
+            c.pend(in_queue(&format!("b-{i}"), "b", "1"));
+        }
+        c.run(1).0
+    };
+    let r = run("proportion");
+    assert_eq!(placed(&r, "a-"), 0, "{:?}", r.placements);
+    assert_eq!(placed(&r, "b-"), 2, "{:?}", r.placements);
+    let why = r
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/a-big")
+        .expect("a-big waits");
+    assert!(
+        why.message
+            .contains("queue a would exceed its deserved share (cpu)"),
+        "{}",
+        why.message
+    );
+    let r = run("capacity");
+    assert_eq!(placed(&r, "a-"), 1, "{:?}", r.placements);
+}
+
+/// reclaim: a job with one `preemptionPolicy: Never` task still reclaims for
+/// its other tasks; the Never task is never nominated (it only waits).
+#[test]
+fn reclaim_skips_never_tasks_but_not_the_job() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("g", "{minMember: 1, queue: b}"));
+    c.run_on(in_queue("a-0", "a", "1"), "n0");
+    c.run_on(in_queue("a-1", "a", "1"), "n0");
+    c.pend(member("g-never", "g", "1").spec("preemptionPolicy", json!("Never")));
+    c.pend(member("g-ok", "g", "1"));
+    let r = c.run(1).0;
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.evictions);
+    assert!(r.evictions[0].reason.contains("reclaimed by queue b"));
+    let nominated: Vec<&str> = r.nominated.iter().map(|p| p.pod.as_str()).collect();
+    assert_eq!(nominated, ["default/g-ok"], "{:?}", r.nominated);
+    // preempt keeps kube-scheduler's rule: within a queue, a job with a Never
+    // task evicts nothing.
+    let mut c = Case::new(1, "2").objects(&pg("g", "{minMember: 1, priorityClassName: high}"));
+    c.run_on(pod("low-0").cpu("1"), "n0");
+    c.run_on(pod("low-1").cpu("1"), "n0");
+    c.pend(member("g-never", "g", "1").spec("preemptionPolicy", json!("Never")));
+    c.pend(member("g-ok", "g", "1"));
+    assert!(c.run(1).0.evictions.is_empty());
+}
+
+/// reclaim victims are ordered by job (PodGroup) priority first, then task
+/// priority: the pod of a `high` PodGroup (pod priority 0) outlives a plain pod
+/// of priority 500.
+#[test]
+fn reclaim_victims_by_job_priority_then_task_priority() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg(
+            "x",
+            "{minMember: 1, queue: a, priorityClassName: high}",
+        ));
+    c.run_on(member("x-0", "x", "1").priority(0), "n0");
+    c.run_on(in_queue("y-0", "a", "1").priority(500), "n0");
+    c.pend(in_queue("b-0", "b", "1"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/y-0"], "{:?}", r.evictions);
+    // Within one job, the lower task priority goes first.
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1, reclaimable: true}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("x", "{minMember: 1, queue: a}"));
+    c.run_on(member("x-hi", "x", "1").priority(50), "n0");
+    c.run_on(member("x-lo", "x", "1").priority(10), "n0");
+    c.pend(in_queue("b-0", "b", "1"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/x-lo"], "{:?}", r.evictions);
+}
