@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod node_health;
 pub mod policy;
 pub mod routing;
+pub mod services;
