@@ -253,6 +253,9 @@ fn run(a: RunArgs) -> Result<()> {
             "--node-name (or $NODE_NAME) is required with Kubernetes, --routing and --cni-conf"
         ),
     };
+    if nodes && !kube && a.manifests.is_none() {
+        bail!("--routing/--cni-conf need Node objects: give --kube, --kubeconfig or --manifests");
+    }
     if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
         bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
     }
