@@ -4,7 +4,8 @@
 //! netns as its stand-in, every pod is probed through its Service's
 //! ClusterIP, and the verdicts must equal the upstream NetworkPolicy e2e
 //! expectations (test/e2e/network/netpol, the egress cases, transcribed as
-//! data below) — and equal probing the pod IPs directly.
+//! data below, plus two ingress cases) — and equal probing the pod IPs
+//! directly.
 
 mod common;
 use common::*;
@@ -242,6 +243,18 @@ fn cases() -> Vec<Case> {
             policy: "metadata: {name: only-80, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress: [{ports: [{port: 80}]}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  egress: [{}]\n",
             ports: &[(80, 80), (81, 81)],
             allowed: |_, _, _| true,
+        },
+        Case {
+            name: "should support a 'default-deny-ingress' policy",
+            policy: "metadata: {name: deny-ingress, namespace: x}\nspec:\n  podSelector: {}\n",
+            ports: &[(80, 80)],
+            allowed: |_, t, _| !t.starts_with("x/"),
+        },
+        Case {
+            name: "should enforce policy to allow traffic only from a different namespace, based on NamespaceSelector",
+            policy: "metadata: {name: from-y, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]\n",
+            ports: &[(80, 80)],
+            allowed: |f, t, _| t != "x/a" || f.starts_with("y/"),
         },
         Case {
             name: "should work with Ingress, Egress specified together",
