@@ -76,6 +76,26 @@ int main(void)
 	F(corral_ct_value, CtValue, last_seen_ns, last_seen_ns);
 	F(corral_ct_value, CtValue, state, state);
 
+	S(corral_svc_key, SvcKey);
+	F(corral_svc_key, SvcKey, addr, addr);
+	F(corral_svc_key, SvcKey, port, port);
+	F(corral_svc_key, SvcKey, proto, proto);
+
+	S(corral_svc_value, SvcValue);
+	F(corral_svc_value, SvcValue, flags, flags);
+
+	S(corral_defer_key, DeferKey);
+	F(corral_defer_key, DeferKey, saddr, saddr);
+	F(corral_defer_key, DeferKey, sport, sport);
+	F(corral_defer_key, DeferKey, proto, proto);
+
+	S(corral_defer_value, DeferValue);
+	F(corral_defer_value, DeferValue, ifindex, ifindex);
+	F(corral_defer_value, DeferValue, vport, vport);
+	F(corral_defer_value, DeferValue, vaddr, vaddr);
+
+	K(CORRAL_MARK_DEFER, MARK_DEFER);
+
 	K(CORRAL_DIR_INGRESS, DIR_INGRESS);
 	K(CORRAL_DIR_EGRESS, DIR_EGRESS);
 	K(CORRAL_NUM_CLASSES, NUM_CLASSES);

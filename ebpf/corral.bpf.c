@@ -532,6 +532,132 @@ static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
 	}
 }
 
+/* ---- deferred egress (Services behind a DNAT, issue 16) ----------------
+ * A pod's packet to a Service frontend (map corral_svc) is not translated
+ * yet at the pod's veth when kube-proxy (or any DNAT) runs in the node's
+ * PREROUTING. Deciding the pod's egress policy on the frontend address would
+ * match rules written for backend pods against the ClusterIP. So a new flow
+ * to a frontend from an egress-isolated pod is let through here, marked
+ * (CORRAL_MARK_DEFER) and recorded by its source (address, port, protocol:
+ * the DNAT keeps them); where the translated packet leaves the node's
+ * routing — the destination pod's veth (corral_to_pod) or an uplink /
+ * overlay device (corral_node_out) — the source pod's egress policy is
+ * evaluated on the real backend address and port. Allowed: the flow enters
+ * the source's conntrack under the frontend tuple, so its later packets
+ * and the (un-DNATed) replies pass the source's veth the normal way.
+ * Denied: dropped, counted as the source's egress policy drop. A marked
+ * packet without a record is dropped (fail closed). */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_svc_key);
+	__type(value, struct corral_svc_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_defer_key);
+	__type(value, struct corral_defer_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_defer SEC(".maps");
+
+/* 1 when this packet's egress verdict is deferred (marked and recorded). */
+static __always_inline int egress_defer(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct __sk_buff *skb, struct pkt *p,
+					__u64 *nowp)
+{
+	struct corral_svc_key sk = {};
+	struct corral_ct_key ck = {};
+	struct corral_ct_value *cv;
+
+	if (dir != CORRAL_DIR_EGRESS || !(cfg->flags & CORRAL_EP_POLICY_EGRESS) || !p->has_l3 ||
+	    p->is_nd)
+		return 0;
+	__builtin_memcpy(sk.addr, p->daddr, 16);
+	sk.port = p->dport;
+	sk.proto = p->proto;
+	if (!bpf_map_lookup_elem(&corral_svc, &sk))
+		return 0;
+	/* an admitted flow (or a reply) goes the normal conntrack way */
+	ct_fill(&ck, ifindex, dir, p, 0);
+	cv = bpf_map_lookup_elem(&corral_ct, &ck);
+	if (cv && ct_live(cv, p->proto, clock_ns(nowp)))
+		return 0;
+	ct_fill(&ck, ifindex, dir ^ 1, p, 1);
+	cv = bpf_map_lookup_elem(&corral_ct, &ck);
+	if (cv && ct_live(cv, p->proto, clock_ns(nowp)))
+		return 0;
+	{
+		struct corral_defer_key dk = {};
+		struct corral_defer_value dv = {};
+		__builtin_memcpy(dk.saddr, p->saddr, 16);
+		dk.sport = p->sport;
+		dk.proto = p->proto;
+		dv.ifindex = ifindex;
+		dv.vport = p->dport;
+		__builtin_memcpy(dv.vaddr, p->daddr, 16);
+		if (bpf_map_update_elem(&corral_defer, &dk, &dv, BPF_ANY))
+			return 0; /* cannot defer: decide here */
+	}
+	skb->mark |= CORRAL_MARK_DEFER;
+	return 1;
+}
+
+/* Verdict on a packet marked by egress_defer, after the DNAT: TC_ACT_SHOT
+ * or TC_ACT_UNSPEC (go on). */
+static __always_inline int deferred_verdict(struct __sk_buff *skb)
+{
+	struct corral_defer_key dk = {};
+	struct corral_defer_value *dv;
+	struct corral_endpoint_cfg *scfg;
+	struct pkt p = {};
+	__u64 now = 0;
+	__u32 src;
+
+	if (!(skb->mark & CORRAL_MARK_DEFER))
+		return TC_ACT_UNSPEC;
+	skb->mark &= ~CORRAL_MARK_DEFER;
+	if (parse(skb, &p) < 0 || !p.has_l3)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(dk.saddr, p.saddr, 16);
+	dk.sport = p.sport;
+	dk.proto = p.proto;
+	dv = bpf_map_lookup_elem(&corral_defer, &dk);
+	if (!dv)
+		return TC_ACT_SHOT;
+	src = dv->ifindex;
+	scfg = bpf_map_lookup_elem(&corral_endpoints, &src);
+	if (!scfg)
+		return TC_ACT_SHOT; /* the source pod is gone */
+	if ((scfg->flags & CORRAL_EP_POLICY_EGRESS) &&
+	    !policy_allows(src, CORRAL_DIR_EGRESS, &p)) {
+		struct corral_ep_dir_key key = {.ifindex = src, .dir = CORRAL_DIR_EGRESS};
+		struct corral_counters *c = bpf_map_lookup_elem(&corral_counters, &key);
+		if (c)
+			c->drop_policy++;
+		return TC_ACT_SHOT;
+	}
+	{
+		/* admitted under the frontend tuple the source pod sees */
+		struct corral_ct_key ck = {};
+		struct corral_ct_value nv = {};
+		ck.ifindex = src;
+		ck.dir = CORRAL_DIR_EGRESS;
+		ck.proto = p.proto;
+		__builtin_memcpy(ck.saddr, p.saddr, 16);
+		__builtin_memcpy(ck.daddr, dv->vaddr, 16);
+		ck.sport = p.sport;
+		ck.dport = dv->vport;
+		nv.last_seen_ns = clock_ns(&now);
+		nv.state = CORRAL_CT_NEW;
+		bpf_map_update_elem(&corral_ct, &ck, &nv, BPF_ANY);
+	}
+	return TC_ACT_UNSPEC;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -551,7 +677,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
-	if (!check_policy(cfg, ifindex, dir, &p, &now)) {
+	if (!egress_defer(cfg, ifindex, dir, skb, &p, &now) &&
+	    !check_policy(cfg, ifindex, dir, &p, &now)) {
 		reason = DROP_POLICY;
 		goto out;
 	}
@@ -609,5 +736,16 @@ int corral_from_pod(struct __sk_buff *skb)
 SEC("classifier")
 int corral_to_pod(struct __sk_buff *skb)
 {
+	/* a same-node backend: the deferred egress verdict of the source */
+	if (deferred_verdict(skb) == TC_ACT_SHOT)
+		return TC_ACT_SHOT;
 	return handle(skb, CORRAL_DIR_INGRESS);
+}
+
+/* Egress of the node's uplink / overlay devices: deferred egress verdicts
+ * of flows to backends on other nodes. Touches nothing else. */
+SEC("classifier")
+int corral_node_out(struct __sk_buff *skb)
+{
+	return deferred_verdict(skb);
 }

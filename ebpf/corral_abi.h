@@ -145,4 +145,43 @@ struct corral_ct_value {
 	__u32 pad;
 };
 
+/* ---- Services: egress policy decided on the translated destination
+ * (issue 16). With a DNAT in front (kube-proxy), a pod's packet to a Service
+ * address is not yet translated at the pod's veth; its egress verdict is
+ * deferred to the point where the real backend is known (see
+ * corral.bpf.c, section "deferred egress"). */
+
+/* skb->mark bit of a packet whose egress verdict is deferred */
+#define CORRAL_MARK_DEFER 0x00100000u
+
+/* Map "corral_svc" (hash): a Service frontend (ClusterIP, port, protocol);
+ * value: flags (reserved, 0). Written by the agent from Service objects. */
+struct corral_svc_key {
+	__u8 addr[16];
+	__u16 port; /* host byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct corral_svc_value {
+	__u32 flags;
+};
+
+/* LRU map "corral_defer": a deferred flow by its source (the source port
+ * and address survive the DNAT): the client's endpoint and the frontend it
+ * addressed. */
+struct corral_defer_key {
+	__u8 saddr[16];
+	__u16 sport;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct corral_defer_value {
+	__u32 ifindex;
+	__u16 vport;
+	__u16 pad;
+	__u8 vaddr[16];
+};
+
 #endif

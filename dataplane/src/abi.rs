@@ -172,6 +172,46 @@ pub struct CtValue {
     pub pad: u32,
 }
 
+/// `skb->mark` bit of a packet whose egress verdict is deferred until the
+/// DNAT in front (kube-proxy) has picked the backend.
+pub const MARK_DEFER: u32 = 0x0010_0000;
+
+/// Key of map `corral_svc`: a Service frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SvcKey {
+    pub addr: [u8; 16],
+    /// host byte order
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcValue {
+    pub flags: u32,
+}
+
+/// Key of the LRU map `corral_defer` (kernel-written; read by tests).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferKey {
+    pub saddr: [u8; 16],
+    pub sport: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferValue {
+    pub ifindex: u32,
+    pub vport: u16,
+    pub pad: u16,
+    pub vaddr: [u8; 16],
+}
+
 // SAFETY (all impls below): aya::Pod requires plain-old-data types that are
 // valid for any bit pattern and contain no implicit padding. Every type is
 // #[repr(C)] and made only of integers/arrays of integers with explicit
@@ -200,6 +240,14 @@ unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for CtKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for CtValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for SvcKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for SvcValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for DeferKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for DeferValue {}
 
 /// The compiled eBPF object (built by build.rs from ebpf/corral.bpf.c).
 pub static BPF_OBJECT: &[u8] =

@@ -39,6 +39,9 @@ pub struct Config {
     pub dscp: Option<[u8; NUM_CLASSES]>,
     /// multi-node routing and the CNI config (None: single node)
     pub routing: Option<crate::routing::Options>,
+    /// node devices (uplinks) that get the deferred-egress check for
+    /// Service flows to other nodes (routing adds its own devices)
+    pub node_out_ifaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +59,8 @@ pub struct Agent {
     policy_errors: Vec<String>,
     policy_flags: BTreeMap<u32, u32>,
     router: Option<crate::routing::Router>,
+    /// node devices with the deferred-egress check attached
+    node_out: Vec<String>,
 }
 
 /// Default bucket depth: 300 ms of rate, at least 128 KiB. On low-RTT
@@ -156,7 +161,12 @@ impl Agent {
             policy_errors: Vec::new(),
             policy_flags: BTreeMap::new(),
             router: None,
+            node_out: Vec::new(),
         };
+        for d in agent.cfg.node_out_ifaces.clone() {
+            agent.dp.attach_node_out(&d)?;
+            agent.node_out.push(d);
+        }
         agent.router = agent.cfg.routing.clone().map(crate::routing::Router::new);
         agent.restore()?;
         Ok(agent)
@@ -336,10 +346,18 @@ impl Agent {
     /// Brings the routes to other nodes (and this node's CNI config) in
     /// line with the Node objects; a no-op without `--routing`/`--cni-conf`.
     pub fn set_nodes(&mut self, nodes: &[crate::routing::NodeInfo]) -> Result<()> {
-        match &mut self.router {
-            Some(r) => r.sync(nodes),
-            None => Ok(()),
+        let Some(r) = &mut self.router else {
+            return Ok(());
+        };
+        r.sync(nodes)?;
+        // flows to Service backends on other nodes leave through these
+        for d in r.node_devices() {
+            if !self.node_out.contains(&d) {
+                self.dp.attach_node_out(&d)?;
+                self.node_out.push(d);
+            }
         }
+        Ok(())
     }
 
     /// Replaces the policy inputs from an external source (Kubernetes) and
@@ -384,6 +402,9 @@ impl Agent {
             self.write_endpoint(&n)?;
         }
         self.dp.remove_stale_policy(&compiled.entries)?;
+        let svc: std::collections::BTreeSet<_> =
+            self.manifests.services.iter().map(|f| f.key()).collect();
+        self.dp.sync_services(&svc)?;
         let mut errs = self.manifests.errors.clone();
         errs.extend(compiled.errors);
         self.policy_errors = errs;

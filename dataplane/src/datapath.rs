@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::abi::{
     self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
-    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue,
+    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, SvcKey, SvcValue,
 };
 use crate::cni::netlink::{Nl, TcObject};
 
@@ -223,7 +223,7 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .load(abi::BPF_OBJECT)
             .context("loading eBPF object (needs root and CONFIG_BPF)")?;
-        for name in ["corral_from_pod", "corral_to_pod"] {
+        for name in ["corral_from_pod", "corral_to_pod", "corral_node_out"] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
@@ -639,6 +639,80 @@ impl Datapath {
             let _ = trie.remove(&k.to_lpm());
         }
         Ok(stale.len())
+    }
+
+    /// Makes map `corral_svc` hold exactly `desired` (Service frontends
+    /// whose egress verdict is deferred past the DNAT): additions first.
+    pub fn sync_services(&mut self, desired: &std::collections::BTreeSet<SvcKey>) -> Result<()> {
+        let mut m: HashMap<_, SvcKey, SvcValue> = self.hash("corral_svc")?;
+        let cur: std::collections::BTreeSet<SvcKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in desired.difference(&cur) {
+            m.insert(k, SvcValue::default(), BPF_ANY)
+                .with_context(|| format!("writing Service frontend {k:?}"))?;
+        }
+        for k in cur.difference(desired) {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    pub fn service_entries(&mut self) -> Result<usize> {
+        let m: HashMap<_, SvcKey, SvcValue> = self.hash("corral_svc")?;
+        Ok(m.keys().count())
+    }
+
+    /// Attaches `corral_node_out` (deferred egress verdicts of flows to
+    /// other nodes) at the egress of a node device (uplink, overlay):
+    /// a TCX link at the head, pinned as `links/node_<ifindex>` (kernel >=
+    /// 6.6), else a clsact filter. Idempotent; an existing pinned link gets
+    /// the current program.
+    pub fn attach_node_out(&mut self, ifname: &str) -> Result<()> {
+        let idx = ifindex(ifname)?;
+        let pin = self.pin_dir.join("links").join(format!("node_{idx}"));
+        let prog: &mut SchedClassifier = self
+            .bpf
+            .program_mut("corral_node_out")
+            .ok_or_else(|| map_err("corral_node_out"))?
+            .try_into()?;
+        if pin.exists() {
+            if Self::replace_in_link(prog, &pin).is_ok() {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&pin);
+        }
+        if kernel_at_least(6, 6) {
+            let id = prog
+                .attach_with_options(
+                    ifname,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+                .with_context(|| format!("TCX attach corral_node_out to {ifname}"))?;
+            let fd: FdLink = prog.take_link(id)?.try_into()?;
+            fd.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+        } else {
+            let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+            let opts = NlOptions {
+                priority: NL_PRIORITY,
+                handle: TcHandle::new(0, NL_HANDLE_MINOR),
+                ..Default::default()
+            };
+            match prog.attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::Netlink(opts),
+            ) {
+                Ok(id) => std::mem::forget(prog.take_link(id)?),
+                Err(e)
+                    if e.to_string().contains("exists") || format!("{e:?}").contains("EEXIST") => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("attach corral_node_out to {ifname}"));
+                }
+            }
+        }
+        info!(ifname, "deferred-egress check attached");
+        Ok(())
     }
 
     pub fn policy_entries(&self) -> Result<usize> {

@@ -78,6 +78,9 @@ pub struct Inputs {
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
     pub errors: Vec<String>,
+    /// Service frontends (older caches have none)
+    #[serde(default)]
+    pub services: Vec<crate::services::Frontend>,
 }
 
 impl Inputs {
@@ -88,6 +91,7 @@ impl Inputs {
             namespaces: self.namespaces,
             errors: self.errors,
             nodes: Vec::new(),
+            services: self.services,
         }
     }
 
@@ -97,6 +101,7 @@ impl Inputs {
             pods: m.pods.clone(),
             namespaces: m.namespaces.clone(),
             errors: m.errors.clone(),
+            services: m.services.clone(),
         }
     }
 }
@@ -200,13 +205,14 @@ struct State {
     pods: Kind<PodInfo>,
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
+    services: Kind<Vec<crate::services::Frontend>>,
     /// only in the node watch's own `Shared` (see [`spawn_nodes`])
     nodes: Kind<crate::routing::NodeInfo>,
 }
 
 impl State {
     fn synced(&self) -> bool {
-        self.pods.synced && self.namespaces.synced && self.policies.synced
+        self.pods.synced && self.namespaces.synced && self.policies.synced && self.services.synced
     }
 
     fn inputs(&self) -> Inputs {
@@ -224,8 +230,15 @@ impl State {
                 .errors()
                 .chain(self.pods.errors())
                 .chain(self.policies.errors())
+                .chain(self.services.errors())
                 .cloned()
                 .collect(),
+            services: {
+                let mut v: Vec<_> = self.services.ok().flatten().copied().collect();
+                v.sort();
+                v.dedup();
+                v
+            },
         }
     }
 }
@@ -360,8 +373,24 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
             |s| &mut s.pods,
             move |o| decode_pod(o, node.as_deref()),
         ),
+        watch(
+            ar(ApiResource::erase::<k8s_openapi::api::core::v1::Service>(
+                &(),
+            )),
+            watcher::Config::default(),
+            "services",
+            shared.clone(),
+            |s| &mut s.services,
+            decode_service,
+        ),
         tokio::spawn(reconcile_loop(agent, shared)),
     ]
+}
+
+fn decode_service(o: &DynamicObject) -> Decoded<Vec<crate::services::Frontend>> {
+    let v = typed::<k8s_openapi::api::core::v1::Service>(o, "service")
+        .and_then(|s| crate::services::frontends(&s));
+    (key(o), Some(v))
 }
 
 fn decode_node(o: &DynamicObject) -> Decoded<crate::routing::NodeInfo> {

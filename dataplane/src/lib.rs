@@ -12,3 +12,4 @@ pub mod node_health;
 pub mod policy;
 pub mod routing;
 pub mod serve_limits;
+pub mod services;

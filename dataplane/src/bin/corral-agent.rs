@@ -82,6 +82,11 @@ struct RunArgs {
     /// VXLAN network identifier (--routing vxlan)
     #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VNI)]
     vxlan_vni: u32,
+    /// node device (uplink) that checks deferred egress verdicts of pod
+    /// flows to Service backends on other nodes; repeatable (--routing
+    /// adds the underlay and VXLAN devices itself)
+    #[arg(long = "node-out-iface")]
+    node_out_ifaces: Vec<String>,
     /// VXLAN UDP port (--routing vxlan)
     #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
@@ -248,6 +253,9 @@ fn run(a: RunArgs) -> Result<()> {
             "--node-name (or $NODE_NAME) is required with Kubernetes, --routing and --cni-conf"
         ),
     };
+    if nodes && !kube && a.manifests.is_none() {
+        bail!("--routing/--cni-conf need Node objects: give --kube, --kubeconfig or --manifests");
+    }
     if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
         bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
     }
@@ -288,6 +296,7 @@ fn run(a: RunArgs) -> Result<()> {
         min_share_permille: shares.map(|s| s * 10),
         dscp,
         routing: routing_opts,
+        node_out_ifaces: a.node_out_ifaces.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

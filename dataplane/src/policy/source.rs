@@ -1,5 +1,6 @@
 //! Static policy source: a directory of Kubernetes YAML/JSON manifests
-//! (NetworkPolicy, Pod, Namespace, Node; multi-document files allowed).
+//! (NetworkPolicy, Pod, Namespace, Node, Service; multi-document files
+//! allowed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,8 @@ pub struct Manifests {
     pub errors: Vec<String>,
     /// Node objects (pod CIDRs and InternalIPs, for multi-node routing)
     pub nodes: Vec<crate::routing::NodeInfo>,
+    /// Service frontends (egress verdict deferred past the DNAT)
+    pub services: Vec<crate::services::Frontend>,
 }
 
 /// Identifies the directory's content; changes when a file changes.
@@ -157,6 +160,15 @@ pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
                 Ok(n) => out.nodes.push(n),
                 Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
             },
+            "Service" => {
+                match serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Service>(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| crate::services::frontends(&s))
+                {
+                    Ok(f) => out.services.extend(f),
+                    Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+                }
+            }
             "" => out.errors.push(format!("{id}: no kind (skipped)")),
             _ => {} // other kinds are not ours
         }
