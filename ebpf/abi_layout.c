@@ -76,6 +76,19 @@ int main(void)
 	F(corral_ct_value, CtValue, last_seen_ns, last_seen_ns);
 	F(corral_ct_value, CtValue, state, state);
 
+	S(corral_tier_range, TierRange);
+	F(corral_tier_range, TierRange, proto, proto);
+	F(corral_tier_range, TierRange, verdict, verdict);
+	F(corral_tier_range, TierRange, port_lo, port_lo);
+	F(corral_tier_range, TierRange, port_hi, port_hi);
+	F(corral_tier_range, TierRange, rule, rule);
+
+	S(corral_tier_value, TierValue);
+	F(corral_tier_value, TierValue, default_verdict, default_verdict);
+	F(corral_tier_value, TierValue, default_rule, default_rule);
+	F(corral_tier_value, TierValue, nranges, nranges);
+	F(corral_tier_value, TierValue, ranges, ranges);
+
 	K(CORRAL_DIR_INGRESS, DIR_INGRESS);
 	K(CORRAL_DIR_EGRESS, DIR_EGRESS);
 	K(CORRAL_NUM_CLASSES, NUM_CLASSES);
@@ -85,5 +98,10 @@ int main(void)
 	K(CORRAL_MAX_PORT_RANGES, MAX_PORT_RANGES);
 	K(CORRAL_PV_ALL_PORTS, PV_ALL_PORTS);
 	K(CORRAL_CT_ESTABLISHED, CT_ESTABLISHED);
+	K(CORRAL_EP_TIER_INGRESS, EP_TIER_INGRESS);
+	K(CORRAL_EP_TIER_EGRESS, EP_TIER_EGRESS);
+	K(CORRAL_MAX_TIER_RANGES, MAX_TIER_RANGES);
+	K(CORRAL_VERDICT_ALLOW, VERDICT_ALLOW);
+	K(CORRAL_VERDICT_DENY, VERDICT_DENY);
 	return 0;
 }

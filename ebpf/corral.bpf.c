@@ -349,6 +349,57 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, struct pkt *p
 	return ports_allowed(v, p);
 }
 
+/* ---- Policy tiers (see corral_abi.h): one LPM lookup and a bounded
+ * scan of disjoint port ranges, whatever the number of rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_policy_key);
+	__type(value, struct corral_tier_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_tier SEC(".maps");
+
+static __always_inline int tier_allows(__u32 ifindex, __u32 dir, struct pkt *p)
+{
+	struct corral_policy_key k = {};
+	struct corral_tier_value *v;
+	int has_ports = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ||
+			p->proto == IPPROTO_SCTP;
+
+	k.prefixlen = 64 + 128;
+	k.ifindex = ifindex;
+	k.dir = dir;
+	if (dir == CORRAL_DIR_INGRESS)
+		__builtin_memcpy(k.addr, p->saddr, 16);
+	else
+		__builtin_memcpy(k.addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_tier, &k);
+	if (!v)
+		return 0; /* the agent always writes a ::/0 entry: fail closed */
+	if (has_ports) {
+#pragma clang loop unroll(full)
+		for (int i = 0; i < CORRAL_MAX_TIER_RANGES; i++) {
+			if ((__u32)i >= v->nranges)
+				break;
+			struct corral_tier_range *r = &v->ranges[i];
+			if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi)
+				return r->verdict == CORRAL_VERDICT_ALLOW;
+		}
+	}
+	return v->default_verdict == CORRAL_VERDICT_ALLOW;
+}
+
+/* Verdict of a new flow for an isolated direction: tiers or NetworkPolicy. */
+static __always_inline int flow_allowed(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct pkt *p)
+{
+	__u32 tier = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_TIER_INGRESS : CORRAL_EP_TIER_EGRESS;
+	if (cfg->flags & tier)
+		return tier_allows(ifindex, dir, p);
+	return policy_allows(ifindex, dir, p);
+}
+
 static __always_inline void ct_fill(struct corral_ct_key *k, __u32 ifindex, __u32 dir,
 				    struct pkt *p, int reverse)
 {
@@ -429,7 +480,7 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 		ct_touch(v, p, 0, now);
 		return 1;
 	}
-	if ((cfg->flags & mine) && !policy_allows(ifindex, dir, p))
+	if ((cfg->flags & mine) && !flow_allowed(cfg, ifindex, dir, p))
 		return 0;
 	{
 		struct corral_ct_value nv = {};

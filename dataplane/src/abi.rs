@@ -201,6 +201,39 @@ unsafe impl aya::Pod for CtKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for CtValue {}
 
+// ---- Policy tiers (corral_abi.h, appended section)
+
+pub const EP_TIER_INGRESS: u32 = 1 << 3;
+pub const EP_TIER_EGRESS: u32 = 1 << 4;
+pub const MAX_TIER_RANGES: usize = 32;
+pub const VERDICT_DENY: u8 = 0;
+pub const VERDICT_ALLOW: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TierRange {
+    pub proto: u8,
+    pub verdict: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub rule: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierValue {
+    pub default_verdict: u8,
+    pub pad: u8,
+    pub default_rule: u16,
+    pub nranges: u32,
+    pub ranges: [TierRange; MAX_TIER_RANGES],
+}
+
+// SAFETY: #[repr(C)] plain integers with no implicit padding (layout
+// checked against the C header by `layout_matches_c_header`); any bit
+// pattern is valid.
+unsafe impl aya::Pod for TierValue {}
+
 /// The compiled eBPF object (built by build.rs from ebpf/corral.bpf.c).
 pub static BPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/corral.bpf.o"));

@@ -54,6 +54,13 @@ pub struct Agent {
     fingerprint: source::Fingerprint,
     policy_errors: Vec<String>,
     policy_flags: BTreeMap<u32, u32>,
+    /// ifindex -> policies selecting the endpoint (for `status`)
+    selected_by: BTreeMap<u32, Vec<String>>,
+    /// tier rule id -> description (ids in the `corral_tier` map)
+    tier_rules: Vec<String>,
+    /// the policy source delivered a complete input set (manifests: read
+    /// at start; Kubernetes: first synced set applied)
+    policy_synced: bool,
 }
 
 /// Default bucket depth: 300 ms of rate, at least 128 KiB. On low-RTT
@@ -153,8 +160,12 @@ impl Agent {
             fingerprint: Vec::new(),
             policy_errors: Vec::new(),
             policy_flags: BTreeMap::new(),
+            selected_by: BTreeMap::new(),
+            tier_rules: Vec::new(),
+            policy_synced: false,
         };
         agent.restore()?;
+        agent.policy_synced = agent.cfg.manifests.is_some();
         Ok(agent)
     }
 
@@ -327,7 +338,19 @@ impl Agent {
     pub fn set_policy_inputs(&mut self, m: source::Manifests) -> Result<()> {
         crate::kube_source::save_cache(&self.cfg.state_dir, &m)?;
         self.manifests = m;
-        self.apply_policy()
+        self.apply_policy()?;
+        self.policy_synced = true;
+        Ok(())
+    }
+
+    /// Readiness (`/readyz`): programs loaded (always, once the agent
+    /// exists) and the policy source has delivered a complete input set.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        if self.policy_synced {
+            Ok(())
+        } else {
+            Err("policy source not synced yet (enforcing the cached inputs)".into())
+        }
     }
 
     /// Compiles policy and writes it with no enforcement gap: new entries,
@@ -351,18 +374,24 @@ impl Agent {
             pods: self.manifests.pods.clone(),
             namespaces: self.manifests.namespaces.clone(),
             policies: self.manifests.policies.clone(),
+            tiers: self.manifests.tiers.clone(),
+            nodes: self.manifests.nodes.clone(),
         };
         let compiled = policy::compile(&inputs);
         for e in &compiled.errors {
             warn!(error = %e, "policy problem");
         }
         self.dp.upsert_policy(&compiled.entries)?;
+        self.dp.upsert_tier(&compiled.tier_entries)?;
         self.policy_flags = compiled.flags.clone();
+        self.selected_by = compiled.selected_by.clone();
         let names: Vec<String> = self.endpoints.keys().cloned().collect();
         for n in names {
             self.write_endpoint(&n)?;
         }
         self.dp.remove_stale_policy(&compiled.entries)?;
+        self.dp.remove_stale_tier(&compiled.tier_entries)?;
+        self.tier_rules = compiled.tier_rules.clone();
         let mut errs = self.manifests.errors.clone();
         errs.extend(compiled.errors);
         self.policy_errors = errs;
@@ -378,6 +407,11 @@ impl Agent {
                 class: CLASSES[class_of(&r.spec).unwrap_or(1) as usize].to_string(),
                 policy_ingress: flags & crate::abi::EP_POLICY_INGRESS != 0,
                 policy_egress: flags & crate::abi::EP_POLICY_EGRESS != 0,
+                policies: self
+                    .selected_by
+                    .get(&r.ifindex)
+                    .cloned()
+                    .unwrap_or_default(),
                 ingress: self.dp.counters(r.ifindex, DIR_INGRESS)?.into(),
                 egress: self.dp.counters(r.ifindex, DIR_EGRESS)?.into(),
                 ifindex: r.ifindex,

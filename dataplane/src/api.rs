@@ -101,6 +101,10 @@ pub struct EndpointStatus {
     pub class: String,
     pub policy_ingress: bool,
     pub policy_egress: bool,
+    /// policies selecting this endpoint, e.g.
+    /// `networkpolicy x/web (ingress)`
+    #[serde(default)]
+    pub policies: Vec<String>,
     pub ingress: CounterView,
     pub egress: CounterView,
 }

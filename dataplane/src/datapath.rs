@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::abi::{
     self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
-    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue,
+    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, TierValue,
 };
 
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
@@ -40,7 +40,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 9] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -49,6 +49,7 @@ const MAPS: [&str; 8] = [
     "corral_policy",
     "corral_ct",
     "corral_frag",
+    "corral_tier",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -464,6 +465,50 @@ impl Datapath {
             .map("corral_policy")
             .ok_or_else(|| map_err("corral_policy"))?;
         let trie: LpmTrie<_, PolicyKeyData, PolicyValue> = LpmTrie::try_from(m)?;
+        Ok(trie.keys().count())
+    }
+
+    // ---- policy tiers: map "corral_tier" (same key as corral_policy)
+
+    fn tier_trie(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKeyData, TierValue>> {
+        let m = self
+            .bpf
+            .map_mut("corral_tier")
+            .ok_or_else(|| map_err("corral_tier"))?;
+        Ok(LpmTrie::try_from(m)?)
+    }
+
+    /// Writes every desired tier entry (first half of a gapless sync).
+    pub fn upsert_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<()> {
+        let mut trie = self.tier_trie()?;
+        for (k, v) in desired {
+            trie.insert(&k.to_lpm(), v, BPF_ANY)
+                .with_context(|| format!("writing tier entry {k:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes tier entries not in `desired` (second half of a gapless sync).
+    pub fn remove_stale_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<usize> {
+        let mut trie = self.tier_trie()?;
+        let stale: Vec<PolicyKey> = trie
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| PolicyKey::from_lpm(&k))
+            .filter(|k| !desired.contains_key(k))
+            .collect();
+        for k in &stale {
+            let _ = trie.remove(&k.to_lpm());
+        }
+        Ok(stale.len())
+    }
+
+    pub fn tier_entries(&self) -> Result<usize> {
+        let m = self
+            .bpf
+            .map("corral_tier")
+            .ok_or_else(|| map_err("corral_tier"))?;
+        let trie: LpmTrie<_, PolicyKeyData, TierValue> = LpmTrie::try_from(m)?;
         Ok(trie.keys().count())
     }
 }

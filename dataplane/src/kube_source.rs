@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+use crate::policy::tiers::{NodeInfo, TierObject};
 use crate::policy::{Labels, PodInfo, source};
 
 /// Last applied Kubernetes inputs, in the agent's state dir.
@@ -89,6 +90,10 @@ pub struct Inputs {
     pub policies: Vec<NetworkPolicy>,
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
+    #[serde(default)]
+    pub tiers: Vec<TierObject>,
+    #[serde(default)]
+    pub nodes: Vec<NodeInfo>,
     pub errors: Vec<String>,
 }
 
@@ -98,6 +103,8 @@ impl Inputs {
             policies: self.policies,
             pods: self.pods,
             namespaces: self.namespaces,
+            tiers: self.tiers,
+            nodes: self.nodes,
             errors: self.errors,
         }
     }
@@ -107,6 +114,8 @@ impl Inputs {
             policies: m.policies.clone(),
             pods: m.pods.clone(),
             namespaces: m.namespaces.clone(),
+            tiers: m.tiers.clone(),
+            nodes: m.nodes.clone(),
             errors: m.errors.clone(),
         }
     }
@@ -228,6 +237,8 @@ impl State {
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.clone())))
                 .collect(),
+            tiers: Vec::new(),
+            nodes: Vec::new(),
             errors: self
                 .namespaces
                 .errors()

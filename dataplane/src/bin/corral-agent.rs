@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use corral_dataplane::agent::{self, Agent, CLASSES, Config};
 use corral_dataplane::api::{self, Request, Response, parse_bandwidth};
 use corral_dataplane::datapath::{AttachMode, DEFAULT_PIN_DIR};
-use corral_dataplane::{kube_source, node_health};
+use corral_dataplane::{kube_source, metrics, node_health};
 
 #[derive(Parser)]
-#[command(name = "corral-agent", about = "Corral eBPF data plane agent")]
+#[command(name = "corral-agent", version, about = "Corral eBPF data plane agent")]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -45,9 +45,14 @@ struct RunArgs {
     /// mark DSCP per class (critical,standard,bulk), e.g. 46,0,8
     #[arg(long)]
     dscp: Option<String>,
-    /// address for Prometheus /metrics, e.g. 127.0.0.1:9465
+    /// address for Prometheus /metrics, /healthz and /readyz, e.g.
+    /// 127.0.0.1:9465
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// also export per-pod series (corral_endpoint_*, 12 per pod); off by
+    /// default: per-node aggregates only
+    #[arg(long, requires = "metrics_addr")]
+    pod_metrics: bool,
     /// Kubernetes policy source: watch Pods, Namespaces and NetworkPolicies
     /// with this kubeconfig (see --kube for the in-cluster config)
     #[arg(long, conflicts_with = "manifests")]
@@ -131,7 +136,7 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
         "{:<28} {:<14} {:<9} {:<4} {:>12} {:>14} {:>9} {:>9} {:>9}",
         "POD", "IFACE", "CLASS", "POL", "DIR", "BYTES", "DROP_POL", "DROP_RATE", "DROP_CLS"
     );
-    for e in endpoints {
+    for e in &endpoints {
         let pol = format!(
             "{}{}",
             if e.policy_ingress { "I" } else { "-" },
@@ -151,6 +156,12 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
                 c.drop_class
             );
         }
+        let by = if e.policies.is_empty() {
+            "-".to_string()
+        } else {
+            e.policies.join("; ")
+        };
+        println!("  selected by: {by}");
     }
     Ok(())
 }
@@ -264,18 +275,32 @@ fn run(a: RunArgs) -> Result<()> {
         }
         if let Some(addr) = metrics_addr {
             let a2 = agent.clone();
+            let opts = metrics::Options {
+                pod_metrics: a.pod_metrics,
+            };
             tokio::spawn(async move {
-                if let Err(e) = corral_dataplane::metrics::serve(a2, addr).await {
-                    tracing::error!(error = %e, "metrics server");
+                if let Err(e) = metrics::serve(a2, addr.clone(), opts).await {
+                    tracing::error!(error = %e, %addr, "metrics server");
                 }
             });
         }
-        tokio::select! {
-            r = agent::serve(agent.clone()) => r,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; pinned state stays enforced");
-                Ok(())
-            }
-        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let r = tokio::select! {
+            r = agent::serve(agent.clone()) => r.map(|()| "API server end"),
+            _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        };
+        let sig = r?;
+        // graceful: let a request being handled finish (it holds the
+        // lock), then leave; programs, links and maps stay pinned, so
+        // enforcement continues without the process
+        let a2 = agent.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || drop(a2.lock())),
+        )
+        .await;
+        tracing::info!(signal = sig, "stopping; pinned state stays enforced");
+        Ok(())
     })
 }
