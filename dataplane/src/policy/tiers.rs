@@ -1013,18 +1013,6 @@ pub(super) fn compile(objects: &[TierObject], w: &World, out: &mut Compiled) {
         return;
     }
     policies.sort_by(|a, b| (a.tier, &a.order).cmp(&(b.tier, &b.order)));
-    let mut dup: BTreeMap<(Tier, i32), Vec<&str>> = BTreeMap::new();
-    for p in &policies {
-        if p.order.1 == 0 {
-            dup.entry((p.tier, p.order.0)).or_default().push(&p.id);
-        }
-    }
-    for ((_, prio), ids) in dup.iter().filter(|(_, v)| v.len() > 1) {
-        out.errors.push(format!(
-            "priority {prio} is shared by {}: their order is by name (ambiguous by the API)",
-            ids.join(", ")
-        ));
-    }
     for p in policies.iter_mut() {
         for r in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
             let mut v = Vec::new();
@@ -1052,6 +1040,7 @@ pub(super) fn compile(objects: &[TierObject], w: &World, out: &mut Compiled) {
     let mut tier_entries = BTreeMap::new();
     let mut extra_flags: Vec<(u32, u32)> = Vec::new();
     let mut errors = Vec::new();
+    let mut ambiguous: BTreeSet<String> = BTreeSet::new();
     for ep in w.endpoints {
         let selecting: Vec<&TPolicy> = policies
             .iter()
@@ -1059,6 +1048,14 @@ pub(super) fn compile(objects: &[TierObject], w: &World, out: &mut Compiled) {
             .collect();
         if selecting.is_empty() {
             continue;
+        }
+        for (a, b) in selecting.iter().zip(selecting.iter().skip(1)) {
+            if a.tier == b.tier && a.order.1 == 0 && b.order.1 == 0 && a.order.0 == b.order.0 {
+                ambiguous.insert(format!(
+                    "{} and {} share priority {} and both select pod {}/{}: their order is by name (ambiguous by the API)",
+                    a.id, b.id, a.order.0, ep.pod.namespace, ep.pod.name
+                ));
+            }
         }
         let names = out.selected_by.entry(ep.ifindex).or_default();
         for p in &selecting {
@@ -1174,6 +1171,14 @@ pub(super) fn compile(objects: &[TierObject], w: &World, out: &mut Compiled) {
     }
     out.tier_entries = tier_entries;
     out.errors.extend(errors);
+    // one line per pair of policies (the first pod named)
+    let mut seen = BTreeSet::new();
+    for a in ambiguous {
+        let pair = a.split(" share ").next().unwrap_or("").to_string();
+        if seen.insert(pair) {
+            out.errors.push(a);
+        }
+    }
 }
 
 /// Reference evaluation of the compiled tier map (what the kernel does):
@@ -1217,3 +1222,6 @@ pub fn evaluate(
     }
     Some((false, u16::MAX))
 }
+
+#[cfg(test)]
+mod tests;
