@@ -82,6 +82,8 @@ pub struct Options {
     /// this node's name (`spec.nodeName` of local pods)
     pub node_name: String,
     pub pod_scope: PodScope,
+    /// watch Nodes (for `nodes` egress peers of tier policies)
+    pub node_peers: bool,
 }
 
 /// The policy inputs as applied (and cached).
@@ -220,11 +222,19 @@ struct State {
     pods: Kind<PodInfo>,
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
+    /// ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy
+    tiers: [Kind<TierObject>; 3],
+    /// watched only with `--node-peers`
+    nodes: Kind<NodeInfo>,
 }
 
 impl State {
     fn synced(&self) -> bool {
-        self.pods.synced && self.namespaces.synced && self.policies.synced
+        self.pods.synced
+            && self.namespaces.synced
+            && self.policies.synced
+            && self.tiers.iter().all(|k| k.synced)
+            && self.nodes.synced
     }
 
     fn inputs(&self) -> Inputs {
@@ -237,13 +247,15 @@ impl State {
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.clone())))
                 .collect(),
-            tiers: Vec::new(),
-            nodes: Vec::new(),
+            tiers: self.tiers.iter().flat_map(|k| k.ok().cloned()).collect(),
+            nodes: self.nodes.ok().cloned().collect(),
             errors: self
                 .namespaces
                 .errors()
                 .chain(self.pods.errors())
                 .chain(self.policies.errors())
+                .chain(self.tiers.iter().flat_map(|k| k.errors()))
+                .chain(self.nodes.errors())
                 .cloned()
                 .collect(),
         }
@@ -265,6 +277,50 @@ fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject, kind: &str) -> Resul
 
 fn decode_policy(o: &DynamicObject) -> Decoded<NetworkPolicy> {
     (key(o), Some(typed(o, "networkpolicy")))
+}
+
+fn decode_tier(o: &DynamicObject) -> Decoded<TierObject> {
+    let (kind, av) = o
+        .types
+        .as_ref()
+        .map(|t| (t.kind.clone(), t.api_version.clone()))
+        .unwrap_or_default();
+    let v = serde_json::to_value(o)
+        .map_err(|e| e.to_string())
+        .and_then(|v| source::decode_tier(&kind, &av, v))
+        .map_err(|e| format!("{} {}: {e} (skipped)", kind.to_lowercase(), key(o)));
+    match v {
+        Ok(Some(t)) => (key(o), Some(Ok(t))),
+        Ok(None) => (key(o), None),
+        Err(e) => (key(o), Some(Err(e))),
+    }
+}
+
+fn decode_node(o: &DynamicObject) -> Decoded<NodeInfo> {
+    (
+        key(o),
+        Some(typed::<k8s_openapi::api::core::v1::Node>(o, "node").map(|n| source::node_info(&n))),
+    )
+}
+
+/// The policy.networking.k8s.io kinds Corral implements.
+fn tier_resources() -> [ApiResource; 3] {
+    let r = |version: &str, kind: &str, plural: &str| ApiResource {
+        group: crate::policy::tiers::GROUP.into(),
+        version: version.into(),
+        api_version: format!("{}/{version}", crate::policy::tiers::GROUP),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    [
+        r("v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies"),
+        r("v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"),
+        r(
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            "baselineadminnetworkpolicies",
+        ),
+    ]
 }
 
 fn decode_namespace(o: &DynamicObject) -> Decoded<Labels> {
@@ -305,7 +361,54 @@ fn watch<T: Send + 'static>(
     pick: fn(&mut State) -> &mut Kind<T>,
     decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
 ) -> JoinHandle<()> {
+    watch_if(api, cfg, what, shared, pick, decode, false)
+}
+
+/// Like [`watch`]; with `optional`, a resource the API server does not
+/// serve (its CRD is not installed: the list answers 404) counts as listed
+/// and empty, and is probed again every 30 s.
+fn watch_if<T: Send + 'static>(
+    api: Api<DynamicObject>,
+    cfg: watcher::Config,
+    what: &'static str,
+    shared: Arc<Shared>,
+    pick: fn(&mut State) -> &mut Kind<T>,
+    decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
+    optional: bool,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut announced = false;
+        if optional {
+            loop {
+                let lp = kube::api::ListParams::default().limit(1);
+                match api.list(&lp).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        if !announced {
+                            info!(
+                                watch = what,
+                                "resource not served (CRD not installed); treated as empty"
+                            );
+                            announced = true;
+                            let changed = match shared.state.lock() {
+                                Ok(mut st) => {
+                                    let k = pick(&mut st);
+                                    let was = k.synced;
+                                    k.synced = true;
+                                    !was || !k.objs.is_empty()
+                                }
+                                Err(_) => return,
+                            };
+                            if changed {
+                                shared.changed.notify_one();
+                            }
+                        }
+                    }
+                    Err(e) => warn!(watch = what, error = %e, "probing resource; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(if announced { 30 } else { 2 })).await;
+            }
+        }
         let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
         while let Some(ev) = s.next().await {
             let ev = match ev {
@@ -355,7 +458,7 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
         PodScope::All => None,
         PodScope::Node => Some(opts.node_name.clone()),
     };
-    vec![
+    let mut handles = vec![
         watch(
             ar(ApiResource::erase::<NetworkPolicy>(&())),
             watcher::Config::default(),
@@ -380,8 +483,42 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
             |s| &mut s.pods,
             move |o| decode_pod(o, node.as_deref()),
         ),
-        tokio::spawn(reconcile_loop(agent, shared)),
-    ]
+    ];
+    let tier_picks: [fn(&mut State) -> &mut Kind<TierObject>; 3] = [
+        |s| &mut s.tiers[0],
+        |s| &mut s.tiers[1],
+        |s| &mut s.tiers[2],
+    ];
+    let names = [
+        "clusternetworkpolicies",
+        "adminnetworkpolicies",
+        "baselineadminnetworkpolicies",
+    ];
+    for ((r, pick), what) in tier_resources().into_iter().zip(tier_picks).zip(names) {
+        handles.push(watch_if(
+            ar(r),
+            watcher::Config::default(),
+            what,
+            shared.clone(),
+            pick,
+            decode_tier,
+            true,
+        ));
+    }
+    if opts.node_peers {
+        handles.push(watch(
+            ar(ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&())),
+            watcher::Config::default(),
+            "nodes",
+            shared.clone(),
+            |s| &mut s.nodes,
+            decode_node,
+        ));
+    } else if let Ok(mut st) = shared.state.lock() {
+        st.nodes.synced = true;
+    }
+    handles.push(tokio::spawn(reconcile_loop(agent, shared)));
+    handles
 }
 
 async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {

@@ -66,6 +66,11 @@ struct RunArgs {
     /// pods to watch: all (peers on other nodes resolved) or only this node's
     #[arg(long, value_enum, default_value = "all")]
     pod_scope: corral_dataplane::kube_source::PodScope,
+    /// watch Nodes, for `nodes` egress peers of ClusterNetworkPolicy /
+    /// AdminNetworkPolicy (off by default: Node status updates are
+    /// frequent; without it such peers select no node)
+    #[arg(long, conflicts_with = "manifests")]
+    node_peers: bool,
     /// seconds between node network health samples (Kubernetes only)
     #[arg(long, default_value = "10")]
     health_interval: f64,
@@ -255,6 +260,7 @@ fn run(a: RunArgs) -> Result<()> {
                 kube_source::Options {
                     node_name: node_name.clone(),
                     pod_scope: a.pod_scope,
+                    node_peers: a.node_peers,
                 },
                 agent.clone(),
             );

@@ -1013,6 +1013,20 @@ pub(super) fn compile(objects: &[TierObject], w: &World, out: &mut Compiled) {
         return;
     }
     policies.sort_by(|a, b| (a.tier, &a.order).cmp(&(b.tier, &b.order)));
+    if w.nodes.is_empty() {
+        for p in &policies {
+            let uses_nodes = p
+                .egress
+                .iter()
+                .any(|r| r.peers.iter().any(|x| matches!(x, TPeer::Nodes(_))));
+            if uses_nodes {
+                out.errors.push(format!(
+                    "{}: nodes peers select no node: no Node objects known (Kubernetes: start corral-agent with --node-peers; manifests: add the Node objects)",
+                    p.id
+                ));
+            }
+        }
+    }
     for p in policies.iter_mut() {
         for r in p.ingress.iter_mut().chain(p.egress.iter_mut()) {
             let mut v = Vec::new();

@@ -506,3 +506,38 @@ fn range_overflow_fails_closed() {
         "denied stays denied"
     );
 }
+
+/// deploy/examples/cluster-network-policies.yaml parses and compiles.
+#[test]
+fn deploy_example_compiles() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/cluster-network-policies.yaml"
+    );
+    let text = std::fs::read_to_string(p).expect("example");
+    let mut m = Manifests::default();
+    parse_text(&text, p, &mut m);
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    assert_eq!(m.tiers.len(), 4);
+    let mut i = Inputs {
+        tiers: m.tiers,
+        ..Default::default()
+    };
+    i.endpoints.push(LocalEndpoint {
+        ifindex: 1,
+        pod: PodInfo {
+            namespace: "payments".into(),
+            name: "api-0".into(),
+            labels: [("app".to_string(), "api".to_string())].into(),
+            ips: vec!["198.18.5.2".parse().unwrap()],
+            ports: vec![],
+        },
+    });
+    let c = compile(&i);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let ok = |ip: &str, port| evaluate(&c, 1, DIR_EGRESS, ip.parse().unwrap(), PROTO_TCP, port);
+    assert_eq!(ok("192.0.2.1", 443).map(|v| v.0), Some(true));
+    assert_eq!(ok("192.0.2.1", 80).map(|v| v.0), Some(false));
+    assert_eq!(ok("198.18.10.7", 9150).map(|v| v.0), Some(true));
+    assert_eq!(ok("2001:db8::1", 443).map(|v| v.0), Some(false));
+}
