@@ -144,6 +144,8 @@ struct pkt {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 l3_off;
+	__u16 rule; /* deciding policy rule of a policy drop (drop events) */
+	__u16 pad2;
 };
 
 static __always_inline void map_v4(__u8 *dst, __u32 addr)
@@ -383,10 +385,13 @@ static __always_inline int tier_allows(__u32 ifindex, __u32 dir, struct pkt *p)
 			if ((__u32)i >= v->nranges)
 				break;
 			struct corral_tier_range *r = &v->ranges[i];
-			if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi)
+			if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi) {
+				p->rule = r->rule;
 				return r->verdict == CORRAL_VERDICT_ALLOW;
+			}
 		}
 	}
+	p->rule = v->default_rule;
 	return v->default_verdict == CORRAL_VERDICT_ALLOW;
 }
 
@@ -397,6 +402,7 @@ static __always_inline int flow_allowed(struct corral_endpoint_cfg *cfg, __u32 i
 	__u32 tier = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_TIER_INGRESS : CORRAL_EP_TIER_EGRESS;
 	if (cfg->flags & tier)
 		return tier_allows(ifindex, dir, p);
+	p->rule = CORRAL_RULE_NP;
 	return policy_allows(ifindex, dir, p);
 }
 
@@ -583,6 +589,49 @@ static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
 	}
 }
 
+/* ---- Drop events (see corral_abi.h): only on the drop path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_monitor SEC(".maps");
+
+static __always_inline void emit_drop(__u32 ifindex, __u32 dir, struct pkt *p, int reason,
+				      __u64 len, __u64 *nowp)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&corral_monitor, &zero);
+	struct corral_drop_event *e;
+
+	if (!on || !*on)
+		return;
+	e = bpf_ringbuf_reserve(&corral_events, sizeof(*e), 0);
+	if (!e)
+		return; /* consumer behind: the event is lost, the drop stands */
+	e->time_ns = clock_ns(nowp);
+	e->ifindex = ifindex;
+	e->len = (__u32)len;
+	e->dir = (__u8)dir;
+	e->reason = (__u8)reason;
+	e->proto = p->proto;
+	e->pad = 0;
+	e->rule = reason == DROP_POLICY ? p->rule : 0;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -624,6 +673,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
 out:
+	if (reason != DROP_NONE)
+		emit_drop(ifindex, dir, &p, reason, len, &now);
 	c = bpf_map_lookup_elem(&corral_counters, &key);
 	if (c) {
 		switch (reason) {

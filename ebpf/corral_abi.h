@@ -180,4 +180,33 @@ struct corral_tier_value {
 	struct corral_tier_range ranges[CORRAL_MAX_TIER_RANGES];
 };
 
+/* ---- Drop events (corral-agent monitor). Appended section. */
+
+/* drop_event.rule for a NetworkPolicy drop (endpoint not in tier mode) */
+#define CORRAL_RULE_NP 0xfffe
+/* drop_event.reason (the programs' drop reasons) */
+#define CORRAL_DROP_POLICY 1
+#define CORRAL_DROP_RATE 2
+#define CORRAL_DROP_CLASS 3
+#define CORRAL_DROP_MALFORMED 4
+
+/* Ring buffer "corral_events": one record per dropped packet while
+ * array "corral_monitor"[0] is non-zero (a monitor client is connected).
+ * Allowed packets never touch either map. */
+struct corral_drop_event {
+	__u64 time_ns; /* bpf_ktime_get_ns */
+	__u32 ifindex;
+	__u32 len;
+	__u8 dir;
+	__u8 reason;
+	__u8 proto;
+	__u8 pad;
+	__u16 rule; /* policy drops: deciding tier rule id or CORRAL_RULE_NP */
+	__u16 sport;
+	__u16 dport;
+	__u8 pad2[6];
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
 #endif

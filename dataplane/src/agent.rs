@@ -58,6 +58,10 @@ pub struct Agent {
     selected_by: BTreeMap<u32, Vec<String>>,
     /// tier rule id -> description (ids in the `corral_tier` map)
     tier_rules: Vec<String>,
+    /// drop-event stream (names kept current by apply_policy)
+    monitor: Arc<crate::monitor::Monitor>,
+    /// the ring buffer, until the API server takes it
+    events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     /// the policy source delivered a complete input set (manifests: read
     /// at start; Kubernetes: first synced set applied)
     policy_synced: bool,
@@ -152,6 +156,14 @@ impl Agent {
             }
         }
         dp.set_node_cfg(&node)?;
+        // no client yet (a restarted agent may find the switch on)
+        if let Err(e) = dp.set_monitor(false) {
+            warn!(error = %format!("{e:#}"), "drop events unavailable");
+        }
+        let events = dp
+            .take_events()
+            .map_err(|e| warn!(error = %format!("{e:#}"), "drop events unavailable"))
+            .ok();
         let mut agent = Agent {
             cfg,
             dp,
@@ -162,6 +174,8 @@ impl Agent {
             policy_flags: BTreeMap::new(),
             selected_by: BTreeMap::new(),
             tier_rules: Vec::new(),
+            monitor: Default::default(),
+            events,
             policy_synced: false,
         };
         agent.restore()?;
@@ -343,6 +357,20 @@ impl Agent {
         Ok(())
     }
 
+    pub fn monitor(&self) -> Arc<crate::monitor::Monitor> {
+        self.monitor.clone()
+    }
+
+    /// The drop-event ring buffer (once; the caller reads it).
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.events.take()
+    }
+
+    /// Drop events on/off in the programs.
+    pub fn set_monitor(&mut self, on: bool) -> Result<()> {
+        self.dp.set_monitor(on)
+    }
+
     /// Readiness (`/readyz`): programs loaded (always, once the agent
     /// exists) and the policy source has delivered a complete input set.
     pub fn ready(&self) -> std::result::Result<(), String> {
@@ -392,6 +420,13 @@ impl Agent {
         self.dp.remove_stale_policy(&compiled.entries)?;
         self.dp.remove_stale_tier(&compiled.tier_entries)?;
         self.tier_rules = compiled.tier_rules.clone();
+        self.monitor.set_names(
+            self.endpoints
+                .values()
+                .map(|r| (r.ifindex, format!("{}/{}", r.spec.namespace, r.spec.name)))
+                .collect(),
+            self.tier_rules.clone(),
+        );
         let mut errs = self.manifests.errors.clone();
         errs.extend(compiled.errors);
         self.policy_errors = errs;
@@ -432,6 +467,9 @@ impl Agent {
             Request::Update { endpoint } => self.register(endpoint, true).map(ok),
             Request::Deregister { ifname } => self.deregister(&ifname).map(ok),
             Request::List => self.list(),
+            Request::Monitor => Err(anyhow::anyhow!(
+                "monitor streams on its own connection (corral-agent monitor)"
+            )),
             Request::Reconcile => {
                 self.reload_manifests(true);
                 self.apply_policy()
@@ -484,6 +522,10 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if matches!(serde_json::from_str::<Request>(&line), Ok(Request::Monitor)) {
+                    stream_drops(&agent, &mut lines, &mut w).await;
+                    break;
+                }
                 let resp = match serde_json::from_str::<Request>(&line) {
                     Err(e) => Response::Error {
                         message: format!("bad request: {e}"),
@@ -510,6 +552,61 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
             }
         });
     }
+}
+
+/// Streams drop events to one monitor client until it disconnects. The
+/// programs emit events only while at least one client is connected.
+async fn stream_drops(
+    agent: &Arc<Mutex<Agent>>,
+    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    w: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    let mon = match agent.lock() {
+        Ok(g) => g.monitor(),
+        Err(_) => return,
+    };
+    let (mut rx, n) = mon.subscribe();
+    let switch = |on: bool| {
+        let a = agent.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut g) = a.lock()
+                && let Err(e) = g.set_monitor(on)
+            {
+                warn!(error = %format!("{e:#}"), "switching drop events");
+            }
+        })
+    };
+    if n == 1 {
+        let _ = switch(true).await;
+    }
+    info!(clients = n, "monitor client connected");
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            // the client closed its end (or sent something: ignored)
+            l = lines.next_line() => match l {
+                Ok(Some(_)) => continue,
+                _ => break,
+            },
+        };
+        let d = match ev {
+            Ok(d) => d,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                mon.lost.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            Err(_) => break,
+        };
+        let mut line = serde_json::to_vec(&d).unwrap_or_default();
+        line.push(b'\n');
+        if w.write_all(&line).await.is_err() {
+            break;
+        }
+    }
+    if mon.unsubscribe() == 0 {
+        let _ = switch(false).await;
+    }
+    info!("monitor client disconnected");
 }
 
 /// Polls the manifest dir and re-applies policy when it changed.

@@ -124,6 +124,9 @@ pub enum Request {
     List,
     /// re-read policy sources now and apply them
     Reconcile,
+    /// stream drop events (one JSON `monitor::Drop` per line) until the
+    /// client disconnects
+    Monitor,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

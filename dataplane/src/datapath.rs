@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, Link as _, PinnedLink};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
@@ -40,7 +40,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 9] = [
+const MAPS: [&str; 11] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -50,6 +50,8 @@ const MAPS: [&str; 9] = [
     "corral_ct",
     "corral_frag",
     "corral_tier",
+    "corral_events",
+    "corral_monitor",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -510,5 +512,28 @@ impl Datapath {
             .ok_or_else(|| map_err("corral_tier"))?;
         let trie: LpmTrie<_, PolicyKeyData, TierValue> = LpmTrie::try_from(m)?;
         Ok(trie.keys().count())
+    }
+
+    // ---- drop events: ring buffer "corral_events", switch "corral_monitor"
+
+    /// Takes the drop-event ring buffer out of the loaded object (one
+    /// consumer per process).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let m = self
+            .bpf
+            .take_map("corral_events")
+            .ok_or_else(|| map_err("corral_events"))?;
+        Ok(RingBuf::try_from(m)?)
+    }
+
+    /// Turns drop events on (a monitor client is connected) or off.
+    pub fn set_monitor(&mut self, on: bool) -> Result<()> {
+        let m = self
+            .bpf
+            .map_mut("corral_monitor")
+            .ok_or_else(|| map_err("corral_monitor"))?;
+        let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
+        a.set(0, u32::from(on), 0)?;
+        Ok(())
     }
 }

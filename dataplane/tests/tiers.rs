@@ -429,3 +429,113 @@ fn namespace_isolation_security_groups_and_malformed() {
         "the /32 allow is IPv4 only; 2001:db8::/32 denied"
     );
 }
+
+/// `corral-agent monitor` streams a policy drop with pod, direction,
+/// 5-tuple and the deciding rule (tier rule, and NetworkPolicy isolation);
+/// with no client connected the programs emit nothing.
+#[test]
+fn monitor_shows_policy_drop_with_deciding_rule() {
+    let Some(_serial) = privileged("monitor_shows_policy_drop_with_deciding_rule") else {
+        return;
+    };
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let w = World::new();
+    w.apply(&format!(
+        "---\n{CNP}metadata: {{name: no-slytherin}}\nspec:\n  tier: Admin\n  priority: 7\n  subject: {{namespaces: {}}}\n  ingress:\n  - {{name: deny-slytherin-80, action: Deny, from: [{{namespaces: {}}}], protocols: [{{tcp: {{destinationPort: {{number: 80}}}}}}]}}\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: deny-all, namespace: network-policy-conformance-hufflepuff}}\nspec: {{podSelector: {{}}, policyTypes: [Ingress]}}\n",
+        sel("gryffindor"),
+        sel("slytherin")
+    ));
+    let monitor_on = |w: &World| -> u64 {
+        let out = sh(&[
+            "bpftool",
+            "map",
+            "dump",
+            "pinned",
+            &w.agent
+                .pin_dir
+                .join("maps/corral_monitor")
+                .display()
+                .to_string(),
+            "-j",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
+        v[0]["formatted"]["value"].as_u64().unwrap_or(u64::MAX)
+    };
+    assert_eq!(monitor_on(&w), 0, "no client: events off");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_corral-agent"))
+        .args(["monitor", "--output", "json", "--socket"])
+        .arg(&w.agent.socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("monitor");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    // the client is registered when the switch is on
+    let t = std::time::Instant::now();
+    while monitor_on(&w) != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "monitor switch not on"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!w.tcp("draco-malfoy-0", "harry-potter-0", 80));
+    assert!(!w.tcp("luna-lovegood-0", "cedric-diggory-1", 8080));
+    let (d0, h0) = (w.pod("draco-malfoy-0").ip4, w.pod("harry-potter-0").ip4);
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    let want_tier = |e: &serde_json::Value| {
+        e["pod"] == "network-policy-conformance-gryffindor/harry-potter-0"
+            && e["direction"] == "ingress"
+            && e["reason"] == "policy"
+            && e["protocol"] == "TCP"
+            && e["dst"] == format!("{h0}:80")
+            && e["src"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(&format!("{d0}:")))
+            && e["rule"].as_str().is_some_and(|r| {
+                r.contains("clusternetworkpolicy no-slytherin") && r.contains("deny-slytherin-80")
+            })
+    };
+    let want_np = |e: &serde_json::Value| {
+        e["pod"] == "network-policy-conformance-hufflepuff/cedric-diggory-1"
+            && e["rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("NetworkPolicy"))
+            && e["dst"].as_str().is_some_and(|d| d.ends_with(":8080"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(got.iter().any(want_tier) && got.iter().any(want_np)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "events missing: {got:#?}");
+        if let Ok(l) = rx.recv_timeout(left) {
+            got.push(serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}")));
+        }
+    }
+    assert!(
+        got.iter()
+            .all(|e| e["time"].as_f64().unwrap_or(0.0) > 1.6e9),
+        "{got:#?}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let t = std::time::Instant::now();
+    while monitor_on(&w) != 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "switch stays on after the last client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -91,6 +91,18 @@ enum Cmd {
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
         output: String,
     },
+    /// stream drop events from a running agent (time, pod, direction,
+    /// 5-tuple, reason; for policy drops the deciding policy rule), like
+    /// `cilium monitor --type drop`; runs until interrupted
+    Monitor {
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// event type (only drops are emitted)
+        #[arg(long = "type", value_parser = ["drop"], default_value = "drop")]
+        kind: String,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+        output: String,
+    },
     /// send one raw JSON API request (e.g. '{"op":"list"}') and print the
     /// JSON response; exits non-zero when the agent reports an error
     Call {
@@ -171,6 +183,31 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
     Ok(())
 }
 
+fn monitor(socket: &std::path::Path, output: &str) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| anyhow::anyhow!("connecting to agent at {}: {e}", socket.display()))?;
+    let mut req = serde_json::to_vec(&Request::Monitor)?;
+    req.push(b'\n');
+    s.write_all(&req)?;
+    let out = std::io::stdout();
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line?;
+        let mut o = out.lock();
+        if output == "json" {
+            writeln!(o, "{line}")?;
+        } else {
+            match serde_json::from_str::<corral_dataplane::monitor::Drop>(&line) {
+                Ok(d) => writeln!(o, "{}", corral_dataplane::monitor::text(&d))?,
+                // an error response (e.g. an agent without the stream)
+                Err(_) => bail!("agent: {line}"),
+            }
+        }
+        o.flush()?;
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -182,6 +219,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Status { socket, output }) => status(&socket, &output),
+        Some(Cmd::Monitor {
+            socket,
+            kind: _,
+            output,
+        }) => monitor(&socket, &output),
         Some(Cmd::Call { socket, request }) => {
             let req: Request = serde_json::from_str(&request)
                 .map_err(|e| anyhow::anyhow!("request is not a valid API request: {e}"))?;
@@ -252,6 +294,17 @@ fn run(a: RunArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || Agent::new(cfg)).await??,
         ));
         tokio::spawn(agent::watch_manifests(agent.clone()));
+        let (ring, mon) = {
+            let mut g = agent
+                .lock()
+                .map_err(|_| anyhow::anyhow!("agent state poisoned"))?;
+            (g.take_events(), g.monitor())
+        };
+        if let Some(ring) = ring {
+            std::thread::Builder::new()
+                .name("drop-events".into())
+                .spawn(move || corral_dataplane::monitor::run(ring, mon))?;
+        }
         let mut client = None;
         if kube {
             let c = kube_source::client(a.kubeconfig.as_deref()).await?;
