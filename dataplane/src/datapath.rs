@@ -536,4 +536,37 @@ impl Datapath {
         a.set(0, u32::from(on), 0)?;
         Ok(())
     }
+
+    // ---- benchmarks: BPF_PROG_TEST_RUN
+
+    /// Runs program `prog` (`corral_to_pod` / `corral_from_pod`) `repeat`
+    /// times on `packet` (an Ethernet frame) as if it passed interface
+    /// `ifindex` (which must exist in the caller's network namespace).
+    /// Returns the verdict and the kernel's mean time per run.
+    pub fn test_run(
+        &self,
+        prog: &str,
+        ifindex: u32,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration)> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let p: &SchedClassifier = self
+            .bpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+            .try_into()?;
+        // struct __sk_buff (192 bytes): only ifindex (offset 40) set
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+        Ok((r.return_value, r.duration))
+    }
 }
