@@ -637,6 +637,41 @@ mod tests {
     }
 
     #[test]
+    fn tier_objects_decoded_and_bad_ones_named() {
+        let good = dyn_obj(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "iso"},
+            "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {}},
+                     "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}
+        }));
+        let (k, v) = decode_tier(&good);
+        assert_eq!(k, "iso");
+        assert!(matches!(v, Some(Ok(TierObject::Cnp(_)))), "{v:?}");
+        let bad = dyn_obj(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "broken"},
+            "spec": {"priority": 5, "subject": {"namespaces": {}}, "ingress": [{"action": "Deny", "from": [{"nets": 1}]}]}
+        }));
+        let e = decode_tier(&bad).1.unwrap().unwrap_err();
+        assert!(
+            e.contains("adminnetworkpolicy broken") && e.contains("nets"),
+            "{e}"
+        );
+        // a cached input set with tiers round-trips
+        let mut st = State::default();
+        st.tiers[0].on_event(Event::Apply(decode_tier(&good)));
+        let i = st.inputs();
+        let back: Inputs = serde_json::from_str(&serde_json::to_string(&i).unwrap()).unwrap();
+        assert_eq!(back, i);
+        assert_eq!(back.tiers.len(), 1);
+        // an old cache without tiers/nodes still loads
+        let old: Inputs =
+            serde_json::from_str(r#"{"policies":[],"pods":[],"namespaces":{},"errors":[]}"#)
+                .unwrap();
+        assert!(old.tiers.is_empty() && old.nodes.is_empty());
+    }
+
+    #[test]
     fn cache_round_trip() {
         let d = tempfile::tempdir().unwrap();
         assert!(load_cache(d.path()).is_none());
