@@ -539,3 +539,98 @@ fn monitor_shows_policy_drop_with_deciding_rule() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn house_pods(h: &str) -> String {
+    format!(
+        "{{pods: {{namespaceSelector: {{matchLabels: {{conformance-house: {h}}}}}, podSelector: {{matchLabels: {{conformance-house: {h}}}}}}}}}"
+    )
+}
+
+/// conformance base/admin_tier/standard-priority-field.yaml and
+/// standard-egress-inline-cidr-rules.yaml, with their test steps.
+#[test]
+fn conformance_priority_field_and_inline_cidr() {
+    let Some(_serial) = privileged("conformance_priority_field_and_inline_cidr") else {
+        return;
+    };
+    let w = World::new();
+    let (g, s) = (house_pods("gryffindor"), house_pods("slytherin"));
+    let prio = |pass: u32| {
+        let cnp = |name: &str, tier: &str, p: u32, action: &str| {
+            format!(
+                "---\n{CNP}metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {p}\n  subject: {g}\n  ingress: [{{name: in, action: {action}, from: [{s}]}}]\n  egress: [{{name: out, action: {action}, to: [{s}]}}]\n"
+            )
+        };
+        format!(
+            "{}{}{}",
+            cnp("priority-50-example", "Admin", 50, "Deny"),
+            cnp(
+                "old-priority-60-new-priority-40-example",
+                "Admin",
+                pass,
+                "Pass"
+            ),
+            cnp("default", "Baseline", 10, "Accept")
+        )
+    };
+    w.apply(&prio(60));
+    assert!(w.problems().is_empty(), "{:?}", w.problems());
+    w.expect(
+        "priority 50 deny before 60 pass",
+        &[
+            ("draco-malfoy-0", "harry-potter-0", 80, false),
+            ("harry-potter-1", "draco-malfoy-1", 8080, false),
+        ],
+    );
+    w.apply(&prio(40));
+    w.expect(
+        "priority 40 pass, baseline accept",
+        &[
+            ("draco-malfoy-0", "harry-potter-0", 80, true),
+            ("harry-potter-1", "draco-malfoy-1", 8080, true),
+        ],
+    );
+    let inline = |ips: &[String]| {
+        let mut rules = String::new();
+        if !ips.is_empty() {
+            let nets: Vec<String> = ips.iter().map(|ip| format!("{ip}/32")).collect();
+            rules.push_str(&format!(
+                "  - {{name: allow-egress-to-specific-podIPs, action: Accept, to: [{{networks: [{}]}}]}}\n",
+                nets.join(", ")
+            ));
+        }
+        rules.push_str(&format!(
+            "  - {{name: allow-egress-to-slytherin, action: Accept, to: [{s}]}}\n  - {{name: deny-egress-to-internet, action: Deny, to: [{{networks: [0.0.0.0/0, '::/0']}}]}}\n"
+        ));
+        format!(
+            "---\n{CNP}metadata: {{name: inline-cidr-as-peers-example}}\nspec:\n  tier: Admin\n  priority: 85\n  subject: {g}\n  egress:\n{rules}"
+        )
+    };
+    w.apply(&inline(&[]));
+    w.expect(
+        "inline cidr: deny internet (pods included)",
+        &[
+            ("harry-potter-0", "draco-malfoy-0", 80, true),
+            ("harry-potter-0", "luna-lovegood-0", 80, false),
+            ("harry-potter-1", "cedric-diggory-0", 80, false),
+        ],
+    );
+    assert!(
+        !w.tcp6("harry-potter-0", "luna-lovegood-0", 80),
+        "::/0 denied"
+    );
+    let ips = vec![
+        w.pod("luna-lovegood-0").ip4.to_string(),
+        w.pod("cedric-diggory-0").ip4.to_string(),
+    ];
+    w.apply(&inline(&ips));
+    w.expect(
+        "inline cidr: pod IPs accepted first",
+        &[
+            ("harry-potter-0", "luna-lovegood-0", 80, true),
+            ("harry-potter-1", "cedric-diggory-0", 8080, true),
+            ("harry-potter-0", "luna-lovegood-1", 80, false),
+            ("harry-potter-0", "draco-malfoy-1", 80, true),
+        ],
+    );
+}

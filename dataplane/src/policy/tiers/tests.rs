@@ -541,3 +541,103 @@ fn deploy_example_compiles() {
     assert_eq!(ok("198.18.10.7", 9150).map(|v| v.0), Some(true));
     assert_eq!(ok("2001:db8::1", 443).map(|v| v.0), Some(false));
 }
+
+fn house_pods(h: &str) -> String {
+    format!(
+        "{{pods: {{namespaceSelector: {{matchLabels: {{conformance-house: {h}}}}}, podSelector: {{matchLabels: {{conformance-house: {h}}}}}}}}}"
+    )
+}
+
+/// conformance: base/admin_tier/standard-priority-field.yaml (priority 50
+/// Deny, priority 60 Pass, Baseline Accept; the test then moves the Pass
+/// policy to priority 40).
+fn priority_field(pass_priority: u32) -> String {
+    let (g, s) = (house_pods("gryffindor"), house_pods("slytherin"));
+    let cnp = |name: &str, tier: &str, prio: u32, action: &str| {
+        format!(
+            "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {prio}\n  subject: {g}\n  ingress: [{{name: in, action: {action}, from: [{s}]}}]\n  egress: [{{name: out, action: {action}, to: [{s}]}}]\n"
+        )
+    };
+    format!(
+        "{}{}{}",
+        cnp("priority-50-example", "Admin", 50, "Deny"),
+        cnp(
+            "old-priority-60-new-priority-40-example",
+            "Admin",
+            pass_priority,
+            "Pass"
+        ),
+        cnp("default", "Baseline", 10, "Accept")
+    )
+}
+
+#[test]
+fn conformance_admin_priority_field() {
+    let (i, m) = world(&priority_field(60));
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    let c = compile(&i);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert!(
+        !tcp(&c, "draco-malfoy-0", "harry-potter-0", 80),
+        "50 deny before 60 pass"
+    );
+    assert!(!tcp(&c, "harry-potter-1", "draco-malfoy-1", 8080));
+    let (i, _) = world(&priority_field(40));
+    let c = compile(&i);
+    assert!(
+        tcp(&c, "draco-malfoy-0", "harry-potter-0", 80),
+        "40 pass, baseline accept"
+    );
+    assert!(tcp(&c, "harry-potter-1", "draco-malfoy-1", 8080));
+}
+
+/// conformance: base/admin_tier/standard-egress-inline-cidr-rules.yaml
+/// (Accept slytherin pods, Deny 0.0.0.0/0 and ::/0; the test then inserts
+/// an Accept for two pod IPs in front).
+fn inline_cidr(allow_ips: &[&str]) -> String {
+    let mut rules = String::new();
+    if !allow_ips.is_empty() {
+        let nets: Vec<String> = allow_ips.iter().map(|ip| format!("{ip}/32")).collect();
+        rules.push_str(&format!(
+            "  - {{name: allow-egress-to-specific-podIPs, action: Accept, to: [{{networks: [{}]}}]}}\n",
+            nets.join(", ")
+        ));
+    }
+    rules.push_str(&format!(
+        "  - {{name: allow-egress-to-slytherin, action: Accept, to: [{}]}}\n  - {{name: deny-egress-to-internet, action: Deny, to: [{{networks: [0.0.0.0/0, '::/0']}}]}}\n",
+        house_pods("slytherin")
+    ));
+    format!(
+        "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {{name: inline-cidr-as-peers-example}}\nspec:\n  tier: Admin\n  priority: 85\n  subject: {}\n  egress:\n{rules}",
+        house_pods("gryffindor")
+    )
+}
+
+#[test]
+fn conformance_admin_egress_inline_cidr() {
+    let (i, m) = world(&inline_cidr(&[]));
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    let c = compile(&i);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert!(tcp(&c, "harry-potter-0", "draco-malfoy-0", 80));
+    assert!(
+        !tcp(&c, "harry-potter-0", "luna-lovegood-0", 80),
+        "pods are inside 0.0.0.0/0"
+    );
+    assert!(!conn(
+        &c,
+        "harry-potter-1",
+        "cedric-diggory-0",
+        PROTO_UDP,
+        53
+    ));
+    let (_, luna0) = ep("luna-lovegood-0");
+    let (_, cedric0) = ep("cedric-diggory-0");
+    let (l, c0) = (luna0.to_string(), cedric0.to_string());
+    let (i, _) = world(&inline_cidr(&[&l, &c0]));
+    let c = compile(&i);
+    assert!(tcp(&c, "harry-potter-0", "luna-lovegood-0", 80));
+    assert!(tcp(&c, "harry-potter-1", "cedric-diggory-0", 8080));
+    assert!(!tcp(&c, "harry-potter-0", "luna-lovegood-1", 80));
+    assert!(tcp(&c, "harry-potter-0", "draco-malfoy-1", 80));
+}
