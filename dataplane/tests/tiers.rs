@@ -21,7 +21,7 @@ const PEOPLE: [&str; 4] = [
     "luna-lovegood",
 ];
 
-/// TCP 80/8080 and UDP 53 servers on all addresses of `netns`.
+/// TCP 80/8080 and UDP 53/5353 servers on all addresses of `netns`.
 fn serve(netns: &str) {
     in_netns(netns, || {
         for port in [80u16, 8080] {
@@ -32,13 +32,15 @@ fn serve(netns: &str) {
                 }
             });
         }
-        let u = UdpSocket::bind(("::", 53)).expect("bind udp");
-        std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while let Ok((n, from)) = u.recv_from(&mut b) {
-                let _ = u.send_to(&b[..n], from);
-            }
-        });
+        for port in [53u16, 5353] {
+            let u = UdpSocket::bind(("::", port)).expect("bind udp");
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while let Ok((n, from)) = u.recv_from(&mut b) {
+                    let _ = u.send_to(&b[..n], from);
+                }
+            });
+        }
     });
 }
 
@@ -633,4 +635,98 @@ fn conformance_priority_field_and_inline_cidr() {
             ("harry-potter-0", "draco-malfoy-1", 80, true),
         ],
     );
+}
+
+/// conformance base/admin_tier/standard-egress-udp-rules.yaml and the six
+/// steps of its test (rules swapped by the test given as written order).
+#[test]
+fn conformance_admin_tier_egress_udp() {
+    let Some(_serial) = privileged("conformance_admin_tier_egress_udp") else {
+        return;
+    };
+    let w = World::new();
+    let (r, s, g) = (sel("ravenclaw"), sel("slytherin"), sel("gryffindor"));
+    let rules = [
+        format!(
+            "  - {{name: allow-to-ravenclaw-everything, action: Accept, to: [{{namespaces: {r}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: deny-to-ravenclaw-everything, action: Deny, to: [{{namespaces: {r}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: pass-to-ravenclaw-everything, action: Pass, to: [{{namespaces: {r}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: deny-to-slytherin-at-port-5353, action: Deny, to: [{{namespaces: {s}}}], protocols: [{{udp: {{destinationPort: {{number: 5353}}}}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: pass-to-slytherin-at-port-5353, action: Pass, to: [{{namespaces: {s}}}], protocols: [{{udp: {{destinationPort: {{number: 5353}}}}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: allow-to-gryffindor-at-port-53, action: Accept, to: [{{namespaces: {g}}}], protocols: [{{udp: {{destinationPort: {{number: 53}}}}}}]}}\n"
+        ),
+        format!(
+            "  - {{name: deny-to-gryffindor-everything-else, action: Deny, to: [{{namespaces: {g}}}]}}\n"
+        ),
+    ];
+    let policy = |order: [usize; 7]| {
+        let mut y = format!(
+            "{CNP}metadata: {{name: egress-udp}}\nspec:\n  tier: Admin\n  priority: 7\n  subject: {{namespaces: {}}}\n  egress:\n",
+            sel("hufflepuff")
+        );
+        for i in order {
+            y.push_str(&rules[i]);
+        }
+        y
+    };
+    // (rule order, [(client, server, udp port, allowed)])
+    let steps: [([usize; 7], &[(&str, &str, u16, bool)]); 4] = [
+        (
+            [0, 1, 2, 3, 4, 5, 6],
+            &[
+                ("cedric-diggory-0", "luna-lovegood-0", 53, true),
+                ("cedric-diggory-1", "luna-lovegood-0", 5353, true),
+                ("cedric-diggory-0", "harry-potter-1", 53, true),
+                ("cedric-diggory-1", "harry-potter-1", 5353, false),
+                ("cedric-diggory-0", "draco-malfoy-0", 5353, false),
+                ("cedric-diggory-1", "draco-malfoy-0", 53, true),
+            ],
+        ),
+        (
+            [1, 0, 2, 3, 4, 5, 6],
+            &[
+                ("cedric-diggory-0", "luna-lovegood-1", 53, false),
+                ("cedric-diggory-1", "luna-lovegood-1", 5353, false),
+            ],
+        ),
+        (
+            [2, 0, 1, 3, 4, 5, 6],
+            &[
+                ("cedric-diggory-0", "luna-lovegood-1", 5353, true),
+                ("cedric-diggory-1", "luna-lovegood-1", 53, true),
+            ],
+        ),
+        (
+            [0, 1, 2, 4, 3, 5, 6],
+            &[
+                ("cedric-diggory-0", "draco-malfoy-0", 5353, true),
+                ("cedric-diggory-1", "draco-malfoy-0", 53, true),
+            ],
+        ),
+    ];
+    for (order, cases) in steps {
+        w.apply(&policy(order));
+        assert!(w.problems().is_empty(), "{:?}", w.problems());
+        let bad: Vec<String> = cases
+            .iter()
+            .filter(|(f, t, port, want)| w.udp(f, t, *port) != *want)
+            .map(|(f, t, port, want)| {
+                format!(
+                    "{f} -> {t} udp/{port} want {}",
+                    if *want { "allow" } else { "deny" }
+                )
+            })
+            .collect();
+        assert!(bad.is_empty(), "order {order:?}: {bad:#?}");
+    }
 }
