@@ -637,6 +637,9 @@ fn conformance_priority_field_and_inline_cidr() {
     );
 }
 
+/// (client, server, port, allowed)
+type Probe<'a> = (&'a str, &'a str, u16, bool);
+
 /// conformance base/admin_tier/standard-egress-udp-rules.yaml and the six
 /// steps of its test (rules swapped by the test given as written order).
 #[test]
@@ -680,7 +683,7 @@ fn conformance_admin_tier_egress_udp() {
         y
     };
     // (rule order, [(client, server, udp port, allowed)])
-    let steps: [([usize; 7], &[(&str, &str, u16, bool)]); 4] = [
+    let steps: [([usize; 7], &[Probe]); 4] = [
         (
             [0, 1, 2, 3, 4, 5, 6],
             &[
