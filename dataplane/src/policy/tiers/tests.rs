@@ -641,3 +641,30 @@ fn conformance_admin_egress_inline_cidr() {
     assert!(!tcp(&c, "harry-potter-0", "luna-lovegood-1", 80));
     assert!(tcp(&c, "harry-potter-0", "draco-malfoy-1", 80));
 }
+
+/// `nodes` egress peers select Node objects by label (their InternalIP /
+/// ExternalIP addresses); without any Node known the policy is reported.
+#[test]
+fn nodes_peers_from_node_objects() {
+    let cnp = "---\napiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: no-infra}\nspec:\n  tier: Admin\n  priority: 1\n  subject: {namespaces: {matchLabels: {conformance-house: gryffindor}}}\n  egress: [{name: infra, action: Deny, to: [{nodes: {matchLabels: {role: infra}}}]}]\n";
+    let nodes = "---\napiVersion: v1\nkind: Node\nmetadata: {name: n1, labels: {role: infra}}\nstatus: {addresses: [{type: InternalIP, address: 192.0.2.10}, {type: Hostname, address: n1}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n2, labels: {role: worker}}\nstatus: {addresses: [{type: InternalIP, address: 192.0.2.11}]}\n";
+    let (i, m) = world(&format!("{cnp}{nodes}"));
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    assert_eq!(m.nodes.len(), 2);
+    let c = compile(&i);
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    let (hi, _) = ep("harry-potter-0");
+    let v =
+        |ip: &str| evaluate(&c, hi, DIR_EGRESS, ip.parse().unwrap(), PROTO_TCP, 10250).map(|v| v.0);
+    assert_eq!(v("192.0.2.10"), Some(false), "infra node denied");
+    assert_eq!(v("192.0.2.11"), Some(true), "worker node allowed");
+    let (i, _) = world(cnp);
+    let c = compile(&i);
+    assert!(
+        c.errors
+            .iter()
+            .any(|e| e.contains("no-infra") && e.contains("--node-peers")),
+        "{:?}",
+        c.errors
+    );
+}
