@@ -144,6 +144,8 @@ struct pkt {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 l3_off;
+	__u16 rule; /* deciding policy rule of a policy drop (drop events) */
+	__u16 pad2;
 };
 
 static __always_inline void map_v4(__u8 *dst, __u32 addr)
@@ -349,6 +351,61 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, struct pkt *p
 	return ports_allowed(v, p);
 }
 
+/* ---- Policy tiers (see corral_abi.h): one LPM lookup and a bounded
+ * scan of disjoint port ranges, whatever the number of rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_policy_key);
+	__type(value, struct corral_tier_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_tier SEC(".maps");
+
+static __always_inline int tier_allows(__u32 ifindex, __u32 dir, struct pkt *p)
+{
+	struct corral_policy_key k = {};
+	struct corral_tier_value *v;
+	int has_ports = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ||
+			p->proto == IPPROTO_SCTP;
+
+	k.prefixlen = 64 + 128;
+	k.ifindex = ifindex;
+	k.dir = dir;
+	if (dir == CORRAL_DIR_INGRESS)
+		__builtin_memcpy(k.addr, p->saddr, 16);
+	else
+		__builtin_memcpy(k.addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_tier, &k);
+	if (!v)
+		return 0; /* the agent always writes a ::/0 entry: fail closed */
+	if (has_ports) {
+#pragma clang loop unroll(full)
+		for (int i = 0; i < CORRAL_MAX_TIER_RANGES; i++) {
+			if ((__u32)i >= v->nranges)
+				break;
+			struct corral_tier_range *r = &v->ranges[i];
+			if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi) {
+				p->rule = r->rule;
+				return r->verdict == CORRAL_VERDICT_ALLOW;
+			}
+		}
+	}
+	p->rule = v->default_rule;
+	return v->default_verdict == CORRAL_VERDICT_ALLOW;
+}
+
+/* Verdict of a new flow for an isolated direction: tiers or NetworkPolicy. */
+static __always_inline int flow_allowed(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct pkt *p)
+{
+	__u32 tier = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_TIER_INGRESS : CORRAL_EP_TIER_EGRESS;
+	if (cfg->flags & tier)
+		return tier_allows(ifindex, dir, p);
+	p->rule = CORRAL_RULE_NP;
+	return policy_allows(ifindex, dir, p);
+}
+
 static __always_inline void ct_fill(struct corral_ct_key *k, __u32 ifindex, __u32 dir,
 				    struct pkt *p, int reverse)
 {
@@ -429,7 +486,7 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 		ct_touch(v, p, 0, now);
 		return 1;
 	}
-	if ((cfg->flags & mine) && !policy_allows(ifindex, dir, p))
+	if ((cfg->flags & mine) && !flow_allowed(cfg, ifindex, dir, p))
 		return 0;
 	{
 		struct corral_ct_value nv = {};
@@ -530,6 +587,49 @@ static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
 		p->sport = v->sport;
 		p->dport = v->dport;
 	}
+}
+
+/* ---- Drop events (see corral_abi.h): only on the drop path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_monitor SEC(".maps");
+
+static __always_inline void emit_drop(__u32 ifindex, __u32 dir, struct pkt *p, int reason,
+				      __u64 len, __u64 *nowp)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&corral_monitor, &zero);
+	struct corral_drop_event *e;
+
+	if (!on || !*on)
+		return;
+	e = bpf_ringbuf_reserve(&corral_events, sizeof(*e), 0);
+	if (!e)
+		return; /* consumer behind: the event is lost, the drop stands */
+	e->time_ns = clock_ns(nowp);
+	e->ifindex = ifindex;
+	e->len = (__u32)len;
+	e->dir = (__u8)dir;
+	e->reason = (__u8)reason;
+	e->proto = p->proto;
+	e->pad = 0;
+	e->rule = reason == DROP_POLICY ? p->rule : 0;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* ---- deferred egress (Services behind a DNAT, issue 16) ----------------
@@ -633,11 +733,12 @@ static __always_inline int deferred_verdict(struct __sk_buff *skb)
 	if (!scfg)
 		return TC_ACT_SHOT; /* the source pod is gone */
 	if ((scfg->flags & CORRAL_EP_POLICY_EGRESS) &&
-	    !policy_allows(src, CORRAL_DIR_EGRESS, &p)) {
+	    !flow_allowed(scfg, src, CORRAL_DIR_EGRESS, &p)) {
 		struct corral_ep_dir_key key = {.ifindex = src, .dir = CORRAL_DIR_EGRESS};
 		struct corral_counters *c = bpf_map_lookup_elem(&corral_counters, &key);
 		if (c)
 			c->drop_policy++;
+		emit_drop(src, CORRAL_DIR_EGRESS, &p, DROP_POLICY, skb->len, &now);
 		return TC_ACT_SHOT;
 	}
 	{
@@ -700,6 +801,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
 out:
+	if (reason != DROP_NONE)
+		emit_drop(ifindex, dir, &p, reason, len, &now);
 	c = bpf_map_lookup_elem(&corral_counters, &key);
 	if (c) {
 		switch (reason) {

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod datapath;
 pub mod kube_source;
 pub mod metrics;
+pub mod monitor;
 pub mod node_health;
 pub mod policy;
 pub mod routing;
