@@ -652,11 +652,8 @@ async fn stream_drops(
         };
         let mut line = serde_json::to_vec(&d).unwrap_or_default();
         line.push(b'\n');
-        let wrote = tokio::time::timeout(
-            crate::serve_limits::API_IDLE_TIMEOUT,
-            w.write_all(&line),
-        )
-        .await;
+        let wrote =
+            tokio::time::timeout(crate::serve_limits::API_IDLE_TIMEOUT, w.write_all(&line)).await;
         if !matches!(wrote, Ok(Ok(()))) {
             break;
         }
