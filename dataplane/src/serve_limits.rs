@@ -357,7 +357,9 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert!(out[0].contains("limit of 1000 bytes"), "{out:?}");
         // Two idle connections fill the slots; a third is closed at accept; after
-        // the idle timeout the slots are free again.
+        // the idle timeout the slots are free again. (First let the tasks of the
+        // connections above end: a client sees EOF before its task's slot is freed.)
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let a = tokio::net::UnixStream::connect(&path).await.expect("a");
         let b = tokio::net::UnixStream::connect(&path).await.expect("b");
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -334,4 +334,30 @@ fn netpol_egress_e2e_through_services_with_kube_proxy_dnat() {
         !tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/c"]), 80),
         "TCP to y via Service"
     );
+    // A tier policy through a Service: the deferred verdict is the source's
+    // tier decision on the backend's target port (Service port 90 → 81).
+    let drops = |w: &World| {
+        w.agent
+            .list()
+            .into_iter()
+            .find(|e| e.spec.namespace == "x" && e.spec.name == "a")
+            .expect("x/a")
+            .egress
+            .drop_policy
+    };
+    w.apply("apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: x-no-81-to-y}\nspec:\n  tier: Admin\n  priority: 10\n  subject: {namespaces: {matchLabels: {ns: x}}}\n  egress:\n  - {name: no-81, action: Deny, to: [{namespaces: {matchLabels: {ns: y}}}], protocols: [{tcp: {destinationPort: {number: 81}}}]}\n");
+    let before = drops(&w);
+    assert!(
+        !tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/b"]), 90),
+        "tier Deny of target port 81 via Service port 90"
+    );
+    assert!(
+        tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/b"]), 80),
+        "port 80 to y via Service (no tier rule)"
+    );
+    assert!(
+        tcp(w.netns("x/a"), IpAddr::V4(w.vip["x/b"]), 90),
+        "port 81 to x via Service (no tier rule)"
+    );
+    assert!(drops(&w) > before, "the deferred tier drop is x/a's egress drop");
 }
