@@ -359,5 +359,8 @@ fn netpol_egress_e2e_through_services_with_kube_proxy_dnat() {
         tcp(w.netns("x/a"), IpAddr::V4(w.vip["x/b"]), 90),
         "port 81 to x via Service (no tier rule)"
     );
-    assert!(drops(&w) > before, "the deferred tier drop is x/a's egress drop");
+    assert!(
+        drops(&w) > before,
+        "the deferred tier drop is x/a's egress drop"
+    );
 }
