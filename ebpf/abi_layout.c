@@ -76,6 +76,52 @@ int main(void)
 	F(corral_ct_value, CtValue, last_seen_ns, last_seen_ns);
 	F(corral_ct_value, CtValue, state, state);
 
+	S(corral_svc_key, SvcKey);
+	F(corral_svc_key, SvcKey, addr, addr);
+	F(corral_svc_key, SvcKey, port, port);
+	F(corral_svc_key, SvcKey, proto, proto);
+
+	S(corral_svc_value, SvcValue);
+	F(corral_svc_value, SvcValue, flags, flags);
+
+	S(corral_defer_key, DeferKey);
+	F(corral_defer_key, DeferKey, saddr, saddr);
+	F(corral_defer_key, DeferKey, sport, sport);
+	F(corral_defer_key, DeferKey, proto, proto);
+
+	S(corral_defer_value, DeferValue);
+	F(corral_defer_value, DeferValue, ifindex, ifindex);
+	F(corral_defer_value, DeferValue, vport, vport);
+	F(corral_defer_value, DeferValue, vaddr, vaddr);
+
+	K(CORRAL_MARK_DEFER, MARK_DEFER);
+
+	S(corral_tier_range, TierRange);
+	F(corral_tier_range, TierRange, proto, proto);
+	F(corral_tier_range, TierRange, verdict, verdict);
+	F(corral_tier_range, TierRange, port_lo, port_lo);
+	F(corral_tier_range, TierRange, port_hi, port_hi);
+	F(corral_tier_range, TierRange, rule, rule);
+
+	S(corral_tier_value, TierValue);
+	F(corral_tier_value, TierValue, default_verdict, default_verdict);
+	F(corral_tier_value, TierValue, default_rule, default_rule);
+	F(corral_tier_value, TierValue, nranges, nranges);
+	F(corral_tier_value, TierValue, ranges, ranges);
+
+	S(corral_drop_event, DropEvent);
+	F(corral_drop_event, DropEvent, time_ns, time_ns);
+	F(corral_drop_event, DropEvent, ifindex, ifindex);
+	F(corral_drop_event, DropEvent, len, len);
+	F(corral_drop_event, DropEvent, dir, dir);
+	F(corral_drop_event, DropEvent, reason, reason);
+	F(corral_drop_event, DropEvent, proto, proto);
+	F(corral_drop_event, DropEvent, rule, rule);
+	F(corral_drop_event, DropEvent, sport, sport);
+	F(corral_drop_event, DropEvent, dport, dport);
+	F(corral_drop_event, DropEvent, saddr, saddr);
+	F(corral_drop_event, DropEvent, daddr, daddr);
+
 	K(CORRAL_DIR_INGRESS, DIR_INGRESS);
 	K(CORRAL_DIR_EGRESS, DIR_EGRESS);
 	K(CORRAL_NUM_CLASSES, NUM_CLASSES);
@@ -85,5 +131,15 @@ int main(void)
 	K(CORRAL_MAX_PORT_RANGES, MAX_PORT_RANGES);
 	K(CORRAL_PV_ALL_PORTS, PV_ALL_PORTS);
 	K(CORRAL_CT_ESTABLISHED, CT_ESTABLISHED);
+	K(CORRAL_EP_TIER_INGRESS, EP_TIER_INGRESS);
+	K(CORRAL_EP_TIER_EGRESS, EP_TIER_EGRESS);
+	K(CORRAL_MAX_TIER_RANGES, MAX_TIER_RANGES);
+	K(CORRAL_VERDICT_ALLOW, VERDICT_ALLOW);
+	K(CORRAL_VERDICT_DENY, VERDICT_DENY);
+	K(CORRAL_RULE_NP, RULE_NP);
+	K(CORRAL_DROP_POLICY, DROP_POLICY);
+	K(CORRAL_DROP_RATE, DROP_RATE);
+	K(CORRAL_DROP_CLASS, DROP_CLASS);
+	K(CORRAL_DROP_MALFORMED, DROP_MALFORMED);
 	return 0;
 }

@@ -144,6 +144,8 @@ struct pkt {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	__u32 l3_off;
+	__u16 rule; /* deciding policy rule of a policy drop (drop events) */
+	__u16 pad2;
 };
 
 static __always_inline void map_v4(__u8 *dst, __u32 addr)
@@ -349,6 +351,61 @@ static __always_inline int policy_allows(__u32 ifindex, __u32 dir, struct pkt *p
 	return ports_allowed(v, p);
 }
 
+/* ---- Policy tiers (see corral_abi.h): one LPM lookup and a bounded
+ * scan of disjoint port ranges, whatever the number of rules. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_policy_key);
+	__type(value, struct corral_tier_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_tier SEC(".maps");
+
+static __always_inline int tier_allows(__u32 ifindex, __u32 dir, struct pkt *p)
+{
+	struct corral_policy_key k = {};
+	struct corral_tier_value *v;
+	int has_ports = p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP ||
+			p->proto == IPPROTO_SCTP;
+
+	k.prefixlen = 64 + 128;
+	k.ifindex = ifindex;
+	k.dir = dir;
+	if (dir == CORRAL_DIR_INGRESS)
+		__builtin_memcpy(k.addr, p->saddr, 16);
+	else
+		__builtin_memcpy(k.addr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_tier, &k);
+	if (!v)
+		return 0; /* the agent always writes a ::/0 entry: fail closed */
+	if (has_ports) {
+#pragma clang loop unroll(full)
+		for (int i = 0; i < CORRAL_MAX_TIER_RANGES; i++) {
+			if ((__u32)i >= v->nranges)
+				break;
+			struct corral_tier_range *r = &v->ranges[i];
+			if (r->proto == p->proto && p->dport >= r->port_lo && p->dport <= r->port_hi) {
+				p->rule = r->rule;
+				return r->verdict == CORRAL_VERDICT_ALLOW;
+			}
+		}
+	}
+	p->rule = v->default_rule;
+	return v->default_verdict == CORRAL_VERDICT_ALLOW;
+}
+
+/* Verdict of a new flow for an isolated direction: tiers or NetworkPolicy. */
+static __always_inline int flow_allowed(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct pkt *p)
+{
+	__u32 tier = dir == CORRAL_DIR_INGRESS ? CORRAL_EP_TIER_INGRESS : CORRAL_EP_TIER_EGRESS;
+	if (cfg->flags & tier)
+		return tier_allows(ifindex, dir, p);
+	p->rule = CORRAL_RULE_NP;
+	return policy_allows(ifindex, dir, p);
+}
+
 static __always_inline void ct_fill(struct corral_ct_key *k, __u32 ifindex, __u32 dir,
 				    struct pkt *p, int reverse)
 {
@@ -429,7 +486,7 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 		ct_touch(v, p, 0, now);
 		return 1;
 	}
-	if ((cfg->flags & mine) && !policy_allows(ifindex, dir, p))
+	if ((cfg->flags & mine) && !flow_allowed(cfg, ifindex, dir, p))
 		return 0;
 	{
 		struct corral_ct_value nv = {};
@@ -532,6 +589,176 @@ static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
 	}
 }
 
+/* ---- Drop events (see corral_abi.h): only on the drop path. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_monitor SEC(".maps");
+
+static __always_inline void emit_drop(__u32 ifindex, __u32 dir, struct pkt *p, int reason,
+				      __u64 len, __u64 *nowp)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&corral_monitor, &zero);
+	struct corral_drop_event *e;
+
+	if (!on || !*on)
+		return;
+	e = bpf_ringbuf_reserve(&corral_events, sizeof(*e), 0);
+	if (!e)
+		return; /* consumer behind: the event is lost, the drop stands */
+	e->time_ns = clock_ns(nowp);
+	e->ifindex = ifindex;
+	e->len = (__u32)len;
+	e->dir = (__u8)dir;
+	e->reason = (__u8)reason;
+	e->proto = p->proto;
+	e->pad = 0;
+	e->rule = reason == DROP_POLICY ? p->rule : 0;
+	e->sport = p->sport;
+	e->dport = p->dport;
+	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
+	__builtin_memcpy(e->saddr, p->saddr, 16);
+	__builtin_memcpy(e->daddr, p->daddr, 16);
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* ---- deferred egress (Services behind a DNAT, issue 16) ----------------
+ * A pod's packet to a Service frontend (map corral_svc) is not translated
+ * yet at the pod's veth when kube-proxy (or any DNAT) runs in the node's
+ * PREROUTING. Deciding the pod's egress policy on the frontend address would
+ * match rules written for backend pods against the ClusterIP. So a new flow
+ * to a frontend from an egress-isolated pod is let through here, marked
+ * (CORRAL_MARK_DEFER) and recorded by its source (address, port, protocol:
+ * the DNAT keeps them); where the translated packet leaves the node's
+ * routing — the destination pod's veth (corral_to_pod) or an uplink /
+ * overlay device (corral_node_out) — the source pod's egress policy is
+ * evaluated on the real backend address and port. Allowed: the flow enters
+ * the source's conntrack under the frontend tuple, so its later packets
+ * and the (un-DNATed) replies pass the source's veth the normal way.
+ * Denied: dropped, counted as the source's egress policy drop. A marked
+ * packet without a record is dropped (fail closed). */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_svc_key);
+	__type(value, struct corral_svc_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_defer_key);
+	__type(value, struct corral_defer_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_defer SEC(".maps");
+
+/* 1 when this packet's egress verdict is deferred (marked and recorded). */
+static __always_inline int egress_defer(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct __sk_buff *skb, struct pkt *p,
+					__u64 *nowp)
+{
+	struct corral_svc_key sk = {};
+	struct corral_ct_key ck = {};
+	struct corral_ct_value *cv;
+
+	if (dir != CORRAL_DIR_EGRESS || !(cfg->flags & CORRAL_EP_POLICY_EGRESS) || !p->has_l3 ||
+	    p->is_nd)
+		return 0;
+	__builtin_memcpy(sk.addr, p->daddr, 16);
+	sk.port = p->dport;
+	sk.proto = p->proto;
+	if (!bpf_map_lookup_elem(&corral_svc, &sk))
+		return 0;
+	/* an admitted flow (or a reply) goes the normal conntrack way */
+	ct_fill(&ck, ifindex, dir, p, 0);
+	cv = bpf_map_lookup_elem(&corral_ct, &ck);
+	if (cv && ct_live(cv, p->proto, clock_ns(nowp)))
+		return 0;
+	ct_fill(&ck, ifindex, dir ^ 1, p, 1);
+	cv = bpf_map_lookup_elem(&corral_ct, &ck);
+	if (cv && ct_live(cv, p->proto, clock_ns(nowp)))
+		return 0;
+	{
+		struct corral_defer_key dk = {};
+		struct corral_defer_value dv = {};
+		__builtin_memcpy(dk.saddr, p->saddr, 16);
+		dk.sport = p->sport;
+		dk.proto = p->proto;
+		dv.ifindex = ifindex;
+		dv.vport = p->dport;
+		__builtin_memcpy(dv.vaddr, p->daddr, 16);
+		if (bpf_map_update_elem(&corral_defer, &dk, &dv, BPF_ANY))
+			return 0; /* cannot defer: decide here */
+	}
+	skb->mark |= CORRAL_MARK_DEFER;
+	return 1;
+}
+
+/* Verdict on a packet marked by egress_defer, after the DNAT: TC_ACT_SHOT
+ * or TC_ACT_UNSPEC (go on). */
+static __always_inline int deferred_verdict(struct __sk_buff *skb)
+{
+	struct corral_defer_key dk = {};
+	struct corral_defer_value *dv;
+	struct corral_endpoint_cfg *scfg;
+	struct pkt p = {};
+	__u64 now = 0;
+	__u32 src;
+
+	if (!(skb->mark & CORRAL_MARK_DEFER))
+		return TC_ACT_UNSPEC;
+	skb->mark &= ~CORRAL_MARK_DEFER;
+	if (parse(skb, &p) < 0 || !p.has_l3)
+		return TC_ACT_SHOT;
+	__builtin_memcpy(dk.saddr, p.saddr, 16);
+	dk.sport = p.sport;
+	dk.proto = p.proto;
+	dv = bpf_map_lookup_elem(&corral_defer, &dk);
+	if (!dv)
+		return TC_ACT_SHOT;
+	src = dv->ifindex;
+	scfg = bpf_map_lookup_elem(&corral_endpoints, &src);
+	if (!scfg)
+		return TC_ACT_SHOT; /* the source pod is gone */
+	if ((scfg->flags & CORRAL_EP_POLICY_EGRESS) &&
+	    !flow_allowed(scfg, src, CORRAL_DIR_EGRESS, &p)) {
+		struct corral_ep_dir_key key = {.ifindex = src, .dir = CORRAL_DIR_EGRESS};
+		struct corral_counters *c = bpf_map_lookup_elem(&corral_counters, &key);
+		if (c)
+			c->drop_policy++;
+		emit_drop(src, CORRAL_DIR_EGRESS, &p, DROP_POLICY, skb->len, &now);
+		return TC_ACT_SHOT;
+	}
+	{
+		/* admitted under the frontend tuple the source pod sees */
+		struct corral_ct_key ck = {};
+		struct corral_ct_value nv = {};
+		ck.ifindex = src;
+		ck.dir = CORRAL_DIR_EGRESS;
+		ck.proto = p.proto;
+		__builtin_memcpy(ck.saddr, p.saddr, 16);
+		__builtin_memcpy(ck.daddr, dv->vaddr, 16);
+		ck.sport = p.sport;
+		ck.dport = dv->vport;
+		nv.last_seen_ns = clock_ns(&now);
+		nv.state = CORRAL_CT_NEW;
+		bpf_map_update_elem(&corral_ct, &ck, &nv, BPF_ANY);
+	}
+	return TC_ACT_UNSPEC;
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -551,7 +778,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
-	if (!check_policy(cfg, ifindex, dir, &p, &now)) {
+	if (!egress_defer(cfg, ifindex, dir, skb, &p, &now) &&
+	    !check_policy(cfg, ifindex, dir, &p, &now)) {
 		reason = DROP_POLICY;
 		goto out;
 	}
@@ -573,6 +801,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
 out:
+	if (reason != DROP_NONE)
+		emit_drop(ifindex, dir, &p, reason, len, &now);
 	c = bpf_map_lookup_elem(&corral_counters, &key);
 	if (c) {
 		switch (reason) {
@@ -609,5 +839,16 @@ int corral_from_pod(struct __sk_buff *skb)
 SEC("classifier")
 int corral_to_pod(struct __sk_buff *skb)
 {
+	/* a same-node backend: the deferred egress verdict of the source */
+	if (deferred_verdict(skb) == TC_ACT_SHOT)
+		return TC_ACT_SHOT;
 	return handle(skb, CORRAL_DIR_INGRESS);
+}
+
+/* Egress of the node's uplink / overlay devices: deferred egress verdicts
+ * of flows to backends on other nodes. Touches nothing else. */
+SEC("classifier")
+int corral_node_out(struct __sk_buff *skb)
+{
+	return deferred_verdict(skb);
 }

@@ -145,4 +145,107 @@ struct corral_ct_value {
 	__u32 pad;
 };
 
+/* ---- Services: egress policy decided on the translated destination
+ * (issue 16). With a DNAT in front (kube-proxy), a pod's packet to a Service
+ * address is not yet translated at the pod's veth; its egress verdict is
+ * deferred to the point where the real backend is known (see
+ * corral.bpf.c, section "deferred egress"). */
+
+/* skb->mark bit of a packet whose egress verdict is deferred */
+#define CORRAL_MARK_DEFER 0x00100000u
+
+/* Map "corral_svc" (hash): a Service frontend (ClusterIP, port, protocol);
+ * value: flags (reserved, 0). Written by the agent from Service objects. */
+struct corral_svc_key {
+	__u8 addr[16];
+	__u16 port; /* host byte order */
+	__u8 proto;
+	__u8 pad;
+};
+
+struct corral_svc_value {
+	__u32 flags;
+};
+
+/* LRU map "corral_defer": a deferred flow by its source (the source port
+ * and address survive the DNAT): the client's endpoint and the frontend it
+ * addressed. */
+struct corral_defer_key {
+	__u8 saddr[16];
+	__u16 sport;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct corral_defer_value {
+	__u32 ifindex;
+	__u16 vport;
+	__u16 pad;
+	__u8 vaddr[16];
+};
+
+/* ---- Policy tiers (ClusterNetworkPolicy / AdminNetworkPolicy /
+ * BaselineAdminNetworkPolicy). Appended section; nothing above changes. */
+
+/* endpoint_cfg.flags: the direction's verdict comes from map
+ * "corral_tier" (set together with CORRAL_EP_POLICY_* of that direction,
+ * which turns on connection tracking). */
+#define CORRAL_EP_TIER_INGRESS (1u << 3)
+#define CORRAL_EP_TIER_EGRESS (1u << 4)
+
+#define CORRAL_MAX_TIER_RANGES 32
+#define CORRAL_VERDICT_DENY 0
+#define CORRAL_VERDICT_ALLOW 1
+
+/* One (protocol, destination port range) with its final verdict and the
+ * id of the rule that decided it (agent-side table, for diagnostics). */
+struct corral_tier_range {
+	__u8 proto;
+	__u8 verdict;
+	__u16 port_lo; /* host byte order */
+	__u16 port_hi; /* inclusive */
+	__u16 rule;
+};
+
+/* LPM map "corral_tier": key struct corral_policy_key (same layout and
+ * prefix rules as "corral_policy"). The agent resolves Admin tier →
+ * NetworkPolicy → Baseline tier → default allow into this value: the
+ * ranges are disjoint; a packet outside every range gets default_verdict. */
+struct corral_tier_value {
+	__u8 default_verdict;
+	__u8 pad;
+	__u16 default_rule;
+	__u32 nranges;
+	struct corral_tier_range ranges[CORRAL_MAX_TIER_RANGES];
+};
+
+/* ---- Drop events (corral-agent monitor). Appended section. */
+
+/* drop_event.rule for a NetworkPolicy drop (endpoint not in tier mode) */
+#define CORRAL_RULE_NP 0xfffe
+/* drop_event.reason (the programs' drop reasons) */
+#define CORRAL_DROP_POLICY 1
+#define CORRAL_DROP_RATE 2
+#define CORRAL_DROP_CLASS 3
+#define CORRAL_DROP_MALFORMED 4
+
+/* Ring buffer "corral_events": one record per dropped packet while
+ * array "corral_monitor"[0] is non-zero (a monitor client is connected).
+ * Allowed packets never touch either map. */
+struct corral_drop_event {
+	__u64 time_ns; /* bpf_ktime_get_ns */
+	__u32 ifindex;
+	__u32 len;
+	__u8 dir;
+	__u8 reason;
+	__u8 proto;
+	__u8 pad;
+	__u16 rule; /* policy drops: deciding tier rule id or CORRAL_RULE_NP */
+	__u16 sport;
+	__u16 dport;
+	__u8 pad2[6];
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
 #endif

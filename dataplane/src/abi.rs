@@ -172,6 +172,46 @@ pub struct CtValue {
     pub pad: u32,
 }
 
+/// `skb->mark` bit of a packet whose egress verdict is deferred until the
+/// DNAT in front (kube-proxy) has picked the backend.
+pub const MARK_DEFER: u32 = 0x0010_0000;
+
+/// Key of map `corral_svc`: a Service frontend.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SvcKey {
+    pub addr: [u8; 16],
+    /// host byte order
+    pub port: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SvcValue {
+    pub flags: u32,
+}
+
+/// Key of the LRU map `corral_defer` (kernel-written; read by tests).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferKey {
+    pub saddr: [u8; 16],
+    pub sport: u16,
+    pub proto: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferValue {
+    pub ifindex: u32,
+    pub vport: u16,
+    pub pad: u16,
+    pub vaddr: [u8; 16],
+}
+
 // SAFETY (all impls below): aya::Pod requires plain-old-data types that are
 // valid for any bit pattern and contain no implicit padding. Every type is
 // #[repr(C)] and made only of integers/arrays of integers with explicit
@@ -200,6 +240,101 @@ unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for CtKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for CtValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for SvcKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for SvcValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for DeferKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for DeferValue {}
+
+// ---- Policy tiers (corral_abi.h, appended section)
+
+pub const EP_TIER_INGRESS: u32 = 1 << 3;
+pub const EP_TIER_EGRESS: u32 = 1 << 4;
+pub const MAX_TIER_RANGES: usize = 32;
+pub const VERDICT_DENY: u8 = 0;
+pub const VERDICT_ALLOW: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TierRange {
+    pub proto: u8,
+    pub verdict: u8,
+    pub port_lo: u16,
+    pub port_hi: u16,
+    pub rule: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierValue {
+    pub default_verdict: u8,
+    pub pad: u8,
+    pub default_rule: u16,
+    pub nranges: u32,
+    pub ranges: [TierRange; MAX_TIER_RANGES],
+}
+
+// SAFETY: #[repr(C)] plain integers with no implicit padding (layout
+// checked against the C header by `layout_matches_c_header`); any bit
+// pattern is valid.
+unsafe impl aya::Pod for TierValue {}
+
+// ---- Drop events (corral_abi.h, appended section)
+
+pub const RULE_NP: u16 = 0xfffe;
+pub const DROP_POLICY: u8 = 1;
+pub const DROP_RATE: u8 = 2;
+pub const DROP_CLASS: u8 = 3;
+pub const DROP_MALFORMED: u8 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropEvent {
+    pub time_ns: u64,
+    pub ifindex: u32,
+    pub len: u32,
+    pub dir: u8,
+    pub reason: u8,
+    pub proto: u8,
+    pub pad: u8,
+    pub rule: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub pad2: [u8; 6],
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+impl DropEvent {
+    /// Decodes a ring buffer record (`None` if it is too short).
+    pub fn from_bytes(b: &[u8]) -> Option<DropEvent> {
+        use core::mem::offset_of;
+        if b.len() < core::mem::size_of::<DropEvent>() {
+            return None;
+        }
+        let arr = |o: usize| -> [u8; 2] { [b[o], b[o + 1]] };
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let mut e = DropEvent {
+            time_ns: u64::from_ne_bytes(b[..8].try_into().ok()?),
+            ifindex: u32_at(offset_of!(DropEvent, ifindex)),
+            len: u32_at(offset_of!(DropEvent, len)),
+            dir: b[offset_of!(DropEvent, dir)],
+            reason: b[offset_of!(DropEvent, reason)],
+            proto: b[offset_of!(DropEvent, proto)],
+            rule: u16::from_ne_bytes(arr(offset_of!(DropEvent, rule))),
+            sport: u16::from_ne_bytes(arr(offset_of!(DropEvent, sport))),
+            dport: u16::from_ne_bytes(arr(offset_of!(DropEvent, dport))),
+            ..Default::default()
+        };
+        let (s, d) = (offset_of!(DropEvent, saddr), offset_of!(DropEvent, daddr));
+        e.saddr.copy_from_slice(&b[s..s + 16]);
+        e.daddr.copy_from_slice(&b[d..d + 16]);
+        Some(e)
+    }
+}
 
 /// The compiled eBPF object (built by build.rs from ebpf/corral.bpf.c).
 pub static BPF_OBJECT: &[u8] =

@@ -39,6 +39,9 @@ pub struct Config {
     pub dscp: Option<[u8; NUM_CLASSES]>,
     /// multi-node routing and the CNI config (None: single node)
     pub routing: Option<crate::routing::Options>,
+    /// node devices (uplinks) that get the deferred-egress check for
+    /// Service flows to other nodes (routing adds its own devices)
+    pub node_out_ifaces: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -56,6 +59,19 @@ pub struct Agent {
     policy_errors: Vec<String>,
     policy_flags: BTreeMap<u32, u32>,
     router: Option<crate::routing::Router>,
+    /// node devices with the deferred-egress check attached
+    node_out: Vec<String>,
+    /// ifindex -> policies selecting the endpoint (for `status`)
+    selected_by: BTreeMap<u32, Vec<String>>,
+    /// tier rule id -> description (ids in the `corral_tier` map)
+    tier_rules: Vec<String>,
+    /// drop-event stream (names kept current by apply_policy)
+    monitor: Arc<crate::monitor::Monitor>,
+    /// the ring buffer, until the API server takes it
+    events: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    /// the policy source delivered a complete input set (manifests: read
+    /// at start; Kubernetes: first synced set applied)
+    policy_synced: bool,
 }
 
 /// Default bucket depth: 300 ms of rate, at least 128 KiB. On low-RTT
@@ -147,6 +163,14 @@ impl Agent {
             }
         }
         dp.set_node_cfg(&node)?;
+        // no client yet (a restarted agent may find the switch on)
+        if let Err(e) = dp.set_monitor(false) {
+            warn!(error = %format!("{e:#}"), "drop events unavailable");
+        }
+        let events = dp
+            .take_events()
+            .map_err(|e| warn!(error = %format!("{e:#}"), "drop events unavailable"))
+            .ok();
         let mut agent = Agent {
             cfg,
             dp,
@@ -156,9 +180,20 @@ impl Agent {
             policy_errors: Vec::new(),
             policy_flags: BTreeMap::new(),
             router: None,
+            node_out: Vec::new(),
+            selected_by: BTreeMap::new(),
+            tier_rules: Vec::new(),
+            monitor: Default::default(),
+            events,
+            policy_synced: false,
         };
+        for d in agent.cfg.node_out_ifaces.clone() {
+            agent.dp.attach_node_out(&d)?;
+            agent.node_out.push(d);
+        }
         agent.router = agent.cfg.routing.clone().map(crate::routing::Router::new);
         agent.restore()?;
+        agent.policy_synced = agent.cfg.manifests.is_some();
         Ok(agent)
     }
 
@@ -326,7 +361,7 @@ impl Agent {
         for e in &self.manifests.errors {
             warn!(error = %e, "manifest skipped");
         }
-        let nodes = self.manifests.nodes.clone();
+        let nodes = self.manifests.route_nodes.clone();
         if let Err(e) = self.set_nodes(&nodes) {
             warn!(error = %format!("{e:#}"), "routing");
         }
@@ -336,10 +371,18 @@ impl Agent {
     /// Brings the routes to other nodes (and this node's CNI config) in
     /// line with the Node objects; a no-op without `--routing`/`--cni-conf`.
     pub fn set_nodes(&mut self, nodes: &[crate::routing::NodeInfo]) -> Result<()> {
-        match &mut self.router {
-            Some(r) => r.sync(nodes),
-            None => Ok(()),
+        let Some(r) = &mut self.router else {
+            return Ok(());
+        };
+        r.sync(nodes)?;
+        // flows to Service backends on other nodes leave through these
+        for d in r.node_devices() {
+            if !self.node_out.contains(&d) {
+                self.dp.attach_node_out(&d)?;
+                self.node_out.push(d);
+            }
         }
+        Ok(())
     }
 
     /// Replaces the policy inputs from an external source (Kubernetes) and
@@ -348,7 +391,33 @@ impl Agent {
     pub fn set_policy_inputs(&mut self, m: source::Manifests) -> Result<()> {
         crate::kube_source::save_cache(&self.cfg.state_dir, &m)?;
         self.manifests = m;
-        self.apply_policy()
+        self.apply_policy()?;
+        self.policy_synced = true;
+        Ok(())
+    }
+
+    pub fn monitor(&self) -> Arc<crate::monitor::Monitor> {
+        self.monitor.clone()
+    }
+
+    /// The drop-event ring buffer (once; the caller reads it).
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.events.take()
+    }
+
+    /// Drop events on/off in the programs.
+    pub fn set_monitor(&mut self, on: bool) -> Result<()> {
+        self.dp.set_monitor(on)
+    }
+
+    /// Readiness (`/readyz`): programs loaded (always, once the agent
+    /// exists) and the policy source has delivered a complete input set.
+    pub fn ready(&self) -> std::result::Result<(), String> {
+        if self.policy_synced {
+            Ok(())
+        } else {
+            Err("policy source not synced yet (enforcing the cached inputs)".into())
+        }
     }
 
     /// Compiles policy and writes it with no enforcement gap: new entries,
@@ -372,18 +441,34 @@ impl Agent {
             pods: self.manifests.pods.clone(),
             namespaces: self.manifests.namespaces.clone(),
             policies: self.manifests.policies.clone(),
+            tiers: self.manifests.tiers.clone(),
+            nodes: self.manifests.nodes.clone(),
         };
         let compiled = policy::compile(&inputs);
         for e in &compiled.errors {
             warn!(error = %e, "policy problem");
         }
         self.dp.upsert_policy(&compiled.entries)?;
+        self.dp.upsert_tier(&compiled.tier_entries)?;
         self.policy_flags = compiled.flags.clone();
+        self.selected_by = compiled.selected_by.clone();
         let names: Vec<String> = self.endpoints.keys().cloned().collect();
         for n in names {
             self.write_endpoint(&n)?;
         }
         self.dp.remove_stale_policy(&compiled.entries)?;
+        let svc: std::collections::BTreeSet<_> =
+            self.manifests.services.iter().map(|f| f.key()).collect();
+        self.dp.sync_services(&svc)?;
+        self.dp.remove_stale_tier(&compiled.tier_entries)?;
+        self.tier_rules = compiled.tier_rules.clone();
+        self.monitor.set_names(
+            self.endpoints
+                .values()
+                .map(|r| (r.ifindex, format!("{}/{}", r.spec.namespace, r.spec.name)))
+                .collect(),
+            self.tier_rules.clone(),
+        );
         let mut errs = self.manifests.errors.clone();
         errs.extend(compiled.errors);
         self.policy_errors = errs;
@@ -402,6 +487,11 @@ impl Agent {
                 class: CLASSES[class_of(&r.spec).unwrap_or(1) as usize].to_string(),
                 policy_ingress: flags & crate::abi::EP_POLICY_INGRESS != 0,
                 policy_egress: flags & crate::abi::EP_POLICY_EGRESS != 0,
+                policies: self
+                    .selected_by
+                    .get(&r.ifindex)
+                    .cloned()
+                    .unwrap_or_default(),
                 ingress: self.dp.counters(r.ifindex, DIR_INGRESS)?.into(),
                 egress: self.dp.counters(r.ifindex, DIR_EGRESS)?.into(),
                 ifindex: r.ifindex,
@@ -423,6 +513,9 @@ impl Agent {
             Request::Update { endpoint } => self.register(endpoint, true).map(ok),
             Request::Deregister { ifname } => self.deregister(&ifname).map(ok),
             Request::List => self.list(),
+            Request::Monitor => Err(anyhow::anyhow!(
+                "monitor streams on its own connection (corral-agent monitor)"
+            )),
             Request::Reconcile => {
                 self.reload_manifests(true);
                 self.apply_policy()
@@ -469,6 +562,7 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     info!(socket = %path.display(), "API listening");
     // Bounded: line length, nesting depth, idle time, connections (serve_limits).
+    // A `monitor` request turns its connection into a drop-event stream.
     let handle = move |line: String| {
         let agent = agent.clone();
         async move {
@@ -476,6 +570,12 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
                 Err(e) => Response::Error {
                     message: format!("bad request: {e}"),
                 },
+                Ok(Request::Monitor) => {
+                    let streamer: crate::serve_limits::Streamer = Box::new(move |r, w| {
+                        Box::pin(async move { stream_drops(&agent, r, w).await })
+                    });
+                    return crate::serve_limits::Reply::Stream(streamer);
+                }
                 Ok(req) => tokio::task::spawn_blocking(move || match agent.lock() {
                     Ok(mut g) => g.handle(req),
                     Err(_) => Response::Error {
@@ -487,7 +587,7 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
                     message: format!("internal error: {e}"),
                 }),
             };
-            serde_json::to_vec(&resp).unwrap_or_default()
+            crate::serve_limits::Reply::Line(serde_json::to_vec(&resp).unwrap_or_default())
         }
     };
     let error =
@@ -500,6 +600,68 @@ pub async fn serve(agent: Arc<Mutex<Agent>>) -> Result<()> {
     )
     .await;
     Ok(())
+}
+
+/// Streams drop events to one monitor client until it disconnects. The
+/// programs emit events only while at least one client is connected. What
+/// the client sends meanwhile is read and discarded in bounded chunks; an
+/// event line not taken by the client within
+/// [`crate::serve_limits::API_IDLE_TIMEOUT`] ends the stream.
+async fn stream_drops(
+    agent: &Arc<Mutex<Agent>>,
+    mut r: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut w: tokio::net::unix::OwnedWriteHalf,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mon = match agent.lock() {
+        Ok(g) => g.monitor(),
+        Err(_) => return,
+    };
+    let (mut rx, n) = mon.subscribe();
+    let switch = |on: bool| {
+        let a = agent.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Ok(mut g) = a.lock()
+                && let Err(e) = g.set_monitor(on)
+            {
+                warn!(error = %format!("{e:#}"), "switching drop events");
+            }
+        })
+    };
+    if n == 1 {
+        let _ = switch(true).await;
+    }
+    info!(clients = n, "monitor client connected");
+    let mut sink = [0u8; 512];
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            // the client closed its end (or sent something: discarded)
+            k = r.read(&mut sink) => match k {
+                Ok(k) if k > 0 => continue,
+                _ => break,
+            },
+        };
+        let d = match ev {
+            Ok(d) => d,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => {
+                mon.lost.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            Err(_) => break,
+        };
+        let mut line = serde_json::to_vec(&d).unwrap_or_default();
+        line.push(b'\n');
+        let wrote =
+            tokio::time::timeout(crate::serve_limits::API_IDLE_TIMEOUT, w.write_all(&line)).await;
+        if !matches!(wrote, Ok(Ok(()))) {
+            break;
+        }
+    }
+    if mon.unsubscribe() == 0 {
+        let _ = switch(false).await;
+    }
+    info!("monitor client disconnected");
 }
 
 /// Polls the manifest dir and re-applies policy when it changed.

@@ -101,6 +101,10 @@ pub struct EndpointStatus {
     pub class: String,
     pub policy_ingress: bool,
     pub policy_egress: bool,
+    /// policies selecting this endpoint, e.g.
+    /// `networkpolicy x/web (ingress)`
+    #[serde(default)]
+    pub policies: Vec<String>,
     pub ingress: CounterView,
     pub egress: CounterView,
     /// how the programs are attached on the interface ("tcx",
@@ -127,6 +131,9 @@ pub enum Request {
     List,
     /// re-read policy sources now and apply them
     Reconcile,
+    /// stream drop events (one JSON `monitor::Drop` per line) until the
+    /// client disconnects
+    Monitor,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

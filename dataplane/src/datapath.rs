@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, Link as _, PinnedLink};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::abi::{
     self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
-    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue,
+    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, SvcKey, SvcValue, TierValue,
 };
 use crate::cni::netlink::{Nl, TcObject};
 
@@ -41,7 +41,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 8] = [
+const MAPS: [&str; 13] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -50,6 +50,11 @@ const MAPS: [&str; 8] = [
     "corral_policy",
     "corral_ct",
     "corral_frag",
+    "corral_svc",
+    "corral_defer",
+    "corral_tier",
+    "corral_events",
+    "corral_monitor",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -223,7 +228,7 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .load(abi::BPF_OBJECT)
             .context("loading eBPF object (needs root and CONFIG_BPF)")?;
-        for name in ["corral_from_pod", "corral_to_pod"] {
+        for name in ["corral_from_pod", "corral_to_pod", "corral_node_out"] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
@@ -641,6 +646,80 @@ impl Datapath {
         Ok(stale.len())
     }
 
+    /// Makes map `corral_svc` hold exactly `desired` (Service frontends
+    /// whose egress verdict is deferred past the DNAT): additions first.
+    pub fn sync_services(&mut self, desired: &std::collections::BTreeSet<SvcKey>) -> Result<()> {
+        let mut m: HashMap<_, SvcKey, SvcValue> = self.hash("corral_svc")?;
+        let cur: std::collections::BTreeSet<SvcKey> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in desired.difference(&cur) {
+            m.insert(k, SvcValue::default(), BPF_ANY)
+                .with_context(|| format!("writing Service frontend {k:?}"))?;
+        }
+        for k in cur.difference(desired) {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    pub fn service_entries(&mut self) -> Result<usize> {
+        let m: HashMap<_, SvcKey, SvcValue> = self.hash("corral_svc")?;
+        Ok(m.keys().count())
+    }
+
+    /// Attaches `corral_node_out` (deferred egress verdicts of flows to
+    /// other nodes) at the egress of a node device (uplink, overlay):
+    /// a TCX link at the head, pinned as `links/node_<ifindex>` (kernel >=
+    /// 6.6), else a clsact filter. Idempotent; an existing pinned link gets
+    /// the current program.
+    pub fn attach_node_out(&mut self, ifname: &str) -> Result<()> {
+        let idx = ifindex(ifname)?;
+        let pin = self.pin_dir.join("links").join(format!("node_{idx}"));
+        let prog: &mut SchedClassifier = self
+            .bpf
+            .program_mut("corral_node_out")
+            .ok_or_else(|| map_err("corral_node_out"))?
+            .try_into()?;
+        if pin.exists() {
+            if Self::replace_in_link(prog, &pin).is_ok() {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&pin);
+        }
+        if kernel_at_least(6, 6) {
+            let id = prog
+                .attach_with_options(
+                    ifname,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::first()),
+                )
+                .with_context(|| format!("TCX attach corral_node_out to {ifname}"))?;
+            let fd: FdLink = prog.take_link(id)?.try_into()?;
+            fd.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+        } else {
+            let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+            let opts = NlOptions {
+                priority: NL_PRIORITY,
+                handle: TcHandle::new(0, NL_HANDLE_MINOR),
+                ..Default::default()
+            };
+            match prog.attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::Netlink(opts),
+            ) {
+                Ok(id) => std::mem::forget(prog.take_link(id)?),
+                Err(e)
+                    if e.to_string().contains("exists") || format!("{e:?}").contains("EEXIST") => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("attach corral_node_out to {ifname}"));
+                }
+            }
+        }
+        info!(ifname, "deferred-egress check attached");
+        Ok(())
+    }
+
     pub fn policy_entries(&self) -> Result<usize> {
         let m = self
             .bpf
@@ -648,5 +727,105 @@ impl Datapath {
             .ok_or_else(|| map_err("corral_policy"))?;
         let trie: LpmTrie<_, PolicyKeyData, PolicyValue> = LpmTrie::try_from(m)?;
         Ok(trie.keys().count())
+    }
+
+    // ---- policy tiers: map "corral_tier" (same key as corral_policy)
+
+    fn tier_trie(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKeyData, TierValue>> {
+        let m = self
+            .bpf
+            .map_mut("corral_tier")
+            .ok_or_else(|| map_err("corral_tier"))?;
+        Ok(LpmTrie::try_from(m)?)
+    }
+
+    /// Writes every desired tier entry (first half of a gapless sync).
+    pub fn upsert_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<()> {
+        let mut trie = self.tier_trie()?;
+        for (k, v) in desired {
+            trie.insert(&k.to_lpm(), v, BPF_ANY)
+                .with_context(|| format!("writing tier entry {k:?}"))?;
+        }
+        Ok(())
+    }
+
+    /// Removes tier entries not in `desired` (second half of a gapless sync).
+    pub fn remove_stale_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<usize> {
+        let mut trie = self.tier_trie()?;
+        let stale: Vec<PolicyKey> = trie
+            .keys()
+            .filter_map(|k| k.ok())
+            .map(|k| PolicyKey::from_lpm(&k))
+            .filter(|k| !desired.contains_key(k))
+            .collect();
+        for k in &stale {
+            let _ = trie.remove(&k.to_lpm());
+        }
+        Ok(stale.len())
+    }
+
+    pub fn tier_entries(&self) -> Result<usize> {
+        let m = self
+            .bpf
+            .map("corral_tier")
+            .ok_or_else(|| map_err("corral_tier"))?;
+        let trie: LpmTrie<_, PolicyKeyData, TierValue> = LpmTrie::try_from(m)?;
+        Ok(trie.keys().count())
+    }
+
+    // ---- drop events: ring buffer "corral_events", switch "corral_monitor"
+
+    /// Takes the drop-event ring buffer out of the loaded object (one
+    /// consumer per process).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let m = self
+            .bpf
+            .take_map("corral_events")
+            .ok_or_else(|| map_err("corral_events"))?;
+        Ok(RingBuf::try_from(m)?)
+    }
+
+    /// Turns drop events on (a monitor client is connected) or off.
+    pub fn set_monitor(&mut self, on: bool) -> Result<()> {
+        let m = self
+            .bpf
+            .map_mut("corral_monitor")
+            .ok_or_else(|| map_err("corral_monitor"))?;
+        let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
+        a.set(0, u32::from(on), 0)?;
+        Ok(())
+    }
+
+    // ---- benchmarks: BPF_PROG_TEST_RUN
+
+    /// Runs program `prog` (`corral_to_pod` / `corral_from_pod`) `repeat`
+    /// times on `packet` (an Ethernet frame) as if it passed interface
+    /// `ifindex` (which must exist in the caller's network namespace).
+    /// Returns the verdict and the kernel's mean time per run.
+    pub fn test_run(
+        &self,
+        prog: &str,
+        ifindex: u32,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration)> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let p: &SchedClassifier = self
+            .bpf
+            .program(prog)
+            .ok_or_else(|| anyhow!("eBPF object has no program {prog}"))?
+            .try_into()?;
+        // struct __sk_buff (192 bytes): only ifindex (offset 40) set
+        let mut ctx = [0u8; 192];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let r = p
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of {prog}"))?;
+        Ok((r.return_value, r.duration))
     }
 }

@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
+use crate::policy::tiers::{NodeInfo, TierObject};
 use crate::policy::{Labels, PodInfo, source};
 
 /// Last applied Kubernetes inputs, in the agent's state dir.
@@ -69,6 +70,8 @@ pub struct Options {
     /// this node's name (`spec.nodeName` of local pods)
     pub node_name: String,
     pub pod_scope: PodScope,
+    /// watch Nodes (for `nodes` egress peers of tier policies)
+    pub node_peers: bool,
 }
 
 /// The policy inputs as applied (and cached).
@@ -77,7 +80,14 @@ pub struct Inputs {
     pub policies: Vec<NetworkPolicy>,
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
+    #[serde(default)]
+    pub tiers: Vec<TierObject>,
+    #[serde(default)]
+    pub nodes: Vec<NodeInfo>,
     pub errors: Vec<String>,
+    /// Service frontends (older caches have none)
+    #[serde(default)]
+    pub services: Vec<crate::services::Frontend>,
 }
 
 impl Inputs {
@@ -86,8 +96,11 @@ impl Inputs {
             policies: self.policies,
             pods: self.pods,
             namespaces: self.namespaces,
+            tiers: self.tiers,
+            nodes: self.nodes,
             errors: self.errors,
-            nodes: Vec::new(),
+            route_nodes: Vec::new(),
+            services: self.services,
         }
     }
 
@@ -96,7 +109,10 @@ impl Inputs {
             policies: m.policies.clone(),
             pods: m.pods.clone(),
             namespaces: m.namespaces.clone(),
+            tiers: m.tiers.clone(),
+            nodes: m.nodes.clone(),
             errors: m.errors.clone(),
+            services: m.services.clone(),
         }
     }
 }
@@ -200,13 +216,24 @@ struct State {
     pods: Kind<PodInfo>,
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
-    /// only in the node watch's own `Shared` (see [`spawn_nodes`])
-    nodes: Kind<crate::routing::NodeInfo>,
+    services: Kind<Vec<crate::services::Frontend>>,
+    /// Nodes for routing and the CNI config: only in the node watch's own
+    /// `Shared` (see [`spawn_nodes`])
+    route_nodes: Kind<crate::routing::NodeInfo>,
+    /// ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy
+    tiers: [Kind<TierObject>; 3],
+    /// Nodes as `nodes` peers of tier policies: watched only with `--node-peers`
+    nodes: Kind<NodeInfo>,
 }
 
 impl State {
     fn synced(&self) -> bool {
-        self.pods.synced && self.namespaces.synced && self.policies.synced
+        self.pods.synced
+            && self.namespaces.synced
+            && self.policies.synced
+            && self.services.synced
+            && self.tiers.iter().all(|k| k.synced)
+            && self.nodes.synced
     }
 
     fn inputs(&self) -> Inputs {
@@ -219,13 +246,24 @@ impl State {
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.as_ref().ok()?.clone())))
                 .collect(),
+            tiers: self.tiers.iter().flat_map(|k| k.ok().cloned()).collect(),
+            nodes: self.nodes.ok().cloned().collect(),
             errors: self
                 .namespaces
                 .errors()
                 .chain(self.pods.errors())
                 .chain(self.policies.errors())
+                .chain(self.services.errors())
+                .chain(self.tiers.iter().flat_map(|k| k.errors()))
+                .chain(self.nodes.errors())
                 .cloned()
                 .collect(),
+            services: {
+                let mut v: Vec<_> = self.services.ok().flatten().copied().collect();
+                v.sort();
+                v.dedup();
+                v
+            },
         }
     }
 }
@@ -245,6 +283,50 @@ fn typed<T: serde::de::DeserializeOwned>(o: &DynamicObject, kind: &str) -> Resul
 
 fn decode_policy(o: &DynamicObject) -> Decoded<NetworkPolicy> {
     (key(o), Some(typed(o, "networkpolicy")))
+}
+
+fn decode_tier(o: &DynamicObject) -> Decoded<TierObject> {
+    let (kind, av) = o
+        .types
+        .as_ref()
+        .map(|t| (t.kind.clone(), t.api_version.clone()))
+        .unwrap_or_default();
+    let v = serde_json::to_value(o)
+        .map_err(|e| e.to_string())
+        .and_then(|v| source::decode_tier(&kind, &av, v))
+        .map_err(|e| format!("{} {}: {e} (skipped)", kind.to_lowercase(), key(o)));
+    match v {
+        Ok(Some(t)) => (key(o), Some(Ok(t))),
+        Ok(None) => (key(o), None),
+        Err(e) => (key(o), Some(Err(e))),
+    }
+}
+
+fn decode_node(o: &DynamicObject) -> Decoded<NodeInfo> {
+    (
+        key(o),
+        Some(typed::<k8s_openapi::api::core::v1::Node>(o, "node").map(|n| source::node_info(&n))),
+    )
+}
+
+/// The policy.networking.k8s.io kinds Corral implements.
+fn tier_resources() -> [ApiResource; 3] {
+    let r = |version: &str, kind: &str, plural: &str| ApiResource {
+        group: crate::policy::tiers::GROUP.into(),
+        version: version.into(),
+        api_version: format!("{}/{version}", crate::policy::tiers::GROUP),
+        kind: kind.into(),
+        plural: plural.into(),
+    };
+    [
+        r("v1alpha2", "ClusterNetworkPolicy", "clusternetworkpolicies"),
+        r("v1alpha1", "AdminNetworkPolicy", "adminnetworkpolicies"),
+        r(
+            "v1alpha1",
+            "BaselineAdminNetworkPolicy",
+            "baselineadminnetworkpolicies",
+        ),
+    ]
 }
 
 fn decode_namespace(o: &DynamicObject) -> Decoded<Labels> {
@@ -285,7 +367,54 @@ fn watch<T: Send + 'static>(
     pick: fn(&mut State) -> &mut Kind<T>,
     decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
 ) -> JoinHandle<()> {
+    watch_if(api, cfg, what, shared, pick, decode, false)
+}
+
+/// Like [`watch`]; with `optional`, a resource the API server does not
+/// serve (its CRD is not installed: the list answers 404) counts as listed
+/// and empty, and is probed again every 30 s.
+fn watch_if<T: Send + 'static>(
+    api: Api<DynamicObject>,
+    cfg: watcher::Config,
+    what: &'static str,
+    shared: Arc<Shared>,
+    pick: fn(&mut State) -> &mut Kind<T>,
+    decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
+    optional: bool,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut announced = false;
+        if optional {
+            loop {
+                let lp = kube::api::ListParams::default().limit(1);
+                match api.list(&lp).await {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        if !announced {
+                            info!(
+                                watch = what,
+                                "resource not served (CRD not installed); treated as empty"
+                            );
+                            announced = true;
+                            let changed = match shared.state.lock() {
+                                Ok(mut st) => {
+                                    let k = pick(&mut st);
+                                    let was = k.synced;
+                                    k.synced = true;
+                                    !was || !k.objs.is_empty()
+                                }
+                                Err(_) => return,
+                            };
+                            if changed {
+                                shared.changed.notify_one();
+                            }
+                        }
+                    }
+                    Err(e) => warn!(watch = what, error = %e, "probing resource; retrying"),
+                }
+                tokio::time::sleep(Duration::from_secs(if announced { 30 } else { 2 })).await;
+            }
+        }
         let mut s = watcher::watcher(api, cfg).default_backoff().boxed();
         while let Some(ev) = s.next().await {
             let ev = match ev {
@@ -335,7 +464,7 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
         PodScope::All => None,
         PodScope::Node => Some(opts.node_name.clone()),
     };
-    vec![
+    let mut handles = vec![
         watch(
             ar(ApiResource::erase::<NetworkPolicy>(&())),
             watcher::Config::default(),
@@ -360,11 +489,61 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
             |s| &mut s.pods,
             move |o| decode_pod(o, node.as_deref()),
         ),
-        tokio::spawn(reconcile_loop(agent, shared)),
-    ]
+        watch(
+            ar(ApiResource::erase::<k8s_openapi::api::core::v1::Service>(
+                &(),
+            )),
+            watcher::Config::default(),
+            "services",
+            shared.clone(),
+            |s| &mut s.services,
+            decode_service,
+        ),
+    ];
+    let tier_picks: [fn(&mut State) -> &mut Kind<TierObject>; 3] = [
+        |s| &mut s.tiers[0],
+        |s| &mut s.tiers[1],
+        |s| &mut s.tiers[2],
+    ];
+    let names = [
+        "clusternetworkpolicies",
+        "adminnetworkpolicies",
+        "baselineadminnetworkpolicies",
+    ];
+    for ((r, pick), what) in tier_resources().into_iter().zip(tier_picks).zip(names) {
+        handles.push(watch_if(
+            ar(r),
+            watcher::Config::default(),
+            what,
+            shared.clone(),
+            pick,
+            decode_tier,
+            true,
+        ));
+    }
+    if opts.node_peers {
+        handles.push(watch(
+            ar(ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&())),
+            watcher::Config::default(),
+            "nodes",
+            shared.clone(),
+            |s| &mut s.nodes,
+            decode_node,
+        ));
+    } else if let Ok(mut st) = shared.state.lock() {
+        st.nodes.synced = true;
+    }
+    handles.push(tokio::spawn(reconcile_loop(agent, shared)));
+    handles
 }
 
-fn decode_node(o: &DynamicObject) -> Decoded<crate::routing::NodeInfo> {
+fn decode_service(o: &DynamicObject) -> Decoded<Vec<crate::services::Frontend>> {
+    let v = typed::<k8s_openapi::api::core::v1::Service>(o, "service")
+        .and_then(|s| crate::services::frontends(&s));
+    (key(o), Some(v))
+}
+
+fn decode_route_node(o: &DynamicObject) -> Decoded<crate::routing::NodeInfo> {
     let v = typed::<k8s_openapi::api::core::v1::Node>(o, "node")
         .and_then(|n| crate::routing::NodeInfo::from_node(&n));
     (key(o), Some(v))
@@ -387,8 +566,8 @@ pub fn spawn_nodes(client: Client, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<(
         watcher::Config::default(),
         "nodes",
         shared.clone(),
-        |s| &mut s.nodes,
-        decode_node,
+        |s| &mut s.route_nodes,
+        decode_route_node,
     );
     let r = tokio::spawn(async move {
         let mut last: Option<Vec<crate::routing::NodeInfo>> = None;
@@ -396,9 +575,9 @@ pub fn spawn_nodes(client: Client, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<(
             shared.changed.notified().await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             let (nodes, errors): (Vec<_>, Vec<_>) = match shared.state.lock() {
-                Ok(st) if st.nodes.synced => (
-                    st.nodes.ok().cloned().collect(),
-                    st.nodes.errors().cloned().collect(),
+                Ok(st) if st.route_nodes.synced => (
+                    st.route_nodes.ok().cloned().collect(),
+                    st.route_nodes.errors().cloned().collect(),
                 ),
                 Ok(_) => continue,
                 Err(_) => return,
@@ -548,6 +727,41 @@ mod tests {
         assert!(decode_pod(&pod("n2", "Running"), Some("n1")).1.is_none());
         assert!(decode_pod(&pod("n2", "Running"), None).1.is_some());
         assert!(decode_pod(&pod("n1", "Succeeded"), None).1.is_none());
+    }
+
+    #[test]
+    fn tier_objects_decoded_and_bad_ones_named() {
+        let good = dyn_obj(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+            "metadata": {"name": "iso"},
+            "spec": {"tier": "Admin", "priority": 5, "subject": {"namespaces": {}},
+                     "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}
+        }));
+        let (k, v) = decode_tier(&good);
+        assert_eq!(k, "iso");
+        assert!(matches!(v, Some(Ok(TierObject::Cnp(_)))), "{v:?}");
+        let bad = dyn_obj(serde_json::json!({
+            "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+            "metadata": {"name": "broken"},
+            "spec": {"priority": 5, "subject": {"namespaces": {}}, "ingress": [{"action": "Deny", "from": [{"nets": 1}]}]}
+        }));
+        let e = decode_tier(&bad).1.unwrap().unwrap_err();
+        assert!(
+            e.contains("adminnetworkpolicy broken") && e.contains("nets"),
+            "{e}"
+        );
+        // a cached input set with tiers round-trips
+        let mut st = State::default();
+        st.tiers[0].on_event(Event::Apply(decode_tier(&good)));
+        let i = st.inputs();
+        let back: Inputs = serde_json::from_str(&serde_json::to_string(&i).unwrap()).unwrap();
+        assert_eq!(back, i);
+        assert_eq!(back.tiers.len(), 1);
+        // an old cache without tiers/nodes still loads
+        let old: Inputs =
+            serde_json::from_str(r#"{"policies":[],"pods":[],"namespaces":{},"errors":[]}"#)
+                .unwrap();
+        assert!(old.tiers.is_empty() && old.nodes.is_empty());
     }
 
     #[test]

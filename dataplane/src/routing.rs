@@ -199,6 +199,7 @@ pub struct RoutingStatus {
 pub struct Router {
     opts: Options,
     last: Option<Vec<NodeInfo>>,
+    underlay_dev: Option<String>,
     pub status: RoutingStatus,
 }
 
@@ -219,6 +220,22 @@ fn ip(args: &[&str]) -> Result<String> {
 
 fn json_list(s: &str) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(s.trim()).unwrap_or_default()
+}
+
+/// Name of the interface that holds `addr` (the underlay).
+fn underlay_dev(addr: IpAddr) -> Result<String> {
+    let out = ip(&["-j", "addr", "show"])?;
+    for l in json_list(&out) {
+        let has = l["addr_info"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["local"].as_str().and_then(|s| s.parse::<IpAddr>().ok()) == Some(addr));
+        if has && let Some(n) = l["ifname"].as_str() {
+            return Ok(n.to_string());
+        }
+    }
+    bail!("no interface holds this node's InternalIP {addr}")
 }
 
 /// MTU of the interface that holds `addr` (the underlay).
@@ -249,6 +266,7 @@ impl Router {
             },
             opts,
             last: None,
+            underlay_dev: None,
         }
     }
 
@@ -272,6 +290,9 @@ impl Router {
             RoutingMode::Native => self.sync_native(nodes, &mut problems)?,
             RoutingMode::Vxlan => mtu = self.sync_vxlan(me, nodes, &mut problems)?,
         }
+        if let Some(a) = me.and_then(|m| m.underlay()) {
+            self.underlay_dev = underlay_dev(a).ok();
+        }
         if let Some(me) = me {
             self.write_cni_conf(me, mtu)?;
             self.status.local_cidrs = me.pod_cidrs.iter().map(cidr_str).collect();
@@ -283,6 +304,22 @@ impl Router {
         self.status.problems = problems;
         self.last = Some(nodes.to_vec());
         Ok(())
+    }
+
+    /// The devices traffic to other nodes leaves through: the underlay
+    /// device holding this node's InternalIP, and the VXLAN device.
+    pub fn node_devices(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.opts.mode == RoutingMode::None {
+            return v;
+        }
+        if let Some(d) = &self.underlay_dev {
+            v.push(d.clone());
+        }
+        if self.opts.mode == RoutingMode::Vxlan && self.status.mtu.is_some() {
+            v.push(VXLAN_DEV.to_string());
+        }
+        v
     }
 
     fn remote<'a>(&self, nodes: &'a [NodeInfo]) -> impl Iterator<Item = &'a NodeInfo> {

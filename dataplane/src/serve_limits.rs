@@ -6,17 +6,23 @@
 //!   limit; an over-long line also closes the connection, it cannot be resynced); a
 //!   connection idle for [`API_IDLE_TIMEOUT`] is closed; at most
 //!   [`MAX_API_CONNECTIONS`] at once (more are closed at accept).
-//! - `/metrics`: the request head must arrive within [`HTTP_HEAD_TIMEOUT`] and fit in
-//!   [`MAX_HTTP_HEAD_BYTES`]; the response must be written within
-//!   [`HTTP_WRITE_TIMEOUT`]; at most [`MAX_HTTP_CONNECTIONS`] at once.
+//! - HTTP (`/metrics`, `/healthz`, `/readyz`, an axum router served through hyper
+//!   by [`serve_http`]): the request head must arrive within [`HTTP_HEAD_TIMEOUT`]
+//!   and fit in [`MAX_HTTP_HEAD_BYTES`] (`431` beyond); one request per connection,
+//!   and a connection ends [`HTTP_WRITE_TIMEOUT`] after that at the latest; at most
+//!   [`MAX_HTTP_CONNECTIONS`] at once (more are closed at accept).
+//! - A socket API request may turn its connection into a stream ([`Reply::Stream`],
+//!   the agent's `monitor`): the stream keeps the connection's slot; the line
+//!   limits no longer apply (the streamer bounds its own reads and writes).
 //! - Accept errors (EMFILE, ...) are logged and retried after a pause instead of
 //!   ending the server.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -104,12 +110,31 @@ async fn accept_pause(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
+/// Takes over a connection after a request that starts a stream (the agent's
+/// `monitor`): it gets the connection's reader (with what is buffered) and writer
+/// and runs until it returns; the connection keeps its slot meanwhile.
+pub type Streamer = Box<
+    dyn FnOnce(
+            BufReader<tokio::net::unix::OwnedReadHalf>,
+            tokio::net::unix::OwnedWriteHalf,
+        ) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send,
+>;
+
+/// What a request line gets.
+pub enum Reply {
+    /// one response line (without newline)
+    Line(Vec<u8>),
+    /// the connection becomes a stream (see [`Streamer`])
+    Stream(Streamer),
+}
+
 /// Serves a line protocol on `listener`: `handle` maps a request line to a response
-/// line (without newline); a line beyond the limits gets `error(reason)`.
+/// line (without newline) or a stream; a line beyond the limits gets `error(reason)`.
 pub async fn serve_lines<H, F, E>(listener: UnixListener, lim: LineLimits, handle: H, error: E)
 where
     H: Fn(String) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Vec<u8>> + Send,
+    F: Future<Output = Reply> + Send,
     E: Fn(String) -> Vec<u8> + Clone + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(lim.max_connections));
@@ -150,7 +175,13 @@ where
                         lim.max_line,
                     ) {
                         Err(e) => (error(format!("bad request: {e}")), false),
-                        Ok(()) => (handle(l).await, false),
+                        Ok(()) => match handle(l).await {
+                            Reply::Line(out) => (out, false),
+                            Reply::Stream(st) => {
+                                st(r, w).await;
+                                return;
+                            }
+                        },
                     },
                 };
                 let mut out = out;
@@ -164,15 +195,44 @@ where
     }
 }
 
-/// Serves `GET /metrics` on `listener` with `render`; everything else is 404.
-pub async fn serve_metrics<R, F>(listener: TcpListener, head_timeout: Duration, render: R)
-where
-    R: Fn() -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = String> + Send,
-{
-    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+/// Limits of the HTTP endpoint (tests use small ones).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// complete request head within this (hyper's header read timeout)
+    pub head_timeout: Duration,
+    /// largest request head: beyond it `431` (hyper's read buffer limit, at
+    /// least 8 KiB)
+    pub max_head_bytes: usize,
+    /// handling the request and writing the response after the head
+    pub response_timeout: Duration,
+    /// concurrent connections; more are closed at accept
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            head_timeout: HTTP_HEAD_TIMEOUT,
+            max_head_bytes: MAX_HTTP_HEAD_BYTES,
+            response_timeout: HTTP_WRITE_TIMEOUT,
+            max_connections: MAX_HTTP_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves `app` (the agent's `/metrics` `/healthz` `/readyz` router) on
+/// `listener` with `lim`, through hyper directly instead of `axum::serve`
+/// (which has no timeouts or connection limit). One request per connection
+/// (no keep-alive, so no idle connections are kept): the head must arrive
+/// within `head_timeout` (a slowloris connection is closed), and the whole
+/// connection ends at `head_timeout + response_timeout` whatever the client
+/// does (a client that does not read its response cannot hold a slot).
+pub async fn serve_http(listener: TcpListener, app: axum::Router, lim: HttpLimits) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    let slots = Arc::new(Semaphore::new(lim.max_connections));
     loop {
-        let mut s = match listener.accept().await {
+        let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
                 accept_pause(e).await;
@@ -181,47 +241,25 @@ where
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             warn!(
-                limit = MAX_HTTP_CONNECTIONS,
-                "metrics connection limit reached: closing a new connection"
+                limit = lim.max_connections,
+                "HTTP connection limit reached: closing a new connection"
             );
             continue;
         };
-        let render = render.clone();
+        let svc = TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            // The request head (up to the blank line), bounded in time and size.
-            let mut head = Vec::new();
-            let read = tokio::time::timeout(head_timeout, async {
-                let mut buf = [0u8; 2048];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n")
-                    && !head.windows(2).any(|w| w == b"\n\n")
-                {
-                    if head.len() > MAX_HTTP_HEAD_BYTES {
-                        return false;
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            let (status, body) = match read {
-                Err(_) => ("408 Request Timeout", "request timeout\n".to_string()),
-                Ok(false) if head.len() > MAX_HTTP_HEAD_BYTES => (
-                    "431 Request Header Fields Too Large",
-                    format!("request head over the limit of {MAX_HTTP_HEAD_BYTES} bytes\n"),
-                ),
-                Ok(false) => return,
-                Ok(true) if head.starts_with(b"GET /metrics ") => ("200 OK", render().await),
-                Ok(true) => ("404 Not Found", "not found\n".to_string()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = tokio::time::timeout(HTTP_WRITE_TIMEOUT, s.write_all(resp.as_bytes())).await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(lim.head_timeout)
+                .max_buf_size(lim.max_head_bytes.max(8192))
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            match tokio::time::timeout(lim.head_timeout + lim.response_timeout, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection"),
+                Err(_) => tracing::debug!("HTTP connection over its time bound: closed"),
+            }
         });
     }
 }
@@ -229,6 +267,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn read_line_bounds_length_and_time() {
@@ -254,7 +293,17 @@ mod tests {
         tokio::spawn(serve_lines(
             l,
             lim,
-            |line: String| async move { format!("ok {}", line.len()).into_bytes() },
+            |line: String| async move {
+                if line == "\"stream\"" {
+                    let st: Streamer = Box::new(|_r, mut w| {
+                        Box::pin(async move {
+                            let _ = w.write_all(b"s1\ns2\n").await;
+                        })
+                    });
+                    return Reply::Stream(st);
+                }
+                Reply::Line(format!("ok {}", line.len()).into_bytes())
+            },
             |e: String| format!("error {e}").into_bytes(),
         ));
         (dir, path)
@@ -300,6 +349,9 @@ mod tests {
         assert_eq!(out[0], "ok 2");
         assert!(out[1].contains("limit of 100 levels"), "{out:?}");
         assert_eq!(out[2], "ok 7", "the connection keeps working");
+        // A stream request hands the connection over (after the earlier replies).
+        let out = roundtrip(&path, b"{}\n\"stream\"\n{}\n").await;
+        assert_eq!(out, ["ok 2", "s1", "s2"]);
         // An over-long line: error naming the limit, then the connection closes.
         let out = roundtrip(&path, format!("{deep}\n{{}}\n").as_bytes()).await;
         assert_eq!(out.len(), 1, "{out:?}");
@@ -307,18 +359,25 @@ mod tests {
         // Two idle connections fill the slots; a third is closed at accept; after
         // the idle timeout the slots are free again.
         // (each answers one request first, so both are surely accepted and held,
-        // however slow the machine; a sleep alone raced the accept loop)
+        // however slow the machine; a sleep alone raced the accept loop. A client
+        // sees EOF before its task's slot is freed, so a slot still held by the
+        // connections above is retried, bounded.)
         let held = |path: std::path::PathBuf| async move {
-            let s = tokio::net::UnixStream::connect(&path)
-                .await
-                .expect("connect");
-            let (r, mut w) = s.into_split();
-            w.write_all(b"{}\n").await.expect("write");
-            let mut line = String::new();
-            let mut r = BufReader::new(r);
-            r.read_line(&mut line).await.expect("read");
-            assert_eq!(line.trim(), "ok 2");
-            (r, w)
+            for _ in 0..100 {
+                let s = tokio::net::UnixStream::connect(&path)
+                    .await
+                    .expect("connect");
+                let (r, mut w) = s.into_split();
+                let _ = w.write_all(b"{}\n").await;
+                let mut line = String::new();
+                let mut r = BufReader::new(r);
+                let _ = r.read_line(&mut line).await;
+                if line.trim() == "ok 2" {
+                    return (r, w);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("no connection slot became free");
         };
         let a = held(path.clone()).await;
         let b = held(path.clone()).await;
@@ -331,39 +390,57 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn metrics_http_times_out_slow_heads_and_keeps_serving() {
+    async fn http_times_out_slow_heads_limits_size_and_connections() {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        tokio::spawn(serve_metrics(l, Duration::from_millis(300), || async {
-            "m 1\n".to_string()
-        }));
+        let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "m 1\n" }));
+        let lim = HttpLimits {
+            head_timeout: Duration::from_millis(300),
+            max_head_bytes: MAX_HTTP_HEAD_BYTES,
+            response_timeout: Duration::from_millis(300),
+            max_connections: 3,
+        };
+        tokio::spawn(serve_http(l, app, lim));
         // Slowloris: a partial head, never finished.
         let mut slow = tokio::net::TcpStream::connect(addr).await.expect("slow");
         slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
             .await
             .expect("write");
-        let get = |req: &'static [u8]| async move {
+        let get = |req: Vec<u8>| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            s.write_all(req).await.expect("write");
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out).await;
-            out
+            let _ = s.write_all(&req).await;
+            let mut out = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+                .await
+                .expect("the server closes the connection");
+            String::from_utf8_lossy(&out).into_owned()
         };
-        let r = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let r = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
         assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("m 1\n"), "{r}");
-        let mut out = String::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_string(&mut out))
+        // The slow connection is closed within the bound, unanswered.
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut out))
             .await
-            .expect("slow connection answered within the bound");
-        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
-        let r = get(b"GET /other HTTP/1.1\r\n\r\n").await;
+            .expect("slow connection closed within the bound");
+        assert!(!out.starts_with(b"HTTP/1.1 200"), "{out:?}");
+        let r = get(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
-        let mut big = b"GET /metrics HTTP/1.1\r\n".to_vec();
+        let mut big = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec();
         big.extend(std::iter::repeat_n(b'a', MAX_HTTP_HEAD_BYTES + 10));
-        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let _ = s.write_all(&big).await;
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out).await;
-        assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+        let r = get(big).await;
+        assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+        // Three silent connections fill the slots; a fourth is closed at accept
+        // without an answer; once the silent ones time out, requests are served.
+        let mut idle = Vec::new();
+        for _ in 0..3 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("idle"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let r = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(r.is_empty(), "{r}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let r = get(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        drop(idle);
     }
 }

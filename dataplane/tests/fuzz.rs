@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use corral_dataplane::api::{Request, Response};
 use corral_dataplane::cni::types::NetConf;
-use corral_dataplane::serve_limits::{LineLimits, serve_lines};
+use corral_dataplane::serve_limits::{LineLimits, Reply, serve_lines};
 use corral_limits::mutate::{Op, cases, mutate};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -148,7 +148,7 @@ fn socket_server() -> &'static SocketServer {
         rt.spawn(serve_lines(
             l,
             lim,
-            |line: String| async move { decode(line) },
+            |line: String| async move { Reply::Line(decode(line)) },
             |message: String| serde_json::to_vec(&Response::Error { message }).expect("json"),
         ));
         SocketServer {

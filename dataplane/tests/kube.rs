@@ -140,6 +140,8 @@ fn kubernetes_policy_source_and_node_health() {
     }
     let kc = node.dir.path().join("kubeconfig");
     srv.write_kubeconfig(&kc).unwrap();
+    // not ready while a policy kind cannot be listed
+    srv.set_served("networking.k8s.io", "networkpolicies", false);
     let mut agent = Agent::start_kube(
         &node,
         &kc,
@@ -154,6 +156,25 @@ fn kubernetes_policy_source_and_node_health() {
             "127.0.0.1:9465",
         ],
     );
+    let probe = |path: &str| {
+        let out = node.exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &format!("http://127.0.0.1:9465{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    eventually("healthz answers", 10, || probe("/healthz") == "200");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(probe("/readyz"), "503", "not ready before the first sync");
+    srv.set_served("networking.k8s.io", "networkpolicies", true);
+    eventually("ready after the first sync", 30, || {
+        probe("/readyz") == "200"
+    });
     for (i, app) in [(a, "a"), (b, "b"), (c, "c")] {
         let mut s = node.pods[i].spec();
         s.labels.insert("app".into(), app.into());

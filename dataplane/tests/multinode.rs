@@ -461,6 +461,74 @@ fn multinode(mode: &str) {
         "{mode}: p1 -> p3 denied by p1's egress"
     );
     assert!(tcp(&p3, &p1, false), "{mode}: p3 -> p1 not selected");
+    // the same through Services behind kube-proxy's DNAT (iptables-mode
+    // stand-in on n1): p1's egress is decided on the backend on the other
+    // node (checked at n1's underlay/overlay egress), not on the ClusterIP
+    let mut svc = man.clone();
+    for (name, vip) in [("p2", "198.19.250.2"), ("p3", "198.19.250.3")] {
+        svc += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s-{name}, namespace: mn}}\nspec: {{clusterIP: {vip}, selector: {{app: {name}}}, ports: [{{port: 8080, targetPort: PORT}}]}}\n"
+        );
+    }
+    let port = PORT.fetch_add(1, Ordering::SeqCst) as u16;
+    let svc = svc.replace("PORT", &port.to_string());
+    write_all(&nodes, "policy.yaml", &svc);
+    for (vip, to) in [("198.19.250.2", &p2), ("198.19.250.3", &p3)] {
+        nodes[0].node.exec_ok(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            vip,
+            "-p",
+            "tcp",
+            "--dport",
+            "8080",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &format!("{}:{port}", to.ip4),
+        ]);
+    }
+    let via = |to: &Pod, vip: &str| {
+        let l = in_netns(&to.ns.0, move || TcpListener::bind(("0.0.0.0", port))).expect("listen");
+        l.set_nonblocking(true).expect("nonblocking");
+        let vip: IpAddr = vip.parse().expect("vip");
+        let ok = in_netns(&p1.ns.0, move || {
+            let Ok(mut s) = TcpStream::connect_timeout(
+                &SocketAddr::new(vip, 8080),
+                Duration::from_millis(1500),
+            ) else {
+                return false;
+            };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            s.write_all(b"x").is_ok()
+        });
+        // accepted by the backend (not only by a SYN cookie somewhere)
+        std::thread::sleep(Duration::from_millis(50));
+        ok && l.accept().is_ok()
+    };
+    assert!(
+        via(&p2, "198.19.250.2"),
+        "{mode}: p1 -> Service of p2 (other node) allowed"
+    );
+    assert!(
+        !via(&p3, "198.19.250.3"),
+        "{mode}: p1 -> Service of p3 (other node) denied"
+    );
+    let pol = |n: &SimNode| {
+        n.agent
+            .list()
+            .into_iter()
+            .find(|e| e.spec.name == "p1")
+            .map(|e| e.egress.drop_policy)
+    };
+    assert!(
+        pol(&nodes[0]).unwrap_or(0) > 0,
+        "{mode}: dropped as p1's egress"
+    );
     write_all(&nodes, "policy.yaml", &pods_yaml(&[]));
 
     // an established p1 <-> p2 connection across the node removal

@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use corral_dataplane::agent::{self, Agent, CLASSES, Config};
 use corral_dataplane::api::{self, Request, Response, parse_bandwidth};
 use corral_dataplane::datapath::{AttachMode, DEFAULT_PIN_DIR};
-use corral_dataplane::{kube_source, node_health};
+use corral_dataplane::{kube_source, metrics, node_health};
 
 #[derive(Parser)]
-#[command(name = "corral-agent", about = "Corral eBPF data plane agent")]
+#[command(name = "corral-agent", version, about = "Corral eBPF data plane agent")]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -45,9 +45,14 @@ struct RunArgs {
     /// mark DSCP per class (critical,standard,bulk), e.g. 46,0,8
     #[arg(long)]
     dscp: Option<String>,
-    /// address for Prometheus /metrics, e.g. 127.0.0.1:9465
+    /// address for Prometheus /metrics, /healthz and /readyz, e.g.
+    /// 127.0.0.1:9465
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// also export per-pod series (corral_endpoint_*, 12 per pod); off by
+    /// default: per-node aggregates only
+    #[arg(long, requires = "metrics_addr")]
+    pod_metrics: bool,
     /// Kubernetes policy source: watch Pods, Namespaces and NetworkPolicies
     /// with this kubeconfig (see --kube for the in-cluster config)
     #[arg(long, conflicts_with = "manifests")]
@@ -61,6 +66,11 @@ struct RunArgs {
     /// pods to watch: all (peers on other nodes resolved) or only this node's
     #[arg(long, value_enum, default_value = "all")]
     pod_scope: corral_dataplane::kube_source::PodScope,
+    /// watch Nodes, for `nodes` egress peers of ClusterNetworkPolicy /
+    /// AdminNetworkPolicy (off by default: Node status updates are
+    /// frequent; without it such peers select no node)
+    #[arg(long, conflicts_with = "manifests")]
+    node_peers: bool,
     /// seconds between node network health samples (Kubernetes only)
     #[arg(long, default_value = "10")]
     health_interval: f64,
@@ -82,6 +92,11 @@ struct RunArgs {
     /// VXLAN network identifier (--routing vxlan)
     #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VNI)]
     vxlan_vni: u32,
+    /// node device (uplink) that checks deferred egress verdicts of pod
+    /// flows to Service backends on other nodes; repeatable (--routing
+    /// adds the underlay and VXLAN devices itself)
+    #[arg(long = "node-out-iface")]
+    node_out_ifaces: Vec<String>,
     /// VXLAN UDP port (--routing vxlan)
     #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
@@ -96,6 +111,18 @@ enum Cmd {
         #[arg(long, default_value = api::DEFAULT_SOCKET)]
         socket: PathBuf,
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        output: String,
+    },
+    /// stream drop events from a running agent (time, pod, direction,
+    /// 5-tuple, reason; for policy drops the deciding policy rule), like
+    /// `cilium monitor --type drop`; runs until interrupted
+    Monitor {
+        #[arg(long, default_value = api::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// event type (only drops are emitted)
+        #[arg(long = "type", value_parser = ["drop"], default_value = "drop")]
+        kind: String,
+        #[arg(long, value_parser = ["text", "json"], default_value = "text")]
         output: String,
     },
     /// send one raw JSON API request (e.g. '{"op":"list"}') and print the
@@ -171,7 +198,7 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
             );
         }
     }
-    for e in endpoints {
+    for e in &endpoints {
         let pol = format!(
             "{}{}",
             if e.policy_ingress { "I" } else { "-" },
@@ -191,6 +218,37 @@ fn status(socket: &std::path::Path, output: &str) -> Result<()> {
                 c.drop_class
             );
         }
+        let by = if e.policies.is_empty() {
+            "-".to_string()
+        } else {
+            e.policies.join("; ")
+        };
+        println!("  selected by: {by}");
+    }
+    Ok(())
+}
+
+fn monitor(socket: &std::path::Path, output: &str) -> Result<()> {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| anyhow::anyhow!("connecting to agent at {}: {e}", socket.display()))?;
+    let mut req = serde_json::to_vec(&Request::Monitor)?;
+    req.push(b'\n');
+    s.write_all(&req)?;
+    let out = std::io::stdout();
+    for line in std::io::BufReader::new(s).lines() {
+        let line = line?;
+        let mut o = out.lock();
+        if output == "json" {
+            writeln!(o, "{line}")?;
+        } else {
+            match serde_json::from_str::<corral_dataplane::monitor::Drop>(&line) {
+                Ok(d) => writeln!(o, "{}", corral_dataplane::monitor::text(&d))?,
+                // an error response (e.g. an agent without the stream)
+                Err(_) => bail!("agent: {line}"),
+            }
+        }
+        o.flush()?;
     }
     Ok(())
 }
@@ -206,6 +264,11 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Some(Cmd::Status { socket, output }) => status(&socket, &output),
+        Some(Cmd::Monitor {
+            socket,
+            kind: _,
+            output,
+        }) => monitor(&socket, &output),
         Some(Cmd::Call { socket, request }) => {
             let req: Request = serde_json::from_str(&request)
                 .map_err(|e| anyhow::anyhow!("request is not a valid API request: {e}"))?;
@@ -248,6 +311,9 @@ fn run(a: RunArgs) -> Result<()> {
             "--node-name (or $NODE_NAME) is required with Kubernetes, --routing and --cni-conf"
         ),
     };
+    if nodes && !kube && a.manifests.is_none() {
+        bail!("--routing/--cni-conf need Node objects: give --kube, --kubeconfig or --manifests");
+    }
     if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
         bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
     }
@@ -288,6 +354,7 @@ fn run(a: RunArgs) -> Result<()> {
         min_share_permille: shares.map(|s| s * 10),
         dscp,
         routing: routing_opts,
+        node_out_ifaces: a.node_out_ifaces.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -299,6 +366,17 @@ fn run(a: RunArgs) -> Result<()> {
             tokio::task::spawn_blocking(move || Agent::new(cfg)).await??,
         ));
         tokio::spawn(agent::watch_manifests(agent.clone()));
+        let (ring, mon) = {
+            let mut g = agent
+                .lock()
+                .map_err(|_| anyhow::anyhow!("agent state poisoned"))?;
+            (g.take_events(), g.monitor())
+        };
+        if let Some(ring) = ring {
+            std::thread::Builder::new()
+                .name("drop-events".into())
+                .spawn(move || corral_dataplane::monitor::run(ring, mon))?;
+        }
         let mut client = None;
         if kube {
             let c = kube_source::client(a.kubeconfig.as_deref()).await?;
@@ -307,6 +385,7 @@ fn run(a: RunArgs) -> Result<()> {
                 kube_source::Options {
                     node_name: node_name.clone(),
                     pod_scope: a.pod_scope,
+                    node_peers: a.node_peers,
                 },
                 agent.clone(),
             );
@@ -330,18 +409,32 @@ fn run(a: RunArgs) -> Result<()> {
         }
         if let Some(addr) = metrics_addr {
             let a2 = agent.clone();
+            let opts = metrics::Options {
+                pod_metrics: a.pod_metrics,
+            };
             tokio::spawn(async move {
-                if let Err(e) = corral_dataplane::metrics::serve(a2, addr).await {
-                    tracing::error!(error = %e, "metrics server");
+                if let Err(e) = metrics::serve(a2, addr.clone(), opts).await {
+                    tracing::error!(error = %e, %addr, "metrics server");
                 }
             });
         }
-        tokio::select! {
-            r = agent::serve(agent.clone()) => r,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!("interrupted; pinned state stays enforced");
-                Ok(())
-            }
-        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let r = tokio::select! {
+            r = agent::serve(agent.clone()) => r.map(|()| "API server end"),
+            _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+        };
+        let sig = r?;
+        // graceful: let a request being handled finish (it holds the
+        // lock), then leave; programs, links and maps stay pinned, so
+        // enforcement continues without the process
+        let a2 = agent.clone();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::task::spawn_blocking(move || drop(a2.lock())),
+        )
+        .await;
+        tracing::info!(signal = sig, "stopping; pinned state stays enforced");
+        Ok(())
     })
 }

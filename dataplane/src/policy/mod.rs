@@ -7,6 +7,7 @@
 //! matching entry alone gives the answer for any peer address.
 
 pub mod source;
+pub mod tiers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -45,6 +46,10 @@ pub struct Inputs {
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
     pub policies: Vec<NetworkPolicy>,
+    /// ClusterNetworkPolicy / AdminNetworkPolicy / BaselineAdminNetworkPolicy
+    pub tiers: Vec<tiers::TierObject>,
+    /// nodes (for `nodes` egress peers of tier policies)
+    pub nodes: Vec<tiers::NodeInfo>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -54,6 +59,13 @@ pub struct Compiled {
     pub entries: BTreeMap<PolicyKey, PolicyValue>,
     /// problems, each naming the object and field; bad policies are skipped
     pub errors: Vec<String>,
+    /// ifindex -> the policies selecting the endpoint, e.g.
+    /// `networkpolicy x/deny-all (ingress, egress)` (for `status`)
+    pub selected_by: BTreeMap<u32, Vec<String>>,
+    /// tier map entries (endpoint directions selected by a tier policy)
+    pub tier_entries: BTreeMap<PolicyKey, abi::TierValue>,
+    /// rule id (in tier entries) -> description
+    pub tier_rules: Vec<String>,
 }
 
 // ---------------------------------------------------------------- selectors
@@ -299,6 +311,8 @@ struct Rule {
 
 #[derive(Clone, Debug)]
 struct Policy {
+    /// `networkpolicy <ns>/<name>`
+    id: String,
     namespace: String,
     selector: Selector,
     ingress: Option<Vec<Rule>>,
@@ -371,7 +385,7 @@ fn parse_rule(
     Ok(Rule { peers, ports })
 }
 
-fn parse_policy(np: &NetworkPolicy) -> Result<Policy, String> {
+fn parse_policy(np: &NetworkPolicy, id: String) -> Result<Policy, String> {
     let spec = np.spec.as_ref().ok_or("spec: missing")?;
     let namespace = np
         .metadata
@@ -423,6 +437,7 @@ fn parse_policy(np: &NetworkPolicy) -> Result<Policy, String> {
         None
     };
     Ok(Policy {
+        id,
         namespace,
         selector,
         ingress,
@@ -455,7 +470,7 @@ pub fn compile(inputs: &Inputs) -> Compiled {
             np.metadata.namespace.as_deref().unwrap_or("default"),
             np.metadata.name.as_deref().unwrap_or("<unnamed>")
         );
-        match parse_policy(np) {
+        match parse_policy(np, id.clone()) {
             Ok(p) => policies.push(p),
             Err(e) => out.errors.push(format!("{id}: {e} (policy skipped)")),
         }
@@ -510,6 +525,22 @@ pub fn compile(inputs: &Inputs) -> Compiled {
             .iter()
             .filter(|p| p.namespace == ep.pod.namespace && p.selector.matches(&ep.pod.labels))
             .collect();
+        let names: Vec<String> = selecting
+            .iter()
+            .map(|p| {
+                let dirs: Vec<&str> = [
+                    p.ingress.as_ref().map(|_| "ingress"),
+                    p.egress.as_ref().map(|_| "egress"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                format!("{} ({})", p.id, dirs.join(", "))
+            })
+            .collect();
+        if !names.is_empty() {
+            out.selected_by.insert(ep.ifindex, names);
+        }
         let mut flags = 0;
         for (dir, flag) in [
             (DIR_INGRESS, EP_POLICY_INGRESS),
@@ -585,6 +616,14 @@ pub fn compile(inputs: &Inputs) -> Compiled {
         }
         out.flags.insert(ep.ifindex, flags);
     }
+    let world = tiers::World {
+        endpoints: &endpoints,
+        all_pods: &all_pods,
+        ns_labels: &ns_cache,
+        nodes: &inputs.nodes,
+        host_pods: &host_pods,
+    };
+    tiers::compile(&inputs.tiers, &world, &mut out);
     out
 }
 

@@ -1,14 +1,16 @@
 //! Static policy source: a directory of Kubernetes YAML/JSON manifests
-//! (NetworkPolicy, Pod, Namespace, Node; multi-document files allowed).
+//! (NetworkPolicy, Pod, Namespace, Node, Service; multi-document files
+//! allowed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde::Deserialize;
 
+use super::tiers::{self, NodeInfo, TierObject};
 use super::{Labels, PodInfo};
 use crate::api::NamedPort;
 
@@ -17,9 +19,16 @@ pub struct Manifests {
     pub policies: Vec<NetworkPolicy>,
     pub pods: Vec<PodInfo>,
     pub namespaces: BTreeMap<String, Labels>,
+    /// ClusterNetworkPolicy / AdminNetworkPolicy / BaselineAdminNetworkPolicy
+    pub tiers: Vec<TierObject>,
+    /// Node objects as `nodes` peers of tier policies (labels, addresses)
+    pub nodes: Vec<NodeInfo>,
     pub errors: Vec<String>,
-    /// Node objects (pod CIDRs and InternalIPs, for multi-node routing)
-    pub nodes: Vec<crate::routing::NodeInfo>,
+    /// Node objects (pod CIDRs and InternalIPs, for multi-node routing and
+    /// the CNI config); the same objects as `nodes` (tier peers), another view
+    pub route_nodes: Vec<crate::routing::NodeInfo>,
+    /// Service frontends (egress verdict deferred past the DNAT)
+    pub services: Vec<crate::services::Frontend>,
 }
 
 /// Identifies the directory's content; changes when a file changes.
@@ -94,8 +103,57 @@ pub fn pod_info(pod: &Pod) -> PodInfo {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Kind {
     kind: Option<String>,
+    api_version: Option<String>,
+}
+
+/// A Node as a policy peer: labels and its InternalIP/ExternalIP addresses.
+pub fn node_info(n: &Node) -> NodeInfo {
+    let ips = n
+        .status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect();
+    NodeInfo {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        ips,
+    }
+}
+
+/// Decodes a tier object of `kind` (its apiVersion must be the one Corral
+/// implements for that kind); Ok(None) when the kind is not a tier kind.
+pub fn decode_tier(
+    kind: &str,
+    api_version: &str,
+    value: serde_json::Value,
+) -> Result<Option<TierObject>, String> {
+    let want = match kind {
+        "ClusterNetworkPolicy" => "v1alpha2",
+        "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => "v1alpha1",
+        _ => return Ok(None),
+    };
+    let want = format!("{}/{want}", tiers::GROUP);
+    if api_version != want {
+        // other groups (e.g. Antrea's crd.antrea.io ClusterNetworkPolicy)
+        // are not ours
+        if !api_version.starts_with(&format!("{}/", tiers::GROUP)) {
+            return Ok(None);
+        }
+        return Err(format!(
+            "apiVersion {api_version:?} is not supported for {kind} (use {want})"
+        ));
+    }
+    let r = match kind {
+        "ClusterNetworkPolicy" => serde_json::from_value(value).map(TierObject::Cnp),
+        "AdminNetworkPolicy" => serde_json::from_value(value).map(TierObject::Anp),
+        _ => serde_json::from_value(value).map(TierObject::Banp),
+    };
+    r.map(Some).map_err(|e| e.to_string())
 }
 
 /// Parses one manifest text; `origin` names it in errors.
@@ -121,9 +179,13 @@ pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
         if value.is_null() {
             continue;
         }
-        let kind = serde_yaml_ng::from_value::<Kind>(value.clone())
-            .ok()
-            .and_then(|k| k.kind)
+        let (kind, api_version) = serde_yaml_ng::from_value::<Kind>(value.clone())
+            .map(|k| {
+                (
+                    k.kind.unwrap_or_default(),
+                    k.api_version.unwrap_or_default(),
+                )
+            })
             .unwrap_or_default();
         let name = value
             .get("metadata")
@@ -150,13 +212,37 @@ pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
                 }
                 Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
             },
-            "Node" => match serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Node>(value)
-                .map_err(|e| e.to_string())
-                .and_then(|n| crate::routing::NodeInfo::from_node(&n))
-            {
-                Ok(n) => out.nodes.push(n),
+            // one Node object, two views: tier peers (labels, addresses) and
+            // routing (pod CIDRs, InternalIPs; invalid CIDRs skip it there)
+            "Node" => match serde_yaml_ng::from_value::<Node>(value) {
+                Ok(n) => {
+                    out.nodes.push(node_info(&n));
+                    match crate::routing::NodeInfo::from_node(&n) {
+                        Ok(r) => out.route_nodes.push(r),
+                        Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+                    }
+                }
                 Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
             },
+            "Service" => {
+                match serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Service>(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| crate::services::frontends(&s))
+                {
+                    Ok(f) => out.services.extend(f),
+                    Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+                }
+            }
+            "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
+                let json = serde_yaml_ng::from_value::<serde_json::Value>(value)
+                    .map_err(|e| e.to_string())
+                    .and_then(|v| decode_tier(&kind, &api_version, v));
+                match json {
+                    Ok(Some(t)) => out.tiers.push(t),
+                    Ok(None) => {}
+                    Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+                }
+            }
             "" => out.errors.push(format!("{id}: no kind (skipped)")),
             _ => {} // other kinds are not ours
         }

@@ -57,6 +57,7 @@ fn inputs(policies: &[&str]) -> Inputs {
         )]
         .into(),
         policies: policies.iter().map(|p| np(p)).collect(),
+        ..Default::default()
     }
 }
 

@@ -67,6 +67,7 @@ pub const RESOURCES: &[ResourceType] = &[
     rt("", "v1", "pods", "Pod", true),
     rt("", "v1", "nodes", "Node", false),
     rt("", "v1", "namespaces", "Namespace", false),
+    rt("", "v1", "services", "Service", true),
     rt("", "v1", "events", "Event", true),
     rt("", "v1", "resourcequotas", "ResourceQuota", true),
     rt("events.k8s.io", "v1", "events", "Event", true),
