@@ -42,12 +42,16 @@ pub struct RunCli {
     /// Identity in the Lease; defaults to $POD_NAME or the host name.
     #[arg(long)]
     pub leader_elect_identity: Option<String>,
-    #[arg(long, default_value_t = 15)]
-    pub leader_elect_lease_duration_seconds: u64,
-    #[arg(long, default_value_t = 10)]
-    pub leader_elect_renew_deadline_seconds: u64,
-    #[arg(long, default_value_t = 2)]
-    pub leader_elect_retry_period_seconds: u64,
+    /// How long a standby waits after the last observed renewal before taking the
+    /// Lease over (Go duration).
+    #[arg(long, default_value = "15s", value_parser = crate::duration::positive)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps retrying to renew before it stops leading.
+    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    pub leader_elect_renew_deadline: Duration,
+    /// Interval between acquire/renew attempts.
+    #[arg(long, default_value = "2s", value_parser = crate::duration::positive)]
+    pub leader_elect_retry_period: Duration,
     /// How often a CRD that is not installed (PodGroup, Queue,
     /// NodeResourceTopology) is looked for again.
     #[arg(long, default_value_t = 60)]
@@ -69,6 +73,10 @@ pub struct RunCli {
     /// PodDisruptionBudgets are honoured) or `delete` (like kube-scheduler).
     #[arg(long, value_enum, default_value_t = super::evictor::EvictionMode::Eviction)]
     pub preemption_eviction: super::evictor::EvictionMode,
+    /// On SIGTERM/SIGINT: how long in-flight binds may take before the Lease is
+    /// released and the process exits (Go duration, e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    pub shutdown_grace_period: Duration,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -90,9 +98,9 @@ impl RunCli {
             namespace: self.leader_elect_resource_namespace.clone(),
             name: self.leader_elect_resource_name.clone(),
             identity,
-            lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(1)),
-            renew_deadline: Duration::from_secs(self.leader_elect_renew_deadline_seconds.max(1)),
-            retry_period: Duration::from_secs(self.leader_elect_retry_period_seconds.max(1)),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
         });
         RunArgs {
             kubeconfig: self.kubeconfig.clone(),
@@ -116,6 +124,7 @@ impl RunCli {
                 scrape_timeout: self.health_scrape_timeout,
                 scrape_concurrency: self.health_scrape_concurrency.max(1),
             },
+            shutdown_grace: self.shutdown_grace_period,
         }
     }
 }

@@ -301,6 +301,7 @@ impl Loop {
                     *n += 1;
                     let attempt = *n;
                     if attempt <= GANG_BIND_RETRIES
+                        && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
                         && let Some(req) = self.bind_request(o.key.clone(), o.node.clone(), attempt)
                     {
                         tracing::info!(pod = %o.key, attempt, "retrying gang member binding");
