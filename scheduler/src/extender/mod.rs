@@ -894,12 +894,18 @@ pub fn main(cli: &ExtenderCli) -> ExitCode {
 }
 
 async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
+    let mut file_kubeconfig = None;
     let fws = match &cli.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
-            crate::config::KubeSchedulerConfiguration::from_yaml(&text, &p.display().to_string())?
-                .build()?
+            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
+                &text,
+                &p.display().to_string(),
+            )?;
+            file_kubeconfig = crate::k8s::settings::apply_extender(&cfg, &p.display().to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            cfg.build()?
         }
         None => crate::config::default_frameworks(),
     };
@@ -910,7 +916,7 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
     let mut ext = Extender::new(fw);
     let mut _tasks = Vec::new();
     // A kubeconfig, else in-cluster credentials when running in a pod.
-    let client = match &cli.kubeconfig {
+    let client = match cli.kubeconfig.as_ref().or(file_kubeconfig.as_ref()) {
         Some(p) => Some(crate::k8s::client(Some(p)).await?),
         None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
             Some(crate::k8s::client(None).await?)

@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reflector;
 pub mod runtime_cap;
+pub mod settings;
 pub mod status;
 
 mod events;
@@ -91,6 +92,13 @@ pub struct RunOptions {
     pub session: batch::SessionConfig,
     /// How preemption/reclaim victims are removed.
     pub eviction: evictor::EvictionMode,
+    /// Per-pod retry backoff (`podInitialBackoffSeconds`/`podMaxBackoffSeconds`).
+    pub backoff: queue::Backoff,
+    /// Threads evaluating nodes and pods (`parallelism`); None = one per core.
+    pub parallelism: Option<usize>,
+    /// Engine options (`corral.batchSize`, `candidates`, `selectionTolerance`); the
+    /// seed comes from `seed`.
+    pub engine: SchedOptions,
 }
 
 impl Default for RunOptions {
@@ -106,6 +114,9 @@ impl Default for RunOptions {
             health: None,
             session: batch::SessionConfig::default(),
             eviction: evictor::EvictionMode::default(),
+            backoff: queue::Backoff::default(),
+            parallelism: None,
+            engine: SchedOptions::default(),
         }
     }
 }
@@ -393,13 +404,13 @@ pub fn start(
         Snapshot::new(),
         SchedOptions {
             seed: opts.seed,
-            ..SchedOptions::default()
+            ..opts.engine.clone()
         },
     );
     let mut lp = Loop {
         sched,
         names,
-        queue: Queue::default(),
+        queue: Queue::with_backoff(opts.backoff),
         pods: HashMap::new(),
         seq: 0,
         leader: leader.clone(),
@@ -429,9 +440,23 @@ pub fn start(
         unevictable: HashMap::new(),
         caps: runtime_cap::RuntimeCaps::default(),
     };
+    // `parallelism`: the evaluation's rayon work runs in a pool of that size.
+    let pool = match opts.parallelism {
+        Some(n) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .thread_name(|i| format!("corral-eval-{i}"))
+                .build()
+                .map_err(|e| anyhow::anyhow!("parallelism: {e}"))?,
+        ),
+        None => None,
+    };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
-        .spawn(move || lp.run(rx))?;
+        .spawn(move || match pool {
+            Some(p) => p.install(|| lp.run(rx)),
+            None => lp.run(rx),
+        })?;
     Ok(Handle {
         metrics,
         leader,
@@ -630,7 +655,8 @@ impl Loop {
 /// Command-line arguments of `corral-scheduler run`.
 #[derive(Debug, Clone)]
 pub struct RunArgs {
-    pub kubeconfig: Option<PathBuf>,
+    /// Flags that override the configuration file when given.
+    pub flags: settings::FlagOverrides,
     pub config: Option<PathBuf>,
     pub listen: SocketAddr,
     pub opts: RunOptions,
@@ -644,6 +670,7 @@ pub struct RunArgs {
 /// ([`Handle::shutdown_gracefully`]).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut opts = args.opts.clone();
+    let mut kubeconfig = args.flags.kubeconfig.clone();
     let (frameworks, health_args) = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -652,6 +679,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &text,
                 &p.display().to_string(),
             )?;
+            kubeconfig =
+                settings::apply_run(Some(&cfg), &p.display().to_string(), &args.flags, &mut opts)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             let session =
                 crate::batch::SessionConfig::from_config_yaml(&text, &p.display().to_string())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -662,11 +692,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             (cfg.build()?, crate::health::args_from_config(&cfg))
         }
-        None => (crate::config::default_frameworks(), None),
+        None => {
+            settings::apply_run(None, "flags", &args.flags, &mut opts)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (crate::config::default_frameworks(), None)
+        }
     };
     opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
         .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = client(kubeconfig.as_ref()).await?;
     let handle = start(client, frameworks, opts)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

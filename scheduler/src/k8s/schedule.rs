@@ -245,7 +245,7 @@ impl Loop {
         now: Instant,
     ) {
         let Some(e) = self.queue.get(key) else { return };
-        let window = queue::backoff(attempts.max(1));
+        let window = self.queue.backoff(attempts.max(1));
         let entry = self.last_report.entry(key.to_string()).or_insert((
             now - Duration::from_secs(3600),
             Duration::ZERO,
