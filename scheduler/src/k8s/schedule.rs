@@ -279,6 +279,16 @@ impl Loop {
                         .e2e_latency
                         .observe(now.duration_since(e.enqueued).as_secs_f64());
                 }
+                // The watch may already have shown the pod bound (and dropped it from
+                // the queue): the event comes from the bind result either way.
+                if let Some((ns, name)) = o.key.split_once('/') {
+                    self.writer.scheduled(status::ScheduledReport {
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        uid: o.uid.clone(),
+                        node: o.node.clone(),
+                    });
+                }
                 self.last_report.remove(&o.key);
                 // The snapshot already holds the assumed pod; the watch confirms it.
             }
