@@ -133,9 +133,15 @@ fn pod_max_backoff_seconds_bounds_the_retry_interval() {
     let log = dir.path().join("run.log");
     let _p = Proc(
         bin()
-            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--logging-format=json",
+                "--config",
+            ])
             .arg(&cfg)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG")
             .env_remove("KUBERNETES_SERVICE_HOST")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -185,4 +191,30 @@ fn pod_max_backoff_seconds_bounds_the_retry_interval() {
         "bound after {took:?}; expected about 7 s (1+2+2+2)"
     );
     assert_eq!(server.bindings().get("default/p1"), Some(&1));
+
+    // Logs: JSON lines at info by default, with the start-up summary showing the
+    // settings in effect.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let start = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "corral-scheduler run starting")
+        .unwrap_or_else(|| panic!("no start-up summary:\n{text}"));
+    assert_eq!(start["level"], "INFO");
+    assert_eq!(start["fields"]["backoff"], "1s..2s", "{start}");
+    assert_eq!(start["fields"]["leader_election"], "off", "{start}");
+    assert_eq!(
+        start["fields"]["kubeconfig"],
+        kc.display().to_string(),
+        "{start}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "caches synced: ready"),
+        "{text}"
+    );
 }

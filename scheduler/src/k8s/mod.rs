@@ -648,6 +648,11 @@ impl Loop {
         }
         if !self.ready.load(Ordering::Relaxed) && self.all_synced() {
             self.ready.store(true, Ordering::Relaxed);
+            tracing::info!(
+                pods = self.pods.len(),
+                pending = self.queue.len(),
+                "caches synced: ready"
+            );
         }
     }
 }
@@ -700,6 +705,34 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
         .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
+    let profiles: Vec<&str> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.as_str())
+        .collect();
+    let leader = opts.leader.as_ref().map_or_else(
+        || "off".to_string(),
+        |l| {
+            format!(
+                "{}/{} as {} (lease {:?}, renew {:?}, retry {:?})",
+                l.namespace, l.name, l.identity, l.lease_duration, l.renew_deadline, l.retry_period
+            )
+        },
+    );
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %args.config.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        kubeconfig = %kubeconfig.as_ref().map_or("in-cluster/default".into(), |p| p.display().to_string()),
+        profiles = %profiles.join(","),
+        leader_election = %leader,
+        qps = opts.qps,
+        burst = opts.burst,
+        backoff = %format!("{:?}..{:?}", opts.backoff.initial, opts.backoff.max),
+        parallelism = opts.parallelism.unwrap_or(0),
+        batch_size = opts.batch_size,
+        bind_concurrency = opts.bind_concurrency,
+        listen = %args.listen,
+        "corral-scheduler run starting"
+    );
     let client = client(kubeconfig.as_ref()).await?;
     let handle = start(client, frameworks, opts)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
