@@ -180,6 +180,7 @@ async fn sigterm_hands_the_lease_to_the_standby_at_once_without_double_binds() {
     })
     .await;
     let took = t0.elapsed();
+    eprintln!("SIGTERM to all 50 new pods bound by the standby: {took:?}");
     assert!(
         took < Duration::from_secs(2),
         "the standby bound the pods {took:?} after SIGTERM (lease duration 15 s):\n{}",
