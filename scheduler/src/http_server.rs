@@ -75,6 +75,20 @@ pub async fn require_json(req: Request, next: Next) -> Response {
 
 /// Serves `app` on `listener` with `lim` until the listener fails.
 pub async fn serve(listener: TcpListener, app: Router, lim: ServerLimits) -> std::io::Result<()> {
+    serve_until(listener, app, lim, std::future::pending(), Duration::ZERO).await
+}
+
+/// Serves `app` until `shutdown` completes, then stops accepting, lets every open
+/// connection finish its request in progress (hyper's graceful shutdown: idle
+/// keep-alive connections close at once) and returns when all are closed or after
+/// `grace`, whichever is first.
+pub async fn serve_until(
+    listener: TcpListener,
+    app: Router,
+    lim: ServerLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+    grace: Duration,
+) -> std::io::Result<()> {
     let timeout = lim.request_timeout;
     let max_body = lim.max_body_bytes;
     let app = app
@@ -113,8 +127,14 @@ pub async fn serve(listener: TcpListener, app: Router, lim: ServerLimits) -> std
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body));
     let slots = Arc::new(Semaphore::new(lim.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning or exiting.
@@ -132,15 +152,38 @@ pub async fn serve(listener: TcpListener, app: Router, lim: ServerLimits) -> std
             continue;
         };
         let svc = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(lim.header_timeout)
                 .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
                 tracing::debug!("connection: {e}");
             }
         });
     }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection holds a slot until it closes.
+    let all = u32::try_from(lim.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown: {} connection(s) still open after {grace:?}",
+            lim.max_connections - slots.available_permits()
+        );
+    }
+    Ok(())
 }

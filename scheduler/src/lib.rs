@@ -2,10 +2,12 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod duration;
 pub mod extender;
 pub mod health;
 pub mod http_server;
 pub mod k8s;
+pub mod shutdown;
 pub mod simulate;
 
 // The layers below, re-exported under their old paths for the modules of this

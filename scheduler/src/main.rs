@@ -19,6 +19,15 @@ static GLOBAL: MiMalloc = MiMalloc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on stderr (as kube-scheduler's --logging-format).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    logging_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -120,14 +129,22 @@ fn run_timeline(
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
     let cli = Cli::parse();
+    // The long-running commands log at info (start-up summary, leadership, shutdown);
+    // the one-shot ones only warnings. RUST_LOG overrides either.
+    let level = match cli.command {
+        Command::Run(_) | Command::Extender(_) => "info",
+        Command::Simulate { .. } => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match cli.logging_format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
     match cli.command {
         Command::Run(args) => corral_scheduler::k8s::cli::main(&args),
         Command::Extender(args) => corral_scheduler::extender::main(&args),

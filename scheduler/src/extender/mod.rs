@@ -41,6 +41,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -864,6 +865,10 @@ pub struct ExtenderCli {
     /// admission (PodGroup watches); in a pod, in-cluster credentials are used.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// On SIGTERM/SIGINT: how long requests in progress (e.g. /bind) may take
+    /// before the process exits (Go duration, e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    pub shutdown_grace_period: Duration,
 }
 
 /// Entry point of `corral-scheduler extender`.
@@ -889,12 +894,18 @@ pub fn main(cli: &ExtenderCli) -> ExitCode {
 }
 
 async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
+    let mut file_kubeconfig = None;
     let fws = match &cli.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
-            crate::config::KubeSchedulerConfiguration::from_yaml(&text, &p.display().to_string())?
-                .build()?
+            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
+                &text,
+                &p.display().to_string(),
+            )?;
+            file_kubeconfig = crate::k8s::settings::apply_extender(&cfg, &p.display().to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            cfg.build()?
         }
         None => crate::config::default_frameworks(),
     };
@@ -905,7 +916,7 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
     let mut ext = Extender::new(fw);
     let mut _tasks = Vec::new();
     // A kubeconfig, else in-cluster credentials when running in a pod.
-    let client = match &cli.kubeconfig {
+    let client = match cli.kubeconfig.as_ref().or(file_kubeconfig.as_ref()) {
         Some(p) => Some(crate::k8s::client(Some(p)).await?),
         None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
             Some(crate::k8s::client(None).await?)
@@ -920,12 +931,18 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
         let ext = Arc::new(ext);
         _tasks = cache::spawn_snapshot_cache(client.clone(), ext.clone());
         _tasks.extend(cache::spawn_gang_watches(client, ext.clone()));
-        return listen(cli.listen, ext).await;
+        let r = listen(cli.listen, ext, cli.shutdown_grace_period).await;
+        for t in &_tasks {
+            t.abort();
+        }
+        return r;
     }
-    listen(cli.listen, Arc::new(ext)).await
+    listen(cli.listen, Arc::new(ext), cli.shutdown_grace_period).await
 }
 
-async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
+/// Serves until SIGTERM/SIGINT, then stops accepting and lets requests in progress
+/// finish (at most `grace`).
+async fn listen(addr: SocketAddr, ext: Arc<Extender>, grace: Duration) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("listen {addr}: {e}"))?;
@@ -934,7 +951,11 @@ async fn listen(addr: SocketAddr, ext: Arc<Extender>) -> anyhow::Result<()> {
         max_body_bytes: corral_limits::MAX_EXTENDER_BODY_BYTES,
         ..Default::default()
     };
-    crate::http_server::serve(listener, router(ext), lim).await?;
+    let signal = async {
+        let s = crate::shutdown::signal().await;
+        tracing::info!("{s}: shutting down (grace {grace:?})");
+    };
+    crate::http_server::serve_until(listener, router(ext), lim, signal, grace).await?;
     Ok(())
 }
 

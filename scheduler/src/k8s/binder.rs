@@ -98,6 +98,8 @@ impl BindError {
 #[derive(Debug)]
 pub struct BindOutcome {
     pub key: String,
+    /// The pod's UID (empty when unknown).
+    pub uid: String,
     pub node: String,
     pub result: Result<(), BindError>,
 }
@@ -144,6 +146,7 @@ impl Binder {
                     drop(permit);
                     let _ = out.send(Msg::Bound(BindOutcome {
                         key: req.key,
+                        uid: req.uid,
                         node: req.node,
                         result,
                     }));

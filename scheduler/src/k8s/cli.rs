@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::leader::LeaderOptions;
+use super::settings::FlagOverrides;
 use super::{RunArgs, RunOptions};
 
 /// `corral-scheduler run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunCli {
-    /// kubeconfig file; in-cluster configuration (or $KUBECONFIG) otherwise.
+    /// kubeconfig file (overrides clientConnection.kubeconfig); in-cluster
+    /// configuration (or $KUBECONFIG) otherwise.
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1) file.
@@ -20,34 +21,44 @@ pub struct RunCli {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:10259")]
     pub listen: SocketAddr,
-    /// Client QPS for writes (binds, status, events); 0 = unlimited.
-    #[arg(long, default_value_t = 5000.0)]
-    pub kube_api_qps: f64,
-    /// Client burst for writes.
-    #[arg(long, default_value_t = 10000)]
-    pub kube_api_burst: u32,
+    /// Client QPS for writes (binds, status, events); 0 = unlimited. Overrides
+    /// clientConnection.qps; default 5000.
+    #[arg(long)]
+    pub kube_api_qps: Option<f64>,
+    /// Client burst for writes. Overrides clientConnection.burst; default 10000.
+    #[arg(long)]
+    pub kube_api_burst: Option<u32>,
     /// Concurrent binding requests.
     #[arg(long, default_value_t = 256)]
     pub bind_concurrency: usize,
     /// Pods per scheduling batch.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
-    /// Enable Lease leader election (only the leader schedules and binds).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub leader_elect: bool,
-    #[arg(long, default_value = "kube-system")]
-    pub leader_elect_resource_namespace: String,
-    #[arg(long, default_value = "corral-scheduler")]
-    pub leader_elect_resource_name: String,
+    /// Enable Lease leader election (only the leader schedules and binds); the
+    /// --leader-elect-* flags override the configuration's leaderElection when given.
+    /// Default true.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: Option<bool>,
+    /// Namespace of the Lease (default kube-system).
+    #[arg(long)]
+    pub leader_elect_resource_namespace: Option<String>,
+    /// Name of the Lease (default corral-scheduler).
+    #[arg(long)]
+    pub leader_elect_resource_name: Option<String>,
     /// Identity in the Lease; defaults to $POD_NAME or the host name.
     #[arg(long)]
     pub leader_elect_identity: Option<String>,
-    #[arg(long, default_value_t = 15)]
-    pub leader_elect_lease_duration_seconds: u64,
-    #[arg(long, default_value_t = 10)]
-    pub leader_elect_renew_deadline_seconds: u64,
-    #[arg(long, default_value_t = 2)]
-    pub leader_elect_retry_period_seconds: u64,
+    /// How long a standby waits after the last observed renewal before taking the
+    /// Lease over (Go duration; default 15s).
+    #[arg(long, value_parser = crate::duration::positive)]
+    pub leader_elect_lease_duration: Option<Duration>,
+    /// How long the leader keeps retrying to renew before it stops leading
+    /// (default 10s).
+    #[arg(long, value_parser = crate::duration::positive)]
+    pub leader_elect_renew_deadline: Option<Duration>,
+    /// Interval between acquire/renew attempts (default 2s).
+    #[arg(long, value_parser = crate::duration::positive)]
+    pub leader_elect_retry_period: Option<Duration>,
     /// How often a CRD that is not installed (PodGroup, Queue,
     /// NodeResourceTopology) is looked for again.
     #[arg(long, default_value_t = 60)]
@@ -69,6 +80,10 @@ pub struct RunCli {
     /// PodDisruptionBudgets are honoured) or `delete` (like kube-scheduler).
     #[arg(long, value_enum, default_value_t = super::evictor::EvictionMode::Eviction)]
     pub preemption_eviction: super::evictor::EvictionMode,
+    /// On SIGTERM/SIGINT: how long in-flight binds may take before the Lease is
+    /// released and the process exits (Go duration, e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    pub shutdown_grace_period: Duration,
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
@@ -86,29 +101,27 @@ impl RunCli {
                 .or_else(|_| std::env::var("HOSTNAME"))
                 .unwrap_or_else(|_| format!("corral-{}", std::process::id()))
         });
-        let leader = self.leader_elect.then(|| LeaderOptions {
-            namespace: self.leader_elect_resource_namespace.clone(),
-            name: self.leader_elect_resource_name.clone(),
-            identity,
-            lease_duration: Duration::from_secs(self.leader_elect_lease_duration_seconds.max(1)),
-            renew_deadline: Duration::from_secs(self.leader_elect_renew_deadline_seconds.max(1)),
-            retry_period: Duration::from_secs(self.leader_elect_retry_period_seconds.max(1)),
-        });
         RunArgs {
-            kubeconfig: self.kubeconfig.clone(),
+            flags: FlagOverrides {
+                kubeconfig: self.kubeconfig.clone(),
+                qps: self.kube_api_qps,
+                burst: self.kube_api_burst,
+                leader_elect: self.leader_elect,
+                resource_namespace: self.leader_elect_resource_namespace.clone(),
+                resource_name: self.leader_elect_resource_name.clone(),
+                lease_duration: self.leader_elect_lease_duration,
+                renew_deadline: self.leader_elect_renew_deadline,
+                retry_period: self.leader_elect_retry_period,
+                identity,
+            },
             config: self.config.clone(),
             listen: self.listen,
             opts: RunOptions {
                 batch_size: self.batch_size.max(1),
                 bind_concurrency: self.bind_concurrency.max(1),
-                qps: self.kube_api_qps,
-                burst: self.kube_api_burst,
-                leader,
-                seed: 0,
                 crd_retry: Duration::from_secs(self.crd_discovery_interval_seconds.max(1)),
-                health: None,
-                session: crate::batch::SessionConfig::default(),
                 eviction: self.preemption_eviction,
+                ..RunOptions::default()
             },
             health: crate::health::live::HealthFlags {
                 scrape: self.health_scrape.clone(),
@@ -116,6 +129,7 @@ impl RunCli {
                 scrape_timeout: self.health_scrape_timeout,
                 scrape_concurrency: self.health_scrape_concurrency.max(1),
             },
+            shutdown_grace: self.shutdown_grace_period,
         }
     }
 }

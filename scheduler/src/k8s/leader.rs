@@ -111,6 +111,34 @@ async fn try_acquire(
     }
 }
 
+/// Gives the lease up if this candidate holds it, as client-go's
+/// `ReleaseOnCancel`: the holder is cleared (and the duration set to 1 s), so a
+/// standby takes over at its next retry instead of after a full lease duration.
+/// Returns whether a lease held by us was released. The update is conditional on the
+/// resourceVersion, so a late renewal racing with it loses (409) and is re-read.
+pub async fn release(client: &Client, o: &LeaderOptions) -> Result<bool, kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &o.namespace);
+    for _ in 0..3 {
+        let Some(mut lease) = api.get_opt(&o.name).await? else {
+            return Ok(false);
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(o.identity.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now());
+        spec.acquire_time = Some(now());
+        match api.replace(&o.name, &PostParams::default(), &lease).await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
 pub fn spawn(
     client: Client,
     o: LeaderOptions,

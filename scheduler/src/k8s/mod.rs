@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod queue;
 pub mod reflector;
 pub mod runtime_cap;
+pub mod settings;
 pub mod status;
 
 mod events;
@@ -46,7 +47,7 @@ mod sweeps;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -91,6 +92,13 @@ pub struct RunOptions {
     pub session: batch::SessionConfig,
     /// How preemption/reclaim victims are removed.
     pub eviction: evictor::EvictionMode,
+    /// Per-pod retry backoff (`podInitialBackoffSeconds`/`podMaxBackoffSeconds`).
+    pub backoff: queue::Backoff,
+    /// Threads evaluating nodes and pods (`parallelism`); None = one per core.
+    pub parallelism: Option<usize>,
+    /// Engine options (`corral.batchSize`, `candidates`, `selectionTolerance`); the
+    /// seed comes from `seed`.
+    pub engine: SchedOptions,
 }
 
 impl Default for RunOptions {
@@ -106,6 +114,9 @@ impl Default for RunOptions {
             health: None,
             session: batch::SessionConfig::default(),
             eviction: evictor::EvictionMode::default(),
+            backoff: queue::Backoff::default(),
+            parallelism: None,
+            engine: SchedOptions::default(),
         }
     }
 }
@@ -124,6 +135,8 @@ pub enum Msg {
     Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
     /// Leadership changed.
     Leader(bool),
+    /// A graceful shutdown began (wakes the loop).
+    Drain,
     Stop,
 }
 
@@ -132,19 +145,89 @@ pub struct Handle {
     pub metrics: Arc<Metrics>,
     pub leader: Arc<AtomicBool>,
     pub ready: Arc<AtomicBool>,
+    /// Set by a graceful shutdown: the loop takes no new work.
+    draining: Arc<AtomicBool>,
+    /// Binding requests handed to the binder and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+    /// Completed passes of the loop (a pass begun after `draining` was set publishes
+    /// an exact `in_flight`).
+    passes: Arc<AtomicUsize>,
+    client: Client,
+    leader_opts: Option<leader::LeaderOptions>,
+    leader_task: Option<tokio::task::JoinHandle<()>>,
     stop: mpsc::Sender<Msg>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownSummary {
+    /// Binds still unanswered when the grace period ran out (0 = all finished).
+    pub binds_left: usize,
+    /// Whether the Lease held by this process was released.
+    pub lease_released: bool,
+}
+
 impl Handle {
     /// Stops watches, leader election (releasing nothing: the lease expires) and the
-    /// loop.
+    /// loop at once; see [`Handle::shutdown_gracefully`] for the SIGTERM path.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
+    /// The SIGTERM path: stops taking new work (no new batches, evictions or bind
+    /// retries), waits up to `grace` for the binds in flight to be answered, stops
+    /// leading, releases the Lease (holder cleared, so a standby takes over at its
+    /// next retry) and then stops everything.
+    pub async fn shutdown_gracefully(mut self, grace: Duration) -> ShutdownSummary {
+        let start = self.passes.load(Ordering::Acquire);
+        self.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(Msg::Drain);
+        let deadline = tokio::time::Instant::now() + grace;
+        // A pass that began before `draining` was set may still send binds: wait for
+        // two more passes, then for the published count to reach zero.
+        while (self.passes.load(Ordering::Acquire) < start + 2
+            || self.in_flight.load(Ordering::Relaxed) > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let binds_left = self.in_flight.load(Ordering::Relaxed);
+        if let Some(t) = self.leader_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        // Binds not yet sent now fail with NotLeader instead of racing the standby.
+        self.leader.store(false, Ordering::Relaxed);
+        let mut lease_released = false;
+        if let Some(lo) = &self.leader_opts {
+            let budget = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_secs(2));
+            match tokio::time::timeout(budget, leader::release(&self.client, lo)).await {
+                Ok(Ok(r)) => lease_released = r,
+                Ok(Err(e)) => tracing::warn!("releasing lease {}/{}: {e}", lo.namespace, lo.name),
+                Err(_) => tracing::warn!("releasing lease {}/{}: timed out", lo.namespace, lo.name),
+            }
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        let _ = self.stop.send(Msg::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        ShutdownSummary {
+            binds_left,
+            lease_released,
+        }
+    }
+
     fn shutdown(&mut self) {
+        if let Some(t) = &self.leader_task {
+            t.abort();
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -275,14 +358,13 @@ pub fn start(
             }
         }));
     }
-    if let Some(lo) = opts.leader.clone() {
-        tasks.push(leader::spawn(
-            client.clone(),
-            lo,
-            leader.clone(),
-            tx.clone(),
-        ));
-    }
+    let leader_task = opts
+        .leader
+        .clone()
+        .map(|lo| leader::spawn(client.clone(), lo, leader.clone(), tx.clone()));
+    let draining = Arc::new(AtomicBool::new(false));
+    let in_flight_pub = Arc::new(AtomicUsize::new(0));
+    let passes = Arc::new(AtomicUsize::new(0));
     let binder = Binder::spawn(
         client.clone(),
         opts.bind_concurrency,
@@ -312,7 +394,7 @@ pub fn start(
         metrics.clone(),
         component.clone(),
     );
-    let writer = StatusWriter::spawn(client, limiter, metrics.clone(), component);
+    let writer = StatusWriter::spawn(client.clone(), limiter, metrics.clone(), component);
     let names: HashSet<String> = frameworks
         .iter()
         .map(|f| f.scheduler_name.clone())
@@ -322,13 +404,13 @@ pub fn start(
         Snapshot::new(),
         SchedOptions {
             seed: opts.seed,
-            ..SchedOptions::default()
+            ..opts.engine.clone()
         },
     );
     let mut lp = Loop {
         sched,
         names,
-        queue: Queue::default(),
+        queue: Queue::with_backoff(opts.backoff),
         pods: HashMap::new(),
         seq: 0,
         leader: leader.clone(),
@@ -344,6 +426,9 @@ pub fn start(
         batch: opts.batch_size.max(1),
         max_in_flight: opts.bind_concurrency.max(1) * 8,
         in_flight: 0,
+        draining: draining.clone(),
+        in_flight_pub: in_flight_pub.clone(),
+        passes: passes.clone(),
         last_report: HashMap::new(),
         node_buf: Vec::new(),
         health,
@@ -355,13 +440,33 @@ pub fn start(
         unevictable: HashMap::new(),
         caps: runtime_cap::RuntimeCaps::default(),
     };
+    // `parallelism`: the evaluation's rayon work runs in a pool of that size.
+    let pool = match opts.parallelism {
+        Some(n) => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .thread_name(|i| format!("corral-eval-{i}"))
+                .build()
+                .map_err(|e| anyhow::anyhow!("parallelism: {e}"))?,
+        ),
+        None => None,
+    };
     let thread = std::thread::Builder::new()
         .name("corral-sched".into())
-        .spawn(move || lp.run(rx))?;
+        .spawn(move || match pool {
+            Some(p) => p.install(|| lp.run(rx)),
+            None => lp.run(rx),
+        })?;
     Ok(Handle {
         metrics,
         leader,
         ready,
+        draining,
+        in_flight: in_flight_pub,
+        passes,
+        client,
+        leader_opts: opts.leader,
+        leader_task,
         stop: tx,
         tasks,
         thread: Some(thread),
@@ -393,6 +498,12 @@ struct Loop {
     batch: usize,
     max_in_flight: usize,
     in_flight: usize,
+    /// Graceful shutdown in progress: no new batches, evictions or bind retries.
+    draining: Arc<AtomicBool>,
+    /// `in_flight`, published for the graceful shutdown at the end of each pass.
+    in_flight_pub: Arc<AtomicUsize>,
+    /// Completed passes of the loop.
+    passes: Arc<AtomicUsize>,
     /// Last failure report per pod (event aggregation window).
     last_report: HashMap<String, (Instant, Duration, u32)>,
     /// PodGroups, Queues, quotas, priority classes, topology; the gang path.
@@ -422,6 +533,13 @@ struct Loop {
 }
 
 impl Loop {
+    /// Leading, synced and not shutting down: may take new work.
+    fn may_work(&self) -> bool {
+        self.leader.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && self.all_synced()
+    }
+
     fn all_synced(&self) -> bool {
         self.synced.iter().all(|s| *s) && self.gangs.synced.iter().all(|s| *s)
     }
@@ -429,10 +547,8 @@ impl Loop {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
         loop {
             // Block when there is nothing to schedule, else drain without waiting.
-            let can_schedule = self.leader.load(Ordering::Relaxed)
-                && self.all_synced()
-                && self.queue.has_active()
-                && self.in_flight < self.max_in_flight;
+            let can_schedule =
+                self.may_work() && self.queue.has_active() && self.in_flight < self.max_in_flight;
             let first = if can_schedule {
                 rx.try_recv().ok()
             } else {
@@ -442,6 +558,12 @@ impl Loop {
                     .map(|t| t.saturating_duration_since(Instant::now()))
                     .unwrap_or(Duration::from_millis(500))
                     .clamp(Duration::from_millis(1), Duration::from_millis(500));
+                // Draining: short passes, so the published in-flight count is fresh.
+                let wait = if self.draining.load(Ordering::Relaxed) {
+                    wait.min(Duration::from_millis(10))
+                } else {
+                    wait
+                };
                 match rx.recv_timeout(wait) {
                     Ok(m) => Some(m),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -464,7 +586,7 @@ impl Loop {
             }
             let now = Instant::now();
             self.expire_waits(now);
-            if self.leader.load(Ordering::Relaxed) && self.all_synced() && self.caps.due(now) {
+            if self.may_work() && self.caps.due(now) {
                 self.sweep_caps(now);
             }
             self.queue.tick(now);
@@ -475,16 +597,14 @@ impl Loop {
             {
                 h.maybe_tick(&mut self.sched.snapshot, now);
             }
-            if self.leader.load(Ordering::Relaxed)
-                && self.all_synced()
-                && self.in_flight < self.max_in_flight
-                && self.queue.has_active()
-            {
+            if self.may_work() && self.in_flight < self.max_in_flight && self.queue.has_active() {
                 self.schedule_batch();
             }
             if self.gangs.has_dirty() && self.leader.load(Ordering::Relaxed) && self.all_synced() {
                 self.flush_statuses(false);
             }
+            self.in_flight_pub.store(self.in_flight, Ordering::Relaxed);
+            self.passes.fetch_add(1, Ordering::Release);
         }
     }
 
@@ -524,10 +644,15 @@ impl Loop {
                 tracing::info!(leader = l, "leadership changed");
                 self.metrics.leader.set(i64::from(l));
             }
-            Msg::Stop => {}
+            Msg::Drain | Msg::Stop => {}
         }
         if !self.ready.load(Ordering::Relaxed) && self.all_synced() {
             self.ready.store(true, Ordering::Relaxed);
+            tracing::info!(
+                pods = self.pods.len(),
+                pending = self.queue.len(),
+                "caches synced: ready"
+            );
         }
     }
 }
@@ -535,17 +660,22 @@ impl Loop {
 /// Command-line arguments of `corral-scheduler run`.
 #[derive(Debug, Clone)]
 pub struct RunArgs {
-    pub kubeconfig: Option<PathBuf>,
+    /// Flags that override the configuration file when given.
+    pub flags: settings::FlagOverrides,
     pub config: Option<PathBuf>,
     pub listen: SocketAddr,
     pub opts: RunOptions,
     /// `--health-*` flags (used when a profile enables NodeHealth).
     pub health: crate::health::live::HealthFlags,
+    /// Bound on the drain after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
-/// Runs until Ctrl-C.
+/// Runs until SIGTERM or SIGINT, then shuts down gracefully
+/// ([`Handle::shutdown_gracefully`]).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut opts = args.opts.clone();
+    let mut kubeconfig = args.flags.kubeconfig.clone();
     let (frameworks, health_args) = match &args.config {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -554,6 +684,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 &text,
                 &p.display().to_string(),
             )?;
+            kubeconfig =
+                settings::apply_run(Some(&cfg), &p.display().to_string(), &args.flags, &mut opts)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             let session =
                 crate::batch::SessionConfig::from_config_yaml(&text, &p.display().to_string())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -564,21 +697,65 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             (cfg.build()?, crate::health::args_from_config(&cfg))
         }
-        None => (crate::config::default_frameworks(), None),
+        None => {
+            settings::apply_run(None, "flags", &args.flags, &mut opts)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            (crate::config::default_frameworks(), None)
+        }
     };
     opts.health = crate::health::live::options_for(&frameworks, health_args, &args.health)
         .map_err(|e| anyhow::anyhow!("NodeHealth: {e}"))?;
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let profiles: Vec<&str> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.as_str())
+        .collect();
+    let leader = opts.leader.as_ref().map_or_else(
+        || "off".to_string(),
+        |l| {
+            format!(
+                "{}/{} as {} (lease {:?}, renew {:?}, retry {:?})",
+                l.namespace, l.name, l.identity, l.lease_duration, l.renew_deadline, l.retry_period
+            )
+        },
+    );
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %args.config.as_ref().map_or("-".into(), |p| p.display().to_string()),
+        kubeconfig = %kubeconfig.as_ref().map_or("in-cluster/default".into(), |p| p.display().to_string()),
+        profiles = %profiles.join(","),
+        leader_election = %leader,
+        qps = opts.qps,
+        burst = opts.burst,
+        backoff = %format!("{:?}..{:?}", opts.backoff.initial, opts.backoff.max),
+        parallelism = opts.parallelism.unwrap_or(0),
+        batch_size = opts.batch_size,
+        bind_concurrency = opts.bind_concurrency,
+        listen = %args.listen,
+        "corral-scheduler run starting"
+    );
+    let client = client(kubeconfig.as_ref()).await?;
     let handle = start(client, frameworks, opts)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen {}: {e}", args.listen))?;
     let app = metrics::router(handle.metrics.clone(), handle.ready.clone());
     tracing::info!("serving /metrics /healthz /readyz on {}", args.listen);
-    tokio::select! {
-        r = crate::http_server::serve(listener, app, crate::http_server::ServerLimits::default()) => r?,
-        _ = tokio::signal::ctrl_c() => {}
+    let sig = tokio::select! {
+        r = crate::http_server::serve(listener, app, crate::http_server::ServerLimits::default()) => {
+            r?;
+            "server exit"
+        }
+        s = crate::shutdown::signal() => s,
+    };
+    tracing::info!("{sig}: shutting down (grace {:?})", args.shutdown_grace);
+    let sum = handle.shutdown_gracefully(args.shutdown_grace).await;
+    if sum.binds_left > 0 {
+        tracing::warn!(
+            "{} bind(s) still in flight after {:?}",
+            sum.binds_left,
+            args.shutdown_grace
+        );
     }
-    tokio::task::block_in_place(|| handle.stop());
+    tracing::info!(lease_released = sum.lease_released, "stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The pending-pod queue of `corral-scheduler run`: active (by priority, then arrival),
-//! backoff (1 s → 10 s, doubling per failed attempt, like kube-scheduler's
-//! podInitialBackoffDuration / podMaxBackoffDuration) and unschedulable (parked until
+//! backoff (by default 1 s → 10 s, doubling per failed attempt; the configuration's
+//! `podInitialBackoffSeconds` / `podMaxBackoffSeconds` as in kube-scheduler) and
+//! unschedulable (parked until
 //! a cluster event or the periodic flush moves them back).
 //!
 //! Invariants: every tracked pod is in exactly one state; an entry whose pod is being
@@ -18,10 +19,36 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// kube-scheduler's podMaxInUnschedulablePodsDuration is 5 min; Corral flushes sooner.
 pub const UNSCHEDULABLE_FLUSH: Duration = Duration::from_secs(60);
 
-/// Backoff after `attempts` failed attempts (>= 1).
+/// Backoff after `attempts` failed attempts (>= 1) with the default bounds.
 pub fn backoff(attempts: u32) -> Duration {
-    let shift = attempts.saturating_sub(1).min(8);
-    (INITIAL_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
+    Backoff::default().after(attempts)
+}
+
+/// Per-pod backoff bounds: `initial` doubling per failed attempt up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: INITIAL_BACKOFF,
+            max: MAX_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// Backoff after `attempts` failed attempts (>= 1).
+    pub fn after(&self, attempts: u32) -> Duration {
+        let shift = attempts.saturating_sub(1).min(20);
+        self.initial
+            .checked_mul(1u32 << shift)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +75,7 @@ type ActiveKey = (Reverse<i32>, u64, String);
 
 #[derive(Default)]
 pub struct Queue {
+    backoff_cfg: Backoff,
     entries: HashMap<String, Entry>,
     active: BTreeSet<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, String)>>,
@@ -58,6 +86,19 @@ fn akey(info: &PodInfo) -> ActiveKey {
 }
 
 impl Queue {
+    /// An empty queue with these backoff bounds.
+    pub fn with_backoff(b: Backoff) -> Self {
+        Queue {
+            backoff_cfg: b,
+            ..Queue::default()
+        }
+    }
+
+    /// The backoff after `attempts` failed attempts.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        self.backoff_cfg.after(attempts)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -162,7 +203,7 @@ impl Queue {
             return 0;
         };
         e.attempts += 1;
-        e.ready_at = now + backoff(e.attempts);
+        e.ready_at = now + self.backoff_cfg.after(e.attempts);
         e.parked_at = now;
         if e.state == State::Active {
             self.active.remove(&akey(&e.info));
@@ -256,6 +297,31 @@ mod tests {
         assert_eq!(backoff(4), Duration::from_secs(8));
         assert_eq!(backoff(5), Duration::from_secs(10));
         assert_eq!(backoff(100), Duration::from_secs(10));
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(b.after(1), Duration::from_secs(1));
+        assert_eq!(b.after(3), Duration::from_secs(2));
+        assert_eq!(b.after(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn configured_backoff_bounds_the_retry() {
+        let now = Instant::now();
+        let mut q = Queue::with_backoff(Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(2),
+        });
+        q.upsert(info("a", 0, 1), now);
+        for attempt in 1..=5 {
+            q.pop_active(1);
+            q.failed("default/a", now, false);
+            let want = if attempt == 1 { 1 } else { 2 };
+            assert_eq!(q.next_ready(), Some(now + Duration::from_secs(want)));
+            q.tick(now + Duration::from_secs(want));
+            assert!(q.has_active());
+        }
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl Loop {
         now: Instant,
     ) {
         let Some(e) = self.queue.get(key) else { return };
-        let window = queue::backoff(attempts.max(1));
+        let window = self.queue.backoff(attempts.max(1));
         let entry = self.last_report.entry(key.to_string()).or_insert((
             now - Duration::from_secs(3600),
             Duration::ZERO,
@@ -279,6 +279,16 @@ impl Loop {
                         .e2e_latency
                         .observe(now.duration_since(e.enqueued).as_secs_f64());
                 }
+                // The watch may already have shown the pod bound (and dropped it from
+                // the queue): the event comes from the bind result either way.
+                if let Some((ns, name)) = o.key.split_once('/') {
+                    self.writer.scheduled(status::ScheduledReport {
+                        namespace: ns.to_string(),
+                        name: name.to_string(),
+                        uid: o.uid.clone(),
+                        node: o.node.clone(),
+                    });
+                }
                 self.last_report.remove(&o.key);
                 // The snapshot already holds the assumed pod; the watch confirms it.
             }
@@ -301,6 +311,7 @@ impl Loop {
                     *n += 1;
                     let attempt = *n;
                     if attempt <= GANG_BIND_RETRIES
+                        && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
                         && let Some(req) = self.bind_request(o.key.clone(), o.node.clone(), attempt)
                     {
                         tracing::info!(pod = %o.key, attempt, "retrying gang member binding");

@@ -2,7 +2,9 @@
 //! `pods/{name}/status`, only when the message changed) and aggregated
 //! `FailedScheduling` Events: the first failure creates an Event, later ones (already
 //! limited by the loop to one per backoff window) patch its `count` and
-//! `lastTimestamp`, folding in the occurrences suppressed in between.
+//! `lastTimestamp`, folding in the occurrences suppressed in between. A successful
+//! binding writes one `Scheduled` Event ("Successfully assigned ns/pod to node"), as
+//! kube-scheduler does, and ends the pod's failure aggregation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +27,22 @@ pub struct FailureReport {
     pub occurrences: u32,
 }
 
+/// A pod bound by this scheduler.
+#[derive(Debug, Clone)]
+pub struct ScheduledReport {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: String,
+}
+
+enum Report {
+    Failed(FailureReport),
+    Scheduled(ScheduledReport),
+}
+
 pub struct StatusWriter {
-    tx: tokio::sync::mpsc::UnboundedSender<FailureReport>,
+    tx: tokio::sync::mpsc::UnboundedSender<Report>,
 }
 
 struct Written {
@@ -50,11 +66,51 @@ impl StatusWriter {
         metrics: Arc<Metrics>,
         component: String,
     ) -> StatusWriter {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<FailureReport>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
         tokio::spawn(async move {
             let mut written: HashMap<String, Written> = HashMap::new();
             let mut seq: u64 = 0;
             while let Some(r) = rx.recv().await {
+                let r = match r {
+                    Report::Failed(r) => r,
+                    Report::Scheduled(s) => {
+                        let key = format!("{}/{}", s.namespace, s.name);
+                        written.remove(&key);
+                        seq += 1;
+                        let name = format!("{}.{:x}{:04x}", s.name, std::process::id(), seq);
+                        let ts = now();
+                        let ev: Result<Event, _> = serde_json::from_value(json!({
+                            "apiVersion": "v1", "kind": "Event",
+                            "metadata": {"name": name, "namespace": s.namespace},
+                            "involvedObject": {"apiVersion": "v1", "kind": "Pod",
+                                "name": s.name, "namespace": s.namespace, "uid": s.uid},
+                            "reason": "Scheduled",
+                            "message": format!("Successfully assigned {key} to {}", s.node),
+                            "type": "Normal", "count": 1,
+                            "firstTimestamp": ts, "lastTimestamp": ts,
+                            "source": {"component": component},
+                            "reportingComponent": component,
+                            "reportingInstance": component,
+                        }));
+                        let events: Api<Event> = Api::namespaced(client.clone(), &s.namespace);
+                        limiter.acquire().await;
+                        match ev {
+                            Ok(ev) => match events.create(&PostParams::default(), &ev).await {
+                                Ok(_) => metrics.events_written.inc(),
+                                Err(e) => {
+                                    metrics.status_errors.inc();
+                                    tracing::debug!("event for {key}: {e}");
+                                    0
+                                }
+                            },
+                            Err(e) => {
+                                tracing::warn!("event for {key}: {e}");
+                                0
+                            }
+                        };
+                        continue;
+                    }
+                };
                 let key = format!("{}/{}", r.namespace, r.name);
                 let prev = written.get(&key).filter(|w| w.uid == r.uid);
                 let same = prev.is_some_and(|w| w.message == r.message);
@@ -141,6 +197,11 @@ impl StatusWriter {
     }
 
     pub fn report(&self, r: FailureReport) {
-        let _ = self.tx.send(r);
+        let _ = self.tx.send(Report::Failed(r));
+    }
+
+    /// A successful binding: one `Scheduled` Event.
+    pub fn scheduled(&self, r: ScheduledReport) {
+        let _ = self.tx.send(Report::Scheduled(r));
     }
 }

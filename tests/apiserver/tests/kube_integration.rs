@@ -461,7 +461,29 @@ async fn several_profiles_and_foreign_pods() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!server.bindings().contains_key("default/other"), "not ours");
-    assert!(server.list("", "events").is_empty());
+    // Only the pods bound here have events: a `Scheduled` each; none for "other".
+    let events = server.list("", "events");
+    let mut about: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["involvedObject"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    about.sort();
+    assert_eq!(
+        about,
+        [
+            ("a".into(), "Scheduled".into()),
+            ("b".into(), "Scheduled".into())
+        ],
+        "{events:?}"
+    );
     h.stop();
 }
 
