@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use corral_core::labels::NodeTerm;
+use corral_plugins::helpers::tolerates_taint;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerImage, ContainerPort, Namespace, Node, NodeAffinity,
     NodeCondition, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, NodeSpec, NodeStatus,
@@ -634,7 +636,7 @@ impl NodeState {
             .taints
             .iter()
             .filter(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
-            .all(|t| tolerations.iter().any(|tol| tolerates(tol, t)));
+            .all(|t| tolerates_taint(tolerations, t));
         if !tolerated {
             return false;
         }
@@ -652,19 +654,12 @@ impl NodeState {
                     .as_ref()
             });
         if let Some(required) = required {
-            let fields = labels(&[("metadata.name", &self.name)]);
-            let any = required.node_selector_terms.iter().any(|t| {
-                t.match_expressions
-                    .as_deref()
-                    .unwrap_or_default()
-                    .iter()
-                    .all(|r| matches_requirement(&self.labels, r))
-                    && t.match_fields
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .all(|r| matches_requirement(&fields, r))
-            });
+            // The scheduler's own compiled terms (a term that does not compile, or
+            // has no requirements, matches no node — as kube-scheduler).
+            let any = required
+                .node_selector_terms
+                .iter()
+                .any(|t| NodeTerm::compile(t).is_ok_and(|t| t.matches(&self.name, &self.labels)));
             if !any {
                 return false;
             }
@@ -681,38 +676,6 @@ impl NodeState {
         if let Some(g) = &s.anti_group {
             self.groups.insert(g.clone());
         }
-    }
-}
-
-fn tolerates(tol: &Toleration, t: &Taint) -> bool {
-    if tol
-        .effect
-        .as_deref()
-        .is_some_and(|e| !e.is_empty() && e != t.effect)
-    {
-        return false;
-    }
-    match tol.operator.as_deref() {
-        Some("Exists") => tol
-            .key
-            .as_deref()
-            .is_none_or(|k| k.is_empty() || k == t.key),
-        _ => {
-            tol.key.as_deref() == Some(t.key.as_str())
-                && tol.value.as_deref().unwrap_or("") == t.value.as_deref().unwrap_or("")
-        }
-    }
-}
-
-fn matches_requirement(labels: &BTreeMap<String, String>, r: &NodeSelectorRequirement) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    let value = labels.get(&r.key);
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.contains(v)),
-        "NotIn" => value.is_none_or(|v| !values.contains(v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        _ => false,
     }
 }
 
