@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use corral_dataplane::abi::{EndpointCfg, PROTO_TCP};
-use corral_dataplane::datapath::{AttachMode, Datapath};
-use corral_dataplane::policy::source::{Manifests, parse_text};
-use corral_dataplane::policy::{Inputs, LocalEndpoint, PodInfo, compile};
+use corral_agent::datapath::{AttachMode, Datapath};
+use corral_agent::policy::source::{Manifests, parse_text};
+use corral_agent::policy::{Inputs, LocalEndpoint, PodInfo, compile};
+use corral_dataplane_abi::abi::{EndpointCfg, PROTO_TCP};
 
 const SIZES: [usize; 3] = [10, 1000, 10_000];
 
@@ -88,7 +88,7 @@ fn sh(args: &[&str]) -> Result<()> {
 }
 
 fn ifindex(name: &str) -> Result<u32> {
-    corral_dataplane::datapath::ifindex(name)
+    corral_agent::datapath::ifindex(name)
 }
 
 struct Stats {
@@ -226,11 +226,11 @@ fn run(pin: &std::path::Path, rounds: usize, repeat: u32) -> Result<()> {
     let allowed = syn(peer(7), 80); // no rule matches: default allow
     measure(&dp, ev_if, &allowed, OK)?; // admit: the flow is in conntrack
     let mut ev: [Vec<f64>; 4] = Default::default();
-    let mon = Arc::new(corral_dataplane::monitor::Monitor::default());
+    let mon = Arc::new(corral_agent::monitor::Monitor::default());
     let (mut rx, _) = mon.subscribe();
     let ring = dp.take_events()?;
     let m2 = mon.clone();
-    std::thread::spawn(move || corral_dataplane::monitor::run(ring, m2));
+    std::thread::spawn(move || corral_agent::monitor::run(ring, m2));
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let r2 = received.clone();
     std::thread::spawn(move || {

@@ -76,7 +76,7 @@ fn deregister_detaches_and_removes_pins() {
     agent.register(s);
     let links = agent.pin_dir.join("links");
     assert_eq!(std::fs::read_dir(&links).expect("links").count(), 2);
-    agent.call(&corral_dataplane::api::Request::Deregister {
+    agent.call(&corral_dataplane_abi::api::Request::Deregister {
         ifname: pod.host_if.clone(),
     });
     assert_eq!(
@@ -100,13 +100,13 @@ fn deregister_detaches_and_removes_pins() {
         m.bps / 1e6
     );
     // unknown endpoint: clear error naming it
-    match corral_dataplane::api::call(
+    match corral_dataplane_abi::api::call(
         &agent.socket,
-        &corral_dataplane::api::Request::Deregister {
+        &corral_dataplane_abi::api::Request::Deregister {
             ifname: "nope0".into(),
         },
     ) {
-        Ok(corral_dataplane::api::Response::Error { message }) => {
+        Ok(corral_dataplane_abi::api::Response::Error { message }) => {
             assert!(message.contains("nope0"), "{message}")
         }
         r => panic!("expected error, got {r:?}"),
@@ -203,7 +203,7 @@ fn default_mode_agent_adopts_tcx_links_of_a_previous_run() {
         },
     );
     // deregister removes the adopted TCX links
-    agent.call(&corral_dataplane::api::Request::Deregister {
+    agent.call(&corral_dataplane_abi::api::Request::Deregister {
         ifname: pod.host_if.clone(),
     });
     assert!(pins(&agent).is_empty(), "{:?}", pins(&agent));

@@ -269,7 +269,7 @@ fn udp_1g_both_directions() {
                 port += 3;
             } else {
                 port += 1;
-                let ctr = |e: &corral_dataplane::api::EndpointStatus| {
+                let ctr = |e: &corral_dataplane_abi::api::EndpointStatus| {
                     if reverse {
                         e.ingress.clone()
                     } else {

@@ -103,11 +103,11 @@ fn bad_class_is_rejected_with_field_name() {
     let agent = Agent::start(&node, &[]);
     let mut s = node.pods[a].spec();
     s.class = Some("gold".into());
-    match corral_dataplane::api::call(
+    match corral_dataplane_abi::api::call(
         &agent.socket,
-        &corral_dataplane::api::Request::Register { endpoint: s },
+        &corral_dataplane_abi::api::Request::Register { endpoint: s },
     ) {
-        Ok(corral_dataplane::api::Response::Error { message }) => {
+        Ok(corral_dataplane_abi::api::Response::Error { message }) => {
             assert!(
                 message.contains("x/a") && message.contains("gold"),
                 "{message}"

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use corral_dataplane::cni::types::NetConf;
+use corral_cni::types::NetConf;
 use serde_json::{Value, json};
 
 fn base() -> Value {

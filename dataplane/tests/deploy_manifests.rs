@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use corral_dataplane::cni::types::NetConf;
+use corral_cni::types::NetConf;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ fn conflists_are_valid_for_corral_cni() {
         assert_eq!(caps["io.kubernetes.cri.pod-annotations"], true, "{file}");
         assert_eq!(
             cfgs[idx]["agentSocket"],
-            corral_dataplane::api::DEFAULT_SOCKET,
+            corral_dataplane_abi::api::DEFAULT_SOCKET,
             "{file}"
         );
     }
@@ -142,7 +142,7 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
     );
     assert!(a.contains(&"--routing=native".to_string()), "{a:?}");
     let tpl = std::fs::read_to_string(deploy().join("10-corral.conflist")).expect("template");
-    let me = corral_dataplane::routing::NodeInfo {
+    let me = corral_agent::routing::NodeInfo {
         name: "n1".into(),
         internal_ips: vec![],
         pod_cidrs: vec![
@@ -151,7 +151,7 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
         ],
     };
     let out: Value = serde_json::from_str(
-        &corral_dataplane::routing::render_cni_conf(&tpl, &me, None).expect("template renders"),
+        &corral_agent::routing::render_cni_conf(&tpl, &me, None).expect("template renders"),
     )
     .expect("json");
     assert_eq!(
@@ -162,7 +162,7 @@ fn daemonset_installs_plugin_and_runs_privileged_agent() {
     assert!(
         args.contains(&format!(
             "--socket={}",
-            corral_dataplane::api::DEFAULT_SOCKET
+            corral_dataplane_abi::api::DEFAULT_SOCKET
         )),
         "{args}"
     );

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use corral_dataplane::api::{EndpointStatus, Request, Response};
+use corral_dataplane_abi::api::{EndpointStatus, Request, Response};
 use serde_json::{Value, json};
 
 const REF: &str = "/usr/lib/cni";

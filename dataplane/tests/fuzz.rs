@@ -13,9 +13,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use corral_dataplane::api::{Request, Response};
-use corral_dataplane::cni::types::NetConf;
-use corral_dataplane::serve_limits::{LineLimits, Reply, serve_lines};
+use corral_agent::serve_limits::{LineLimits, Reply, serve_lines};
+use corral_cni::types::NetConf;
+use corral_dataplane_abi::api::{Request, Response};
 use corral_limits::mutate::{Op, cases, mutate};
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,7 +110,7 @@ fn decode(line: String) -> Vec<u8> {
         },
         Ok(Request::Register { endpoint } | Request::Update { endpoint }) => {
             for v in endpoint.annotations.values() {
-                let _ = corral_dataplane::api::parse_bandwidth(v);
+                let _ = corral_dataplane_abi::api::parse_bandwidth(v);
             }
             Response::Ok {
                 message: endpoint.ifname,
@@ -181,7 +181,7 @@ proptest! {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-        let (out, code) = corral_dataplane::cni::run(&env, &input);
+        let (out, code) = corral_cni::run(&env, &input);
         prop_assert_eq!(code, 4, "{}", out);
         let v: serde_json::Value = serde_json::from_str(&out).expect("error JSON");
         prop_assert_eq!(v["code"].as_u64(), Some(4));
@@ -227,8 +227,8 @@ proptest! {
     fn fuzz_policy_manifests(i in any::<prop::sample::Index>(), ops in ops()) {
         let seeds = policy_seeds();
         let input = mutate(&seeds[i.index(seeds.len())], &ops);
-        let mut m = corral_dataplane::policy::source::Manifests::default();
-        corral_dataplane::policy::source::parse_text(&String::from_utf8_lossy(&input), "fuzz.yaml", &mut m);
+        let mut m = corral_agent::policy::source::Manifests::default();
+        corral_agent::policy::source::parse_text(&String::from_utf8_lossy(&input), "fuzz.yaml", &mut m);
         for e in &m.errors {
             prop_assert!(e.contains("fuzz.yaml"), "{e}");
         }

@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use corral_dataplane::api::{Request, Response};
+use corral_dataplane_abi::api::{Request, Response};
 use corral_test_apiserver::{Fault, FaultKind, Options, TestApiServer};
 use serde_json::{Value, json};
 

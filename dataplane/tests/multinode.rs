@@ -18,8 +18,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_dataplane::api::{Request, Response};
-use corral_dataplane::routing::RoutingStatus;
+use corral_agent::routing::RoutingStatus;
+use corral_dataplane_abi::api::{Request, Response};
 use serde_json::{Value, json};
 
 const REF: &str = "/usr/lib/cni";

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use corral_dataplane::api::NamedPort;
+use corral_dataplane_abi::api::NamedPort;
 
 const TCP_PORTS: [u16; 2] = [80, 81];
 const UDP_PORT: u16 = 53;
@@ -278,8 +278,8 @@ spec: {{podSelector: {{}}, ingress: [{{from: [{{ipBlock: {{cidr: 300.1.0.0/16}}}
 spec: {{podSelector: {{}}}}
 "
     ));
-    match w.agent.call(&corral_dataplane::api::Request::List) {
-        corral_dataplane::api::Response::Endpoints { policy_errors, .. } => {
+    match w.agent.call(&corral_dataplane_abi::api::Request::List) {
+        corral_dataplane_abi::api::Response::Endpoints { policy_errors, .. } => {
             assert!(
                 policy_errors
                     .iter()

@@ -111,7 +111,7 @@ fn kill9_and_restart_keeps_limits_policy_and_state() {
         "links were re-adopted, not recreated"
     );
     assert_eq!(after.len(), 2, "registry restored");
-    let find = |v: &Vec<corral_dataplane::api::EndpointStatus>| {
+    let find = |v: &Vec<corral_dataplane_abi::api::EndpointStatus>| {
         v.iter()
             .find(|e| e.spec.name == "a")
             .expect("a")
@@ -175,7 +175,7 @@ fn restart_keeps_bucket_level_and_conntrack() {
     let pod = &node.pods[a];
     let mut s = pod.spec();
     // 1 Mbit/s = 125 kB/s with a 1 MB bucket: drain ~900 kB of it
-    s.egress = Some(corral_dataplane::api::LimitSpec {
+    s.egress = Some(corral_dataplane_abi::api::LimitSpec {
         rate_bps: 1_000_000,
         burst_bytes: Some(1_000_000),
     });

@@ -15,7 +15,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use corral_dataplane::api::NamedPort;
+use corral_dataplane_abi::api::NamedPort;
 
 const NAMESPACES: [&str; 2] = ["x", "y"];
 const PODS: [&str; 3] = ["a", "b", "c"];

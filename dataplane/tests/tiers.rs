@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use corral_dataplane::api::{Request, Response};
+use corral_dataplane_abi::api::{Request, Response};
 
 const HOUSES: [&str; 4] = ["gryffindor", "slytherin", "hufflepuff", "ravenclaw"];
 const PEOPLE: [&str; 4] = [

@@ -150,7 +150,7 @@ pub enum Response {
         policy_errors: Vec<String>,
         /// multi-node routing (`--routing`), when enabled
         #[serde(default)]
-        routing: Option<crate::routing::RoutingStatus>,
+        routing: Option<RoutingStatus>,
     },
     Error {
         message: String,
@@ -206,6 +206,18 @@ pub fn call_ok(socket: &Path, req: &Request) -> Result<Response> {
         Response::Error { message } => bail!("agent: {message}"),
         r => Ok(r),
     }
+}
+
+/// What the agent's last route sync did (multi-node routing, `status`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingStatus {
+    pub mode: String,
+    /// remote node → its pod CIDRs routed
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// this node's pod CIDRs (from its Node object)
+    pub local_cidrs: Vec<String>,
+    pub mtu: Option<u32>,
+    pub problems: Vec<String>,
 }
 
 #[cfg(test)]

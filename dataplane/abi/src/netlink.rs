@@ -6,14 +6,49 @@
 //! to cost two fork+execs per ADD).
 //!
 //! The socket talks to the network namespace of the thread that opened it
-//! (see `sys::in_netns`).
+//! (corral-cni's `sys::in_netns`). It lives below both corral-cni (links,
+//! addresses, routes) and corral-agent (tc qdisc/filter dumps for attach
+//! placement); errors are `NlError`, which corral-cni maps to CNI codes.
 
 use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketType, recv, send, socket};
 
-use super::types::{CniError, CniResultT, code};
+/// Which side failed: the socket itself, or the kernel refusing a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NlErrorKind {
+    /// socket/send/recv/truncation (CNI code 5, I/O)
+    Io,
+    /// the kernel answered with an error (CNI code 100, link operation)
+    Link,
+}
+
+/// A netlink failure with its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NlError {
+    pub kind: NlErrorKind,
+    pub msg: String,
+}
+
+impl NlError {
+    fn io(msg: impl Into<String>) -> Self {
+        NlError {
+            kind: NlErrorKind::Io,
+            msg: msg.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for NlError {}
+
+pub type NlResult<T> = Result<T, NlError>;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -326,46 +361,46 @@ pub struct Nl {
     seq: u32,
 }
 
-fn link_err(what: &str, errno: i32) -> CniError {
-    CniError::new(
-        code::LINK,
-        format!(
+fn link_err(what: &str, errno: i32) -> NlError {
+    NlError {
+        kind: NlErrorKind::Link,
+        msg: format!(
             "netlink {what}: {}",
             std::io::Error::from_raw_os_error(errno)
         ),
-    )
+    }
 }
 
 impl Nl {
     /// A NETLINK_ROUTE socket in the calling thread's network namespace.
-    pub fn open() -> CniResultT<Nl> {
+    pub fn open() -> NlResult<Nl> {
         // protocol 0 = NETLINK_ROUTE
         let fd = socket(AddressFamily::NETLINK, SocketType::RAW, None)
-            .map_err(|e| CniError::new(code::IO, format!("netlink socket: {e}")))?;
+            .map_err(|e| NlError::io(format!("netlink socket: {e}")))?;
         Ok(Nl { fd, seq: 1 })
     }
 
-    fn send_all(&mut self, bufs: &[u8]) -> CniResultT<()> {
+    fn send_all(&mut self, bufs: &[u8]) -> NlResult<()> {
         let n = send(self.fd.as_fd(), bufs, SendFlags::empty())
-            .map_err(|e| CniError::new(code::IO, format!("netlink send: {e}")))?;
+            .map_err(|e| NlError::io(format!("netlink send: {e}")))?;
         if n != bufs.len() {
-            return Err(CniError::new(code::IO, "netlink send: short write"));
+            return Err(NlError::io("netlink send: short write"));
         }
         Ok(())
     }
 
     /// Reads messages until `f` has seen what it waits for (returns true).
-    fn read(&mut self, mut f: impl FnMut(u16, u32, &[u8]) -> CniResultT<bool>) -> CniResultT<()> {
+    fn read(&mut self, mut f: impl FnMut(u16, u32, &[u8]) -> NlResult<bool>) -> NlResult<()> {
         let mut buf = vec![0u8; 32 * 1024];
         loop {
             let (n, _) = recv(self.fd.as_fd(), &mut buf[..], RecvFlags::empty())
-                .map_err(|e| CniError::new(code::IO, format!("netlink recv: {e}")))?;
+                .map_err(|e| NlError::io(format!("netlink recv: {e}")))?;
             let mut off = 0;
             while off + 16 <= n {
                 let len =
                     u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap_or([0; 4])) as usize;
                 if len < 16 || off + len > n {
-                    return Err(CniError::new(code::IO, "netlink: truncated message"));
+                    return Err(NlError::io("netlink: truncated message"));
                 }
                 let ty = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
                 let seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap_or([0; 4]));
@@ -379,7 +414,7 @@ impl Nl {
 
     /// Sends `reqs` in one write and waits for every ACK; the first
     /// failure (in request order) is returned, naming its request.
-    pub fn run(&mut self, reqs: Vec<Req>) -> CniResultT<()> {
+    pub fn run(&mut self, reqs: Vec<Req>) -> NlResult<()> {
         if reqs.is_empty() {
             return Ok(());
         }
@@ -414,7 +449,7 @@ impl Nl {
 
     /// RTM_GETLINK by name (or by index when `name` is empty); None when
     /// there is no such interface.
-    pub fn link(&mut self, name: &str, index: u32) -> CniResultT<Option<LinkInfo>> {
+    pub fn link(&mut self, name: &str, index: u32) -> NlResult<Option<LinkInfo>> {
         let mut m = Msg::new(RTM_GETLINK, 0);
         m.ifinfo(index as i32, 0, 0);
         if !name.is_empty() {
@@ -423,7 +458,7 @@ impl Nl {
         let seq = self.seq;
         self.seq += 1;
         self.send_all(&m.finish(seq))?;
-        let mut res: CniResultT<Option<LinkInfo>> = Ok(None);
+        let mut res: NlResult<Option<LinkInfo>> = Ok(None);
         let what = if name.is_empty() {
             format!("link show #{index}")
         } else {
@@ -462,7 +497,7 @@ impl Nl {
         reply: u16,
         ifindex: u32,
         parent: u32,
-    ) -> CniResultT<Vec<TcObject>> {
+    ) -> NlResult<Vec<TcObject>> {
         let mut m = Msg::new(ty, NLM_F_DUMP);
         tcmsg(&mut m, ifindex, 0, parent);
         let seq = self.seq;
@@ -497,7 +532,7 @@ impl Nl {
     }
 
     /// The qdiscs of interface `ifindex`.
-    pub fn qdiscs(&mut self, ifindex: u32) -> CniResultT<Vec<TcObject>> {
+    pub fn qdiscs(&mut self, ifindex: u32) -> NlResult<Vec<TcObject>> {
         let v = self.dump_tc(RTM_GETQDISC, RTM_NEWQDISC, ifindex, 0)?;
         // the kernel may dump every interface's qdiscs; keep this one's
         Ok(v.into_iter().filter(|q| q.ifindex == ifindex).collect())
@@ -505,7 +540,7 @@ impl Nl {
 
     /// The classifiers attached under `parent` (e.g. ffff:fff2 = the
     /// clsact/ingress hook) of interface `ifindex`.
-    pub fn filters(&mut self, ifindex: u32, parent: u32) -> CniResultT<Vec<TcObject>> {
+    pub fn filters(&mut self, ifindex: u32, parent: u32) -> NlResult<Vec<TcObject>> {
         self.dump_tc(RTM_GETTFILTER, RTM_NEWTFILTER, ifindex, parent)
     }
 }

@@ -32,7 +32,7 @@ use crate::abi::{
     self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
     NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, SvcKey, SvcValue, TierValue,
 };
-use crate::cni::netlink::{Nl, TcObject};
+use crate::netlink::{Nl, TcObject};
 
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
 const BPF_NOEXIST: u64 = 1;

@@ -1,10 +1,12 @@
-//! Corral eBPF data plane: kernel programs (ebpf/), their loader and the
-//! `corral-agent` daemon's building blocks.
+//! corral-agent's building blocks: load/attach/pin the eBPF programs
+//! (`datapath`), compile policy into their maps (`policy`), read policy,
+//! node and service sources (`policy::source`, `kube_source`, `routing`,
+//! `services`), serve the socket API, metrics and the drop monitor.
 
-pub mod abi;
+// the layer below, under the paths the modules use (`crate::abi::...`)
+pub use corral_dataplane_abi::{abi, api, netlink};
+
 pub mod agent;
-pub mod api;
-pub mod cni;
 pub mod datapath;
 pub mod kube_source;
 pub mod metrics;

@@ -184,17 +184,9 @@ struct Want {
     dev: Option<String>,
 }
 
-/// What a sync did (for logs, status and tests).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutingStatus {
-    pub mode: String,
-    /// remote node → its pod CIDRs routed
-    pub routes: BTreeMap<String, Vec<String>>,
-    /// this node's pod CIDRs (from its Node object)
-    pub local_cidrs: Vec<String>,
-    pub mtu: Option<u32>,
-    pub problems: Vec<String>,
-}
+/// What a sync did (for logs, status and tests); part of the socket
+/// protocol (`status`), so defined there.
+pub use crate::api::RoutingStatus;
 
 pub struct Router {
     opts: Options,

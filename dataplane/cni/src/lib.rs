@@ -4,7 +4,6 @@
 //! veth found through `prevResult`). See ARCHITECTURE.md (CNI plugin).
 
 pub mod ipam_conf;
-pub mod netlink;
 pub mod sys;
 pub mod types;
 
@@ -16,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::api::{self, EndpointSpec, LimitSpec, Request, Response};
-use netlink::Nl;
+use corral_dataplane_abi::api::{self, EndpointSpec, LimitSpec, Request, Response};
+use corral_dataplane_abi::netlink::{self, Nl};
 use sys::{DelegateEnv, Lock};
 use types::*;
 
@@ -784,7 +783,7 @@ impl Ctx {
     fn find_host_peer(&self) -> CniResultT<String> {
         let ns = PathBuf::from(&self.env.netns);
         let ifname = self.env.ifname.clone();
-        let pod = sys::in_netns(&ns, move || Nl::open()?.link(&ifname, 0))?;
+        let pod = sys::in_netns(&ns, move || Ok(Nl::open()?.link(&ifname, 0)?))?;
         let no = |m: String| CniError::new(code::NO_HOST_INTERFACE, m);
         let Some(pod) = pod else {
             return Err(no(format!(
@@ -1087,7 +1086,10 @@ impl Ctx {
 
     fn teardown_local(&self, st: &Attachment) -> CniResultT<()> {
         if st.mode == "standalone" {
-            match Nl::open().and_then(|mut nl| nl.run(vec![netlink::link_del(&st.host_if)])) {
+            match Nl::open()
+                .and_then(|mut nl| nl.run(vec![netlink::link_del(&st.host_if)]))
+                .map_err(CniError::from)
+            {
                 Err(e) if !link_gone(&e) => return Err(e),
                 _ => {}
             }

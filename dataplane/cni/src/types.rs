@@ -80,6 +80,17 @@ impl std::error::Error for CniError {}
 
 pub type CniResultT<T> = std::result::Result<T, CniError>;
 
+impl From<corral_dataplane_abi::netlink::NlError> for CniError {
+    fn from(e: corral_dataplane_abi::netlink::NlError) -> Self {
+        use corral_dataplane_abi::netlink::NlErrorKind;
+        let c = match e.kind {
+            NlErrorKind::Io => code::IO,
+            NlErrorKind::Link => code::LINK,
+        };
+        CniError::new(c, e.msg)
+    }
+}
+
 /// The reference bandwidth plugin's runtimeConfig: rates in bit/s,
 /// bursts in bits.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -307,7 +318,7 @@ impl NetConf {
         }
         let agent_socket: PathBuf = field(&m, "agentSocket")
             .map_err(with_ver)?
-            .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_SOCKET));
+            .unwrap_or_else(|| PathBuf::from(corral_dataplane_abi::api::DEFAULT_SOCKET));
         let data_dir: PathBuf = field(&m, "dataDir")
             .map_err(with_ver)?
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
-use corral_dataplane::agent::{self, Agent, CLASSES, Config};
-use corral_dataplane::api::{self, Request, Response, parse_bandwidth};
-use corral_dataplane::datapath::{AttachMode, DEFAULT_PIN_DIR};
-use corral_dataplane::{kube_source, metrics, node_health};
+use corral_agent::agent::{self, Agent, CLASSES, Config};
+use corral_agent::datapath::{AttachMode, DEFAULT_PIN_DIR};
+use corral_agent::{kube_source, metrics, node_health};
+use corral_dataplane_abi::api::{self, Request, Response, parse_bandwidth};
 
 #[derive(Parser)]
 #[command(name = "corral-agent", version, about = "Corral eBPF data plane agent")]
@@ -65,7 +65,7 @@ struct RunArgs {
     node_name: Option<String>,
     /// pods to watch: all (peers on other nodes resolved) or only this node's
     #[arg(long, value_enum, default_value = "all")]
-    pod_scope: corral_dataplane::kube_source::PodScope,
+    pod_scope: corral_agent::kube_source::PodScope,
     /// watch Nodes, for `nodes` egress peers of ClusterNetworkPolicy /
     /// AdminNetworkPolicy (off by default: Node status updates are
     /// frequent; without it such peers select no node)
@@ -81,7 +81,7 @@ struct RunArgs {
     /// routes to the other nodes' pod CIDRs (Node objects): none, native
     /// (via each node's InternalIP, one L2) or vxlan (overlay)
     #[arg(long, value_enum, default_value = "none")]
-    routing: corral_dataplane::routing::RoutingMode,
+    routing: corral_agent::routing::RoutingMode,
     /// CNI config to write with this node's pod CIDRs (Node.spec.podCIDRs)
     /// and, with vxlan, the overlay MTU
     #[arg(long)]
@@ -90,7 +90,7 @@ struct RunArgs {
     #[arg(long, requires = "cni_conf")]
     cni_conf_template: Option<PathBuf>,
     /// VXLAN network identifier (--routing vxlan)
-    #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VNI)]
+    #[arg(long, default_value_t = corral_agent::routing::DEFAULT_VNI)]
     vxlan_vni: u32,
     /// node device (uplink) that checks deferred egress verdicts of pod
     /// flows to Service backends on other nodes; repeatable (--routing
@@ -98,7 +98,7 @@ struct RunArgs {
     #[arg(long = "node-out-iface")]
     node_out_ifaces: Vec<String>,
     /// VXLAN UDP port (--routing vxlan)
-    #[arg(long, default_value_t = corral_dataplane::routing::DEFAULT_VXLAN_PORT)]
+    #[arg(long, default_value_t = corral_agent::routing::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
 }
 
@@ -242,8 +242,8 @@ fn monitor(socket: &std::path::Path, output: &str) -> Result<()> {
         if output == "json" {
             writeln!(o, "{line}")?;
         } else {
-            match serde_json::from_str::<corral_dataplane::monitor::Drop>(&line) {
-                Ok(d) => writeln!(o, "{}", corral_dataplane::monitor::text(&d))?,
+            match serde_json::from_str::<corral_agent::monitor::Drop>(&line) {
+                Ok(d) => writeln!(o, "{}", corral_agent::monitor::text(&d))?,
                 // an error response (e.g. an agent without the stream)
                 Err(_) => bail!("agent: {line}"),
             }
@@ -297,7 +297,7 @@ fn run(a: RunArgs) -> Result<()> {
         bail!("--dscp: values must be 0-63");
     }
     let kube = a.kube || a.kubeconfig.is_some();
-    use corral_dataplane::routing::{self, RoutingMode};
+    use corral_agent::routing::{self, RoutingMode};
     let nodes = a.routing != RoutingMode::None || a.cni_conf.is_some();
     let node_name = match (
         kube || nodes,
@@ -375,7 +375,7 @@ fn run(a: RunArgs) -> Result<()> {
         if let Some(ring) = ring {
             std::thread::Builder::new()
                 .name("drop-events".into())
-                .spawn(move || corral_dataplane::monitor::run(ring, mon))?;
+                .spawn(move || corral_agent::monitor::run(ring, mon))?;
         }
         let mut client = None;
         if kube {

@@ -14,7 +14,7 @@ fn main() {
         let max = corral_limits::MAX_CNI_CONFIG_BYTES as u64 + 1;
         let _ = std::io::stdin().take(max).read_to_end(&mut stdin);
     }
-    let (out, code) = corral_dataplane::cni::run(&env, &stdin);
+    let (out, code) = corral_cni::run(&env, &stdin);
     let mut so = std::io::stdout().lock();
     let _ = so.write_all(out.as_bytes());
     let _ = so.flush();

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_dataplane::api::{self, EndpointSpec, LimitSpec, Request, Response};
+use corral_dataplane_abi::api::{self, EndpointSpec, LimitSpec, Request, Response};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -512,7 +512,7 @@ fn range_overflow_fails_closed() {
 fn deploy_example_compiles() {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/examples/cluster-network-policies.yaml"
+        "/../../deploy/examples/cluster-network-policies.yaml"
     );
     let text = std::fs::read_to_string(p).expect("example");
     let mut m = Manifests::default();
