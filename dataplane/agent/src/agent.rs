@@ -346,7 +346,7 @@ impl Agent {
         let Some(dir) = self.cfg.manifests.clone() else {
             // Kubernetes source: until its watches have synced, enforce the
             // inputs it last applied (kept across restarts)
-            if force && let Some(m) = crate::kube_source::load_cache(&self.cfg.state_dir) {
+            if force && let Some(m) = crate::policy::cache::load_cache(&self.cfg.state_dir) {
                 self.manifests = m;
                 return true;
             }
@@ -389,7 +389,7 @@ impl Agent {
     /// re-applies policy. The inputs are cached in the state dir first so a
     /// restarted agent enforces them before the source has synced.
     pub fn set_policy_inputs(&mut self, m: source::Manifests) -> Result<()> {
-        crate::kube_source::save_cache(&self.cfg.state_dir, &m)?;
+        crate::policy::cache::save_cache(&self.cfg.state_dir, &m)?;
         self.manifests = m;
         self.apply_policy()?;
         self.policy_synced = true;

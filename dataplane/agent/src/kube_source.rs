@@ -26,11 +26,11 @@
 //!   (their IPs get reused).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -38,7 +38,6 @@ use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -47,8 +46,7 @@ use crate::agent::Agent;
 use crate::policy::tiers::{NodeInfo, TierObject};
 use crate::policy::{Labels, PodInfo, source};
 
-/// Last applied Kubernetes inputs, in the agent's state dir.
-pub const CACHE_FILE: &str = "kube-policy-inputs.json";
+pub use crate::policy::cache::{CACHE_FILE, Inputs, load_cache, remove_cache, save_cache};
 
 /// Builds a client from a kubeconfig file, or infers it (in-cluster service
 /// account, `KUBECONFIG`, `~/.kube/config`) when `path` is `None`.
@@ -72,81 +70,6 @@ pub struct Options {
     pub pod_scope: PodScope,
     /// watch Nodes (for `nodes` egress peers of tier policies)
     pub node_peers: bool,
-}
-
-/// The policy inputs as applied (and cached).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Inputs {
-    pub policies: Vec<NetworkPolicy>,
-    pub pods: Vec<PodInfo>,
-    pub namespaces: BTreeMap<String, Labels>,
-    #[serde(default)]
-    pub tiers: Vec<TierObject>,
-    #[serde(default)]
-    pub nodes: Vec<NodeInfo>,
-    pub errors: Vec<String>,
-    /// Service frontends (older caches have none)
-    #[serde(default)]
-    pub services: Vec<crate::services::Frontend>,
-}
-
-impl Inputs {
-    pub fn into_manifests(self) -> source::Manifests {
-        source::Manifests {
-            policies: self.policies,
-            pods: self.pods,
-            namespaces: self.namespaces,
-            tiers: self.tiers,
-            nodes: self.nodes,
-            errors: self.errors,
-            route_nodes: Vec::new(),
-            services: self.services,
-        }
-    }
-
-    pub fn from_manifests(m: &source::Manifests) -> Inputs {
-        Inputs {
-            policies: m.policies.clone(),
-            pods: m.pods.clone(),
-            namespaces: m.namespaces.clone(),
-            tiers: m.tiers.clone(),
-            nodes: m.nodes.clone(),
-            errors: m.errors.clone(),
-            services: m.services.clone(),
-        }
-    }
-}
-
-fn cache_path(state_dir: &Path) -> PathBuf {
-    state_dir.join(CACHE_FILE)
-}
-
-/// Writes the cache atomically (tmp + rename).
-pub fn save_cache(state_dir: &Path, m: &source::Manifests) -> Result<()> {
-    let p = cache_path(state_dir);
-    let tmp = p.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(&Inputs::from_manifests(m))?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))?;
-    Ok(())
-}
-
-/// The cached inputs, if any. A corrupt cache is reported and ignored.
-pub fn load_cache(state_dir: &Path) -> Option<source::Manifests> {
-    let p = cache_path(state_dir);
-    let bytes = std::fs::read(&p).ok()?;
-    match serde_json::from_slice::<Inputs>(&bytes) {
-        Ok(i) => Some(i.into_manifests()),
-        Err(e) => {
-            warn!(file = %p.display(), error = %e, "ignoring unreadable policy cache");
-            None
-        }
-    }
-}
-
-/// Removes the cache (the agent runs without Kubernetes).
-pub fn remove_cache(state_dir: &Path) {
-    let _ = std::fs::remove_file(cache_path(state_dir));
 }
 
 /// One watched kind: decoded objects by `namespace/name` (a decode error is
@@ -762,25 +685,5 @@ mod tests {
             serde_json::from_str(r#"{"policies":[],"pods":[],"namespaces":{},"errors":[]}"#)
                 .unwrap();
         assert!(old.tiers.is_empty() && old.nodes.is_empty());
-    }
-
-    #[test]
-    fn cache_round_trip() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(load_cache(d.path()).is_none());
-        let mut m = source::Manifests::default();
-        source::parse_text(
-            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: x}\nspec: {podSelector: {}}\n",
-            "t",
-            &mut m,
-        );
-        m.namespaces.insert("x".into(), Labels::new());
-        save_cache(d.path(), &m).unwrap();
-        let back = load_cache(d.path()).unwrap();
-        assert_eq!(Inputs::from_manifests(&back), Inputs::from_manifests(&m));
-        std::fs::write(d.path().join(CACHE_FILE), "{").unwrap();
-        assert!(load_cache(d.path()).is_none(), "corrupt cache ignored");
-        remove_cache(d.path());
-        assert!(load_cache(d.path()).is_none());
     }
 }

@@ -6,6 +6,7 @@
 //! `except` holes and pod IPs are resolved here so that the longest
 //! matching entry alone gives the answer for any peer address.
 
+pub mod cache;
 pub mod source;
 pub mod tiers;
 
