@@ -369,19 +369,25 @@ fn one_of(n: usize, field: &str, what: &str) -> Result<(), String> {
     }
 }
 
-fn parse_subject(s: &Subject, field: &str) -> Result<SubjectSel, String> {
+/// `namespaces` or `pods` (exactly one): subjects and ingress peers of both
+/// API versions, and the same two fields of egress peers.
+fn ns_or_pods(
+    namespaces: &Option<LabelSelector>,
+    pods: &Option<NamespacedPod>,
+    field: &str,
+) -> Result<SubjectSel, String> {
     one_of(
-        s.namespaces.is_some() as usize + s.pods.is_some() as usize,
+        namespaces.is_some() as usize + pods.is_some() as usize,
         field,
         "namespaces, pods",
     )?;
-    if let Some(n) = &s.namespaces {
+    if let Some(n) = namespaces {
         return Ok(SubjectSel::Namespaces(sel(
             n,
             &format!("{field}.namespaces"),
         )?));
     }
-    let p = s.pods.as_ref().expect("checked");
+    let p = pods.as_ref().expect("checked");
     Ok(SubjectSel::Pods {
         ns: sel(
             &p.namespace_selector,
@@ -391,23 +397,21 @@ fn parse_subject(s: &Subject, field: &str) -> Result<SubjectSel, String> {
     })
 }
 
+fn parse_subject(s: &Subject, field: &str) -> Result<SubjectSel, String> {
+    ns_or_pods(&s.namespaces, &s.pods, field)
+}
+
 fn ingress_peer(p: &IngressPeer, field: &str) -> Result<TPeer, String> {
-    one_of(
-        p.namespaces.is_some() as usize + p.pods.is_some() as usize,
-        field,
-        "namespaces, pods",
-    )?;
-    if let Some(n) = &p.namespaces {
-        return Ok(TPeer::Namespaces(sel(n, &format!("{field}.namespaces"))?));
+    Ok(ns_or_pods(&p.namespaces, &p.pods, field)?.into())
+}
+
+impl From<SubjectSel> for TPeer {
+    fn from(s: SubjectSel) -> TPeer {
+        match s {
+            SubjectSel::Namespaces(n) => TPeer::Namespaces(n),
+            SubjectSel::Pods { ns, pods } => TPeer::Pods { ns, pods },
+        }
     }
-    let pp = p.pods.as_ref().expect("checked");
-    Ok(TPeer::Pods {
-        ns: sel(
-            &pp.namespace_selector,
-            &format!("{field}.pods.namespaceSelector"),
-        )?,
-        pods: sel(&pp.pod_selector, &format!("{field}.pods.podSelector"))?,
-    })
 }
 
 fn egress_peer(p: &EgressPeer, field: &str) -> Result<TPeer, String> {
@@ -438,13 +442,7 @@ fn egress_peer(p: &EgressPeer, field: &str) -> Result<TPeer, String> {
             .collect::<Result<Vec<_>, _>>()?;
         return Ok(TPeer::Networks(v));
     }
-    ingress_peer(
-        &IngressPeer {
-            namespaces: p.namespaces.clone(),
-            pods: p.pods.clone(),
-        },
-        field,
-    )
+    Ok(ns_or_pods(&p.namespaces, &p.pods, field)?.into())
 }
 
 fn port_num(n: i32, field: &str) -> Result<u16, String> {
@@ -663,39 +661,8 @@ fn parse_object_inner(o: &TierObject, id: &str, rules: &mut RuleTable) -> Result
             let prio = priority(s.priority)?;
             let subject = parse_subject(&s.subject, "spec.subject")?;
             let acts = ["Accept", "Deny", "Pass"];
-            let mut ingress = Vec::new();
-            for (i, r) in s.ingress.iter().enumerate() {
-                let f = format!("spec.ingress[{i}]");
-                let a = action(&r.action, &acts, &f)?;
-                if r.from.is_empty() {
-                    return Err(format!("{f}.from: needs at least one peer"));
-                }
-                let peers = r
-                    .from
-                    .iter()
-                    .enumerate()
-                    .map(|(j, p)| ingress_peer(p, &format!("{f}.from[{j}]")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let ports = cnp_protocols(&r.protocols, &f)?;
-                let rid = rules.add(rule_label(id, "ingress", i, &r.name, &r.action));
-                ingress.push(rule(rid, a, peers, ports, &f)?);
-            }
-            let mut egress = Vec::new();
-            for (i, r) in s.egress.iter().enumerate() {
-                let f = format!("spec.egress[{i}]");
-                let a = action(&r.action, &acts, &f)?;
-                if r.to.is_empty() {
-                    return Err(format!("{f}.to: needs at least one peer"));
-                }
-                let peers =
-                    r.to.iter()
-                        .enumerate()
-                        .map(|(j, p)| egress_peer(p, &format!("{f}.to[{j}]")))
-                        .collect::<Result<Vec<_>, _>>()?;
-                let ports = cnp_protocols(&r.protocols, &f)?;
-                let rid = rules.add(rule_label(id, "egress", i, &r.name, &r.action));
-                egress.push(rule(rid, a, peers, ports, &f)?);
-            }
+            let ingress = decode_rules(id, "ingress", &s.ingress, &acts, rules)?;
+            let egress = decode_rules(id, "egress", &s.egress, &acts, rules)?;
             Ok(TPolicy {
                 id: format!("{id} ({} {prio})", s.tier),
                 tier,
@@ -746,6 +713,96 @@ fn parse_object_inner(o: &TierObject, id: &str, rules: &mut RuleTable) -> Result
 
 type Rules = (Vec<TRule>, Vec<TRule>);
 
+/// One rule of either API version (v1alpha2 `protocols`, v1alpha1 `ports`;
+/// ingress `from`, egress `to`), as the one rule decoder reads it.
+trait RuleSrc {
+    type Peer;
+    /// "from" or "to"
+    const PEERS: &'static str;
+    fn name(&self) -> &str;
+    fn action(&self) -> &str;
+    fn peers(&self) -> &[Self::Peer];
+    fn peer(p: &Self::Peer, field: &str) -> Result<TPeer, String>;
+    fn ports(&self, field: &str) -> Result<Option<Vec<PortSpec>>, String>;
+}
+
+macro_rules! rule_src {
+    ($t:ty, $peer:ty, $peers:ident, $decode:ident, $ports:ident, $portfn:ident) => {
+        impl RuleSrc for $t {
+            type Peer = $peer;
+            const PEERS: &'static str = stringify!($peers);
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn action(&self) -> &str {
+                &self.action
+            }
+            fn peers(&self) -> &[$peer] {
+                &self.$peers
+            }
+            fn peer(p: &$peer, field: &str) -> Result<TPeer, String> {
+                $decode(p, field)
+            }
+            fn ports(&self, field: &str) -> Result<Option<Vec<PortSpec>>, String> {
+                $portfn(&self.$ports, field)
+            }
+        }
+    };
+}
+rule_src!(
+    CnpIngressRule,
+    IngressPeer,
+    from,
+    ingress_peer,
+    protocols,
+    cnp_protocols
+);
+rule_src!(
+    CnpEgressRule,
+    EgressPeer,
+    to,
+    egress_peer,
+    protocols,
+    cnp_protocols
+);
+rule_src!(
+    AnpIngressRule,
+    IngressPeer,
+    from,
+    ingress_peer,
+    ports,
+    anp_ports
+);
+rule_src!(AnpEgressRule, EgressPeer, to, egress_peer, ports, anp_ports);
+
+/// `spec.ingress` or `spec.egress` of any tier object.
+fn decode_rules<R: RuleSrc>(
+    id: &str,
+    dir: &str,
+    rs: &[R],
+    acts: &[&str],
+    rules: &mut RuleTable,
+) -> Result<Vec<TRule>, String> {
+    let mut out = Vec::with_capacity(rs.len());
+    for (i, r) in rs.iter().enumerate() {
+        let f = format!("spec.{dir}[{i}]");
+        let a = action(r.action(), acts, &f)?;
+        if r.peers().is_empty() {
+            return Err(format!("{f}.{}: needs at least one peer", R::PEERS));
+        }
+        let peers = r
+            .peers()
+            .iter()
+            .enumerate()
+            .map(|(j, p)| R::peer(p, &format!("{f}.{}[{j}]", R::PEERS)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ports = r.ports(&f)?;
+        let rid = rules.add(rule_label(id, dir, i, r.name(), r.action()));
+        out.push(rule(rid, a, peers, ports, &f)?);
+    }
+    Ok(out)
+}
+
 fn anp_rules(
     id: &str,
     ing: &[AnpIngressRule],
@@ -753,40 +810,10 @@ fn anp_rules(
     acts: &[&str],
     rules: &mut RuleTable,
 ) -> Result<Rules, String> {
-    let mut ingress = Vec::new();
-    for (i, r) in ing.iter().enumerate() {
-        let f = format!("spec.ingress[{i}]");
-        let a = action(&r.action, acts, &f)?;
-        if r.from.is_empty() {
-            return Err(format!("{f}.from: needs at least one peer"));
-        }
-        let peers = r
-            .from
-            .iter()
-            .enumerate()
-            .map(|(j, p)| ingress_peer(p, &format!("{f}.from[{j}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ports = anp_ports(&r.ports, &f)?;
-        let rid = rules.add(rule_label(id, "ingress", i, &r.name, &r.action));
-        ingress.push(rule(rid, a, peers, ports, &f)?);
-    }
-    let mut egress = Vec::new();
-    for (i, r) in eg.iter().enumerate() {
-        let f = format!("spec.egress[{i}]");
-        let a = action(&r.action, acts, &f)?;
-        if r.to.is_empty() {
-            return Err(format!("{f}.to: needs at least one peer"));
-        }
-        let peers =
-            r.to.iter()
-                .enumerate()
-                .map(|(j, p)| egress_peer(p, &format!("{f}.to[{j}]")))
-                .collect::<Result<Vec<_>, _>>()?;
-        let ports = anp_ports(&r.ports, &f)?;
-        let rid = rules.add(rule_label(id, "egress", i, &r.name, &r.action));
-        egress.push(rule(rid, a, peers, ports, &f)?);
-    }
-    Ok((ingress, egress))
+    Ok((
+        decode_rules(id, "ingress", ing, acts, rules)?,
+        decode_rules(id, "egress", eg, acts, rules)?,
+    ))
 }
 
 // ------------------------------------------------------------- compiling
