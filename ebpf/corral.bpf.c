@@ -604,6 +604,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_monitor SEC(".maps");
 
+/* events that did not fit in corral_events (per CPU, summed by the agent) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_events_lost SEC(".maps");
+
 static __always_inline void emit_drop(__u32 ifindex, __u32 dir, struct pkt *p, int reason,
 				      __u64 len, __u64 *nowp)
 {
@@ -614,8 +623,14 @@ static __always_inline void emit_drop(__u32 ifindex, __u32 dir, struct pkt *p, i
 	if (!on || !*on)
 		return;
 	e = bpf_ringbuf_reserve(&corral_events, sizeof(*e), 0);
-	if (!e)
-		return; /* consumer behind: the event is lost, the drop stands */
+	if (!e) {
+		/* consumer behind: the event is lost (counted), the drop stands */
+		__u64 *lost = bpf_map_lookup_elem(&corral_events_lost, &zero);
+
+		if (lost)
+			*lost += 1;
+		return;
+	}
 	e->time_ns = clock_ns(nowp);
 	e->ifindex = ifindex;
 	e->len = (__u32)len;

@@ -231,7 +231,9 @@ struct corral_tier_value {
 
 /* Ring buffer "corral_events": one record per dropped packet while
  * array "corral_monitor"[0] is non-zero (a monitor client is connected).
- * Allowed packets never touch either map. */
+ * Allowed packets never touch either map. A record that does not fit (the
+ * consumer is behind) is counted in the per-CPU array
+ * "corral_events_lost"[0] (__u64); the drop itself stands. */
 struct corral_drop_event {
 	__u64 time_ns; /* bpf_ktime_get_ns */
 	__u32 ifindex;

@@ -143,7 +143,7 @@ fn metrics_cardinality_without_and_with_pod_metrics() {
         !lines.iter().any(|l| l.starts_with("corral_endpoint_")),
         "{lines:#?}"
     );
-    assert_eq!(lines.len(), 13, "{lines:#?}");
+    assert_eq!(lines.len(), 14, "{lines:#?}");
     assert!(
         lines.contains(&"corral_endpoints 4".to_string()),
         "{lines:#?}"
@@ -165,7 +165,7 @@ fn metrics_cardinality_without_and_with_pod_metrics() {
         .into_iter()
         .filter(|l| !l.starts_with("corral_net_"))
         .collect();
-    assert_eq!(lines.len(), 13 + 4 * 12, "{lines:#?}");
+    assert_eq!(lines.len(), 14 + 4 * 12, "{lines:#?}");
     for i in 0..4 {
         assert!(
             lines.iter().any(|l| l.starts_with(&format!(

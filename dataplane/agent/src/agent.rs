@@ -532,6 +532,11 @@ impl Agent {
     }
 
     /// Counters of all endpoints, for /metrics.
+    /// Drop events lost because the ring buffer was full (0 if unreadable).
+    pub fn events_lost(&self) -> u64 {
+        self.dp.events_lost().unwrap_or(0)
+    }
+
     pub fn snapshot(&mut self) -> Vec<EndpointStatus> {
         match self.list() {
             Ok(Response::Endpoints { endpoints, .. }) => endpoints,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuHashMap, RingBuf};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, Link as _, PinnedLink};
 use aya::programs::tc::{NlOptions, SchedClassifierLink, TcAttachOptions, TcHandle};
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
@@ -41,7 +41,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 13] = [
+const MAPS: [&str; 14] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -55,6 +55,7 @@ const MAPS: [&str; 13] = [
     "corral_tier",
     "corral_events",
     "corral_monitor",
+    "corral_events_lost",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -794,6 +795,17 @@ impl Datapath {
         let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
         a.set(0, u32::from(on), 0)?;
         Ok(())
+    }
+
+    /// Drop events the programs could not put into the ring buffer (the
+    /// consumer was behind), summed over CPUs since the map was created.
+    pub fn events_lost(&self) -> Result<u64> {
+        let m = self
+            .bpf
+            .map("corral_events_lost")
+            .ok_or_else(|| map_err("corral_events_lost"))?;
+        let a: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(m)?;
+        Ok(a.get(&0, 0)?.iter().sum())
     }
 
     // ---- benchmarks: BPF_PROG_TEST_RUN

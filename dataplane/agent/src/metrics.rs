@@ -34,9 +34,16 @@ pub struct Options {
 /// Drop reasons as exported (label `reason`).
 pub const DROP_REASONS: [&str; 4] = ["policy", "rate", "class_budget", "malformed"];
 
+/// Node-wide values that are not per endpoint.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeStats {
+    /// drop events the programs could not queue (ring buffer full)
+    pub events_lost: u64,
+}
+
 /// Renders the metrics text for the given endpoints.
-pub fn render(eps: &[EndpointStatus], opts: Options) -> String {
-    render_with_health(eps, crate::node_health::latest(), opts)
+pub fn render(eps: &[EndpointStatus], node: NodeStats, opts: Options) -> String {
+    render_with_health(eps, node, crate::node_health::latest(), opts)
 }
 
 /// Renders endpoints plus the node health gauges (when sampled):
@@ -44,6 +51,7 @@ pub fn render(eps: &[EndpointStatus], opts: Options) -> String {
 /// `corral_net_errors_per_second` (read by the scheduler's health scrape).
 pub fn render_with_health(
     eps: &[EndpointStatus],
+    node: NodeStats,
     health: Option<crate::node_health::Health>,
     opts: Options,
 ) -> String {
@@ -72,6 +80,13 @@ pub fn render_with_health(
         "Packets dropped over all pods of the node per reason and direction",
         drop_count.clone(),
     );
+    let lost = Counter::<u64>::default();
+    reg.register(
+        "corral_monitor_events_lost",
+        "Drop events the programs could not queue for `corral-agent monitor` (ring buffer full); the drops themselves are counted in corral_drop_count",
+        lost.clone(),
+    );
+    lost.inc_by(node.events_lost);
     let packets = Family::<L, Counter>::default();
     let bytes = Family::<L, Counter>::default();
     let drops = Family::<L, Counter>::default();
@@ -193,12 +208,17 @@ pub fn router(agent: Arc<Mutex<Agent>>, opts: Options) -> Router {
             get(move || {
                 let a = a1.clone();
                 async move {
-                    let eps = tokio::task::spawn_blocking(move || {
-                        a.lock().map(|mut g| g.snapshot()).unwrap_or_default()
+                    let (eps, node) = tokio::task::spawn_blocking(move || {
+                        a.lock()
+                            .map(|mut g| {
+                                let lost = g.events_lost();
+                                (g.snapshot(), NodeStats { events_lost: lost })
+                            })
+                            .unwrap_or_default()
                     })
                     .await
                     .unwrap_or_default();
-                    ([("content-type", OPENMETRICS)], render(&eps, opts))
+                    ([("content-type", OPENMETRICS)], render(&eps, node, opts))
                 }
             }),
         )
@@ -293,7 +313,11 @@ mod tests {
 
     #[test]
     fn node_totals_sum_pods() {
-        let text = render(&[ep("a", 100, 2), ep("b", 50, 3)], Options::default());
+        let text = render(
+            &[ep("a", 100, 2), ep("b", 50, 3)],
+            NodeStats { events_lost: 7 },
+            Options::default(),
+        );
         assert!(
             text.contains("corral_forward_bytes_total{direction=\"egress\"} 150"),
             "{text}"
@@ -307,6 +331,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("corral_endpoints 2"), "{text}");
+        assert!(
+            text.contains("corral_monitor_events_lost_total 7"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert!(!text.contains("corral_net_"), "no health before sampling");
         let h = crate::node_health::Health {
@@ -314,7 +342,12 @@ mod tests {
             drops_per_s: 3.0,
             errors_per_s: 0.0,
         };
-        let text = render_with_health(&[ep("a", 1, 0)], Some(h), Options::default());
+        let text = render_with_health(
+            &[ep("a", 1, 0)],
+            NodeStats::default(),
+            Some(h),
+            Options::default(),
+        );
         assert!(
             text.contains("corral_net_utilization_percent 42.5"),
             "{text}"
@@ -326,15 +359,19 @@ mod tests {
     #[test]
     fn pod_series_only_with_pod_metrics() {
         let eps: Vec<EndpointStatus> = (0..50).map(|i| ep(&format!("p{i}"), 10, 1)).collect();
-        let off = render(&eps, Options::default());
-        let on = render(&eps, Options { pod_metrics: true });
+        let off = render(&eps, NodeStats::default(), Options::default());
+        let on = render(&eps, NodeStats::default(), Options { pod_metrics: true });
         // node series do not grow with pods: 2 forward counts, 2 forward
-        // bytes, 4 reasons x 2 directions of drops, the endpoint gauge
-        assert_eq!(samples(&off).len(), 13, "{off}");
-        assert_eq!(samples(&render(&[], Options::default())).len(), 13);
+        // bytes, 4 reasons x 2 directions of drops, the endpoint gauge,
+        // the lost drop events
+        assert_eq!(samples(&off).len(), 14, "{off}");
+        assert_eq!(
+            samples(&render(&[], NodeStats::default(), Options::default())).len(),
+            14
+        );
         assert!(!off.contains("corral_endpoint_"), "{off}");
         // per pod: packets and bytes per direction, 4 drop reasons x 2
-        assert_eq!(samples(&on).len(), 13 + 50 * 12);
+        assert_eq!(samples(&on).len(), 14 + 50 * 12);
         assert!(
             on.contains(
                 "corral_endpoint_packets_total{namespace=\"x\",pod=\"p7\",direction=\"egress\"} 1"
