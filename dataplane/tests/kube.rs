@@ -8,8 +8,7 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use corral_dataplane_abi::api::{Request, Response};
@@ -19,29 +18,7 @@ use serde_json::{Value, json};
 const NODE: &str = "node-1";
 
 fn serve(netns: &str) {
-    in_netns(netns, || {
-        for port in [80u16, 81] {
-            let l = TcpListener::bind(("::", port)).expect("bind tcp");
-            std::thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    let _ = s.write_all(b"k");
-                }
-            });
-        }
-    });
-}
-
-fn tcp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let Ok(mut s) =
-            TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_millis(400))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
-        let mut b = [0u8; 1];
-        matches!(s.read(&mut b), Ok(1))
-    })
+    serve_ports(netns, &[80, 81], &[]);
 }
 
 /// A REST call from inside the node netns (where the API server listens).
@@ -89,17 +66,6 @@ fn policy_errors(agent: &Agent) -> Vec<String> {
 }
 
 /// Polls `f` for up to `secs`.
-fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what}: not reached within {secs} s");
-}
-
 #[test]
 fn kubernetes_policy_source_and_node_health() {
     let Some(_g) = privileged("kubernetes_policy_source_and_node_health") else {

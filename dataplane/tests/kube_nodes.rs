@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
 
 use corral_test_apiserver::{Options, TestApiServer};
 use serde_json::{Value, json};
@@ -17,17 +16,6 @@ fn node_obj(name: &str, k: u8) -> Value {
         "status": {"addresses": [
             {"type": "InternalIP", "address": format!("192.0.2.{k}")},
             {"type": "InternalIP", "address": format!("2001:db8:ff::{k}")}]}})
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("{what}: not reached within 15 s");
 }
 
 fn routes(node: &Node) -> String {
@@ -105,12 +93,12 @@ fn node_watch_drives_cni_config_and_routes() {
             &tpl.display().to_string(),
         ],
     );
-    eventually("CNI config written", || out.exists());
+    eventually("CNI config written", 15, || out.exists());
     let conf: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let ranges = &conf["plugins"][0]["ipam"]["ranges"];
     assert_eq!(ranges[0][0]["subnet"], "198.19.1.0/24", "{conf}");
     assert_eq!(ranges[1][0]["subnet"], "2001:db8:1::/64", "{conf}");
-    eventually("routes to n2", || {
+    eventually("routes to n2", 15, || {
         let r = routes(&node);
         r.contains("198.19.2.0/24 via 192.0.2.2")
             && r.contains("2001:db8:2::/64 via 2001:db8:ff::2")
@@ -121,7 +109,7 @@ fn node_watch_drives_cni_config_and_routes() {
     );
     // a node joins: routes to it; a node leaves: its routes go
     srv.insert(node_obj("n3", 3)).unwrap();
-    eventually("routes to n3", || {
+    eventually("routes to n3", 15, || {
         routes(&node).contains("198.19.3.0/24 via 192.0.2.3")
     });
     let base = srv.url();
@@ -137,7 +125,7 @@ fn node_watch_drives_cni_config_and_routes() {
         &format!("{base}/api/v1/nodes/n2"),
     ]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "200");
-    eventually("routes to n2 removed", || {
+    eventually("routes to n2 removed", 15, || {
         let r = routes(&node);
         !r.contains("198.19.2.0") && !r.contains("2001:db8:2::") && r.contains("198.19.3.0/24")
     });

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use corral_dataplane_abi::api::NamedPort;
@@ -15,46 +15,7 @@ const UDP_PORT: u16 = 53;
 
 /// TCP (80, 81) and UDP (53) echo servers on all addresses of `netns`.
 fn serve(netns: &str) {
-    in_netns(netns, || {
-        for port in TCP_PORTS {
-            let l = TcpListener::bind(("::", port)).expect("bind tcp");
-            std::thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    let _ = s.write_all(b"k");
-                }
-            });
-        }
-        let u = UdpSocket::bind(("::", UDP_PORT)).expect("bind udp");
-        std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while let Ok((n, from)) = u.recv_from(&mut b) {
-                let _ = u.send_to(&b[..n], from);
-            }
-        });
-    });
-}
-
-fn tcp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let Ok(mut s) =
-            TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_millis(400))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
-        let mut b = [0u8; 1];
-        matches!(s.read(&mut b), Ok(1))
-    })
-}
-
-fn udp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
-        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
-        let _ = s.send_to(b"q", (to, port));
-        let mut b = [0u8; 8];
-        matches!(s.recv_from(&mut b), Ok((1, _)))
-    })
+    serve_ports(netns, &TCP_PORTS, &[UDP_PORT]);
 }
 
 struct World {

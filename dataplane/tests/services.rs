@@ -11,9 +11,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::net::{IpAddr, Ipv4Addr};
 
 use corral_dataplane_abi::api::NamedPort;
 
@@ -21,46 +19,7 @@ const NAMESPACES: [&str; 2] = ["x", "y"];
 const PODS: [&str; 3] = ["a", "b", "c"];
 
 fn serve(netns: &str) {
-    in_netns(netns, || {
-        for port in [80u16, 81] {
-            let l = TcpListener::bind(("::", port)).expect("bind tcp");
-            std::thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    let _ = s.write_all(b"k");
-                }
-            });
-        }
-        let u = UdpSocket::bind(("::", 53)).expect("bind udp");
-        std::thread::spawn(move || {
-            let mut b = [0u8; 64];
-            while let Ok((n, from)) = u.recv_from(&mut b) {
-                let _ = u.send_to(&b[..n], from);
-            }
-        });
-    });
-}
-
-fn tcp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let Ok(mut s) =
-            TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_millis(300))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-        let mut b = [0u8; 1];
-        matches!(s.read(&mut b), Ok(1))
-    })
-}
-
-fn udp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
-        let _ = s.send_to(b"q", (to, port));
-        let mut b = [0u8; 8];
-        matches!(s.recv_from(&mut b), Ok((1, _)))
-    })
+    serve_ports(netns, &[80, 81], &[53]);
 }
 
 struct World {

@@ -7,8 +7,7 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use corral_dataplane_abi::api::{Request, Response};
@@ -23,48 +22,7 @@ const PEOPLE: [&str; 4] = [
 
 /// TCP 80/8080 and UDP 53/5353 servers on all addresses of `netns`.
 fn serve(netns: &str) {
-    in_netns(netns, || {
-        for port in [80u16, 8080] {
-            let l = TcpListener::bind(("::", port)).expect("bind tcp");
-            std::thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    let _ = s.write_all(b"k");
-                }
-            });
-        }
-        for port in [53u16, 5353] {
-            let u = UdpSocket::bind(("::", port)).expect("bind udp");
-            std::thread::spawn(move || {
-                let mut b = [0u8; 64];
-                while let Ok((n, from)) = u.recv_from(&mut b) {
-                    let _ = u.send_to(&b[..n], from);
-                }
-            });
-        }
-    });
-}
-
-fn tcp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let Ok(mut s) =
-            TcpStream::connect_timeout(&SocketAddr::new(to, port), Duration::from_millis(400))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
-        let mut b = [0u8; 1];
-        matches!(s.read(&mut b), Ok(1))
-    })
-}
-
-fn udp(from: &str, to: IpAddr, port: u16) -> bool {
-    in_netns(from, move || {
-        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).expect("bind");
-        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
-        let _ = s.send_to(b"q", (to, port));
-        let mut b = [0u8; 8];
-        matches!(s.recv_from(&mut b), Ok((1, _)))
-    })
+    serve_ports(netns, &[80, 8080], &[53, 5353]);
 }
 
 struct World {

@@ -565,3 +565,67 @@ pub fn rate_within(what: &str, want: f64, tol: f64, mut f: impl FnMut(u16) -> f6
         );
     }
 }
+
+/// Test servers in `netns`: each TCP port answers one byte ("k") per
+/// connection, each UDP port echoes datagrams. Threads live until the
+/// netns goes away.
+pub fn serve_ports(netns: &str, tcp_ports: &[u16], udp_ports: &[u16]) {
+    let (t, u) = (tcp_ports.to_vec(), udp_ports.to_vec());
+    in_netns(netns, move || {
+        for port in t {
+            let l = std::net::TcpListener::bind(("::", port)).expect("bind tcp");
+            std::thread::spawn(move || {
+                for mut s in l.incoming().flatten() {
+                    let _ = std::io::Write::write_all(&mut s, b"k");
+                }
+            });
+        }
+        for port in u {
+            let s = std::net::UdpSocket::bind(("::", port)).expect("bind udp");
+            std::thread::spawn(move || {
+                let mut b = [0u8; 64];
+                while let Ok((n, from)) = s.recv_from(&mut b) {
+                    let _ = s.send_to(&b[..n], from);
+                }
+            });
+        }
+    });
+}
+
+/// A TCP connection from `from` to `to:port` that reads the server's byte
+/// (400 ms bounds for connect and read).
+pub fn tcp(from: &str, to: IpAddr, port: u16) -> bool {
+    in_netns(from, move || {
+        let t = Duration::from_millis(400);
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&(to, port).into(), t) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(t));
+        let mut b = [0u8; 1];
+        matches!(std::io::Read::read(&mut s, &mut b), Ok(1))
+    })
+}
+
+/// One UDP datagram from `from` to `to:port` and its echo (400 ms).
+pub fn udp(from: &str, to: IpAddr, port: u16) -> bool {
+    in_netns(from, move || {
+        let s = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+            .expect("bind");
+        let _ = s.set_read_timeout(Some(Duration::from_millis(400)));
+        let _ = s.send_to(b"q", (to, port));
+        let mut b = [0u8; 8];
+        matches!(s.recv_from(&mut b), Ok((1, _)))
+    })
+}
+
+/// Polls `f` every 200 ms for up to `secs`; panics naming `what`.
+pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not reached within {secs} s");
+}
