@@ -70,6 +70,10 @@ pub struct Options {
     pub pod_scope: PodScope,
     /// watch Nodes (for `nodes` egress peers of tier policies)
     pub node_peers: bool,
+    /// watch Nodes for multi-node routing and this node's CNI config
+    /// (`--routing`/`--cni-conf`); with `node_peers` too, one Node watch
+    /// feeds both views
+    pub routing: bool,
 }
 
 /// One watched kind: decoded objects by `namespace/name` (a decode error is
@@ -140,8 +144,8 @@ struct State {
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
     services: Kind<Vec<crate::services::Frontend>>,
-    /// Nodes for routing and the CNI config: only in the node watch's own
-    /// `Shared` (see [`spawn_nodes`])
+    /// Nodes for routing and the CNI config: only in the routing view's own
+    /// `Shared` (see [`route_loop`])
     route_nodes: Kind<crate::routing::NodeInfo>,
     /// ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy
     tiers: [Kind<TierObject>; 3],
@@ -282,6 +286,52 @@ struct Shared {
     changed: Notify,
 }
 
+/// One consumer of a watch: a decoder into one `Kind` of one `Shared`
+/// state (notified when its applied set changed). One watch can feed
+/// several sinks (the Node watch: routing and policy views).
+struct Sink {
+    shared: Arc<Shared>,
+    apply: Box<ApplyFn>,
+}
+
+/// Applies one raw event to a state; returns whether its applied set changed.
+type ApplyFn = dyn FnMut(&mut State, &Event<DynamicObject>) -> bool + Send;
+
+fn sink<T: Send + 'static>(
+    shared: Arc<Shared>,
+    pick: fn(&mut State) -> &mut Kind<T>,
+    decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
+) -> Sink {
+    Sink {
+        shared,
+        apply: Box::new(move |st, ev| {
+            let ev = match ev {
+                Event::Init => Event::Init,
+                Event::InitDone => Event::InitDone,
+                Event::InitApply(o) => Event::InitApply(decode(o)),
+                Event::Apply(o) => Event::Apply(decode(o)),
+                Event::Delete(o) => Event::Delete((key(o), None)),
+            };
+            pick(st).on_event(ev)
+        }),
+    }
+}
+
+impl Sink {
+    /// Applies one event; notifies the state's reconciler on a change.
+    /// False when the state is poisoned (the watch ends).
+    fn deliver(&mut self, ev: &Event<DynamicObject>) -> bool {
+        let changed = match self.shared.state.lock() {
+            Ok(mut st) => (self.apply)(&mut st, ev),
+            Err(_) => return false,
+        };
+        if changed {
+            self.shared.changed.notify_one();
+        }
+        true
+    }
+}
+
 fn watch<T: Send + 'static>(
     api: Api<DynamicObject>,
     cfg: watcher::Config,
@@ -290,19 +340,18 @@ fn watch<T: Send + 'static>(
     pick: fn(&mut State) -> &mut Kind<T>,
     decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
 ) -> JoinHandle<()> {
-    watch_if(api, cfg, what, shared, pick, decode, false)
+    watch_into(api, cfg, what, vec![sink(shared, pick, decode)], false)
 }
 
-/// Like [`watch`]; with `optional`, a resource the API server does not
-/// serve (its CRD is not installed: the list answers 404) counts as listed
-/// and empty, and is probed again every 30 s.
-fn watch_if<T: Send + 'static>(
+/// Watches one resource and delivers every event to each sink. With
+/// `optional`, a resource the API server does not serve (its CRD is not
+/// installed: the list answers 404) counts as listed and empty, and is
+/// probed again every 30 s.
+fn watch_into(
     api: Api<DynamicObject>,
     cfg: watcher::Config,
     what: &'static str,
-    shared: Arc<Shared>,
-    pick: fn(&mut State) -> &mut Kind<T>,
-    decode: impl Fn(&DynamicObject) -> Decoded<T> + Send + 'static,
+    mut sinks: Vec<Sink>,
     optional: bool,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -319,17 +368,11 @@ fn watch_if<T: Send + 'static>(
                                 "resource not served (CRD not installed); treated as empty"
                             );
                             announced = true;
-                            let changed = match shared.state.lock() {
-                                Ok(mut st) => {
-                                    let k = pick(&mut st);
-                                    let was = k.synced;
-                                    k.synced = true;
-                                    !was || !k.objs.is_empty()
+                            // an empty list
+                            for s in &mut sinks {
+                                if !(s.deliver(&Event::Init) && s.deliver(&Event::InitDone)) {
+                                    return;
                                 }
-                                Err(_) => return,
-                            };
-                            if changed {
-                                shared.changed.notify_one();
                             }
                         }
                     }
@@ -352,19 +395,10 @@ fn watch_if<T: Send + 'static>(
             if matches!(ev, Event::InitDone) {
                 info!(watch = what, "listed");
             }
-            let ev = match ev {
-                Event::Init => Event::Init,
-                Event::InitDone => Event::InitDone,
-                Event::InitApply(o) => Event::InitApply(decode(&o)),
-                Event::Apply(o) => Event::Apply(decode(&o)),
-                Event::Delete(o) => Event::Delete((key(&o), None)),
-            };
-            let changed = match shared.state.lock() {
-                Ok(mut st) => pick(&mut st).on_event(ev),
-                Err(_) => return,
-            };
-            if changed {
-                shared.changed.notify_one();
+            for s in &mut sinks {
+                if !s.deliver(&ev) {
+                    return;
+                }
             }
         }
     })
@@ -434,27 +468,43 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
         "baselineadminnetworkpolicies",
     ];
     for ((r, pick), what) in tier_resources().into_iter().zip(tier_picks).zip(names) {
-        handles.push(watch_if(
+        handles.push(watch_into(
             ar(r),
             watcher::Config::default(),
             what,
-            shared.clone(),
-            pick,
-            decode_tier,
+            vec![sink(shared.clone(), pick, decode_tier)],
             true,
         ));
     }
+    // one Node watch for both views: tier `nodes` peers (policy state,
+    // its readiness) and routing (own state and loop, so a route change
+    // neither waits for nor triggers a policy recompile)
+    let mut node_sinks = Vec::new();
     if opts.node_peers {
-        handles.push(watch(
+        node_sinks.push(sink(shared.clone(), |s| &mut s.nodes, decode_node));
+    } else if let Ok(mut st) = shared.state.lock() {
+        st.nodes.synced = true;
+    }
+    if opts.routing {
+        let routes = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        });
+        node_sinks.push(sink(
+            routes.clone(),
+            |s| &mut s.route_nodes,
+            decode_route_node,
+        ));
+        handles.push(tokio::spawn(route_loop(agent.clone(), routes)));
+    }
+    if !node_sinks.is_empty() {
+        handles.push(watch_into(
             ar(ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&())),
             watcher::Config::default(),
             "nodes",
-            shared.clone(),
-            |s| &mut s.nodes,
-            decode_node,
+            node_sinks,
+            false,
         ));
-    } else if let Ok(mut st) = shared.state.lock() {
-        st.nodes.synced = true;
     }
     handles.push(tokio::spawn(reconcile_loop(agent, shared)));
     handles
@@ -472,69 +522,51 @@ fn decode_route_node(o: &DynamicObject) -> Decoded<crate::routing::NodeInfo> {
     (key(o), Some(v))
 }
 
-/// Watches Node objects for multi-node routing and this node's CNI
-/// config (pod CIDRs): every change after the first full list re-syncs
-/// the routes ([`Agent::set_nodes`]); a relist replaces the set atomically.
-pub fn spawn_nodes(client: Client, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<()>> {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-        changed: Notify::new(),
-    });
-    let api = Api::<DynamicObject>::all_with(
-        client,
-        &ApiResource::erase::<k8s_openapi::api::core::v1::Node>(&()),
-    );
-    let w = watch(
-        api,
-        watcher::Config::default(),
-        "nodes",
-        shared.clone(),
-        |s| &mut s.route_nodes,
-        decode_route_node,
-    );
-    let r = tokio::spawn(async move {
-        let mut last: Option<Vec<crate::routing::NodeInfo>> = None;
-        loop {
-            shared.changed.notified().await;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let (nodes, errors): (Vec<_>, Vec<_>) = match shared.state.lock() {
-                Ok(st) if st.route_nodes.synced => (
-                    st.route_nodes.ok().cloned().collect(),
-                    st.route_nodes.errors().cloned().collect(),
-                ),
-                Ok(_) => continue,
-                Err(_) => return,
-            };
-            if last.as_ref() == Some(&nodes) {
-                continue;
+/// Multi-node routing and this node's CNI config (pod CIDRs) from the
+/// Node watch's routing view: every change after the first full list
+/// re-syncs the routes ([`Agent::set_nodes`]); a relist replaces the set
+/// atomically.
+async fn route_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {
+    let mut last: Option<Vec<crate::routing::NodeInfo>> = None;
+    loop {
+        shared.changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (nodes, errors): (Vec<_>, Vec<_>) = match shared.state.lock() {
+            Ok(st) if st.route_nodes.synced => (
+                st.route_nodes.ok().cloned().collect(),
+                st.route_nodes.errors().cloned().collect(),
+            ),
+            Ok(_) => continue,
+            Err(_) => return,
+        };
+        if last.as_ref() == Some(&nodes) {
+            continue;
+        }
+        for e in &errors {
+            warn!(error = %e, "Kubernetes object skipped");
+        }
+        let a = agent.clone();
+        let n2 = nodes.clone();
+        let r = tokio::task::spawn_blocking(move || match a.lock() {
+            Ok(mut g) => g.set_nodes(&n2),
+            Err(_) => Err(anyhow::anyhow!("agent state poisoned")),
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                info!(nodes = nodes.len(), "routes synced from Node objects");
+                last = Some(nodes);
             }
-            for e in &errors {
-                warn!(error = %e, "Kubernetes object skipped");
+            Ok(Err(e)) => {
+                warn!(error = %format!("{e:#}"), "syncing routes; retrying");
+                retry_later(&shared);
             }
-            let a = agent.clone();
-            let n2 = nodes.clone();
-            let r = tokio::task::spawn_blocking(move || match a.lock() {
-                Ok(mut g) => g.set_nodes(&n2),
-                Err(_) => Err(anyhow::anyhow!("agent state poisoned")),
-            })
-            .await;
-            match r {
-                Ok(Ok(())) => {
-                    info!(nodes = nodes.len(), "routes synced from Node objects");
-                    last = Some(nodes);
-                }
-                Ok(Err(e)) => {
-                    warn!(error = %format!("{e:#}"), "syncing routes; retrying");
-                    retry_later(&shared);
-                }
-                Err(e) => {
-                    warn!(error = %e, "route sync task failed; retrying");
-                    retry_later(&shared);
-                }
+            Err(e) => {
+                warn!(error = %e, "route sync task failed; retrying");
+                retry_later(&shared);
             }
         }
-    });
-    vec![w, r]
+    }
 }
 
 async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {

@@ -386,12 +386,10 @@ fn run(a: RunArgs) -> Result<()> {
                     node_name: node_name.clone(),
                     pod_scope: a.pod_scope,
                     node_peers: a.node_peers,
+                    routing: nodes,
                 },
                 agent.clone(),
             );
-            if nodes {
-                kube_source::spawn_nodes(c.clone(), agent.clone());
-            }
             client = Some(c);
         }
         // node health: Node annotations (Kubernetes) and /metrics gauges
