@@ -3,7 +3,8 @@
 //! It speaks the real REST + watch JSON protocol (the subset Corral and client-go style
 //! clients use) for pods, nodes, namespaces, events, resource quotas, priority classes,
 //! leases, NetworkPolicies and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
-//! NodeResourceTopology):
+//! NodeResourceTopology) and the network-policy-api tiers (ClusterNetworkPolicy,
+//! AdminNetworkPolicy, BaselineAdminNetworkPolicy):
 //!
 //! - `GET` list (`{kind}List` with `metadata.resourceVersion`), get, and watch
 //!   (`?watch=1`: chunked newline-delimited `{"type","object"}` events, `BOOKMARK`s when
@@ -108,6 +109,28 @@ pub const RESOURCES: &[ResourceType] = &[
         "NodeResourceTopology",
         false,
     ),
+    // network-policy-api tiers (corral-agent's tier policy source)
+    rt(
+        "policy.networking.k8s.io",
+        "v1alpha2",
+        "clusternetworkpolicies",
+        "ClusterNetworkPolicy",
+        false,
+    ),
+    rt(
+        "policy.networking.k8s.io",
+        "v1alpha1",
+        "adminnetworkpolicies",
+        "AdminNetworkPolicy",
+        false,
+    ),
+    rt(
+        "policy.networking.k8s.io",
+        "v1alpha1",
+        "baselineadminnetworkpolicies",
+        "BaselineAdminNetworkPolicy",
+        false,
+    ),
 ];
 
 const fn rt(
@@ -199,6 +222,8 @@ struct Shared {
     drop_epoch: tokio::sync::watch::Sender<u64>,
     uid: AtomicU64,
     requests: AtomicU64,
+    /// watch requests (`?watch=1`) per resource index
+    watches: Mutex<HashMap<usize, u64>>,
     history_limit: usize,
     bookmark_every: Duration,
     /// Resource indices answered with `404` (a CRD that is not installed).
@@ -277,6 +302,7 @@ impl TestApiServer {
             drop_epoch: tokio::sync::watch::channel(0).0,
             uid: AtomicU64::new(1),
             requests: AtomicU64::new(0),
+            watches: Mutex::new(HashMap::new()),
             history_limit: opts.history_limit.max(1),
             bookmark_every: opts.bookmark_every,
             unserved: Mutex::new(std::collections::HashSet::new()),
@@ -460,6 +486,19 @@ impl TestApiServer {
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Watch requests (`?watch=1`) answered so far for one resource (how
+    /// many watch streams clients opened on it).
+    pub fn watch_requests(&self, group: &str, plural: &str) -> u64 {
+        let Some(i) = RESOURCES
+            .iter()
+            .position(|r| r.group == group && r.plural == plural)
+        else {
+            return 0;
+        };
+        let w = self.shared.watches.lock().expect("watches lock");
+        w.get(&i).copied().unwrap_or(0)
     }
 
     /// Ends every open watch stream (clients must re-watch).
@@ -872,6 +911,12 @@ async fn handle(
         (&Method::GET, None, None) => {
             let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
             if watch {
+                *shared
+                    .watches
+                    .lock()
+                    .expect("watches lock")
+                    .entry(r.res)
+                    .or_default() += 1;
                 return watch_stream(shared, r.res, r.ns, &q).await;
             }
             // Pagination (`limit` + `continue`): the token carries the resourceVersion
