@@ -21,36 +21,6 @@ fn serve(netns: &str) {
     serve_ports(netns, &[80, 81], &[]);
 }
 
-/// A REST call from inside the node netns (where the API server listens).
-fn rest(node: &Node, method: &str, url: &str, body: Option<&Value>) -> (u16, String) {
-    let ct = if method == "PATCH" {
-        "Content-Type: application/merge-patch+json"
-    } else {
-        "Content-Type: application/json"
-    };
-    let mut args = vec![
-        "curl",
-        "-s",
-        "-o",
-        "/dev/stdout",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-        "-H",
-        ct,
-    ];
-    let data = body.map(|b| b.to_string());
-    if let Some(d) = &data {
-        args.extend(["--data", d.as_str()]);
-    }
-    args.push(url);
-    let out = node.exec(&args);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn pod_obj(ns: &str, name: &str, app: &str, ip: IpAddr) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns, "labels": {"app": app}},

@@ -599,6 +599,7 @@ async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {
             Ok(Ok(())) => {
                 info!(
                     policies = inputs.policies.len(),
+                    tier_policies = inputs.tiers.len(),
                     pods = inputs.pods.len(),
                     namespaces = inputs.namespaces.len(),
                     problems = inputs.errors.len(),

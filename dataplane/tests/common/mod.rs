@@ -629,3 +629,38 @@ pub fn eventually(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
     panic!("{what}: not reached within {secs} s");
 }
+
+/// A REST call from inside the node netns (where the API server listens).
+pub fn rest(
+    node: &Node,
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, String) {
+    let ct = if method == "PATCH" {
+        "Content-Type: application/merge-patch+json"
+    } else {
+        "Content-Type: application/json"
+    };
+    let mut args = vec![
+        "curl",
+        "-s",
+        "-o",
+        "/dev/stdout",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        "-H",
+        ct,
+    ];
+    let data = body.map(|b| b.to_string());
+    if let Some(d) = &data {
+        args.extend(["--data", d.as_str()]);
+    }
+    args.push(url);
+    let out = node.exec(&args);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
