@@ -4,68 +4,15 @@
 //! corral-agent.
 
 mod common;
+use common::cni::{PodNs, REF, cni_bin, cni_path, refs_ok};
 use common::*;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde_json::{Value, json};
-
-const REF: &str = "/usr/lib/cni";
-static NS_SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn cni_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_corral-cni")
-}
-
-fn cni_path() -> String {
-    let dir = Path::new(cni_bin()).parent().expect("bin dir");
-    format!("{REF}:{}", dir.display())
-}
-
-/// The reference plugins must be installed (fails under CI=true).
-fn refs_ok(test: &str) -> bool {
-    let ok = ["host-local", "bridge", "ptp"]
-        .iter()
-        .all(|p| Path::new(REF).join(p).exists());
-    if !ok {
-        let why = format!("{test}: needs containernetworking-plugins in {REF}");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("SKIP {why}");
-    }
-    ok
-}
-
-/// A pod sandbox netns; deleted on drop.
-struct PodNs(String);
-
-impl PodNs {
-    fn new() -> PodNs {
-        let n = format!(
-            "crc{:x}x{}",
-            std::process::id() & 0xffff,
-            NS_SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        must(&["ip", "netns", "add", &n]);
-        PodNs(n)
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-    fn exec(&self, args: &[&str]) -> std::process::Output {
-        let mut v = vec!["ip", "netns", "exec", &self.0];
-        v.extend_from_slice(args);
-        sh(&v)
-    }
-}
-
-impl Drop for PodNs {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.0]);
-    }
-}
 
 /// The "runtime": node netns, agent, dirs, and plugin execution.
 struct Rt {
@@ -135,38 +82,21 @@ impl Rt {
         args: &str,
         conf: &Value,
     ) -> Out {
-        let mut c = Command::new("timeout");
-        c.arg("60")
-            .arg("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", self.node.netns))
-            .arg(plugin)
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_PATH", &self.path)
-            .env("CORRAL_CNI_LOG", &self.log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in [
-            ("CNI_CONTAINERID", cid),
-            ("CNI_NETNS", netns),
-            ("CNI_IFNAME", ifname),
-            ("CNI_ARGS", args),
-        ] {
-            if !v.is_empty() {
-                c.env(k, v);
-            }
-        }
-        let mut child = c.spawn().expect("spawn plugin");
-        {
-            use std::io::Write;
-            let mut si = child.stdin.take().expect("stdin");
-            si.write_all(conf.to_string().as_bytes())
-                .expect("stdin write");
-        }
-        let o = child.wait_with_output().expect("plugin wait");
-        let raw = String::from_utf8_lossy(&o.stdout).to_string();
+        let o = cni::run_plugin(
+            &self.node.netns,
+            plugin,
+            cmd,
+            &[
+                ("CNI_PATH", &self.path),
+                ("CNI_CONTAINERID", cid),
+                ("CNI_NETNS", netns),
+                ("CNI_IFNAME", ifname),
+                ("CNI_ARGS", args),
+            ],
+            &self.log,
+            conf.to_string().as_bytes(),
+        );
+        let raw = o.raw;
         let json = if raw.trim().is_empty() {
             Value::Null
         } else {
@@ -174,7 +104,7 @@ impl Rt {
                 .unwrap_or_else(|e| panic!("{plugin} {cmd}: stdout is not JSON ({e}): {raw:?}"))
         };
         Out {
-            code: o.status.code().unwrap_or(-1),
+            code: o.code,
             json,
             raw,
         }
@@ -303,12 +233,15 @@ fn standalone_dual_stack_add_check_del() {
     let Some(_g) = privileged("standalone_dual_stack_add_check_del") else {
         return;
     };
-    if !refs_ok("standalone_dual_stack_add_check_del") {
+    if !refs_ok(
+        "standalone_dual_stack_add_check_del",
+        &["host-local", "bridge", "ptp"],
+    ) {
         return;
     }
     let rt = Rt::new();
     let conf = rt.standalone("1.1.0", true);
-    let (a, b) = (PodNs::new(), PodNs::new());
+    let (a, b) = (PodNs::new("crc"), PodNs::new("crc"));
     let args_a = "IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a;K8S_POD_INFRA_CONTAINER_ID=ca;K8S_POD_UID=u1";
     let ra = rt.ok("ADD", "ca", Some(&a), args_a, &conf);
     let rb = rt.ok("ADD", "cb", Some(&b), "K8S_POD_NAME=b", &conf);
@@ -396,7 +329,7 @@ fn standalone_dual_stack_add_check_del() {
 fn chained_after_bridge_enforces_bandwidth_and_after_ptp() {
     let t = "chained_after_bridge_enforces_bandwidth_and_after_ptp";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let rt = Rt::new();
@@ -415,7 +348,7 @@ fn chained_after_bridge_enforces_bandwidth_and_after_ptp() {
     // --- bridge + host-local, then corral-cni with a bandwidth limit
     let bridge = json!({"cniVersion": "1.0.0", "name": "corralnet", "type": "bridge",
         "bridge": "crbr0", "isGateway": true, "ipam": ipam("198.18.4.0/24")});
-    let pod = PodNs::new();
+    let pod = PodNs::new("crc");
     let b = rt.exec(
         &format!("{REF}/bridge"),
         "ADD",
@@ -472,7 +405,7 @@ fn chained_after_bridge_enforces_bandwidth_and_after_ptp() {
     // --- ptp + host-local, then corral-cni
     let ptp = json!({"cniVersion": "1.0.0", "name": "corralnet", "type": "ptp",
         "ipam": ipam("198.18.5.0/24")});
-    let pod2 = PodNs::new();
+    let pod2 = PodNs::new("crc");
     let p = rt.exec(
         &format!("{REF}/ptp"),
         "ADD",
@@ -507,11 +440,11 @@ fn chained_after_bridge_enforces_bandwidth_and_after_ptp() {
 fn errors_versions_rollback_and_agent_down() {
     let t = "errors_versions_rollback_and_agent_down";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let mut rt = Rt::new();
-    let pod = PodNs::new();
+    let pod = PodNs::new("crc");
     let good = rt.standalone("1.0.0", false);
     // VERSION
     let v = rt.cni("VERSION", "", None, "", &json!({"cniVersion": "1.1.0"}));
@@ -540,26 +473,23 @@ fn errors_versions_rollback_and_agent_down() {
         assert!(o.json["cniVersion"].is_string(), "{what}");
     };
     let raw = |s: &str| -> Out {
-        // non-JSON stdin needs a raw pipe
-        let mut c = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", rt.node.netns))
-            .arg(cni_bin())
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", "craw")
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &rt.path)
-            .env("CORRAL_CNI_LOG", &rt.log)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        c.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-        let o = c.wait_with_output().unwrap();
-        let raw = String::from_utf8_lossy(&o.stdout).to_string();
+        // non-JSON stdin
+        let o = cni::run_plugin(
+            &rt.node.netns,
+            cni_bin(),
+            "ADD",
+            &[
+                ("CNI_CONTAINERID", "craw"),
+                ("CNI_NETNS", &pod.path()),
+                ("CNI_IFNAME", "eth0"),
+                ("CNI_PATH", &rt.path),
+            ],
+            &rt.log,
+            s.as_bytes(),
+        );
+        let raw = o.raw;
         Out {
-            code: o.status.code().unwrap_or(-1),
+            code: o.code,
             json: serde_json::from_str(&raw).unwrap_or(Value::Null),
             raw,
         }
@@ -631,7 +561,7 @@ fn errors_versions_rollback_and_agent_down() {
 
     // a netlink failure (CNI_IFNAME already taken in the pod netns) is
     // code 100 naming the request and errno, and rolls back the IP
-    let busy = PodNs::new();
+    let busy = PodNs::new("crc");
     let o = busy.exec(&[
         "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth9",
     ]);
@@ -749,7 +679,7 @@ fn errors_versions_rollback_and_agent_down() {
 fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     let t = "fixed_ip_survives_recreate_and_gc_removes_stale";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let rt = Rt::new();
@@ -758,7 +688,7 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
         "corral.io/ips": "198.18.0.77,2001:db8:c::77",
         "corral.io/traffic-class": "critical",
         "kubernetes.io/egress-bandwidth": "30M"}});
-    let p1 = PodNs::new();
+    let p1 = PodNs::new("crc");
     let r = rt.ok(
         "ADD",
         "fix1",
@@ -772,13 +702,13 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     ];
     assert_eq!(ips_of(&r), want);
     // another pod takes addresses meanwhile
-    let other = PodNs::new();
+    let other = PodNs::new("crc");
     let plain = rt.standalone("1.1.0", true);
     rt.ok("ADD", "oth", Some(&other), "", &plain);
     // the pod is deleted and re-created (new sandbox, new container id)
     rt.ok("DEL", "fix1", Some(&p1), "", &conf);
     drop(p1);
-    let p2 = PodNs::new();
+    let p2 = PodNs::new("crc");
     let r2 = rt.ok(
         "ADD",
         "fix2",
@@ -790,7 +720,7 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
     // capability `ips` (runtimeConfig.ips) works the same way
     let mut ipsc = rt.standalone("1.1.0", false);
     ipsc["runtimeConfig"] = json!({"ips": ["198.18.0.99/24"]});
-    let p3 = PodNs::new();
+    let p3 = PodNs::new("crc");
     let r3 = rt.ok("ADD", "fix3", Some(&p3), "", &ipsc);
     assert_eq!(ips_of(&r3), vec!["198.18.0.99".parse::<IpAddr>().unwrap()]);
     // class + egress limit annotations reached the agent
@@ -847,12 +777,12 @@ fn fixed_ip_survives_recreate_and_gc_removes_stale() {
 fn hundred_parallel_adds_and_dels_then_cycles_leave_nothing() {
     let t = "hundred_parallel_adds_and_dels_then_cycles_leave_nothing";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let rt = std::sync::Arc::new(Rt::new());
     let conf = rt.standalone("1.1.0", true);
-    let pods: Vec<PodNs> = (0..100).map(|_| PodNs::new()).collect();
+    let pods: Vec<PodNs> = (0..100).map(|_| PodNs::new("crc")).collect();
     let paths: Vec<String> = pods.iter().map(|p| p.path()).collect();
     let run = |cmd: &'static str| {
         let hs: Vec<_> = paths
@@ -952,7 +882,7 @@ impl Drop for Podman {
 fn podman_cni_backend_runs_two_talking_containers() {
     let t = "podman_cni_backend_runs_two_talking_containers";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let tools = ["podman", "runc"]
@@ -1102,7 +1032,7 @@ esac
 fn gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart() {
     let t = "gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "ptp"]) {
         return;
     }
     let mut rt = Rt::new();
@@ -1118,7 +1048,7 @@ fn gc_and_status_reach_a_cni_1_1_ipam_plugin_and_adds_survive_agent_restart() {
     let calls = || std::fs::read_to_string(dir.join("calls.log")).unwrap_or_default();
     let mut conf = rt.standalone("1.1.0", false);
     conf["ipam"] = json!({"type": "testipam"});
-    let (p1, p2) = (PodNs::new(), PodNs::new());
+    let (p1, p2) = (PodNs::new("crc"), PodNs::new("crc"));
     let r1 = rt.ok("ADD", "gk1", Some(&p1), "K8S_POD_NAME=a", &conf);
     let r2 = rt.ok("ADD", "gk2", Some(&p2), "K8S_POD_NAME=b", &conf);
     assert_eq!(ips_of(&r1), vec!["198.18.1.10".parse::<IpAddr>().unwrap()]);

@@ -5,93 +5,37 @@
 //! first is reported by `corral-agent status`.
 
 mod common;
+use common::cni::{PodNs, REF, refs_ok};
 use common::*;
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::Command;
 
 use corral_dataplane_abi::api::{EndpointStatus, Request, Response};
 use serde_json::{Value, json};
 
-const REF: &str = "/usr/lib/cni";
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn refs_ok(test: &str) -> bool {
-    let ok = ["host-local", "bridge", "bandwidth"]
-        .iter()
-        .all(|p| Path::new(REF).join(p).exists());
-    if !ok {
-        let why = format!("{test}: needs containernetworking-plugins in {REF}");
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
-        eprintln!("SKIP {why}");
-    }
-    ok
-}
-
-struct PodNs(String);
-
-impl PodNs {
-    fn new() -> PodNs {
-        let n = format!(
-            "crf{:x}x{}",
-            std::process::id() & 0xffff,
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
-        must(&["ip", "netns", "add", &n]);
-        PodNs(n)
-    }
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-}
-
-impl Drop for PodNs {
-    fn drop(&mut self) {
-        let _ = sh(&["ip", "netns", "del", &self.0]);
-    }
-}
-
 /// Runs a CNI plugin inside the node netns like a runtime.
 fn plugin(node: &Node, bin: &str, cmd: &str, pod: &PodNs, conf: &Value) -> (i32, Value) {
-    let cni_dir = Path::new(env!("CARGO_BIN_EXE_corral-cni"))
-        .parent()
-        .expect("bin dir")
-        .display()
-        .to_string();
-    let mut c = Command::new("timeout")
-        .arg("60")
-        .arg("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", node.netns))
-        .arg(bin)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", cmd)
-        .env("CNI_CONTAINERID", "cfirst")
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            "IgnoreUnknown=1;K8S_POD_NAMESPACE=fl;K8S_POD_NAME=p",
-        )
-        .env("CNI_PATH", format!("{REF}:{cni_dir}"))
-        .env("CORRAL_CNI_LOG", node.dir.path().join("cni.log"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    c.stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.to_string().as_bytes())
-        .expect("stdin write");
-    let o = c.wait_with_output().expect("plugin wait");
-    let raw = String::from_utf8_lossy(&o.stdout).to_string();
+    let o = cni::run_plugin(
+        &node.netns,
+        bin,
+        cmd,
+        &[
+            ("CNI_PATH", &cni::cni_path()),
+            ("CNI_CONTAINERID", "cfirst"),
+            ("CNI_NETNS", &pod.path()),
+            ("CNI_IFNAME", "eth0"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=fl;K8S_POD_NAME=p",
+            ),
+        ],
+        &node.dir.path().join("cni.log"),
+        conf.to_string().as_bytes(),
+    );
+    let raw = o.raw;
     let v = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    (o.status.code().unwrap_or(-1), v)
+    (o.code, v)
 }
 
 fn status(agent: &Agent) -> EndpointStatus {
@@ -150,13 +94,13 @@ fn deny_all_egress(node: &Node, agent: &Agent) {
 fn first_in_line_after_bridge_and_bandwidth_in_both_attach_modes() {
     let t = "first_in_line_after_bridge_and_bandwidth_in_both_attach_modes";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "bandwidth"]) {
         return;
     }
     for (i, mode) in ["netlink", "tcx"].into_iter().enumerate() {
         let node = Node::new();
         let agent = Agent::start(&node, &["--attach", mode]);
-        let pod = PodNs::new();
+        let pod = PodNs::new("crf");
         let (host_if, _pod_ip) = chain(
             &node,
             &agent,
@@ -206,12 +150,12 @@ fn first_in_line_after_bridge_and_bandwidth_in_both_attach_modes() {
 fn netlink_goes_below_foreign_filters_and_reports_one_that_runs_first() {
     let t = "netlink_goes_below_foreign_filters_and_reports_one_that_runs_first";
     let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
+    if !refs_ok(t, &["host-local", "bridge", "bandwidth"]) {
         return;
     }
     let node = Node::new();
     let mut agent = Agent::start(&node, &["--attach", "netlink"]);
-    let pod = PodNs::new();
+    let pod = PodNs::new("crf");
     // a foreign filter at pref 100 on the veth before Corral attaches:
     // bridge alone, the filter, then corral-cni
     let ipam = json!({"type": "host-local", "dataDir": node.dir.path().join("ipam"),

@@ -4,6 +4,8 @@
 //! removed by Drop guards, also when a test panics.
 #![allow(dead_code)]
 
+pub mod cni;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
