@@ -84,6 +84,18 @@ int main(void)
 	S(corral_svc_value, SvcValue);
 	F(corral_svc_value, SvcValue, flags, flags);
 
+	S(corral_lb_svc, LbSvc);
+	F(corral_lb_svc, LbSvc, svc_id, svc_id);
+	F(corral_lb_svc, LbSvc, count, count);
+
+	S(corral_lb_be_key, LbBeKey);
+	F(corral_lb_be_key, LbBeKey, svc_id, svc_id);
+	F(corral_lb_be_key, LbBeKey, index, index);
+
+	S(corral_lb_be, LbBe);
+	F(corral_lb_be, LbBe, addr, addr);
+	F(corral_lb_be, LbBe, port, port);
+
 	S(corral_defer_key, DeferKey);
 	F(corral_defer_key, DeferKey, saddr, saddr);
 	F(corral_defer_key, DeferKey, sport, sport);

@@ -146,6 +146,7 @@ struct pkt {
 	__u32 l3_off;
 	__u16 rule; /* deciding policy rule of a policy drop (drop events) */
 	__u16 pad2;
+	__u32 l4_off; /* set when ports were read (TCP/UDP/SCTP) */
 };
 
 static __always_inline void map_v4(__u8 *dst, __u32 addr)
@@ -254,6 +255,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	}
 	if (p->frag == 2)
 		return 0;
+	p->l4_off = l4_off;
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr th;
 		if (LOAD_L4(skb, l4_off, &th) < 0)
@@ -774,6 +776,215 @@ static __always_inline int deferred_verdict(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
+/* ---- Service translation (--kube-proxy-replacement, issue 16) ----------
+ * At the client pod's veth (corral_from_pod), before policy: a packet to a
+ * frontend in corral_lb_svc is translated to a backend (DNAT; a new flow
+ * picks one at random, an established flow keeps its backend through
+ * corral_lb_fwd), so egress policy, conntrack and counters see the real
+ * backend. At the client's veth on the way back (corral_to_pod), after the
+ * verdict, replies from the backend get the frontend as their source again
+ * (corral_lb_rev). Switched on by corral_lb_cfg[0] (the agent's
+ * --kube-proxy-replacement); off, it costs one array read per packet. */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct corral_svc_key);
+	__type(value, struct corral_lb_svc);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_svc SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct corral_lb_be_key);
+	__type(value, struct corral_lb_be);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_be SEC(".maps");
+
+/* kernel-internal: a flow as the client addressed it (fwd) or as the
+ * backend answers it (rev) -> the address/port to translate to */
+struct lb_nat_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb_nat_value {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+	__u64 seen_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct lb_nat_key);
+	__type(value, struct lb_nat_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_fwd SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct lb_nat_key);
+	__type(value, struct lb_nat_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_rev SEC(".maps");
+
+static __always_inline int lb_on(void)
+{
+	__u32 zero = 0;
+	__u32 *on = bpf_map_lookup_elem(&corral_lb_cfg, &zero);
+
+	return on && *on;
+}
+
+/* Rewrites the destination (dst = 1) or source address and port of the
+ * parsed TCP/UDP packet, with checksum updates. 0 or -1. */
+static __always_inline int lb_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
+				      const __u8 *naddr, __u16 nport)
+{
+	__u32 coff = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
+	__u64 mflag = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	__u8 *oaddr = dst ? p->daddr : p->saddr;
+	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
+	__u16 np = bpf_htons(nport);
+	__u8 na16[16];
+
+	__builtin_memcpy(na16, naddr, 16);
+	if (!p->is_v6) {
+		__u32 oa, na;
+		__builtin_memcpy(&oa, oaddr + 12, 4);
+		__builtin_memcpy(&na, na16 + 12, 4);
+		if (bpf_l4_csum_replace(skb, coff, oa, na, BPF_F_PSEUDO_HDR | mflag | 4) < 0)
+			return -1;
+		if (bpf_l3_csum_replace(skb, p->l3_off + 10, oa, na, 4) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, p->l3_off + (dst ? 16 : 12), &na, 4, 0) < 0)
+			return -1;
+	} else {
+		__s64 d = bpf_csum_diff((__be32 *)oaddr, 16, (__be32 *)na16, 16, 0);
+		if (bpf_l4_csum_replace(skb, coff, 0, d, BPF_F_PSEUDO_HDR | mflag) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, p->l3_off + (dst ? 24 : 8), na16, 16, 0) < 0)
+			return -1;
+	}
+	if (oport != np) {
+		if (bpf_l4_csum_replace(skb, coff, oport, np, mflag | 2) < 0)
+			return -1;
+		if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
+			return -1;
+	}
+	__builtin_memcpy(oaddr, na16, 16);
+	if (dst)
+		p->dport = nport;
+	else
+		p->sport = nport;
+	return 0;
+}
+
+static __always_inline __u64 lb_timeout(__u8 proto)
+{
+	return proto == IPPROTO_TCP ? CT_TIMEOUT_EST_NS : CT_TIMEOUT_UDP_NS;
+}
+
+/* Client side, before policy: 0 not a frontend, 1 translated, -1 error. */
+static __always_inline int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
+{
+	struct corral_svc_key sk = {};
+	struct lb_nat_key fk = {};
+	struct lb_nat_key rk = {};
+	struct lb_nat_value nv = {};
+	struct lb_nat_value rv = {};
+	struct lb_nat_value *fv;
+	struct corral_lb_svc *svc;
+	struct corral_lb_be_key bk = {};
+	struct corral_lb_be *be;
+	__u64 now;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return 0;
+	__builtin_memcpy(sk.addr, p->daddr, 16);
+	sk.port = p->dport;
+	sk.proto = p->proto;
+	svc = bpf_map_lookup_elem(&corral_lb_svc, &sk);
+	if (!svc)
+		return 0;
+	__builtin_memcpy(fk.saddr, p->saddr, 16);
+	__builtin_memcpy(fk.daddr, p->daddr, 16);
+	fk.sport = p->sport;
+	fk.dport = p->dport;
+	fk.proto = p->proto;
+	now = clock_ns(nowp);
+	fv = bpf_map_lookup_elem(&corral_lb_fwd, &fk);
+	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
+		if (now - fv->seen_ns >= CT_REFRESH_NS)
+			fv->seen_ns = now;
+		__builtin_memcpy(nv.addr, fv->addr, 16);
+		nv.port = fv->port;
+		return lb_rewrite(skb, p, 1, nv.addr, nv.port) < 0 ? -1 : 1;
+	}
+	if (!svc->count)
+		return 0;
+	bk.svc_id = svc->svc_id;
+	bk.index = bpf_get_prandom_u32() % svc->count;
+	be = bpf_map_lookup_elem(&corral_lb_be, &bk);
+	if (!be)
+		return 0;
+	__builtin_memcpy(nv.addr, be->addr, 16);
+	nv.port = be->port;
+	nv.seen_ns = now;
+	__builtin_memcpy(rk.saddr, nv.addr, 16);
+	__builtin_memcpy(rk.daddr, p->saddr, 16);
+	rk.sport = nv.port;
+	rk.dport = p->sport;
+	rk.proto = p->proto;
+	__builtin_memcpy(rv.addr, p->daddr, 16);
+	rv.port = p->dport;
+	rv.seen_ns = now;
+	if (bpf_map_update_elem(&corral_lb_rev, &rk, &rv, BPF_ANY) ||
+	    bpf_map_update_elem(&corral_lb_fwd, &fk, &nv, BPF_ANY))
+		return -1;
+	return lb_rewrite(skb, p, 1, nv.addr, nv.port) < 0 ? -1 : 1;
+}
+
+/* Client side, a reply that passed: the frontend as its source again. */
+static __always_inline void lb_reply(struct __sk_buff *skb, struct pkt *p)
+{
+	struct lb_nat_key rk = {};
+	struct lb_nat_value *rv;
+	__u8 addr[16];
+	__u16 port;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
+		return;
+	__builtin_memcpy(rk.saddr, p->saddr, 16);
+	__builtin_memcpy(rk.daddr, p->daddr, 16);
+	rk.sport = p->sport;
+	rk.dport = p->dport;
+	rk.proto = p->proto;
+	rv = bpf_map_lookup_elem(&corral_lb_rev, &rk);
+	if (!rv)
+		return;
+	__builtin_memcpy(addr, rv->addr, 16);
+	port = rv->port;
+	lb_rewrite(skb, p, 0, addr, port);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
 	__u32 ifindex = skb->ifindex;
@@ -793,6 +1004,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
+	if (dir == CORRAL_DIR_EGRESS && p.has_l3 && !p.frag && lb_on() &&
+	    lb_dnat(skb, &p, &now) < 0) {
+		reason = DROP_MALFORMED;
+		goto out;
+	}
 	if (!egress_defer(cfg, ifindex, dir, skb, &p, &now) &&
 	    !check_policy(cfg, ifindex, dir, &p, &now)) {
 		reason = DROP_POLICY;
@@ -815,6 +1031,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
+	if (dir == CORRAL_DIR_INGRESS && p.has_l3 && !p.frag && lb_on())
+		lb_reply(skb, &p);
 out:
 	if (reason != DROP_NONE)
 		emit_drop(ifindex, dir, &p, reason, len, &now);

@@ -167,6 +167,30 @@ struct corral_svc_value {
 	__u32 flags;
 };
 
+/* Corral's own Service translation (corral-agent --kube-proxy-replacement).
+ * Map "corral_lb_svc" (hash, key corral_svc_key: frontend = ClusterIP,
+ * port, protocol) -> the Service port's backends, which are map
+ * "corral_lb_be" (hash) entries (svc_id, 0 .. count-1). A new flow from a
+ * pod to a frontend is translated (DNAT) at the pod's veth to a backend
+ * chosen at random, before policy, so egress policy decides on the backend;
+ * replies are translated back at the client's veth. Established flows keep
+ * their backend (kernel LRU maps, not part of this ABI). */
+struct corral_lb_svc {
+	__u32 svc_id;
+	__u32 count; /* 0: no ready backend, the packet is dropped */
+};
+
+struct corral_lb_be_key {
+	__u32 svc_id;
+	__u32 index;
+};
+
+struct corral_lb_be {
+	__u8 addr[16];
+	__u16 port; /* host byte order */
+	__u16 pad;
+};
+
 /* LRU map "corral_defer": a deferred flow by its source (the source port
  * and address survive the DNAT): the client's endpoint and the frontend it
  * addressed. */

@@ -193,6 +193,32 @@ pub struct SvcValue {
     pub flags: u32,
 }
 
+/// Value of map `corral_lb_svc` (key `SvcKey`): a frontend's backends are
+/// `corral_lb_be` entries `(svc_id, 0..count)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbSvc {
+    pub svc_id: u32,
+    pub count: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LbBeKey {
+    pub svc_id: u32,
+    pub index: u32,
+}
+
+/// A backend: address (IPv4-mapped for IPv4) and target port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbBe {
+    pub addr: [u8; 16],
+    /// host byte order
+    pub port: u16,
+    pub pad: u16,
+}
+
 /// Key of the LRU map `corral_defer` (kernel-written; read by tests).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -244,6 +270,12 @@ unsafe impl aya::Pod for CtValue {}
 unsafe impl aya::Pod for SvcKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for SvcValue {}
+// SAFETY: see above.
+unsafe impl aya::Pod for LbSvc {}
+// SAFETY: see above.
+unsafe impl aya::Pod for LbBeKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for LbBe {}
 // SAFETY: see above.
 unsafe impl aya::Pod for DeferKey {}
 // SAFETY: see above.

@@ -42,6 +42,10 @@ pub struct Config {
     /// node devices (uplinks) that get the deferred-egress check for
     /// Service flows to other nodes (routing adds its own devices)
     pub node_out_ifaces: Vec<String>,
+    /// Corral's own Service translation (maps `corral_lb_*`)
+    pub kube_proxy_replacement: bool,
+    /// this node (`internalTrafficPolicy: Local` endpoints); may be empty
+    pub node_name: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,6 +167,7 @@ impl Agent {
             }
         }
         dp.set_node_cfg(&node)?;
+        dp.set_lb(cfg.kube_proxy_replacement)?;
         // no client yet (a restarted agent may find the switch on)
         if let Err(e) = dp.set_monitor(false) {
             warn!(error = %format!("{e:#}"), "drop events unavailable");
@@ -460,6 +465,16 @@ impl Agent {
         let svc: std::collections::BTreeSet<_> =
             self.manifests.services.iter().map(|f| f.key()).collect();
         self.dp.sync_services(&svc)?;
+        let (lb, lb_errors) = if self.cfg.kube_proxy_replacement {
+            crate::services::lb_table(
+                &self.manifests.lb_services,
+                &self.manifests.endpoint_slices,
+                &self.cfg.node_name,
+            )
+        } else {
+            Default::default()
+        };
+        self.dp.sync_lb(&lb)?;
         self.dp.remove_stale_tier(&compiled.tier_entries)?;
         self.tier_rules = compiled.tier_rules.clone();
         self.monitor.set_names(
@@ -471,6 +486,7 @@ impl Agent {
         );
         let mut errs = self.manifests.errors.clone();
         errs.extend(compiled.errors);
+        errs.extend(lb_errors);
         self.policy_errors = errs;
         Ok(())
     }

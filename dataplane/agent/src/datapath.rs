@@ -29,8 +29,9 @@ use aya::{Ebpf, EbpfLoader};
 use tracing::{debug, info, warn};
 
 use crate::abi::{
-    self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, NUM_CLASSES, NUM_DIRS,
-    NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, SvcKey, SvcValue, TierValue,
+    self, Bucket, Counters, DIR_EGRESS, DIR_INGRESS, EndpointCfg, EpDirKey, LbBe, LbBeKey, LbSvc,
+    NUM_CLASSES, NUM_DIRS, NodeCfg, PolicyKey, PolicyKeyData, PolicyValue, SvcKey, SvcValue,
+    TierValue,
 };
 use crate::netlink::{Nl, TcObject};
 
@@ -41,7 +42,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 14] = [
+const MAPS: [&str; 19] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -56,6 +57,11 @@ const MAPS: [&str; 14] = [
     "corral_events",
     "corral_monitor",
     "corral_events_lost",
+    "corral_lb_cfg",
+    "corral_lb_svc",
+    "corral_lb_be",
+    "corral_lb_fwd",
+    "corral_lb_rev",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -657,6 +663,78 @@ impl Datapath {
                 .with_context(|| format!("writing Service frontend {k:?}"))?;
         }
         for k in cur.difference(desired) {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Switches Corral's Service translation on or off (`corral_lb_cfg`).
+    pub fn set_lb(&mut self, on: bool) -> Result<()> {
+        let m = self
+            .bpf
+            .map_mut("corral_lb_cfg")
+            .ok_or_else(|| map_err("corral_lb_cfg"))?;
+        let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
+        a.set(0, u32::from(on), 0)?;
+        Ok(())
+    }
+
+    /// Makes `corral_lb_svc` / `corral_lb_be` hold exactly `table`. A
+    /// frontend's id is its position in the table; its backends are
+    /// written before the frontend entry, stale backends removed after, so
+    /// a lookup never finds a frontend whose backends are missing.
+    /// Established flows keep their backend (kernel `corral_lb_fwd`).
+    pub fn sync_lb(&mut self, table: &crate::services::LbTable) -> Result<()> {
+        let mut want_be = std::collections::BTreeMap::new();
+        let mut want_svc = std::collections::BTreeMap::new();
+        for (i, (k, bes)) in table.iter().enumerate() {
+            let svc_id = i as u32 + 1;
+            for (j, b) in bes.iter().enumerate() {
+                want_be.insert(
+                    LbBeKey {
+                        svc_id,
+                        index: j as u32,
+                    },
+                    *b,
+                );
+            }
+            want_svc.insert(
+                *k,
+                LbSvc {
+                    svc_id,
+                    count: bes.len() as u32,
+                },
+            );
+        }
+        {
+            let mut m: HashMap<_, LbBeKey, LbBe> = self.hash("corral_lb_be")?;
+            for (k, v) in &want_be {
+                m.insert(k, v, BPF_ANY)
+                    .with_context(|| format!("writing Service backend {k:?}"))?;
+            }
+        }
+        {
+            let mut m: HashMap<_, SvcKey, LbSvc> = self.hash("corral_lb_svc")?;
+            for (k, v) in &want_svc {
+                m.insert(k, v, BPF_ANY)
+                    .with_context(|| format!("writing Service frontend {k:?}"))?;
+            }
+            let stale: Vec<SvcKey> = m
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !want_svc.contains_key(k))
+                .collect();
+            for k in &stale {
+                let _ = m.remove(k);
+            }
+        }
+        let mut m: HashMap<_, LbBeKey, LbBe> = self.hash("corral_lb_be")?;
+        let stale: Vec<LbBeKey> = m
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !want_be.contains_key(k))
+            .collect();
+        for k in &stale {
             let _ = m.remove(k);
         }
         Ok(())

@@ -4,12 +4,14 @@
 //! rules are matched against the real backend (see ARCHITECTURE.md,
 //! "Services").
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{SvcKey, addr16};
+use crate::abi::{LbBe, SvcKey, addr16};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Frontend {
@@ -83,6 +85,135 @@ pub fn frontends(s: &Service) -> Result<Vec<Frontend>, String> {
     Ok(out)
 }
 
+/// Corral's Service translation (`--kube-proxy-replacement`): frontend →
+/// backends (address, target port), the content of maps `corral_lb_svc` /
+/// `corral_lb_be`.
+pub type LbTable = BTreeMap<SvcKey, Vec<LbBe>>;
+
+/// Builds the translation table from Services and their EndpointSlices
+/// (label `kubernetes.io/service-name`, same namespace, the ClusterIP's
+/// address family; the slice port with the Service port's name and
+/// protocol). Endpoints: ready ones (`conditions.ready` unset or true);
+/// when a port has none, the serving terminating ones (kube-proxy's
+/// fallback). `internalTrafficPolicy: Local` keeps only endpoints on
+/// `node`. What is not translated is reported by Service and field, never
+/// silently ignored: `sessionAffinity: ClientIP`, SCTP ports, node ports.
+pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTable, Vec<String>) {
+    let mut table = LbTable::new();
+    let mut errors = Vec::new();
+    for s in svcs {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        let name = s.metadata.name.as_deref().unwrap_or("<unnamed>");
+        let id = format!("Service {ns}/{name}");
+        let Some(spec) = &s.spec else { continue };
+        let fronts = match frontends(s) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if fronts.is_empty() {
+            continue;
+        }
+        if spec.session_affinity.as_deref() == Some("ClientIP") {
+            errors.push(format!(
+                "{id}: spec.sessionAffinity ClientIP is not implemented by --kube-proxy-replacement (Service not translated)"
+            ));
+            continue;
+        }
+        let local = spec.internal_traffic_policy.as_deref() == Some("Local");
+        let mine: Vec<&EndpointSlice> = slices
+            .iter()
+            .filter(|es| {
+                es.metadata.namespace.as_deref().unwrap_or("default") == ns
+                    && es
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get("kubernetes.io/service-name"))
+                        .map(String::as_str)
+                        == Some(name)
+            })
+            .collect();
+        for (j, p) in spec.ports.iter().flatten().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            if proto == "SCTP" {
+                errors.push(format!(
+                    "{id}: spec.ports[{j}] SCTP is not translated by --kube-proxy-replacement"
+                ));
+                continue;
+            }
+            if p.node_port.is_some() {
+                errors.push(format!(
+                    "{id}: spec.ports[{j}].nodePort {} is not translated by --kube-proxy-replacement (the ClusterIP is)",
+                    p.node_port.unwrap_or(0)
+                ));
+            }
+            let pname = p.name.as_deref().unwrap_or("");
+            for f in fronts.iter().filter(|f| f.port as i32 == p.port) {
+                let mut ready = Vec::new();
+                let mut terminating = Vec::new();
+                for es in &mine {
+                    let fam_ok = matches!(
+                        (es.address_type.as_str(), f.ip),
+                        ("IPv4", IpAddr::V4(_)) | ("IPv6", IpAddr::V6(_))
+                    );
+                    if !fam_ok {
+                        continue;
+                    }
+                    let Some(ep) = es.ports.iter().flatten().find(|ep| {
+                        ep.name.as_deref().unwrap_or("") == pname
+                            && ep.protocol.as_deref().unwrap_or("TCP") == proto
+                    }) else {
+                        continue;
+                    };
+                    let Some(port) = ep
+                        .port
+                        .and_then(|v| u16::try_from(v).ok())
+                        .filter(|v| *v > 0)
+                    else {
+                        continue;
+                    };
+                    for e in &es.endpoints {
+                        if local && e.node_name.as_deref() != Some(node) {
+                            continue;
+                        }
+                        let c = e.conditions.as_ref();
+                        let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
+                        let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
+                        let term = c.and_then(|c| c.terminating).unwrap_or(false);
+                        for a in &e.addresses {
+                            let Ok(ip) = a.parse::<IpAddr>() else {
+                                errors.push(format!(
+                                    "EndpointSlice {ns}/{}: address {a:?} is not an IP (skipped)",
+                                    es.metadata.name.as_deref().unwrap_or("<unnamed>")
+                                ));
+                                continue;
+                            };
+                            let be = LbBe {
+                                addr: addr16(ip),
+                                port,
+                                pad: 0,
+                            };
+                            if is_ready {
+                                ready.push(be);
+                            } else if serving && term {
+                                terminating.push(be);
+                            }
+                        }
+                    }
+                }
+                let mut bes = if ready.is_empty() { terminating } else { ready };
+                bes.sort_by_key(|b| (b.addr, b.port));
+                bes.dedup();
+                table.insert(f.key(), bes);
+            }
+        }
+    }
+    (table, errors)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +249,75 @@ mod tests {
         assert!(e.contains("x/b") && e.contains("spec.clusterIPs[0]"), "{e}");
         let e = svc(serde_json::json!({"metadata":{"name":"b"},"spec":{"clusterIP":"198.18.200.3","ports":[{"port":80,"protocol":"ICMP"}]}})).unwrap_err();
         assert!(e.contains("spec.ports[0].protocol"), "{e}");
+    }
+
+    #[test]
+    fn lb_table_from_services_and_slices() {
+        let svc: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "x"},
+            "spec": {"clusterIP": "198.18.250.10", "internalTrafficPolicy": "Cluster",
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                          {"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+        .unwrap();
+        let slice = |name: &str, eps: serde_json::Value| -> EndpointSlice {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "x",
+                    "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                          {"name": "dns", "port": 5353, "protocol": "UDP"}],
+                "endpoints": eps}))
+            .unwrap()
+        };
+        let s1 = slice(
+            "web-1",
+            serde_json::json!([
+                {"addresses": ["198.18.2.2"], "conditions": {"ready": true}, "nodeName": "n1"},
+                {"addresses": ["198.18.3.2"], "nodeName": "n2"},
+                {"addresses": ["198.18.4.2"], "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ]),
+        );
+        let (t, errs) = lb_table(std::slice::from_ref(&svc), std::slice::from_ref(&s1), "n1");
+        assert!(errs.is_empty(), "{errs:?}");
+        let key = |port: u16, proto: u8| {
+            Frontend {
+                ip: "198.18.250.10".parse().unwrap(),
+                port,
+                proto,
+            }
+            .key()
+        };
+        let http = &t[&key(80, 6)];
+        assert_eq!(http.len(), 2, "ready endpoints only: {http:?}");
+        assert!(http.iter().all(|b| b.port == 8080));
+        assert_eq!(t[&key(53, 17)].len(), 2);
+        assert!(t[&key(53, 17)].iter().all(|b| b.port == 5353));
+        // internalTrafficPolicy Local: this node's endpoints
+        let mut local = svc.clone();
+        local.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+        let (t, _) = lb_table(&[local], &[s1], "n1");
+        assert_eq!(t[&key(80, 6)].len(), 1);
+        assert_eq!(
+            t[&key(80, 6)][0].addr,
+            addr16("198.18.2.2".parse().unwrap())
+        );
+        // only terminating serving endpoints left: they are used
+        let s2 = slice(
+            "web-1",
+            serde_json::json!([
+                {"addresses": ["198.18.4.2"], "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ]),
+        );
+        let (t, _) = lb_table(std::slice::from_ref(&svc), &[s2], "n1");
+        assert_eq!(t[&key(80, 6)].len(), 1);
+        // what is not translated is named
+        let mut aff = svc.clone();
+        aff.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        let (t, errs) = lb_table(&[aff], &[], "n1");
+        assert!(t.is_empty());
+        assert!(
+            errs[0].contains("x/web") && errs[0].contains("spec.sessionAffinity"),
+            "{errs:?}"
+        );
     }
 }

@@ -97,6 +97,12 @@ struct RunArgs {
     /// adds the underlay and VXLAN devices itself)
     #[arg(long = "node-out-iface")]
     node_out_ifaces: Vec<String>,
+    /// Corral translates Service traffic itself (ClusterIP TCP/UDP → ready
+    /// endpoints from EndpointSlices, at the client pod's veth, policy on
+    /// the backend), so kube-proxy is not needed for pod-to-Service traffic.
+    /// Services and EndpointSlices come from --manifests.
+    #[arg(long)]
+    kube_proxy_replacement: bool,
     /// VXLAN UDP port (--routing vxlan)
     #[arg(long, default_value_t = corral_agent::routing::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
@@ -314,6 +320,11 @@ fn run(a: RunArgs) -> Result<()> {
     if nodes && !kube && a.manifests.is_none() {
         bail!("--routing/--cni-conf need Node objects: give --kube, --kubeconfig or --manifests");
     }
+    if a.kube_proxy_replacement && a.manifests.is_none() {
+        bail!(
+            "--kube-proxy-replacement reads Services and EndpointSlices from --manifests; the Kubernetes source does not watch EndpointSlices yet"
+        );
+    }
     if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
         bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
     }
@@ -355,6 +366,8 @@ fn run(a: RunArgs) -> Result<()> {
         dscp,
         routing: routing_opts,
         node_out_ifaces: a.node_out_ifaces.clone(),
+        kube_proxy_replacement: a.kube_proxy_replacement,
+        node_name: node_name.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

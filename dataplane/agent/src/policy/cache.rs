@@ -45,6 +45,10 @@ impl Inputs {
             errors: self.errors,
             route_nodes: Vec::new(),
             services: self.services,
+            // Service translation reads Services + EndpointSlices from
+            // --manifests only (not cached)
+            lb_services: Vec::new(),
+            endpoint_slices: Vec::new(),
         }
     }
 

@@ -1,5 +1,5 @@
 //! Static policy source: a directory of Kubernetes YAML/JSON manifests
-//! (NetworkPolicy, Pod, Namespace, Node, Service; multi-document files
+//! (NetworkPolicy, Pod, Namespace, Node, Service, EndpointSlice; multi-document files
 //! allowed).
 
 use std::collections::BTreeMap;
@@ -29,6 +29,10 @@ pub struct Manifests {
     pub route_nodes: Vec<crate::routing::NodeInfo>,
     /// Service frontends (egress verdict deferred past the DNAT)
     pub services: Vec<crate::services::Frontend>,
+    /// Services and EndpointSlices as given (`--kube-proxy-replacement`:
+    /// `services::lb_table` turns them into frontend → backends)
+    pub lb_services: Vec<k8s_openapi::api::core::v1::Service>,
+    pub endpoint_slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
 }
 
 /// Identifies the directory's content; changes when a file changes.
@@ -227,12 +231,22 @@ pub fn parse_text(text: &str, origin: &str, out: &mut Manifests) {
             "Service" => {
                 match serde_yaml_ng::from_value::<k8s_openapi::api::core::v1::Service>(value)
                     .map_err(|e| e.to_string())
-                    .and_then(|s| crate::services::frontends(&s))
+                    .and_then(|s| crate::services::frontends(&s).map(|f| (f, s)))
                 {
-                    Ok(f) => out.services.extend(f),
+                    Ok((f, svc)) => {
+                        out.services.extend(f);
+                        out.lb_services.push(svc);
+                    }
                     Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
                 }
             }
+            "EndpointSlice" => match serde_yaml_ng::from_value::<
+                k8s_openapi::api::discovery::v1::EndpointSlice,
+            >(value)
+            {
+                Ok(es) => out.endpoint_slices.push(es),
+                Err(e) => out.errors.push(format!("{id}: {e} (skipped)")),
+            },
             "ClusterNetworkPolicy" | "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => {
                 let json = serde_yaml_ng::from_value::<serde_json::Value>(value)
                     .map_err(|e| e.to_string())
