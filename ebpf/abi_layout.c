@@ -87,6 +87,7 @@ int main(void)
 	S(corral_lb_svc, LbSvc);
 	F(corral_lb_svc, LbSvc, svc_id, svc_id);
 	F(corral_lb_svc, LbSvc, count, count);
+	F(corral_lb_svc, LbSvc, affinity_s, affinity_s);
 
 	S(corral_lb_be_key, LbBeKey);
 	F(corral_lb_be_key, LbBeKey, svc_id, svc_id);

@@ -845,6 +845,28 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_lb_rev SEC(".maps");
 
+/* sessionAffinity ClientIP: (frontend id, client address) -> the index of
+ * the backend its last new flow got, and when */
+struct lb_aff_key {
+	__u32 svc_id;
+	__u32 pad;
+	__u8 client[16];
+};
+
+struct lb_aff_value {
+	__u32 index;
+	__u32 pad;
+	__u64 seen_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_aff_key);
+	__type(value, struct lb_aff_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} corral_lb_aff SEC(".maps");
+
 static __always_inline int lb_on(void)
 {
 	__u32 zero = 0;
@@ -942,6 +964,21 @@ static __always_inline int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *
 		return 0;
 	bk.svc_id = svc->svc_id;
 	bk.index = bpf_get_prandom_u32() % svc->count;
+	if (svc->affinity_s) {
+		struct lb_aff_key ak = {.svc_id = svc->svc_id};
+		struct lb_aff_value av = {};
+		struct lb_aff_value *a;
+		__builtin_memcpy(ak.client, p->saddr, 16);
+		a = bpf_map_lookup_elem(&corral_lb_aff, &ak);
+		/* the same index after an endpoint change may be another
+		 * backend: affinity is re-balanced then (as kube-proxy's is) */
+		if (a && a->index < svc->count &&
+		    now - a->seen_ns < (__u64)svc->affinity_s * 1000000000ULL)
+			bk.index = a->index;
+		av.index = bk.index;
+		av.seen_ns = now;
+		bpf_map_update_elem(&corral_lb_aff, &ak, &av, BPF_ANY);
+	}
 	be = bpf_map_lookup_elem(&corral_lb_be, &bk);
 	if (!be)
 		return 0;

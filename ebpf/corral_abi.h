@@ -177,7 +177,11 @@ struct corral_svc_value {
  * their backend (kernel LRU maps, not part of this ABI). */
 struct corral_lb_svc {
 	__u32 svc_id;
-	__u32 count; /* 0: no ready backend, the packet is dropped */
+	__u32 count; /* 0: no ready backend, not translated */
+	/* sessionAffinity ClientIP: a client's new flows reuse its last
+	 * backend (by index) for this long after its last new flow; 0 = off */
+	__u32 affinity_s;
+	__u32 pad;
 };
 
 struct corral_lb_be_key {

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use corral_agent::datapath::{AttachMode, Datapath};
-use corral_agent::services::LbTable;
+use corral_agent::services::{LbEntry, LbTable};
 use corral_dataplane_abi::abi::{EndpointCfg, LbBe, PROTO_TCP, SvcKey, addr16};
 
 const SIZES: [usize; 3] = [100, 1000, 10_000];
@@ -68,7 +68,13 @@ fn table(n: usize) -> LbTable {
                     pad: 0,
                 })
                 .collect();
-            (key, bes)
+            (
+                key,
+                LbEntry {
+                    backends: bes,
+                    affinity_s: 0,
+                },
+            )
         })
         .collect()
 }

@@ -3,8 +3,9 @@
 //! reaches a ClusterIP (TCP and UDP, IPv4 and IPv6); the programs translate
 //! it at the client's veth to the ready endpoints of the Service's
 //! EndpointSlices (target ports), replies come back from the ClusterIP,
-//! egress NetworkPolicy is decided on the backend pod and target port, and
-//! a backend removed from the EndpointSlice gets no new flows.
+//! egress NetworkPolicy is decided on the backend pod and target port,
+//! `sessionAffinity: ClientIP` keeps a client on one backend, and a backend
+//! removed from the EndpointSlice gets no new flows.
 
 mod common;
 use common::*;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 const CIP4: &str = "198.18.250.10";
 const CIP6: &str = "2001:db8:250::10";
+const CIP_STICKY: &str = "198.18.250.11";
 
 /// Backend servers: TCP 8080 answers with `id`, UDP 5353 echoes `id`.
 fn backend(netns: &str, id: u8) {
@@ -73,11 +75,11 @@ fn spread(from: &str, to: IpAddr, n: usize) -> (BTreeMap<u8, usize>, usize) {
     (got, failed)
 }
 
-fn slices(node: &Node, backends: &[usize]) -> String {
+fn slices(node: &Node, svc: &str, backends: &[usize]) -> String {
     let mut y = String::new();
     for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
         y.push_str(&format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-{}, namespace: x, labels: {{kubernetes.io/service-name: web}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n",
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{}, namespace: x, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n",
             fam.to_lowercase()
         ));
         for &i in backends {
@@ -107,11 +109,15 @@ fn cluster_ip_translated_with_policy_on_the_backend() {
     backend(&node.pods[b].netns, b'b');
     backend(&node.pods[c].netns, b'c');
     let svc = format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}\n"
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: sticky, namespace: x}}\nspec:\n  clusterIP: {CIP_STICKY}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 60}}}}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n"
     );
     let m = node.manifests();
     std::fs::write(m.join("svc.yaml"), &svc).expect("write svc");
-    std::fs::write(m.join("slices.yaml"), slices(&node, &[b, c])).expect("write slices");
+    std::fs::write(
+        m.join("slices.yaml"),
+        slices(&node, "web", &[b, c]) + &slices(&node, "sticky", &[b, c]),
+    )
+    .expect("write slices");
     let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
     for (i, app) in [(a, "a"), (b, "b"), (c, "c")] {
         let mut s = node.pods[i].spec();
@@ -142,6 +148,11 @@ fn cluster_ip_translated_with_policy_on_the_backend() {
         assert!(id == b'b' || id == b'c', "{id}");
         assert_eq!(src, SocketAddr::new(ip, 53), "reply from the frontend");
     }
+    // sessionAffinity ClientIP: every new flow of this client goes to the
+    // backend its first flow got
+    let (got, failed) = spread(&client, CIP_STICKY.parse().unwrap(), 16);
+    assert_eq!(failed, 0, "{got:?}");
+    assert_eq!(got.len(), 1, "one backend for the client: {got:?}");
     // the backend port is not reachable on the ClusterIP itself
     assert_eq!(tcp_id(&client, cip4, 8080), None);
 
@@ -171,7 +182,7 @@ fn cluster_ip_translated_with_policy_on_the_backend() {
 
     // c leaves the EndpointSlices: new flows only reach b, all answered
     std::fs::remove_file(m.join("policy.yaml")).expect("rm policy");
-    std::fs::write(m.join("slices.yaml"), slices(&node, &[b])).expect("write slices");
+    std::fs::write(m.join("slices.yaml"), slices(&node, "web", &[b])).expect("write slices");
     agent.reconcile();
     let (got, failed) = spread(&client, cip4, 16);
     assert_eq!(failed, 0, "{got:?}");

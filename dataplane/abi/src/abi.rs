@@ -200,6 +200,9 @@ pub struct SvcValue {
 pub struct LbSvc {
     pub svc_id: u32,
     pub count: u32,
+    /// sessionAffinity ClientIP timeout, seconds (0 = off)
+    pub affinity_s: u32,
+    pub pad: u32,
 }
 
 #[repr(C)]

@@ -42,7 +42,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 19] = [
+const MAPS: [&str; 20] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -62,6 +62,7 @@ const MAPS: [&str; 19] = [
     "corral_lb_be",
     "corral_lb_fwd",
     "corral_lb_rev",
+    "corral_lb_aff",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -687,8 +688,9 @@ impl Datapath {
     pub fn sync_lb(&mut self, table: &crate::services::LbTable) -> Result<()> {
         let mut want_be = std::collections::BTreeMap::new();
         let mut want_svc = std::collections::BTreeMap::new();
-        for (i, (k, bes)) in table.iter().enumerate() {
+        for (i, (k, entry)) in table.iter().enumerate() {
             let svc_id = i as u32 + 1;
+            let bes = &entry.backends;
             for (j, b) in bes.iter().enumerate() {
                 want_be.insert(
                     LbBeKey {
@@ -703,6 +705,8 @@ impl Datapath {
                 LbSvc {
                     svc_id,
                     count: bes.len() as u32,
+                    affinity_s: entry.affinity_s,
+                    pad: 0,
                 },
             );
         }

@@ -86,9 +86,19 @@ pub fn frontends(s: &Service) -> Result<Vec<Frontend>, String> {
 }
 
 /// Corral's Service translation (`--kube-proxy-replacement`): frontend →
-/// backends (address, target port), the content of maps `corral_lb_svc` /
-/// `corral_lb_be`.
-pub type LbTable = BTreeMap<SvcKey, Vec<LbBe>>;
+/// backends (address, target port) and session affinity, the content of
+/// maps `corral_lb_svc` / `corral_lb_be`.
+pub type LbTable = BTreeMap<SvcKey, LbEntry>;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LbEntry {
+    pub backends: Vec<LbBe>,
+    /// `sessionAffinity: ClientIP` timeout in seconds (0 = no affinity)
+    pub affinity_s: u32,
+}
+
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`
+pub const DEFAULT_AFFINITY_S: u32 = 10800;
 
 /// Builds the translation table from Services and their EndpointSlices
 /// (label `kubernetes.io/service-name`, same namespace, the ClusterIP's
@@ -97,7 +107,7 @@ pub type LbTable = BTreeMap<SvcKey, Vec<LbBe>>;
 /// when a port has none, the serving terminating ones (kube-proxy's
 /// fallback). `internalTrafficPolicy: Local` keeps only endpoints on
 /// `node`. What is not translated is reported by Service and field, never
-/// silently ignored: `sessionAffinity: ClientIP`, SCTP ports, node ports.
+/// silently ignored: SCTP ports, node ports.
 pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTable, Vec<String>) {
     let mut table = LbTable::new();
     let mut errors = Vec::new();
@@ -116,12 +126,32 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
         if fronts.is_empty() {
             continue;
         }
-        if spec.session_affinity.as_deref() == Some("ClientIP") {
-            errors.push(format!(
-                "{id}: spec.sessionAffinity ClientIP is not implemented by --kube-proxy-replacement (Service not translated)"
-            ));
-            continue;
-        }
+        let affinity_s = match spec.session_affinity.as_deref() {
+            None | Some("None") => 0,
+            Some("ClientIP") => {
+                let t = spec
+                    .session_affinity_config
+                    .as_ref()
+                    .and_then(|c| c.client_ip.as_ref())
+                    .and_then(|c| c.timeout_seconds);
+                match t {
+                    None => DEFAULT_AFFINITY_S,
+                    Some(t) if (1..=86400).contains(&t) => t as u32,
+                    Some(t) => {
+                        errors.push(format!(
+                            "{id}: spec.sessionAffinityConfig.clientIP.timeoutSeconds {t} is not 1-86400 (Service not translated)"
+                        ));
+                        continue;
+                    }
+                }
+            }
+            Some(other) => {
+                errors.push(format!(
+                    "{id}: spec.sessionAffinity {other:?} is not None or ClientIP (Service not translated)"
+                ));
+                continue;
+            }
+        };
         let local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let mine: Vec<&EndpointSlice> = slices
             .iter()
@@ -207,7 +237,13 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
                 let mut bes = if ready.is_empty() { terminating } else { ready };
                 bes.sort_by_key(|b| (b.addr, b.port));
                 bes.dedup();
-                table.insert(f.key(), bes);
+                table.insert(
+                    f.key(),
+                    LbEntry {
+                        backends: bes,
+                        affinity_s,
+                    },
+                );
             }
         }
     }
@@ -287,18 +323,19 @@ mod tests {
             }
             .key()
         };
-        let http = &t[&key(80, 6)];
+        let http = &t[&key(80, 6)].backends;
         assert_eq!(http.len(), 2, "ready endpoints only: {http:?}");
         assert!(http.iter().all(|b| b.port == 8080));
-        assert_eq!(t[&key(53, 17)].len(), 2);
-        assert!(t[&key(53, 17)].iter().all(|b| b.port == 5353));
+        assert_eq!(t[&key(53, 17)].backends.len(), 2);
+        assert!(t[&key(53, 17)].backends.iter().all(|b| b.port == 5353));
+        assert_eq!(t[&key(80, 6)].affinity_s, 0);
         // internalTrafficPolicy Local: this node's endpoints
         let mut local = svc.clone();
         local.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
         let (t, _) = lb_table(&[local], &[s1], "n1");
-        assert_eq!(t[&key(80, 6)].len(), 1);
+        assert_eq!(t[&key(80, 6)].backends.len(), 1);
         assert_eq!(
-            t[&key(80, 6)][0].addr,
+            t[&key(80, 6)].backends[0].addr,
             addr16("198.18.2.2".parse().unwrap())
         );
         // only terminating serving endpoints left: they are used
@@ -309,14 +346,19 @@ mod tests {
             ]),
         );
         let (t, _) = lb_table(std::slice::from_ref(&svc), &[s2], "n1");
-        assert_eq!(t[&key(80, 6)].len(), 1);
-        // what is not translated is named
+        assert_eq!(t[&key(80, 6)].backends.len(), 1);
+        // session affinity: default and explicit timeouts; a bad one is named
         let mut aff = svc.clone();
         aff.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        let (t, errs) = lb_table(std::slice::from_ref(&aff), &[], "n1");
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(t[&key(80, 6)].affinity_s, DEFAULT_AFFINITY_S);
+        aff.spec.as_mut().unwrap().session_affinity_config =
+            serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": 0}})).unwrap();
         let (t, errs) = lb_table(&[aff], &[], "n1");
         assert!(t.is_empty());
         assert!(
-            errs[0].contains("x/web") && errs[0].contains("spec.sessionAffinity"),
+            errs[0].contains("x/web") && errs[0].contains("timeoutSeconds"),
             "{errs:?}"
         );
     }
