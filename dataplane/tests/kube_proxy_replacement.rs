@@ -192,3 +192,89 @@ fn cluster_ip_translated_with_policy_on_the_backend() {
         "{got:?}"
     );
 }
+
+/// The same translation from the Kubernetes source: Service and
+/// EndpointSlices watched at the test API server (real REST/watch); an
+/// EndpointSlice update via REST moves new flows to the remaining backend.
+#[test]
+fn translation_from_watched_endpoint_slices() {
+    use corral_test_apiserver::{Options, TestApiServer};
+    use serde_json::json;
+    let Some(_g) = privileged("translation_from_watched_endpoint_slices") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let b = node.add_pod("x", "b");
+    let c = node.add_pod("x", "c");
+    backend(&node.pods[b].netns, b'b');
+    backend(&node.pods[c].netns, b'c');
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = in_netns(&node.netns, || {
+        TcpListener::bind("127.0.0.1:0").expect("bind apiserver")
+    });
+    let srv = {
+        let _e = rt.enter();
+        TestApiServer::start_on_std(listener, Options::default()).unwrap()
+    };
+    let base = srv.url();
+    srv.insert(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))
+        .unwrap();
+    srv.insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}))
+        .unwrap();
+    srv.insert(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "x"},
+        "spec": {"clusterIP": CIP4, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))
+        .unwrap();
+    let slice = |ips: &[&Pod]| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "web-1", "namespace": "x",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": ips.iter().map(|p| json!({"addresses": [p.ip4.to_string()],
+                "conditions": {"ready": true}})).collect::<Vec<_>>()})
+    };
+    srv.insert(slice(&[&node.pods[b], &node.pods[c]])).unwrap();
+    let kc = node.dir.path().join("kubeconfig");
+    srv.write_kubeconfig(&kc).unwrap();
+    let agent = Agent::start_kube(
+        &node,
+        &kc,
+        &["--node-name", "n1", "--kube-proxy-replacement"],
+    );
+    for i in [a, b, c] {
+        agent.register(node.pods[i].spec());
+    }
+    let client = node.pods[a].netns.clone();
+    let cip4: IpAddr = CIP4.parse().unwrap();
+    eventually("ClusterIP translated from the watched objects", 15, || {
+        tcp_id(&client, cip4, 80).is_some()
+    });
+    let (got, failed) = spread(&client, cip4, 24);
+    assert_eq!(failed, 0, "{got:?}");
+    assert_eq!(got.len(), 2, "both backends: {got:?}");
+    // c leaves the EndpointSlice (REST PUT)
+    let mut upd = slice(&[&node.pods[b]]);
+    upd["metadata"]["resourceVersion"] = srv
+        .get("discovery.k8s.io", "endpointslices", Some("x"), "web-1")
+        .unwrap()["metadata"]["resourceVersion"]
+        .clone();
+    let (code, body) = rest(
+        &node,
+        "PUT",
+        &format!("{base}/apis/discovery.k8s.io/v1/namespaces/x/endpointslices/web-1"),
+        Some(&upd),
+    );
+    assert_eq!(code, 200, "{body}");
+    eventually("new flows only to b", 15, || {
+        spread(&client, cip4, 8) == (BTreeMap::from([(b'b', 8)]), 0)
+    });
+    drop(agent);
+    drop(srv);
+    drop(rt);
+}

@@ -74,6 +74,8 @@ pub struct Options {
     /// (`--routing`/`--cni-conf`); with `node_peers` too, one Node watch
     /// feeds both views
     pub routing: bool,
+    /// watch EndpointSlices and keep whole Services (`--kube-proxy-replacement`)
+    pub lb: bool,
 }
 
 /// One watched kind: decoded objects by `namespace/name` (a decode error is
@@ -144,6 +146,9 @@ struct State {
     namespaces: Kind<Labels>,
     policies: Kind<NetworkPolicy>,
     services: Kind<Vec<crate::services::Frontend>>,
+    /// whole Services and their EndpointSlices (`Options::lb` only)
+    lb_services: Kind<k8s_openapi::api::core::v1::Service>,
+    endpoint_slices: Kind<k8s_openapi::api::discovery::v1::EndpointSlice>,
     /// Nodes for routing and the CNI config: only in the routing view's own
     /// `Shared` (see [`route_loop`])
     route_nodes: Kind<crate::routing::NodeInfo>,
@@ -159,6 +164,8 @@ impl State {
             && self.namespaces.synced
             && self.policies.synced
             && self.services.synced
+            && self.lb_services.synced
+            && self.endpoint_slices.synced
             && self.tiers.iter().all(|k| k.synced)
             && self.nodes.synced
     }
@@ -181,6 +188,7 @@ impl State {
                 .chain(self.pods.errors())
                 .chain(self.policies.errors())
                 .chain(self.services.errors())
+                .chain(self.endpoint_slices.errors())
                 .chain(self.tiers.iter().flat_map(|k| k.errors()))
                 .chain(self.nodes.errors())
                 .cloned()
@@ -191,6 +199,8 @@ impl State {
                 v.dedup();
                 v
             },
+            lb_services: self.lb_services.ok().cloned().collect(),
+            endpoint_slices: self.endpoint_slices.ok().cloned().collect(),
         }
     }
 }
@@ -446,17 +456,39 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
             |s| &mut s.pods,
             move |o| decode_pod(o, node.as_deref()),
         ),
-        watch(
-            ar(ApiResource::erase::<k8s_openapi::api::core::v1::Service>(
-                &(),
-            )),
-            watcher::Config::default(),
-            "services",
-            shared.clone(),
-            |s| &mut s.services,
-            decode_service,
-        ),
     ];
+    // one Service watch: frontends (deferred egress) and, for Corral's
+    // own translation, the whole Service
+    let mut svc_sinks = vec![sink(shared.clone(), |s| &mut s.services, decode_service)];
+    if opts.lb {
+        svc_sinks.push(sink(
+            shared.clone(),
+            |s| &mut s.lb_services,
+            decode_service_obj,
+        ));
+        handles.push(watch(
+            ar(ApiResource::erase::<
+                k8s_openapi::api::discovery::v1::EndpointSlice,
+            >(&())),
+            watcher::Config::default(),
+            "endpointslices",
+            shared.clone(),
+            |s| &mut s.endpoint_slices,
+            decode_endpoint_slice,
+        ));
+    } else if let Ok(mut st) = shared.state.lock() {
+        st.lb_services.synced = true;
+        st.endpoint_slices.synced = true;
+    }
+    handles.push(watch_into(
+        ar(ApiResource::erase::<k8s_openapi::api::core::v1::Service>(
+            &(),
+        )),
+        watcher::Config::default(),
+        "services",
+        svc_sinks,
+        false,
+    ));
     let tier_picks: [fn(&mut State) -> &mut Kind<TierObject>; 3] = [
         |s| &mut s.tiers[0],
         |s| &mut s.tiers[1],
@@ -508,6 +540,16 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
     }
     handles.push(tokio::spawn(reconcile_loop(agent, shared)));
     handles
+}
+
+fn decode_service_obj(o: &DynamicObject) -> Decoded<k8s_openapi::api::core::v1::Service> {
+    (key(o), Some(typed(o, "service")))
+}
+
+fn decode_endpoint_slice(
+    o: &DynamicObject,
+) -> Decoded<k8s_openapi::api::discovery::v1::EndpointSlice> {
+    (key(o), Some(typed(o, "endpointslice")))
 }
 
 fn decode_service(o: &DynamicObject) -> Decoded<Vec<crate::services::Frontend>> {

@@ -100,7 +100,8 @@ struct RunArgs {
     /// Corral translates Service traffic itself (ClusterIP TCP/UDP → ready
     /// endpoints from EndpointSlices, at the client pod's veth, policy on
     /// the backend), so kube-proxy is not needed for pod-to-Service traffic.
-    /// Services and EndpointSlices come from --manifests.
+    /// Services and EndpointSlices come from the Kubernetes source (watch)
+    /// or --manifests.
     #[arg(long)]
     kube_proxy_replacement: bool,
     /// VXLAN UDP port (--routing vxlan)
@@ -320,11 +321,6 @@ fn run(a: RunArgs) -> Result<()> {
     if nodes && !kube && a.manifests.is_none() {
         bail!("--routing/--cni-conf need Node objects: give --kube, --kubeconfig or --manifests");
     }
-    if a.kube_proxy_replacement && a.manifests.is_none() {
-        bail!(
-            "--kube-proxy-replacement reads Services and EndpointSlices from --manifests; the Kubernetes source does not watch EndpointSlices yet"
-        );
-    }
     if a.vxlan_vni == 0 || a.vxlan_vni >= 1 << 24 {
         bail!("--vxlan-vni: {} is not in 1..16777215", a.vxlan_vni);
     }
@@ -400,6 +396,7 @@ fn run(a: RunArgs) -> Result<()> {
                     pod_scope: a.pod_scope,
                     node_peers: a.node_peers,
                     routing: nodes,
+                    lb: a.kube_proxy_replacement,
                 },
                 agent.clone(),
             );

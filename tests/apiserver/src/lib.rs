@@ -2,7 +2,7 @@
 //!
 //! It speaks the real REST + watch JSON protocol (the subset Corral and client-go style
 //! clients use) for pods, nodes, namespaces, events, resource quotas, priority classes,
-//! leases, NetworkPolicies and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
+//! leases, NetworkPolicies, EndpointSlices and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
 //! NodeResourceTopology) and the network-policy-api tiers (ClusterNetworkPolicy,
 //! AdminNetworkPolicy, BaselineAdminNetworkPolicy):
 //!
@@ -69,6 +69,13 @@ pub const RESOURCES: &[ResourceType] = &[
     rt("", "v1", "nodes", "Node", false),
     rt("", "v1", "namespaces", "Namespace", false),
     rt("", "v1", "services", "Service", true),
+    rt(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        true,
+    ),
     rt("", "v1", "events", "Event", true),
     rt("", "v1", "resourcequotas", "ResourceQuota", true),
     rt("events.k8s.io", "v1", "events", "Event", true),

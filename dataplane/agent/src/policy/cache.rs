@@ -32,6 +32,11 @@ pub struct Inputs {
     /// Service frontends (older caches have none)
     #[serde(default)]
     pub services: Vec<crate::services::Frontend>,
+    /// Services and EndpointSlices for `--kube-proxy-replacement`
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lb_services: Vec<k8s_openapi::api::core::v1::Service>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_slices: Vec<k8s_openapi::api::discovery::v1::EndpointSlice>,
 }
 
 impl Inputs {
@@ -45,10 +50,8 @@ impl Inputs {
             errors: self.errors,
             route_nodes: Vec::new(),
             services: self.services,
-            // Service translation reads Services + EndpointSlices from
-            // --manifests only (not cached)
-            lb_services: Vec::new(),
-            endpoint_slices: Vec::new(),
+            lb_services: self.lb_services,
+            endpoint_slices: self.endpoint_slices,
         }
     }
 
@@ -61,6 +64,8 @@ impl Inputs {
             nodes: m.nodes.clone(),
             errors: m.errors.clone(),
             services: m.services.clone(),
+            lb_services: m.lb_services.clone(),
+            endpoint_slices: m.endpoint_slices.clone(),
         }
     }
 }
