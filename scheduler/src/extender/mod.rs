@@ -867,7 +867,7 @@ pub struct ExtenderCli {
     pub kubeconfig: Option<PathBuf>,
     /// On SIGTERM/SIGINT: how long requests in progress (e.g. /bind) may take
     /// before the process exits (Go duration, e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "10s", value_parser = corral_api::duration::parse_positive)]
     pub shutdown_grace_period: Duration,
 }
 
