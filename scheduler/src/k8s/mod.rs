@@ -29,6 +29,7 @@
 pub mod batch_state;
 pub mod binder;
 pub mod cli;
+pub mod compat_metrics;
 pub mod crds;
 pub mod evictor;
 pub mod leader;
@@ -40,6 +41,7 @@ pub mod settings;
 pub mod status;
 
 mod events;
+mod observe;
 mod preemption;
 mod schedule;
 mod sweeps;
@@ -590,8 +592,7 @@ impl Loop {
                 self.sweep_caps(now);
             }
             self.queue.tick(now);
-            let c = self.queue.counts();
-            self.metrics.set_pending(c);
+            self.publish_queue_metrics();
             if self.synced[1]
                 && let Some(h) = self.health.as_mut()
             {

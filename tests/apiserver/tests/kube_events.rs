@@ -104,5 +104,33 @@ async fn scheduled_events_name_the_node_and_follow_failed_scheduling() {
         .find(|e| e["reason"] == "Scheduled")
         .expect("Scheduled");
     assert_eq!(s["message"], "Successfully assigned default/big to n2");
+    // kube-scheduler's metric names and labels for the same story.
+    let text = h.metrics.encode();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value("scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"corral\"}"),
+        6.0
+    );
+    assert!(
+        value("scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"corral\"}")
+            >= 1.0
+    );
+    assert_eq!(
+        value("scheduler_queue_incoming_pods_total{queue=\"active\",event=\"PodAdd\"}"),
+        6.0
+    );
+    assert_eq!(value("scheduler_pod_scheduling_attempts_count"), 6.0);
+    // `big` needed more than one attempt.
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("scheduler_pod_scheduling_sli_duration_seconds_count{attempts=\"")
+            && !l.contains("attempts=\"1\"")),
+        "{text}"
+    );
+    assert!(text.contains("scheduler_pending_pods{queue=\"gated\"} 0"));
     h.stop();
 }
