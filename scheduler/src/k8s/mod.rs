@@ -41,8 +41,10 @@ pub mod settings;
 pub mod status;
 
 mod events;
+pub mod group_events;
 mod observe;
 mod preemption;
+pub mod recorder;
 mod schedule;
 mod sweeps;
 
@@ -615,6 +617,11 @@ impl Loop {
             .set_reserved(self.waiting_pod.keys().cloned().collect());
         let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
         if !patches.is_empty() {
+            for e in group_events::from_patches(&patches, |k| {
+                self.gangs.object_uid(crds::Crd::VolcanoPodGroup, k)
+            }) {
+                self.writer.group_event(e);
+            }
             let _ = self.status_tx.send(patches);
         }
     }
