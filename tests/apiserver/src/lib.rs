@@ -199,6 +199,8 @@ struct Shared {
     drop_epoch: tokio::sync::watch::Sender<u64>,
     uid: AtomicU64,
     requests: AtomicU64,
+    /// Requests that are not GET (create, patch, update, delete).
+    writes: AtomicU64,
     history_limit: usize,
     bookmark_every: Duration,
     /// Resource indices answered with `404` (a CRD that is not installed).
@@ -277,6 +279,7 @@ impl TestApiServer {
             drop_epoch: tokio::sync::watch::channel(0).0,
             uid: AtomicU64::new(1),
             requests: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
             history_limit: opts.history_limit.max(1),
             bookmark_every: opts.bookmark_every,
             unserved: Mutex::new(std::collections::HashSet::new()),
@@ -460,6 +463,11 @@ impl TestApiServer {
     /// Requests served so far.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Write requests (every method but GET) served so far.
+    pub fn write_requests(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
     }
 
     /// Ends every open watch stream (clients must re-watch).
@@ -809,6 +817,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    if method != Method::GET {
+        shared.writes.fetch_add(1, Ordering::Relaxed);
+    }
     let path = uri.path().to_string();
     // Faults.
     let fault = {
