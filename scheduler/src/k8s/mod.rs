@@ -103,6 +103,9 @@ pub struct RunOptions {
     /// Engine options (`corral.batchSize`, `candidates`, `selectionTolerance`); the
     /// seed comes from `seed`.
     pub engine: SchedOptions,
+    /// Write a `Scheduled` Event per binding (kube-scheduler does; on by default).
+    /// Off only for the benchmark that measures what the Events cost.
+    pub scheduled_events: bool,
 }
 
 impl Default for RunOptions {
@@ -121,6 +124,7 @@ impl Default for RunOptions {
             backoff: queue::Backoff::default(),
             parallelism: None,
             engine: SchedOptions::default(),
+            scheduled_events: true,
         }
     }
 }
@@ -398,7 +402,13 @@ pub fn start(
         metrics.clone(),
         component.clone(),
     );
-    let writer = StatusWriter::spawn(client.clone(), limiter, metrics.clone(), component);
+    let writer = StatusWriter::spawn(
+        client.clone(),
+        limiter,
+        metrics.clone(),
+        component,
+        opts.scheduled_events,
+    );
     let names: HashSet<String> = frameworks
         .iter()
         .map(|f| f.scheduler_name.clone())

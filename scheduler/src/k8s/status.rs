@@ -68,6 +68,7 @@ impl StatusWriter {
         limiter: Arc<RateLimiter>,
         metrics: Arc<Metrics>,
         component: String,
+        scheduled_events: bool,
     ) -> StatusWriter {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
         let recorder = Recorder::new(client.clone(), &component);
@@ -115,6 +116,9 @@ impl StatusWriter {
                     Report::Scheduled(s) => {
                         let key = format!("{}/{}", s.namespace, s.name);
                         written.remove(&key);
+                        if !scheduled_events {
+                            continue;
+                        }
                         limiter.acquire().await;
                         let ev = NewEvent {
                             regarding: ObjRef::pod(&s.namespace, &s.name, &s.uid),
