@@ -85,7 +85,7 @@ fn kubernetes_policy_source_and_node_health() {
             "--node-name",
             NODE,
             "--health-interval",
-            "1",
+            "1s",
             "--uplink-rate",
             "200M",
             "--metrics-addr",

@@ -2,7 +2,6 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
-pub mod duration;
 pub mod extender;
 pub mod health;
 pub mod http_server;

@@ -22,6 +22,21 @@ struct Cli {
     /// Log format on stderr (as kube-scheduler's --logging-format).
     #[arg(long, global = true, value_enum, default_value = "text")]
     logging_format: LogFormat,
+    /// Log verbosity as kube-scheduler's -v/--v (klog levels): 0 the command's
+    /// default (info for run/extender, warnings for simulate), 1-2 info, 3-4 debug,
+    /// 5 and more trace. RUST_LOG, when set, takes precedence.
+    #[arg(short = 'v', long = "v", global = true, value_parser = clap::value_parser!(u8).range(0..=10))]
+    verbosity: Option<u8>,
+}
+
+/// The tracing level for a command's default and kube-scheduler's `-v`.
+fn log_level(default: &'static str, v: Option<u8>) -> &'static str {
+    match v {
+        None | Some(0) => default,
+        Some(1..=2) => "info",
+        Some(3..=4) => "debug",
+        Some(_) => "trace",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -132,10 +147,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The long-running commands log at info (start-up summary, leadership, shutdown);
     // the one-shot ones only warnings. RUST_LOG overrides either.
-    let level = match cli.command {
-        Command::Run(_) | Command::Extender(_) => "info",
-        Command::Simulate { .. } => "warn",
-    };
+    let level = log_level(
+        match cli.command {
+            Command::Run(_) | Command::Extender(_) => "info",
+            Command::Simulate { .. } => "warn",
+        },
+        cli.verbosity,
+    );
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let fmt = tracing_subscriber::fmt()
@@ -206,5 +224,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_maps_klog_levels() {
+        assert_eq!(log_level("warn", None), "warn");
+        assert_eq!(log_level("info", Some(0)), "info");
+        assert_eq!(log_level("warn", Some(2)), "info");
+        assert_eq!(log_level("info", Some(4)), "debug");
+        assert_eq!(log_level("info", Some(10)), "trace");
+        for args in [
+            &["corral-scheduler", "-v", "4", "simulate"][..],
+            &["corral-scheduler", "simulate", "--v=4"][..],
+            &["corral-scheduler", "simulate", "-v4"][..],
+        ] {
+            let c = Cli::try_parse_from(args).expect("parses");
+            assert_eq!(c.verbosity, Some(4), "{args:?}");
+        }
+        let e = Cli::try_parse_from(["corral-scheduler", "--v=11", "simulate"])
+            .err()
+            .expect("out of range");
+        assert!(e.to_string().contains("--v"), "{e}");
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`keys`]: annotation and label keys (`corral.io/*`, Volcano's and
 //!   scheduler-plugins') and the API versions of the batch CRDs;
+//! - [`duration`]: the one duration grammar (Go's `time.ParseDuration`);
 //! - [`pod`]: the pod key (`namespace/name`) and one definition of a finished,
 //!   terminating, bound and done pod;
 //! - `client` (feature `client`): one kube client builder.
@@ -11,5 +12,6 @@
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod duration;
 pub mod keys;
 pub mod pod;

@@ -469,36 +469,12 @@ fn parse_quota(o: &RawObject) -> Result<QuotaSpec, String> {
     })
 }
 
-/// Parses a Go-style duration (`6h`, `90m`, `1h30m`, `45s`, `2d`).
-pub fn parse_duration(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration".into());
-    }
-    let mut total: i64 = 0;
-    let mut num = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: i64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?} (expected e.g. 6h, 90m, 1h30m)"))?;
-        num.clear();
-        let mult = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86400,
-            _ => return Err(format!("invalid duration {s:?}: unknown unit {c:?}")),
-        };
-        total = total.saturating_add(n.saturating_mul(mult));
-    }
-    if !num.is_empty() {
-        return Err(format!("invalid duration {s:?}: missing unit (s, m, h, d)"));
-    }
-    Ok(total)
+/// Whole seconds (rounded up) of a Go duration (`72h`, `1h30m`, `90s`): the one
+/// grammar of [`corral_api::duration`]; a bare number or `2d` is an error.
+pub fn duration_secs(s: &str) -> Result<i64, String> {
+    let d = corral_api::duration::parse(s).map_err(|e| e.to_string())?;
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    Ok(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -632,12 +608,13 @@ metadata: {name: ok}
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("6h"), Ok(6 * 3600));
-        assert_eq!(parse_duration("1h30m"), Ok(5400));
-        assert_eq!(parse_duration("2d"), Ok(2 * 86400));
-        assert!(parse_duration("6").is_err());
-        assert!(parse_duration("6x").is_err());
-        assert!(parse_duration("").is_err());
+    fn durations_use_the_api_grammar() {
+        assert_eq!(duration_secs("6h"), Ok(6 * 3600));
+        assert_eq!(duration_secs("1h30m"), Ok(5400));
+        assert_eq!(duration_secs("1500ms"), Ok(2));
+        for bad in ["6", "2d", "6x", ""] {
+            let e = duration_secs(bad).unwrap_err();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
     }
 }

@@ -573,7 +573,6 @@ impl ReservePlugin for GpuShare {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scheduler::{Options, Scheduler};
     use crate::testutil::{NodeBuilder, PodBuilder, node, pod};
     use serde_json::json;
 
@@ -824,47 +823,6 @@ mod tests {
         assert!(s.is_skip());
         let pre = GpuShare::default().pre_score(&mut st, &pod("p").info(), &Snapshot::new(), &[]);
         assert!(pre.is_skip(), "no PreFilter state: nothing to score");
-    }
-
-    #[test]
-    fn two_shares_in_one_batch_do_not_overfill_a_card() {
-        // Two cards; three 60 % shares evaluated in ONE batch: the commit of the
-        // second sees the first's card (annotation on the placed PodInfo).
-        let mut snap = Snapshot::new();
-        snap.add_nodes([gpu_node("n1", 200, 32).info()]);
-        let mut s = Scheduler::new(
-            crate::config::default_frameworks(),
-            snap,
-            Options::default(),
-        );
-        let pods: Vec<PodInfo> = (0..3)
-            .map(|i| gpu_pod(&format!("p{i}"), 60, 4).seq(i as u64).info())
-            .collect();
-        let r = s.schedule_all(pods);
-        assert_eq!(r.placements.len(), 2, "{r:?}");
-        assert_eq!(r.unschedulable.len(), 1, "{r:?}");
-        assert!(
-            r.unschedulable[0]
-                .message
-                .contains("Insufficient GPU share"),
-            "{r:?}"
-        );
-        let mut cards: Vec<&str> = r
-            .placements
-            .iter()
-            .map(|p| idx(&r.annotations[&p.pod]))
-            .collect();
-        cards.sort();
-        assert_eq!(cards, ["0", "1"]);
-        // The snapshot's placed pods carry the assignment.
-        let n = &s.snapshot.nodes()[0];
-        assert!(n.pods.iter().all(|p| {
-            p.pod
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(ANNOTATION_ASSIGNED))
-        }));
     }
 
     #[test]

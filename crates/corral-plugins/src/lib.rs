@@ -19,9 +19,6 @@ use corral_core::testutil;
 use corral_core::{
     framework, health, impl_plugin, labels, quantity, resources, snapshot, topology,
 };
-// Test-only (dev-dependency): tests that run a profile through the engine's loop.
-#[cfg(test)]
-use corral_engine::{config, scheduler};
 
 use crate::framework::Plugin;
 

@@ -94,7 +94,6 @@ pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::KubeSchedulerConfiguration;
     use crate::framework::Code;
     use crate::health::{HealthTracker, HealthView};
     use crate::testutil::{node, pod};
@@ -182,50 +181,5 @@ mod tests {
         }
         let b = bound.node("b").unwrap();
         assert!(!pl.filter(&CycleState::new(), &p, b, &bound).is_success());
-    }
-
-    #[test]
-    fn togglable_in_profile_with_args() {
-        let y = r#"
-apiVersion: kubescheduler.config.k8s.io/v1
-kind: KubeSchedulerConfiguration
-profiles:
-- schedulerName: healthy
-  plugins:
-    multiPoint:
-      enabled: [{name: NodeHealth, weight: 5}]
-  pluginConfig:
-  - name: NodeHealth
-    args: {ewmaHalfLifeSeconds: 20, maxRisePerSecond: 0.2, rules: {cpu: {degraded: 75, forSeconds: 60}}}
-- schedulerName: plain
-"#;
-        let fws = KubeSchedulerConfiguration::from_yaml(y, "t.yaml")
-            .unwrap()
-            .build()
-            .unwrap();
-        assert!(fws[0].filter.iter().any(|p| p.name() == NAME));
-        assert!(
-            fws[0]
-                .score
-                .iter()
-                .any(|s| s.plugin.name() == NAME && s.weight == 5)
-        );
-        assert!(!fws[1].filter.iter().any(|p| p.name() == NAME));
-        assert!(!fws[1].score.iter().any(|s| s.plugin.name() == NAME));
-        let bad = y.replace("ewmaHalfLifeSeconds: 20", "ewmaHalfLife: 20");
-        let e = KubeSchedulerConfiguration::from_yaml(&bad, "t.yaml")
-            .unwrap()
-            .build()
-            .unwrap_err();
-        assert!(
-            e.0.contains("NodeHealth") && e.0.contains("ewmaHalfLife"),
-            "{e}"
-        );
-        let bad = y.replace("cpu:", "cpux:");
-        let e = KubeSchedulerConfiguration::from_yaml(&bad, "t.yaml")
-            .unwrap()
-            .build()
-            .unwrap_err();
-        assert!(e.0.contains("rules.cpux"), "{e}");
     }
 }

@@ -28,7 +28,7 @@ use types::*;
 
 /// Pod annotation with fixed IPs ("198.18.0.10,2001:db8::10"), handed to
 /// the IPAM plugin as runtimeConfig.ips (like the `ips` capability).
-pub const ANN_FIXED_IPS: &str = "corral.io/ips";
+pub use corral_api::keys::ANN_FIXED_IPS;
 /// Link-local gateways the pod routes through (answered by the host veth).
 pub const GW4: &str = "169.254.1.1";
 pub const GW6: &str = "fe80::1";

@@ -71,9 +71,10 @@ struct RunArgs {
     /// frequent; without it such peers select no node)
     #[arg(long, conflicts_with = "manifests")]
     node_peers: bool,
-    /// seconds between node network health samples (Kubernetes only)
-    #[arg(long, default_value = "10")]
-    health_interval: f64,
+    /// time between node network health samples, a Go duration (10s, 500ms;
+    /// Kubernetes only)
+    #[arg(long, default_value = "10s", value_parser = corral_api::duration::parse_positive)]
+    health_interval: std::time::Duration,
     /// the node's uplink interface for link utilization/drops/errors
     /// (default: sum over the node's pods)
     #[arg(long)]
@@ -335,10 +336,10 @@ fn run(a: RunArgs) -> Result<()> {
         cni_conf: a.cni_conf.clone(),
         cni_conf_template: a.cni_conf_template.clone(),
     });
-    if !(a.health_interval >= 0.1 && a.health_interval <= 3600.0) {
+    if !(a.health_interval.as_secs_f64() >= 0.1 && a.health_interval.as_secs_f64() <= 3600.0) {
         bail!(
-            "--health-interval: {} is not between 0.1 and 3600 seconds",
-            a.health_interval
+            "--health-interval: {} is not between 100ms and 1h",
+            corral_api::duration::format(a.health_interval)
         );
     }
     if !kube {
@@ -408,7 +409,7 @@ fn run(a: RunArgs) -> Result<()> {
                 client,
                 node_health::Options {
                     node_name,
-                    interval: std::time::Duration::from_secs_f64(a.health_interval),
+                    interval: a.health_interval,
                     uplink_iface: a.uplink_iface.clone(),
                     uplink_bps,
                 },

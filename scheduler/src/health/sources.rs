@@ -393,40 +393,31 @@ enum TimeValue {
     Text(String),
 }
 
-/// Parses a duration/time: plain seconds (`90`, `1.5`) or with unit (`30s`, `5m`,
-/// `1h`, `1m30s`).
-pub fn parse_duration(s: &str) -> Result<f64, String> {
+/// A time-series `time` value: a plain number of seconds since the start (`90`,
+/// `1.5`; a point in time, as spreadsheets and exporters write it) or a Go duration
+/// offset (`1m30s`, the one grammar of [`corral_api::duration`]).
+pub fn parse_time(s: &str) -> Result<f64, String> {
     let s = s.trim();
-    if let Ok(v) = s.parse::<f64>() {
+    if s.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && let Ok(v) = s.parse::<f64>()
+    {
         return if v.is_finite() && v >= 0.0 {
             Ok(v)
         } else {
-            Err(format!("invalid duration {s:?}"))
+            Err(format!("invalid time {s:?}"))
         };
     }
-    let mut total = 0.0;
-    let mut num = String::new();
-    let mut any = false;
-    for c in s.chars() {
-        if c.is_ascii_digit() || c == '.' {
-            num.push(c);
-            continue;
-        }
-        let mult = match c {
-            's' => 1.0,
-            'm' => 60.0,
-            'h' => 3600.0,
-            _ => return Err(format!("invalid duration {s:?}: unexpected {c:?}")),
-        };
-        let v: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-        total += v * mult;
-        num.clear();
-        any = true;
-    }
-    if !num.is_empty() || !any {
-        return Err(format!("invalid duration {s:?}: missing unit"));
-    }
-    Ok(total)
+    corral_api::duration::parse(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| e.to_string())
+}
+
+/// Seconds of a Go duration ([`corral_api::duration`]): the timeline's `duration`,
+/// `step` and the pods' `corral.io/duration`.
+pub fn duration_secs(s: &str) -> Result<f64, String> {
+    corral_api::duration::parse(s)
+        .map(|d| d.as_secs_f64())
+        .map_err(|e| e.to_string())
 }
 
 /// Reads a time series: CSV with header `time,node,signal,value` (time in seconds
@@ -450,7 +441,7 @@ pub fn parse_series(text: &str, origin: &str) -> Result<Vec<RawSample>, String> 
                 ));
             }
             let time =
-                parse_duration(f[0]).map_err(|e| format!("{origin}: line {}: time: {e}", i + 1))?;
+                parse_time(f[0]).map_err(|e| format!("{origin}: line {}: time: {e}", i + 1))?;
             let value = f[3].parse::<f64>().map_err(|_| {
                 format!(
                     "{origin}: line {}: value: {:?} is not a number",
@@ -474,7 +465,7 @@ pub fn parse_series(text: &str, origin: &str) -> Result<Vec<RawSample>, String> 
                 TimeValue::Secs(s) if s.is_finite() && s >= 0.0 => s,
                 TimeValue::Secs(s) => return Err(format!("{origin}: [{i}].time: invalid {s}")),
                 TimeValue::Text(t) => {
-                    parse_duration(&t).map_err(|e| format!("{origin}: [{i}].time: {e}"))?
+                    parse_time(&t).map_err(|e| format!("{origin}: [{i}].time: {e}"))?
                 }
             };
             out.push(RawSample {
@@ -663,8 +654,15 @@ y{a="1"
                 .unwrap_err()
                 .contains("t.yaml")
         );
-        assert_eq!(parse_duration("1m30s").unwrap(), 90.0);
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("-1").is_err());
+        // The time column: seconds or a Go duration offset.
+        assert_eq!(parse_time("1m30s").unwrap(), 90.0);
+        assert_eq!(parse_time("90").unwrap(), 90.0);
+        assert_eq!(parse_time("1.5").unwrap(), 1.5);
+        assert!(parse_time("5x").is_err());
+        assert!(parse_time("-1").is_err());
+        assert!(parse_time("-1s").is_err());
+        // Durations are Go's grammar: a bare number is an error.
+        assert_eq!(duration_secs("25m").unwrap(), 1500.0);
+        assert!(duration_secs("90").unwrap_err().contains("missing unit"));
     }
 }

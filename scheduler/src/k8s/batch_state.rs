@@ -885,6 +885,13 @@ impl BatchState {
     pub fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
     }
+
+    /// The UID of a watched CRD object (`namespace/name`, or `name`).
+    pub fn object_uid(&self, crd: Crd, key: &str) -> Option<String> {
+        self.crds.get(&crd)?.get(key)?["metadata"]["uid"]
+            .as_str()
+            .map(str::to_string)
+    }
 }
 
 /// A placeholder scheduler (no profiles, empty snapshot) used while a session owns

@@ -50,14 +50,14 @@ pub struct RunCli {
     pub leader_elect_identity: Option<String>,
     /// How long a standby waits after the last observed renewal before taking the
     /// Lease over (Go duration; default 15s).
-    #[arg(long, value_parser = crate::duration::positive)]
+    #[arg(long, value_parser = corral_api::duration::parse_positive)]
     pub leader_elect_lease_duration: Option<Duration>,
     /// How long the leader keeps retrying to renew before it stops leading
     /// (default 10s).
-    #[arg(long, value_parser = crate::duration::positive)]
+    #[arg(long, value_parser = corral_api::duration::parse_positive)]
     pub leader_elect_renew_deadline: Option<Duration>,
     /// Interval between acquire/renew attempts (default 2s).
-    #[arg(long, value_parser = crate::duration::positive)]
+    #[arg(long, value_parser = corral_api::duration::parse_positive)]
     pub leader_elect_retry_period: Option<Duration>,
     /// How often a CRD that is not installed (PodGroup, Queue,
     /// NodeResourceTopology) is looked for again.
@@ -67,11 +67,11 @@ pub struct RunCli {
     /// `http://{node}:9100/metrics`), scraped every --health-interval.
     #[arg(long)]
     pub health_scrape: Option<String>,
-    /// NodeHealth: model tick and scrape interval (seconds or 10s, 1m).
-    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    /// NodeHealth: model tick and scrape interval (Go duration: 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = corral_api::duration::parse_positive)]
     pub health_interval: Duration,
     /// NodeHealth: timeout of one scrape request.
-    #[arg(long, default_value = "2s", value_parser = parse_interval)]
+    #[arg(long, default_value = "2s", value_parser = corral_api::duration::parse_positive)]
     pub health_scrape_timeout: Duration,
     /// NodeHealth: scrape requests in flight at most.
     #[arg(long, default_value_t = 32)]
@@ -82,16 +82,8 @@ pub struct RunCli {
     pub preemption_eviction: super::evictor::EvictionMode,
     /// On SIGTERM/SIGINT: how long in-flight binds may take before the Lease is
     /// released and the process exits (Go duration, e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = crate::duration::positive)]
+    #[arg(long, default_value = "10s", value_parser = corral_api::duration::parse_positive)]
     pub shutdown_grace_period: Duration,
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let v = crate::health::sources::parse_duration(s)?;
-    if v <= 0.0 {
-        return Err(format!("{s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(v))
 }
 
 impl RunCli {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use super::Msg;
 use super::binder::RateLimiter;
 use super::metrics::Metrics;
+use super::recorder::{NewEvent, ObjRef, Recorder};
 
 /// How victims are removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -120,6 +121,7 @@ struct Ctx {
     leader: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     component: String,
+    recorder: Recorder,
 }
 
 impl Evictor {
@@ -137,6 +139,7 @@ impl Evictor {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Work>();
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let ctx = Arc::new(Ctx {
+            recorder: Recorder::new(client.clone(), &component),
             client,
             mode,
             limiter,
@@ -294,27 +297,27 @@ async fn evict(ctx: &Ctx, req: &EvictRequest) -> EvictResult {
     };
     if result == EvictResult::Evicted {
         ctx.limiter.acquire().await;
-        let events: Api<Event> = Api::namespaced(ctx.client.clone(), &req.namespace);
-        let ts = now();
-        let ev: Result<Event, _> = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": format!("{}.", req.name), "namespace": req.namespace},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod",
-                "name": req.name, "namespace": req.namespace, "uid": req.uid},
-            "reason": event_reason,
-            "message": match req.cause {
-                Cause::Preemption => format!("Preempted by {} on node {}: {}", req.preemptor, req.node, req.reason),
+        let ev = NewEvent {
+            regarding: ObjRef::pod(&req.namespace, &req.name, &req.uid),
+            related: None,
+            type_: "Normal",
+            reason: event_reason,
+            action: match req.cause {
+                Cause::Preemption => "Preempting",
+                Cause::RuntimeLimit | Cause::PartialGang => "Evicting",
+            },
+            note: match req.cause {
+                Cause::Preemption => format!(
+                    "Preempted by {} on node {}: {}",
+                    req.preemptor, req.node, req.reason
+                ),
                 Cause::RuntimeLimit | Cause::PartialGang => {
                     format!("Evicted from node {}: {}", req.node, req.reason)
                 }
             },
-            "type": "Normal", "count": 1, "firstTimestamp": ts, "lastTimestamp": ts,
-            "source": {"component": ctx.component},
-            "reportingComponent": ctx.component, "reportingInstance": ctx.component,
-        }));
-        if let Ok(ev) = ev
-            && let Err(e) = events.create(&PostParams::default(), &ev).await
-        {
+            count: 1,
+        };
+        if let Err(e) = ctx.recorder.create(&ev).await {
             ctx.metrics.status_errors.inc();
             tracing::debug!("event for {}: {e}", req.key);
         }

@@ -65,6 +65,10 @@ pub struct Metrics {
     pub evictions: Family<ResultLabel, Counter>,
     /// Preemptors waiting for their victims to terminate.
     pub preemptors_waiting: Gauge,
+    /// kube-scheduler's names ([`super::compat_metrics`]).
+    pub kube: super::compat_metrics::KubeScheduler,
+    /// Volcano's names ([`super::compat_metrics`]).
+    pub volcano: super::compat_metrics::Volcano,
 }
 
 impl Default for Metrics {
@@ -83,9 +87,14 @@ impl Metrics {
     }
 
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("corral_scheduler");
+        let mut root = Registry::default();
+        let kube = super::compat_metrics::KubeScheduler::new(&mut root);
+        let volcano = super::compat_metrics::Volcano::new(&mut root);
+        let registry = root.sub_registry_with_prefix("corral_scheduler");
         let m = Metrics {
             registry: Registry::default(),
+            kube,
+            volcano,
             attempts: Family::default(),
             e2e_latency: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             algorithm_latency: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
@@ -206,7 +215,10 @@ impl Metrics {
                 .watch_errors
                 .get_or_create(&ResourceLabel { resource: What(r) });
         }
-        Metrics { registry, ..m }
+        Metrics {
+            registry: root,
+            ..m
+        }
     }
 
     pub fn attempt(&self, result: &'static str) {
@@ -227,6 +239,7 @@ impl Metrics {
 
     /// Sets the pending gauges from `[active, backoff, unschedulable, in flight]`.
     pub fn set_pending(&self, c: [usize; 4]) {
+        self.kube.set_pending(c);
         for (q, n) in ["active", "backoff", "unschedulable", "binding"]
             .iter()
             .zip(c)
@@ -303,5 +316,38 @@ mod tests {
         assert!(s.contains("corral_scheduler_pending_pods{queue=\"unschedulable\"} 3"));
         assert!(s.contains("corral_scheduler_watch_errors_total{resource=\"pods\"} 1"));
         assert!(s.contains("corral_scheduler_e2e_scheduling_duration_seconds_bucket"));
+        // kube-scheduler's and Volcano's names beside Corral's.
+        m.kube.attempt("unschedulable", "default-scheduler");
+        m.kube.scheduled("corral", 2, 0.5);
+        m.volcano.set_queue(
+            "gold",
+            3,
+            &[
+                ("cpu".into(), 1500, 3000),
+                ("memory".into(), 1 << 30, 1 << 31),
+                ("nvidia.com/gpu".into(), 2, 2),
+            ],
+        );
+        let s = m.encode();
+        for want in [
+            "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"} 1",
+            "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"corral\"} 1",
+            "scheduler_pending_pods{queue=\"unschedulable\"} 3",
+            "scheduler_pending_pods{queue=\"gated\"} 0",
+            "scheduler_pod_scheduling_sli_duration_seconds_bucket{le=\"0.64\",attempts=\"2\"} 1",
+            "scheduler_pod_scheduling_attempts_bucket{le=\"2.0\"} 1",
+            "scheduler_preemption_attempts_total 0",
+            "volcano_queue_allocated_milli_cpu{queue_name=\"gold\"} 1500",
+            "volcano_queue_deserved_memory_bytes{queue_name=\"gold\"} 2147483648",
+            "volcano_queue_allocated_scalar_resources{queue_name=\"gold\",resource=\"nvidia.com/gpu\"} 2",
+            "volcano_queue_share{queue_name=\"gold\"} 1",
+            "volcano_queue_weight{queue_name=\"gold\"} 3",
+            "volcano_queue_overused{queue_name=\"gold\"} 0",
+            "volcano_e2e_scheduling_latency_milliseconds_bucket",
+        ] {
+            assert!(s.contains(want), "missing {want}:\n{s}");
+        }
+        // Not double-prefixed, not under corral_.
+        assert!(!s.contains("corral_scheduler_scheduler_"));
     }
 }

@@ -29,6 +29,7 @@
 pub mod batch_state;
 pub mod binder;
 pub mod cli;
+pub mod compat_metrics;
 pub mod crds;
 pub mod evictor;
 pub mod leader;
@@ -40,7 +41,10 @@ pub mod settings;
 pub mod status;
 
 mod events;
+pub mod group_events;
+mod observe;
 mod preemption;
+pub mod recorder;
 mod schedule;
 mod sweeps;
 
@@ -99,6 +103,9 @@ pub struct RunOptions {
     /// Engine options (`corral.batchSize`, `candidates`, `selectionTolerance`); the
     /// seed comes from `seed`.
     pub engine: SchedOptions,
+    /// Write a `Scheduled` Event per binding (kube-scheduler does; on by default).
+    /// Off only for the benchmark that measures what the Events cost.
+    pub scheduled_events: bool,
 }
 
 impl Default for RunOptions {
@@ -117,6 +124,7 @@ impl Default for RunOptions {
             backoff: queue::Backoff::default(),
             parallelism: None,
             engine: SchedOptions::default(),
+            scheduled_events: true,
         }
     }
 }
@@ -394,7 +402,13 @@ pub fn start(
         metrics.clone(),
         component.clone(),
     );
-    let writer = StatusWriter::spawn(client.clone(), limiter, metrics.clone(), component);
+    let writer = StatusWriter::spawn(
+        client.clone(),
+        limiter,
+        metrics.clone(),
+        component,
+        opts.scheduled_events,
+    );
     let names: HashSet<String> = frameworks
         .iter()
         .map(|f| f.scheduler_name.clone())
@@ -590,8 +604,7 @@ impl Loop {
                 self.sweep_caps(now);
             }
             self.queue.tick(now);
-            let c = self.queue.counts();
-            self.metrics.set_pending(c);
+            self.publish_queue_metrics();
             if self.synced[1]
                 && let Some(h) = self.health.as_mut()
             {
@@ -614,6 +627,11 @@ impl Loop {
             .set_reserved(self.waiting_pod.keys().cloned().collect());
         let patches = self.gangs.statuses(&self.sched.snapshot, queues_too);
         if !patches.is_empty() {
+            for e in group_events::from_patches(&patches, |k| {
+                self.gangs.object_uid(crds::Crd::VolcanoPodGroup, k)
+            }) {
+                self.writer.group_event(e);
+            }
             let _ = self.status_tx.send(patches);
         }
     }

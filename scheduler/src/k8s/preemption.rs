@@ -191,6 +191,7 @@ impl Loop {
             out.insert(pl.pod);
         }
         for (job, w) in new_waits {
+            self.count_preemption(w.victims.len());
             match self.waits.get_mut(&job) {
                 Some(old) => {
                     old.pods.extend(w.pods);

@@ -8,7 +8,7 @@
 //! bound (`in_flight`) is not in the active set and is never handed out twice.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +79,9 @@ pub struct Queue {
     entries: HashMap<String, Entry>,
     active: BTreeSet<ActiveKey>,
     backoff: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Pods moved into a queue since the last [`Queue::take_incoming`], by
+    /// `(queue, event)` as kube-scheduler's `scheduler_queue_incoming_pods_total`.
+    incoming: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 fn akey(info: &PodInfo) -> ActiveKey {
@@ -86,6 +89,17 @@ fn akey(info: &PodInfo) -> ActiveKey {
 }
 
 impl Queue {
+    fn came_in(&mut self, queue: &'static str, event: &'static str, n: u64) {
+        if n > 0 {
+            *self.incoming.entry((queue, event)).or_insert(0) += n;
+        }
+    }
+
+    /// The incoming counts since the last call (the loop adds them to the metrics).
+    pub fn take_incoming(&mut self) -> BTreeMap<(&'static str, &'static str), u64> {
+        std::mem::take(&mut self.incoming)
+    }
+
     /// An empty queue with these backoff bounds.
     pub fn with_backoff(b: Backoff) -> Self {
         Queue {
@@ -142,6 +156,7 @@ impl Queue {
                 e.info = info;
             }
             None => {
+                self.came_in("active", "PodAdd", 1);
                 self.active.insert(akey(&info));
                 self.entries.insert(
                     info.key.clone(),
@@ -208,13 +223,16 @@ impl Queue {
         if e.state == State::Active {
             self.active.remove(&akey(&e.info));
         }
+        let attempts = e.attempts;
         if unschedulable {
             e.state = State::Unschedulable;
+            self.came_in("unschedulable", "ScheduleAttemptFailure", 1);
         } else {
             e.state = State::Backoff;
             self.backoff.push(Reverse((e.ready_at, key.to_string())));
+            self.came_in("backoff", "ScheduleAttemptFailure", 1);
         }
-        e.attempts
+        attempts
     }
 
     /// Returns an in-flight pod to the active queue without counting an attempt.
@@ -230,12 +248,15 @@ impl Queue {
     /// A cluster event that may make unschedulable pods schedulable: move them to
     /// backoff (active once their backoff expired).
     pub fn on_cluster_event(&mut self) {
+        let mut n = 0;
         for (k, e) in self.entries.iter_mut() {
             if e.state == State::Unschedulable {
                 e.state = State::Backoff;
                 self.backoff.push(Reverse((e.ready_at, k.clone())));
+                n += 1;
             }
         }
+        self.came_in("backoff", "ClusterEvent", n);
     }
 
     /// Moves expired backoffs to active and flushes long-parked unschedulable pods.
@@ -253,6 +274,10 @@ impl Queue {
             {
                 e.state = State::Active;
                 self.active.insert(akey(&e.info));
+                *self
+                    .incoming
+                    .entry(("active", "BackoffComplete"))
+                    .or_insert(0) += 1;
             }
         }
         let mut flush = Vec::new();
@@ -267,6 +292,10 @@ impl Queue {
             if let Some(e) = self.entries.get_mut(&k) {
                 e.state = State::Active;
                 self.active.insert(akey(&e.info));
+                *self
+                    .incoming
+                    .entry(("active", "UnschedulableTimeout"))
+                    .or_insert(0) += 1;
             }
         }
     }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use crate::batch::objects::parse_duration;
+use crate::batch::objects::duration_secs;
 use crate::snapshot::PodInfo;
 
 pub use corral_api::keys::{ANN_MAX_RUNTIME, ANN_PARTIAL_TIMEOUT};
@@ -43,7 +43,7 @@ pub struct RuntimeCaps {
 
 /// The cap of an annotation value; `Err` names the problem.
 pub fn parse_cap(v: &str) -> Result<i64, String> {
-    match parse_duration(v) {
+    match duration_secs(v) {
         Ok(s) if s > 0 => Ok(s),
         Ok(_) => Err(format!("{ANN_MAX_RUNTIME}: {v:?} must be positive")),
         Err(e) => Err(format!("{ANN_MAX_RUNTIME}: {e}")),

@@ -73,8 +73,9 @@ impl Loop {
             .algorithm_latency
             .observe(secs / pods.len() as f64);
         let now = Instant::now();
+        let per_pod = secs / pods.len() as f64;
         for pl in report.placements {
-            self.metrics.attempt("scheduled");
+            self.count_attempt("scheduled", &pl.pod, per_pod);
             let annotations = report.annotations.remove(&pl.pod).unwrap_or_default();
             let Some(mut req) = self.bind_request(pl.pod, pl.node, 0) else {
                 continue;
@@ -86,10 +87,10 @@ impl Loop {
         let nominated = self.preempt_for(&report.unschedulable);
         for u in report.unschedulable {
             if nominated.contains(&u.pod) {
-                self.metrics.attempt("preempting");
+                self.count_attempt("preempting", &u.pod, per_pod);
                 continue;
             }
-            self.metrics.attempt("unschedulable");
+            self.count_attempt("unschedulable", &u.pod, per_pod);
             let attempts = self.queue.failed(&u.pod, now, true);
             self.report_failure(&u.pod, u.message, attempts, now);
         }
@@ -191,15 +192,18 @@ impl Loop {
             evicted,
             evictions,
             nominated,
+            queues,
             ..
         } = closed;
         self.sched = sched;
         let waiting = self.start_preemptions(evicted, evictions, nominated);
+        let secs = t0.elapsed().as_secs_f64();
+        let per_pod = secs / n as f64;
+        self.count_session(secs, &queues);
         for k in &waiting {
             keys.remove(k);
-            self.metrics.attempt("preempting");
+            self.count_attempt("preempting", k, per_pod);
         }
-        let secs = t0.elapsed().as_secs_f64();
         self.metrics.algorithm_seconds.inc_by(secs);
         self.metrics.algorithm_latency.observe(secs / n as f64);
         let now = Instant::now();
@@ -207,7 +211,7 @@ impl Loop {
             if !keys.remove(&pl.pod) {
                 continue;
             }
-            self.metrics.attempt("scheduled");
+            self.count_attempt("scheduled", &pl.pod, per_pod);
             match self.bind_request(pl.pod.clone(), pl.node, 0) {
                 Some(req) => {
                     self.in_flight += 1;
@@ -222,7 +226,7 @@ impl Loop {
             if !keys.remove(&u.pod) {
                 continue;
             }
-            self.metrics.attempt("unschedulable");
+            self.count_attempt("unschedulable", &u.pod, per_pod);
             let attempts = self.queue.failed(&u.pod, now, true);
             self.report_failure(&u.pod, u.message, attempts, now);
         }
@@ -274,7 +278,9 @@ impl Loop {
             Ok(()) => {
                 self.bind_retries.remove(&o.key);
                 self.metrics.binds.inc();
-                if let Some(e) = self.queue.remove(&o.key) {
+                let e = self.queue.remove(&o.key);
+                self.count_bound(&o.key, e.as_ref(), now);
+                if let Some(e) = e {
                     self.metrics
                         .e2e_latency
                         .observe(now.duration_since(e.enqueued).as_secs_f64());
@@ -294,6 +300,7 @@ impl Loop {
             }
             Err(err) => {
                 self.metrics.bind_error(err.label());
+                self.count_bind_error(&o.key);
                 // Forget the assumption unless the API already showed the pod bound.
                 let api_bound = self.pods.get(&o.key).is_some_and(|t| t.node.is_some());
                 // A gang member whose gang-mates are being bound: retry the same node

@@ -76,7 +76,7 @@ fn duration(
 ) -> Result<Option<Duration>, String> {
     match v {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(serde_json::Value::String(s)) => crate::duration::positive(s)
+        Some(serde_json::Value::String(s)) => corral_api::duration::parse_positive(s)
             .map(Some)
             .map_err(|e| format!("{origin}: {field}: {e}")),
         Some(other) => Err(format!(

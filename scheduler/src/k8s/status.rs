@@ -1,21 +1,23 @@
 //! Failure reporting: the `PodScheduled=False` condition (strategic merge patch on
 //! `pods/{name}/status`, only when the message changed) and aggregated
-//! `FailedScheduling` Events: the first failure creates an Event, later ones (already
-//! limited by the loop to one per backoff window) patch its `count` and
-//! `lastTimestamp`, folding in the occurrences suppressed in between. A successful
+//! `FailedScheduling` Events (`events.k8s.io/v1` through [`super::recorder`]): the
+//! first failure creates an Event, later ones (already limited by the loop to one
+//! per backoff window) patch its `series` (core v1: `count`/`lastTimestamp`), folding
+//! in the occurrences suppressed in between. A successful
 //! binding writes one `Scheduled` Event ("Successfully assigned ns/pod to node"), as
 //! kube-scheduler does, and ends the pod's failure aggregation.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Event, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::binder::RateLimiter;
 use super::metrics::Metrics;
+use super::recorder::{NewEvent, ObjRef, Recorder};
 
 #[derive(Debug, Clone)]
 pub struct FailureReport {
@@ -39,6 +41,7 @@ pub struct ScheduledReport {
 enum Report {
     Failed(FailureReport),
     Scheduled(ScheduledReport),
+    Group(super::group_events::GroupEvent),
 }
 
 pub struct StatusWriter {
@@ -47,7 +50,7 @@ pub struct StatusWriter {
 
 struct Written {
     uid: String,
-    event: String,
+    event: super::recorder::Written,
     message: String,
     count: u32,
 }
@@ -65,46 +68,72 @@ impl StatusWriter {
         limiter: Arc<RateLimiter>,
         metrics: Arc<Metrics>,
         component: String,
+        scheduled_events: bool,
     ) -> StatusWriter {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
+        let recorder = Recorder::new(client.clone(), &component);
         tokio::spawn(async move {
             let mut written: HashMap<String, Written> = HashMap::new();
-            let mut seq: u64 = 0;
+            // PodGroup → (reason, note) of its last Event: only transitions are written.
+            let mut group_last: HashMap<String, (&'static str, String)> = HashMap::new();
             while let Some(r) = rx.recv().await {
                 let r = match r {
                     Report::Failed(r) => r,
+                    Report::Group(g) => {
+                        let key = g.group.key();
+                        let last = group_last.get(&key);
+                        if last.is_some_and(|(r, n)| *r == g.reason && *n == g.note)
+                            || (g.reason == "Scheduled"
+                                && last.is_some_and(|(r, _)| *r == "Scheduled"))
+                        {
+                            continue;
+                        }
+                        limiter.acquire().await;
+                        let ev = NewEvent {
+                            regarding: g.group.obj_ref(),
+                            related: None,
+                            type_: g.type_,
+                            reason: g.reason,
+                            action: "Scheduling",
+                            note: g.note.clone(),
+                            count: 1,
+                        };
+                        match recorder.create(&ev).await {
+                            Ok(_) => {
+                                metrics.events_written.inc();
+                                group_last.insert(key, (g.reason, g.note));
+                            }
+                            Err(e) => {
+                                metrics.status_errors.inc();
+                                tracing::debug!("event for PodGroup {key}: {e}");
+                            }
+                        }
+                        if group_last.len() > 200_000 {
+                            group_last.clear();
+                        }
+                        continue;
+                    }
                     Report::Scheduled(s) => {
                         let key = format!("{}/{}", s.namespace, s.name);
                         written.remove(&key);
-                        seq += 1;
-                        let name = format!("{}.{:x}{:04x}", s.name, std::process::id(), seq);
-                        let ts = now();
-                        let ev: Result<Event, _> = serde_json::from_value(json!({
-                            "apiVersion": "v1", "kind": "Event",
-                            "metadata": {"name": name, "namespace": s.namespace},
-                            "involvedObject": {"apiVersion": "v1", "kind": "Pod",
-                                "name": s.name, "namespace": s.namespace, "uid": s.uid},
-                            "reason": "Scheduled",
-                            "message": format!("Successfully assigned {key} to {}", s.node),
-                            "type": "Normal", "count": 1,
-                            "firstTimestamp": ts, "lastTimestamp": ts,
-                            "source": {"component": component},
-                            "reportingComponent": component,
-                            "reportingInstance": component,
-                        }));
-                        let events: Api<Event> = Api::namespaced(client.clone(), &s.namespace);
+                        if !scheduled_events {
+                            continue;
+                        }
                         limiter.acquire().await;
-                        match ev {
-                            Ok(ev) => match events.create(&PostParams::default(), &ev).await {
-                                Ok(_) => metrics.events_written.inc(),
-                                Err(e) => {
-                                    metrics.status_errors.inc();
-                                    tracing::debug!("event for {key}: {e}");
-                                    0
-                                }
-                            },
+                        let ev = NewEvent {
+                            regarding: ObjRef::pod(&s.namespace, &s.name, &s.uid),
+                            related: None,
+                            type_: "Normal",
+                            reason: "Scheduled",
+                            action: "Binding",
+                            note: format!("Successfully assigned {key} to {}", s.node),
+                            count: 1,
+                        };
+                        match recorder.create(&ev).await {
+                            Ok(_) => metrics.events_written.inc(),
                             Err(e) => {
-                                tracing::warn!("event for {key}: {e}");
+                                metrics.status_errors.inc();
+                                tracing::debug!("event for {key}: {e}");
                                 0
                             }
                         };
@@ -115,7 +144,6 @@ impl StatusWriter {
                 let prev = written.get(&key).filter(|w| w.uid == r.uid);
                 let same = prev.is_some_and(|w| w.message == r.message);
                 let pods: Api<Pod> = Api::namespaced(client.clone(), &r.namespace);
-                let events: Api<Event> = Api::namespaced(client.clone(), &r.namespace);
                 let ts = now();
                 if !same {
                     limiter.acquire().await;
@@ -135,38 +163,23 @@ impl StatusWriter {
                 let result = match prev.filter(|_| same) {
                     Some(w) => {
                         let count = w.count + r.occurrences;
-                        let patch = json!({"count": count, "lastTimestamp": ts});
-                        let name = w.event.clone();
-                        events
-                            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        let event = w.event.clone();
+                        recorder
+                            .bump(&r.namespace, &event, count)
                             .await
-                            .map(|_| (name, count))
+                            .map(|_| (event, count))
                     }
                     None => {
-                        seq += 1;
-                        let name = format!("{}.{:x}{:04x}", r.name, std::process::id(), seq);
-                        let ev: Result<Event, _> = serde_json::from_value(json!({
-                            "apiVersion": "v1", "kind": "Event",
-                            "metadata": {"name": name, "namespace": r.namespace},
-                            "involvedObject": {"apiVersion": "v1", "kind": "Pod",
-                                "name": r.name, "namespace": r.namespace, "uid": r.uid},
-                            "reason": "FailedScheduling", "message": r.message,
-                            "type": "Warning", "count": r.occurrences,
-                            "firstTimestamp": ts, "lastTimestamp": ts,
-                            "source": {"component": component},
-                            "reportingComponent": component,
-                            "reportingInstance": component,
-                        }));
-                        match ev {
-                            Ok(ev) => events
-                                .create(&PostParams::default(), &ev)
-                                .await
-                                .map(|_| (name, r.occurrences)),
-                            Err(e) => {
-                                tracing::warn!("event for {key}: {e}");
-                                continue;
-                            }
-                        }
+                        let ev = NewEvent {
+                            regarding: ObjRef::pod(&r.namespace, &r.name, &r.uid),
+                            related: None,
+                            type_: "Warning",
+                            reason: "FailedScheduling",
+                            action: "Scheduling",
+                            note: r.message.clone(),
+                            count: r.occurrences,
+                        };
+                        recorder.create(&ev).await.map(|w| (w, r.occurrences))
                     }
                 };
                 match result {
@@ -198,6 +211,11 @@ impl StatusWriter {
 
     pub fn report(&self, r: FailureReport) {
         let _ = self.tx.send(Report::Failed(r));
+    }
+
+    /// A PodGroup Event (written when it differs from the group's last one).
+    pub fn group_event(&self, e: super::group_events::GroupEvent) {
+        let _ = self.tx.send(Report::Group(e));
     }
 
     /// A successful binding: one `Scheduled` Event.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::KubeSchedulerConfiguration;
 use crate::framework::Framework;
-use crate::health::sources::{RawSample, parse_duration, parse_series};
+use crate::health::sources::{RawSample, duration_secs, parse_series};
 use crate::health::{HealthConfig, HealthTracker, HealthView, Signal, validate};
 use crate::input::load_paths;
 use crate::scheduler::{Options, Scheduler};
@@ -218,7 +218,7 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     let dur_s = args.duration.clone().or(tf.duration.clone());
     let duration = dur_s
         .as_deref()
-        .map(parse_duration)
+        .map(duration_secs)
         .transpose()
         .map_err(|e| format!("duration: {e}"))?
         .unwrap_or(1800.0);
@@ -227,7 +227,7 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
         .clone()
         .or(tf.step.clone())
         .as_deref()
-        .map(parse_duration)
+        .map(duration_secs)
         .transpose()
         .map_err(|e| format!("step: {e}"))?
         .unwrap_or(10.0);
@@ -290,7 +290,7 @@ fn pod_duration(p: &Pod) -> Result<f64, String> {
         .as_ref()
         .and_then(|a| a.get(DURATION_ANNOTATION))
     {
-        Some(v) => parse_duration(v).map_err(|e| format!("annotation {DURATION_ANNOTATION}: {e}")),
+        Some(v) => duration_secs(v).map_err(|e| format!("annotation {DURATION_ANNOTATION}: {e}")),
         None => Ok(f64::INFINITY),
     }
 }

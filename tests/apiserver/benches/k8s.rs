@@ -131,6 +131,9 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize) {
         use corral_scheduler::batch::session::Action;
         opts.session.actions = Some(vec![Action::Enqueue, Action::Allocate, Action::Backfill]);
     }
+    // A/B of the `Scheduled` Event written per binding (one more write each, under
+    // the same QPS limiter).
+    opts.scheduled_events = std::env::var_os("CORRAL_BENCH_NO_SCHEDULED_EVENTS").is_none();
     let h = start(
         c.clone(),
         corral_scheduler::config::default_frameworks(),

@@ -231,6 +231,8 @@ struct Shared {
     requests: AtomicU64,
     /// watch requests (`?watch=1`) per resource index
     watches: Mutex<HashMap<usize, u64>>,
+    /// Requests that are not GET (create, patch, update, delete).
+    writes: AtomicU64,
     history_limit: usize,
     bookmark_every: Duration,
     /// Resource indices answered with `404` (a CRD that is not installed).
@@ -310,6 +312,7 @@ impl TestApiServer {
             uid: AtomicU64::new(1),
             requests: AtomicU64::new(0),
             watches: Mutex::new(HashMap::new()),
+            writes: AtomicU64::new(0),
             history_limit: opts.history_limit.max(1),
             bookmark_every: opts.bookmark_every,
             unserved: Mutex::new(std::collections::HashSet::new()),
@@ -506,6 +509,11 @@ impl TestApiServer {
         };
         let w = self.shared.watches.lock().expect("watches lock");
         w.get(&i).copied().unwrap_or(0)
+    }
+
+    /// Write requests (every method but GET) served so far.
+    pub fn write_requests(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
     }
 
     /// Ends every open watch stream (clients must re-watch).
@@ -855,6 +863,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    if method != Method::GET {
+        shared.writes.fetch_add(1, Ordering::Relaxed);
+    }
     let path = uri.path().to_string();
     // Faults.
     let fault = {

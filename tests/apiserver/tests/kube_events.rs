@@ -1,4 +1,5 @@
-//! kube-scheduler-compatible Events of `run`: `Scheduled` next to `FailedScheduling`.
+//! kube-scheduler-compatible Events of `run`: `Scheduled` next to `FailedScheduling`,
+//! through `events.k8s.io/v1` (core v1 when that is not served); PodGroup events.
 
 use std::time::{Duration, Instant};
 
@@ -31,9 +32,9 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 fn events_of(server: &TestApiServer, pod: &str) -> Vec<Value> {
     server
-        .list("", "events")
+        .list("events.k8s.io", "events")
         .into_iter()
-        .filter(|e| e["involvedObject"]["name"] == pod)
+        .filter(|e| e["regarding"]["name"] == pod)
         .collect()
 }
 
@@ -72,14 +73,27 @@ async fn scheduled_events_name_the_node_and_follow_failed_scheduling() {
         let ev = events_of(&server, &name);
         assert_eq!(ev.len(), 1, "one event per bound pod: {ev:?}");
         let e = &ev[0];
+        assert_eq!(e["apiVersion"], "events.k8s.io/v1");
         assert_eq!(e["reason"], "Scheduled");
+        assert_eq!(e["action"], "Binding");
         assert_eq!(e["type"], "Normal");
         assert_eq!(
-            e["message"],
+            e["note"],
             format!("Successfully assigned default/{name} to {node}")
         );
-        assert_eq!(e["involvedObject"]["uid"], format!("uid-{name}"));
-        assert_eq!(e["source"]["component"], "corral");
+        assert_eq!(e["regarding"]["uid"], format!("uid-{name}"));
+        assert_eq!(e["regarding"]["kind"], "Pod");
+        assert_eq!(e["reportingController"], "corral");
+        assert!(
+            e["reportingInstance"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("corral-")),
+            "{e}"
+        );
+        assert!(
+            e["eventTime"].as_str().is_some_and(|t| t.contains('.')),
+            "{e}"
+        );
     }
     // A pod that does not fit gets FailedScheduling; once a node fits it, Scheduled.
     wait_for("FailedScheduling for big", Duration::from_secs(10), || {
@@ -103,6 +117,179 @@ async fn scheduled_events_name_the_node_and_follow_failed_scheduling() {
         .iter()
         .find(|e| e["reason"] == "Scheduled")
         .expect("Scheduled");
-    assert_eq!(s["message"], "Successfully assigned default/big to n2");
+    assert_eq!(s["note"], "Successfully assigned default/big to n2");
+    assert!(server.list("", "events").is_empty(), "no core v1 events");
+    // kube-scheduler's metric names and labels for the same story.
+    let text = h.metrics.encode();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+    };
+    assert_eq!(
+        value("scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"corral\"}"),
+        6.0
+    );
+    assert!(
+        value("scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"corral\"}")
+            >= 1.0
+    );
+    assert_eq!(
+        value("scheduler_queue_incoming_pods_total{queue=\"active\",event=\"PodAdd\"}"),
+        6.0
+    );
+    assert_eq!(value("scheduler_pod_scheduling_attempts_count"), 6.0);
+    // `big` needed more than one attempt.
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("scheduler_pod_scheduling_sli_duration_seconds_count{attempts=\"")
+            && !l.contains("attempts=\"1\"")),
+        "{text}"
+    );
+    assert!(text.contains("scheduler_pending_pods{queue=\"gated\"} 0"));
+    h.stop();
+}
+
+/// Without `events.k8s.io/v1` (an older or restricted API server) the same Events
+/// are written as core v1 Events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_v1_events_when_events_k8s_io_is_not_served() {
+    let server = TestApiServer::start().await.expect("server");
+    server.set_served("events.k8s.io", "events", false);
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    server.insert(node("n0", "4")).expect("node");
+    server.insert(pod("p0", "100m")).expect("pod");
+    server.insert(pod("p1", "100m")).expect("pod");
+    server.insert(pod("big", "6")).expect("pod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let client = corral_scheduler::k8s::client(Some(&kc))
+        .await
+        .expect("client");
+    let h = start(
+        client,
+        corral_scheduler::config::default_frameworks(),
+        RunOptions::default(),
+    )
+    .expect("start");
+    let core = |pod: &str| -> Vec<Value> {
+        server
+            .list("", "events")
+            .into_iter()
+            .filter(|e| e["involvedObject"]["name"] == pod)
+            .collect()
+    };
+    wait_for("core v1 events", Duration::from_secs(20), || {
+        !core("p0").is_empty() && !core("p1").is_empty() && !core("big").is_empty()
+    })
+    .await;
+    for p in ["p0", "p1"] {
+        let e = &core(p)[0];
+        assert_eq!(e["reason"], "Scheduled");
+        assert_eq!(e["source"]["component"], "corral");
+        assert!(
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("Successfully assigned default/{p} to n0"))),
+            "{e}"
+        );
+    }
+    assert_eq!(core("big")[0]["reason"], "FailedScheduling");
+    assert_eq!(core("big")[0]["type"], "Warning");
+    // Probed once (the first write), then remembered.
+    assert_eq!(server.unserved_requests(), 1);
+    h.stop();
+}
+
+/// Volcano PodGroup Events: `Unschedulable` with the gang verdict while it cannot be
+/// placed, `Scheduled` once it runs; one of each (transitions, not sessions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podgroup_events_follow_volcano() {
+    let server = TestApiServer::start().await.expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    server.insert(node("n0", "2")).expect("node");
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "train", "namespace": "default", "uid": "pg-uid"},
+            "spec": {"minMember": 3}}),
+        )
+        .expect("pg");
+    for i in 0..3 {
+        let mut p = pod(&format!("t{i}"), "1");
+        p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": "train"});
+        server.insert(p).expect("pod");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let client = corral_scheduler::k8s::client(Some(&kc))
+        .await
+        .expect("client");
+    let h = start(
+        client,
+        corral_scheduler::config::default_frameworks(),
+        RunOptions::default(),
+    )
+    .expect("start");
+    let group_events = || -> Vec<Value> {
+        server
+            .list("events.k8s.io", "events")
+            .into_iter()
+            .filter(|e| e["regarding"]["kind"] == "PodGroup")
+            .collect()
+    };
+    wait_for("Unschedulable", Duration::from_secs(20), || {
+        group_events()
+            .iter()
+            .any(|e| e["reason"] == "Unschedulable")
+    })
+    .await;
+    let e = group_events()
+        .into_iter()
+        .find(|e| e["reason"] == "Unschedulable")
+        .expect("event");
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["regarding"]["uid"], "pg-uid");
+    assert_eq!(
+        e["regarding"]["apiVersion"],
+        "scheduling.volcano.sh/v1beta1"
+    );
+    assert!(
+        e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("tasks in gang unschedulable")),
+        "{e}"
+    );
+    // Room for the whole gang: it runs, one Scheduled event.
+    server.insert(node("n1", "2")).expect("node");
+    wait_for("Scheduled", Duration::from_secs(20), || {
+        group_events().iter().any(|e| e["reason"] == "Scheduled")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ev = group_events();
+    let reasons: Vec<&str> = ev.iter().filter_map(|e| e["reason"].as_str()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "Scheduled").count(),
+        1,
+        "{ev:?}"
+    );
+    let s = ev
+        .iter()
+        .find(|e| e["reason"] == "Scheduled")
+        .expect("Scheduled");
+    assert_eq!(s["type"], "Normal");
+    assert!(
+        s["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("pod group is ready")),
+        "{s}"
+    );
     h.stop();
 }

@@ -306,16 +306,16 @@ async fn failed_scheduling_events_are_aggregated() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let events: Vec<Value> = server
-        .list("", "events")
+        .list("events.k8s.io", "events")
         .into_iter()
-        .filter(|e| e["involvedObject"]["name"] == "huge")
+        .filter(|e| e["regarding"]["name"] == "huge")
         .collect();
     assert_eq!(events.len(), 1, "one aggregated event: {events:?}");
     let e = &events[0];
     assert_eq!(e["reason"], "FailedScheduling");
     assert_eq!(e["type"], "Warning");
     assert!(
-        e["message"]
+        e["note"]
             .as_str()
             .is_some_and(|m| m.starts_with("0/2 nodes are available")),
         "{e}"
@@ -462,15 +462,12 @@ async fn several_profiles_and_foreign_pods() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!server.bindings().contains_key("default/other"), "not ours");
     // Only the pods bound here have events: a `Scheduled` each; none for "other".
-    let events = server.list("", "events");
+    let events = server.list("events.k8s.io", "events");
     let mut about: Vec<(String, String)> = events
         .iter()
         .map(|e| {
             (
-                e["involvedObject"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string(),
+                e["regarding"]["name"].as_str().unwrap_or("").to_string(),
                 e["reason"].as_str().unwrap_or("").to_string(),
             )
         })

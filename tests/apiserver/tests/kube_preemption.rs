@@ -137,11 +137,12 @@ async fn plain_pod_preempts_and_binds_only_after_its_victim_is_gone() {
     assert_eq!(server.evictions().get("default/low"), Some(&1));
     assert_eq!(server.evictions().len(), 1, "{:?}", server.evictions());
     assert_bound_at_most_once(&server);
-    let events = server.list("", "events");
+    let events = server.list("events.k8s.io", "events");
     assert!(
         events.iter().any(|e| e["reason"] == "Preempted"
-            && e["involvedObject"]["name"] == "low"
-            && e["message"]
+            && e["action"] == "Preempting"
+            && e["regarding"]["name"] == "low"
+            && e["note"]
                 .as_str()
                 .is_some_and(|m| m.contains("default/high"))),
         "{events:?}"
@@ -381,11 +382,11 @@ async fn max_runtime_evicts_pods_and_gangs_past_their_cap_only() {
     let mut ev: Vec<String> = server.evictions().keys().cloned().collect();
     ev.sort();
     assert_eq!(ev, ["default/old", "default/train-0", "default/train-1"]);
-    let events = server.list("", "events");
+    let events = server.list("events.k8s.io", "events");
     assert!(
         events
             .iter()
-            .any(|e| e["reason"] == "RuntimeLimitExceeded" && e["involvedObject"]["name"] == "old"),
+            .any(|e| e["reason"] == "RuntimeLimitExceeded" && e["regarding"]["name"] == "old"),
         "{events:?}"
     );
     let text = h.metrics.encode();

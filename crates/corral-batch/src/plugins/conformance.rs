@@ -41,7 +41,7 @@ pub fn protection(now: i64, job: &Job, t: &Task) -> Option<String> {
         return Some("system-critical priority".into());
     }
     if let Some(d) = annotation(t, job, ANN_MIN_RUNTIME) {
-        let min = match parse_duration(d) {
+        let min = match duration_secs(d) {
             Ok(s) => s,
             // An unparsable protection request protects (fail safe).
             Err(e) => return Some(format!("{ANN_MIN_RUNTIME}: {e}")),

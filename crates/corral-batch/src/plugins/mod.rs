@@ -30,7 +30,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::objects::{ANN_MIN_RUNTIME, ANN_PREEMPTABLE, parse_duration};
+use super::objects::{ANN_MIN_RUNTIME, ANN_PREEMPTABLE, duration_secs};
 use super::res::ResMap;
 use super::session::{Job, Queue, Session, Task};
 

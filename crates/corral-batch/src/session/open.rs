@@ -1,0 +1,374 @@
+//! Opening a session, in named steps: [`build_queues`] (hierarchy checked, cycles
+//! broken), [`jobs_from_groups`] (one job per PodGroup), then a [`JobBuilder`] that
+//! adds the running pods ([`JobBuilder::add_running`]: the cached running index, or
+//! every pod with `eager`) and the pending pods to their jobs, and finally the
+//! [`Session`] value with its usage and the plugins opened.
+
+use super::*;
+
+impl Session {
+    /// [`Session::open`], or with `eager` the straightforward build: every running
+    /// pod becomes a task of a job (a one-pod job per plain pod), nothing cached —
+    /// the reference the equivalence tests compare `open` against.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_with(
+        mut sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        objs: &BatchObjects,
+        plugins: Vec<Arc<dyn SessionPlugin>>,
+        actions: Vec<Action>,
+        now: i64,
+        carry: &Carry,
+        eager: bool,
+    ) -> Session {
+        with_session_fit(&mut sched);
+        let (queues, queue_index) = build_queues(objs);
+        let (jobs, group_index) = jobs_from_groups(objs, &queues, &queue_index, carry);
+        let default_q = queue_index.get(DEFAULT_QUEUE).copied();
+        let mut b = JobBuilder {
+            queues: &queues,
+            queue_index: &queue_index,
+            default_q,
+            jobs,
+            group_index,
+        };
+        let running_index = carry.running.clone();
+        let running = b.add_running(&sched, &running_index, eager);
+        for p in pending {
+            let m = membership(&p);
+            b.add_pod(p.clone(), Task::new(p), m.as_ref(), false);
+        }
+        let JobBuilder {
+            mut jobs,
+            group_index,
+            ..
+        } = b;
+        let mut sums: Vec<Option<ResMap>> = vec![None; jobs.len()];
+        for (k, r) in running.sums {
+            if let Some(&ji) = group_index.get(&k) {
+                sums[ji] = Some(r);
+            }
+        }
+        // Groups whose priority class was not set take their pods' highest priority.
+        for j in &mut jobs {
+            if j.priority == i32::MIN {
+                j.priority = 0;
+            }
+        }
+        let mut ssn = Session {
+            sched,
+            queues,
+            queue_index,
+            jobs,
+            quotas: objs.quotas.clone(),
+            total: running.total,
+            used: ResMap::default(),
+            inqueue: ResMap::default(),
+            ns_used: HashMap::new(),
+            ns_pods: HashMap::new(),
+            now,
+            plugins: plugins.clone(),
+            actions,
+            placements: Vec::new(),
+            evictions: Vec::new(),
+            pod_messages: HashMap::new(),
+            batches: 0,
+            conflicts: 0,
+            evaluate_ms: 0.0,
+            commit_ms: 0.0,
+            equivalence: HashMap::new(),
+            nominated_nodes: carry.nominated.clone(),
+            nominated: Vec::new(),
+            evicted: Vec::new(),
+            unevictable: carry.unevictable.clone(),
+            first_attempt: carry.first_attempt.clone(),
+            backoff_until: carry.backoff_until.clone(),
+            pod_group_backoff: None,
+            plain_lazy: !eager,
+            plain_running: running.plain,
+            running_index,
+        };
+        ssn.usage_from(&sums);
+        for p in &plugins {
+            p.on_open(&mut ssn);
+        }
+        ssn
+    }
+}
+
+/// The session's queues (the implicit `default` added when missing) and their
+/// index by name. Parent links are resolved; a queue whose parent is missing, itself,
+/// part of a cycle or invalid gets an error, and its parent link is dropped so that
+/// walks up the hierarchy always terminate.
+fn build_queues(objs: &BatchObjects) -> (Vec<Queue>, HashMap<String, usize>) {
+    let mut specs: Vec<QueueSpec> = objs.queues.clone();
+    if !specs.iter().any(|q| q.name == DEFAULT_QUEUE) {
+        specs.push(QueueSpec::implicit(DEFAULT_QUEUE));
+    }
+    let queue_index: HashMap<String, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, q)| (q.name.clone(), i))
+        .collect();
+    let mut queues: Vec<Queue> = specs
+        .into_iter()
+        .map(|spec| Queue {
+            spec,
+            parent: None,
+            children: Vec::new(),
+            error: None,
+            allocated: ResMap::default(),
+            request: ResMap::default(),
+            deserved: ResMap::default(),
+            inqueue: ResMap::default(),
+            real_capability: None,
+        })
+        .collect();
+    for i in 0..queues.len() {
+        if let Some(p) = queues[i].spec.parent.clone() {
+            match queue_index.get(&p) {
+                Some(&pi) if pi != i => {
+                    queues[i].parent = Some(pi);
+                    queues[pi].children.push(i);
+                }
+                Some(_) => queues[i].error = Some(format!("queue {p} is its own parent")),
+                None => queues[i].error = Some(format!("parent queue {p:?} not found")),
+            }
+        }
+    }
+    // Cycles and invalid ancestors.
+    for i in 0..queues.len() {
+        let mut seen = HashSet::from([i]);
+        let mut cur = queues[i].parent;
+        while let Some(c) = cur {
+            if !seen.insert(c) {
+                queues[i].error = Some(format!(
+                    "cycle in queue parents involving {}",
+                    queues[i].spec.name
+                ));
+                break;
+            }
+            if queues[c].error.is_some() && queues[i].error.is_none() {
+                queues[i].error =
+                    Some(format!("ancestor queue {} is invalid", queues[c].spec.name));
+            }
+            cur = queues[c].parent;
+        }
+    }
+    // Break cycles so that walks up the hierarchy always terminate.
+    for i in 0..queues.len() {
+        if queues[i].error.is_some()
+            && let Some(p) = queues[i].parent.take()
+        {
+            queues[p].children.retain(|&c| c != i);
+        }
+    }
+    (queues, queue_index)
+}
+
+/// One job per PodGroup (in the objects' order), with the error that keeps it from
+/// scheduling (missing, invalid or non-leaf queue; the group's own error).
+fn jobs_from_groups(
+    objs: &BatchObjects,
+    queues: &[Queue],
+    queue_index: &HashMap<String, usize>,
+    carry: &Carry,
+) -> (Vec<Job>, HashMap<(GroupApi, String), usize>) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut group_index: HashMap<(GroupApi, String), usize> = HashMap::new();
+    for (gi, g) in objs.groups.iter().enumerate() {
+        let (queue, error) = match queue_index.get(&g.queue) {
+            None => (None, Some(format!("queue {:?} not found", g.queue))),
+            Some(&qi) if queues[qi].error.is_some() => (
+                Some(qi),
+                Some(format!(
+                    "queue {} is invalid: {}",
+                    g.queue,
+                    queues[qi].error.clone().unwrap_or_default()
+                )),
+            ),
+            Some(&qi) if !queues[qi].children.is_empty() => (
+                Some(qi),
+                Some(format!(
+                    "queue {} has child queues; jobs must use a leaf queue",
+                    g.queue
+                )),
+            ),
+            Some(&qi) => (Some(qi), g.error.clone()),
+        };
+        group_index.insert((g.api, g.key()), jobs.len());
+        jobs.push(Job {
+            key: g.key(),
+            group: Some(g.api),
+            namespace: g.namespace.clone(),
+            queue,
+            min_member: g.min_member as usize,
+            min_task_member: g
+                .min_task_member
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as usize))
+                .collect(),
+            min_resources: g.min_resources.clone(),
+            priority: g.priority.unwrap_or(i32::MIN),
+            created: g.created,
+            seq: gi as u64,
+            pending: Vec::new(),
+            running: Vec::new(),
+            annotations: g.annotations.clone(),
+            labels: g.labels.clone(),
+            inqueue: carry.admitted.contains(&g.key())
+                || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
+            message: None,
+            error,
+            pipelined: Vec::new(),
+            schedule_timeout: g.schedule_timeout_seconds.map(i64::from),
+            reason: None,
+        });
+    }
+    (jobs, group_index)
+}
+
+/// The job of a pod whose PodGroup object does not exist: it waits with an error.
+fn missing_group_job(m: &(GroupApi, String), p: &PodInfo, queue: Option<usize>) -> Job {
+    Job {
+        key: m.1.clone(),
+        group: Some(m.0),
+        namespace: p.namespace.clone(),
+        queue,
+        min_member: 1,
+        min_task_member: BTreeMap::new(),
+        min_resources: None,
+        priority: i32::MIN,
+        created: p.created,
+        seq: u64::MAX,
+        pending: Vec::new(),
+        running: Vec::new(),
+        annotations: BTreeMap::new(),
+        labels: BTreeMap::new(),
+        inqueue: false,
+        message: None,
+        error: Some(format!("PodGroup {} not found", m.1)),
+        pipelined: Vec::new(),
+        schedule_timeout: None,
+        reason: None,
+    }
+}
+
+/// What the running pods contribute besides their tasks.
+struct Running {
+    /// Allocatable of all nodes.
+    total: ResMap,
+    /// Plain running pods' usage per (queue, namespace) (lazy build only).
+    plain: Vec<PlainUsage>,
+    /// Gangs' running requests, summed by the index (lazy build only).
+    sums: Vec<((GroupApi, String), ResMap)>,
+}
+
+/// Adds pods to their jobs: a gang member to its group's job (created with an error
+/// when the PodGroup is missing), a plain pod to a one-pod job in its queue.
+struct JobBuilder<'a> {
+    queues: &'a [Queue],
+    queue_index: &'a HashMap<String, usize>,
+    default_q: Option<usize>,
+    jobs: Vec<Job>,
+    group_index: HashMap<(GroupApi, String), usize>,
+}
+
+impl JobBuilder<'_> {
+    fn add_pod(&mut self, p: Arc<PodInfo>, t: Task, m: Option<&(GroupApi, String)>, running: bool) {
+        let ji = match m {
+            Some(m) => match self.group_index.get(m) {
+                Some(&ji) => ji,
+                None => {
+                    let ji = self.jobs.len();
+                    self.group_index.insert(m.clone(), ji);
+                    self.jobs.push(missing_group_job(m, &p, self.default_q));
+                    ji
+                }
+            },
+            None => {
+                // The queue of a plain pod: its annotation, else the default queue.
+                let q = plain_queue(
+                    self.queue_index,
+                    self.queues,
+                    self.default_q,
+                    annotations(&p).and_then(|a| a.get(ANN_QUEUE_NAME)),
+                );
+                self.jobs.push(plain_job(&p, q));
+                self.jobs.len() - 1
+            }
+        };
+        let j = &mut self.jobs[ji];
+        if j.group.is_some() {
+            j.priority = j.priority.max(p.priority);
+            if j.seq == u64::MAX || (j.seq > p.seq && j.created == 0) {
+                j.seq = j.seq.min(p.seq);
+            }
+        }
+        if running {
+            j.running.push(t);
+        } else {
+            j.pending.push(t);
+        }
+    }
+
+    /// The running pods: with `eager` every pod of every node becomes a task;
+    /// otherwise the running index (refreshed for the nodes that changed) gives the
+    /// gang members as tasks and the plain pods and gang sums as usage only.
+    fn add_running(
+        &mut self,
+        sched: &Scheduler,
+        running_index: &Arc<Mutex<RunningIndex>>,
+        eager: bool,
+    ) -> Running {
+        let mut out = Running {
+            total: ResMap::default(),
+            plain: Vec::new(),
+            sums: Vec::new(),
+        };
+        if eager {
+            for n in sched.snapshot.nodes() {
+                out.total.add(&ResMap::from_resources(&n.allocatable));
+                for p in &n.pods {
+                    self.add_pod(
+                        p.clone(),
+                        Task::new(p.clone()),
+                        membership(p).as_ref(),
+                        true,
+                    );
+                }
+            }
+            return out;
+        }
+        // A poisoned lock only means a panic elsewhere mid-refresh: start over.
+        let mut idx = running_index.lock().unwrap_or_else(|e| {
+            let mut g = e.into_inner();
+            *g = RunningIndex::default();
+            g
+        });
+        idx.refresh(&sched.snapshot);
+        out.total = idx.total();
+        for m in idx.members() {
+            self.add_pod(m.task.pod.clone(), m.task.clone(), Some(&m.group), true);
+        }
+        out.sums = idx
+            .groups()
+            .map(|(k, b)| (k.clone(), b.req.to_resmap()))
+            .collect();
+        for ((qname, ns), b) in idx.plain() {
+            out.plain.push(PlainUsage {
+                queue: plain_queue(
+                    self.queue_index,
+                    self.queues,
+                    self.default_q,
+                    qname.as_ref(),
+                )
+                .0,
+                namespace: ns.clone(),
+                alloc: b.req.to_resmap(),
+                pods: b.pods,
+            });
+        }
+        out
+    }
+}
