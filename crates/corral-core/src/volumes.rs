@@ -529,7 +529,7 @@ impl VolumeObjects {
 }
 
 /// A pod's volume decisions made by VolumeBinding's Reserve on its chosen node.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PodVolumeBindings {
     pub node: String,
     /// Static bindings: (claim `namespace/name`, PV name).

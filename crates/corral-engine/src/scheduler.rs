@@ -425,6 +425,18 @@ impl Scheduler {
                                 None => pod,
                             };
                             self.snapshot.add_pod(pod.clone(), &node_name);
+                            // VolumeBinding's Reserve: PVs taken / claims to
+                            // provision, assumed so later pods cannot take them.
+                            if let Some(b) = ev
+                                .state
+                                .read::<crate::volumes::PodVolumeBindings>(
+                                    crate::volumes::BINDINGS_STATE_KEY,
+                                )
+                                .cloned()
+                            {
+                                report.volume_bindings.insert(pod.key.clone(), b.clone());
+                                self.snapshot.assume_volumes(&pod.key, b);
+                            }
                             self.touched[node_idx] = self.epoch;
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;
