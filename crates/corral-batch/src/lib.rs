@@ -32,6 +32,8 @@ pub mod session;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_volumes;
 
 use std::sync::Arc;
 use std::time::Instant;
