@@ -217,3 +217,86 @@ async fn failing_provisioner_times_out_rolls_back_and_reports() {
     );
     h.stop();
 }
+
+fn local_pv(name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {"storageClassName": "local", "capacity": {"storage": "10Gi"},
+            "accessModes": ["ReadWriteOnce"], "local": {"path": "/mnt/d"},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}})
+}
+
+fn gang_member(name: &str, claim_name: &str) -> Value {
+    let mut p = pod(name, claim_name);
+    p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": "train"});
+    p
+}
+
+/// A gang of four, each member with a local-PV claim; the four PVs sit on four
+/// different nodes. With three PVs nothing binds (no PV is claimed); adding the
+/// fourth lets the whole gang start, each member on its PV's node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gang_with_local_pvs_starts_all_or_nothing() {
+    let server = cluster(false).await;
+    server
+        .insert(
+            json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "train", "namespace": "default"},
+            "spec": {"minMember": 4, "queue": "default"}}),
+        )
+        .expect("podgroup");
+    for (i, n) in ["a1", "a2", "b1"].iter().enumerate() {
+        server.insert(local_pv(&format!("pv{i}"), n)).expect("pv");
+    }
+    for i in 0..4 {
+        server
+            .insert(claim(&format!("c{i}"), "local"))
+            .expect("claim");
+        server
+            .insert(gang_member(&format!("w{i}"), &format!("c{i}")))
+            .expect("pod");
+    }
+    let h = run(&server, RunOptions::default()).await;
+    // Give the scheduler a few cycles: nothing may bind and no PV may be claimed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(server.bindings().is_empty(), "{:?}", server.bindings());
+    for i in 0..3 {
+        let pv = server
+            .get("", "persistentvolumes", None, &format!("pv{i}"))
+            .expect("pv");
+        assert!(pv["spec"]["claimRef"].is_null(), "pv{i} claimed: {pv}");
+    }
+    server.insert(local_pv("pv3", "b2")).expect("pv");
+    wait_for("the whole gang bound", Duration::from_secs(30), || {
+        (0..4).all(|i| node_of(&server, &format!("w{i}")).is_some())
+    })
+    .await;
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let n = node_of(&server, &format!("w{i}")).expect("bound");
+        let c = server
+            .get(
+                "",
+                "persistentvolumeclaims",
+                Some("default"),
+                &format!("c{i}"),
+            )
+            .expect("claim");
+        let pv = c["spec"]["volumeName"]
+            .as_str()
+            .expect("claim bound")
+            .to_string();
+        let v = server.get("", "persistentvolumes", None, &pv).expect("pv");
+        assert_eq!(
+            v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"]
+                [0],
+            json!(n),
+            "w{i} on {n} with {pv}"
+        );
+        nodes.push(n);
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["a1", "a2", "b1", "b2"]);
+    h.stop();
+}
