@@ -753,6 +753,67 @@ impl VolumeState {
     }
 }
 
+/// An equivalence key for a pod whose claims are interchangeable with other pods'
+/// claims: every volume claim is an unbound, not yet provisioned
+/// WaitForFirstConsumer claim (no selected node, nothing assumed, not
+/// ReadWriteOncePod, no selector) of a class without static PVs. The volume plugins'
+/// Filter results for such a pod depend only on the claims' shape (class, request,
+/// access and volume modes), so the key hashes the pod with each claim name
+/// replaced by that shape. None when the pod has no claims or one that is not
+/// interchangeable (then the pod's own `equivalence` applies).
+pub fn interchangeable_class(pod: &crate::snapshot::PodInfo, vols: &VolumeState) -> Option<u64> {
+    let volumes = pod_volumes(&pod.pod);
+    if volumes.is_empty() || vols.is_empty() {
+        return None;
+    }
+    let mut shapes = Vec::new();
+    for v in volumes {
+        if v.ephemeral.is_some() {
+            return None;
+        }
+        let Some(c) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let c = vols.pvc(&pod.namespace, &c.claim_name)?;
+        let class = vols.class(&c.class)?;
+        if c.fully_bound()
+            || !c.volume_name.is_empty()
+            || c.selected_node.is_some()
+            || c.deleting
+            || c.selector.is_some()
+            || c.read_write_once_pod()
+            || vols.assumed_claim(&c.key).is_some()
+            || !class.wait_for_first_consumer()
+            || vols
+                .objects()
+                .pvs_by_class
+                .get(&c.class)
+                .is_some_and(|l| !l.is_empty())
+        {
+            return None;
+        }
+        shapes.push(format!(
+            "{}|{:?}|{:?}|{}",
+            c.class, c.request, c.access_modes, c.volume_mode
+        ));
+    }
+    if shapes.is_empty() {
+        return None;
+    }
+    let mut p = (*pod.pod).clone();
+    let mut shapes = shapes.into_iter();
+    if let Some(spec) = p.spec.as_mut() {
+        for v in spec.volumes.iter_mut().flatten() {
+            if let Some(c) = v.persistent_volume_claim.as_mut()
+                && let Some(s) = shapes.next()
+            {
+                c.claim_name = s;
+            }
+        }
+    }
+    Some(crate::snapshot::equivalence_hash_ignoring(&p, &[]) ^ 0x5bd1_e995_0000_0001)
+}
+
 /// Claim names of a pod's `persistentVolumeClaim` volumes and generic ephemeral
 /// volumes (`<pod>-<volume>`), in volume order.
 pub fn pod_claim_names(pod: &Pod) -> Vec<String> {

@@ -103,6 +103,9 @@ pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, Stri
 /// The pod's claims as PreFilter sorted them.
 #[derive(Clone, Debug, Default)]
 pub struct PodClaims {
+    /// The pod these claims are of (a class-shared PreFilter state may come from
+    /// another pod of the equivalence class: then the claims are re-read).
+    pub pod: String,
     pub bound: Vec<Arc<PvcInfo>>,
     /// Unbound WaitForFirstConsumer claims.
     pub delayed: Vec<Arc<PvcInfo>>,
@@ -137,7 +140,10 @@ pub fn pod_claims(pod: &PodInfo, vols: &VolumeState) -> Result<Option<PodClaims>
     if names.is_empty() {
         return Ok(None);
     }
-    let mut out = PodClaims::default();
+    let mut out = PodClaims {
+        pod: pod.key.clone(),
+        ..PodClaims::default()
+    };
     let mut immediate = false;
     for n in &names {
         let Some(c) = vols.pvc(&pod.namespace, n) else {
@@ -446,12 +452,34 @@ fn rejected(reasons: &[&'static str]) -> Status {
     }
 }
 
+/// The pod's own claims: the PreFilter state's, or re-read when the state came
+/// from another pod of the equivalence class.
+fn own_claims<'a>(
+    state: &'a CycleState,
+    pod: &PodInfo,
+    snap: &Snapshot,
+) -> Result<Option<std::borrow::Cow<'a, PodClaims>>, Status> {
+    match state.read::<PodClaims>(STATE_KEY) {
+        None => Ok(None),
+        Some(c) if c.pod == pod.key => Ok(Some(std::borrow::Cow::Borrowed(c))),
+        Some(_) => pod_claims(pod, snap.volumes()).map(|c| c.map(std::borrow::Cow::Owned)),
+    }
+}
+
 impl FilterPlugin for VolumeBinding {
-    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
-        let Some(claims) = state.read::<PodClaims>(STATE_KEY) else {
-            return Status::success();
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
+        let claims = match own_claims(state, pod, snap) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Status::success(),
+            Err(st) => return st,
         };
-        match find_pod_volumes(claims, node, snap) {
+        match find_pod_volumes(&claims, node, snap) {
             Ok(f) if f.reasons.is_empty() => Status::success(),
             Ok(f) => rejected(&f.reasons),
             Err(st) => st,
@@ -460,14 +488,22 @@ impl FilterPlugin for VolumeBinding {
 }
 
 impl ReservePlugin for VolumeBinding {
-    fn reserve(&self, state: &mut CycleState, _: &PodInfo, node: &str, snap: &Snapshot) -> Status {
-        let Some(claims) = state.read::<PodClaims>(STATE_KEY) else {
-            return Status::success();
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        snap: &Snapshot,
+    ) -> Status {
+        let claims = match own_claims(state, pod, snap) {
+            Ok(Some(c)) => c.into_owned(),
+            Ok(None) => return Status::success(),
+            Err(st) => return st,
         };
         let Some(n) = snap.node(node) else {
             return Status::error(format!("node {node:?} not found"));
         };
-        match find_pod_volumes(claims, n, snap) {
+        match find_pod_volumes(&claims, n, snap) {
             Ok(f) if f.reasons.is_empty() => {
                 if !f.bindings.is_empty() {
                     state.write(BINDINGS_STATE_KEY, f.bindings);

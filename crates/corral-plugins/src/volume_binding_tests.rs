@@ -601,3 +601,79 @@ fn one_batch_never_assigns_a_pv_twice() {
     s.snapshot.remove_pod(&r.placements[0].pod);
     assert_eq!(s.snapshot.volumes().assumed().pv_claims.len(), 3);
 }
+
+/// Pods whose WaitForFirstConsumer claims differ only by name share an
+/// equivalence class (one Filter pass per node), yet each provisions its own claim.
+#[test]
+fn interchangeable_claims_share_a_class_but_provision_their_own() {
+    let mut topo = sc("csi-wait", Some("WaitForFirstConsumer"), "csi.example.com");
+    topo["allowedTopologies"] =
+        json!([{"matchLabelExpressions": [{"key": ZONE, "values": ["z1"]}]}]);
+    let mut objs = vec![class(topo)];
+    for i in 0..10 {
+        objs.push(pvc(&format!("c{i}"), "csi-wait").request("1Gi").obj());
+    }
+    objs.push(
+        pvc("picked", "csi-wait")
+            .request("1Gi")
+            .selected_node("n1")
+            .obj(),
+    );
+    let snap = snapshot(
+        vec![
+            crate::testutil::node("n1")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z1")
+                .info(),
+            crate::testutil::node("n2")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z1")
+                .info(),
+            crate::testutil::node("n3")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z2")
+                .info(),
+        ],
+        objs,
+    );
+    // Same volume name (as pods of one template have), different claims.
+    let mk = |i: u64, c: &str| {
+        crate::testutil::pod(&format!("p{i}"))
+            .seq(i)
+            .spec(
+                "volumes",
+                json!([{"name": "data", "persistentVolumeClaim": {"claimName": c}}]),
+            )
+            .info()
+    };
+    let k0 = crate::volumes::interchangeable_class(&mk(0, "c0"), snap.volumes());
+    assert!(k0.is_some());
+    assert_eq!(
+        k0,
+        crate::volumes::interchangeable_class(&mk(1, "c1"), snap.volumes())
+    );
+    // A claim already provisioned for a node is not interchangeable.
+    assert_eq!(
+        crate::volumes::interchangeable_class(&mk(2, "picked"), snap.volumes()),
+        None
+    );
+    let mut s = Scheduler::new(
+        crate::config::default_frameworks(),
+        snap,
+        Options::default(),
+    );
+    let r = s.schedule_all((0..10).map(|i| mk(i, &format!("c{i}"))).collect());
+    assert_eq!(r.placements.len(), 10, "{r:?}");
+    for pl in &r.placements {
+        assert!(pl.node == "n1" || pl.node == "n2", "{pl:?}");
+        let i = &pl.pod["default/p".len()..];
+        assert_eq!(
+            r.volume_bindings[&pl.pod].provisions,
+            [format!("default/c{i}")]
+        );
+        assert_eq!(r.volume_bindings[&pl.pod].node, pl.node);
+    }
+}
