@@ -14,7 +14,7 @@ pub mod simulate;
 #[doc(hidden)]
 pub use corral_core::testutil;
 pub use corral_core::{
-    framework, impl_plugin, labels, limits, quantity, resources, snapshot, topology,
+    framework, impl_plugin, labels, limits, quantity, resources, snapshot, topology, volumes,
 };
 pub use corral_engine::{config, defaulting, input, scheduler};
 pub use {corral_batch as batch, corral_plugins as plugins};

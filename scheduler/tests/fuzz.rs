@@ -66,6 +66,7 @@ fn manifest_seeds() -> &'static [Vec<u8>] {
             "node-selector",
             "numa",
             "reasons",
+            "volumes",
         ] {
             seeds.push(read(
                 &root().join("tests/scenarios").join(sc).join("cluster.yaml"),

@@ -32,6 +32,8 @@ pub mod session;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_volumes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -110,6 +112,9 @@ impl Serialize for SessionReport {
             queues: &'a [QueueStatus],
             #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
             annotations: &'a std::collections::BTreeMap<String, crate::framework::PodAnnotations>,
+            #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+            volume_bindings:
+                &'a std::collections::BTreeMap<String, corral_core::volumes::PodVolumeBindings>,
             stats: &'a Stats,
         }
         Flat {
@@ -121,6 +126,7 @@ impl Serialize for SessionReport {
             podgroups: &self.podgroups,
             queues: &self.queues,
             annotations: &self.core.annotations,
+            volume_bindings: &self.core.volume_bindings,
             stats: &self.core.stats,
         }
         .serialize(s)
@@ -201,6 +207,13 @@ pub fn run_sessions(
         sched = closed.sched;
         pending = closed.pending;
         carry = closed.carry;
+    }
+    // Volume decisions of the placed pods: what the snapshot still assumes (a gang
+    // that did not start holds none).
+    for p in &report.core.placements {
+        if let Some(b) = sched.snapshot.volumes().pod_bindings(&p.pod) {
+            report.core.volume_bindings.insert(p.pod.clone(), b.clone());
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
     report.core.stats = Stats {

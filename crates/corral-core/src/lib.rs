@@ -18,3 +18,4 @@ pub mod snapshot;
 #[doc(hidden)]
 pub mod testutil;
 pub mod topology;
+pub mod volumes;

@@ -551,6 +551,8 @@ pub struct Snapshot {
     health: Option<Arc<crate::health::HealthView>>,
     /// NodeResourceTopology per node name (also for nodes not in the snapshot yet).
     topologies: HashMap<String, Arc<crate::topology::NodeTopology>>,
+    /// PVs, PVCs, StorageClasses, CSI objects and the assumed volume bindings.
+    volumes: crate::volumes::VolumeState,
 }
 
 impl Snapshot {
@@ -633,6 +635,27 @@ impl Snapshot {
     pub fn set_health(&mut self, view: Option<Arc<crate::health::HealthView>>) {
         self.health = view;
         self.nodes_version += 1;
+    }
+
+    /// The volume objects and assumed bindings (volume plugins).
+    #[inline]
+    pub fn volumes(&self) -> &crate::volumes::VolumeState {
+        &self.volumes
+    }
+
+    /// Mutable volume state between cycles (watch events, input). Bumps
+    /// `nodes_version`: per-node Filter results cached for equivalence classes may
+    /// depend on volume objects (VolumeZone, NodeVolumeLimits).
+    pub fn volumes_mut(&mut self) -> &mut crate::volumes::VolumeState {
+        self.nodes_version += 1;
+        &mut self.volumes
+    }
+
+    /// Records the volume decisions VolumeBinding's Reserve made for a placed pod
+    /// (the committer calls this right after placing it). They are forgotten when
+    /// the pod leaves the snapshot.
+    pub fn assume_volumes(&mut self, pod_key: &str, b: crate::volumes::PodVolumeBindings) {
+        self.volumes.assume(pod_key, b);
     }
 
     /// True when some NodeResourceTopology is known.
@@ -852,7 +875,17 @@ impl Snapshot {
     pub fn add_pod(&mut self, pod: Arc<PodInfo>, node: &str) {
         self.generation += 1;
         if self.pod_nodes.contains_key(&pod.key) {
+            // An update of a placed pod (e.g. its bind observed) keeps the volumes
+            // assumed for it on the same node.
+            let kept = self
+                .volumes
+                .pod_bindings(&pod.key)
+                .filter(|b| b.node == node)
+                .cloned();
             self.remove_pod(&pod.key);
+            if let Some(b) = kept {
+                self.volumes.assume(&pod.key, b);
+            }
         }
         self.pod_nodes.insert(pod.key.clone(), Arc::from(node));
         match self.index.get(node).copied() {
@@ -870,6 +903,8 @@ impl Snapshot {
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let node = self.pod_nodes.remove(key)?;
         self.generation += 1;
+        // A pod that is not placed holds no assumed volumes (unreserve, rollback).
+        self.volumes.forget(key);
         match self.index.get(&node).copied() {
             Some(i) => {
                 let n = Arc::make_mut(&mut self.nodes[i]);

@@ -28,6 +28,10 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeAffinity", 2),
     ("NodePorts", 0),
     ("NodeResourcesFit", 1),
+    ("VolumeRestrictions", 0),
+    ("NodeVolumeLimits", 0),
+    ("VolumeBinding", 0),
+    ("VolumeZone", 0),
     ("NodeResourceTopologyMatch", 2),
     ("GpuShare", 2),
     ("PodTopologySpread", 2),
@@ -511,12 +515,17 @@ mod tests {
                 "NodeAffinity",
                 "NodePorts",
                 "NodeResourcesFit",
+                "VolumeRestrictions",
+                "NodeVolumeLimits",
+                "VolumeBinding",
+                "VolumeZone",
                 "NodeResourceTopologyMatch",
                 "GpuShare",
                 "PodTopologySpread",
                 "InterPodAffinity"
             ]
         );
+        assert_eq!(names(&fw.reserve)[..1], ["VolumeBinding"]);
         let weights: Vec<(&str, i64)> = fw
             .score
             .iter()

@@ -62,6 +62,9 @@ pub struct ClusterInput {
     pub preemption_policies: HashMap<String, String>,
     /// NodeResourceTopology objects: node name, topology, where it was read.
     pub topologies: Vec<(String, crate::topology::NodeTopology, Origin)>,
+    /// PersistentVolumes, PersistentVolumeClaims, StorageClasses, CSINodes,
+    /// CSIDrivers and CSIStorageCapacities, decoded, in input order.
+    pub volumes: Vec<(crate::volumes::VolumeObject, Origin)>,
     /// Documents of kinds the core does not decode, kept for extension layers.
     pub other: Vec<RawObject>,
     /// One line per skipped document.
@@ -302,6 +305,23 @@ fn add_value(
                 .map_err(|e| InputError(format!("{origin} (NodeResourceTopology {name}): {e}")))?;
             input.topologies.push((node, topo, origin.clone()));
         }
+        (a, k)
+            if crate::volumes::VOLUME_KINDS
+                .iter()
+                .any(|(va, vk)| *va == a && *vk == k) =>
+        {
+            let mut value = value;
+            // API-server defaulting: a StorageClass without volumeBindingMode is
+            // Immediate.
+            if k == "StorageClass" && value.get("volumeBindingMode").is_none_or(|m| m.is_null()) {
+                value["volumeBindingMode"] = serde_json::Value::from("Immediate");
+            }
+            let obj = crate::volumes::VolumeObject::decode(k, value)
+                .map_err(|e| InputError(format!("{origin} ({k} {name}): {e}")))?;
+            if let Some(o) = obj {
+                input.volumes.push((o, origin.clone()));
+            }
+        }
         (a, k) if extra.iter().any(|(ea, ek)| *ea == a && *ek == k) => {
             input.other.push(RawObject {
                 api_version: a.to_string(),
@@ -392,6 +412,72 @@ pub fn is_terminated(p: &PodInfo) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const VOLUMES: &str = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: storage.k8s.io/v1
+  kind: StorageClass
+  metadata: {name: local}
+  provisioner: kubernetes.io/no-provisioner
+- apiVersion: v1
+  kind: PersistentVolume
+  metadata: {name: pv1}
+  spec: {storageClassName: local, capacity: {storage: 10Gi}, accessModes: [ReadWriteOnce]}
+- apiVersion: v1
+  kind: PersistentVolumeClaim
+  metadata: {name: c1, namespace: ns}
+  spec: {storageClassName: local, resources: {requests: {storage: 5Gi}}}
+- apiVersion: storage.k8s.io/v1
+  kind: CSINode
+  metadata: {name: n1}
+  spec: {drivers: [{name: d, nodeID: n1, allocatable: {count: 3}}]}
+- apiVersion: storage.k8s.io/v1
+  kind: CSIDriver
+  metadata: {name: d}
+  spec: {storageCapacity: true}
+- apiVersion: storage.k8s.io/v1
+  kind: CSIStorageCapacity
+  metadata: {name: cap, namespace: kube-system}
+  storageClassName: local
+  capacity: 100Gi
+"#;
+
+    #[test]
+    fn volume_kinds_are_decoded_from_lists() {
+        use crate::volumes::VolumeObject;
+        let inp = load_str(VOLUMES, "v.yaml", &[]).unwrap();
+        assert!(inp.warnings.is_empty(), "{:?}", inp.warnings);
+        assert_eq!(inp.volumes.len(), 6);
+        match &inp.volumes[0].0 {
+            VolumeObject::Class(c) => assert_eq!(c.binding_mode.as_deref(), Some("Immediate")),
+            o => panic!("{o:?}"),
+        }
+        match &inp.volumes[2].0 {
+            VolumeObject::Pvc(c) => assert_eq!(c.request, Some(5 << 30)),
+            o => panic!("{o:?}"),
+        }
+        let e = load_str(&VOLUMES.replace("5Gi", "5Gq"), "v.yaml", &[]).unwrap_err();
+        assert!(
+            e.0.contains("v.yaml: document 1")
+                && e.0.contains("(PersistentVolumeClaim ns/c1)")
+                && e.0.contains("spec.resources.requests[storage]"),
+            "{e}"
+        );
+        let e = load_str(
+            &VOLUMES.replace("capacity: 100Gi", "capacity: lots"),
+            "v.yaml",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.0.contains("(CSIStorageCapacity kube-system/cap)") && e.0.contains("field capacity"),
+            "{e}"
+        );
+        let e = load_str(&VOLUMES.replace("count: 3", "count: many"), "v.yaml", &[]).unwrap_err();
+        assert!(e.0.contains("(CSINode n1)"), "{e}");
+    }
 
     const GOOD: &str = r#"
 apiVersion: v1

@@ -18,5 +18,5 @@ pub mod scheduler;
 
 // The lower layers, imported at the root so that engine files name them
 // `crate::snapshot`, `crate::plugins`, ...
-use corral_core::{framework, labels, snapshot, topology};
+use corral_core::{framework, labels, snapshot, topology, volumes};
 use corral_plugins as plugins;

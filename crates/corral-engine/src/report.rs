@@ -56,5 +56,10 @@ pub struct Report {
     /// e.g. GpuShare's card assignment; `run` writes them before the Binding.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, crate::framework::PodAnnotations>,
+    /// Volume decisions VolumeBinding's Reserve made for placed pods (pod key →
+    /// static PV bindings and claims to provision on the node); `run`'s binder
+    /// writes them (PreBind) before the Binding.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub volume_bindings: BTreeMap<String, crate::volumes::PodVolumeBindings>,
     pub stats: Stats,
 }

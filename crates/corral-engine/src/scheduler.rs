@@ -253,13 +253,22 @@ impl Scheduler {
         let fws = &self.frameworks;
         // Equivalence classes with several pods in this batch share PreFilter, Filter
         // results and node-local scores (all pure functions of pod spec and snapshot).
+        // Pods whose claims are interchangeable (unbound WaitForFirstConsumer claims
+        // of one shape) share a class although their claim names differ.
+        let class_of: Vec<u64> = batch
+            .iter()
+            .map(|q| {
+                crate::volumes::interchangeable_class(&q.pod, snap.volumes())
+                    .unwrap_or(q.pod.equivalence)
+            })
+            .collect();
         let mut classes: HashMap<(u64, usize), Vec<usize>> = HashMap::new();
         for (j, q) in batch.iter().enumerate() {
             if let Some(fi) = fws
                 .iter()
                 .position(|f| f.scheduler_name == q.pod.scheduler_name)
             {
-                classes.entry((q.pod.equivalence, fi)).or_default().push(j);
+                classes.entry((class_of[j], fi)).or_default().push(j);
             }
         }
         let shared: Vec<((u64, usize), usize)> = classes
@@ -307,7 +316,7 @@ impl Scheduler {
                 let est = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, n);
                 let s = (start + j * est) % n;
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
-                let cache = caches.get(&(q.pod.equivalence, fi));
+                let cache = caches.get(&(class_of[j], fi));
                 (
                     fi,
                     evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes, cache),
@@ -425,6 +434,18 @@ impl Scheduler {
                                 None => pod,
                             };
                             self.snapshot.add_pod(pod.clone(), &node_name);
+                            // VolumeBinding's Reserve: PVs taken / claims to
+                            // provision, assumed so later pods cannot take them.
+                            if let Some(b) = ev
+                                .state
+                                .read::<crate::volumes::PodVolumeBindings>(
+                                    crate::volumes::BINDINGS_STATE_KEY,
+                                )
+                                .cloned()
+                            {
+                                report.volume_bindings.insert(pod.key.clone(), b.clone());
+                                self.snapshot.assume_volumes(&pod.key, b);
+                            }
                             self.touched[node_idx] = self.epoch;
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;

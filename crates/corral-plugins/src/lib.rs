@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 #[cfg(test)]
 use corral_core::testutil;
 use corral_core::{
-    framework, health, impl_plugin, labels, quantity, resources, snapshot, topology,
+    framework, health, impl_plugin, labels, quantity, resources, snapshot, topology, volumes,
 };
 
 use crate::framework::Plugin;
@@ -35,9 +35,15 @@ pub mod node_resource_topology;
 pub mod node_resources_balanced;
 pub mod node_resources_fit;
 pub mod node_unschedulable;
+pub mod node_volume_limits;
 pub mod pod_topology_spread;
 pub mod priority_sort;
 pub mod taint_toleration;
+pub mod volume_binding;
+#[cfg(test)]
+mod volume_fixtures;
+pub mod volume_restrictions;
+pub mod volume_zone;
 
 /// Builds a plugin from its (optional) `pluginConfig` args.
 pub type Factory = fn(Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String>;
@@ -63,14 +69,11 @@ pub fn decode_args<T: DeserializeOwned + Default>(
     }
 }
 
-/// kube-scheduler in-tree plugins Corral recognises but does not implement because
-/// its snapshot has no volumes/DRA state; enabling them is accepted and they are
-/// ignored with a warning.
+/// kube-scheduler in-tree plugins Corral recognises but does not implement (no
+/// DRA state; preemption is the batch layer's); enabling them is accepted and they
+/// are ignored with a warning. (The legacy per-cloud volume limits are covered by
+/// NodeVolumeLimits, which counts in-tree volumes migrated to CSI.)
 pub const RECOGNISED_NOT_IMPLEMENTED: &[&str] = &[
-    "VolumeBinding",
-    "VolumeRestrictions",
-    "VolumeZone",
-    "NodeVolumeLimits",
     "EBSLimits",
     "GCEPDLimits",
     "AzureDiskLimits",
@@ -105,6 +108,10 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
             node_resources_balanced::factory,
         ),
         (image_locality::NAME, image_locality::factory),
+        (volume_restrictions::NAME, volume_restrictions::factory),
+        (node_volume_limits::NAME, node_volume_limits::factory),
+        (volume_binding::NAME, volume_binding::factory),
+        (volume_zone::NAME, volume_zone::factory),
         (node_health::NAME, node_health::factory),
         (
             default_binder::NAME,

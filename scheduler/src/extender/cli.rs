@@ -87,6 +87,10 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
         }
         let ext = Arc::new(ext);
         _tasks = cache::spawn_snapshot_cache(client.clone(), ext.clone());
+        _tasks.extend(crate::k8s::volumes::spawn_for_extender(
+            &client,
+            ext.clone(),
+        ));
         _tasks.extend(cache::spawn_gang_watches(client, ext.clone()));
         let r = listen(cli.listen, ext, cli.shutdown_grace_period).await;
         for t in &_tasks {

@@ -562,6 +562,8 @@ impl Extender {
             enqueued: std::time::Instant::now(),
             attempt: 0,
             annotations,
+            // kube-scheduler ran VolumeBinding's PreBind before delegating the bind.
+            volumes: None,
         };
         match crate::k8s::binder::bind(client, &req).await {
             Ok(()) => {

@@ -68,6 +68,8 @@ pub struct BindRequest {
     /// Annotations Reserve plugins recorded (e.g. GpuShare's card assignment),
     /// merge-patched onto the pod right before the Binding.
     pub annotations: crate::framework::PodAnnotations,
+    /// VolumeBinding's decisions for the pod (PreBind writes them first).
+    pub volumes: Option<crate::volumes::PodVolumeBindings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub enum BindError {
     Throttled,
     /// Lost leadership before the request was sent.
     NotLeader,
+    /// A PreBind plugin failed (the message is kube-scheduler's
+    /// `running PreBind plugin ...`).
+    PreBind(String),
     Other(String),
 }
 
@@ -90,6 +95,7 @@ impl BindError {
             BindError::NotFound => "not_found",
             BindError::Throttled => "throttled",
             BindError::NotLeader => "not_leader",
+            BindError::PreBind(_) => "prebind",
             BindError::Other(_) => "error",
         }
     }
@@ -109,8 +115,10 @@ pub struct Binder {
 }
 
 impl Binder {
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         client: Client,
+        volume_timeout: Duration,
         concurrency: usize,
         limiter: Arc<RateLimiter>,
         leader: Arc<AtomicBool>,
@@ -137,7 +145,18 @@ impl Binder {
                     limiter.acquire().await;
                     let result = if leader.load(Ordering::Relaxed) {
                         let t0 = Instant::now();
-                        let r = bind(&client, &req).await;
+                        let r = match &req.volumes {
+                            Some(v) if !v.is_empty() => {
+                                super::volumes::pre_bind(&client, &limiter, v, volume_timeout)
+                                    .await
+                                    .map_err(BindError::PreBind)
+                            }
+                            _ => Ok(()),
+                        };
+                        let r = match r {
+                            Ok(()) => bind(&client, &req).await,
+                            Err(e) => Err(e),
+                        };
                         metrics.bind_latency.observe(t0.elapsed().as_secs_f64());
                         r
                     } else {

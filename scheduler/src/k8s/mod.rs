@@ -47,6 +47,7 @@ mod preemption;
 pub mod recorder;
 mod schedule;
 mod sweeps;
+pub mod volumes;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -106,6 +107,8 @@ pub struct RunOptions {
     /// Write a `Scheduled` Event per binding (kube-scheduler does; on by default).
     /// Off only for the benchmark that measures what the Events cost.
     pub scheduled_events: bool,
+    /// VolumeBinding's `bindTimeoutSeconds`: how long PreBind waits for claims.
+    pub volume_bind_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -125,6 +128,7 @@ impl Default for RunOptions {
             parallelism: None,
             engine: SchedOptions::default(),
             scheduled_events: true,
+            volume_bind_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -141,6 +145,8 @@ pub enum Msg {
     Evicted(evictor::EvictOutcome),
     /// A batch CRD watch event.
     Crd(crds::Crd, Box<Event<kube::api::DynamicObject>>),
+    /// A watch event of a volume kind (PV, PVC, StorageClass, CSI objects).
+    Volume(Box<volumes::VolumeEvent>),
     /// Leadership changed.
     Leader(bool),
     /// A graceful shutdown began (wakes the loop).
@@ -346,6 +352,7 @@ pub fn start(
             "resourcequotas",
         ),
     ];
+    tasks.extend(volumes::spawn(&client, &tx, &metrics));
     for crd in crds::Crd::ALL {
         tasks.push(crds::watch(
             client.clone(),
@@ -375,6 +382,7 @@ pub fn start(
     let passes = Arc::new(AtomicUsize::new(0));
     let binder = Binder::spawn(
         client.clone(),
+        opts.volume_bind_timeout,
         opts.bind_concurrency,
         limiter.clone(),
         leader.clone(),
@@ -445,6 +453,7 @@ pub fn start(
         passes: passes.clone(),
         last_report: HashMap::new(),
         node_buf: Vec::new(),
+        volume_watch: volumes::VolumeWatch::default(),
         health,
         evictor,
         waits: HashMap::new(),
@@ -527,6 +536,8 @@ struct Loop {
     bind_retries: HashMap<String, u32>,
     /// Nodes of a list in progress.
     node_buf: Vec<Node>,
+    /// Relist state of the volume watches.
+    volume_watch: volumes::VolumeWatch,
     /// Live node health feed (ticks between batches).
     health: Option<crate::health::live::LiveHealth>,
     /// Evicts preemption victims and writes nominations.
@@ -555,7 +566,9 @@ impl Loop {
     }
 
     fn all_synced(&self) -> bool {
-        self.synced.iter().all(|s| *s) && self.gangs.synced.iter().all(|s| *s)
+        self.synced.iter().all(|s| *s)
+            && self.gangs.synced.iter().all(|s| *s)
+            && self.volume_watch.synced()
     }
 
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
@@ -642,6 +655,14 @@ impl Loop {
             Msg::Node(ev) => self.on_node_event(*ev),
             Msg::Namespace(ev) => self.on_ns_event(*ev),
             Msg::Bound(o) => self.on_bound(o),
+            Msg::Volume(ev) => {
+                if self
+                    .volume_watch
+                    .apply(*ev, &mut self.sched.snapshot, &self.metrics)
+                {
+                    self.queue.on_cluster_event();
+                }
+            }
             Msg::Evicted(o) => self.on_evicted(o),
             Msg::Crd(crd, ev) => {
                 if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {

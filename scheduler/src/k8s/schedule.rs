@@ -51,7 +51,15 @@ impl Loop {
                 }
             }
         }
+        let volumes = self
+            .sched
+            .snapshot
+            .volumes()
+            .pod_bindings(&key)
+            .filter(|b| b.node == node)
+            .cloned();
         Some(BindRequest {
+            volumes,
             namespace: e.info.namespace.clone(),
             name: e.info.name.clone(),
             uid: e.info.uid.clone(),
@@ -341,6 +349,12 @@ impl Loop {
                     binder::BindError::NotLeader => self.queue.retry_now(&o.key),
                     binder::BindError::NotFound => {
                         self.queue.remove(&o.key);
+                    }
+                    // Unreserved above (the pod left the snapshot with its
+                    // assumed volumes): retry after a backoff, tell the user why.
+                    binder::BindError::PreBind(msg) => {
+                        let attempts = self.queue.failed(&o.key, now, false);
+                        self.report_failure(&o.key, msg, attempts, now);
                     }
                     // Already bound (another scheduler) or transient: back off; the
                     // watch removes the pod once it shows it bound. A 409 is never

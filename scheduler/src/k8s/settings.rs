@@ -149,6 +149,7 @@ pub fn apply_run(
     let default_cfg = KubeSchedulerConfiguration::default();
     let cfg = cfg.unwrap_or(&default_cfg);
     reject_common(cfg, origin)?;
+    opts.volume_bind_timeout = super::volumes::bind_timeout(cfg);
 
     // Queue backoff.
     let mut backoff = Backoff::default();

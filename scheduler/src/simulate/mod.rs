@@ -101,6 +101,12 @@ pub fn prepare(input: ClusterInput, frameworks: &[Framework]) -> Prepared {
     let mut snapshot = Snapshot::new();
     snapshot.namespaces = input.namespaces;
     snapshot.add_nodes(input.nodes.into_iter().map(|(n, _)| n));
+    if !input.volumes.is_empty() {
+        let vols = snapshot.volumes_mut();
+        for (o, _) in input.volumes {
+            vols.upsert(o);
+        }
+    }
     let names: HashSet<&str> = frameworks
         .iter()
         .map(|f| f.scheduler_name.as_str())

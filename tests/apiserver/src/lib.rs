@@ -43,6 +43,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+mod volumes;
+pub use volumes::VolumeController;
+
 /// A served resource type.
 #[derive(Debug, Clone, Copy)]
 pub struct ResourceType {
@@ -78,6 +81,30 @@ pub const RESOURCES: &[ResourceType] = &[
     ),
     rt("", "v1", "events", "Event", true),
     rt("", "v1", "resourcequotas", "ResourceQuota", true),
+    rt("", "v1", "persistentvolumes", "PersistentVolume", false),
+    rt(
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+    ),
+    rt(
+        "storage.k8s.io",
+        "v1",
+        "storageclasses",
+        "StorageClass",
+        false,
+    ),
+    rt("storage.k8s.io", "v1", "csinodes", "CSINode", false),
+    rt("storage.k8s.io", "v1", "csidrivers", "CSIDriver", false),
+    rt(
+        "storage.k8s.io",
+        "v1",
+        "csistoragecapacities",
+        "CSIStorageCapacity",
+        true,
+    ),
     rt("events.k8s.io", "v1", "events", "Event", true),
     rt(
         "scheduling.k8s.io",
@@ -239,6 +266,7 @@ struct Shared {
     unserved: Mutex<std::collections::HashSet<usize>>,
     unserved_requests: AtomicU64,
     termination_grace: Duration,
+    volume_controller: Option<VolumeController>,
 }
 
 /// A running test API server. Dropping it stops the server.
@@ -263,6 +291,8 @@ pub struct Options {
     /// How long a deleted or evicted pod stays terminating (`deletionTimestamp` set)
     /// before it is removed; zero removes it at once.
     pub termination_grace: Duration,
+    /// Act as the PV controller and a provisioner (see [`VolumeController`]).
+    pub volume_controller: Option<VolumeController>,
 }
 
 impl Default for Options {
@@ -271,6 +301,7 @@ impl Default for Options {
             history_limit: 1_000_000,
             bookmark_every: Duration::from_secs(1),
             termination_grace: Duration::ZERO,
+            volume_controller: None,
         }
     }
 }
@@ -318,6 +349,7 @@ impl TestApiServer {
             unserved: Mutex::new(std::collections::HashSet::new()),
             unserved_requests: AtomicU64::new(0),
             termination_grace: opts.termination_grace,
+            volume_controller: opts.volume_controller,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let addr = listener.local_addr()?;
@@ -441,6 +473,9 @@ impl TestApiServer {
         let mut st = self.shared.store.lock().expect("store lock");
         create(&self.shared, &mut st, i, ns.as_deref(), obj, true)
             .map_err(|(c, m)| anyhow::anyhow!("{c}: {m}"))?;
+        if let Some(vc) = &self.shared.volume_controller {
+            volumes::reconcile(&self.shared, &mut st, vc);
+        }
         Ok(())
     }
 
@@ -856,6 +891,30 @@ fn route(path: &str) -> Option<Route> {
 
 async fn handle(
     State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    query: Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mutating = method != Method::GET;
+    let touched = route(uri.path()).map(|r| RESOURCES[r.res].plural);
+    let resp = handle_request(shared.clone(), method, uri, query, headers, body).await;
+    if mutating
+        && matches!(
+            touched,
+            Some("persistentvolumes" | "persistentvolumeclaims" | "pods")
+        )
+        && let Some(vc) = &shared.volume_controller
+    {
+        let mut st = shared.store.lock().expect("store lock");
+        volumes::reconcile(&shared, &mut st, vc);
+    }
+    resp
+}
+
+async fn handle_request(
+    shared: Arc<Shared>,
     method: Method,
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,

@@ -1,0 +1,525 @@
+//! VolumeBinding: the pod's PersistentVolumeClaims must be bound, or bindable, to
+//! volumes usable from the node (kube-scheduler's `volumebinding` plugin and its
+//! `SchedulerVolumeBinder`).
+//!
+//! - **PreFilter**: Skip for pods without claims; a missing or terminating claim, or
+//!   an unbound claim of an Immediate (or missing) StorageClass, is
+//!   UnschedulableAndUnresolvable; a bound claim whose PV is gone while the claim is
+//!   `Lost` too. Bound PVs whose node affinity pins hostnames restrict the nodes.
+//! - **Filter** (`FindPodVolumes`): bound PVs' node affinity; for each unbound
+//!   WaitForFirstConsumer claim the smallest matching available PV (class,
+//!   capacity, access modes, volume mode, selector, node affinity; PVs assumed by
+//!   pods placed earlier are taken) or, failing that, dynamic provisioning: a
+//!   provisioner, `allowedTopologies` admitting the node and, for CSI drivers with
+//!   `storageCapacity`, a CSIStorageCapacity for the class whose topology selects
+//!   the node and whose `maximumVolumeSize` (else `capacity`) fits the request.
+//!   A claim already provisioned for another node (`selected-node`) fails.
+//! - **Reserve** leaves the chosen bindings/provisionings in the cycle state
+//!   ([`crate::volumes::BINDINGS_STATE_KEY`]); the committer assumes them in the
+//!   snapshot, so the next pod of the batch cannot take the same PV (the Filter is
+//!   cross-node: it has PreFilter extensions and is re-run at commit). Unreserve
+//!   drops them; removing the pod from the snapshot forgets the assumption.
+//! - PreBind (writing the PV/PVC and waiting for the binding) is the job of the
+//!   application's binder, which reads the reported bindings.
+//!
+//! Not implemented: the StorageCapacityScoring Score (an alpha feature gate in
+//! kube-scheduler; its `shape` arg is rejected).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::framework::{
+    Code, CycleState, FilterPlugin, Plugin, PreFilterExtensions, PreFilterPlugin, PreFilterResult,
+    ReservePlugin, Status,
+};
+use crate::snapshot::{LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
+use crate::volumes::{
+    BINDINGS_STATE_KEY, NO_PROVISIONER, PodVolumeBindings, PvInfo, PvcInfo, VolumeState,
+};
+
+pub const NAME: &str = "VolumeBinding";
+/// kube-scheduler's reason strings.
+pub const ERR_REASON_BIND_CONFLICT: &str =
+    "node(s) didn't find available persistent volumes to bind";
+pub const ERR_REASON_NODE_CONFLICT: &str = "node(s) had volume node affinity conflict";
+pub const ERR_REASON_NOT_ENOUGH_SPACE: &str = "node(s) did not have enough free storage";
+pub const ERR_REASON_PV_NOT_EXIST: &str =
+    "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)";
+pub const ERR_UNBOUND_IMMEDIATE: &str = "pod has unbound immediate PersistentVolumeClaims";
+const STATE_KEY: &str = "PreFilterVolumeBinding";
+
+/// `VolumeBindingArgs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Args {
+    #[serde(default, rename = "apiVersion")]
+    _api_version: Option<String>,
+    #[serde(default, rename = "kind")]
+    _kind: Option<String>,
+    bind_timeout_seconds: Option<i64>,
+    shape: Option<serde_json::Value>,
+}
+
+/// Default `bindTimeoutSeconds`.
+pub const DEFAULT_BIND_TIMEOUT_SECONDS: i64 = 600;
+
+#[derive(Debug)]
+pub struct VolumeBinding {
+    /// How long the binder waits for claims to bind (`bindTimeoutSeconds`).
+    pub bind_timeout_seconds: i64,
+}
+
+impl Default for VolumeBinding {
+    fn default() -> Self {
+        VolumeBinding {
+            bind_timeout_seconds: DEFAULT_BIND_TIMEOUT_SECONDS,
+        }
+    }
+}
+
+crate::impl_plugin!(VolumeBinding, NAME, pre_filter, filter, reserve);
+
+pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
+    let Some(v) = args.filter(|v| !v.is_null()) else {
+        return Ok(Arc::new(VolumeBinding::default()));
+    };
+    let a: Args = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    if a.shape.is_some() {
+        return Err("shape: needs kube-scheduler's StorageCapacityScoring feature gate (Score), which Corral does not implement".into());
+    }
+    let t = a
+        .bind_timeout_seconds
+        .unwrap_or(DEFAULT_BIND_TIMEOUT_SECONDS);
+    if !(0..=86_400).contains(&t) {
+        return Err(format!("bindTimeoutSeconds: must be in 0..=86400, got {t}"));
+    }
+    Ok(Arc::new(VolumeBinding {
+        bind_timeout_seconds: t,
+    }))
+}
+
+/// The pod's claims as PreFilter sorted them.
+#[derive(Clone, Debug, Default)]
+pub struct PodClaims {
+    /// The pod these claims are of (a class-shared PreFilter state may come from
+    /// another pod of the equivalence class: then the claims are re-read).
+    pub pod: String,
+    pub bound: Vec<Arc<PvcInfo>>,
+    /// Unbound WaitForFirstConsumer claims.
+    pub delayed: Vec<Arc<PvcInfo>>,
+}
+
+/// `persistentvolumeclaim "<name>" not found`.
+pub fn pvc_not_found(name: &str) -> String {
+    format!("persistentvolumeclaim {name:?} not found")
+}
+
+/// `IsDelayBindingMode`: Ok(true) for a WaitForFirstConsumer class; a missing class
+/// or no class is immediate; a class without a mode is an error.
+pub fn is_delay_binding(vols: &VolumeState, c: &PvcInfo) -> Result<bool, Status> {
+    if c.class.is_empty() {
+        return Ok(false);
+    }
+    match vols.class(&c.class) {
+        None => Ok(false),
+        Some(sc) => match sc.binding_mode.as_deref() {
+            None => Err(Status::error(format!(
+                "VolumeBindingMode not set for StorageClass {:?}",
+                c.class
+            ))),
+            Some(_) => Ok(sc.wait_for_first_consumer()),
+        },
+    }
+}
+
+/// `GetPodVolumeClaims` + the PreFilter checks.
+pub fn pod_claims(pod: &PodInfo, vols: &VolumeState) -> Result<Option<PodClaims>, Status> {
+    let names = crate::volumes::pod_claim_names(&pod.pod);
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut out = PodClaims {
+        pod: pod.key.clone(),
+        ..PodClaims::default()
+    };
+    let mut immediate = false;
+    for n in &names {
+        let Some(c) = vols.pvc(&pod.namespace, n) else {
+            return Err(Status::unresolvable(pvc_not_found(n)));
+        };
+        if c.deleting {
+            return Err(Status::unresolvable(format!(
+                "persistentvolumeclaim {n:?} is being deleted"
+            )));
+        }
+        if c.fully_bound() {
+            out.bound.push(c.clone());
+            continue;
+        }
+        if is_delay_binding(vols, c)? && c.volume_name.is_empty() {
+            out.delayed.push(c.clone());
+        } else {
+            immediate = true;
+        }
+    }
+    if immediate {
+        return Err(Status::unresolvable(ERR_UNBOUND_IMMEDIATE));
+    }
+    Ok(Some(out))
+}
+
+/// Hostnames a PV's node affinity pins (`GetEligibleNodes`): None unless every
+/// term has a `kubernetes.io/hostname In` requirement.
+fn eligible_nodes(pv: &PvInfo) -> Option<BTreeSet<String>> {
+    let required = pv
+        .pv
+        .spec
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?;
+    let mut out = BTreeSet::new();
+    for t in &required.node_selector_terms {
+        let hosts = t.match_expressions.iter().flatten().find(|r| {
+            r.key == LABEL_HOSTNAME
+                && r.operator == "In"
+                && r.values.as_ref().is_some_and(|v| !v.is_empty())
+        })?;
+        out.extend(hosts.values.iter().flatten().cloned());
+    }
+    (!required.node_selector_terms.is_empty()).then_some(out)
+}
+
+impl PreFilterPlugin for VolumeBinding {
+    fn pre_filter(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+    ) -> (Option<PreFilterResult>, Status) {
+        let vols = snap.volumes();
+        let claims = match pod_claims(pod, vols) {
+            Ok(Some(c)) => c,
+            Ok(None) => return (None, Status::skip()),
+            Err(st) => return (None, st),
+        };
+        let mut restrict: Option<BTreeSet<String>> = None;
+        for c in &claims.bound {
+            match vols.pv(&c.volume_name) {
+                None if c.phase == "Lost" => {
+                    return (
+                        None,
+                        Status::unresolvable(format!(
+                            "persistentvolumeclaim {:?} bound to non-existent persistentvolume {:?}",
+                            c.name, c.volume_name
+                        )),
+                    );
+                }
+                None => {}
+                Some(pv) => {
+                    if let Some(hosts) = eligible_nodes(pv) {
+                        restrict = Some(match restrict {
+                            None => hosts,
+                            Some(r) => r.intersection(&hosts).cloned().collect(),
+                        });
+                    }
+                }
+            }
+        }
+        state.write(STATE_KEY, claims);
+        (
+            restrict.map(|n| PreFilterResult {
+                node_names: Some(n),
+            }),
+            Status::success(),
+        )
+    }
+
+    fn extensions(&self) -> Option<&dyn PreFilterExtensions> {
+        Some(self)
+    }
+}
+
+/// No PreFilter state depends on other pods; the extensions exist so that the
+/// Filter counts as cross-node and is re-run on every candidate at commit time
+/// (a pod committed earlier in the batch may have taken a PV).
+impl PreFilterExtensions for VolumeBinding {
+    fn add_pod(
+        &self,
+        _: &mut CycleState,
+        _: &PodInfo,
+        _: &PodInfo,
+        _: &NodeInfo,
+        _: &Snapshot,
+    ) -> Status {
+        Status::success()
+    }
+    fn remove_pod(
+        &self,
+        _: &mut CycleState,
+        _: &PodInfo,
+        _: &PodInfo,
+        _: &NodeInfo,
+        _: &Snapshot,
+    ) -> Status {
+        Status::success()
+    }
+}
+
+/// Outcome of `FindPodVolumes` on one node.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub bindings: PodVolumeBindings,
+    /// kube-scheduler's reasons, in its order; empty = feasible.
+    pub reasons: Vec<&'static str>,
+}
+
+/// `FindMatchingVolume`: the smallest available PV for the claim on the node, or
+/// the PV already (or assumed) bound to it.
+fn find_matching<'a>(
+    vols: &'a VolumeState,
+    c: &PvcInfo,
+    node: &NodeInfo,
+    chosen: &[(String, String)],
+) -> Option<&'a Arc<PvInfo>> {
+    let request = c.request.unwrap_or(0);
+    let mut best: Option<&Arc<PvInfo>> = None;
+    for name in vols
+        .objects()
+        .pvs_by_class
+        .get(&c.class)
+        .into_iter()
+        .flatten()
+    {
+        let Some(pv) = vols.pv(name) else { continue };
+        if chosen.iter().any(|(_, p)| p == name) {
+            continue;
+        }
+        let assumed = vols.assumed_claim_of(name);
+        let bound_here = match (&pv.claim_ref, assumed) {
+            (Some(_), _) => pv.bound_to(c),
+            (None, Some(k)) => k == c.key,
+            (None, None) => false,
+        };
+        if (pv.claim_ref.is_some() || assumed.is_some()) && !bound_here {
+            continue;
+        }
+        if pv.capacity < request || pv.volume_mode != c.volume_mode || pv.deleting {
+            continue;
+        }
+        let node_ok = pv.node_ok(&node.name, &node.labels);
+        if bound_here {
+            return node_ok.then_some(pv);
+        }
+        // "" accepted as Available: hand-written manifests carry no status.
+        if !(pv.phase == "Available" || pv.phase.is_empty())
+            || c.selector.as_ref().is_some_and(|s| !s.matches(&pv.labels))
+            || pv.class != c.class
+            || !node_ok
+            || !c.access_modes.iter().all(|m| pv.access_modes.contains(m))
+        {
+            continue;
+        }
+        if best.is_none_or(|b| b.capacity > pv.capacity) {
+            best = Some(pv);
+        }
+    }
+    best
+}
+
+/// `hasEnoughCapacity`.
+fn has_enough_capacity(
+    vols: &VolumeState,
+    provisioner: &str,
+    c: &PvcInfo,
+    class: &str,
+    node: &NodeInfo,
+) -> bool {
+    let Some(size) = c.request else { return true };
+    match vols.csi_driver(provisioner) {
+        Some(d) if d.storage_capacity => {}
+        _ => return true,
+    }
+    vols.objects().capacities.values().any(|cap| {
+        cap.class == class
+            && cap.limit.is_some_and(|l| l >= size)
+            && cap
+                .topology
+                .as_ref()
+                .is_some_and(|t| t.matches(&node.labels))
+    })
+}
+
+/// `FindPodVolumes` for one node.
+pub fn find_pod_volumes(
+    claims: &PodClaims,
+    node: &NodeInfo,
+    snap: &Snapshot,
+) -> Result<Found, Status> {
+    let vols = snap.volumes();
+    let mut f = Found::default();
+    f.bindings.node = node.name.to_string();
+    let (mut bound_ok, mut pvs_found, mut unbound_ok, mut space_ok) = (true, true, true, true);
+    for c in &claims.bound {
+        match vols.pv(&c.volume_name) {
+            None => {
+                pvs_found = false;
+                break;
+            }
+            Some(pv) if !pv.node_ok(&node.name, &node.labels) => {
+                bound_ok = false;
+                break;
+            }
+            Some(_) => {}
+        }
+    }
+    'unbound: {
+        if claims.delayed.is_empty() {
+            break 'unbound;
+        }
+        let mut to_match: Vec<&Arc<PvcInfo>> = Vec::new();
+        let mut to_provision: Vec<&Arc<PvcInfo>> = Vec::new();
+        for c in &claims.delayed {
+            let selected = c.selected_node.as_deref().or_else(|| {
+                vols.assumed_claim(&c.key)
+                    .filter(|(_, pv)| pv.is_none())
+                    .map(|(n, _)| n.as_str())
+            });
+            match selected {
+                Some(n) if n != &*node.name => {
+                    unbound_ok = false;
+                    break 'unbound;
+                }
+                Some(_) => to_provision.push(c),
+                None => to_match.push(c),
+            }
+        }
+        // Smallest requests first, as kube-scheduler's byPVCSize.
+        to_match.sort_by_key(|c| c.request.unwrap_or(0));
+        for c in to_match {
+            match find_matching(vols, c, node, &f.bindings.bindings) {
+                Some(pv) => f.bindings.bindings.push((c.key.clone(), pv.name.clone())),
+                None => to_provision.push(c),
+            }
+        }
+        for c in to_provision {
+            if c.class.is_empty() {
+                return Err(Status::error(format!("no class for claim {:?}", c.key)));
+            }
+            let Some(class) = vols.class(&c.class) else {
+                return Err(Status::error(format!(
+                    "failed to find storage class {:?}",
+                    c.class
+                )));
+            };
+            if class.provisioner.is_empty()
+                || class.provisioner == NO_PROVISIONER
+                || !class.topology_allows(&node.labels)
+            {
+                unbound_ok = false;
+                break;
+            }
+            if !has_enough_capacity(vols, &class.provisioner, c, &class.name, node) {
+                space_ok = false;
+                break;
+            }
+            f.bindings.provisions.push(c.key.clone());
+        }
+    }
+    if !bound_ok {
+        f.reasons.push(ERR_REASON_NODE_CONFLICT);
+    }
+    if !unbound_ok {
+        f.reasons.push(ERR_REASON_BIND_CONFLICT);
+    }
+    if !space_ok {
+        f.reasons.push(ERR_REASON_NOT_ENOUGH_SPACE);
+    }
+    if !pvs_found {
+        f.reasons.push(ERR_REASON_PV_NOT_EXIST);
+    }
+    Ok(f)
+}
+
+fn rejected(reasons: &[&'static str]) -> Status {
+    Status {
+        code: Code::UnschedulableAndUnresolvable,
+        reasons: reasons.iter().map(|r| (*r).into()).collect(),
+        plugin: "",
+    }
+}
+
+/// The pod's own claims: the PreFilter state's, or re-read when the state came
+/// from another pod of the equivalence class.
+fn own_claims<'a>(
+    state: &'a CycleState,
+    pod: &PodInfo,
+    snap: &Snapshot,
+) -> Result<Option<std::borrow::Cow<'a, PodClaims>>, Status> {
+    match state.read::<PodClaims>(STATE_KEY) {
+        None => Ok(None),
+        Some(c) if c.pod == pod.key => Ok(Some(std::borrow::Cow::Borrowed(c))),
+        Some(_) => pod_claims(pod, snap.volumes()).map(|c| c.map(std::borrow::Cow::Owned)),
+    }
+}
+
+impl FilterPlugin for VolumeBinding {
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
+        let claims = match own_claims(state, pod, snap) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Status::success(),
+            Err(st) => return st,
+        };
+        match find_pod_volumes(&claims, node, snap) {
+            Ok(f) if f.reasons.is_empty() => Status::success(),
+            Ok(f) => rejected(&f.reasons),
+            Err(st) => st,
+        }
+    }
+}
+
+impl ReservePlugin for VolumeBinding {
+    fn reserve(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        node: &str,
+        snap: &Snapshot,
+    ) -> Status {
+        let claims = match own_claims(state, pod, snap) {
+            Ok(Some(c)) => c.into_owned(),
+            Ok(None) => return Status::success(),
+            Err(st) => return st,
+        };
+        let Some(n) = snap.node(node) else {
+            return Status::error(format!("node {node:?} not found"));
+        };
+        match find_pod_volumes(&claims, n, snap) {
+            Ok(f) if f.reasons.is_empty() => {
+                if !f.bindings.is_empty() {
+                    state.write(BINDINGS_STATE_KEY, f.bindings);
+                }
+                Status::success()
+            }
+            Ok(f) => rejected(&f.reasons),
+            Err(st) => st,
+        }
+    }
+
+    fn unreserve(&self, state: &mut CycleState, _: &PodInfo, _: &str, _: &Snapshot) {
+        state.delete(BINDINGS_STATE_KEY);
+    }
+}
+
+#[cfg(test)]
+#[path = "volume_binding_tests.rs"]
+mod tests;

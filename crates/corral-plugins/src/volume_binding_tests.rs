@@ -1,0 +1,679 @@
+//! VolumeBinding tests. `kube_table` transcribes kube-scheduler's
+//! `volumebinding/volume_binding_test.go` TestVolumeBinding cases as data (objects
+//! in, PreFilter status and per-node Filter statuses out; the Score columns belong
+//! to the StorageCapacityScoring gate, not implemented). The other tests cover
+//! provisioning (`scheduler_binder_test.go`'s checkVolumeProvisions /
+//! hasEnoughCapacity semantics), Reserve, and the in-batch assume cache.
+
+use serde_json::json;
+
+use super::*;
+use crate::framework::Code;
+use crate::scheduler::{Options, Scheduler};
+use crate::volume_fixtures::*;
+use crate::volumes::VolumeObject;
+
+const WAIT: &str = "wait-sc";
+const WAIT_HDD: &str = "wait-hdd-sc";
+const IMMEDIATE: &str = "immediate-sc";
+const HOST: &str = "kubernetes.io/hostname";
+const REGION: &str = "topology.kubernetes.io/region";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// The three classes every kube case creates (no provisioner).
+fn classes() -> Vec<VolumeObject> {
+    vec![
+        class(sc(IMMEDIATE, Some("Immediate"), "")),
+        class(sc(WAIT, Some("WaitForFirstConsumer"), "")),
+        class(sc(WAIT_HDD, Some("WaitForFirstConsumer"), "")),
+    ]
+}
+
+/// Expected status: None = success, else (code, reasons).
+type Want = Option<(Code, Vec<&'static str>)>;
+
+struct Case {
+    name: &'static str,
+    claims: Vec<&'static str>,
+    nodes: Vec<NodeInfo>,
+    objs: Vec<VolumeObject>,
+    /// None = Success; Some(None) = Skip; Some(Some(..)) = rejected.
+    pre: Option<Want>,
+    filter: Vec<Want>,
+}
+
+fn check(c: Case) {
+    let mut objs = classes();
+    objs.extend(c.objs);
+    let snap = snapshot(c.nodes, objs);
+    let p = pod("pod-a", &c.claims);
+    let pl = VolumeBinding::default();
+    let mut st = CycleState::new();
+    let (_, pre) = pl.pre_filter(&mut st, &p, &snap);
+    match &c.pre {
+        None => assert!(pre.is_success(), "{}: PreFilter {pre}", c.name),
+        Some(None) => {
+            assert!(pre.is_skip(), "{}: PreFilter {pre}", c.name);
+            return;
+        }
+        Some(Some((code, reasons))) => {
+            assert_eq!(pre.code, *code, "{}: PreFilter {pre}", c.name);
+            assert_eq!(pre.reasons, *reasons, "{}", c.name);
+            return;
+        }
+    }
+    assert_eq!(c.filter.len(), snap.num_nodes(), "{}", c.name);
+    for (i, want) in c.filter.iter().enumerate() {
+        let name = format!("{}", i);
+        let _ = name;
+        let n = &snap.nodes()[i];
+        let got = pl.filter(&st, &p, n, &snap);
+        match want {
+            None => assert!(got.is_success(), "{} on {}: {got}", c.name, n.name),
+            Some((code, reasons)) => {
+                assert_eq!(got.code, *code, "{} on {}: {got}", c.name, n.name);
+                assert_eq!(got.reasons, *reasons, "{} on {}", c.name, n.name);
+            }
+        }
+    }
+}
+
+fn unres(r: &[&'static str]) -> Want {
+    Some((Code::UnschedulableAndUnresolvable, r.to_vec()))
+}
+
+/// Nodes by name in snapshot order for the zonal cases: one node per name, so
+/// the zone interleaving is applied to the expectations through a lookup.
+fn zonal_nodes() -> Vec<NodeInfo> {
+    ["a", "b", "c"]
+        .iter()
+        .flat_map(|z| {
+            ["node-a", "node-b"].map(|n| {
+                node(
+                    &format!("zone-{z}-{n}"),
+                    &[
+                        (REGION, &format!("region-{z}")),
+                        (ZONE, &format!("zone-{z}")),
+                    ],
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kube_table() {
+    let cases = vec![
+        Case {
+            name: "pod has not pvcs",
+            claims: vec![],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![],
+            pre: Some(None),
+            filter: vec![None],
+        },
+        Case {
+            name: "all bound",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![
+                pvc("pvc-a", WAIT).bound("pv-a").obj(),
+                pv("pv-a", WAIT).phase("Available").obj(),
+            ],
+            pre: None,
+            filter: vec![None],
+        },
+        Case {
+            name: "PVC does not exist",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![],
+            pre: Some(unres(&[r#"persistentvolumeclaim "pvc-a" not found"#])),
+            filter: vec![],
+        },
+        Case {
+            name: "Part of PVCs do not exist",
+            claims: vec!["pvc-a", "pvc-b"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![pvc("pvc-a", WAIT).bound("pv-a").obj()],
+            pre: Some(unres(&[r#"persistentvolumeclaim "pvc-b" not found"#])),
+            filter: vec![],
+        },
+        Case {
+            name: "immediate claims not bound",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![pvc("pvc-a", IMMEDIATE).obj()],
+            pre: Some(unres(&[ERR_UNBOUND_IMMEDIATE])),
+            filter: vec![],
+        },
+        Case {
+            name: "unbound claims no matches",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![pvc("pvc-a", WAIT).obj()],
+            pre: None,
+            filter: vec![unres(&[ERR_REASON_BIND_CONFLICT])],
+        },
+        Case {
+            name: "bound and unbound unsatisfied",
+            claims: vec!["pvc-a", "pvc-b"],
+            nodes: vec![node("node-a", &[("foo", "barbar")])],
+            objs: vec![
+                pvc("pvc-a", WAIT).bound("pv-a").obj(),
+                pvc("pvc-b", WAIT).obj(),
+                pv("pv-a", WAIT)
+                    .phase("Available")
+                    .affinity(&[("foo", &["bar"])])
+                    .obj(),
+            ],
+            pre: None,
+            filter: vec![unres(&[ERR_REASON_NODE_CONFLICT, ERR_REASON_BIND_CONFLICT])],
+        },
+        Case {
+            name: "pv not found",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![pvc("pvc-a", WAIT).bound("pv-a").obj()],
+            pre: None,
+            filter: vec![unres(&[ERR_REASON_PV_NOT_EXIST])],
+        },
+        Case {
+            name: "pv not found claim lost",
+            claims: vec!["pvc-a"],
+            nodes: vec![node("node-a", &[])],
+            objs: vec![pvc("pvc-a", WAIT).bound("pv-a").phase("Lost").obj()],
+            pre: Some(unres(&[
+                r#"persistentvolumeclaim "pvc-a" bound to non-existent persistentvolume "pv-a""#,
+            ])),
+            filter: vec![],
+        },
+        Case {
+            name: "local volumes with close capacity are preferred",
+            claims: vec!["pvc-a"],
+            nodes: vec![
+                node("node-a", &[]),
+                node("node-b", &[]),
+                node("node-c", &[]),
+            ],
+            objs: vec![
+                pvc("pvc-a", WAIT).request("50Gi").obj(),
+                pv("pv-a-0", WAIT)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-a-1", WAIT)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-b-0", WAIT)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+                pv("pv-b-1", WAIT)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+            ],
+            pre: None,
+            filter: vec![None, None, unres(&[ERR_REASON_BIND_CONFLICT])],
+        },
+        Case {
+            name: "local volumes with close capacity are preferred (multiple pvcs)",
+            claims: vec!["pvc-0", "pvc-1"],
+            nodes: vec![
+                node("node-a", &[]),
+                node("node-b", &[]),
+                node("node-c", &[]),
+            ],
+            objs: vec![
+                pvc("pvc-0", WAIT).request("50Gi").obj(),
+                pvc("pvc-1", WAIT_HDD).request("100Gi").obj(),
+                pv("pv-a-0", WAIT)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-a-1", WAIT)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-a-2", WAIT_HDD)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-a-3", WAIT_HDD)
+                    .phase("Available")
+                    .capacity("200Gi")
+                    .affinity(&[(HOST, &["node-a"])])
+                    .obj(),
+                pv("pv-b-0", WAIT)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+                pv("pv-b-1", WAIT)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+                pv("pv-b-2", WAIT_HDD)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+                pv("pv-b-3", WAIT_HDD)
+                    .phase("Available")
+                    .capacity("100Gi")
+                    .affinity(&[(HOST, &["node-b"])])
+                    .obj(),
+            ],
+            pre: None,
+            filter: vec![None, None, unres(&[ERR_REASON_BIND_CONFLICT])],
+        },
+    ];
+    for c in cases {
+        check(c);
+    }
+}
+
+/// "zonal volumes with close capacity are preferred": zone-a and zone-b nodes are
+/// feasible, zone-c nodes are not (the snapshot interleaves zones, so the
+/// expectation is looked up by node name).
+#[test]
+fn kube_zonal_volumes() {
+    let zpv = |n: &str, z: &str, cap: &str| {
+        pv(n, WAIT)
+            .phase("Available")
+            .capacity(cap)
+            .affinity(&[
+                (REGION, &[&format!("region-{z}")]),
+                (ZONE, &[&format!("zone-{z}")]),
+            ])
+            .obj()
+    };
+    let mut objs = classes();
+    objs.extend([
+        pvc("pvc-a", WAIT).request("50Gi").obj(),
+        zpv("pv-a-0", "a", "200Gi"),
+        zpv("pv-a-1", "a", "200Gi"),
+        zpv("pv-b-0", "b", "100Gi"),
+        zpv("pv-b-1", "b", "100Gi"),
+    ]);
+    let snap = snapshot(zonal_nodes(), objs);
+    let p = pod("pod-a", &["pvc-a"]);
+    let pl = VolumeBinding::default();
+    let mut st = CycleState::new();
+    assert!(pl.pre_filter(&mut st, &p, &snap).1.is_success());
+    for n in snap.nodes() {
+        let got = pl.filter(&st, &p, n, &snap);
+        if n.name.starts_with("zone-c") {
+            assert_eq!(got.reasons, [ERR_REASON_BIND_CONFLICT], "{}", n.name);
+            assert_eq!(got.code, Code::UnschedulableAndUnresolvable);
+        } else {
+            assert!(got.is_success(), "{}: {got}", n.name);
+        }
+    }
+}
+
+fn provisioning_snapshot(extra: Vec<VolumeObject>) -> Snapshot {
+    let mut topo = sc("csi-wait", Some("WaitForFirstConsumer"), "csi.example.com");
+    topo["allowedTopologies"] =
+        json!([{"matchLabelExpressions": [{"key": ZONE, "values": ["z1", "z2"]}]}]);
+    let mut objs = vec![
+        class(topo),
+        class(sc("local", Some("WaitForFirstConsumer"), NO_PROVISIONER)),
+        pvc("data", "csi-wait").request("10Gi").obj(),
+        pvc("local-claim", "local").request("1Gi").obj(),
+    ];
+    objs.extend(extra);
+    snapshot(
+        vec![
+            node("n1", &[(ZONE, "z1")]),
+            node("n2", &[(ZONE, "z2")]),
+            node("n3", &[(ZONE, "z3")]),
+        ],
+        objs,
+    )
+}
+
+fn filter_by_node(snap: &Snapshot, claims: &[&str]) -> Vec<(String, Status)> {
+    let p = pod("p", claims);
+    let pl = VolumeBinding::default();
+    let mut st = CycleState::new();
+    let (_, pre) = pl.pre_filter(&mut st, &p, snap);
+    assert!(pre.is_success(), "{pre}");
+    let mut out: Vec<(String, Status)> = snap
+        .nodes()
+        .iter()
+        .map(|n| (n.name.to_string(), pl.filter(&st, &p, n, snap)))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn provisioning_honours_allowed_topologies_and_storage_capacity() {
+    // No CSIDriver opting into capacity tracking: topology alone decides.
+    let r = filter_by_node(&provisioning_snapshot(vec![]), &["data"]);
+    assert!(r[0].1.is_success() && r[1].1.is_success(), "{r:?}");
+    assert_eq!(r[2].1.reasons, [ERR_REASON_BIND_CONFLICT], "{r:?}");
+    // storageCapacity: only n1's topology has a capacity object large enough.
+    let r = filter_by_node(
+        &provisioning_snapshot(vec![
+            csi_driver("csi.example.com", true),
+            capacity("c1", "csi-wait", Some((ZONE, "z1")), "100Gi"),
+            capacity("c2", "csi-wait", Some((ZONE, "z2")), "5Gi"),
+            capacity("c3", "other", Some((ZONE, "z2")), "100Gi"),
+        ]),
+        &["data"],
+    );
+    assert!(r[0].1.is_success(), "{r:?}");
+    assert_eq!(r[1].1.reasons, [ERR_REASON_NOT_ENOUGH_SPACE], "{r:?}");
+    assert_eq!(r[2].1.reasons, [ERR_REASON_BIND_CONFLICT], "{r:?}");
+    // A capacity object without nodeTopology gives no node access.
+    let r = filter_by_node(
+        &provisioning_snapshot(vec![
+            csi_driver("csi.example.com", true),
+            capacity("c1", "csi-wait", None, "100Gi"),
+        ]),
+        &["data"],
+    );
+    assert_eq!(r[0].1.reasons, [ERR_REASON_NOT_ENOUGH_SPACE], "{r:?}");
+    // maximumVolumeSize wins over capacity.
+    let mut c = serde_json::json!({"metadata": {"name": "m", "namespace": "kube-system"},
+        "storageClassName": "csi-wait", "capacity": "1Ti", "maximumVolumeSize": "1Gi",
+        "nodeTopology": {"matchLabels": {ZONE: "z1"}}});
+    let r = filter_by_node(
+        &provisioning_snapshot(vec![
+            csi_driver("csi.example.com", true),
+            decode("CSIStorageCapacity", c.take()),
+        ]),
+        &["data"],
+    );
+    assert_eq!(r[0].1.reasons, [ERR_REASON_NOT_ENOUGH_SPACE], "{r:?}");
+}
+
+#[test]
+fn no_provisioner_and_selected_node() {
+    // kubernetes.io/no-provisioner without a matching PV: bind conflict everywhere.
+    let r = filter_by_node(&provisioning_snapshot(vec![]), &["local-claim"]);
+    assert!(
+        r.iter()
+            .all(|(_, s)| s.reasons == [ERR_REASON_BIND_CONFLICT]),
+        "{r:?}"
+    );
+    // A claim already provisioned for n2 only fits n2.
+    let r = filter_by_node(
+        &provisioning_snapshot(vec![
+            pvc("data", "csi-wait")
+                .request("10Gi")
+                .selected_node("n2")
+                .obj(),
+        ]),
+        &["data"],
+    );
+    assert_eq!(r[0].1.reasons, [ERR_REASON_BIND_CONFLICT], "{r:?}");
+    assert!(r[1].1.is_success(), "{r:?}");
+}
+
+#[test]
+fn matching_checks_modes_selector_and_volume_mode() {
+    let base = |pvo: VolumeObject, claim: VolumeObject| {
+        let s = snapshot(
+            vec![node("n1", &[])],
+            vec![
+                class(sc("local", Some("WaitForFirstConsumer"), NO_PROVISIONER)),
+                pvo,
+                claim,
+            ],
+        );
+        filter_by_node(&s, &["c"])[0].1.clone()
+    };
+    let claim = || pvc("c", "local").request("1Gi").modes(&["ReadWriteOnce"]);
+    let volume = || {
+        pv("v", "local")
+            .phase("Available")
+            .capacity("1Gi")
+            .modes(&["ReadWriteOnce"])
+    };
+    assert!(base(volume().obj(), claim().obj()).is_success());
+    // Too small.
+    assert!(!base(volume().capacity("500Mi").obj(), claim().obj()).is_success());
+    // Access mode missing on the PV.
+    assert!(!base(volume().obj(), claim().modes(&["ReadWriteMany"]).obj()).is_success());
+    // Volume mode mismatch.
+    assert!(
+        !base(
+            volume().spec("volumeMode", json!("Block")).obj(),
+            claim().obj()
+        )
+        .is_success()
+    );
+    // Selector.
+    let sel = claim().spec("selector", json!({"matchLabels": {"tier": "fast"}}));
+    assert!(!base(volume().obj(), sel.obj()).is_success());
+    let sel = claim().spec("selector", json!({"matchLabels": {"tier": "fast"}}));
+    assert!(base(volume().label("tier", "fast").obj(), sel.obj()).is_success());
+    // Bound to another claim / released.
+    assert!(!base(volume().claim("default", "other").obj(), claim().obj()).is_success());
+    assert!(!base(volume().phase("Released").obj(), claim().obj()).is_success());
+    // Pre-bound to this claim.
+    assert!(
+        base(
+            volume().claim("default", "c").phase("Bound").obj(),
+            claim().obj()
+        )
+        .is_success()
+    );
+}
+
+#[test]
+fn missing_or_modeless_storage_class() {
+    // A claim naming a missing StorageClass is not delayed: kube's reason.
+    let s = snapshot(vec![node("n1", &[])], vec![pvc("c", "nope").obj()]);
+    let (_, st) =
+        VolumeBinding::default().pre_filter(&mut CycleState::new(), &pod("p", &["c"]), &s);
+    assert_eq!(st.code, Code::UnschedulableAndUnresolvable);
+    assert_eq!(st.reasons, [ERR_UNBOUND_IMMEDIATE]);
+    // A class without a binding mode (not defaulted) is an error, not a panic.
+    let s = snapshot(
+        vec![node("n1", &[])],
+        vec![class(sc("m", None, "p")), pvc("c", "m").obj()],
+    );
+    let (_, st) =
+        VolumeBinding::default().pre_filter(&mut CycleState::new(), &pod("p", &["c"]), &s);
+    assert_eq!(st.code, Code::Error);
+    assert_eq!(
+        st.reasons,
+        [r#"VolumeBindingMode not set for StorageClass "m""#]
+    );
+}
+
+#[test]
+fn bound_local_pv_restricts_nodes_in_prefilter() {
+    let s = snapshot(
+        vec![node("n1", &[]), node("n2", &[])],
+        vec![
+            class(sc("local", Some("WaitForFirstConsumer"), NO_PROVISIONER)),
+            pvc("c", "local").bound("v").obj(),
+            pv("v", "local").affinity(&[(HOST, &["n2"])]).obj(),
+        ],
+    );
+    let (res, st) =
+        VolumeBinding::default().pre_filter(&mut CycleState::new(), &pod("p", &["c"]), &s);
+    assert!(st.is_success());
+    assert_eq!(
+        res.and_then(|r| r.node_names),
+        Some(["n2".to_string()].into())
+    );
+}
+
+#[test]
+fn args_are_honoured_or_rejected() {
+    assert!(factory(Some(&json!({"bindTimeoutSeconds": 30}))).is_ok());
+    let e = factory(Some(&json!({"shape": []}))).err().unwrap();
+    assert!(e.contains("shape"), "{e}");
+    let e = factory(Some(&json!({"bindTimeoutSeconds": -1})))
+        .err()
+        .unwrap();
+    assert!(e.contains("bindTimeoutSeconds"), "{e}");
+    assert!(factory(Some(&json!({"bogus": 1}))).is_err());
+}
+
+/// Four local PVs on two nodes, pods with one WFFC claim each: the batch cannot
+/// give one PV to two pods; the fifth pod finds nothing; the decisions are
+/// reported and assumed in the snapshot.
+#[test]
+fn one_batch_never_assigns_a_pv_twice() {
+    let mut objs = vec![class(sc(
+        "local",
+        Some("WaitForFirstConsumer"),
+        NO_PROVISIONER,
+    ))];
+    for (i, n) in ["n1", "n1", "n2", "n2"].iter().enumerate() {
+        objs.push(
+            pv(&format!("pv{i}"), "local")
+                .phase("Available")
+                .capacity("10Gi")
+                .affinity(&[(HOST, &[n])])
+                .obj(),
+        );
+    }
+    for i in 0..5 {
+        objs.push(pvc(&format!("c{i}"), "local").request("1Gi").obj());
+    }
+    let snap = snapshot(
+        vec![
+            crate::testutil::node("n1").cpu("8").mem("8Gi").info(),
+            crate::testutil::node("n2").cpu("8").mem("8Gi").info(),
+        ],
+        objs,
+    );
+    let mut s = Scheduler::new(
+        crate::config::default_frameworks(),
+        snap,
+        Options::default(),
+    );
+    let pods: Vec<PodInfo> = (0..5)
+        .map(|i| {
+            crate::testutil::pod(&format!("p{i}"))
+                .seq(i)
+                .spec("volumes", json!([claim_vol(&format!("c{i}"))]))
+                .info()
+        })
+        .collect();
+    let r = s.schedule_all(pods);
+    assert_eq!(r.placements.len(), 4, "{r:?}");
+    assert_eq!(r.unschedulable.len(), 1, "{r:?}");
+    assert!(
+        r.unschedulable[0]
+            .message
+            .contains(ERR_REASON_BIND_CONFLICT),
+        "{r:?}"
+    );
+    let vols = s.snapshot.volumes();
+    let mut taken: Vec<String> = Vec::new();
+    for pl in &r.placements {
+        let b = vols.pod_bindings(&pl.pod).expect("assumed");
+        assert_eq!(b.node, pl.node);
+        assert_eq!(b.bindings.len(), 1);
+        let pvname = &b.bindings[0].1;
+        // The PV's node affinity admits the chosen node.
+        assert!(
+            vols.pv(pvname)
+                .unwrap()
+                .node_ok(&pl.node, &s.snapshot.node(&pl.node).unwrap().labels)
+        );
+        taken.push(pvname.clone());
+        assert_eq!(r.volume_bindings[&pl.pod], *b);
+    }
+    taken.sort();
+    taken.dedup();
+    assert_eq!(taken.len(), 4, "every PV at most once");
+    // Removing a placed pod frees its PV for others.
+    s.snapshot.remove_pod(&r.placements[0].pod);
+    assert_eq!(s.snapshot.volumes().assumed().pv_claims.len(), 3);
+}
+
+/// Pods whose WaitForFirstConsumer claims differ only by name share an
+/// equivalence class (one Filter pass per node), yet each provisions its own claim.
+#[test]
+fn interchangeable_claims_share_a_class_but_provision_their_own() {
+    let mut topo = sc("csi-wait", Some("WaitForFirstConsumer"), "csi.example.com");
+    topo["allowedTopologies"] =
+        json!([{"matchLabelExpressions": [{"key": ZONE, "values": ["z1"]}]}]);
+    let mut objs = vec![class(topo)];
+    for i in 0..10 {
+        objs.push(pvc(&format!("c{i}"), "csi-wait").request("1Gi").obj());
+    }
+    objs.push(
+        pvc("picked", "csi-wait")
+            .request("1Gi")
+            .selected_node("n1")
+            .obj(),
+    );
+    let snap = snapshot(
+        vec![
+            crate::testutil::node("n1")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z1")
+                .info(),
+            crate::testutil::node("n2")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z1")
+                .info(),
+            crate::testutil::node("n3")
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z2")
+                .info(),
+        ],
+        objs,
+    );
+    // Same volume name (as pods of one template have), different claims.
+    let mk = |i: u64, c: &str| {
+        crate::testutil::pod(&format!("p{i}"))
+            .seq(i)
+            .spec(
+                "volumes",
+                json!([{"name": "data", "persistentVolumeClaim": {"claimName": c}}]),
+            )
+            .info()
+    };
+    let k0 = crate::volumes::interchangeable_class(&mk(0, "c0"), snap.volumes());
+    assert!(k0.is_some());
+    assert_eq!(
+        k0,
+        crate::volumes::interchangeable_class(&mk(1, "c1"), snap.volumes())
+    );
+    // A claim already provisioned for a node is not interchangeable.
+    assert_eq!(
+        crate::volumes::interchangeable_class(&mk(2, "picked"), snap.volumes()),
+        None
+    );
+    let mut s = Scheduler::new(
+        crate::config::default_frameworks(),
+        snap,
+        Options::default(),
+    );
+    let r = s.schedule_all((0..10).map(|i| mk(i, &format!("c{i}"))).collect());
+    assert_eq!(r.placements.len(), 10, "{r:?}");
+    for pl in &r.placements {
+        assert!(pl.node == "n1" || pl.node == "n2", "{pl:?}");
+        let i = &pl.pod["default/p".len()..];
+        assert_eq!(
+            r.volume_bindings[&pl.pod].provisions,
+            [format!("default/c{i}")]
+        );
+        assert_eq!(r.volume_bindings[&pl.pod].node, pl.node);
+    }
+}
