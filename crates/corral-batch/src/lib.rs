@@ -29,6 +29,8 @@ pub mod plugins;
 pub mod res;
 pub mod running;
 pub mod session;
+pub mod tiers;
+pub mod volcano_conf;
 
 #[cfg(test)]
 mod tests;

@@ -1114,3 +1114,7 @@ fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
 /// Volcano drop-in semantics (issue 12).
 #[path = "tests_volcano.rs"]
 mod volcano;
+
+/// volcano-scheduler.conf, tiers and flags (issue 12).
+#[path = "tests_volcano_conf.rs"]
+mod volcano_conf;

@@ -42,9 +42,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 }
                 && !job.pending.iter().any(|t| awaits_victims(ssn, &t.pod))
                 && ssn.job_valid(j).is_ok()
-                && ssn
-                    .job_ready(j, &job.running.iter().collect::<Vec<_>>())
-                    .is_err()
+                && ssn.job_starving(j)
         })
         .collect();
     if cands.is_empty() {
@@ -285,8 +283,7 @@ pub(super) fn choose_node(
     let fw = &ssn.sched.frameworks[fi];
     let mut state = CycleState::new();
     let pre = fw.run_pre_filter(&mut state, &t.pod, snap).ok()?;
-    let preemptor = &ssn.jobs[j];
-    let pq = preemptor.queue;
+    let pq = ssn.jobs[j].queue;
     let eval = |ni: usize| -> Option<NodeChoice> {
         let node = &snap.nodes()[ni];
         if let Some(set) = &pre.nodes
@@ -303,7 +300,7 @@ pub(super) fn choose_node(
             });
         }
         // Victim candidates on this node.
-        let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
+        let mut pre: Vec<(usize, Arc<PodInfo>, usize)> = Vec::new();
         for p in &node.pods {
             let Some(&vj) = owner.get(&p.key) else {
                 continue;
@@ -316,25 +313,30 @@ pub(super) fn choose_node(
             if vj == j {
                 continue;
             }
-            let vjob = &ssn.jobs[vj];
-            let same_q = vjob.queue == pq;
+            let same_q = ssn.jobs[vj].queue == pq;
             if (mode == EvictMode::Preempt) != same_q {
                 continue;
             }
             let Some(ti) = running_task(ssn, vj, &p.key) else {
                 continue;
             };
-            let vt = &vjob.running[ti];
-            if !ssn
-                .plugins
-                .iter()
-                .all(|pl| pl.victim_ok(ssn, mode, preemptor, vjob, vt))
-            {
+            pre.push((vj, p.clone(), ti));
+        }
+        // The plugins' tiered vote (Volcano's Preemptable/Reclaimable).
+        let votes: Vec<(usize, &Task)> = pre
+            .iter()
+            .map(|(vj, _, ti)| (*vj, &ssn.jobs[*vj].running[*ti]))
+            .collect();
+        let allowed = ssn.victims(mode, j, &votes);
+        let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
+        for ((vj, p, _), ok) in pre.into_iter().zip(allowed) {
+            if !ok {
                 continue;
             }
+            let vjob = &ssn.jobs[vj];
             let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0);
             let breaks = remaining <= vjob.min_member && vjob.min_member > 1;
-            cands.push((vj, p.clone(), breaks));
+            cands.push((vj, p, breaks));
         }
         if cands.is_empty() {
             return None;
