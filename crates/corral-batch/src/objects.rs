@@ -367,11 +367,13 @@ fn parse_group(o: &RawObject, pcs: &HashMap<String, i32>) -> Result<GroupSpec, S
             }
             mtm.insert(role, n as u32);
         }
-        // Volcano: a PriorityClass that does not exist gives the default priority
-        // (the globalDefault PriorityClass, keyed "", else 0); the group schedules.
+        // Volcano: a group without a priorityClassName, or naming one that does not
+        // exist, has the default priority (the globalDefault PriorityClass, keyed
+        // "", else 0) — not its pods' priority; the group schedules.
+        let default = pcs.get("").copied().unwrap_or(0);
         let priority = match d.spec.priority_class_name.as_deref() {
-            None | Some("") => None,
-            Some(pc) => Some(pcs.get(pc).or_else(|| pcs.get("")).copied().unwrap_or(0)),
+            None | Some("") => Some(default),
+            Some(pc) => Some(pcs.get(pc).copied().unwrap_or(default)),
         };
         Ok(GroupSpec {
             api: GroupApi::Volcano,

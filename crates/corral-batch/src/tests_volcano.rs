@@ -318,3 +318,99 @@ fn reclaim_victims_by_job_priority_then_task_priority() {
     let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
     assert_eq!(ev, ["default/x-lo"], "{:?}", r.evictions);
 }
+
+/// A Volcano PodGroup without a priorityClassName has the default priority (the
+/// globalDefault class, else 0) — not its pods' priority — and minMember below
+/// the sum of minTaskMember skips the per-task minimums (Volcano).
+#[test]
+fn default_group_priority_and_min_member_below_task_minimums() {
+    // Pods of priority 500 in a group without a class: the group is priority 0, so
+    // a priority-100 plain pod preempts one of them (3 running, minMember 1).
+    let mut c = Case::new(1, "3").objects(&pg("g", "{minMember: 1}"));
+    for i in 0..3 {
+        c.run_on(member(&format!("g-{i}"), "g", "1").priority(500), "n0");
+    }
+    c.pend(pod("p").cpu("1").priority(100));
+    let r = c.run(1).0;
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.unschedulable);
+    assert!(r.evictions[0].pod.starts_with("default/g-"));
+    // minMember 1 < minTaskMember {"": 2}: one pod is enough.
+    let mut c = Case::new(1, "1").objects(&pg("h", "{minMember: 1, minTaskMember: {\"\": 2}}"));
+    c.pend(member("h-0", "h", "1"));
+    c.pend(member("h-1", "h", "1"));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "h-"), 1, "{:?}", r.unschedulable);
+    // minMember 2 = the sum: each task minimum applies (no pod has role "w").
+    let mut c = Case::new(1, "4").objects(&pg("k", "{minMember: 2, minTaskMember: {w: 2}}"));
+    c.pend(member("k-0", "k", "1"));
+    c.pend(member("k-1", "k", "1"));
+    assert_eq!(placed(&c.run(1).0, "k-"), 0);
+}
+
+/// Simple jobs are allocated task by task across queues (Volcano's allocate):
+/// two queues of equal weight with 2-pod jobs on a 2-CPU node get one pod each.
+#[test]
+fn simple_jobs_interleave_queues_task_by_task() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("ja", "{minMember: 0, queue: a}"))
+        .objects(&pg("jb", "{minMember: 0, queue: b}"));
+    for i in 0..2 {
+        c.pend(member(&format!("ja-{i}"), "ja", "1"));
+        c.pend(member(&format!("jb-{i}"), "jb", "1"));
+    }
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "ja-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "jb-"), 1, "{:?}", r.placements);
+}
+
+/// Preempt: victims of the preemptor's own queue free its capability, so a queue
+/// at its capability still preempts its lower-priority work (Volcano #3161); and a
+/// BestEffort preemptor preempts too (Volcano #3335).
+#[test]
+fn preempt_counts_same_queue_victims_against_capability_and_best_effort_preempts() {
+    let mut c = Case::new(1, "12")
+        .objects(&queue("q", "{weight: 1, capability: {cpu: 4}}"))
+        .objects(&pg("low", "{minMember: 0, queue: q}"))
+        .objects(&pg(
+            "hi",
+            "{minMember: 1, queue: q, priorityClassName: high}",
+        ));
+    c.run_on(member("low-0", "low", "3"), "n0");
+    c.pend(member("hi-0", "hi", "3"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/low-0"]);
+
+    let mut c = Case::new(0, "1")
+        .objects(&pg("low", "{minMember: 0}"))
+        .objects(&pg("hi", "{minMember: 1, priorityClassName: high}"));
+    c.nodes
+        .push(node("n0").cpu("4").mem("8Gi").pods("1").info());
+    c.run_on(ann(pod("be-low"), ANN_GROUP_NAME, "low"), "n0");
+    c.pend(ann(pod("be-hi"), ANN_GROUP_NAME, "hi"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/be-low"]);
+}
+
+/// Preempt finds the victim a filter needs gone, not only the cheapest by
+/// resources: the preemptor's required anti-affinity to `db` pods makes the
+/// higher-priority `db` pod the victim, and the cheaper pod stays (Volcano's
+/// topology-aware preemption; kube-scheduler's reprieve).
+#[test]
+fn preempt_finds_the_victim_anti_affinity_needs() {
+    let mut c = Case::new(1, "2");
+    c.run_on(pod("db").cpu("1").priority(2).label("app", "db"), "n0");
+    c.run_on(pod("cheap").cpu("1").priority(1), "n0");
+    c.pend(pod("p").cpu("1").priority(100).affinity(json!({
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {"app": "db"}},
+            "topologyKey": "kubernetes.io/hostname"
+        }]}
+    })));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/db"], "{:?}", r.unschedulable);
+}

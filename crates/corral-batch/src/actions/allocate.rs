@@ -1,6 +1,8 @@
 //! `allocate`: nominated preemptors first, then queues by share; simple jobs in
 //! chunks, gangs in exact one-by-one pick order (several per engine call).
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Simple jobs committed per core scheduling call.
@@ -111,12 +113,15 @@ pub fn allocate(ssn: &mut Session) {
         }
     };
     let mut gang_limit = GANG_BATCH_JOBS;
+    // Tasks of simple jobs already offered in this action.
+    let mut tried: HashSet<String> = HashSet::new();
     loop {
         let best = next_queue(ssn, &per_q, &cursor, &keys, &over);
         let Some(q) = best else { break };
         let j = per_q[q][cursor[q]];
         if ssn.jobs[j].simple() {
-            allocate_simple(ssn, q, &per_q[q], &mut cursor[q]);
+            let rival = rival_queue(ssn, &per_q, &cursor, &keys, &over, q);
+            allocate_simple(ssn, q, &per_q[q], &mut cursor[q], rival, &mut tried);
             refresh(ssn, q, &mut keys, &mut over);
             continue;
         }
@@ -520,52 +525,115 @@ pub(super) fn in_pick_order(ssn: &Session, arcs: &[(usize, Arc<PodInfo>)]) -> bo
     true
 }
 
-pub(super) fn allocate_simple(ssn: &mut Session, q: usize, order: &[usize], cursor: &mut usize) {
-    let mut chunk = Vec::new();
+/// The queue `next_queue` would serve if `q` were not there: its key and name.
+pub(super) fn rival_queue(
+    ssn: &Session,
+    per_q: &[Vec<usize>],
+    cursor: &[usize],
+    keys: &[Vec<f64>],
+    over: &[bool],
+    q: usize,
+) -> Option<(Vec<f64>, String)> {
+    let mut best: Option<usize> = None;
+    for r in 0..per_q.len() {
+        if r == q || cursor[r] >= per_q[r].len() || over[r] || ssn.queues[r].error.is_some() {
+            continue;
+        }
+        best = match best {
+            Some(b)
+                if key_cmp(
+                    &keys[b],
+                    &ssn.queues[b].spec.name,
+                    &keys[r],
+                    &ssn.queues[r].spec.name,
+                )
+                .is_le() =>
+            {
+                Some(b)
+            }
+            _ => Some(r),
+        };
+    }
+    best.map(|b| (keys[b].clone(), ssn.queues[b].spec.name.clone()))
+}
+
+/// Queue order: keys element by element, then the name.
+fn key_cmp(a: &[f64], an: &str, b: &[f64], bn: &str) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then_with(|| an.cmp(bn))
+}
+
+/// Simple jobs of queue `q`, task by task as Volcano allocates them: each task is
+/// checked against the queue's capability and deserved share with the tasks
+/// before it charged; the chunk ends when the queue is overused or another queue
+/// (`rival`) would be served before it (queues interleave task by task), and is
+/// then placed in one core call.
+pub(super) fn allocate_simple(
+    ssn: &mut Session,
+    q: usize,
+    order: &[usize],
+    cursor: &mut usize,
+    rival: Option<(Vec<f64>, String)>,
+    tried: &mut HashSet<String>,
+) {
+    let mut chunk: Vec<(usize, Arc<PodInfo>)> = Vec::new();
     let mut cum = ResMap::default();
-    while *cursor < order.len() && chunk.len() < CHUNK {
+    let qname = ssn.queues[q].spec.name.clone();
+    'jobs: while *cursor < order.len() && chunk.len() < CHUNK {
         let j = order[*cursor];
         if !ssn.jobs[j].simple() {
             break;
         }
-        let mut req = ResMap::default();
-        for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
-            req.add(&t.req);
+        let tasks: Vec<(Arc<PodInfo>, Arc<ResMap>)> = ssn.jobs[j]
+            .pending
+            .iter()
+            .filter(|t| !t.best_effort && !tried.contains(&t.pod.key))
+            .map(|t| (t.pod.clone(), t.req.clone()))
+            .collect();
+        for (pod, req) in tasks {
+            let mut next = cum.clone();
+            next.add(&req);
+            if !ssn.allocatable(q, &next) {
+                tried.insert(pod.key.clone());
+                ssn.pod_messages.insert(
+                    pod.key.clone(),
+                    format!("queue {qname} capability would be exceeded"),
+                );
+                continue;
+            }
+            if let Err(e) = ssn.within_share(q, &next) {
+                tried.insert(pod.key.clone());
+                ssn.pod_messages.insert(pod.key.clone(), e);
+                continue;
+            }
+            if !chunk.is_empty() {
+                let (overused, key) =
+                    with_tentative(ssn, q, &cum, |s| (s.overused(q), queue_key(s, q)));
+                let behind = rival
+                    .as_ref()
+                    .is_some_and(|(rk, rn)| key_cmp(&key, &qname, rk, rn).is_gt());
+                if overused || behind || chunk.len() >= CHUNK {
+                    break 'jobs;
+                }
+            }
+            tried.insert(pod.key.clone());
+            cum = next;
+            chunk.push((j, pod));
         }
-        let mut next = cum.clone();
-        next.add(&req);
-        if !ssn.allocatable(q, &next) {
-            *cursor += 1;
-            ssn.jobs[j].message = Some(format!(
-                "queue {} capability would be exceeded",
-                ssn.queues[q].spec.name
-            ));
-            continue;
-        }
-        if let Err(e) = ssn.within_share(q, &next) {
-            *cursor += 1;
-            ssn.jobs[j].message = Some(e);
-            continue;
-        }
-        if !chunk.is_empty() && with_tentative(ssn, q, &cum, |s| s.overused(q)) {
-            break;
-        }
-        cum = next;
-        chunk.push(j);
         *cursor += 1;
     }
     if chunk.is_empty() {
         return;
     }
     let mut owner: HashMap<String, usize> = HashMap::new();
-    let mut arcs = Vec::new();
-    for &j in &chunk {
-        for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
-            owner.insert(t.pod.key.clone(), j);
-            arcs.push(t.pod.clone());
-        }
+    for (j, p) in &chunk {
+        owner.insert(p.key.clone(), *j);
     }
-    let pods = arcs.iter().map(|p| ssn.placement_pod(p)).collect();
+    let pods = chunk.iter().map(|(_, p)| ssn.placement_pod(p)).collect();
     let report = ssn.place(pods);
     commit_simple(ssn, &owner, report);
 }
