@@ -24,6 +24,7 @@
 pub mod actions;
 pub mod config;
 pub mod fit;
+pub mod hypernodes;
 pub mod objects;
 pub mod plugins;
 pub mod res;
@@ -173,6 +174,7 @@ pub fn run_sessions(
     let total_pods = pending.len();
     let mut pending: Vec<Arc<PodInfo>> = pending.into_iter().map(Arc::new).collect();
     let mut carry = session::Carry::default();
+    let topology = Arc::new(hypernodes::Topology::new(objs, &sched.snapshot));
     let mut report = SessionReport::default();
     let (mut batches, mut conflicts) = (0, 0);
     let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
@@ -188,6 +190,7 @@ pub fn run_sessions(
             &carry,
         );
         ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
+        ssn.topology = topology.clone();
         actions::run(&mut ssn);
         let closed = ssn.close();
         report.core.placements.extend(closed.placements);

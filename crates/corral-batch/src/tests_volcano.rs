@@ -414,3 +414,133 @@ fn preempt_finds_the_victim_anti_affinity_needs() {
     let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
     assert_eq!(ev, ["default/db"], "{:?}", r.unschedulable);
 }
+
+/// HyperNodes s0 = {s0-n1, s0-n2} (exact names), s1 = nodes labelled rack=r1
+/// (s1-n3, s1-n4), both tier 1, and s2 (tier 2) = s0 ∪ s1 (a regex over
+/// HyperNode names); 2-CPU nodes, 1 CPU used on s0-n1.
+fn topology_case(group_spec: &str, pods: usize) -> Report {
+    let hn = |name: &str, tier: u32, members: &str| {
+        format!(
+            "apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {{name: {name}}}\nspec: {{tier: {tier}, members: {members}}}\n"
+        )
+    };
+    let mut c = Case::new(0, "2")
+        .objects(&hn(
+            "s0",
+            1,
+            "[{type: Node, selector: {exactMatch: {name: s0-n1}}}, {type: Node, selector: {exactMatch: {name: s0-n2}}}]",
+        ))
+        .objects(&hn(
+            "s1",
+            1,
+            "[{type: Node, selector: {labelMatch: {matchLabels: {rack: r1}}}}]",
+        ))
+        .objects(&hn(
+            "s2",
+            2,
+            "[{type: HyperNode, selector: {regexMatch: {pattern: '^s[01]$'}}}]",
+        ))
+        .objects(&pg("g", group_spec));
+    for n in ["s0-n1", "s0-n2", "s1-n3", "s1-n4"] {
+        let mut b = node(n).cpu("2").mem("64Gi");
+        if n.starts_with("s1") {
+            b = b.label("rack", "r1");
+        }
+        // A hostname label that is not the node name: s0 is then restricted by
+        // metadata.name terms instead of the hostname label.
+        if n == "s0-n2" {
+            b = b.label("kubernetes.io/hostname", "host-2");
+        }
+        c.nodes.push(b.info());
+    }
+    c.run_on(pod("busy").cpu("1"), "s0-n1");
+    for i in 0..pods {
+        c.pend(member(&format!("g-{i}"), "g", "1"));
+    }
+    c.run(1).0
+}
+
+fn nodes_of(r: &Report) -> Vec<String> {
+    let mut n: Vec<String> = r.placements.iter().map(|p| p.node.clone()).collect();
+    n.sort();
+    n.dedup();
+    n
+}
+
+/// A network-topology gang is placed inside the lowest-tier HyperNode that can
+/// hold it: 3 pods fit s0 (3 free CPUs; the engine alone would spread them over
+/// all four nodes); 5 pods fit no tier-1 HyperNode: hard with
+/// highestTierAllowed 1 waits naming each HyperNode's reason, tier 2 allows s2,
+/// soft places it anyway.
+#[test]
+fn network_topology_gangs_stay_inside_a_hypernode() {
+    let r = topology_case(
+        "{minMember: 3, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        3,
+    );
+    assert_eq!(r.placements.len(), 3, "{:?}", r.unschedulable);
+    assert_eq!(nodes_of(&r), ["s0-n1", "s0-n2"]);
+    assert!(
+        group(&r, "g").message.contains("HyperNode s0 (tier 1)"),
+        "{:?}",
+        group(&r, "g")
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        5,
+    );
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    let m = &group(&r, "g").message;
+    assert!(
+        m.contains("no HyperNode can hold the gang")
+            && m.contains("s0 (tier 1)")
+            && m.contains("s1 (tier 1)"),
+        "{m}"
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: hard, highestTierAllowed: 2}}",
+        5,
+    );
+    assert_eq!(r.placements.len(), 5, "{:?}", r.unschedulable);
+    assert!(
+        group(&r, "g").message.contains("HyperNode s2 (tier 2)"),
+        "{:?}",
+        group(&r, "g")
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: soft, highestTierAllowed: 1}}",
+        5,
+    );
+    assert_eq!(r.placements.len(), 5, "{:?}", r.unschedulable);
+
+    // Without networkTopology the same gang spreads beyond s0.
+    let r = topology_case("{minMember: 3}", 3);
+    assert_eq!(r.placements.len(), 3);
+    assert!(
+        nodes_of(&r).iter().any(|n| n.starts_with("s1")),
+        "{:?}",
+        r.placements
+    );
+}
+
+/// Malformed HyperNodes and networkTopology are errors naming the object and field.
+#[test]
+fn malformed_hypernodes_are_reported_by_name() {
+    let c = Case::new(1, "1")
+        .objects("apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {name: bad}\nspec: {tier: 1, members: [{type: Rack, selector: {exactMatch: {name: x}}}]}\n")
+        .objects("apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {name: re}\nspec: {tier: 1, members: [{type: Node, selector: {regexMatch: {pattern: '('}}}]}\n")
+        .objects(&pg("g", "{minMember: 1, networkTopology: {mode: strict}}"));
+    let errs = c.objs().errors.join("\n");
+    assert!(
+        errs.contains("HyperNode bad") && errs.contains("spec.members[0].type"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("HyperNode re") && errs.contains("regexMatch.pattern"),
+        "{errs}"
+    );
+    assert!(errs.contains("spec.networkTopology.mode"), "{errs}");
+}

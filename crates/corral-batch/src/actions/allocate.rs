@@ -119,6 +119,15 @@ pub fn allocate(ssn: &mut Session) {
         let best = next_queue(ssn, &per_q, &cursor, &keys, &over);
         let Some(q) = best else { break };
         let j = per_q[q][cursor[q]];
+        // Network-topology-aware jobs: inside a HyperNode, alone.
+        if let Some(nt) = network_topology(ssn, j) {
+            cursor[q] += 1;
+            if !super::topology::allocate_in_topology(ssn, j, q, nt) {
+                super::topology::allocate_plain_gang(ssn, j, q);
+            }
+            refresh(ssn, q, &mut keys, &mut over);
+            continue;
+        }
         if ssn.jobs[j].simple() {
             let rival = rival_queue(ssn, &per_q, &cursor, &keys, &over, q);
             allocate_simple(ssn, q, &per_q[q], &mut cursor[q], rival, &mut tried);
@@ -310,7 +319,7 @@ pub(super) struct GangPick {
     j: usize,
     q: usize,
     /// Pending task indices offered to the core (within capability).
-    chosen: Vec<usize>,
+    pub(super) chosen: Vec<usize>,
     /// Tasks left out because the queue's capability would be exceeded.
     capped: usize,
     /// Why the first capped task was left out.
@@ -370,14 +379,15 @@ pub(super) fn charge_tasks(ssn: &mut Session, j: usize, tasks: &[usize], add: bo
 /// depend on pods placed after it (no required (anti-)affinity, no topology spread
 /// constraints), so committing a prefix of the call is exact.
 pub(super) fn batchable(ssn: &Session, j: usize) -> bool {
-    ssn.jobs[j].pending.iter().all(|t| {
-        t.pod.required_affinity_terms.is_empty()
-            && t.pod.required_anti_affinity_terms.is_empty()
-            && t.pod
-                .spec()
-                .and_then(|s| s.topology_spread_constraints.as_ref())
-                .is_none_or(|c| c.is_empty())
-    })
+    network_topology(ssn, j).is_none()
+        && ssn.jobs[j].pending.iter().all(|t| {
+            t.pod.required_affinity_terms.is_empty()
+                && t.pod.required_anti_affinity_terms.is_empty()
+                && t.pod
+                    .spec()
+                    .and_then(|s| s.topology_spread_constraints.as_ref())
+                    .is_none_or(|c| c.is_empty())
+        })
 }
 
 /// Places the picked gangs in one core call and settles them in pick order: a ready
@@ -653,4 +663,16 @@ pub(super) fn commit_simple(ssn: &mut Session, owner: &HashMap<String, usize>, r
     for u in report.unschedulable {
         ssn.pod_messages.insert(u.pod, u.message);
     }
+}
+
+/// The `networkTopology` of job `j`'s Volcano PodGroup, if it sets one.
+pub(super) fn network_topology(
+    ssn: &Session,
+    j: usize,
+) -> Option<crate::hypernodes::NetworkTopology> {
+    let job = &ssn.jobs[j];
+    if job.group != Some(crate::objects::GroupApi::Volcano) {
+        return None;
+    }
+    ssn.topology.groups.get(&job.key).copied()
 }
