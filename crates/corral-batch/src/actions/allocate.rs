@@ -97,6 +97,24 @@ pub fn allocate(ssn: &mut Session) {
     for v in &mut per_q {
         v.sort_by(|&a, &b| ssn.job_cmp(a, b));
     }
+    // Queues interleave task by task (Volcano) only when the order can change who
+    // is placed: when the simple jobs' demand exceeds the free capacity in some
+    // resource. Otherwise each queue's simple jobs go in large chunks.
+    let interleave = {
+        let mut demand = ResMap::default();
+        for v in &per_q {
+            for &j in v {
+                if ssn.jobs[j].simple() {
+                    for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
+                        demand.add(&t.req);
+                    }
+                }
+            }
+        }
+        let mut free = ssn.total.clone();
+        free.sub(&ssn.used);
+        !demand.within(&free)
+    };
     let mut cursor = vec![0usize; nq];
     let mut keys: Vec<Vec<f64>> = (0..nq).map(|q| queue_key(ssn, q)).collect();
     let mut over: Vec<bool> = (0..nq).map(|q| ssn.overused(q)).collect();
@@ -129,7 +147,11 @@ pub fn allocate(ssn: &mut Session) {
             continue;
         }
         if ssn.jobs[j].simple() {
-            let rival = rival_queue(ssn, &per_q, &cursor, &keys, &over, q);
+            let rival = if interleave {
+                rival_queue(ssn, &per_q, &cursor, &keys, &over, q)
+            } else {
+                None
+            };
             allocate_simple(ssn, q, &per_q[q], &mut cursor[q], rival, &mut tried);
             refresh(ssn, q, &mut keys, &mut over);
             continue;
@@ -621,11 +643,12 @@ pub(super) fn allocate_simple(
                 continue;
             }
             if !chunk.is_empty() {
-                let (overused, key) =
-                    with_tentative(ssn, q, &cum, |s| (s.overused(q), queue_key(s, q)));
-                let behind = rival
-                    .as_ref()
-                    .is_some_and(|(rk, rn)| key_cmp(&key, &qname, rk, rn).is_gt());
+                let (overused, behind) = with_tentative(ssn, q, &cum, |s| {
+                    let behind = rival
+                        .as_ref()
+                        .is_some_and(|(rk, rn)| key_cmp(&queue_key(s, q), &qname, rk, rn).is_gt());
+                    (s.overused(q), behind)
+                });
                 if overused || behind || chunk.len() >= CHUNK {
                     break 'jobs;
                 }
