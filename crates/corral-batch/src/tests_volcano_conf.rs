@@ -1,6 +1,10 @@
 //! volcano-scheduler.conf accepted as it is (issue 12): parsing, errors naming the
 //! field, the profile it becomes, and tier/flag semantics in sessions.
 
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
 use super::*;
 use crate::config::TierConfig;
 use crate::volcano_conf::{load, load_any};
@@ -343,4 +347,80 @@ fn tiers_and_plugins_are_exclusive() {
     };
     let e = cfg.plugins().err().expect("rejected");
     assert!(e.contains("either plugins or tiers"), "{e}");
+}
+
+/// A random cluster of full-ish nodes with plain running pods (priority 0..4, some
+/// `volcano.sh/preemptable: "false"`) and pending pods (priority 0..6), run with
+/// `tiers` and actions allocate + preempt.
+fn flag_case(
+    nodes: usize,
+    running: &[(usize, u32, i32, bool)],
+    pending: &[(u32, i32)],
+    tiers: &str,
+) -> (Report, HashMap<String, (i32, bool)>) {
+    let mut c = Case::new(nodes, "4");
+    c.cfg.actions = Some(vec![Action::Allocate, Action::Preempt]);
+    c.cfg.tiers = Some(serde_yaml_ng::from_str(tiers).expect("tiers"));
+    let mut info = HashMap::new();
+    for (i, (n, cpu, prio, protected)) in running.iter().enumerate() {
+        let name = format!("r{i}");
+        let mut b = pod(&name).cpu(&cpu.to_string()).priority(*prio);
+        if *protected {
+            b = b.label("volcano.sh/preemptable", "false");
+        }
+        c.run_on(b, &format!("n{}", n % nodes));
+        info.insert(format!("default/{name}"), (*prio, *protected));
+    }
+    for (i, (cpu, prio)) in pending.iter().enumerate() {
+        c.pend(pod(&format!("p{i}")).cpu(&cpu.to_string()).priority(*prio));
+    }
+    (c.run(1).0, info)
+}
+
+const BASE: &str = "[{plugins: [{name: priority}, {name: gang}, {name: conformance}]}]";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    /// Switching one flag changes only what it governs: all voters on → victims
+    /// are lower-priority and unprotected; conformance `enablePreemptable: false`
+    /// → victims are still lower-priority (priority's vote) but may be protected
+    /// ones; no victim voter, or no starving voter → no eviction at all; the
+    /// allocate decisions (placements) are the same under every preempt flag.
+    #[test]
+    fn one_flag_changes_only_what_it_governs(
+        nodes in 1usize..4,
+        running in proptest::collection::vec((0usize..3, 1u32..3, 0i32..4, any::<bool>()), 0..8),
+        pending in proptest::collection::vec((1u32..4, 0i32..6), 1..4),
+    ) {
+        let preemptor_prio: HashMap<String, i32> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| (format!("default/p{i}"), *p))
+            .collect();
+        let (base, info) = flag_case(nodes, &running, &pending, BASE);
+        for e in &base.evictions {
+            let (vp, protected) = info[&e.pod];
+            prop_assert!(!protected, "{e:?}");
+            prop_assert!(vp < preemptor_prio[&e.preemptor], "{e:?}");
+        }
+        let (off, _) = flag_case(nodes, &running, &pending,
+            "[{plugins: [{name: priority}, {name: gang}, {name: conformance, enablePreemptable: false}]}]");
+        for e in &off.evictions {
+            prop_assert!(info[&e.pod].0 < preemptor_prio[&e.preemptor], "{e:?}");
+        }
+        let placed = |r: &Report| {
+            let mut v: Vec<(String, String)> = r.placements.iter().map(|p| (p.pod.clone(), p.node.clone())).collect();
+            v.sort();
+            v
+        };
+        prop_assert_eq!(placed(&base), placed(&off));
+        for tiers in [
+            "[{plugins: [{name: priority, enablePreemptable: false}, {name: gang}, {name: conformance, enablePreemptable: false}]}]",
+            "[{plugins: [{name: priority, enableJobStarving: false}, {name: gang, enableJobStarving: false}, {name: conformance}]}]",
+        ] {
+            let (r, _) = flag_case(nodes, &running, &pending, tiers);
+            prop_assert!(r.evictions.is_empty(), "{tiers}: {:?}", r.evictions);
+            prop_assert_eq!(placed(&base), placed(&r));
+        }
+    }
 }
