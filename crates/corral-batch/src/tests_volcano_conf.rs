@@ -338,6 +338,53 @@ fn enqueue_votes_by_tier() {
     );
 }
 
+/// numaaware is NodeResourceTopologyMatch: Filter and Score (weight argument)
+/// in the profile; without it the plugin is off.
+#[test]
+fn numaaware_maps_to_node_resource_topology_match() {
+    let build = |tiers: &str| {
+        let v = load(&format!("actions: allocate\ntiers:\n{tiers}"), "c")
+            .expect("valid")
+            .expect("volcano");
+        let fws = v.kube.build().expect("build");
+        let fw = &fws[0];
+        let filters: Vec<&str> = fw.filter.iter().map(|p| p.name()).collect();
+        let scores: Vec<(&str, i64)> = fw
+            .score
+            .iter()
+            .map(|s| (s.plugin.name(), s.weight))
+            .collect();
+        (
+            filters.contains(&"NodeResourceTopologyMatch"),
+            scores
+                .iter()
+                .find(|s| s.0 == "NodeResourceTopologyMatch")
+                .map(|s| s.1),
+        )
+    };
+    assert_eq!(build("- plugins:\n  - name: gang\n"), (false, None));
+    assert_eq!(
+        build("- plugins:\n  - name: numaaware\n    arguments: {weight: 10}\n"),
+        (true, Some(10))
+    );
+    assert_eq!(
+        build("- plugins:\n  - name: numaaware\n    enableNodeOrder: false\n"),
+        (true, None)
+    );
+    assert_eq!(
+        build(
+            "- plugins:\n  - name: predicates\n  - name: numaaware\n    enablePredicate: false\n"
+        ),
+        (false, Some(1))
+    );
+    let e = load(
+        "actions: allocate\ntiers:\n- plugins:\n  - name: numaaware\n    arguments: {x: 1}\n",
+        "c",
+    )
+    .expect_err("unknown argument");
+    assert!(e.contains("arguments.x") && e.contains("numaaware"), "{e}");
+}
+
 #[test]
 fn tiers_and_plugins_are_exclusive() {
     let cfg = SessionConfig {
@@ -373,6 +420,8 @@ fn flag_case(
     }
     for (i, (cpu, prio)) in pending.iter().enumerate() {
         c.pend(pod(&format!("p{i}")).cpu(&cpu.to_string()).priority(*prio));
+        // A pod allocated in the session can be a victim of a later preemptor.
+        info.insert(format!("default/p{i}"), (*prio, false));
     }
     (c.run(1).0, info)
 }

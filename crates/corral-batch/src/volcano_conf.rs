@@ -12,6 +12,9 @@
 //!   its arguments, Volcano's defaults otherwise) and `binpack` → scores (the
 //!   LeastAllocated part of nodeorder and binpack's MostAllocated are combined per
 //!   resource into one NodeResourcesFit strategy);
+//! - `numaaware` → NodeResourceTopologyMatch (Filter, Score with its `weight`);
+//!   `network-topology-aware` is accepted without arguments (HyperNode placement is
+//!   `actions/topology.rs`);
 //! - `configurations[]`: action names are checked; no action argument is supported
 //!   yet, so any argument is an error naming it.
 //!
@@ -43,15 +46,19 @@ pub const SESSION_PLUGINS: &[&str] = &[
     "resourcequota",
 ];
 /// Volcano node plugins mapped onto the profile.
-pub const NODE_PLUGINS: &[&str] = &["predicates", "nodeorder", "binpack"];
+pub const NODE_PLUGINS: &[&str] = &[
+    "predicates",
+    "nodeorder",
+    "binpack",
+    "numaaware",
+    "network-topology-aware",
+];
 /// Volcano plugins Corral does not support (yet).
 pub const UNSUPPORTED_PLUGINS: &[&str] = &[
     "sla",
-    "numaaware",
     "deviceshare",
     "pdb",
     "task-topology",
-    "network-topology-aware",
     "tdm",
     "rescheduling",
     "usage",
@@ -186,10 +193,18 @@ pub fn parse(text: &str, origin: &str) -> Result<VolcanoConf, String> {
     session
         .plugins()
         .map_err(|e| format!("{origin}: {}", e.replace("corral.session.tiers", "tiers")))?;
+    if let Some((at, p)) = node.get("network-topology-aware")
+        && let Some(k) = p.arguments.iter().flatten().map(|(k, _)| k).next()
+    {
+        return Err(format!(
+            "{at}.arguments.{k}: network-topology-aware argument not supported by Corral (HyperNodes are tried lowest tier first, then the smaller, then by name)"
+        ));
+    }
     let kube = profile(
         node.get("predicates"),
         node.get("nodeorder"),
         node.get("binpack"),
+        node.get("numaaware"),
     )?;
     Ok(VolcanoConf { kube, session })
 }
@@ -261,6 +276,7 @@ fn profile(
     predicates: Option<&(String, PluginOption)>,
     nodeorder: Option<&(String, PluginOption)>,
     binpack: Option<&(String, PluginOption)>,
+    numaaware: Option<&(String, PluginOption)>,
 ) -> Result<KubeSchedulerConfiguration, String> {
     let empty = BTreeMap::new();
     if let Some((at, p)) = predicates
@@ -403,10 +419,30 @@ fn profile(
             })
             .collect()
     };
+    // numaaware → NodeResourceTopologyMatch: its Filter (enablePredicate) and its
+    // Score (enableNodeOrder, `weight` argument, default 1).
+    let mut numa_filter = false;
+    if let Some((at, p)) = numaaware {
+        for k in p.arguments.iter().flatten().map(|(k, _)| k) {
+            if k != "weight" {
+                return Err(format!(
+                    "{at}.arguments.{k}: unknown numaaware argument (known: weight)"
+                ));
+            }
+        }
+        numa_filter = p.predicate != Some(false);
+        if p.node_order != Some(false) {
+            let w = weight(p.arguments.as_ref().unwrap_or(&empty), "weight", 1.0, at)?;
+            if w > 0.0 {
+                scores.push(("NodeResourceTopologyMatch", w));
+            }
+        }
+    }
     let mut plugins = PluginsConfig {
         multi_point: Some(PluginSet {
             enabled: Vec::new(),
-            // Volcano's numaaware and deviceshare plugins are not supported here.
+            // numaaware is NodeResourceTopologyMatch (below); Volcano's deviceshare
+            // is not supported, so tencent vcuda GpuShare is off.
             disabled: refs(&["NodeResourceTopologyMatch", "GpuShare"]),
         }),
         score: Some(PluginSet {
@@ -421,15 +457,32 @@ fn profile(
         }),
         ..PluginsConfig::default()
     };
+    let numa_scored = scores
+        .iter()
+        .any(|(n, _)| *n == "NodeResourceTopologyMatch");
+    if numa_filter || numa_scored {
+        let mp = plugins.multi_point.get_or_insert_with(PluginSet::default);
+        mp.disabled
+            .retain(|r| r.name != "NodeResourceTopologyMatch");
+        if !numa_filter {
+            plugins
+                .filter
+                .get_or_insert_with(PluginSet::default)
+                .disabled
+                .extend(refs(&["NodeResourceTopologyMatch"]));
+        }
+    }
     if predicates.is_none_or(|(_, p)| p.predicate == Some(false)) {
-        plugins.filter = Some(PluginSet {
-            enabled: Vec::new(),
-            disabled: refs(PREDICATE_FILTERS),
-        });
-        plugins.pre_filter = Some(PluginSet {
-            enabled: Vec::new(),
-            disabled: refs(PREDICATE_FILTERS),
-        });
+        plugins
+            .filter
+            .get_or_insert_with(PluginSet::default)
+            .disabled
+            .extend(refs(PREDICATE_FILTERS));
+        plugins
+            .pre_filter
+            .get_or_insert_with(PluginSet::default)
+            .disabled
+            .extend(refs(PREDICATE_FILTERS));
     }
     let profiles = SCHEDULER_NAMES
         .iter()
