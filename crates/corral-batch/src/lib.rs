@@ -24,11 +24,14 @@
 pub mod actions;
 pub mod config;
 pub mod fit;
+pub mod hypernodes;
 pub mod objects;
 pub mod plugins;
 pub mod res;
 pub mod running;
 pub mod session;
+pub mod tiers;
+pub mod volcano_conf;
 
 #[cfg(test)]
 mod tests;
@@ -177,6 +180,7 @@ pub fn run_sessions(
     let total_pods = pending.len();
     let mut pending: Vec<Arc<PodInfo>> = pending.into_iter().map(Arc::new).collect();
     let mut carry = session::Carry::default();
+    let topology = Arc::new(hypernodes::Topology::new(objs, &sched.snapshot));
     let mut report = SessionReport::default();
     let (mut batches, mut conflicts) = (0, 0);
     let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
@@ -192,6 +196,7 @@ pub fn run_sessions(
             &carry,
         );
         ssn.pod_group_backoff = cfg.pod_group_backoff_seconds;
+        ssn.topology = topology.clone();
         actions::run(&mut ssn);
         let closed = ssn.close();
         report.core.placements.extend(closed.placements);

@@ -24,6 +24,7 @@ pub const EXTRA_KINDS: &[(&str, &str)] = &[
     (VOLCANO_API, "PodGroup"),
     (COSCHED_API, "PodGroup"),
     ("v1", "ResourceQuota"),
+    (crate::hypernodes::TOPOLOGY_API, "HyperNode"),
 ];
 
 /// The queue of pods and groups that name none.
@@ -96,6 +97,7 @@ struct VolcanoPodGroupSpecDoc {
     queue: Option<String>,
     priority_class_name: Option<String>,
     min_resources: Option<BTreeMap<String, Quantity>>,
+    /// Decoded by [`crate::hypernodes::parse_network_topology`].
     #[allow(dead_code)]
     network_topology: Option<serde_json::Value>,
     #[allow(dead_code)]
@@ -217,6 +219,10 @@ pub struct BatchObjects {
     /// Keyed by (api, namespace/name).
     pub groups: Vec<GroupSpec>,
     pub quotas: Vec<QuotaSpec>,
+    /// `topology.volcano.sh/v1alpha1` HyperNodes.
+    pub hypernodes: Vec<crate::hypernodes::HyperNodeSpec>,
+    /// Volcano PodGroups' `spec.networkTopology`, by `namespace/name`.
+    pub network_topology: HashMap<String, crate::hypernodes::NetworkTopology>,
     /// One message per malformed object, naming it.
     pub errors: Vec<String>,
 }
@@ -262,9 +268,28 @@ impl BatchObjects {
                     Err(e) => out.errors.push(field_err(o, "Queue", &name, e)),
                 },
                 (VOLCANO_API, "PodGroup") | (COSCHED_API, "PodGroup") => {
-                    match parse_group(o, priority_classes) {
-                        Ok(g) => out.groups.push(g),
-                        Err(e) => out.errors.push(field_err(o, "PodGroup", &name, e)),
+                    let topo = match o.value.pointer("/spec/networkTopology") {
+                        Some(v) if o.api_version == VOLCANO_API && !v.is_null() => {
+                            crate::hypernodes::parse_network_topology(v).map(Some)
+                        }
+                        _ => Ok(None),
+                    };
+                    match (parse_group(o, priority_classes), topo) {
+                        (Ok(g), Ok(t)) => {
+                            if let Some(t) = t {
+                                out.network_topology.insert(g.key(), t);
+                            }
+                            out.groups.push(g)
+                        }
+                        (Err(e), _) | (_, Err(e)) => {
+                            out.errors.push(field_err(o, "PodGroup", &name, e))
+                        }
+                    }
+                }
+                (crate::hypernodes::TOPOLOGY_API, "HyperNode") => {
+                    match crate::hypernodes::parse_hypernode(o) {
+                        Ok(h) => out.hypernodes.push(h),
+                        Err(e) => out.errors.push(field_err(o, "HyperNode", &name, e)),
                     }
                 }
                 ("v1", "ResourceQuota") => match parse_quota(o) {
@@ -367,11 +392,13 @@ fn parse_group(o: &RawObject, pcs: &HashMap<String, i32>) -> Result<GroupSpec, S
             }
             mtm.insert(role, n as u32);
         }
-        // Volcano: a PriorityClass that does not exist gives the default priority
-        // (the globalDefault PriorityClass, keyed "", else 0); the group schedules.
+        // Volcano: a group without a priorityClassName, or naming one that does not
+        // exist, has the default priority (the globalDefault PriorityClass, keyed
+        // "", else 0) — not its pods' priority; the group schedules.
+        let default = pcs.get("").copied().unwrap_or(0);
         let priority = match d.spec.priority_class_name.as_deref() {
-            None | Some("") => None,
-            Some(pc) => Some(pcs.get(pc).or_else(|| pcs.get("")).copied().unwrap_or(0)),
+            None | Some("") => Some(default),
+            Some(pc) => Some(pcs.get(pc).copied().unwrap_or(default)),
         };
         Ok(GroupSpec {
             api: GroupApi::Volcano,

@@ -274,6 +274,8 @@ pub struct Session {
     pub backoff_until: HashMap<String, i64>,
     /// Backoff after a timeout (`None`: the group's scheduleTimeoutSeconds).
     pub pod_group_backoff: Option<i64>,
+    /// HyperNodes and PodGroups' networkTopology (set by the caller).
+    pub topology: Arc<crate::hypernodes::Topology>,
     /// Plain running pods whose one-pod jobs are not in `jobs` (yet): their usage,
     /// by queue and namespace. Emptied by [`Session::materialize_running`].
     pub plain_running: Vec<PlainUsage>,

@@ -335,7 +335,8 @@ fn hierarchical_shares() {
 
 #[test]
 fn preemption_is_minimal_and_lowest_priority() {
-    let mut c = Case::new(2, "4").objects(&pg("g", "{minMember: 2}"));
+    // The gang's priority is its PriorityClass's (1000): never a victim of p.
+    let mut c = Case::new(2, "4").objects(&pg("g", "{minMember: 2, priorityClassName: high}"));
     for i in 0..3 {
         c.run_on(member(&format!("g-{i}"), "g", "1").priority(10), "n0");
     }
@@ -1098,7 +1099,11 @@ fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
             .priority(0);
         c.run_on(started(b, "2026-01-01T00:00:00Z"), &format!("n{}", i % 2));
     }
-    c = c.objects(&pg("hi", "{minMember: 2, queue: q0}"));
+    // A Volcano PodGroup's priority is its class's (not its pods').
+    c = c.objects(&pg(
+        "hi",
+        "{minMember: 2, queue: q0, priorityClassName: high}",
+    ));
     for t in 0..2 {
         c.pend(member(&format!("hi-{t}"), "hi", "1").priority(10));
     }
@@ -1114,3 +1119,7 @@ fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
 /// Volcano drop-in semantics (issue 12).
 #[path = "tests_volcano.rs"]
 mod volcano;
+
+/// volcano-scheduler.conf, tiers and flags (issue 12).
+#[path = "tests_volcano_conf.rs"]
+mod volcano_conf;

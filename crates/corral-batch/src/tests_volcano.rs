@@ -318,3 +318,229 @@ fn reclaim_victims_by_job_priority_then_task_priority() {
     let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
     assert_eq!(ev, ["default/x-lo"], "{:?}", r.evictions);
 }
+
+/// A Volcano PodGroup without a priorityClassName has the default priority (the
+/// globalDefault class, else 0) — not its pods' priority — and minMember below
+/// the sum of minTaskMember skips the per-task minimums (Volcano).
+#[test]
+fn default_group_priority_and_min_member_below_task_minimums() {
+    // Pods of priority 500 in a group without a class: the group is priority 0, so
+    // a priority-100 plain pod preempts one of them (3 running, minMember 1).
+    let mut c = Case::new(1, "3").objects(&pg("g", "{minMember: 1}"));
+    for i in 0..3 {
+        c.run_on(member(&format!("g-{i}"), "g", "1").priority(500), "n0");
+    }
+    c.pend(pod("p").cpu("1").priority(100));
+    let r = c.run(1).0;
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.unschedulable);
+    assert!(r.evictions[0].pod.starts_with("default/g-"));
+    // minMember 1 < minTaskMember {"": 2}: one pod is enough.
+    let mut c = Case::new(1, "1").objects(&pg("h", "{minMember: 1, minTaskMember: {\"\": 2}}"));
+    c.pend(member("h-0", "h", "1"));
+    c.pend(member("h-1", "h", "1"));
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "h-"), 1, "{:?}", r.unschedulable);
+    // minMember 2 = the sum: each task minimum applies (no pod has role "w").
+    let mut c = Case::new(1, "4").objects(&pg("k", "{minMember: 2, minTaskMember: {w: 2}}"));
+    c.pend(member("k-0", "k", "1"));
+    c.pend(member("k-1", "k", "1"));
+    assert_eq!(placed(&c.run(1).0, "k-"), 0);
+}
+
+/// Simple jobs are allocated task by task across queues (Volcano's allocate):
+/// two queues of equal weight with 2-pod jobs on a 2-CPU node get one pod each.
+#[test]
+fn simple_jobs_interleave_queues_task_by_task() {
+    let mut c = Case::new(1, "2")
+        .objects(&queue("a", "{weight: 1}"))
+        .objects(&queue("b", "{weight: 1}"))
+        .objects(&pg("ja", "{minMember: 0, queue: a}"))
+        .objects(&pg("jb", "{minMember: 0, queue: b}"));
+    for i in 0..2 {
+        c.pend(member(&format!("ja-{i}"), "ja", "1"));
+        c.pend(member(&format!("jb-{i}"), "jb", "1"));
+    }
+    let r = c.run(1).0;
+    assert_eq!(placed(&r, "ja-"), 1, "{:?}", r.placements);
+    assert_eq!(placed(&r, "jb-"), 1, "{:?}", r.placements);
+}
+
+/// Preempt: victims of the preemptor's own queue free its capability, so a queue
+/// at its capability still preempts its lower-priority work (Volcano #3161); and a
+/// BestEffort preemptor preempts too (Volcano #3335).
+#[test]
+fn preempt_counts_same_queue_victims_against_capability_and_best_effort_preempts() {
+    let mut c = Case::new(1, "12")
+        .objects(&queue("q", "{weight: 1, capability: {cpu: 4}}"))
+        .objects(&pg("low", "{minMember: 0, queue: q}"))
+        .objects(&pg(
+            "hi",
+            "{minMember: 1, queue: q, priorityClassName: high}",
+        ));
+    c.run_on(member("low-0", "low", "3"), "n0");
+    c.pend(member("hi-0", "hi", "3"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/low-0"]);
+
+    let mut c = Case::new(0, "1")
+        .objects(&pg("low", "{minMember: 0}"))
+        .objects(&pg("hi", "{minMember: 1, priorityClassName: high}"));
+    c.nodes
+        .push(node("n0").cpu("4").mem("8Gi").pods("1").info());
+    c.run_on(ann(pod("be-low"), ANN_GROUP_NAME, "low"), "n0");
+    c.pend(ann(pod("be-hi"), ANN_GROUP_NAME, "hi"));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/be-low"]);
+}
+
+/// Preempt finds the victim a filter needs gone, not only the cheapest by
+/// resources: the preemptor's required anti-affinity to `db` pods makes the
+/// higher-priority `db` pod the victim, and the cheaper pod stays (Volcano's
+/// topology-aware preemption; kube-scheduler's reprieve).
+#[test]
+fn preempt_finds_the_victim_anti_affinity_needs() {
+    let mut c = Case::new(1, "2");
+    c.run_on(pod("db").cpu("1").priority(2).label("app", "db"), "n0");
+    c.run_on(pod("cheap").cpu("1").priority(1), "n0");
+    c.pend(pod("p").cpu("1").priority(100).affinity(json!({
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+            "labelSelector": {"matchLabels": {"app": "db"}},
+            "topologyKey": "kubernetes.io/hostname"
+        }]}
+    })));
+    let r = c.run(1).0;
+    let ev: Vec<&str> = r.evictions.iter().map(|e| e.pod.as_str()).collect();
+    assert_eq!(ev, ["default/db"], "{:?}", r.unschedulable);
+}
+
+/// HyperNodes s0 = {s0-n1, s0-n2} (exact names), s1 = nodes labelled rack=r1
+/// (s1-n3, s1-n4), both tier 1, and s2 (tier 2) = s0 ∪ s1 (a regex over
+/// HyperNode names); 2-CPU nodes, 1 CPU used on s0-n1.
+fn topology_case(group_spec: &str, pods: usize) -> Report {
+    let hn = |name: &str, tier: u32, members: &str| {
+        format!(
+            "apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {{name: {name}}}\nspec: {{tier: {tier}, members: {members}}}\n"
+        )
+    };
+    let mut c = Case::new(0, "2")
+        .objects(&hn(
+            "s0",
+            1,
+            "[{type: Node, selector: {exactMatch: {name: s0-n1}}}, {type: Node, selector: {exactMatch: {name: s0-n2}}}]",
+        ))
+        .objects(&hn(
+            "s1",
+            1,
+            "[{type: Node, selector: {labelMatch: {matchLabels: {rack: r1}}}}]",
+        ))
+        .objects(&hn(
+            "s2",
+            2,
+            "[{type: HyperNode, selector: {regexMatch: {pattern: '^s[01]$'}}}]",
+        ))
+        .objects(&pg("g", group_spec));
+    for n in ["s0-n1", "s0-n2", "s1-n3", "s1-n4"] {
+        let mut b = node(n).cpu("2").mem("64Gi");
+        if n.starts_with("s1") {
+            b = b.label("rack", "r1");
+        }
+        // A hostname label that is not the node name: s0 is then restricted by
+        // metadata.name terms instead of the hostname label.
+        if n == "s0-n2" {
+            b = b.label("kubernetes.io/hostname", "host-2");
+        }
+        c.nodes.push(b.info());
+    }
+    c.run_on(pod("busy").cpu("1"), "s0-n1");
+    for i in 0..pods {
+        c.pend(member(&format!("g-{i}"), "g", "1"));
+    }
+    c.run(1).0
+}
+
+fn nodes_of(r: &Report) -> Vec<String> {
+    let mut n: Vec<String> = r.placements.iter().map(|p| p.node.clone()).collect();
+    n.sort();
+    n.dedup();
+    n
+}
+
+/// A network-topology gang is placed inside the lowest-tier HyperNode that can
+/// hold it: 3 pods fit s0 (3 free CPUs; the engine alone would spread them over
+/// all four nodes); 5 pods fit no tier-1 HyperNode: hard with
+/// highestTierAllowed 1 waits naming each HyperNode's reason, tier 2 allows s2,
+/// soft places it anyway.
+#[test]
+fn network_topology_gangs_stay_inside_a_hypernode() {
+    let r = topology_case(
+        "{minMember: 3, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        3,
+    );
+    assert_eq!(r.placements.len(), 3, "{:?}", r.unschedulable);
+    assert_eq!(nodes_of(&r), ["s0-n1", "s0-n2"]);
+    assert!(
+        group(&r, "g").message.contains("HyperNode s0 (tier 1)"),
+        "{:?}",
+        group(&r, "g")
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        5,
+    );
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    let m = &group(&r, "g").message;
+    assert!(
+        m.contains("no HyperNode can hold the gang")
+            && m.contains("s0 (tier 1)")
+            && m.contains("s1 (tier 1)"),
+        "{m}"
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: hard, highestTierAllowed: 2}}",
+        5,
+    );
+    assert_eq!(r.placements.len(), 5, "{:?}", r.unschedulable);
+    assert!(
+        group(&r, "g").message.contains("HyperNode s2 (tier 2)"),
+        "{:?}",
+        group(&r, "g")
+    );
+
+    let r = topology_case(
+        "{minMember: 5, networkTopology: {mode: soft, highestTierAllowed: 1}}",
+        5,
+    );
+    assert_eq!(r.placements.len(), 5, "{:?}", r.unschedulable);
+
+    // Without networkTopology the same gang spreads beyond s0.
+    let r = topology_case("{minMember: 3}", 3);
+    assert_eq!(r.placements.len(), 3);
+    assert!(
+        nodes_of(&r).iter().any(|n| n.starts_with("s1")),
+        "{:?}",
+        r.placements
+    );
+}
+
+/// Malformed HyperNodes and networkTopology are errors naming the object and field.
+#[test]
+fn malformed_hypernodes_are_reported_by_name() {
+    let c = Case::new(1, "1")
+        .objects("apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {name: bad}\nspec: {tier: 1, members: [{type: Rack, selector: {exactMatch: {name: x}}}]}\n")
+        .objects("apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {name: re}\nspec: {tier: 1, members: [{type: Node, selector: {regexMatch: {pattern: '('}}}]}\n")
+        .objects(&pg("g", "{minMember: 1, networkTopology: {mode: strict}}"));
+    let errs = c.objs().errors.join("\n");
+    assert!(
+        errs.contains("HyperNode bad") && errs.contains("spec.members[0].type"),
+        "{errs}"
+    );
+    assert!(
+        errs.contains("HyperNode re") && errs.contains("regexMatch.pattern"),
+        "{errs}"
+    );
+    assert!(errs.contains("spec.networkTopology.mode"), "{errs}");
+}

@@ -56,10 +56,10 @@ async fn serve(cli: ExtenderCli) -> anyhow::Result<()> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
-            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
-                &text,
-                &p.display().to_string(),
-            )?;
+            // A Volcano scheduler configuration (its profile), or a
+            // KubeSchedulerConfiguration.
+            let (cfg, _) = crate::batch::volcano_conf::load_any(&text, &p.display().to_string())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             file_kubeconfig = crate::k8s::settings::apply_extender(&cfg, &p.display().to_string())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             cfg.build()?

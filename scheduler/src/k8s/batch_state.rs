@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 
 use super::crds::{Crd, StatusPatch, StatusPatcher, dynamic_to_raw, object_key, to_raw};
 use super::metrics::{Metrics, ResourceLabel, What};
+use crate::batch::hypernodes::Topology;
 use crate::batch::objects::{
     ANN_GROUP_NAME, ANN_QUEUE_NAME, BatchObjects, GroupApi, LABEL_POD_GROUP,
 };
@@ -242,6 +243,7 @@ impl BatchState {
             match crd {
                 Crd::VolcanoPodGroup => "podgroups.scheduling.volcano.sh",
                 Crd::VolcanoQueue => "queues.scheduling.volcano.sh",
+                Crd::HyperNode => "hypernodes.topology.volcano.sh",
                 _ => "podgroups.scheduling.x-k8s.io",
             },
             n,
@@ -425,6 +427,7 @@ impl BatchState {
             Crd::VolcanoQueue,
             Crd::VolcanoPodGroup,
             Crd::CoschedulingPodGroup,
+            Crd::HyperNode,
         ] {
             let ar = crd.api_resource();
             for v in self.crds.get(&crd).into_iter().flat_map(|m| m.values()) {
@@ -593,6 +596,7 @@ impl BatchState {
             now,
             &Carry::default(),
         );
+        ssn.topology = Arc::new(Topology::new(&objs, &ssn.sched.snapshot));
         crate::batch::actions::run(&mut ssn);
         ssn.close()
     }
@@ -625,6 +629,7 @@ impl BatchState {
             now,
             &self.carry,
         );
+        ssn.topology = Arc::new(Topology::new(&objs, &ssn.sched.snapshot));
         crate::batch::actions::run(&mut ssn);
         let mut closed = ssn.close();
         for fw in &mut closed.sched.frameworks {
@@ -941,6 +946,32 @@ mod tests {
         st.on_crd_event(t, Event::Apply(nrt("8")), &mut snap);
         assert!(st.on_crd_event(t, Event::Delete(nrt("8")), &mut snap));
         assert!(snap.node("n1").unwrap().numa.is_none());
+    }
+
+    #[test]
+    fn watched_hypernodes_reach_the_session_objects() {
+        let mut st = BatchState::new(Arc::new(Metrics::new()), &SessionConfig::default());
+        let hn = dyn_obj(json!({
+            "apiVersion": "topology.volcano.sh/v1alpha1", "kind": "HyperNode",
+            "metadata": {"name": "s0", "resourceVersion": "1"},
+            "spec": {"tier": 1, "members": [{"type": "Node", "selector": {"regexMatch": {"pattern": "^n"}}}]}
+        }));
+        let pg = dyn_obj(json!({
+            "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+            "metadata": {"name": "pg", "namespace": "ns"},
+            "spec": {"minMember": 2, "queue": "default",
+                "networkTopology": {"mode": "hard", "highestTierAllowed": 1}}
+        }));
+        let mut snap = Snapshot::new();
+        snap.upsert_node(crate::testutil::node("n1").cpu("4").info());
+        assert!(st.on_crd_event(Crd::HyperNode, Event::Apply(hn), &mut snap));
+        assert!(st.on_crd_event(Crd::VolcanoPodGroup, Event::Apply(pg), &mut snap));
+        let objs = st.objects();
+        assert!(objs.errors.is_empty(), "{:?}", objs.errors);
+        let topo = Topology::new(&objs, &snap);
+        assert_eq!(topo.domains.len(), 1);
+        assert!(topo.domains[0].nodes.contains("n1"));
+        assert!(topo.groups["ns/pg"].hard);
     }
 
     #[test]

@@ -30,14 +30,17 @@ pub enum Crd {
     VolcanoQueue,
     CoschedulingPodGroup,
     NodeResourceTopology,
+    /// Volcano network topology (`topology.volcano.sh/v1alpha1` HyperNode).
+    HyperNode,
 }
 
 impl Crd {
-    pub const ALL: [Crd; 4] = [
+    pub const ALL: [Crd; 5] = [
         Crd::VolcanoPodGroup,
         Crd::VolcanoQueue,
         Crd::CoschedulingPodGroup,
         Crd::NodeResourceTopology,
+        Crd::HyperNode,
     ];
 
     pub fn api_resource(self) -> ApiResource {
@@ -47,6 +50,7 @@ impl Crd {
             Crd::CoschedulingPodGroup => {
                 ("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups")
             }
+            Crd::HyperNode => ("topology.volcano.sh", "v1alpha1", "HyperNode", "hypernodes"),
             Crd::NodeResourceTopology => (
                 "topology.node.k8s.io",
                 "v1alpha2",

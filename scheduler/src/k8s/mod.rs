@@ -719,15 +719,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| anyhow::anyhow!("config {}: {e}", p.display()))?;
-            let cfg = crate::config::KubeSchedulerConfiguration::from_yaml(
-                &text,
-                &p.display().to_string(),
-            )?;
+            // A Volcano scheduler configuration, or a KubeSchedulerConfiguration.
+            let (cfg, session) =
+                crate::batch::volcano_conf::load_any(&text, &p.display().to_string())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
             kubeconfig =
                 settings::apply_run(Some(&cfg), &p.display().to_string(), &args.flags, &mut opts)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let session =
-                crate::batch::SessionConfig::from_config_yaml(&text, &p.display().to_string())
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
             if let Some(s) = session {
                 s.plugins()

@@ -9,8 +9,8 @@ use std::sync::Arc;
 pub mod plot;
 pub mod timeline;
 
-use crate::batch::{SessionConfig, SessionReport};
-use crate::config::{KubeSchedulerConfiguration, default_frameworks};
+use crate::batch::SessionReport;
+use crate::config::default_frameworks;
 use crate::framework::Framework;
 use crate::input::{ClusterInput, InputError, is_terminated, load_paths, load_str};
 use crate::scheduler::{Options, Scheduler};
@@ -148,14 +148,14 @@ pub fn run(
             let text = std::fs::read_to_string(path).map_err(|e| {
                 SimulateError(format!("{}: cannot read config: {e}", path.display()))
             })?;
-            let cfg = KubeSchedulerConfiguration::from_yaml(&text, &path.display().to_string())
-                .map_err(|e| SimulateError(e.0))?;
+            // A Volcano scheduler configuration, or a KubeSchedulerConfiguration.
+            let (cfg, s) = crate::batch::volcano_conf::load_any(&text, &path.display().to_string())
+                .map_err(SimulateError)?;
+            session = s;
             let fws = cfg
                 .build()
                 .map_err(|e| SimulateError(format!("{}: {}", path.display(), e.0)))?;
             health_args = crate::health::args_from_config(&cfg);
-            session = SessionConfig::from_config_yaml(&text, &path.display().to_string())
-                .map_err(SimulateError)?;
             (fws, cfg.corral.unwrap_or_default())
         }
         None => (default_frameworks(), Default::default()),

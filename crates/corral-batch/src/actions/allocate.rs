@@ -1,6 +1,8 @@
 //! `allocate`: nominated preemptors first, then queues by share; simple jobs in
 //! chunks, gangs in exact one-by-one pick order (several per engine call).
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Simple jobs committed per core scheduling call.
@@ -95,6 +97,24 @@ pub fn allocate(ssn: &mut Session) {
     for v in &mut per_q {
         v.sort_by(|&a, &b| ssn.job_cmp(a, b));
     }
+    // Queues interleave task by task (Volcano) only when the order can change who
+    // is placed: when the simple jobs' demand exceeds the free capacity in some
+    // resource. Otherwise each queue's simple jobs go in large chunks.
+    let interleave = {
+        let mut demand = ResMap::default();
+        for v in &per_q {
+            for &j in v {
+                if ssn.jobs[j].simple() {
+                    for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
+                        demand.add(&t.req);
+                    }
+                }
+            }
+        }
+        let mut free = ssn.total.clone();
+        free.sub(&ssn.used);
+        !demand.within(&free)
+    };
     let mut cursor = vec![0usize; nq];
     let mut keys: Vec<Vec<f64>> = (0..nq).map(|q| queue_key(ssn, q)).collect();
     let mut over: Vec<bool> = (0..nq).map(|q| ssn.overused(q)).collect();
@@ -111,12 +131,28 @@ pub fn allocate(ssn: &mut Session) {
         }
     };
     let mut gang_limit = GANG_BATCH_JOBS;
+    // Tasks of simple jobs already offered in this action.
+    let mut tried: HashSet<String> = HashSet::new();
     loop {
         let best = next_queue(ssn, &per_q, &cursor, &keys, &over);
         let Some(q) = best else { break };
         let j = per_q[q][cursor[q]];
+        // Network-topology-aware jobs: inside a HyperNode, alone.
+        if let Some(nt) = network_topology(ssn, j) {
+            cursor[q] += 1;
+            if !super::topology::allocate_in_topology(ssn, j, q, nt) {
+                super::topology::allocate_plain_gang(ssn, j, q);
+            }
+            refresh(ssn, q, &mut keys, &mut over);
+            continue;
+        }
         if ssn.jobs[j].simple() {
-            allocate_simple(ssn, q, &per_q[q], &mut cursor[q]);
+            let rival = if interleave {
+                rival_queue(ssn, &per_q, &cursor, &keys, &over, q)
+            } else {
+                None
+            };
+            allocate_simple(ssn, q, &per_q[q], &mut cursor[q], rival, &mut tried);
             refresh(ssn, q, &mut keys, &mut over);
             continue;
         }
@@ -305,7 +341,7 @@ pub(super) struct GangPick {
     j: usize,
     q: usize,
     /// Pending task indices offered to the core (within capability).
-    chosen: Vec<usize>,
+    pub(super) chosen: Vec<usize>,
     /// Tasks left out because the queue's capability would be exceeded.
     capped: usize,
     /// Why the first capped task was left out.
@@ -365,14 +401,15 @@ pub(super) fn charge_tasks(ssn: &mut Session, j: usize, tasks: &[usize], add: bo
 /// depend on pods placed after it (no required (anti-)affinity, no topology spread
 /// constraints), so committing a prefix of the call is exact.
 pub(super) fn batchable(ssn: &Session, j: usize) -> bool {
-    ssn.jobs[j].pending.iter().all(|t| {
-        t.pod.required_affinity_terms.is_empty()
-            && t.pod.required_anti_affinity_terms.is_empty()
-            && t.pod
-                .spec()
-                .and_then(|s| s.topology_spread_constraints.as_ref())
-                .is_none_or(|c| c.is_empty())
-    })
+    network_topology(ssn, j).is_none()
+        && ssn.jobs[j].pending.iter().all(|t| {
+            t.pod.required_affinity_terms.is_empty()
+                && t.pod.required_anti_affinity_terms.is_empty()
+                && t.pod
+                    .spec()
+                    .and_then(|s| s.topology_spread_constraints.as_ref())
+                    .is_none_or(|c| c.is_empty())
+        })
 }
 
 /// Places the picked gangs in one core call and settles them in pick order: a ready
@@ -520,52 +557,116 @@ pub(super) fn in_pick_order(ssn: &Session, arcs: &[(usize, Arc<PodInfo>)]) -> bo
     true
 }
 
-pub(super) fn allocate_simple(ssn: &mut Session, q: usize, order: &[usize], cursor: &mut usize) {
-    let mut chunk = Vec::new();
+/// The queue `next_queue` would serve if `q` were not there: its key and name.
+pub(super) fn rival_queue(
+    ssn: &Session,
+    per_q: &[Vec<usize>],
+    cursor: &[usize],
+    keys: &[Vec<f64>],
+    over: &[bool],
+    q: usize,
+) -> Option<(Vec<f64>, String)> {
+    let mut best: Option<usize> = None;
+    for r in 0..per_q.len() {
+        if r == q || cursor[r] >= per_q[r].len() || over[r] || ssn.queues[r].error.is_some() {
+            continue;
+        }
+        best = match best {
+            Some(b)
+                if key_cmp(
+                    &keys[b],
+                    &ssn.queues[b].spec.name,
+                    &keys[r],
+                    &ssn.queues[r].spec.name,
+                )
+                .is_le() =>
+            {
+                Some(b)
+            }
+            _ => Some(r),
+        };
+    }
+    best.map(|b| (keys[b].clone(), ssn.queues[b].spec.name.clone()))
+}
+
+/// Queue order: keys element by element, then the name.
+fn key_cmp(a: &[f64], an: &str, b: &[f64], bn: &str) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then_with(|| an.cmp(bn))
+}
+
+/// Simple jobs of queue `q`, task by task as Volcano allocates them: each task is
+/// checked against the queue's capability and deserved share with the tasks
+/// before it charged; the chunk ends when the queue is overused or another queue
+/// (`rival`) would be served before it (queues interleave task by task), and is
+/// then placed in one core call.
+pub(super) fn allocate_simple(
+    ssn: &mut Session,
+    q: usize,
+    order: &[usize],
+    cursor: &mut usize,
+    rival: Option<(Vec<f64>, String)>,
+    tried: &mut HashSet<String>,
+) {
+    let mut chunk: Vec<(usize, Arc<PodInfo>)> = Vec::new();
     let mut cum = ResMap::default();
-    while *cursor < order.len() && chunk.len() < CHUNK {
+    let qname = ssn.queues[q].spec.name.clone();
+    'jobs: while *cursor < order.len() && chunk.len() < CHUNK {
         let j = order[*cursor];
         if !ssn.jobs[j].simple() {
             break;
         }
-        let mut req = ResMap::default();
-        for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
-            req.add(&t.req);
+        let tasks: Vec<(Arc<PodInfo>, Arc<ResMap>)> = ssn.jobs[j]
+            .pending
+            .iter()
+            .filter(|t| !t.best_effort && !tried.contains(&t.pod.key))
+            .map(|t| (t.pod.clone(), t.req.clone()))
+            .collect();
+        for (pod, req) in tasks {
+            let mut next = cum.clone();
+            next.add(&req);
+            if !ssn.allocatable(q, &next) {
+                tried.insert(pod.key.clone());
+                ssn.pod_messages.insert(
+                    pod.key.clone(),
+                    format!("queue {qname} capability would be exceeded"),
+                );
+                continue;
+            }
+            if let Err(e) = ssn.within_share(q, &next) {
+                tried.insert(pod.key.clone());
+                ssn.pod_messages.insert(pod.key.clone(), e);
+                continue;
+            }
+            if !chunk.is_empty() {
+                let (overused, behind) = with_tentative(ssn, q, &cum, |s| {
+                    let behind = rival
+                        .as_ref()
+                        .is_some_and(|(rk, rn)| key_cmp(&queue_key(s, q), &qname, rk, rn).is_gt());
+                    (s.overused(q), behind)
+                });
+                if overused || behind || chunk.len() >= CHUNK {
+                    break 'jobs;
+                }
+            }
+            tried.insert(pod.key.clone());
+            cum = next;
+            chunk.push((j, pod));
         }
-        let mut next = cum.clone();
-        next.add(&req);
-        if !ssn.allocatable(q, &next) {
-            *cursor += 1;
-            ssn.jobs[j].message = Some(format!(
-                "queue {} capability would be exceeded",
-                ssn.queues[q].spec.name
-            ));
-            continue;
-        }
-        if let Err(e) = ssn.within_share(q, &next) {
-            *cursor += 1;
-            ssn.jobs[j].message = Some(e);
-            continue;
-        }
-        if !chunk.is_empty() && with_tentative(ssn, q, &cum, |s| s.overused(q)) {
-            break;
-        }
-        cum = next;
-        chunk.push(j);
         *cursor += 1;
     }
     if chunk.is_empty() {
         return;
     }
     let mut owner: HashMap<String, usize> = HashMap::new();
-    let mut arcs = Vec::new();
-    for &j in &chunk {
-        for t in ssn.jobs[j].pending.iter().filter(|t| !t.best_effort) {
-            owner.insert(t.pod.key.clone(), j);
-            arcs.push(t.pod.clone());
-        }
+    for (j, p) in &chunk {
+        owner.insert(p.key.clone(), *j);
     }
-    let pods = arcs.iter().map(|p| ssn.placement_pod(p)).collect();
+    let pods = chunk.iter().map(|(_, p)| ssn.placement_pod(p)).collect();
     let report = ssn.place(pods);
     commit_simple(ssn, &owner, report);
 }
@@ -585,4 +686,16 @@ pub(super) fn commit_simple(ssn: &mut Session, owner: &HashMap<String, usize>, r
     for u in report.unschedulable {
         ssn.pod_messages.insert(u.pod, u.message);
     }
+}
+
+/// The `networkTopology` of job `j`'s Volcano PodGroup, if it sets one.
+pub(super) fn network_topology(
+    ssn: &Session,
+    j: usize,
+) -> Option<crate::hypernodes::NetworkTopology> {
+    let job = &ssn.jobs[j];
+    if job.group != Some(crate::objects::GroupApi::Volcano) {
+        return None;
+    }
+    ssn.topology.groups.get(&job.key).copied()
 }

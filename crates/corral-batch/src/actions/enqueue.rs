@@ -19,14 +19,7 @@ pub fn enqueue(ssn: &mut Session) {
             ssn.jobs[j].inqueue = true;
             continue;
         }
-        let mut verdict = Ok(());
-        for p in &ssn.plugins {
-            if let Err(e) = p.job_enqueueable(ssn, job) {
-                verdict = Err(e);
-                break;
-            }
-        }
-        match verdict {
+        match ssn.enqueue_verdict(j) {
             Ok(()) => {
                 let min = job.min_resources.clone().unwrap_or_default();
                 let (ns, q, mm) = (job.namespace.clone(), job.queue, job.min_member);

@@ -32,7 +32,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 && job.queue.is_some()
                 && job.pipelined.is_empty()
                 && ssn.backing_off(j).is_none()
-                && job.pending.iter().any(|t| !t.best_effort)
+                && !job.pending.is_empty()
                 // preempt: a job with a `preemptionPolicy: Never` task waits whole;
                 // reclaim (as Volcano) only skips those tasks and still reclaims for
                 // the others.
@@ -42,9 +42,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
                 }
                 && !job.pending.iter().any(|t| awaits_victims(ssn, &t.pod))
                 && ssn.job_valid(j).is_ok()
-                && ssn
-                    .job_ready(j, &job.running.iter().collect::<Vec<_>>())
-                    .is_err()
+                && ssn.job_starving(j)
         })
         .collect();
     if cands.is_empty() {
@@ -124,7 +122,6 @@ pub(super) fn needed_tasks(ssn: &Session, j: usize, skip_never: bool) -> Vec<usi
             out.push(i);
         }
     }
-    out.retain(|&i| !job.pending[i].best_effort || !job.simple());
     out
 }
 
@@ -143,9 +140,11 @@ pub(super) fn try_evict_for(
     for &i in &needed {
         req.add(&ssn.jobs[j].pending[i].req);
     }
-    if let Some(q) = ssn.jobs[j].queue
-        && (!ssn.allocatable(q, &req)
-            || (mode == EvictMode::Reclaim && ssn.within_share(q, &req).is_err()))
+    // Preempt: victims of the same queue give their share back, so the check is
+    // made with them freed (in `choose_node`); reclaim checks up front.
+    if mode == EvictMode::Reclaim
+        && let Some(q) = ssn.jobs[j].queue
+        && (!ssn.allocatable(q, &req) || ssn.within_share(q, &req).is_err())
     {
         return;
     }
@@ -158,7 +157,19 @@ pub(super) fn try_evict_for(
         for e in &evicted {
             *counts.entry(e.job).or_insert(0) += 1;
         }
-        let Some(choice) = choose_node(ssn, mode, j, &t, owner, &counts) else {
+        // What the queue still has to take: the needed tasks not placed yet, less
+        // what same-queue victims chosen so far free.
+        let mut queue_req = ResMap::default();
+        for &i in &needed[placed.len()..] {
+            queue_req.add(&ssn.jobs[j].pending[i].req);
+        }
+        for e in evicted
+            .iter()
+            .filter(|e| ssn.jobs[e.job].queue == ssn.jobs[j].queue)
+        {
+            queue_req.sub(&ResMap::from_resources(&e.pod.requests.requests));
+        }
+        let Some(choice) = choose_node(ssn, mode, j, &t, owner, &counts, &queue_req) else {
             ok = false;
             break;
         };
@@ -279,14 +290,26 @@ pub(super) fn choose_node(
     t: &Task,
     owner: &HashMap<String, usize>,
     tx_counts: &HashMap<usize, usize>,
+    queue_req: &ResMap,
 ) -> Option<NodeChoice> {
     let snap = &ssn.sched.snapshot;
     let fi = ssn.sched.framework_for(&t.pod.scheduler_name)?;
     let fw = &ssn.sched.frameworks[fi];
     let mut state = CycleState::new();
     let pre = fw.run_pre_filter(&mut state, &t.pod, snap).ok()?;
-    let preemptor = &ssn.jobs[j];
-    let pq = preemptor.queue;
+    let pq = ssn.jobs[j].queue;
+    // Preempt: whether the queue can take `queue_req` once `freed` (same-queue
+    // victims) is given back.
+    let queue_ok = |freed: &Resources| -> bool {
+        if mode != EvictMode::Preempt {
+            return true;
+        }
+        let Some(q) = pq else { return true };
+        let mut r = queue_req.clone();
+        r.sub(&ResMap::from_resources(freed));
+        ssn.allocatable(q, &r)
+    };
+    let need_queue = !queue_ok(&Resources::default());
     let eval = |ni: usize| -> Option<NodeChoice> {
         let node = &snap.nodes()[ni];
         if let Some(set) = &pre.nodes
@@ -294,7 +317,7 @@ pub(super) fn choose_node(
         {
             return None;
         }
-        if fw.run_filter(&state, &t.pod, node, snap).is_success() {
+        if !need_queue && fw.run_filter(&state, &t.pod, node, snap).is_success() {
             return Some(NodeChoice {
                 node: ni,
                 victims: Vec::new(),
@@ -303,7 +326,7 @@ pub(super) fn choose_node(
             });
         }
         // Victim candidates on this node.
-        let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
+        let mut pre: Vec<(usize, Arc<PodInfo>, usize)> = Vec::new();
         for p in &node.pods {
             let Some(&vj) = owner.get(&p.key) else {
                 continue;
@@ -316,25 +339,30 @@ pub(super) fn choose_node(
             if vj == j {
                 continue;
             }
-            let vjob = &ssn.jobs[vj];
-            let same_q = vjob.queue == pq;
+            let same_q = ssn.jobs[vj].queue == pq;
             if (mode == EvictMode::Preempt) != same_q {
                 continue;
             }
             let Some(ti) = running_task(ssn, vj, &p.key) else {
                 continue;
             };
-            let vt = &vjob.running[ti];
-            if !ssn
-                .plugins
-                .iter()
-                .all(|pl| pl.victim_ok(ssn, mode, preemptor, vjob, vt))
-            {
+            pre.push((vj, p.clone(), ti));
+        }
+        // The plugins' tiered vote (Volcano's Preemptable/Reclaimable).
+        let votes: Vec<(usize, &Task)> = pre
+            .iter()
+            .map(|(vj, _, ti)| (*vj, &ssn.jobs[*vj].running[*ti]))
+            .collect();
+        let allowed = ssn.victims(mode, j, &votes);
+        let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
+        for ((vj, p, _), ok) in pre.into_iter().zip(allowed) {
+            if !ok {
                 continue;
             }
+            let vjob = &ssn.jobs[vj];
             let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0);
             let breaks = remaining <= vjob.min_member && vjob.min_member > 1;
-            cands.push((vj, p.clone(), breaks));
+            cands.push((vj, p, breaks));
         }
         if cands.is_empty() {
             return None;
@@ -348,16 +376,20 @@ pub(super) fn choose_node(
                 .then(start_time(&b.1).cmp(&start_time(&a.1)))
                 .then(a.1.key.cmp(&b.1.key))
         });
+        // The preemptor fits the node, and (preempt) its queue, with `freed` given back.
+        let fits = |freed: &Resources, n: usize| {
+            insufficient(&t.pod, node, freed, n).is_empty() && queue_ok(freed)
+        };
         let mut freed = Resources::default();
         let mut chosen: Vec<usize> = Vec::new();
         for (i, c) in cands.iter().enumerate() {
-            if insufficient(&t.pod, node, &freed, chosen.len()).is_empty() {
+            if fits(&freed, chosen.len()) {
                 break;
             }
             freed.add(&c.1.requests.requests);
             chosen.push(i);
         }
-        if !insufficient(&t.pod, node, &freed, chosen.len()).is_empty() {
+        if !fits(&freed, chosen.len()) {
             return None;
         }
         // Never more than needed: drop victims (highest priority first) that are
@@ -367,7 +399,7 @@ pub(super) fn choose_node(
             k -= 1;
             let mut f = freed.clone();
             f.sub(&cands[chosen[k]].1.requests.requests);
-            if insufficient(&t.pod, node, &f, chosen.len() - 1).is_empty() {
+            if fits(&f, chosen.len() - 1) {
                 freed = f;
                 chosen.remove(k);
             }
@@ -406,7 +438,7 @@ pub(super) fn choose_node(
                 }
                 let mut f = all_freed.clone();
                 f.sub(&c.1.requests.requests);
-                if insufficient(&t.pod, node, &f, all_count - 1).is_empty() {
+                if fits(&f, all_count - 1) {
                     all_freed = f;
                     all_count -= 1;
                     chosen.remove(k);
@@ -432,9 +464,77 @@ pub(super) fn choose_node(
         for (_, k) in victims.iter().chain(&collateral) {
             n2.remove_pod(k);
         }
-        if !fw.run_filter(&state, &t.pod, &n2, snap).is_success() {
-            return None;
-        }
+        let (victims, collateral, chosen) = if fw.run_filter(&state, &t.pod, &n2, snap).is_success()
+        {
+            (victims, collateral, chosen)
+        } else {
+            // The cheapest victims by resources leave a filter failing (e.g. the
+            // preemptor's anti-affinity to a pod on the node): as Volcano's and
+            // kube-scheduler's preemption, remove every candidate, then reprieve
+            // them (the least preferred victims first) while the preemptor still
+            // fits and passes every filter.
+            // A PreFilter state of its own, updated for every removal/reprieve
+            // (PreFilterExtensions), so cross-node filters see them.
+            let mut st = CycleState::new();
+            fw.run_pre_filter(&mut st, &t.pod, snap).ok()?;
+            let mut n3 = (**node).clone();
+            let mut freed = Resources::default();
+            for c in &cands {
+                n3.remove_pod(&c.1.key);
+                freed.add(&c.1.requests.requests);
+                pre_filter_update(fw, &mut st, &t.pod, &c.1, &n3, snap, false);
+            }
+            let mut count = cands.len();
+            if !fits(&freed, count) || !fw.run_filter(&st, &t.pod, &n3, snap).is_success() {
+                return None;
+            }
+            let mut chosen: Vec<usize> = (0..cands.len()).collect();
+            for k in (0..cands.len()).rev() {
+                let c = &cands[k];
+                let mut f = freed.clone();
+                f.sub(&c.1.requests.requests);
+                n3.add_pod(c.1.clone());
+                pre_filter_update(fw, &mut st, &t.pod, &c.1, &n3, snap, true);
+                if fits(&f, count - 1) && fw.run_filter(&st, &t.pod, &n3, snap).is_success() {
+                    freed = f;
+                    count -= 1;
+                    chosen.retain(|&i| i != k);
+                } else {
+                    n3.remove_pod(&c.1.key);
+                    pre_filter_update(fw, &mut st, &t.pod, &c.1, &n3, snap, false);
+                }
+            }
+            // Gangs the reprieved set breaks go whole.
+            let mut per_job: HashMap<usize, usize> = HashMap::new();
+            for &i in &chosen {
+                *per_job.entry(cands[i].0).or_insert(0) += 1;
+            }
+            let victims: Vec<(usize, String)> = chosen
+                .iter()
+                .map(|&i| (cands[i].0, cands[i].1.key.clone()))
+                .collect();
+            let mut collateral = Vec::new();
+            for (&vj, &n) in &per_job {
+                let vjob = &ssn.jobs[vj];
+                let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0) - n;
+                if remaining > 0 && remaining < vjob.min_member {
+                    for vt in &vjob.running {
+                        if snap.pod_node(&vt.pod.key).is_some()
+                            && !victims.iter().any(|(_, k)| *k == vt.pod.key)
+                        {
+                            collateral.push((vj, vt.pod.key.clone()));
+                            if n3.remove_pod(&vt.pod.key).is_some() {
+                                pre_filter_update(fw, &mut st, &t.pod, &vt.pod, &n3, snap, false);
+                            }
+                        }
+                    }
+                }
+            }
+            if !fw.run_filter(&st, &t.pod, &n3, snap).is_success() {
+                return None;
+            }
+            (victims, collateral, chosen)
+        };
         let maxp = chosen
             .iter()
             .map(|&i| (ssn.jobs[cands[i].0].priority, cands[i].1.priority))
@@ -451,4 +551,31 @@ pub(super) fn choose_node(
         .into_par_iter()
         .filter_map(eval)
         .min_by(|a, b| a.cost.cmp(&b.cost).then(a.node.cmp(&b.node)))
+}
+
+/// Tells the PreFilter plugins with extensions that `other` was added to / removed
+/// from `node` (what kube-scheduler's preemption does for its what-ifs).
+fn pre_filter_update(
+    fw: &crate::framework::Framework,
+    st: &mut CycleState,
+    pod: &PodInfo,
+    other: &PodInfo,
+    node: &crate::snapshot::NodeInfo,
+    snap: &crate::snapshot::Snapshot,
+    add: bool,
+) {
+    for p in &fw.pre_filter {
+        if st.filter_skipped(p.name()) {
+            continue;
+        }
+        if let Some(ext) = p.extensions() {
+            // A failing update leaves the state as it was: the filter then decides
+            // on the conservative view.
+            let _ = if add {
+                ext.add_pod(st, pod, other, node, snap)
+            } else {
+                ext.remove_pod(st, pod, other, node, snap)
+            };
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod enqueue;
 mod evict;
 mod preempt;
 mod reclaim;
+mod topology;
 
 pub use self::allocate::allocate;
 pub use self::backfill::backfill;

@@ -65,6 +65,9 @@ impl SessionPlugin for Conformance {
     fn name(&self) -> &'static str {
         "conformance"
     }
+    fn votes_victims(&self, _: EvictMode) -> bool {
+        true
+    }
     fn victim_ok(&self, ssn: &Session, _: EvictMode, _: &Job, vj: &Job, v: &Task) -> bool {
         protection(ssn.now, vj, v).is_none()
     }

@@ -9,6 +9,19 @@ impl SessionPlugin for Gang {
     fn name(&self) -> &'static str {
         "gang"
     }
+    /// Volcano's gang order: jobs that are not ready yet first.
+    fn job_order(&self, _: &Session, a: &Job, b: &Job) -> Ordering {
+        let ready = |j: &Job| {
+            j.running.len() + j.pending.iter().filter(|t| t.best_effort).count()
+                >= j.min_member.max(1)
+        };
+        ready(a).cmp(&ready(b))
+    }
+    /// Starving while the running tasks do not make the job ready.
+    fn job_starving(&self, ssn: &Session, job: &Job) -> Option<bool> {
+        let running: Vec<&Task> = job.running.iter().collect();
+        Some(self.job_ready(ssn, job, &running).is_err())
+    }
     fn job_valid(&self, _: &Session, job: &Job) -> Result<(), String> {
         let total = job.pending.len() + job.running.len();
         if total < job.min_member {

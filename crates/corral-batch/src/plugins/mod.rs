@@ -81,6 +81,26 @@ pub trait SessionPlugin: Send + Sync {
     fn beyond_share(&self, _ssn: &Session, _queue: usize, _req: &ResMap) -> Vec<String> {
         Vec::new()
     }
+    /// The tier the plugin was configured in (Volcano `tiers[i]`; 0 for the flat
+    /// `plugins` list). Victim, enqueue and starving votes are tiered.
+    fn tier(&self) -> usize {
+        0
+    }
+    /// Whether the plugin votes on victims in `mode` (Volcano: it registers a
+    /// preemptable/reclaimable function); `victim_ok` of non-voters is ignored.
+    fn votes_victims(&self, _mode: EvictMode) -> bool {
+        false
+    }
+    /// Whether the plugin votes in enqueue (`job_enqueueable`: Ok = permit,
+    /// Err = reject); non-voters abstain.
+    fn votes_enqueue(&self) -> bool {
+        false
+    }
+    /// Some(starving) when the plugin decides whether a job is starving (may
+    /// preempt/reclaim); None = abstain.
+    fn job_starving(&self, _ssn: &Session, _job: &Job) -> Option<bool> {
+        None
+    }
     /// Whether `victim` (of `victim_job`) may be evicted for `preemptor`.
     fn victim_ok(
         &self,

@@ -12,6 +12,9 @@ impl SessionPlugin for Overcommit {
     fn name(&self) -> &'static str {
         "overcommit"
     }
+    fn votes_enqueue(&self) -> bool {
+        true
+    }
     fn job_enqueueable(&self, ssn: &Session, job: &Job) -> Result<(), String> {
         let Some(min) = &job.min_resources else {
             return Ok(());

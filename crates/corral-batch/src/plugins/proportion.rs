@@ -290,6 +290,12 @@ impl SessionPlugin for Proportion {
             ))
         }
     }
+    fn votes_victims(&self, mode: EvictMode) -> bool {
+        mode == EvictMode::Reclaim
+    }
+    fn votes_enqueue(&self) -> bool {
+        true
+    }
     fn victim_ok(&self, ssn: &Session, mode: EvictMode, p: &Job, vj: &Job, v: &Task) -> bool {
         if mode == EvictMode::Preempt {
             return true;

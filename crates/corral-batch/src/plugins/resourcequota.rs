@@ -9,6 +9,9 @@ impl SessionPlugin for ResourceQuotaPlugin {
     fn name(&self) -> &'static str {
         "resourcequota"
     }
+    fn votes_enqueue(&self) -> bool {
+        true
+    }
     fn job_enqueueable(&self, ssn: &Session, job: &Job) -> Result<(), String> {
         let mut min = job.min_resources.clone().unwrap_or_default();
         if job.min_resources.is_none() {

@@ -84,6 +84,7 @@ impl Session {
             first_attempt: carry.first_attempt.clone(),
             backoff_until: carry.backoff_until.clone(),
             pod_group_backoff: None,
+            topology: Arc::default(),
             plain_lazy: !eager,
             plain_running: running.plain,
             running_index,
@@ -203,11 +204,21 @@ fn jobs_from_groups(
             namespace: g.namespace.clone(),
             queue,
             min_member: g.min_member as usize,
-            min_task_member: g
-                .min_task_member
-                .iter()
-                .map(|(k, v)| (k.clone(), *v as usize))
-                .collect(),
+            // Volcano: when minMember is below the sum of minTaskMember, the
+            // per-task minimums are not checked (only minMember is).
+            min_task_member: if u64::from(g.min_member)
+                < g.min_task_member
+                    .values()
+                    .map(|v| u64::from(*v))
+                    .sum::<u64>()
+            {
+                BTreeMap::new()
+            } else {
+                g.min_task_member
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v as usize))
+                    .collect()
+            },
             min_resources: g.min_resources.clone(),
             priority: g.priority.unwrap_or(i32::MIN),
             created: g.created,
@@ -300,7 +311,11 @@ impl JobBuilder<'_> {
         };
         let j = &mut self.jobs[ji];
         if j.group.is_some() {
-            j.priority = j.priority.max(p.priority);
+            // A Volcano PodGroup's priority is its own (priorityClassName, else
+            // the default); other groups take their pods' highest priority.
+            if j.group == Some(GroupApi::Coscheduling) || j.error.is_some() {
+                j.priority = j.priority.max(p.priority);
+            }
             if j.seq == u64::MAX || (j.seq > p.seq && j.created == 0) {
                 j.seq = j.seq.min(p.seq);
             }
