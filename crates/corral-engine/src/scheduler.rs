@@ -310,7 +310,18 @@ impl Scheduler {
                 let cache = caches.get(&(q.pod.equivalence, fi));
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes, cache),
+                    evaluate(
+                        fw,
+                        snap,
+                        &q.pod,
+                        s,
+                        &mut rng,
+                        k,
+                        tol,
+                        parallel_nodes,
+                        cache,
+                        false,
+                    ),
                 )
             })
             .collect();
@@ -343,8 +354,17 @@ impl Scheduler {
                 }
                 Outcome::Feasible(cands) => {
                     let Some(fw) = fw else { continue };
+                    // A pod whose cross-node plugins (pod affinity, topology spread)
+                    // see a pod committed since its evaluation is evaluated again
+                    // against the current snapshot: its feasible set and normalized
+                    // scores may have changed anywhere, and kube-scheduler would
+                    // decide on the current state.
+                    let stale = !committed.is_empty()
+                        && cross_node_sensitive(fw, &ev.state, &pod, &committed);
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
+                    } else if stale {
+                        None
                     } else {
                         revalidate(
                             fw,
@@ -361,10 +381,13 @@ impl Scheduler {
                     let chosen = match chosen {
                         Some(c) => Some(c),
                         None => {
-                            // Conflict: no candidate survived. Re-evaluate right now
-                            // against the current snapshot (exactly what a sequential
-                            // scheduler would do), so a pod is evaluated at most twice.
-                            *conflicts += 1;
+                            // Conflict (no candidate survived) or stale: re-evaluate
+                            // right now against the current snapshot (exactly what a
+                            // sequential scheduler would do), so a pod is evaluated at
+                            // most twice.
+                            if !stale {
+                                *conflicts += 1;
+                            }
                             let n_now = self.snapshot.num_nodes().max(1);
                             let mut rng = pod_rng(seed, &pod, q.attempts + 1);
                             let fresh = evaluate(
@@ -382,7 +405,8 @@ impl Scheduler {
                                 },
                                 tol,
                                 true,
-                                None,
+                                self.class_caches.get(&(pod.equivalence, fi)),
+                                true,
                             );
                             self.next_start = (self.next_start + fresh.processed) % n_now;
                             match fresh.outcome {
@@ -502,6 +526,49 @@ fn bind_cycle(
         return Err(st);
     }
     Ok(())
+}
+
+/// True when a pod committed in this batch may change what the pod's cross-node
+/// plugins decide: a Filter plugin that reads other pods (InterPodAffinity,
+/// PodTopologySpread) is active for it or the profile has a Score plugin that is not
+/// node-local, and a committed pod either
+/// carries pod (anti-)affinity terms (which may select this pod) or carries labels one
+/// of this pod's (anti-)affinity terms or spread constraints selects. Committed pods
+/// matching none of them change only their own node (node-local re-validation).
+fn cross_node_sensitive(
+    fw: &Framework,
+    state: &CycleState,
+    pod: &PodInfo,
+    committed: &[(Arc<PodInfo>, usize)],
+) -> bool {
+    let cross_filter = fw.cross_node_filter_mask() & !state.filter_skip_mask != 0;
+    // A cross-node Score plugin that skipped at evaluation (nothing matched then)
+    // may apply now, so skipped ones count too.
+    let cross_score = fw.score.iter().any(|ws| !ws.plugin.node_local());
+    if !cross_filter && !cross_score {
+        return false;
+    }
+    let terms = pod
+        .required_affinity_terms
+        .iter()
+        .chain(&pod.required_anti_affinity_terms)
+        .chain(pod.preferred_affinity_terms.iter().map(|t| &t.term))
+        .chain(pod.preferred_anti_affinity_terms.iter().map(|t| &t.term));
+    let mut selectors: Vec<crate::labels::Selector> = terms.map(|t| t.selector.clone()).collect();
+    for c in pod
+        .spec()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or(&[])
+    {
+        // matchLabelKeys only narrow the selector: ignoring them is conservative.
+        match crate::labels::Selector::from_label_selector(c.label_selector.as_ref()) {
+            Ok(sel) => selectors.push(sel),
+            Err(_) => return true,
+        }
+    }
+    committed
+        .iter()
+        .any(|(q, _)| q.has_affinity() || selectors.iter().any(|s| s.matches(&q.labels)))
 }
 
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 #[cfg(test)]
 use corral_core::testutil;
 use corral_core::{
-    framework, health, impl_plugin, labels, quantity, resources, snapshot, topology,
+    framework, health, impl_plugin, labels, pod_index, quantity, resources, snapshot, topology,
 };
 // Test-only (dev-dependency): tests that run a profile through the engine's loop.
 #[cfg(test)]
