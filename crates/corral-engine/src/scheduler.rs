@@ -93,6 +93,8 @@ pub struct Scheduler {
     commit_time: Duration,
     /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
     class_caches: HashMap<(u64, usize), ClassCache>,
+    /// (nodes_version, whether hostname label values are unique across nodes).
+    hostnames_unique: (u64, bool),
 }
 
 struct Failed {
@@ -114,6 +116,7 @@ impl Scheduler {
             eval_time: Duration::ZERO,
             commit_time: Duration::ZERO,
             class_caches: HashMap::new(),
+            hostnames_unique: (u64::MAX, false),
         }
     }
 
@@ -335,6 +338,11 @@ impl Scheduler {
             self.touched = vec![0; snap_len];
         }
 
+        let nv = self.snapshot.nodes_version();
+        if self.hostnames_unique.0 != nv {
+            self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
+        }
+        let hostname_local = self.hostnames_unique.1;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
         let mut requeue = Vec::new();
@@ -360,7 +368,7 @@ impl Scheduler {
                     // scores may have changed anywhere, and kube-scheduler would
                     // decide on the current state.
                     let stale = !committed.is_empty()
-                        && cross_node_sensitive(fw, &ev.state, &pod, &committed);
+                        && cross_node_sensitive(fw, &ev.state, &pod, &committed, hostname_local);
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
                     } else if stale {
@@ -528,19 +536,37 @@ fn bind_cycle(
     Ok(())
 }
 
+/// A pod's terms that score other pods' placement (`processExistingPod`'s terms).
+fn scoring_terms(p: &PodInfo) -> Vec<&crate::snapshot::AffinityTerm> {
+    p.required_affinity_terms
+        .iter()
+        .chain(p.preferred_affinity_terms.iter().map(|t| &t.term))
+        .chain(p.preferred_anti_affinity_terms.iter().map(|t| &t.term))
+        .collect()
+}
+
 /// True when a pod committed in this batch may change what the pod's cross-node
-/// plugins decide: a Filter plugin that reads other pods (InterPodAffinity,
-/// PodTopologySpread) is active for it or the profile has a Score plugin that is not
-/// node-local, and a committed pod either
-/// carries pod (anti-)affinity terms (which may select this pod) or carries labels one
-/// of this pod's (anti-)affinity terms or spread constraints selects. Committed pods
-/// matching none of them change only their own node (node-local re-validation).
+/// plugins decide beyond the committed pod's own node: a Filter plugin that reads
+/// other pods (InterPodAffinity, PodTopologySpread) is active for it or the profile
+/// has a Score plugin that is not node-local, and for some committed pod `q`:
+/// - one of `q`'s affinity terms or preferred terms selects this pod (scores), or a
+///   required anti-affinity term of `q` selects it with a topology key other than a
+///   hostname key whose values are unique per node (`hostname_local`);
+/// - one of this pod's affinity or preferred terms selects `q`, or one of its
+///   required anti-affinity terms does so with a non-hostname key;
+/// - one of this pod's spread constraints' selectors selects `q`.
+///
+/// Required anti-affinity on unique hostnames only changes the committed pod's own
+/// node, which re-validation re-filters (touched nodes). Namespaces and
+/// `matchLabelKeys` are ignored, which only makes the answer more often true.
 fn cross_node_sensitive(
     fw: &Framework,
     state: &CycleState,
     pod: &PodInfo,
     committed: &[(Arc<PodInfo>, usize)],
+    hostname_local: bool,
 ) -> bool {
+    use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME};
     let cross_filter = fw.cross_node_filter_mask() & !state.filter_skip_mask != 0;
     // A cross-node Score plugin that skipped at evaluation (nothing matched then)
     // may apply now, so skipped ones count too.
@@ -548,27 +574,43 @@ fn cross_node_sensitive(
     if !cross_filter && !cross_score {
         return false;
     }
-    let terms = pod
-        .required_affinity_terms
-        .iter()
-        .chain(&pod.required_anti_affinity_terms)
-        .chain(pod.preferred_affinity_terms.iter().map(|t| &t.term))
-        .chain(pod.preferred_anti_affinity_terms.iter().map(|t| &t.term));
-    let mut selectors: Vec<crate::labels::Selector> = terms.map(|t| t.selector.clone()).collect();
-    for c in pod
+    let spread: Vec<crate::labels::Selector> = match pod
         .spec()
         .and_then(|s| s.topology_spread_constraints.as_deref())
         .unwrap_or(&[])
-    {
-        // matchLabelKeys only narrow the selector: ignoring them is conservative.
-        match crate::labels::Selector::from_label_selector(c.label_selector.as_ref()) {
-            Ok(sel) => selectors.push(sel),
-            Err(_) => return true,
-        }
-    }
-    committed
         .iter()
-        .any(|(q, _)| q.has_affinity() || selectors.iter().any(|s| s.matches(&q.labels)))
+        .map(|c| crate::labels::Selector::from_label_selector(c.label_selector.as_ref()))
+        .collect()
+    {
+        Ok(v) => v,
+        Err(_) => return true,
+    };
+    let local_anti = |t: &AffinityTerm| hostname_local && t.topology_key == LABEL_HOSTNAME;
+    let own = scoring_terms(pod);
+    committed.iter().any(|(q, _)| {
+        scoring_terms(q)
+            .iter()
+            .any(|t| t.selector.matches(&pod.labels))
+            || q.required_anti_affinity_terms
+                .iter()
+                .any(|t| !local_anti(t) && t.selector.matches(&pod.labels))
+            || own.iter().any(|t| t.selector.matches(&q.labels))
+            || pod
+                .required_anti_affinity_terms
+                .iter()
+                .any(|t| !local_anti(t) && t.selector.matches(&q.labels))
+            || spread.iter().any(|s| s.matches(&q.labels))
+    })
+}
+
+/// True when no two nodes share a value of the hostname label.
+fn hostnames_unique(snap: &Snapshot) -> bool {
+    let mut seen = HashSet::with_capacity(snap.num_nodes());
+    snap.nodes().iter().all(|n| {
+        n.labels
+            .get(crate::snapshot::LABEL_HOSTNAME)
+            .is_none_or(|h| seen.insert(h.as_str()))
+    })
 }
 
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were
