@@ -181,6 +181,16 @@ impl Selector {
         self.nothing
     }
 
+    /// The first `In` requirement (key, sorted values), if any: every label set the
+    /// selector matches carries one of these values for this key (used to look
+    /// candidates up in [`crate::pod_index::PodIndex`]).
+    pub fn index_requirement(&self) -> Option<(&str, &[String])> {
+        self.reqs
+            .iter()
+            .find(|r| r.op == Op::In)
+            .map(|r| (r.key.as_str(), r.values.as_slice()))
+    }
+
     #[inline]
     pub fn matches(&self, labels: &Labels) -> bool {
         !self.nothing && self.reqs.iter().all(|r| r.matches(labels))

@@ -12,6 +12,7 @@ pub mod framework;
 pub mod health;
 pub mod labels;
 pub mod limits;
+pub mod pod_index;
 pub mod quantity;
 pub mod resources;
 pub mod snapshot;

@@ -553,6 +553,8 @@ pub struct Snapshot {
     topologies: HashMap<String, Arc<crate::topology::NodeTopology>>,
     /// PVs, PVCs, StorageClasses, CSI objects and the assumed volume bindings.
     volumes: crate::volumes::VolumeState,
+    /// Placed pods by label and by affinity term (see [`crate::pod_index`]).
+    pod_index: crate::pod_index::PodIndex,
 }
 
 impl Snapshot {
@@ -607,6 +609,13 @@ impl Snapshot {
             .iter()
             .find(|p| p.key == key)
             .map(|p| (p, node))
+    }
+
+    /// Placed pods by label and by affinity term, for selectors that should touch
+    /// only the pods they can match.
+    #[inline]
+    pub fn pod_index(&self) -> &crate::pod_index::PodIndex {
+        &self.pod_index
     }
 
     /// Node the pod `key` is placed on.
@@ -775,6 +784,9 @@ impl Snapshot {
         self.generation += 1;
         self.nodes_version += 1;
         let name = info.name.clone();
+        for p in &info.pods {
+            self.pod_index.add(p, &name);
+        }
         if let Some(&i) = self.index.get(&name) {
             let old = self.nodes[i].clone();
             for img in old.images.keys() {
@@ -831,6 +843,9 @@ impl Snapshot {
             }
             self.generation += 1;
             self.nodes_version += 1;
+            for p in &info.pods {
+                self.pod_index.add(p, &info.name);
+            }
             for p in self.orphans.remove(&*info.name).unwrap_or_default() {
                 info.add_pod(p);
             }
@@ -887,7 +902,9 @@ impl Snapshot {
                 self.volumes.assume(&pod.key, b);
             }
         }
-        self.pod_nodes.insert(pod.key.clone(), Arc::from(node));
+        let node_name: Arc<str> = Arc::from(node);
+        self.pod_index.add(&pod, &node_name);
+        self.pod_nodes.insert(pod.key.clone(), node_name);
         match self.index.get(node).copied() {
             Some(i) => {
                 let n = Arc::make_mut(&mut self.nodes[i]);
@@ -901,6 +918,12 @@ impl Snapshot {
 
     /// Removes a placed pod; returns it.
     pub fn remove_pod(&mut self, key: &str) -> Option<Arc<PodInfo>> {
+        let p = self.remove_pod_unindexed(key)?;
+        self.pod_index.remove(&p);
+        Some(p)
+    }
+
+    fn remove_pod_unindexed(&mut self, key: &str) -> Option<Arc<PodInfo>> {
         let node = self.pod_nodes.remove(key)?;
         self.generation += 1;
         // A pod that is not placed holds no assumed volumes (unreserve, rollback).

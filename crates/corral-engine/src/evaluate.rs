@@ -184,13 +184,13 @@ pub(crate) fn find_feasible(
 }
 
 /// Shared work for pods of one equivalence class: PreFilter once per batch, each
-/// node's Filter result and node-local raw scores at most once. When no cross-node
-/// Filter (InterPodAffinity, PodTopologySpread, ...) applies to the class, the cache
-/// survives across batches: only cells of nodes changed since (by generation) are
-/// recomputed.
+/// node's node-local Filter result and node-local raw scores at most once. Cells are
+/// stamped with the node's generation, so they stay valid across commits and batches
+/// for unchanged nodes; cross-node Filters (InterPodAffinity, PodTopologySpread, ...)
+/// are never cached, they run per pod against its own PreFilter state.
 pub(crate) struct ClassCache {
     pub(crate) pre: Result<(CycleState, PreFilterOutcome), Status>,
-    /// Per node: (node generation when computed, Filter result).
+    /// Per node: (node generation when computed, node-local Filter result).
     pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
     pub(crate) scores: LocalScoreCache,
     pub(crate) nodes_version: u64,
@@ -215,29 +215,15 @@ impl ClassCache {
         }
     }
 
-    /// True when Filter results of this class depend only on each node's own state.
-    pub(crate) fn node_local(
-        fw: &Framework,
-        pre: &Result<(CycleState, PreFilterOutcome), Status>,
-    ) -> bool {
-        match pre {
-            Ok((st, _)) => fw.cross_node_filter_mask() & !st.filter_skip_mask == 0,
-            Err(_) => false,
-        }
-    }
-
     /// Reuses the cache for a new batch when possible, else rebuilds it.
     pub(crate) fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
         let pre = Self::pre_filter(fw, snap, pod);
+        let local = !fw.cross_node_filter_mask();
         let same_mask = match (&pre, &self.pre) {
-            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask == b.filter_skip_mask,
+            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask & local == b.filter_skip_mask & local,
             _ => false,
         };
-        if !same_mask
-            || !Self::node_local(fw, &pre)
-            || !Self::node_local(fw, &self.pre)
-            || self.nodes_version != snap.nodes_version()
-        {
+        if !same_mask || self.nodes_version != snap.nodes_version() {
             return ClassCache {
                 pre,
                 filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
@@ -259,7 +245,9 @@ impl ClassCache {
 }
 
 /// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
-/// selection), keeping the `k` best candidates.
+/// selection), keeping the `k` best candidates. With `fresh_pre_filter`, PreFilter is
+/// run against `snap` even when the class cache holds a PreFilter state (the cache's
+/// node-local cells are still used): for a pod evaluated again after commits.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate(
     fw: &Framework,
@@ -271,6 +259,7 @@ pub(crate) fn evaluate(
     tol: i64,
     parallel: bool,
     cache: Option<&ClassCache>,
+    fresh_pre_filter: bool,
 ) -> Evaluation {
     let num_all = snap.num_nodes();
     let fail = |state, message: String, retryable, processed| Evaluation {
@@ -286,7 +275,7 @@ pub(crate) fn evaluate(
             0,
         );
     }
-    let (mut state, pre) = match cache {
+    let (mut state, pre) = match cache.filter(|_| !fresh_pre_filter) {
         Some(c) => match &c.pre {
             Ok((st, p)) => (st.clone(), Ok(p.clone())),
             Err(e) => (CycleState::new(), Err(e.clone())),
@@ -341,14 +330,33 @@ pub(crate) fn evaluate(
         if restricted.is_some() { &pick } else { &rotate };
     let nodes = snap.nodes();
     let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
+    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
+    let local_mask = !fw.cross_node_filter_mask();
     let cached = |idx: usize| match cache {
         Some(c) => {
-            let (g, st) = c.filter[idx].get_or_init(|| (nodes[idx].generation, direct(idx)));
-            if *g == nodes[idx].generation {
+            let node = &nodes[idx];
+            let run_local = || fw.run_filter_masked(&state, pod, node, snap, local_mask);
+            let (g, st) = c.filter[idx].get_or_init(|| (node.generation, run_local()));
+            let local = if *g == node.generation {
                 st.clone()
             } else {
-                direct(idx)
+                run_local()
+            };
+            if cross == 0 {
+                return local;
             }
+            // Cross-node Filters run live; as in `run_filter`, the first failing
+            // plugin in profile order is reported.
+            let before = if local.is_success() {
+                u64::MAX
+            } else {
+                match fw.filter.iter().position(|p| p.name() == local.plugin) {
+                    Some(i) if i < 64 => (1u64 << i) - 1,
+                    _ => u64::MAX,
+                }
+            };
+            let x = fw.run_filter_masked(&state, pod, node, snap, cross & before);
+            if x.is_success() { local } else { x }
         }
         None => direct(idx),
     };

@@ -93,6 +93,8 @@ pub struct Scheduler {
     commit_time: Duration,
     /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
     class_caches: HashMap<(u64, usize), ClassCache>,
+    /// (nodes_version, whether hostname label values are unique across nodes).
+    hostnames_unique: (u64, bool),
 }
 
 struct Failed {
@@ -114,6 +116,7 @@ impl Scheduler {
             eval_time: Duration::ZERO,
             commit_time: Duration::ZERO,
             class_caches: HashMap::new(),
+            hostnames_unique: (u64::MAX, false),
         }
     }
 
@@ -319,7 +322,18 @@ impl Scheduler {
                 let cache = caches.get(&(class_of[j], fi));
                 (
                     fi,
-                    evaluate(fw, snap, &q.pod, s, &mut rng, k, tol, parallel_nodes, cache),
+                    evaluate(
+                        fw,
+                        snap,
+                        &q.pod,
+                        s,
+                        &mut rng,
+                        k,
+                        tol,
+                        parallel_nodes,
+                        cache,
+                        false,
+                    ),
                 )
             })
             .collect();
@@ -333,6 +347,11 @@ impl Scheduler {
             self.touched = vec![0; snap_len];
         }
 
+        let nv = self.snapshot.nodes_version();
+        if self.hostnames_unique.0 != nv {
+            self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
+        }
+        let hostname_local = self.hostnames_unique.1;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
         let mut requeue = Vec::new();
@@ -352,8 +371,17 @@ impl Scheduler {
                 }
                 Outcome::Feasible(cands) => {
                     let Some(fw) = fw else { continue };
+                    // A pod whose cross-node plugins (pod affinity, topology spread)
+                    // see a pod committed since its evaluation is evaluated again
+                    // against the current snapshot: its feasible set and normalized
+                    // scores may have changed anywhere, and kube-scheduler would
+                    // decide on the current state.
+                    let stale = !committed.is_empty()
+                        && cross_node_sensitive(fw, &ev.state, &pod, &committed, hostname_local);
                     let chosen = if committed.is_empty() {
                         Some(cands[0].node)
+                    } else if stale {
+                        None
                     } else {
                         revalidate(
                             fw,
@@ -370,10 +398,13 @@ impl Scheduler {
                     let chosen = match chosen {
                         Some(c) => Some(c),
                         None => {
-                            // Conflict: no candidate survived. Re-evaluate right now
-                            // against the current snapshot (exactly what a sequential
-                            // scheduler would do), so a pod is evaluated at most twice.
-                            *conflicts += 1;
+                            // Conflict (no candidate survived) or stale: re-evaluate
+                            // right now against the current snapshot (exactly what a
+                            // sequential scheduler would do), so a pod is evaluated at
+                            // most twice.
+                            if !stale {
+                                *conflicts += 1;
+                            }
                             let n_now = self.snapshot.num_nodes().max(1);
                             let mut rng = pod_rng(seed, &pod, q.attempts + 1);
                             let fresh = evaluate(
@@ -391,7 +422,8 @@ impl Scheduler {
                                 },
                                 tol,
                                 true,
-                                None,
+                                self.class_caches.get(&(pod.equivalence, fi)),
+                                true,
                             );
                             self.next_start = (self.next_start + fresh.processed) % n_now;
                             match fresh.outcome {
@@ -523,6 +555,83 @@ fn bind_cycle(
         return Err(st);
     }
     Ok(())
+}
+
+/// A pod's terms that score other pods' placement (`processExistingPod`'s terms).
+fn scoring_terms(p: &PodInfo) -> Vec<&crate::snapshot::AffinityTerm> {
+    p.required_affinity_terms
+        .iter()
+        .chain(p.preferred_affinity_terms.iter().map(|t| &t.term))
+        .chain(p.preferred_anti_affinity_terms.iter().map(|t| &t.term))
+        .collect()
+}
+
+/// True when a pod committed in this batch may change what the pod's cross-node
+/// plugins decide beyond the committed pod's own node: a Filter plugin that reads
+/// other pods (InterPodAffinity, PodTopologySpread) is active for it or the profile
+/// has a Score plugin that is not node-local, and for some committed pod `q`:
+/// - one of `q`'s affinity terms or preferred terms selects this pod (scores), or a
+///   required anti-affinity term of `q` selects it with a topology key other than a
+///   hostname key whose values are unique per node (`hostname_local`);
+/// - one of this pod's affinity or preferred terms selects `q`, or one of its
+///   required anti-affinity terms does so with a non-hostname key;
+/// - one of this pod's spread constraints' selectors selects `q`.
+///
+/// Required anti-affinity on unique hostnames only changes the committed pod's own
+/// node, which re-validation re-filters (touched nodes). Namespaces and
+/// `matchLabelKeys` are ignored, which only makes the answer more often true.
+fn cross_node_sensitive(
+    fw: &Framework,
+    state: &CycleState,
+    pod: &PodInfo,
+    committed: &[(Arc<PodInfo>, usize)],
+    hostname_local: bool,
+) -> bool {
+    use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME};
+    let cross_filter = fw.cross_node_filter_mask() & !state.filter_skip_mask != 0;
+    // A cross-node Score plugin that skipped at evaluation (nothing matched then)
+    // may apply now, so skipped ones count too.
+    let cross_score = fw.score.iter().any(|ws| !ws.plugin.node_local());
+    if !cross_filter && !cross_score {
+        return false;
+    }
+    let spread: Vec<crate::labels::Selector> = match pod
+        .spec()
+        .and_then(|s| s.topology_spread_constraints.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .map(|c| crate::labels::Selector::from_label_selector(c.label_selector.as_ref()))
+        .collect()
+    {
+        Ok(v) => v,
+        Err(_) => return true,
+    };
+    let local_anti = |t: &AffinityTerm| hostname_local && t.topology_key == LABEL_HOSTNAME;
+    let own = scoring_terms(pod);
+    committed.iter().any(|(q, _)| {
+        scoring_terms(q)
+            .iter()
+            .any(|t| t.selector.matches(&pod.labels))
+            || q.required_anti_affinity_terms
+                .iter()
+                .any(|t| !local_anti(t) && t.selector.matches(&pod.labels))
+            || own.iter().any(|t| t.selector.matches(&q.labels))
+            || pod
+                .required_anti_affinity_terms
+                .iter()
+                .any(|t| !local_anti(t) && t.selector.matches(&q.labels))
+            || spread.iter().any(|s| s.matches(&q.labels))
+    })
+}
+
+/// True when no two nodes share a value of the hostname label.
+fn hostnames_unique(snap: &Snapshot) -> bool {
+    let mut seen = HashSet::with_capacity(snap.num_nodes());
+    snap.nodes().iter().all(|n| {
+        n.labels
+            .get(crate::snapshot::LABEL_HOSTNAME)
+            .is_none_or(|h| seen.insert(h.as_str()))
+    })
 }
 
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were

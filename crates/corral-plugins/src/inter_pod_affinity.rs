@@ -32,7 +32,10 @@ use crate::framework::{
     PreFilterExtensions, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
 use crate::labels::Labels;
-use crate::snapshot::{AffinityTerm, NodeInfo, PodInfo, Snapshot, WeightedAffinityTerm};
+use crate::pod_index::TermKind;
+#[cfg(test)]
+use crate::snapshot::WeightedAffinityTerm;
+use crate::snapshot::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "InterPodAffinity";
 
@@ -314,18 +317,21 @@ impl PreFilterState {
     }
 }
 
-/// Existing pods' required anti-affinity terms matching the incoming pod.
+/// Existing pods' required anti-affinity terms matching the incoming pod. Only the
+/// pods whose terms can match the incoming pod's labels are visited (pod index).
 fn existing_anti_affinity_counts(pod: &PodInfo, snap: &Snapshot) -> TopologyMap {
     let ns_labels = snap.namespace_labels(&pod.namespace);
     let mut m = TopologyMap::default();
-    let nodes = snap.nodes();
-    for &i in snap.nodes_with_required_anti_affinity_pods() {
-        let Some(node) = nodes.get(i) else { continue };
-        for existing in &node.pods_with_required_anti_affinity {
-            for t in &existing.required_anti_affinity_terms {
-                if t.matches(pod, ns_labels) {
-                    m.add(&node.labels, &t.topology_key, 1, true);
-                }
+    for e in snap
+        .pod_index()
+        .terms_matching(TermKind::RequiredAntiAffinity, &pod.labels)
+    {
+        let Some(node) = snap.node(&e.node) else {
+            continue;
+        };
+        for t in &e.pod.required_anti_affinity_terms {
+            if t.matches(pod, ns_labels) {
+                m.add(&node.labels, &t.topology_key, 1, true);
             }
         }
     }
@@ -333,10 +339,51 @@ fn existing_anti_affinity_counts(pod: &PodInfo, snap: &Snapshot) -> TopologyMap 
 }
 
 /// Existing pods matching the incoming pod's required affinity (all terms) and
-/// anti-affinity (each term) terms, over all nodes.
+/// anti-affinity (each term) terms. Through the pod index when every term's selector
+/// has an `In` requirement (the pods matching all affinity terms are among the first
+/// term's candidates), else over all nodes.
 fn incoming_counts(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, TopologyMap) {
     if pod.required_affinity_terms.is_empty() && pod.required_anti_affinity_terms.is_empty() {
         return Default::default();
+    }
+    let idx = snap.pod_index();
+    let indexable = pod
+        .required_affinity_terms
+        .first()
+        .is_none_or(|t| idx.candidates(&t.selector).is_some())
+        && pod
+            .required_anti_affinity_terms
+            .iter()
+            .all(|t| idx.candidates(&t.selector).is_some());
+    if indexable {
+        let mut acc = <(TopologyMap, TopologyMap)>::default();
+        if let Some(cands) = pod
+            .required_affinity_terms
+            .first()
+            .and_then(|t| idx.candidates(&t.selector))
+        {
+            for e in cands {
+                let Some(node) = snap.node(&e.node) else {
+                    continue;
+                };
+                if matches_all_incoming(&pod.required_affinity_terms, &e.pod, snap) {
+                    for t in &pod.required_affinity_terms {
+                        acc.0.add(&node.labels, &t.topology_key, 1, true);
+                    }
+                }
+            }
+        }
+        for t in &pod.required_anti_affinity_terms {
+            for e in idx.candidates(&t.selector).into_iter().flatten() {
+                let Some(node) = snap.node(&e.node) else {
+                    continue;
+                };
+                if incoming_term_matches(t, &e.pod, snap) {
+                    acc.1.add(&node.labels, &t.topology_key, 1, true);
+                }
+            }
+        }
+        return acc;
     }
     let per_node = |node: &Arc<NodeInfo>, acc: &mut (TopologyMap, TopologyMap)| {
         for existing in &node.pods {
@@ -508,7 +555,8 @@ struct PreScoreState {
 
 impl InterPodAffinity {
     /// `processExistingPod`: contributions of one existing pod on a node with
-    /// `labels`.
+    /// `labels` (the per-pod reference the indexed PreScore is tested against).
+    #[cfg(test)]
     fn process_existing_pod(
         &self,
         pod: &PodInfo,
@@ -567,6 +615,100 @@ impl InterPodAffinity {
     }
 }
 
+impl InterPodAffinity {
+    /// `processExistingPod` summed over every existing pod, split in its two halves
+    /// so each visits only the pods that can contribute (pod index): the incoming
+    /// pod's preferred terms against the pods their selectors can match (all pods for
+    /// a selector without an `In` requirement), and the existing pods' terms that can
+    /// match the incoming pod. The sums equal the per-pod loop's.
+    fn pre_score_indexed(&self, pod: &PodInfo, snap: &Snapshot, incoming: bool) -> TopologyMap {
+        let idx = snap.pod_index();
+        let mut acc = TopologyMap::default();
+        if incoming {
+            for (terms, sign) in [
+                (&pod.preferred_affinity_terms, 1i64),
+                (&pod.preferred_anti_affinity_terms, -1),
+            ] {
+                for t in terms {
+                    let visit = |existing: &PodInfo, node: &NodeInfo, acc: &mut TopologyMap| {
+                        if !node.labels.is_empty() && incoming_term_matches(&t.term, existing, snap)
+                        {
+                            acc.add(
+                                &node.labels,
+                                &t.term.topology_key,
+                                sign * i64::from(t.weight),
+                                false,
+                            );
+                        }
+                    };
+                    match idx.candidates(&t.term.selector) {
+                        Some(cands) => {
+                            for e in cands {
+                                if let Some(node) = snap.node(&e.node) {
+                                    visit(&e.pod, node, &mut acc);
+                                }
+                            }
+                        }
+                        None => {
+                            for node in snap.nodes() {
+                                for existing in &node.pods {
+                                    visit(existing, node, &mut acc);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let ns_labels = snap.namespace_labels(&pod.namespace);
+        let kinds = [
+            (
+                TermKind::RequiredAffinity,
+                i64::from(self.hard_pod_affinity_weight),
+            ),
+            (TermKind::PreferredAffinity, 1),
+            (TermKind::PreferredAntiAffinity, -1),
+        ];
+        for (kind, sign) in kinds {
+            if kind == TermKind::RequiredAffinity && self.hard_pod_affinity_weight <= 0 {
+                continue;
+            }
+            for e in idx.terms_matching(kind, &pod.labels) {
+                let Some(node) = snap.node(&e.node) else {
+                    continue;
+                };
+                if node.labels.is_empty() {
+                    continue;
+                }
+                let add = |acc: &mut TopologyMap, t: &AffinityTerm, w: i64| {
+                    if t.matches(pod, ns_labels) {
+                        acc.add(&node.labels, &t.topology_key, w, false);
+                    }
+                };
+                match kind {
+                    TermKind::RequiredAffinity => {
+                        for t in &e.pod.required_affinity_terms {
+                            add(&mut acc, t, sign);
+                        }
+                    }
+                    TermKind::PreferredAffinity => {
+                        for t in &e.pod.preferred_affinity_terms {
+                            add(&mut acc, &t.term, sign * i64::from(t.weight));
+                        }
+                    }
+                    TermKind::PreferredAntiAffinity => {
+                        for t in &e.pod.preferred_anti_affinity_terms {
+                            add(&mut acc, &t.term, sign * i64::from(t.weight));
+                        }
+                    }
+                    TermKind::RequiredAntiAffinity => {}
+                }
+            }
+        }
+        acc
+    }
+}
+
 impl PreScorePlugin for InterPodAffinity {
     fn pre_score(
         &self,
@@ -583,34 +725,7 @@ impl PreScorePlugin for InterPodAffinity {
         if self.ignore_preferred_terms_of_existing_pods && !has_constraints {
             return Status::skip();
         }
-        let all = snap.nodes();
-        let process = |node: &Arc<NodeInfo>, acc: &mut TopologyMap| {
-            let pods = if has_constraints {
-                &node.pods
-            } else {
-                &node.pods_with_affinity
-            };
-            for existing in pods {
-                self.process_existing_pod(pod, existing, &node.labels, snap, acc);
-            }
-        };
-        let scores = if has_constraints {
-            all.par_iter()
-                .with_min_len(256)
-                .fold(TopologyMap::default, |mut acc, n| {
-                    process(n, &mut acc);
-                    acc
-                })
-                .reduce(TopologyMap::default, |a, b| a.merge(b, false))
-        } else {
-            let mut acc = TopologyMap::default();
-            for &i in snap.nodes_with_affinity_pods() {
-                if let Some(n) = all.get(i) {
-                    process(n, &mut acc);
-                }
-            }
-            acc
-        };
+        let scores = self.pre_score_indexed(pod, snap, has_constraints);
         // kube skips when no topology key got an entry (entries summing to 0 count).
         if scores.keys.is_empty() {
             return Status::skip();
@@ -1678,5 +1793,108 @@ mod tests {
         }
         eprintln!("prefilter + 5000 filters: {:?}", t.elapsed());
         assert_eq!(ok, 2500);
+    }
+
+    /// The indexed PreFilter/PreScore visit only the pods a selector can match; their
+    /// results must equal the per-pod scans of every pod (kube-scheduler's loops),
+    /// including selectors without an `In` requirement, namespace selectors, several
+    /// terms and pods added then removed.
+    #[test]
+    fn indexed_counts_equal_the_full_scans() {
+        let exists = |k: &str, key: &str| {
+            json!({"labelSelector": {"matchExpressions": [{"key": k, "operator": "Exists"}]},
+                   "topologyKey": key})
+        };
+        let in2 = |k: &str, a: &str, b: &str, key: &str| {
+            json!({"labelSelector": {"matchExpressions": [{"key": k, "operator": "In", "values": [a, b]}]},
+                   "topologyKey": key, "namespaceSelector": {}})
+        };
+        let shapes: Vec<PodInfo> = vec![
+            pod("a").label("app", "web").affinity(req_anti(vec![term(json!({"app": "web"}), HOST)])).info(),
+            pod("b").label("app", "db").affinity(req_affinity(vec![term(json!({"app": "web"}), ZONE)])).info(),
+            pod("c").label("app", "web").label("tier", "fe").affinity(json!({
+                "podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [weighted(5, exists("tier", ZONE))]},
+                "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [weighted(3, in2("app", "db", "web", HOST))]}})).info(),
+            pod("d").ns("other").label("app", "db").affinity(req_anti(vec![in2("app", "web", "db", ZONE)])).info(),
+            pod("e").label("tier", "be").info(),
+        ];
+        let names = ["a1", "a2", "b1", "b2", "c1"];
+        let mut snap = snapshot(vec![]);
+        let mut placed = Vec::new();
+        for i in 0..40usize {
+            let mut p = shapes[i % shapes.len()].clone();
+            p.key = format!("{}/x{i}", p.namespace);
+            p.name = format!("x{i}");
+            let p = Arc::new(p);
+            snap.add_pod(p.clone(), names[(i * 7) % names.len()]);
+            placed.push(p);
+        }
+        for p in placed.iter().step_by(5) {
+            snap.remove_pod(&p.key);
+        }
+        let full_incoming = |pod: &PodInfo| {
+            let mut acc = <(TopologyMap, TopologyMap)>::default();
+            for node in snap.nodes() {
+                for e in &node.pods {
+                    if matches_all_incoming(&pod.required_affinity_terms, e, &snap) {
+                        for t in &pod.required_affinity_terms {
+                            acc.0.add(&node.labels, &t.topology_key, 1, true);
+                        }
+                    }
+                    for t in &pod.required_anti_affinity_terms {
+                        if incoming_term_matches(t, e, &snap) {
+                            acc.1.add(&node.labels, &t.topology_key, 1, true);
+                        }
+                    }
+                }
+            }
+            acc
+        };
+        let sorted = |m: &TopologyMap| {
+            let mut v: Vec<(String, String, i64)> = m
+                .keys
+                .iter()
+                .zip(&m.values)
+                .flat_map(|(k, vals)| vals.iter().map(move |(v, c)| (k.clone(), v.clone(), *c)))
+                .collect();
+            v.sort();
+            v
+        };
+        let mut nonempty = 0;
+        for incoming in &shapes {
+            let mut full_anti = TopologyMap::default();
+            let mut full_score = TopologyMap::default();
+            for node in snap.nodes() {
+                for e in &node.pods {
+                    for t in &e.required_anti_affinity_terms {
+                        if t.matches(incoming, snap.namespace_labels(&incoming.namespace)) {
+                            full_anti.add(&node.labels, &t.topology_key, 1, true);
+                        }
+                    }
+                    pl().process_existing_pod(incoming, e, &node.labels, &snap, &mut full_score);
+                }
+            }
+            assert_eq!(
+                sorted(&existing_anti_affinity_counts(incoming, &snap)),
+                sorted(&full_anti)
+            );
+            let (a, b) = incoming_counts(incoming, &snap);
+            let (fa, fb) = full_incoming(incoming);
+            assert_eq!(
+                (sorted(&a), sorted(&b)),
+                (sorted(&fa), sorted(&fb)),
+                "{}",
+                incoming.key
+            );
+            let scored = pl().pre_score_indexed(incoming, &snap, true);
+            assert_eq!(sorted(&scored), sorted(&full_score), "{}", incoming.key);
+            nonempty += usize::from(!full_score.is_empty())
+                + usize::from(!full_anti.is_empty())
+                + usize::from(!fa.is_empty() || !fb.is_empty());
+        }
+        assert!(
+            nonempty >= 5,
+            "the workload exercises the counts ({nonempty})"
+        );
     }
 }

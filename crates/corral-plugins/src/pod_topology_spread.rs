@@ -488,16 +488,52 @@ impl PreFilterPlugin for PodTopologySpread {
             }
         };
         let mut domains = vec![Domains::default(); constraints.len()];
-        for node in snap.nodes() {
+        // Every eligible node registers its domain; matching pods are counted through
+        // the pod index when the selector has an `In` requirement (only the pods it
+        // can match are visited), else per node.
+        let idx = snap.pod_index();
+        let indexed: Vec<bool> = constraints
+            .iter()
+            .map(|c| idx.candidates(&c.selector).is_some())
+            .collect();
+        let mut eligible = vec![Vec::new(); constraints.len()];
+        let nodes = snap.nodes();
+        for (ni, node) in nodes.iter().enumerate() {
             if !has_all_keys(&node.labels, &constraints) {
                 continue;
             }
-            for (c, d) in constraints.iter().zip(domains.iter_mut()) {
+            for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
                 if !c.includes(pod, node, &required) {
                     continue;
                 }
                 if let Some(v) = node.labels.get(&c.topology_key) {
-                    d.add_raw(v, c.count_on(node, &pod.namespace));
+                    if indexed[ci] {
+                        if eligible[ci].is_empty() {
+                            eligible[ci] = vec![false; nodes.len()];
+                        }
+                        eligible[ci][ni] = true;
+                        d.add_raw(v, 0);
+                    } else {
+                        d.add_raw(v, c.count_on(node, &pod.namespace));
+                    }
+                }
+            }
+        }
+        for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
+            if !indexed[ci] || eligible[ci].is_empty() {
+                continue;
+            }
+            for e in idx.candidates(&c.selector).into_iter().flatten() {
+                if !c.counts(&e.pod, &pod.namespace) {
+                    continue;
+                }
+                let Some(ni) = snap.node_index(&e.node) else {
+                    continue;
+                };
+                if eligible[ci][ni]
+                    && let Some(v) = nodes[ni].labels.get(&c.topology_key)
+                {
+                    d.add_raw(v, 1);
                 }
             }
         }
@@ -640,17 +676,52 @@ impl PreScorePlugin for PodTopologySpread {
             Ok(r) => r,
             Err(e) => return Status::error(format!("invalid node affinity: {e}")),
         };
-        for node in snap.nodes() {
+        // Like PreFilter: eligible nodes are marked, matching pods counted through
+        // the pod index when possible.
+        let idx = snap.pod_index();
+        let all = snap.nodes();
+        let mut eligible: Vec<Vec<bool>> = vec![Vec::new(); constraints.len()];
+        for (ni, node) in all.iter().enumerate() {
             if require_all && !has_all_keys(&node.labels, &constraints) {
                 continue;
             }
-            for (c, m) in constraints.iter().zip(counts.iter_mut()) {
+            for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
                 if m.is_empty() || !c.includes(pod, node, &required) {
                     continue;
                 }
                 let v = node.labels.get(&c.topology_key).map_or("", String::as_str);
                 if let Some(cnt) = m.get_mut(v) {
-                    *cnt += c.count_on(node, &pod.namespace);
+                    if idx.candidates(&c.selector).is_some() {
+                        if eligible[ci].is_empty() {
+                            eligible[ci] = vec![false; all.len()];
+                        }
+                        eligible[ci][ni] = true;
+                    } else {
+                        *cnt += c.count_on(node, &pod.namespace);
+                    }
+                }
+            }
+        }
+        for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
+            if eligible[ci].is_empty() {
+                continue;
+            }
+            for e in idx.candidates(&c.selector).into_iter().flatten() {
+                if !c.counts(&e.pod, &pod.namespace) {
+                    continue;
+                }
+                let Some(ni) = snap.node_index(&e.node) else {
+                    continue;
+                };
+                if !eligible[ci][ni] {
+                    continue;
+                }
+                let v = all[ni]
+                    .labels
+                    .get(&c.topology_key)
+                    .map_or("", String::as_str);
+                if let Some(cnt) = m.get_mut(v) {
+                    *cnt += 1;
                 }
             }
         }
