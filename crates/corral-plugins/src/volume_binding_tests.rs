@@ -64,8 +64,6 @@ fn check(c: Case) {
     }
     assert_eq!(c.filter.len(), snap.num_nodes(), "{}", c.name);
     for (i, want) in c.filter.iter().enumerate() {
-        let name = format!("{}", i);
-        let _ = name;
         let n = &snap.nodes()[i];
         let got = pl.filter(&st, &p, n, &snap);
         match want {
