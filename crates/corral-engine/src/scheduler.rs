@@ -608,10 +608,16 @@ fn cross_node_sensitive(
     };
     let local_anti = |t: &AffinityTerm| hostname_local && t.topology_key == LABEL_HOSTNAME;
     let own = scoring_terms(pod);
+    // Nothing on this pod's side: only committed pods with terms can matter.
+    let own_side = !own.is_empty() || pod.has_affinity() || !spread.is_empty();
     committed.iter().any(|(q, _)| {
-        scoring_terms(q)
-            .iter()
-            .any(|t| t.selector.matches(&pod.labels))
+        if !own_side && !q.has_affinity() {
+            return false;
+        }
+        (q.has_affinity()
+            && scoring_terms(q)
+                .iter()
+                .any(|t| t.selector.matches(&pod.labels)))
             || q.required_anti_affinity_terms
                 .iter()
                 .any(|t| !local_anti(t) && t.selector.matches(&pod.labels))
