@@ -1,5 +1,7 @@
 //! Builders for real k8s-openapi Node/Pod objects in tests (and benches).
 
+pub mod volumes;
+
 use serde_json::{Value, json};
 
 use k8s_openapi::api::core::v1::{Node, Pod};

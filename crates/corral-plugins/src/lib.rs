@@ -41,8 +41,6 @@ pub mod pod_topology_spread;
 pub mod priority_sort;
 pub mod taint_toleration;
 pub mod volume_binding;
-#[cfg(test)]
-mod volume_fixtures;
 pub mod volume_restrictions;
 pub mod volume_zone;
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::framework::Code;
-use crate::volume_fixtures::*;
+use crate::testutil::volumes::*;
 use crate::volumes::VolumeObject;
 
 const EBS: &str = "ebs.csi.aws.com";

@@ -213,7 +213,7 @@ mod tests {
 
     use super::*;
     use crate::framework::Code;
-    use crate::volume_fixtures::*;
+    use crate::testutil::volumes::*;
 
     fn with_vol(name: &str, v: Value) -> PodInfo {
         pod_with(name, vec![v])

@@ -162,7 +162,7 @@ mod tests {
     //! TestMultiZone, TestWithBinding) as data.
     use super::*;
     use crate::framework::Code;
-    use crate::volume_fixtures::*;
+    use crate::testutil::volumes::*;
     use crate::volumes::VolumeObject;
 
     const BZ: &str = LABEL_BETA_ZONE;

@@ -1,4 +1,5 @@
-//! Test builders for the volume plugins' tables: real k8s-openapi objects (built
+//! Test builders for the volume plugins' tables (corral-plugins) and the
+//! engine's volume tests: real k8s-openapi objects (built
 //! as JSON and decoded) of the six volume kinds, pods with claims, and snapshots.
 
 use serde_json::{Value, json};
