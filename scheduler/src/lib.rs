@@ -4,7 +4,8 @@
 
 pub mod extender;
 pub mod health;
-pub mod http_server;
+/// The bounded HTTP server (moved to the corral-http crate).
+pub use corral_http::server as http_server;
 pub mod k8s;
 pub mod shutdown;
 pub mod simulate;
