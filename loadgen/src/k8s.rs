@@ -116,6 +116,14 @@ fn pod(args: &Args, i: u64) -> Pod {
     serde_json::from_value(p).expect("static pod")
 }
 
+/// One progress line: `created 1200/5000  bound 1100  (12 s)`.
+pub fn progress_line(created: u64, bound: u64, total: u64, elapsed: Duration) -> String {
+    format!(
+        "corral-loadgen: created {created}/{total}  bound {bound}  ({} s)",
+        elapsed.as_secs()
+    )
+}
+
 /// Runs the load against `client`.
 pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
     if args.pods == 0 {
@@ -210,6 +218,21 @@ pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
     let _ = tokio::time::timeout(Duration::from_secs(30), synced_rx).await;
 
     let t0 = Instant::now();
+    // Progress on stderr once a second when it is a terminal (pipes and CI logs get
+    // only the final report).
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let (created, bound) = (created.clone(), bound.clone());
+        let total = args.pods;
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                iv.tick().await;
+                let c = created.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                let b = bound.lock().unwrap_or_else(|e| e.into_inner()).len() as u64;
+                eprint!("\r{}", progress_line(c, b, total, t0.elapsed()));
+            }
+        })
+    });
     let sem = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -258,6 +281,10 @@ pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     watch.abort();
+    if let Some(p) = progress {
+        p.abort();
+        eprintln!();
+    }
     let created = created.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let bound = bound.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut lat: Vec<f64> = created
@@ -324,4 +351,17 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_counts() {
+        assert_eq!(
+            progress_line(1200, 1100, 5000, Duration::from_millis(12_400)),
+            "corral-loadgen: created 1200/5000  bound 1100  (12 s)"
+        );
+    }
 }

@@ -4,10 +4,12 @@
 
 pub mod extender;
 pub mod health;
-pub mod http_server;
+/// The bounded HTTP server (moved to the corral-http crate).
+pub use corral_http::server as http_server;
 pub mod k8s;
 pub mod shutdown;
 pub mod simulate;
+pub mod views;
 
 // The layers below, re-exported under their old paths for the modules of this
 // crate and for tests, benches and tools written against them.

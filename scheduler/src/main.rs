@@ -100,6 +100,12 @@ enum Command {
     Run(corral_scheduler::k8s::cli::RunCli),
     /// Serve kube-scheduler's HTTP extender (v1) protocol.
     Extender(corral_scheduler::extender::ExtenderCli),
+    /// Volcano Queues of a live cluster: state, weight, capability, allocated,
+    /// PodGroups by phase.
+    Queues(corral_scheduler::views::QueuesCli),
+    /// Volcano PodGroups of a live cluster: queue, priority, phase, running/min,
+    /// age, time to start, why waiting.
+    Jobs(corral_scheduler::views::JobsCli),
 }
 
 /// Policies `--compare` can run next to the health-weighted one.
@@ -150,7 +156,7 @@ fn main() -> ExitCode {
     let level = log_level(
         match cli.command {
             Command::Run(_) | Command::Extender(_) => "info",
-            Command::Simulate { .. } => "warn",
+            Command::Simulate { .. } | Command::Queues(_) | Command::Jobs(_) => "warn",
         },
         cli.verbosity,
     );
@@ -166,6 +172,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => corral_scheduler::k8s::cli::main(&args),
         Command::Extender(args) => corral_scheduler::extender::main(&args),
+        Command::Queues(args) => corral_scheduler::views::queues_main(&args),
+        Command::Jobs(args) => corral_scheduler::views::jobs_main(&args),
         Command::Simulate {
             paths,
             config,

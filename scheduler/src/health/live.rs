@@ -47,6 +47,9 @@ pub struct LiveOptions {
     pub scrape_timeout: Duration,
     /// Scrape requests in flight at most.
     pub scrape_concurrency: usize,
+    /// Bearer token sent to the scrape endpoints
+    /// (`--health-scrape-bearer-token-file`).
+    pub scrape_token: Option<String>,
 }
 
 impl LiveOptions {
@@ -57,6 +60,7 @@ impl LiveOptions {
             interval: Duration::from_secs(10),
             scrape_timeout: Duration::from_secs(2),
             scrape_concurrency: 32,
+            scrape_token: None,
         }
     }
 }
@@ -68,6 +72,8 @@ pub struct HealthFlags {
     pub interval: Duration,
     pub scrape_timeout: Duration,
     pub scrape_concurrency: usize,
+    /// File holding a bearer token for the scrape endpoints (read at start).
+    pub scrape_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for HealthFlags {
@@ -78,6 +84,7 @@ impl Default for HealthFlags {
             interval: d.interval,
             scrape_timeout: d.scrape_timeout,
             scrape_concurrency: d.scrape_concurrency,
+            scrape_token_file: None,
         }
     }
 }
@@ -97,9 +104,23 @@ pub fn options_for(
         return Ok(None);
     }
     if let Some(t) = &flags.scrape {
-        sources::split_http_url(&sources::expand_template(t, "node"))
-            .map_err(|e| format!("--health-scrape: {e}"))?;
+        sources::check_scrape_url(t).map_err(|e| format!("--health-scrape: {e}"))?;
     }
+    let scrape_token = match &flags.scrape_token_file {
+        Some(p) => {
+            let t = std::fs::read_to_string(p)
+                .map_err(|e| format!("--health-scrape-bearer-token-file: {}: {e}", p.display()))?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(format!(
+                    "--health-scrape-bearer-token-file: {}: empty token",
+                    p.display()
+                ));
+            }
+            Some(t)
+        }
+        None => None,
+    };
     let config = args.transpose()?.unwrap_or_default();
     config.resolve()?;
     Ok(Some(LiveOptions {
@@ -108,6 +129,7 @@ pub fn options_for(
         interval: flags.interval,
         scrape_timeout: flags.scrape_timeout,
         scrape_concurrency: flags.scrape_concurrency.max(1),
+        scrape_token,
     }))
 }
 
@@ -152,8 +174,11 @@ impl LiveHealth {
         let tracker = HealthTracker::new(opts.config.clone())?;
         let shared = Arc::new(Shared::default());
         let interval = opts.interval.max(Duration::from_millis(10));
+        let client =
+            corral_http::client::HttpClient::new(opts.scrape_token.clone(), sources::MAX_BODY)?;
         let task = opts.scrape.clone().map(|tpl| {
             rt.spawn(scrape_loop(
+                client,
                 tpl,
                 interval,
                 opts.scrape_timeout,
@@ -237,6 +262,7 @@ impl LiveHealth {
 
 /// Scrapes every node once per `interval` until aborted.
 async fn scrape_loop(
+    client: corral_http::client::HttpClient,
     tpl: String,
     interval: Duration,
     timeout: Duration,
@@ -248,7 +274,8 @@ async fn scrape_loop(
     loop {
         iv.tick().await;
         let names = shared.names.lock().map(|g| g.clone()).unwrap_or_default();
-        let (samples, failed, first_err) = scrape_round(&tpl, &names, timeout, concurrency).await;
+        let (samples, failed, first_err) =
+            scrape_round(&client, &tpl, &names, timeout, concurrency).await;
         if failed > 0 {
             tracing::warn!(
                 "health scrape: {failed}/{} endpoints failed (first: {})",
@@ -268,6 +295,7 @@ async fn scrape_loop(
 
 /// One scrape of every node: (samples, failed endpoints, first error).
 pub async fn scrape_round(
+    client: &corral_http::client::HttpClient,
     tpl: &str,
     names: &[Arc<str>],
     timeout: Duration,
@@ -276,10 +304,7 @@ pub async fn scrape_round(
     let mut results = futures::stream::iter(names.iter().cloned())
         .map(|node| async move {
             let url = sources::expand_template(tpl, &node);
-            let r = match tokio::time::timeout(timeout, http_get_async(&url)).await {
-                Ok(r) => r,
-                Err(_) => Err(format!("{url}: timed out after {timeout:?}")),
-            };
+            let r = client.get(&url, timeout).await;
             (node, url, r, unix_now())
         })
         .buffer_unordered(concurrency.max(1));
@@ -310,27 +335,6 @@ pub async fn scrape_round(
         }
     }
     (out, failed, first)
-}
-
-/// Async HTTP/1.0 GET of a plain `http://host:port/path` URL; the body of a 200.
-pub async fn http_get_async(url: &str) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (hostport, host, path) = sources::split_http_url(url)?;
-    let mut s = tokio::net::TcpStream::connect(&hostport)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let mut buf = Vec::new();
-    s.take(sources::MAX_BODY)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    sources::http_body(url, &buf)
 }
 
 #[cfg(test)]
@@ -499,7 +503,13 @@ mod tests {
                             ("404 Not Found", "")
                         };
                         let _ = s
-                            .write_all(format!("HTTP/1.0 {st}\r\n\r\n{body}").as_bytes())
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 {st}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                    body.len()
+                                )
+                                .as_bytes(),
+                            )
                             .await;
                     });
                 }
@@ -509,9 +519,10 @@ mod tests {
                 .iter()
                 .map(|s| Arc::from(*s))
                 .collect();
+            let client = corral_http::client::HttpClient::new(None, sources::MAX_BODY).unwrap();
             let t0 = Instant::now();
             let (samples, failed, first) =
-                scrape_round(&tpl, &names, Duration::from_millis(500), 2).await;
+                scrape_round(&client, &tpl, &names, Duration::from_millis(500), 2).await;
             assert!(t0.elapsed() < Duration::from_secs(30));
             assert_eq!(failed, 2, "{first:?}");
             let get = |n: &str, s: &str| {
@@ -523,7 +534,7 @@ mod tests {
             assert_eq!(get("a", "cpu"), Some(97.0));
             assert_eq!(get("b", "gpu_missing"), Some(1.0));
             assert_eq!(samples.len(), 2, "{samples:?}");
-            let e = http_get_async("https://x/").await.unwrap_err();
+            let e = client.get("ftp://x/", Duration::from_secs(1)).await.unwrap_err();
             assert!(e.contains("only http://"), "{e}");
         });
     }

@@ -72,17 +72,30 @@ pub fn attach_static_view(
         });
     t.set_clock(now);
     let mut w = |m: String| warn(&format!("warning: {m}"));
+    let mut scraped: std::collections::HashMap<String, Vec<sources::RawSample>> =
+        std::collections::HashMap::new();
+    if let Some(tpl) = scrape {
+        sources::check_scrape_url(tpl).map_err(|e| format!("--health-scrape: {e}"))?;
+        let client = corral_http::client::HttpClient::new(None, sources::MAX_BODY)?;
+        let names: Vec<std::sync::Arc<str>> = snap
+            .nodes()
+            .iter()
+            .map(|n| std::sync::Arc::from(&*n.name))
+            .collect();
+        for s in sources::scrape_nodes(
+            &client,
+            tpl,
+            &names,
+            now,
+            std::time::Duration::from_secs(2),
+            &mut w,
+        ) {
+            scraped.entry(s.node.clone()).or_default().push(s);
+        }
+    }
     for n in snap.nodes() {
         let mut samples = sources::from_node(&n.node, now, &mut w);
-        if let Some(tpl) = scrape {
-            samples.extend(sources::scrape_node(
-                tpl,
-                &n.name,
-                now,
-                std::time::Duration::from_secs(2),
-                &mut w,
-            ));
-        }
+        samples.extend(scraped.remove(&*n.name).unwrap_or_default());
         for s in samples {
             if let Some(m) = t.observe(s.time, &s.node, &s.signal, s.value) {
                 w(m);

@@ -3,8 +3,6 @@
 //! and time-series files (YAML or CSV: time, node, signal, value) for simulation.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -288,93 +286,56 @@ pub fn expand_template(template: &str, node: &str) -> String {
 }
 
 /// Largest response body read from a scrape endpoint.
-pub const MAX_BODY: u64 = 64 << 20;
+pub const MAX_BODY: usize = 64 << 20;
 
-/// Splits a plain `http://host[:port]/path` URL into (`host:port`, host, path).
-pub fn split_http_url(url: &str) -> Result<(String, String, String), String> {
+/// Checks a `--health-scrape` template (`{node}` expanded) is an `http://` or
+/// `https://` URL with a host.
+pub fn check_scrape_url(template: &str) -> Result<(), String> {
+    let url = expand_template(template, "node");
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    if hostport.is_empty() {
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url}: only http:// and https:// URLs are supported"))?;
+    if rest.split(['/', ':']).next().is_none_or(str::is_empty) {
         return Err(format!("{url}: missing host"));
     }
-    let addr = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    let host = hostport.split(':').next().unwrap_or(hostport);
-    Ok((addr, host.to_string(), path.to_string()))
+    Ok(())
 }
 
-/// The body of a raw HTTP response if its status is 200.
-pub fn http_body(url: &str, raw: &[u8]) -> Result<String, String> {
-    let text = String::from_utf8_lossy(raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{url}: malformed HTTP response"))?;
-    let status = head.lines().next().unwrap_or("");
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(format!("{url}: {status}"));
-    }
-    Ok(body.to_string())
-}
-
-/// HTTP GET of a plain `http://host:port/path` URL (no TLS; node-local exporters)
-/// with connect/read timeouts. Returns the body of a 200 response.
-pub fn http_get(url: &str, timeout: Duration) -> Result<String, String> {
-    let (addr, host, path) = split_http_url(url)?;
-    let sock = addr
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("{url}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).ok();
-    s.set_write_timeout(Some(timeout)).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| format!("{url}: {e}"))?;
-    let mut buf = Vec::new();
-    s.take(MAX_BODY)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("{url}: {e}"))?;
-    http_body(url, &buf)
-}
-
-/// Scrapes one node's endpoint and returns its samples at time `now`.
-pub fn scrape_node(
+/// One scrape of `nodes` at time `now` (the one-shot `simulate` path), through the
+/// same client and round as `run`'s live feed ([`super::live::scrape_round`]).
+pub fn scrape_nodes(
+    client: &corral_http::client::HttpClient,
     template: &str,
-    node: &str,
+    nodes: &[std::sync::Arc<str>],
     now: f64,
     timeout: Duration,
     warn: &mut dyn FnMut(String),
 ) -> Vec<RawSample> {
-    let url = expand_template(template, node);
-    match http_get(&url, timeout) {
-        Ok(body) => {
-            let samples = parse_prometheus(&body, &mut |w| warn(format!("{url}: {w}")));
-            prom_to_signals(&samples)
-                .into_iter()
-                .map(|(signal, value)| RawSample {
-                    time: now,
-                    node: node.to_string(),
-                    signal,
-                    value,
-                })
-                .collect()
-        }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
         Err(e) => {
-            warn(format!("health scrape of node {node:?} failed: {e}"));
-            Vec::new()
+            warn(format!("health scrape: runtime: {e}"));
+            return Vec::new();
         }
+    };
+    let (mut samples, failed, first) = rt.block_on(super::live::scrape_round(
+        client, template, nodes, timeout, 32,
+    ));
+    if failed > 0 {
+        warn(format!(
+            "health scrape: {failed}/{} endpoints failed (first: {})",
+            nodes.len(),
+            first.unwrap_or_default()
+        ));
     }
+    for s in &mut samples {
+        s.time = now;
+    }
+    samples
 }
 
 #[derive(Debug, Deserialize)]
@@ -483,6 +444,7 @@ pub fn parse_series(text: &str, origin: &str) -> Result<Vec<RawSample>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn prometheus_text_format() {
@@ -537,28 +499,44 @@ y{a="1"
                 };
                 write!(
                     s,
-                    "HTTP/1.0 {status}\r\nContent-Type: text/plain\r\n\r\n{body}"
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
                 )
                 .unwrap();
             }
         });
         let tpl = format!("http://127.0.0.1:{port}/metrics/{{node}}");
+        let client = corral_http::client::HttpClient::new(None, MAX_BODY).unwrap();
         let mut warns = Vec::new();
-        let got = scrape_node(&tpl, "n1", 5.0, Duration::from_secs(5), &mut |w| {
-            warns.push(w)
-        });
+        let nodes: Vec<std::sync::Arc<str>> = vec!["n1".into(), "n2".into()];
+        let mut got = scrape_nodes(
+            &client,
+            &tpl,
+            &nodes,
+            5.0,
+            Duration::from_secs(5),
+            &mut |w| warns.push(w),
+        );
+        got.sort_by(|a, b| a.signal.cmp(&b.signal));
         assert_eq!(got.len(), 2, "{warns:?}");
         assert_eq!(
-            (got[0].signal.as_str(), got[0].value, got[0].time),
-            ("cpu", 91.0, 5.0)
+            (
+                got[0].signal.as_str(),
+                got[0].value,
+                got[0].time,
+                got[0].node.as_str()
+            ),
+            ("cpu", 91.0, 5.0, "n1")
         );
-        let none = scrape_node(&tpl, "n2", 5.0, Duration::from_secs(5), &mut |w| {
-            warns.push(w)
-        });
-        assert!(none.is_empty());
-        assert!(warns.iter().any(|w| w.contains("404")), "{warns:?}");
+        assert_eq!(warns.len(), 1, "{warns:?}");
+        assert!(
+            warns[0].contains("1/2") && warns[0].contains("404"),
+            "{warns:?}"
+        );
         h.join().unwrap();
-        assert!(http_get("https://x/", Duration::from_secs(1)).is_err());
+        assert!(check_scrape_url("ftp://x/").is_err());
+        assert!(check_scrape_url("http:///m").is_err());
+        assert!(check_scrape_url("https://{node}:9100/metrics").is_ok());
     }
 
     #[test]

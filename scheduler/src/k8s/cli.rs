@@ -76,6 +76,11 @@ pub struct RunCli {
     /// NodeHealth: scrape requests in flight at most.
     #[arg(long, default_value_t = 32)]
     pub health_scrape_concurrency: usize,
+    /// NodeHealth: file with a bearer token sent to the scrape endpoints
+    /// (`Authorization: Bearer …`; https:// URLs are verified against the system
+    /// CA roots).
+    #[arg(long)]
+    pub health_scrape_bearer_token_file: Option<PathBuf>,
     /// How preemption/reclaim victims are removed: `eviction` (policy/v1 Eviction;
     /// PodDisruptionBudgets are honoured) or `delete` (like kube-scheduler).
     #[arg(long, value_enum, default_value_t = super::evictor::EvictionMode::Eviction)]
@@ -120,6 +125,7 @@ impl RunCli {
                 interval: self.health_interval,
                 scrape_timeout: self.health_scrape_timeout,
                 scrape_concurrency: self.health_scrape_concurrency.max(1),
+                scrape_token_file: self.health_scrape_bearer_token_file.clone(),
             },
             shutdown_grace: self.shutdown_grace_period,
         }

@@ -67,6 +67,16 @@ async fn prometheus_endpoint() -> (String, Arc<std::sync::atomic::AtomicUsize>) 
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
                 h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // The scrape endpoint wants the bearer token from the token file.
+                if !req
+                    .to_ascii_lowercase()
+                    .contains("\r\nauthorization: bearer health-token\r\n")
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
                 let body = if req.starts_with("GET /metrics/sick ") {
                     "# TYPE corral_gpu_missing gauge\ncorral_gpu_missing 1\n"
                 } else {
@@ -114,11 +124,15 @@ async fn annotated_and_scraped_sick_nodes_get_no_new_pods() {
     let (tpl, hits) = prometheus_endpoint().await;
     let cfg = KubeSchedulerConfiguration::from_yaml(CONFIG, "test").expect("config");
     let frameworks = cfg.build().expect("build");
+    let tdir = tempfile::tempdir().expect("tempdir");
+    let token = tdir.path().join("token");
+    std::fs::write(&token, "health-token\n").expect("token");
     let flags = HealthFlags {
         scrape: Some(tpl),
         interval: Duration::from_millis(200),
         scrape_timeout: Duration::from_secs(2),
         scrape_concurrency: 2,
+        scrape_token_file: Some(token),
     };
     let live = options_for(
         &frameworks,

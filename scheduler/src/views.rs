@@ -1,0 +1,418 @@
+//! Operator views of a live cluster: `corral-scheduler queues` (per Volcano Queue:
+//! state, weight, capability, allocated, PodGroups by phase — what `run` writes into
+//! the Queue status) and `corral-scheduler jobs` (Volcano PodGroups: queue, priority
+//! class, phase, running/minMember, age, time to start, why waiting). Tables with
+//! kubectl-style quantities (`64Gi`, `2500m`) by default, `-o json|yaml` as data.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use kube::api::{Api, DynamicObject, ListParams};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::k8s::crds::Crd;
+
+/// Output of the views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// `corral-scheduler queues`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueuesCli {
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: ViewFormat,
+}
+
+/// `corral-scheduler jobs`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsCli {
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Only this namespace (default: all).
+    #[arg(long, short)]
+    pub namespace: Option<String>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: ViewFormat,
+}
+
+/// One queue.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRow {
+    pub name: String,
+    pub state: String,
+    pub weight: i64,
+    pub parent: Option<String>,
+    pub capability: BTreeMap<String, String>,
+    pub allocated: BTreeMap<String, String>,
+    pub pending: i64,
+    pub inqueue: i64,
+    pub running: i64,
+    pub completed: i64,
+}
+
+/// One PodGroup.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRow {
+    pub namespace: String,
+    pub name: String,
+    pub queue: String,
+    pub priority_class: Option<String>,
+    pub phase: String,
+    pub running: i64,
+    pub min_member: i64,
+    /// Seconds since the PodGroup was created.
+    pub age_seconds: Option<i64>,
+    /// Seconds from creation to the `Scheduled` condition (when it started).
+    pub time_to_start_seconds: Option<i64>,
+    /// The `Unschedulable` condition's message while it waits.
+    pub reason: Option<String>,
+}
+
+/// A kubectl-style quantity: memory-like byte counts with a binary suffix when
+/// exact (`68719476736` → `64Gi`); everything else as given.
+pub fn human_quantity(resource: &str, v: &str) -> String {
+    let bytes = resource == "memory"
+        || resource == "ephemeral-storage"
+        || resource.starts_with("hugepages-");
+    if !bytes {
+        return v.to_string();
+    }
+    let Ok(n) = v.parse::<u64>() else {
+        return v.to_string();
+    };
+    for (suffix, shift) in [
+        ("Ei", 60),
+        ("Pi", 50),
+        ("Ti", 40),
+        ("Gi", 30),
+        ("Mi", 20),
+        ("Ki", 10),
+    ] {
+        let unit = 1u64 << shift;
+        if n >= unit && n % unit == 0 {
+            return format!("{}{suffix}", n / unit);
+        }
+    }
+    v.to_string()
+}
+
+fn quantities(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, q)| {
+                    let s = match q {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), human_quantity(k, &s))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn int(v: &Value) -> i64 {
+    v.as_i64().unwrap_or(0)
+}
+
+fn timestamp(v: &Value) -> Option<i64> {
+    v.as_str()?
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// The rows of `queues` from Queue objects (as listed).
+pub fn queue_rows(objs: &[Value]) -> Vec<QueueRow> {
+    let mut rows: Vec<QueueRow> = objs
+        .iter()
+        .map(|q| QueueRow {
+            name: q["metadata"]["name"].as_str().unwrap_or("").to_string(),
+            state: q["status"]["state"].as_str().unwrap_or("Open").to_string(),
+            weight: q["spec"]["weight"].as_i64().unwrap_or(1),
+            parent: q["spec"]["parent"].as_str().map(str::to_string),
+            capability: quantities(&q["spec"]["capability"]),
+            allocated: quantities(&q["status"]["allocated"]),
+            pending: int(&q["status"]["pending"]),
+            inqueue: int(&q["status"]["inqueue"]),
+            running: int(&q["status"]["running"]),
+            completed: int(&q["status"]["completed"]),
+        })
+        .collect();
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// The rows of `jobs` from Volcano PodGroup objects, at Unix time `now`.
+pub fn job_rows(objs: &[Value], now: i64) -> Vec<JobRow> {
+    let mut rows: Vec<JobRow> = objs
+        .iter()
+        .map(|g| {
+            let created = timestamp(&g["metadata"]["creationTimestamp"]);
+            let conds = g["status"]["conditions"].as_array();
+            let cond = |t: &str| conds.and_then(|cs| cs.iter().find(|c| c["type"] == t));
+            let phase = g["status"]["phase"]
+                .as_str()
+                .unwrap_or("Pending")
+                .to_string();
+            let started = cond("Scheduled").and_then(|c| timestamp(&c["lastTransitionTime"]));
+            let reason = if phase == "Running" || phase == "Completed" {
+                None
+            } else {
+                cond("Unschedulable")
+                    .and_then(|c| c["message"].as_str())
+                    .map(str::to_string)
+            };
+            JobRow {
+                namespace: g["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                name: g["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                queue: g["spec"]["queue"].as_str().unwrap_or("default").to_string(),
+                priority_class: g["spec"]["priorityClassName"].as_str().map(str::to_string),
+                phase,
+                running: int(&g["status"]["running"]),
+                min_member: int(&g["spec"]["minMember"]),
+                age_seconds: created.map(|c| (now - c).max(0)),
+                time_to_start_seconds: match (created, started) {
+                    (Some(c), Some(s)) => Some((s - c).max(0)),
+                    _ => None,
+                },
+                reason,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    rows
+}
+
+/// `5s`, `3m`, `2h`, `4d` as kubectl prints ages.
+pub fn age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+fn list_text(m: &BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                s.push_str(&c);
+            } else {
+                s.push_str(&format!("{c:<width$}   ", width = w[i]));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = vec![line(header.iter().map(|h| h.to_string()).collect())];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+pub fn queues_table(rows: &[QueueRow]) -> String {
+    table(
+        &[
+            "NAME",
+            "STATE",
+            "WEIGHT",
+            "PARENT",
+            "CAPABILITY",
+            "ALLOCATED",
+            "PENDING",
+            "INQUEUE",
+            "RUNNING",
+            "COMPLETED",
+        ],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.name.clone(),
+                    r.state.clone(),
+                    r.weight.to_string(),
+                    r.parent.clone().unwrap_or_else(|| "-".into()),
+                    list_text(&r.capability),
+                    list_text(&r.allocated),
+                    r.pending.to_string(),
+                    r.inqueue.to_string(),
+                    r.running.to_string(),
+                    r.completed.to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+pub fn jobs_table(rows: &[JobRow]) -> String {
+    table(
+        &[
+            "NAMESPACE",
+            "NAME",
+            "QUEUE",
+            "PRIORITY",
+            "PHASE",
+            "RUNNING/MIN",
+            "AGE",
+            "STARTED AFTER",
+            "WAITING BECAUSE",
+        ],
+        rows.iter()
+            .map(|r| {
+                vec![
+                    r.namespace.clone(),
+                    r.name.clone(),
+                    r.queue.clone(),
+                    r.priority_class.clone().unwrap_or_else(|| "-".into()),
+                    r.phase.clone(),
+                    format!("{}/{}", r.running, r.min_member),
+                    r.age_seconds.map_or("-".into(), age),
+                    r.time_to_start_seconds.map_or("-".into(), age),
+                    r.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+async fn list(
+    client: kube::Client,
+    crd: Crd,
+    namespace: Option<&str>,
+) -> anyhow::Result<Vec<Value>> {
+    let ar = crd.api_resource();
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("listing {}: {e}", ar.plural))?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|o| serde_json::to_value(o).unwrap_or(Value::Null))
+        .collect())
+}
+
+fn render<T: Serialize>(rows: &T, format: ViewFormat, table: impl FnOnce() -> String) -> String {
+    match format {
+        ViewFormat::Table => table(),
+        ViewFormat::Json => serde_json::to_string_pretty(rows).unwrap_or_default(),
+        ViewFormat::Yaml => serde_yaml_ng::to_string(rows).unwrap_or_default(),
+    }
+}
+
+/// The `queues` view as text.
+pub async fn queues(client: kube::Client, format: ViewFormat) -> anyhow::Result<String> {
+    let rows = queue_rows(&list(client, Crd::VolcanoQueue, None).await?);
+    Ok(render(&rows, format, || queues_table(&rows)))
+}
+
+/// The `jobs` view as text.
+pub async fn jobs(
+    client: kube::Client,
+    namespace: Option<&str>,
+    format: ViewFormat,
+) -> anyhow::Result<String> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let rows = job_rows(&list(client, Crd::VolcanoPodGroup, namespace).await?, now);
+    Ok(render(&rows, format, || jobs_table(&rows)))
+}
+
+fn run_view(
+    kubeconfig: Option<&PathBuf>,
+    f: impl AsyncFnOnce(kube::Client) -> anyhow::Result<String>,
+) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("corral-scheduler: error: tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let r = rt.block_on(async {
+        let c = crate::k8s::client(kubeconfig).await?;
+        f(c).await
+    });
+    match r {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corral-scheduler: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn queues_main(cli: &QueuesCli) -> ExitCode {
+    let format = cli.output;
+    run_view(cli.kubeconfig.as_ref(), async move |c| {
+        queues(c, format).await
+    })
+}
+
+pub fn jobs_main(cli: &JobsCli) -> ExitCode {
+    let format = cli.output;
+    let ns = cli.namespace.clone();
+    run_view(cli.kubeconfig.as_ref(), async move |c| {
+        jobs(c, ns.as_deref(), format).await
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_like_kubectl() {
+        assert_eq!(human_quantity("memory", "68719476736"), "64Gi");
+        assert_eq!(human_quantity("memory", "1536"), "1536");
+        assert_eq!(human_quantity("memory", "1572864"), "1536Ki");
+        assert_eq!(human_quantity("cpu", "2500m"), "2500m");
+        assert_eq!(human_quantity("nvidia.com/gpu", "4"), "4");
+        assert_eq!(human_quantity("pods", "1024"), "1024");
+        assert_eq!(human_quantity("memory", "8Gi"), "8Gi");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(600), "10m");
+        assert_eq!(age(10_800), "3h");
+        assert_eq!(age(259_200), "3d");
+    }
+}
