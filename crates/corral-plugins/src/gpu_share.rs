@@ -491,7 +491,18 @@ impl GpuShare {
         };
         let mut vgpu = Vec::new();
         for fam in Family::ALL {
-            if !reqs.vgpu.iter().any(|r| r.family == fam) {
+            let mut mine = reqs.vgpu.iter().filter(|r| r.family == fam).peekable();
+            if mine.peek().is_none() {
+                continue;
+            }
+            let registered = node
+                .node
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(fam.register()));
+            if !registered && mine.all(|r| r.implicit) {
+                // Plain `nvidia.com/gpu` on a node HAMi did not register.
                 continue;
             }
             let mut cards = VCards::of(node, fam).map_err(Status::unresolvable)?;

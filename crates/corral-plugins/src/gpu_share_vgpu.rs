@@ -5,7 +5,8 @@
 //! container has no request):
 //! - HAMi, when a container names `nvidia.com/gpumem`, `nvidia.com/gpumem-percentage`
 //!   or `nvidia.com/gpucores`: `nvidia.com/gpu` cards (default 1), each on a distinct
-//!   card. Containers with only `nvidia.com/gpu` stay whole-card extended resources.
+//!   card. A container with only `nvidia.com/gpu` is that many whole-memory vGPUs
+//!   on nodes HAMi registered, and a plain extended resource on other nodes.
 //! - Volcano, when a container names `volcano.sh/vgpu-number`, `vgpu-memory`,
 //!   `vgpu-memory-percentage` or `vgpu-cores`: `vgpu-number` cards (default 1).
 //!
@@ -135,6 +136,9 @@ pub struct VgpuRequest {
     pub mem_pct: i64,
     /// Percent of each card's compute.
     pub cores: i64,
+    /// HAMi `nvidia.com/gpu` without gpumem/gpucores: a vGPU only on nodes with a
+    /// HAMi registration (elsewhere NodeResourcesFit's whole cards).
+    pub implicit: bool,
 }
 
 impl VgpuRequest {
@@ -183,6 +187,23 @@ pub fn pod_vgpu_requests(pod: &PodInfo) -> Result<Vec<VgpuRequest>, String> {
         };
         for fam in Family::ALL {
             if !fam.triggers().iter().any(|n| lookup(n).is_some()) {
+                // HAMi: `nvidia.com/gpu` alone is that many whole-memory vGPUs on a
+                // node HAMi registered; elsewhere a plain extended resource.
+                if fam == Family::Hami
+                    && let Some(q) = lookup(HAMI_GPU)
+                    && let Ok(n) = corral_core::quantity::parse_resource(HAMI_GPU, &q.0)
+                    && (1..=corral_core::limits::MAX_GPU_CARDS_PER_NODE).contains(&n)
+                {
+                    out.push(VgpuRequest {
+                        family: fam,
+                        container: i,
+                        nums: n,
+                        mem_mib: None,
+                        mem_pct: 100,
+                        cores: 0,
+                        implicit: true,
+                    });
+                }
                 continue;
             }
             let nums =
@@ -205,6 +226,7 @@ pub fn pod_vgpu_requests(pod: &PodInfo) -> Result<Vec<VgpuRequest>, String> {
                 mem_mib: mem,
                 mem_pct: pct.unwrap_or(100),
                 cores,
+                implicit: false,
             });
         }
     }
@@ -710,9 +732,43 @@ mod tests {
                 }
             }
         }
-        // Only nvidia.com/gpu: a whole-card extended resource, not a vGPU request.
-        let p = with_reqs("p", &[(HAMI_GPU, "1")]).info();
+        // Only nvidia.com/gpu: whole-memory vGPUs, marked implicit (they need a HAMi
+        // registration only to be placed as vGPUs); 0 requests nothing.
+        let p = with_reqs("p", &[(HAMI_GPU, "2")]).info();
+        let r = pod_vgpu_requests(&p).expect("valid");
+        assert_eq!(
+            r.iter()
+                .map(|r| (r.family, r.nums, r.mem_mib, r.mem_pct, r.cores, r.implicit))
+                .collect::<Vec<_>>(),
+            vec![(Family::Hami, 2, None, 100, 0, true)]
+        );
+        let p = with_reqs("p", &[(HAMI_GPU, "0")]).info();
         assert_eq!(pod_vgpu_requests(&p), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn plain_nvidia_gpu_is_a_whole_vgpu_only_on_hami_nodes() {
+        let one: &[(&str, &str)] = &[(HAMI_GPU, "1")];
+        // HAMi node, card a shared: the whole-memory vGPU goes to the empty card b.
+        let mut n = gpu_node(json!({HAMI_NODE_REGISTER: two_cards()}));
+        n.add_pod(placed(
+            "old",
+            &[(HAMI_GPUMEM, "1000")],
+            json!({HAMI_DEVICES_ALLOCATED: "GPU-a,NVIDIA,1000,0:;"}),
+        ));
+        let a = reserve(&with_reqs("p", one).info(), n.clone()).expect("card b");
+        assert_eq!(a[HAMI_DEVICES_ALLOCATED], "GPU-b,NVIDIA,16384,0:;");
+        // Two such pods cannot both fit: the second needs a whole card too.
+        n.add_pod(placed(
+            "whole",
+            one,
+            json!({HAMI_DEVICES_ALLOCATED: "GPU-b,NVIDIA,16384,0:;"}),
+        ));
+        let e = reserve(&with_reqs("p", one).info(), n).expect_err("no empty card");
+        assert_eq!(e.code, Code::Unschedulable, "{}", e.message());
+        // A node without HAMi registration: left to NodeResourcesFit, no annotations.
+        let a = reserve(&with_reqs("p", one).info(), gpu_node(json!({}))).expect("passes");
+        assert!(a.is_empty(), "{a:?}");
     }
 
     /// `(case, node annotations, pods on the node (requests, annotations), pod
