@@ -250,6 +250,14 @@ pub struct VCard {
     pub sharers: i64,
 }
 
+impl VCard {
+    fn charge(&mut self, mem: i64, cores: i64) {
+        self.used_mem = self.used_mem.saturating_add(mem);
+        self.used_core = self.used_core.saturating_add(cores);
+        self.sharers = self.sharers.saturating_add(1);
+    }
+}
+
 #[derive(Deserialize)]
 struct HamiDev {
     id: String,
@@ -270,12 +278,15 @@ fn yes() -> bool {
     true
 }
 
-fn num(field: &str, v: &str) -> Result<i64, String> {
+/// Largest split count (sharers per card) accepted.
+const MAX_SPLIT: i64 = 1000;
+
+fn num(field: &str, v: &str, hi: i64) -> Result<i64, String> {
     v.trim()
         .parse::<i64>()
         .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| format!("{field} {v:?} is not a non-negative integer"))
+        .filter(|n| (0..=hi).contains(n))
+        .ok_or_else(|| format!("{field} {v:?} is not an integer in [0, {hi}]"))
 }
 
 /// Parses a node registration annotation into cards.
@@ -295,9 +306,12 @@ pub fn parse_register(fam: Family, v: &str) -> Result<Vec<VCard>, String> {
     if fam == Family::Hami && v.trim_start().starts_with('[') {
         let devs: Vec<HamiDev> = serde_json::from_str(v).map_err(|e| e.to_string())?;
         for d in devs {
-            if d.count < 0 || d.devmem < 0 || !(0..=100).contains(&d.devcore) {
+            if !(0..=MAX_SPLIT).contains(&d.count)
+                || !(0..=MAX_MEM_MIB).contains(&d.devmem)
+                || !(0..=100).contains(&d.devcore)
+            {
                 return Err(format!(
-                    "card {:?}: negative count/devmem or devcore outside [0, 100]",
+                    "card {:?}: count must be in [0, {MAX_SPLIT}], devmem in [0, {MAX_MEM_MIB}], devcore in [0, 100]",
                     d.id
                 ));
             }
@@ -310,17 +324,17 @@ pub fn parse_register(fam: Family, v: &str) -> Result<Vec<VCard>, String> {
                 // id,count,devmem,devcore,type,numa,health
                 Family::Hami if f.len() >= 7 => card(
                     f[0].trim(),
-                    num("count", f[1])?,
-                    num("devmem", f[2])?,
-                    num("devcore", f[3])?.min(100),
+                    num("count", f[1], MAX_SPLIT)?,
+                    num("devmem", f[2], MAX_MEM_MIB)?,
+                    num("devcore", f[3], 100)?,
                     f[4],
                     f[6].trim() == "true",
                 ),
                 // uuid,count,devmem,type,health[,mode]
                 Family::Volcano if f.len() >= 5 => card(
                     f[0].trim(),
-                    num("count", f[1])?,
-                    num("devmem", f[2])?,
+                    num("count", f[1], MAX_SPLIT)?,
+                    num("devmem", f[2], MAX_MEM_MIB)?,
                     100,
                     f[3],
                     f[4].trim() == "true",
@@ -351,8 +365,11 @@ fn parse_assignment(v: &str) -> Option<Vec<(String, i64, i64)>> {
         }
         out.push((
             f[0].trim().to_string(),
-            f[2].trim().parse().ok()?,
-            f[3].trim().parse().ok()?,
+            f[2].trim()
+                .parse()
+                .ok()
+                .filter(|m| (0..=MAX_MEM_MIB).contains(m))?,
+            f[3].trim().parse().ok().filter(|c| (0..=100).contains(c))?,
         ));
     }
     Some(out)
@@ -392,9 +409,7 @@ impl VCards {
             {
                 for (uuid, mem, cores) in devs {
                     if let Some(k) = c.cards.iter_mut().find(|k| k.uuid == uuid) {
-                        k.used_mem += mem;
-                        k.used_core += cores;
-                        k.sharers += 1;
+                        k.charge(mem, cores);
                     }
                 }
                 continue;
@@ -406,9 +421,8 @@ impl VCards {
             };
             for r in reqs.iter().filter(|r| r.family == fam) {
                 for k in c.cards.iter_mut() {
-                    k.used_mem += r.mem_on(k.mem);
-                    k.used_core += r.cores;
-                    k.sharers += 1;
+                    let m = r.mem_on(k.mem);
+                    k.charge(m, r.cores);
                 }
             }
         }
@@ -419,8 +433,8 @@ impl VCards {
         let k = &self.cards[i];
         k.healthy
             && k.sharers < k.split
-            && k.used_mem + r.mem_on(k.mem) <= k.mem
-            && k.used_core + r.cores <= k.core_cap
+            && k.used_mem.saturating_add(r.mem_on(k.mem)) <= k.mem
+            && k.used_core.saturating_add(r.cores) <= k.core_cap
             && !(r.cores >= k.core_cap && k.sharers > 0)
             && !(r.cores == 0 && k.used_core >= k.core_cap)
             && type_ok(ann, &k.typ)
@@ -462,9 +476,8 @@ impl VCards {
             cand.truncate(r.nums as usize);
             for &i in &cand {
                 let k = &mut self.cards[i];
-                k.used_mem += r.mem_on(k.mem);
-                k.used_core += r.cores;
-                k.sharers += 1;
+                let m = r.mem_on(k.mem);
+                k.charge(m, r.cores);
             }
             out.push(cand);
         }
@@ -935,6 +948,39 @@ mod tests {
                     Code::UnschedulableAndUnresolvable,
                     "node annotation hami.io/node-nvidia-register: card entry \"GPU-a,4\" has too few fields",
                 )),
+            ),
+            (
+                "registration memory out of range",
+                json!({HAMI_NODE_REGISTER: hami_reg(&[("GPU-a", 4, 1 << 40, true)])}),
+                vec![],
+                m4k,
+                json!({}),
+                Err((
+                    Code::UnschedulableAndUnresolvable,
+                    "node annotation hami.io/node-nvidia-register: card \"GPU-a\": count must be in [0, 1000], devmem in [0, 1073741824]",
+                )),
+            ),
+            (
+                "volcano registration with a bad count",
+                json!({VOLCANO_NODE_REGISTER: "GPU-a,many,16384,T4,true:"}),
+                vec![],
+                &[(VOLCANO_VGPU_MEMORY, "1024")],
+                json!({}),
+                Err((
+                    Code::UnschedulableAndUnresolvable,
+                    "node annotation volcano.sh/node-vgpu-register: count \"many\" is not an integer in [0, 1000]",
+                )),
+            ),
+            (
+                "an out-of-range assignment falls back to the requests",
+                hami.clone(),
+                vec![(
+                    &[(HAMI_GPUMEM, "10000")],
+                    json!({HAMI_DEVICES_ALLOCATED: "GPU-a,NVIDIA,99999999999999999,0:;"}),
+                )],
+                &[(HAMI_GPUMEM, "8000")],
+                json!({}),
+                Err((Code::Unschedulable, "Insufficient HAMi vGPU")),
             ),
             (
                 "hami legacy registration",
