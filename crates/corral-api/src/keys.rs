@@ -62,6 +62,56 @@ pub const ANNOTATION_TIME: &str = "tencent.com/predicate-time";
 /// NVIDIA GPU feature discovery's card-count node label.
 pub const LABEL_GPU_COUNT: &str = "nvidia.com/gpu.count";
 
+// ---- GPU sharing: HAMi (Project-HAMi) and Volcano's vGPU device plugin ----
+
+/// HAMi: number of vGPUs (each on a distinct card).
+pub const HAMI_GPU: &str = "nvidia.com/gpu";
+/// HAMi: device memory per card, MiB.
+pub const HAMI_GPUMEM: &str = "nvidia.com/gpumem";
+/// HAMi: device memory per card, percent of the card.
+pub const HAMI_GPUMEM_PERCENTAGE: &str = "nvidia.com/gpumem-percentage";
+/// HAMi: compute per card, percent (100 = the card exclusively).
+pub const HAMI_GPUCORES: &str = "nvidia.com/gpucores";
+/// HAMi's device plugin registers the node's cards here (JSON array of
+/// `{id, count, devmem, devcore, type, health}`, or the older `id,count,devmem,devcore,type,numa,health:` list).
+pub const HAMI_NODE_REGISTER: &str = "hami.io/node-nvidia-register";
+/// Pod: cards assigned per container (`uuid,NVIDIA,memMiB,cores:` per card, `;` after each container).
+pub const HAMI_DEVICES_ALLOCATED: &str = "hami.io/vgpu-devices-allocated";
+/// Pod: the same, consumed by the device plugin container by container.
+pub const HAMI_DEVICES_TO_ALLOCATE: &str = "hami.io/vgpu-devices-to-allocate";
+/// Pod: node the cards were chosen on.
+pub const HAMI_VGPU_NODE: &str = "hami.io/vgpu-node";
+/// Pod: `allocating` until the device plugin allocated.
+pub const HAMI_BIND_PHASE: &str = "hami.io/bind-phase";
+/// Pod: bind time, Unix seconds.
+pub const HAMI_BIND_TIME: &str = "hami.io/bind-time";
+
+/// Volcano vGPU: number of vGPUs (each on a distinct card).
+pub const VOLCANO_VGPU_NUMBER: &str = "volcano.sh/vgpu-number";
+/// Volcano vGPU: device memory per card, MiB.
+pub const VOLCANO_VGPU_MEMORY: &str = "volcano.sh/vgpu-memory";
+/// Volcano vGPU: device memory per card, percent of the card.
+pub const VOLCANO_VGPU_MEMORY_PERCENTAGE: &str = "volcano.sh/vgpu-memory-percentage";
+/// Volcano vGPU: compute per card, percent (100 = the card exclusively).
+pub const VOLCANO_VGPU_CORES: &str = "volcano.sh/vgpu-cores";
+/// Volcano's vGPU device plugin registers the node's cards here
+/// (`uuid,count,devmemMiB,type,health[,mode]:` per card).
+pub const VOLCANO_NODE_REGISTER: &str = "volcano.sh/node-vgpu-register";
+/// Pod: cards assigned (`uuid,NVIDIA,memMiB,cores:` per card, containers joined by `;`).
+pub const VOLCANO_VGPU_IDS: &str = "volcano.sh/vgpu-ids-new";
+/// Pod: the same, consumed by the device plugin.
+pub const VOLCANO_DEVICES_TO_ALLOCATE: &str = "volcano.sh/devices-to-allocate";
+/// Pod: node the cards were chosen on.
+pub const VOLCANO_VGPU_NODE: &str = "volcano.sh/vgpu-node";
+/// Pod: `allocating` until the device plugin allocated.
+pub const VOLCANO_BIND_PHASE: &str = "volcano.sh/bind-phase";
+/// Pod: bind time, Unix seconds.
+pub const VOLCANO_BIND_TIME: &str = "volcano.sh/bind-time";
+/// Pod: card types to use / avoid (comma-separated, case-insensitive substrings of
+/// the registered type), read by HAMi and Volcano alike.
+pub const ANN_USE_GPUTYPE: &str = "nvidia.com/use-gputype";
+pub const ANN_NOUSE_GPUTYPE: &str = "nvidia.com/nouse-gputype";
+
 /// Core units of one card.
 pub const CARD_CORE: i64 = 100;
 

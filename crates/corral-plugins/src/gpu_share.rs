@@ -38,6 +38,11 @@
 //! Score (node-local, 0..=100, no normalization): binpack — the mean of the chosen
 //! cards' core fill after placement and the node's overall core fill after placement,
 //! so a node whose chosen card is already partly used wins over a fresh one.
+//!
+//! The same card-level fit under HAMi's and Volcano vGPU's resource names
+//! (`nvidia.com/gpumem`/`gpucores`, `volcano.sh/vgpu-*`) is in [`vgpu`]: cards from the
+//! device plugin's node registration annotation, N requested cards on N distinct
+//! cards, the assignment written as the annotations those device plugins read.
 
 use std::sync::Arc;
 
@@ -54,6 +59,11 @@ pub use corral_api::keys::{
     ANNOTATION_ASSIGNED, ANNOTATION_IDX_PREFIX, ANNOTATION_NODE, ANNOTATION_TIME, CARD_CORE,
     LABEL_GPU_COUNT, VCUDA_CORE, VCUDA_MEMORY,
 };
+
+#[path = "gpu_share_vgpu.rs"]
+pub mod vgpu;
+
+use vgpu::{Family, VCards, VgpuRequest, pod_vgpu_requests};
 
 const PRE_FILTER_KEY: &str = "PreFilterGpuShare";
 
@@ -406,8 +416,28 @@ impl Cards {
 }
 
 /// Adds `tencent.com/predicate-time` (now, Unix nanoseconds) when the annotations
-/// carry a GPU assignment; called by the binders right before they write them.
+/// carry a GPU assignment, and `hami.io/bind-time` / `volcano.sh/bind-time` (Unix
+/// seconds) when they carry a HAMi / Volcano vGPU assignment; called by the binders
+/// right before they write them.
 pub fn stamp_predicate_time(ann: &mut std::collections::BTreeMap<String, String>) {
+    for (node, time) in [
+        (
+            corral_api::keys::HAMI_VGPU_NODE,
+            corral_api::keys::HAMI_BIND_TIME,
+        ),
+        (
+            corral_api::keys::VOLCANO_VGPU_NODE,
+            corral_api::keys::VOLCANO_BIND_TIME,
+        ),
+    ] {
+        if ann.contains_key(node) {
+            let s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            ann.insert(time.to_string(), s.to_string());
+        }
+    }
     if ann.contains_key(ANNOTATION_ASSIGNED) {
         let ns = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -417,17 +447,74 @@ pub fn stamp_predicate_time(ann: &mut std::collections::BTreeMap<String, String>
     }
 }
 
-type PodState = Arc<Vec<GpuRequest>>;
+/// A pod's requests: tencent vcuda and HAMi / Volcano vGPU.
+#[derive(Debug, Default)]
+pub struct PodReqs {
+    pub vcuda: Vec<GpuRequest>,
+    pub vgpu: Vec<VgpuRequest>,
+}
+
+impl PodReqs {
+    pub fn of(pod: &PodInfo) -> Result<PodReqs, String> {
+        Ok(PodReqs {
+            vcuda: pod_gpu_requests(pod)?,
+            vgpu: pod_vgpu_requests(pod)?,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vcuda.is_empty() && self.vgpu.is_empty()
+    }
+}
+
+type PodState = Arc<PodReqs>;
+
+/// The chosen cards of one node: vcuda, then one entry per vGPU family requested.
+struct Placement {
+    vcuda: Option<(Cards, Vec<Vec<usize>>)>,
+    vgpu: Vec<(VCards, Vec<Vec<usize>>)>,
+}
 
 impl GpuShare {
     fn requests(&self, state: &CycleState, pod: &PodInfo) -> Result<PodState, String> {
         match state.read::<PodState>(PRE_FILTER_KEY) {
             Some(s) => Ok(s.clone()),
-            None => pod_gpu_requests(pod).map(Arc::new),
+            None => PodReqs::of(pod).map(Arc::new),
         }
     }
 
-    fn place(
+    fn place(&self, reqs: &PodReqs, pod: &PodInfo, node: &NodeInfo) -> Result<Placement, Status> {
+        let vcuda = if reqs.vcuda.is_empty() {
+            None
+        } else {
+            Some(self.place_vcuda(&reqs.vcuda, node)?)
+        };
+        let mut vgpu = Vec::new();
+        for fam in Family::ALL {
+            let mut mine = reqs.vgpu.iter().filter(|r| r.family == fam).peekable();
+            if mine.peek().is_none() {
+                continue;
+            }
+            let registered = node
+                .node
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(fam.register()));
+            if !registered && mine.all(|r| r.implicit) {
+                // Plain `nvidia.com/gpu` on a node HAMi did not register.
+                continue;
+            }
+            let mut cards = VCards::of(node, fam).map_err(Status::unresolvable)?;
+            let chosen = cards
+                .assign(&reqs.vgpu, pod.pod.metadata.annotations.as_ref())
+                .map_err(Status::unschedulable)?;
+            vgpu.push((cards, chosen));
+        }
+        Ok(Placement { vcuda, vgpu })
+    }
+
+    fn place_vcuda(
         &self,
         reqs: &[GpuRequest],
         node: &NodeInfo,
@@ -455,7 +542,7 @@ impl PreFilterPlugin for GpuShare {
         pod: &PodInfo,
         _: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
-        match pod_gpu_requests(pod) {
+        match PodReqs::of(pod) {
             Ok(r) if r.is_empty() => (None, Status::new(Code::Skip, "")),
             Ok(r) => {
                 state.write(PRE_FILTER_KEY, Arc::new(r));
@@ -475,7 +562,7 @@ impl FilterPlugin for GpuShare {
         if reqs.is_empty() {
             return Status::success();
         }
-        match self.place(&reqs, node) {
+        match self.place(&reqs, pod, node) {
             Ok(_) => Status::success(),
             Err(st) => st,
         }
@@ -510,8 +597,16 @@ impl ScorePlugin for GpuShare {
         if reqs.is_empty() {
             return Ok(0);
         }
-        Ok(match self.place(&reqs, node) {
-            Ok((cards, chosen)) => cards.score(&chosen),
+        Ok(match self.place(&reqs, pod, node) {
+            Ok(pl) => {
+                let mut scores: Vec<i64> = pl
+                    .vcuda
+                    .iter()
+                    .map(|(cards, chosen)| cards.score(chosen))
+                    .collect();
+                scores.extend(pl.vgpu.iter().map(|(cards, chosen)| cards.score(chosen)));
+                scores.iter().sum::<i64>() / (scores.len().max(1) as i64)
+            }
             Err(_) => 0,
         })
     }
@@ -539,19 +634,30 @@ impl ReservePlugin for GpuShare {
         let Some(info) = snap.node(node) else {
             return Status::error(format!("node {node:?} not in the snapshot"));
         };
-        let chosen = match self.place(&reqs, info) {
-            Ok((_, c)) => c,
+        let pl = match self.place(&reqs, pod, info) {
+            Ok(pl) => pl,
             Err(st) => return st,
         };
-        for (r, cards) in reqs.iter().zip(chosen) {
-            let v: Vec<String> = cards.iter().map(|i| i.to_string()).collect();
-            state.set_pod_annotation(
-                format!("{ANNOTATION_IDX_PREFIX}{}", r.container),
-                v.join(","),
-            );
+        if let Some((_, chosen)) = pl.vcuda {
+            for (r, cards) in reqs.vcuda.iter().zip(chosen) {
+                let v: Vec<String> = cards.iter().map(|i| i.to_string()).collect();
+                state.set_pod_annotation(
+                    format!("{ANNOTATION_IDX_PREFIX}{}", r.container),
+                    v.join(","),
+                );
+            }
+            state.set_pod_annotation(ANNOTATION_NODE.to_string(), node.to_string());
+            state.set_pod_annotation(ANNOTATION_ASSIGNED.to_string(), "false".to_string());
         }
-        state.set_pod_annotation(ANNOTATION_NODE.to_string(), node.to_string());
-        state.set_pod_annotation(ANNOTATION_ASSIGNED.to_string(), "false".to_string());
+        let containers = pod.spec().map_or(0, |s| s.containers.len());
+        for (cards, chosen) in pl.vgpu {
+            let fam = cards.family;
+            let enc = cards.encode(&reqs.vgpu, &chosen, containers);
+            state.set_pod_annotation(fam.allocated().to_string(), enc.clone());
+            state.set_pod_annotation(fam.to_allocate().to_string(), enc);
+            state.set_pod_annotation(fam.node_key().to_string(), node.to_string());
+            state.set_pod_annotation(fam.bind_phase().to_string(), "allocating".to_string());
+        }
         Status::success()
     }
 
@@ -562,11 +668,21 @@ impl ReservePlugin for GpuShare {
         if reqs.is_empty() {
             return;
         }
-        for r in reqs.iter() {
-            state.remove_pod_annotation(&format!("{ANNOTATION_IDX_PREFIX}{}", r.container));
+        if !reqs.vcuda.is_empty() {
+            for r in reqs.vcuda.iter() {
+                state.remove_pod_annotation(&format!("{ANNOTATION_IDX_PREFIX}{}", r.container));
+            }
+            state.remove_pod_annotation(ANNOTATION_NODE);
+            state.remove_pod_annotation(ANNOTATION_ASSIGNED);
         }
-        state.remove_pod_annotation(ANNOTATION_NODE);
-        state.remove_pod_annotation(ANNOTATION_ASSIGNED);
+        for fam in Family::ALL {
+            if reqs.vgpu.iter().any(|r| r.family == fam) {
+                state.remove_pod_annotation(fam.allocated());
+                state.remove_pod_annotation(fam.to_allocate());
+                state.remove_pod_annotation(fam.node_key());
+                state.remove_pod_annotation(fam.bind_phase());
+            }
+        }
     }
 }
 
