@@ -781,6 +781,54 @@ fn sctp_cnp(name: &str, tier: &str, priority: u32, egress: bool, order: &[usize]
     y
 }
 
+/// The same rules as a v1alpha1 AdminNetworkPolicy (`ingress-sctp` /
+/// `egress-sctp`, priority 5 / 8) or BaselineAdminNetworkPolicy (`default`)
+/// with `ports: [{portNumber: {protocol: SCTP, port}}]`: conformance
+/// base/admin_network_policy/core-*-sctp-rules.yaml and
+/// base/baseline_admin_network_policy/core-*-sctp-rules.yaml (their extra
+/// hogwarts-staff rules are left out: that namespace is not in this world).
+fn sctp_v1alpha1(baseline: bool, egress: bool, order: &[usize]) -> String {
+    let (dir, peer) = if egress {
+        ("egress", "to")
+    } else {
+        ("ingress", "from")
+    };
+    let head = if baseline {
+        "kind: BaselineAdminNetworkPolicy\nmetadata: {name: default}\nspec:\n".to_string()
+    } else {
+        format!(
+            "kind: AdminNetworkPolicy\nmetadata: {{name: {dir}-sctp}}\nspec:\n  priority: {}\n",
+            if egress { 8 } else { 5 }
+        )
+    };
+    let mut y = format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha1\n{head}  subject: {{namespaces: {}}}\n  {dir}:\n",
+        sel("ravenclaw")
+    );
+    for &i in order {
+        let (verb, what, action, house, port) = SCTP_RULES[i];
+        let action = if action == "Accept" { "Allow" } else { action };
+        let ports = port
+            .map(|p| format!(", ports: [{{portNumber: {{protocol: SCTP, port: {p}}}}}]"))
+            .unwrap_or_default();
+        y.push_str(&format!(
+            "  - {{name: {verb}-{peer}-{what}, action: {action}, {peer}: [{{namespaces: {}}}]{ports}}}\n",
+            sel(house)
+        ));
+    }
+    y
+}
+
+/// Applies each step's v1alpha1 policy and checks its SCTP probes.
+fn sctp_steps_v1alpha1(w: &World, baseline: bool, egress: bool, steps: &[SctpStep]) {
+    for (order, cases) in steps {
+        w.apply(&sctp_v1alpha1(baseline, egress, order));
+        assert!(w.problems().is_empty(), "{:?}", w.problems());
+        let what = format!("v1alpha1 baseline={baseline} egress={egress} order {order:?}");
+        w.expect_proto(&what, "sctp", cases);
+    }
+}
+
 /// (rule order, SCTP probes) of one conformance step; the test patches the
 /// policy between steps (swaps accumulate, as in the conformance tests).
 type SctpStep<'a> = (&'a [usize], &'a [Probe<'a>]);
@@ -888,7 +936,8 @@ fn sctp_crc32c_and_packet_roundtrip() {
 
 /// conformance CNPAdminTierIngressSCTP and CNPAdminTierEgressSCTP
 /// (base/admin_tier/standard-{ingress,egress}-sctp-rules.yaml) with real
-/// SCTP INIT / INIT-ACK exchanges.
+/// SCTP INIT / INIT-ACK exchanges, then the v1alpha1 AdminNetworkPolicy
+/// form of the same steps.
 #[test]
 fn conformance_admin_tier_sctp() {
     let Some(_serial) = privileged("conformance_admin_tier_sctp") else {
@@ -946,6 +995,10 @@ fn conformance_admin_tier_sctp() {
     );
 
     sctp_steps(&w, "egress-sctp", "Admin", 8, true, &ADMIN_EGRESS_SCTP);
+    // v1alpha1 AdminNetworkPolicy (AdminNetworkPolicyIngressSCTP /
+    // AdminNetworkPolicyEgressSCTP): the same steps and verdicts
+    sctp_steps_v1alpha1(&w, false, false, &ADMIN_INGRESS_SCTP);
+    sctp_steps_v1alpha1(&w, false, true, &ADMIN_EGRESS_SCTP);
     w.apply("");
     w.expect_proto(
         "removed",
@@ -956,7 +1009,8 @@ fn conformance_admin_tier_sctp() {
 
 /// conformance CNPBaselineTierIngressSCTP and CNPBaselineTierEgressSCTP
 /// (base/baseline_tier/standard-{ingress,egress}-sctp-rules.yaml: the
-/// Admin rules without Pass, tier Baseline, name default, priority 10).
+/// Admin rules without Pass, tier Baseline, name default, priority 10),
+/// then the v1alpha1 BaselineAdminNetworkPolicy form of the same steps.
 #[test]
 fn conformance_baseline_tier_sctp() {
     let Some(_serial) = privileged("conformance_baseline_tier_sctp") else {
@@ -969,5 +1023,8 @@ fn conformance_baseline_tier_sctp() {
             (&[1, 0, 3, 5, 6], admin[1].1),
         ];
         sctp_steps(&w, "default", "Baseline", 10, egress, &steps);
+        // v1alpha1 BaselineAdminNetworkPolicy (BaselineAdminNetworkPolicy
+        // IngressSCTP / EgressSCTP)
+        sctp_steps_v1alpha1(&w, true, egress, &steps);
     }
 }
