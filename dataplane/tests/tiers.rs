@@ -1,6 +1,7 @@
 //! Policy tiers (ClusterNetworkPolicy v1alpha2, AdminNetworkPolicy and
 //! BaselineAdminNetworkPolicy v1alpha1) enforced by the real agent + eBPF,
-//! checked with real TCP/UDP connections between netns pods. The world is
+//! checked with real TCP/UDP/SCTP connections between netns pods (SCTP
+//! by user-space endpoints on raw sockets: INIT answered by INIT-ACK). The world is
 //! the network-policy-api conformance one: four "houses" (namespaces
 //! network-policy-conformance-<house>, label conformance-house=<house>),
 //! two pods each; cases transcribed from its conformance tests as data.
@@ -20,9 +21,11 @@ const PEOPLE: [&str; 4] = [
     "luna-lovegood",
 ];
 
-/// TCP 80/8080 and UDP 53/5353 servers on all addresses of `netns`.
+/// TCP 80/8080, UDP 53/5353 and SCTP 9003/9005 servers on all addresses
+/// of `netns` (the conformance pods' agnhost servers).
 fn serve(netns: &str) {
     serve_ports(netns, &[80, 8080], &[53, 5353]);
+    serve_sctp(netns, &[9003, 9005]);
 }
 
 struct World {
@@ -71,6 +74,12 @@ impl World {
     fn udp(&self, from: &str, to: &str, port: u16) -> bool {
         udp(&self.pod(from).netns, IpAddr::V4(self.pod(to).ip4), port)
     }
+    fn sctp(&self, from: &str, to: &str, port: u16) -> bool {
+        sctp(&self.pod(from).netns, IpAddr::V4(self.pod(to).ip4), port)
+    }
+    fn sctp6(&self, from: &str, to: &str, port: u16) -> bool {
+        sctp(&self.pod(from).netns, IpAddr::V6(self.pod(to).ip6), port)
+    }
     fn apply(&self, yaml: &str) {
         std::fs::write(self.node.manifests().join("policy.yaml"), yaml).expect("write policy");
         self.agent.reconcile();
@@ -81,17 +90,27 @@ impl World {
             r => panic!("{r:?}"),
         }
     }
-    /// Checks (from, to, port, allowed) cases, one thread per case.
+    /// Checks (from, to, TCP port, allowed) cases, one thread per case.
     fn expect(&self, what: &str, cases: &[(&str, &str, u16, bool)]) {
+        self.expect_proto(what, "tcp", cases)
+    }
+    /// Checks (from, to, port, allowed) cases over `proto` (tcp, udp,
+    /// sctp), one thread per case.
+    fn expect_proto(&self, what: &str, proto: &str, cases: &[(&str, &str, u16, bool)]) {
         let bad: Vec<String> = std::thread::scope(|sc| {
             let hs: Vec<_> = cases
                 .iter()
                 .map(|&(f, t, port, want)| {
                     sc.spawn(move || {
-                        let got = self.tcp(f, t, port);
+                        let got = match proto {
+                            "tcp" => self.tcp(f, t, port),
+                            "udp" => self.udp(f, t, port),
+                            "sctp" => self.sctp(f, t, port),
+                            p => panic!("no prober for {p}"),
+                        };
                         (got != want).then(|| {
                             format!(
-                                "{f} -> {t}:{port} want {}",
+                                "{f} -> {t} {proto}/{port} want {}",
                                 if want { "allow" } else { "deny" }
                             )
                         })
@@ -689,5 +708,323 @@ fn conformance_admin_tier_egress_udp() {
             })
             .collect();
         assert!(bad.is_empty(), "order {order:?}: {bad:#?}");
+    }
+}
+
+/// The rules of conformance base/admin_tier/standard-{ingress,egress}-
+/// sctp-rules.yaml as data: (verb, peer and what, action, peer house, SCTP
+/// destination port or all traffic). The Baseline tier files
+/// (base/baseline_tier/standard-*-sctp-rules.yaml) hold the same rules
+/// without the Pass ones: indices 0, 1, 3, 5, 6.
+const SCTP_RULES: [(&str, &str, &str, &str, Option<u16>); 7] = [
+    (
+        "allow",
+        "gryffindor-everything",
+        "Accept",
+        "gryffindor",
+        None,
+    ),
+    ("deny", "gryffindor-everything", "Deny", "gryffindor", None),
+    ("pass", "gryffindor-everything", "Pass", "gryffindor", None),
+    (
+        "deny",
+        "slytherin-at-port-9003",
+        "Deny",
+        "slytherin",
+        Some(9003),
+    ),
+    (
+        "pass",
+        "slytherin-at-port-9003",
+        "Pass",
+        "slytherin",
+        Some(9003),
+    ),
+    (
+        "allow",
+        "hufflepuff-at-port-9003",
+        "Accept",
+        "hufflepuff",
+        Some(9003),
+    ),
+    (
+        "deny",
+        "hufflepuff-everything-else",
+        "Deny",
+        "hufflepuff",
+        None,
+    ),
+];
+
+/// A ClusterNetworkPolicy on ravenclaw with `SCTP_RULES[order]` as its
+/// ingress (from) or egress (to) rules.
+fn sctp_cnp(name: &str, tier: &str, priority: u32, egress: bool, order: &[usize]) -> String {
+    let (dir, peer) = if egress {
+        ("egress", "to")
+    } else {
+        ("ingress", "from")
+    };
+    let mut y = format!(
+        "{CNP}metadata: {{name: {name}}}\nspec:\n  tier: {tier}\n  priority: {priority}\n  subject: {{namespaces: {}}}\n  {dir}:\n",
+        sel("ravenclaw")
+    );
+    for &i in order {
+        let (verb, what, action, house, port) = SCTP_RULES[i];
+        let protocols = port
+            .map(|p| format!(", protocols: [{{sctp: {{destinationPort: {{number: {p}}}}}}}]"))
+            .unwrap_or_default();
+        y.push_str(&format!(
+            "  - {{name: {verb}-{peer}-{what}, action: {action}, {peer}: [{{namespaces: {}}}]{protocols}}}\n",
+            sel(house)
+        ));
+    }
+    y
+}
+
+/// The same rules as a v1alpha1 AdminNetworkPolicy (`ingress-sctp` /
+/// `egress-sctp`, priority 5 / 8) or BaselineAdminNetworkPolicy (`default`)
+/// with `ports: [{portNumber: {protocol: SCTP, port}}]`: conformance
+/// base/admin_network_policy/core-*-sctp-rules.yaml and
+/// base/baseline_admin_network_policy/core-*-sctp-rules.yaml (their extra
+/// hogwarts-staff rules are left out: that namespace is not in this world).
+fn sctp_v1alpha1(baseline: bool, egress: bool, order: &[usize]) -> String {
+    let (dir, peer) = if egress {
+        ("egress", "to")
+    } else {
+        ("ingress", "from")
+    };
+    let head = if baseline {
+        "kind: BaselineAdminNetworkPolicy\nmetadata: {name: default}\nspec:\n".to_string()
+    } else {
+        format!(
+            "kind: AdminNetworkPolicy\nmetadata: {{name: {dir}-sctp}}\nspec:\n  priority: {}\n",
+            if egress { 8 } else { 5 }
+        )
+    };
+    let mut y = format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha1\n{head}  subject: {{namespaces: {}}}\n  {dir}:\n",
+        sel("ravenclaw")
+    );
+    for &i in order {
+        let (verb, what, action, house, port) = SCTP_RULES[i];
+        let action = if action == "Accept" { "Allow" } else { action };
+        let ports = port
+            .map(|p| format!(", ports: [{{portNumber: {{protocol: SCTP, port: {p}}}}}]"))
+            .unwrap_or_default();
+        y.push_str(&format!(
+            "  - {{name: {verb}-{peer}-{what}, action: {action}, {peer}: [{{namespaces: {}}}]{ports}}}\n",
+            sel(house)
+        ));
+    }
+    y
+}
+
+/// Applies each step's v1alpha1 policy and checks its SCTP probes.
+fn sctp_steps_v1alpha1(w: &World, baseline: bool, egress: bool, steps: &[SctpStep]) {
+    for (order, cases) in steps {
+        w.apply(&sctp_v1alpha1(baseline, egress, order));
+        assert!(w.problems().is_empty(), "{:?}", w.problems());
+        let what = format!("v1alpha1 baseline={baseline} egress={egress} order {order:?}");
+        w.expect_proto(&what, "sctp", cases);
+    }
+}
+
+/// (rule order, SCTP probes) of one conformance step; the test patches the
+/// policy between steps (swaps accumulate, as in the conformance tests).
+type SctpStep<'a> = (&'a [usize], &'a [Probe<'a>]);
+
+/// CNPAdminTierIngressSCTP: luna-lovegood-* serve, the others connect.
+const ADMIN_INGRESS_SCTP: [SctpStep<'static>; 4] = [
+    (
+        &[0, 1, 2, 3, 4, 5, 6],
+        &[
+            ("harry-potter-0", "luna-lovegood-0", 9003, true),
+            ("harry-potter-1", "luna-lovegood-0", 9005, true),
+            ("cedric-diggory-0", "luna-lovegood-1", 9003, true),
+            ("cedric-diggory-1", "luna-lovegood-1", 9005, false),
+            ("draco-malfoy-0", "luna-lovegood-0", 9003, false),
+            ("draco-malfoy-1", "luna-lovegood-0", 9005, true),
+        ],
+    ),
+    (
+        &[1, 0, 2, 3, 4, 5, 6],
+        &[
+            ("harry-potter-0", "luna-lovegood-1", 9003, false),
+            ("harry-potter-1", "luna-lovegood-1", 9005, false),
+        ],
+    ),
+    (
+        &[2, 0, 1, 3, 4, 5, 6],
+        &[
+            ("harry-potter-0", "luna-lovegood-1", 9003, true),
+            ("harry-potter-1", "luna-lovegood-1", 9005, true),
+        ],
+    ),
+    (
+        &[2, 0, 1, 4, 3, 5, 6],
+        &[
+            ("draco-malfoy-0", "luna-lovegood-0", 9003, true),
+            ("draco-malfoy-1", "luna-lovegood-0", 9005, true),
+        ],
+    ),
+];
+
+/// CNPAdminTierEgressSCTP: luna-lovegood-* connect to the others.
+const ADMIN_EGRESS_SCTP: [SctpStep<'static>; 4] = [
+    (
+        &[0, 1, 2, 3, 4, 5, 6],
+        &[
+            ("luna-lovegood-0", "harry-potter-0", 9003, true),
+            ("luna-lovegood-1", "harry-potter-0", 9005, true),
+            ("luna-lovegood-0", "cedric-diggory-1", 9003, true),
+            ("luna-lovegood-1", "cedric-diggory-1", 9005, false),
+            ("luna-lovegood-0", "draco-malfoy-0", 9003, false),
+            ("luna-lovegood-1", "draco-malfoy-0", 9005, true),
+        ],
+    ),
+    (
+        &[1, 0, 2, 3, 4, 5, 6],
+        &[
+            ("luna-lovegood-0", "harry-potter-1", 9003, false),
+            ("luna-lovegood-1", "harry-potter-1", 9005, false),
+        ],
+    ),
+    (
+        &[2, 0, 1, 3, 4, 5, 6],
+        &[
+            ("luna-lovegood-0", "harry-potter-1", 9003, true),
+            ("luna-lovegood-1", "harry-potter-1", 9005, true),
+        ],
+    ),
+    (
+        &[2, 0, 1, 4, 3, 5, 6],
+        &[
+            ("luna-lovegood-0", "draco-malfoy-0", 9003, true),
+            ("luna-lovegood-1", "draco-malfoy-0", 9005, true),
+        ],
+    ),
+];
+
+/// Applies each step's policy and checks its SCTP probes.
+fn sctp_steps(w: &World, name: &str, tier: &str, priority: u32, egress: bool, steps: &[SctpStep]) {
+    for (order, cases) in steps {
+        w.apply(&sctp_cnp(name, tier, priority, egress, order));
+        assert!(w.problems().is_empty(), "{:?}", w.problems());
+        w.expect_proto(&format!("{name} {tier} order {order:?}"), "sctp", cases);
+    }
+}
+
+/// The SCTP checksum: CRC32c check value, and a packet that parses back.
+#[test]
+fn sctp_crc32c_and_packet_roundtrip() {
+    assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    let p = sctp_packet(40001, 9003, 0, &sctp_init_chunk(1, 0xabcd));
+    assert_eq!(
+        sctp_parse(&p),
+        Some(SctpSeen {
+            sport: 40001,
+            dport: 9003,
+            vtag: 0,
+            chunk: 1,
+            init_tag: 0xabcd
+        })
+    );
+    let mut bad = p.clone();
+    bad[20] ^= 1;
+    assert_eq!(sctp_parse(&bad), None, "a corrupted packet fails the CRC");
+}
+
+/// conformance CNPAdminTierIngressSCTP and CNPAdminTierEgressSCTP
+/// (base/admin_tier/standard-{ingress,egress}-sctp-rules.yaml) with real
+/// SCTP INIT / INIT-ACK exchanges, then the v1alpha1 AdminNetworkPolicy
+/// form of the same steps.
+#[test]
+fn conformance_admin_tier_sctp() {
+    let Some(_serial) = privileged("conformance_admin_tier_sctp") else {
+        return;
+    };
+    let w = World::new();
+    let all: Vec<Probe> = ADMIN_INGRESS_SCTP[0]
+        .1
+        .iter()
+        .chain(ADMIN_EGRESS_SCTP[0].1)
+        .map(|&(f, t, p, _)| (f, t, p, true))
+        .collect();
+    w.expect_proto("no policy: every SCTP server answers", "sctp", &all);
+    // TCP and UDP servers on 9003 too: the SCTP rule must not touch them
+    serve_ports(&w.pod("luna-lovegood-0").netns, &[9003], &[9003]);
+
+    sctp_steps(
+        &w,
+        "ingress-sctp",
+        "Admin",
+        5,
+        false,
+        &ADMIN_INGRESS_SCTP[..1],
+    );
+    assert!(
+        w.tcp("draco-malfoy-0", "luna-lovegood-0", 9003)
+            && w.udp("draco-malfoy-0", "luna-lovegood-0", 9003),
+        "an SCTP deny at 9003 leaves TCP and UDP 9003 alone"
+    );
+    assert!(
+        !w.sctp6("draco-malfoy-0", "luna-lovegood-0", 9003)
+            && w.sctp6("cedric-diggory-0", "luna-lovegood-1", 9003),
+        "IPv6 SCTP gets the same verdicts"
+    );
+    sctp_steps(
+        &w,
+        "ingress-sctp",
+        "Admin",
+        5,
+        false,
+        &ADMIN_INGRESS_SCTP[1..],
+    );
+    // status names the selecting policy
+    let eps = w.agent.list();
+    let luna = eps
+        .iter()
+        .find(|e| e.spec.name == "luna-lovegood-0")
+        .expect("endpoint");
+    assert!(
+        luna.policies
+            .iter()
+            .any(|p| p.contains("clusternetworkpolicy ingress-sctp (Admin 5)")),
+        "{:?}",
+        luna.policies
+    );
+
+    sctp_steps(&w, "egress-sctp", "Admin", 8, true, &ADMIN_EGRESS_SCTP);
+    // v1alpha1 AdminNetworkPolicy (AdminNetworkPolicyIngressSCTP /
+    // AdminNetworkPolicyEgressSCTP): the same steps and verdicts
+    sctp_steps_v1alpha1(&w, false, false, &ADMIN_INGRESS_SCTP);
+    sctp_steps_v1alpha1(&w, false, true, &ADMIN_EGRESS_SCTP);
+    w.apply("");
+    w.expect_proto(
+        "removed",
+        "sctp",
+        &[("luna-lovegood-1", "cedric-diggory-1", 9005, true)],
+    );
+}
+
+/// conformance CNPBaselineTierIngressSCTP and CNPBaselineTierEgressSCTP
+/// (base/baseline_tier/standard-{ingress,egress}-sctp-rules.yaml: the
+/// Admin rules without Pass, tier Baseline, name default, priority 10),
+/// then the v1alpha1 BaselineAdminNetworkPolicy form of the same steps.
+#[test]
+fn conformance_baseline_tier_sctp() {
+    let Some(_serial) = privileged("conformance_baseline_tier_sctp") else {
+        return;
+    };
+    let w = World::new();
+    for (egress, admin) in [(false, &ADMIN_INGRESS_SCTP), (true, &ADMIN_EGRESS_SCTP)] {
+        let steps: [SctpStep; 2] = [
+            (&[0, 1, 3, 5, 6], admin[0].1),
+            (&[1, 0, 3, 5, 6], admin[1].1),
+        ];
+        sctp_steps(&w, "default", "Baseline", 10, egress, &steps);
+        // v1alpha1 BaselineAdminNetworkPolicy (BaselineAdminNetworkPolicy
+        // IngressSCTP / EgressSCTP)
+        sctp_steps_v1alpha1(&w, true, egress, &steps);
     }
 }

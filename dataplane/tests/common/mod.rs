@@ -666,3 +666,198 @@ pub fn rest(
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), bit by bit: the
+/// SCTP checksum (RFC 9260 appendix A). Packets here are tens of bytes.
+pub fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// An SCTP packet: common header (ports, verification tag, CRC32c stored
+/// as the kernel does, little-endian) and one chunk.
+pub fn sctp_packet(sport: u16, dport: u16, vtag: u32, chunk: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + chunk.len());
+    p.extend_from_slice(&sport.to_be_bytes());
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&vtag.to_be_bytes());
+    p.extend_from_slice(&[0; 4]);
+    p.extend_from_slice(chunk);
+    let c = crc32c(&p);
+    p[8..12].copy_from_slice(&c.to_le_bytes());
+    p
+}
+
+/// The fields of an SCTP packet the probes look at.
+#[derive(Debug, PartialEq)]
+pub struct SctpSeen {
+    pub sport: u16,
+    pub dport: u16,
+    pub vtag: u32,
+    pub chunk: u8,
+    /// initiate tag of an INIT / INIT-ACK chunk
+    pub init_tag: u32,
+}
+
+/// Parses an SCTP packet (no IP header); None when short or the checksum
+/// is wrong.
+pub fn sctp_parse(p: &[u8]) -> Option<SctpSeen> {
+    if p.len() < 16 {
+        return None;
+    }
+    let mut z = p.to_vec();
+    z[8..12].fill(0);
+    if crc32c(&z) != u32::from_le_bytes(p[8..12].try_into().ok()?) {
+        return None;
+    }
+    let be32 = |o: usize| u32::from_be_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+    Some(SctpSeen {
+        sport: u16::from_be_bytes([p[0], p[1]]),
+        dport: u16::from_be_bytes([p[2], p[3]]),
+        vtag: be32(4),
+        chunk: p[12],
+        init_tag: if p.len() >= 20 { be32(16) } else { 0 },
+    })
+}
+
+/// INIT (type 1) or INIT-ACK (type 2, with a state cookie parameter)
+/// chunk: initiate tag, a_rwnd, 1 outbound / 1 inbound stream, TSN.
+pub fn sctp_init_chunk(kind: u8, init_tag: u32) -> Vec<u8> {
+    let len: u16 = if kind == 2 { 28 } else { 20 };
+    let mut c = vec![kind, 0];
+    c.extend_from_slice(&len.to_be_bytes());
+    c.extend_from_slice(&init_tag.to_be_bytes());
+    c.extend_from_slice(&65535u32.to_be_bytes());
+    c.extend_from_slice(&1u16.to_be_bytes());
+    c.extend_from_slice(&1u16.to_be_bytes());
+    c.extend_from_slice(&init_tag.wrapping_add(7).to_be_bytes());
+    if kind == 2 {
+        // state cookie (type 7, length 8)
+        c.extend_from_slice(&[0, 7, 0, 8, b'c', b'o', b'r', b'l']);
+    }
+    c
+}
+
+fn sctp_raw_socket(v6: bool) -> std::os::fd::OwnedFd {
+    use rustix::net::{AddressFamily, SocketType, ipproto, socket};
+    let af = if v6 {
+        AddressFamily::INET6
+    } else {
+        AddressFamily::INET
+    };
+    socket(af, SocketType::RAW, Some(ipproto::SCTP)).expect("raw SCTP socket")
+}
+
+/// One datagram from a raw SCTP socket: (source, SCTP bytes). IPv4 raw
+/// sockets deliver the IP header, IPv6 ones do not.
+fn sctp_recv(fd: &std::os::fd::OwnedFd, v6: bool, buf: &mut [u8]) -> Option<(IpAddr, Vec<u8>)> {
+    let (n, _, from) =
+        rustix::net::recvfrom(fd, &mut *buf, rustix::net::RecvFlags::empty()).ok()?;
+    let from = std::net::SocketAddr::try_from(from?).ok()?.ip();
+    let b = &buf[..n];
+    let off = if v6 {
+        0
+    } else {
+        (*b.first()? as usize & 0xf) * 4
+    };
+    Some((from, b.get(off..)?.to_vec()))
+}
+
+/// User-space SCTP servers in `netns` (the kernel has no SCTP module): raw
+/// IPv4 and IPv6 sockets answer a valid INIT (verification tag 0) to one of
+/// `ports` with an INIT-ACK. The threads end when the netns name is gone.
+pub fn serve_sctp(netns: &str, ports: &[u16]) {
+    let ports = ports.to_vec();
+    let path = format!("/var/run/netns/{netns}");
+    in_netns(netns, move || {
+        for v6 in [false, true] {
+            let fd = sctp_raw_socket(v6);
+            rustix::net::sockopt::set_socket_timeout(
+                &fd,
+                rustix::net::sockopt::Timeout::Recv,
+                Some(Duration::from_millis(200)),
+            )
+            .expect("SO_RCVTIMEO");
+            let (ports, path) = (ports.clone(), path.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                while Path::new(&path).exists() {
+                    let Some((from, p)) = sctp_recv(&fd, v6, &mut buf) else {
+                        continue;
+                    };
+                    let Some(s) = sctp_parse(&p) else { continue };
+                    if s.chunk != 1 || s.vtag != 0 || s.init_tag == 0 || !ports.contains(&s.dport) {
+                        continue;
+                    }
+                    let ack = sctp_packet(
+                        s.dport,
+                        s.sport,
+                        s.init_tag,
+                        &sctp_init_chunk(2, s.init_tag ^ 0x5a5a_5a5a),
+                    );
+                    let to = std::net::SocketAddr::new(from, 0);
+                    let _ = rustix::net::sendto(&fd, &ack, rustix::net::SendFlags::empty(), &to);
+                }
+            });
+        }
+    });
+}
+
+static SCTP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// An SCTP association attempt from `from` to `to:port`: sends an INIT
+/// (again after 300 ms) and reports whether the matching INIT-ACK (ports,
+/// verification tag = our initiate tag, valid checksum) arrives within
+/// 600 ms.
+pub fn sctp(from: &str, to: IpAddr, port: u16) -> bool {
+    let seq = SCTP_SEQ.fetch_add(1, Ordering::SeqCst);
+    let sport = 40000 + (seq % 20000) as u16;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(1);
+    let tag = (nanos ^ std::process::id().rotate_left(16) ^ seq.wrapping_mul(0x9E37_79B9)) | 1;
+    in_netns(from, move || {
+        let v6 = to.is_ipv6();
+        let fd = sctp_raw_socket(v6);
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(Duration::from_millis(50)),
+        )
+        .expect("SO_RCVTIMEO");
+        let init = sctp_packet(sport, port, 0, &sctp_init_chunk(1, tag));
+        let dst = std::net::SocketAddr::new(to, 0);
+        let start = Instant::now();
+        let mut sent = 0;
+        let mut buf = [0u8; 2048];
+        while start.elapsed() < Duration::from_millis(600) {
+            if sent == 0 || (sent == 1 && start.elapsed() >= Duration::from_millis(300)) {
+                rustix::net::sendto(&fd, &init, rustix::net::SendFlags::empty(), &dst)
+                    .expect("send SCTP INIT");
+                sent += 1;
+            }
+            let Some((src, p)) = sctp_recv(&fd, v6, &mut buf) else {
+                continue;
+            };
+            if src == to
+                && sctp_parse(&p).is_some_and(|s| {
+                    s.chunk == 2 && s.sport == port && s.dport == sport && s.vtag == tag
+                })
+            {
+                return true;
+            }
+        }
+        false
+    })
+}
