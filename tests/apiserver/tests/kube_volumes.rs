@@ -174,27 +174,27 @@ async fn failing_provisioner_times_out_rolls_back_and_reports() {
     )
     .await;
     let failed = |e: &Value| {
-        e["involvedObject"]["name"] == "stuck"
+        e["regarding"]["name"] == "stuck"
             && e["reason"] == "FailedScheduling"
-            && e["message"]
+            && e["note"]
                 .as_str()
                 .is_some_and(|m| m.contains("running PreBind plugin \"VolumeBinding\""))
     };
     let t0 = Instant::now();
-    while !server.list("", "events").iter().any(failed) {
+    while !server.list("events.k8s.io", "events").iter().any(failed) {
         assert!(
             t0.elapsed() < Duration::from_secs(15),
             "no FailedScheduling from PreBind; events {:?}; claim {:?}; metrics {}",
-            server.list("", "events"),
+            server.list("events.k8s.io", "events"),
             server.get("", "persistentvolumeclaims", Some("default"), "fresh"),
             h.metrics.encode()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let ev = server.list("", "events");
+    let ev = server.list("events.k8s.io", "events");
     let e = ev.iter().find(|e| failed(e)).expect("event");
     assert!(
-        e["message"]
+        e["note"]
             .as_str()
             .unwrap_or("")
             .contains("binding volumes"),
