@@ -141,6 +141,29 @@ pub fn run(
     args: &SimulateArgs,
     warn: &mut dyn FnMut(&str),
 ) -> Result<SessionReport, SimulateError> {
+    // The configuration is read (and rejected) before the inputs.
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SimulateError(format!("{}: cannot read config: {e}", path.display()))
+        })?;
+        crate::batch::volcano_conf::load_any(&text, &path.display().to_string())
+            .map_err(SimulateError)?;
+    }
+    let input = if args.paths.is_empty() {
+        load_builtin()?
+    } else {
+        load_paths(&args.paths, crate::batch::EXTRA_KINDS)?
+    };
+    run_input(args, input, warn)
+}
+
+/// Runs a simulation of already loaded objects (`args.paths` is not read; e.g.
+/// `corral-scheduler explain` lists them from the API).
+pub fn run_input(
+    args: &SimulateArgs,
+    input: ClusterInput,
+    warn: &mut dyn FnMut(&str),
+) -> Result<SessionReport, SimulateError> {
     let mut health_args = None;
     let mut session = None;
     let (frameworks, corral) = match &args.config {
@@ -159,11 +182,6 @@ pub fn run(
             (fws, cfg.corral.unwrap_or_default())
         }
         None => (default_frameworks(), Default::default()),
-    };
-    let input = if args.paths.is_empty() {
-        load_builtin()?
-    } else {
-        load_paths(&args.paths, crate::batch::EXTRA_KINDS)?
     };
     // Batch mode: any Queue/PodGroup/ResourceQuota, a `corral.session` section or
     // `--cycles` runs scheduling sessions instead of the plain core loop.
@@ -233,6 +251,48 @@ pub fn run(
     Ok(sched.schedule_all(prepared.pending).into())
 }
 
+/// The table of one explanation: the selected node, then nodes by total score
+/// (the best 20), infeasible ones with their Filter failures.
+pub fn explain_table(e: &crate::scheduler::Explain) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nEXPLAIN {} -> {}",
+        e.pod,
+        e.selected.as_deref().unwrap_or("(unschedulable)")
+    );
+    let mut nodes: Vec<_> = e.nodes.iter().collect();
+    nodes.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.node.cmp(&b.node)));
+    for n in nodes.iter().take(20) {
+        if n.feasible {
+            let scores: Vec<String> =
+                n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "  {:<24} total={:<6} {}",
+                n.node,
+                n.total,
+                scores.join(" ")
+            );
+        } else {
+            let f: Vec<String> = n
+                .filter_failures
+                .iter()
+                .map(|f| format!("{}: {}", f.plugin, f.reason))
+                .collect();
+            let _ = writeln!(s, "  {:<24} infeasible: {}", n.node, f.join("; "));
+        }
+    }
+    if nodes.len() > 20 {
+        let _ = writeln!(
+            s,
+            "  ... {} more nodes (use --output json for all)",
+            nodes.len() - 20
+        );
+    }
+    s
+}
+
 /// Renders a report as JSON (the stable, documented schema).
 pub fn to_json(r: &SessionReport) -> String {
     serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
@@ -264,41 +324,7 @@ pub fn to_table(r: &SessionReport) -> String {
         }
     }
     for e in &r.explain {
-        let _ = writeln!(
-            s,
-            "\nEXPLAIN {} -> {}",
-            e.pod,
-            e.selected.as_deref().unwrap_or("(unschedulable)")
-        );
-        let mut nodes: Vec<_> = e.nodes.iter().collect();
-        nodes.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.node.cmp(&b.node)));
-        for n in nodes.iter().take(20) {
-            if n.feasible {
-                let scores: Vec<String> =
-                    n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = writeln!(
-                    s,
-                    "  {:<24} total={:<6} {}",
-                    n.node,
-                    n.total,
-                    scores.join(" ")
-                );
-            } else {
-                let f: Vec<String> = n
-                    .filter_failures
-                    .iter()
-                    .map(|f| format!("{}: {}", f.plugin, f.reason))
-                    .collect();
-                let _ = writeln!(s, "  {:<24} infeasible: {}", n.node, f.join("; "));
-            }
-        }
-        if nodes.len() > 20 {
-            let _ = writeln!(
-                s,
-                "  ... {} more nodes (use --output json for all)",
-                nodes.len() - 20
-            );
-        }
+        s.push_str(&explain_table(e));
     }
     if !r.evictions.is_empty() {
         let _ = writeln!(s, "\nEVICTIONS ({}):", r.evictions.len());
