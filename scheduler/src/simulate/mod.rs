@@ -143,9 +143,8 @@ pub fn run(
 ) -> Result<SessionReport, SimulateError> {
     // The configuration is read (and rejected) before the inputs.
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SimulateError(format!("{}: cannot read config: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimulateError(format!("{}: cannot read config: {e}", path.display())))?;
         crate::batch::volcano_conf::load_any(&text, &path.display().to_string())
             .map_err(SimulateError)?;
     }
@@ -265,8 +264,7 @@ pub fn explain_table(e: &crate::scheduler::Explain) -> String {
     nodes.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.node.cmp(&b.node)));
     for n in nodes.iter().take(20) {
         if n.feasible {
-            let scores: Vec<String> =
-                n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let scores: Vec<String> = n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(
                 s,
                 "  {:<24} total={:<6} {}",
