@@ -424,26 +424,6 @@ pub fn jobs_main(cli: &JobsCli) -> ExitCode {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities_read_like_kubectl() {
-        assert_eq!(human_quantity("memory", "68719476736"), "64Gi");
-        assert_eq!(human_quantity("memory", "1536"), "1536");
-        assert_eq!(human_quantity("memory", "1572864"), "1536Ki");
-        assert_eq!(human_quantity("cpu", "2500m"), "2500m");
-        assert_eq!(human_quantity("nvidia.com/gpu", "4"), "4");
-        assert_eq!(human_quantity("pods", "1024"), "1024");
-        assert_eq!(human_quantity("memory", "8Gi"), "8Gi");
-        assert_eq!(age(59), "59s");
-        assert_eq!(age(600), "10m");
-        assert_eq!(age(10_800), "3h");
-        assert_eq!(age(259_200), "3d");
-    }
-}
-
 /// Lists what `simulate` reads (Nodes, Pods, Namespaces, PriorityClasses, and the
 /// Volcano Queues/PodGroups when served) as one multi-document text; the target pod
 /// (`ns/name`) is returned unbound with the node it was bound to.
@@ -582,4 +562,24 @@ pub fn explain_main(cli: &ExplainCli) -> ExitCode {
     run_view(cli.kubeconfig.as_ref(), async move |c| {
         explain(c, &pod, config, format).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_like_kubectl() {
+        assert_eq!(human_quantity("memory", "68719476736"), "64Gi");
+        assert_eq!(human_quantity("memory", "1536"), "1536");
+        assert_eq!(human_quantity("memory", "1572864"), "1536Ki");
+        assert_eq!(human_quantity("cpu", "2500m"), "2500m");
+        assert_eq!(human_quantity("nvidia.com/gpu", "4"), "4");
+        assert_eq!(human_quantity("pods", "1024"), "1024");
+        assert_eq!(human_quantity("memory", "8Gi"), "8Gi");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(600), "10m");
+        assert_eq!(age(10_800), "3h");
+        assert_eq!(age(259_200), "3d");
+    }
 }

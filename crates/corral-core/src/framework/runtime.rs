@@ -433,8 +433,9 @@ impl Framework {
     pub fn sample_plugin_metrics(&self) -> bool {
         static CYCLES: AtomicU64 = AtomicU64::new(0);
         self.observer.is_some()
-            && CYCLES.fetch_add(1, Ordering::Relaxed) % super::observe::PLUGIN_METRICS_SAMPLE_EVERY
-                == 0
+            && CYCLES
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(super::observe::PLUGIN_METRICS_SAMPLE_EVERY)
     }
 
     /// `Some(now)` when there is an observer (the start of a timed extension point).
