@@ -242,9 +242,15 @@ pub fn run_input(
             return Err(SimulateError("--cycles must be at least 1".into()));
         }
         let cfg = session.unwrap_or_default();
-        let (report, _) =
-            crate::batch::run_sessions(sched, prepared.pending, &batch_objs, &cfg, cycles)
-                .map_err(SimulateError)?;
+        let (report, _) = crate::batch::run_sessions_with(
+            sched,
+            prepared.pending,
+            &batch_objs,
+            &cfg,
+            cycles,
+            &mut cycle_progress(),
+        )
+        .map_err(SimulateError)?;
         return Ok(report);
     }
     Ok(sched.schedule_all(prepared.pending).into())
@@ -289,6 +295,27 @@ pub fn explain_table(e: &crate::scheduler::Explain) -> String {
         );
     }
     s
+}
+
+/// Progress of `--cycles` on stderr when it is a terminal: `session 3/10 (1.2 s)`
+/// before each session; the last line stays (the report follows on stdout).
+fn cycle_progress() -> impl FnMut(usize, usize) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
+    move |k, n| {
+        if tty && n > 1 {
+            let end = if k + 1 == n { "\n" } else { "" };
+            eprint!(
+                "\r\x1b[K{}{end}",
+                cycle_line(k + 1, n, t0.elapsed().as_secs_f64())
+            );
+        }
+    }
+}
+
+/// One progress line of `--cycles`: `session 3/10 (1.2 s)`.
+pub fn cycle_line(k: usize, n: usize, secs: f64) -> String {
+    format!("session {k}/{n} ({secs:.1} s)")
 }
 
 /// Renders a report as JSON (the stable, documented schema).
@@ -382,6 +409,11 @@ pub fn to_table(r: &SessionReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cycle_progress_line() {
+        assert_eq!(super::cycle_line(3, 10, 1.24), "session 3/10 (1.2 s)");
+    }
+
     #[test]
     fn tiers_example_shows_the_tier_behaviour() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");
