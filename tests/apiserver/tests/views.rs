@@ -12,7 +12,8 @@ async fn queues_and_jobs_views() {
         .insert(
             json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
             "metadata": {"name": "gold"},
-            "spec": {"weight": 3, "capability": {"cpu": "64", "memory": "256Gi"}},
+            "spec": {"weight": 3, "capability": {"cpu": "64", "memory": "256Gi"},
+                "deserved": {"cpu": "32", "memory": "137438953472"}},
             "status": {"state": "Open", "pending": 1, "running": 2, "inqueue": 0,
                 "completed": 4, "allocated": {"cpu": "2500m", "memory": "68719476736"}}}),
         )
@@ -54,6 +55,10 @@ async fn queues_and_jobs_views() {
     assert!(lines[1].starts_with("gold"), "{t}");
     assert!(lines[1].contains("cpu=2500m,memory=64Gi"), "{t}");
     assert!(lines[1].contains("cpu=64,memory=256Gi"), "{t}");
+    assert!(
+        lines[0].contains("DESERVED") && lines[1].contains("cpu=32,memory=128Gi"),
+        "{t}"
+    );
     let j: serde_json::Value = serde_json::from_str(
         &views::queues(client.clone(), ViewFormat::Json)
             .await
@@ -64,6 +69,7 @@ async fn queues_and_jobs_views() {
     assert_eq!(j[0]["weight"], 3);
     assert_eq!(j[0]["running"], 2);
     assert_eq!(j[0]["allocated"]["memory"], "64Gi");
+    assert_eq!(j[0]["deserved"]["memory"], "128Gi");
 
     let t = views::jobs(client.clone(), Some("ml"), ViewFormat::Table)
         .await
