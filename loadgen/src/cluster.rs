@@ -134,8 +134,22 @@ pub const PODS_FILE: &str = "pods.yaml";
 
 /// Entry point of the subcommand.
 pub fn run(args: &Args) -> Result<()> {
+    // Progress on stderr when it is a terminal (big sizes take seconds per stage).
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
+    if tty {
+        eprint!("\rgenerating {} nodes ...", args.nodes);
+    }
     let cluster = generate(args)?;
-    write(&cluster, &args.out)?;
+    let mut on_file = |name: &str, i: usize, n: usize| {
+        if tty {
+            eprint!("\r\x1b[K{}", stage_line(name, i, n, t0.elapsed()));
+        }
+    };
+    write_with(&cluster, &args.out, &mut on_file)?;
+    if tty {
+        eprintln!("\r\x1b[Kdone in {:.1} s", t0.elapsed().as_secs_f64());
+    }
     println!(
         "wrote {} nodes, {} running pods, {} pending pods, {} namespaces, {} priority classes \
          (profile {:?}, seed {}) to {}",
@@ -154,16 +168,35 @@ pub fn run(args: &Args) -> Result<()> {
 /// Renders the cluster as multi-document YAML files in `dir` (created if missing).
 /// Files that would be empty are not written, and a stale copy is removed.
 pub fn write(cluster: &Cluster, dir: &Path) -> Result<()> {
+    write_with(cluster, dir, &mut |_, _, _| {})
+}
+
+/// One progress line of `cluster`: `writing pods.yaml (3/5, 4.2 s)`.
+pub fn stage_line(file: &str, i: usize, n: usize, elapsed: std::time::Duration) -> String {
+    format!("writing {file} ({i}/{n}, {:.1} s)", elapsed.as_secs_f64())
+}
+
+/// [`write`], calling `on_file(name, i, n)` before the i-th of n files is rendered.
+pub fn write_with(
+    cluster: &Cluster,
+    dir: &Path,
+    on_file: &mut dyn FnMut(&str, usize, usize),
+) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output directory {}", dir.display()))?;
-    let files = [
-        (NAMESPACES_FILE, to_yaml(&cluster.namespaces)?),
-        (PRIORITY_CLASSES_FILE, to_yaml(&cluster.priority_classes)?),
-        (NODES_FILE, to_yaml(&cluster.nodes)?),
-        (RUNNING_FILE, to_yaml(&cluster.running)?),
-        (PODS_FILE, to_yaml(&cluster.pending)?),
+    let files: [(&str, &dyn Fn() -> Result<String>); 5] = [
+        (NAMESPACES_FILE, &|| to_yaml(&cluster.namespaces)),
+        (PRIORITY_CLASSES_FILE, &|| {
+            to_yaml(&cluster.priority_classes)
+        }),
+        (NODES_FILE, &|| to_yaml(&cluster.nodes)),
+        (RUNNING_FILE, &|| to_yaml(&cluster.running)),
+        (PODS_FILE, &|| to_yaml(&cluster.pending)),
     ];
-    for (name, text) in files {
+    let n = files.len();
+    for (i, (name, render)) in files.into_iter().enumerate() {
+        on_file(name, i + 1, n);
+        let text = render()?;
         let path = dir.join(name);
         if text.is_empty() {
             match std::fs::remove_file(&path) {
@@ -1535,6 +1568,25 @@ mod tests {
         Profile::Spread,
         Profile::Mixed,
     ];
+
+    #[test]
+    fn write_reports_each_file_in_order() {
+        let c = generate(&args(Profile::Basic, 3, 4, 2, 1)).expect("generate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seen = Vec::new();
+        write_with(&c, dir.path(), &mut |f, i, n| {
+            seen.push((f.to_string(), i, n))
+        })
+        .expect("write");
+        assert_eq!(seen.len(), 5, "{seen:?}");
+        assert_eq!(seen[0], (NAMESPACES_FILE.to_string(), 1, 5));
+        assert_eq!(seen[4], (PODS_FILE.to_string(), 5, 5));
+        assert!(dir.path().join(PODS_FILE).exists());
+        assert_eq!(
+            stage_line(PODS_FILE, 5, 5, std::time::Duration::from_millis(4200)),
+            format!("writing {PODS_FILE} (5/5, 4.2 s)")
+        );
+    }
 
     fn args(profile: Profile, nodes: u32, pods: u64, running: u64, seed: u64) -> Args {
         Args {

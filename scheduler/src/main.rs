@@ -106,6 +106,9 @@ enum Command {
     /// Volcano PodGroups of a live cluster: queue, priority, phase, running/min,
     /// age, time to start, why waiting.
     Jobs(corral_scheduler::views::JobsCli),
+    /// Why a pod of a live cluster is pending, or why on its node: simulate's
+    /// --explain on a fresh snapshot listed from the API.
+    Explain(corral_scheduler::views::ExplainCli),
 }
 
 /// Policies `--compare` can run next to the health-weighted one.
@@ -156,7 +159,10 @@ fn main() -> ExitCode {
     let level = log_level(
         match cli.command {
             Command::Run(_) | Command::Extender(_) => "info",
-            Command::Simulate { .. } | Command::Queues(_) | Command::Jobs(_) => "warn",
+            Command::Simulate { .. }
+            | Command::Queues(_)
+            | Command::Jobs(_)
+            | Command::Explain(_) => "warn",
         },
         cli.verbosity,
     );
@@ -174,6 +180,7 @@ fn main() -> ExitCode {
         Command::Extender(args) => corral_scheduler::extender::main(&args),
         Command::Queues(args) => corral_scheduler::views::queues_main(&args),
         Command::Jobs(args) => corral_scheduler::views::jobs_main(&args),
+        Command::Explain(args) => corral_scheduler::views::explain_main(&args),
         Command::Simulate {
             paths,
             config,

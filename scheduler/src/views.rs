@@ -43,6 +43,33 @@ pub struct JobsCli {
     pub output: ViewFormat,
 }
 
+/// `corral-scheduler explain NS/POD`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExplainCli {
+    /// The pod (NAMESPACE/NAME).
+    #[arg(value_name = "NS/POD")]
+    pub pod: String,
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The configuration `run` uses (KubeSchedulerConfiguration or Volcano's), so
+    /// the same profiles and plugins are evaluated.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, short, value_enum, default_value = "table")]
+    pub output: ViewFormat,
+}
+
+/// `explain`'s answer: simulate's `--explain` for the pod on a fresh snapshot of
+/// the cluster (a bound pod is taken off its node and evaluated again).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveExplain {
+    /// The node the pod is bound to in the cluster, if any.
+    pub bound_to: Option<String>,
+    #[serde(flatten)]
+    pub explain: crate::scheduler::Explain,
+}
+
 /// One queue.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -52,6 +79,8 @@ pub struct QueueRow {
     pub weight: i64,
     pub parent: Option<String>,
     pub capability: BTreeMap<String, String>,
+    /// `spec.deserved` (Volcano's capacity plugin); empty when not set.
+    pub deserved: BTreeMap<String, String>,
     pub allocated: BTreeMap<String, String>,
     pub pending: i64,
     pub inqueue: i64,
@@ -143,6 +172,7 @@ pub fn queue_rows(objs: &[Value]) -> Vec<QueueRow> {
             weight: q["spec"]["weight"].as_i64().unwrap_or(1),
             parent: q["spec"]["parent"].as_str().map(str::to_string),
             capability: quantities(&q["spec"]["capability"]),
+            deserved: quantities(&q["spec"]["deserved"]),
             allocated: quantities(&q["status"]["allocated"]),
             pending: int(&q["status"]["pending"]),
             inqueue: int(&q["status"]["inqueue"]),
@@ -250,6 +280,7 @@ pub fn queues_table(rows: &[QueueRow]) -> String {
             "WEIGHT",
             "PARENT",
             "CAPABILITY",
+            "DESERVED",
             "ALLOCATED",
             "PENDING",
             "INQUEUE",
@@ -264,6 +295,7 @@ pub fn queues_table(rows: &[QueueRow]) -> String {
                     r.weight.to_string(),
                     r.parent.clone().unwrap_or_else(|| "-".into()),
                     list_text(&r.capability),
+                    list_text(&r.deserved),
                     list_text(&r.allocated),
                     r.pending.to_string(),
                     r.inqueue.to_string(),
@@ -394,6 +426,146 @@ pub fn jobs_main(cli: &JobsCli) -> ExitCode {
     let ns = cli.namespace.clone();
     run_view(cli.kubeconfig.as_ref(), async move |c| {
         jobs(c, ns.as_deref(), format).await
+    })
+}
+
+/// Lists what `simulate` reads (Nodes, Pods, Namespaces, PriorityClasses, and the
+/// Volcano Queues/PodGroups when served) as one multi-document text; the target pod
+/// (`ns/name`) is returned unbound with the node it was bound to.
+async fn cluster_docs(
+    client: kube::Client,
+    target: &str,
+) -> anyhow::Result<(String, Option<String>)> {
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let lp = ListParams::default();
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| anyhow::anyhow!("listing nodes: {e}"))?;
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| anyhow::anyhow!("listing pods: {e}"))?;
+    // Namespaces (namespace selectors) and PriorityClasses (priorities) refine the
+    // answer; a client not allowed to list them still gets one.
+    let namespaces = match Api::<Namespace>::all(client.clone()).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            tracing::warn!("namespaces not listed: {e}");
+            Vec::new()
+        }
+    };
+    let pcs = match Api::<PriorityClass>::all(client.clone()).list(&lp).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            tracing::warn!("priorityclasses not listed: {e}");
+            Vec::new()
+        }
+    };
+    let mut docs: Vec<Value> = Vec::new();
+    let to = |v: Result<Value, serde_json::Error>| v.map_err(|e| anyhow::anyhow!("{e}"));
+    for n in nodes.items {
+        docs.push(to(serde_json::to_value(n))?);
+    }
+    for n in namespaces {
+        docs.push(to(serde_json::to_value(n))?);
+    }
+    for p in pcs {
+        docs.push(to(serde_json::to_value(p))?);
+    }
+    let mut found = false;
+    let mut bound_to = None;
+    for p in pods.items {
+        let key = format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or("default"),
+            p.metadata.name.as_deref().unwrap_or_default()
+        );
+        let mut v = to(serde_json::to_value(p))?;
+        if key == target {
+            found = true;
+            if let Some(n) = v["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+                bound_to = Some(n.to_string());
+                v["spec"]["nodeName"] = Value::Null;
+                if let Some(st) = v.get_mut("status").and_then(Value::as_object_mut) {
+                    st.insert("phase".into(), Value::String("Pending".into()));
+                }
+            }
+        }
+        docs.push(v);
+    }
+    if !found {
+        anyhow::bail!("pod {target} not found");
+    }
+    // Volcano's batch objects when their CRDs are served.
+    for crd in [Crd::VolcanoQueue, Crd::VolcanoPodGroup] {
+        let ar = crd.api_resource();
+        match list(client.clone(), crd, None).await {
+            Ok(items) => {
+                for mut v in items {
+                    v["apiVersion"] = Value::String(ar.api_version.clone());
+                    v["kind"] = Value::String(ar.kind.clone());
+                    docs.push(v);
+                }
+            }
+            Err(e) => tracing::debug!("{} not listed: {e:#}", ar.plural),
+        }
+    }
+    let mut text = String::new();
+    for d in docs {
+        text.push_str("---\n");
+        text.push_str(&serde_json::to_string(&d).map_err(|e| anyhow::anyhow!("{e}"))?);
+        text.push('\n');
+    }
+    Ok((text, bound_to))
+}
+
+/// The `explain` view as text.
+pub async fn explain(
+    client: kube::Client,
+    target: &str,
+    config: Option<PathBuf>,
+    format: ViewFormat,
+) -> anyhow::Result<String> {
+    let parts: Vec<&str> = target.split('/').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+        anyhow::bail!("{target:?}: expected NAMESPACE/NAME");
+    }
+    let (text, bound_to) = cluster_docs(client, target).await?;
+    let input = crate::input::load_str(&text, "the cluster", crate::batch::EXTRA_KINDS)
+        .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let args = crate::simulate::SimulateArgs {
+        config,
+        explain: vec![target.to_string()],
+        ..Default::default()
+    };
+    let report = crate::simulate::run_input(&args, input, &mut |w| tracing::warn!("{w}"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let explain = report
+        .core
+        .explain
+        .into_iter()
+        .find(|e| e.pod == target)
+        .ok_or_else(|| anyhow::anyhow!("{target}: no explanation was produced"))?;
+    let out = LiveExplain { bound_to, explain };
+    Ok(render(&out, format, || {
+        let mut s = crate::simulate::explain_table(&out.explain);
+        if let Some(n) = &out.bound_to {
+            s.push_str(&format!(
+                "(bound to {n} in the cluster; evaluated again without it)\n"
+            ));
+        }
+        s.trim_start().to_string()
+    }))
+}
+
+pub fn explain_main(cli: &ExplainCli) -> ExitCode {
+    let format = cli.output;
+    let pod = cli.pod.clone();
+    let config = cli.config.clone();
+    run_view(cli.kubeconfig.as_ref(), async move |c| {
+        explain(c, &pod, config, format).await
     })
 }
 

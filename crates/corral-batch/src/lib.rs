@@ -159,11 +159,24 @@ pub fn snapshot_time(sched: &Scheduler, pending: &[PodInfo]) -> Option<i64> {
 /// pipelined preemptors are placed in the next one. Returns the report and the
 /// scheduler (with its final snapshot).
 pub fn run_sessions(
+    sched: Scheduler,
+    pending: Vec<PodInfo>,
+    objs: &BatchObjects,
+    cfg: &SessionConfig,
+    cycles: usize,
+) -> Result<(SessionReport, Scheduler), String> {
+    run_sessions_with(sched, pending, objs, cfg, cycles, &mut |_, _| {})
+}
+
+/// [`run_sessions`], calling `progress(cycle, cycles)` before each session (for a
+/// progress display).
+pub fn run_sessions_with(
     mut sched: Scheduler,
     pending: Vec<PodInfo>,
     objs: &BatchObjects,
     cfg: &SessionConfig,
     cycles: usize,
+    progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(SessionReport, Scheduler), String> {
     let plugins = cfg.plugins()?;
     let actions = cfg.actions();
@@ -186,6 +199,7 @@ pub fn run_sessions(
     let (mut evaluate_ms, mut commit_ms) = (0.0, 0.0);
     let period = cfg.period_seconds.unwrap_or(1).max(0);
     for cycle in 0..cycles.max(1) {
+        progress(cycle, cycles.max(1));
         let mut ssn = session::Session::open(
             sched,
             pending,

@@ -465,6 +465,7 @@ fn build_profile(
         pre_bind: cast!("preBind", as_pre_bind),
         bind: bind.into_iter().filter_map(|(p, _)| p.as_bind()).collect(),
         post_bind: cast!("postBind", as_post_bind),
+        observer: None,
     })
 }
 

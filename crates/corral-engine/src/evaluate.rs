@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use crate::framework::observe::point;
 use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
 use crate::framework::{Code, CycleState, Framework, Status};
 use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
@@ -203,7 +204,11 @@ impl ClassCache {
         pod: &PodInfo,
     ) -> Result<(CycleState, PreFilterOutcome), Status> {
         let mut state = CycleState::new();
-        fw.run_pre_filter(&mut state, pod, snap).map(|p| (state, p))
+        state.record_plugin_metrics = fw.sample_plugin_metrics();
+        let t0 = fw.point_start();
+        let r = fw.run_pre_filter(&mut state, pod, snap);
+        fw.observe_point(point::PRE_FILTER, code_of(&r), t0);
+        r.map(|p| (state, p))
     }
 
     pub(crate) fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
@@ -244,6 +249,11 @@ impl ClassCache {
     }
 }
 
+/// The `status` of an extension point from its result.
+fn code_of<T>(r: &Result<T, Status>) -> Code {
+    r.as_ref().map_or_else(|st| st.code, |_| Code::Success)
+}
+
 /// Evaluates one pod against the snapshot (kube-scheduler's `schedulePod` up to host
 /// selection), keeping the `k` best candidates. With `fresh_pre_filter`, PreFilter is
 /// run against `snap` even when the class cache holds a PreFilter state (the cache's
@@ -282,7 +292,10 @@ pub(crate) fn evaluate(
         },
         None => {
             let mut st = CycleState::new();
+            st.record_plugin_metrics = fw.sample_plugin_metrics();
+            let t0 = fw.point_start();
             let p = fw.run_pre_filter(&mut st, pod, snap);
+            fw.observe_point(point::PRE_FILTER, code_of(&p), t0);
             (st, p)
         }
     };
@@ -360,21 +373,28 @@ pub(crate) fn evaluate(
         }
         None => direct(idx),
     };
-    let (feasible, processed, mut diag) =
-        match find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel) {
-            Ok(x) => x,
-            Err(st) => {
-                return Evaluation {
-                    state,
-                    outcome: Outcome::Error(format!(
-                        "running Filter plugin {:?}: {}",
-                        st.plugin,
-                        st.message()
-                    )),
-                    processed: n,
-                };
-            }
-        };
+    let t_filter = fw.point_start();
+    let found = find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel);
+    let filter_code = match &found {
+        Ok((f, _, _)) if f.is_empty() => Code::Unschedulable,
+        Ok(_) => Code::Success,
+        Err(_) => Code::Error,
+    };
+    fw.observe_point(point::FILTER, filter_code, t_filter);
+    let (feasible, processed, mut diag) = match found {
+        Ok(x) => x,
+        Err(st) => {
+            return Evaluation {
+                state,
+                outcome: Outcome::Error(format!(
+                    "running Filter plugin {:?}: {}",
+                    st.plugin,
+                    st.message()
+                )),
+                processed: n,
+            };
+        }
+    };
     if feasible.is_empty() {
         let absent = num_all - n;
         if absent > 0 {
@@ -401,7 +421,10 @@ pub(crate) fn evaluate(
     }
     let refs: Vec<&crate::snapshot::NodeInfo> =
         feasible.iter().map(|&i| &*snap.nodes()[i]).collect();
-    if let Err(st) = fw.run_pre_score(&mut state, pod, snap, &refs) {
+    let t_pre_score = fw.point_start();
+    let pre_score = fw.run_pre_score(&mut state, pod, snap, &refs);
+    fw.observe_point(point::PRE_SCORE, code_of(&pre_score), t_pre_score);
+    if let Err(st) = pre_score {
         return Evaluation {
             state,
             outcome: Outcome::Error(format!(
@@ -412,7 +435,10 @@ pub(crate) fn evaluate(
             processed,
         };
     }
-    let scores = match fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores)) {
+    let t_score = fw.point_start();
+    let scores = fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
+    fw.observe_point(point::SCORE, code_of(&scores), t_score);
+    let scores = match scores {
         Ok(s) => s,
         Err(st) => {
             return Evaluation {

@@ -48,6 +48,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
+use crate::framework::observe::point;
 use crate::framework::{Code, CycleState, Framework};
 use crate::k8s::batch_state::BatchState;
 use crate::scheduler::{Options as SchedOptions, Scheduler};
@@ -132,13 +133,19 @@ enum GangVerdict {
 }
 
 impl Extender {
-    pub fn new(framework: Framework) -> Self {
+    /// The extender's `/metrics` carry kube-scheduler's framework histograms
+    /// (`scheduler_framework_extension_point_duration_seconds` for PreFilter/Filter
+    /// in `/filter`, PreScore/Score in `/prioritize`; sampled
+    /// `scheduler_plugin_execution_duration_seconds`).
+    pub fn new(mut framework: Framework) -> Self {
+        let metrics = Arc::new(crate::k8s::metrics::Metrics::new());
+        framework.observer = Some(metrics.kube.framework_timings());
         Extender {
             framework,
             cache: RwLock::new(Snapshot::new()),
             client: None,
             gangs: Mutex::new(ExtGangs::new()),
-            metrics: Arc::new(crate::k8s::metrics::Metrics::new()),
+            metrics,
         }
     }
 
@@ -311,7 +318,15 @@ impl Extender {
         };
         let fw = &self.framework;
         let mut state = CycleState::new();
+        state.record_plugin_metrics = fw.sample_plugin_metrics();
+        let t0 = fw.point_start();
         let pre = fw.run_pre_filter(&mut state, &pod, &snap);
+        fw.observe_point(
+            point::PRE_FILTER,
+            pre.as_ref().map_or_else(|st| st.code, |_| Code::Success),
+            t0,
+        );
+        let t_filter = fw.point_start();
         let mut passed = Vec::new();
         for name in &candidates {
             let Some(idx) = snap.node_index(name) else {
@@ -335,6 +350,7 @@ impl Extender {
             if st.is_success() {
                 passed.push(name.clone());
             } else if st.code == Code::Error {
+                fw.observe_point(point::FILTER, Code::Error, t_filter);
                 out.error = format!("filter {}: {}", st.plugin, st.message());
                 return out;
             } else if st.code == Code::UnschedulableAndUnresolvable {
@@ -343,6 +359,14 @@ impl Extender {
             } else {
                 out.failed_nodes.insert(name.clone(), st.message());
             }
+        }
+        if pre.is_ok() {
+            let code = if passed.is_empty() {
+                Code::Unschedulable
+            } else {
+                Code::Success
+            };
+            fw.observe_point(point::FILTER, code, t_filter);
         }
         match self.gang_verdict(&pod, &snap) {
             Some(GangVerdict::Reject(why)) => {
@@ -415,14 +439,22 @@ impl Extender {
         let idx: Vec<usize> = names.iter().filter_map(|n| snap.node_index(n)).collect();
         let fw = &self.framework;
         let mut state = CycleState::new();
+        state.record_plugin_metrics = fw.sample_plugin_metrics();
         // PreFilter state is needed by some score plugins.
         let _ = fw.run_pre_filter(&mut state, &pod, &snap);
         let refs: Vec<&NodeInfo> = idx.iter().map(|&i| &*snap.nodes()[i]).collect();
-        fw.run_pre_score(&mut state, &pod, &snap, &refs)
-            .map_err(|st| format!("prescore {}: {}", st.plugin, st.message()))?;
-        let scores = fw
-            .run_score(&state, &pod, &snap, &idx)
-            .map_err(|st| format!("score {}: {}", st.plugin, st.message()))?;
+        let t0 = fw.point_start();
+        let pre_score = fw.run_pre_score(&mut state, &pod, &snap, &refs);
+        let code = pre_score
+            .as_ref()
+            .map_or_else(|st| st.code, |_| Code::Success);
+        fw.observe_point(point::PRE_SCORE, code, t0);
+        pre_score.map_err(|st| format!("prescore {}: {}", st.plugin, st.message()))?;
+        let t0 = fw.point_start();
+        let scores = fw.run_score(&state, &pod, &snap, &idx);
+        let code = scores.as_ref().map_or_else(|st| st.code, |_| Code::Success);
+        fw.observe_point(point::SCORE, code, t0);
+        let scores = scores.map_err(|st| format!("score {}: {}", st.plugin, st.message()))?;
         let max_total: i64 = fw
             .score
             .iter()
@@ -620,6 +652,15 @@ mod tests {
             .collect();
         assert_eq!(names, ["big"]);
         assert!(v.get("nodenames").is_none());
+        // kube-scheduler's framework histograms on the extender's /metrics.
+        let m = e.metrics.encode();
+        let profile = &e.framework.scheduler_name;
+        for p in ["PreFilter", "Filter"] {
+            let want = format!(
+                "scheduler_framework_extension_point_duration_seconds_count{{extension_point=\"{p}\",status=\"Success\",profile=\"{profile}\"}} 1"
+            );
+            assert!(m.contains(&want), "missing {want}:\n{m}");
+        }
         // The request exceeds the node's allocatable: preemption cannot help.
         assert_eq!(
             v["failedAndUnresolvableNodes"]["small"], "Insufficient cpu",

@@ -861,6 +861,9 @@ impl BatchState {
                     .unwrap_or("Pending");
                 *c.entry(phase).or_insert(0) += 1;
             }
+            let n = |p: &str| c.get(p).copied().unwrap_or(0);
+            let counts = super::compat_metrics::POD_GROUP_PHASES.map(|p| i64::from(n(p)));
+            self.metrics.volcano.set_queue_pod_groups(name, counts);
             let state = match v["status"]["state"].as_str() {
                 Some(s) if !s.is_empty() => s.to_string(),
                 _ => "Open".to_string(),

@@ -9,11 +9,23 @@
 //! batch's evaluation time; `scheduler_schedule_attempts_total{result="scheduled"}`
 //! and `scheduler_pod_scheduling_sli_duration_seconds` are recorded when the binding
 //! succeeds (as kube-scheduler does at the end of the binding cycle), a failed
-//! binding counts as `result="error"`. Not exported (yet): the per extension point
-//! and per plugin duration histograms — the filter/score loop is batched across
-//! pods and reported as a whole by `corral_scheduler_scheduling_algorithm_*`.
+//! binding counts as `result="error"`.
+//!
+//! `scheduler_framework_extension_point_duration_seconds` and
+//! `scheduler_plugin_execution_duration_seconds` come from the framework runtime's
+//! timing hook ([`corral_core::framework::FrameworkObserver`], filled here by
+//! [`FrameworkTimings`]): PreFilter/Filter/PreScore/Score are observed for every
+//! pod evaluation (PreFilter once per equivalence class of pods in a batch, as the
+//! class shares its PreFilter state), plugins in one cycle out of ten
+//! (kube-scheduler's `pluginMetricsSamplePercent`); a Filter result served from the
+//! class cache runs no plugin and is not timed. Reserve/Permit/Bind are not run
+//! through the framework by `run` (binding is batched), so they are not observed.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, RwLock};
+
+use corral_core::framework::{Code, FrameworkObserver};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,11 +67,33 @@ pub struct QueueResource {
     pub resource: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExtensionPoint {
+    pub extension_point: String,
+    pub status: String,
+    pub profile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginPoint {
+    pub plugin: String,
+    pub extension_point: String,
+    pub status: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn attempt_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+/// kube-scheduler: `ExponentialBuckets(0.0001, 2, 12)`.
+fn extension_point_hist() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 12))
+}
+/// kube-scheduler: `ExponentialBuckets(0.00001, 1.5, 20)`.
+fn plugin_hist() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 1.5, 20))
 }
 fn sli_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 20))
@@ -75,6 +109,8 @@ pub struct KubeScheduler {
     pub preemption_attempts: Counter,
     pub preemption_victims: Histogram,
     pub queue_incoming_pods: Family<QueueEvent, Counter>,
+    pub extension_point_duration: HistFamily<ExtensionPoint>,
+    pub plugin_duration: HistFamily<PluginPoint>,
 }
 
 /// Volcano's series.
@@ -92,7 +128,13 @@ pub struct Volcano {
     pub queue_share: Family<QueueName, FGauge>,
     pub queue_weight: Family<QueueName, FGauge>,
     pub queue_overused: Family<QueueName, FGauge>,
+    /// `volcano_queue_pod_group_{inqueue,pending,running,unknown}_count`.
+    pub queue_pod_groups: [Family<QueueName, Gauge>; 4],
 }
+
+/// The PodGroup phases of `volcano_queue_pod_group_<phase>_count`, in
+/// [`Volcano::queue_pod_groups`] order.
+pub const POD_GROUP_PHASES: [&str; 4] = ["Inqueue", "Pending", "Running", "Unknown"];
 
 impl KubeScheduler {
     pub fn new(r: &mut Registry) -> Self {
@@ -105,7 +147,19 @@ impl KubeScheduler {
             preemption_attempts: Counter::default(),
             preemption_victims: Histogram::new(exponential_buckets(1.0, 2.0, 7)),
             queue_incoming_pods: Family::default(),
+            extension_point_duration: Family::new_with_constructor(extension_point_hist),
+            plugin_duration: Family::new_with_constructor(plugin_hist),
         };
+        r.register(
+            "scheduler_framework_extension_point_duration_seconds",
+            "Latency for running all plugins of a specific extension point.",
+            m.extension_point_duration.clone(),
+        );
+        r.register(
+            "scheduler_plugin_execution_duration_seconds",
+            "Duration for running a plugin at a specific extension point.",
+            m.plugin_duration.clone(),
+        );
         r.register(
             "scheduler_schedule_attempts",
             "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.",
@@ -220,7 +274,16 @@ impl Volcano {
             queue_share: Family::default(),
             queue_weight: Family::default(),
             queue_overused: Family::default(),
+            queue_pod_groups: Default::default(),
         };
+        for (phase, g) in POD_GROUP_PHASES.iter().zip(&m.queue_pod_groups) {
+            let lower = phase.to_ascii_lowercase();
+            r.register(
+                format!("volcano_queue_pod_group_{lower}_count"),
+                format!("The number of {phase} PodGroup in this queue"),
+                g.clone(),
+            );
+        }
         r.register(
             "volcano_e2e_scheduling_latency_milliseconds",
             "E2e scheduling latency in milliseconds (scheduling algorithm + binding)",
@@ -339,5 +402,88 @@ impl Volcano {
         self.queue_overused
             .get_or_create(&q)
             .set(if overused { 1.0 } else { 0.0 });
+    }
+}
+
+impl Volcano {
+    /// PodGroups per phase of one queue (`[Inqueue, Pending, Running, Unknown]`).
+    pub fn set_queue_pod_groups(&self, queue: &str, counts: [i64; 4]) {
+        let q = QueueName {
+            queue_name: queue.into(),
+        };
+        for (g, n) in self.queue_pod_groups.iter().zip(counts) {
+            g.get_or_create(&q).set(n);
+        }
+    }
+}
+
+/// Turns the framework runtime's timings into kube-scheduler's histograms. Label
+/// sets are resolved once per (extension point, status[, plugin]) and kept by
+/// their static names, so an observation costs a read lock and the histogram.
+pub struct FrameworkTimings {
+    points: HistFamily<ExtensionPoint>,
+    plugins: HistFamily<PluginPoint>,
+    point_cache: RwLock<Vec<(String, &'static str, Code, Histogram)>>,
+    plugin_cache: RwLock<HashMap<(&'static str, &'static str, Code), Histogram>>,
+}
+
+impl KubeScheduler {
+    /// The hook to install on every profile's framework.
+    pub fn framework_timings(&self) -> Arc<FrameworkTimings> {
+        Arc::new(FrameworkTimings {
+            points: self.extension_point_duration.clone(),
+            plugins: self.plugin_duration.clone(),
+            point_cache: RwLock::default(),
+            plugin_cache: RwLock::default(),
+        })
+    }
+}
+
+impl FrameworkObserver for FrameworkTimings {
+    fn extension_point(&self, profile: &str, point: &'static str, status: Code, secs: f64) {
+        let hit = self.point_cache.read().ok().and_then(|c| {
+            c.iter()
+                .find(|e| e.1 == point && e.2 == status && e.0 == profile)
+                .map(|e| e.3.clone())
+        });
+        let h = hit.unwrap_or_else(|| {
+            let h = self
+                .points
+                .get_or_create(&ExtensionPoint {
+                    extension_point: point.into(),
+                    status: status.as_str().into(),
+                    profile: profile.into(),
+                })
+                .clone();
+            if let Ok(mut c) = self.point_cache.write() {
+                c.push((profile.to_string(), point, status, h.clone()));
+            }
+            h
+        });
+        h.observe(secs);
+    }
+
+    fn plugin(&self, plugin: &'static str, point: &'static str, status: Code, secs: f64) {
+        let key = (plugin, point, status);
+        let hit = self
+            .plugin_cache
+            .read()
+            .ok()
+            .and_then(|c| c.get(&key).cloned());
+        let h = hit.unwrap_or_else(|| {
+            let h = self
+                .plugins
+                .get_or_create(&PluginPoint {
+                    plugin: plugin.into(),
+                    extension_point: point.into(),
+                    status: status.as_str().into(),
+                })
+                .clone();
+            if let Ok(mut c) = self.plugin_cache.write() {
+                c.insert(key, h.clone());
+            }
+            h
+        });
+        h.observe(secs);
     }
 }

@@ -328,8 +328,21 @@ mod tests {
                 ("nvidia.com/gpu".into(), 2, 2),
             ],
         );
+        m.volcano.set_queue_pod_groups("gold", [1, 2, 3, 0]);
+        let t = m.kube.framework_timings();
+        use corral_core::framework::{Code, FrameworkObserver};
+        t.extension_point("corral", "Filter", Code::Unschedulable, 0.0003);
+        t.extension_point("corral", "Filter", Code::Unschedulable, 0.0003);
+        t.plugin("NodeResourcesFit", "Filter", Code::Success, 0.00002);
         let s = m.encode();
         for want in [
+            "scheduler_framework_extension_point_duration_seconds_count{extension_point=\"Filter\",status=\"Unschedulable\",profile=\"corral\"} 2",
+            "scheduler_framework_extension_point_duration_seconds_bucket{le=\"0.0004\",extension_point=\"Filter\",status=\"Unschedulable\",profile=\"corral\"} 2",
+            "scheduler_plugin_execution_duration_seconds_count{plugin=\"NodeResourcesFit\",extension_point=\"Filter\",status=\"Success\"} 1",
+            "volcano_queue_pod_group_inqueue_count{queue_name=\"gold\"} 1",
+            "volcano_queue_pod_group_pending_count{queue_name=\"gold\"} 2",
+            "volcano_queue_pod_group_running_count{queue_name=\"gold\"} 3",
+            "volcano_queue_pod_group_unknown_count{queue_name=\"gold\"} 0",
             "scheduler_schedule_attempts_total{result=\"unschedulable\",profile=\"default-scheduler\"} 1",
             "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"corral\"} 1",
             "scheduler_pending_pods{queue=\"unschedulable\"} 3",

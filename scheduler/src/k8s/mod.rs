@@ -317,6 +317,11 @@ pub fn start(
     }
     opts.session.plugins().map_err(|e| anyhow::anyhow!("{e}"))?;
     let metrics = Arc::new(Metrics::new());
+    let mut frameworks = frameworks;
+    let timings = metrics.kube.framework_timings();
+    for fw in &mut frameworks {
+        fw.observer = Some(timings.clone());
+    }
     let (tx, rx) = mpsc::channel::<Msg>();
     let leader = Arc::new(AtomicBool::new(opts.leader.is_none()));
     let ready = Arc::new(AtomicBool::new(false));

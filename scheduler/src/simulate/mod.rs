@@ -141,6 +141,28 @@ pub fn run(
     args: &SimulateArgs,
     warn: &mut dyn FnMut(&str),
 ) -> Result<SessionReport, SimulateError> {
+    // The configuration is read (and rejected) before the inputs.
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SimulateError(format!("{}: cannot read config: {e}", path.display())))?;
+        crate::batch::volcano_conf::load_any(&text, &path.display().to_string())
+            .map_err(SimulateError)?;
+    }
+    let input = if args.paths.is_empty() {
+        load_builtin()?
+    } else {
+        load_paths(&args.paths, crate::batch::EXTRA_KINDS)?
+    };
+    run_input(args, input, warn)
+}
+
+/// Runs a simulation of already loaded objects (`args.paths` is not read; e.g.
+/// `corral-scheduler explain` lists them from the API).
+pub fn run_input(
+    args: &SimulateArgs,
+    input: ClusterInput,
+    warn: &mut dyn FnMut(&str),
+) -> Result<SessionReport, SimulateError> {
     let mut health_args = None;
     let mut session = None;
     let (frameworks, corral) = match &args.config {
@@ -159,11 +181,6 @@ pub fn run(
             (fws, cfg.corral.unwrap_or_default())
         }
         None => (default_frameworks(), Default::default()),
-    };
-    let input = if args.paths.is_empty() {
-        load_builtin()?
-    } else {
-        load_paths(&args.paths, crate::batch::EXTRA_KINDS)?
     };
     // Batch mode: any Queue/PodGroup/ResourceQuota, a `corral.session` section or
     // `--cycles` runs scheduling sessions instead of the plain core loop.
@@ -225,12 +242,80 @@ pub fn run(
             return Err(SimulateError("--cycles must be at least 1".into()));
         }
         let cfg = session.unwrap_or_default();
-        let (report, _) =
-            crate::batch::run_sessions(sched, prepared.pending, &batch_objs, &cfg, cycles)
-                .map_err(SimulateError)?;
+        let (report, _) = crate::batch::run_sessions_with(
+            sched,
+            prepared.pending,
+            &batch_objs,
+            &cfg,
+            cycles,
+            &mut cycle_progress(),
+        )
+        .map_err(SimulateError)?;
         return Ok(report);
     }
     Ok(sched.schedule_all(prepared.pending).into())
+}
+
+/// The table of one explanation: the selected node, then nodes by total score
+/// (the best 20), infeasible ones with their Filter failures.
+pub fn explain_table(e: &crate::scheduler::Explain) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\nEXPLAIN {} -> {}",
+        e.pod,
+        e.selected.as_deref().unwrap_or("(unschedulable)")
+    );
+    let mut nodes: Vec<_> = e.nodes.iter().collect();
+    nodes.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.node.cmp(&b.node)));
+    for n in nodes.iter().take(20) {
+        if n.feasible {
+            let scores: Vec<String> = n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(
+                s,
+                "  {:<24} total={:<6} {}",
+                n.node,
+                n.total,
+                scores.join(" ")
+            );
+        } else {
+            let f: Vec<String> = n
+                .filter_failures
+                .iter()
+                .map(|f| format!("{}: {}", f.plugin, f.reason))
+                .collect();
+            let _ = writeln!(s, "  {:<24} infeasible: {}", n.node, f.join("; "));
+        }
+    }
+    if nodes.len() > 20 {
+        let _ = writeln!(
+            s,
+            "  ... {} more nodes (use --output json for all)",
+            nodes.len() - 20
+        );
+    }
+    s
+}
+
+/// Progress of `--cycles` on stderr when it is a terminal: `session 3/10 (1.2 s)`
+/// before each session; the last line stays (the report follows on stdout).
+fn cycle_progress() -> impl FnMut(usize, usize) {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let t0 = std::time::Instant::now();
+    move |k, n| {
+        if tty && n > 1 {
+            let end = if k + 1 == n { "\n" } else { "" };
+            eprint!(
+                "\r\x1b[K{}{end}",
+                cycle_line(k + 1, n, t0.elapsed().as_secs_f64())
+            );
+        }
+    }
+}
+
+/// One progress line of `--cycles`: `session 3/10 (1.2 s)`.
+pub fn cycle_line(k: usize, n: usize, secs: f64) -> String {
+    format!("session {k}/{n} ({secs:.1} s)")
 }
 
 /// Renders a report as JSON (the stable, documented schema).
@@ -264,41 +349,7 @@ pub fn to_table(r: &SessionReport) -> String {
         }
     }
     for e in &r.explain {
-        let _ = writeln!(
-            s,
-            "\nEXPLAIN {} -> {}",
-            e.pod,
-            e.selected.as_deref().unwrap_or("(unschedulable)")
-        );
-        let mut nodes: Vec<_> = e.nodes.iter().collect();
-        nodes.sort_by(|a, b| b.total.total_cmp(&a.total).then(a.node.cmp(&b.node)));
-        for n in nodes.iter().take(20) {
-            if n.feasible {
-                let scores: Vec<String> =
-                    n.scores.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let _ = writeln!(
-                    s,
-                    "  {:<24} total={:<6} {}",
-                    n.node,
-                    n.total,
-                    scores.join(" ")
-                );
-            } else {
-                let f: Vec<String> = n
-                    .filter_failures
-                    .iter()
-                    .map(|f| format!("{}: {}", f.plugin, f.reason))
-                    .collect();
-                let _ = writeln!(s, "  {:<24} infeasible: {}", n.node, f.join("; "));
-            }
-        }
-        if nodes.len() > 20 {
-            let _ = writeln!(
-                s,
-                "  ... {} more nodes (use --output json for all)",
-                nodes.len() - 20
-            );
-        }
+        s.push_str(&explain_table(e));
     }
     if !r.evictions.is_empty() {
         let _ = writeln!(s, "\nEVICTIONS ({}):", r.evictions.len());
@@ -358,6 +409,11 @@ pub fn to_table(r: &SessionReport) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cycle_progress_line() {
+        assert_eq!(super::cycle_line(3, 10, 1.24), "session 3/10 (1.2 s)");
+    }
+
     #[test]
     fn tiers_example_shows_the_tier_behaviour() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/tiers");

@@ -399,7 +399,12 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
     let mut last_raw: HashMap<String, f64> = HashMap::new();
     let mut unschedulable = 0;
     let mut warnings = 0usize;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let every = (intervals / 100).max(1);
     for k in 0..intervals {
+        if tty && k.is_multiple_of(every) {
+            eprint!("\r\x1b[K{}", progress_line(mode, k, intervals));
+        }
         let t0 = k as f64 * l.step;
         let t1 = t0 + l.step;
         // Finished pods leave.
@@ -646,15 +651,29 @@ pub fn direction_changes(s: &[f64], band: f64) -> usize {
     changes
 }
 
+/// One progress line of a timeline run: `Smoothed: interval 120/180 (66%)`.
+pub fn progress_line(mode: Mode, k: usize, n: usize) -> String {
+    format!("{mode:?}: interval {k}/{n} ({}%)", k * 100 / n.max(1))
+}
+
 /// Runs `simulate --timeline` (and the naive comparison if asked).
 pub fn run_all(
     args: &TimelineArgs,
     warn: &mut dyn FnMut(String),
 ) -> Result<TimelineReport, String> {
     let l = load(args, warn)?;
+    let t0 = std::time::Instant::now();
     let mut runs = vec![run(&l, Mode::Smoothed, warn)?];
     if args.compare_naive {
         runs.push(run(&l, Mode::Naive, warn)?);
+    }
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        // The summary line replaces the progress line.
+        eprintln!(
+            "\r\x1b[K{} run(s) done in {:.1} s",
+            runs.len(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     Ok(TimelineReport { runs })
 }

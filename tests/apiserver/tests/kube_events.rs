@@ -150,6 +150,15 @@ async fn scheduled_events_name_the_node_and_follow_failed_scheduling() {
         .sum();
     assert_eq!(sli, 6.0, "{text}");
     assert!(text.contains("scheduler_pending_pods{queue=\"gated\"} 0"));
+    // Framework timings from the engine's hook: every evaluation's Filter (plugin
+    // timings are sampled: covered by corral-engine's framework_timings test).
+    let point = |status: &str| {
+        value(&format!(
+            "scheduler_framework_extension_point_duration_seconds_count{{extension_point=\"Filter\",status=\"{status}\",profile=\"corral\"}}"
+        ))
+    };
+    assert!(point("Success") >= 6.0, "{text}");
+    assert!(point("Unschedulable") >= 1.0, "{text}");
     h.stop();
 }
 

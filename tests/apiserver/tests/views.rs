@@ -12,7 +12,8 @@ async fn queues_and_jobs_views() {
         .insert(
             json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
             "metadata": {"name": "gold"},
-            "spec": {"weight": 3, "capability": {"cpu": "64", "memory": "256Gi"}},
+            "spec": {"weight": 3, "capability": {"cpu": "64", "memory": "256Gi"},
+                "deserved": {"cpu": "32", "memory": "137438953472"}},
             "status": {"state": "Open", "pending": 1, "running": 2, "inqueue": 0,
                 "completed": 4, "allocated": {"cpu": "2500m", "memory": "68719476736"}}}),
         )
@@ -54,6 +55,10 @@ async fn queues_and_jobs_views() {
     assert!(lines[1].starts_with("gold"), "{t}");
     assert!(lines[1].contains("cpu=2500m,memory=64Gi"), "{t}");
     assert!(lines[1].contains("cpu=64,memory=256Gi"), "{t}");
+    assert!(
+        lines[0].contains("DESERVED") && lines[1].contains("cpu=32,memory=128Gi"),
+        "{t}"
+    );
     let j: serde_json::Value = serde_json::from_str(
         &views::queues(client.clone(), ViewFormat::Json)
             .await
@@ -64,6 +69,7 @@ async fn queues_and_jobs_views() {
     assert_eq!(j[0]["weight"], 3);
     assert_eq!(j[0]["running"], 2);
     assert_eq!(j[0]["allocated"]["memory"], "64Gi");
+    assert_eq!(j[0]["deserved"]["memory"], "128Gi");
 
     let t = views::jobs(client.clone(), Some("ml"), ViewFormat::Table)
         .await
@@ -93,4 +99,84 @@ async fn queues_and_jobs_views() {
             .trim()
             .eq("[]")
     );
+}
+
+fn node(name: &str, cpu: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {"allocatable": {"cpu": cpu, "memory": "64Gi", "pods": "110"},
+                   "capacity": {"cpu": cpu, "memory": "64Gi", "pods": "110"}}})
+}
+
+fn pod(name: &str, cpu: &str, node: Option<&str>) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+        "spec": {"schedulerName": "corral", "nodeName": node,
+            "containers": [{"name": "c", "image": "img",
+            "resources": {"requests": {"cpu": cpu, "memory": "100Mi"}}}]},
+        "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}})
+}
+
+/// `corral-scheduler explain NS/POD`: simulate's explanation on the cluster as
+/// listed from the API — a pending pod (why not the small node), a bound pod
+/// (evaluated again without itself), a missing pod (error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_view_on_a_live_snapshot() {
+    let server = TestApiServer::start().await.expect("server");
+    for o in [
+        node("small", "1"),
+        node("big", "8"),
+        pod("web", "2", None),
+        pod("db", "7", Some("big")),
+    ] {
+        server.insert(o).expect("insert");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kc).expect("kubeconfig");
+    let client = corral_scheduler::k8s::client(Some(&kc))
+        .await
+        .expect("client");
+
+    // web (2 CPU) fits nowhere: small has 1 CPU, big has 1 left beside db.
+    let t = views::explain(client.clone(), "default/web", None, ViewFormat::Table)
+        .await
+        .expect("explain");
+    println!("{t}");
+    assert!(
+        t.starts_with("EXPLAIN default/web -> (unschedulable)"),
+        "{t}"
+    );
+    let small = t.lines().find(|l| l.contains("small")).expect("small row");
+    assert!(
+        small.contains("infeasible") && small.contains("Insufficient cpu"),
+        "{t}"
+    );
+    let j: serde_json::Value = serde_json::from_str(
+        &views::explain(client.clone(), "default/web", None, ViewFormat::Json)
+            .await
+            .expect("json"),
+    )
+    .expect("json");
+    assert_eq!(j["pod"], "default/web");
+    assert!(j["selected"].is_null(), "{j}");
+    assert!(j["boundTo"].is_null(), "{j}");
+    assert_eq!(j["nodes"].as_array().map(Vec::len), Some(2), "{j}");
+
+    // db is bound to big: taken off it, it fits only there again.
+    let y = views::explain(client.clone(), "default/db", None, ViewFormat::Yaml)
+        .await
+        .expect("yaml");
+    let v: serde_json::Value = serde_yaml_ng::from_str(&y).expect("yaml");
+    assert_eq!(v["boundTo"], "big", "{y}");
+    assert_eq!(v["selected"], "big", "{y}");
+
+    let e = views::explain(client.clone(), "default/nope", None, ViewFormat::Table)
+        .await
+        .expect_err("missing pod");
+    assert!(e.to_string().contains("pod default/nope not found"), "{e}");
+    let e = views::explain(client, "nope", None, ViewFormat::Table)
+        .await
+        .expect_err("bad name");
+    assert!(e.to_string().contains("expected NAMESPACE/NAME"), "{e}");
 }

@@ -43,6 +43,9 @@ pub struct CycleState {
     pub filter_skip_mask: u64,
     /// Bit i set: the framework's i-th Score plugin is skipped.
     pub score_skip_mask: u64,
+    /// This cycle's plugins are timed (kube-scheduler's `ShouldRecordPluginMetrics`):
+    /// set for a sampled fraction of cycles when the framework has an observer.
+    pub record_plugin_metrics: bool,
 }
 
 impl Clone for CycleState {
@@ -57,6 +60,7 @@ impl Clone for CycleState {
             skip_score: self.skip_score.clone(),
             filter_skip_mask: self.filter_skip_mask,
             score_skip_mask: self.score_skip_mask,
+            record_plugin_metrics: self.record_plugin_metrics,
         }
     }
 }

@@ -3,10 +3,12 @@
 
 mod cycle_state;
 mod interface;
+pub mod observe;
 pub mod runtime;
 mod status;
 
 pub use cycle_state::{CycleState, PodAnnotations, StateData};
 pub use interface::*;
+pub use observe::FrameworkObserver;
 pub use runtime::Framework;
 pub use status::{Code, Status};

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Instant;
 
+use super::observe::point;
 use super::*;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -123,6 +125,9 @@ pub struct Framework {
     pub pre_bind: Vec<Arc<dyn PreBindPlugin>>,
     pub bind: Vec<Arc<dyn BindPlugin>>,
     pub post_bind: Vec<Arc<dyn PostBindPlugin>>,
+    /// Receives extension point and (sampled) plugin timings; `None`: nothing is
+    /// timed ([`super::observe`]).
+    pub observer: Option<Arc<dyn FrameworkObserver>>,
 }
 
 /// Outcome of the PreFilter phase.
@@ -157,8 +162,18 @@ impl Framework {
     ) -> Result<PreFilterOutcome, Status> {
         let mut result = PreFilterResult::all_nodes();
         let mut restricting = Vec::new();
+        let obs = self.plugin_observer(state);
         for p in &self.pre_filter {
+            let t = obs.map(|_| Instant::now());
             let (res, st) = p.pre_filter(state, pod, snap);
+            if let (Some(o), Some(t)) = (obs, t) {
+                o.plugin(
+                    p.name(),
+                    point::PRE_FILTER,
+                    st.code,
+                    t.elapsed().as_secs_f64(),
+                );
+            }
             if st.is_skip() {
                 state.skip_filter.push(p.name());
                 continue;
@@ -200,6 +215,9 @@ impl Framework {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
+        if let Some(o) = self.plugin_observer(state) {
+            return self.filter_observed(o, state, pod, node, snap, u64::MAX);
+        }
         for (i, p) in self.filter.iter().enumerate() {
             if state.filter_skip_mask & (1u64 << (i & 63)) != 0 {
                 continue;
@@ -236,8 +254,18 @@ impl Framework {
         snap: &Snapshot,
         nodes: &[&NodeInfo],
     ) -> Result<(), Status> {
+        let obs = self.plugin_observer(state);
         for p in &self.pre_score {
+            let t = obs.map(|_| Instant::now());
             let st = p.pre_score(state, pod, snap, nodes);
+            if let (Some(o), Some(t)) = (obs, t) {
+                o.plugin(
+                    p.name(),
+                    point::PRE_SCORE,
+                    st.code,
+                    t.elapsed().as_secs_f64(),
+                );
+            }
             if st.is_skip() {
                 state.skip_score.push(p.name());
                 continue;
@@ -277,6 +305,7 @@ impl Framework {
         cache: Option<&LocalScoreCache>,
     ) -> Result<Vec<Option<Vec<i64>>>, Status> {
         let all = snap.nodes();
+        let obs = self.plugin_observer(state);
         let mut out = Vec::with_capacity(self.score.len());
         for (pi, ws) in self.score.iter().enumerate() {
             let p = &ws.plugin;
@@ -284,6 +313,17 @@ impl Framework {
                 out.push(None);
                 continue;
             }
+            // One plugin on one node, timed in sampled cycles.
+            let score = |node: &NodeInfo| match obs {
+                None => p.score(state, pod, node, snap),
+                Some(o) => {
+                    let t = Instant::now();
+                    let r = p.score(state, pod, node, snap);
+                    let code = r.as_ref().map_or_else(|st| st.code, |_| Code::Success);
+                    o.plugin(p.name(), point::SCORE, code, t.elapsed().as_secs_f64());
+                    r
+                }
+            };
             let mut scores = Vec::with_capacity(nodes.len());
             match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
                 Some((c, slot)) => {
@@ -292,9 +332,7 @@ impl Framework {
                         let s = match c.get(slot, i, node.generation) {
                             Some(s) => s,
                             None => {
-                                let s = p
-                                    .score(state, pod, node, snap)
-                                    .map_err(|st| st.with_plugin(p.name()))?;
+                                let s = score(node).map_err(|st| st.with_plugin(p.name()))?;
                                 c.put(slot, i, node.generation, s);
                                 s
                             }
@@ -304,15 +342,18 @@ impl Framework {
                 }
                 None => {
                     for &i in nodes {
-                        let s = p
-                            .score(state, pod, &all[i], snap)
-                            .map_err(|st| st.with_plugin(p.name()))?;
+                        let s = score(&all[i]).map_err(|st| st.with_plugin(p.name()))?;
                         scores.push(NodeScore { node: i, score: s });
                     }
                 }
             }
             if let Some(n) = p.normalize() {
+                let t = obs.map(|_| Instant::now());
                 let st = n.normalize_score(state, pod, &mut scores);
+                if let (Some(o), Some(t)) = (obs, t) {
+                    let secs = t.elapsed().as_secs_f64();
+                    o.plugin(p.name(), point::SCORE_NORMALIZE, st.code, secs);
+                }
                 if !st.is_success() {
                     return Err(st.with_plugin(p.name()));
                 }
@@ -334,6 +375,73 @@ impl Framework {
             out.push(Some(v));
         }
         Ok(out)
+    }
+
+    /// The observer when this cycle's plugins are timed.
+    #[inline]
+    fn plugin_observer(&self, state: &CycleState) -> Option<&dyn FrameworkObserver> {
+        if state.record_plugin_metrics {
+            self.observer.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// `run_filter_masked` with each plugin timed (sampled cycles).
+    fn filter_observed(
+        &self,
+        o: &dyn FrameworkObserver,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+        mask: u64,
+    ) -> Status {
+        for (i, p) in self.filter.iter().enumerate() {
+            let bit = 1u64 << (i & 63);
+            if mask & bit == 0 || state.filter_skip_mask & bit != 0 {
+                continue;
+            }
+            let t = Instant::now();
+            let st = p.filter(state, pod, node, snap);
+            o.plugin(p.name(), point::FILTER, st.code, t.elapsed().as_secs_f64());
+            if !st.is_success() {
+                return st.with_plugin(p.name());
+            }
+        }
+        Status::success()
+    }
+
+    /// Reports one extension point's duration since `t0` when there is an observer.
+    #[inline]
+    pub fn observe_point(&self, point: &'static str, code: Code, t0: Option<Instant>) {
+        if let (Some(o), Some(t0)) = (&self.observer, t0) {
+            o.extension_point(
+                &self.scheduler_name,
+                point,
+                code,
+                t0.elapsed().as_secs_f64(),
+            );
+        }
+    }
+
+    /// Whether a new cycle's plugins are timed (set it as
+    /// [`CycleState::record_plugin_metrics`]): one cycle out of
+    /// [`super::observe::PLUGIN_METRICS_SAMPLE_EVERY`] (a shared counter, so the pods'
+    /// random streams, and thus placements, are unaffected) when there is an
+    /// observer.
+    pub fn sample_plugin_metrics(&self) -> bool {
+        static CYCLES: AtomicU64 = AtomicU64::new(0);
+        self.observer.is_some()
+            && CYCLES
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(super::observe::PLUGIN_METRICS_SAMPLE_EVERY)
+    }
+
+    /// `Some(now)` when there is an observer (the start of a timed extension point).
+    #[inline]
+    pub fn point_start(&self) -> Option<Instant> {
+        self.observer.as_ref().map(|_| Instant::now())
     }
 
     /// Bit mask of Filter plugins whose result can change when pods are added on
@@ -358,6 +466,9 @@ impl Framework {
         snap: &Snapshot,
         mask: u64,
     ) -> Status {
+        if let Some(o) = self.plugin_observer(state) {
+            return self.filter_observed(o, state, pod, node, snap, mask);
+        }
         for (i, p) in self.filter.iter().enumerate() {
             let bit = 1u64 << (i & 63);
             if mask & bit == 0 || state.filter_skip_mask & bit != 0 {

@@ -164,3 +164,12 @@ fn new_health_view_invalidates_cached_results() {
         "{r:?}"
     );
 }
+
+#[test]
+fn progress_line_names_the_run_and_interval() {
+    assert_eq!(
+        progress_line(Mode::Smoothed, 120, 180),
+        "Smoothed: interval 120/180 (66%)"
+    );
+    assert_eq!(progress_line(Mode::Naive, 0, 0), "Naive: interval 0/0 (0%)");
+}
