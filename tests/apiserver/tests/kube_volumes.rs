@@ -194,10 +194,7 @@ async fn failing_provisioner_times_out_rolls_back_and_reports() {
     let ev = server.list("events.k8s.io", "events");
     let e = ev.iter().find(|e| failed(e)).expect("event");
     assert!(
-        e["note"]
-            .as_str()
-            .unwrap_or("")
-            .contains("binding volumes"),
+        e["note"].as_str().unwrap_or("").contains("binding volumes"),
         "{e}"
     );
     // Not bound, nothing provisioned, the selected-node annotation rolled back.
