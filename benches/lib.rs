@@ -158,3 +158,6 @@ pub fn default_without(plugin: &str) -> Vec<Framework> {
         .and_then(|c| c.build())
         .expect("profile")
 }
+
+#[path = "plots_lib.rs"]
+pub mod plots;

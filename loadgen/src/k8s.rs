@@ -81,6 +81,76 @@ pub struct Report {
     pub bound_per_second: f64,
     pub creation_to_bind_ms: Percentiles,
     pub timed_out: bool,
+    /// Creation→bind latency (ms) at quantiles 0.01, 0.02, …, 1.0 (the CDF that
+    /// `benches/plots` draws); empty when nothing was bound.
+    pub latency_cdf_ms: Vec<f64>,
+    /// Pods created and bound so far, every 250 ms from the first creation (the
+    /// created-vs-bound timeline).
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// One sample of the created-vs-bound timeline.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct TimelinePoint {
+    /// Seconds since the first creation was sent.
+    pub t: f64,
+    pub created: u64,
+    pub bound: u64,
+}
+
+/// The timeline from creation and binding instants: cumulative counts every `step`
+/// from `t0` until the last event.
+pub fn timeline(
+    t0: Instant,
+    created: &[Instant],
+    bound: &[Instant],
+    step: Duration,
+) -> Vec<TimelinePoint> {
+    let secs = |v: &[Instant]| {
+        let mut s: Vec<f64> = v
+            .iter()
+            .map(|t| t.saturating_duration_since(t0).as_secs_f64())
+            .collect();
+        s.sort_by(f64::total_cmp);
+        s
+    };
+    let (c, b) = (secs(created), secs(bound));
+    let end = c
+        .last()
+        .copied()
+        .unwrap_or(0.0)
+        .max(b.last().copied().unwrap_or(0.0));
+    let step = step.as_secs_f64().max(1e-3);
+    let mut out = Vec::new();
+    let mut k = 0u64;
+    loop {
+        let t = k as f64 * step;
+        let count = |v: &[f64]| v.partition_point(|x| *x <= t) as u64;
+        out.push(TimelinePoint {
+            t,
+            created: count(&c),
+            bound: count(&b),
+        });
+        if t >= end {
+            break;
+        }
+        k += 1;
+    }
+    out
+}
+
+/// Latency at quantiles 0.01 … 1.0 of a sorted sample (nearest rank).
+pub fn cdf(sorted: &[f64]) -> Vec<f64> {
+    if sorted.is_empty() {
+        return Vec::new();
+    }
+    (1..=100)
+        .map(|i| {
+            let r = ((sorted.len() as f64 * f64::from(i) / 100.0).ceil() as usize)
+                .clamp(1, sorted.len());
+            sorted[r - 1]
+        })
+        .collect()
 }
 
 fn fake_node(name: &str) -> Node {
@@ -303,6 +373,13 @@ pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
             lat[((lat.len() as f64 * q).ceil() as usize).clamp(1, lat.len()) - 1]
         }
     };
+    let created_at: Vec<Instant> = created.values().copied().collect();
+    let bound_at: Vec<Instant> = bound
+        .iter()
+        .filter(|(k, _)| created.contains_key(*k))
+        .map(|(_, t)| *t)
+        .collect();
+    let tl = timeline(t0, &created_at, &bound_at, Duration::from_millis(250));
     let last_bind = bound.values().max().copied();
     let span = last_bind.map_or(0.0, |l| l.saturating_duration_since(t0).as_secs_f64());
     Ok(Report {
@@ -324,6 +401,8 @@ pub async fn run_with_client(client: Client, args: &Args) -> Result<Report> {
             max: lat.last().copied().unwrap_or(0.0),
         },
         timed_out,
+        latency_cdf_ms: cdf(&lat),
+        timeline: tl,
     })
 }
 
@@ -356,6 +435,32 @@ pub fn run(args: &Args) -> Result<()> {
 #[cfg(test)]
 mod progress_tests {
     use super::*;
+
+    #[test]
+    fn timeline_counts_cumulatively_until_the_last_event() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let created = [at(0), at(100), at(300)];
+        let bound = [at(200), at(600)];
+        let tl = timeline(t0, &created, &bound, Duration::from_millis(250));
+        let got: Vec<(u64, u64)> = tl.iter().map(|p| (p.created, p.bound)).collect();
+        // t = 0, 0.25, 0.5, 0.75 s.
+        assert_eq!(got, vec![(1, 0), (2, 1), (3, 1), (3, 2)]);
+        assert!((tl[3].t - 0.75).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cdf_is_nearest_rank() {
+        assert!(cdf(&[]).is_empty());
+        let v: Vec<f64> = (1..=200).map(f64::from).collect();
+        let c = cdf(&v);
+        assert_eq!(c.len(), 100);
+        assert_eq!(c[0], 2.0); // q = 0.01 of 200 samples: rank 2
+        assert_eq!(c[49], 100.0);
+        assert_eq!(c[98], 198.0);
+        assert_eq!(c[99], 200.0);
+        assert_eq!(cdf(&[7.0])[0], 7.0);
+    }
 
     #[test]
     fn progress_line_counts() {

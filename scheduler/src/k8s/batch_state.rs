@@ -2,9 +2,19 @@
 //! PriorityClasses and NodeResourceTopologies, the batch-session path of the run loop
 //! and the PodGroup/Queue status it writes.
 //!
-//! - Objects are kept as raw JSON per watch key and decoded by the batch layer's
-//!   strict schemas ([`BatchObjects::parse`], the code `simulate` uses) whenever one
-//!   of them changed; malformed objects are logged once by name and left out.
+//! - Objects are kept as raw JSON per watch key and decoded one by one by the batch
+//!   layer's strict schemas ([`BatchObjects::parse`], the code `simulate` uses): a
+//!   watch event re-decodes only the object it carries (all PodGroups only when a
+//!   PriorityClass changed), and the session's [`BatchObjects`] are assembled from
+//!   the decoded objects in watch-key order. Malformed objects are logged once by
+//!   name and left out. Only changes that can alter a decision (spec, labels,
+//!   annotations; a Queue's state) count as cluster events: the PodGroup status
+//!   patches `run` writes itself do not re-queue anything.
+//! - A gang with fewer member pods than minMember is not attempted: its members are
+//!   gated in the queue (no attempt, no per-pod failure write) until a member that
+//!   completes it arrives or its PodGroup changes; a gang still waiting after
+//!   [`GANG_WAIT_GRACE`] gets the PodGroup condition Volcano writes
+//!   (`Unschedulable`, reason `NotEnoughTasks`).
 //! - Pods that belong to a PodGroup (`scheduling.k8s.io/group-name` annotation or
 //!   `scheduling.x-k8s.io/pod-group` label) or name a queue
 //!   (`scheduling.volcano.sh/queue-name`) are scheduled by a batch session
@@ -111,9 +121,56 @@ struct GroupView {
 /// A relist in progress: keys seen since `Init`.
 type Relist = Option<HashSet<String>>;
 
+/// How long a gang may wait for its member pods before its PodGroup gets the
+/// `NotEnoughTasks` condition (gangs whose pods are created together complete well
+/// within it and cost no write at all).
+pub const GANG_WAIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a watched batch object's event may alter a decision: anything but a
+/// change of status alone (a Queue's `status.state` excepted) and of bookkeeping
+/// metadata. The PodGroup/Queue status patches `run` writes itself come back as
+/// such events; a re-sent identical object counts as a change (it is not known to
+/// be status-only).
+fn relevant_change(crd: Crd, old: Option<&Value>, new: &Value) -> bool {
+    let Some(old) = old else { return true };
+    if old == new {
+        return true;
+    }
+    let rest = |v: &Value| {
+        let mut v = v.clone();
+        match crd {
+            Crd::VolcanoPodGroup | Crd::CoschedulingPodGroup => {
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+            Crd::VolcanoQueue => {
+                let state = v["status"]["state"].clone();
+                v["status"] = json!({ "state": state });
+            }
+            _ => {}
+        }
+        if let Some(m) = v["metadata"].as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        v
+    };
+    rest(old) != rest(new)
+}
+
 /// Batch/topology state of the run loop.
 pub struct BatchState {
     crds: HashMap<Crd, BTreeMap<String, Value>>,
+    /// Each watched object decoded alone (same keys as `crds`); `None` = not
+    /// decoded since it changed.
+    decoded: HashMap<Crd, BTreeMap<String, Option<BatchObjects>>>,
+    /// Index of `objs.groups` by group.
+    group_index: HashMap<GroupKey, usize>,
+    /// PodGroups whose gated members may proceed (spec changed, object gone).
+    ungate: Vec<GroupKey>,
+    /// Gangs waiting for member pods: since when, and (pods, minMember) last seen.
+    waiting: HashMap<GroupKey, (std::time::Instant, usize, usize)>,
     crd_relist: HashMap<Crd, HashSet<String>>,
     quotas: BTreeMap<String, Value>,
     quota_relist: Relist,
@@ -154,6 +211,10 @@ impl BatchState {
     pub fn new(metrics: Arc<Metrics>, cfg: &SessionConfig) -> BatchState {
         BatchState {
             crds: HashMap::new(),
+            decoded: HashMap::new(),
+            group_index: HashMap::new(),
+            ungate: Vec::new(),
+            waiting: HashMap::new(),
             crd_relist: HashMap::new(),
             quotas: BTreeMap::new(),
             quota_relist: None,
@@ -200,44 +261,72 @@ impl BatchState {
             self.set_count("noderesourcetopologies", self.topology.len());
             return changed;
         }
-        let apply = |this: &mut Self, o: DynamicObject| {
+        let is_group = matches!(crd, Crd::VolcanoPodGroup | Crd::CoschedulingPodGroup);
+        let api = match crd {
+            Crd::CoschedulingPodGroup => GroupApi::Coscheduling,
+            _ => GroupApi::Volcano,
+        };
+        // Returns (key, whether the change can alter a decision).
+        let apply = |this: &mut Self, o: DynamicObject| -> (String, bool) {
             let key = object_key(&o.metadata);
             this.patcher.observe(crd, &o);
+            let mut relevant = false;
             if let Some(raw) = dynamic_to_raw(crd, &o) {
-                this.crds
+                let m = this.crds.entry(crd).or_default();
+                relevant = relevant_change(crd, m.get(&key), &raw.value);
+                m.insert(key.clone(), raw.value);
+                this.decoded
                     .entry(crd)
                     .or_default()
-                    .insert(key.clone(), raw.value);
+                    .insert(key.clone(), None);
             }
-            key
+            if relevant && is_group {
+                this.ungate.push((api, key.clone()));
+            }
+            (key, relevant)
         };
-        match ev {
+        let relevant = match ev {
             Event::Init => {
                 self.crd_relist.insert(crd, HashSet::new());
                 return false;
             }
             Event::InitApply(o) => {
-                let k = apply(self, o);
+                let (k, r) = apply(self, o);
                 self.crd_relist.entry(crd).or_default().insert(k);
+                r
             }
             Event::InitDone => {
+                let mut gone = Vec::new();
                 if let Some(seen) = self.crd_relist.remove(&crd) {
-                    self.crds
-                        .entry(crd)
-                        .or_default()
-                        .retain(|k, _| seen.contains(k));
+                    let m = self.crds.entry(crd).or_default();
+                    gone = m.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+                    for k in &gone {
+                        m.remove(k);
+                        if let Some(d) = self.decoded.get_mut(&crd) {
+                            d.remove(k);
+                        }
+                        if is_group {
+                            self.ungate.push((api, k.clone()));
+                        }
+                    }
                 }
+                !gone.is_empty()
             }
-            Event::Apply(o) => {
-                apply(self, o);
-            }
+            Event::Apply(o) => apply(self, o).1,
             Event::Delete(o) => {
                 let key = object_key(&o.metadata);
                 if let Some(m) = self.crds.get_mut(&crd) {
                     m.remove(&key);
                 }
+                if let Some(d) = self.decoded.get_mut(&crd) {
+                    d.remove(&key);
+                }
+                if is_group {
+                    self.ungate.push((api, key));
+                }
+                true
             }
-        }
+        };
         let n = self.crds.get(&crd).map_or(0, |m| m.len());
         self.set_count(
             match crd {
@@ -249,7 +338,72 @@ impl BatchState {
             n,
         );
         self.objs = None;
-        true
+        relevant
+    }
+
+    /// PodGroups whose gated members may try again (their spec changed or the
+    /// object is gone), since the last call.
+    pub fn take_ungated(&mut self) -> Vec<GroupKey> {
+        std::mem::take(&mut self.ungate)
+    }
+
+    /// Records that gang `g` is waiting for member pods (`have` of `min`).
+    pub fn gang_waits(&mut self, g: &GroupKey, have: usize, min: usize, now: std::time::Instant) {
+        let e = self.waiting.entry(g.clone()).or_insert((now, have, min));
+        e.1 = have;
+        e.2 = min;
+    }
+
+    /// Gangs that have waited for member pods longer than [`GANG_WAIT_GRACE`] get
+    /// the PodGroup condition Volcano's gang plugin writes (`Unschedulable`,
+    /// `NotEnoughTasks`), once per change; gangs that are no longer short are
+    /// forgotten.
+    pub fn sweep_gang_waits(&mut self, now: std::time::Instant) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let due: Vec<GroupKey> = self
+            .waiting
+            .iter()
+            .filter(|(_, (since, _, _))| now.duration_since(*since) >= GANG_WAIT_GRACE)
+            .map(|(g, _)| g.clone())
+            .collect();
+        for g in due {
+            let Some((_, _, _)) = self.waiting.get(&g).copied() else {
+                continue;
+            };
+            // Still short? (A member may have arrived, or the spec changed.)
+            let Some((have, min)) = self.short_of_members(&g) else {
+                self.waiting.remove(&g);
+                continue;
+            };
+            self.waiting.remove(&g);
+            let message =
+                format!("Not enough valid tasks for gang-scheduling, valid: {have}, min: {min}");
+            if self
+                .last
+                .get(&g)
+                .is_some_and(|v| v.reason == "NotEnoughTasks" && v.message == message)
+            {
+                continue;
+            }
+            let since = self.condition_since(&g, "Unschedulable");
+            let phase = self
+                .last
+                .get(&g)
+                .map_or_else(|| "Pending".to_string(), |v| v.phase.clone());
+            self.last.insert(
+                g.clone(),
+                GroupView {
+                    phase,
+                    cond_type: "Unschedulable".into(),
+                    reason: "NotEnoughTasks".into(),
+                    message,
+                    since,
+                },
+            );
+            self.dirty.insert(g);
+        }
     }
 
     /// A ResourceQuota watch event.
@@ -319,6 +473,7 @@ impl BatchState {
             }
         }
         self.set_count("priorityclasses", self.priority_classes.len());
+        self.invalidate_groups();
         self.objs = None;
         true
     }
@@ -417,28 +572,10 @@ impl BatchState {
         }
     }
 
-    /// The decoded batch objects (re-decoded after any change).
-    pub fn objects(&mut self) -> Arc<BatchObjects> {
-        if let Some(o) = &self.objs {
-            return o.clone();
-        }
-        let mut raw = Vec::new();
-        for crd in [
-            Crd::VolcanoQueue,
-            Crd::VolcanoPodGroup,
-            Crd::CoschedulingPodGroup,
-            Crd::HyperNode,
-        ] {
-            let ar = crd.api_resource();
-            for v in self.crds.get(&crd).into_iter().flat_map(|m| m.values()) {
-                raw.push(to_raw(&ar.api_version, &ar.kind, v.clone()));
-            }
-        }
-        for v in self.quotas.values() {
-            raw.push(to_raw("v1", "ResourceQuota", v.clone()));
-        }
-        // The globalDefault class (first by name if several) under the key "", as
-        // `simulate`'s input has it: the priority of a PodGroup whose class is missing.
+    /// The PriorityClasses as the batch schemas read them: by name, plus the
+    /// globalDefault class (first by name if several) under the key "", as
+    /// `simulate`'s input has it (the priority of a PodGroup whose class is missing).
+    fn priority_class_map(&self) -> HashMap<String, i32> {
         let mut pcs = self.priority_classes.clone();
         if let Some(v) = self
             .pc_global
@@ -447,13 +584,91 @@ impl BatchState {
         {
             pcs.insert(String::new(), v);
         }
-        let objs = BatchObjects::parse(&raw, &pcs);
-        for e in objs.errors.clone() {
+        pcs
+    }
+
+    /// Forgets the decoded PodGroups (their priority depends on PriorityClasses).
+    fn invalidate_groups(&mut self) {
+        for crd in [Crd::VolcanoPodGroup, Crd::CoschedulingPodGroup] {
+            if let Some(d) = self.decoded.get_mut(&crd) {
+                for v in d.values_mut() {
+                    *v = None;
+                }
+            }
+        }
+    }
+
+    /// The decoded batch objects: objects that changed since the last call are
+    /// decoded (each alone), the rest is reused; the result equals
+    /// [`BatchObjects::parse`] over all watched objects.
+    pub fn objects(&mut self) -> Arc<BatchObjects> {
+        if let Some(o) = &self.objs {
+            return o.clone();
+        }
+        let pcs = self.priority_class_map();
+        let mut out = BatchObjects::default();
+        for crd in [
+            Crd::VolcanoQueue,
+            Crd::VolcanoPodGroup,
+            Crd::CoschedulingPodGroup,
+            Crd::HyperNode,
+        ] {
+            let Some(raws) = self.crds.get(&crd) else {
+                continue;
+            };
+            let decoded = self.decoded.entry(crd).or_default();
+            let ar = crd.api_resource();
+            for (k, v) in raws {
+                let d = decoded.entry(k.clone()).or_insert(None);
+                if d.is_none() {
+                    *d = Some(BatchObjects::parse(
+                        &[to_raw(&ar.api_version, &ar.kind, v.clone())],
+                        &pcs,
+                    ));
+                }
+                if let Some(one) = d {
+                    out.queues.extend(one.queues.iter().cloned());
+                    out.groups.extend(one.groups.iter().cloned());
+                    out.hypernodes.extend(one.hypernodes.iter().cloned());
+                    out.network_topology.extend(
+                        one.network_topology
+                            .iter()
+                            .map(|(k, v)| (k.clone(), v.clone())),
+                    );
+                    out.errors.extend(one.errors.iter().cloned());
+                }
+            }
+        }
+        // Quotas are few: decoded together.
+        let raw: Vec<_> = self
+            .quotas
+            .values()
+            .map(|v| to_raw("v1", "ResourceQuota", v.clone()))
+            .collect();
+        if !raw.is_empty() {
+            let q = BatchObjects::parse(&raw, &pcs);
+            out.quotas = q.quotas;
+            out.errors.extend(q.errors);
+        }
+        for e in out.errors.clone() {
             self.log_error(e);
         }
-        let objs = Arc::new(objs);
+        self.group_index = out
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| ((g.api, g.key()), i))
+            .collect();
+        let objs = Arc::new(out);
         self.objs = Some(objs.clone());
         objs
+    }
+
+    /// The decoded spec of a PodGroup.
+    fn group_spec(&mut self, g: &GroupKey) -> Option<(Arc<BatchObjects>, usize)> {
+        let objs = self.objects();
+        let i = *self.group_index.get(g)?;
+        Some((objs, i))
     }
 
     /// Records what the API shows of a pod (before the loop applies it).
@@ -667,12 +882,8 @@ impl BatchState {
     /// or bound) than its minMember: no session can place it yet (coscheduling's
     /// PreEnqueue check), so its pods wait without costing one.
     pub fn short_of_members(&mut self, g: &GroupKey) -> Option<(usize, usize)> {
-        let objs = self.objects();
-        let spec = objs
-            .groups
-            .iter()
-            .find(|s| s.api == g.0 && s.key() == g.1)?;
-        let min = spec.min_member.max(1) as usize;
+        let (objs, i) = self.group_spec(g)?;
+        let min = objs.groups[i].min_member.max(1) as usize;
         let live = self.members.get(g).map_or(0, |m| {
             m.values()
                 .filter(|s| matches!(s, Member::Pending | Member::Bound))
@@ -684,7 +895,7 @@ impl BatchState {
     fn min_member(&self, g: &GroupKey) -> usize {
         self.objs
             .as_ref()
-            .and_then(|o| o.groups.iter().find(|s| s.api == g.0 && s.key() == g.1))
+            .and_then(|o| o.groups.get(*self.group_index.get(g)?))
             .map_or(1, |s| s.min_member.max(1) as usize)
     }
 
@@ -716,6 +927,10 @@ impl BatchState {
             .iter()
             .map(|u| (u.pod.as_str(), u.message.as_str()))
             .collect();
+        let mut by_name: HashMap<&str, &crate::batch::session::PodGroupStatus> = HashMap::new();
+        for s in &closed.podgroups {
+            by_name.entry(s.name.as_str()).or_insert(s);
+        }
         for g in touched {
             if !self
                 .crds
@@ -724,7 +939,8 @@ impl BatchState {
             {
                 continue; // No object (yet): nothing to write.
             }
-            let Some(st) = closed.podgroups.iter().find(|s| s.name == g.1) else {
+            self.waiting.remove(g);
+            let Some(st) = by_name.get(g.1.as_str()) else {
                 continue;
             };
             // Aggregate the members' failure messages (most frequent first).

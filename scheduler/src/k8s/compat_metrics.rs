@@ -233,11 +233,16 @@ impl KubeScheduler {
             .inc();
     }
 
-    /// `[active, backoff, unschedulable, in flight]`: in-flight pods are being bound,
-    /// not pending, in kube-scheduler's terms. Corral has no gated pods in the queue
-    /// (a pod with schedulingGates is not queued), so `gated` stays 0.
-    pub fn set_pending(&self, c: [usize; 4]) {
-        for (q, n) in ["active", "backoff", "unschedulable"].iter().zip(c) {
+    /// `[active, backoff, unschedulable, in flight, gated]`: in-flight pods are being
+    /// bound, not pending, in kube-scheduler's terms. `gated` counts gang members
+    /// waiting for their gang-mates (coscheduling's PreEnqueue rejection); a pod with
+    /// schedulingGates is not queued at all.
+    pub fn set_pending(&self, c: [usize; 5]) {
+        for (q, n) in ["active", "backoff", "unschedulable", "", "gated"]
+            .iter()
+            .zip(c)
+            .filter(|(q, _)| !q.is_empty())
+        {
             self.pending_pods
                 .get_or_create(&Queue { queue: (*q).into() })
                 .set(n as i64);

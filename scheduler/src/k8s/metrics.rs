@@ -237,10 +237,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the pending gauges from `[active, backoff, unschedulable, in flight]`.
-    pub fn set_pending(&self, c: [usize; 4]) {
+    /// Sets the pending gauges from `[active, backoff, unschedulable, in flight,
+    /// gated]`.
+    pub fn set_pending(&self, c: [usize; 5]) {
         self.kube.set_pending(c);
-        for (q, n) in ["active", "backoff", "unschedulable", "binding"]
+        for (q, n) in ["active", "backoff", "unschedulable", "binding", "gated"]
             .iter()
             .zip(c)
         {
@@ -301,7 +302,7 @@ mod tests {
         let m = Metrics::new();
         m.attempt("scheduled");
         m.bind_error("conflict");
-        m.set_pending([1, 2, 3, 4]);
+        m.set_pending([1, 2, 3, 4, 0]);
         m.watch_errors
             .get_or_create(&ResourceLabel {
                 resource: What("pods"),

@@ -622,6 +622,7 @@ impl Loop {
                 self.sweep_caps(now);
             }
             self.queue.tick(now);
+            self.gangs.sweep_gang_waits(now);
             self.publish_queue_metrics();
             if self.synced[1]
                 && let Some(h) = self.health.as_mut()
@@ -672,6 +673,10 @@ impl Loop {
             Msg::Crd(crd, ev) => {
                 if self.gangs.on_crd_event(crd, *ev, &mut self.sched.snapshot) {
                     self.queue.on_cluster_event();
+                }
+                for g in self.gangs.take_ungated() {
+                    let members = self.gangs.members(&g);
+                    self.queue.ungate(&members);
                 }
             }
             Msg::PriorityClass(ev) => {

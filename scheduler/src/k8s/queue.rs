@@ -57,6 +57,11 @@ pub enum State {
     Backoff,
     Unschedulable,
     InFlight,
+    /// A gang member waiting for its gang-mates (fewer member pods than
+    /// minMember): not an attempt and no failure; it leaves only when the gang may
+    /// be complete ([`Queue::ungate`]) or with a gang-mate's session
+    /// ([`Queue::take`]). kube-scheduler's "gated" pods (PreEnqueue rejected).
+    Gated,
 }
 
 #[derive(Debug)]
@@ -125,9 +130,9 @@ impl Queue {
         self.entries.get(key)
     }
 
-    /// Counts per state (active, backoff, unschedulable, in flight).
-    pub fn counts(&self) -> [usize; 4] {
-        let mut c = [0; 4];
+    /// Counts per state (active, backoff, unschedulable, in flight, gated).
+    pub fn counts(&self) -> [usize; 5] {
+        let mut c = [0; 5];
         for e in self.entries.values() {
             c[e.state as usize] += 1;
         }
@@ -233,6 +238,36 @@ impl Queue {
             self.came_in("backoff", "ScheduleAttemptFailure", 1);
         }
         attempts
+    }
+
+    /// An in-flight gang member whose gang is short of member pods: gated, without
+    /// an attempt or a backoff.
+    pub fn gate(&mut self, key: &str) {
+        if let Some(e) = self.entries.get_mut(key) {
+            if e.state == State::Active {
+                self.active.remove(&akey(&e.info));
+            }
+            if e.state != State::Gated {
+                e.state = State::Gated;
+                self.came_in("gated", "PreEnqueueCheck", 1);
+            }
+        }
+    }
+
+    /// Gated pods among `keys` become active (their gang may be complete now).
+    pub fn ungate<'a>(&mut self, keys: impl IntoIterator<Item = &'a String>) {
+        for k in keys {
+            if let Some(e) = self.entries.get_mut(k.as_str())
+                && e.state == State::Gated
+            {
+                e.state = State::Active;
+                self.active.insert(akey(&e.info));
+                *self
+                    .incoming
+                    .entry(("active", "PodGroupUpdate"))
+                    .or_insert(0) += 1;
+            }
+        }
     }
 
     /// Returns an in-flight pod to the active queue without counting an attempt.
@@ -367,6 +402,34 @@ mod tests {
         q.upsert(info("a", 0, 9), now);
         assert!(q.pop_active(10).is_empty());
         assert_eq!(q.counts()[State::InFlight as usize], 3);
+    }
+
+    #[test]
+    fn gated_pods_wait_for_ungate_or_a_gang_mate() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        for (n, s) in [("a", 1), ("b", 2), ("c", 3)] {
+            q.upsert(info(n, 0, s), now);
+        }
+        assert_eq!(q.pop_active(2).len(), 2);
+        q.gate("default/a");
+        q.gate("default/b");
+        assert_eq!(q.counts(), [1, 0, 0, 0, 2]);
+        assert_eq!(q.get("default/a").unwrap().attempts, 0, "not an attempt");
+        // Cluster events and the unschedulable flush leave gated pods alone.
+        q.on_cluster_event();
+        q.tick(now + UNSCHEDULABLE_FLUSH + Duration::from_secs(1));
+        assert_eq!(q.counts(), [1, 0, 0, 0, 2]);
+        // A gang-mate's session takes a gated member directly.
+        assert!(q.take("default/b").is_some());
+        assert_eq!(q.get("default/b").unwrap().state, State::InFlight);
+        // Ungating makes it active again, in its original order.
+        q.ungate(&["default/a".to_string(), "default/zz".to_string()]);
+        let popped: Vec<String> = q.pop_active(5).iter().map(|p| p.key.clone()).collect();
+        assert_eq!(popped, ["default/a", "default/c"]);
+        let inc = q.take_incoming();
+        assert_eq!(inc.get(&("gated", "PreEnqueueCheck")), Some(&2));
+        assert_eq!(inc.get(&("active", "PodGroupUpdate")), Some(&1));
     }
 
     #[test]

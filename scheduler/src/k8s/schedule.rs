@@ -134,32 +134,35 @@ impl Loop {
     /// snapshot. The placed members' bindings are then issued together.
     pub(super) fn schedule_gangs(&mut self, pods: Vec<Arc<PodInfo>>) {
         // Gangs with fewer member pods than minMember wait for the rest without a
-        // session (the member that completes the gang brings the others in).
-        let mut short: HashMap<batch_state::GroupKey, String> = HashMap::new();
+        // session and without a failure write per member (coscheduling's PreEnqueue:
+        // the members are gated; the member that completes the gang brings the
+        // others in). A gang still short after a grace period gets a PodGroup
+        // condition instead (`BatchState::gang_waits`).
+        let mut short: HashMap<batch_state::GroupKey, bool> = HashMap::new();
         let now = Instant::now();
         let mut pods = pods;
         pods.retain(|p| {
             let Some(g) = self.gangs.group_of(&p.key).cloned() else {
                 return true;
             };
-            let why = match short.get(&g) {
-                Some(w) => w.clone(),
-                None => match self.gangs.short_of_members(&g) {
-                    Some((have, min)) => {
-                        let w = format!(
-                            "pod group {} is not ready: {have} pod(s) exist, minMember is {min}",
-                            g.1
-                        );
-                        short.insert(g, w.clone());
-                        w
-                    }
-                    None => return true,
-                },
+            let is_short = match short.get(&g) {
+                Some(s) => *s,
+                None => {
+                    let s = match self.gangs.short_of_members(&g) {
+                        Some((have, min)) => {
+                            self.gangs.gang_waits(&g, have, min, now);
+                            true
+                        }
+                        None => false,
+                    };
+                    short.insert(g, s);
+                    s
+                }
             };
-            self.metrics.attempt("unschedulable");
-            let attempts = self.queue.failed(&p.key, now, true);
-            self.report_failure(&p.key, why, attempts, now);
-            false
+            if is_short {
+                self.queue.gate(&p.key);
+            }
+            !is_short
         });
         if pods.is_empty() {
             return;

@@ -11,11 +11,17 @@
 //! GANG > 1 the pods come as Volcano gangs of that size (PodGroup minMember = GANG,
 //! decided by batch sessions); RUNNING pods are prefilled as already running, so the
 //! sessions work against a full-size cluster (e.g. 150,000).
+//!
+//! Options (anywhere on the line): `--latency-ms N` makes the test API server add N ms
+//! to every request (`Options::latency`: a slower API server); `--json PATH` appends
+//! the e2e result (loadgen report with its latency CDF and created/bound timeline,
+//! plus the run's parameters and where the time went) as one JSON line to PATH, the
+//! input of `cargo run -p corral-benches --bin plots`.
 
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{RunOptions, start};
-use corral_test_apiserver::TestApiServer;
+use corral_test_apiserver::{Options, TestApiServer};
 use serde_json::{Value, json};
 
 fn node(i: usize) -> Value {
@@ -109,8 +115,20 @@ async fn restart(nodes: usize, pods: usize) {
     h.stop();
 }
 
-async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize) {
-    let server = TestApiServer::start().await.expect("server");
+/// `--latency-ms` and `--json` of the command line.
+#[derive(Default, Clone)]
+struct Extra {
+    latency: Duration,
+    json: Option<String>,
+}
+
+async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize, extra: Extra) {
+    let server = TestApiServer::start_with(Options {
+        latency: extra.latency,
+        ..Options::default()
+    })
+    .await
+    .expect("server");
     server
         .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
         .expect("ns");
@@ -167,25 +185,65 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize) {
     let algo_sum = metric(&m, "corral_scheduler_scheduling_algorithm_seconds_total ");
     let bind_sum = metric(&m, "corral_scheduler_binding_duration_seconds_sum ");
     let bind_n = metric(&m, "corral_scheduler_binding_duration_seconds_count ");
-    println!("{}", serde_json::to_string(&r).expect("json"));
+    let double_binds = server.bindings().values().filter(|n| **n > 1).count();
+    let ms = extra.latency.as_secs_f64() * 1000.0;
+    if let Some(path) = &extra.json {
+        let mut line = serde_json::to_value(&r).expect("json");
+        line["bench"] = json!("e2e");
+        line["nodes"] = json!(nodes);
+        line["rate"] = json!(rate);
+        line["gang"] = json!(gang);
+        line["running"] = json!(running);
+        line["api_latency_ms"] = json!(ms);
+        line["api_requests"] = json!(requests);
+        line["sched_algorithm_s_total"] = json!(algo_sum);
+        line["double_binds"] = json!(double_binds);
+        line["unix_time"] = json!(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        );
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("--json file");
+        writeln!(f, "{line}").expect("write --json");
+    }
     println!(
-        "e2e: nodes={nodes} pods={pods} rate={rate} gang={gang} running={running} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={}",
+        "e2e: nodes={nodes} pods={pods} rate={rate} gang={gang} running={running} api_latency_ms={ms} created_per_s={:.0} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={double_binds}",
+        r.created_per_second,
         r.bound_per_second,
         r.creation_to_bind_ms.p50,
         r.creation_to_bind_ms.p99,
         r.creation_to_bind_ms.max,
         algo_sum,
         1000.0 * bind_sum / bind_n.max(1.0),
-        server.bindings().values().filter(|n| **n > 1).count(),
     );
     h.stop();
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let mut extra = Extra::default();
+    let mut args: Vec<String> = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--latency-ms" => {
+                let v = it.next().unwrap_or_default();
+                let ms: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m >= 0.0)
+                    .unwrap_or_else(|| panic!("--latency-ms: not a number of ms: {v:?}"));
+                extra.latency = Duration::from_secs_f64(ms / 1000.0);
+            }
+            "--json" => extra.json = it.next(),
+            a if a.starts_with("--") => {}
+            _ => args.push(a),
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,12 +259,13 @@ fn main() {
             num(3, 4000.0),
             num(4, 1.0) as u32,
             num(5, 0.0) as usize,
+            extra,
         )),
         _ => {
             // Small smoke run of both (what `cargo bench` with no filter does).
             rt.block_on(restart(100, 2000));
-            rt.block_on(e2e(100, 500, 1000.0, 1, 0));
-            rt.block_on(e2e(100, 400, 1000.0, 8, 2000));
+            rt.block_on(e2e(100, 500, 1000.0, 1, 0, extra.clone()));
+            rt.block_on(e2e(100, 400, 1000.0, 8, 2000, extra));
         }
     }
 }

@@ -23,7 +23,9 @@
 //!   is set (`metadata.deletionTimestamp` first, the `DELETED` event after the grace,
 //!   as a kubelet finishing termination would), otherwise at once;
 //! - fault injection: drop all watch streams, delay, `500` and `429` (with
-//!   `Retry-After`) on the next N matching requests, history compaction (for 410).
+//!   `Retry-After`) on the next N matching requests, history compaction (for 410);
+//! - a fixed latency added to every request (`Options::latency`), to stand in for
+//!   a slower API server.
 //!
 //! It listens on 127.0.0.1 only (port 0 = ephemeral). Lists paginate with `limit` /
 //! `continue`. Label/field selectors are not implemented.
@@ -267,6 +269,8 @@ struct Shared {
     unserved_requests: AtomicU64,
     termination_grace: Duration,
     volume_controller: Option<VolumeController>,
+    /// [`Options::latency`].
+    latency: Duration,
 }
 
 /// A running test API server. Dropping it stops the server.
@@ -293,6 +297,10 @@ pub struct Options {
     pub termination_grace: Duration,
     /// Act as the PV controller and a provisioner (see [`VolumeController`]).
     pub volume_controller: Option<VolumeController>,
+    /// Added to every request before it is served (reads, writes, bindings, and the
+    /// start of a watch; events on an open watch stream are not delayed): a slower API
+    /// server, as a real one behind etcd is. Zero = none.
+    pub latency: Duration,
 }
 
 impl Default for Options {
@@ -302,6 +310,7 @@ impl Default for Options {
             bookmark_every: Duration::from_secs(1),
             termination_grace: Duration::ZERO,
             volume_controller: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -350,6 +359,7 @@ impl TestApiServer {
             unserved_requests: AtomicU64::new(0),
             termination_grace: opts.termination_grace,
             volume_controller: opts.volume_controller,
+            latency: opts.latency,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let addr = listener.local_addr()?;
@@ -897,6 +907,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if !shared.latency.is_zero() {
+        tokio::time::sleep(shared.latency).await;
+    }
     let mutating = method != Method::GET;
     let touched = route(uri.path()).map(|r| RESOURCES[r.res].plural);
     let resp = handle_request(shared.clone(), method, uri, query, headers, body).await;
