@@ -87,6 +87,17 @@ pub struct Queue {
     /// Pods moved into a queue since the last [`Queue::take_incoming`], by
     /// `(queue, event)` as kube-scheduler's `scheduler_queue_incoming_pods_total`.
     incoming: BTreeMap<(&'static str, &'static str), u64>,
+    /// Entries per state (kept with every transition: `counts` is O(1)).
+    n: [usize; 5],
+    /// Last scan for long-parked unschedulable pods (at most one per second).
+    last_flush_scan: Option<Instant>,
+}
+
+/// Moves an entry to `to`, keeping the per-state counts.
+fn set_state(n: &mut [usize; 5], e: &mut Entry, to: State) {
+    n[e.state as usize] -= 1;
+    n[to as usize] += 1;
+    e.state = to;
 }
 
 fn akey(info: &PodInfo) -> ActiveKey {
@@ -132,11 +143,7 @@ impl Queue {
 
     /// Counts per state (active, backoff, unschedulable, in flight, gated).
     pub fn counts(&self) -> [usize; 5] {
-        let mut c = [0; 5];
-        for e in self.entries.values() {
-            c[e.state as usize] += 1;
-        }
-        c
+        self.n
     }
 
     /// Adds a newly pending pod or updates a tracked one (keeping its state).
@@ -162,6 +169,7 @@ impl Queue {
             }
             None => {
                 self.came_in("active", "PodAdd", 1);
+                self.n[State::Active as usize] += 1;
                 self.active.insert(akey(&info));
                 self.entries.insert(
                     info.key.clone(),
@@ -181,6 +189,7 @@ impl Queue {
     /// Stops tracking a pod (bound, deleted, or handed to another scheduler).
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let e = self.entries.remove(key)?;
+        self.n[e.state as usize] -= 1;
         if e.state == State::Active {
             self.active.remove(&akey(&e.info));
         }
@@ -195,7 +204,7 @@ impl Queue {
                 break;
             };
             if let Some(e) = self.entries.get_mut(&k.2) {
-                e.state = State::InFlight;
+                set_state(&mut self.n, e, State::InFlight);
                 out.push(e.info.clone());
             }
         }
@@ -212,7 +221,7 @@ impl Queue {
         if e.state == State::Active {
             self.active.remove(&akey(&e.info));
         }
-        e.state = State::InFlight;
+        set_state(&mut self.n, e, State::InFlight);
         Some(e.info.clone())
     }
 
@@ -230,10 +239,10 @@ impl Queue {
         }
         let attempts = e.attempts;
         if unschedulable {
-            e.state = State::Unschedulable;
+            set_state(&mut self.n, e, State::Unschedulable);
             self.came_in("unschedulable", "ScheduleAttemptFailure", 1);
         } else {
-            e.state = State::Backoff;
+            set_state(&mut self.n, e, State::Backoff);
             self.backoff.push(Reverse((e.ready_at, key.to_string())));
             self.came_in("backoff", "ScheduleAttemptFailure", 1);
         }
@@ -248,7 +257,7 @@ impl Queue {
                 self.active.remove(&akey(&e.info));
             }
             if e.state != State::Gated {
-                e.state = State::Gated;
+                set_state(&mut self.n, e, State::Gated);
                 self.came_in("gated", "PreEnqueueCheck", 1);
             }
         }
@@ -260,7 +269,7 @@ impl Queue {
             if let Some(e) = self.entries.get_mut(k.as_str())
                 && e.state == State::Gated
             {
-                e.state = State::Active;
+                set_state(&mut self.n, e, State::Active);
                 self.active.insert(akey(&e.info));
                 *self
                     .incoming
@@ -275,7 +284,7 @@ impl Queue {
         if let Some(e) = self.entries.get_mut(key)
             && e.state != State::Active
         {
-            e.state = State::Active;
+            set_state(&mut self.n, e, State::Active);
             self.active.insert(akey(&e.info));
         }
     }
@@ -286,7 +295,7 @@ impl Queue {
         let mut n = 0;
         for (k, e) in self.entries.iter_mut() {
             if e.state == State::Unschedulable {
-                e.state = State::Backoff;
+                set_state(&mut self.n, e, State::Backoff);
                 self.backoff.push(Reverse((e.ready_at, k.clone())));
                 n += 1;
             }
@@ -307,7 +316,7 @@ impl Queue {
                 && e.state == State::Backoff
                 && e.ready_at <= t
             {
-                e.state = State::Active;
+                set_state(&mut self.n, e, State::Active);
                 self.active.insert(akey(&e.info));
                 *self
                     .incoming
@@ -315,6 +324,13 @@ impl Queue {
                     .or_insert(0) += 1;
             }
         }
+        if self
+            .last_flush_scan
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.last_flush_scan = Some(now);
         let mut flush = Vec::new();
         for (k, e) in &self.entries {
             if e.state == State::Unschedulable
@@ -325,7 +341,7 @@ impl Queue {
         }
         for k in flush {
             if let Some(e) = self.entries.get_mut(&k) {
-                e.state = State::Active;
+                set_state(&mut self.n, e, State::Active);
                 self.active.insert(akey(&e.info));
                 *self
                     .incoming
@@ -404,6 +420,15 @@ mod tests {
         assert_eq!(q.counts()[State::InFlight as usize], 3);
     }
 
+    /// The per-state counts from the entries themselves.
+    fn recount(q: &Queue) -> [usize; 5] {
+        let mut c = [0; 5];
+        for e in q.entries.values() {
+            c[e.state as usize] += 1;
+        }
+        c
+    }
+
     #[test]
     fn gated_pods_wait_for_ungate_or_a_gang_mate() {
         let mut q = Queue::default();
@@ -427,6 +452,7 @@ mod tests {
         q.ungate(&["default/a".to_string(), "default/zz".to_string()]);
         let popped: Vec<String> = q.pop_active(5).iter().map(|p| p.key.clone()).collect();
         assert_eq!(popped, ["default/a", "default/c"]);
+        assert_eq!(q.counts(), recount(&q));
         let inc = q.take_incoming();
         assert_eq!(inc.get(&("gated", "PreEnqueueCheck")), Some(&2));
         assert_eq!(inc.get(&("active", "PodGroupUpdate")), Some(&1));
@@ -449,8 +475,10 @@ mod tests {
         q.pop_active(1);
         assert_eq!(q.failed("default/a", now, false), 2);
         assert_eq!(q.next_ready(), Some(now + Duration::from_secs(2)));
+        assert_eq!(q.counts(), recount(&q));
         q.tick(now + UNSCHEDULABLE_FLUSH);
         assert!(q.has_active());
+        assert_eq!(q.counts(), recount(&q));
         assert!(q.remove("default/a").is_some());
         assert!(q.is_empty());
     }
