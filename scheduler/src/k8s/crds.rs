@@ -165,32 +165,55 @@ impl StatusPatcher {
         out
     }
 
-    /// Sends the patches (rate limited).
+    /// Sends the patches (rate limited), up to [`STATUS_CONCURRENCY`] at once; give
+    /// at most one patch per object (see [`coalesce`]).
     pub async fn write(
         client: &Client,
         limiter: &RateLimiter,
         patches: Vec<StatusPatch>,
         metrics: &super::metrics::Metrics,
     ) {
-        for p in patches {
-            let ar = p.crd.api_resource();
-            let api: Api<DynamicObject> = match &p.namespace {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            limiter.acquire().await;
-            let body = serde_json::json!({ "status": p.status });
-            if let Err(e) = api
-                .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
-                .await
-            {
-                metrics.status_errors.inc();
-                tracing::warn!("status of {:?} {}: {e}", p.crd, p.name);
-            } else {
-                metrics.status_patches.inc();
+        futures::stream::iter(patches)
+            .for_each_concurrent(STATUS_CONCURRENCY, |p| async move {
+                let ar = p.crd.api_resource();
+                let api: Api<DynamicObject> = match &p.namespace {
+                    Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                    None => Api::all_with(client.clone(), &ar),
+                };
+                limiter.acquire().await;
+                let body = serde_json::json!({ "status": p.status });
+                if let Err(e) = api
+                    .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
+                    .await
+                {
+                    metrics.status_errors.inc();
+                    tracing::warn!("status of {:?} {}: {e}", p.crd, p.name);
+                } else {
+                    metrics.status_patches.inc();
+                }
+            })
+            .await;
+    }
+}
+
+/// Status patches in flight at once.
+pub const STATUS_CONCURRENCY: usize = 32;
+
+/// The latest patch per object, in first-seen order.
+pub fn coalesce(patches: Vec<StatusPatch>) -> Vec<StatusPatch> {
+    let mut at: HashMap<(Crd, Option<String>, String), usize> = HashMap::new();
+    let mut out: Vec<StatusPatch> = Vec::with_capacity(patches.len());
+    for p in patches {
+        let k = (p.crd, p.namespace.clone(), p.name.clone());
+        match at.get(&k) {
+            Some(&i) => out[i] = p,
+            None => {
+                at.insert(k, out.len());
+                out.push(p);
             }
         }
     }
+    out
 }
 
 /// Watches a CRD when it is served. Discovery is a `limit=1` list: `404` means "not
@@ -269,6 +292,20 @@ mod tests {
         assert_eq!(out, vec![patch("a", 2), patch("b", 1)]);
         assert!(p.changed(vec![patch("a", 2), patch("b", 1)]).is_empty());
         assert_eq!(p.changed(vec![patch("b", 3)]), vec![patch("b", 3)]);
+    }
+
+    #[test]
+    fn coalescing_keeps_the_latest_patch_per_object_in_first_seen_order() {
+        let out = coalesce(vec![
+            patch("b", 1),
+            patch("a", 1),
+            patch("b", 2),
+            patch("a", 3),
+        ]);
+        assert_eq!(out, vec![patch("b", 2), patch("a", 3)]);
+        let mut q = patch("a", 1);
+        q.crd = Crd::VolcanoQueue;
+        assert_eq!(coalesce(vec![patch("a", 1), q.clone()]).len(), 2);
     }
 
     #[test]

@@ -367,14 +367,22 @@ pub fn start(
             opts.crd_retry,
         ));
     }
-    // One writer task: PodGroup/Queue status patches in session order.
+    // One writer task: PodGroup/Queue status patches. What queued up while a round
+    // was being written is coalesced (the latest status per object wins) and sent
+    // as the next round, up to `STATUS_CONCURRENCY` requests at once; a round ends
+    // before the next begins, so an object's writes stay in order.
     let (status_tx, mut status_rx) =
         tokio::sync::mpsc::unbounded_channel::<Vec<crds::StatusPatch>>();
     {
         let (client, limiter, metrics) = (client.clone(), limiter.clone(), metrics.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some(p) = status_rx.recv().await {
-                crds::StatusPatcher::write(&client, &limiter, p, &metrics).await;
+            while let Some(first) = status_rx.recv().await {
+                let mut round = first;
+                while let Ok(more) = status_rx.try_recv() {
+                    round.extend(more);
+                }
+                let round = crds::coalesce(round);
+                crds::StatusPatcher::write(&client, &limiter, round, &metrics).await;
             }
         }));
     }
