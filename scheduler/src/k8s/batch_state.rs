@@ -137,6 +137,8 @@ pub struct BatchState {
     decoded: HashMap<Crd, BTreeMap<String, Option<BatchObjects>>>,
     /// Index of `objs.groups` by group.
     group_index: HashMap<GroupKey, usize>,
+    /// Groups of `objs` changed since it was assembled, to patch in place.
+    in_place: Vec<GroupKey>,
     /// PodGroups whose gated members may proceed (spec changed, object gone).
     ungate: Vec<GroupKey>,
     /// Gangs waiting for member pods: since when, and (pods, minMember) last seen.
@@ -183,6 +185,7 @@ impl BatchState {
             crds: HashMap::new(),
             decoded: HashMap::new(),
             group_index: HashMap::new(),
+            in_place: Vec::new(),
             ungate: Vec::new(),
             waiting: HashMap::new(),
             crd_relist: HashMap::new(),

@@ -102,7 +102,19 @@ impl BatchState {
                 }
                 !gone.is_empty()
             }
-            Event::Apply(o) => apply(self, o).1,
+            Event::Apply(o) => {
+                let (key, relevant) = apply(self, o);
+                // A group already in the assembled objects: patched in place at the
+                // next `objects` (no reassembly of every group).
+                if is_group
+                    && self.objs.is_some()
+                    && self.group_index.contains_key(&(api, key.clone()))
+                {
+                    self.in_place.push((api, key));
+                    return relevant;
+                }
+                relevant
+            }
             Event::Delete(o) => {
                 let key = object_key(&o.metadata);
                 if let Some(m) = self.crds.get_mut(&crd) {
@@ -333,6 +345,10 @@ impl BatchState {
     /// decoded (each alone), the rest is reused; the result equals
     /// [`BatchObjects::parse`] over all watched objects.
     pub fn objects(&mut self) -> Arc<BatchObjects> {
+        if self.objs.is_some() && !self.in_place.is_empty() && !self.patch_in_place() {
+            self.objs = None;
+        }
+        self.in_place.clear();
         if let Some(o) = &self.objs {
             return o.clone();
         }
@@ -393,6 +409,43 @@ impl BatchState {
         let objs = Arc::new(out);
         self.objs = Some(objs.clone());
         objs
+    }
+
+    /// Decodes the groups in `in_place` and puts each at its place in the assembled
+    /// objects. False (nothing usable was changed) when one of them no longer
+    /// decodes to exactly one valid group without a network topology, or had one:
+    /// then the objects are assembled anew.
+    fn patch_in_place(&mut self) -> bool {
+        let pcs = self.priority_class_map();
+        let Some(objs) = self.objs.as_mut() else {
+            return false;
+        };
+        let mut fresh = Vec::with_capacity(self.in_place.len());
+        for g in &self.in_place {
+            let crd = crd_of(g.0);
+            let (Some(&i), Some(v)) = (
+                self.group_index.get(g),
+                self.crds.get(&crd).and_then(|m| m.get(&g.1)),
+            ) else {
+                return false;
+            };
+            let ar = crd.api_resource();
+            let one = BatchObjects::parse(&[to_raw(&ar.api_version, &ar.kind, v.clone())], &pcs);
+            if one.groups.len() != 1
+                || !one.errors.is_empty()
+                || !one.network_topology.is_empty()
+                || objs.network_topology.contains_key(&g.1)
+            {
+                return false;
+            }
+            fresh.push((crd, g.1.clone(), i, one));
+        }
+        let all = Arc::make_mut(objs);
+        for (crd, key, i, one) in fresh {
+            all.groups[i] = one.groups[0].clone();
+            self.decoded.entry(crd).or_default().insert(key, Some(one));
+        }
+        true
     }
 
     /// The decoded spec of a PodGroup.
