@@ -55,6 +55,9 @@ struct Written {
     count: u32,
 }
 
+/// `Scheduled` Events written at once.
+const SCHEDULED_CONCURRENCY: usize = 16;
+
 fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
@@ -71,7 +74,11 @@ impl StatusWriter {
         scheduled_events: bool,
     ) -> StatusWriter {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
-        let recorder = Recorder::new(client.clone(), &component);
+        let recorder = Arc::new(Recorder::new(client.clone(), &component));
+        // `Scheduled` Events are independent of each other: up to
+        // `SCHEDULED_CONCURRENCY` in flight, so they keep up with the bindings on a
+        // slow API server instead of trailing them one round trip at a time.
+        let scheduled_slots = Arc::new(tokio::sync::Semaphore::new(SCHEDULED_CONCURRENCY));
         tokio::spawn(async move {
             let mut written: HashMap<String, Written> = HashMap::new();
             // PodGroup → (reason, note) of its last Event: only transitions are written.
@@ -119,24 +126,33 @@ impl StatusWriter {
                         if !scheduled_events {
                             continue;
                         }
-                        limiter.acquire().await;
-                        let ev = NewEvent {
-                            regarding: ObjRef::pod(&s.namespace, &s.name, &s.uid),
-                            related: None,
-                            type_: "Normal",
-                            reason: "Scheduled",
-                            action: "Binding",
-                            note: format!("Successfully assigned {key} to {}", s.node),
-                            count: 1,
+                        let Ok(slot) = scheduled_slots.clone().acquire_owned().await else {
+                            continue;
                         };
-                        match recorder.create(&ev).await {
-                            Ok(_) => metrics.events_written.inc(),
-                            Err(e) => {
-                                metrics.status_errors.inc();
-                                tracing::debug!("event for {key}: {e}");
-                                0
+                        let (recorder, limiter, metrics) =
+                            (recorder.clone(), limiter.clone(), metrics.clone());
+                        tokio::spawn(async move {
+                            limiter.acquire().await;
+                            let ev = NewEvent {
+                                regarding: ObjRef::pod(&s.namespace, &s.name, &s.uid),
+                                related: None,
+                                type_: "Normal",
+                                reason: "Scheduled",
+                                action: "Binding",
+                                note: format!("Successfully assigned {key} to {}", s.node),
+                                count: 1,
+                            };
+                            match recorder.create(&ev).await {
+                                Ok(_) => {
+                                    metrics.events_written.inc();
+                                }
+                                Err(e) => {
+                                    metrics.status_errors.inc();
+                                    tracing::debug!("event for {key}: {e}");
+                                }
                             }
-                        };
+                            drop(slot);
+                        });
                         continue;
                     }
                 };
