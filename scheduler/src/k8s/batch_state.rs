@@ -143,6 +143,11 @@ pub struct BatchState {
     ungate: Vec<GroupKey>,
     /// Gangs waiting for member pods: since when, and (pods, minMember) last seen.
     waiting: HashMap<GroupKey, (std::time::Instant, usize, usize)>,
+    /// Groups whose pods exist but whose PodGroup object has not been seen: since
+    /// when, and whether their gated members were released (they are gated for
+    /// [`GANG_WAIT_GRACE`]: the PodGroup is usually created first and only not
+    /// watched yet).
+    missing: HashMap<GroupKey, (std::time::Instant, bool)>,
     crd_relist: HashMap<Crd, HashSet<String>>,
     quotas: BTreeMap<String, Value>,
     quota_relist: Relist,
@@ -188,6 +193,7 @@ impl BatchState {
             in_place: Vec::new(),
             ungate: Vec::new(),
             waiting: HashMap::new(),
+            missing: HashMap::new(),
             crd_relist: HashMap::new(),
             quotas: BTreeMap::new(),
             quota_relist: None,

@@ -630,7 +630,10 @@ impl Loop {
                 self.sweep_caps(now);
             }
             self.queue.tick(now);
-            self.gangs.sweep_gang_waits(now);
+            for g in self.gangs.sweep_gang_waits(now) {
+                let members = self.gangs.members(&g);
+                self.queue.ungate(&members);
+            }
             self.publish_queue_metrics();
             if self.synced[1]
                 && let Some(h) = self.health.as_mut()

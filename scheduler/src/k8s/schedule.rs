@@ -153,7 +153,8 @@ impl Loop {
                             self.gangs.gang_waits(&g, have, min, now);
                             true
                         }
-                        None => false,
+                        // No PodGroup object (yet): wait a moment for its watch.
+                        None => self.gangs.await_group_object(&g, now),
                     };
                     short.insert(g, s);
                     s

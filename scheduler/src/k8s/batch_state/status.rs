@@ -16,9 +16,23 @@ impl BatchState {
     /// the PodGroup condition Volcano's gang plugin writes (`Unschedulable`,
     /// `NotEnoughTasks`), once per change; gangs that are no longer short are
     /// forgotten.
-    pub fn sweep_gang_waits(&mut self, now: std::time::Instant) {
+    ///
+    /// Returns the groups whose PodGroup object is still missing after the grace:
+    /// their gated members go through a session, which reports it per pod.
+    pub fn sweep_gang_waits(&mut self, now: std::time::Instant) -> Vec<GroupKey> {
+        let mut release = Vec::new();
+        if !self.missing.is_empty() {
+            let members = &self.members;
+            self.missing.retain(|g, _| members.contains_key(g));
+            for (g, (since, released)) in self.missing.iter_mut() {
+                if !*released && now.duration_since(*since) >= GANG_WAIT_GRACE {
+                    *released = true;
+                    release.push(g.clone());
+                }
+            }
+        }
         if self.waiting.is_empty() {
-            return;
+            return release;
         }
         let due: Vec<GroupKey> = self
             .waiting
@@ -62,6 +76,22 @@ impl BatchState {
             );
             self.dirty.insert(g);
         }
+        release
+    }
+
+    /// Whether the members of `g` should wait for its PodGroup object (not seen
+    /// yet, for less than [`GANG_WAIT_GRACE`]).
+    pub fn await_group_object(&mut self, g: &GroupKey, now: std::time::Instant) -> bool {
+        if self
+            .crds
+            .get(&crd_of(g.0))
+            .is_some_and(|m| m.contains_key(&g.1))
+        {
+            self.missing.remove(g);
+            return false;
+        }
+        let (since, _) = *self.missing.entry(g.clone()).or_insert((now, false));
+        now.duration_since(since) < GANG_WAIT_GRACE
     }
 
     fn condition_since(&self, g: &GroupKey, cond_type: &str) -> String {
