@@ -88,6 +88,8 @@ int main(void)
 	F(corral_lb_svc, LbSvc, svc_id, svc_id);
 	F(corral_lb_svc, LbSvc, count, count);
 	F(corral_lb_svc, LbSvc, affinity_s, affinity_s);
+	F(corral_lb_svc, LbSvc, flags, flags);
+	F(corral_lb_svc, LbSvc, local_count, local_count);
 
 	S(corral_lb_be_key, LbBeKey);
 	F(corral_lb_be_key, LbBeKey, svc_id, svc_id);
@@ -108,6 +110,8 @@ int main(void)
 	F(corral_defer_value, DeferValue, vaddr, vaddr);
 
 	K(CORRAL_MARK_DEFER, MARK_DEFER);
+	K(CORRAL_LB_NODEPORT, LB_NODEPORT);
+	K(CORRAL_LB_ETP_LOCAL, LB_ETP_LOCAL);
 
 	S(corral_tier_range, TierRange);
 	F(corral_tier_range, TierRange, proto, proto);

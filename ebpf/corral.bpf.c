@@ -461,7 +461,7 @@ static __always_inline void ct_touch(struct corral_ct_value *v, struct pkt *p, i
 }
 
 /* Returns 1 if the packet passes connection tracking + policy. */
-static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+static __attribute__((noinline)) int check_policy(struct corral_endpoint_cfg *cfg, __u32 ifindex,
 					__u32 dir, struct pkt *p, __u64 *nowp)
 {
 	__u32 any = CORRAL_EP_POLICY_INGRESS | CORRAL_EP_POLICY_EGRESS;
@@ -499,7 +499,7 @@ static __always_inline int check_policy(struct corral_endpoint_cfg *cfg, __u32 i
 	return 1;
 }
 
-static __always_inline int class_budget(struct corral_endpoint_cfg *cfg, __u32 dir, __u64 len,
+static __attribute__((noinline)) int class_budget(struct corral_endpoint_cfg *cfg, __u32 dir, __u64 len,
 					__u64 *nowp)
 {
 	__u32 d = dir;
@@ -566,7 +566,7 @@ static __always_inline void mark_dscp(struct __sk_buff *skb, struct pkt *p, __u8
 /* First fragment: remember its ports. Later fragment: take them from the
  * first one (if it was seen; otherwise the ports stay 0 and only rules
  * without port restriction can admit it). */
-static __always_inline void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
+static __attribute__((noinline)) void frag_ports(__u32 ifindex, struct pkt *p, __u64 now)
 {
 	struct corral_frag_key k = {};
 	struct corral_frag_value *v;
@@ -681,18 +681,18 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_defer SEC(".maps");
 
-/* 1 when this packet's egress verdict is deferred (marked and recorded). */
-static __always_inline int egress_defer(struct corral_endpoint_cfg *cfg, __u32 ifindex,
-					__u32 dir, struct __sk_buff *skb, struct pkt *p,
-					__u64 *nowp)
+/* An egress-isolated pod's packet to a Service frontend: 1 when its
+ * verdict is deferred (marked and recorded). Not inlined: its keys stay
+ * off the calling program's stack frame. */
+static __attribute__((noinline)) int egress_defer_svc(struct __sk_buff *skb, struct pkt *p,
+						      __u64 *nowp)
 {
+	__u32 ifindex = skb->ifindex;
+	__u32 dir = CORRAL_DIR_EGRESS;
 	struct corral_svc_key sk = {};
 	struct corral_ct_key ck = {};
 	struct corral_ct_value *cv;
 
-	if (dir != CORRAL_DIR_EGRESS || !(cfg->flags & CORRAL_EP_POLICY_EGRESS) || !p->has_l3 ||
-	    p->is_nd)
-		return 0;
 	__builtin_memcpy(sk.addr, p->daddr, 16);
 	sk.port = p->dport;
 	sk.proto = p->proto;
@@ -721,6 +721,17 @@ static __always_inline int egress_defer(struct corral_endpoint_cfg *cfg, __u32 i
 	}
 	skb->mark |= CORRAL_MARK_DEFER;
 	return 1;
+}
+
+/* 1 when this packet's egress verdict is deferred (marked and recorded). */
+static __always_inline int egress_defer(struct corral_endpoint_cfg *cfg, __u32 ifindex,
+					__u32 dir, struct __sk_buff *skb, struct pkt *p,
+					__u64 *nowp)
+{
+	if (dir != CORRAL_DIR_EGRESS || !(cfg->flags & CORRAL_EP_POLICY_EGRESS) || !p->has_l3 ||
+	    p->is_nd)
+		return 0;
+	return egress_defer_svc(skb, p, nowp);
 }
 
 /* Verdict on a packet marked by egress_defer, after the DNAT: TC_ACT_SHOT
@@ -776,251 +787,7 @@ static __always_inline int deferred_verdict(struct __sk_buff *skb)
 	return TC_ACT_UNSPEC;
 }
 
-/* ---- Service translation (--kube-proxy-replacement, issue 16) ----------
- * At the client pod's veth (corral_from_pod), before policy: a packet to a
- * frontend in corral_lb_svc is translated to a backend (DNAT; a new flow
- * picks one at random, an established flow keeps its backend through
- * corral_lb_fwd), so egress policy, conntrack and counters see the real
- * backend. At the client's veth on the way back (corral_to_pod), after the
- * verdict, replies from the backend get the frontend as their source again
- * (corral_lb_rev). Switched on by corral_lb_cfg[0] (the agent's
- * --kube-proxy-replacement); off, it costs one array read per packet. */
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_cfg SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct corral_svc_key);
-	__type(value, struct corral_lb_svc);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_svc SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct corral_lb_be_key);
-	__type(value, struct corral_lb_be);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_be SEC(".maps");
-
-/* kernel-internal: a flow as the client addressed it (fwd) or as the
- * backend answers it (rev) -> the address/port to translate to */
-struct lb_nat_key {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u8 proto;
-	__u8 pad[3];
-};
-
-struct lb_nat_value {
-	__u8 addr[16];
-	__u16 port;
-	__u16 pad;
-	__u32 pad2;
-	__u64 seen_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct lb_nat_key);
-	__type(value, struct lb_nat_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_fwd SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct lb_nat_key);
-	__type(value, struct lb_nat_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_rev SEC(".maps");
-
-/* sessionAffinity ClientIP: (frontend id, client address) -> the index of
- * the backend its last new flow got, and when */
-struct lb_aff_key {
-	__u32 svc_id;
-	__u32 pad;
-	__u8 client[16];
-};
-
-struct lb_aff_value {
-	__u32 index;
-	__u32 pad;
-	__u64 seen_ns;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct lb_aff_key);
-	__type(value, struct lb_aff_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} corral_lb_aff SEC(".maps");
-
-static __always_inline int lb_on(void)
-{
-	__u32 zero = 0;
-	__u32 *on = bpf_map_lookup_elem(&corral_lb_cfg, &zero);
-
-	return on && *on;
-}
-
-/* Rewrites the destination (dst = 1) or source address and port of the
- * parsed TCP/UDP packet, with checksum updates. 0 or -1. */
-static __always_inline int lb_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
-				      const __u8 *naddr, __u16 nport)
-{
-	__u32 coff = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
-	__u64 mflag = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
-	__u8 *oaddr = dst ? p->daddr : p->saddr;
-	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
-	__u16 np = bpf_htons(nport);
-	__u8 na16[16];
-
-	__builtin_memcpy(na16, naddr, 16);
-	if (!p->is_v6) {
-		__u32 oa, na;
-		__builtin_memcpy(&oa, oaddr + 12, 4);
-		__builtin_memcpy(&na, na16 + 12, 4);
-		if (bpf_l4_csum_replace(skb, coff, oa, na, BPF_F_PSEUDO_HDR | mflag | 4) < 0)
-			return -1;
-		if (bpf_l3_csum_replace(skb, p->l3_off + 10, oa, na, 4) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, p->l3_off + (dst ? 16 : 12), &na, 4, 0) < 0)
-			return -1;
-	} else {
-		__s64 d = bpf_csum_diff((__be32 *)oaddr, 16, (__be32 *)na16, 16, 0);
-		if (bpf_l4_csum_replace(skb, coff, 0, d, BPF_F_PSEUDO_HDR | mflag) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, p->l3_off + (dst ? 24 : 8), na16, 16, 0) < 0)
-			return -1;
-	}
-	if (oport != np) {
-		if (bpf_l4_csum_replace(skb, coff, oport, np, mflag | 2) < 0)
-			return -1;
-		if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
-			return -1;
-	}
-	__builtin_memcpy(oaddr, na16, 16);
-	if (dst)
-		p->dport = nport;
-	else
-		p->sport = nport;
-	return 0;
-}
-
-static __always_inline __u64 lb_timeout(__u8 proto)
-{
-	return proto == IPPROTO_TCP ? CT_TIMEOUT_EST_NS : CT_TIMEOUT_UDP_NS;
-}
-
-/* Client side, before policy: 0 not a frontend, 1 translated, -1 error. */
-static __always_inline int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
-{
-	struct corral_svc_key sk = {};
-	struct lb_nat_key fk = {};
-	struct lb_nat_key rk = {};
-	struct lb_nat_value nv = {};
-	struct lb_nat_value rv = {};
-	struct lb_nat_value *fv;
-	struct corral_lb_svc *svc;
-	struct corral_lb_be_key bk = {};
-	struct corral_lb_be *be;
-	__u64 now;
-
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return 0;
-	__builtin_memcpy(sk.addr, p->daddr, 16);
-	sk.port = p->dport;
-	sk.proto = p->proto;
-	svc = bpf_map_lookup_elem(&corral_lb_svc, &sk);
-	if (!svc)
-		return 0;
-	__builtin_memcpy(fk.saddr, p->saddr, 16);
-	__builtin_memcpy(fk.daddr, p->daddr, 16);
-	fk.sport = p->sport;
-	fk.dport = p->dport;
-	fk.proto = p->proto;
-	now = clock_ns(nowp);
-	fv = bpf_map_lookup_elem(&corral_lb_fwd, &fk);
-	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
-		if (now - fv->seen_ns >= CT_REFRESH_NS)
-			fv->seen_ns = now;
-		__builtin_memcpy(nv.addr, fv->addr, 16);
-		nv.port = fv->port;
-		return lb_rewrite(skb, p, 1, nv.addr, nv.port) < 0 ? -1 : 1;
-	}
-	if (!svc->count)
-		return 0;
-	bk.svc_id = svc->svc_id;
-	bk.index = bpf_get_prandom_u32() % svc->count;
-	if (svc->affinity_s) {
-		struct lb_aff_key ak = {.svc_id = svc->svc_id};
-		struct lb_aff_value av = {};
-		struct lb_aff_value *a;
-		__builtin_memcpy(ak.client, p->saddr, 16);
-		a = bpf_map_lookup_elem(&corral_lb_aff, &ak);
-		/* the same index after an endpoint change may be another
-		 * backend: affinity is re-balanced then (as kube-proxy's is) */
-		if (a && a->index < svc->count &&
-		    now - a->seen_ns < (__u64)svc->affinity_s * 1000000000ULL)
-			bk.index = a->index;
-		av.index = bk.index;
-		av.seen_ns = now;
-		bpf_map_update_elem(&corral_lb_aff, &ak, &av, BPF_ANY);
-	}
-	be = bpf_map_lookup_elem(&corral_lb_be, &bk);
-	if (!be)
-		return 0;
-	__builtin_memcpy(nv.addr, be->addr, 16);
-	nv.port = be->port;
-	nv.seen_ns = now;
-	__builtin_memcpy(rk.saddr, nv.addr, 16);
-	__builtin_memcpy(rk.daddr, p->saddr, 16);
-	rk.sport = nv.port;
-	rk.dport = p->sport;
-	rk.proto = p->proto;
-	__builtin_memcpy(rv.addr, p->daddr, 16);
-	rv.port = p->dport;
-	rv.seen_ns = now;
-	if (bpf_map_update_elem(&corral_lb_rev, &rk, &rv, BPF_ANY) ||
-	    bpf_map_update_elem(&corral_lb_fwd, &fk, &nv, BPF_ANY))
-		return -1;
-	return lb_rewrite(skb, p, 1, nv.addr, nv.port) < 0 ? -1 : 1;
-}
-
-/* Client side, a reply that passed: the frontend as its source again. */
-static __always_inline void lb_reply(struct __sk_buff *skb, struct pkt *p)
-{
-	struct lb_nat_key rk = {};
-	struct lb_nat_value *rv;
-	__u8 addr[16];
-	__u16 port;
-
-	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP)
-		return;
-	__builtin_memcpy(rk.saddr, p->saddr, 16);
-	__builtin_memcpy(rk.daddr, p->daddr, 16);
-	rk.sport = p->sport;
-	rk.dport = p->dport;
-	rk.proto = p->proto;
-	rv = bpf_map_lookup_elem(&corral_lb_rev, &rk);
-	if (!rv)
-		return;
-	__builtin_memcpy(addr, rv->addr, 16);
-	port = rv->port;
-	lb_rewrite(skb, p, 0, addr, port);
-}
+#include "corral_lb.h"
 
 static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 {
@@ -1032,6 +799,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	__u64 len = skb->len;
 	__u64 now = 0; /* read lazily, see clock_ns() */
 	int reason = DROP_NONE;
+	int lb = 0, redir = 0;
+	int hp = 0; /* hairpin: 1 the pod's flow to itself, 2 its answer */
 
 	if (!cfg)
 		return TC_ACT_UNSPEC; /* not ours: let other programs decide */
@@ -1041,12 +810,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
-	if (dir == CORRAL_DIR_EGRESS && p.has_l3 && !p.frag && lb_on() &&
-	    lb_dnat(skb, &p, &now) < 0) {
-		reason = DROP_MALFORMED;
-		goto out;
+	lb = p.has_l3 && !p.frag && lb_on();
+	if (dir == CORRAL_DIR_EGRESS && lb && lb_proto(p.proto)) {
+		int r = hairpin_reply(skb, &p);
+		if (r > 0) {
+			hp = 2;
+		} else if (!r) {
+			r = lb_dnat(skb, &p, &now);
+			hp = r == 2;
+		}
+		if (r < 0) {
+			reason = DROP_MALFORMED;
+			goto out;
+		}
 	}
-	if (!egress_defer(cfg, ifindex, dir, skb, &p, &now) &&
+	/* a hairpin answer (hp 2) belongs to the flow the pod's egress
+	 * verdict admitted (both directions leave through this hook) */
+	if (hp != 2 && !egress_defer(cfg, ifindex, dir, skb, &p, &now) &&
 	    !check_policy(cfg, ifindex, dir, &p, &now)) {
 		reason = DROP_POLICY;
 		goto out;
@@ -1068,8 +848,20 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
-	if (dir == CORRAL_DIR_INGRESS && p.has_l3 && !p.frag && lb_on())
+	if (dir == CORRAL_DIR_INGRESS && lb)
 		lb_reply(skb, &p);
+	if (hp && hairpin_src(skb, &p, hp) < 0) {
+		reason = DROP_MALFORMED;
+		goto out;
+	}
+	/* a local backend's reply to a NodePort client */
+	if (dir == CORRAL_DIR_EGRESS && lb && !hp && lb_proto(p.proto)) {
+		redir = np_reverse(skb, &p, &now);
+		if (redir < 0) {
+			reason = DROP_MALFORMED;
+			goto out;
+		}
+	}
 out:
 	if (reason != DROP_NONE)
 		emit_drop(ifindex, dir, &p, reason, len, &now);
@@ -1097,7 +889,11 @@ out:
 	 * first in line does not cut off the tc filters / TCX programs behind
 	 * it (e.g. a chained bandwidth plugin's shaping); with nothing behind
 	 * it the kernel passes the packet. */
-	return reason == DROP_NONE ? TC_ACT_UNSPEC : TC_ACT_SHOT;
+	if (reason != DROP_NONE)
+		return TC_ACT_SHOT;
+	if (hp)
+		return hairpin_redirect(skb);
+	return redir ? np_redirect(skb, &p) : TC_ACT_UNSPEC;
 }
 
 SEC("classifier")
@@ -1121,4 +917,25 @@ SEC("classifier")
 int corral_node_out(struct __sk_buff *skb)
 {
 	return deferred_verdict(skb);
+}
+
+/* Ingress of the node's uplink (--kube-proxy-replacement): NodePort
+ * traffic from outside (translated, sent on to the backend) and replies
+ * from backends on other nodes to SNATed NodePort flows (translated back,
+ * sent on to the client). Everything else passes untouched. */
+SEC("classifier")
+int corral_node_in(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	__u64 now = 0;
+	int r;
+
+	if (!lb_on() || parse(skb, &p) < 0 || !p.has_l3 || p.frag || !lb_proto(p.proto))
+		return TC_ACT_UNSPEC;
+	r = np_reverse(skb, &p, &now);
+	if (!r)
+		r = np_forward(skb, &p, &now);
+	if (r == 1)
+		return np_redirect(skb, &p);
+	return r ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }

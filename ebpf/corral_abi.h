@@ -181,8 +181,20 @@ struct corral_lb_svc {
 	/* sessionAffinity ClientIP: a client's new flows reuse its last
 	 * backend (by index) for this long after its last new flow; 0 = off */
 	__u32 affinity_s;
-	__u32 pad;
+	__u16 flags; /* CORRAL_LB_* */
+	/* backends 0 .. local_count-1 are on this node (the agent writes
+	 * them first); externalTrafficPolicy Local picks among these */
+	__u16 local_count;
 };
+
+/* corral_lb_svc.flags: a NodePort frontend (node address, nodePort),
+ * translated also where it arrives from outside (corral_node_in on the
+ * node's uplink): externalTrafficPolicy Cluster = any backend, the client
+ * source SNATed to the node address; Local = this node's backends only,
+ * client source kept. From a pod on this node it is translated like a
+ * ClusterIP (any backend, no SNAT). */
+#define CORRAL_LB_NODEPORT 1
+#define CORRAL_LB_ETP_LOCAL 2
 
 struct corral_lb_be_key {
 	__u32 svc_id;

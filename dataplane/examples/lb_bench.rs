@@ -72,7 +72,7 @@ fn table(n: usize) -> LbTable {
                 key,
                 LbEntry {
                     backends: bes,
-                    affinity_s: 0,
+                    ..Default::default()
                 },
             )
         })

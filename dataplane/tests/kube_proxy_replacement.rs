@@ -8,6 +8,9 @@
 //! removed from the EndpointSlice gets no new flows.
 
 mod common;
+use common::multinode::{
+    Pod as MnPod, PodNs, Underlay, add_pod, refs_ok, start_nodes_with, write_all,
+};
 use common::*;
 
 use std::collections::BTreeMap;
@@ -277,4 +280,352 @@ fn translation_from_watched_endpoint_slices() {
     drop(agent);
     drop(srv);
     drop(rt);
+}
+
+/// A backend on a multi-node pod: TCP `port` answers `id` and the peer
+/// address it sees; UDP `port` the same per datagram.
+fn backend_peer(netns: &str, id: u8, port: u16) {
+    in_netns(netns, move || {
+        let l = TcpListener::bind(("::", port)).expect("bind tcp");
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let peer = s.peer_addr().map(|a| a.ip().to_canonical().to_string());
+                let _ = s.write_all(format!("{} {}", id, peer.unwrap_or_default()).as_bytes());
+            }
+        });
+        let u = UdpSocket::bind(("::", port)).expect("bind udp");
+        std::thread::spawn(move || {
+            let mut b = [0u8; 16];
+            while let Ok((_, from)) = u.recv_from(&mut b) {
+                let _ = u.send_to(
+                    format!("{} {}", id, from.ip().to_canonical()).as_bytes(),
+                    from,
+                );
+            }
+        });
+    });
+}
+
+/// (backend id, the client address the backend saw) over TCP.
+fn tcp_peer(from: &str, to: SocketAddr) -> Option<(u8, String)> {
+    in_netns(from, move || {
+        let t = Duration::from_millis(1500);
+        let mut s = TcpStream::connect_timeout(&to, t).ok()?;
+        let _ = s.set_read_timeout(Some(t));
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (id, peer) = out.split_once(' ')?;
+        Some((id.parse().ok()?, peer.to_string()))
+    })
+}
+
+/// (backend id, the client address the backend saw, the reply's source)
+/// over UDP.
+fn udp_peer(from: &str, to: SocketAddr) -> Option<(u8, String, SocketAddr)> {
+    in_netns(from, move || {
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+        s.send_to(b"q", to).ok()?;
+        let mut b = [0u8; 64];
+        let (n, src) = s.recv_from(&mut b).ok()?;
+        let text = String::from_utf8_lossy(&b[..n]).to_string();
+        let (id, peer) = text.split_once(' ')?;
+        Some((id.parse().ok()?, peer.to_string(), src))
+    })
+}
+
+fn np_service(name: &str, cip: u8, etp: &str, node_port: u16, udp_node_port: u16) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: mn}}\nspec:\n  type: NodePort\n  clusterIP: 198.19.250.{cip}\n  clusterIPs: [198.19.250.{cip}, \"2001:db8:250::{cip}\"]\n  ipFamilies: [IPv4, IPv6]\n  externalTrafficPolicy: {etp}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, nodePort: {node_port}}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080, nodePort: {udp_node_port}}}\n"
+    )
+}
+
+fn np_slices(name: &str, eps: &[&MnPod]) -> String {
+    let mut y = String::new();
+    for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
+        y += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{}, namespace: mn, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 8080, protocol: UDP}}]\nendpoints:\n",
+            fam.to_lowercase()
+        );
+        for p in eps {
+            let ip = if v6 { p.ip6 } else { p.ip4 };
+            y += &format!(
+                "- {{addresses: [\"{ip}\"], nodeName: n{}, conditions: {{ready: true}}}}\n",
+                p.node
+            );
+        }
+    }
+    y
+}
+
+/// NodePort and externalTrafficPolicy on two simulated nodes (underlay
+/// bridge, corral-cni pods, one agent per node with
+/// --kube-proxy-replacement) and a client outside the cluster on the
+/// underlay: Cluster — the NodePort on n1's address is served by the only
+/// backend, on n2 (SNAT to n1's address, reply from n1:nodePort), TCP and
+/// UDP, IPv4 and IPv6; Local — only the node's own backend serves, and it
+/// sees the client's address; a node without a local backend serves
+/// nothing. A pod reaches the NodePort too.
+fn node_port(mode: &str) {
+    let under = Underlay::new();
+    let nodes = start_nodes_with(&under, mode, 2, &["--kube-proxy-replacement"]);
+    let client = PodNs::new();
+    under.attach_ns(&client.0, 100);
+    let b1 = add_pod(&nodes[0], "b1");
+    let b2 = add_pod(&nodes[1], "b2");
+    backend_peer(&b1.ns.0, 1, 8080);
+    backend_peer(&b2.ns.0, 2, 8080);
+    let mut y = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: mn}\n");
+    y += &np_service("cluster", 10, "Cluster", 30080, 30053);
+    y += &np_slices("cluster", &[&b2]);
+    y += &np_service("local", 11, "Local", 30081, 30054);
+    y += &np_slices("local", &[&b1, &b2]);
+    y += &np_service("remote", 12, "Local", 30082, 30055);
+    y += &np_slices("remote", &[&b2]);
+    write_all(&nodes, "svc.yaml", &y);
+    for n in &nodes {
+        let errs = match n.agent.call(&corral_dataplane_abi::api::Request::List) {
+            corral_dataplane_abi::api::Response::Endpoints { policy_errors, .. } => policy_errors,
+            r => panic!("unexpected {r:?}"),
+        };
+        assert!(errs.is_empty(), "n{}: {errs:?}", n.k);
+    }
+    let c = client.0.clone();
+    let n1: [IpAddr; 2] = [
+        "192.0.2.1".parse().unwrap(),
+        "2001:db8:ff::1".parse().unwrap(),
+    ];
+    let n2: [IpAddr; 2] = [
+        "192.0.2.2".parse().unwrap(),
+        "2001:db8:ff::2".parse().unwrap(),
+    ];
+    let me: [&str; 2] = ["192.0.2.100", "2001:db8:ff::100"];
+    for f in 0..2 {
+        // Cluster: n1's NodePort, served on n2, source NATed to n1
+        for _ in 0..4 {
+            let got = tcp_peer(&c, SocketAddr::new(n1[f], 30080));
+            assert_eq!(
+                got,
+                Some((2, n1[f].to_string())),
+                "{mode}: TCP to n1:30080 (eTP Cluster) served by b2 on n2, seen from n1"
+            );
+        }
+        let u = udp_peer(&c, SocketAddr::new(n1[f], 30053));
+        assert_eq!(
+            u,
+            Some((2, n1[f].to_string(), SocketAddr::new(n1[f], 30053))),
+            "{mode}: UDP to n1:30053 (eTP Cluster), reply from the NodePort"
+        );
+        // Local: only the node's own backend, client address kept
+        for (node, id) in [(n1[f], 1u8), (n2[f], 2u8)] {
+            for _ in 0..6 {
+                let got = tcp_peer(&c, SocketAddr::new(node, 30081));
+                assert_eq!(
+                    got,
+                    Some((id, me[f].to_string())),
+                    "{mode}: TCP to {node}:30081 (eTP Local)"
+                );
+            }
+            let u = udp_peer(&c, SocketAddr::new(node, 30054));
+            assert_eq!(
+                u,
+                Some((id, me[f].to_string(), SocketAddr::new(node, 30054))),
+                "{mode}: UDP to {node}:30054 (eTP Local)"
+            );
+        }
+        // Local without a local backend: nothing on n1, served on n2
+        assert_eq!(tcp_peer(&c, SocketAddr::new(n1[f], 30082)), None, "{mode}");
+        assert_eq!(
+            tcp_peer(&c, SocketAddr::new(n2[f], 30082)).map(|g| g.0),
+            Some(2),
+            "{mode}"
+        );
+    }
+    // a pod on n1 reaches n1's NodePort (translated at its veth, as a
+    // ClusterIP: backend on n2, pod address kept)
+    let got = tcp_peer(&b1.ns.0, SocketAddr::new(n1[0], 30080));
+    assert_eq!(
+        got,
+        Some((2, b1.ip4.to_string())),
+        "{mode}: pod -> NodePort"
+    );
+    // the port is not open on the node without translation
+    assert_eq!(tcp_peer(&c, SocketAddr::new(n1[0], 8080)), None, "{mode}");
+    drop(b1);
+    drop(b2);
+    drop(nodes);
+    drop(client);
+    drop(under);
+}
+
+#[test]
+fn node_port_native() {
+    let t = "node_port_native";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    node_port("native");
+}
+
+#[test]
+fn node_port_vxlan() {
+    let t = "node_port_vxlan";
+    let Some(_g) = privileged(t) else { return };
+    if !refs_ok(t) {
+        return;
+    }
+    node_port("vxlan");
+}
+
+/// SCTP ClusterIP Services (the kernel has no SCTP: the user-space
+/// endpoint on raw sockets answers INIT with INIT-ACK and both sides check
+/// the CRC32c). The NAT changes the port (132 → 8132): the CRC32c covers
+/// the ports but no IP pseudo-header, so the programs update it for the
+/// port change and leave it for the address change; a same-port Service
+/// checks the address-only path. IPv4 and IPv6; the INIT-ACK comes from the
+/// ClusterIP; egress policy on the backend's SCTP target port decides.
+#[test]
+fn sctp_cluster_ip() {
+    let Some(_g) = privileged("sctp_cluster_ip") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let b = node.add_pod("x", "b");
+    serve_sctp(&node.pods[b].netns, &[8132, 9132]);
+    let mut y = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: nat, port: 132, protocol: SCTP, targetPort: 8132}}\n  - {{name: same, port: 9132, protocol: SCTP, targetPort: 9132}}\n"
+    );
+    for (fam, ip) in [
+        ("IPv4", node.pods[b].ip4.to_string()),
+        ("IPv6", node.pods[b].ip6.to_string()),
+    ] {
+        y += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-{}, namespace: x, labels: {{kubernetes.io/service-name: s}}}}\naddressType: {fam}\nports: [{{name: nat, port: 8132, protocol: SCTP}}, {{name: same, port: 9132, protocol: SCTP}}]\nendpoints:\n- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n",
+            fam.to_lowercase()
+        );
+    }
+    let m = node.manifests();
+    std::fs::write(m.join("svc.yaml"), &y).expect("write svc");
+    let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
+    for (i, app) in [(a, "a"), (b, "b")] {
+        let mut s = node.pods[i].spec();
+        s.labels.insert("app".into(), app.into());
+        agent.register(s);
+    }
+    let client = node.pods[a].netns.clone();
+    let (cip4, cip6): (IpAddr, IpAddr) = (CIP4.parse().unwrap(), CIP6.parse().unwrap());
+    for ip in [cip4, cip6] {
+        assert!(sctp(&client, ip, 132), "SCTP {ip}:132 -> b:8132");
+        assert!(sctp(&client, ip, 9132), "SCTP {ip}:9132 -> b:9132");
+        assert!(!sctp(&client, ip, 8132), "not a Service port of {ip}");
+    }
+    // egress policy for the backend's SCTP port 9132 only
+    std::fs::write(
+        m.join("policy.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-out, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: a}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{podSelector: {matchLabels: {app: b}}}]\n    ports: [{protocol: SCTP, port: 9132}]\n",
+    )
+    .expect("write policy");
+    agent.reconcile();
+    for ip in [cip4, cip6] {
+        assert!(sctp(&client, ip, 9132), "{ip}:9132 allowed");
+        assert!(
+            !sctp(&client, ip, 132),
+            "{ip}:132 -> b:8132 denied on the target port"
+        );
+    }
+    let drops = agent
+        .list()
+        .into_iter()
+        .find(|e| e.spec.name == "a")
+        .map(|e| e.egress.drop_policy);
+    assert!(drops.unwrap_or(0) > 0, "a's egress policy drops: {drops:?}");
+}
+
+/// Hairpin: a pod reaches itself through its own Service (it is the only
+/// backend). The flow comes back into the pod from the hairpin address
+/// (169.254.42.1 / fd00:c0:ffee:42::1), the answer leaves the pod to it and
+/// returns from the ClusterIP, TCP and UDP, IPv4 and IPv6. The pod's
+/// egress policy decides on itself as the backend.
+#[test]
+fn hairpin_through_own_service() {
+    let Some(_g) = privileged("hairpin_through_own_service") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let b = node.add_pod("x", "b");
+    backend_peer(&node.pods[a].netns, 1, 8080);
+    backend_peer(&node.pods[b].netns, 2, 8080);
+    let mut y = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: self, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080}}\n"
+    );
+    for (fam, ip) in [
+        ("IPv4", node.pods[a].ip4.to_string()),
+        ("IPv6", node.pods[a].ip6.to_string()),
+    ] {
+        y += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: self-{}, namespace: x, labels: {{kubernetes.io/service-name: self}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 8080, protocol: UDP}}]\nendpoints:\n- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n",
+            fam.to_lowercase()
+        );
+    }
+    let m = node.manifests();
+    std::fs::write(m.join("svc.yaml"), &y).expect("write svc");
+    let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
+    for (i, app) in [(a, "a"), (b, "b")] {
+        let mut s = node.pods[i].spec();
+        s.labels.insert("app".into(), app.into());
+        agent.register(s);
+    }
+    let pa = node.pods[a].netns.clone();
+    let pb = node.pods[b].netns.clone();
+    let (cip4, cip6): (IpAddr, IpAddr) = (CIP4.parse().unwrap(), CIP6.parse().unwrap());
+    let hairpin = ["169.254.42.1", "fd00:c0:ffee:42::1"];
+    for (f, ip) in [cip4, cip6].into_iter().enumerate() {
+        for _ in 0..3 {
+            assert_eq!(
+                tcp_peer(&pa, SocketAddr::new(ip, 80)),
+                Some((1, hairpin[f].to_string())),
+                "a -> its own Service {ip}:80 (TCP)"
+            );
+        }
+        assert_eq!(
+            udp_peer(&pa, SocketAddr::new(ip, 53)),
+            Some((1, hairpin[f].to_string(), SocketAddr::new(ip, 53))),
+            "a -> its own Service {ip}:53 (UDP), answer from the ClusterIP"
+        );
+        // another pod through the same Service: plain translation
+        let own = if f == 0 {
+            node.pods[b].ip4.to_string()
+        } else {
+            node.pods[b].ip6.to_string()
+        };
+        assert_eq!(tcp_peer(&pb, SocketAddr::new(ip, 80)), Some((1, own)));
+    }
+    // a's egress policy allows only b: the hairpin flow (backend a) drops,
+    // then allowing a itself on 8080 lets it through again
+    let pol = |to: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: a-out, namespace: x}}\nspec:\n  podSelector: {{matchLabels: {{app: a}}}}\n  policyTypes: [Egress]\n  egress:\n  - to: [{{podSelector: {{matchLabels: {{app: {to}}}}}}}]\n    ports: [{{protocol: TCP, port: 8080}}, {{protocol: UDP, port: 8080}}]\n"
+        )
+    };
+    std::fs::write(m.join("policy.yaml"), pol("b")).expect("write policy");
+    agent.reconcile();
+    assert_eq!(tcp_peer(&pa, SocketAddr::new(cip4, 80)), None, "denied");
+    assert_eq!(udp_peer(&pa, SocketAddr::new(cip4, 53)), None, "denied");
+    std::fs::write(m.join("policy.yaml"), pol("a")).expect("write policy");
+    agent.reconcile();
+    for ip in [cip4, cip6] {
+        assert_eq!(
+            tcp_peer(&pa, SocketAddr::new(ip, 80)).map(|g| g.0),
+            Some(1),
+            "allowed to itself: {ip}"
+        );
+        assert_eq!(
+            udp_peer(&pa, SocketAddr::new(ip, 53)).map(|g| g.0),
+            Some(1),
+            "allowed to itself: {ip}"
+        );
+    }
 }

@@ -202,8 +202,17 @@ pub struct LbSvc {
     pub count: u32,
     /// sessionAffinity ClientIP timeout, seconds (0 = off)
     pub affinity_s: u32,
-    pub pad: u32,
+    /// `LB_NODEPORT` | `LB_ETP_LOCAL`
+    pub flags: u16,
+    /// backends `0..local_count` are on this node
+    pub local_count: u16,
 }
+
+/// `LbSvc::flags`: a NodePort frontend (node address, nodePort)
+pub const LB_NODEPORT: u16 = 1;
+/// `LbSvc::flags`: externalTrafficPolicy Local (node-local backends only,
+/// client source kept)
+pub const LB_ETP_LOCAL: u16 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

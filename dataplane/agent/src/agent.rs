@@ -46,6 +46,9 @@ pub struct Config {
     pub kube_proxy_replacement: bool,
     /// this node (`internalTrafficPolicy: Local` endpoints); may be empty
     pub node_name: String,
+    /// the node addresses NodePorts are translated on (`--nodeport-addresses`;
+    /// empty: the InternalIPs of this node's Node object)
+    pub nodeport_addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -63,8 +66,12 @@ pub struct Agent {
     policy_errors: Vec<String>,
     policy_flags: BTreeMap<u32, u32>,
     router: Option<crate::routing::Router>,
-    /// node devices with the deferred-egress check attached
+    /// node devices with the deferred-egress check (and, with
+    /// --kube-proxy-replacement, the NodePort translation) attached
     node_out: Vec<String>,
+    /// this node's InternalIPs from its Node object (NodePort addresses
+    /// unless --nodeport-addresses)
+    node_addrs: Vec<std::net::IpAddr>,
     /// ifindex -> policies selecting the endpoint (for `status`)
     selected_by: BTreeMap<u32, Vec<String>>,
     /// tier rule id -> description (ids in the `corral_tier` map)
@@ -186,6 +193,7 @@ impl Agent {
             policy_flags: BTreeMap::new(),
             router: None,
             node_out: Vec::new(),
+            node_addrs: Vec::new(),
             selected_by: BTreeMap::new(),
             tier_rules: Vec::new(),
             monitor: Default::default(),
@@ -193,8 +201,7 @@ impl Agent {
             policy_synced: false,
         };
         for d in agent.cfg.node_out_ifaces.clone() {
-            agent.dp.attach_node_out(&d)?;
-            agent.node_out.push(d);
+            agent.attach_node_device(&d)?;
         }
         agent.router = agent.cfg.routing.clone().map(crate::routing::Router::new);
         agent.restore()?;
@@ -376,18 +383,64 @@ impl Agent {
     /// Brings the routes to other nodes (and this node's CNI config) in
     /// line with the Node objects; a no-op without `--routing`/`--cni-conf`.
     pub fn set_nodes(&mut self, nodes: &[crate::routing::NodeInfo]) -> Result<()> {
+        let mine: Vec<std::net::IpAddr> = nodes
+            .iter()
+            .filter(|n| !self.cfg.node_name.is_empty() && n.name == self.cfg.node_name)
+            .flat_map(|n| n.internal_ips.iter().copied())
+            .collect();
+        if mine != self.node_addrs {
+            self.node_addrs = mine;
+            if self.cfg.kube_proxy_replacement && self.cfg.nodeport_addresses.is_empty() {
+                // NodePort frontends move (errors are reported with policy)
+                self.apply_policy()?;
+            }
+        }
         let Some(r) = &mut self.router else {
             return Ok(());
         };
         r.sync(nodes)?;
         // flows to Service backends on other nodes leave through these
         for d in r.node_devices() {
-            if !self.node_out.contains(&d) {
-                self.dp.attach_node_out(&d)?;
-                self.node_out.push(d);
-            }
+            self.attach_node_device(&d)?;
         }
         Ok(())
+    }
+
+    /// A node device (uplink, overlay): the deferred-egress check on its
+    /// egress and, with --kube-proxy-replacement, the NodePort translation
+    /// on its ingress. Once per device.
+    fn attach_node_device(&mut self, d: &str) -> Result<()> {
+        if self.node_out.iter().any(|x| x == d) {
+            return Ok(());
+        }
+        self.dp.attach_node_out(d)?;
+        if self.cfg.kube_proxy_replacement {
+            self.dp.attach_node_in(d)?;
+        }
+        self.node_out.push(d.to_string());
+        Ok(())
+    }
+
+    /// The Service translation table from the current inputs into the maps
+    /// (`--kube-proxy-replacement`; off: emptied). Its problems by Service.
+    fn sync_lb(&mut self) -> Result<Vec<String>> {
+        let (lb, lb_errors) = if self.cfg.kube_proxy_replacement {
+            let addrs = if self.cfg.nodeport_addresses.is_empty() {
+                &self.node_addrs
+            } else {
+                &self.cfg.nodeport_addresses
+            };
+            crate::services::lb_table(
+                &self.manifests.lb_services,
+                &self.manifests.endpoint_slices,
+                &self.cfg.node_name,
+                addrs,
+            )
+        } else {
+            Default::default()
+        };
+        self.dp.sync_lb(&lb)?;
+        Ok(lb_errors)
     }
 
     /// Replaces the policy inputs from an external source (Kubernetes) and
@@ -465,16 +518,7 @@ impl Agent {
         let svc: std::collections::BTreeSet<_> =
             self.manifests.services.iter().map(|f| f.key()).collect();
         self.dp.sync_services(&svc)?;
-        let (lb, lb_errors) = if self.cfg.kube_proxy_replacement {
-            crate::services::lb_table(
-                &self.manifests.lb_services,
-                &self.manifests.endpoint_slices,
-                &self.cfg.node_name,
-            )
-        } else {
-            Default::default()
-        };
-        self.dp.sync_lb(&lb)?;
+        let lb_errors = self.sync_lb()?;
         self.dp.remove_stale_tier(&compiled.tier_entries)?;
         self.tier_rules = compiled.tier_rules.clone();
         self.monitor.set_names(

@@ -42,7 +42,7 @@ const NL_PRIORITY: u16 = 0xc0;
 const NL_HANDLE_MINOR: u16 = 0xc0;
 
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/corral";
-const MAPS: [&str; 20] = [
+const MAPS: [&str; 22] = [
     "corral_endpoints",
     "corral_ep_buckets",
     "corral_counters",
@@ -63,6 +63,8 @@ const MAPS: [&str; 20] = [
     "corral_lb_fwd",
     "corral_lb_rev",
     "corral_lb_aff",
+    "corral_np_fwd",
+    "corral_np_rev",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -236,7 +238,12 @@ impl Datapath {
             .default_map_pin_directory(&maps_dir)
             .load(abi::BPF_OBJECT)
             .context("loading eBPF object (needs root and CONFIG_BPF)")?;
-        for name in ["corral_from_pod", "corral_to_pod", "corral_node_out"] {
+        for name in [
+            "corral_from_pod",
+            "corral_to_pod",
+            "corral_node_out",
+            "corral_node_in",
+        ] {
             let prog: &mut SchedClassifier = bpf
                 .program_mut(name)
                 .ok_or_else(|| anyhow!("eBPF object has no program {name}"))?
@@ -618,30 +625,34 @@ impl Datapath {
         Ok(())
     }
 
-    fn trie(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKeyData, PolicyValue>> {
-        let m = self
-            .bpf
-            .map_mut("corral_policy")
-            .ok_or_else(|| map_err("corral_policy"))?;
+    // ---- LPM maps keyed by PolicyKey: "corral_policy" (NetworkPolicy)
+    // and "corral_tier" (policy tiers), synced without an enforcement gap:
+    // every desired entry written first, stale ones removed after.
+
+    fn lpm<V: aya::Pod>(&mut self, map: &str) -> Result<LpmTrie<&mut MapData, PolicyKeyData, V>> {
+        let m = self.bpf.map_mut(map).ok_or_else(|| map_err(map))?;
         Ok(LpmTrie::try_from(m)?)
     }
 
-    /// Writes every desired policy entry (first half of a gapless sync).
-    pub fn upsert_policy(&mut self, desired: &BTreeMap<PolicyKey, PolicyValue>) -> Result<()> {
-        let mut trie = self.trie()?;
+    fn upsert_lpm<V: aya::Pod>(
+        &mut self,
+        map: &str,
+        desired: &BTreeMap<PolicyKey, V>,
+    ) -> Result<()> {
+        let mut trie = self.lpm::<V>(map)?;
         for (k, v) in desired {
             trie.insert(&k.to_lpm(), v, BPF_ANY)
-                .with_context(|| format!("writing policy entry {k:?}"))?;
+                .with_context(|| format!("writing {map} entry {k:?}"))?;
         }
         Ok(())
     }
 
-    /// Removes entries not in `desired` (second half of a gapless sync).
-    pub fn remove_stale_policy(
+    fn remove_stale_lpm<V: aya::Pod>(
         &mut self,
-        desired: &BTreeMap<PolicyKey, PolicyValue>,
+        map: &str,
+        desired: &BTreeMap<PolicyKey, V>,
     ) -> Result<usize> {
-        let mut trie = self.trie()?;
+        let mut trie = self.lpm::<V>(map)?;
         let stale: Vec<PolicyKey> = trie
             .keys()
             .filter_map(|k| k.ok())
@@ -652,6 +663,43 @@ impl Datapath {
             let _ = trie.remove(&k.to_lpm());
         }
         Ok(stale.len())
+    }
+
+    fn lpm_entries<V: aya::Pod>(&self, map: &str) -> Result<usize> {
+        let m = self.bpf.map(map).ok_or_else(|| map_err(map))?;
+        let trie: LpmTrie<_, PolicyKeyData, V> = LpmTrie::try_from(m)?;
+        Ok(trie.keys().count())
+    }
+
+    /// Writes every desired policy entry (first half of a gapless sync).
+    pub fn upsert_policy(&mut self, desired: &BTreeMap<PolicyKey, PolicyValue>) -> Result<()> {
+        self.upsert_lpm("corral_policy", desired)
+    }
+
+    /// Removes entries not in `desired` (second half of a gapless sync).
+    pub fn remove_stale_policy(
+        &mut self,
+        desired: &BTreeMap<PolicyKey, PolicyValue>,
+    ) -> Result<usize> {
+        self.remove_stale_lpm("corral_policy", desired)
+    }
+
+    /// Writes every desired tier entry (first half of a gapless sync).
+    pub fn upsert_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<()> {
+        self.upsert_lpm("corral_tier", desired)
+    }
+
+    /// Removes tier entries not in `desired` (second half of a gapless sync).
+    pub fn remove_stale_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<usize> {
+        self.remove_stale_lpm("corral_tier", desired)
+    }
+
+    pub fn policy_entries(&self) -> Result<usize> {
+        self.lpm_entries::<PolicyValue>("corral_policy")
+    }
+
+    pub fn tier_entries(&self) -> Result<usize> {
+        self.lpm_entries::<TierValue>("corral_tier")
     }
 
     /// Makes map `corral_svc` hold exactly `desired` (Service frontends
@@ -706,7 +754,8 @@ impl Datapath {
                     svc_id,
                     count: bes.len() as u32,
                     affinity_s: entry.affinity_s,
-                    pad: 0,
+                    flags: entry.flags,
+                    local_count: entry.local_count,
                 },
             );
         }
@@ -750,17 +799,37 @@ impl Datapath {
     }
 
     /// Attaches `corral_node_out` (deferred egress verdicts of flows to
-    /// other nodes) at the egress of a node device (uplink, overlay):
-    /// a TCX link at the head, pinned as `links/node_<ifindex>` (kernel >=
-    /// 6.6), else a clsact filter. Idempotent; an existing pinned link gets
-    /// the current program.
+    /// other nodes) at the egress of a node device (uplink, overlay).
     pub fn attach_node_out(&mut self, ifname: &str) -> Result<()> {
+        self.attach_node("corral_node_out", ifname, TcAttachType::Egress, "node")
+    }
+
+    /// Attaches `corral_node_in` (NodePort translation of traffic from
+    /// outside, replies of SNATed NodePort flows) at the ingress of a node
+    /// device (`--kube-proxy-replacement`).
+    pub fn attach_node_in(&mut self, ifname: &str) -> Result<()> {
+        self.attach_node("corral_node_in", ifname, TcAttachType::Ingress, "node_in")
+    }
+
+    /// A node-device program: a TCX link at the head, pinned as
+    /// `links/<pin_prefix>_<ifindex>` (kernel >= 6.6), else a clsact
+    /// filter. Idempotent; an existing pinned link gets the current program.
+    fn attach_node(
+        &mut self,
+        name: &str,
+        ifname: &str,
+        hook: TcAttachType,
+        pin_prefix: &str,
+    ) -> Result<()> {
         let idx = ifindex(ifname)?;
-        let pin = self.pin_dir.join("links").join(format!("node_{idx}"));
+        let pin = self
+            .pin_dir
+            .join("links")
+            .join(format!("{pin_prefix}_{idx}"));
         let prog: &mut SchedClassifier = self
             .bpf
-            .program_mut("corral_node_out")
-            .ok_or_else(|| map_err("corral_node_out"))?
+            .program_mut(name)
+            .ok_or_else(|| map_err(name))?
             .try_into()?;
         if pin.exists() {
             if Self::replace_in_link(prog, &pin).is_ok() {
@@ -770,12 +839,8 @@ impl Datapath {
         }
         if kernel_at_least(6, 6) {
             let id = prog
-                .attach_with_options(
-                    ifname,
-                    TcAttachType::Egress,
-                    TcAttachOptions::TcxOrder(LinkOrder::first()),
-                )
-                .with_context(|| format!("TCX attach corral_node_out to {ifname}"))?;
+                .attach_with_options(ifname, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+                .with_context(|| format!("TCX attach {name} to {ifname}"))?;
             let fd: FdLink = prog.take_link(id)?.try_into()?;
             fd.pin(&pin)
                 .with_context(|| format!("pinning link {}", pin.display()))?;
@@ -786,74 +851,17 @@ impl Datapath {
                 handle: TcHandle::new(0, NL_HANDLE_MINOR),
                 ..Default::default()
             };
-            match prog.attach_with_options(
-                ifname,
-                TcAttachType::Egress,
-                TcAttachOptions::Netlink(opts),
-            ) {
+            match prog.attach_with_options(ifname, hook, TcAttachOptions::Netlink(opts)) {
                 Ok(id) => std::mem::forget(prog.take_link(id)?),
                 Err(e)
                     if e.to_string().contains("exists") || format!("{e:?}").contains("EEXIST") => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("attach corral_node_out to {ifname}"));
+                    return Err(e).with_context(|| format!("attach {name} to {ifname}"));
                 }
             }
         }
-        info!(ifname, "deferred-egress check attached");
+        info!(ifname, program = name, "node device program attached");
         Ok(())
-    }
-
-    pub fn policy_entries(&self) -> Result<usize> {
-        let m = self
-            .bpf
-            .map("corral_policy")
-            .ok_or_else(|| map_err("corral_policy"))?;
-        let trie: LpmTrie<_, PolicyKeyData, PolicyValue> = LpmTrie::try_from(m)?;
-        Ok(trie.keys().count())
-    }
-
-    // ---- policy tiers: map "corral_tier" (same key as corral_policy)
-
-    fn tier_trie(&mut self) -> Result<LpmTrie<&mut MapData, PolicyKeyData, TierValue>> {
-        let m = self
-            .bpf
-            .map_mut("corral_tier")
-            .ok_or_else(|| map_err("corral_tier"))?;
-        Ok(LpmTrie::try_from(m)?)
-    }
-
-    /// Writes every desired tier entry (first half of a gapless sync).
-    pub fn upsert_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<()> {
-        let mut trie = self.tier_trie()?;
-        for (k, v) in desired {
-            trie.insert(&k.to_lpm(), v, BPF_ANY)
-                .with_context(|| format!("writing tier entry {k:?}"))?;
-        }
-        Ok(())
-    }
-
-    /// Removes tier entries not in `desired` (second half of a gapless sync).
-    pub fn remove_stale_tier(&mut self, desired: &BTreeMap<PolicyKey, TierValue>) -> Result<usize> {
-        let mut trie = self.tier_trie()?;
-        let stale: Vec<PolicyKey> = trie
-            .keys()
-            .filter_map(|k| k.ok())
-            .map(|k| PolicyKey::from_lpm(&k))
-            .filter(|k| !desired.contains_key(k))
-            .collect();
-        for k in &stale {
-            let _ = trie.remove(&k.to_lpm());
-        }
-        Ok(stale.len())
-    }
-
-    pub fn tier_entries(&self) -> Result<usize> {
-        let m = self
-            .bpf
-            .map("corral_tier")
-            .ok_or_else(|| map_err("corral_tier"))?;
-        let trie: LpmTrie<_, PolicyKeyData, TierValue> = LpmTrie::try_from(m)?;
-        Ok(trie.keys().count())
     }
 
     // ---- drop events: ring buffer "corral_events", switch "corral_monitor"

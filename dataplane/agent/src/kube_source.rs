@@ -294,6 +294,18 @@ fn decode_pod(o: &DynamicObject, node: Option<&str>) -> Decoded<PodInfo> {
 struct Shared {
     state: Mutex<State>,
     changed: Notify,
+    /// a retry of a failed sync is scheduled (at most one at a time)
+    retry_pending: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            retry_pending: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
 }
 
 /// One consumer of a watch: a decoder into one `Kind` of one `Shared`
@@ -416,10 +428,7 @@ fn watch_into(
 
 /// Starts the watches and the reconcile task.
 pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<JoinHandle<()>> {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
-        changed: Notify::new(),
-    });
+    let shared = Shared::new();
     let ar = |r: ApiResource| Api::<DynamicObject>::all_with(client.clone(), &r);
     let pod_cfg = match opts.pod_scope {
         PodScope::All => watcher::Config::default(),
@@ -518,10 +527,7 @@ pub fn spawn(client: Client, opts: Options, agent: Arc<Mutex<Agent>>) -> Vec<Joi
         st.nodes.synced = true;
     }
     if opts.routing {
-        let routes = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Notify::new(),
-        });
+        let routes = Shared::new();
         node_sinks.push(sink(
             routes.clone(),
             |s| &mut s.route_nodes,
@@ -661,10 +667,18 @@ async fn reconcile_loop(agent: Arc<Mutex<Agent>>, shared: Arc<Shared>) {
     }
 }
 
+/// Schedules one re-run of a failed sync in 1 s. While one is pending,
+/// further failures (a sync triggered by an event in between) add none, so
+/// a failing sync runs about once a second, not once per failure chain.
 fn retry_later(shared: &Arc<Shared>) {
+    use std::sync::atomic::Ordering;
+    if shared.retry_pending.swap(true, Ordering::AcqRel) {
+        return;
+    }
     let s = shared.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        s.retry_pending.store(false, Ordering::Release);
         s.changed.notify_one();
     });
 }
@@ -675,6 +689,31 @@ mod tests {
 
     fn dyn_obj(v: serde_json::Value) -> DynamicObject {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// A second failure while a retry is pending schedules no second one
+    /// (before: one retry chain per failure, ~3 syncs/s seen).
+    #[test]
+    fn one_pending_retry_at_a_time() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let s = Shared::new();
+            retry_later(&s);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            retry_later(&s);
+            let first = tokio::time::timeout(Duration::from_millis(1500), s.changed.notified());
+            assert!(first.await.is_ok(), "the retry fires");
+            assert!(!s.retry_pending.load(std::sync::atomic::Ordering::Acquire));
+            let second = tokio::time::timeout(Duration::from_millis(1000), s.changed.notified());
+            assert!(second.await.is_err(), "no second retry chain");
+            // after it fired, a new failure schedules a new retry
+            retry_later(&s);
+            let again = tokio::time::timeout(Duration::from_millis(1500), s.changed.notified());
+            assert!(again.await.is_ok());
+        });
     }
 
     #[test]

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{LbBe, SvcKey, addr16};
+use crate::abi::{self, LbBe, SvcKey, addr16};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Frontend {
@@ -92,13 +92,41 @@ pub type LbTable = BTreeMap<SvcKey, LbEntry>;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LbEntry {
+    /// this node's backends first (`local_count` of them)
     pub backends: Vec<LbBe>,
     /// `sessionAffinity: ClientIP` timeout in seconds (0 = no affinity)
     pub affinity_s: u32,
+    /// `abi::LB_NODEPORT` | `abi::LB_ETP_LOCAL`
+    pub flags: u16,
+    /// `backends[..local_count]` are on this node
+    pub local_count: u16,
 }
 
 /// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`
 pub const DEFAULT_AFFINITY_S: u32 = 10800;
+
+/// One endpoint address of a Service port: the backend, whether it is
+/// ready, serving-and-terminating, and on this node.
+struct Ep {
+    be: LbBe,
+    ready: bool,
+    term: bool,
+    local: bool,
+}
+
+/// kube-proxy's choice among endpoints: the ready ones; when there are
+/// none, the serving terminating ones. Sorted, deduplicated.
+fn usable<'a>(eps: impl Iterator<Item = &'a Ep> + Clone) -> Vec<LbBe> {
+    let ready: Vec<LbBe> = eps.clone().filter(|e| e.ready).map(|e| e.be).collect();
+    let mut v = if ready.is_empty() {
+        eps.filter(|e| e.term).map(|e| e.be).collect()
+    } else {
+        ready
+    };
+    v.sort_by_key(|b| (b.addr, b.port));
+    v.dedup();
+    v
+}
 
 /// Builds the translation table from Services and their EndpointSlices
 /// (label `kubernetes.io/service-name`, same namespace, the ClusterIP's
@@ -106,9 +134,20 @@ pub const DEFAULT_AFFINITY_S: u32 = 10800;
 /// protocol). Endpoints: ready ones (`conditions.ready` unset or true);
 /// when a port has none, the serving terminating ones (kube-proxy's
 /// fallback). `internalTrafficPolicy: Local` keeps only endpoints on
-/// `node`. What is not translated is reported by Service and field, never
-/// silently ignored: SCTP ports, node ports.
-pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTable, Vec<String>) {
+/// `node` for the ClusterIP. A `nodePort` gets one frontend per address of
+/// `node_addrs` of the ClusterIP's family (flag `LB_NODEPORT`), with this
+/// node's endpoints first; `externalTrafficPolicy: Local` (flag
+/// `LB_ETP_LOCAL`) lists this node's endpoints (own ready/terminating
+/// fallback) then the others, which only pods of this node use (as
+/// kube-proxy short-circuits them). What is not translated is reported by
+/// Service and field, never silently ignored: `externalIPs`, load-balancer
+/// ingress addresses, a node port without a node address of its family.
+pub fn lb_table(
+    svcs: &[Service],
+    slices: &[EndpointSlice],
+    node: &str,
+    node_addrs: &[IpAddr],
+) -> (LbTable, Vec<String>) {
     let mut table = LbTable::new();
     let mut errors = Vec::new();
     for s in svcs {
@@ -152,6 +191,31 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
                 continue;
             }
         };
+        let etp_local = match spec.external_traffic_policy.as_deref() {
+            None | Some("Cluster") => false,
+            Some("Local") => true,
+            Some(other) => {
+                errors.push(format!(
+                    "{id}: spec.externalTrafficPolicy {other:?} is not Cluster or Local (Service not translated)"
+                ));
+                continue;
+            }
+        };
+        if spec.external_ips.as_ref().is_some_and(|v| !v.is_empty()) {
+            errors.push(format!(
+                "{id}: spec.externalIPs are not translated by --kube-proxy-replacement"
+            ));
+        }
+        if s.status
+            .as_ref()
+            .and_then(|st| st.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_some_and(|v| !v.is_empty())
+        {
+            errors.push(format!(
+                "{id}: status.loadBalancer.ingress addresses are not translated by --kube-proxy-replacement (the node ports are)"
+            ));
+        }
         let local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let mine: Vec<&EndpointSlice> = slices
             .iter()
@@ -168,22 +232,21 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
             .collect();
         for (j, p) in spec.ports.iter().flatten().enumerate() {
             let proto = p.protocol.as_deref().unwrap_or("TCP");
-            if proto == "SCTP" {
-                errors.push(format!(
-                    "{id}: spec.ports[{j}] SCTP is not translated by --kube-proxy-replacement"
-                ));
-                continue;
-            }
-            if p.node_port.is_some() {
-                errors.push(format!(
-                    "{id}: spec.ports[{j}].nodePort {} is not translated by --kube-proxy-replacement (the ClusterIP is)",
-                    p.node_port.unwrap_or(0)
-                ));
-            }
+            let node_port = match p.node_port {
+                None => None,
+                Some(n) => match u16::try_from(n).ok().filter(|n| *n > 0) {
+                    Some(n) => Some(n),
+                    None => {
+                        errors.push(format!(
+                            "{id}: spec.ports[{j}].nodePort {n} is not 1-65535 (not translated)"
+                        ));
+                        None
+                    }
+                },
+            };
             let pname = p.name.as_deref().unwrap_or("");
             for f in fronts.iter().filter(|f| f.port as i32 == p.port) {
-                let mut ready = Vec::new();
-                let mut terminating = Vec::new();
+                let mut eps = Vec::new();
                 for es in &mine {
                     let fam_ok = matches!(
                         (es.address_type.as_str(), f.ip),
@@ -206,13 +269,11 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
                         continue;
                     };
                     for e in &es.endpoints {
-                        if local && e.node_name.as_deref() != Some(node) {
-                            continue;
-                        }
                         let c = e.conditions.as_ref();
-                        let is_ready = c.and_then(|c| c.ready).unwrap_or(true);
-                        let serving = c.and_then(|c| c.serving).unwrap_or(is_ready);
-                        let term = c.and_then(|c| c.terminating).unwrap_or(false);
+                        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+                        let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+                        let term = serving && c.and_then(|c| c.terminating).unwrap_or(false);
+                        let on_node = e.node_name.as_deref() == Some(node);
                         for a in &e.addresses {
                             let Ok(ip) = a.parse::<IpAddr>() else {
                                 errors.push(format!(
@@ -221,29 +282,74 @@ pub fn lb_table(svcs: &[Service], slices: &[EndpointSlice], node: &str) -> (LbTa
                                 ));
                                 continue;
                             };
-                            let be = LbBe {
-                                addr: addr16(ip),
-                                port,
-                                pad: 0,
-                            };
-                            if is_ready {
-                                ready.push(be);
-                            } else if serving && term {
-                                terminating.push(be);
-                            }
+                            eps.push(Ep {
+                                be: LbBe {
+                                    addr: addr16(ip),
+                                    port,
+                                    pad: 0,
+                                },
+                                ready,
+                                term,
+                                local: on_node,
+                            });
                         }
                     }
                 }
-                let mut bes = if ready.is_empty() { terminating } else { ready };
-                bes.sort_by_key(|b| (b.addr, b.port));
-                bes.dedup();
+                let all = usable(eps.iter());
+                let mine_local = usable(eps.iter().filter(|e| e.local));
+                let cluster_ip = if local {
+                    mine_local.clone()
+                } else {
+                    all.clone()
+                };
                 table.insert(
                     f.key(),
                     LbEntry {
-                        backends: bes,
+                        backends: cluster_ip,
                         affinity_s,
+                        flags: 0,
+                        local_count: 0,
                     },
                 );
+                let Some(np) = node_port else { continue };
+                // this node's endpoints first
+                let (first, rest): (Vec<LbBe>, Vec<LbBe>) = if etp_local {
+                    let rest = all.iter().filter(|b| !mine_local.contains(b)).copied();
+                    (mine_local.clone(), rest.collect())
+                } else {
+                    let is_local = |b: &LbBe| eps.iter().any(|e| e.local && e.be == *b);
+                    all.iter().copied().partition(|b| is_local(b))
+                };
+                let local_count = first.len().min(u16::MAX as usize) as u16;
+                let mut backends = first;
+                backends.extend(rest);
+                let flags = abi::LB_NODEPORT | if etp_local { abi::LB_ETP_LOCAL } else { 0 };
+                let addrs: Vec<&IpAddr> = node_addrs
+                    .iter()
+                    .filter(|a| a.is_ipv4() == f.ip.is_ipv4())
+                    .collect();
+                if addrs.is_empty() {
+                    errors.push(format!(
+                        "{id}: spec.ports[{j}].nodePort {np}: no {} node address (--nodeport-addresses or the Node's InternalIPs), not translated",
+                        if f.ip.is_ipv4() { "IPv4" } else { "IPv6" }
+                    ));
+                }
+                for a in addrs {
+                    table.insert(
+                        Frontend {
+                            ip: *a,
+                            port: np,
+                            proto: f.proto,
+                        }
+                        .key(),
+                        LbEntry {
+                            backends: backends.clone(),
+                            affinity_s,
+                            flags,
+                            local_count,
+                        },
+                    );
+                }
             }
         }
     }
@@ -313,7 +419,12 @@ mod tests {
                 {"addresses": ["198.18.4.2"], "conditions": {"ready": false, "serving": true, "terminating": true}}
             ]),
         );
-        let (t, errs) = lb_table(std::slice::from_ref(&svc), std::slice::from_ref(&s1), "n1");
+        let (t, errs) = lb_table(
+            std::slice::from_ref(&svc),
+            std::slice::from_ref(&s1),
+            "n1",
+            &[],
+        );
         assert!(errs.is_empty(), "{errs:?}");
         let key = |port: u16, proto: u8| {
             Frontend {
@@ -332,7 +443,7 @@ mod tests {
         // internalTrafficPolicy Local: this node's endpoints
         let mut local = svc.clone();
         local.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
-        let (t, _) = lb_table(&[local], &[s1], "n1");
+        let (t, _) = lb_table(&[local], std::slice::from_ref(&s1), "n1", &[]);
         assert_eq!(t[&key(80, 6)].backends.len(), 1);
         assert_eq!(
             t[&key(80, 6)].backends[0].addr,
@@ -345,20 +456,116 @@ mod tests {
                 {"addresses": ["198.18.4.2"], "conditions": {"ready": false, "serving": true, "terminating": true}}
             ]),
         );
-        let (t, _) = lb_table(std::slice::from_ref(&svc), &[s2], "n1");
+        let (t, _) = lb_table(std::slice::from_ref(&svc), &[s2], "n1", &[]);
         assert_eq!(t[&key(80, 6)].backends.len(), 1);
         // session affinity: default and explicit timeouts; a bad one is named
         let mut aff = svc.clone();
         aff.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
-        let (t, errs) = lb_table(std::slice::from_ref(&aff), &[], "n1");
+        let (t, errs) = lb_table(std::slice::from_ref(&aff), &[], "n1", &[]);
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(t[&key(80, 6)].affinity_s, DEFAULT_AFFINITY_S);
         aff.spec.as_mut().unwrap().session_affinity_config =
             serde_json::from_value(serde_json::json!({"clientIP": {"timeoutSeconds": 0}})).unwrap();
-        let (t, errs) = lb_table(&[aff], &[], "n1");
+        let (t, errs) = lb_table(&[aff], &[], "n1", &[]);
         assert!(t.is_empty());
         assert!(
             errs[0].contains("x/web") && errs[0].contains("timeoutSeconds"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn lb_table_node_ports() {
+        let svc = |etp: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "np", "namespace": "x"},
+                "spec": {"type": "NodePort", "clusterIP": "198.18.250.20",
+                    "externalTrafficPolicy": etp,
+                    "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080},
+                              {"name": "s", "port": 132, "protocol": "SCTP", "nodePort": 30132}]}}))
+            .unwrap()
+        };
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "np-1", "namespace": "x",
+            "labels": {"kubernetes.io/service-name": "np"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                  {"name": "s", "port": 8132, "protocol": "SCTP"}],
+        "endpoints": [
+            {"addresses": ["198.18.9.2"], "nodeName": "n2"},
+            {"addresses": ["198.18.8.2"], "nodeName": "n1"},
+            {"addresses": ["198.18.7.2"], "nodeName": "n1",
+             "conditions": {"ready": false, "serving": true, "terminating": true}}
+        ]}))
+        .unwrap();
+        let addrs: Vec<IpAddr> = vec![
+            "192.0.2.1".parse().unwrap(),
+            "2001:db8:ff::1".parse().unwrap(),
+        ];
+        let key = |ip: &str, port: u16, proto: u8| {
+            Frontend {
+                ip: ip.parse().unwrap(),
+                port,
+                proto,
+            }
+            .key()
+        };
+        let a = |ip: &str| addr16(ip.parse().unwrap());
+        // Cluster: every ready endpoint, this node's first
+        let (t, errs) = lb_table(
+            &[svc("Cluster")],
+            std::slice::from_ref(&slice),
+            "n1",
+            &addrs,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+        let e = &t[&key("192.0.2.1", 30080, 6)];
+        assert_eq!(e.flags, abi::LB_NODEPORT);
+        assert_eq!(e.local_count, 1);
+        let got: Vec<_> = e.backends.iter().map(|b| (b.addr, b.port)).collect();
+        assert_eq!(got, vec![(a("198.18.8.2"), 8080), (a("198.18.9.2"), 8080)]);
+        // SCTP ports get their frontends too; no IPv6 frontend for an
+        // IPv4-only Service
+        assert_eq!(t[&key("192.0.2.1", 30132, 132)].backends[0].port, 8132);
+        assert_eq!(t[&key("198.18.250.20", 132, 132)].backends.len(), 2);
+        assert!(!t.contains_key(&key("2001:db8:ff::1", 30080, 6)));
+        // Local: this node's ready endpoint first (the terminating one is
+        // not used while a ready one exists), then the others for pods
+        let (t, _) = lb_table(&[svc("Local")], std::slice::from_ref(&slice), "n1", &addrs);
+        let e = &t[&key("192.0.2.1", 30080, 6)];
+        assert_eq!(e.flags, abi::LB_NODEPORT | abi::LB_ETP_LOCAL);
+        assert_eq!(e.local_count, 1);
+        assert_eq!(e.backends[0].addr, a("198.18.8.2"));
+        assert_eq!(e.backends.len(), 2);
+        // on n2 the only local endpoint is 198.18.9.2
+        let (t, _) = lb_table(&[svc("Local")], std::slice::from_ref(&slice), "n2", &addrs);
+        let e = &t[&key("192.0.2.1", 30080, 6)];
+        assert_eq!((e.local_count, e.backends[0].addr), (1, a("198.18.9.2")));
+        // on n3: none local, so externally nothing is served
+        let (t, _) = lb_table(&[svc("Local")], std::slice::from_ref(&slice), "n3", &addrs);
+        assert_eq!(t[&key("192.0.2.1", 30080, 6)].local_count, 0);
+        // no node address: reported by Service and field
+        let (t, errs) = lb_table(&[svc("Cluster")], std::slice::from_ref(&slice), "n1", &[]);
+        assert!(t.contains_key(&key("198.18.250.20", 80, 6)));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("x/np") && e.contains("spec.ports[0].nodePort 30080")),
+            "{errs:?}"
+        );
+        // a bad externalTrafficPolicy is named; externalIPs are reported
+        let (t, errs) = lb_table(
+            &[svc("Nearest")],
+            std::slice::from_ref(&slice),
+            "n1",
+            &addrs,
+        );
+        assert!(t.is_empty());
+        assert!(errs[0].contains("spec.externalTrafficPolicy"), "{errs:?}");
+        let mut ext = svc("Cluster");
+        ext.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.99".into()]);
+        let (_, errs) = lb_table(&[ext], &[], "n1", &addrs);
+        assert!(
+            errs.iter().any(|e| e.contains("spec.externalIPs")),
             "{errs:?}"
         );
     }

@@ -105,6 +105,11 @@ struct RunArgs {
     /// or --manifests.
     #[arg(long)]
     kube_proxy_replacement: bool,
+    /// node addresses NodePorts are served on (--kube-proxy-replacement;
+    /// comma-separated or repeated; default: the InternalIPs of this
+    /// node's Node object)
+    #[arg(long, value_delimiter = ',', requires = "kube_proxy_replacement")]
+    nodeport_addresses: Vec<std::net::IpAddr>,
     /// VXLAN UDP port (--routing vxlan)
     #[arg(long, default_value_t = corral_agent::routing::DEFAULT_VXLAN_PORT)]
     vxlan_port: u16,
@@ -312,7 +317,7 @@ fn run(a: RunArgs) -> Result<()> {
         a.node_name.clone(),
         std::env::var("NODE_NAME"),
     ) {
-        (false, _, _) => String::new(),
+        (false, n, _) => n.unwrap_or_default(),
         (true, Some(n), _) => n,
         (true, None, Ok(n)) if !n.is_empty() => n,
         (true, None, _) => bail!(
@@ -365,6 +370,7 @@ fn run(a: RunArgs) -> Result<()> {
         node_out_ifaces: a.node_out_ifaces.clone(),
         kube_proxy_replacement: a.kube_proxy_replacement,
         node_name: node_name.clone(),
+        nodeport_addresses: a.nodeport_addresses.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -396,7 +402,8 @@ fn run(a: RunArgs) -> Result<()> {
                     node_name: node_name.clone(),
                     pod_scope: a.pod_scope,
                     node_peers: a.node_peers,
-                    routing: nodes,
+                    // the Node watch also gives NodePort addresses
+                    routing: nodes || a.kube_proxy_replacement,
                     lb: a.kube_proxy_replacement,
                 },
                 agent.clone(),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cni;
+pub mod multinode;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
