@@ -95,6 +95,11 @@ enum Command {
         /// (implies batch mode).
         #[arg(long)]
         cycles: Option<usize>,
+        /// A node fails before scheduling (as if deleted): its pods (not DaemonSet or
+        /// mirror pods) are re-placed in priority order before the other pending
+        /// pods; repeatable. See corral.haReserve for keeping capacity for them.
+        #[arg(long, value_name = "NODE")]
+        fail_node: Vec<String>,
     },
     /// Run as the cluster's scheduler: watch, schedule, bind, report, lead.
     Run(corral_scheduler::k8s::cli::RunCli),
@@ -196,6 +201,7 @@ fn main() -> ExitCode {
             compare,
             health_scrape,
             cycles,
+            fail_node,
         } => {
             if let Some(file) = timeline {
                 let args = simulate::timeline::TimelineArgs {
@@ -222,6 +228,7 @@ fn main() -> ExitCode {
                 candidates,
                 health_scrape,
                 cycles,
+                fail_nodes: fail_node,
             };
             match simulate::run(&args, &mut |w| eprintln!("{w}")) {
                 Ok(report) => {

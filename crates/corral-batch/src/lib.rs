@@ -73,6 +73,73 @@ pub struct SessionReport {
     /// Preemptors nominated to the node their victims free; they bind there first
     /// thing in the next session.
     pub nominated: Vec<Placement>,
+    /// Nodes that failed (`simulate --fail-node`, a timeline event): their pods
+    /// were re-placed, in priority order, before other pending work.
+    pub failed_nodes: Vec<FailedNode>,
+}
+
+/// A failed node and what became of its pods.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct FailedNode {
+    pub node: String,
+    /// Its pods to re-place, in the order they were re-placed (priority, then
+    /// creation).
+    pub evicted: Vec<String>,
+    /// Pods that do not move with a node (DaemonSet and mirror pods): gone with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<String>,
+}
+
+impl SessionReport {
+    /// Appends the results of a later run over the same snapshot lineage: its
+    /// placements, evictions, nominations and explanations are added; statuses and
+    /// the unschedulable list are the later run's; stats are summed.
+    pub fn then(mut self, later: SessionReport) -> SessionReport {
+        let SessionReport {
+            core,
+            evictions,
+            podgroups,
+            queues,
+            nominated,
+            failed_nodes,
+        } = later;
+        self.core.placements.extend(core.placements);
+        for e in core.explain {
+            // A pod tried in both runs is explained by its last attempt.
+            self.core.explain.retain(|x| x.pod != e.pod);
+            self.core.explain.push(e);
+        }
+        self.core.annotations.extend(core.annotations);
+        self.core.volume_bindings.extend(core.volume_bindings);
+        self.core.unschedulable = core.unschedulable;
+        let (a, b) = (&mut self.core.stats, core.stats);
+        a.pods += b.pods;
+        a.nodes = b.nodes;
+        if b.decision_latency_us.max >= a.decision_latency_us.max {
+            // The slower run's distribution (latencies are not kept to merge).
+            a.decision_latency_us = b.decision_latency_us;
+        }
+        a.batches += b.batches;
+        a.conflicts += b.conflicts;
+        a.evaluate_ms += b.evaluate_ms;
+        a.commit_ms += b.commit_ms;
+        a.elapsed_ms += b.elapsed_ms;
+        a.pods_per_second = if a.elapsed_ms > 0.0 {
+            self.core.placements.len() as f64 * 1000.0 / a.elapsed_ms
+        } else {
+            0.0
+        };
+        self.evictions.extend(evictions);
+        self.nominated.extend(nominated);
+        self.failed_nodes.extend(failed_nodes);
+        if !podgroups.is_empty() {
+            self.podgroups = podgroups;
+        }
+        if !queues.is_empty() {
+            self.queues = queues;
+        }
+        self
+    }
 }
 
 impl From<Report> for SessionReport {
@@ -110,6 +177,8 @@ impl Serialize for SessionReport {
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             nominated: &'a [Placement],
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
+            failed_nodes: &'a [FailedNode],
+            #[serde(skip_serializing_if = "<[_]>::is_empty")]
             podgroups: &'a [PodGroupStatus],
             #[serde(skip_serializing_if = "<[_]>::is_empty")]
             queues: &'a [QueueStatus],
@@ -126,6 +195,7 @@ impl Serialize for SessionReport {
             explain: &self.core.explain,
             evictions: &self.evictions,
             nominated: &self.nominated,
+            failed_nodes: &self.failed_nodes,
             podgroups: &self.podgroups,
             queues: &self.queues,
             annotations: &self.core.annotations,

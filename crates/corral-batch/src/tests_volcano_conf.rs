@@ -385,6 +385,95 @@ fn numaaware_maps_to_node_resource_topology_match() {
     assert!(e.contains("arguments.x") && e.contains("numaaware"), "{e}");
 }
 
+/// deviceshare is GpuShare: on only with it; the Volcano vGPU family only with
+/// `deviceshare.VGPUEnable`; `deviceshare.ScheduleWeight` (default 10) is its score
+/// weight; what Corral cannot do is an error naming the argument.
+#[test]
+fn deviceshare_maps_to_gpu_share() {
+    let build = |tiers: &str| -> Result<(bool, Option<i64>, Option<serde_json::Value>), String> {
+        let v = load(&format!("actions: allocate\ntiers:\n{tiers}"), "c")?.expect("volcano");
+        let args = v.kube.profiles[0]
+            .plugin_config
+            .iter()
+            .find(|c| c.name == "GpuShare")
+            .and_then(|c| c.args.as_ref())
+            .map(|a| a["families"].clone());
+        let fws = v.kube.build().map_err(|e| e.0)?;
+        let fw = &fws[0];
+        let filtered = fw.filter.iter().any(|p| p.name() == "GpuShare");
+        let w = fw
+            .score
+            .iter()
+            .find(|s| s.plugin.name() == "GpuShare")
+            .map(|s| s.weight);
+        Ok((filtered, w, args))
+    };
+    assert_eq!(
+        build("- plugins:\n  - name: gang\n"),
+        Ok((false, None, None))
+    );
+    assert_eq!(
+        build("- plugins:\n  - name: deviceshare\n"),
+        Ok((true, Some(10), Some(serde_json::json!(["vcuda", "hami"]))))
+    );
+    assert_eq!(
+        build(
+            "- plugins:\n  - name: deviceshare\n    arguments: {deviceshare.VGPUEnable: true, deviceshare.SchedulePolicy: binpack, deviceshare.ScheduleWeight: 5, deviceshare.GPUSharingEnable: false, deviceshare.NodeLockEnable: false}\n"
+        ),
+        Ok((
+            true,
+            Some(5),
+            Some(serde_json::json!(["vcuda", "hami", "volcano"]))
+        ))
+    );
+    assert_eq!(
+        build("- plugins:\n  - name: deviceshare\n    enableNodeOrder: false\n"),
+        Ok((true, None, Some(serde_json::json!(["vcuda", "hami"]))))
+    );
+    for (args, want) in [
+        (
+            "{deviceshare.GPUSharingEnable: true}",
+            "arguments.deviceshare.GPUSharingEnable",
+        ),
+        (
+            "{deviceshare.GPUNumberEnable: true}",
+            "arguments.deviceshare.GPUNumberEnable",
+        ),
+        (
+            "{deviceshare.NodeLockEnable: true}",
+            "arguments.deviceshare.NodeLockEnable",
+        ),
+        (
+            "{deviceshare.SchedulePolicy: spread}",
+            "arguments.deviceshare.SchedulePolicy",
+        ),
+        (
+            "{deviceshare.VGPUEnable: \"yes\"}",
+            "arguments.deviceshare.VGPUEnable: must be true or false",
+        ),
+        (
+            "{deviceshare.ScheduleWeight: -1}",
+            "arguments.deviceshare.ScheduleWeight",
+        ),
+        (
+            "{deviceshare.KnownGeometriesCMName: x}",
+            "arguments.deviceshare.KnownGeometriesCMName: unknown deviceshare argument",
+        ),
+    ] {
+        let e = build(&format!(
+            "- plugins:\n  - name: deviceshare\n    arguments: {args}\n"
+        ))
+        .expect_err(args);
+        assert!(
+            e.contains("tiers[0].plugins[0]") && e.contains(want),
+            "{args}: {e}"
+        );
+    }
+    let e = build("- plugins:\n  - name: deviceshare\n    enablePredicate: false\n")
+        .expect_err("predicate off");
+    assert!(e.contains("enablePredicate"), "{e}");
+}
+
 #[test]
 fn tiers_and_plugins_are_exclusive() {
     let cfg = SessionConfig {

@@ -52,11 +52,11 @@ pub const NODE_PLUGINS: &[&str] = &[
     "binpack",
     "numaaware",
     "network-topology-aware",
+    "deviceshare",
 ];
 /// Volcano plugins Corral does not support (yet).
 pub const UNSUPPORTED_PLUGINS: &[&str] = &[
     "sla",
-    "deviceshare",
     "pdb",
     "task-topology",
     "tdm",
@@ -205,6 +205,7 @@ pub fn parse(text: &str, origin: &str) -> Result<VolcanoConf, String> {
         node.get("nodeorder"),
         node.get("binpack"),
         node.get("numaaware"),
+        node.get("deviceshare"),
     )?;
     Ok(VolcanoConf { kube, session })
 }
@@ -262,6 +263,84 @@ fn weight(
     }
 }
 
+/// Volcano's `deviceshare` as GpuShare settings.
+struct DeviceShare {
+    /// GpuShare's request families.
+    families: Vec<&'static str>,
+    /// GpuShare's score weight (0: no score).
+    weight: i64,
+}
+
+/// Volcano's deviceshare arguments (`deviceshare.*`), honoured or rejected by name.
+fn device_share((at, p): &(String, PluginOption)) -> Result<DeviceShare, String> {
+    const KNOWN: &[&str] = &[
+        "deviceshare.VGPUEnable",
+        "deviceshare.GPUSharingEnable",
+        "deviceshare.GPUNumberEnable",
+        "deviceshare.NodeLockEnable",
+        "deviceshare.SchedulePolicy",
+        "deviceshare.ScheduleWeight",
+    ];
+    let empty = BTreeMap::new();
+    let a = p.arguments.as_ref().unwrap_or(&empty);
+    if let Some(k) = a.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!(
+            "{at}.arguments.{k}: unknown deviceshare argument (known: {})",
+            KNOWN.join(", ")
+        ));
+    }
+    let flag = |k: &str| -> Result<bool, String> {
+        match a.get(k) {
+            None => Ok(false),
+            Some(serde_json::Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(format!(
+                "{at}.arguments.{k}: must be true or false, got {v}"
+            )),
+        }
+    };
+    for (k, what) in [
+        (
+            "deviceshare.GPUSharingEnable",
+            "Volcano's gpushare device (volcano.sh/gpu-memory) is not supported by Corral; share cards with deviceshare.VGPUEnable (volcano.sh/vgpu-*), HAMi or tencent vcuda names",
+        ),
+        (
+            "deviceshare.GPUNumberEnable",
+            "Volcano's gpu-number device (volcano.sh/gpu-number) is not supported by Corral; whole cards are nvidia.com/gpu (NodeResourcesFit)",
+        ),
+        (
+            "deviceshare.NodeLockEnable",
+            "device-plugin node locks are not supported by Corral (it writes the vGPU assignment annotations before the Binding instead)",
+        ),
+    ] {
+        if flag(k)? {
+            return Err(format!("{at}.arguments.{k}: true: {what}"));
+        }
+    }
+    match a.get("deviceshare.SchedulePolicy") {
+        None => {}
+        Some(serde_json::Value::String(s)) if s == "binpack" => {}
+        Some(v) => {
+            return Err(format!(
+                "{at}.arguments.deviceshare.SchedulePolicy: {v}: Corral packs shared cards (binpack, the default); spread is not supported"
+            ));
+        }
+    }
+    if p.predicate == Some(false) {
+        return Err(format!(
+            "{at}.enablePredicate: false is not supported: deviceshare's card accounting (GpuShare's Filter) cannot be turned off"
+        ));
+    }
+    let w = weight(a, "deviceshare.ScheduleWeight", 10.0, at)? as i64;
+    let mut families = vec!["vcuda", "hami"];
+    if flag("deviceshare.VGPUEnable")? {
+        families.push("volcano");
+    }
+    Ok(DeviceShare {
+        families,
+        weight: if p.node_order == Some(false) { 0 } else { w },
+    })
+}
+
 /// kube-scheduler filters Volcano's `predicates` plugin runs (beyond resources).
 const PREDICATE_FILTERS: &[&str] = &[
     "TaintToleration",
@@ -277,8 +356,10 @@ fn profile(
     nodeorder: Option<&(String, PluginOption)>,
     binpack: Option<&(String, PluginOption)>,
     numaaware: Option<&(String, PluginOption)>,
+    deviceshare: Option<&(String, PluginOption)>,
 ) -> Result<KubeSchedulerConfiguration, String> {
     let empty = BTreeMap::new();
+    let device = deviceshare.map(device_share).transpose()?;
     if let Some((at, p)) = predicates
         && let Some(k) = p.arguments.iter().flatten().map(|(k, _)| k).next()
     {
@@ -382,6 +463,15 @@ fn profile(
     }
     fit.retain(|_, c| c.abs() > 1e-9);
     let mut plugin_config = Vec::new();
+    if let Some(d) = &device {
+        plugin_config.push(PluginConfigEntry {
+            name: "GpuShare".into(),
+            args: Some(json!({"families": d.families})),
+        });
+        if d.weight > 0 {
+            scores.push(("GpuShare", d.weight as f64));
+        }
+    }
     if !fit.is_empty() {
         let pos = fit.values().all(|c| *c > 0.0);
         let neg = fit.values().all(|c| *c < 0.0);
@@ -441,9 +531,13 @@ fn profile(
     let mut plugins = PluginsConfig {
         multi_point: Some(PluginSet {
             enabled: Vec::new(),
-            // numaaware is NodeResourceTopologyMatch (below); Volcano's deviceshare
-            // is not supported, so tencent vcuda GpuShare is off.
-            disabled: refs(&["NodeResourceTopologyMatch", "GpuShare"]),
+            // numaaware is NodeResourceTopologyMatch (below); GpuShare is
+            // deviceshare (off without it).
+            disabled: if device.is_some() {
+                refs(&["NodeResourceTopologyMatch"])
+            } else {
+                refs(&["NodeResourceTopologyMatch", "GpuShare"])
+            },
         }),
         score: Some(PluginSet {
             enabled: scores

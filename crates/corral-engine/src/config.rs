@@ -86,6 +86,10 @@ pub struct CorralConfig {
     /// Kept raw here: the engine knows nothing about sessions; corral-batch parses
     /// this section (`corral_batch::SessionConfig::from_config_yaml`).
     pub session: Option<serde_json::Value>,
+    /// HA reserve: capacity pods below a priority may not consume
+    /// (`corral_plugins::ha_reserve`); added to every profile's PreFilter and
+    /// Filter. Kept raw and decoded by the plugin (errors name the field).
+    pub ha_reserve: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -232,10 +236,18 @@ impl KubeSchedulerConfiguration {
         } else {
             self.profiles.clone()
         };
+        let reserve = match self.corral.as_ref().and_then(|c| c.ha_reserve.as_ref()) {
+            Some(v) => Some(plugins::ha_reserve::from_section(v).map_err(ConfigError)?),
+            None => None,
+        };
         let mut names = HashMap::new();
         let mut out = Vec::new();
         for (i, p) in profiles.iter().enumerate() {
-            let fw = build_profile(p, i, self.percentage_of_nodes_to_score)?;
+            let mut fw = build_profile(p, i, self.percentage_of_nodes_to_score)?;
+            if let Some(r) = &reserve {
+                fw.pre_filter.push(r.clone());
+                fw.filter.push(r.clone());
+            }
             if let Some(j) = names.insert(fw.scheduler_name.clone(), i) {
                 return Err(ConfigError(format!(
                     "profiles[{i}].schedulerName {:?} duplicates profiles[{j}]",

@@ -78,10 +78,23 @@ pub struct GpuShareArgs {
     /// Most pods sharing one card (0 = unlimited).
     #[serde(default)]
     pub max_pods_per_card: i64,
+    /// The request families accounted on cards: `vcuda` (tencent), `hami`, `volcano`
+    /// (Volcano vGPU); default all. A family left out is a plain extended resource
+    /// to this plugin (the `volcano` profile leaves `volcano` out unless
+    /// `deviceshare.VGPUEnable` is true, as Volcano does).
+    #[serde(default = "all_families")]
+    pub families: Vec<String>,
 }
 
 fn one() -> i64 {
     1
+}
+
+/// Every family name [`GpuShareArgs::families`] accepts.
+pub const FAMILIES: &[&str] = &["vcuda", "hami", "volcano"];
+
+fn all_families() -> Vec<String> {
+    FAMILIES.iter().map(|f| f.to_string()).collect()
 }
 
 impl Default for GpuShareArgs {
@@ -89,6 +102,7 @@ impl Default for GpuShareArgs {
         GpuShareArgs {
             core_overcommit: 1,
             max_pods_per_card: 0,
+            families: all_families(),
         }
     }
 }
@@ -107,7 +121,19 @@ impl GpuShareArgs {
                 self.max_pods_per_card
             ));
         }
+        for (i, f) in self.families.iter().enumerate() {
+            if !FAMILIES.contains(&f.as_str()) {
+                return Err(format!(
+                    "GpuShareArgs.families[{i}]: unknown family {f:?} (known: {})",
+                    FAMILIES.join(", ")
+                ));
+            }
+        }
         Ok(())
+    }
+
+    fn has(&self, family: &str) -> bool {
+        self.families.iter().any(|f| f == family)
     }
 }
 
@@ -462,6 +488,27 @@ impl PodReqs {
         })
     }
 
+    /// The requests of the families `args` accounts.
+    pub fn of_families(pod: &PodInfo, args: &GpuShareArgs) -> Result<PodReqs, String> {
+        let vcuda = if args.has("vcuda") {
+            pod_gpu_requests(pod)?
+        } else {
+            Vec::new()
+        };
+        let (hami, volcano) = (args.has("hami"), args.has("volcano"));
+        let vgpu = if hami || volcano {
+            let mut v = pod_vgpu_requests(pod)?;
+            v.retain(|r| match r.family {
+                Family::Hami => hami,
+                Family::Volcano => volcano,
+            });
+            v
+        } else {
+            Vec::new()
+        };
+        Ok(PodReqs { vcuda, vgpu })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.vcuda.is_empty() && self.vgpu.is_empty()
     }
@@ -479,7 +526,7 @@ impl GpuShare {
     fn requests(&self, state: &CycleState, pod: &PodInfo) -> Result<PodState, String> {
         match state.read::<PodState>(PRE_FILTER_KEY) {
             Some(s) => Ok(s.clone()),
-            None => PodReqs::of(pod).map(Arc::new),
+            None => PodReqs::of_families(pod, &self.args).map(Arc::new),
         }
     }
 
@@ -542,7 +589,7 @@ impl PreFilterPlugin for GpuShare {
         pod: &PodInfo,
         _: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
-        match PodReqs::of(pod) {
+        match PodReqs::of_families(pod, &self.args) {
             Ok(r) if r.is_empty() => (None, Status::new(Code::Skip, "")),
             Ok(r) => {
                 state.write(PRE_FILTER_KEY, Arc::new(r));

@@ -1131,4 +1131,33 @@ mod tests {
         );
         assert!(!a.contains_key(corral_api::keys::VOLCANO_BIND_TIME));
     }
+
+    /// `families` leaves a family out: its requests are not accounted (PreFilter
+    /// skips a pod asking only for them); an unknown family is an error.
+    #[test]
+    fn families_select_the_accounted_requests() {
+        let volcano_pod = with_reqs(
+            "v",
+            &[(VOLCANO_VGPU_NUMBER, "1"), (VOLCANO_VGPU_MEMORY, "1024")],
+        )
+        .info();
+        let hami_pod = with_reqs("h", &[(HAMI_GPUMEM, "1024")]).info();
+        let only = |fams: &[&str]| GpuShare {
+            args: super::super::GpuShareArgs {
+                families: fams.iter().map(|f| f.to_string()).collect(),
+                ..Default::default()
+            },
+        };
+        let s = Snapshot::new();
+        let pre =
+            |p: &GpuShare, pod: &PodInfo| p.pre_filter(&mut CycleState::new(), pod, &s).1.code;
+        assert_eq!(pre(&GpuShare::default(), &volcano_pod), Code::Success);
+        assert_eq!(pre(&only(&["vcuda", "hami"]), &volcano_pod), Code::Skip);
+        assert_eq!(pre(&only(&["vcuda", "hami"]), &hami_pod), Code::Success);
+        assert_eq!(pre(&only(&["volcano"]), &hami_pod), Code::Skip);
+        let e = super::super::factory(Some(&json!({"families": ["vcuda", "amd"]})))
+            .err()
+            .expect("unknown family");
+        assert!(e.contains("families[1]") && e.contains("amd"), "{e}");
+    }
 }

@@ -25,6 +25,7 @@ use crate::framework::Plugin;
 
 pub mod default_binder;
 pub mod gpu_share;
+pub mod ha_reserve;
 pub mod helpers;
 pub mod image_locality;
 pub mod inter_pod_affinity;

@@ -8,7 +8,9 @@
 //!   must fit in `allocatable - requested`. All failures are reported together; the
 //!   code is UnschedulableAndUnresolvable when some request exceeds the node's whole
 //!   allocatable (preemption cannot help), Unschedulable otherwise. `ignoredResources`
-//!   and `ignoredResourceGroups` skip extended resources only.
+//!   and `ignoredResourceGroups` skip extended resources only. The per-card vGPU
+//!   amounts GpuShare accounts ([`VGPU_ACCOUNTED`]) are always skipped, as Volcano's
+//!   deviceshare ignores them and HAMi configures kube-scheduler to.
 //! - Score: cpu and memory use the node's non-zero requested sums plus the pod's
 //!   non-zero request (100m / 200Mi substituted per container); ephemeral-storage and
 //!   scalar resources use actual requests; a scalar resource the pod does not request,
@@ -34,6 +36,22 @@ pub const REASON_TOO_MANY_PODS: &str = "Too many pods";
 pub const REASON_CPU: &str = "Insufficient cpu";
 pub const REASON_MEMORY: &str = "Insufficient memory";
 pub const REASON_EPHEMERAL_STORAGE: &str = "Insufficient ephemeral-storage";
+
+/// Per-card vGPU amounts (HAMi `nvidia.com/gpumem`, `gpumem-percentage`,
+/// `gpucores`; Volcano `volcano.sh/vgpu-memory`, `vgpu-memory-percentage`,
+/// `vgpu-cores`): GpuShare accounts them on the cards the device plugins register,
+/// and the device plugins advertise no (or no comparable) node resource for them,
+/// so the Filter never checks them (Volcano's deviceshare puts the same names on
+/// its ignored-devices list). The card counts (`nvidia.com/gpu`,
+/// `volcano.sh/vgpu-number`) are advertised and checked as usual.
+pub const VGPU_ACCOUNTED: &[&str] = &[
+    corral_api::keys::HAMI_GPUMEM,
+    corral_api::keys::HAMI_GPUMEM_PERCENTAGE,
+    corral_api::keys::HAMI_GPUCORES,
+    corral_api::keys::VOLCANO_VGPU_MEMORY,
+    corral_api::keys::VOLCANO_VGPU_MEMORY_PERCENTAGE,
+    corral_api::keys::VOLCANO_VGPU_CORES,
+];
 
 const PRE_FILTER_KEY: &str = "PreFilterNodeResourcesFit";
 const PRE_SCORE_KEY: &str = "PreScoreNodeResourcesFit";
@@ -392,7 +410,7 @@ impl NodeResourcesFit {
         if !is_extended(name) {
             return false;
         }
-        if self.ignored_resources.iter().any(|r| r == name) {
+        if self.ignored_resources.iter().any(|r| r == name) || VGPU_ACCOUNTED.contains(&name) {
             return true;
         }
         let group = name.split('/').next().unwrap_or(name);
@@ -869,6 +887,26 @@ mod tests {
         assert_eq!(
             filter(&p, &pd, &n).reasons,
             vec!["Insufficient example.com/baz"]
+        );
+        // The vGPU amounts GpuShare accounts are skipped without configuration;
+        // the card counts are checked.
+        let d = plugin(json!({}));
+        let vg = pod("v")
+            .req("nvidia.com/gpumem", "4000")
+            .req("nvidia.com/gpucores", "30")
+            .req("nvidia.com/gpumem-percentage", "10")
+            .req("volcano.sh/vgpu-memory", "2000")
+            .req("volcano.sh/vgpu-cores", "50")
+            .req("volcano.sh/vgpu-memory-percentage", "20")
+            .req("volcano.sh/vgpu-number", "1")
+            .req("nvidia.com/gpu", "1")
+            .info();
+        assert_eq!(
+            filter(&d, &vg, &n).reasons,
+            vec![
+                "Insufficient nvidia.com/gpu",
+                "Insufficient volcano.sh/vgpu-number"
+            ]
         );
         // hugepages are never ignored, even when named.
         let p2 = plugin(json!({"ignoredResources": ["hugepages-2Mi"]}));

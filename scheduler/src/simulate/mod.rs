@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod failover;
 pub mod plot;
 pub mod timeline;
 
@@ -61,6 +62,9 @@ pub struct SimulateArgs {
     pub health_scrape: Option<String>,
     /// Batch sessions to run (`--cycles`); evictions are applied between them.
     pub cycles: Option<usize>,
+    /// Nodes that fail before scheduling (`--fail-node`): their pods are re-placed
+    /// in priority order before the other pending pods ([`failover`]).
+    pub fail_nodes: Vec<String>,
 }
 
 /// Error of a simulation run (bad input or configuration).
@@ -207,7 +211,23 @@ pub fn run_input(
             prepared.snapshot.orphan_pods()
         ));
     }
-    let pending_keys: HashSet<&str> = prepared.pending.iter().map(|p| p.key.as_str()).collect();
+    let names: HashSet<&str> = frameworks
+        .iter()
+        .map(|f| f.scheduler_name.as_str())
+        .collect();
+    let (failover_pods, failed_nodes) = failover::fail_nodes(
+        &mut prepared.snapshot,
+        &args.fail_nodes,
+        &names,
+        "--fail-node",
+    )
+    .map_err(SimulateError)?;
+    let pending_keys: HashSet<&str> = prepared
+        .pending
+        .iter()
+        .chain(&failover_pods)
+        .map(|p| p.key.as_str())
+        .collect();
     for e in &args.explain {
         if !pending_keys.contains(e.as_str()) {
             return Err(SimulateError(format!(
@@ -236,24 +256,60 @@ pub fn run_input(
         opts.selection_tolerance = t.max(0);
     }
     let mut sched = Scheduler::new(frameworks, prepared.snapshot, opts);
+    // The failed nodes' pods first, on their own; then the pending pods with those
+    // of them that found no place.
+    let failover = !failed_nodes.is_empty();
+    let mut first = SessionReport {
+        failed_nodes,
+        ..SessionReport::default()
+    };
     if batch_mode {
         let cycles = args.cycles.unwrap_or(1);
         if cycles == 0 {
             return Err(SimulateError("--cycles must be at least 1".into()));
         }
         let cfg = session.unwrap_or_default();
+        let mut pending = prepared.pending;
+        if failover {
+            let (r, s) = crate::batch::run_sessions_with(
+                sched,
+                failover_pods.clone(),
+                &batch_objs,
+                &cfg,
+                cycles,
+                &mut cycle_progress(),
+            )
+            .map_err(SimulateError)?;
+            sched = s;
+            pending = unplaced(&r, failover_pods).chain(pending).collect();
+            first = first.then(r);
+        }
         let (report, _) = crate::batch::run_sessions_with(
             sched,
-            prepared.pending,
+            pending,
             &batch_objs,
             &cfg,
             cycles,
             &mut cycle_progress(),
         )
         .map_err(SimulateError)?;
-        return Ok(report);
+        return Ok(if failover { first.then(report) } else { report });
     }
-    Ok(sched.schedule_all(prepared.pending).into())
+    if !failover {
+        return Ok(sched.schedule_all(prepared.pending).into());
+    }
+    let r = SessionReport::from(sched.schedule_all(failover_pods.clone()));
+    let pending: Vec<PodInfo> = unplaced(&r, failover_pods)
+        .chain(prepared.pending)
+        .collect();
+    first = first.then(r);
+    Ok(first.then(sched.schedule_all(pending).into()))
+}
+
+/// The pods of `pods` that `r` did not place.
+fn unplaced(r: &SessionReport, pods: Vec<PodInfo>) -> impl Iterator<Item = PodInfo> {
+    let placed: HashSet<String> = r.placements.iter().map(|p| p.pod.clone()).collect();
+    pods.into_iter().filter(move |p| !placed.contains(&p.key))
 }
 
 /// The table of one explanation: the selected node, then nodes by total score
@@ -361,6 +417,30 @@ pub fn to_table(r: &SessionReport) -> String {
         let _ = writeln!(s, "\nNOMINATED ({}):", r.nominated.len());
         for n in &r.nominated {
             let _ = writeln!(s, "{}  {}", n.pod, n.node);
+        }
+    }
+    for f in &r.failed_nodes {
+        let _ = writeln!(
+            s,
+            "\nFAILED NODE {}: {} pod(s) re-placed first, in priority order{}",
+            f.node,
+            f.evicted.len(),
+            if f.dropped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} DaemonSet/mirror pod(s) gone with it)",
+                    f.dropped.len()
+                )
+            }
+        );
+        for k in &f.evicted {
+            let to = r
+                .placements
+                .iter()
+                .find(|p| &p.pod == k)
+                .map_or("unschedulable", |p| p.node.as_str());
+            let _ = writeln!(s, "{k}  -> {to}");
         }
     }
     if !r.podgroups.is_empty() {

@@ -47,6 +47,34 @@ pub struct TimelineFile {
     pub arrivals: Arrivals,
     #[serde(default)]
     pub seed: Option<u64>,
+    /// Events at given times, e.g. a node failure.
+    #[serde(default)]
+    pub events: Vec<Event>,
+}
+
+/// A timeline event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Event {
+    /// When (e.g. `10m`; at the start of the interval containing it).
+    pub at: String,
+    /// The node fails (as if deleted): its pods are re-placed in priority order
+    /// before the interval's arrivals (see `simulate --fail-node`).
+    pub fail_node: String,
+}
+
+/// What a node failure of the timeline did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct NodeFailure {
+    /// Interval start the failure was applied at (s).
+    pub at: f64,
+    pub node: String,
+    /// The node's pods, in re-placement order.
+    pub evicted: Vec<String>,
+    /// Re-placed pods with their new node.
+    pub replaced: Vec<(String, String)>,
+    /// Evicted pods that found no node (with the reason).
+    pub unschedulable: Vec<(String, String)>,
 }
 
 /// Pod arrivals: a constant rate or explicit times, each a copy of the template.
@@ -122,6 +150,9 @@ pub struct TimelineRun {
     /// Highest direction-change count among nodes without health events.
     pub healthy_max_direction_changes: usize,
     pub warnings: usize,
+    /// Node failures (timeline `events`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<NodeFailure>,
 }
 
 /// Output of `simulate --timeline`.
@@ -153,6 +184,8 @@ pub struct Loaded {
     duration: f64,
     step: f64,
     seed: u64,
+    /// Node failures: (time, node), by time.
+    failures: Vec<(f64, String)>,
 }
 
 const DEFAULT_CONFIG: &str = r#"
@@ -268,6 +301,20 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
     }
     samples.sort_by(|a, b| a.time.total_cmp(&b.time));
     HealthTracker::new(health.clone())?;
+    let mut failures = Vec::new();
+    for (i, e) in tf.events.iter().enumerate() {
+        let at = duration_secs(&e.at)
+            .map_err(|err| format!("{}: events[{i}].at: {err}", path.display()))?;
+        if prepared.snapshot.node(&e.fail_node).is_none() {
+            return Err(format!(
+                "{}: events[{i}].failNode: no node {:?} in the cluster",
+                path.display(),
+                e.fail_node
+            ));
+        }
+        failures.push((at, e.fail_node.clone()));
+    }
+    failures.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(Loaded {
         frameworks,
         health,
@@ -280,6 +327,7 @@ pub fn load(args: &TimelineArgs, warn: &mut dyn FnMut(String)) -> Result<Loaded,
         duration,
         step,
         seed: args.seed.or(tf.seed).unwrap_or(0),
+        failures,
     })
 }
 
@@ -399,6 +447,13 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
     let mut last_raw: HashMap<String, f64> = HashMap::new();
     let mut unschedulable = 0;
     let mut warnings = 0usize;
+    let mut failures = Vec::new();
+    let mut next_failure = 0usize;
+    let scheduler_names: std::collections::HashSet<&str> = l
+        .frameworks
+        .iter()
+        .map(|f| f.scheduler_name.as_str())
+        .collect();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let every = (intervals / 100).max(1);
     for k in 0..intervals {
@@ -444,6 +499,38 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
                 .push(last_raw.get(n).copied().unwrap_or(f64::NAN));
         }
         crate::health::attach(&mut sched.snapshot, view);
+        // Node failures up to t0: the failed nodes' pods first, in priority order.
+        let mut failed_placed = Vec::new();
+        while next_failure < l.failures.len() && l.failures[next_failure].0 <= t0 {
+            let node = l.failures[next_failure].1.clone();
+            next_failure += 1;
+            let (pods, _) = super::failover::fail_nodes(
+                &mut sched.snapshot,
+                std::slice::from_ref(&node),
+                &scheduler_names,
+                "failNode",
+            )
+            .unwrap_or_default();
+            let evicted: Vec<String> = pods.iter().map(|p| p.key.clone()).collect();
+            let r = sched.schedule_all(pods);
+            unschedulable += r.unschedulable.len();
+            failures.push(NodeFailure {
+                at: t0,
+                node,
+                evicted,
+                replaced: r
+                    .placements
+                    .iter()
+                    .map(|p| (p.pod.clone(), p.node.clone()))
+                    .collect(),
+                unschedulable: r
+                    .unschedulable
+                    .iter()
+                    .map(|u| (u.pod.clone(), u.message.clone()))
+                    .collect(),
+            });
+            failed_placed.extend(r.placements);
+        }
         // Arrivals in [t0, t1).
         let mut pending = Vec::new();
         let mut arrive = Vec::new();
@@ -460,7 +547,12 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
         let arrived_at: HashMap<String, f64> = arrive.into_iter().collect();
         let report = sched.schedule_all(pending);
         unschedulable += report.unschedulable.len();
+        // Re-placed pods keep their end time (still in `running`).
         let mut per_node: HashMap<&str, usize> = HashMap::new();
+        for p in &failed_placed {
+            *per_node.entry(p.node.as_str()).or_default() += 1;
+        }
+        let replaced = failed_placed.len();
         for p in &report.placements {
             *per_node.entry(p.node.as_str()).or_default() += 1;
             if pod_dur.is_finite() {
@@ -478,7 +570,7 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
                 .push(per_node.get(n.as_str()).copied().unwrap_or(0));
         }
         times.push(t0);
-        placed_per.push(report.placements.len());
+        placed_per.push(report.placements.len() + replaced);
     }
 
     // Shares and metrics.
@@ -604,6 +696,7 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
         metrics,
         healthy_max_direction_changes: healthy_max,
         warnings,
+        failures,
     })
 }
 
@@ -717,9 +810,26 @@ pub fn to_table(r: &TimelineReport) -> String {
         }
         let _ = writeln!(
             s,
-            "  nodes without health events: max direction changes {}\n",
+            "  nodes without health events: max direction changes {}",
             run.healthy_max_direction_changes
         );
+        for f in &run.failures {
+            let _ = writeln!(
+                s,
+                "  node {} failed at {} s: {} pod(s) re-placed first in priority order, {} unschedulable",
+                f.node,
+                f.at,
+                f.replaced.len(),
+                f.unschedulable.len()
+            );
+            for (p, n) in &f.replaced {
+                let _ = writeln!(s, "    {p} -> {n}");
+            }
+            for (p, why) in &f.unschedulable {
+                let _ = writeln!(s, "    {p}: {why}");
+            }
+        }
+        s.push('\n');
     }
     s
 }

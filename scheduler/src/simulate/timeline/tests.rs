@@ -173,3 +173,50 @@ fn progress_line_names_the_run_and_interval() {
     );
     assert_eq!(progress_line(Mode::Naive, 0, 0), "Naive: interval 0/0 (0%)");
 }
+
+/// A `failNode` event: the node's pods are re-placed first, in priority order, at
+/// the interval containing the event; an unknown node is an error naming the event.
+#[test]
+fn fail_node_event_replaces_the_nodes_pods_first() {
+    let ex = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/ha-reserve"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pod.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\n  namespace: default\n  annotations: {corral.io/duration: 1h}\nspec:\n  schedulerName: corral\n  containers:\n  - name: main\n    image: busybox:1.36\n    resources:\n      requests: {cpu: \"1\", memory: 1Gi}\n",
+    )
+    .unwrap();
+    let timeline = |node: &str| {
+        format!(
+            "cluster: [{}]\nconfig: {}\nduration: 2m\nstep: 30s\narrivals:\n  pod: pod.yaml\n  times: [0, 90]\nevents:\n- {{at: 45s, failNode: {node}}}\n",
+            ex.join("cluster").display(),
+            ex.join("config.yaml").display()
+        )
+    };
+    let file = dir.path().join("t.yaml");
+    std::fs::write(&file, timeline("cpu-1")).unwrap();
+    let args = TimelineArgs {
+        file: file.clone(),
+        ..TimelineArgs::default()
+    };
+    let r = run_all(&args, &mut |w| panic!("warning: {w}")).unwrap();
+    let run = &r.runs[0];
+    assert_eq!(run.failures.len(), 1);
+    let f = &run.failures[0];
+    assert_eq!((f.node.as_str(), f.at), ("cpu-1", 60.0));
+    assert_eq!(f.evicted, ["prod/db-0", "prod/web-0", "batch/report-0"]);
+    let replaced: Vec<&str> = f.replaced.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(replaced, ["prod/db-0", "prod/web-0", "batch/report-0"]);
+    assert!(f.replaced.iter().all(|(_, n)| n != "cpu-1"), "{f:?}");
+    assert!(f.unschedulable.is_empty(), "{f:?}");
+    // Both arrivals and the three re-placed pods count as placed.
+    assert_eq!(run.placed.iter().sum::<usize>(), 5);
+    assert!(to_table(&r).contains(
+        "node cpu-1 failed at 60 s: 3 pod(s) re-placed first in priority order, 0 unschedulable"
+    ));
+    std::fs::write(&file, timeline("nope")).unwrap();
+    let e = run_all(&args, &mut |_| {}).expect_err("unknown node");
+    assert!(e.contains("events[0].failNode: no node \"nope\""), "{e}");
+}
