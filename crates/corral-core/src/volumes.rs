@@ -560,14 +560,45 @@ pub struct Assumed {
     pub claims: HashMap<String, (String, Option<String>)>,
 }
 
+/// Source of the state stamps: unique across every `VolumeState` of the process,
+/// so two states with equal stamps are one state (or unchanged clones of it).
+static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The snapshot's volume state: objects plus assumptions (both copy-on-write).
 #[derive(Debug, Clone, Default)]
 pub struct VolumeState {
     objects: Arc<VolumeObjects>,
     assumed: Arc<Assumed>,
+    /// Changes with every change of the objects (0: never changed).
+    objects_stamp: u64,
+    /// Changes with every change of the objects or the assumptions.
+    stamp: u64,
 }
 
 impl VolumeState {
+    /// A stamp that changes whenever the objects change (see [`Self::stamp`]).
+    pub fn objects_stamp(&self) -> u64 {
+        self.objects_stamp
+    }
+
+    /// A stamp that changes whenever the objects or the assumptions change; equal
+    /// stamps mean the same state (stamps are unique across the process), so a
+    /// plugin may memoise what it computed from the state under its stamp.
+    pub fn stamp(&self) -> u64 {
+        self.stamp
+    }
+
+    fn touch(&mut self, objects: bool) {
+        self.stamp = next_stamp();
+        if objects {
+            self.objects_stamp = self.stamp;
+        }
+    }
+
     pub fn objects(&self) -> &VolumeObjects {
         &self.objects
     }
@@ -621,6 +652,7 @@ impl VolumeState {
 
     /// Adds or replaces an object. An observed binding replaces its assumption.
     pub fn upsert(&mut self, obj: VolumeObject) {
+        self.touch(true);
         let o = Arc::make_mut(&mut self.objects);
         match obj {
             VolumeObject::Pv(p) => {
@@ -665,6 +697,7 @@ impl VolumeState {
 
     /// Removes an object by kind and key (`namespace/name` for namespaced kinds).
     pub fn remove(&mut self, kind: &str, key: &str) -> bool {
+        self.touch(true);
         let o = Arc::make_mut(&mut self.objects);
         match kind {
             "PersistentVolume" => {
@@ -717,6 +750,7 @@ impl VolumeState {
             return;
         }
         self.forget(pod_key);
+        self.touch(false);
         let a = Arc::make_mut(&mut self.assumed);
         for (claim, pv) in &b.bindings {
             a.pv_claims.insert(pv.clone(), claim.clone());
@@ -735,6 +769,7 @@ impl VolumeState {
         if !self.assumed.by_pod.contains_key(pod_key) {
             return None;
         }
+        self.touch(false);
         let a = Arc::make_mut(&mut self.assumed);
         let b = a.by_pod.remove(pod_key)?;
         for (claim, pv) in &b.bindings {
@@ -775,21 +810,7 @@ pub fn interchangeable_class(pod: &crate::snapshot::PodInfo, vols: &VolumeState)
             continue;
         };
         let c = vols.pvc(&pod.namespace, &c.claim_name)?;
-        let class = vols.class(&c.class)?;
-        if c.fully_bound()
-            || !c.volume_name.is_empty()
-            || c.selected_node.is_some()
-            || c.deleting
-            || c.selector.is_some()
-            || c.read_write_once_pod()
-            || vols.assumed_claim(&c.key).is_some()
-            || !class.wait_for_first_consumer()
-            || vols
-                .objects()
-                .pvs_by_class
-                .get(&c.class)
-                .is_some_and(|l| !l.is_empty())
-        {
+        if !claim_interchangeable(c, vols) {
             return None;
         }
         shapes.push(format!(
@@ -812,6 +833,31 @@ pub fn interchangeable_class(pod: &crate::snapshot::PodInfo, vols: &VolumeState)
         }
     }
     Some(crate::snapshot::equivalence_hash_ignoring(&p, &[]) ^ 0x5bd1_e995_0000_0001)
+}
+
+/// True when VolumeBinding's answer for the claim on any node depends only on the
+/// claim's shape (class, request, access and volume modes) and the node: an
+/// unbound, not yet provisioned WaitForFirstConsumer claim (no selected node,
+/// nothing assumed, not ReadWriteOncePod, no selector, not being deleted) of an
+/// existing class without static PVs. Assuming other claims or PVs cannot change
+/// that answer; assuming this claim can.
+pub fn claim_interchangeable(c: &PvcInfo, vols: &VolumeState) -> bool {
+    let Some(class) = vols.class(&c.class) else {
+        return false;
+    };
+    !(c.fully_bound()
+        || !c.volume_name.is_empty()
+        || c.selected_node.is_some()
+        || c.deleting
+        || c.selector.is_some()
+        || c.read_write_once_pod()
+        || vols.assumed_claim(&c.key).is_some()
+        || !class.wait_for_first_consumer()
+        || vols
+            .objects()
+            .pvs_by_class
+            .get(&c.class)
+            .is_some_and(|l| !l.is_empty()))
 }
 
 /// Claim names of a pod's `persistentVolumeClaim` volumes and generic ephemeral

@@ -109,6 +109,118 @@ pub struct PodClaims {
     pub bound: Vec<Arc<PvcInfo>>,
     /// Unbound WaitForFirstConsumer claims.
     pub delayed: Vec<Arc<PvcInfo>>,
+    /// Per-node Filter answers, when every claim is interchangeable (shared by the
+    /// clones of this state, i.e. by the pods of an equivalence class).
+    memo: Option<Arc<Memo>>,
+}
+
+/// Memoised Filter answers for a pod whose claims are all interchangeable
+/// ([`crate::volumes::claim_interchangeable`]): the answer on a node then depends
+/// only on the node and the claims' shapes, which pods of one equivalence class
+/// share, so it is computed once per node for the class instead of once per pod and
+/// node. Valid while the volume objects are those it was computed from and the
+/// asking pod's own claims are still not assumed (assuming other claims or PVs
+/// cannot change the answer: the claims' classes have no static PVs).
+#[derive(Debug)]
+struct Memo {
+    objects_stamp: u64,
+    stamp: u64,
+    /// Per node index: (node generation, reason bits or [`MEMO_LIVE`]); allocated
+    /// on first use.
+    cells: std::sync::OnceLock<Vec<std::sync::OnceLock<(u64, u8)>>>,
+    nodes: usize,
+}
+
+/// A memo cell whose answer must be computed live (an error status).
+const MEMO_LIVE: u8 = 0xff;
+/// `find_pod_volumes` reasons in kube-scheduler's order, as memo bits.
+const MEMO_REASONS: [&str; 4] = [
+    ERR_REASON_NODE_CONFLICT,
+    ERR_REASON_BIND_CONFLICT,
+    ERR_REASON_NOT_ENOUGH_SPACE,
+    ERR_REASON_PV_NOT_EXIST,
+];
+
+impl Memo {
+    fn new(snap: &Snapshot) -> Memo {
+        let v = snap.volumes();
+        Memo {
+            objects_stamp: v.objects_stamp(),
+            stamp: v.stamp(),
+            cells: std::sync::OnceLock::new(),
+            nodes: snap.num_nodes(),
+        }
+    }
+
+    /// True when the memo answers for `pod` (whose PreFilter state is `claims`).
+    fn applies(&self, claims: &PodClaims, pod: &PodInfo, vols: &VolumeState) -> bool {
+        if vols.objects_stamp() != self.objects_stamp {
+            return false;
+        }
+        if vols.stamp() == self.stamp {
+            // Unchanged since PreFilter: the pod shares the class of `claims.pod`.
+            return true;
+        }
+        if claims.pod == pod.key {
+            return claims
+                .delayed
+                .iter()
+                .all(|c| vols.assumed_claim(&c.key).is_none());
+        }
+        // Another pod of the class after assumptions: its own claims must still be
+        // unassumed (and be as many, none ephemeral).
+        let mut n = 0;
+        for v in crate::volumes::pod_volumes(&pod.pod) {
+            if v.ephemeral.is_some() {
+                return false;
+            }
+            if let Some(c) = &v.persistent_volume_claim {
+                n += 1;
+                if vols
+                    .assumed_claim(&corral_api::pod::key(&pod.namespace, &c.claim_name))
+                    .is_some()
+                {
+                    return false;
+                }
+            }
+        }
+        n == claims.delayed.len() + claims.bound.len()
+    }
+
+    /// The memoised Filter status on `node`, None when it must be computed live.
+    fn answer(&self, claims: &PodClaims, node: &NodeInfo, snap: &Snapshot) -> Option<Status> {
+        let cells = self.cells.get_or_init(|| {
+            (0..self.nodes)
+                .map(|_| std::sync::OnceLock::new())
+                .collect()
+        });
+        let cell = cells.get(snap.node_index(&node.name)?)?;
+        let (generation, bits) = *cell.get_or_init(|| {
+            let bits = match find_pod_volumes(claims, node, snap) {
+                Ok(f) => f.reasons.iter().fold(0u8, |b, r| {
+                    b | MEMO_REASONS
+                        .iter()
+                        .position(|m| m == r)
+                        .map_or(MEMO_LIVE, |i| 1 << i)
+                }),
+                Err(_) => MEMO_LIVE,
+            };
+            (node.generation, bits)
+        });
+        if generation != node.generation || bits == MEMO_LIVE {
+            return None;
+        }
+        if bits == 0 {
+            return Some(Status::success());
+        }
+        let reasons: Vec<&'static str> = MEMO_REASONS
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| bits & (1 << i) != 0)
+            .map(|(_, r)| *r)
+            .collect();
+        Some(rejected(&reasons))
+    }
 }
 
 /// `persistentvolumeclaim "<name>" not found`.
@@ -228,6 +340,15 @@ impl PreFilterPlugin for VolumeBinding {
                     }
                 }
             }
+        }
+        let mut claims = claims;
+        if claims.bound.is_empty()
+            && claims
+                .delayed
+                .iter()
+                .all(|c| crate::volumes::claim_interchangeable(c, vols))
+        {
+            claims.memo = Some(Arc::new(Memo::new(snap)));
         }
         state.write(STATE_KEY, claims);
         (
@@ -474,6 +595,13 @@ impl FilterPlugin for VolumeBinding {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
+        if let Some(c) = state.read::<PodClaims>(STATE_KEY)
+            && let Some(m) = &c.memo
+            && m.applies(c, pod, snap.volumes())
+            && let Some(st) = m.answer(c, node, snap)
+        {
+            return st;
+        }
         let claims = match own_claims(state, pod, snap) {
             Ok(Some(c)) => c,
             Ok(None) => return Status::success(),

@@ -523,3 +523,90 @@ fn args_are_honoured_or_rejected() {
     assert!(e.contains("bindTimeoutSeconds"), "{e}");
     assert!(factory(Some(&json!({"bogus": 1}))).is_err());
 }
+
+/// The memoised Filter answers of a class-shared PreFilter state (claims all
+/// interchangeable) equal the live ones, and stop applying to a pod once its own
+/// claim is assumed elsewhere.
+#[test]
+fn memo_shared_by_interchangeable_claims() {
+    let snap0 = provisioning_snapshot(vec![
+        pvc("data2", "csi-wait").request("10Gi").obj(),
+        csi_driver("csi.example.com", true),
+        capacity("c1", "csi-wait", Some((ZONE, "z1")), "100Gi"),
+        capacity("c2", "csi-wait", Some((ZONE, "z2")), "5Gi"),
+    ]);
+    let pl = VolumeBinding::default();
+    let p1 = pod("p1", &["data"]);
+    let p2 = pod("p2", &["data2"]);
+    // p3 shares p1's claim.
+    let p3 = pod("p3", &["data"]);
+    let mut st = CycleState::new();
+    assert!(pl.pre_filter(&mut st, &p1, &snap0).1.is_success());
+    assert!(st.read::<PodClaims>(STATE_KEY).unwrap().memo.is_some());
+    let live = |p: &PodInfo, snap: &Snapshot| -> Vec<Vec<String>> {
+        let mut own = CycleState::new();
+        assert!(pl.pre_filter(&mut own, p, snap).1.is_success());
+        let c = own.read_mut::<PodClaims>(STATE_KEY).unwrap();
+        c.memo = None;
+        snap.nodes()
+            .iter()
+            .map(|n| {
+                let s = pl.filter(&own, p, n, snap);
+                s.reasons.iter().map(|r| r.to_string()).collect()
+            })
+            .collect()
+    };
+    let shared = |p: &PodInfo, snap: &Snapshot| -> Vec<Vec<String>> {
+        snap.nodes()
+            .iter()
+            .map(|n| {
+                let s = pl.filter(&st, p, n, snap);
+                s.reasons.iter().map(|r| r.to_string()).collect()
+            })
+            .collect()
+    };
+    for p in [&p1, &p2, &p3] {
+        assert_eq!(shared(p, &snap0), live(p, &snap0), "{}", p.key);
+    }
+    let by_name =
+        |snap: &Snapshot, r: Vec<Vec<String>>, n: &str| r[snap.node_index(n).unwrap()].clone();
+    assert!(by_name(&snap0, shared(&p2, &snap0), "n1").is_empty());
+    assert_eq!(
+        by_name(&snap0, shared(&p2, &snap0), "n2"),
+        [ERR_REASON_NOT_ENOUGH_SPACE]
+    );
+    // p1 (and so its claim "data") is placed on n1: "data" is now assumed
+    // provisioned there, so p1's and p3's state no longer fits n2/n3 ... and the
+    // memo must not say otherwise; p2's claim is untouched.
+    let mut snap = snap0.clone();
+    snap.assume_volumes(
+        &p1.key,
+        crate::volumes::PodVolumeBindings {
+            node: "n1".into(),
+            bindings: vec![],
+            provisions: vec!["default/data".into()],
+        },
+    );
+    for p in [&p1, &p2, &p3] {
+        assert_eq!(shared(p, &snap), live(p, &snap), "{} after assume", p.key);
+    }
+    assert!(by_name(&snap, shared(&p2, &snap), "n1").is_empty());
+    // A claim assumed elsewhere is a bind conflict on every other node, as live.
+    let mut other = snap0.clone();
+    other.assume_volumes(
+        &p1.key,
+        crate::volumes::PodVolumeBindings {
+            node: "n2".into(),
+            bindings: vec![],
+            provisions: vec!["default/data".into()],
+        },
+    );
+    assert_eq!(
+        by_name(&other, shared(&p3, &other), "n1"),
+        [ERR_REASON_BIND_CONFLICT]
+    );
+    assert_eq!(
+        by_name(&other, shared(&p1, &other), "n1"),
+        [ERR_REASON_BIND_CONFLICT]
+    );
+}

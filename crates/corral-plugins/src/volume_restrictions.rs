@@ -161,7 +161,9 @@ impl PreFilterExtensions for VolumeRestrictions {
         _: &NodeInfo,
         _: &Snapshot,
     ) -> Status {
-        if let Some(s) = state.read_mut::<State>(STATE_KEY) {
+        if let Some(s) = state.read_mut::<State>(STATE_KEY)
+            && !s.rwop.is_empty()
+        {
             s.conflicts += refs(added, &s.rwop);
         }
         Status::success()
@@ -175,7 +177,9 @@ impl PreFilterExtensions for VolumeRestrictions {
         _: &NodeInfo,
         _: &Snapshot,
     ) -> Status {
-        if let Some(s) = state.read_mut::<State>(STATE_KEY) {
+        if let Some(s) = state.read_mut::<State>(STATE_KEY)
+            && !s.rwop.is_empty()
+        {
             s.conflicts -= refs(removed, &s.rwop);
         }
         Status::success()
@@ -185,6 +189,10 @@ impl PreFilterExtensions for VolumeRestrictions {
 impl FilterPlugin for VolumeRestrictions {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
         for v in crate::volumes::pod_volumes(&pod.pod) {
+            // Only inline disks conflict on the node (claims are checked below).
+            if v.persistent_volume_claim.is_some() || !needs_check(v) {
+                continue;
+            }
             for p in &node.pods {
                 if crate::volumes::pod_volumes(&p.pod)
                     .iter()
