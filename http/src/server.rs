@@ -1,5 +1,6 @@
-//! HTTP serving with limits, for the extender and `run`'s `/metrics` `/healthz`
-//! `/readyz` (instead of `axum::serve`, which has no timeouts or connection limit).
+//! HTTP serving with limits — the one HTTP server of Corral: the extender, `run`'s
+//! and the node agent's `/metrics` `/healthz` `/readyz` (instead of `axum::serve`,
+//! which has no timeouts or connection limit).
 //!
 //! - **Header timeout** ([`ServerLimits::header_timeout`]): a connection must deliver
 //!   a complete request head within it, counted from when the server starts waiting
@@ -14,7 +15,13 @@
 //!   are closed right after accept (a full server stays responsive instead of queueing).
 //! - **Body size** ([`ServerLimits::max_body_bytes`]): `413` for a larger
 //!   `Content-Length` before reading, and a cut-off for chunked bodies.
-//! - Header size: hyper's defaults (at most 100 headers, ~400 KiB head).
+//! - Head size ([`ServerLimits::max_head_bytes`]): `431` beyond it; by default
+//!   hyper's (at most 100 headers, ~400 KiB head).
+//! - One request per connection ([`ServerLimits::keep_alive`] off, the agent): no
+//!   idle connections are kept.
+//! - Connection time bound ([`ServerLimits::connection_timeout`], the agent): the
+//!   connection is closed that long after accept whatever the client does, so a
+//!   client that never reads its response cannot hold a slot.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +48,13 @@ pub struct ServerLimits {
     /// Largest request body: a larger `Content-Length` is answered `413` before the
     /// body is read; a chunked body is cut off at this size (axum's body limit).
     pub max_body_bytes: usize,
+    /// Largest request head (hyper's read buffer, at least 8 KiB): `431` beyond.
+    /// `None`: hyper's default (~400 KiB).
+    pub max_head_bytes: Option<usize>,
+    /// Keep-alive; `false`: one request per connection.
+    pub keep_alive: bool,
+    /// Whole-connection bound from accept; `None`: only the timeouts above.
+    pub connection_timeout: Option<Duration>,
 }
 
 impl Default for ServerLimits {
@@ -50,6 +64,9 @@ impl Default for ServerLimits {
             request_timeout: Duration::from_secs(30),
             max_connections: 256,
             max_body_bytes: 1 << 20,
+            max_head_bytes: None,
+            keep_alive: true,
+            connection_timeout: None,
         }
     }
 }
@@ -155,17 +172,33 @@ pub async fn serve_until(
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
                 .header_read_timeout(lim.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
+                .keep_alive(lim.keep_alive);
+            if let Some(n) = lim.max_head_bytes {
+                b.max_buf_size(n.max(8192));
+            }
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let served = async {
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = stop.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
                 }
+            };
+            let r = match lim.connection_timeout {
+                Some(t) => match tokio::time::timeout(t, served).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!("connection over its time bound ({t:?}): closed");
+                        return;
+                    }
+                },
+                None => served.await,
             };
             if let Err(e) = r {
                 tracing::debug!("connection: {e}");
@@ -186,4 +219,70 @@ pub async fn serve_until(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn exchange(addr: std::net::SocketAddr, req: &[u8]) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(req).await.expect("write");
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The agent's mode: one request per connection (the server closes after the
+    /// response even when the client asked for keep-alive) and a whole-connection
+    /// bound that ends a request still in progress, before the request timeout.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_request_per_connection_and_connection_time_bound() {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let app = Router::new()
+            .route("/fast", axum::routing::get(|| async { "fast\n" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    "slow\n"
+                }),
+            );
+        let lim = ServerLimits {
+            request_timeout: Duration::from_secs(5),
+            keep_alive: false,
+            connection_timeout: Some(Duration::from_millis(500)),
+            max_head_bytes: Some(8192),
+            ..ServerLimits::default()
+        };
+        tokio::spawn(serve(l, app, lim));
+        let two = b"GET /fast HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n";
+        let r = exchange(addr, two).await;
+        assert_eq!(r.matches("HTTP/1.1 200").count(), 1, "{r}");
+        let t = std::time::Instant::now();
+        let r = exchange(addr, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(r.is_empty(), "{r}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        let mut big = b"GET /fast HTTP/1.1\r\nHost: x\r\nX-A: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 9000));
+        big.extend_from_slice(b"\r\n\r\n");
+        let r = exchange(addr, &big).await;
+        assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+        // Keep-alive (the default): both requests on one connection are answered;
+        // the idle connection then closes at the header timeout.
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let app = Router::new().route("/fast", axum::routing::get(|| async { "fast\n" }));
+        let lim = ServerLimits {
+            header_timeout: Duration::from_millis(500),
+            ..ServerLimits::default()
+        };
+        tokio::spawn(serve(l, app, lim));
+        let r = exchange(addr, two).await;
+        assert_eq!(r.matches("HTTP/1.1 200").count(), 2, "{r}");
+    }
 }

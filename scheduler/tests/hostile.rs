@@ -196,6 +196,7 @@ fn test_limits() -> ServerLimits {
         request_timeout: Duration::from_millis(800),
         max_connections: 8,
         max_body_bytes: corral_limits::MAX_EXTENDER_BODY_BYTES,
+        ..ServerLimits::default()
     }
 }
 

@@ -267,12 +267,7 @@ pub async fn serve(agent: Arc<Mutex<Agent>>, addr: String, opts: Options) -> Res
     let l = TcpListener::bind(&addr).await?;
     info!(%addr, pod_metrics = opts.pod_metrics, "serving /metrics /healthz /readyz");
     // bounded: head timeout and size, response time, connection limit
-    crate::serve_limits::serve_http(
-        l,
-        router(agent, opts),
-        crate::serve_limits::HttpLimits::default(),
-    )
-    .await;
+    corral_http::server::serve(l, router(agent, opts), crate::serve_limits::http_limits()).await?;
     Ok(())
 }
 

@@ -6,11 +6,12 @@
 //!   limit; an over-long line also closes the connection, it cannot be resynced); a
 //!   connection idle for [`API_IDLE_TIMEOUT`] is closed; at most
 //!   [`MAX_API_CONNECTIONS`] at once (more are closed at accept).
-//! - HTTP (`/metrics`, `/healthz`, `/readyz`, an axum router served through hyper
-//!   by [`serve_http`]): the request head must arrive within [`HTTP_HEAD_TIMEOUT`]
-//!   and fit in [`MAX_HTTP_HEAD_BYTES`] (`431` beyond); one request per connection,
-//!   and a connection ends [`HTTP_WRITE_TIMEOUT`] after that at the latest; at most
-//!   [`MAX_HTTP_CONNECTIONS`] at once (more are closed at accept).
+//! - HTTP (`/metrics`, `/healthz`, `/readyz`, an axum router served by corral-http's
+//!   bounded server with [`http_limits`]): the request head must arrive within
+//!   [`HTTP_HEAD_TIMEOUT`] and fit in [`MAX_HTTP_HEAD_BYTES`] (`431` beyond); one
+//!   request per connection, and a connection ends [`HTTP_WRITE_TIMEOUT`] after that
+//!   at the latest; at most [`MAX_HTTP_CONNECTIONS`] at once (more are closed at
+//!   accept).
 //! - A socket API request may turn its connection into a stream ([`Reply::Stream`],
 //!   the agent's `monitor`): the stream keeps the connection's slot; the line
 //!   limits no longer apply (the streamer bounds its own reads and writes).
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
@@ -33,6 +34,7 @@ pub const MAX_HTTP_CONNECTIONS: usize = 32;
 pub const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HTTP_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_HTTP_HEAD_BYTES: usize = 16 << 10;
+pub const MAX_HTTP_BODY_BYTES: usize = 64 << 10;
 
 /// Limits of a line-protocol server (tests use small ones).
 #[derive(Debug, Clone, Copy)]
@@ -195,72 +197,23 @@ where
     }
 }
 
-/// Limits of the HTTP endpoint (tests use small ones).
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    /// complete request head within this (hyper's header read timeout)
-    pub head_timeout: Duration,
-    /// largest request head: beyond it `431` (hyper's read buffer limit, at
-    /// least 8 KiB)
-    pub max_head_bytes: usize,
-    /// handling the request and writing the response after the head
-    pub response_timeout: Duration,
-    /// concurrent connections; more are closed at accept
-    pub max_connections: usize,
-}
-
-impl Default for HttpLimits {
-    fn default() -> Self {
-        HttpLimits {
-            head_timeout: HTTP_HEAD_TIMEOUT,
-            max_head_bytes: MAX_HTTP_HEAD_BYTES,
-            response_timeout: HTTP_WRITE_TIMEOUT,
-            max_connections: MAX_HTTP_CONNECTIONS,
-        }
-    }
-}
-
-/// Serves `app` (the agent's `/metrics` `/healthz` `/readyz` router) on
-/// `listener` with `lim`, through hyper directly instead of `axum::serve`
-/// (which has no timeouts or connection limit). One request per connection
-/// (no keep-alive, so no idle connections are kept): the head must arrive
-/// within `head_timeout` (a slowloris connection is closed), and the whole
-/// connection ends at `head_timeout + response_timeout` whatever the client
-/// does (a client that does not read its response cannot hold a slot).
-pub async fn serve_http(listener: TcpListener, app: axum::Router, lim: HttpLimits) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use hyper_util::service::TowerToHyperService;
-    let slots = Arc::new(Semaphore::new(lim.max_connections));
-    loop {
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
-            Err(e) => {
-                accept_pause(e).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(
-                limit = lim.max_connections,
-                "HTTP connection limit reached: closing a new connection"
-            );
-            continue;
-        };
-        let svc = TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(lim.head_timeout)
-                .max_buf_size(lim.max_head_bytes.max(8192))
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(stream), svc);
-            match tokio::time::timeout(lim.head_timeout + lim.response_timeout, conn).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "HTTP connection"),
-                Err(_) => tracing::debug!("HTTP connection over its time bound: closed"),
-            }
-        });
+/// Limits of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), served by
+/// corral-http's bounded server: one request per connection (no keep-alive, so no
+/// idle connections are kept); the head must arrive within [`HTTP_HEAD_TIMEOUT`]
+/// (a slowloris connection is closed) and fit in [`MAX_HTTP_HEAD_BYTES`] (`431`
+/// beyond); the whole connection ends [`HTTP_HEAD_TIMEOUT`] + [`HTTP_WRITE_TIMEOUT`]
+/// after accept whatever the client does (a client that does not read its response
+/// cannot hold a slot); at most [`MAX_HTTP_CONNECTIONS`] at once; GET endpoints, so
+/// a request body is at most [`MAX_HTTP_BODY_BYTES`].
+pub fn http_limits() -> corral_http::server::ServerLimits {
+    corral_http::server::ServerLimits {
+        header_timeout: HTTP_HEAD_TIMEOUT,
+        request_timeout: HTTP_WRITE_TIMEOUT,
+        max_connections: MAX_HTTP_CONNECTIONS,
+        max_body_bytes: MAX_HTTP_BODY_BYTES,
+        max_head_bytes: Some(MAX_HTTP_HEAD_BYTES),
+        keep_alive: false,
+        connection_timeout: Some(HTTP_HEAD_TIMEOUT + HTTP_WRITE_TIMEOUT),
     }
 }
 
@@ -391,16 +344,20 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn http_times_out_slow_heads_limits_size_and_connections() {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { "m 1\n" }));
-        let lim = HttpLimits {
-            head_timeout: Duration::from_millis(300),
-            max_head_bytes: MAX_HTTP_HEAD_BYTES,
-            response_timeout: Duration::from_millis(300),
+        // The agent's limits with short times and 3 connections.
+        let lim = corral_http::server::ServerLimits {
+            header_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_millis(300),
             max_connections: 3,
+            connection_timeout: Some(Duration::from_millis(600)),
+            ..http_limits()
         };
-        tokio::spawn(serve_http(l, app, lim));
+        tokio::spawn(corral_http::server::serve(l, app, lim));
         // Slowloris: a partial head, never finished.
         let mut slow = tokio::net::TcpStream::connect(addr).await.expect("slow");
         slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
