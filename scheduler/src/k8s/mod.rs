@@ -373,8 +373,9 @@ pub fn start(
     {
         let (client, limiter, metrics) = (client.clone(), limiter.clone(), metrics.clone());
         tasks.push(tokio::spawn(async move {
+            let mut on_object = std::collections::HashSet::new();
             while let Some(p) = status_rx.recv().await {
-                crds::StatusPatcher::write(&client, &limiter, p, &metrics).await;
+                crds::StatusPatcher::write(&client, &limiter, p, &metrics, &mut on_object).await;
             }
         }));
     }
