@@ -9,7 +9,7 @@
 //! ([`crate::batch::objects`], the same code `simulate` uses): [`to_raw`] turns a
 //! watched object into the loader's [`RawObject`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -167,11 +167,16 @@ impl StatusPatcher {
 
     /// Sends the patches (rate limited), up to [`STATUS_CONCURRENCY`] at once; give
     /// at most one patch per object (see [`coalesce`]).
+    /// A CRD whose `/status` answers `404` for an object that exists has no status
+    /// subresource (Volcano's PodGroup CRD: Volcano writes the status with the
+    /// object): the status is then merged into the object itself, and for that CRD
+    /// from then on (`on_object`).
     pub async fn write(
         client: &Client,
         limiter: &RateLimiter,
         patches: Vec<StatusPatch>,
         metrics: &super::metrics::Metrics,
+        on_object: &std::sync::Mutex<HashSet<Crd>>,
     ) {
         futures::stream::iter(patches)
             .for_each_concurrent(STATUS_CONCURRENCY, |p| async move {
@@ -182,10 +187,35 @@ impl StatusPatcher {
                 };
                 limiter.acquire().await;
                 let body = serde_json::json!({ "status": p.status });
-                if let Err(e) = api
-                    .patch_status(&p.name, &PatchParams::default(), &Patch::Merge(&body))
-                    .await
-                {
+                let pp = PatchParams::default();
+                let known_on_object = on_object
+                    .lock()
+                    .map(|s| s.contains(&p.crd))
+                    .unwrap_or(false);
+                let r = if known_on_object {
+                    api.patch(&p.name, &pp, &Patch::Merge(&body)).await
+                } else {
+                    match api.patch_status(&p.name, &pp, &Patch::Merge(&body)).await {
+                        Err(kube::Error::Api(s)) if s.code == 404 => {
+                            // No status subresource, or the object is gone: the
+                            // object itself tells which.
+                            limiter.acquire().await;
+                            let r = api.patch(&p.name, &pp, &Patch::Merge(&body)).await;
+                            if r.is_ok()
+                                && let Ok(mut set) = on_object.lock()
+                                && set.insert(p.crd)
+                            {
+                                tracing::info!(
+                                    "{:?}: no status subresource; writing statuses on the objects",
+                                    p.crd
+                                );
+                            }
+                            r
+                        }
+                        r => r,
+                    }
+                };
+                if let Err(e) = r {
                     metrics.status_errors.inc();
                     tracing::warn!("status of {:?} {}: {e}", p.crd, p.name);
                 } else {
@@ -319,5 +349,81 @@ mod tests {
         .expect("object");
         p.observe(Crd::VolcanoPodGroup, &o);
         assert!(p.changed(vec![patch("a", 1)]).is_empty());
+    }
+
+    /// Volcano's PodGroup CRD has no status subresource: the status goes on the
+    /// object (and stays there for the CRD); a CRD with one is patched on `/status`.
+    #[tokio::test]
+    async fn status_goes_on_the_object_without_a_status_subresource() {
+        use corral_test_apiserver::TestApiServer;
+        let server = TestApiServer::start().await.expect("server");
+        server.set_status_subresource("scheduling.volcano.sh", "podgroups", false);
+        server
+            .insert_all([
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}),
+                json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                       "metadata": {"name": "a", "namespace": "ns"}, "spec": {"minMember": 2}}),
+                json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
+                       "metadata": {"name": "b", "namespace": "ns"}, "spec": {"minMember": 2}}),
+                json!({"apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "Queue",
+                       "metadata": {"name": "q"}, "spec": {"weight": 1}}),
+            ])
+            .expect("insert");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&path).expect("kubeconfig");
+        let client = crate::k8s::client(Some(&path)).await.expect("client");
+        let limiter = RateLimiter::new(0.0, 1);
+        let metrics = super::super::metrics::Metrics::new();
+        let on_object = std::sync::Mutex::new(HashSet::new());
+        let queue = StatusPatch {
+            crd: Crd::VolcanoQueue,
+            namespace: None,
+            name: "q".into(),
+            status: json!({"state": "Open", "allocated": {"cpu": "2"}}),
+        };
+        StatusPatcher::write(
+            &client,
+            &limiter,
+            vec![patch("a", 1), queue],
+            &metrics,
+            &on_object,
+        )
+        .await;
+        let pg = |n: &str| {
+            server
+                .get("scheduling.volcano.sh", "podgroups", Some("ns"), n)
+                .expect("podgroup")
+        };
+        assert_eq!(pg("a")["status"]["running"], 1, "{}", pg("a"));
+        assert_eq!(
+            *on_object.lock().expect("lock"),
+            HashSet::from([Crd::VolcanoPodGroup])
+        );
+        let q = server
+            .get("scheduling.volcano.sh", "queues", None, "q")
+            .expect("queue");
+        assert_eq!(q["status"]["allocated"]["cpu"], "2");
+        let via_status = server.status_patches();
+        assert!(via_status.contains_key("queues/q"), "{via_status:?}");
+        assert!(!via_status.keys().any(|k| k.starts_with("podgroups/")));
+        // Later PodGroup statuses go straight to the object.
+        let before = server.requests();
+        StatusPatcher::write(
+            &client,
+            &limiter,
+            vec![patch("b", 2)],
+            &metrics,
+            &on_object,
+        )
+        .await;
+        assert_eq!(pg("b")["status"]["running"], 2);
+        assert_eq!(
+            server.requests() - before,
+            1,
+            "one request, no /status attempt"
+        );
+        assert_eq!(metrics.status_errors.get(), 0);
+        assert_eq!(metrics.status_patches.get(), 3);
     }
 }

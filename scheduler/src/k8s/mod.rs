@@ -376,13 +376,14 @@ pub fn start(
     {
         let (client, limiter, metrics) = (client.clone(), limiter.clone(), metrics.clone());
         tasks.push(tokio::spawn(async move {
+            let on_object = std::sync::Mutex::new(std::collections::HashSet::new());
             while let Some(first) = status_rx.recv().await {
                 let mut round = first;
                 while let Ok(more) = status_rx.try_recv() {
                     round.extend(more);
                 }
                 let round = crds::coalesce(round);
-                crds::StatusPatcher::write(&client, &limiter, round, &metrics).await;
+                crds::StatusPatcher::write(&client, &limiter, round, &metrics, &on_object).await;
             }
         }));
     }

@@ -267,6 +267,9 @@ struct Shared {
     /// Resource indices answered with `404` (a CRD that is not installed).
     unserved: Mutex<std::collections::HashSet<usize>>,
     unserved_requests: AtomicU64,
+    /// Resource indices without a status subresource: `.../status` answers `404`
+    /// (a CRD without `subresources.status`, as Volcano's PodGroup).
+    no_status: Mutex<std::collections::HashSet<usize>>,
     termination_grace: Duration,
     volume_controller: Option<VolumeController>,
     /// [`Options::latency`].
@@ -357,6 +360,7 @@ impl TestApiServer {
             bookmark_every: opts.bookmark_every,
             unserved: Mutex::new(std::collections::HashSet::new()),
             unserved_requests: AtomicU64::new(0),
+            no_status: Mutex::new(std::collections::HashSet::new()),
             termination_grace: opts.termination_grace,
             volume_controller: opts.volume_controller,
             latency: opts.latency,
@@ -385,6 +389,22 @@ impl TestApiServer {
         if !served {
             // Open watches of the resource end (a deleted CRD ends its watches).
             self.shared.drop_epoch.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// Gives (`true`, the default) or takes away (`false`: `.../status` answers
+    /// `404`, as for a CRD without `subresources.status`) the status subresource of
+    /// `group`/`plural`.
+    pub fn set_status_subresource(&self, group: &str, plural: &str, on: bool) {
+        let mut u = self.shared.no_status.lock().expect("no_status lock");
+        for (i, r) in RESOURCES.iter().enumerate() {
+            if r.group == group && r.plural == plural {
+                if on {
+                    u.remove(&i);
+                } else {
+                    u.insert(i);
+                }
+            }
         }
     }
 
@@ -986,6 +1006,18 @@ async fn handle_request(
         .contains(&r.res)
     {
         shared.unserved_requests.fetch_add(1, Ordering::Relaxed);
+        return error(
+            404,
+            format!("the server could not find the requested resource ({path})"),
+        );
+    }
+    if r.sub.as_deref() == Some("status")
+        && shared
+            .no_status
+            .lock()
+            .expect("no_status lock")
+            .contains(&r.res)
+    {
         return error(
             404,
             format!("the server could not find the requested resource ({path})"),

@@ -287,9 +287,12 @@ impl BatchState {
                 "unknown": c.get("Unknown").copied().unwrap_or(0),
                 "completed": c.get("Completed").copied().unwrap_or(0),
             });
-            if let Some(a) = self.queue_alloc.get(name) {
-                status["allocated"] = json!(a.to_quantities());
-            }
+            // Always present: Volcano's Queue CRD requires `status.allocated`, so a
+            // status without it would be refused on a queue that has none yet.
+            status["allocated"] = match self.queue_alloc.get(name) {
+                Some(a) => json!(a.to_quantities()),
+                None => json!({}),
+            };
             out.push(StatusPatch {
                 crd: Crd::VolcanoQueue,
                 namespace: None,
