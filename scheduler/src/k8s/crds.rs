@@ -409,14 +409,7 @@ mod tests {
         assert!(!via_status.keys().any(|k| k.starts_with("podgroups/")));
         // Later PodGroup statuses go straight to the object.
         let before = server.requests();
-        StatusPatcher::write(
-            &client,
-            &limiter,
-            vec![patch("b", 2)],
-            &metrics,
-            &on_object,
-        )
-        .await;
+        StatusPatcher::write(&client, &limiter, vec![patch("b", 2)], &metrics, &on_object).await;
         assert_eq!(pg("b")["status"]["running"], 2);
         assert_eq!(
             server.requests() - before,
