@@ -361,6 +361,28 @@ static __always_inline int hairpin_redirect(struct __sk_buff *skb)
 	return bpf_redirect_peer(skb->ifindex, 0);
 }
 
+/* The reverse entry of the client's flow to backend (baddr, bport): the
+ * backend's answer -> the frontend; to the client itself (hairpin) the
+ * answer goes to the hairpin address. Not inlined: its key and value stay
+ * off lb_dnat's frame. */
+static __attribute__((noinline)) int lb_rev_put(struct pkt *p, const __u8 *baddr, __u16 bport,
+						int hair, __u64 now)
+{
+	struct lb_nat_key k = {};
+	struct lb_nat_value v = {};
+
+	if (hair) {
+		hairpin_addr(v.addr, p->is_v6);
+		nat_key(&k, baddr, v.addr, bport, p->sport, p->proto);
+	} else {
+		nat_key(&k, baddr, p->saddr, bport, p->sport, p->proto);
+	}
+	__builtin_memcpy(v.addr, p->daddr, 16);
+	v.port = p->dport;
+	v.seen_ns = now;
+	return bpf_map_update_elem(&corral_lb_rev, &k, &v, BPF_ANY) ? -1 : 0;
+}
+
 /* Client side, before policy: 0 not a frontend, 1 translated, 2
  * translated to the client itself (hairpin), -1 error. */
 static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
@@ -392,9 +414,16 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 	now = clock_ns(nowp);
 	fv = bpf_map_lookup_elem(&corral_lb_fwd, kp);
 	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
+		/* a SYN (the client re-used the tuple for a new connection)
+		 * or the first packet after a second: the reverse entry is
+		 * written again, another flow to the same backend from the
+		 * same client port may have taken it over meanwhile */
+		int again = (p->tcp_flags & 2) || now - fv->seen_ns >= CT_REFRESH_NS;
 		if (now - fv->seen_ns >= CT_REFRESH_NS)
 			fv->seen_ns = now;
 		hair = addr_eq(fv->addr, p->saddr);
+		if (again && lb_rev_put(p, fv->addr, fv->port, hair, now) < 0)
+			return -1;
 		return nat_rewrite(skb, p, 1, fv->addr, fv->port) < 0 ? -1 : 1 + hair;
 	}
 	if (!svc->count)
@@ -406,24 +435,14 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 		return 0;
 	/* map values are 8-byte aligned: word copies, not byte by byte */
 	be = __builtin_assume_aligned(be, 8);
-	/* the reverse entry: the backend's answer -> the frontend; to the
-	 * client itself (hairpin) the answer goes to the hairpin address */
 	hair = addr_eq(be->addr, p->saddr);
-	if (hair) {
-		hairpin_addr(v.addr, p->is_v6);
-		nat_key(kp, be->addr, v.addr, be->port, p->sport, p->proto);
-	} else {
-		nat_key(kp, be->addr, p->saddr, be->port, p->sport, p->proto);
-	}
-	__builtin_memcpy(v.addr, p->daddr, 16);
-	v.port = p->dport;
-	v.seen_ns = now;
-	if (bpf_map_update_elem(&corral_lb_rev, kp, &v, BPF_ANY))
+	if (lb_rev_put(p, be->addr, be->port, hair, now) < 0)
 		return -1;
 	/* the forward entry: the client's flow -> the backend */
 	nat_key(kp, p->saddr, p->daddr, p->sport, p->dport, p->proto);
 	__builtin_memcpy(v.addr, be->addr, 16);
 	v.port = be->port;
+	v.seen_ns = now;
 	if (bpf_map_update_elem(&corral_lb_fwd, kp, &v, BPF_ANY))
 		return -1;
 	return nat_rewrite(skb, p, 1, be->addr, be->port) < 0 ? -1 : 1 + hair;
@@ -576,7 +595,7 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 	struct corral_lb_be *be;
 	__u32 n;
 	__u64 now;
-	int i;
+	int i, again = 0;
 
 	__builtin_memcpy(u.sk.addr, p->daddr, 16);
 	u.sk.port = p->dport;
@@ -591,6 +610,9 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 	now = clock_ns(nowp);
 	fv = bpf_map_lookup_elem(&corral_np_fwd, kp);
 	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
+		/* as in lb_dnat: a SYN or the first packet after a second
+		 * writes the reverse entry again */
+		again = (p->tcp_flags & 2) || now - fv->seen_ns >= CT_REFRESH_NS;
 		if (now - fv->seen_ns >= CT_REFRESH_NS)
 			fv->seen_ns = now;
 		__builtin_memcpy(&nv, fv, sizeof(nv));
@@ -607,13 +629,7 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 		__builtin_memcpy(nv.addr, be->addr, 16);
 		nv.port = be->port;
 		nv.seen_ns = now;
-		__builtin_memcpy(rv.cl_addr, p->saddr, 16);
-		rv.fe_port = p->dport;
-		rv.cl_port = p->sport;
-		rv.seen_ns = now;
-		if (svc->flags & CORRAL_LB_ETP_LOCAL) {
-			nat_key(kp, nv.addr, p->saddr, nv.port, p->sport, p->proto);
-		} else {
+		if (!(svc->flags & CORRAL_LB_ETP_LOCAL)) {
 			/* a free SNAT port: no live reverse entry of
 			 * another flow on it */
 			for (i = 0; i < NP_SNAT_TRIES; i++) {
@@ -627,11 +643,24 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 			if (i == NP_SNAT_TRIES)
 				return 2;
 		}
-		if (bpf_map_update_elem(&corral_np_rev, kp, &rv, BPF_ANY))
-			return -1;
 		/* the forward entry (with its SNAT port) */
-		nat_key(kp, rv.cl_addr, rv.fe_addr, rv.cl_port, rv.fe_port, p->proto);
+		nat_key(kp, p->saddr, p->daddr, p->sport, p->dport, p->proto);
 		if (bpf_map_update_elem(&corral_np_fwd, kp, &nv, BPF_ANY))
+			return -1;
+		again = 1;
+	}
+	if (again) {
+		/* the reverse entry: the reply as it arrives -> the frontend
+		 * and the client */
+		__builtin_memcpy(rv.cl_addr, p->saddr, 16);
+		rv.fe_port = p->dport;
+		rv.cl_port = p->sport;
+		rv.seen_ns = now;
+		if (nv.snat_port)
+			nat_key(kp, nv.addr, rv.fe_addr, nv.port, nv.snat_port, p->proto);
+		else
+			nat_key(kp, nv.addr, p->saddr, nv.port, p->sport, p->proto);
+		if (bpf_map_update_elem(&corral_np_rev, kp, &rv, BPF_ANY))
 			return -1;
 	}
 	if (nat_rewrite(skb, p, 1, nv.addr, nv.port) < 0)
