@@ -100,12 +100,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_lb_aff SEC(".maps");
 
-static __always_inline int lb_on(void)
+/* corral_lb_cfg[0]: 0 off, else CORRAL_LB_ON | CORRAL_LB_HAS_NODEPORTS */
+static __always_inline __u32 lb_on(void)
 {
 	__u32 zero = 0;
 	__u32 *on = bpf_map_lookup_elem(&corral_lb_cfg, &zero);
 
-	return on && *on;
+	return on ? *on : 0;
 }
 
 /* SCTP (RFC 9260): the CRC32c covers the SCTP packet only, no IP
@@ -294,6 +295,18 @@ static __always_inline void hairpin_addr(__u8 *a, int v6)
 	} else {
 		map_v4(a, bpf_htonl(0xa9fe2a01));
 	}
+}
+
+/* a == the hairpin address, word compares (no stack buffer) */
+static __always_inline int is_hairpin_addr(const __u8 *a, int v6)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, a, 16);
+	if (v6)
+		return w[0] == bpf_htonl(0xfd0000c0) && w[1] == bpf_htonl(0xffee0042) && !w[2] &&
+		       w[3] == bpf_htonl(1);
+	return !w[0] && !w[1] && w[2] == bpf_htonl(0xffff) && w[3] == bpf_htonl(0xa9fe2a01);
 }
 
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)

@@ -24,7 +24,12 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let ebpf = manifest.join("../../ebpf");
     let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
-    for f in ["corral.bpf.c", "corral_lb.h", "corral_abi.h", "abi_layout.c"] {
+    for f in [
+        "corral.bpf.c",
+        "corral_lb.h",
+        "corral_abi.h",
+        "abi_layout.c",
+    ] {
         println!("cargo:rerun-if-changed={}", ebpf.join(f).display());
     }
     println!("cargo:rerun-if-env-changed=CORRAL_CLANG");

@@ -89,11 +89,19 @@ impl Arm {
         }
         let (n, c, s) = (&arm.node, &arm.client, &arm.server);
         sh(&["ip", "-n", n, "link", "set", "lo", "up"])?;
-        sh(&["ip", "netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            n,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ])?;
         for (hif, pod, sub) in [("hc", c, 1), ("hs", s, 2)] {
             sh(&[
-                "ip", "-n", n, "link", "add", hif, "type", "veth", "peer", "name", "eth0",
-                "netns", pod,
+                "ip", "-n", n, "link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns",
+                pod,
             ])?;
             sh(&[
                 "ip",
@@ -180,10 +188,7 @@ impl Arm {
                     Ok(s) => {
                         lat.push(t.elapsed().as_secs_f64() * 1e6);
                         // RST on close: no TIME_WAIT, ports stay free
-                        let _ = rustix::net::sockopt::set_socket_linger(
-                            &s,
-                            Some(Duration::ZERO),
-                        );
+                        let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
                     }
                     Err(_) => failed += 1,
                 }
@@ -246,7 +251,9 @@ fn iptables_rules(n: usize) -> String {
         rules += &format!(
             "-A KUBE-SVC-{i:016X} -m comment --comment \"bench/s{i}:http -> {ep}:8080\" -j KUBE-SEP-{i:016X}\n"
         );
-        rules += &format!("-A KUBE-SEP-{i:016X} -s {ep}/32 -m comment --comment \"bench/s{i}:http\" -j KUBE-MARK-MASQ\n");
+        rules += &format!(
+            "-A KUBE-SEP-{i:016X} -s {ep}/32 -m comment --comment \"bench/s{i}:http\" -j KUBE-MARK-MASQ\n"
+        );
         rules += &format!(
             "-A KUBE-SEP-{i:016X} -p tcp -m comment --comment \"bench/s{i}:http\" -m tcp -j DNAT --to-destination {ep}:8080\n"
         );
@@ -319,10 +326,7 @@ fn main() -> Result<()> {
                 res[k].2 += failed;
             }
         }
-        for (k, name, setup) in [
-            (0, "corral eBPF", setup_a),
-            (1, "iptables DNAT", setup_b),
-        ] {
+        for (k, name, setup) in [(0, "corral eBPF", setup_a), (1, "iptables DNAT", setup_b)] {
             let (rates, lat, failed) = &mut res[k];
             if lat.is_empty() {
                 bail!("{name}: no connection succeeded with {n} Services");
