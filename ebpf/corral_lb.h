@@ -171,21 +171,15 @@ __attribute__((noinline)) int corral_sctp_ports_csum(struct __sk_buff *skb, __u3
 	return bpf_skb_store_bytes(skb, l4_off + 8, &sum, 4, 0) < 0 ? -1 : 0;
 }
 
-/* NAT of the destination (dst = 1) or source address and port of the
- * parsed TCP/UDP/SCTP packet, IPv4 or IPv6 in one path: the address change
- * is one checksum difference that goes into the TCP/UDP checksum (pseudo
- * header) and, for IPv4, the header checksum; the port change into the
- * TCP/UDP checksum, or SCTP's CRC32c (corral_sctp_ports_csum). 0 or -1. */
-static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
-						 const __u8 *naddr, __u16 nport)
+/* NAT of the destination (dst = 1) or source address of the parsed
+ * TCP/UDP/SCTP packet, IPv4 or IPv6 in one path: the change is one checksum
+ * difference that goes into the TCP/UDP checksum (pseudo header; SCTP's
+ * CRC32c has none) and, for IPv4, the header checksum. 0 or -1. */
+static __attribute__((noinline)) int nat_addr(struct __sk_buff *skb, struct pkt *p, int dst,
+					      const __u8 *naddr)
 {
-	int sctp = p->proto == IPPROTO_SCTP;
-	__u32 coff = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
-	__u64 mflag = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u8 *oaddr = dst ? p->daddr : p->saddr;
 	__u32 aoff = p->l3_off + (p->is_v6 ? (dst ? 24 : 8) : (dst ? 16 : 12));
-	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
-	__u16 np = bpf_htons(nport);
 	__s64 d;
 
 	/* naddr: caller stack or map value; oaddr: the caller's pkt */
@@ -195,7 +189,10 @@ static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct p
 		d = bpf_csum_diff((__be32 *)(oaddr + 12), 4, (__be32 *)(naddr + 12), 4, 0);
 	if (d < 0)
 		return -1;
-	if (!sctp && bpf_l4_csum_replace(skb, coff, 0, d, BPF_F_PSEUDO_HDR | mflag) < 0)
+	if (p->proto != IPPROTO_SCTP &&
+	    bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), 0, d,
+				BPF_F_PSEUDO_HDR |
+					(p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
 		return -1;
 	if (!p->is_v6 && bpf_l3_csum_replace(skb, p->l3_off + 10, 0, d, 0) < 0)
 		return -1;
@@ -205,26 +202,49 @@ static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct p
 	} else if (bpf_skb_store_bytes(skb, aoff, naddr + 12, 4, 0) < 0) {
 		return -1;
 	}
-	if (oport != np) {
+	__builtin_memcpy(oaddr, naddr, 16);
+	return 0;
+}
+
+/* The destination (dst = 1) or source port: into the TCP/UDP checksum,
+ * or SCTP's CRC32c (corral_sctp_ports_csum). 0 or -1. A subprogram of its
+ * own (not part of nat_addr): the CRC function's frame then stacks on a
+ * small one (the 512-byte stack limit is for the whole call chain). */
+static __attribute__((noinline)) int nat_port(struct __sk_buff *skb, struct pkt *p, int dst,
+					      __u16 nport)
+{
+	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
+	__u16 np = bpf_htons(nport);
+
+	if (oport == np)
+		return 0;
+	if (p->proto == IPPROTO_SCTP) {
 		__u32 oports = ((__u32)bpf_htons(p->dport) << 16) | bpf_htons(p->sport);
 		__u32 nports = dst ? (((__u32)np << 16) | bpf_htons(p->sport))
 				   : (((__u32)bpf_htons(p->dport) << 16) | np);
-		if (sctp) {
-			if (corral_sctp_ports_csum(skb, p->l3_off, p->l4_off, p->is_v6,
-						   oports ^ nports) < 0)
-				return -1;
-		} else if (bpf_l4_csum_replace(skb, coff, oport, np, mflag | 2) < 0) {
+		if (corral_sctp_ports_csum(skb, p->l3_off, p->l4_off, p->is_v6, oports ^ nports) < 0)
 			return -1;
-		}
-		if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
-			return -1;
+	} else if (bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), oport,
+				       np,
+				       (p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0) | 2) < 0) {
+		return -1;
 	}
-	__builtin_memcpy(oaddr, naddr, 16);
+	if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
+		return -1;
 	if (dst)
 		p->dport = nport;
 	else
 		p->sport = nport;
 	return 0;
+}
+
+/* NAT of one side (dst = 1: destination) of the packet: address, port. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
+				       const __u8 *naddr, __u16 nport)
+{
+	if (nat_addr(skb, p, dst, naddr) < 0)
+		return -1;
+	return nat_port(skb, p, dst, nport);
 }
 
 static __always_inline int lb_proto(__u8 proto)
