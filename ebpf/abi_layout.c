@@ -112,6 +112,8 @@ int main(void)
 	K(CORRAL_MARK_DEFER, MARK_DEFER);
 	K(CORRAL_LB_NODEPORT, LB_NODEPORT);
 	K(CORRAL_LB_ETP_LOCAL, LB_ETP_LOCAL);
+	K(CORRAL_LB_ON, LB_ON);
+	K(CORRAL_LB_HAS_NODEPORTS, LB_HAS_NODEPORTS);
 
 	S(corral_tier_range, TierRange);
 	F(corral_tier_range, TierRange, proto, proto);

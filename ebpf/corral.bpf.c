@@ -799,7 +799,8 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	__u64 len = skb->len;
 	__u64 now = 0; /* read lazily, see clock_ns() */
 	int reason = DROP_NONE;
-	int lb = 0, redir = 0;
+	__u32 lb = 0;
+	int redir = 0;
 	int hp = 0; /* hairpin: 1 the pod's flow to itself, 2 its answer */
 
 	if (!cfg)
@@ -810,9 +811,9 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
-	lb = p.has_l3 && !p.frag && lb_on();
+	lb = p.has_l3 && !p.frag ? lb_on() : 0;
 	if (dir == CORRAL_DIR_EGRESS && lb && lb_proto(p.proto)) {
-		int r = hairpin_reply(skb, &p);
+		int r = is_hairpin_addr(p.daddr, p.is_v6) ? hairpin_reply(skb, &p) : 0;
 		if (r > 0) {
 			hp = 2;
 		} else if (!r) {
@@ -855,7 +856,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 		goto out;
 	}
 	/* a local backend's reply to a NodePort client */
-	if (dir == CORRAL_DIR_EGRESS && lb && !hp && lb_proto(p.proto)) {
+	if (dir == CORRAL_DIR_EGRESS && (lb & CORRAL_LB_HAS_NODEPORTS) && !hp && lb_proto(p.proto)) {
 		redir = np_reverse(skb, &p, &now);
 		if (redir < 0) {
 			reason = DROP_MALFORMED;
@@ -930,7 +931,7 @@ int corral_node_in(struct __sk_buff *skb)
 	__u64 now = 0;
 	int r;
 
-	if (!lb_on() || parse(skb, &p) < 0 || !p.has_l3 || p.frag || !lb_proto(p.proto))
+	if (!(lb_on() & CORRAL_LB_HAS_NODEPORTS) || parse(skb, &p) < 0 || !p.has_l3 || p.frag || !lb_proto(p.proto))
 		return TC_ACT_UNSPEC;
 	r = np_reverse(skb, &p, &now);
 	if (!r)

@@ -196,6 +196,12 @@ struct corral_lb_svc {
 #define CORRAL_LB_NODEPORT 1
 #define CORRAL_LB_ETP_LOCAL 2
 
+/* Array "corral_lb_cfg"[0]: 0 = translation off, else these bits. The
+ * NodePort paths (corral_node_in; the backend-side reply lookup at every
+ * pod's egress) run only with CORRAL_LB_HAS_NODEPORTS. */
+#define CORRAL_LB_ON 1
+#define CORRAL_LB_HAS_NODEPORTS 2
+
 struct corral_lb_be_key {
 	__u32 svc_id;
 	__u32 index;

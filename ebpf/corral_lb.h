@@ -100,12 +100,13 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_lb_aff SEC(".maps");
 
-static __always_inline int lb_on(void)
+/* corral_lb_cfg[0]: 0 off, else CORRAL_LB_ON | CORRAL_LB_HAS_NODEPORTS */
+static __always_inline __u32 lb_on(void)
 {
 	__u32 zero = 0;
 	__u32 *on = bpf_map_lookup_elem(&corral_lb_cfg, &zero);
 
-	return on && *on;
+	return on ? *on : 0;
 }
 
 /* SCTP (RFC 9260): the CRC32c covers the SCTP packet only, no IP
@@ -170,21 +171,15 @@ __attribute__((noinline)) int corral_sctp_ports_csum(struct __sk_buff *skb, __u3
 	return bpf_skb_store_bytes(skb, l4_off + 8, &sum, 4, 0) < 0 ? -1 : 0;
 }
 
-/* NAT of the destination (dst = 1) or source address and port of the
- * parsed TCP/UDP/SCTP packet, IPv4 or IPv6 in one path: the address change
- * is one checksum difference that goes into the TCP/UDP checksum (pseudo
- * header) and, for IPv4, the header checksum; the port change into the
- * TCP/UDP checksum, or SCTP's CRC32c (corral_sctp_ports_csum). 0 or -1. */
-static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
-						 const __u8 *naddr, __u16 nport)
+/* NAT of the destination (dst = 1) or source address of the parsed
+ * TCP/UDP/SCTP packet, IPv4 or IPv6 in one path: the change is one checksum
+ * difference that goes into the TCP/UDP checksum (pseudo header; SCTP's
+ * CRC32c has none) and, for IPv4, the header checksum. 0 or -1. */
+static __attribute__((noinline)) int nat_addr(struct __sk_buff *skb, struct pkt *p, int dst,
+					      const __u8 *naddr)
 {
-	int sctp = p->proto == IPPROTO_SCTP;
-	__u32 coff = p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6);
-	__u64 mflag = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 	__u8 *oaddr = dst ? p->daddr : p->saddr;
 	__u32 aoff = p->l3_off + (p->is_v6 ? (dst ? 24 : 8) : (dst ? 16 : 12));
-	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
-	__u16 np = bpf_htons(nport);
 	__s64 d;
 
 	/* naddr: caller stack or map value; oaddr: the caller's pkt */
@@ -194,7 +189,10 @@ static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct p
 		d = bpf_csum_diff((__be32 *)(oaddr + 12), 4, (__be32 *)(naddr + 12), 4, 0);
 	if (d < 0)
 		return -1;
-	if (!sctp && bpf_l4_csum_replace(skb, coff, 0, d, BPF_F_PSEUDO_HDR | mflag) < 0)
+	if (p->proto != IPPROTO_SCTP &&
+	    bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), 0, d,
+				BPF_F_PSEUDO_HDR |
+					(p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
 		return -1;
 	if (!p->is_v6 && bpf_l3_csum_replace(skb, p->l3_off + 10, 0, d, 0) < 0)
 		return -1;
@@ -204,26 +202,49 @@ static __attribute__((noinline)) int nat_rewrite(struct __sk_buff *skb, struct p
 	} else if (bpf_skb_store_bytes(skb, aoff, naddr + 12, 4, 0) < 0) {
 		return -1;
 	}
-	if (oport != np) {
+	__builtin_memcpy(oaddr, naddr, 16);
+	return 0;
+}
+
+/* The destination (dst = 1) or source port: into the TCP/UDP checksum,
+ * or SCTP's CRC32c (corral_sctp_ports_csum). 0 or -1. A subprogram of its
+ * own (not part of nat_addr): the CRC function's frame then stacks on a
+ * small one (the 512-byte stack limit is for the whole call chain). */
+static __attribute__((noinline)) int nat_port(struct __sk_buff *skb, struct pkt *p, int dst,
+					      __u16 nport)
+{
+	__u16 oport = bpf_htons(dst ? p->dport : p->sport);
+	__u16 np = bpf_htons(nport);
+
+	if (oport == np)
+		return 0;
+	if (p->proto == IPPROTO_SCTP) {
 		__u32 oports = ((__u32)bpf_htons(p->dport) << 16) | bpf_htons(p->sport);
 		__u32 nports = dst ? (((__u32)np << 16) | bpf_htons(p->sport))
 				   : (((__u32)bpf_htons(p->dport) << 16) | np);
-		if (sctp) {
-			if (corral_sctp_ports_csum(skb, p->l3_off, p->l4_off, p->is_v6,
-						   oports ^ nports) < 0)
-				return -1;
-		} else if (bpf_l4_csum_replace(skb, coff, oport, np, mflag | 2) < 0) {
+		if (corral_sctp_ports_csum(skb, p->l3_off, p->l4_off, p->is_v6, oports ^ nports) < 0)
 			return -1;
-		}
-		if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
-			return -1;
+	} else if (bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), oport,
+				       np,
+				       (p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0) | 2) < 0) {
+		return -1;
 	}
-	__builtin_memcpy(oaddr, naddr, 16);
+	if (bpf_skb_store_bytes(skb, p->l4_off + (dst ? 2 : 0), &np, 2, 0) < 0)
+		return -1;
 	if (dst)
 		p->dport = nport;
 	else
 		p->sport = nport;
 	return 0;
+}
+
+/* NAT of one side (dst = 1: destination) of the packet: address, port. */
+static __always_inline int nat_rewrite(struct __sk_buff *skb, struct pkt *p, int dst,
+				       const __u8 *naddr, __u16 nport)
+{
+	if (nat_addr(skb, p, dst, naddr) < 0)
+		return -1;
+	return nat_port(skb, p, dst, nport);
 }
 
 static __always_inline int lb_proto(__u8 proto)
@@ -296,6 +317,18 @@ static __always_inline void hairpin_addr(__u8 *a, int v6)
 	}
 }
 
+/* a == the hairpin address, word compares (no stack buffer) */
+static __always_inline int is_hairpin_addr(const __u8 *a, int v6)
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, a, 16);
+	if (v6)
+		return w[0] == bpf_htonl(0xfd0000c0) && w[1] == bpf_htonl(0xffee0042) && !w[2] &&
+		       w[3] == bpf_htonl(1);
+	return !w[0] && !w[1] && w[2] == bpf_htonl(0xffff) && w[3] == bpf_htonl(0xa9fe2a01);
+}
+
 static __always_inline int addr_eq(const __u8 *a, const __u8 *b)
 {
 	__u64 a0, a1, b0, b1;
@@ -361,6 +394,28 @@ static __always_inline int hairpin_redirect(struct __sk_buff *skb)
 	return bpf_redirect_peer(skb->ifindex, 0);
 }
 
+/* The reverse entry of the client's flow to backend (baddr, bport): the
+ * backend's answer -> the frontend; to the client itself (hairpin) the
+ * answer goes to the hairpin address. Not inlined: its key and value stay
+ * off lb_dnat's frame. */
+static __attribute__((noinline)) int lb_rev_put(struct pkt *p, const __u8 *baddr, __u16 bport,
+						int hair, __u64 now)
+{
+	struct lb_nat_key k = {};
+	struct lb_nat_value v = {};
+
+	if (hair) {
+		hairpin_addr(v.addr, p->is_v6);
+		nat_key(&k, baddr, v.addr, bport, p->sport, p->proto);
+	} else {
+		nat_key(&k, baddr, p->saddr, bport, p->sport, p->proto);
+	}
+	__builtin_memcpy(v.addr, p->daddr, 16);
+	v.port = p->dport;
+	v.seen_ns = now;
+	return bpf_map_update_elem(&corral_lb_rev, &k, &v, BPF_ANY) ? -1 : 0;
+}
+
 /* Client side, before policy: 0 not a frontend, 1 translated, 2
  * translated to the client itself (hairpin), -1 error. */
 static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
@@ -392,9 +447,16 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 	now = clock_ns(nowp);
 	fv = bpf_map_lookup_elem(&corral_lb_fwd, kp);
 	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
+		/* a SYN (the client re-used the tuple for a new connection)
+		 * or the first packet after a second: the reverse entry is
+		 * written again, another flow to the same backend from the
+		 * same client port may have taken it over meanwhile */
+		int again = (p->tcp_flags & 2) || now - fv->seen_ns >= CT_REFRESH_NS;
 		if (now - fv->seen_ns >= CT_REFRESH_NS)
 			fv->seen_ns = now;
 		hair = addr_eq(fv->addr, p->saddr);
+		if (again && lb_rev_put(p, fv->addr, fv->port, hair, now) < 0)
+			return -1;
 		return nat_rewrite(skb, p, 1, fv->addr, fv->port) < 0 ? -1 : 1 + hair;
 	}
 	if (!svc->count)
@@ -406,24 +468,14 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 		return 0;
 	/* map values are 8-byte aligned: word copies, not byte by byte */
 	be = __builtin_assume_aligned(be, 8);
-	/* the reverse entry: the backend's answer -> the frontend; to the
-	 * client itself (hairpin) the answer goes to the hairpin address */
 	hair = addr_eq(be->addr, p->saddr);
-	if (hair) {
-		hairpin_addr(v.addr, p->is_v6);
-		nat_key(kp, be->addr, v.addr, be->port, p->sport, p->proto);
-	} else {
-		nat_key(kp, be->addr, p->saddr, be->port, p->sport, p->proto);
-	}
-	__builtin_memcpy(v.addr, p->daddr, 16);
-	v.port = p->dport;
-	v.seen_ns = now;
-	if (bpf_map_update_elem(&corral_lb_rev, kp, &v, BPF_ANY))
+	if (lb_rev_put(p, be->addr, be->port, hair, now) < 0)
 		return -1;
 	/* the forward entry: the client's flow -> the backend */
 	nat_key(kp, p->saddr, p->daddr, p->sport, p->dport, p->proto);
 	__builtin_memcpy(v.addr, be->addr, 16);
 	v.port = be->port;
+	v.seen_ns = now;
 	if (bpf_map_update_elem(&corral_lb_fwd, kp, &v, BPF_ANY))
 		return -1;
 	return nat_rewrite(skb, p, 1, be->addr, be->port) < 0 ? -1 : 1 + hair;
@@ -576,7 +628,7 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 	struct corral_lb_be *be;
 	__u32 n;
 	__u64 now;
-	int i;
+	int i, again = 0;
 
 	__builtin_memcpy(u.sk.addr, p->daddr, 16);
 	u.sk.port = p->dport;
@@ -591,6 +643,9 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 	now = clock_ns(nowp);
 	fv = bpf_map_lookup_elem(&corral_np_fwd, kp);
 	if (fv && now - fv->seen_ns < lb_timeout(p->proto)) {
+		/* as in lb_dnat: a SYN or the first packet after a second
+		 * writes the reverse entry again */
+		again = (p->tcp_flags & 2) || now - fv->seen_ns >= CT_REFRESH_NS;
 		if (now - fv->seen_ns >= CT_REFRESH_NS)
 			fv->seen_ns = now;
 		__builtin_memcpy(&nv, fv, sizeof(nv));
@@ -607,13 +662,7 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 		__builtin_memcpy(nv.addr, be->addr, 16);
 		nv.port = be->port;
 		nv.seen_ns = now;
-		__builtin_memcpy(rv.cl_addr, p->saddr, 16);
-		rv.fe_port = p->dport;
-		rv.cl_port = p->sport;
-		rv.seen_ns = now;
-		if (svc->flags & CORRAL_LB_ETP_LOCAL) {
-			nat_key(kp, nv.addr, p->saddr, nv.port, p->sport, p->proto);
-		} else {
+		if (!(svc->flags & CORRAL_LB_ETP_LOCAL)) {
 			/* a free SNAT port: no live reverse entry of
 			 * another flow on it */
 			for (i = 0; i < NP_SNAT_TRIES; i++) {
@@ -627,11 +676,24 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 			if (i == NP_SNAT_TRIES)
 				return 2;
 		}
-		if (bpf_map_update_elem(&corral_np_rev, kp, &rv, BPF_ANY))
-			return -1;
 		/* the forward entry (with its SNAT port) */
-		nat_key(kp, rv.cl_addr, rv.fe_addr, rv.cl_port, rv.fe_port, p->proto);
+		nat_key(kp, p->saddr, p->daddr, p->sport, p->dport, p->proto);
 		if (bpf_map_update_elem(&corral_np_fwd, kp, &nv, BPF_ANY))
+			return -1;
+		again = 1;
+	}
+	if (again) {
+		/* the reverse entry: the reply as it arrives -> the frontend
+		 * and the client */
+		__builtin_memcpy(rv.cl_addr, p->saddr, 16);
+		rv.fe_port = p->dport;
+		rv.cl_port = p->sport;
+		rv.seen_ns = now;
+		if (nv.snat_port)
+			nat_key(kp, nv.addr, rv.fe_addr, nv.port, nv.snat_port, p->proto);
+		else
+			nat_key(kp, nv.addr, p->saddr, nv.port, p->sport, p->proto);
+		if (bpf_map_update_elem(&corral_np_rev, kp, &rv, BPF_ANY))
 			return -1;
 	}
 	if (nat_rewrite(skb, p, 1, nv.addr, nv.port) < 0)

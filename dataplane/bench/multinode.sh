@@ -12,7 +12,7 @@
 # Usage: ROUNDS=3 SECS=5 bash dataplane/bench/multinode.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-REL=$ROOT/target/release
+REL=${REL:-$ROOT/target/release}
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
 ID=$(( $$ % 4096 ))

@@ -1,8 +1,8 @@
 //! Cost of Corral's Service translation (`--kube-proxy-replacement`) at
 //! 100 / 1,000 / 10,000 Services × 10 endpoints, measured in the kernel
 //! with BPF_PROG_TEST_RUN on `corral_from_pod` (a client pod's egress):
-//! a new flow (frontend lookup, random backend, two LRU inserts, DNAT), a
-//! packet of an established flow (frontend + flow lookup, DNAT), a packet
+//! a new flow (SYN: frontend lookup, random backend, two LRU inserts, DNAT), a
+//! packet of an established flow (ACK: frontend + flow lookup, DNAT), a packet
 //! to a non-Service address with translation on, and translation off. Each
 //! is a single run on a fresh copy of the frame (the test run re-uses one
 //! skb, which the first run would translate), so every column carries the
@@ -32,6 +32,15 @@ fn frontend(i: usize) -> [u8; 4] {
 
 /// Ethernet + IPv4 + TCP SYN 198.18.0.2:`sport` → `dst`:80.
 fn syn(dst: [u8; 4], sport: u16) -> Vec<u8> {
+    tcp(dst, sport, 0x02)
+}
+
+/// The same with an ACK: a packet of an established flow.
+fn ack(dst: [u8; 4], sport: u16) -> Vec<u8> {
+    tcp(dst, sport, 0x10)
+}
+
+fn tcp(dst: [u8; 4], sport: u16, flags: u8) -> Vec<u8> {
     let mut p = vec![0u8; 14 + 20 + 20];
     p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip = &mut p[14..34];
@@ -45,7 +54,7 @@ fn syn(dst: [u8; 4], sport: u16) -> Vec<u8> {
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
     tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
     tcp[12] = 5 << 4;
-    tcp[13] = 0x02;
+    tcp[13] = flags;
     p
 }
 
@@ -169,10 +178,10 @@ fn run(pin: &std::path::Path, rounds: usize) -> Result<()> {
                 }
                 Ok(())
             };
-            once(&dp, &syn(target, sport), &mut est)?;
-            once(&dp, &syn([198, 18, 9, 9], 999), &mut other)?;
+            once(&dp, &ack(target, sport), &mut est)?;
+            once(&dp, &ack([198, 18, 9, 9], 999), &mut other)?;
             dp.set_lb(false)?;
-            once(&dp, &syn(target, sport), &mut off)?;
+            once(&dp, &ack(target, sport), &mut off)?;
         }
         let f = |v: Vec<f64>| {
             let (m, lo, hi) = median_spread(v);

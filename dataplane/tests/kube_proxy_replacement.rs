@@ -629,3 +629,63 @@ fn hairpin_through_own_service() {
         );
     }
 }
+
+/// One TCP connection from `from`'s source port `sport` to `to`, closed
+/// with RST (the client can re-use the port at once): the answer byte.
+fn tcp_from_port(from: &str, to: SocketAddr, sport: u16) -> Option<u8> {
+    use rustix::net::{AddressFamily, SocketType, bind, connect, socket, sockopt};
+    in_netns(from, move || {
+        let fd = socket(AddressFamily::INET, SocketType::STREAM, None).ok()?;
+        sockopt::set_socket_reuseaddr(&fd, true).ok()?;
+        // below the SYN retransmission time (1 s): the first SYN counts
+        let t = Some(Duration::from_millis(800));
+        sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, t).ok()?;
+        bind(&fd, &SocketAddr::new("0.0.0.0".parse().unwrap(), sport)).ok()?;
+        connect(&fd, &to).ok()?;
+        let mut s = TcpStream::from(fd);
+        let _ = s.set_read_timeout(t);
+        let mut b = [0u8; 1];
+        let got = matches!(s.read(&mut b), Ok(1)).then_some(b[0]);
+        let _ = rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO));
+        got
+    })
+}
+
+/// A client port re-used for a new connection to another Service with the
+/// same backend, then to the first again: each connection is answered
+/// (the reverse entry follows the newest flow on a re-used tuple; before,
+/// the third connection's SYN-ACK came back from the second Service).
+#[test]
+fn client_port_reused_across_services() {
+    let Some(_g) = privileged("client_port_reused_across_services") else {
+        return;
+    };
+    let mut node = Node::new();
+    let a = node.add_pod("x", "a");
+    let b = node.add_pod("x", "b");
+    backend(&node.pods[b].netns, b'b');
+    let mut y = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x, labels: {kubernetes.io/metadata.name: x}}\n",
+    );
+    for (name, cip) in [("s1", "198.18.250.21"), ("s2", "198.18.250.22")] {
+        y += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: x}}\nspec:\n  clusterIP: {cip}\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: x, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n- {{addresses: [\"{}\"], conditions: {{ready: true}}}}\n",
+            node.pods[b].ip4
+        );
+    }
+    std::fs::write(node.manifests().join("svc.yaml"), &y).expect("write svc");
+    let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
+    for i in [a, b] {
+        agent.register(node.pods[i].spec());
+    }
+    let client = node.pods[a].netns.clone();
+    let s1: SocketAddr = "198.18.250.21:80".parse().unwrap();
+    let s2: SocketAddr = "198.18.250.22:80".parse().unwrap();
+    for (k, to) in [s1, s2, s1, s2, s1].into_iter().enumerate() {
+        assert_eq!(
+            tcp_from_port(&client, to, 45678),
+            Some(b'b'),
+            "connection {k} from port 45678 to {to}"
+        );
+    }
+}

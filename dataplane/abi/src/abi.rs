@@ -213,6 +213,10 @@ pub const LB_NODEPORT: u16 = 1;
 /// `LbSvc::flags`: externalTrafficPolicy Local (node-local backends only,
 /// client source kept)
 pub const LB_ETP_LOCAL: u16 = 2;
+/// `corral_lb_cfg[0]`: translation on
+pub const LB_ON: u32 = 1;
+/// `corral_lb_cfg[0]`: NodePort frontends exist (NodePort paths run)
+pub const LB_HAS_NODEPORTS: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

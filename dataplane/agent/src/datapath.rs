@@ -718,13 +718,43 @@ impl Datapath {
     }
 
     /// Switches Corral's Service translation on or off (`corral_lb_cfg`).
+    /// On keeps the NodePort bit a previous agent left (until the next
+    /// `sync_lb` sets it from the table), so a restart does not pause
+    /// NodePort translation.
     pub fn set_lb(&mut self, on: bool) -> Result<()> {
         let m = self
             .bpf
             .map_mut("corral_lb_cfg")
             .ok_or_else(|| map_err("corral_lb_cfg"))?;
         let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
-        a.set(0, u32::from(on), 0)?;
+        let v = if on {
+            a.get(&0, 0).unwrap_or(0) | abi::LB_ON
+        } else {
+            0
+        };
+        a.set(0, v, 0)?;
+        Ok(())
+    }
+
+    /// Sets the NodePort bit of `corral_lb_cfg` (translation on only).
+    fn set_lb_nodeports(&mut self, any: bool) -> Result<()> {
+        let m = self
+            .bpf
+            .map_mut("corral_lb_cfg")
+            .ok_or_else(|| map_err("corral_lb_cfg"))?;
+        let mut a: Array<&mut MapData, u32> = Array::try_from(m)?;
+        let cur = a.get(&0, 0).unwrap_or(0);
+        if cur & abi::LB_ON == 0 {
+            return Ok(());
+        }
+        let v = if any {
+            cur | abi::LB_HAS_NODEPORTS
+        } else {
+            cur & !abi::LB_HAS_NODEPORTS
+        };
+        if v != cur {
+            a.set(0, v, 0)?;
+        }
         Ok(())
     }
 
@@ -790,7 +820,8 @@ impl Datapath {
         for k in &stale {
             let _ = m.remove(k);
         }
-        Ok(())
+        // the NodePort paths run only while there are node ports
+        self.set_lb_nodeports(table.values().any(|e| e.flags & abi::LB_NODEPORT != 0))
     }
 
     pub fn service_entries(&mut self) -> Result<usize> {

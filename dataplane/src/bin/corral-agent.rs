@@ -98,11 +98,12 @@ struct RunArgs {
     /// adds the underlay and VXLAN devices itself)
     #[arg(long = "node-out-iface")]
     node_out_ifaces: Vec<String>,
-    /// Corral translates Service traffic itself (ClusterIP TCP/UDP → ready
-    /// endpoints from EndpointSlices, at the client pod's veth, policy on
-    /// the backend), so kube-proxy is not needed for pod-to-Service traffic.
-    /// Services and EndpointSlices come from the Kubernetes source (watch)
-    /// or --manifests.
+    /// Corral translates Service traffic itself, so kube-proxy is not
+    /// needed: ClusterIP TCP/UDP/SCTP → ready endpoints from EndpointSlices
+    /// at the client pod's veth (policy on the backend), NodePorts from
+    /// outside at the node devices (--routing's, --node-out-iface) with
+    /// externalTrafficPolicy Cluster (SNAT) or Local. Services and
+    /// EndpointSlices come from the Kubernetes source (watch) or --manifests.
     #[arg(long)]
     kube_proxy_replacement: bool,
     /// node addresses NodePorts are served on (--kube-proxy-replacement;
