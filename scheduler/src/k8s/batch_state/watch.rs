@@ -377,11 +377,8 @@ impl BatchState {
                     out.queues.extend(one.queues.iter().cloned());
                     out.groups.extend(one.groups.iter().cloned());
                     out.hypernodes.extend(one.hypernodes.iter().cloned());
-                    out.network_topology.extend(
-                        one.network_topology
-                            .iter()
-                            .map(|(k, v)| (k.clone(), v.clone())),
-                    );
+                    out.network_topology
+                        .extend(one.network_topology.iter().map(|(k, v)| (k.clone(), *v)));
                     out.errors.extend(one.errors.iter().cloned());
                 }
             }
