@@ -204,3 +204,47 @@ async fn lowering_min_member_releases_a_waiting_gang() {
     assert!(patches.is_empty(), "pod status patches: {patches:?}");
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_gang_has_all_its_bindings_in_flight_at_once() {
+    // Every request takes 300 ms: bound one after another, 8 members would take
+    // ≥ 2.4 s from the first binding to the last; in flight together, about one
+    // round trip.
+    const LATENCY: Duration = Duration::from_millis(300);
+    let server = TestApiServer::start_with(corral_test_apiserver::Options {
+        latency: LATENCY,
+        ..Default::default()
+    })
+    .await
+    .expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    server.insert(node("n0")).expect("node");
+    server.insert(group("pg", 8)).expect("pg");
+    for i in 0..8 {
+        server.insert(member(&format!("m{i}"), "pg")).expect("pod");
+    }
+    let h = start_sched(&server).await;
+    let t0 = Instant::now();
+    let first = loop {
+        if !server.bindings().is_empty() {
+            break t0.elapsed();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no binding");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    wait_for("all 8 bound", Duration::from_secs(60), || {
+        server.bindings().len() == 8
+    })
+    .await;
+    let spread = t0.elapsed() - first;
+    assert!(
+        spread < LATENCY * 7,
+        "first to last binding took {spread:?}: the members were bound one after another"
+    );
+    for (k, n) in server.bindings() {
+        assert_eq!(n, 1, "{k} bound {n} times");
+    }
+    h.stop();
+}
