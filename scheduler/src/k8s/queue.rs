@@ -1,4 +1,5 @@
-//! The pending-pod queue of `corral-scheduler run`: active (by priority, then arrival),
+//! The pending-pod queue of `corral-scheduler run`: active (replacements of a failed
+//! node's pods first — see `failover.rs` —, then by priority, then arrival),
 //! backoff (by default 1 s → 10 s, doubling per failed attempt; the configuration's
 //! `podInitialBackoffSeconds` / `podMaxBackoffSeconds` as in kube-scheduler) and
 //! unschedulable (parked until
@@ -69,9 +70,11 @@ pub struct Entry {
     /// When the pod was first seen pending (e2e latency).
     pub enqueued: Instant,
     pub parked_at: Instant,
+    /// Replaces a pod of a failed node: ahead of every other pending pod.
+    pub first: bool,
 }
 
-type ActiveKey = (Reverse<i32>, u64, String);
+type ActiveKey = (bool, Reverse<i32>, u64, String);
 
 #[derive(Default)]
 pub struct Queue {
@@ -84,8 +87,8 @@ pub struct Queue {
     incoming: BTreeMap<(&'static str, &'static str), u64>,
 }
 
-fn akey(info: &PodInfo) -> ActiveKey {
-    (Reverse(info.priority), info.seq, info.key.clone())
+fn akey(first: bool, info: &PodInfo) -> ActiveKey {
+    (!first, Reverse(info.priority), info.seq, info.key.clone())
 }
 
 impl Queue {
@@ -136,11 +139,17 @@ impl Queue {
 
     /// Adds a newly pending pod or updates a tracked one (keeping its state).
     pub fn upsert(&mut self, info: Arc<PodInfo>, now: Instant) {
+        self.upsert_first(info, now, false);
+    }
+
+    /// [`Queue::upsert`]; a new pod with `first` goes ahead of every pod without it
+    /// (a tracked pod keeps its place).
+    pub fn upsert_first(&mut self, info: Arc<PodInfo>, now: Instant, first: bool) {
         match self.entries.get_mut(&info.key) {
             Some(e) => {
                 if e.state == State::Active {
-                    self.active.remove(&akey(&e.info));
-                    self.active.insert(akey(&info));
+                    self.active.remove(&akey(e.first, &e.info));
+                    self.active.insert(akey(e.first, &info));
                 }
                 // Keep the original sequence number so the order stays stable.
                 let mut info = info;
@@ -148,8 +157,8 @@ impl Queue {
                     let mut i = (*info).clone();
                     i.seq = e.info.seq;
                     if e.state == State::Active {
-                        self.active.remove(&akey(&info));
-                        self.active.insert(akey(&i));
+                        self.active.remove(&akey(e.first, &info));
+                        self.active.insert(akey(e.first, &i));
                     }
                     info = Arc::new(i);
                 }
@@ -157,7 +166,7 @@ impl Queue {
             }
             None => {
                 self.came_in("active", "PodAdd", 1);
-                self.active.insert(akey(&info));
+                self.active.insert(akey(first, &info));
                 self.entries.insert(
                     info.key.clone(),
                     Entry {
@@ -167,6 +176,7 @@ impl Queue {
                         ready_at: now,
                         enqueued: now,
                         parked_at: now,
+                        first,
                     },
                 );
             }
@@ -177,19 +187,25 @@ impl Queue {
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let e = self.entries.remove(key)?;
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         Some(e)
     }
 
-    /// Pops up to `n` active pods and marks them in flight.
+    /// Pops up to `n` active pods and marks them in flight. Replacements of a failed
+    /// node's pods are never mixed with other pods in one batch (the engine orders a
+    /// batch by priority): they are placed before anything else.
     pub fn pop_active(&mut self, n: usize) -> Vec<Arc<PodInfo>> {
         let mut out = Vec::with_capacity(n.min(self.active.len()));
+        let head_first = self.active.first().is_some_and(|k| !k.0);
         while out.len() < n {
+            if head_first && self.active.first().is_some_and(|k| k.0) {
+                break;
+            }
             let Some(k) = self.active.pop_first() else {
                 break;
             };
-            if let Some(e) = self.entries.get_mut(&k.2) {
+            if let Some(e) = self.entries.get_mut(&k.3) {
                 e.state = State::InFlight;
                 out.push(e.info.clone());
             }
@@ -205,7 +221,7 @@ impl Queue {
             return None;
         }
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         e.state = State::InFlight;
         Some(e.info.clone())
@@ -221,7 +237,7 @@ impl Queue {
         e.ready_at = now + self.backoff_cfg.after(e.attempts);
         e.parked_at = now;
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         let attempts = e.attempts;
         if unschedulable {
@@ -241,7 +257,7 @@ impl Queue {
             && e.state != State::Active
         {
             e.state = State::Active;
-            self.active.insert(akey(&e.info));
+            self.active.insert(akey(e.first, &e.info));
         }
     }
 
@@ -273,7 +289,7 @@ impl Queue {
                 && e.ready_at <= t
             {
                 e.state = State::Active;
-                self.active.insert(akey(&e.info));
+                self.active.insert(akey(e.first, &e.info));
                 *self
                     .incoming
                     .entry(("active", "BackoffComplete"))
@@ -291,7 +307,7 @@ impl Queue {
         for k in flush {
             if let Some(e) = self.entries.get_mut(&k) {
                 e.state = State::Active;
-                self.active.insert(akey(&e.info));
+                self.active.insert(akey(e.first, &e.info));
                 *self
                     .incoming
                     .entry(("active", "UnschedulableTimeout"))
@@ -367,6 +383,26 @@ mod tests {
         q.upsert(info("a", 0, 9), now);
         assert!(q.pop_active(10).is_empty());
         assert_eq!(q.counts()[State::InFlight as usize], 3);
+    }
+
+    /// Replacements of a failed node's pods go first (by priority among them), and
+    /// keep that place across backoff.
+    #[test]
+    fn failed_node_replacements_pop_first() {
+        let now = Instant::now();
+        let mut q = Queue::default();
+        q.upsert(info("urgent", 100, 1), now);
+        q.upsert_first(info("web", 5, 3), now, true);
+        q.upsert_first(info("db", 50, 4), now, true);
+        q.upsert(info("batch", 0, 2), now);
+        let got: Vec<String> = q.pop_active(10).iter().map(|p| p.name.clone()).collect();
+        assert_eq!(got, ["db", "web"], "a batch of replacements only");
+        q.failed("default/web", now, false);
+        q.tick(now + Duration::from_secs(1));
+        let got: Vec<String> = q.pop_active(10).iter().map(|p| p.name.clone()).collect();
+        assert_eq!(got, ["web"]);
+        let got: Vec<String> = q.pop_active(10).iter().map(|p| p.name.clone()).collect();
+        assert_eq!(got, ["urgent", "batch"]);
     }
 
     #[test]
