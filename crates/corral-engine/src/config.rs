@@ -534,7 +534,10 @@ mod tests {
             "{base}corral:\n  haReserve:\n    minPriority: 100\n    pools: [{{name: all, reserve: {{gpu: \"1\"}}}}]\n"
         ))
         .unwrap_err();
-        assert!(e.0.starts_with("corral.haReserve.pools[0].reserve.gpu:"), "{e}");
+        assert!(
+            e.0.starts_with("corral.haReserve.pools[0].reserve.gpu:"),
+            "{e}"
+        );
     }
 
     #[test]
