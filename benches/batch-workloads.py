@@ -11,6 +11,7 @@ zones); pods request 1 CPU / 2 Gi.
   hypernodes-5000 3 tiers of HyperNodes (100 racks of 50 nodes, 10 spines of 10
                   racks, 1 zone) + 100 hard gangs x 32 pods (8 CPU each,
                   highestTierAllowed 1: each inside one rack)
+  hypernodes-5000-flat  the same gangs without HyperNodes / networkTopology
 
 Usage: python3 benches/batch-workloads.py OUT_DIR
 """
@@ -133,3 +134,9 @@ for g in range(100):
     objs.append(group("default", name, 32, topology={"mode": "hard", "highestTierAllowed": 1}))
     objs += [pod("default", f"{name}-{k}", cpu="8", mem="16Gi", group=name) for k in range(32)]
 write("hypernodes-5000", objs)
+# The same gangs without networkTopology (and no HyperNodes): the topology's cost.
+flat = [o for o in objs if o["kind"] != "HyperNode"]
+for o in flat:
+    if o["kind"] == "PodGroup":
+        o["spec"].pop("networkTopology", None)
+write("hypernodes-5000-flat", flat)
