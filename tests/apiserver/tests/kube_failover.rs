@@ -1,6 +1,6 @@
-//! Node failure in `run` (issue 12, HA reserve): when a node is deleted, the
-//! replacement of its pod (same controller) is placed before other pending work,
-//! even work of a higher priority.
+//! Node failure in `run` (issue 12, HA reserve): when a node is deleted, or its pod
+//! is evicted while it is NotReady, the replacement of that pod (same controller) is
+//! placed before other pending work, even work of a higher priority.
 
 use std::time::{Duration, Instant};
 
@@ -47,8 +47,17 @@ fn node_of(server: &TestApiServer, name: &str) -> Option<String> {
         .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_string))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_nodes_replacement_goes_before_higher_priority_work() {
+/// How node n1 fails.
+#[derive(Clone, Copy)]
+enum Failure {
+    /// The Node is deleted (and the pod GC deletes its pods).
+    Deleted,
+    /// The Node turns NotReady and, past the grace, web-1 is evicted (marked
+    /// terminating; the kubelet cannot confirm, so it stays).
+    NotReady,
+}
+
+async fn replacement_goes_first(failure: Failure) {
     let server = TestApiServer::start().await.expect("server");
     server
         .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
@@ -96,13 +105,26 @@ async fn a_deleted_nodes_replacement_goes_before_higher_priority_work() {
         server.insert(b).expect("blocker");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // n1 fails (deleted); the pod GC removes web-1; its ReplicaSet creates web-2 —
-    // after higher-priority work arrived.
-    assert!(server.delete("", "nodes", None, "n1"));
-    // The node watch and the pod watch are separate streams: let the deletion reach
-    // the loop before the replacement does.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(server.delete("", "pods", Some("default"), "web-1"));
+    // n1 fails; web-1 goes; its ReplicaSet creates web-2 — after higher-priority
+    // work arrived.
+    match failure {
+        Failure::Deleted => {
+            assert!(server.delete("", "nodes", None, "n1"));
+            // The node watch and the pod watch are separate streams: let the
+            // deletion reach the loop before the replacement does.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(server.delete("", "pods", Some("default"), "web-1"));
+        }
+        Failure::NotReady => {
+            let mut n1 = node("n1", "4");
+            n1["status"]["conditions"] = json!([{"type": "Ready", "status": "Unknown"}]);
+            server.insert(n1).expect("n1 NotReady");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut web1 = pod("web-1", 0, Some("rs-web"), Some("n1"));
+            web1["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            server.insert(web1).expect("web-1 terminating");
+        }
+    }
     // (It does not preempt: a higher priority may still preempt the replacement
     // once it runs, as kube-scheduler would.)
     let mut hog = pod("hog", 1000, None, None);
@@ -129,4 +151,14 @@ async fn a_deleted_nodes_replacement_goes_before_higher_priority_work() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(node_of(&server, "hog"), None, "no room left for hog");
     h.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_nodes_replacement_goes_before_higher_priority_work() {
+    replacement_goes_first(Failure::Deleted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_not_ready_nodes_evicted_pods_replacement_goes_first() {
+    replacement_goes_first(Failure::NotReady).await;
 }
