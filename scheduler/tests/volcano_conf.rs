@@ -106,3 +106,81 @@ fn malformed_volcano_conf_is_an_error_naming_the_field() {
         "{err}"
     );
 }
+
+/// `deviceshare` is GpuShare in the profile: with `deviceshare.VGPUEnable` a Volcano
+/// vGPU pod gets a card from the node's registration (assignment annotation
+/// written); without it the names are plain extended resources, as in Volcano (the
+/// card count is checked against allocatable, the memory amount not at all).
+#[test]
+fn deviceshare_places_volcano_vgpu_pods_on_registered_cards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        r#"apiVersion: v1
+kind: Node
+metadata:
+  name: gpu-0
+  annotations:
+    volcano.sh/node-vgpu-register: "GPU-a,4,16384,NVIDIA-Tesla T4,true,hami-core:"
+status:
+  allocatable: {cpu: "8", memory: 32Gi, pods: "110", volcano.sh/vgpu-number: "4"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: infer, namespace: default}
+spec:
+  schedulerName: volcano
+  containers:
+  - name: c
+    image: i
+    resources:
+      limits: {volcano.sh/vgpu-number: "1", volcano.sh/vgpu-memory: "20000"}
+"#,
+    )
+    .expect("write cluster");
+    let run = |vgpu: bool| {
+        let conf = dir.path().join(format!("v{vgpu}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "actions: \"enqueue, allocate\"\ntiers:\n- plugins:\n  - name: gang\n  - name: predicates\n  - name: deviceshare\n    arguments: {{deviceshare.VGPUEnable: {vgpu}}}\n"
+            ),
+        )
+        .expect("write conf");
+        let out = Command::new(env!("CARGO_BIN_EXE_corral-scheduler"))
+            .args(["simulate", "--output", "json", "--config"])
+            .arg(&conf)
+            .arg(&cluster)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    // 20000 MiB on a 16384 MiB card: GpuShare refuses it with VGPUEnable...
+    let on = run(true);
+    assert_eq!(on["placements"].as_array().map(Vec::len), Some(0), "{on}");
+    let msg = on["unschedulable"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(msg.contains("vGPU"), "{msg}");
+    // ...and without it only the card count is checked (Volcano's behaviour).
+    let off = run(false);
+    assert_eq!(off["placements"][0]["node"], "gpu-0", "{off}");
+    assert!(off["annotations"].get("default/infer").is_none(), "{off}");
+    // A request that fits gets its card recorded.
+    let fits = std::fs::read_to_string(&cluster)
+        .expect("read")
+        .replace("\"20000\"", "\"2048\"");
+    std::fs::write(&cluster, fits).expect("write");
+    let on = run(true);
+    assert_eq!(on["placements"][0]["node"], "gpu-0", "{on}");
+    let ids = on["annotations"]["default/infer"]["volcano.sh/vgpu-ids-new"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(ids.starts_with("GPU-a,NVIDIA,2048,"), "{on}");
+}

@@ -1,4 +1,4 @@
-//! Volcano conformance (issue 12): Volcano's own action unit-test scenarios,
+//! Volcano conformance (issue 12): Volcano's own action and plugin unit-test scenarios,
 //! transcribed as data under `tests/conformance/volcano/*.yaml` (objects in,
 //! expected binds/evictions out), each run through `corral-scheduler simulate` with
 //! a volcano-scheduler.conf holding the test's tiers and action. Prints
@@ -39,6 +39,9 @@ struct Tier {
 struct Case {
     name: String,
     plugins: Option<Vec<String>>,
+    /// The case's own tiers (Volcano tests that configure plugins per case);
+    /// replaces the suite's.
+    tiers: Option<Vec<Tier>>,
     #[serde(rename = "priorityClasses")]
     priority_classes: Option<BTreeMap<String, Value>>,
     #[serde(default)]
@@ -64,6 +67,8 @@ struct Expect {
     bind_num: Option<usize>,
     /// PodGroup phases (`ns/name` → phase).
     phases: Option<BTreeMap<String, String>>,
+    /// Preemptors pipelined onto the node their victims free (`ns/pod` → node).
+    pipelined: Option<BTreeMap<String, String>>,
 }
 
 fn s(v: &Value, k: &str) -> Option<String> {
@@ -72,7 +77,13 @@ fn s(v: &Value, k: &str) -> Option<String> {
 
 fn resources(v: &Value) -> Value {
     let mut r = serde_json::Map::new();
-    for k in ["cpu", "memory", "pods"] {
+    for k in [
+        "cpu",
+        "memory",
+        "pods",
+        "ephemeral-storage",
+        "nvidia.com/gpu",
+    ] {
         if let Some(q) = s(v, k) {
             r.insert(k.into(), json!(q));
         }
@@ -165,6 +176,14 @@ fn manifests(suite: &Suite, c: &Case) -> Vec<Value> {
 
 /// volcano-scheduler.conf: the suite's tiers restricted to the case's plugins.
 fn conf(suite: &Suite, c: &Case) -> String {
+    if let Some(tiers) = &c.tiers {
+        let tiers: Vec<Value> = tiers
+            .iter()
+            .map(|t| json!({"plugins": t.plugins}))
+            .collect();
+        return serde_json::to_string(&json!({"actions": suite.actions, "tiers": tiers}))
+            .expect("json");
+    }
     let plugins = c.plugins.as_ref().unwrap_or(&suite.plugins);
     let tiers: Vec<Value> = suite
         .tiers
@@ -250,6 +269,22 @@ fn run_case(dir: &Path, suite: &Suite, c: &Case, i: usize) -> Result<(), String>
         && *want != binds
     {
         return Err(format!("binds {binds:?}, want {want:?}"));
+    }
+    if let Some(want) = &e.pipelined {
+        let got: BTreeMap<String, String> = v["nominated"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["pod"].as_str()?.to_string(),
+                    p["node"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        if got != *want {
+            return Err(format!("pipelined {got:?}, want {want:?}"));
+        }
     }
     if let Some(want) = &e.phases {
         let got: BTreeMap<String, String> = v["podgroups"]

@@ -94,6 +94,17 @@ pub const VOLCANO_VGPU_MEMORY: &str = "volcano.sh/vgpu-memory";
 pub const VOLCANO_VGPU_MEMORY_PERCENTAGE: &str = "volcano.sh/vgpu-memory-percentage";
 /// Volcano vGPU: compute per card, percent (100 = the card exclusively).
 pub const VOLCANO_VGPU_CORES: &str = "volcano.sh/vgpu-cores";
+/// Per-card vGPU amounts (HAMi and Volcano vGPU): accounted on the registered
+/// cards by GpuShare, never against node allocatable (the device plugins advertise
+/// no comparable node resource; Volcano's deviceshare ignores the same names).
+pub const VGPU_PER_CARD_AMOUNTS: &[&str] = &[
+    HAMI_GPUMEM,
+    HAMI_GPUMEM_PERCENTAGE,
+    HAMI_GPUCORES,
+    VOLCANO_VGPU_MEMORY,
+    VOLCANO_VGPU_MEMORY_PERCENTAGE,
+    VOLCANO_VGPU_CORES,
+];
 /// Volcano's vGPU device plugin registers the node's cards here
 /// (`uuid,count,devmemMiB,type,health[,mode]:` per card).
 pub const VOLCANO_NODE_REGISTER: &str = "volcano.sh/node-vgpu-register";

@@ -248,7 +248,7 @@ fn flag_support(name: &str) -> (&'static [&'static str], &'static [&'static str]
 /// Arguments each session plugin accepts.
 fn known_arguments(name: &str) -> &'static [&'static str] {
     match name {
-        "overcommit" => &["overcommit-factor"],
+        "overcommit" => &["overcommit-factor", "overcommit-factor.<resource>"],
         _ => &[],
     }
 }
@@ -319,7 +319,21 @@ pub fn build_tiers(
                 return Err(format!("{here}.name: plugin {:?} configured twice", o.name));
             }
             let mut factor = overcommit_factor;
+            let mut per_resource = BTreeMap::new();
             for (k, v) in o.arguments.iter().flatten() {
+                if o.name == "overcommit"
+                    && let Some(res) = k.strip_prefix("overcommit-factor.")
+                {
+                    let at = format!("{here}.arguments.{k}");
+                    let f = number_arg(v, &at)?;
+                    if f < 1.0 || res.is_empty() {
+                        return Err(format!(
+                            "{at}: must be a number >= 1.0 for a named resource, got {v}"
+                        ));
+                    }
+                    per_resource.insert(res.to_string(), f);
+                    continue;
+                }
                 if !known_arguments(&o.name).contains(&k.as_str()) {
                     return Err(format!(
                         "{here}.arguments.{k}: unknown argument of plugin {:?} (known: {})",
@@ -340,8 +354,15 @@ pub fn build_tiers(
                 }
             }
             let flags = check_flags(o, &here)?;
-            let inner = plugins::build(std::slice::from_ref(&o.name), factor)
-                .map_err(|e| format!("{here}.name: {e}"))?;
+            let inner: Vec<Arc<dyn SessionPlugin>> = if o.name == "overcommit" {
+                vec![Arc::new(plugins::Overcommit {
+                    factor,
+                    per_resource: per_resource.clone(),
+                })]
+            } else {
+                plugins::build(std::slice::from_ref(&o.name), factor)
+                    .map_err(|e| format!("{here}.name: {e}"))?
+            };
             for p in inner {
                 out.push(Arc::new(Gated {
                     inner: p,

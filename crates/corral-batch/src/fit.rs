@@ -38,7 +38,14 @@ pub fn insufficient(
     check("memory", r.memory, &mut out);
     check("ephemeral-storage", r.ephemeral_storage, &mut out);
     for (n, v) in &r.scalar {
-        check(n, *v, &mut out);
+        // Per-card vGPU amounts are GpuShare's to account (as in NodeResourcesFit,
+        // and as Volcano's FutureIdle check ignores them).
+        if !corral_api::keys::VGPU_PER_CARD_AMOUNTS
+            .iter()
+            .any(|x| *x == &**n)
+        {
+            check(n, *v, &mut out);
+        }
     }
     out
 }

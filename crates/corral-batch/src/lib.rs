@@ -284,6 +284,7 @@ pub fn run_sessions_with(
         actions::run(&mut ssn);
         let closed = ssn.close();
         report.core.placements.extend(closed.placements);
+        report.core.annotations.extend(closed.annotations);
         report.evictions.extend(closed.evictions);
         report.nominated.extend(closed.nominated);
         report.core.unschedulable = closed.unschedulable;
@@ -297,6 +298,18 @@ pub fn run_sessions_with(
         pending = closed.pending;
         carry = closed.carry;
     }
+    // Reserve plugins' annotations of the pods that stayed placed (a gang rolled
+    // back, or a pipelined preemptor taken off its node, keeps none).
+    let placed: std::collections::HashSet<&str> = report
+        .core
+        .placements
+        .iter()
+        .map(|p| p.pod.as_str())
+        .collect();
+    report
+        .core
+        .annotations
+        .retain(|k, _| placed.contains(k.as_str()));
     // Volume decisions of the placed pods: what the snapshot still assumes (a gang
     // that did not start holds none).
     for p in &report.core.placements {

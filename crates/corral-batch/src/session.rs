@@ -257,6 +257,9 @@ pub struct Session {
     /// Core evaluation/commit wall time spent in this session (ms).
     pub evaluate_ms: f64,
     pub commit_ms: f64,
+    /// Annotations Reserve plugins recorded for pods placed in this session (e.g.
+    /// GpuShare's cards); kept for the pods still placed at the end.
+    pub annotations: BTreeMap<String, crate::framework::PodAnnotations>,
     /// Pod equivalence class → class with the session-only annotations ignored
     /// (see [`Session::placement_pod`]).
     pub equivalence: HashMap<u64, u64>,
@@ -564,6 +567,8 @@ impl Session {
     /// commit). Returns the core report.
     pub fn place(&mut self, pods: Vec<PodInfo>) -> Report {
         let r = self.sched.schedule_all(pods);
+        self.annotations
+            .extend(r.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.batches += r.stats.batches;
         self.conflicts += r.stats.conflicts;
         self.evaluate_ms += r.stats.evaluate_ms;
@@ -674,6 +679,7 @@ impl Session {
             },
             nominated: self.nominated,
             evicted: self.evicted,
+            annotations: self.annotations,
             batches: self.batches,
             conflicts: self.conflicts,
             evaluate_ms: self.evaluate_ms,
@@ -705,6 +711,8 @@ pub struct Closed {
     /// Evicted pods with the node they were on (they keep running until the API
     /// removes them; `run` keeps them in its snapshot as terminating).
     pub evicted: Vec<(Arc<PodInfo>, String)>,
+    /// Reserve plugins' annotations of the pods placed in the session.
+    pub annotations: BTreeMap<String, crate::framework::PodAnnotations>,
     pub unschedulable: Vec<Unschedulable>,
     pub podgroups: Vec<PodGroupStatus>,
     pub queues: Vec<QueueStatus>,

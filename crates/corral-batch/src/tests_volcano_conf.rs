@@ -338,6 +338,36 @@ fn enqueue_votes_by_tier() {
     );
 }
 
+/// Volcano's per-resource `overcommit-factor.<resource>` overrides the factor for
+/// that resource only; values below 1 are errors naming the argument.
+#[test]
+fn overcommit_factor_per_resource() {
+    let run = |args: &str| {
+        let mut c = Case::new(1, "2").objects(&pg("big", "{minMember: 1, minResources: {cpu: 4}}"));
+        c.pend(member("big-0", "big", "1"));
+        c.cfg.tiers = Some(
+            serde_yaml_ng::from_str(&format!(
+                "[{{plugins: [{{name: gang}}, {{name: overcommit, arguments: {args}}}]}}]"
+            ))
+            .expect("tiers"),
+        );
+        group(&c.run(1).0, "big").phase.clone()
+    };
+    // 4 CPUs against 2 x factor: the cpu factor decides, memory's does not.
+    assert_eq!(run("{overcommit-factor.cpu: 2.0}"), "Inqueue");
+    assert_eq!(
+        run("{overcommit-factor: 2.0, overcommit-factor.cpu: 1.5}"),
+        "Pending"
+    );
+    assert_eq!(run("{overcommit-factor.memory: 3.0}"), "Pending");
+    let e = load(
+        "actions: enqueue\ntiers:\n- plugins:\n  - name: overcommit\n    arguments: {overcommit-factor.cpu: 0.5}\n",
+        "c",
+    )
+    .expect_err("below 1");
+    assert!(e.contains("arguments.overcommit-factor.cpu"), "{e}");
+}
+
 /// numaaware is NodeResourceTopologyMatch: Filter and Score (weight argument)
 /// in the profile; without it the plugin is off.
 #[test]

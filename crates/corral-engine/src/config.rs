@@ -512,6 +512,34 @@ mod tests {
         v.iter().map(|p| p.name()).collect()
     }
 
+    /// `corral.haReserve` adds the HAReserve PreFilter and Filter (last) to every
+    /// profile; a bad section is an error naming the field; without it, no profile
+    /// has the plugin.
+    #[test]
+    fn ha_reserve_section_adds_the_filter_to_every_profile() {
+        let base = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: a\n- schedulerName: b\n";
+        let fws = cfg(&format!(
+            "{base}corral:\n  haReserve:\n    minPriority: 100\n    pools: [{{name: all, reserve: {{cpu: \"10%\"}}}}]\n"
+        ))
+        .unwrap();
+        assert_eq!(fws.len(), 2);
+        for fw in &fws {
+            assert_eq!(names(&fw.filter).last(), Some(&"HAReserve"));
+            assert_eq!(names(&fw.pre_filter).last(), Some(&"HAReserve"));
+        }
+        for fw in cfg(base).unwrap() {
+            assert!(!names(&fw.filter).contains(&"HAReserve"));
+        }
+        let e = cfg(&format!(
+            "{base}corral:\n  haReserve:\n    minPriority: 100\n    pools: [{{name: all, reserve: {{gpu: \"1\"}}}}]\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.0.starts_with("corral.haReserve.pools[0].reserve.gpu:"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn default_profile_matches_kube_scheduler() {
         let fws = default_frameworks();

@@ -195,3 +195,63 @@ fn node_resource_topology_is_in_the_default_profile() {
     assert!(fw.filter.iter().any(|p| p.name() == name));
     assert!(fw.score.iter().any(|s| s.plugin.name() == name));
 }
+
+/// HAReserve through the loop: pods of one batch commit against each other (the
+/// filter is cross-node and re-run at commit), so however large the batch, the
+/// low-priority pods never leave less than the reserve free; a protected pod then
+/// uses it.
+#[test]
+fn ha_reserve_holds_across_batch_commits() {
+    let cfg = KubeSchedulerConfiguration::from_yaml(
+        "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\ncorral:\n  haReserve:\n    minPriority: 1000\n    pools: [{name: all, reserve: {cpu: \"25%\"}}]\n",
+        "t",
+    )
+    .unwrap();
+    let fws = cfg.build().unwrap();
+    for batch_size in [1, 3, 8, 64] {
+        let mut snap = Snapshot::new();
+        snap.add_nodes((0..6).map(|i| node(&format!("n{i}")).cpu("8").mem("64Gi").info()));
+        let mut s = Scheduler::new(
+            fws.clone(),
+            snap,
+            Options {
+                batch_size,
+                ..Options::default()
+            },
+        );
+        // 30 low-priority pods of 1-3 CPUs: 60 CPUs asked of 48, 12 reserved.
+        let pods: Vec<PodInfo> = (0..30u64)
+            .map(|i| {
+                pod(&format!("low{i}"))
+                    .cpu(&(1 + (i * 7) % 3).to_string())
+                    .priority(10)
+                    .seq(i)
+                    .info()
+            })
+            .collect();
+        let r = s.schedule_all(pods);
+        let used: i64 = s
+            .snapshot
+            .nodes()
+            .iter()
+            .map(|n| n.requested.milli_cpu)
+            .sum();
+        let free = 48_000 - used;
+        assert!(free >= 12_000, "batch {batch_size}: free {free}m");
+        // Every pod left out would have eaten into the reserve.
+        assert!(!r.unschedulable.is_empty());
+        for u in &r.unschedulable {
+            let i: i64 = u.pod.trim_start_matches("default/low").parse().unwrap();
+            let cpu = (1 + (i * 7) % 3) * 1000;
+            assert!(
+                free - cpu < 12_000,
+                "batch {batch_size}: {} fits: free {free}m",
+                u.pod
+            );
+            assert!(u.message.contains("HA reserve \"all\""), "{u:?}");
+        }
+        // A protected pod takes the reserve.
+        let r = s.schedule_all(vec![pod("high").cpu("2").priority(1000).seq(99).info()]);
+        assert_eq!(r.placements.len(), 1, "batch {batch_size}: {r:?}");
+    }
+}

@@ -44,14 +44,7 @@ pub const REASON_EPHEMERAL_STORAGE: &str = "Insufficient ephemeral-storage";
 /// so the Filter never checks them (Volcano's deviceshare puts the same names on
 /// its ignored-devices list). The card counts (`nvidia.com/gpu`,
 /// `volcano.sh/vgpu-number`) are advertised and checked as usual.
-pub const VGPU_ACCOUNTED: &[&str] = &[
-    corral_api::keys::HAMI_GPUMEM,
-    corral_api::keys::HAMI_GPUMEM_PERCENTAGE,
-    corral_api::keys::HAMI_GPUCORES,
-    corral_api::keys::VOLCANO_VGPU_MEMORY,
-    corral_api::keys::VOLCANO_VGPU_MEMORY_PERCENTAGE,
-    corral_api::keys::VOLCANO_VGPU_CORES,
-];
+pub const VGPU_ACCOUNTED: &[&str] = corral_api::keys::VGPU_PER_CARD_AMOUNTS;
 
 const PRE_FILTER_KEY: &str = "PreFilterNodeResourcesFit";
 const PRE_SCORE_KEY: &str = "PreScoreNodeResourcesFit";

@@ -42,7 +42,21 @@ impl Loop {
 
     pub(super) fn delete_pod(&mut self, key: &str) {
         let had = self.pods.remove(key).is_some();
-        let placed = self.sched.snapshot.remove_pod(key).is_some();
+        let node_ready = self
+            .sched
+            .snapshot
+            .pod_node(key)
+            .and_then(|n| self.sched.snapshot.node(n))
+            .map(|n| super::failover::node_ready(&n.node));
+        let removed = self.sched.snapshot.remove_pod(key);
+        if let (Some(p), Some(false)) = (&removed, node_ready)
+            && !self.victims.contains_key(key)
+        {
+            // Evicted from a NotReady node (past its grace): its replacement goes
+            // first.
+            self.failover.lost([&**p], Instant::now());
+        }
+        let placed = removed.is_some();
         if let Some(e) = self.queue.remove(key)
             && e.state == queue::State::InFlight
         {
@@ -105,6 +119,18 @@ impl Loop {
         match node {
             Some(n) => {
                 // Bound (by us or anyone): the API is the truth.
+                if info.pod.metadata.deletion_timestamp.is_some()
+                    && !self.victims.contains_key(&key)
+                    && self
+                        .sched
+                        .snapshot
+                        .node(&n)
+                        .is_some_and(|ni| !super::failover::node_ready(&ni.node))
+                {
+                    // Evicted from a NotReady node (past its grace): controllers
+                    // replace it at once; the replacement goes first.
+                    self.failover.lost([&*info], Instant::now());
+                }
                 self.queue.remove(&key);
                 self.last_report.remove(&key);
                 self.nominations.remove(&key);
@@ -134,8 +160,26 @@ impl Loop {
                     // Was bound before (re-created with the same name): forget.
                     self.sched.snapshot.remove_pod(&key);
                 }
-                self.queue.upsert(info, Instant::now());
+                let now = Instant::now();
+                let first = self.failover.replaces(&info, now);
+                self.queue.upsert_first(info, now, first);
             }
+        }
+    }
+
+    /// A node was deleted: its pods' replacements go first (`failover.rs`).
+    fn node_failed(&mut self, name: &str) {
+        let Some(n) = self.sched.snapshot.node(name).cloned() else {
+            return;
+        };
+        let k = self
+            .failover
+            .lost(n.pods.iter().map(|p| &**p), Instant::now());
+        if k > 0 {
+            tracing::info!(
+                node = name,
+                "node deleted: the replacements of its {k} controller-owned pod(s) are scheduled first"
+            );
         }
     }
 
@@ -176,6 +220,7 @@ impl Loop {
                         .map(|n| n.name.to_string())
                         .collect();
                     for n in gone {
+                        self.node_failed(&n);
                         self.sched.snapshot.remove_node(&n);
                     }
                 }
@@ -189,6 +234,7 @@ impl Loop {
             }
             Event::Delete(n) => {
                 if let Some(name) = n.metadata.name.as_deref() {
+                    self.node_failed(name);
                     self.sched.snapshot.remove_node(name);
                 }
             }

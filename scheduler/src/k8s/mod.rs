@@ -41,6 +41,7 @@ pub mod settings;
 pub mod status;
 
 mod events;
+pub mod failover;
 pub mod group_events;
 mod observe;
 mod preemption;
@@ -476,6 +477,7 @@ pub fn start(
         nominations: HashMap::new(),
         unevictable: HashMap::new(),
         caps: runtime_cap::RuntimeCaps::default(),
+        failover: failover::Failover::default(),
     };
     // `parallelism`: the evaluation's rayon work runs in a pool of that size.
     let pool = match opts.parallelism {
@@ -569,6 +571,8 @@ struct Loop {
     unevictable: HashMap<String, Instant>,
     /// `corral.io/max-runtime` enforcement.
     caps: runtime_cap::RuntimeCaps,
+    /// Controllers that lost pods on failed nodes: their new pods go first.
+    failover: failover::Failover,
 }
 
 impl Loop {

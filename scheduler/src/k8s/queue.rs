@@ -1,4 +1,5 @@
-//! The pending-pod queue of `corral-scheduler run`: active (by priority, then arrival),
+//! The pending-pod queue of `corral-scheduler run`: active (replacements of a failed
+//! node's pods first — see `failover.rs` —, then by priority, then arrival),
 //! backoff (by default 1 s → 10 s, doubling per failed attempt; the configuration's
 //! `podInitialBackoffSeconds` / `podMaxBackoffSeconds` as in kube-scheduler) and
 //! unschedulable (parked until
@@ -74,9 +75,11 @@ pub struct Entry {
     /// When the pod was first seen pending (e2e latency).
     pub enqueued: Instant,
     pub parked_at: Instant,
+    /// Replaces a pod of a failed node: ahead of every other pending pod.
+    pub first: bool,
 }
 
-type ActiveKey = (Reverse<i32>, u64, String);
+type ActiveKey = (bool, Reverse<i32>, u64, String);
 
 #[derive(Default)]
 pub struct Queue {
@@ -100,8 +103,8 @@ fn set_state(n: &mut [usize; 5], e: &mut Entry, to: State) {
     e.state = to;
 }
 
-fn akey(info: &PodInfo) -> ActiveKey {
-    (Reverse(info.priority), info.seq, info.key.clone())
+fn akey(first: bool, info: &PodInfo) -> ActiveKey {
+    (!first, Reverse(info.priority), info.seq, info.key.clone())
 }
 
 impl Queue {
@@ -148,11 +151,17 @@ impl Queue {
 
     /// Adds a newly pending pod or updates a tracked one (keeping its state).
     pub fn upsert(&mut self, info: Arc<PodInfo>, now: Instant) {
+        self.upsert_first(info, now, false);
+    }
+
+    /// [`Queue::upsert`]; a new pod with `first` goes ahead of every pod without it
+    /// (a tracked pod keeps its place).
+    pub fn upsert_first(&mut self, info: Arc<PodInfo>, now: Instant, first: bool) {
         match self.entries.get_mut(&info.key) {
             Some(e) => {
                 if e.state == State::Active {
-                    self.active.remove(&akey(&e.info));
-                    self.active.insert(akey(&info));
+                    self.active.remove(&akey(e.first, &e.info));
+                    self.active.insert(akey(e.first, &info));
                 }
                 // Keep the original sequence number so the order stays stable.
                 let mut info = info;
@@ -160,8 +169,8 @@ impl Queue {
                     let mut i = (*info).clone();
                     i.seq = e.info.seq;
                     if e.state == State::Active {
-                        self.active.remove(&akey(&info));
-                        self.active.insert(akey(&i));
+                        self.active.remove(&akey(e.first, &info));
+                        self.active.insert(akey(e.first, &i));
                     }
                     info = Arc::new(i);
                 }
@@ -170,7 +179,7 @@ impl Queue {
             None => {
                 self.came_in("active", "PodAdd", 1);
                 self.n[State::Active as usize] += 1;
-                self.active.insert(akey(&info));
+                self.active.insert(akey(first, &info));
                 self.entries.insert(
                     info.key.clone(),
                     Entry {
@@ -180,6 +189,7 @@ impl Queue {
                         ready_at: now,
                         enqueued: now,
                         parked_at: now,
+                        first,
                     },
                 );
             }
@@ -191,19 +201,25 @@ impl Queue {
         let e = self.entries.remove(key)?;
         self.n[e.state as usize] -= 1;
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         Some(e)
     }
 
-    /// Pops up to `n` active pods and marks them in flight.
+    /// Pops up to `n` active pods and marks them in flight. Replacements of a failed
+    /// node's pods are never mixed with other pods in one batch (the engine orders a
+    /// batch by priority): they are placed before anything else.
     pub fn pop_active(&mut self, n: usize) -> Vec<Arc<PodInfo>> {
         let mut out = Vec::with_capacity(n.min(self.active.len()));
+        let head_first = self.active.first().is_some_and(|k| !k.0);
         while out.len() < n {
+            if head_first && self.active.first().is_some_and(|k| k.0) {
+                break;
+            }
             let Some(k) = self.active.pop_first() else {
                 break;
             };
-            if let Some(e) = self.entries.get_mut(&k.2) {
+            if let Some(e) = self.entries.get_mut(&k.3) {
                 set_state(&mut self.n, e, State::InFlight);
                 out.push(e.info.clone());
             }
@@ -219,7 +235,7 @@ impl Queue {
             return None;
         }
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         set_state(&mut self.n, e, State::InFlight);
         Some(e.info.clone())
@@ -235,7 +251,7 @@ impl Queue {
         e.ready_at = now + self.backoff_cfg.after(e.attempts);
         e.parked_at = now;
         if e.state == State::Active {
-            self.active.remove(&akey(&e.info));
+            self.active.remove(&akey(e.first, &e.info));
         }
         let attempts = e.attempts;
         if unschedulable {
@@ -285,7 +301,7 @@ impl Queue {
             && e.state != State::Active
         {
             set_state(&mut self.n, e, State::Active);
-            self.active.insert(akey(&e.info));
+            self.active.insert(akey(e.first, &e.info));
         }
     }
 
@@ -317,7 +333,7 @@ impl Queue {
                 && e.ready_at <= t
             {
                 set_state(&mut self.n, e, State::Active);
-                self.active.insert(akey(&e.info));
+                self.active.insert(akey(e.first, &e.info));
                 *self
                     .incoming
                     .entry(("active", "BackoffComplete"))
@@ -342,7 +358,7 @@ impl Queue {
         for k in flush {
             if let Some(e) = self.entries.get_mut(&k) {
                 set_state(&mut self.n, e, State::Active);
-                self.active.insert(akey(&e.info));
+                self.active.insert(akey(e.first, &e.info));
                 *self
                     .incoming
                     .entry(("active", "UnschedulableTimeout"))

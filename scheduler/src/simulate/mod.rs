@@ -259,6 +259,13 @@ pub fn run_input(
     // The failed nodes' pods first, on their own; then the pending pods with those
     // of them that found no place.
     let failover = !failed_nodes.is_empty();
+    // Pods a failover run leaves unplaced are tried again with the others: count
+    // every pod once.
+    let total_pods = failover_pods.len() + prepared.pending.len();
+    let counted = |mut r: SessionReport| {
+        r.core.stats.pods = total_pods;
+        r
+    };
     let mut first = SessionReport {
         failed_nodes,
         ..SessionReport::default()
@@ -293,7 +300,11 @@ pub fn run_input(
             &mut cycle_progress(),
         )
         .map_err(SimulateError)?;
-        return Ok(if failover { first.then(report) } else { report });
+        return Ok(if failover {
+            counted(first.then(report))
+        } else {
+            report
+        });
     }
     if !failover {
         return Ok(sched.schedule_all(prepared.pending).into());
@@ -303,7 +314,7 @@ pub fn run_input(
         .chain(prepared.pending)
         .collect();
     first = first.then(r);
-    Ok(first.then(sched.schedule_all(pending).into()))
+    Ok(counted(first.then(sched.schedule_all(pending).into())))
 }
 
 /// The pods of `pods` that `r` did not place.

@@ -146,6 +146,7 @@ pub fn build(
                 }),
                 "overcommit" => Arc::new(Overcommit {
                     factor: overcommit_factor,
+                    per_resource: BTreeMap::new(),
                 }),
                 "resourcequota" => Arc::new(ResourceQuotaPlugin),
                 other => {

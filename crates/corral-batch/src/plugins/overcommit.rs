@@ -6,6 +6,15 @@ use super::*;
 /// capacity times the overcommit factor (less what admitted jobs already claim).
 pub struct Overcommit {
     pub factor: f64,
+    /// Per-resource factors (Volcano's `overcommit-factor.<resource>`), else
+    /// `factor`.
+    pub per_resource: BTreeMap<String, f64>,
+}
+
+impl Overcommit {
+    fn factor_of(&self, res: &str) -> f64 {
+        self.per_resource.get(res).copied().unwrap_or(self.factor)
+    }
 }
 
 impl SessionPlugin for Overcommit {
@@ -23,7 +32,7 @@ impl SessionPlugin for Overcommit {
             .0
             .iter()
             .filter(|(k, v)| {
-                let idle = ssn.total.get(k) as f64 * self.factor
+                let idle = ssn.total.get(k) as f64 * self.factor_of(k)
                     - ssn.used.get(k) as f64
                     - ssn.inqueue.get(k) as f64;
                 (**v as f64) > idle
@@ -36,7 +45,14 @@ impl SessionPlugin for Overcommit {
             Err(format!(
                 "cluster idle resources x {} are not enough for minResources ({})",
                 self.factor,
-                short.join(", ")
+                short
+                    .iter()
+                    .map(|k| match self.per_resource.get(k) {
+                        Some(f) => format!("{k} x {f}"),
+                        None => k.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         }
     }

@@ -76,6 +76,7 @@ impl Session {
             conflicts: 0,
             evaluate_ms: 0.0,
             commit_ms: 0.0,
+            annotations: BTreeMap::new(),
             equivalence: HashMap::new(),
             nominated_nodes: carry.nominated.clone(),
             nominated: Vec::new(),
