@@ -418,6 +418,8 @@ pub struct CapacityInfo {
     pub topology: Option<Selector>,
     /// `maximumVolumeSize`, else `capacity`, in bytes (None: neither set).
     pub limit: Option<i64>,
+    /// `capacity` in bytes (None: unset).
+    pub total: Option<i64>,
 }
 
 impl CapacityInfo {
@@ -450,6 +452,7 @@ impl CapacityInfo {
             class: c.storage_class_name.clone(),
             topology,
             limit: max.or(cap),
+            total: cap,
             capacity: Arc::new(c),
         })
     }
