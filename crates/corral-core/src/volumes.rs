@@ -275,6 +275,33 @@ impl PvcInfo {
         })
     }
 
+    /// True when the DefaultStorageClass admission (or the PV controller's
+    /// retroactive assignment) gives the claim the default class: no
+    /// `spec.storageClassName` (an explicit "" is kept), no beta class annotation,
+    /// not bound to a volume.
+    pub fn wants_default_class(&self) -> bool {
+        self.pvc
+            .spec
+            .as_ref()
+            .is_none_or(|s| s.storage_class_name.is_none())
+            && !self
+                .pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANN_STORAGE_CLASS))
+            && self.volume_name.is_empty()
+    }
+
+    /// The claim with `spec.storageClassName` set to `class`.
+    pub fn with_class(&self, class: &str) -> Result<PvcInfo, FieldError> {
+        let mut pvc = (*self.pvc).clone();
+        pvc.spec
+            .get_or_insert_with(Default::default)
+            .storage_class_name = Some(class.to_string());
+        PvcInfo::new(pvc)
+    }
+
     /// `isPVCFullyBound`: a volume name and the bind-completed annotation (or, for
     /// hand-written manifests, `status.phase: Bound`).
     pub fn fully_bound(&self) -> bool {
@@ -285,6 +312,34 @@ impl PvcInfo {
     pub fn read_write_once_pod(&self) -> bool {
         self.access_modes.iter().any(|m| m == "ReadWriteOncePod")
     }
+}
+
+/// `storageclass.kubernetes.io/is-default-class`.
+pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+/// The beta form of [`ANN_DEFAULT_CLASS`].
+pub const ANN_DEFAULT_CLASS_BETA: &str = "storageclass.beta.kubernetes.io/is-default-class";
+
+/// The default StorageClass (`GetDefaultClass`): of the classes annotated
+/// [`ANN_DEFAULT_CLASS`] (or its beta form) `"true"`, the newest by
+/// `creationTimestamp`, ties broken by the smaller name; None when there is none.
+pub fn default_class<'a>(
+    classes: impl IntoIterator<Item = &'a ClassInfo>,
+) -> Option<&'a ClassInfo> {
+    let is_default = |c: &ClassInfo| {
+        c.sc.metadata.annotations.as_ref().is_some_and(|a| {
+            a.get(ANN_DEFAULT_CLASS).map(String::as_str) == Some("true")
+                || a.get(ANN_DEFAULT_CLASS_BETA).map(String::as_str) == Some("true")
+        })
+    };
+    let created = |c: &ClassInfo| c.sc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    classes
+        .into_iter()
+        .filter(|c| is_default(c))
+        .min_by(|a, b| {
+            created(b)
+                .cmp(&created(a))
+                .then_with(|| a.name.cmp(&b.name))
+        })
 }
 
 /// A decoded StorageClass.
