@@ -83,6 +83,50 @@ fn object_key(v: &serde_json::Value) -> String {
     }
 }
 
+/// API group of each of [`KINDS`].
+const GROUPS: [&str; 6] = [
+    "",
+    "",
+    "storage.k8s.io",
+    "storage.k8s.io",
+    "storage.k8s.io",
+    "storage.k8s.io",
+];
+
+/// The RBAC verb and the API server's message when a watch error is a 403
+/// (the scheduler's service account may not list or watch the resource).
+pub fn forbidden(e: &watcher::Error) -> Option<(&'static str, &str)> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 403 => {
+            Some(("list", &s.message))
+        }
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+            if s.code == 403 =>
+        {
+            Some(("watch", &s.message))
+        }
+        watcher::Error::WatchError(s) if s.code == 403 => Some(("watch", &s.message)),
+        _ => None,
+    }
+}
+
+/// The log line for a forbidden volume watch: the missing permission (verb,
+/// resource, API group) and what it stops.
+pub fn forbidden_message(verb: &str, resource: &str, group: &str, api: &str) -> String {
+    let g = if group.is_empty() {
+        "\"\" (core)"
+    } else {
+        group
+    };
+    format!(
+        "missing RBAC permission: the scheduler may not {verb} {resource} (API group {g}): \
+         403 Forbidden ({api}); scheduling waits until all six volume kinds are listed, so \
+         no pod is scheduled until `{verb}` on `{resource}` is granted (see \
+         deploy/common/rbac.yaml)"
+    )
+}
+
 fn forward<K>(
     api: Api<K>,
     kind: usize,
@@ -104,6 +148,9 @@ where
         let mut s = watcher::watcher(api, watcher::Config::default().page_size(5000))
             .default_backoff()
             .boxed();
+        // Each denied verb is reported once at error level (the watcher retries
+        // with backoff; the repeats are debug).
+        let mut denied: HashSet<&'static str> = HashSet::new();
         while let Some(ev) = s.next().await {
             let out = match ev {
                 Ok(Event::Init) => Some(VolumeEvent::Init(kind)),
@@ -124,7 +171,13 @@ where
                             resource: metrics::What(what),
                         })
                         .inc();
-                    tracing::warn!("{what} watch: {e}");
+                    match forbidden(&e) {
+                        Some((verb, api)) if denied.insert(verb) => {
+                            tracing::error!("{}", forbidden_message(verb, what, GROUPS[kind], api));
+                        }
+                        Some(_) => tracing::debug!("{what} watch: {e}"),
+                        None => tracing::warn!("{what} watch: {e}"),
+                    }
                     None
                 }
             };
