@@ -165,6 +165,13 @@ pub const RESOURCES: &[ResourceType] = &[
         "BaselineAdminNetworkPolicy",
         false,
     ),
+    rt(
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "VolumeAttachment",
+        false,
+    ),
 ];
 
 const fn rt(
