@@ -658,7 +658,9 @@ fn kube_scores() {
     // scorer_test.go: (shape points, [(requested, capacity) per class], score).
     let default_shape = [(0, 0), (100, 10)];
     let custom = [(50, 0), (80, 3), (100, 5)];
-    let table: Vec<(&[(i64, i64)], Vec<(Vec<(i64, i64)>, i64)>)> = vec![
+    // (shape points, [([(requested, capacity) per class], score)]).
+    type Cases = Vec<(Vec<(i64, i64)>, i64)>;
+    let table: Vec<(&[(i64, i64)], Cases)> = vec![
         (
             &default_shape,
             vec![
