@@ -156,3 +156,38 @@ fn evicting_a_pod_does_not_free_its_pv() {
         r.core.unschedulable
     );
 }
+
+#[test]
+fn preemptor_on_a_freed_node_reserves_its_volumes() {
+    // n0's only PV is free but n0 is full: the high-priority pod evicts the
+    // low-priority one and is pipelined onto n0, taking pv0 (Reserve); the
+    // best-effort pod backfilled later in the session wants a PV of the same class
+    // and must not get pv0 too.
+    let mut y = VOLUMES.to_string();
+    y.push_str(&local_pv("pv0", "n0"));
+    y.push_str(&claim("wanted"));
+    y.push_str(&claim("also"));
+    let low = pod("low").cpu("4").priority(1);
+    let high = with_claim(pod("high").cpu("1").priority(1000), "wanted");
+    let be = with_claim(pod("be"), "also");
+    let (r, _) = session(&y, vec![(low, "n0")], vec![high, be]);
+    assert_eq!(r.evictions.len(), 1, "{:?}", r.core.unschedulable);
+    assert_eq!(r.nominated.len(), 1);
+    assert_eq!(
+        (r.nominated[0].pod.as_str(), r.nominated[0].node.as_str()),
+        ("default/high", "n0")
+    );
+    assert!(r.placements.is_empty(), "{:?}", r.placements);
+    let be = r
+        .core
+        .unschedulable
+        .iter()
+        .find(|u| u.pod == "default/be")
+        .expect("be unschedulable");
+    assert!(
+        be.message
+            .contains("node(s) didn't find available persistent volumes to bind"),
+        "{}",
+        be.message
+    );
+}

@@ -22,7 +22,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{
     PersistentVolume, PersistentVolumeClaim, Pod, TopologySelectorTerm, Volume,
 };
-use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, CSIStorageCapacity, StorageClass};
+use k8s_openapi::api::storage::v1::{
+    CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment,
+};
 
 use crate::labels::{Labels, NodeSelectorMatcher, Selector};
 use crate::resources::FieldError;
@@ -275,6 +277,33 @@ impl PvcInfo {
         })
     }
 
+    /// True when the DefaultStorageClass admission (or the PV controller's
+    /// retroactive assignment) gives the claim the default class: no
+    /// `spec.storageClassName` (an explicit "" is kept), no beta class annotation,
+    /// not bound to a volume.
+    pub fn wants_default_class(&self) -> bool {
+        self.pvc
+            .spec
+            .as_ref()
+            .is_none_or(|s| s.storage_class_name.is_none())
+            && !self
+                .pvc
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(ANN_STORAGE_CLASS))
+            && self.volume_name.is_empty()
+    }
+
+    /// The claim with `spec.storageClassName` set to `class`.
+    pub fn with_class(&self, class: &str) -> Result<PvcInfo, FieldError> {
+        let mut pvc = (*self.pvc).clone();
+        pvc.spec
+            .get_or_insert_with(Default::default)
+            .storage_class_name = Some(class.to_string());
+        PvcInfo::new(pvc)
+    }
+
     /// `isPVCFullyBound`: a volume name and the bind-completed annotation (or, for
     /// hand-written manifests, `status.phase: Bound`).
     pub fn fully_bound(&self) -> bool {
@@ -285,6 +314,34 @@ impl PvcInfo {
     pub fn read_write_once_pod(&self) -> bool {
         self.access_modes.iter().any(|m| m == "ReadWriteOncePod")
     }
+}
+
+/// `storageclass.kubernetes.io/is-default-class`.
+pub const ANN_DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+/// The beta form of [`ANN_DEFAULT_CLASS`].
+pub const ANN_DEFAULT_CLASS_BETA: &str = "storageclass.beta.kubernetes.io/is-default-class";
+
+/// The default StorageClass (`GetDefaultClass`): of the classes annotated
+/// [`ANN_DEFAULT_CLASS`] (or its beta form) `"true"`, the newest by
+/// `creationTimestamp`, ties broken by the smaller name; None when there is none.
+pub fn default_class<'a>(
+    classes: impl IntoIterator<Item = &'a ClassInfo>,
+) -> Option<&'a ClassInfo> {
+    let is_default = |c: &ClassInfo| {
+        c.sc.metadata.annotations.as_ref().is_some_and(|a| {
+            a.get(ANN_DEFAULT_CLASS).map(String::as_str) == Some("true")
+                || a.get(ANN_DEFAULT_CLASS_BETA).map(String::as_str) == Some("true")
+        })
+    };
+    let created = |c: &ClassInfo| c.sc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    classes
+        .into_iter()
+        .filter(|c| is_default(c))
+        .min_by(|a, b| {
+            created(b)
+                .cmp(&created(a))
+                .then_with(|| a.name.cmp(&b.name))
+        })
 }
 
 /// A decoded StorageClass.
@@ -418,6 +475,8 @@ pub struct CapacityInfo {
     pub topology: Option<Selector>,
     /// `maximumVolumeSize`, else `capacity`, in bytes (None: neither set).
     pub limit: Option<i64>,
+    /// `capacity` in bytes (None: unset).
+    pub total: Option<i64>,
 }
 
 impl CapacityInfo {
@@ -450,12 +509,37 @@ impl CapacityInfo {
             class: c.storage_class_name.clone(),
             topology,
             limit: max.or(cap),
+            total: cap,
             capacity: Arc::new(c),
         })
     }
 }
 
-/// One volume object of any of the six kinds, decoded.
+/// A decoded VolumeAttachment (a CSI volume attached, or being attached, to a node
+/// by the attach/detach controller).
+#[derive(Debug, Clone)]
+pub struct AttachmentInfo {
+    pub name: String,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// `spec.attacher` (the CSI driver).
+    pub attacher: String,
+    /// `spec.source.persistentVolumeName` (None for inline volumes).
+    pub pv: Option<String>,
+}
+
+impl AttachmentInfo {
+    pub fn new(va: VolumeAttachment) -> Result<AttachmentInfo, FieldError> {
+        Ok(AttachmentInfo {
+            name: name_of(&va.metadata)?,
+            node: va.spec.node_name,
+            attacher: va.spec.attacher,
+            pv: va.spec.source.persistent_volume_name,
+        })
+    }
+}
+
+/// One volume object of any of the volume kinds, decoded.
 #[derive(Debug, Clone)]
 pub enum VolumeObject {
     Pv(PvInfo),
@@ -464,6 +548,7 @@ pub enum VolumeObject {
     CsiNode(CsiNodeInfo),
     CsiDriver(CsiDriverInfo),
     Capacity(CapacityInfo),
+    Attachment(AttachmentInfo),
 }
 
 impl VolumeObject {
@@ -484,12 +569,13 @@ impl VolumeObject {
             "CSINode" => VolumeObject::CsiNode(CsiNodeInfo::new(de(v)?)?),
             "CSIDriver" => VolumeObject::CsiDriver(CsiDriverInfo::new(de(v)?)?),
             "CSIStorageCapacity" => VolumeObject::Capacity(CapacityInfo::new(de(v)?)?),
+            "VolumeAttachment" => VolumeObject::Attachment(AttachmentInfo::new(de(v)?)?),
             _ => return Ok(None),
         }))
     }
 }
 
-/// (apiVersion, kind) of the six volume kinds.
+/// (apiVersion, kind) of the volume kinds.
 pub const VOLUME_KINDS: &[(&str, &str)] = &[
     ("v1", "PersistentVolume"),
     ("v1", "PersistentVolumeClaim"),
@@ -497,6 +583,7 @@ pub const VOLUME_KINDS: &[(&str, &str)] = &[
     ("storage.k8s.io/v1", "CSINode"),
     ("storage.k8s.io/v1", "CSIDriver"),
     ("storage.k8s.io/v1", "CSIStorageCapacity"),
+    ("storage.k8s.io/v1", "VolumeAttachment"),
 ];
 
 /// The volume objects of the cluster.
@@ -512,9 +599,33 @@ pub struct VolumeObjects {
     pub capacities: BTreeMap<String, Arc<CapacityInfo>>,
     /// PV names by storage class (candidates for delayed binding).
     pub pvs_by_class: HashMap<String, Vec<String>>,
+    /// VolumeAttachments by name.
+    pub attachments: HashMap<String, Arc<AttachmentInfo>>,
+    /// VolumeAttachment names by `spec.nodeName`.
+    pub attachments_by_node: HashMap<String, Vec<String>>,
 }
 
 impl VolumeObjects {
+    fn unindex_attachment(&mut self, name: &str) -> Option<Arc<AttachmentInfo>> {
+        let old = self.attachments.remove(name)?;
+        if let Some(l) = self.attachments_by_node.get_mut(&old.node) {
+            l.retain(|n| n != name);
+            if l.is_empty() {
+                self.attachments_by_node.remove(&old.node);
+            }
+        }
+        Some(old)
+    }
+
+    /// The VolumeAttachments of a node.
+    pub fn node_attachments(&self, node: &str) -> impl Iterator<Item = &AttachmentInfo> {
+        self.attachments_by_node
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|n| self.attachments.get(n).map(|a| &**a))
+    }
+
     fn index_pv(&mut self, name: &str, class: Option<&str>, add: bool) {
         let Some(class) = class else { return };
         let list = self.pvs_by_class.entry(class.to_string()).or_default();
@@ -616,6 +727,7 @@ impl VolumeState {
             && o.csi_nodes.is_empty()
             && o.csi_drivers.is_empty()
             && o.capacities.is_empty()
+            && o.attachments.is_empty()
     }
 
     pub fn pvc(&self, namespace: &str, name: &str) -> Option<&Arc<PvcInfo>> {
@@ -692,6 +804,14 @@ impl VolumeState {
             VolumeObject::Capacity(c) => {
                 o.capacities.insert(c.key.clone(), Arc::new(c));
             }
+            VolumeObject::Attachment(a) => {
+                o.unindex_attachment(&a.name);
+                o.attachments_by_node
+                    .entry(a.node.clone())
+                    .or_default()
+                    .push(a.name.clone());
+                o.attachments.insert(a.name.clone(), Arc::new(a));
+            }
         }
     }
 
@@ -712,6 +832,7 @@ impl VolumeState {
             "CSINode" => o.csi_nodes.remove(key).is_some(),
             "CSIDriver" => o.csi_drivers.remove(key).is_some(),
             "CSIStorageCapacity" => o.capacities.remove(key).is_some(),
+            "VolumeAttachment" => o.unindex_attachment(key).is_some(),
             _ => false,
         }
     }
@@ -979,6 +1100,29 @@ mod tests {
         assert!(s.pod_bindings("ns/p").is_none());
         assert!(s.remove("PersistentVolume", "pv1"));
         assert!(s.objects().pvs_by_class["local"].is_empty());
+    }
+
+    #[test]
+    fn attachments_are_indexed_by_node() {
+        let mut s = VolumeState::default();
+        let va = |node: &str| {
+            obj(
+                "VolumeAttachment",
+                serde_json::json!({"metadata": {"name": "va"}, "spec": {"nodeName": node,
+                    "attacher": "d", "source": {"persistentVolumeName": "pv"}}}),
+            )
+            .unwrap()
+        };
+        s.upsert(va("n1"));
+        let on = |s: &VolumeState, n: &str| s.objects().node_attachments(n).count();
+        assert_eq!((on(&s, "n1"), on(&s, "n2")), (1, 0));
+        assert!(!s.is_empty());
+        // Moved (an update with another node): re-indexed.
+        s.upsert(va("n2"));
+        assert_eq!((on(&s, "n1"), on(&s, "n2")), (0, 1));
+        assert!(s.remove("VolumeAttachment", "va"));
+        assert_eq!(on(&s, "n2"), 0);
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeResourcesFit", 1),
     ("VolumeRestrictions", 0),
     ("NodeVolumeLimits", 0),
-    ("VolumeBinding", 0),
+    ("VolumeBinding", 1),
     ("VolumeZone", 0),
     ("NodeResourceTopologyMatch", 2),
     ("GpuShare", 2),
@@ -578,6 +578,7 @@ mod tests {
                 ("TaintToleration", 3),
                 ("NodeAffinity", 2),
                 ("NodeResourcesFit", 1),
+                ("VolumeBinding", 1),
                 ("NodeResourceTopologyMatch", 2),
                 ("GpuShare", 2),
                 ("PodTopologySpread", 2),
@@ -616,8 +617,8 @@ profiles:
         assert!(!names(&a.filter).contains(&"NodePorts"));
         assert_eq!(a.percentage_of_nodes_to_score, Some(30));
         assert_eq!(fws[1].percentage_of_nodes_to_score, Some(100));
-        // kube-scheduler's 7 score plugins + NodeResourceTopologyMatch + GpuShare.
-        assert_eq!(fws[1].score.len(), 9);
+        // kube-scheduler's 8 score plugins + NodeResourceTopologyMatch + GpuShare.
+        assert_eq!(fws[1].score.len(), 10);
     }
 
     #[test]

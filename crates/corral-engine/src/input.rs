@@ -338,6 +338,7 @@ fn add_value(
 }
 
 fn finish(mut input: ClusterInput, pods: Vec<(Pod, Origin)>) -> Result<ClusterInput, InputError> {
+    default_storage_class(&mut input)?;
     for (n, v) in SYSTEM_PRIORITY_CLASSES {
         input.priority_classes.entry(n.to_string()).or_insert(*v);
     }
@@ -404,6 +405,32 @@ fn finish(mut input: ClusterInput, pods: Vec<(Pod, Origin)>) -> Result<ClusterIn
     Ok(input)
 }
 
+/// The API server's DefaultStorageClass admission (and the PV controller's
+/// retroactive assignment): claims without a storage class get the default
+/// StorageClass of the input, if one is marked.
+fn default_storage_class(input: &mut ClusterInput) -> Result<(), InputError> {
+    use crate::volumes::VolumeObject;
+    let Some(default) =
+        crate::volumes::default_class(input.volumes.iter().filter_map(|(o, _)| match o {
+            VolumeObject::Class(c) => Some(c),
+            _ => None,
+        }))
+        .map(|c| c.name.clone())
+    else {
+        return Ok(());
+    };
+    for (o, origin) in input.volumes.iter_mut() {
+        if let VolumeObject::Pvc(c) = o
+            && c.wants_default_class()
+        {
+            *c = c.with_class(&default).map_err(|e| {
+                InputError(format!("{origin} (PersistentVolumeClaim {}): {e}", c.key))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// True for pods that have terminated (they hold no resources).
 pub fn is_terminated(p: &PodInfo) -> bool {
     corral_api::pod::is_finished(&p.pod)
@@ -443,6 +470,83 @@ items:
   storageClassName: local
   capacity: 100Gi
 "#;
+
+    #[test]
+    fn claims_without_a_class_get_the_default_class() {
+        use crate::volumes::VolumeObject;
+        let y = r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: plain, namespace: ns}
+spec: {resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: none, namespace: ns}
+spec: {storageClassName: "", resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: own, namespace: ns}
+spec: {storageClassName: fast}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: bound, namespace: ns}
+spec: {volumeName: pv1}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: old-default, creationTimestamp: "2025-01-01T00:00:00Z",
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}}
+provisioner: p
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: new-default, creationTimestamp: "2026-01-01T00:00:00Z",
+  annotations: {storageclass.beta.kubernetes.io/is-default-class: "true"}}
+provisioner: p
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast, annotations: {storageclass.kubernetes.io/is-default-class: "false"}}
+provisioner: p
+"#;
+        let classes = |inp: &ClusterInput| -> Vec<(String, String)> {
+            inp.volumes
+                .iter()
+                .filter_map(|(o, _)| match o {
+                    VolumeObject::Pvc(c) => Some((c.name.clone(), c.class.clone())),
+                    _ => None,
+                })
+                .collect()
+        };
+        let inp = load_str(y, "c.yaml", &[]).unwrap();
+        let want = |d: &str| {
+            vec![
+                ("plain".to_string(), d.to_string()),
+                ("none".into(), String::new()),
+                ("own".into(), "fast".into()),
+                ("bound".into(), String::new()),
+            ]
+        };
+        // The newest default wins.
+        assert_eq!(classes(&inp), want("new-default"));
+        // Same creation time: the smaller name.
+        let tie = y.replace("2025-01-01", "2026-01-01");
+        assert_eq!(
+            classes(&load_str(&tie, "c.yaml", &[]).unwrap()),
+            want("new-default")
+        );
+        let tie = tie.replace("name: old-default", "name: a-default");
+        assert_eq!(
+            classes(&load_str(&tie, "c.yaml", &[]).unwrap()),
+            want("a-default")
+        );
+        // No default class: nothing changes.
+        let none = y.replace("\"true\"", "\"false\"");
+        assert_eq!(classes(&load_str(&none, "c.yaml", &[]).unwrap()), want(""));
+    }
 
     #[test]
     fn volume_kinds_are_decoded_from_lists() {

@@ -369,7 +369,10 @@ impl NodeResourcesFit {
             resources.push((ScoreResource::parse(&r.name), w));
         }
         let shape = match rtcr {
-            Some(rtcr) => Some(validate_shape(rtcr.shape)?),
+            Some(rtcr) => Some(validate_shape(
+                "scoringStrategy.requestedToCapacityRatio.shape",
+                rtcr.shape,
+            )?),
             None => None,
         };
         let strategy = match kind.as_str() {
@@ -452,26 +455,29 @@ impl NodeResourcesFit {
     }
 }
 
-/// Validates and scales a RequestedToCapacityRatio shape (`validateFunctionShape`).
-fn validate_shape(shape: Option<Vec<Value>>) -> Result<Vec<(i64, i64)>, String> {
-    const PATH: &str = "scoringStrategy.requestedToCapacityRatio.shape";
+/// Validates and scales a utilization → score shape (`validateFunctionShape`) given
+/// at `path` (RequestedToCapacityRatio, VolumeBinding's StorageCapacityScoring).
+pub(crate) fn validate_shape(
+    path: &str,
+    shape: Option<Vec<Value>>,
+) -> Result<Vec<(i64, i64)>, String> {
     let shape = shape
         .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
-            serde_json::from_value::<ShapePointArg>(v).map_err(|e| format!("{PATH}[{i}]: {e}"))
+            serde_json::from_value::<ShapePointArg>(v).map_err(|e| format!("{path}[{i}]: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if shape.is_empty() {
         return Err(format!(
-            "{PATH}: Required value: at least one point must be specified"
+            "{path}: Required value: at least one point must be specified"
         ));
     }
     for i in 1..shape.len() {
         if shape[i - 1].utilization >= shape[i].utilization {
             return Err(format!(
-                "{PATH}[{i}].utilization: Invalid value: {}: utilization values must be sorted in increasing order",
+                "{path}[{i}].utilization: Invalid value: {}: utilization values must be sorted in increasing order",
                 shape[i].utilization
             ));
         }
@@ -479,13 +485,13 @@ fn validate_shape(shape: Option<Vec<Value>>) -> Result<Vec<(i64, i64)>, String> 
     for (i, p) in shape.iter().enumerate() {
         if !(0..=MAX_UTILIZATION).contains(&p.utilization) {
             return Err(format!(
-                "{PATH}[{i}].utilization: Invalid value: {}: not in valid range [0, 100]",
+                "{path}[{i}].utilization: Invalid value: {}: not in valid range [0, 100]",
                 p.utilization
             ));
         }
         if !(0..=MAX_CUSTOM_PRIORITY_SCORE).contains(&p.score) {
             return Err(format!(
-                "{PATH}[{i}].score: Invalid value: {}: not in valid range [0, 10]",
+                "{path}[{i}].score: Invalid value: {}: not in valid range [0, 10]",
                 p.score
             ));
         }
@@ -531,8 +537,9 @@ fn broken_linear(shape: &[(i64, i64)], p: i64) -> i64 {
     shape.last().map_or(0, |&(_, s)| s)
 }
 
-/// One resource's RequestedToCapacityRatio score.
-fn rtcr_resource_score(shape: &[(i64, i64)], requested: i64, capacity: i64) -> i64 {
+/// One resource's RequestedToCapacityRatio score (also VolumeBinding's per-class
+/// storage score).
+pub(crate) fn rtcr_resource_score(shape: &[(i64, i64)], requested: i64, capacity: i64) -> i64 {
     if capacity == 0 || requested > capacity {
         return broken_linear(shape, MAX_UTILIZATION);
     }

@@ -9,8 +9,10 @@
 //! migrates to; an unbound claim (or a claim whose PV is missing) by its
 //! StorageClass' provisioner and a per-claim handle. The node's existing pods'
 //! volumes are counted the same way, each unique volume once; a volume the node
-//! already has is not counted again. Per driver, attached + new > limit is
-//! Unschedulable (preemption can free attachments).
+//! already has is not counted again. VolumeAttachments of the node (by
+//! `spec.nodeName`) whose PV is a CSI volume count as attached under their
+//! attacher, unless a pod's volume already counted them. Per driver, attached +
+//! new > limit is Unschedulable (preemption can free attachments).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -219,6 +221,23 @@ impl FilterPlugin for NodeVolumeLimits {
             if let Err(st) = attachable(vols, csi, p, false, &mut attached) {
                 return st;
             }
+        }
+        // `getNodeVolumeAttachmentInfo`: volumes the attach/detach controller has
+        // attached (or is attaching) to the node count too — a pod may be gone or
+        // not yet placed — unless a pod's volume already counted them.
+        for va in vols.objects().node_attachments(&node.name) {
+            let Some(pv) = va.pv.as_deref().and_then(|n| vols.pv(n)) else {
+                continue;
+            };
+            let Some(source) = pv.pv.spec.as_ref().and_then(|s| s.csi.as_ref()) else {
+                continue;
+            };
+            if va.attacher.is_empty() {
+                continue;
+            }
+            attached
+                .entry(format!("{}/{}", va.attacher, source.volume_handle))
+                .or_insert_with(|| va.attacher.clone());
         }
         let mut attached_count: BTreeMap<&str, i64> = BTreeMap::new();
         for (unique, driver) in &attached {

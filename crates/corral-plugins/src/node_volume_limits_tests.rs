@@ -1,6 +1,6 @@
-//! kube-scheduler's `nodevolumelimits/csi_test.go` TestCSILimits cases as data
-//! (the VolumeAttachment-counting rows are left out: Corral does not watch
-//! VolumeAttachments).
+//! kube-scheduler's `nodevolumelimits/csi_test.go` TestCSILimits cases as data;
+//! `volume_attachments_count` covers its VolumeAttachment counting
+//! (`getNodeVolumeAttachmentInfo`).
 
 use serde_json::{Value, json};
 
@@ -399,4 +399,92 @@ fn pods_without_attachable_volumes_skip() {
     );
     let (_, st) = NodeVolumeLimits.pre_filter(&mut CycleState::new(), &p, &Snapshot::new());
     assert!(st.is_skip());
+}
+
+fn attachment(name: &str, node: &str, attacher: &str, pv: Option<&str>) -> VolumeObject {
+    let mut source = json!({});
+    if let Some(pv) = pv {
+        source["persistentVolumeName"] = json!(pv);
+    }
+    decode(
+        "VolumeAttachment",
+        json!({"metadata": {"name": name},
+            "spec": {"nodeName": node, "attacher": attacher, "source": source}}),
+    )
+}
+
+/// Filter of `new` on the test node (EBS limit `max`) running `existing`, with
+/// the given VolumeAttachments.
+fn with_attachments(
+    new: &PodInfo,
+    existing: Vec<PodInfo>,
+    max: i32,
+    vas: Vec<VolumeObject>,
+) -> Status {
+    const N: &str = "node-for-max-pd-test-1";
+    let mut objs = objects();
+    objs.push(csi_node(N, &[(EBS, Some(max))], &[]));
+    objs.extend(vas);
+    let mut snap = snapshot(vec![node(N, &[]), node("other", &[])], objs);
+    for p in existing {
+        snap.add_pod(std::sync::Arc::new(p), N);
+    }
+    let n = snap.node(N).unwrap().clone();
+    let mut st = CycleState::new();
+    assert!(
+        NodeVolumeLimits
+            .pre_filter(&mut st, new, &snap)
+            .1
+            .is_success()
+    );
+    NodeVolumeLimits.filter(&st, new, &n, &snap)
+}
+
+#[test]
+fn volume_attachments_count() {
+    const N: &str = "node-for-max-pd-test-1";
+    let one = || pod_of("csiEBSOneVolPod", &["csi-ebs-0"]);
+    let running = || pod_of("runningPod", &["csi-ebs-3"]);
+    // Two CSI volumes attached to the node (no pod of them placed): a third
+    // exceeds a limit of 2.
+    let vas = || {
+        vec![
+            attachment("va-0", N, EBS, Some("csi-ebs-3")),
+            attachment("va-1", N, EBS, Some("csi-ebs-1")),
+        ]
+    };
+    let st = with_attachments(&one(), vec![], 2, vas());
+    assert_eq!(st.reasons, [ERR_REASON_MAX_VOLUME_COUNT_EXCEEDED], "{st}");
+    assert_eq!(st.code, Code::Unschedulable);
+    assert!(with_attachments(&one(), vec![], 3, vas()).is_success());
+    // The attachment of a placed pod's volume is counted once.
+    let st = with_attachments(
+        &one(),
+        vec![running()],
+        2,
+        vec![attachment("va-0", N, EBS, Some("csi-ebs-3"))],
+    );
+    assert!(st.is_success(), "{st}");
+    // The new pod's own volume, already attached here, adds nothing.
+    assert!(
+        with_attachments(
+            &pod_of("again", &["csi-ebs-3"]),
+            vec![],
+            1,
+            vec![attachment("va-0", N, EBS, Some("csi-ebs-3"))]
+        )
+        .is_success()
+    );
+    // Not counted: another node's attachment, one without a PV name, one whose
+    // PV is missing or not a CSI volume, one without an attacher.
+    for va in [
+        attachment("va-x", "other", EBS, Some("csi-ebs-1")),
+        attachment("va-x", N, EBS, None),
+        attachment("va-x", N, EBS, Some("gone")),
+        attachment("va-x", N, EBS, Some("intree-0")),
+        attachment("va-x", N, "", Some("csi-ebs-1")),
+    ] {
+        let st = with_attachments(&one(), vec![], 1, vec![va]);
+        assert!(st.is_success(), "{st}");
+    }
 }

@@ -22,8 +22,13 @@
 //! - PreBind (writing the PV/PVC and waiting for the binding) is the job of the
 //!   application's binder, which reads the reported bindings.
 //!
-//! Not implemented: the StorageCapacityScoring Score (an alpha feature gate in
-//! kube-scheduler; its `shape` arg is rejected).
+//! - **Score** (kube-scheduler's StorageCapacityScoring, a feature gate there; in
+//!   Corral the `shape` argument turns it on, without it PreScore skips as kube
+//!   does with the gate off): per storage class of the node's volume decisions,
+//!   utilization = requested / capacity — for static bindings the claims' requests
+//!   against the chosen PVs' capacities, else for provisionings the requests
+//!   against the node's CSIStorageCapacity `capacity` — through the shape's broken
+//!   linear function, averaged over the classes and rounded.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,11 +37,12 @@ use serde::Deserialize;
 
 use crate::framework::{
     Code, CycleState, FilterPlugin, Plugin, PreFilterExtensions, PreFilterPlugin, PreFilterResult,
-    ReservePlugin, Status,
+    PreScorePlugin, ReservePlugin, ScorePlugin, Status,
 };
 use crate::snapshot::{LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
 use crate::volumes::{
-    BINDINGS_STATE_KEY, NO_PROVISIONER, PodVolumeBindings, PvInfo, PvcInfo, VolumeState,
+    BINDINGS_STATE_KEY, CapacityInfo, NO_PROVISIONER, PodVolumeBindings, PvInfo, PvcInfo,
+    VolumeState,
 };
 
 pub const NAME: &str = "VolumeBinding";
@@ -69,26 +75,42 @@ pub const DEFAULT_BIND_TIMEOUT_SECONDS: i64 = 600;
 pub struct VolumeBinding {
     /// How long the binder waits for claims to bind (`bindTimeoutSeconds`).
     pub bind_timeout_seconds: i64,
+    /// StorageCapacityScoring's shape, scaled to node scores (None: no Score).
+    pub shape: Option<Vec<(i64, i64)>>,
 }
 
 impl Default for VolumeBinding {
     fn default() -> Self {
         VolumeBinding {
             bind_timeout_seconds: DEFAULT_BIND_TIMEOUT_SECONDS,
+            shape: None,
         }
     }
 }
 
-crate::impl_plugin!(VolumeBinding, NAME, pre_filter, filter, reserve);
+crate::impl_plugin!(
+    VolumeBinding,
+    NAME,
+    pre_filter,
+    filter,
+    pre_score,
+    score,
+    reserve
+);
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {
     let Some(v) = args.filter(|v| !v.is_null()) else {
         return Ok(Arc::new(VolumeBinding::default()));
     };
     let a: Args = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    if a.shape.is_some() {
-        return Err("shape: needs kube-scheduler's StorageCapacityScoring feature gate (Score), which Corral does not implement".into());
-    }
+    let shape = match a.shape {
+        None => None,
+        Some(serde_json::Value::Array(points)) => Some(crate::node_resources_fit::validate_shape(
+            "shape",
+            Some(points),
+        )?),
+        Some(_) => return Err("shape: must be a list of {utilization, score} points".into()),
+    };
     let t = a
         .bind_timeout_seconds
         .unwrap_or(DEFAULT_BIND_TIMEOUT_SECONDS);
@@ -97,6 +119,7 @@ pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, Stri
     }
     Ok(Arc::new(VolumeBinding {
         bind_timeout_seconds: t,
+        shape,
     }))
 }
 
@@ -394,6 +417,9 @@ impl PreFilterExtensions for VolumeBinding {
 #[derive(Debug, Default)]
 pub struct Found {
     pub bindings: PodVolumeBindings,
+    /// Per provisioning (in `bindings.provisions` order): the CSIStorageCapacity
+    /// that fits it on the node (`NodeCapacity`), if capacity is tracked.
+    pub capacities: Vec<Option<Arc<CapacityInfo>>>,
     /// kube-scheduler's reasons, in its order; empty = feasible.
     pub reasons: Vec<&'static str>,
 }
@@ -451,27 +477,36 @@ fn find_matching<'a>(
     best
 }
 
-/// `hasEnoughCapacity`.
-fn has_enough_capacity(
-    vols: &VolumeState,
+/// `hasEnoughCapacity`: Err(()) when capacity is tracked and no CSIStorageCapacity
+/// of the class, reaching the node, fits the request; else Ok with the fitting
+/// object (None when capacity is not tracked or the claim requests nothing).
+fn has_enough_capacity<'a>(
+    vols: &'a VolumeState,
     provisioner: &str,
     c: &PvcInfo,
     class: &str,
     node: &NodeInfo,
-) -> bool {
-    let Some(size) = c.request else { return true };
+) -> Result<Option<&'a Arc<CapacityInfo>>, ()> {
+    let Some(size) = c.request else {
+        return Ok(None);
+    };
     match vols.csi_driver(provisioner) {
         Some(d) if d.storage_capacity => {}
-        _ => return true,
+        _ => return Ok(None),
     }
-    vols.objects().capacities.values().any(|cap| {
-        cap.class == class
-            && cap.limit.is_some_and(|l| l >= size)
-            && cap
-                .topology
-                .as_ref()
-                .is_some_and(|t| t.matches(&node.labels))
-    })
+    vols.objects()
+        .capacities
+        .values()
+        .find(|cap| {
+            cap.class == class
+                && cap.limit.is_some_and(|l| l >= size)
+                && cap
+                    .topology
+                    .as_ref()
+                    .is_some_and(|t| t.matches(&node.labels))
+        })
+        .map(Some)
+        .ok_or(())
 }
 
 /// `FindPodVolumes` for one node.
@@ -543,9 +578,12 @@ pub fn find_pod_volumes(
                 unbound_ok = false;
                 break;
             }
-            if !has_enough_capacity(vols, &class.provisioner, c, &class.name, node) {
-                space_ok = false;
-                break;
+            match has_enough_capacity(vols, &class.provisioner, c, &class.name, node) {
+                Err(()) => {
+                    space_ok = false;
+                    break;
+                }
+                Ok(cap) => f.capacities.push(cap.cloned()),
             }
             f.bindings.provisions.push(c.key.clone());
         }
@@ -611,6 +649,102 @@ impl FilterPlugin for VolumeBinding {
             Ok(f) if f.reasons.is_empty() => Status::success(),
             Ok(f) => rejected(&f.reasons),
             Err(st) => st,
+        }
+    }
+}
+
+/// StorageCapacityScoring's node score from per-class (requested, capacity) sums
+/// (`buildScorerFunction`): each class's utilization through the shape, averaged
+/// and rounded; 0 without classes.
+pub fn capacity_score(shape: &[(i64, i64)], classes: &[(i64, i64)]) -> i64 {
+    if classes.is_empty() {
+        return 0;
+    }
+    let sum: i64 = classes
+        .iter()
+        .map(|&(req, cap)| crate::node_resources_fit::rtcr_resource_score(shape, req, cap))
+        .sum();
+    (sum as f64 / classes.len() as f64).round() as i64
+}
+
+/// Per storage class (requested, capacity) of a node's volume decisions (kube's
+/// `classResourceMap`): static bindings if any, else provisionings whose capacity
+/// is tracked (capacity = the CSIStorageCapacity's `capacity`, not summed).
+fn class_resources(f: &Found, vols: &VolumeState) -> Vec<(i64, i64)> {
+    let mut by_class: Vec<(String, i64, i64)> = Vec::new();
+    let mut add = |class: &str, req: i64, cap: i64, sum_cap: bool| match by_class
+        .iter_mut()
+        .find(|(c, _, _)| *c == class)
+    {
+        Some(e) => {
+            e.1 += req;
+            e.2 = if sum_cap { e.2 + cap } else { cap };
+        }
+        None => by_class.push((class.to_string(), req, cap)),
+    };
+    let pvc = |key: &str| vols.objects().pvcs.get(key);
+    if !f.bindings.bindings.is_empty() {
+        for (claim, pv) in &f.bindings.bindings {
+            let (Some(c), Some(pv)) = (pvc(claim), vols.pv(pv)) else {
+                continue;
+            };
+            add(&pv.class, c.request.unwrap_or(0), pv.capacity, true);
+        }
+    } else {
+        for (claim, cap) in f.bindings.provisions.iter().zip(&f.capacities) {
+            let (Some(c), Some(cap)) = (pvc(claim), cap) else {
+                continue;
+            };
+            add(
+                &c.class,
+                c.request.unwrap_or(0),
+                cap.total.unwrap_or(0),
+                false,
+            );
+        }
+    }
+    by_class.into_iter().map(|(_, r, c)| (r, c)).collect()
+}
+
+impl PreScorePlugin for VolumeBinding {
+    /// Skip without a shape (kube: no scorer without StorageCapacityScoring) or
+    /// for pods without claims.
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        _: &PodInfo,
+        _: &Snapshot,
+        _: &[&NodeInfo],
+    ) -> Status {
+        if self.shape.is_none() || state.read::<PodClaims>(STATE_KEY).is_none() {
+            return Status::skip();
+        }
+        Status::success()
+    }
+}
+
+impl ScorePlugin for VolumeBinding {
+    fn score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Result<i64, Status> {
+        let Some(shape) = &self.shape else {
+            return Ok(0);
+        };
+        let claims = match own_claims(state, pod, snap)? {
+            Some(c) => c,
+            None => return Ok(0),
+        };
+        match find_pod_volumes(&claims, node, snap) {
+            Ok(f) if f.reasons.is_empty() => {
+                Ok(capacity_score(shape, &class_resources(&f, snap.volumes())))
+            }
+            // Not feasible here (kube: no podVolumes for the node): 0.
+            Ok(_) => Ok(0),
+            Err(st) => Err(st),
         }
     }
 }

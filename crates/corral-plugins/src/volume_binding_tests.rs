@@ -1,7 +1,7 @@
 //! VolumeBinding tests. `kube_table` transcribes kube-scheduler's
 //! `volumebinding/volume_binding_test.go` TestVolumeBinding cases as data (objects
-//! in, PreFilter status and per-node Filter statuses out; the Score columns belong
-//! to the StorageCapacityScoring gate, not implemented). The other tests cover
+//! in, PreFilter status and per-node Filter statuses out); `kube_scores` its Score
+//! columns (capacity scoring on) and `scorer_test.go`. The other tests cover
 //! provisioning (`scheduler_binder_test.go`'s checkVolumeProvisions /
 //! hasEnoughCapacity semantics), Reserve, and the in-batch assume cache.
 
@@ -516,7 +516,17 @@ fn bound_local_pv_restricts_nodes_in_prefilter() {
 fn args_are_honoured_or_rejected() {
     assert!(factory(Some(&json!({"bindTimeoutSeconds": 30}))).is_ok());
     let e = factory(Some(&json!({"shape": []}))).err().unwrap();
-    assert!(e.contains("shape"), "{e}");
+    assert!(e.contains("shape: Required value"), "{e}");
+    let e = factory(Some(&json!({"shape": [{"utilization": 0, "score": 11}]})))
+        .err()
+        .unwrap();
+    assert!(e.starts_with("shape[0].score: Invalid value"), "{e}");
+    let e = factory(Some(&json!({"shape": [
+        {"utilization": 50, "score": 1}, {"utilization": 40, "score": 2}]})))
+    .err()
+    .unwrap();
+    assert!(e.starts_with("shape[1].utilization"), "{e}");
+    assert!(factory(Some(&json!({"shape": {"utilization": 0}}))).is_err());
     let e = factory(Some(&json!({"bindTimeoutSeconds": -1})))
         .err()
         .unwrap();
@@ -609,4 +619,187 @@ fn memo_shared_by_interchangeable_claims() {
         by_name(&other, shared(&p1, &other), "n1"),
         [ERR_REASON_BIND_CONFLICT]
     );
+}
+
+/// kube's `defaultShapePoint` (utilization 0 → 0, 100 → MaxCustomPriorityScore),
+/// scaled to node scores.
+const KUBE_TEST_SHAPE: [(i64, i64); 2] = [(0, 0), (100, 100)];
+
+fn scoring_plugin() -> VolumeBinding {
+    let pl = factory(Some(&json!({"shape": [
+        {"utilization": 0, "score": 0}, {"utilization": 100, "score": 10}]})))
+    .unwrap();
+    assert!(pl.clone().as_score().is_some() && pl.as_pre_score().is_some());
+    VolumeBinding {
+        shape: Some(KUBE_TEST_SHAPE.to_vec()),
+        ..VolumeBinding::default()
+    }
+}
+
+/// PreScore status and per-node scores (0 on infeasible nodes, as kube).
+fn scores(snap: &Snapshot, claims: &[&str], pl: &VolumeBinding) -> (bool, Vec<i64>) {
+    let p = pod("pod-a", claims);
+    let mut st = CycleState::new();
+    assert!(pl.pre_filter(&mut st, &p, snap).1.is_success());
+    let refs: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+    let pre = pl.pre_score(&mut st, &p, snap, &refs);
+    let s = snap
+        .nodes()
+        .iter()
+        .map(|n| pl.score(&st, &p, n, snap).unwrap())
+        .collect();
+    (pre.is_skip(), s)
+}
+
+/// kube's TestVolumeBinding `wantScores` (with the capacity scoring gate on) and
+/// TestScore (`scorer_test.go`, `buildScorerFunction`) as data.
+#[test]
+fn kube_scores() {
+    // scorer_test.go: (shape points, [(requested, capacity) per class], score).
+    let default_shape = [(0, 0), (100, 10)];
+    let custom = [(50, 0), (80, 3), (100, 5)];
+    // (shape points, [([(requested, capacity) per class], score)]).
+    type Cases = Vec<(Vec<(i64, i64)>, i64)>;
+    let table: Vec<(&[(i64, i64)], Cases)> = vec![
+        (
+            &default_shape,
+            vec![
+                (vec![(0, 100)], 0),
+                (vec![(30, 100)], 30),
+                (vec![(50, 100)], 50),
+                (vec![(100, 100)], 100),
+            ],
+        ),
+        (
+            &default_shape,
+            vec![
+                (vec![(0, 100), (0, 100)], 0),
+                (vec![(0, 100), (30, 100)], 15),
+                (vec![(30, 100), (30, 100)], 30),
+                (vec![(30, 100), (60, 100)], 45),
+                (vec![(50, 100), (50, 100)], 50),
+                (vec![(50, 100), (100, 100)], 75),
+                (vec![(100, 100), (100, 100)], 100),
+            ],
+        ),
+        (
+            &custom,
+            vec![
+                (vec![(0, 100), (0, 100)], 0),
+                (vec![(0, 100), (30, 100)], 0),
+                (vec![(30, 100), (30, 100)], 0),
+                (vec![(30, 100), (60, 100)], 5),
+                (vec![(50, 100), (100, 100)], 25),
+                (vec![(90, 100), (90, 100)], 40),
+                (vec![(100, 100), (100, 100)], 50),
+            ],
+        ),
+    ];
+    for (points, cases) in table {
+        let json_points: Vec<serde_json::Value> = points
+            .iter()
+            .map(|(u, s)| json!({"utilization": u, "score": s}))
+            .collect();
+        let shape = crate::node_resources_fit::validate_shape("shape", Some(json_points)).unwrap();
+        for (classes, want) in cases {
+            assert_eq!(
+                capacity_score(&shape, &classes),
+                want,
+                "{points:?} {classes:?}"
+            );
+        }
+    }
+
+    // volume_binding_test.go: "local volumes with close capacity are preferred".
+    let local = |n: &str, class: &str, cap: &str, node: &str| {
+        pv(n, class)
+            .phase("Available")
+            .capacity(cap)
+            .affinity(&[(HOST, &[node])])
+            .obj()
+    };
+    let nodes = || {
+        vec![
+            node("node-a", &[]),
+            node("node-b", &[]),
+            node("node-c", &[]),
+        ]
+    };
+    let pl = scoring_plugin();
+    let mut objs = classes();
+    objs.extend([
+        pvc("pvc-a", WAIT).request("50Gi").obj(),
+        local("pv-a-0", WAIT, "200Gi", "node-a"),
+        local("pv-a-1", WAIT, "200Gi", "node-a"),
+        local("pv-b-0", WAIT, "100Gi", "node-b"),
+        local("pv-b-1", WAIT, "100Gi", "node-b"),
+    ]);
+    let snap = snapshot(nodes(), objs);
+    assert_eq!(scores(&snap, &["pvc-a"], &pl), (false, vec![25, 50, 0]));
+    // Without a shape (kube: the gate off) PreScore skips.
+    assert!(scores(&snap, &["pvc-a"], &VolumeBinding::default()).0);
+
+    // "... (multiple pvcs)".
+    let mut objs = classes();
+    objs.extend([
+        pvc("pvc-0", WAIT).request("50Gi").obj(),
+        pvc("pvc-1", WAIT_HDD).request("100Gi").obj(),
+        local("pv-a-0", WAIT, "200Gi", "node-a"),
+        local("pv-a-1", WAIT, "200Gi", "node-a"),
+        local("pv-a-2", WAIT_HDD, "200Gi", "node-a"),
+        local("pv-a-3", WAIT_HDD, "200Gi", "node-a"),
+        local("pv-b-0", WAIT, "100Gi", "node-b"),
+        local("pv-b-1", WAIT, "100Gi", "node-b"),
+        local("pv-b-2", WAIT_HDD, "100Gi", "node-b"),
+        local("pv-b-3", WAIT_HDD, "100Gi", "node-b"),
+    ]);
+    let snap = snapshot(nodes(), objs);
+    assert_eq!(
+        scores(&snap, &["pvc-0", "pvc-1"], &pl),
+        (false, vec![38, 75, 0])
+    );
+
+    // "zonal volumes with close capacity are preferred".
+    let zpv = |n: &str, z: &str, cap: &str| {
+        pv(n, WAIT)
+            .phase("Available")
+            .capacity(cap)
+            .affinity(&[
+                (REGION, &[&format!("region-{z}")]),
+                (ZONE, &[&format!("zone-{z}")]),
+            ])
+            .obj()
+    };
+    let mut objs = classes();
+    objs.extend([
+        pvc("pvc-a", WAIT).request("50Gi").obj(),
+        zpv("pv-a-0", "a", "200Gi"),
+        zpv("pv-a-1", "a", "200Gi"),
+        zpv("pv-b-0", "b", "100Gi"),
+        zpv("pv-b-1", "b", "100Gi"),
+    ]);
+    let snap = snapshot(zonal_nodes(), objs);
+    let (_, got) = scores(&snap, &["pvc-a"], &pl);
+    for (n, s) in snap.nodes().iter().zip(got) {
+        let want = match &n.name[..6] {
+            "zone-a" => 25,
+            "zone-b" => 50,
+            _ => 0,
+        };
+        assert_eq!(s, want, "{}", n.name);
+    }
+
+    // Dynamic provisioning (StorageCapacityScoring): the request against the
+    // node's CSIStorageCapacity `capacity`.
+    let snap = provisioning_snapshot(vec![
+        csi_driver("csi.example.com", true),
+        capacity("c1", "csi-wait", Some((ZONE, "z1")), "100Gi"),
+        capacity("c2", "csi-wait", Some((ZONE, "z2")), "40Gi"),
+    ]);
+    let p = pod("p", &["data"]);
+    let mut st = CycleState::new();
+    assert!(pl.pre_filter(&mut st, &p, &snap).1.is_success());
+    let by = |n: &str| pl.score(&st, &p, snap.node(n).unwrap(), &snap).unwrap();
+    // 10Gi of 100Gi → 10; of 40Gi → 25; n3 infeasible → 0.
+    assert_eq!((by("n1"), by("n2"), by("n3")), (10, 25, 0));
 }

@@ -1,8 +1,9 @@
-//! Volumes in `run`: watches of the six volume kinds fed into the snapshot's volume
+//! Volumes in `run`: watches of the seven volume kinds fed into the snapshot's volume
 //! state, and VolumeBinding's PreBind done by the binder.
 //!
 //! - **Watches** (`spawn`): PersistentVolumes, PersistentVolumeClaims,
-//!   StorageClasses, CSINodes, CSIDrivers, CSIStorageCapacities through kube-runtime
+//!   StorageClasses, CSINodes, CSIDrivers, CSIStorageCapacities, VolumeAttachments
+//!   through kube-runtime
 //!   watchers; each event is decoded in the loop (`Loop::on_volume_event`) into
 //!   `corral_core::volumes` objects, applied incrementally; a relist removes what it
 //!   did not see. An object that does not decode is skipped with a warning and
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::storage::v1::{CSIDriver, CSINode, CSIStorageCapacity, StorageClass};
+use k8s_openapi::api::storage::v1::{
+    CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -38,14 +41,15 @@ use crate::volumes::{
     ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_SELECTED_NODE, PodVolumeBindings, VolumeObject,
 };
 
-/// The six kinds, in the order of [`VolumeWatch::relist`].
-pub const KINDS: [&str; 6] = [
+/// The volume kinds, in the order of [`VolumeWatch::relist`].
+pub const KINDS: [&str; 7] = [
     "PersistentVolume",
     "PersistentVolumeClaim",
     "StorageClass",
     "CSINode",
     "CSIDriver",
     "CSIStorageCapacity",
+    "VolumeAttachment",
 ];
 
 /// One watch event of a volume kind.
@@ -67,11 +71,11 @@ pub enum VolumeEvent {
 /// Relist bookkeeping of the volume watches (in the loop).
 #[derive(Default)]
 pub struct VolumeWatch {
-    relist: [Option<HashSet<String>>; 6],
+    relist: [Option<HashSet<String>>; 7],
     /// Keys currently applied per kind.
-    known: [HashSet<String>; 6],
+    known: [HashSet<String>; 7],
     /// Initial list done, per kind.
-    synced: [bool; 6],
+    synced: [bool; 7],
 }
 
 fn object_key(v: &serde_json::Value) -> String {
@@ -81,6 +85,51 @@ fn object_key(v: &serde_json::Value) -> String {
         Some(ns) => corral_api::pod::key(ns, name),
         None => name.to_string(),
     }
+}
+
+/// API group of each of [`KINDS`].
+const GROUPS: [&str; 7] = [
+    "",
+    "",
+    "storage.k8s.io",
+    "storage.k8s.io",
+    "storage.k8s.io",
+    "storage.k8s.io",
+    "storage.k8s.io",
+];
+
+/// The RBAC verb and the API server's message when a watch error is a 403
+/// (the scheduler's service account may not list or watch the resource).
+pub fn forbidden(e: &watcher::Error) -> Option<(&'static str, &str)> {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.code == 403 => {
+            Some(("list", &s.message))
+        }
+        watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+            if s.code == 403 =>
+        {
+            Some(("watch", &s.message))
+        }
+        watcher::Error::WatchError(s) if s.code == 403 => Some(("watch", &s.message)),
+        _ => None,
+    }
+}
+
+/// The log line for a forbidden volume watch: the missing permission (verb,
+/// resource, API group) and what it stops.
+pub fn forbidden_message(verb: &str, resource: &str, group: &str, api: &str) -> String {
+    let g = if group.is_empty() {
+        "\"\" (core)"
+    } else {
+        group
+    };
+    format!(
+        "missing RBAC permission: the scheduler may not {verb} {resource} (API group {g}): \
+         403 Forbidden ({api}); scheduling waits until every volume kind is listed, so \
+         no pod is scheduled until `{verb}` on `{resource}` is granted (see \
+         deploy/common/rbac.yaml)"
+    )
 }
 
 fn forward<K>(
@@ -104,6 +153,9 @@ where
         let mut s = watcher::watcher(api, watcher::Config::default().page_size(5000))
             .default_backoff()
             .boxed();
+        // Each denied verb is reported once at error level (the watcher retries
+        // with backoff; the repeats are debug).
+        let mut denied: HashSet<&'static str> = HashSet::new();
         while let Some(ev) = s.next().await {
             let out = match ev {
                 Ok(Event::Init) => Some(VolumeEvent::Init(kind)),
@@ -124,7 +176,13 @@ where
                             resource: metrics::What(what),
                         })
                         .inc();
-                    tracing::warn!("{what} watch: {e}");
+                    match forbidden(&e) {
+                        Some((verb, api)) if denied.insert(verb) => {
+                            tracing::error!("{}", forbidden_message(verb, what, GROUPS[kind], api));
+                        }
+                        Some(_) => tracing::debug!("{what} watch: {e}"),
+                        None => tracing::warn!("{what} watch: {e}"),
+                    }
                     None
                 }
             };
@@ -137,7 +195,7 @@ where
     })
 }
 
-/// Starts the six watches.
+/// Starts the volume watches.
 pub fn spawn(
     client: &Client,
     tx: &mpsc::Sender<Msg>,
@@ -185,6 +243,13 @@ pub fn spawn(
             tx.clone(),
             m.clone(),
             "csistoragecapacities",
+        ),
+        forward(
+            Api::<VolumeAttachment>::all(client.clone()),
+            6,
+            tx.clone(),
+            m.clone(),
+            "volumeattachments",
         ),
     ]
 }
@@ -450,7 +515,7 @@ async fn roll_back(client: &Client, limiter: &super::binder::RateLimiter, b: &Po
     }
 }
 
-/// The extender's volume watches: the same six kinds applied to its cache (its
+/// The extender's volume watches: the same kinds applied to its cache (its
 /// Filter runs the volume plugins; kube-scheduler does the PreBind itself).
 pub fn spawn_for_extender(
     client: &Client,

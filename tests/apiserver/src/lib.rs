@@ -167,6 +167,13 @@ pub const RESOURCES: &[ResourceType] = &[
         "BaselineAdminNetworkPolicy",
         false,
     ),
+    rt(
+        "storage.k8s.io",
+        "v1",
+        "volumeattachments",
+        "VolumeAttachment",
+        false,
+    ),
 ];
 
 const fn rt(
@@ -204,6 +211,64 @@ pub enum FaultKind {
     Throttle,
     /// Delay the request, then serve it.
     Delay(Duration),
+    /// `403 Forbidden` as RBAC denies it: a `Status` with reason `Forbidden` whose
+    /// message names the user, the verb (`list`, `watch`, `get`, `create`, ...), the
+    /// resource and the API group, as the real API server's authorizer writes it.
+    Forbidden,
+}
+
+/// The service account the Forbidden fault names.
+pub const FORBIDDEN_USER: &str = "system:serviceaccount:corral-system:corral-scheduler";
+
+/// The RBAC verb of a request, as the API server's request-info resolver derives it.
+fn verb_of(method: &Method, name: Option<&str>, watch: bool) -> &'static str {
+    match *method {
+        Method::GET if watch => "watch",
+        Method::GET if name.is_some() => "get",
+        Method::GET => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if name.is_some() => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// kube-apiserver's Forbidden response for an RBAC denial.
+fn forbidden(method: &Method, path: &str, watch: bool) -> Response {
+    let (plural, group, ns, name) = match route(path) {
+        Some(r) => (
+            RESOURCES[r.res].plural,
+            RESOURCES[r.res].group,
+            r.ns,
+            r.name,
+        ),
+        None => ("", "", None, None),
+    };
+    let verb = verb_of(method, name.as_deref(), watch);
+    let what = if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    };
+    let named = name
+        .as_deref()
+        .map(|n| format!(" {n:?}"))
+        .unwrap_or_default();
+    let scope = match &ns {
+        Some(ns) => format!("in the namespace {ns:?}"),
+        None => "at the cluster scope".to_string(),
+    };
+    let message = format!(
+        "{what}{named} is forbidden: User {FORBIDDEN_USER:?} cannot {verb} resource {plural:?} in API group {group:?} {scope}"
+    );
+    let mut body = status_body(403, "Forbidden", &message);
+    body["details"] = json!({"group": group, "kind": plural});
+    if let Some(n) = name {
+        body["details"]["name"] = json!(n);
+    }
+    json_response(StatusCode::FORBIDDEN, &body)
 }
 
 #[derive(Clone)]
@@ -660,6 +725,7 @@ fn reason_for(code: u16) -> &'static str {
         410 => "Expired",
         415 => "UnsupportedMediaType",
         422 => "Invalid",
+        403 => "Forbidden",
         429 => "TooManyRequests",
         _ => "InternalError",
     }
@@ -985,6 +1051,10 @@ async fn handle_request(
             return r;
         }
         Some(FaultKind::Delay(d)) => tokio::time::sleep(d).await,
+        Some(FaultKind::Forbidden) => {
+            let watch = q.get("watch").is_some_and(|w| w == "1" || w == "true");
+            return forbidden(&method, &path, watch);
+        }
         None => {}
     }
     if path == "/version" {

@@ -3,7 +3,8 @@
 //! and the pod binds on that node; a pod with a local PV lands on the PV's node
 //! (the scheduler writes the PV's claimRef, the controller binds); a failing
 //! provisioner times PreBind out: the pod is not bound, the writes are rolled back
-//! and a FailedScheduling event carries `running PreBind plugin "VolumeBinding"`.
+//! and a FailedScheduling event carries `running PreBind plugin "VolumeBinding"`;
+//! the extender filters from its own volume watches.
 
 use std::time::{Duration, Instant};
 
@@ -296,4 +297,93 @@ async fn gang_with_local_pvs_starts_all_or_nothing() {
     nodes.sort();
     assert_eq!(nodes, ["a1", "a2", "b1", "b2"]);
     h.stop();
+}
+
+/// The extender with its volume watches (`spawn_for_extender`) against the test
+/// API server: its Filter answers kube-scheduler's `filter` calls from the
+/// watched claims, classes and PVs — a WaitForFirstConsumer claim fits only the
+/// zone its class allows, a local-PV claim only the PV's node, a missing claim no
+/// node — and follows changes (a claim created later, a PV deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_filters_from_watched_volumes() {
+    use corral_scheduler::extender::{Extender, ExtenderArgs};
+    use std::sync::Arc;
+    let server = cluster(false).await;
+    server.insert(claim("fresh", "wffc")).expect("claim");
+    server.insert(claim("pinned", "local")).expect("claim");
+    server.insert(local_pv("pv-a2", "a2")).expect("pv");
+    let fw = corral_scheduler::config::default_frameworks()
+        .into_iter()
+        .next()
+        .expect("profile");
+    let mut ext = Extender::new(fw);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&path).expect("kubeconfig");
+    let c = corral_scheduler::k8s::client(Some(&path))
+        .await
+        .expect("client");
+    ext.client = Some(c.clone());
+    let ext = Arc::new(ext);
+    let mut tasks = corral_scheduler::extender::cache::spawn_snapshot_cache(c.clone(), ext.clone());
+    tasks.extend(corral_scheduler::k8s::volumes::spawn_for_extender(
+        &c,
+        ext.clone(),
+    ));
+    let filter = |p: Value| -> Value {
+        let mut p = p;
+        p["spec"]["schedulerName"] = json!("default-scheduler");
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).expect("pod");
+        let args = ExtenderArgs {
+            pod: Some(pod),
+            nodes: None,
+            nodenames: Some(["a1", "a2", "b1", "b2"].map(String::from).to_vec()),
+        };
+        serde_json::to_value(ext.filter(args)).expect("json")
+    };
+    let names = |v: &Value| -> Vec<String> {
+        v["nodenames"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|n| n.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(
+        "WFFC claim fits zone b only",
+        Duration::from_secs(20),
+        || names(&filter(pod("w", "fresh"))) == ["b1", "b2"],
+    )
+    .await;
+    let r = filter(pod("w", "fresh"));
+    assert_eq!(
+        r["failedAndUnresolvableNodes"]["a1"].as_str(),
+        Some("node(s) didn't find available persistent volumes to bind"),
+        "{r}"
+    );
+    wait_for("local PV pins a2", Duration::from_secs(20), || {
+        names(&filter(pod("l", "pinned"))) == ["a2"]
+    })
+    .await;
+    // A claim that does not exist yet: no node; created later, it fits.
+    let r = filter(pod("late", "later"));
+    assert!(names(&r).is_empty(), "{r}");
+    server.insert(claim("later", "wffc")).expect("claim");
+    wait_for(
+        "claim created later is seen",
+        Duration::from_secs(20),
+        || names(&filter(pod("late", "later"))) == ["b1", "b2"],
+    )
+    .await;
+    // The local PV deleted: no node has a PV for the claim any more.
+    assert!(server.delete("", "persistentvolumes", None, "pv-a2"));
+    wait_for("PV deletion is seen", Duration::from_secs(20), || {
+        names(&filter(pod("l", "pinned"))).is_empty()
+    })
+    .await;
+    for t in tasks {
+        t.abort();
+    }
 }

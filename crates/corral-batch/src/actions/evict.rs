@@ -191,6 +191,11 @@ pub(super) fn try_evict_for(
             }
         }
         ssn.sched.snapshot.add_pod(t.pod.clone(), &node_name);
+        if !reserve_volumes(ssn, &t.pod, &node_name) {
+            ssn.sched.snapshot.remove_pod(&t.pod.key);
+            ok = false;
+            break;
+        }
         placed.push((ti, node_name));
     }
     let ready = ok && {
@@ -281,6 +286,36 @@ pub(super) fn start_time(p: &PodInfo) -> i64 {
         .and_then(|s| s.start_time.as_ref())
         .map(|t| t.0.as_second())
         .unwrap_or(0)
+}
+
+/// Reserve for a task placed on a node freed by eviction (the committer's
+/// `bind_cycle` does this for pods placed by the core): VolumeBinding's decisions —
+/// the PVs it takes, the claims it provisions there — are assumed in the snapshot,
+/// so no later pod of the session takes them; removing the task (rollback)
+/// forgets them. False when Reserve rejects the node (then nothing is kept).
+fn reserve_volumes(ssn: &mut Session, pod: &PodInfo, node: &str) -> bool {
+    let snap = &ssn.sched.snapshot;
+    let Some(fi) = ssn.sched.framework_for(&pod.scheduler_name) else {
+        return true;
+    };
+    let fw = &ssn.sched.frameworks[fi];
+    let mut state = CycleState::new();
+    if fw.run_pre_filter(&mut state, pod, snap).is_err() {
+        return false;
+    }
+    if fw.run_reserve(&mut state, pod, node, snap).is_err() {
+        return false;
+    }
+    let b = state
+        .read::<corral_core::volumes::PodVolumeBindings>(corral_core::volumes::BINDINGS_STATE_KEY)
+        .cloned();
+    // Only the volume decisions outlive this cycle (the pod binds once its victims
+    // terminate and is scheduled through the full cycle then).
+    fw.run_unreserve(&mut state, pod, node, snap);
+    if let Some(b) = b {
+        ssn.sched.snapshot.assume_volumes(&pod.key, b);
+    }
+    true
 }
 
 pub(super) fn choose_node(
