@@ -51,12 +51,41 @@ pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
     num.max(MIN_FEASIBLE_NODES_TO_FIND).min(n)
 }
 
+/// Smallest (and first) batch of the adaptive batch size.
+pub const ADAPTIVE_BATCH_MIN: usize = 4;
+
+/// The adaptive batch size after a batch of `taken` pods (of a target `cur`) in
+/// which `reevaluated` pods were evaluated a second time at commit (stale or
+/// conflicting): doubles up to `max` when none was, halves down to
+/// [`ADAPTIVE_BATCH_MIN`] when more than a quarter were (their batch-parallel
+/// evaluation was wasted work and they were evaluated sequentially), else stays.
+pub fn next_batch_size(cur: usize, taken: usize, reevaluated: usize, max: usize) -> usize {
+    let max = max.max(1);
+    let min = ADAPTIVE_BATCH_MIN.min(max);
+    let next = if reevaluated * 4 > taken {
+        cur / 2
+    } else if reevaluated == 0 && taken == cur {
+        cur * 2
+    } else {
+        cur
+    };
+    next.clamp(min, max)
+}
+
 /// Scheduler options.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub seed: u64,
-    /// Pods evaluated concurrently per batch (>= 1).
+    /// Pods evaluated concurrently per batch (>= 1); with `adaptive_batch`, the
+    /// largest batch.
     pub batch_size: usize,
+    /// Adapt the batch size between [`ADAPTIVE_BATCH_MIN`] and `batch_size` (the
+    /// default; an explicitly configured batch size turns it off): start small while
+    /// the class caches are cold, double after a batch in which no pod had to be
+    /// evaluated again, halve after one in which more than a quarter had to (see
+    /// [`next_batch_size`]). Depends only on the decisions, never on timing, so
+    /// results stay reproducible.
+    pub adaptive_batch: bool,
     /// Best-scored candidates kept per pod for the committer (>= 1).
     pub candidates: usize,
     /// Pods (`ns/name`) to explain.
@@ -73,6 +102,7 @@ impl Default for Options {
         Options {
             seed: 0,
             batch_size: 64,
+            adaptive_batch: true,
             candidates: 16,
             explain: HashSet::new(),
             selection_tolerance: 0,
@@ -95,6 +125,10 @@ pub struct Scheduler {
     class_caches: HashMap<(u64, usize), ClassCache>,
     /// (nodes_version, whether hostname label values are unique across nodes).
     hostnames_unique: (u64, bool),
+    /// The current batch size (see [`Options::adaptive_batch`]); 0 = not started.
+    batch_now: usize,
+    /// Pods of the last batch evaluated a second time at commit.
+    reevaluated: usize,
 }
 
 struct Failed {
@@ -117,6 +151,8 @@ impl Scheduler {
             commit_time: Duration::ZERO,
             class_caches: HashMap::new(),
             hostnames_unique: (u64::MAX, false),
+            batch_now: 0,
+            reevaluated: 0,
         }
     }
 
@@ -159,7 +195,15 @@ impl Scheduler {
         loop {
             let mut q: std::collections::VecDeque<QueuedPodInfo> = queue.into();
             while !q.is_empty() {
-                let take = self.opts.batch_size.max(1).min(q.len());
+                let max = self.opts.batch_size.max(1);
+                let size = if !self.opts.adaptive_batch {
+                    max
+                } else if self.batch_now == 0 {
+                    ADAPTIVE_BATCH_MIN.min(max)
+                } else {
+                    self.batch_now.min(max)
+                };
+                let take = size.min(q.len());
                 let batch: Vec<QueuedPodInfo> = q.drain(..take).collect();
                 batches += 1;
                 let bt = Instant::now();
@@ -174,6 +218,9 @@ impl Scheduler {
                 );
                 for r in requeue.into_iter().rev() {
                     q.push_front(r);
+                }
+                if self.opts.adaptive_batch {
+                    self.batch_now = next_batch_size(size, take, self.reevaluated, max);
                 }
             }
             // Re-queue pods whose failure a later placement may have resolved
@@ -307,6 +354,7 @@ impl Scheduler {
                         usize::MAX,
                         Evaluation {
                             state: CycleState::new(),
+                            pre: None,
                             outcome: Outcome::Error(format!(
                                 "no profile for schedulerName {:?}",
                                 q.pod.scheduler_name
@@ -333,6 +381,7 @@ impl Scheduler {
                         parallel_nodes,
                         cache,
                         false,
+                        None,
                     ),
                 )
             })
@@ -352,6 +401,7 @@ impl Scheduler {
             self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
         }
         let hostname_local = self.hostnames_unique.1;
+        self.reevaluated = 0;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
         let mut requeue = Vec::new();
@@ -405,6 +455,25 @@ impl Scheduler {
                             if !stale {
                                 *conflicts += 1;
                             }
+                            self.reevaluated += 1;
+                            // A stale pod's PreFilter state is brought up to date
+                            // with the pods committed since its evaluation
+                            // (`PreFilterExtensions::add_pod`, exact), instead of
+                            // running PreFilter again.
+                            let reuse = if stale {
+                                ev.pre.take().filter(|_| {
+                                    refresh_pre_filter(
+                                        fw,
+                                        &self.snapshot,
+                                        &mut ev.state,
+                                        &pod,
+                                        &committed,
+                                    )
+                                })
+                            } else {
+                                None
+                            }
+                            .map(|p| (std::mem::take(&mut ev.state), p));
                             let n_now = self.snapshot.num_nodes().max(1);
                             let mut rng = pod_rng(seed, &pod, q.attempts + 1);
                             let fresh = evaluate(
@@ -424,6 +493,7 @@ impl Scheduler {
                                 true,
                                 self.class_caches.get(&(pod.equivalence, fi)),
                                 true,
+                                reuse,
                             );
                             self.next_start = (self.next_start + fresh.processed) % n_now;
                             match fresh.outcome {
@@ -640,6 +710,35 @@ fn hostnames_unique(snap: &Snapshot) -> bool {
     })
 }
 
+/// Brings a pod's PreFilter state (computed before `committed` were placed) up to
+/// date with `PreFilterExtensions::add_pod`. False when that is not possible: a
+/// plugin that skipped now applies, or an update fails (evaluate afresh then).
+fn refresh_pre_filter(
+    fw: &Framework,
+    snap: &Snapshot,
+    state: &mut CycleState,
+    pod: &PodInfo,
+    committed: &[(Arc<PodInfo>, usize)],
+) -> bool {
+    let nodes = snap.nodes();
+    for p in &fw.pre_filter {
+        if state.filter_skipped(p.name()) {
+            let mut probe = CycleState::new();
+            let (_, st) = p.pre_filter(&mut probe, pod, snap);
+            if !st.is_skip() {
+                return false;
+            }
+        } else if let Some(ext) = p.extensions() {
+            for (cp, ni) in committed {
+                if !ext.add_pod(state, pod, cp, &nodes[*ni], snap).is_success() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
 /// Re-validates a pod's candidates against the snapshot after `committed` pods were
 /// placed since its evaluation. Returns the best surviving candidate.
 ///
@@ -729,4 +828,27 @@ fn _assert_send_sync() {
     is::<Framework>();
     is::<Snapshot>();
     let _ = Duration::ZERO;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adaptive_batch_size_doubles_halves_and_stays_in_bounds() {
+        // A clean full batch doubles, up to the maximum.
+        assert_eq!(next_batch_size(4, 4, 0, 64), 8);
+        assert_eq!(next_batch_size(32, 32, 0, 64), 64);
+        assert_eq!(next_batch_size(64, 64, 0, 64), 64);
+        // A partial (last) batch says nothing about a larger one.
+        assert_eq!(next_batch_size(16, 5, 0, 64), 16);
+        // Some re-evaluations, at most a quarter: unchanged.
+        assert_eq!(next_batch_size(16, 16, 4, 64), 16);
+        // More than a quarter: halves, down to the minimum.
+        assert_eq!(next_batch_size(16, 16, 5, 64), 8);
+        assert_eq!(next_batch_size(4, 4, 4, 64), ADAPTIVE_BATCH_MIN);
+        // A maximum below the minimum wins (batch size 1 = sequential).
+        assert_eq!(next_batch_size(1, 1, 0, 1), 1);
+        assert_eq!(next_batch_size(2, 2, 2, 2), 2);
+    }
 }
