@@ -363,7 +363,12 @@ pub(crate) fn evaluate(
             let run_local = || fw.run_filter_masked(&state, pod, node, snap, local_mask);
             let (g, st) = c.filter[idx].get_or_init(|| (node.generation, run_local()));
             let local = if *g == node.generation {
-                st.clone()
+                if st.is_success() {
+                    // No reasons to copy (the common case).
+                    Status::success()
+                } else {
+                    st.clone()
+                }
             } else {
                 run_local()
             };
@@ -470,21 +475,25 @@ pub(crate) fn evaluate(
     };
     // Random tie order among equal totals: one draw per pod, hashed per node.
     let tie: u64 = rng.random();
+    // Weighted totals, plugin by plugin (one pass over each plugin's scores).
+    let mut totals = vec![0i64; feasible.len()];
+    let mut locals = vec![0i64; feasible.len()];
+    for (ws, s) in fw.score.iter().zip(&scores) {
+        let Some(s) = s else { continue };
+        let w = ws.weight;
+        for (t, v) in totals.iter_mut().zip(s) {
+            *t += v * w;
+        }
+        if ws.plugin.rescorable() {
+            for (l, v) in locals.iter_mut().zip(s) {
+                *l += v * w;
+            }
+        }
+    }
     let mut cands: Vec<(Candidate, u64)> = feasible
         .iter()
-        .enumerate()
-        .map(|(j, &node)| {
-            let mut total = 0;
-            let mut local = 0;
-            for (ws, s) in fw.score.iter().zip(&scores) {
-                if let Some(s) = s {
-                    let v = s[j] * ws.weight;
-                    total += v;
-                    if ws.plugin.rescorable() {
-                        local += v;
-                    }
-                }
-            }
+        .zip(totals.iter().zip(&locals))
+        .map(|(&node, (&total, &local))| {
             (Candidate { node, total, local }, mix64(tie ^ node as u64))
         })
         .collect();
