@@ -1,7 +1,7 @@
 //! Differential test (issue 15): the affinity, spread and mixed workloads of
 //! `corral-loadgen cluster`, scheduled with `--batch-size 1` (kube-scheduler's
-//! sequential decision procedure) and with the optimized batched path (default batch
-//! size, and a small one). For every placement, in commit order, the pod is evaluated
+//! sequential decision procedure) and with the optimized batched path (fixed batches
+//! of 16 and 64, and the default adaptive batch size). For every placement, in commit order, the pod is evaluated
 //! from scratch against a replayed snapshot holding everything committed before it:
 //! - the chosen node passes PreFilter and every Filter (every hard constraint);
 //! - its total weighted score equals the best total over all feasible nodes.
@@ -48,11 +48,19 @@ fn workload(profile: Profile, nodes: u32, pods: u64, running: u64, seed: u64) ->
     }
 }
 
-fn schedule(w: &Workload, batch: usize, seed: u64) -> Vec<Placement> {
-    let opts = Options {
-        seed,
-        batch_size: batch,
-        ..Options::default()
+/// Schedules with a fixed batch size (`Some`) or the default adaptive one (`None`).
+fn schedule(w: &Workload, batch: Option<usize>, seed: u64) -> Vec<Placement> {
+    let opts = match batch {
+        Some(b) => Options {
+            seed,
+            batch_size: b,
+            adaptive_batch: false,
+            ..Options::default()
+        },
+        None => Options {
+            seed,
+            ..Options::default()
+        },
     };
     let mut s = Scheduler::new(default_frameworks(), w.snapshot.clone(), opts);
     let r = s.schedule_all(w.pending.clone());
@@ -139,16 +147,17 @@ fn verify(w: &Workload, placements: &[Placement], what: &str) {
 fn differential(profile: Profile, nodes: u32, pods: u64, running: u64) {
     for seed in [1u64, 7] {
         let w = workload(profile, nodes, pods, running, seed);
-        for batch in [1usize, 16, 64] {
+        // Fixed batch sizes, then the default (adaptive, up to 64).
+        for batch in [Some(1usize), Some(16), Some(64), None] {
             let placements = schedule(&w, batch, seed);
             assert!(
                 !placements.is_empty(),
-                "{profile:?} seed {seed} batch {batch}: nothing placed"
+                "{profile:?} seed {seed} batch {batch:?}: nothing placed"
             );
             verify(
                 &w,
                 &placements,
-                &format!("{profile:?} seed {seed} batch {batch}"),
+                &format!("{profile:?} seed {seed} batch {batch:?}"),
             );
         }
     }
@@ -174,7 +183,7 @@ fn verifier_catches_a_worse_node() {
     // The verifier itself must be able to fail: moving a placement of the sequential
     // run to another node breaks either a hard constraint or the best score.
     let w = workload(Profile::Spread, 12, 20, 0, 3);
-    let mut placements = schedule(&w, 1, 3);
+    let mut placements = schedule(&w, Some(1), 3);
     let last = placements.len() - 1;
     let taken = placements[last].node.clone();
     // Another node may tie with the chosen one; try every other node until one is

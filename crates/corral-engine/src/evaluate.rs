@@ -32,6 +32,9 @@ pub(crate) enum Outcome {
 
 pub(crate) struct Evaluation {
     pub(crate) state: CycleState,
+    /// PreFilter's outcome (node restriction), when PreFilter succeeded: a stale
+    /// pod's re-evaluation reuses it with the state brought up to date by `add_pod`.
+    pub(crate) pre: Option<PreFilterOutcome>,
     pub(crate) outcome: Outcome,
     /// Nodes examined (for the rotating start index).
     pub(crate) processed: usize,
@@ -270,10 +273,12 @@ pub(crate) fn evaluate(
     parallel: bool,
     cache: Option<&ClassCache>,
     fresh_pre_filter: bool,
+    reuse: Option<(CycleState, PreFilterOutcome)>,
 ) -> Evaluation {
     let num_all = snap.num_nodes();
     let fail = |state, message: String, retryable, processed| Evaluation {
         state,
+        pre: None,
         outcome: Outcome::Unschedulable { message, retryable },
         processed,
     };
@@ -285,12 +290,18 @@ pub(crate) fn evaluate(
             0,
         );
     }
-    let (mut state, pre) = match cache.filter(|_| !fresh_pre_filter) {
-        Some(c) => match &c.pre {
+    let (mut state, pre) = match (reuse, cache.filter(|_| !fresh_pre_filter)) {
+        (Some((mut st, p)), _) => {
+            // PreScore runs again: its skips are decided afresh.
+            st.skip_score.clear();
+            st.score_skip_mask = 0;
+            (st, Ok(p))
+        }
+        (None, Some(c)) => match &c.pre {
             Ok((st, p)) => (st.clone(), Ok(p.clone())),
             Err(e) => (CycleState::new(), Err(e.clone())),
         },
-        None => {
+        (None, None) => {
             let mut st = CycleState::new();
             st.record_plugin_metrics = fw.sample_plugin_metrics();
             let t0 = fw.point_start();
@@ -304,6 +315,7 @@ pub(crate) fn evaluate(
         Err(st) if st.code == Code::Error => {
             return Evaluation {
                 state,
+                pre: None,
                 outcome: Outcome::Error(format!(
                     "running PreFilter plugin {:?}: {}",
                     st.plugin,
@@ -351,7 +363,12 @@ pub(crate) fn evaluate(
             let run_local = || fw.run_filter_masked(&state, pod, node, snap, local_mask);
             let (g, st) = c.filter[idx].get_or_init(|| (node.generation, run_local()));
             let local = if *g == node.generation {
-                st.clone()
+                if st.is_success() {
+                    // No reasons to copy (the common case).
+                    Status::success()
+                } else {
+                    st.clone()
+                }
             } else {
                 run_local()
             };
@@ -386,6 +403,7 @@ pub(crate) fn evaluate(
         Err(st) => {
             return Evaluation {
                 state,
+                pre: None,
                 outcome: Outcome::Error(format!(
                     "running Filter plugin {:?}: {}",
                     st.plugin,
@@ -411,6 +429,7 @@ pub(crate) fn evaluate(
     if feasible.len() == 1 {
         return Evaluation {
             state,
+            pre: Some(pre),
             outcome: Outcome::Feasible(vec![Candidate {
                 node: feasible[0],
                 total: 0,
@@ -427,6 +446,7 @@ pub(crate) fn evaluate(
     if let Err(st) = pre_score {
         return Evaluation {
             state,
+            pre: None,
             outcome: Outcome::Error(format!(
                 "running PreScore plugin {:?}: {}",
                 st.plugin,
@@ -443,6 +463,7 @@ pub(crate) fn evaluate(
         Err(st) => {
             return Evaluation {
                 state,
+                pre: None,
                 outcome: Outcome::Error(format!(
                     "running Score plugin {:?}: {}",
                     st.plugin,
@@ -454,21 +475,25 @@ pub(crate) fn evaluate(
     };
     // Random tie order among equal totals: one draw per pod, hashed per node.
     let tie: u64 = rng.random();
+    // Weighted totals, plugin by plugin (one pass over each plugin's scores).
+    let mut totals = vec![0i64; feasible.len()];
+    let mut locals = vec![0i64; feasible.len()];
+    for (ws, s) in fw.score.iter().zip(&scores) {
+        let Some(s) = s else { continue };
+        let w = ws.weight;
+        for (t, v) in totals.iter_mut().zip(s) {
+            *t += v * w;
+        }
+        if ws.plugin.rescorable() {
+            for (l, v) in locals.iter_mut().zip(s) {
+                *l += v * w;
+            }
+        }
+    }
     let mut cands: Vec<(Candidate, u64)> = feasible
         .iter()
-        .enumerate()
-        .map(|(j, &node)| {
-            let mut total = 0;
-            let mut local = 0;
-            for (ws, s) in fw.score.iter().zip(&scores) {
-                if let Some(s) = s {
-                    let v = s[j] * ws.weight;
-                    total += v;
-                    if ws.plugin.rescorable() {
-                        local += v;
-                    }
-                }
-            }
+        .zip(totals.iter().zip(&locals))
+        .map(|(&node, (&total, &local))| {
             (Candidate { node, total, local }, mix64(tie ^ node as u64))
         })
         .collect();
@@ -491,6 +516,7 @@ pub(crate) fn evaluate(
     }
     Evaluation {
         state,
+        pre: Some(pre),
         outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
         processed,
     }

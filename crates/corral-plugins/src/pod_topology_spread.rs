@@ -34,6 +34,7 @@
 //! Filter after a fresh PreFilter.
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
@@ -43,7 +44,7 @@ use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, Plugin,
     PreFilterExtensions, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
 };
-use crate::helpers::{find_untolerated_taint, is_do_not_schedule_taint};
+use crate::helpers::{FxHasher, find_untolerated_taint, is_do_not_schedule_taint};
 use crate::labels::{Labels, Op, Requirement, Selector};
 use crate::node_affinity::RequiredNodeAffinity;
 use crate::snapshot::{LABEL_HOSTNAME, LABEL_ZONE, NodeInfo, PodInfo, Snapshot};
@@ -339,12 +340,15 @@ fn invalid(e: String) -> Status {
     Status::unresolvable(format!("invalid topology spread constraints: {e}"))
 }
 
+/// Topology value → `T`, with a fast hasher (probed per node in Filter/Score).
+type FxMap<T> = HashMap<String, T, BuildHasherDefault<FxHasher>>;
+
 /// Matching-pod counts per topology domain of one constraint, with the exact minimum.
 #[derive(Debug, Clone, Default)]
 struct Domains {
     /// Topology value → position in `counts`; shared between cycle-state clones (it
     /// only changes when a new domain appears).
-    index: Arc<HashMap<String, usize>>,
+    index: Arc<FxMap<usize>>,
     counts: Vec<i64>,
     /// Minimum over `counts` (0 when there are no domains).
     min: i64,
@@ -440,7 +444,7 @@ impl PreFilterState {
 struct PreScoreState {
     constraints: Vec<Constraint>,
     /// Per constraint (hostname constraints: empty, counted per node in Score).
-    counts: Vec<HashMap<String, i64>>,
+    counts: Vec<FxMap<i64>>,
     weights: Vec<f64>,
     /// Snapshot indices of scored nodes missing a topology key, sorted.
     ignored: Vec<usize>,
@@ -639,7 +643,7 @@ impl PreScorePlugin for PodTopologySpread {
             .and_then(|s| s.topology_spread_constraints.as_ref())
             .is_some_and(|c| !c.is_empty());
         let require_all = has_own || !self.system_defaulted;
-        let mut counts: Vec<HashMap<String, i64>> = vec![HashMap::new(); constraints.len()];
+        let mut counts: Vec<FxMap<i64>> = vec![FxMap::default(); constraints.len()];
         let mut ignored = Vec::new();
         for n in nodes {
             if require_all && !has_all_keys(&n.labels, &constraints) {
@@ -681,7 +685,10 @@ impl PreScorePlugin for PodTopologySpread {
         let idx = snap.pod_index();
         let all = snap.nodes();
         let mut eligible: Vec<Vec<bool>> = vec![Vec::new(); constraints.len()];
-        for (ni, node) in all.iter().enumerate() {
+        // Hostname constraints count per node in Score: with only those, no node
+        // has anything to count here.
+        let any_domain = counts.iter().any(|m| !m.is_empty());
+        for (ni, node) in all.iter().enumerate().filter(|_| any_domain) {
             if require_all && !has_all_keys(&node.labels, &constraints) {
                 continue;
             }

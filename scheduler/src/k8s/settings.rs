@@ -195,6 +195,7 @@ pub fn apply_run(
                 return Err(format!("{origin}: corral.batchSize must be at least 1"));
             }
             opts.engine.batch_size = b;
+            opts.engine.adaptive_batch = false;
         }
         if let Some(n) = c.candidates {
             if n == 0 {

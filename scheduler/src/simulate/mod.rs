@@ -245,6 +245,7 @@ pub fn run_input(
             return Err(SimulateError("batch size must be at least 1".into()));
         }
         opts.batch_size = b;
+        opts.adaptive_batch = false;
     }
     if let Some(c) = args.candidates.or(corral.candidates) {
         if c == 0 {

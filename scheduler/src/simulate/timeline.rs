@@ -396,6 +396,7 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
     };
     if let Some(b) = l.batch_size {
         opts.batch_size = b.max(1);
+        opts.adaptive_batch = false;
     }
     let mut sched = Scheduler::new(l.frameworks.clone(), l.base.clone(), opts);
     let node_names: Vec<String> = l.base.nodes().iter().map(|n| n.name.to_string()).collect();
