@@ -270,7 +270,7 @@ impl Queue {
     pub fn gate(&mut self, key: &str) {
         if let Some(e) = self.entries.get_mut(key) {
             if e.state == State::Active {
-                self.active.remove(&akey(&e.info));
+                self.active.remove(&akey(e.first, &e.info));
             }
             if e.state != State::Gated {
                 set_state(&mut self.n, e, State::Gated);
@@ -286,7 +286,7 @@ impl Queue {
                 && e.state == State::Gated
             {
                 set_state(&mut self.n, e, State::Active);
-                self.active.insert(akey(&e.info));
+                self.active.insert(akey(e.first, &e.info));
                 *self
                     .incoming
                     .entry(("active", "PodGroupUpdate"))
