@@ -57,7 +57,7 @@ pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
 pub const DEFAULT_BATCH_SIZE: usize = 64;
 
 /// Smallest (and first) batch of the adaptive batch size.
-pub const ADAPTIVE_BATCH_MIN: usize = 4;
+pub const ADAPTIVE_BATCH_MIN: usize = 8;
 
 /// The adaptive batch size after a batch of `taken` pods (of a target `cur`) with
 /// `conflicts` (pods none of whose candidates survived re-validation: their
@@ -905,7 +905,7 @@ mod tests {
     #[test]
     fn adaptive_batch_size_doubles_halves_and_stays_in_bounds() {
         // A clean full batch doubles, up to the maximum.
-        assert_eq!(next_batch_size(4, 4, 0, 64), 8);
+        assert_eq!(next_batch_size(8, 8, 0, 64), 16);
         assert_eq!(next_batch_size(32, 32, 0, 64), 64);
         assert_eq!(next_batch_size(64, 64, 0, 64), 64);
         // A partial (last) batch says nothing about a larger one.
@@ -913,8 +913,8 @@ mod tests {
         // Some re-evaluations, at most a quarter: unchanged.
         assert_eq!(next_batch_size(16, 16, 4, 64), 16);
         // More than a quarter: halves, down to the minimum.
-        assert_eq!(next_batch_size(16, 16, 5, 64), 8);
-        assert_eq!(next_batch_size(4, 4, 4, 64), ADAPTIVE_BATCH_MIN);
+        assert_eq!(next_batch_size(32, 32, 9, 64), 16);
+        assert_eq!(next_batch_size(8, 8, 8, 64), ADAPTIVE_BATCH_MIN);
         // A maximum below the minimum wins (batch size 1 = sequential).
         assert_eq!(next_batch_size(1, 1, 0, 1), 1);
         assert_eq!(next_batch_size(2, 2, 2, 2), 2);
