@@ -90,8 +90,9 @@ pub struct Options {
     /// default; an explicitly configured batch size turns it off): start small while
     /// the class caches are cold (the first pods do not wait for a whole cold
     /// batch), double after a batch without conflicts, halve after one in which
-    /// more than a quarter of the pods conflicted (see [`next_batch_size`]). Depends only on the decisions, never on timing, so
-    /// results stay reproducible.
+    /// more than a quarter of the pods conflicted (see [`next_batch_size`]).
+    /// Depends only on the decisions, never on timing, so results stay
+    /// reproducible.
     pub adaptive_batch: bool,
     /// Best-scored candidates kept per pod for the committer (>= 1).
     pub candidates: usize,
