@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Pods evaluated concurrently per batch (1 = strictly sequential); default:
-        /// adaptive, 4 doubling up to 32.
+        /// adaptive, 8 doubling up to 64.
         #[arg(long)]
         batch_size: Option<usize>,
         /// Best candidates kept per pod for the batch committer.

@@ -1,8 +1,9 @@
 //! Differential test (issue 15): the affinity, spread and mixed workloads of
 //! `corral-loadgen cluster`, scheduled with `--batch-size 1` (kube-scheduler's
 //! sequential decision procedure) and with the optimized batched path (fixed batches
-//! of 16 and 64, and the default adaptive batch size). For every placement, in commit order, the pod is evaluated
-//! from scratch against a replayed snapshot holding everything committed before it:
+//! of 16 and 64, and the default adaptive batch size). For every placement, in commit
+//! order, the pod is evaluated from scratch against a replayed snapshot holding
+//! everything committed before it:
 //! - the chosen node passes PreFilter and every Filter (every hard constraint);
 //! - its total weighted score equals the best total over all feasible nodes.
 //!

@@ -26,7 +26,12 @@ pub(crate) struct Candidate {
 
 pub(crate) enum Outcome {
     Feasible(Vec<Candidate>),
-    Unschedulable { message: String, retryable: bool },
+    /// Not evaluated in the parallel phase: evaluated at commit (see `run_batch`).
+    Deferred,
+    Unschedulable {
+        message: String,
+        retryable: bool,
+    },
     Error(String),
 }
 

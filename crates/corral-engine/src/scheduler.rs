@@ -51,14 +51,13 @@ pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
     num.max(MIN_FEASIBLE_NODES_TO_FIND).min(n)
 }
 
-/// Default (largest) batch size. 32 rather than 64: on 2 cores a batch of 64
-/// identical pods takes ~1 ms to evaluate, so decision latency p99 (batch start to
-/// commit) exceeded 1 ms; 32 measured faster as well (BENCHMARKS.md, "Scheduler
-/// core": 51,000–58,000 pods/s, p99 1–1.8 ms vs 42,000–55,000, p99 2–7 ms).
-pub const DEFAULT_BATCH_SIZE: usize = 32;
+/// Default (largest) batch size. Not lowered to 32 (which measured faster for
+/// SchedulingBasic in session 4): the health timeline's thundering-herd bound
+/// (`example_timeline_meets_targets`, herd ratio <= 1.5) failed with 32 (1.71).
+pub const DEFAULT_BATCH_SIZE: usize = 64;
 
 /// Smallest (and first) batch of the adaptive batch size.
-pub const ADAPTIVE_BATCH_MIN: usize = 4;
+pub const ADAPTIVE_BATCH_MIN: usize = 8;
 
 /// The adaptive batch size after a batch of `taken` pods (of a target `cur`) with
 /// `conflicts` (pods none of whose candidates survived re-validation: their
@@ -91,8 +90,9 @@ pub struct Options {
     /// default; an explicitly configured batch size turns it off): start small while
     /// the class caches are cold (the first pods do not wait for a whole cold
     /// batch), double after a batch without conflicts, halve after one in which
-    /// more than a quarter of the pods conflicted (see [`next_batch_size`]). Depends only on the decisions, never on timing, so
-    /// results stay reproducible.
+    /// more than a quarter of the pods conflicted (see [`next_batch_size`]).
+    /// Depends only on the decisions, never on timing, so results stay
+    /// reproducible.
     pub adaptive_batch: bool,
     /// Best-scored candidates kept per pod for the committer (>= 1).
     pub candidates: usize,
@@ -296,6 +296,11 @@ impl Scheduler {
         placed: &mut usize,
         conflicts: &mut u64,
     ) -> Vec<QueuedPodInfo> {
+        let nv = self.snapshot.nodes_version();
+        if self.hostnames_unique.0 != nv {
+            self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
+        }
+        let hostname_local = self.hostnames_unique.1;
         let snap = &self.snapshot;
         let snap_len = snap.num_nodes();
         let n = snap.num_nodes().max(1);
@@ -349,6 +354,40 @@ impl Scheduler {
             })
             .collect();
         drop(previous);
+        // A pod whose class already has a pod earlier in this batch that its
+        // cross-node plugins see (same spread selector, affinity terms matching its
+        // own labels) is deferred: once that pod commits it is stale anyway, so it is
+        // evaluated only at commit, from its class's PreFilter state brought up to
+        // date (no wasted parallel evaluation).
+        let deferred: Vec<bool> = batch
+            .iter()
+            .enumerate()
+            .map(|(j, q)| {
+                let Some(fi) = fws
+                    .iter()
+                    .position(|f| f.scheduler_name == q.pod.scheduler_name)
+                else {
+                    return false;
+                };
+                let Some(members) = classes.get(&(class_of[j], fi)) else {
+                    return false;
+                };
+                let first = members[0];
+                if first >= j {
+                    return false;
+                }
+                match caches.get(&(class_of[j], fi)).map(|c| &c.pre) {
+                    Some(Ok((st, _))) => cross_node_sensitive(
+                        &fws[fi],
+                        st,
+                        &q.pod,
+                        &[(batch[first].pod.clone(), 0)],
+                        hostname_local,
+                    ),
+                    _ => false,
+                }
+            })
+            .collect();
         // Evaluation: parallel across pods (and across nodes for small batches).
         let evals: Vec<(usize, Evaluation)> = batch
             .par_iter()
@@ -376,6 +415,19 @@ impl Scheduler {
                 let s = (start + j * est) % n;
                 let mut rng = pod_rng(seed, &q.pod, q.attempts);
                 let cache = caches.get(&(class_of[j], fi));
+                if deferred[j]
+                    && let Some(Ok((st, pre))) = cache.map(|c| &c.pre)
+                {
+                    return (
+                        fi,
+                        Evaluation {
+                            state: st.clone(),
+                            pre: Some(pre.clone()),
+                            outcome: Outcome::Deferred,
+                            processed: 0,
+                        },
+                    );
+                }
                 (
                     fi,
                     evaluate(
@@ -404,11 +456,6 @@ impl Scheduler {
             self.touched = vec![0; snap_len];
         }
 
-        let nv = self.snapshot.nodes_version();
-        if self.hostnames_unique.0 != nv {
-            self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
-        }
-        let hostname_local = self.hostnames_unique.1;
         self.batch_conflicts = 0;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
@@ -427,19 +474,31 @@ impl Scheduler {
                 Outcome::Unschedulable { message, retryable } => {
                     record_failure(q, message, retryable, *placed, failed);
                 }
-                Outcome::Feasible(cands) => {
+                o @ (Outcome::Feasible(_) | Outcome::Deferred) => {
                     let Some(fw) = fw else { continue };
+                    let is_deferred = matches!(o, Outcome::Deferred);
+                    let cands = match o {
+                        Outcome::Feasible(c) => c,
+                        _ => Vec::new(),
+                    };
                     // A pod whose cross-node plugins (pod affinity, topology spread)
                     // see a pod committed since its evaluation is evaluated again
                     // against the current snapshot: its feasible set and normalized
                     // scores may have changed anywhere, and kube-scheduler would
                     // decide on the current state.
-                    let stale = !committed.is_empty()
-                        && cross_node_sensitive(fw, &ev.state, &pod, &committed, hostname_local);
-                    let chosen = if committed.is_empty() {
-                        Some(cands[0].node)
-                    } else if stale {
+                    let stale = is_deferred
+                        || (!committed.is_empty()
+                            && cross_node_sensitive(
+                                fw,
+                                &ev.state,
+                                &pod,
+                                &committed,
+                                hostname_local,
+                            ));
+                    let chosen = if stale {
                         None
+                    } else if committed.is_empty() {
+                        Some(cands[0].node)
                     } else {
                         revalidate(
                             fw,
@@ -517,6 +576,8 @@ impl Scheduler {
                                     record_failure(q, msg, false, *placed, failed);
                                     continue;
                                 }
+                                // `evaluate` never defers.
+                                Outcome::Deferred => None,
                             }
                         }
                     };
@@ -845,7 +906,7 @@ mod tests {
     #[test]
     fn adaptive_batch_size_doubles_halves_and_stays_in_bounds() {
         // A clean full batch doubles, up to the maximum.
-        assert_eq!(next_batch_size(4, 4, 0, 64), 8);
+        assert_eq!(next_batch_size(8, 8, 0, 64), 16);
         assert_eq!(next_batch_size(32, 32, 0, 64), 64);
         assert_eq!(next_batch_size(64, 64, 0, 64), 64);
         // A partial (last) batch says nothing about a larger one.
@@ -853,8 +914,8 @@ mod tests {
         // Some re-evaluations, at most a quarter: unchanged.
         assert_eq!(next_batch_size(16, 16, 4, 64), 16);
         // More than a quarter: halves, down to the minimum.
-        assert_eq!(next_batch_size(16, 16, 5, 64), 8);
-        assert_eq!(next_batch_size(4, 4, 4, 64), ADAPTIVE_BATCH_MIN);
+        assert_eq!(next_batch_size(32, 32, 9, 64), 16);
+        assert_eq!(next_batch_size(8, 8, 8, 64), ADAPTIVE_BATCH_MIN);
         // A maximum below the minimum wins (batch size 1 = sequential).
         assert_eq!(next_batch_size(1, 1, 0, 1), 1);
         assert_eq!(next_batch_size(2, 2, 2, 2), 2);
