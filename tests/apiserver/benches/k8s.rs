@@ -209,6 +209,11 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize, extr
     if let Some(path) = &extra.json {
         let mut line = serde_json::to_value(&r).expect("json");
         line["bench"] = json!("e2e");
+        line["build"] = json!(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        });
         line["nodes"] = json!(nodes);
         line["rate"] = json!(rate);
         line["gang"] = json!(gang);
