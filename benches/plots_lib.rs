@@ -40,6 +40,10 @@ pub struct E2e {
     pub nodes: u64,
     pub running: u64,
     pub api_latency_ms: f64,
+    /// `release` or `debug` (the build that ran; debug runs are labelled).
+    pub build: String,
+    /// Optional name of the code under test (e.g. "before"), part of the label.
+    pub variant: Option<String>,
     pub rate: f64,
     pub bound_per_second: f64,
     /// Latency (ms) at quantiles 0.01 … 1.0.
@@ -62,6 +66,12 @@ impl E2e {
         }
         if self.api_latency_ms > 0.0 {
             s.push_str(&format!(", API +{} ms", self.api_latency_ms));
+        }
+        if self.build != "release" {
+            s.push_str(&format!(" ({} build)", self.build));
+        }
+        if let Some(v) = &self.variant {
+            s.push_str(&format!(" [{v}]"));
         }
         s
     }
@@ -124,6 +134,8 @@ impl Inputs {
                         nodes: num(&v, "nodes", &at)? as u64,
                         running: num(&v, "running", &at)? as u64,
                         api_latency_ms: num(&v, "api_latency_ms", &at)?,
+                        build: v["build"].as_str().unwrap_or("release").to_string(),
+                        variant: v["variant"].as_str().map(str::to_string),
                         rate: num(&v, "rate", &at)?,
                         bound_per_second: num(&v, "bound_per_second", &at)?,
                         cdf_ms,
@@ -455,6 +467,7 @@ mod tests {
     fn e2e_line(gang: u64, lat: f64, bound: f64) -> String {
         let cdf: Vec<f64> = (1..=100).map(|i| f64::from(i) * 10.0).collect();
         serde_json::json!({"bench": "e2e", "gang": gang, "nodes": 500, "running": 15000,
+            "build": if gang > 1 { "debug" } else { "release" },
             "api_latency_ms": lat, "rate": 2000.0, "bound_per_second": bound,
             "latency_cdf_ms": cdf,
             "timeline": [{"t": 0.0, "created": 0, "bound": 0}, {"t": 0.25, "created": 500, "bound": 100},
@@ -482,7 +495,7 @@ mod tests {
         let last = inp.last_e2e();
         assert_eq!(last.len(), 2);
         assert_eq!(
-            last["gangs of 8, 500 nodes, 15k running, API +2 ms"].bound_per_second,
+            last["gangs of 8, 500 nodes, 15k running, API +2 ms (debug build)"].bound_per_second,
             1500.0
         );
         assert_eq!(inp.cluster_medians()["basic"][&5000], 40000.0);

@@ -106,6 +106,16 @@ impl Loop {
             return;
         }
         self.gangs.on_pod(&key, &p);
+        // A gang member that shows up already bound (e.g. bound by another
+        // scheduler instance) may complete a gang whose pending members are gated.
+        if node.is_some()
+            && self.queue.counts()[queue::State::Gated as usize] > 0
+            && !self.pods.contains_key(&key)
+            && let Some(g) = self.gangs.group_of(&key).cloned()
+        {
+            let members = self.gangs.members(&g);
+            self.queue.ungate(&members);
+        }
         self.seq += 1;
         info.seq = self.seq;
         let info = Arc::new(info);

@@ -186,10 +186,34 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize, extr
     let bind_sum = metric(&m, "corral_scheduler_binding_duration_seconds_sum ");
     let bind_n = metric(&m, "corral_scheduler_binding_duration_seconds_count ");
     let double_binds = server.bindings().values().filter(|n| **n > 1).count();
+    // Writes by kind, counted at the server when the last pod was bound.
+    let patches = server.status_patches();
+    let sum = |prefix: &str| -> u64 {
+        patches
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, (n, _))| *n)
+            .sum()
+    };
+    let (pod_status_patches, podgroup_patches) = (sum("pods/"), sum("podgroups/"));
+    let events: Vec<Value> = server
+        .list("events.k8s.io", "events")
+        .into_iter()
+        .chain(server.list("", "events"))
+        .collect();
+    let failed_events = events
+        .iter()
+        .filter(|e| e["reason"] == "FailedScheduling")
+        .count();
     let ms = extra.latency.as_secs_f64() * 1000.0;
     if let Some(path) = &extra.json {
         let mut line = serde_json::to_value(&r).expect("json");
         line["bench"] = json!("e2e");
+        line["build"] = json!(if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        });
         line["nodes"] = json!(nodes);
         line["rate"] = json!(rate);
         line["gang"] = json!(gang);
@@ -198,6 +222,9 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize, extr
         line["api_requests"] = json!(requests);
         line["sched_algorithm_s_total"] = json!(algo_sum);
         line["double_binds"] = json!(double_binds);
+        line["pod_status_patches"] = json!(pod_status_patches);
+        line["failed_scheduling_events"] = json!(failed_events);
+        line["podgroup_status_patches"] = json!(podgroup_patches);
         line["unix_time"] = json!(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -212,7 +239,7 @@ async fn e2e(nodes: usize, pods: u64, rate: f64, gang: u32, running: usize, extr
         writeln!(f, "{line}").expect("write --json");
     }
     println!(
-        "e2e: nodes={nodes} pods={pods} rate={rate} gang={gang} running={running} api_latency_ms={ms} created_per_s={:.0} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={double_binds}",
+        "e2e: nodes={nodes} pods={pods} rate={rate} gang={gang} running={running} api_latency_ms={ms} created_per_s={:.0} bound_per_s={:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} api_requests={requests} sched_algorithm_s_total={:.3} bind_latency_ms_mean={:.2} double_binds={double_binds} pod_status_patches={pod_status_patches} failed_scheduling_events={failed_events} podgroup_status_patches={podgroup_patches}",
         r.created_per_second,
         r.bound_per_second,
         r.creation_to_bind_ms.p50,

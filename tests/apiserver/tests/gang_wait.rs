@@ -248,3 +248,35 @@ async fn a_ready_gang_has_all_its_bindings_in_flight_at_once() {
     }
     h.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_appears_already_bound_releases_its_gated_gang_mates() {
+    let server = TestApiServer::start().await.expect("server");
+    server
+        .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
+        .expect("ns");
+    server.insert(node("n0")).expect("node");
+    server.insert(group("pg", 3)).expect("pg");
+    server.insert(member("b0", "pg")).expect("pod");
+    server.insert(member("b1", "pg")).expect("pod");
+    let h = start_sched(&server).await;
+    wait_for("members gated", Duration::from_secs(20), || {
+        h.metrics
+            .encode()
+            .contains("scheduler_pending_pods{queue=\"gated\"} 2")
+    })
+    .await;
+    // The third member arrives bound (another scheduler, or bound before a restart).
+    let mut b2 = member("b2", "pg");
+    b2["spec"]["nodeName"] = json!("n0");
+    b2["status"]["phase"] = json!("Running");
+    server.insert(b2).expect("pod");
+    wait_for("gang-mates bound", Duration::from_secs(20), || {
+        is_bound(&server, "b0") && is_bound(&server, "b1")
+    })
+    .await;
+    let (events, patches) = pod_failure_writes(&server);
+    assert!(events.is_empty(), "failure events about pods: {events:?}");
+    assert!(patches.is_empty(), "pod status patches: {patches:?}");
+    h.stop();
+}

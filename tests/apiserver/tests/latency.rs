@@ -114,3 +114,63 @@ async fn no_latency_by_default() {
     }
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binary_prefills_and_serves_with_its_latency() {
+    let bin = env!("CARGO_BIN_EXE_corral-test-apiserver");
+    // Bad input: non-zero exit naming the flag.
+    for (args, want) in [
+        (&["--latency-ms", "soon"][..], "--latency-ms"),
+        (&["--running", "5"], "--running needs --nodes"),
+        (&["--bogus"], "\"--bogus\""),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kc = dir.path().join("kc");
+    let mut child = tokio::process::Command::new(bin)
+        .args(["--nodes", "3", "--running", "5", "--latency-ms", "100"])
+        .arg("--kubeconfig-out")
+        .arg(&kc)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    while !kc.exists() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "no kubeconfig written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let c = corral_scheduler::k8s::client(Some(&kc))
+        .await
+        .expect("client");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.clone());
+    let t = Instant::now();
+    let list = nodes.list(&Default::default()).await.expect("list");
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(list.items.len(), 3);
+    let pods: Api<Pod> = Api::namespaced(c, "default");
+    let bound: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    assert_eq!(bound, ["n0", "n1", "n2", "n0", "n1"]);
+    child.start_kill().expect("kill");
+    let _ = child.wait().await;
+}
