@@ -77,6 +77,40 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
+    // FrameworkObserver cost: `run` attaches kube-scheduler's extension-point and
+    // (sampled) plugin timings to every framework; the same workload without and
+    // with them, in one run.
+    let mut g = c.benchmark_group("observer");
+    g.sample_size(10);
+    let (fws, prepared) = setup(Profile::Basic, 5_000, 10_000, 0);
+    let metrics = corral_scheduler::k8s::metrics::Metrics::new();
+    let mut observed = fws.clone();
+    for fw in &mut observed {
+        fw.observer = Some(metrics.kube.framework_timings());
+    }
+    g.throughput(Throughput::Elements(prepared.pending.len() as u64));
+    for (name, fws) in [("off", &fws), ("on", &observed)] {
+        g.bench_function(format!("basic/5000nodes/10000pods/{name}"), |b| {
+            b.iter_batched(
+                || (prepared.snapshot.clone(), prepared.pending.clone()),
+                |(snap, pending)| {
+                    let mut s = Scheduler::new(fws.clone(), snap, Options::default());
+                    let r = s.schedule_all(pending);
+                    assert_eq!(r.placements.len(), 10_000);
+                    r
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    assert!(
+        metrics
+            .encode()
+            .contains("scheduler_framework_extension_point_duration_seconds_count"),
+        "the observer recorded"
+    );
+    g.finish();
+
     // NodeResourceTopologyMatch overhead (default profile): the same 5,000-node
     // cluster with and without a 2-zone NRT on every node, for Burstable pods
     // (plugin skips them) and for Guaranteed 1-CPU pods (filtered and scored).

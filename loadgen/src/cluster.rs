@@ -137,10 +137,15 @@ pub fn run(args: &Args) -> Result<()> {
     // Progress on stderr when it is a terminal (big sizes take seconds per stage).
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let t0 = std::time::Instant::now();
-    if tty {
-        eprint!("\rgenerating {} nodes ...", args.nodes);
-    }
-    let cluster = generate(args)?;
+    // In-memory generation: a line per stage, refreshed at most every 100 ms.
+    let mut shown = std::time::Instant::now();
+    let mut on_gen = |stage: &str, i: u64, n: u64| {
+        if tty && (i == 0 || i == n || shown.elapsed() >= std::time::Duration::from_millis(100)) {
+            shown = std::time::Instant::now();
+            eprint!("\r\x1b[K{}", gen_line(stage, i, n, t0.elapsed()));
+        }
+    };
+    let cluster = generate_with(args, &mut on_gen)?;
     let mut on_file = |name: &str, i: usize, n: usize| {
         if tty {
             eprint!("\r\x1b[K{}", stage_line(name, i, n, t0.elapsed()));
@@ -169,6 +174,15 @@ pub fn run(args: &Args) -> Result<()> {
 /// Files that would be empty are not written, and a stale copy is removed.
 pub fn write(cluster: &Cluster, dir: &Path) -> Result<()> {
     write_with(cluster, dir, &mut |_, _, _| {})
+}
+
+/// One progress line of `cluster`'s in-memory generation:
+/// `generating running pods 12000/150000 (3.1 s)`.
+pub fn gen_line(stage: &str, i: u64, n: u64, elapsed: std::time::Duration) -> String {
+    format!(
+        "generating {stage} {i}/{n} ({:.1} s)",
+        elapsed.as_secs_f64()
+    )
 }
 
 /// One progress line of `cluster`: `writing pods.yaml (3/5, 4.2 s)`.
@@ -226,6 +240,16 @@ pub fn to_yaml<T: Serialize>(objects: &[T]) -> Result<String> {
 
 /// Builds the cluster described by `args` (does not touch the file system).
 pub fn generate(args: &Args) -> Result<Cluster> {
+    generate_with(args, &mut |_, _, _| {})
+}
+
+/// Items between two progress calls of [`generate_with`].
+const PROGRESS_EVERY: u64 = 1024;
+
+/// [`generate`], calling `progress(stage, done, total)` for the stages `nodes`,
+/// `running pods` and `pending pods` (at 0, every 1,024 items and at the end; the
+/// output does not depend on it).
+pub fn generate_with(args: &Args, progress: &mut dyn FnMut(&str, u64, u64)) -> Result<Cluster> {
     args.validate()?;
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(args.seed),
@@ -243,11 +267,17 @@ pub fn generate(args: &Args) -> Result<Cluster> {
     };
     let mut states = Vec::with_capacity(args.nodes as usize);
     let width = digits(u64::from(args.nodes));
+    let n_nodes = u64::from(args.nodes);
+    progress("nodes", 0, n_nodes);
     for i in 0..args.nodes {
         let (node, state) = g.node(i, width);
         cluster.nodes.push(node);
         states.push(state);
+        if u64::from(i + 1).is_multiple_of(PROGRESS_EVERY) {
+            progress("nodes", u64::from(i + 1), n_nodes);
+        }
     }
+    progress("nodes", n_nodes, n_nodes);
     if args.profile == Profile::Mixed {
         // Pools are assigned by index above; shuffle so zones and names interleave.
         let mut order: Vec<usize> = (0..states.len()).collect();
@@ -261,6 +291,7 @@ pub fn generate(args: &Args) -> Result<Cluster> {
     // Running pods: place each on a random-start first-fit node. A shape that fits
     // nowhere is replaced by a fresh one; many misses in a row mean the cluster is full.
     let mut misses = 0u32;
+    progress("running pods", 0, args.running);
     while (cluster.running.len() as u64) < args.running {
         if misses >= MAX_CONSECUTIVE_MISSES {
             bail!(
@@ -290,16 +321,26 @@ pub fn generate(args: &Args) -> Result<Cluster> {
                 ..PodStatus::default()
             });
             cluster.running.push(pod);
+            let done = cluster.running.len() as u64;
+            if done.is_multiple_of(PROGRESS_EVERY) {
+                progress("running pods", done, args.running);
+            }
         }
     }
-    for _ in 0..args.pods {
+    progress("running pods", args.running, args.running);
+    progress("pending pods", 0, args.pods);
+    for i in 0..args.pods {
         let mut pod = g.pod(true, pod_width).pod;
         pod.status = Some(PodStatus {
             phase: Some("Pending".into()),
             ..PodStatus::default()
         });
         cluster.pending.push(pod);
+        if (i + 1).is_multiple_of(PROGRESS_EVERY) {
+            progress("pending pods", i + 1, args.pods);
+        }
     }
+    progress("pending pods", args.pods, args.pods);
     Ok(cluster)
 }
 
@@ -1585,6 +1626,39 @@ mod tests {
         assert_eq!(
             stage_line(PODS_FILE, 5, 5, std::time::Duration::from_millis(4200)),
             format!("writing {PODS_FILE} (5/5, 4.2 s)")
+        );
+    }
+
+    /// In-memory generation reports each stage from 0 to its total (and every
+    /// 1,024 items between), and the cluster does not depend on being observed.
+    #[test]
+    fn generation_reports_progress_per_stage() {
+        let a = args(Profile::Basic, 2_100, 3_000, 2_050, 7);
+        let mut seen: Vec<(String, u64, u64)> = Vec::new();
+        let c =
+            generate_with(&a, &mut |s, i, n| seen.push((s.to_string(), i, n))).expect("generate");
+        let stage = |name: &str| -> Vec<u64> {
+            seen.iter()
+                .filter(|(s, _, _)| s == name)
+                .map(|(_, i, _)| *i)
+                .collect()
+        };
+        assert_eq!(stage("nodes"), [0, 1024, 2048, 2100]);
+        assert_eq!(stage("running pods"), [0, 1024, 2048, 2050]);
+        assert_eq!(stage("pending pods"), [0, 1024, 2048, 3000]);
+        assert!(seen.iter().all(|(_, i, n)| i <= n), "{seen:?}");
+        let plain = generate(&a).expect("generate");
+        assert_eq!(plain.nodes, c.nodes);
+        assert_eq!(plain.running, c.running);
+        assert_eq!(plain.pending, c.pending);
+        assert_eq!(
+            gen_line(
+                "running pods",
+                12_000,
+                150_000,
+                std::time::Duration::from_millis(3100)
+            ),
+            "generating running pods 12000/150000 (3.1 s)"
         );
     }
 

@@ -27,6 +27,10 @@ pub enum ViewFormat {
 pub struct QueuesCli {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// The configuration `run` uses (KubeSchedulerConfiguration or Volcano's), so the
+    /// session computes the shares with the same plugins (proportion or capacity).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value = "table")]
     pub output: ViewFormat,
 }
@@ -82,6 +86,12 @@ pub struct QueueRow {
     /// `spec.deserved` (Volcano's capacity plugin); empty when not set.
     pub deserved: BTreeMap<String, String>,
     pub allocated: BTreeMap<String, String>,
+    /// Deserved share as a scheduling session computes it now on a snapshot of the
+    /// cluster (proportion: weight-based and capped by capability and demand;
+    /// capacity: `spec.deserved`); `None` when it could not be computed.
+    pub session_deserved: Option<BTreeMap<String, String>>,
+    /// Allocation as that session ends (running pods plus what it would place).
+    pub session_allocated: Option<BTreeMap<String, String>>,
     pub pending: i64,
     pub inqueue: i64,
     pub running: i64,
@@ -96,6 +106,10 @@ pub struct JobRow {
     pub name: String,
     pub queue: String,
     pub priority_class: Option<String>,
+    /// The group's priority: its PriorityClass's value, else the globalDefault
+    /// class's, else 0 (Volcano's rule); `None` when PriorityClasses could not be
+    /// listed.
+    pub priority: Option<i32>,
     pub phase: String,
     pub running: i64,
     pub min_member: i64,
@@ -174,6 +188,8 @@ pub fn queue_rows(objs: &[Value]) -> Vec<QueueRow> {
             capability: quantities(&q["spec"]["capability"]),
             deserved: quantities(&q["spec"]["deserved"]),
             allocated: quantities(&q["status"]["allocated"]),
+            session_deserved: None,
+            session_allocated: None,
             pending: int(&q["status"]["pending"]),
             inqueue: int(&q["status"]["inqueue"]),
             running: int(&q["status"]["running"]),
@@ -184,8 +200,25 @@ pub fn queue_rows(objs: &[Value]) -> Vec<QueueRow> {
     rows
 }
 
-/// The rows of `jobs` from Volcano PodGroup objects, at Unix time `now`.
-pub fn job_rows(objs: &[Value], now: i64) -> Vec<JobRow> {
+/// PriorityClass values by name; the globalDefault class also under `""`.
+pub fn priority_values(pcs: &[Value]) -> BTreeMap<String, i32> {
+    let mut m = BTreeMap::new();
+    for pc in pcs {
+        let (Some(name), Some(v)) = (pc["metadata"]["name"].as_str(), pc["value"].as_i64()) else {
+            continue;
+        };
+        let v = i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX });
+        m.insert(name.to_string(), v);
+        if pc["globalDefault"] == true {
+            m.insert(String::new(), v);
+        }
+    }
+    m
+}
+
+/// The rows of `jobs` from Volcano PodGroup objects, at Unix time `now`, with
+/// the PriorityClass values (`None`: not listed, priorities unknown).
+pub fn job_rows(objs: &[Value], now: i64, pcs: Option<&BTreeMap<String, i32>>) -> Vec<JobRow> {
     let mut rows: Vec<JobRow> = objs
         .iter()
         .map(|g| {
@@ -211,7 +244,17 @@ pub fn job_rows(objs: &[Value], now: i64) -> Vec<JobRow> {
                     .to_string(),
                 name: g["metadata"]["name"].as_str().unwrap_or("").to_string(),
                 queue: g["spec"]["queue"].as_str().unwrap_or("default").to_string(),
-                priority_class: g["spec"]["priorityClassName"].as_str().map(str::to_string),
+                priority_class: g["spec"]["priorityClassName"]
+                    .as_str()
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string),
+                priority: pcs.map(|pcs| {
+                    let default = pcs.get("").copied().unwrap_or(0);
+                    g["spec"]["priorityClassName"]
+                        .as_str()
+                        .and_then(|c| pcs.get(c).copied())
+                        .unwrap_or(default)
+                }),
                 phase,
                 running: int(&g["status"]["running"]),
                 min_member: int(&g["spec"]["minMember"]),
@@ -282,6 +325,8 @@ pub fn queues_table(rows: &[QueueRow]) -> String {
             "CAPABILITY",
             "DESERVED",
             "ALLOCATED",
+            "SESSION DESERVED",
+            "SESSION ALLOCATED",
             "PENDING",
             "INQUEUE",
             "RUNNING",
@@ -297,6 +342,8 @@ pub fn queues_table(rows: &[QueueRow]) -> String {
                     list_text(&r.capability),
                     list_text(&r.deserved),
                     list_text(&r.allocated),
+                    r.session_deserved.as_ref().map_or("?".into(), list_text),
+                    r.session_allocated.as_ref().map_or("?".into(), list_text),
                     r.pending.to_string(),
                     r.inqueue.to_string(),
                     r.running.to_string(),
@@ -326,7 +373,12 @@ pub fn jobs_table(rows: &[JobRow]) -> String {
                     r.namespace.clone(),
                     r.name.clone(),
                     r.queue.clone(),
-                    r.priority_class.clone().unwrap_or_else(|| "-".into()),
+                    match (&r.priority_class, r.priority) {
+                        (Some(c), Some(v)) => format!("{c} ({v})"),
+                        (Some(c), None) => c.clone(),
+                        (None, Some(v)) => format!("- ({v})"),
+                        (None, None) => "-".into(),
+                    },
                     r.phase.clone(),
                     format!("{}/{}", r.running, r.min_member),
                     r.age_seconds.map_or("-".into(), age),
@@ -367,10 +419,68 @@ fn render<T: Serialize>(rows: &T, format: ViewFormat, table: impl FnOnce() -> St
     }
 }
 
-/// The `queues` view as text.
+/// The `queues` view as text (shares computed with the default configuration).
 pub async fn queues(client: kube::Client, format: ViewFormat) -> anyhow::Result<String> {
-    let rows = queue_rows(&list(client, Crd::VolcanoQueue, None).await?);
+    queues_with(client, format, None).await
+}
+
+/// The `queues` view as text; the session shares are computed with `config` (the
+/// configuration `run` uses). A cluster the session cannot be computed on still
+/// gets the view, with `?` (`null`) shares and a warning.
+pub async fn queues_with(
+    client: kube::Client,
+    format: ViewFormat,
+    config: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let mut rows = queue_rows(&list(client.clone(), Crd::VolcanoQueue, None).await?);
+    match session_shares(client, config).await {
+        Ok(shares) => {
+            for r in &mut rows {
+                if let Some((d, a)) = shares.get(&r.name) {
+                    r.session_deserved = Some(d.clone());
+                    r.session_allocated = Some(a.clone());
+                }
+            }
+        }
+        Err(e) => tracing::warn!("session shares not computed: {e:#}"),
+    }
     Ok(render(&rows, format, || queues_table(&rows)))
+}
+
+type Shares = BTreeMap<String, (BTreeMap<String, String>, BTreeMap<String, String>)>;
+
+/// Per queue: (deserved, allocated) as one scheduling session computes them on a
+/// fresh snapshot of the cluster (what `run`'s next session would use).
+async fn session_shares(client: kube::Client, config: Option<PathBuf>) -> anyhow::Result<Shares> {
+    let (text, _) = cluster_docs(client, None).await?;
+    let input = crate::input::load_str(&text, "the cluster", crate::batch::EXTRA_KINDS)
+        .map_err(|e| anyhow::anyhow!("{}", e.0))?;
+    let args = crate::simulate::SimulateArgs {
+        config,
+        ..Default::default()
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        crate::simulate::run_input(&args, input, &mut |w| tracing::debug!("{w}"))
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let human = |m: BTreeMap<String, String>| {
+        m.into_iter()
+            .map(|(k, v)| {
+                let h = human_quantity(&k, &v);
+                (k, h)
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    Ok(report
+        .queues
+        .into_iter()
+        .map(|q| {
+            let d = human(q.deserved.to_quantities());
+            let a = human(q.allocated.to_quantities());
+            (q.name, (d, a))
+        })
+        .collect())
 }
 
 /// The `jobs` view as text.
@@ -379,8 +489,28 @@ pub async fn jobs(
     namespace: Option<&str>,
     format: ViewFormat,
 ) -> anyhow::Result<String> {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
-    let rows = job_rows(&list(client, Crd::VolcanoPodGroup, namespace).await?, now);
+    let pcs = match Api::<PriorityClass>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(l) => Some(priority_values(
+            &l.items
+                .into_iter()
+                .filter_map(|p| serde_json::to_value(p).ok())
+                .collect::<Vec<_>>(),
+        )),
+        Err(e) => {
+            tracing::warn!("priorityclasses not listed: {e}");
+            None
+        }
+    };
+    let rows = job_rows(
+        &list(client, Crd::VolcanoPodGroup, namespace).await?,
+        now,
+        pcs.as_ref(),
+    );
     Ok(render(&rows, format, || jobs_table(&rows)))
 }
 
@@ -416,8 +546,9 @@ fn run_view(
 
 pub fn queues_main(cli: &QueuesCli) -> ExitCode {
     let format = cli.output;
+    let config = cli.config.clone();
     run_view(cli.kubeconfig.as_ref(), async move |c| {
-        queues(c, format).await
+        queues_with(c, format, config).await
     })
 }
 
@@ -431,10 +562,10 @@ pub fn jobs_main(cli: &JobsCli) -> ExitCode {
 
 /// Lists what `simulate` reads (Nodes, Pods, Namespaces, PriorityClasses, and the
 /// Volcano Queues/PodGroups when served) as one multi-document text; the target pod
-/// (`ns/name`) is returned unbound with the node it was bound to.
+/// (`ns/name`), if any, is returned unbound with the node it was bound to.
 async fn cluster_docs(
     client: kube::Client,
-    target: &str,
+    target: Option<&str>,
 ) -> anyhow::Result<(String, Option<String>)> {
     use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -483,7 +614,7 @@ async fn cluster_docs(
             p.metadata.name.as_deref().unwrap_or_default()
         );
         let mut v = to(serde_json::to_value(p))?;
-        if key == target {
+        if Some(key.as_str()) == target {
             found = true;
             if let Some(n) = v["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
                 bound_to = Some(n.to_string());
@@ -495,7 +626,7 @@ async fn cluster_docs(
         }
         docs.push(v);
     }
-    if !found {
+    if let Some(target) = target.filter(|_| !found) {
         anyhow::bail!("pod {target} not found");
     }
     // Volcano's batch objects when their CRDs are served.
@@ -532,7 +663,7 @@ pub async fn explain(
     if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
         anyhow::bail!("{target:?}: expected NAMESPACE/NAME");
     }
-    let (text, bound_to) = cluster_docs(client, target).await?;
+    let (text, bound_to) = cluster_docs(client, Some(target)).await?;
     let input = crate::input::load_str(&text, "the cluster", crate::batch::EXTRA_KINDS)
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
     let args = crate::simulate::SimulateArgs {

@@ -19,8 +19,10 @@ pub const DEFAULT_SCHEDULER_NAME: &str = "corral";
 /// score weights (0 = no Score extension), plus Corral's NodeResourceTopologyMatch
 /// (a no-op without NodeResourceTopology objects: its Filter passes nodes without
 /// NRT and its PreScore skips when there are none) and GpuShare (a no-op for pods
-/// without `tencent.com/vcuda-*` requests).
+/// without `tencent.com/vcuda-*` requests). SchedulingGates holds gated pods and
+/// DynamicResources refuses pods with ResourceClaims (both PreFilter only).
 pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
+    ("SchedulingGates", 0),
     ("PrioritySort", 0),
     ("NodeUnschedulable", 0),
     ("NodeName", 0),
@@ -32,6 +34,7 @@ pub const DEFAULT_PLUGINS: &[(&str, i64)] = &[
     ("NodeVolumeLimits", 0),
     ("VolumeBinding", 1),
     ("VolumeZone", 0),
+    ("DynamicResources", 0),
     ("NodeResourceTopologyMatch", 2),
     ("GpuShare", 2),
     ("PodTopologySpread", 2),
@@ -298,7 +301,7 @@ fn build_profile(
     let mut args: HashMap<&str, &serde_json::Value> = HashMap::new();
     for (j, pc) in p.plugin_config.iter().enumerate() {
         if plugins::lookup(&pc.name).is_none()
-            && !plugins::RECOGNISED_NOT_IMPLEMENTED.contains(&pc.name.as_str())
+            && plugins::recognised_not_implemented(&pc.name).is_none()
         {
             return Err(ConfigError(format!(
                 "{at}.pluginConfig[{j}]: unknown plugin {:?}",
@@ -336,30 +339,31 @@ fn build_profile(
 
     // 2. Instantiate every referenced plugin once.
     let mut instances: BTreeMap<String, Arc<dyn Plugin>> = BTreeMap::new();
-    let mut instantiate = |name: &str,
-                           field: &str|
-     -> Result<Option<Arc<dyn Plugin>>, ConfigError> {
-        if let Some(p) = instances.get(name) {
-            return Ok(Some(p.clone()));
-        }
-        match plugins::lookup(name) {
-            Some(f) => {
-                let p = f(args.get(name).copied()).map_err(|e| {
-                    ConfigError(format!("{at}: plugin {name:?}: invalid args: {e}"))
-                })?;
-                instances.insert(name.to_string(), p.clone());
-                Ok(Some(p))
+    let mut instantiate =
+        |name: &str, field: &str| -> Result<Option<Arc<dyn Plugin>>, ConfigError> {
+            if let Some(p) = instances.get(name) {
+                return Ok(Some(p.clone()));
             }
-            None if plugins::RECOGNISED_NOT_IMPLEMENTED.contains(&name) => {
-                tracing::warn!(
-                    plugin = name,
-                    "{field}: plugin {name:?} is a kube-scheduler plugin Corral does not implement (no volume/DRA/preemption state in the core); ignored"
-                );
-                Ok(None)
+            match plugins::lookup(name) {
+                Some(f) => {
+                    let p = f(args.get(name).copied()).map_err(|e| {
+                        ConfigError(format!("{at}: plugin {name:?}: invalid args: {e}"))
+                    })?;
+                    instances.insert(name.to_string(), p.clone());
+                    Ok(Some(p))
+                }
+                None => match plugins::recognised_not_implemented(name) {
+                    Some(note) => {
+                        tracing::info!(
+                            plugin = name,
+                            "{field}: kube-scheduler plugin {name:?} has no Corral plugin: {note}"
+                        );
+                        Ok(None)
+                    }
+                    None => Err(ConfigError(format!("{field}: unknown plugin {name:?}"))),
+                },
             }
-            None => Err(ConfigError(format!("{field}: unknown plugin {name:?}"))),
-        }
-    };
+        };
 
     let mut multi_instances = Vec::new();
     for (j, (name, w)) in multi.iter().enumerate() {

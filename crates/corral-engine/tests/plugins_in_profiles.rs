@@ -255,3 +255,50 @@ fn ha_reserve_holds_across_batch_commits() {
         assert_eq!(r.placements.len(), 1, "batch {batch_size}: {r:?}");
     }
 }
+
+/// Default profile: a pod with ResourceClaims is refused (reason naming
+/// DynamicResources) and a gated pod is held (its gates named) while the other
+/// pods schedule; profiles written for kube-scheduler that enable these plugins, or
+/// DefaultPreemption (the batch layer preempts), load unchanged.
+#[test]
+fn claims_are_refused_and_gated_pods_held_in_the_default_profile() {
+    let mut snap = Snapshot::new();
+    snap.add_nodes([node("n1").cpu("8").mem("16Gi").info()]);
+    let mut s = Scheduler::new(default_frameworks(), snap, Options::default());
+    let mut claim = pod("claim").seq(1);
+    claim.0["spec"]["resourceClaims"] = json!([{"name": "gpu", "resourceClaimName": "c"}]);
+    let mut gated = pod("gated").seq(2);
+    gated.0["spec"]["schedulingGates"] = json!([{"name": "example.com/quota"}]);
+    let r = s.schedule_all(vec![claim.info(), gated.info(), pod("plain").seq(3).info()]);
+    assert_eq!(r.placements.len(), 1, "{r:?}");
+    assert!(r.placements[0].pod.ends_with("plain"), "{r:?}");
+    let msg = |p: &str| {
+        r.unschedulable
+            .iter()
+            .find(|u| u.pod.ends_with(p))
+            .map(|u| u.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(msg("claim").contains("DynamicResources"), "{r:?}");
+    assert!(msg("claim").contains("spec.resourceClaims"), "{r:?}");
+    assert!(msg("gated").contains("example.com/quota"), "{r:?}");
+    let y = r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+profiles:
+- schedulerName: kube-style
+  plugins:
+    multiPoint:
+      enabled: [{name: DynamicResources}, {name: SchedulingGates}, {name: DefaultPreemption}]
+"#;
+    let fws = KubeSchedulerConfiguration::from_yaml(y, "t.yaml")
+        .unwrap()
+        .build()
+        .expect("kube-scheduler plugin names load");
+    let pre: Vec<&str> = fws[0].pre_filter.iter().map(|p| p.name()).collect();
+    assert!(
+        pre.contains(&"DynamicResources") && pre.contains(&"SchedulingGates"),
+        "{pre:?}"
+    );
+    assert!(!pre.contains(&"DefaultPreemption"), "{pre:?}");
+}

@@ -24,6 +24,7 @@ use corral_core::{
 use crate::framework::Plugin;
 
 pub mod default_binder;
+pub mod dynamic_resources;
 pub mod gpu_share;
 pub mod ha_reserve;
 pub mod helpers;
@@ -40,6 +41,7 @@ pub mod node_unschedulable;
 pub mod node_volume_limits;
 pub mod pod_topology_spread;
 pub mod priority_sort;
+pub mod scheduling_gates;
 pub mod taint_toleration;
 pub mod volume_binding;
 pub mod volume_restrictions;
@@ -69,19 +71,44 @@ pub fn decode_args<T: DeserializeOwned + Default>(
     }
 }
 
-/// kube-scheduler in-tree plugins Corral recognises but does not implement (no
-/// DRA state; preemption is the batch layer's); enabling them is accepted and they
-/// are ignored with a warning. (The legacy per-cloud volume limits are covered by
-/// NodeVolumeLimits, which counts in-tree volumes migrated to CSI.)
-pub const RECOGNISED_NOT_IMPLEMENTED: &[&str] = &[
-    "EBSLimits",
-    "GCEPDLimits",
-    "AzureDiskLimits",
-    "CinderLimits",
-    "DynamicResources",
-    "SchedulingGates",
-    "DefaultPreemption",
+/// kube-scheduler in-tree plugins Corral recognises but has no plugin for, each with
+/// what covers it: enabling one is accepted (a profile written for kube-scheduler
+/// loads unchanged) and logged with that note. None of them is ignored in
+/// substance: the per-cloud volume limits are counted by NodeVolumeLimits (in-tree
+/// volumes migrated to CSI), and preemption is the batch layer's (its preempt and
+/// reclaim actions, with PodDisruptionBudgets and the preemption policy honoured).
+/// (SchedulingGates and DynamicResources are plugins: gated pods are held;
+/// pods with ResourceClaims are refused.)
+pub const RECOGNISED_NOT_IMPLEMENTED: &[(&str, &str)] = &[
+    (
+        "EBSLimits",
+        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
+    ),
+    (
+        "GCEPDLimits",
+        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
+    ),
+    (
+        "AzureDiskLimits",
+        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
+    ),
+    (
+        "CinderLimits",
+        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
+    ),
+    (
+        "DefaultPreemption",
+        "preemption is done by the batch layer (preempt/reclaim actions)",
+    ),
 ];
+
+/// What covers a recognised kube-scheduler plugin Corral has no plugin for.
+pub fn recognised_not_implemented(name: &str) -> Option<&'static str> {
+    RECOGNISED_NOT_IMPLEMENTED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, note)| *note)
+}
 
 /// Every implemented plugin by name.
 pub fn registry() -> &'static [(&'static str, Factory)] {
@@ -92,6 +119,14 @@ pub fn registry() -> &'static [(&'static str, Factory)] {
             no_args::<node_unschedulable::NodeUnschedulable>,
         ),
         (node_name::NAME, no_args::<node_name::NodeName>),
+        (
+            scheduling_gates::NAME,
+            no_args::<scheduling_gates::SchedulingGates>,
+        ),
+        (
+            dynamic_resources::NAME,
+            no_args::<dynamic_resources::DynamicResources>,
+        ),
         (taint_toleration::NAME, taint_toleration::factory),
         (node_affinity::NAME, node_affinity::factory),
         (node_ports::NAME, node_ports::factory),

@@ -84,6 +84,7 @@ pub struct PluginPoint {
 type FGauge = Gauge<f64, AtomicU64>;
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// kube-scheduler: `ExponentialBuckets(0.001, 2, 15)`.
 fn attempt_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
@@ -95,6 +96,7 @@ fn extension_point_hist() -> Histogram {
 fn plugin_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 1.5, 20))
 }
+/// kube-scheduler: `ExponentialBuckets(0.01, 2, 20)`.
 fn sli_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.01, 2.0, 20))
 }
@@ -490,5 +492,94 @@ impl FrameworkObserver for FrameworkTimings {
             h
         });
         h.observe(secs);
+    }
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    use super::*;
+
+    /// Histogram buckets as kube-scheduler (`pkg/scheduler/metrics/metrics.go`) and
+    /// Volcano (`pkg/scheduler/metrics/metrics.go`) declare them:
+    /// (series, `ExponentialBuckets(start, factor, count)`).
+    const UPSTREAM: &[(&str, f64, f64, u16)] = &[
+        (
+            "scheduler_scheduling_attempt_duration_seconds",
+            0.001,
+            2.0,
+            15,
+        ),
+        (
+            "scheduler_pod_scheduling_sli_duration_seconds",
+            0.01,
+            2.0,
+            20,
+        ),
+        ("scheduler_pod_scheduling_attempts", 1.0, 2.0, 5),
+        ("scheduler_preemption_victims", 1.0, 2.0, 7),
+        (
+            "scheduler_framework_extension_point_duration_seconds",
+            0.0001,
+            2.0,
+            12,
+        ),
+        (
+            "scheduler_plugin_execution_duration_seconds",
+            0.00001,
+            1.5,
+            20,
+        ),
+        ("volcano_e2e_scheduling_latency_milliseconds", 5.0, 2.0, 15),
+        ("volcano_task_scheduling_latency_milliseconds", 5.0, 2.0, 15),
+    ];
+
+    #[test]
+    fn histogram_buckets_are_kube_schedulers_and_volcanos() {
+        let mut r = Registry::default();
+        let k = KubeScheduler::new(&mut r);
+        let v = Volcano::new(&mut r);
+        let rp = ResultProfile {
+            result: "scheduled".into(),
+            profile: "corral".into(),
+        };
+        k.attempt_duration.get_or_create(&rp).observe(0.1);
+        k.sli_duration
+            .get_or_create(&Attempts {
+                attempts: "1".into(),
+            })
+            .observe(0.1);
+        k.extension_point_duration
+            .get_or_create(&ExtensionPoint {
+                extension_point: "Filter".into(),
+                status: "Success".into(),
+                profile: "corral".into(),
+            })
+            .observe(0.001);
+        k.plugin_duration
+            .get_or_create(&PluginPoint {
+                plugin: "NodeName".into(),
+                extension_point: "Filter".into(),
+                status: "Success".into(),
+            })
+            .observe(0.0001);
+        v.e2e_latency_ms.observe(10.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).expect("encode");
+        for &(name, start, factor, count) in UPSTREAM {
+            let want: Vec<f64> = exponential_buckets(start, factor, count).collect();
+            let got: Vec<f64> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+                .filter_map(|l| {
+                    let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                    le.parse::<f64>().ok()
+                })
+                .filter(|le| le.is_finite())
+                .collect();
+            assert_eq!(got.len(), want.len(), "{name}: {got:?}\n{text}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= w * 1e-9, "{name}: {got:?} vs {want:?}");
+            }
+        }
     }
 }

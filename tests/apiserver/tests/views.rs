@@ -36,6 +36,25 @@ async fn queues_and_jobs_views() {
             "status": {"phase": "Pending", "running": 0, "conditions": [{"type": "Unschedulable",
                 "status": "True", "message": "8/8 tasks in gang unschedulable: 0/2 nodes are available"}]}}))
         .expect("pg");
+    // A PriorityClass for `train`'s class and a globalDefault one for `wait`; a
+    // node with one running member of `train` for the session's shares.
+    server
+        .insert_all([
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": "high"}, "value": 1000}),
+            json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                "metadata": {"name": "normal"}, "value": 10, "globalDefault": true}),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml"}}),
+            node("n1", "8"),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "train-0", "namespace": "ml", "uid": "uid-train-0",
+                    "annotations": {"scheduling.k8s.io/group-name": "train"}},
+                "spec": {"schedulerName": "corral", "nodeName": "n1",
+                    "containers": [{"name": "c", "image": "img",
+                    "resources": {"requests": {"cpu": "2", "memory": "1Gi"}}}]},
+                "status": {"phase": "Running"}}),
+        ])
+        .expect("objects");
     let dir = tempfile::tempdir().expect("tempdir");
     let kc = dir.path().join("kubeconfig");
     server.write_kubeconfig(&kc).expect("kubeconfig");
@@ -70,6 +89,11 @@ async fn queues_and_jobs_views() {
     assert_eq!(j[0]["running"], 2);
     assert_eq!(j[0]["allocated"]["memory"], "64Gi");
     assert_eq!(j[0]["deserved"]["memory"], "128Gi");
+    // The session's view: the running member counts in gold's allocation.
+    assert_eq!(j[0]["sessionAllocated"]["cpu"], "2", "{j}");
+    assert_eq!(j[0]["sessionAllocated"]["memory"], "1Gi", "{j}");
+    assert!(j[0]["sessionDeserved"].is_object(), "{j}");
+    assert!(lines[0].contains("SESSION DESERVED"), "{t}");
 
     let t = views::jobs(client.clone(), Some("ml"), ViewFormat::Table)
         .await
@@ -77,7 +101,10 @@ async fn queues_and_jobs_views() {
     println!("{t}");
     let train = t.lines().find(|l| l.contains("train")).expect("train row");
     assert!(train.contains("Running") && train.contains("4/4"), "{t}");
-    assert!(train.contains("high") && train.contains(" 90s"), "{t}");
+    assert!(
+        train.contains("high (1000)") && train.contains(" 90s"),
+        "{t}"
+    );
     let wait = t.lines().find(|l| l.contains("wait")).expect("wait row");
     assert!(
         wait.contains("0/8") && wait.contains("8/8 tasks in gang unschedulable"),
@@ -88,6 +115,10 @@ async fn queues_and_jobs_views() {
         .expect("yaml");
     let v: serde_json::Value = serde_yaml_ng::from_str(&y).expect("yaml parses");
     assert_eq!(v[0]["timeToStartSeconds"], 90);
+    assert_eq!(v[0]["priority"], 1000);
+    // No class: the globalDefault class's value.
+    assert_eq!(v[1]["priority"], 10);
+    assert!(v[1]["priorityClass"].is_null());
     assert_eq!(
         v[1]["reason"],
         "8/8 tasks in gang unschedulable: 0/2 nodes are available"
