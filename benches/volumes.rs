@@ -155,7 +155,7 @@ fn main() {
             let (r, secs) = run(with, nodes_n, pods_n);
             let rate = r.stats.pods as f64 / secs;
             println!(
-                "rep {rep} {:>13}: placed {:>5}/{}, unschedulable {:>4}, {:>9.0} pods/s, p50 {:>8.0} us, p99 {:>8.0} us, conflicts {}",
+                "rep {rep} {:>13}: placed {:>5}/{}, unschedulable {:>4}, {:>9.0} pods/s, p50 {:>8.0} us, p99 {:>8.0} us, conflicts {}, evaluate {:.0} ms, commit {:.0} ms",
                 if with { "with claims" } else { "no claims" },
                 r.placements.len(),
                 r.stats.pods,
@@ -163,7 +163,9 @@ fn main() {
                 rate,
                 r.stats.decision_latency_us.p50,
                 r.stats.decision_latency_us.p99,
-                r.stats.conflicts
+                r.stats.conflicts,
+                r.stats.evaluate_ms,
+                r.stats.commit_ms
             );
             rates[k].push(rate);
             p99[k].push(r.stats.decision_latency_us.p99);
