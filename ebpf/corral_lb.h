@@ -43,24 +43,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_lb_be SEC(".maps");
 
-/* kernel-internal: a flow as the client addressed it (fwd) or as the
- * backend answers it (rev) -> the address/port to translate to */
-struct lb_nat_key {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u8 proto;
-	__u8 pad[3];
-};
-
-struct lb_nat_value {
-	__u8 addr[16];
-	__u16 port;
-	__u16 pad;
-	__u32 pad2;
-	__u64 seen_ns;
-};
+/* struct lb_nat_key / lb_nat_value: corral_abi.h (the agent reads
+ * corral_lb_fwd to drop UDP flows to removed endpoints) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -35,6 +35,8 @@ use crate::abi::{
 };
 use crate::netlink::{Nl, TcObject};
 
+mod lb_flows;
+
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
 const BPF_NOEXIST: u64 = 1;
 const BPF_ANY: u64 = 0;
@@ -762,8 +764,13 @@ impl Datapath {
     /// frontend's id is its position in the table; its backends are
     /// written before the frontend entry, stale backends removed after, so
     /// a lookup never finds a frontend whose backends are missing.
-    /// Established flows keep their backend (kernel `corral_lb_fwd`).
+    /// Established flows keep their backend (kernel `corral_lb_fwd`),
+    /// except UDP flows whose backend left their frontend: those are
+    /// forgotten, so the client's next datagram picks a current backend
+    /// (kube-proxy clears the UDP conntrack entries of removed endpoints;
+    /// TCP and SCTP connections stay, as with kube-proxy's conntrack).
     pub fn sync_lb(&mut self, table: &crate::services::LbTable) -> Result<()> {
+        let gone_udp = self.lb_udp_removed(table)?;
         let mut want_be = std::collections::BTreeMap::new();
         let mut want_svc = std::collections::BTreeMap::new();
         for (i, (k, entry)) in table.iter().enumerate() {
@@ -819,6 +826,9 @@ impl Datapath {
             .collect();
         for k in &stale {
             let _ = m.remove(k);
+        }
+        if !gone_udp.is_empty() {
+            self.forget_udp_flows(&gone_udp)?;
         }
         // the NodePort paths run only while there are node ports
         self.set_lb_nodeports(table.values().any(|e| e.flags & abi::LB_NODEPORT != 0))
