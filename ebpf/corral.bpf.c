@@ -760,6 +760,11 @@ static __always_inline int deferred_verdict(struct __sk_buff *skb)
 	skb->mark &= ~CORRAL_MARK_DEFER;
 	if (parse(skb, &p) < 0 || !p.has_l3)
 		return TC_ACT_SHOT;
+	/* the DNAT reassembled and re-fragmented the datagram (the mark is
+	 * copied to every fragment): later fragments get their ports from
+	 * the first one, as at the pod's veth */
+	if (p.frag)
+		frag_ports(skb->ifindex, &p, clock_ns(&now));
 	__builtin_memcpy(dk.saddr, p.saddr, 16);
 	dk.sport = p.sport;
 	dk.proto = p.proto;

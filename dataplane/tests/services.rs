@@ -391,6 +391,18 @@ fn run(mode: KubeProxy) {
         !tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/c"]), 80),
         "TCP to y via Service"
     );
+    // a fragmented datagram (4000 bytes over a 1500-byte MTU): the DNAT
+    // reassembles and re-fragments; the deferred verdict still decides it
+    assert_eq!(
+        big_udp(w.netns("x/a"), IpAddr::V4(w.vip["y/c"])),
+        Some(64),
+        "fragmented UDP to y via Service"
+    );
+    assert_eq!(
+        big_udp(w.netns("x/a"), IpAddr::V4(w.vip["x/c"])),
+        None,
+        "fragmented UDP to x via Service"
+    );
     // A tier policy through a Service: the deferred verdict is the source's
     // tier decision on the backend's target port (Service port 90 → 81).
     let drops = |w: &World| {
@@ -420,4 +432,18 @@ fn run(mode: KubeProxy) {
         drops(&w) > before,
         "the deferred tier drop is x/a's egress drop"
     );
+}
+
+/// A 4000-byte datagram to `to:53`: the length of the answer (the servers
+/// echo the first 64 bytes), None without one within 800 ms.
+fn big_udp(from: &str, to: IpAddr) -> Option<usize> {
+    in_netns(from, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_millis(800)))
+            .ok()?;
+        s.send_to(&[7u8; 4000], (to, 53)).ok()?;
+        let mut b = [0u8; 128];
+        let (n, src) = s.recv_from(&mut b).ok()?;
+        (src == std::net::SocketAddr::new(to, 53)).then_some(n)
+    })
 }
