@@ -4,10 +4,11 @@
 //! - a TCP connection keeps its backend while backends are added and
 //!   removed, also after its own backend left the EndpointSlice (kube-proxy:
 //!   the conntrack entry stays; the pod is still terminating);
-//! - a UDP "connection" (one client socket) whose backend was removed is
-//!   re-balanced: the next datagram reaches a current backend, still answered
-//!   from the ClusterIP (kube-proxy clears UDP conntrack entries of removed
-//!   endpoints);
+//! - a UDP "connection" (one client socket) stays on its backend while that
+//!   is a serving endpoint (also terminating, not chosen for new flows) and
+//!   is re-balanced once it is removed or not serving: the next datagram
+//!   reaches a current backend, still answered from the ClusterIP
+//!   (kube-proxy's UDP conntrack cleanup, pkg/proxy/conntrack);
 //! - endpoints that are `ready: false, serving: true, terminating: true` get
 //!   no new flows while a ready endpoint exists, all new flows when none does;
 //!   terminating and not serving: no new flows at all.
@@ -198,22 +199,31 @@ fn established_flows_across_endpoint_changes_and_terminating_endpoints() {
     assert_eq!(udp_ping(&udp), Some((b'c', frontend_udp)), "UDP stays on c");
     assert_eq!(spread(&client, 12), (BTreeMap::from([(b'c', 12)]), 0));
 
-    // c terminating (still serving) and d ready: new flows only to d
+    // c terminating (still serving) and d ready: new flows only to d; the
+    // UDP flow stays on c (kube-proxy keeps UDP flows to serving endpoints)
     set(&[(c, false, true, true), (d, true, true, false)], &agent);
     assert_eq!(spread(&client, 12), (BTreeMap::from([(b'd', 12)]), 0));
     assert_eq!(ping(&mut conn), Some(b'b'));
+    assert_eq!(
+        udp_ping(&udp),
+        Some((b'c', frontend_udp)),
+        "UDP kept on a serving terminating endpoint"
+    );
 
     // only the terminating, serving c left: new flows fall back to it
     set(&[(c, false, true, true)], &agent);
     assert_eq!(spread(&client, 12), (BTreeMap::from([(b'c', 12)]), 0));
+    assert_eq!(udp_ping(&udp), Some((b'c', frontend_udp)));
 
-    // c terminating and no longer serving: no endpoint for new flows;
-    // the established connection is untouched
+    // c terminating and no longer serving: no endpoint for new flows, the
+    // UDP flow is forgotten (no answer); the TCP connection is untouched
     set(&[(c, false, false, true)], &agent);
     assert_eq!(spread(&client, 4), (BTreeMap::new(), 4));
+    assert_eq!(udp_ping(&udp), None, "UDP to a non-serving endpoint");
     assert_eq!(ping(&mut conn), Some(b'b'), "TCP kept with no endpoints");
 
-    // the Service's endpoints back: new flows again
+    // the Service's endpoints back: new flows again, the UDP socket too
     set(&[(d, true, true, false)], &agent);
     assert_eq!(spread(&client, 6), (BTreeMap::from([(b'd', 6)]), 0));
+    assert_eq!(udp_ping(&udp), Some((b'd', frontend_udp)));
 }
