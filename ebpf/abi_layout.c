@@ -99,6 +99,18 @@ int main(void)
 	F(corral_lb_be, LbBe, addr, addr);
 	F(corral_lb_be, LbBe, port, port);
 
+	S(lb_nat_key, LbNatKey);
+	F(lb_nat_key, LbNatKey, saddr, saddr);
+	F(lb_nat_key, LbNatKey, daddr, daddr);
+	F(lb_nat_key, LbNatKey, sport, sport);
+	F(lb_nat_key, LbNatKey, dport, dport);
+	F(lb_nat_key, LbNatKey, proto, proto);
+
+	S(lb_nat_value, LbNatValue);
+	F(lb_nat_value, LbNatValue, addr, addr);
+	F(lb_nat_value, LbNatValue, port, port);
+	F(lb_nat_value, LbNatValue, seen_ns, seen_ns);
+
 	S(corral_defer_key, DeferKey);
 	F(corral_defer_key, DeferKey, saddr, saddr);
 	F(corral_defer_key, DeferKey, sport, sport);

@@ -114,9 +114,19 @@ struct corral_frag_key {
 struct corral_frag_value {
 	__u16 sport;
 	__u16 dport;
-	__u32 pad;
+	/* Service translation of the datagram (its first fragment's), applied
+	 * to the later fragments: FRAG_NAT_DST the destination (client side,
+	 * to the backend), FRAG_NAT_SRC the source (the reply, back to the
+	 * frontend); nat_port is the translated port, for policy/conntrack */
+	__u16 nat_port;
+	__u8 nat;
+	__u8 pad;
+	__u8 nat_addr[16];
 	__u64 seen_ns;
 };
+
+#define FRAG_NAT_DST 1
+#define FRAG_NAT_SRC 2
 
 #define FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
 /* IPv6 extension headers walked before the L4 header */
@@ -750,6 +760,11 @@ static __always_inline int deferred_verdict(struct __sk_buff *skb)
 	skb->mark &= ~CORRAL_MARK_DEFER;
 	if (parse(skb, &p) < 0 || !p.has_l3)
 		return TC_ACT_SHOT;
+	/* the DNAT reassembled and re-fragmented the datagram (the mark is
+	 * copied to every fragment): later fragments get their ports from
+	 * the first one, as at the pod's veth */
+	if (p.frag)
+		frag_ports(skb->ifindex, &p, clock_ns(&now));
 	__builtin_memcpy(dk.saddr, p.saddr, 16);
 	dk.sport = p.sport;
 	dk.proto = p.proto;
@@ -811,14 +826,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (p.frag)
 		frag_ports(ifindex, &p, clock_ns(&now));
-	lb = p.has_l3 && !p.frag ? lb_on() : 0;
+	lb = p.has_l3 ? lb_on() : 0;
 	if (dir == CORRAL_DIR_EGRESS && lb && lb_proto(p.proto)) {
-		int r = is_hairpin_addr(p.daddr, p.is_v6) ? hairpin_reply(skb, &p) : 0;
-		if (r > 0) {
-			hp = 2;
-		} else if (!r) {
-			r = lb_dnat(skb, &p, &now);
-			hp = r == 2;
+		int r;
+
+		if (p.frag == 2) {
+			/* a later fragment: its datagram's translation */
+			r = lb_frag(skb, &p, 1);
+		} else {
+			r = is_hairpin_addr(p.daddr, p.is_v6) ? hairpin_reply(skb, &p) : 0;
+			if (r > 0) {
+				hp = 2;
+			} else if (!r) {
+				r = lb_dnat(skb, &p, &now);
+				hp = r == 2;
+			}
 		}
 		if (r < 0) {
 			reason = DROP_MALFORMED;
@@ -849,14 +871,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 dir)
 	}
 	if (cfg->flags & CORRAL_EP_DSCP)
 		mark_dscp(skb, &p, cfg->dscp);
-	if (dir == CORRAL_DIR_INGRESS && lb)
-		lb_reply(skb, &p);
+	if (dir == CORRAL_DIR_INGRESS && lb) {
+		if (p.frag == 2) {
+			if (lb_frag(skb, &p, 0) < 0) {
+				reason = DROP_MALFORMED;
+				goto out;
+			}
+		} else {
+			lb_reply(skb, &p);
+		}
+	}
 	if (hp && hairpin_src(skb, &p, hp) < 0) {
 		reason = DROP_MALFORMED;
 		goto out;
 	}
 	/* a local backend's reply to a NodePort client */
-	if (dir == CORRAL_DIR_EGRESS && (lb & CORRAL_LB_HAS_NODEPORTS) && !hp && lb_proto(p.proto)) {
+	if (dir == CORRAL_DIR_EGRESS && (lb & CORRAL_LB_HAS_NODEPORTS) && !hp && !p.frag &&
+	    lb_proto(p.proto)) {
 		redir = np_reverse(skb, &p, &now);
 		if (redir < 0) {
 			reason = DROP_MALFORMED;

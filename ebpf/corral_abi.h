@@ -213,6 +213,28 @@ struct corral_lb_be {
 	__u16 pad;
 };
 
+/* LRU maps "corral_lb_fwd" / "corral_lb_rev": a flow as the client
+ * addressed it (fwd) or as the backend answers it (rev) -> the address and
+ * port to translate to (ports host byte order). Kernel-written; the agent
+ * deletes UDP fwd entries whose backend left its frontend (as kube-proxy
+ * clears UDP conntrack entries of removed endpoints). */
+struct lb_nat_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb_nat_value {
+	__u8 addr[16];
+	__u16 port;
+	__u16 pad;
+	__u32 pad2;
+	__u64 seen_ns;
+};
+
 /* LRU map "corral_defer": a deferred flow by its source (the source port
  * and address survive the DNAT): the client's endpoint and the frontend it
  * addressed. */

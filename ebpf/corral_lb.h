@@ -43,24 +43,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_lb_be SEC(".maps");
 
-/* kernel-internal: a flow as the client addressed it (fwd) or as the
- * backend answers it (rev) -> the address/port to translate to */
-struct lb_nat_key {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-	__u8 proto;
-	__u8 pad[3];
-};
-
-struct lb_nat_value {
-	__u8 addr[16];
-	__u16 port;
-	__u16 pad;
-	__u32 pad2;
-	__u64 seen_ns;
-};
+/* struct lb_nat_key / lb_nat_value: corral_abi.h (the agent reads
+ * corral_lb_fwd to drop UDP flows to removed endpoints) */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -189,7 +173,9 @@ static __attribute__((noinline)) int nat_addr(struct __sk_buff *skb, struct pkt 
 		d = bpf_csum_diff((__be32 *)(oaddr + 12), 4, (__be32 *)(naddr + 12), 4, 0);
 	if (d < 0)
 		return -1;
-	if (p->proto != IPPROTO_SCTP &&
+	/* a later fragment has no L4 header (the first one's checksum
+	 * covers the pseudo-header of the whole datagram) */
+	if (p->proto != IPPROTO_SCTP && p->frag != 2 &&
 	    bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), 0, d,
 				BPF_F_PSEUDO_HDR |
 					(p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
@@ -418,6 +404,59 @@ static __attribute__((noinline)) int lb_rev_put(struct pkt *p, const __u8 *baddr
 
 /* Client side, before policy: 0 not a frontend, 1 translated, 2
  * translated to the client itself (hairpin), -1 error. */
+/* The first fragment of a datagram being translated (before its rewrite:
+ * p holds the tuple the later fragments carry): its corral_frag entry
+ * (written by frag_ports) records the translation, kind FRAG_NAT_DST or
+ * FRAG_NAT_SRC, for the later fragments (lb_frag). */
+static __attribute__((noinline)) void frag_nat_put(struct __sk_buff *skb, struct pkt *p, __u8 kind,
+						   const __u8 *naddr, __u16 nport)
+{
+	struct corral_frag_key k = {};
+	struct corral_frag_value *v;
+
+	k.ifindex = skb->ifindex;
+	k.id = p->frag_id;
+	k.proto = p->proto;
+	__builtin_memcpy(k.saddr, p->saddr, 16);
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_frag, &k);
+	if (!v)
+		return;
+	__builtin_memcpy(v->nat_addr, naddr, 16);
+	v->nat_port = nport;
+	v->nat = kind;
+}
+
+/* A later fragment (no L4 header) of a translated datagram: the address
+ * its first fragment got (dst = 1: the destination, before policy; 0: the
+ * reply's source, after the verdict), and the translated port for policy
+ * and conntrack. 1 translated, 0 not a translated datagram, -1 error. */
+static __attribute__((noinline)) int lb_frag(struct __sk_buff *skb, struct pkt *p, int dst)
+{
+	struct corral_frag_key k = {};
+	struct corral_frag_value *v;
+	__u8 addr[16];
+	__u16 port;
+
+	k.ifindex = skb->ifindex;
+	k.id = p->frag_id;
+	k.proto = p->proto;
+	__builtin_memcpy(k.saddr, p->saddr, 16);
+	__builtin_memcpy(k.daddr, p->daddr, 16);
+	v = bpf_map_lookup_elem(&corral_frag, &k);
+	if (!v || v->nat != (dst ? FRAG_NAT_DST : FRAG_NAT_SRC))
+		return 0;
+	__builtin_memcpy(addr, v->nat_addr, 16);
+	port = v->nat_port;
+	if (nat_addr(skb, p, dst, addr) < 0)
+		return -1;
+	if (dst)
+		p->dport = port;
+	else
+		p->sport = port;
+	return 1;
+}
+
 static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
 {
 	/* the frontend key is done with before the NAT keys are needed */
@@ -457,6 +496,8 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 		hair = addr_eq(fv->addr, p->saddr);
 		if (again && lb_rev_put(p, fv->addr, fv->port, hair, now) < 0)
 			return -1;
+		if (p->frag)
+			frag_nat_put(skb, p, FRAG_NAT_DST, fv->addr, fv->port);
 		return nat_rewrite(skb, p, 1, fv->addr, fv->port) < 0 ? -1 : 1 + hair;
 	}
 	if (!svc->count)
@@ -478,6 +519,8 @@ static __attribute__((noinline)) int lb_dnat(struct __sk_buff *skb, struct pkt *
 	v.seen_ns = now;
 	if (bpf_map_update_elem(&corral_lb_fwd, kp, &v, BPF_ANY))
 		return -1;
+	if (p->frag)
+		frag_nat_put(skb, p, FRAG_NAT_DST, be->addr, be->port);
 	return nat_rewrite(skb, p, 1, be->addr, be->port) < 0 ? -1 : 1 + hair;
 }
 
@@ -497,6 +540,8 @@ static __attribute__((noinline)) void lb_reply(struct __sk_buff *skb, struct pkt
 		return;
 	__builtin_memcpy(addr, rv->addr, 16);
 	port = rv->port;
+	if (p->frag)
+		frag_nat_put(skb, p, FRAG_NAT_SRC, addr, port);
 	nat_rewrite(skb, p, 0, addr, port);
 }
 

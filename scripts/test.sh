@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System packages (Debian): eBPF toolchain and the real network peers used by tests.
-PKGS=(clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 iperf3 util-linux containernetworking-plugins bpftool iptables ethtool podman runc busybox-static kubectl ca-certificates)
+PKGS=(clang-19 llvm-19 libbpf-dev linux-libc-dev iproute2 iperf3 util-linux containernetworking-plugins bpftool iptables nftables ethtool podman runc busybox-static kubectl ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
 //! NetworkPolicy egress decided on the translated destination when a DNAT
 //! (kube-proxy) sits in front of the pods: kube-proxy's iptables-mode rules
-//! (KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-* DNAT) are installed in the node
-//! netns as its stand-in, every pod is probed through its Service's
+//! (KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-* DNAT) or its nftables-mode
+//! ruleset (`table ip kube-proxy`, `service-ips` verdict map) are installed
+//! in the node netns as its stand-in, every pod is probed through its Service's
 //! ClusterIP, and the verdicts must equal the upstream NetworkPolicy e2e
 //! expectations (test/e2e/network/netpol, the egress cases, transcribed as
 //! data below, plus two ingress cases) — and equal probing the pod IPs
@@ -34,8 +35,80 @@ struct World {
 /// 90→81 (the e2e "serve-81-tcp" port through another Service port).
 const SVC_PORTS: [(u16, u16); 3] = [(80, 80), (81, 81), (90, 81)];
 
+/// Which kube-proxy mode's rules stand in for kube-proxy in the node netns.
+#[derive(Clone, Copy, Debug)]
+enum KubeProxy {
+    /// iptables mode: KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-* DNAT chains
+    Iptables,
+    /// nftables mode: `table ip kube-proxy`, chain `services` with the
+    /// `service-ips` verdict map (daddr . l4proto . dport), per-Service
+    /// chains choosing an endpoint with `numgen random`, per-endpoint
+    /// chains with `dnat to`
+    Nftables,
+}
+
+/// (e2e name "ns/pod", ClusterIP, pod IP) of every Service's one endpoint.
+type Backends = [(String, Ipv4Addr, Ipv4Addr)];
+
+/// kube-proxy's iptables-mode chain layout with one endpoint per Service.
+fn iptables_rules(backends: &Backends) -> String {
+    let mut rules = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
+    );
+    for (i, (name, vip, ip)) in backends.iter().enumerate() {
+        for (sp, tp) in SVC_PORTS {
+            let svc = format!("KUBE-SVC-{i}-{sp}");
+            let sep = format!("KUBE-SEP-{i}-{sp}");
+            rules += &format!(":{svc} - [0:0]\n:{sep} - [0:0]\n");
+            rules += &format!(
+                "-A KUBE-SERVICES -d {vip}/32 -p tcp -m comment --comment \"{name}:p{sp} cluster IP\" -m tcp --dport {sp} -j {svc}\n"
+            );
+            rules += &format!("-A {svc} -j {sep}\n");
+            rules += &format!("-A {sep} -p tcp -m tcp -j DNAT --to-destination {ip}:{tp}\n");
+        }
+        rules += &format!(
+            "-A KUBE-SERVICES -d {vip}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {ip}:53\n"
+        );
+    }
+    rules + "COMMIT\n"
+}
+
+/// kube-proxy's nftables-mode structure (pkg/proxy/nftables): a `nat`
+/// chain at hook prerouting priority dstnat jumping to `services`, whose
+/// `service-ips` verdict map sends ClusterIP . protocol . port to a
+/// `service-<hash>-<ns>/<name>/<proto>/<port>` chain; that one picks an
+/// endpoint with `numgen random mod N vmap`, and the
+/// `endpoint-<hash>-...__<ip>/<port>` chain marks hairpin traffic for
+/// masquerade (mark 0x4000, as kube-proxy) and DNATs.
+fn nftables_rules(backends: &Backends) -> String {
+    let mut chains = String::new();
+    let mut elems = Vec::new();
+    let ports = SVC_PORTS
+        .iter()
+        .map(|&(sp, tp)| ("tcp", sp, tp))
+        .chain([("udp", 53, 53)]);
+    for (i, (name, vip, ip)) in backends.iter().enumerate() {
+        let (ns, pod) = name.split_once('/').expect("ns/pod");
+        for (proto, sp, tp) in ports.clone() {
+            let svc = format!("service-S{i:07}-{ns}/s-{pod}/{proto}/p{sp}");
+            let ep = format!("endpoint-E{i:07}-{ns}/s-{pod}/{proto}/p{sp}__{ip}/{tp}");
+            elems.push(format!("{vip} . {proto} . {sp} : goto {svc}"));
+            chains += &format!(
+                "  chain {svc} {{\n    numgen random mod 1 vmap {{ 0 : goto {ep} }}\n  }}\n"
+            );
+            chains += &format!(
+                "  chain {ep} {{\n    ip saddr {ip} jump mark-for-masquerade\n    meta l4proto {proto} dnat to {ip}:{tp}\n  }}\n"
+            );
+        }
+    }
+    format!(
+        "table ip kube-proxy {{\n  comment \"rules for kube-proxy\"\n  chain mark-for-masquerade {{\n    mark set mark or 0x4000\n  }}\n  map service-ips {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n    comment \"ClusterIP, ExternalIP and LoadBalancer IP traffic\"\n  }}\n{chains}  chain services {{\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }}\n  chain nat-prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }}\n  chain nat-output {{\n    type nat hook output priority -100; policy accept;\n    jump services\n  }}\n}}\nadd element ip kube-proxy service-ips {{ {} }}\n",
+        elems.join(", ")
+    )
+}
+
 impl World {
-    fn new() -> World {
+    fn new(mode: KubeProxy) -> World {
         let mut node = Node::new();
         let mut idx = BTreeMap::new();
         let mut vip = BTreeMap::new();
@@ -76,36 +149,22 @@ impl World {
             );
         }
         std::fs::write(node.manifests().join("cluster.yaml"), m).expect("manifests");
-        // kube-proxy (iptables mode) stand-in: its chain layout with one
-        // endpoint per Service
-        let mut rules = String::from(
-            "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n",
-        );
-        for (name, &i) in &idx {
-            let pod = &node.pods[i];
-            for (sp, tp) in SVC_PORTS {
-                let svc = format!("KUBE-SVC-{i}-{sp}");
-                let sep = format!("KUBE-SEP-{i}-{sp}");
-                rules += &format!(":{svc} - [0:0]\n:{sep} - [0:0]\n");
-                rules += &format!(
-                    "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"{name}:p{sp} cluster IP\" -m tcp --dport {sp} -j {svc}\n",
-                    vip[name]
-                );
-                rules += &format!("-A {svc} -j {sep}\n");
-                rules += &format!(
-                    "-A {sep} -p tcp -m tcp -j DNAT --to-destination {}:{tp}\n",
-                    pod.ip4
-                );
+        let backends: Vec<(String, Ipv4Addr, Ipv4Addr)> = idx
+            .iter()
+            .map(|(name, &i)| (name.clone(), vip[name], node.pods[i].ip4))
+            .collect();
+        match mode {
+            KubeProxy::Iptables => {
+                let path = node.dir.path().join("kube-proxy.rules");
+                std::fs::write(&path, iptables_rules(&backends)).expect("rules");
+                node.exec_ok(&["iptables-restore", &path.display().to_string()]);
             }
-            rules += &format!(
-                "-A KUBE-SERVICES -d {}/32 -p udp -m udp --dport 53 -j DNAT --to-destination {}:53\n",
-                vip[name], pod.ip4
-            );
+            KubeProxy::Nftables => {
+                let path = node.dir.path().join("kube-proxy.nft");
+                std::fs::write(&path, nftables_rules(&backends)).expect("rules");
+                node.exec_ok(&["nft", "-f", &path.display().to_string()]);
+            }
         }
-        rules += "COMMIT\n";
-        let path = node.dir.path().join("kube-proxy.rules");
-        std::fs::write(&path, rules).expect("rules");
-        node.exec_ok(&["iptables-restore", &path.display().to_string()]);
         let agent = Agent::start(&node, &[]);
         for (name, &i) in &idx {
             let pod = &node.pods[i];
@@ -229,7 +288,46 @@ fn netpol_egress_e2e_through_services_with_kube_proxy_dnat() {
     let Some(_g) = privileged("netpol_egress_e2e_through_services_with_kube_proxy_dnat") else {
         return;
     };
-    let w = World::new();
+    run(KubeProxy::Iptables);
+}
+
+#[test]
+fn netpol_egress_e2e_through_services_with_kube_proxy_nftables() {
+    let test = "netpol_egress_e2e_through_services_with_kube_proxy_nftables";
+    let Some(_g) = privileged(test) else {
+        return;
+    };
+    if std::process::Command::new("nft")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        let why = format!("{test}: needs nft (package nftables)");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIP {why}");
+        return;
+    }
+    run(KubeProxy::Nftables);
+}
+
+/// The e2e cases through Services with `mode`'s rules in front.
+fn run(mode: KubeProxy) {
+    let w = World::new(mode);
+    // the stand-in is the one translating: its table/chains are in place
+    let listed = match mode {
+        KubeProxy::Iptables => w
+            .node
+            .exec(&["iptables", "-t", "nat", "-S", "KUBE-SERVICES"]),
+        KubeProxy::Nftables => {
+            w.node
+                .exec(&["nft", "list", "map", "ip", "kube-proxy", "service-ips"])
+        }
+    };
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&w.vip["y/b"].to_string()),
+        "{mode:?} rules: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
     let names: Vec<String> = w.idx.keys().cloned().collect();
     // sanity: the stand-in translates (no policy: everything through VIPs)
     assert!(tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/b"]), 90));
@@ -293,6 +391,18 @@ fn netpol_egress_e2e_through_services_with_kube_proxy_dnat() {
         !tcp(w.netns("x/a"), IpAddr::V4(w.vip["y/c"]), 80),
         "TCP to y via Service"
     );
+    // a fragmented datagram (4000 bytes over a 1500-byte MTU): the DNAT
+    // reassembles and re-fragments; the deferred verdict still decides it
+    assert_eq!(
+        big_udp(w.netns("x/a"), IpAddr::V4(w.vip["y/c"])),
+        Some(64),
+        "fragmented UDP to y via Service"
+    );
+    assert_eq!(
+        big_udp(w.netns("x/a"), IpAddr::V4(w.vip["x/c"])),
+        None,
+        "fragmented UDP to x via Service"
+    );
     // A tier policy through a Service: the deferred verdict is the source's
     // tier decision on the backend's target port (Service port 90 → 81).
     let drops = |w: &World| {
@@ -322,4 +432,18 @@ fn netpol_egress_e2e_through_services_with_kube_proxy_dnat() {
         drops(&w) > before,
         "the deferred tier drop is x/a's egress drop"
     );
+}
+
+/// A 4000-byte datagram to `to:53`: the length of the answer (the servers
+/// echo the first 64 bytes), None without one within 800 ms.
+fn big_udp(from: &str, to: IpAddr) -> Option<usize> {
+    in_netns(from, move || {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_millis(800)))
+            .ok()?;
+        s.send_to(&[7u8; 4000], (to, 53)).ok()?;
+        let mut b = [0u8; 128];
+        let (n, src) = s.recv_from(&mut b).ok()?;
+        (src == std::net::SocketAddr::new(to, 53)).then_some(n)
+    })
 }

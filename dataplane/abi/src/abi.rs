@@ -235,6 +235,34 @@ pub struct LbBe {
     pub pad: u16,
 }
 
+/// Key of the LRU maps `corral_lb_fwd` (the client's flow as addressed)
+/// and `corral_lb_rev` (the backend's reply); kernel-written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbNatKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// host byte order
+    pub sport: u16,
+    /// host byte order
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `corral_lb_fwd` / `corral_lb_rev`: the address and port the
+/// flow is translated to, and when it was last seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LbNatValue {
+    pub addr: [u8; 16],
+    /// host byte order
+    pub port: u16,
+    pub pad: u16,
+    pub pad2: u32,
+    pub seen_ns: u64,
+}
+
 /// Key of the LRU map `corral_defer` (kernel-written; read by tests).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -292,6 +320,10 @@ unsafe impl aya::Pod for LbSvc {}
 unsafe impl aya::Pod for LbBeKey {}
 // SAFETY: see above.
 unsafe impl aya::Pod for LbBe {}
+// SAFETY: see above.
+unsafe impl aya::Pod for LbNatKey {}
+// SAFETY: see above.
+unsafe impl aya::Pod for LbNatValue {}
 // SAFETY: see above.
 unsafe impl aya::Pod for DeferKey {}
 // SAFETY: see above.

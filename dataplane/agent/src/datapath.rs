@@ -35,6 +35,8 @@ use crate::abi::{
 };
 use crate::netlink::{Nl, TcObject};
 
+mod lb_flows;
+
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
 const BPF_NOEXIST: u64 = 1;
 const BPF_ANY: u64 = 0;
@@ -171,6 +173,9 @@ pub struct Datapath {
     bpf: Ebpf,
     pin_dir: PathBuf,
     mode: AttachMode,
+    /// serving endpoint addresses of each UDP frontend at the last
+    /// `sync_lb` (None before the first): see `lb_flows`
+    lb_serving: Option<lb_flows::Serving>,
 }
 
 fn kernel_at_least(major: u32, minor: u32) -> bool {
@@ -260,6 +265,7 @@ impl Datapath {
         };
         info!(pin_dir = %pin_dir.display(), ?mode, adopted_maps = adopted, "eBPF programs loaded");
         Ok(Self {
+            lb_serving: None,
             bpf,
             pin_dir: pin_dir.to_path_buf(),
             mode,
@@ -762,7 +768,11 @@ impl Datapath {
     /// frontend's id is its position in the table; its backends are
     /// written before the frontend entry, stale backends removed after, so
     /// a lookup never finds a frontend whose backends are missing.
-    /// Established flows keep their backend (kernel `corral_lb_fwd`).
+    /// Established flows keep their backend (kernel `corral_lb_fwd`),
+    /// except UDP flows whose backend is no serving endpoint of their
+    /// Service any more: those are forgotten, so the client's next
+    /// datagram picks a current backend (kube-proxy's UDP conntrack
+    /// cleanup; TCP and SCTP connections stay, as with kube-proxy).
     pub fn sync_lb(&mut self, table: &crate::services::LbTable) -> Result<()> {
         let mut want_be = std::collections::BTreeMap::new();
         let mut want_svc = std::collections::BTreeMap::new();
@@ -820,6 +830,7 @@ impl Datapath {
         for k in &stale {
             let _ = m.remove(k);
         }
+        self.forget_udp_flows(table)?;
         // the NodePort paths run only while there are node ports
         self.set_lb_nodeports(table.values().any(|e| e.flags & abi::LB_NODEPORT != 0))
     }

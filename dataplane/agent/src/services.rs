@@ -100,6 +100,11 @@ pub struct LbEntry {
     pub flags: u16,
     /// `backends[..local_count]` are on this node
     pub local_count: u16,
+    /// addresses of all the Service's serving endpoints of this port (ready,
+    /// or serving while terminating; any node, whatever the traffic
+    /// policy): established UDP flows to them are kept (kube-proxy's UDP
+    /// conntrack cleanup), flows to other addresses forgotten
+    pub serving: Vec<[u8; 16]>,
 }
 
 /// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`
@@ -109,6 +114,7 @@ pub const DEFAULT_AFFINITY_S: u32 = 10800;
 /// ready, serving-and-terminating, and on this node.
 struct Ep {
     be: LbBe,
+    serving: bool,
     ready: bool,
     term: bool,
     local: bool,
@@ -288,6 +294,7 @@ pub fn lb_table(
                                     port,
                                     pad: 0,
                                 },
+                                serving,
                                 ready,
                                 term,
                                 local: on_node,
@@ -296,6 +303,13 @@ pub fn lb_table(
                     }
                 }
                 let all = usable(eps.iter());
+                let mut serving: Vec<[u8; 16]> = eps
+                    .iter()
+                    .filter(|e| e.serving)
+                    .map(|e| e.be.addr)
+                    .collect();
+                serving.sort();
+                serving.dedup();
                 let mine_local = usable(eps.iter().filter(|e| e.local));
                 let cluster_ip = if local {
                     mine_local.clone()
@@ -309,6 +323,7 @@ pub fn lb_table(
                         affinity_s,
                         flags: 0,
                         local_count: 0,
+                        serving: serving.clone(),
                     },
                 );
                 let Some(np) = node_port else { continue };
@@ -347,6 +362,7 @@ pub fn lb_table(
                             affinity_s,
                             flags,
                             local_count,
+                            serving: serving.clone(),
                         },
                     );
                 }
@@ -440,11 +456,18 @@ mod tests {
         assert_eq!(t[&key(53, 17)].backends.len(), 2);
         assert!(t[&key(53, 17)].backends.iter().all(|b| b.port == 5353));
         assert_eq!(t[&key(80, 6)].affinity_s, 0);
+        // serving: every serving endpoint, the terminating one included
+        let all3: Vec<[u8; 16]> = ["198.18.2.2", "198.18.3.2", "198.18.4.2"]
+            .iter()
+            .map(|a| addr16(a.parse().unwrap()))
+            .collect();
+        assert_eq!(t[&key(53, 17)].serving, all3);
         // internalTrafficPolicy Local: this node's endpoints
         let mut local = svc.clone();
         local.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
         let (t, _) = lb_table(&[local], std::slice::from_ref(&s1), "n1", &[]);
         assert_eq!(t[&key(80, 6)].backends.len(), 1);
+        assert_eq!(t[&key(80, 6)].serving, all3, "whatever the traffic policy");
         assert_eq!(
             t[&key(80, 6)].backends[0].addr,
             addr16("198.18.2.2".parse().unwrap())
