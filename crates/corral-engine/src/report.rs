@@ -39,6 +39,10 @@ pub struct Stats {
     pub decision_latency_us: Latency,
     pub batches: u64,
     pub conflicts: u64,
+    /// Pods evaluated at commit because a pod committed ahead of them in their batch
+    /// changed what their cross-node plugins see (stale, or deferred from the
+    /// parallel phase); their PreFilter state is updated incrementally.
+    pub reevaluated: u64,
     /// Wall time spent evaluating batches (parallel phase).
     pub evaluate_ms: f64,
     /// Wall time spent committing decisions (sequential phase).

@@ -137,6 +137,8 @@ pub struct Scheduler {
     batch_now: usize,
     /// Conflicts in the last batch (no candidate survived re-validation).
     batch_conflicts: usize,
+    /// Stale or deferred pods evaluated at commit in the current `schedule_all`.
+    reevaluated: u64,
 }
 
 struct Failed {
@@ -161,6 +163,7 @@ impl Scheduler {
             hostnames_unique: (u64::MAX, false),
             batch_now: 0,
             batch_conflicts: 0,
+            reevaluated: 0,
         }
     }
 
@@ -174,6 +177,7 @@ impl Scheduler {
     /// Schedules `pending` pods (each must name one of the profiles) to completion.
     pub fn schedule_all(&mut self, pending: Vec<PodInfo>) -> Report {
         let t0 = Instant::now();
+        self.reevaluated = 0;
         let mut report = Report::default();
         let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
         let total_pods = pending.len();
@@ -279,6 +283,7 @@ impl Scheduler {
                 .unwrap_or_default(),
             batches,
             conflicts,
+            reevaluated: self.reevaluated,
             evaluate_ms: self.eval_time.as_secs_f64() * 1000.0,
             commit_ms: self.commit_time.as_secs_f64() * 1000.0,
         };
@@ -519,7 +524,9 @@ impl Scheduler {
                             // right now against the current snapshot (exactly what a
                             // sequential scheduler would do), so a pod is evaluated at
                             // most twice.
-                            if !stale {
+                            if stale {
+                                self.reevaluated += 1;
+                            } else {
                                 *conflicts += 1;
                                 self.batch_conflicts += 1;
                             }
