@@ -77,6 +77,8 @@ pub struct VolumeBinding {
     pub bind_timeout_seconds: i64,
     /// StorageCapacityScoring's shape, scaled to node scores (None: no Score).
     pub shape: Option<Vec<(i64, i64)>>,
+    /// Filter memos per claim shapes ([`Memo`]) of the current volume objects.
+    pub memos: std::sync::Mutex<std::collections::HashMap<String, Arc<Memo>>>,
 }
 
 impl Default for VolumeBinding {
@@ -84,7 +86,25 @@ impl Default for VolumeBinding {
         VolumeBinding {
             bind_timeout_seconds: DEFAULT_BIND_TIMEOUT_SECONDS,
             shape: None,
+            memos: Default::default(),
         }
+    }
+}
+
+impl VolumeBinding {
+    /// The memo for interchangeable claims of these shapes under the current volume
+    /// objects (memos of older objects are dropped).
+    fn memo_for(&self, claims: &PodClaims, vols: &VolumeState) -> Arc<Memo> {
+        let key = shape_key(claims);
+        let Ok(mut m) = self.memos.lock() else {
+            return Arc::new(Memo::new(vols));
+        };
+        if m.values().any(|x| x.objects_stamp != vols.objects_stamp()) {
+            m.retain(|_, x| x.objects_stamp == vols.objects_stamp());
+        }
+        m.entry(key)
+            .or_insert_with(|| Arc::new(Memo::new(vols)))
+            .clone()
     }
 }
 
@@ -120,6 +140,7 @@ pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, Stri
     Ok(Arc::new(VolumeBinding {
         bind_timeout_seconds: t,
         shape,
+        ..VolumeBinding::default()
     }))
 }
 
@@ -132,26 +153,51 @@ pub struct PodClaims {
     pub bound: Vec<Arc<PvcInfo>>,
     /// Unbound WaitForFirstConsumer claims.
     pub delayed: Vec<Arc<PvcInfo>>,
-    /// Per-node Filter answers, when every claim is interchangeable (shared by the
-    /// clones of this state, i.e. by the pods of an equivalence class).
+    /// Per-node Filter answers, when every claim is interchangeable (shared by every
+    /// pod whose claims have the same shapes).
     memo: Option<Arc<Memo>>,
+    /// The volume state's stamp at PreFilter.
+    stamp: u64,
 }
 
-/// Memoised Filter answers for a pod whose claims are all interchangeable
+/// Memoised Filter answers for pods whose claims are all interchangeable
 /// ([`crate::volumes::claim_interchangeable`]): the answer on a node then depends
-/// only on the node and the claims' shapes, which pods of one equivalence class
-/// share, so it is computed once per node for the class instead of once per pod and
-/// node. Valid while the volume objects are those it was computed from and the
-/// asking pod's own claims are still not assumed (assuming other claims or PVs
-/// cannot change the answer: the claims' classes have no static PVs).
+/// only on the node (its labels: the `Node` object) and the claims' shapes, so it
+/// is computed once per node for every pod with claims of those shapes (the plugin
+/// keeps one memo per shape while the volume objects are unchanged), instead of
+/// once per pod and node. It answers while the volume objects are those it was
+/// computed from and the asking pod's own claims are still not assumed (assuming
+/// other claims or PVs cannot change the answer: the claims' classes have no
+/// static PVs); nodes it does not know (added, or updated since) are computed live.
 #[derive(Debug)]
-struct Memo {
+pub struct Memo {
     objects_stamp: u64,
-    stamp: u64,
-    /// Per node index: (node generation, reason bits or [`MEMO_LIVE`]); allocated
-    /// on first use.
-    cells: std::sync::OnceLock<Vec<std::sync::OnceLock<(u64, u8)>>>,
-    nodes: usize,
+    /// `Node` object (by address; the `Arc` kept so the address is not reused) →
+    /// reason bits or [`MEMO_LIVE`], for every node of the snapshot it was built on
+    /// (built on first use).
+    table: std::sync::OnceLock<PtrMap<(Arc<k8s_openapi::api::core::v1::Node>, u8)>>,
+}
+
+/// A map keyed by an address (multiplicative hashing: the key is already unique).
+type PtrMap<V> = std::collections::HashMap<usize, V, std::hash::BuildHasherDefault<PtrHasher>>;
+
+#[derive(Default)]
+struct PtrHasher(u64);
+
+impl std::hash::Hasher for PtrHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
 }
 
 /// A memo cell whose answer must be computed live (an error status).
@@ -164,14 +210,27 @@ const MEMO_REASONS: [&str; 4] = [
     ERR_REASON_PV_NOT_EXIST,
 ];
 
+/// The memo key of interchangeable claims: their shapes, in order.
+fn shape_key(claims: &PodClaims) -> String {
+    let mut k = String::new();
+    for c in &claims.delayed {
+        k.push_str(&format!(
+            "{}|{:?}|{:?}|{};",
+            c.class, c.request, c.access_modes, c.volume_mode
+        ));
+    }
+    k
+}
+
+fn ptr(n: &NodeInfo) -> usize {
+    Arc::as_ptr(&n.node) as usize
+}
+
 impl Memo {
-    fn new(snap: &Snapshot) -> Memo {
-        let v = snap.volumes();
+    fn new(vols: &VolumeState) -> Memo {
         Memo {
-            objects_stamp: v.objects_stamp(),
-            stamp: v.stamp(),
-            cells: std::sync::OnceLock::new(),
-            nodes: snap.num_nodes(),
+            objects_stamp: vols.objects_stamp(),
+            table: std::sync::OnceLock::new(),
         }
     }
 
@@ -180,7 +239,7 @@ impl Memo {
         if vols.objects_stamp() != self.objects_stamp {
             return false;
         }
-        if vols.stamp() == self.stamp {
+        if vols.stamp() == claims.stamp {
             // Unchanged since PreFilter: the pod shares the class of `claims.pod`.
             return true;
         }
@@ -210,39 +269,42 @@ impl Memo {
         n == claims.delayed.len() + claims.bound.len()
     }
 
+    fn bits(claims: &PodClaims, node: &NodeInfo, snap: &Snapshot) -> u8 {
+        // As for unassumed claims of these shapes, whatever became of `claims`
+        // themselves (they may be a class-mate's, placed since).
+        match find_pod_volumes_as(claims, node, snap, false) {
+            Ok(f) => f.reasons.iter().fold(0u8, |b, r| {
+                b | MEMO_REASONS
+                    .iter()
+                    .position(|m| m == r)
+                    .map_or(MEMO_LIVE, |i| 1 << i)
+            }),
+            Err(_) => MEMO_LIVE,
+        }
+    }
+
     /// The memoised Filter status on `node`, None when it must be computed live.
     fn answer(&self, claims: &PodClaims, node: &NodeInfo, snap: &Snapshot) -> Option<Status> {
-        let cells = self.cells.get_or_init(|| {
-            (0..self.nodes)
-                .map(|_| std::sync::OnceLock::new())
+        let table = self.table.get_or_init(|| {
+            snap.nodes()
+                .iter()
+                .map(|n| (ptr(n), (n.node.clone(), Self::bits(claims, n, snap))))
                 .collect()
         });
-        let cell = cells.get(snap.node_index(&node.name)?)?;
-        let (generation, bits) = *cell.get_or_init(|| {
-            let bits = match find_pod_volumes(claims, node, snap) {
-                Ok(f) => f.reasons.iter().fold(0u8, |b, r| {
-                    b | MEMO_REASONS
-                        .iter()
-                        .position(|m| m == r)
-                        .map_or(MEMO_LIVE, |i| 1 << i)
-                }),
-                Err(_) => MEMO_LIVE,
-            };
-            (node.generation, bits)
-        });
-        if generation != node.generation || bits == MEMO_LIVE {
-            return None;
+        let (_, bits) = table.get(&ptr(node))?;
+        match *bits {
+            MEMO_LIVE => None,
+            0 => Some(Status::success()),
+            bits => {
+                let reasons: Vec<&'static str> = MEMO_REASONS
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bits & (1 << i) != 0)
+                    .map(|(_, r)| *r)
+                    .collect();
+                Some(rejected(&reasons))
+            }
         }
-        if bits == 0 {
-            return Some(Status::success());
-        }
-        let reasons: Vec<&'static str> = MEMO_REASONS
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| bits & (1 << i) != 0)
-            .map(|(_, r)| *r)
-            .collect();
-        Some(rejected(&reasons))
     }
 }
 
@@ -365,13 +427,14 @@ impl PreFilterPlugin for VolumeBinding {
             }
         }
         let mut claims = claims;
+        claims.stamp = vols.stamp();
         if claims.bound.is_empty()
             && claims
                 .delayed
                 .iter()
                 .all(|c| crate::volumes::claim_interchangeable(c, vols))
         {
-            claims.memo = Some(Arc::new(Memo::new(snap)));
+            claims.memo = Some(self.memo_for(&claims, vols));
         }
         state.write(STATE_KEY, claims);
         (
@@ -515,6 +578,17 @@ pub fn find_pod_volumes(
     node: &NodeInfo,
     snap: &Snapshot,
 ) -> Result<Found, Status> {
+    find_pod_volumes_as(claims, node, snap, true)
+}
+
+/// `find_pod_volumes`; without `assumed`, the claims' own assumed provisionings
+/// are ignored (a memo answers for the claims' shapes, i.e. for unassumed claims).
+fn find_pod_volumes_as(
+    claims: &PodClaims,
+    node: &NodeInfo,
+    snap: &Snapshot,
+    assumed: bool,
+) -> Result<Found, Status> {
     let vols = snap.volumes();
     let mut f = Found::default();
     f.bindings.node = node.name.to_string();
@@ -540,6 +614,9 @@ pub fn find_pod_volumes(
         let mut to_provision: Vec<&Arc<PvcInfo>> = Vec::new();
         for c in &claims.delayed {
             let selected = c.selected_node.as_deref().or_else(|| {
+                if !assumed {
+                    return None;
+                }
                 vols.assumed_claim(&c.key)
                     .filter(|(_, pv)| pv.is_none())
                     .map(|(n, _)| n.as_str())

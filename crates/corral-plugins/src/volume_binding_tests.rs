@@ -601,6 +601,25 @@ fn memo_shared_by_interchangeable_claims() {
         assert_eq!(shared(p, &snap), live(p, &snap), "{} after assume", p.key);
     }
     assert!(by_name(&snap, shared(&p2, &snap), "n1").is_empty());
+    // A memo first used after the state's own pod was placed (its claim assumed
+    // on n1) still answers for an unassumed class-mate as for any node of zone
+    // z1: the memo is of the claims' shapes.
+    let fresh = VolumeBinding::default();
+    let mut st2 = CycleState::new();
+    assert!(fresh.pre_filter(&mut st2, &p1, &snap0).1.is_success());
+    let n1 = snap.node("n1").unwrap();
+    let n2 = snap.node("n2").unwrap();
+    assert!(fresh.filter(&st2, &p2, n1, &snap).is_success());
+    assert_eq!(
+        fresh.filter(&st2, &p2, n2, &snap).reasons,
+        [ERR_REASON_NOT_ENOUGH_SPACE]
+    );
+    // ... while p1 itself (and p3, sharing its claim) fit only n1.
+    assert_eq!(
+        fresh.filter(&st2, &p3, n2, &snap).reasons,
+        [ERR_REASON_BIND_CONFLICT]
+    );
+    assert!(fresh.filter(&st2, &p1, n1, &snap).is_success());
     // A claim assumed elsewhere is a bind conflict on every other node, as live.
     let mut other = snap0.clone();
     other.assume_volumes(
