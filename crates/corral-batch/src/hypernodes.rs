@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::input::RawObject;
 
+pub mod capacity;
+
 pub const TOPOLOGY_API: &str = "topology.volcano.sh/v1alpha1";
 
 /// A member selector.

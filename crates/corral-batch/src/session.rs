@@ -279,6 +279,8 @@ pub struct Session {
     pub pod_group_backoff: Option<i64>,
     /// HyperNodes and PodGroups' networkTopology (set by the caller).
     pub topology: Arc<crate::hypernodes::Topology>,
+    /// HyperNode free totals and shapes shown full (built by allocate on first use).
+    pub hyper_capacity: Option<Box<crate::hypernodes::capacity::Capacity>>,
     /// Plain running pods whose one-pod jobs are not in `jobs` (yet): their usage,
     /// by queue and namespace. Emptied by [`Session::materialize_running`].
     pub plain_running: Vec<PlainUsage>,

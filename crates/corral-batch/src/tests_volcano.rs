@@ -544,3 +544,140 @@ fn malformed_hypernodes_are_reported_by_name() {
     );
     assert!(errs.contains("spec.networkTopology.mode"), "{errs}");
 }
+
+/// Tier-1 HyperNodes over 2-CPU nodes: `a` = {a1, a2}, `b` = {b1}, `c` = {c1}
+/// (exact names), plus `top` (tier 2) over all; `busy` pods as given.
+fn hyper_case(busy: &[(&str, &str)]) -> Case {
+    let hn = |name: &str, tier: u32, members: &[&str]| {
+        let m: Vec<String> = members
+            .iter()
+            .map(|n| format!("{{type: Node, selector: {{exactMatch: {{name: {n}}}}}}}"))
+            .collect();
+        format!(
+            "apiVersion: topology.volcano.sh/v1alpha1\nkind: HyperNode\nmetadata: {{name: {name}}}\nspec: {{tier: {tier}, members: [{}]}}\n",
+            m.join(", ")
+        )
+    };
+    let mut c = Case::new(0, "2")
+        .objects(&hn("a", 1, &["a1", "a2"]))
+        .objects(&hn("b", 1, &["b1"]))
+        .objects(&hn("c", 1, &["c1"]))
+        .objects(&hn("top", 2, &["a1", "a2", "b1", "c1"]));
+    for n in ["a1", "a2", "b1", "c1"] {
+        c.nodes.push(node(n).cpu("2").mem("64Gi").info());
+    }
+    for (i, (n, cpu)) in busy.iter().enumerate() {
+        c.run_on(pod(&format!("busy-{i}")).cpu(cpu), n);
+    }
+    c
+}
+
+/// Within a tier the fuller HyperNode is tried first (Volcano's HyperNode
+/// binpacking), not the first by size and name; a HyperNode whose free total is
+/// below the gang's minimum is skipped with the shortfall as its reason.
+#[test]
+fn hypernodes_are_tried_fullest_first_and_skipped_when_too_small() {
+    // b (1 of 2 CPUs used) is fuller than a and c: a 1-CPU gang goes there.
+    let mut c = hyper_case(&[("b1", "1")]).objects(&pg(
+        "g",
+        "{minMember: 1, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+    ));
+    c.pend(member("g-0", "g", "1"));
+    let r = c.run(1).0;
+    assert_eq!(nodes_of(&r), ["b1"], "{:?}", r.unschedulable);
+    assert!(
+        group(&r, "g")
+            .message
+            .starts_with("placed in HyperNode b (tier 1)")
+    );
+
+    // 3 CPUs: b (1 free) and c (2 free) are below the minimum, a holds it.
+    let mut c = hyper_case(&[("b1", "1")]).objects(&pg(
+        "g",
+        "{minMember: 3, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+    ));
+    for i in 0..3 {
+        c.pend(member(&format!("g-{i}"), "g", "1"));
+    }
+    let r = c.run(1).0;
+    assert_eq!(nodes_of(&r), ["a1", "a2"], "{:?}", r.unschedulable);
+    let m = &group(&r, "g").message;
+    assert!(
+        m.starts_with("placed in HyperNode a (tier 1); not in: ")
+            && m.contains("b (tier 1): free capacity below the gang's minimum (cpu 1 < 3)")
+            && m.contains("c (tier 1): free capacity below the gang's minimum (cpu 2 < 3)"),
+        "{m}"
+    );
+
+    // 5 CPUs fit no tier-1 HyperNode: hard waits naming each, with its shortfall.
+    let mut c = hyper_case(&[]).objects(&pg(
+        "g",
+        "{minMember: 5, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+    ));
+    for i in 0..5 {
+        c.pend(member(&format!("g-{i}"), "g", "1"));
+    }
+    let r = c.run(1).0;
+    assert!(r.placements.is_empty());
+    let m = &group(&r, "g").message;
+    assert!(
+        m.starts_with("network topology (hard, tier <= 1): no HyperNode can hold the gang: ")
+            && m.contains("a (tier 1): free capacity below the gang's minimum (cpu 4 < 5)")
+            && m.contains("b (tier 1): free capacity below the gang's minimum (cpu 2 < 5)")
+            && !m.contains("top (tier"),
+        "{m}"
+    );
+}
+
+/// A gang with running members prefers the HyperNode holding them (Volcano
+/// scores HyperNodes by the job's allocated HyperNode first), even when another
+/// is fuller.
+#[test]
+fn a_gang_with_running_members_stays_in_their_hypernode() {
+    let mut c = hyper_case(&[("b1", "1")]).objects(&pg(
+        "g",
+        "{minMember: 2, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+    ));
+    c.run_on(member("g-0", "g", "1"), "c1");
+    c.pend(member("g-1", "g", "1"));
+    c.pend(member("g-2", "g", "1"));
+    let r = c.run(1).0;
+    assert_eq!(nodes_of(&r), ["c1"], "{:?}", r.unschedulable);
+}
+
+/// A HyperNode where a gang failed although its free total was enough (here:
+/// fragmented, 1 CPU free on each node for a 2-CPU pod) is not tried again for a
+/// gang of the same shape while its nodes are unchanged.
+#[test]
+fn a_hypernode_shown_full_is_not_retried_for_the_same_gang_shape() {
+    let mut c = hyper_case(&[("a1", "1"), ("a2", "1")])
+        .objects(&pg(
+            "g1",
+            "{minMember: 1, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        ))
+        .objects(&pg(
+            "g2",
+            "{minMember: 1, networkTopology: {mode: hard, highestTierAllowed: 1}}",
+        ));
+    c.pend(member("g1-0", "g1", "2"));
+    c.pend(member("g2-0", "g2", "2"));
+    let r = c.run(1).0;
+    assert_eq!(r.placements.len(), 2, "{:?}", r.unschedulable);
+    let (m1, m2) = (&group(&r, "g1").message, &group(&r, "g2").message);
+    // The first gang tries a (fullest) and fails there, then lands in b.
+    assert!(
+        m1.starts_with(
+            "placed in HyperNode b (tier 1); not in: a (tier 1): 1/1 tasks unschedulable"
+        ) && !m1.contains("not tried again"),
+        "{m1}"
+    );
+    // The second skips b (now full by its total) and a (same shape), lands in c.
+    assert!(
+        m2.starts_with("placed in HyperNode c (tier 1)")
+            && m2.contains("b (tier 1): free capacity below the gang's minimum (cpu 0 < 2)")
+            && m2.contains("a (tier 1): 1/1 tasks unschedulable")
+            && m2
+                .contains("not tried again: unchanged since a gang of the same shape failed there"),
+        "{m2}"
+    );
+}

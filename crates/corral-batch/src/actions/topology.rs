@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::{
 
 use super::allocate::{charge_tasks, commit, pick_gang, place_gangs};
 use super::*;
-use crate::hypernodes::NetworkTopology;
+use crate::hypernodes::capacity::{Amounts, Capacity};
+use crate::hypernodes::{NetworkTopology, Topology};
 
 /// The pod restricted to `nodes`: each of its node affinity terms also requires
 /// `kubernetes.io/hostname In nodes` when every node's hostname label is its name
@@ -76,13 +77,169 @@ pub(super) fn allocate_in_topology(
     nt: NetworkTopology,
 ) -> bool {
     let topo = ssn.topology.clone();
-    let allowed: Vec<&crate::hypernodes::Domain> = topo
+    let mut cap = match ssn.hyper_capacity.take() {
+        Some(c) => c,
+        None => Box::new(Capacity::new(&topo.domains, &ssn.sched.snapshot)),
+    };
+    cap.refresh(&topo.domains, &ssn.sched.snapshot);
+    let out = place_in_domains(ssn, j, q, nt, &topo, &mut cap);
+    ssn.hyper_capacity = Some(cap);
+    out
+}
+
+/// At most this many HyperNodes are named in a message (then a count).
+const MAX_NAMED: usize = 20;
+
+fn join_capped(why: &[String]) -> String {
+    if why.len() <= MAX_NAMED {
+        return why.join("; ");
+    }
+    format!(
+        "{}; and {} more HyperNodes",
+        why[..MAX_NAMED].join("; "),
+        why.len() - MAX_NAMED
+    )
+}
+
+/// The least the gang must still place inside one HyperNode: the smallest
+/// requests of the tasks it needs beyond its running ones (per resource), and as
+/// many pod slots. Zero when the gang is ready without placing anything, or when
+/// a profile has no NodeResourcesFit (requests then do not bound a node).
+pub(super) fn gang_need(ssn: &Session, j: usize) -> Amounts {
+    let fit = ssn
+        .sched
+        .frameworks
+        .iter()
+        .all(|fw| fw.filter.iter().any(|f| f.name() == "NodeResourcesFit"));
+    let job = &ssn.jobs[j];
+    let running: Vec<&Task> = job.running.iter().collect();
+    if !fit || ssn.job_ready(j, &running).is_ok() {
+        return Amounts::default();
+    }
+    let k = job
+        .min_member
+        .saturating_sub(job.running.len())
+        .min(job.pending.len());
+    let smallest = |f: fn(&Task) -> i64| -> i64 {
+        let mut v: Vec<i64> = job.pending.iter().map(f).collect();
+        v.sort_unstable();
+        v.iter().take(k).sum()
+    };
+    Amounts {
+        cpu: smallest(|t| t.pod.requests.requests.milli_cpu),
+        memory: smallest(|t| t.pod.requests.requests.memory),
+        ephemeral: smallest(|t| t.pod.requests.requests.ephemeral_storage),
+        pods: k as i64,
+    }
+}
+
+/// A hash of what decides whether the gang fits a HyperNode whose nodes did not
+/// change: its pending pods' equivalence classes (names and membership
+/// annotations ignored), running count, minMember and minTaskMember. None when
+/// other pods placed meanwhile could make it fit (required pod affinity, topology
+/// spread constraints): such a gang is always tried.
+pub(super) fn gang_shape(ssn: &mut Session, j: usize) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut classes = Vec::with_capacity(ssn.jobs[j].pending.len());
+    for t in &ssn.jobs[j].pending {
+        let spread = t
+            .pod
+            .spec()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        if spread || !t.pod.required_affinity_terms.is_empty() {
+            return None;
+        }
+        let e = t.pod.equivalence;
+        let c = *ssn.equivalence.entry(e).or_insert_with(|| {
+            crate::snapshot::equivalence_hash_ignoring(
+                &t.pod.pod,
+                crate::session::SESSION_ONLY_ANNOTATIONS,
+            )
+        });
+        classes.push(c);
+    }
+    classes.sort_unstable();
+    let job = &ssn.jobs[j];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    classes.hash(&mut h);
+    job.running.len().hash(&mut h);
+    job.min_member.hash(&mut h);
+    job.min_task_member.hash(&mut h);
+    Some(h.finish())
+}
+
+/// The HyperNodes gang `j` may use, best first: lowest tier first; within a tier
+/// (Volcano's network-topology-aware scoring) the ones holding more of the job's
+/// running tasks, then the fuller one (HyperNode binpacking), then fewer nodes,
+/// then by name.
+pub(super) fn candidates(
+    ssn: &Session,
+    j: usize,
+    nt: NetworkTopology,
+    topo: &Topology,
+    cap: &Capacity,
+    need: &Amounts,
+) -> Vec<usize> {
+    let running: Vec<usize> = ssn.jobs[j]
+        .running
+        .iter()
+        .filter_map(|t| ssn.sched.snapshot.pod_node(&t.pod.key))
+        .filter_map(|n| ssn.sched.snapshot.node_index(n))
+        .collect();
+    let mut keyed: Vec<(i32, usize, f64, usize, usize)> = topo
         .domains
         .iter()
-        .filter(|d| nt.highest_tier.is_none_or(|h| d.tier <= h))
+        .enumerate()
+        .filter(|(_, d)| nt.highest_tier.is_none_or(|h| d.tier <= h))
+        .map(|(i, d)| {
+            let inside = running.iter().filter(|&&n| cap.contains(i, n)).count();
+            (d.tier, inside, cap.utilization(i, need), d.nodes.len(), i)
+        })
         .collect();
+    keyed.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(b.1.cmp(&a.1))
+            .then(b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal))
+            .then(a.3.cmp(&b.3))
+            .then_with(|| topo.domains[a.4].name.cmp(&topo.domains[b.4].name))
+    });
+    keyed.into_iter().map(|k| k.4).collect()
+}
+
+fn place_in_domains(
+    ssn: &mut Session,
+    j: usize,
+    q: usize,
+    nt: NetworkTopology,
+    topo: &Topology,
+    cap: &mut Capacity,
+) -> bool {
+    let need = gang_need(ssn, j);
+    let shape = gang_shape(ssn, j);
+    let order = candidates(ssn, j, nt, topo, cap, &need);
     let mut why: Vec<String> = Vec::new();
-    for d in allowed {
+    for di in order {
+        let d = &topo.domains[di];
+        let short = cap.free(di).shortfall(&need);
+        if !short.is_empty() {
+            why.push(format!(
+                "{} (tier {}): free capacity below the gang's minimum ({})",
+                d.name,
+                d.tier,
+                short.join(", ")
+            ));
+            continue;
+        }
+        if let Some(s) = shape
+            && let Some(prev) = cap.shown_full(di, s)
+        {
+            why.push(format!(
+                "{} (tier {}): {prev} (not tried again: unchanged since a gang of the same shape failed there)",
+                d.name, d.tier
+            ));
+            continue;
+        }
         let by_hostname = d.nodes.iter().all(|n| {
             ssn.sched
                 .snapshot
@@ -137,7 +294,7 @@ pub(super) fn allocate_in_topology(
             ssn.gang_attempt_succeeded(j);
             let mut msg = format!("placed in HyperNode {} (tier {})", d.name, d.tier);
             if !why.is_empty() {
-                msg.push_str(&format!("; not in: {}", why.join("; ")));
+                msg.push_str(&format!("; not in: {}", join_capped(&why)));
             }
             ssn.jobs[j].message = Some(msg);
             return true;
@@ -167,6 +324,10 @@ pub(super) fn allocate_in_topology(
             (_, Err(e)) => e,
             _ => "cannot hold the gang".into(),
         };
+        cap.refresh(&topo.domains, &ssn.sched.snapshot);
+        if let Some(s) = shape {
+            cap.mark_full(di, s, reason.clone());
+        }
         why.push(format!("{} (tier {}): {reason}", d.name, d.tier));
     }
     if !nt.hard {
@@ -180,7 +341,7 @@ pub(super) fn allocate_in_topology(
     } else {
         format!(
             "network topology (hard, {tier}): no HyperNode can hold the gang: {}",
-            why.join("; ")
+            join_capped(&why)
         )
     });
     ssn.gang_attempt_failed(j);

@@ -86,6 +86,7 @@ impl Session {
             backoff_until: carry.backoff_until.clone(),
             pod_group_backoff: None,
             topology: Arc::default(),
+            hyper_capacity: None,
             plain_lazy: !eager,
             plain_running: running.plain,
             running_index,
