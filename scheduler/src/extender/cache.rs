@@ -142,8 +142,9 @@ pub fn spawn_snapshot_cache(
     vec![nodes, pods]
 }
 
-/// PodGroup (both APIs) and Queue watches feeding the extender's gang view (each
-/// starts once its CRD is served).
+/// PodGroup (both APIs), Queue and HyperNode watches feeding the extender's gang
+/// view (each starts once its CRD is served; HyperNodes place network-topology
+/// gangs in the dry run).
 pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task::JoinHandle<()>> {
     type CrdMsg = (crate::k8s::crds::Crd, Box<Event<kube::api::DynamicObject>>);
     let (tx, rx) = std::sync::mpsc::channel::<CrdMsg>();
@@ -152,6 +153,7 @@ pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task
         crate::k8s::crds::Crd::VolcanoPodGroup,
         crate::k8s::crds::Crd::CoschedulingPodGroup,
         crate::k8s::crds::Crd::VolcanoQueue,
+        crate::k8s::crds::Crd::HyperNode,
     ] {
         tasks.push(crate::k8s::crds::watch(
             client.clone(),

@@ -3,7 +3,7 @@
 //! It speaks the real REST + watch JSON protocol (the subset Corral and client-go style
 //! clients use) for pods, nodes, namespaces, events, resource quotas, priority classes,
 //! leases, NetworkPolicies, EndpointSlices and the batch CRDs (Volcano and scheduler-plugins PodGroups, Volcano Queues,
-//! NodeResourceTopology) and the network-policy-api tiers (ClusterNetworkPolicy,
+//! NodeResourceTopology, Volcano HyperNodes) and the network-policy-api tiers (ClusterNetworkPolicy,
 //! AdminNetworkPolicy, BaselineAdminNetworkPolicy):
 //!
 //! - `GET` list (`{kind}List` with `metadata.resourceVersion`), get, and watch
@@ -143,6 +143,14 @@ pub const RESOURCES: &[ResourceType] = &[
         "v1alpha2",
         "noderesourcetopologies",
         "NodeResourceTopology",
+        false,
+    ),
+    // Volcano network topology (cluster-scoped, as Volcano's CRD)
+    rt(
+        "topology.volcano.sh",
+        "v1alpha1",
+        "hypernodes",
+        "HyperNode",
         false,
     ),
     // network-policy-api tiers (corral-agent's tier policy source)
