@@ -2,7 +2,7 @@
 //! `networkTopology` is placed inside the lowest-tier HyperNode that can hold it —
 //! its pods are offered to the engine restricted to that HyperNode's nodes
 //! (required node affinity on `metadata.name`, added to each of the pod's own
-//! terms), HyperNode after HyperNode, all-or-nothing each time. `hard`: never
+//! terms, so NodeAffinity's PreFilter evaluates only those nodes), HyperNode after HyperNode, all-or-nothing each time. `hard`: never
 //! beyond `highestTierAllowed` (no HyperNode → the gang waits, saying why each
 //! failed); `soft`: when no HyperNode holds it, it is placed as any gang.
 
@@ -17,11 +17,12 @@ use super::*;
 use crate::hypernodes::capacity::{Amounts, Capacity};
 use crate::hypernodes::{NetworkTopology, Topology};
 
-/// The pod restricted to `nodes`: each of its node affinity terms also requires
-/// `kubernetes.io/hostname In nodes` when every node's hostname label is its name
-/// (one requirement), else one term per node with `metadata.name` (the API allows
-/// one value per matchFields requirement).
-fn restricted(p: &PodInfo, nodes: &BTreeSet<String>, by_hostname: bool) -> Option<PodInfo> {
+/// The pod restricted to `nodes`: each of its node affinity terms becomes one term
+/// per node that also requires `metadata.name In [node]` (the API allows one value
+/// per matchFields requirement). Every term then pins node names, so NodeAffinity's
+/// PreFilter narrows the evaluation to the HyperNode's nodes instead of filtering
+/// all nodes of the cluster.
+fn restricted(p: &PodInfo, nodes: &BTreeSet<String>) -> Option<PodInfo> {
     let mut pod = (*p.pod).clone();
     let spec = pod.spec.as_mut()?;
     let aff = spec.affinity.get_or_insert_with(Affinity::default);
@@ -34,30 +35,18 @@ fn restricted(p: &PodInfo, nodes: &BTreeSet<String>, by_hostname: bool) -> Optio
     if sel.node_selector_terms.is_empty() {
         sel.node_selector_terms.push(NodeSelectorTerm::default());
     }
-    let mut terms = Vec::new();
+    let mut terms = Vec::with_capacity(sel.node_selector_terms.len() * nodes.len());
     for t in &sel.node_selector_terms {
-        if by_hostname {
+        for n in nodes {
             let mut t = t.clone();
-            t.match_expressions
+            t.match_fields
                 .get_or_insert_with(Vec::new)
                 .push(NodeSelectorRequirement {
-                    key: LABEL_HOSTNAME.into(),
+                    key: "metadata.name".into(),
                     operator: "In".into(),
-                    values: Some(nodes.iter().cloned().collect()),
+                    values: Some(vec![n.clone()]),
                 });
             terms.push(t);
-        } else {
-            for n in nodes {
-                let mut t = t.clone();
-                t.match_fields
-                    .get_or_insert_with(Vec::new)
-                    .push(NodeSelectorRequirement {
-                        key: "metadata.name".into(),
-                        operator: "In".into(),
-                        values: Some(vec![n.clone()]),
-                    });
-                terms.push(t);
-            }
         }
     }
     sel.node_selector_terms = terms;
@@ -65,8 +54,6 @@ fn restricted(p: &PodInfo, nodes: &BTreeSet<String>, by_hostname: bool) -> Optio
     info.priority = p.priority;
     Some(info)
 }
-
-const LABEL_HOSTNAME: &str = "kubernetes.io/hostname";
 
 /// Allocates gang `j` of queue `q` under its network topology. Returns false when
 /// the gang is to be placed as any gang (soft, no HyperNode could hold it).
@@ -240,18 +227,12 @@ fn place_in_domains(
             ));
             continue;
         }
-        let by_hostname = d.nodes.iter().all(|n| {
-            ssn.sched
-                .snapshot
-                .node(n)
-                .is_some_and(|info| info.labels.get(LABEL_HOSTNAME) == Some(n))
-        });
         let pick = pick_gang(ssn, j, q);
         let chosen: Vec<usize> = pick.chosen.clone();
         let mut pods = Vec::new();
         for &i in &chosen {
             let t = ssn.jobs[j].pending[i].pod.clone();
-            match restricted(&t, &d.nodes, by_hostname) {
+            match restricted(&t, &d.nodes) {
                 Some(p) => pods.push(p),
                 None => break,
             }
