@@ -251,6 +251,13 @@ impl Capacity {
 }
 
 #[cfg(test)]
+impl PartialEq for Capacity {
+    fn eq(&self, o: &Capacity) -> bool {
+        self.free == o.free && self.alloc == o.alloc && self.node_free == o.node_free
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::node;
@@ -355,12 +362,5 @@ mod tests {
         assert!((c.utilization(0, &cpu_only) - 0.75).abs() < 1e-9);
         assert!(c.utilization(1, &cpu_only).abs() < 1e-9);
         assert!(c.utilization(0, &cpu_only) > c.utilization(1, &cpu_only));
-    }
-}
-
-#[cfg(test)]
-impl PartialEq for Capacity {
-    fn eq(&self, o: &Capacity) -> bool {
-        self.free == o.free && self.alloc == o.alloc && self.node_free == o.node_free
     }
 }
