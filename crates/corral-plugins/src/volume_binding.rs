@@ -453,15 +453,46 @@ impl PreFilterPlugin for VolumeBinding {
 /// No PreFilter state depends on other pods; the extensions exist so that the
 /// Filter counts as cross-node and is re-run on every candidate at commit time
 /// (a pod committed earlier in the batch may have taken a PV).
+///
+/// `add_pod` (called before that re-run, with the volume state as the committed
+/// pods left it) brings the state up to date for the pod being scheduled: a
+/// class-mate's claims are replaced by the pod's own, and when a memo applies to
+/// the pod now (its own claims still unassumed) the state's stamp is moved to the
+/// current one, so the re-run Filters and Reserve on every candidate neither
+/// re-read the claims nor re-check the assumptions. Any later change of the volume
+/// state changes the stamp, and the checks run again.
 impl PreFilterExtensions for VolumeBinding {
     fn add_pod(
         &self,
-        _: &mut CycleState,
-        _: &PodInfo,
+        state: &mut CycleState,
+        pod: &PodInfo,
         _: &PodInfo,
         _: &NodeInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> Status {
+        let vols = snap.volumes();
+        let Some(c) = state.read::<PodClaims>(STATE_KEY) else {
+            return Status::success();
+        };
+        if c.pod == pod.key && c.stamp == vols.stamp() {
+            return Status::success();
+        }
+        let memo_applies = c.memo.as_ref().is_some_and(|m| m.applies(c, pod, vols));
+        if c.pod == pod.key {
+            if memo_applies && let Some(c) = state.read_mut::<PodClaims>(STATE_KEY) {
+                c.stamp = vols.stamp();
+            }
+            return Status::success();
+        }
+        let memo = c.memo.clone();
+        match pod_claims(pod, vols) {
+            Ok(Some(own)) => {
+                let stamp = if memo_applies { vols.stamp() } else { c.stamp };
+                state.write(STATE_KEY, PodClaims { memo, stamp, ..own });
+            }
+            // Filter reports it (re-reading the claims).
+            _ => {}
+        }
         Status::success()
     }
     fn remove_pod(
@@ -834,15 +865,15 @@ impl ReservePlugin for VolumeBinding {
         node: &str,
         snap: &Snapshot,
     ) -> Status {
-        let claims = match own_claims(state, pod, snap) {
-            Ok(Some(c)) => c.into_owned(),
+        let found = match own_claims(state, pod, snap) {
+            Ok(Some(claims)) => match snap.node(node) {
+                Some(n) => find_pod_volumes(&claims, n, snap),
+                None => return Status::error(format!("node {node:?} not found")),
+            },
             Ok(None) => return Status::success(),
             Err(st) => return st,
         };
-        let Some(n) = snap.node(node) else {
-            return Status::error(format!("node {node:?} not found"));
-        };
-        match find_pod_volumes(&claims, n, snap) {
+        match found {
             Ok(f) if f.reasons.is_empty() => {
                 if !f.bindings.is_empty() {
                     state.write(BINDINGS_STATE_KEY, f.bindings);
