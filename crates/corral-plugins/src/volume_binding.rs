@@ -295,15 +295,22 @@ impl Memo {
         match *bits {
             MEMO_LIVE => None,
             0 => Some(Status::success()),
-            bits => {
-                let reasons: Vec<&'static str> = MEMO_REASONS
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| bits & (1 << i) != 0)
-                    .map(|(_, r)| *r)
-                    .collect();
-                Some(rejected(&reasons))
+            bits => Some(Self::rejection(bits)),
+        }
+    }
+
+    /// The rejection for reason bits (one allocation: the reasons' vector).
+    fn rejection(bits: u8) -> Status {
+        let mut reasons = Vec::with_capacity(bits.count_ones() as usize);
+        for (i, r) in MEMO_REASONS.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                reasons.push(std::borrow::Cow::Borrowed(*r));
             }
+        }
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons,
+            plugin: "",
         }
     }
 }
