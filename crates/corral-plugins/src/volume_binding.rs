@@ -442,6 +442,9 @@ impl PreFilterPlugin for VolumeBinding {
                 .all(|c| crate::volumes::claim_interchangeable(c, vols))
         {
             claims.memo = Some(self.memo_for(&claims, vols));
+            // The answer on a node is the memo's: a function of the claims'
+            // shapes (the class) and the node, whatever other pods assume.
+            state.mark_filter_node_local(NAME);
         }
         state.write(STATE_KEY, claims);
         (
@@ -485,6 +488,14 @@ impl PreFilterExtensions for VolumeBinding {
             return Status::success();
         }
         let memo_applies = c.memo.as_ref().is_some_and(|m| m.applies(c, pod, vols));
+        if !memo_applies {
+            // E.g. the pod's own claim was assumed by a pod sharing it: the answer
+            // is the pod's own again, re-checked on every candidate.
+            state.unmark_filter_node_local(NAME);
+        }
+        let Some(c) = state.read::<PodClaims>(STATE_KEY) else {
+            return Status::success();
+        };
         if c.pod == pod.key {
             if memo_applies && let Some(c) = state.read_mut::<PodClaims>(STATE_KEY) {
                 c.stamp = vols.stamp();
