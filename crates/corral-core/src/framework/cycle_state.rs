@@ -133,7 +133,6 @@ impl CycleState {
             .filter(|m| !m.is_empty())
     }
 
-    #[inline]
     /// Declares `plugin`'s Filter node-local for this pod (see
     /// [`Self::node_local_filter`]).
     pub fn mark_filter_node_local(&mut self, plugin: &'static str) {
@@ -147,6 +146,7 @@ impl CycleState {
         self.node_local_filter.retain(|p| *p != plugin);
     }
 
+    #[inline]
     pub fn filter_skipped(&self, plugin: &str) -> bool {
         self.skip_filter.contains(&plugin)
     }
