@@ -503,13 +503,10 @@ impl PreFilterExtensions for VolumeBinding {
             return Status::success();
         }
         let memo = c.memo.clone();
-        match pod_claims(pod, vols) {
-            Ok(Some(own)) => {
-                let stamp = if memo_applies { vols.stamp() } else { c.stamp };
-                state.write(STATE_KEY, PodClaims { memo, stamp, ..own });
-            }
-            // Filter reports it (re-reading the claims).
-            _ => {}
+        // On an error the state stays: Filter reports it (re-reading the claims).
+        if let Ok(Some(own)) = pod_claims(pod, vols) {
+            let stamp = if memo_applies { vols.stamp() } else { c.stamp };
+            state.write(STATE_KEY, PodClaims { memo, stamp, ..own });
         }
         Status::success()
     }
