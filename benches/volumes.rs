@@ -7,7 +7,8 @@
 //! repetition and the medians.
 //!
 //! `cargo bench -p corral-benches --bench volumes [-- REPS [NODES PODS]]` (default 3
-//! repetitions of 5,000 nodes / 10,000 pods).
+//! repetitions of 5,000 nodes / 10,000 pods). `CORRAL_BENCH_ARM=plain` or `claims`
+//! runs one arm only.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -150,8 +151,14 @@ fn main() {
     println!("nodes {nodes_n}, pending pods {pods_n}, {reps} repetitions (alternating)");
     let mut rates = [Vec::new(), Vec::new()];
     let mut p99 = [Vec::new(), Vec::new()];
+    // CORRAL_BENCH_ARM=plain|claims runs one arm only (for callgrind, which counts
+    // one process: `benches/callgrind-volumes.sh`).
+    let arm = std::env::var("CORRAL_BENCH_ARM").unwrap_or_default();
     for rep in 0..reps {
         for (k, with) in [false, true].into_iter().enumerate() {
+            if (arm == "plain" && with) || (arm == "claims" && !with) {
+                continue;
+            }
             let (r, secs) = run(with, nodes_n, pods_n);
             let rate = r.stats.pods as f64 / secs;
             println!(
@@ -170,6 +177,9 @@ fn main() {
             rates[k].push(rate);
             p99[k].push(r.stats.decision_latency_us.p99);
         }
+    }
+    if rates.iter().any(|r| r.is_empty()) {
+        return;
     }
     let (a, b) = (median(&mut rates[0]), median(&mut rates[1]));
     println!(

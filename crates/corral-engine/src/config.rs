@@ -300,6 +300,9 @@ fn build_profile(
     // pluginConfig args by name.
     let mut args: HashMap<&str, &serde_json::Value> = HashMap::new();
     for (j, pc) in p.plugin_config.iter().enumerate() {
+        if let Some(e) = plugins::removed_from_kube_scheduler(&pc.name) {
+            return Err(ConfigError(format!("{at}.pluginConfig[{j}]: {e}")));
+        }
         if plugins::lookup(&pc.name).is_none()
             && plugins::recognised_not_implemented(&pc.name).is_none()
         {
@@ -360,7 +363,12 @@ fn build_profile(
                         );
                         Ok(None)
                     }
-                    None => Err(ConfigError(format!("{field}: unknown plugin {name:?}"))),
+                    None => Err(ConfigError(
+                        match plugins::removed_from_kube_scheduler(name) {
+                            Some(e) => format!("{field}: {e}"),
+                            None => format!("{field}: unknown plugin {name:?}"),
+                        },
+                    )),
                 },
             }
         };
@@ -693,5 +701,51 @@ profiles:
         assert!(e.0.contains("profilez"), "{e}");
         // Recognised kube plugins that Corral doesn't implement are accepted.
         assert!(cfg(&format!("{base}profiles:\n- plugins:\n    filter:\n      enabled: [{{name: VolumeBinding}}]\n")).is_ok());
+    }
+
+    /// kube-scheduler removed the per-cloud volume-limit plugins in v1.32 and its
+    /// v1 configuration validation rejects them when enabled or configured; so does
+    /// Corral, naming the field and the plugin. Disabling one stays harmless.
+    #[test]
+    fn plugins_removed_from_kube_scheduler_are_errors() {
+        let base = "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n";
+        for name in [
+            "EBSLimits",
+            "GCEPDLimits",
+            "AzureDiskLimits",
+            "CinderLimits",
+        ] {
+            for (point, field) in [
+                ("filter", "profiles[0].plugins.filter.enabled[0]"),
+                ("preFilter", "profiles[0].plugins.preFilter.enabled[0]"),
+                ("multiPoint", "profiles[0].plugins.multiPoint.enabled["),
+            ] {
+                let e = cfg(&format!(
+                    "{base}profiles:\n- plugins:\n    {point}:\n      enabled: [{{name: {name}}}]\n"
+                ))
+                .unwrap_err();
+                assert!(
+                    e.0.contains(field)
+                        && e.0.contains(&format!("{name:?}"))
+                        && e.0.contains("removed from kube-scheduler in v1.32")
+                        && e.0.contains("NodeVolumeLimits"),
+                    "{e}"
+                );
+            }
+            let e = cfg(&format!(
+                "{base}profiles:\n- pluginConfig:\n  - name: {name}\n    args: {{}}\n"
+            ))
+            .unwrap_err();
+            assert!(
+                e.0.contains("profiles[0].pluginConfig[0]") && e.0.contains(name),
+                "{e}"
+            );
+            let fws = cfg(&format!(
+                "{base}profiles:\n- plugins:\n    filter:\n      disabled: [{{name: {name}}}]\n"
+            ))
+            .expect("disabling a removed plugin is harmless");
+            let filters: Vec<&str> = fws[0].filter.iter().map(|p| p.name()).collect();
+            assert!(filters.contains(&"NodeVolumeLimits"), "{filters:?}");
+        }
     }
 }

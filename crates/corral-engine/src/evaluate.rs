@@ -233,7 +233,10 @@ impl ClassCache {
         let pre = Self::pre_filter(fw, snap, pod);
         let local = !fw.cross_node_filter_mask();
         let same_mask = match (&pre, &self.pre) {
-            (Ok((a, _)), Ok((b, _))) => a.filter_skip_mask & local == b.filter_skip_mask & local,
+            (Ok((a, _)), Ok((b, _))) => {
+                a.filter_skip_mask & local == b.filter_skip_mask & local
+                    && a.node_local_filter == b.node_local_filter
+            }
             _ => false,
         };
         if !same_mask || self.nodes_version != snap.nodes_version() {
@@ -360,8 +363,15 @@ pub(crate) fn evaluate(
         if restricted.is_some() { &pick } else { &rotate };
     let nodes = snap.nodes();
     let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
-    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
-    let local_mask = !fw.cross_node_filter_mask();
+    let cross = fw.cross_filter_mask_for(&state);
+    // Node-local Filters plus cross-node ones declared node-local for this pod
+    // (cached only when the class's PreFilter state declared the same).
+    let local_mask = !cross;
+    let cache = cache.filter(|c| {
+        c.pre
+            .as_ref()
+            .is_ok_and(|(s, _)| s.node_local_filter == state.node_local_filter)
+    });
     let cached = |idx: usize| match cache {
         Some(c) => {
             let node = &nodes[idx];

@@ -734,7 +734,7 @@ fn cross_node_sensitive(
     hostname_local: bool,
 ) -> bool {
     use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME};
-    let cross_filter = fw.cross_node_filter_mask() & !state.filter_skip_mask != 0;
+    let cross_filter = fw.cross_filter_mask_for(state) != 0;
     // A cross-node Score plugin that skipped at evaluation (nothing matched then)
     // may apply now, so skipped ones count too.
     let cross_score = fw.score.iter().any(|ws| !ws.plugin.node_local());
@@ -853,7 +853,8 @@ fn revalidate(
             }
         }
     }
-    let cross = fw.cross_node_filter_mask() & !state.filter_skip_mask;
+    // After `add_pod`, which may have withdrawn a node-local declaration.
+    let cross = fw.cross_filter_mask_for(state);
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
     let mut all: Vec<(i64, usize)> = Vec::new();

@@ -155,3 +155,79 @@ fn interchangeable_claims_share_a_class_but_provision_their_own() {
         assert_eq!(r.volume_bindings[&pl.pod].node, pl.node);
     }
 }
+
+/// Two pods of one batch sharing a WaitForFirstConsumer claim, in the class of pods
+/// with interchangeable claims (so VolumeBinding's Filter is cached per class and
+/// node, not re-run at commit): once the first provisions the shared claim on its
+/// node, the second's VolumeBinding is re-checked on its candidates and it lands on
+/// that node — never a Reserve failure, never another node.
+#[test]
+fn a_shared_claim_assumed_in_the_batch_pins_its_class_mate() {
+    let mut objs = vec![
+        class(sc(
+            "csi-wait",
+            Some("WaitForFirstConsumer"),
+            "csi.example.com",
+        )),
+        pvc("shared", "csi-wait").request("1Gi").obj(),
+    ];
+    for i in 0..8 {
+        objs.push(pvc(&format!("c{i}"), "csi-wait").request("1Gi").obj());
+    }
+    let nodes = (0..12)
+        .map(|i| {
+            corral_core::testutil::node(&format!("n{i}"))
+                .cpu("8")
+                .mem("8Gi")
+                .label(ZONE, "z1")
+                .info()
+        })
+        .collect();
+    let snap = snapshot(nodes, objs);
+    let mk = |i: u64, c: &str| {
+        corral_core::testutil::pod(&format!("p{i}"))
+            .seq(i)
+            .spec(
+                "volumes",
+                json!([{"name": "data", "persistentVolumeClaim": {"claimName": c}}]),
+            )
+            .info()
+    };
+    let claim = |i: u64| match i {
+        2 | 5 => "shared".to_string(),
+        i => format!("c{i}"),
+    };
+    let pods: Vec<PodInfo> = (0..8).map(|i| mk(i, &claim(i))).collect();
+    // All eight share one class at the start of the batch.
+    let k = corral_core::volumes::interchangeable_class(&pods[0], snap.volumes());
+    assert!(k.is_some());
+    assert!(
+        pods.iter()
+            .all(|p| corral_core::volumes::interchangeable_class(p, snap.volumes()) == k)
+    );
+    for seed in 0..4 {
+        let mut s = Scheduler::new(
+            default_frameworks(),
+            snap.clone(),
+            Options {
+                seed,
+                ..Options::default()
+            },
+        );
+        let r = s.schedule_all(pods.clone());
+        assert_eq!(r.placements.len(), 8, "seed {seed}: {r:?}");
+        let node_of = |p: &str| {
+            r.placements
+                .iter()
+                .find(|pl| pl.pod == format!("default/{p}"))
+                .map(|pl| pl.node.clone())
+                .unwrap()
+        };
+        assert_eq!(node_of("p2"), node_of("p5"), "seed {seed}: {r:?}");
+        assert_eq!(
+            r.volume_bindings["default/p2"].provisions,
+            ["default/shared"]
+        );
+        assert_eq!(r.volume_bindings["default/p2"].node, node_of("p2"));
+    }
+}

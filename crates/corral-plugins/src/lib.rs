@@ -73,34 +73,43 @@ pub fn decode_args<T: DeserializeOwned + Default>(
 
 /// kube-scheduler in-tree plugins Corral recognises but has no plugin for, each with
 /// what covers it: enabling one is accepted (a profile written for kube-scheduler
-/// loads unchanged) and logged with that note. None of them is ignored in
-/// substance: the per-cloud volume limits are counted by NodeVolumeLimits (in-tree
-/// volumes migrated to CSI), and preemption is the batch layer's (its preempt and
-/// reclaim actions, with PodDisruptionBudgets and the preemption policy honoured).
-/// (SchedulingGates and DynamicResources are plugins: gated pods are held;
-/// pods with ResourceClaims are refused.)
-pub const RECOGNISED_NOT_IMPLEMENTED: &[(&str, &str)] = &[
-    (
-        "EBSLimits",
-        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
-    ),
-    (
-        "GCEPDLimits",
-        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
-    ),
-    (
-        "AzureDiskLimits",
-        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
-    ),
-    (
-        "CinderLimits",
-        "covered by NodeVolumeLimits (in-tree volumes migrated to CSI)",
-    ),
-    (
-        "DefaultPreemption",
-        "preemption is done by the batch layer (preempt/reclaim actions)",
-    ),
+/// loads unchanged) and logged with that note. Preemption is the batch layer's (its
+/// preempt and reclaim actions, with PodDisruptionBudgets and the preemption policy
+/// honoured). (SchedulingGates and DynamicResources are plugins: gated pods are
+/// held; pods with ResourceClaims are refused.)
+pub const RECOGNISED_NOT_IMPLEMENTED: &[(&str, &str)] = &[(
+    "DefaultPreemption",
+    "preemption is done by the batch layer (preempt/reclaim actions)",
+)];
+
+/// Plugins kube-scheduler has removed, with the release that removed them. As
+/// kube-scheduler (whose KubeSchedulerConfiguration validation rejects them in
+/// `kubescheduler.config.k8s.io/v1`, "was invalid in version ..."), enabling one at
+/// any extension point or giving it a `pluginConfig` is an error naming the field
+/// and the plugin; naming one in a `disabled` list is harmless, as in kube. The
+/// per-cloud volume limits were deprecated in v1.31 and removed in v1.32: their
+/// in-tree volumes are migrated to CSI and counted by NodeVolumeLimits.
+pub const REMOVED_FROM_KUBE_SCHEDULER: &[(&str, &str)] = &[
+    ("AzureDiskLimits", "v1.32"),
+    ("CinderLimits", "v1.32"),
+    ("EBSLimits", "v1.32"),
+    ("GCEPDLimits", "v1.32"),
 ];
+
+/// The error for a plugin kube-scheduler has removed (see
+/// [`REMOVED_FROM_KUBE_SCHEDULER`]), or `None` for any other name.
+pub fn removed_from_kube_scheduler(name: &str) -> Option<String> {
+    REMOVED_FROM_KUBE_SCHEDULER
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(n, v)| {
+            format!(
+                "plugin {n:?} was removed from kube-scheduler in {v} and is invalid in \
+                 kubescheduler.config.k8s.io/v1; use NodeVolumeLimits, which counts \
+                 in-tree volumes migrated to CSI against the CSINode limits"
+            )
+        })
+}
 
 /// What covers a recognised kube-scheduler plugin Corral has no plugin for.
 pub fn recognised_not_implemented(name: &str) -> Option<&'static str> {

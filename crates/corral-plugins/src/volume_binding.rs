@@ -295,15 +295,22 @@ impl Memo {
         match *bits {
             MEMO_LIVE => None,
             0 => Some(Status::success()),
-            bits => {
-                let reasons: Vec<&'static str> = MEMO_REASONS
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| bits & (1 << i) != 0)
-                    .map(|(_, r)| *r)
-                    .collect();
-                Some(rejected(&reasons))
+            bits => Some(Self::rejection(bits)),
+        }
+    }
+
+    /// The rejection for reason bits (one allocation: the reasons' vector).
+    fn rejection(bits: u8) -> Status {
+        let mut reasons = Vec::with_capacity(bits.count_ones() as usize);
+        for (i, r) in MEMO_REASONS.iter().enumerate() {
+            if bits & (1 << i) != 0 {
+                reasons.push(std::borrow::Cow::Borrowed(*r));
             }
+        }
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons,
+            plugin: "",
         }
     }
 }
@@ -435,6 +442,9 @@ impl PreFilterPlugin for VolumeBinding {
                 .all(|c| crate::volumes::claim_interchangeable(c, vols))
         {
             claims.memo = Some(self.memo_for(&claims, vols));
+            // The answer on a node is the memo's: a function of the claims'
+            // shapes (the class) and the node, whatever other pods assume.
+            state.mark_filter_node_local(NAME);
         }
         state.write(STATE_KEY, claims);
         (
@@ -453,15 +463,51 @@ impl PreFilterPlugin for VolumeBinding {
 /// No PreFilter state depends on other pods; the extensions exist so that the
 /// Filter counts as cross-node and is re-run on every candidate at commit time
 /// (a pod committed earlier in the batch may have taken a PV).
+///
+/// `add_pod` (called before that re-run, with the volume state as the committed
+/// pods left it) brings the state up to date for the pod being scheduled: a
+/// class-mate's claims are replaced by the pod's own, and when a memo applies to
+/// the pod now (its own claims still unassumed) the state's stamp is moved to the
+/// current one, so the re-run Filters and Reserve on every candidate neither
+/// re-read the claims nor re-check the assumptions. Any later change of the volume
+/// state changes the stamp, and the checks run again.
 impl PreFilterExtensions for VolumeBinding {
     fn add_pod(
         &self,
-        _: &mut CycleState,
-        _: &PodInfo,
+        state: &mut CycleState,
+        pod: &PodInfo,
         _: &PodInfo,
         _: &NodeInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> Status {
+        let vols = snap.volumes();
+        let Some(c) = state.read::<PodClaims>(STATE_KEY) else {
+            return Status::success();
+        };
+        if c.pod == pod.key && c.stamp == vols.stamp() {
+            return Status::success();
+        }
+        let memo_applies = c.memo.as_ref().is_some_and(|m| m.applies(c, pod, vols));
+        if !memo_applies {
+            // E.g. the pod's own claim was assumed by a pod sharing it: the answer
+            // is the pod's own again, re-checked on every candidate.
+            state.unmark_filter_node_local(NAME);
+        }
+        let Some(c) = state.read::<PodClaims>(STATE_KEY) else {
+            return Status::success();
+        };
+        if c.pod == pod.key {
+            if memo_applies && let Some(c) = state.read_mut::<PodClaims>(STATE_KEY) {
+                c.stamp = vols.stamp();
+            }
+            return Status::success();
+        }
+        let memo = c.memo.clone();
+        // On an error the state stays: Filter reports it (re-reading the claims).
+        if let Ok(Some(own)) = pod_claims(pod, vols) {
+            let stamp = if memo_applies { vols.stamp() } else { c.stamp };
+            state.write(STATE_KEY, PodClaims { memo, stamp, ..own });
+        }
         Status::success()
     }
     fn remove_pod(
@@ -834,15 +880,15 @@ impl ReservePlugin for VolumeBinding {
         node: &str,
         snap: &Snapshot,
     ) -> Status {
-        let claims = match own_claims(state, pod, snap) {
-            Ok(Some(c)) => c.into_owned(),
+        let found = match own_claims(state, pod, snap) {
+            Ok(Some(claims)) => match snap.node(node) {
+                Some(n) => find_pod_volumes(&claims, n, snap),
+                None => return Status::error(format!("node {node:?} not found")),
+            },
             Ok(None) => return Status::success(),
             Err(st) => return st,
         };
-        let Some(n) = snap.node(node) else {
-            return Status::error(format!("node {node:?} not found"));
-        };
-        match find_pod_volumes(&claims, n, snap) {
+        match found {
             Ok(f) if f.reasons.is_empty() => {
                 if !f.bindings.is_empty() {
                     state.write(BINDINGS_STATE_KEY, f.bindings);

@@ -640,6 +640,83 @@ fn memo_shared_by_interchangeable_claims() {
     );
 }
 
+/// `add_pod` (run before the commit-time re-run of the Filter) turns a
+/// class-shared state into the pod's own claims with the memo kept: Filter and
+/// Reserve then answer as for the pod's own PreFilter state, before and after the
+/// pod's own claim is assumed elsewhere.
+#[test]
+fn add_pod_takes_own_claims_and_keeps_the_memo() {
+    let snap0 = provisioning_snapshot(vec![
+        pvc("data2", "csi-wait").request("10Gi").obj(),
+        csi_driver("csi.example.com", true),
+        capacity("c1", "csi-wait", Some((ZONE, "z1")), "100Gi"),
+        capacity("c2", "csi-wait", Some((ZONE, "z2")), "5Gi"),
+    ]);
+    let pl = VolumeBinding::default();
+    let p1 = pod("p1", &["data"]);
+    let p2 = pod("p2", &["data2"]);
+    let p3 = pod("p3", &["data"]);
+    let live = |p: &PodInfo, snap: &Snapshot| -> Vec<Vec<String>> {
+        let mut own = CycleState::new();
+        assert!(pl.pre_filter(&mut own, p, snap).1.is_success());
+        own.read_mut::<PodClaims>(STATE_KEY).unwrap().memo = None;
+        snap.nodes()
+            .iter()
+            .map(|n| {
+                pl.filter(&own, p, n, snap)
+                    .reasons
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect()
+            })
+            .collect()
+    };
+    // The committed pod passed to add_pod is not read.
+    let other = pod("other", &[]);
+    for (snap, label) in [(snap0.clone(), "unassumed"), {
+        let mut s = snap0.clone();
+        s.assume_volumes(
+            "default/placed",
+            crate::volumes::PodVolumeBindings {
+                node: "n2".into(),
+                bindings: vec![],
+                provisions: vec!["default/data".into()],
+            },
+        );
+        (s, "p1's claim assumed on n2")
+    }] {
+        for p in [&p1, &p2, &p3] {
+            let mut st = CycleState::new();
+            assert!(pl.pre_filter(&mut st, &p1, &snap0).1.is_success());
+            let n1 = snap.node("n1").unwrap();
+            assert!(pl.add_pod(&mut st, p, &other, n1, &snap).is_success());
+            let c = st.read::<PodClaims>(STATE_KEY).unwrap();
+            assert_eq!(c.pod, p.key, "{label}");
+            assert!(c.memo.is_some(), "{label}");
+            let got: Vec<Vec<String>> = snap
+                .nodes()
+                .iter()
+                .map(|n| {
+                    pl.filter(&st, p, n, &snap)
+                        .reasons
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect()
+                })
+                .collect();
+            assert_eq!(got, live(p, &snap), "{label}: {}", p.key);
+            // Reserve on n1 agrees with the Filter there.
+            let r = pl.reserve(&mut st, p, "n1", &snap);
+            assert_eq!(
+                r.is_success(),
+                pl.filter(&st, p, n1, &snap).is_success(),
+                "{label}: {}",
+                p.key
+            );
+        }
+    }
+}
+
 /// kube's `defaultShapePoint` (utilization 0 → 0, 100 → MaxCustomPriorityScore),
 /// scaled to node scores.
 const KUBE_TEST_SHAPE: [(i64, i64); 2] = [(0, 0), (100, 100)];

@@ -2,7 +2,9 @@
 //! claims in use anywhere (kube-scheduler's `volumerestrictions`).
 //!
 //! PreFilter skips pods without GCE PD, AWS EBS, RBD, iSCSI or PVC volumes; a
-//! missing claim is UnschedulableAndUnresolvable; it counts the pod's
+//! missing claim is UnschedulableAndUnresolvable; pods whose only such volumes are
+//! claims none of which is ReadWriteOncePod skip too (kube runs a Filter that can
+//! only succeed for them); it counts the pod's
 //! ReadWriteOncePod claims already used by a placed pod (kept current by the
 //! PreFilter extensions as pods are added/removed, so a batch cannot place two
 //! users). Filter: the same GCE PD (unless both read-only), EBS volume ID, RBD image
@@ -125,6 +127,15 @@ impl PreFilterPlugin for VolumeRestrictions {
             if pvc.read_write_once_pod() && !st.rwop.contains(&pvc.key) {
                 st.rwop.push(pvc.key.clone());
             }
+        }
+        if st.rwop.is_empty()
+            && vols
+                .iter()
+                .all(|v| v.persistent_volume_claim.is_some() || !needs_check(v))
+        {
+            // Only claims, none ReadWriteOncePod: the Filter could only succeed, so
+            // it is skipped (and, being cross-node, not re-run at commit).
+            return (None, Status::skip());
         }
         if !st.rwop.is_empty() {
             // `IsPVCUsedByPods`: each claim counts once however many pods use it.

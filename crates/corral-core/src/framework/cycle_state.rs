@@ -43,6 +43,13 @@ pub struct CycleState {
     pub filter_skip_mask: u64,
     /// Bit i set: the framework's i-th Score plugin is skipped.
     pub score_skip_mask: u64,
+    /// Cross-node Filter plugins (with PreFilter extensions) that declared, in
+    /// PreFilter or a PreFilter extension, that for this pod their Filter is a pure
+    /// function of the pod's equivalence class and the node until they withdraw it
+    /// (e.g. VolumeBinding for interchangeable claims, whose answer no assumption
+    /// by another pod can change): the engine then caches their result with the
+    /// node-local ones and does not re-run them on unchanged nodes at commit.
+    pub node_local_filter: Vec<&'static str>,
     /// This cycle's plugins are timed (kube-scheduler's `ShouldRecordPluginMetrics`):
     /// set for a sampled fraction of cycles when the framework has an observer.
     pub record_plugin_metrics: bool,
@@ -60,6 +67,7 @@ impl Clone for CycleState {
             skip_score: self.skip_score.clone(),
             filter_skip_mask: self.filter_skip_mask,
             score_skip_mask: self.score_skip_mask,
+            node_local_filter: self.node_local_filter.clone(),
             record_plugin_metrics: self.record_plugin_metrics,
         }
     }
@@ -123,6 +131,19 @@ impl CycleState {
     pub fn pod_annotations(&self) -> Option<&PodAnnotations> {
         self.read::<PodAnnotations>(POD_ANNOTATIONS_KEY)
             .filter(|m| !m.is_empty())
+    }
+
+    /// Declares `plugin`'s Filter node-local for this pod (see
+    /// [`Self::node_local_filter`]).
+    pub fn mark_filter_node_local(&mut self, plugin: &'static str) {
+        if !self.node_local_filter.contains(&plugin) {
+            self.node_local_filter.push(plugin);
+        }
+    }
+
+    /// Withdraws [`Self::mark_filter_node_local`].
+    pub fn unmark_filter_node_local(&mut self, plugin: &'static str) {
+        self.node_local_filter.retain(|p| *p != plugin);
     }
 
     #[inline]

@@ -457,6 +457,20 @@ impl Framework {
         mask_of(self.filter.iter().map(|p| p.name()), &ext)
     }
 
+    /// The cross-node Filter plugins that run live for this pod: those of
+    /// [`Self::cross_node_filter_mask`] neither skipped nor declared node-local
+    /// ([`CycleState::node_local_filter`]).
+    pub fn cross_filter_mask_for(&self, state: &CycleState) -> u64 {
+        let mut m = self.cross_node_filter_mask() & !state.filter_skip_mask;
+        if !state.node_local_filter.is_empty() {
+            m &= !mask_of(
+                self.filter.iter().map(|p| p.name()),
+                &state.node_local_filter,
+            );
+        }
+        m
+    }
+
     /// Runs only the Filter plugins in `mask` (and not skipped) on one node.
     pub fn run_filter_masked(
         &self,
