@@ -6,14 +6,16 @@
 //! ```
 //!
 //! Input lines (other lines are ignored):
-//! - `{"bench":"e2e", …}`: written by `cargo bench -p corral-test-apiserver --bench
-//!   k8s -- e2e … --json FILE` (the `corral-loadgen k8s` report with its latency CDF
-//!   and created/bound timeline, plus gang size, running pods and API latency);
+//! - `{"bench":"e2e", …}`: written by `benches/gang-e2e.sh` (three processes) or
+//!   `cargo bench -p corral-test-apiserver --bench k8s -- e2e … --json FILE` (the
+//!   `corral-loadgen k8s` report with its latency CDF and created/bound timeline,
+//!   plus gang size, running pods and API latency);
 //! - `{"bench":"cluster","workload":W,"nodes":N,"pods_per_second":R, …}`: one
 //!   `simulate` run per workload and cluster size (`benches/scaling.sh`).
 //!
 //! Output: `pods_per_second_vs_nodes.svg`, `e2e_latency_cdf.svg`,
-//! `gang_e2e_timeline.svg`. The last run of each configuration is drawn.
+//! `gang_e2e_timeline.svg`. Of the repeats of a configuration, the run with the
+//! median p99 latency is drawn.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

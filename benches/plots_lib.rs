@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use corral_scheduler::svg_plot::{color, err, legend, legend_line, svg, titled};
 use plotters::prelude::*;
 use serde_json::Value;
 
@@ -53,6 +54,11 @@ pub struct E2e {
 }
 
 impl E2e {
+    /// The p99 creation→bind latency (ms) from the CDF (∞ without one).
+    pub fn p99_ms(&self) -> f64 {
+        self.cdf_ms.get(98).copied().unwrap_or(f64::INFINITY)
+    }
+
     /// The configuration's label (runs with the same label are repeats).
     pub fn label(&self) -> String {
         let kind = if self.gang > 1 {
@@ -156,13 +162,20 @@ impl Inputs {
         Ok(())
     }
 
-    /// The last e2e run of each configuration, in label order.
-    pub fn last_e2e(&self) -> BTreeMap<String, &E2e> {
-        let mut m = BTreeMap::new();
+    /// The e2e run with the median p99 latency of each configuration (its repeats),
+    /// in label order (of two middle runs, the later one).
+    pub fn median_e2e(&self) -> BTreeMap<String, &E2e> {
+        let mut all: BTreeMap<String, Vec<&E2e>> = BTreeMap::new();
         for r in &self.e2e {
-            m.insert(r.label(), r);
+            all.entry(r.label()).or_default().push(r);
         }
-        m
+        all.into_iter()
+            .map(|(label, mut runs)| {
+                // Stable sort: among equal p99s the input order decides.
+                runs.sort_by(|a, b| a.p99_ms().total_cmp(&b.p99_ms()));
+                (label, runs[runs.len() / 2])
+            })
+            .collect()
     }
 
     /// Median pods/s per (workload, nodes) over repeats.
@@ -188,21 +201,6 @@ impl Inputs {
             })
             .collect()
     }
-}
-
-const PALETTE: &[RGBColor] = &[
-    RGBColor(31, 119, 180),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-];
-
-fn err<E: std::fmt::Debug>(e: E) -> String {
-    format!("plot: {e:?}")
 }
 
 /// Renders every plot the inputs have data for: file name → SVG.
@@ -243,20 +241,15 @@ pub fn scaling(inp: &Inputs) -> Result<String, String> {
     }
     let (xmin, xmax) = (xmin * 0.8, xmax * 1.25);
     let (ymin, ymax) = ((ymin * 0.5).max(1.0), ymax * 2.0);
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (900, 600)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Scheduling throughput against cluster size (simulate, release build)",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..ymax).log_scale())
-            .map_err(err)?;
+    svg((900, 600), |root| {
+        let mut chart = titled(
+            root,
+            "Scheduling throughput against cluster size (simulate, release build)",
+            12,
+            (40, 70),
+        )
+        .build_cartesian_2d((xmin..xmax).log_scale(), (ymin..ymax).log_scale())
+        .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("nodes")
@@ -264,15 +257,13 @@ pub fn scaling(inp: &Inputs) -> Result<String, String> {
             .draw()
             .map_err(err)?;
         for (i, (w, by)) in med.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+            let c = color(i);
             let pts: Vec<(f64, f64)> = by.iter().map(|(n, r)| (*n as f64, *r)).collect();
             chart
                 .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
                 .map_err(err)?
                 .label(w.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c.stroke_width(2)));
             chart
                 .draw_series(pts.iter().map(|p| Circle::new(*p, 4, c.filled())))
                 .map_err(err)?;
@@ -290,17 +281,8 @@ pub fn scaling(inp: &Inputs) -> Result<String, String> {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 8, y)], c.mix(0.7)));
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(buf)
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)
+    })
 }
 
 /// Segments of a dashed line from `a` to `b` (in log-x space, `n` dashes).
@@ -320,7 +302,7 @@ fn dashed(a: (f64, f64), b: (f64, f64), n: usize) -> Vec<Vec<(f64, f64)>> {
 
 /// Creation→bind latency CDF of each e2e configuration (log-x).
 pub fn cdf(inp: &Inputs) -> Result<String, String> {
-    let runs = inp.last_e2e();
+    let runs = inp.median_e2e();
     let mut xmin = f64::MAX;
     let mut xmax = 0f64;
     for r in runs.values() {
@@ -333,20 +315,15 @@ pub fn cdf(inp: &Inputs) -> Result<String, String> {
         return Err("e2e results without latencies".into());
     }
     let (xmin, xmax) = (xmin * 0.8, xmax * 1.25);
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (900, 600)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Creation→bind latency, corral-scheduler run + test API server",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..1.0)
-            .map_err(err)?;
+    svg((900, 600), |root| {
+        let mut chart = titled(
+            root,
+            "Creation→bind latency, corral-scheduler run + test API server",
+            12,
+            (40, 60),
+        )
+        .build_cartesian_2d((xmin..xmax).log_scale(), 0f64..1.0)
+        .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("creation→bind latency (ms)")
@@ -361,9 +338,9 @@ pub fn cdf(inp: &Inputs) -> Result<String, String> {
             ))
             .map_err(err)?
             .label("p99 target 1 s")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.5)));
+            .legend(legend_line(BLACK.mix(0.5)));
         for (i, (label, r)) in runs.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+            let c = color(i);
             let pts: Vec<(f64, f64)> = r
                 .cdf_ms
                 .iter()
@@ -377,27 +354,16 @@ pub fn cdf(inp: &Inputs) -> Result<String, String> {
                     "{label} ({:.0} created/s → {:.0} bound/s)",
                     r.rate, r.bound_per_second
                 ))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(buf)
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 /// Created and bound pods over time for the gang e2e configurations.
 pub fn timeline(inp: &Inputs) -> Result<String, String> {
     let runs: Vec<(String, &E2e)> = inp
-        .last_e2e()
+        .median_e2e()
         .into_iter()
         .filter(|(_, r)| r.gang > 1)
         .collect();
@@ -409,20 +375,15 @@ pub fn timeline(inp: &Inputs) -> Result<String, String> {
             ymax = ymax.max(c.max(*b));
         }
     }
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (900, 600)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Gang end-to-end: pods created (dashed) and bound (solid) over time",
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..(tmax * 1.05).max(1.0), 0f64..(ymax * 1.05).max(1.0))
-            .map_err(err)?;
+    svg((900, 600), |root| {
+        let mut chart = titled(
+            root,
+            "Gang end-to-end: pods created (dashed) and bound (solid) over time",
+            12,
+            (40, 70),
+        )
+        .build_cartesian_2d(0f64..(tmax * 1.05).max(1.0), 0f64..(ymax * 1.05).max(1.0))
+        .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("seconds since the first creation")
@@ -430,7 +391,7 @@ pub fn timeline(inp: &Inputs) -> Result<String, String> {
             .draw()
             .map_err(err)?;
         for (i, (label, r)) in runs.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+            let c = color(i);
             let created: Vec<(f64, f64)> = r.timeline.iter().map(|(t, c, _)| (*t, *c)).collect();
             let bound: Vec<(f64, f64)> = r.timeline.iter().map(|(t, _, b)| (*t, *b)).collect();
             // Created: dashed (every other segment).
@@ -443,21 +404,10 @@ pub fn timeline(inp: &Inputs) -> Result<String, String> {
                 .draw_series(LineSeries::new(bound, c.stroke_width(2)))
                 .map_err(err)?
                 .label(label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
+                .legend(legend_line(c.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(buf)
+        legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 #[cfg(test)]
@@ -465,7 +415,10 @@ mod tests {
     use super::*;
 
     fn e2e_line(gang: u64, lat: f64, bound: f64) -> String {
-        let cdf: Vec<f64> = (1..=100).map(|i| f64::from(i) * 10.0).collect();
+        // Slower binding, later latencies.
+        let cdf: Vec<f64> = (1..=100)
+            .map(|i| f64::from(i) * 10.0 * 2000.0 / bound)
+            .collect();
         serde_json::json!({"bench": "e2e", "gang": gang, "nodes": 500, "running": 15000,
             "build": if gang > 1 { "debug" } else { "release" },
             "api_latency_ms": lat, "rate": 2000.0, "bound_per_second": bound,
@@ -482,7 +435,8 @@ mod tests {
             "not json: a log line".to_string(),
             e2e_line(1, 0.0, 1900.0),
             e2e_line(8, 2.0, 1000.0),
-            e2e_line(8, 2.0, 1500.0), // repeat: the last one is drawn
+            e2e_line(8, 2.0, 1500.0), // repeats: the median p99 one is drawn
+            e2e_line(8, 2.0, 1200.0),
             r#"{"bench":"cluster","workload":"basic","nodes":500,"pods_per_second":90000}"#.into(),
             r#"{"bench":"cluster","workload":"basic","nodes":5000,"pods_per_second":40000}"#.into(),
             r#"{"bench":"cluster","workload":"basic","nodes":5000,"pods_per_second":30000}"#.into(),
@@ -491,12 +445,12 @@ mod tests {
         ]
         .join("\n");
         inp.add_lines(&text, "r.jsonl").expect("valid");
-        assert_eq!(inp.e2e.len(), 3);
-        let last = inp.last_e2e();
-        assert_eq!(last.len(), 2);
+        assert_eq!(inp.e2e.len(), 4);
+        let med = inp.median_e2e();
+        assert_eq!(med.len(), 2);
         assert_eq!(
-            last["gangs of 8, 500 nodes, 15k running, API +2 ms (debug build)"].bound_per_second,
-            1500.0
+            med["gangs of 8, 500 nodes, 15k running, API +2 ms (debug build)"].bound_per_second,
+            1200.0
         );
         assert_eq!(inp.cluster_medians()["basic"][&5000], 40000.0);
         let svgs = render_all(&inp).expect("plots");

@@ -9,6 +9,7 @@ pub use corral_http::server as http_server;
 pub mod k8s;
 pub mod shutdown;
 pub mod simulate;
+pub mod svg_plot;
 pub mod views;
 
 // The layers below, re-exported under their old paths for the modules of this

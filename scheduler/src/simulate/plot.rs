@@ -6,18 +6,7 @@
 use plotters::prelude::*;
 
 use super::timeline::{Mode, TimelineReport};
-
-const PALETTE: &[RGBColor] = &[
-    RGBColor(214, 39, 40),
-    RGBColor(31, 119, 180),
-    RGBColor(44, 160, 44),
-    RGBColor(148, 103, 189),
-    RGBColor(255, 127, 14),
-];
-
-fn err<E: std::fmt::Debug>(e: E) -> String {
-    format!("plot: {e:?}")
-}
+use crate::svg_plot::{color, err, legend, legend_line, svg, titled};
 
 /// Renders the report as an SVG document.
 pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
@@ -37,21 +26,16 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
         }
     }
     let ymax = (ymax * 1.1).min(100.0);
-    let mut buf = String::new();
-    {
-        let root = SVGBackend::with_string(&mut buf, (1000, 720)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
+    svg((1000, 720), |root| {
         let (top, bottom) = root.split_vertically(420);
-        let mut chart = ChartBuilder::on(&top)
-            .caption(
-                "Placement share per node (solid: health-weighted, pale: naive filter)",
-                ("sans-serif", 18),
-            )
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0f64..xmax, 0f64..ymax)
-            .map_err(err)?;
+        let mut chart = titled(
+            &top,
+            "Placement share per node (solid: health-weighted, pale: naive filter)",
+            10,
+            (35, 55),
+        )
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(err)?;
         chart
             .configure_mesh()
             .x_desc("time (min)")
@@ -66,10 +50,10 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
             ))
             .map_err(err)?
             .label("fair share")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.6)));
+            .legend(legend_line(BLACK.mix(0.6)));
         for run in r.runs.iter().rev() {
             for (i, n) in nodes.iter().enumerate() {
-                let c = PALETTE[i % PALETTE.len()];
+                let c = color(i);
                 let Some(s) = run.shares.get(*n) else {
                     continue;
                 };
@@ -84,28 +68,16 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
                     Mode::Smoothed => (c.stroke_width(2), format!("{n} (health-weighted)")),
                     Mode::Naive => (c.mix(0.3).stroke_width(1), format!("{n} (naive)")),
                 };
-                let leg = style;
                 chart
                     .draw_series(LineSeries::new(pts, style))
                     .map_err(err)?
                     .label(label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], leg));
+                    .legend(legend_line(style));
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
 
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Raw health signal and health weight", ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(55)
+        let mut chart = titled(&bottom, "Raw health signal and health weight", 10, (35, 55))
             .build_cartesian_2d(0f64..xmax, 0f64..105f64)
             .map_err(err)?;
         chart
@@ -115,7 +87,7 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
             .draw()
             .map_err(err)?;
         for (i, n) in nodes.iter().enumerate() {
-            let c = PALETTE[i % PALETTE.len()];
+            let c = color(i);
             if let Some(s) = first.signal.get(*n) {
                 let pts: Vec<(f64, f64)> = first
                     .times
@@ -129,7 +101,7 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
                     .draw_series(LineSeries::new(pts, c.mix(0.45).stroke_width(1)))
                     .map_err(err)?
                     .label(format!("{n} raw {name}"))
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.mix(0.45)));
+                    .legend(legend_line(c.mix(0.45)));
             }
             if let Some(w) = first.health_weight.get(*n) {
                 let pts: Vec<(f64, f64)> = first
@@ -142,20 +114,9 @@ pub fn render_svg(r: &TimelineReport) -> Result<String, String> {
                     .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                     .map_err(err)?
                     .label(format!("{n} health weight"))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                    });
+                    .legend(legend_line(c.stroke_width(2)));
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(err)?;
-        root.present().map_err(err)?;
-    }
-    Ok(buf)
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)
+    })
 }
