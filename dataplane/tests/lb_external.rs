@@ -23,7 +23,8 @@ use common::multinode::{
 };
 use common::*;
 
-use std::net::{IpAddr, SocketAddr};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 
 use corral_dataplane_abi::api::{Request, Response};
 
@@ -275,6 +276,37 @@ fn external_ips_and_load_balancer_ips_vxlan() {
     external_addresses("vxlan");
 }
 
+/// A host-network backend server in node netns `netns`: TCP and UDP
+/// `port` answer `id` and the peer address, bound to each of the node's
+/// addresses in `addrs` (a UDP server bound to the wildcard address would
+/// answer from the address the kernel picks for the route back — on a
+/// node with several addresses, not the one it was reached at; real ones
+/// use IP_PKTINFO, as e.g. CoreDNS does).
+fn host_backend(netns: &str, id: u8, port: u16, addrs: &[&str]) {
+    let addrs: Vec<IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+    common::in_netns(netns, move || {
+        for a in addrs {
+            let l = TcpListener::bind((a, port)).expect("bind tcp");
+            std::thread::spawn(move || {
+                for mut s in l.incoming().flatten() {
+                    let peer = s.peer_addr().map(|a| a.ip().to_canonical().to_string());
+                    let _ = s.write_all(format!("{} {}", id, peer.unwrap_or_default()).as_bytes());
+                }
+            });
+            let u = UdpSocket::bind((a, port)).expect("bind udp");
+            std::thread::spawn(move || {
+                let mut b = [0u8; 16];
+                while let Ok((_, from)) = u.recv_from(&mut b) {
+                    let _ = u.send_to(
+                        format!("{} {}", id, from.ip().to_canonical()).as_bytes(),
+                        from,
+                    );
+                }
+            });
+        }
+    });
+}
+
 fn host_network_backends(mode: &str) {
     let under = Underlay::new();
     let nodes = start_nodes_with(&under, mode, 2, &["--kube-proxy-replacement"]);
@@ -283,8 +315,8 @@ fn host_network_backends(mode: &str) {
     let p1 = add_pod(&nodes[0], "p1");
     let p2 = add_pod(&nodes[1], "p2");
     // host-network servers: bound in the node netns (no pod veth)
-    backend_peer(&nodes[0].node.netns, 11, 8080);
-    backend_peer(&nodes[1].node.netns, 12, 8080);
+    host_backend(&nodes[0].node.netns, 11, 8080, &[N1[0], N1[1]]);
+    host_backend(&nodes[1].node.netns, 12, 8080, &[N2[0], N2[1]]);
     let host = |k: u8| (format!("192.0.2.{k}"), format!("2001:db8:ff::{k}"), k);
     let mut y = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: mn}\n");
     // only n1's host: Cluster and Local
