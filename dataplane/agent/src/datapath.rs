@@ -841,7 +841,9 @@ impl Datapath {
     }
 
     /// Attaches `corral_node_out` (deferred egress verdicts of flows to
-    /// other nodes) at the egress of a node device (uplink, overlay).
+    /// other nodes; with node ports, replies of this node's host-network
+    /// backends to NodePort/external clients translated back) at the
+    /// egress of a node device (uplink, overlay).
     pub fn attach_node_out(&mut self, ifname: &str) -> Result<()> {
         self.attach_node("corral_node_out", ifname, TcAttachType::Egress, "node")
     }
