@@ -18,6 +18,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "corral_abi.h"
+#include "corral_pkt.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -99,17 +100,7 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_ct SEC(".maps");
 
-/* Fragments: the first fragment's ports, keyed by the datagram, so that
- * later fragments (no L4 header) get the same connection-tracking and policy
- * verdict. Kernel-internal (not part of the user ABI). */
-struct corral_frag_key {
-	__u32 ifindex;
-	__u32 id;
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u8 proto;
-	__u8 pad[3];
-};
+/* struct corral_frag_key: corral_pkt.h */
 
 struct corral_frag_value {
 	__u16 sport;
@@ -129,8 +120,6 @@ struct corral_frag_value {
 #define FRAG_NAT_SRC 2
 
 #define FRAG_TIMEOUT_NS (30ULL * 1000000000ULL)
-/* IPv6 extension headers walked before the L4 header */
-#define MAX_EXT_HDRS 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -139,158 +128,6 @@ struct {
 	__type(value, struct corral_frag_value);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } corral_frag SEC(".maps");
-
-struct pkt {
-	__u8 proto;
-	__u8 is_v6;
-	__u8 tcp_flags; /* bit0 FIN, bit1 SYN, bit2 RST */
-	__u8 has_l3;
-	__u8 is_nd; /* IPv6 neighbour/router discovery: never policed by policy */
-	__u8 frag; /* 1 = first fragment of several, 2 = later fragment */
-	__u8 pad[2];
-	__u32 frag_id;
-	__u16 sport;
-	__u16 dport;
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u32 l3_off;
-	__u16 rule; /* deciding policy rule of a policy drop (drop events) */
-	__u16 pad2;
-	__u32 l4_off; /* set when ports were read (TCP/UDP/SCTP) */
-};
-
-static __always_inline void map_v4(__u8 *dst, __u32 addr)
-{
-	__builtin_memset(dst, 0, 10);
-	dst[10] = 0xff;
-	dst[11] = 0xff;
-	__builtin_memcpy(dst + 12, &addr, 4);
-}
-
-/* Monotonic time, read at most once per packet and only when something
- * needs it (conntrack, buckets, fragments): an endpoint without policy,
- * limits or node budget never reads the clock. */
-static __always_inline __u64 clock_ns(__u64 *now)
-{
-	if (!*now)
-		*now = bpf_ktime_get_ns();
-	return *now;
-}
-
-/* L4 bytes at off: direct packet access when they are in the linear part
- * of the skb (the common case, no helper call), else bpf_skb_load_bytes. */
-#define LOAD_L4(skb, off, dst)                                                        \
-	({                                                                            \
-		void *_d = (void *)(long)(skb)->data;                                 \
-		void *_e = (void *)(long)(skb)->data_end;                             \
-		int _r = 0;                                                           \
-		if ((off) < 256 && _d + (off) + sizeof(*(dst)) <= _e)                 \
-			__builtin_memcpy((dst), _d + (off), sizeof(*(dst)));          \
-		else                                                                  \
-			_r = bpf_skb_load_bytes((skb), (off), (dst), sizeof(*(dst)));  \
-		_r;                                                                   \
-	})
-
-/* Returns 0 on success, -1 if malformed. Non-IP frames: has_l3 = 0. */
-static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
-{
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	__u32 l4_off;
-
-	if ((void *)(eth + 1) > end)
-		return -1;
-	p->l3_off = sizeof(*eth);
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
-		if ((void *)(ip + 1) > end)
-			return -1;
-		if (ip->ihl < 5)
-			return -1;
-		p->has_l3 = 1;
-		p->proto = ip->protocol;
-		map_v4(p->saddr, ip->saddr);
-		map_v4(p->daddr, ip->daddr);
-		l4_off = sizeof(*eth) + ip->ihl * 4;
-		p->frag_id = bpf_ntohs(ip->id);
-		/* later fragments carry no ports; the first has MF set */
-		if (ip->frag_off & bpf_htons(0x1fff))
-			p->frag = 2;
-		else if (ip->frag_off & bpf_htons(0x2000))
-			p->frag = 1;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
-		__u8 nh;
-		int i;
-		if ((void *)(ip6 + 1) > end)
-			return -1;
-		p->has_l3 = 1;
-		p->is_v6 = 1;
-		nh = ip6->nexthdr;
-		__builtin_memcpy(p->saddr, &ip6->saddr, 16);
-		__builtin_memcpy(p->daddr, &ip6->daddr, 16);
-		l4_off = sizeof(*eth) + sizeof(*ip6);
-		/* extension headers (RFC 8200 4.1), bounded */
-		for (i = 0; i < MAX_EXT_HDRS; i++) {
-			__u8 h[8];
-			if (nh != 0 && nh != 43 && nh != 44 && nh != 60 && nh != 51)
-				break;
-			if (bpf_skb_load_bytes(skb, l4_off, h, sizeof(h)) < 0)
-				return -1;
-			if (nh == 44) { /* fragment: fixed 8 bytes */
-				__u16 off = ((__u16)h[2] << 8) | h[3];
-				p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) |
-					     ((__u32)h[6] << 8) | h[7];
-				if (off & 0xfff8)
-					p->frag = 2;
-				else if (off & 1)
-					p->frag = 1;
-				l4_off += 8;
-			} else if (nh == 51) { /* AH: length in 4-octet units - 2 */
-				l4_off += ((__u32)h[1] + 2) * 4;
-			} else { /* hop-by-hop, routing, destination options */
-				l4_off += ((__u32)h[1] + 1) * 8;
-			}
-			nh = h[0];
-			if (p->frag == 2)
-				break; /* what follows is not a header */
-		}
-		/* still an extension header: chain longer than we walk */
-		if (p->frag != 2 && (nh == 0 || nh == 43 || nh == 44 || nh == 60 || nh == 51))
-			return -1;
-		p->proto = nh;
-	} else {
-		return 0;
-	}
-	if (p->frag == 2)
-		return 0;
-	p->l4_off = l4_off;
-	if (p->proto == IPPROTO_TCP) {
-		struct tcphdr th;
-		if (LOAD_L4(skb, l4_off, &th) < 0)
-			return -1;
-		p->sport = bpf_ntohs(th.source);
-		p->dport = bpf_ntohs(th.dest);
-		p->tcp_flags = (th.fin ? 1 : 0) | (th.syn ? 2 : 0) | (th.rst ? 4 : 0);
-	} else if (p->proto == IPPROTO_UDP || p->proto == IPPROTO_SCTP) {
-		/* UDP and SCTP both start with 16-bit source and dest ports */
-		__u32 ports32;
-		__u16 *ports = (__u16 *)&ports32;
-		if (LOAD_L4(skb, l4_off, &ports32) < 0)
-			return -1;
-		p->sport = bpf_ntohs(ports[0]);
-		p->dport = bpf_ntohs(ports[1]);
-	} else if (p->is_v6 && p->proto == 58 /* ICMPv6 */) {
-		__u8 type;
-		if (bpf_skb_load_bytes(skb, l4_off, &type, 1) < 0)
-			return -1;
-		/* router solicitation/advertisement, neighbour solicitation/
-		 * advertisement, redirect: the IPv6 equivalent of ARP */
-		p->is_nd = type >= 133 && type <= 137;
-	}
-	return 0;
-}
 
 /* Refill and try to take len tokens. floor: lowest value tokens may reach
  * after taking (0 for plain policing, negative for debt). reserve: tokens
@@ -581,11 +418,7 @@ static __attribute__((noinline)) void frag_ports(__u32 ifindex, struct pkt *p, _
 	struct corral_frag_key k = {};
 	struct corral_frag_value *v;
 
-	k.ifindex = ifindex;
-	k.id = p->frag_id;
-	k.proto = p->proto;
-	__builtin_memcpy(k.saddr, p->saddr, 16);
-	__builtin_memcpy(k.daddr, p->daddr, 16);
+	frag_key(&k, ifindex, p);
 	if (p->frag == 1) {
 		struct corral_frag_value nv = {};
 		nv.sport = p->sport;
@@ -944,11 +777,22 @@ int corral_to_pod(struct __sk_buff *skb)
 }
 
 /* Egress of the node's uplink / overlay devices: deferred egress verdicts
- * of flows to backends on other nodes. Touches nothing else. */
+ * of flows to backends on other nodes; with NodePort/external frontends
+ * (--kube-proxy-replacement), the reply of a host-network backend on this
+ * node (no pod veth on its way) gets its frontend back as source. Touches
+ * nothing else. */
 SEC("classifier")
 int corral_node_out(struct __sk_buff *skb)
 {
-	return deferred_verdict(skb);
+	struct pkt p = {};
+	__u64 now = 0;
+
+	if (deferred_verdict(skb) == TC_ACT_SHOT)
+		return TC_ACT_SHOT;
+	if (!(lb_on() & CORRAL_LB_HAS_NODEPORTS) || parse(skb, &p) < 0 || !p.has_l3 || p.frag ||
+	    !lb_proto(p.proto))
+		return TC_ACT_UNSPEC;
+	return np_reverse(skb, &p, &now) < 0 ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }
 
 /* Ingress of the node's uplink (--kube-proxy-replacement): NodePort
@@ -969,5 +813,7 @@ int corral_node_in(struct __sk_buff *skb)
 		r = np_forward(skb, &p, &now);
 	if (r == 1)
 		return np_redirect(skb, &p);
+	if (r == 3)
+		return TC_ACT_UNSPEC; /* to this node: the stack delivers it */
 	return r ? TC_ACT_SHOT : TC_ACT_UNSPEC;
 }

@@ -195,6 +195,11 @@ struct corral_lb_svc {
  * ClusterIP (any backend, no SNAT). */
 #define CORRAL_LB_NODEPORT 1
 #define CORRAL_LB_ETP_LOCAL 2
+/* With CORRAL_LB_NODEPORT: an external frontend (spec.externalIPs, a
+ * load-balancer ingress IP with ipMode VIP) × Service port, translated
+ * like a NodePort; not a node address, so the Cluster SNAT source is the
+ * node's source address on the route to the backend (as MASQUERADE). */
+#define CORRAL_LB_EXTERNAL 4
 
 /* Array "corral_lb_cfg"[0]: 0 = translation off, else these bits. The
  * NodePort paths (corral_node_in; the backend-side reply lookup at every

@@ -3,11 +3,15 @@
  * Corral's Service translation (corral-agent --kube-proxy-replacement):
  * ClusterIP/NodePort DNAT at the client pod's veth, NodePort from outside
  * at the node's uplink (corral_node_in), replies translated back, hairpin,
- * SCTP's CRC32c. Part of corral.bpf.c (included once, after the parser,
+ * SCTP's CRC32c. Part of corral.bpf.c (included once, after the
  * conntrack and deferred-egress sections it uses); not a separate object.
+ * Packets are parsed once, by corral_pkt.h's parse(), shared with
+ * corral.bpf.c.
  */
 #ifndef CORRAL_LB_H
 #define CORRAL_LB_H
+
+#include "corral_pkt.h"
 
 /* ---- Service translation (--kube-proxy-replacement, issue 16) ----------
  * At the client pod's veth (corral_from_pod), before policy: a packet to a
@@ -124,20 +128,16 @@ static __always_inline __u32 crc32c_mulmod(__u32 a, __u32 b)
 /* New SCTP ports (network order, both in one 32-bit word as they lie in
  * the packet): the checksum update. 0 or -1. A global function: the
  * verifier checks it once, not at every inlined NAT site. */
-__attribute__((noinline)) int corral_sctp_ports_csum(struct __sk_buff *skb, __u32 l3_off,
-						     __u32 l4_off, __u32 is_v6, __u32 delta)
+__attribute__((noinline)) int corral_sctp_ports_csum(struct __sk_buff *skb, __u32 l4_off,
+						     __u32 l4_len, __u32 delta)
 {
-	__u32 len, c = delta, sum;
-	__u16 l16;
+	__u32 len = l4_len, c = delta, sum;
 	int i;
 
 	if (!skb)
 		return -1;
-	if (bpf_skb_load_bytes(skb, l3_off + (is_v6 ? 4 : 2), &l16, 2) < 0)
-		return -1;
-	/* the SCTP packet: IPv6 payload after the extension headers, IPv4
-	 * total length after the header */
-	len = l3_off + (is_v6 ? 40 : 0) + bpf_ntohs(l16) - l4_off;
+	/* the SCTP packet's length, as parse() found it (IPv4 total length
+	 * after the header; IPv6 payload after the extension headers) */
 	if (len < 12 || len > 0xffff)
 		return -1;
 	len -= 4;
@@ -176,7 +176,7 @@ static __attribute__((noinline)) int nat_addr(struct __sk_buff *skb, struct pkt 
 	/* a later fragment has no L4 header (the first one's checksum
 	 * covers the pseudo-header of the whole datagram) */
 	if (p->proto != IPPROTO_SCTP && p->frag != 2 &&
-	    bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), 0, d,
+	    bpf_l4_csum_replace(skb, l4_csum_off(p), 0, d,
 				BPF_F_PSEUDO_HDR |
 					(p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0)) < 0)
 		return -1;
@@ -208,9 +208,9 @@ static __attribute__((noinline)) int nat_port(struct __sk_buff *skb, struct pkt 
 		__u32 oports = ((__u32)bpf_htons(p->dport) << 16) | bpf_htons(p->sport);
 		__u32 nports = dst ? (((__u32)np << 16) | bpf_htons(p->sport))
 				   : (((__u32)bpf_htons(p->dport) << 16) | np);
-		if (corral_sctp_ports_csum(skb, p->l3_off, p->l4_off, p->is_v6, oports ^ nports) < 0)
+		if (corral_sctp_ports_csum(skb, p->l4_off, p->l4_len, oports ^ nports) < 0)
 			return -1;
-	} else if (bpf_l4_csum_replace(skb, p->l4_off + (p->proto == IPPROTO_TCP ? 16 : 6), oport,
+	} else if (bpf_l4_csum_replace(skb, l4_csum_off(p), oport,
 				       np,
 				       (p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0) | 2) < 0) {
 		return -1;
@@ -414,11 +414,7 @@ static __attribute__((noinline)) void frag_nat_put(struct __sk_buff *skb, struct
 	struct corral_frag_key k = {};
 	struct corral_frag_value *v;
 
-	k.ifindex = skb->ifindex;
-	k.id = p->frag_id;
-	k.proto = p->proto;
-	__builtin_memcpy(k.saddr, p->saddr, 16);
-	__builtin_memcpy(k.daddr, p->daddr, 16);
+	frag_key(&k, skb->ifindex, p);
 	v = bpf_map_lookup_elem(&corral_frag, &k);
 	if (!v)
 		return;
@@ -438,11 +434,7 @@ static __attribute__((noinline)) int lb_frag(struct __sk_buff *skb, struct pkt *
 	__u8 addr[16];
 	__u16 port;
 
-	k.ifindex = skb->ifindex;
-	k.id = p->frag_id;
-	k.proto = p->proto;
-	__builtin_memcpy(k.saddr, p->saddr, 16);
-	__builtin_memcpy(k.daddr, p->daddr, 16);
+	frag_key(&k, skb->ifindex, p);
 	v = bpf_map_lookup_elem(&corral_frag, &k);
 	if (!v || v->nat != (dst ? FRAG_NAT_DST : FRAG_NAT_SRC))
 		return 0;
@@ -568,8 +560,11 @@ struct np_fwd_value {
 	__u8 addr[16];
 	__u16 port;
 	__u16 snat_port; /* 0: no SNAT (externalTrafficPolicy Local) */
-	__u32 pad;
+	__u32 local; /* the backend is this node (host network) */
 	__u64 seen_ns;
+	/* the SNAT source: the frontend (a node address) or, for an
+	 * external frontend, the node's source address towards the backend */
+	__u8 snat_addr[16];
 };
 
 /* the reply as it arrives (backend -> node:snat_port or client) -> the
@@ -626,6 +621,41 @@ static __always_inline int np_redirect(struct __sk_buff *skb, struct pkt *p)
 	return bpf_redirect_neigh(f.ifindex, NULL, 0, 0);
 }
 
+/* Where a NodePort flow's backend daddr is: 1 this node itself (a
+ * host-network backend: delivered locally, never SNATed — a local source
+ * arriving on the uplink is martian), 0 elsewhere (with want_src, out
+ * gets the node's source address on the route to it, as MASQUERADE picks
+ * it: the SNAT source of an external frontend's Cluster flows), -1 no
+ * route. */
+static __attribute__((noinline)) int np_backend_route(struct __sk_buff *skb, int v6,
+						      const __u8 *daddr, __u8 *out, int want_src)
+{
+	struct bpf_fib_lookup f = {};
+	long rc;
+
+	f.ifindex = skb->ifindex;
+	if (v6) {
+		f.family = NP_AF_INET6;
+		__builtin_memcpy(f.ipv6_dst, daddr, 16);
+	} else {
+		f.family = NP_AF_INET;
+		__builtin_memcpy(&f.ipv4_dst, daddr + 12, 4);
+	}
+	rc = bpf_fib_lookup(skb, &f, sizeof(f),
+			    BPF_FIB_LOOKUP_SKIP_NEIGH | (want_src ? BPF_FIB_LOOKUP_SRC : 0));
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED)
+		return 1;
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return -1;
+	if (!want_src)
+		return 0;
+	if (v6)
+		__builtin_memcpy(out, f.ipv6_src, 16);
+	else
+		map_v4(out, f.ipv4_src);
+	return 0;
+}
+
 /* A reply of a NodePort flow: 1 translated back (to be redirected), 0 not
  * one, -1 error. */
 static __attribute__((noinline)) int np_reverse(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
@@ -656,7 +686,8 @@ static __attribute__((noinline)) int np_reverse(struct __sk_buff *skb, struct pk
 }
 
 /* From outside to a NodePort frontend: 1 translated (to be redirected),
- * 0 not a NodePort, 2 no backend (drop), -1 error. */
+ * 3 translated to this node itself (a host-network backend: up the
+ * stack), 0 not a NodePort, 2 no backend (drop), -1 error. */
 static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pkt *p, __u64 *nowp)
 {
 	/* the frontend key is done with before the NAT keys are needed */
@@ -707,13 +738,21 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 		__builtin_memcpy(nv.addr, be->addr, 16);
 		nv.port = be->port;
 		nv.seen_ns = now;
-		if (!(svc->flags & CORRAL_LB_ETP_LOCAL)) {
+		i = np_backend_route(skb, p->is_v6, nv.addr, nv.snat_addr,
+				     (svc->flags & (CORRAL_LB_EXTERNAL | CORRAL_LB_ETP_LOCAL)) ==
+					     CORRAL_LB_EXTERNAL);
+		if (i < 0)
+			return 2;
+		nv.local = i;
+		if (!(svc->flags & CORRAL_LB_ETP_LOCAL) && !nv.local) {
+			if (!(svc->flags & CORRAL_LB_EXTERNAL))
+				__builtin_memcpy(nv.snat_addr, rv.fe_addr, 16);
 			/* a free SNAT port: no live reverse entry of
 			 * another flow on it */
 			for (i = 0; i < NP_SNAT_TRIES; i++) {
 				struct np_rev_value *o;
 				nv.snat_port = NP_SNAT_MIN + bpf_get_prandom_u32() % NP_SNAT_SPAN;
-				nat_key(kp, nv.addr, rv.fe_addr, nv.port, nv.snat_port, p->proto);
+				nat_key(kp, nv.addr, nv.snat_addr, nv.port, nv.snat_port, p->proto);
 				o = bpf_map_lookup_elem(&corral_np_rev, kp);
 				if (!o || now - o->seen_ns >= lb_timeout(p->proto))
 					break;
@@ -735,7 +774,7 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 		rv.cl_port = p->sport;
 		rv.seen_ns = now;
 		if (nv.snat_port)
-			nat_key(kp, nv.addr, rv.fe_addr, nv.port, nv.snat_port, p->proto);
+			nat_key(kp, nv.addr, nv.snat_addr, nv.port, nv.snat_port, p->proto);
 		else
 			nat_key(kp, nv.addr, p->saddr, nv.port, p->sport, p->proto);
 		if (bpf_map_update_elem(&corral_np_rev, kp, &rv, BPF_ANY))
@@ -743,9 +782,9 @@ static __attribute__((noinline)) int np_forward(struct __sk_buff *skb, struct pk
 	}
 	if (nat_rewrite(skb, p, 1, nv.addr, nv.port) < 0)
 		return -1;
-	if (nv.snat_port && nat_rewrite(skb, p, 0, rv.fe_addr, nv.snat_port) < 0)
+	if (nv.snat_port && nat_rewrite(skb, p, 0, nv.snat_addr, nv.snat_port) < 0)
 		return -1;
-	return 1;
+	return nv.local ? 3 : 1;
 }
 
 #endif /* CORRAL_LB_H */

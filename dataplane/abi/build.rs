@@ -27,6 +27,7 @@ fn main() {
     for f in [
         "corral.bpf.c",
         "corral_lb.h",
+        "corral_pkt.h",
         "corral_abi.h",
         "abi_layout.c",
     ] {

@@ -7,7 +7,9 @@
 //! is a single run on a fresh copy of the frame (the test run re-uses one
 //! skb, which the first run would translate), so every column carries the
 //! same fixed per-call overhead (~1 µs); compare columns, not absolutes.
-//! Also the time to write the tables (`Datapath::sync_lb`).
+//! Also the time to write the tables (`Datapath::sync_lb`), and the
+//! per-packet cost at the uplink's egress (`corral_node_out`) without and
+//! with node ports (the host-network backends' reply lookup).
 //!
 //! Run as root: `cargo run -p corral-dataplane --example lb_bench [--
 //! ROUNDS]` (the measured time is the kernel's; the build profile only
@@ -20,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use corral_agent::datapath::{AttachMode, Datapath};
 use corral_agent::services::{LbEntry, LbTable};
-use corral_dataplane_abi::abi::{EndpointCfg, LbBe, PROTO_TCP, SvcKey, addr16};
+use corral_dataplane_abi::abi::{EndpointCfg, LB_NODEPORT, LbBe, PROTO_TCP, SvcKey, addr16};
 
 const SIZES: [usize; 3] = [100, 1000, 10_000];
 const ENDPOINTS: usize = 10;
@@ -197,5 +199,45 @@ fn run(pin: &std::path::Path, rounds: usize) -> Result<()> {
             f(off)
         );
     }
+    node_out(&mut dp, ifx, rounds)
+}
+
+/// `corral_node_out` (egress of the node's uplink): the price every packet
+/// leaving the node pays for the host-network backends' reply lookup
+/// (`corral_np_rev`, a miss here), which runs only while node ports or
+/// external addresses exist, against the same packet without them.
+fn node_out(dp: &mut Datapath, ifx: u32, rounds: usize) -> Result<()> {
+    let plain = table(100);
+    let mut with_np = plain.clone();
+    with_np.insert(
+        SvcKey {
+            addr: addr16(std::net::Ipv4Addr::new(192, 0, 2, 1).into()),
+            port: 30080,
+            proto: PROTO_TCP,
+            pad: 0,
+        },
+        LbEntry {
+            backends: plain.values().next().expect("entry").backends.clone(),
+            flags: LB_NODEPORT,
+            ..Default::default()
+        },
+    );
+    let pkt = ack([198, 18, 9, 9], 999);
+    let mut cols = Vec::new();
+    for t in [&plain, &with_np] {
+        dp.set_lb(true)?;
+        dp.sync_lb(t)?;
+        let mut v = Vec::new();
+        for _ in 0..rounds * 200 {
+            let (_, d) = dp.test_run("corral_node_out", ifx, &pkt, 1)?;
+            v.push(d.as_nanos() as f64);
+        }
+        let (m, lo, hi) = median_spread(v);
+        cols.push(format!("{m:>6.0} ({lo:>5.0}-{hi:>5.0})"));
+    }
+    println!(
+        "\ncorral_node_out, a packet leaving the node (ns, median (p10-p90)):\n{:>22} | {:>22}\n{:>22} | {:>22}",
+        "no node ports", "node ports (lookup)", cols[0], cols[1]
+    );
     Ok(())
 }

@@ -9,7 +9,8 @@
 
 mod common;
 use common::multinode::{
-    Pod as MnPod, PodNs, Underlay, add_pod, refs_ok, start_nodes_with, write_all,
+    Pod as MnPod, PodNs, Underlay, add_pod, backend_peer, refs_ok, start_nodes_with, tcp_peer,
+    udp_peer, write_all,
 };
 use common::*;
 
@@ -280,58 +281,6 @@ fn translation_from_watched_endpoint_slices() {
     drop(agent);
     drop(srv);
     drop(rt);
-}
-
-/// A backend on a multi-node pod: TCP `port` answers `id` and the peer
-/// address it sees; UDP `port` the same per datagram.
-fn backend_peer(netns: &str, id: u8, port: u16) {
-    in_netns(netns, move || {
-        let l = TcpListener::bind(("::", port)).expect("bind tcp");
-        std::thread::spawn(move || {
-            for mut s in l.incoming().flatten() {
-                let peer = s.peer_addr().map(|a| a.ip().to_canonical().to_string());
-                let _ = s.write_all(format!("{} {}", id, peer.unwrap_or_default()).as_bytes());
-            }
-        });
-        let u = UdpSocket::bind(("::", port)).expect("bind udp");
-        std::thread::spawn(move || {
-            let mut b = [0u8; 16];
-            while let Ok((_, from)) = u.recv_from(&mut b) {
-                let _ = u.send_to(
-                    format!("{} {}", id, from.ip().to_canonical()).as_bytes(),
-                    from,
-                );
-            }
-        });
-    });
-}
-
-/// (backend id, the client address the backend saw) over TCP.
-fn tcp_peer(from: &str, to: SocketAddr) -> Option<(u8, String)> {
-    in_netns(from, move || {
-        let t = Duration::from_millis(1500);
-        let mut s = TcpStream::connect_timeout(&to, t).ok()?;
-        let _ = s.set_read_timeout(Some(t));
-        let mut out = String::new();
-        s.read_to_string(&mut out).ok()?;
-        let (id, peer) = out.split_once(' ')?;
-        Some((id.parse().ok()?, peer.to_string()))
-    })
-}
-
-/// (backend id, the client address the backend saw, the reply's source)
-/// over UDP.
-fn udp_peer(from: &str, to: SocketAddr) -> Option<(u8, String, SocketAddr)> {
-    in_netns(from, move || {
-        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
-        let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
-        s.send_to(b"q", to).ok()?;
-        let mut b = [0u8; 64];
-        let (n, src) = s.recv_from(&mut b).ok()?;
-        let text = String::from_utf8_lossy(&b[..n]).to_string();
-        let (id, peer) = text.split_once(' ')?;
-        Some((id.parse().ok()?, peer.to_string(), src))
-    })
 }
 
 fn np_service(name: &str, cip: u8, etp: &str, node_port: u16, udp_node_port: u16) -> String {

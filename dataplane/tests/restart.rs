@@ -228,3 +228,72 @@ fn restart_keeps_bucket_level_and_conntrack() {
         "conntrack lost across restart"
     );
 }
+
+/// A pinned map left by an agent version with another layout (here
+/// `corral_np_fwd` as it was before its entries carried the SNAT address:
+/// 32-byte values) is replaced at start, with a warning naming it, instead
+/// of being re-used and failing the verifier; the other pins are adopted.
+#[test]
+fn restart_replaces_pinned_map_of_another_layout() {
+    let Some(_serial) = privileged("restart_replaces_pinned_map_of_another_layout") else {
+        return;
+    };
+    let node = Node::new();
+    let mut agent = Agent::start(&node, &[]);
+    agent.kill9();
+    let maps = agent.pin_dir.join("maps");
+    let pin = maps.join("corral_np_fwd");
+    let value_size = |p: &std::path::Path| -> u64 {
+        let o = std::process::Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(p)
+            .output()
+            .expect("bpftool");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("bpftool map show: {e}: {o:?}"));
+        v["bytes_value"].as_u64().expect("bytes_value")
+    };
+    assert_eq!(value_size(&pin), 48);
+    let ct_id = |p: &std::path::Path| -> u64 {
+        let o = std::process::Command::new("bpftool")
+            .args(["-j", "map", "show", "pinned"])
+            .arg(p)
+            .output()
+            .expect("bpftool");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["id"].as_u64().expect("id")
+    };
+    let ct_before = ct_id(&maps.join("corral_ct"));
+    std::fs::remove_file(&pin).expect("remove pin");
+    let out = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pin)
+        .args([
+            "type",
+            "lru_hash",
+            "key",
+            "40",
+            "value",
+            "32",
+            "entries",
+            "1024",
+            "name",
+            "corral_np_fwd",
+        ])
+        .output()
+        .expect("bpftool map create");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(value_size(&pin), 32);
+    agent.spawn();
+    assert_eq!(value_size(&pin), 48, "{}", agent.log_text());
+    assert_eq!(
+        ct_id(&maps.join("corral_ct")),
+        ct_before,
+        "other pins adopted"
+    );
+    let log = agent.log_text();
+    assert!(
+        log.contains("corral_np_fwd") && log.contains("another layout"),
+        "{log}"
+    );
+}

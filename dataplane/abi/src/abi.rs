@@ -213,6 +213,10 @@ pub const LB_NODEPORT: u16 = 1;
 /// `LbSvc::flags`: externalTrafficPolicy Local (node-local backends only,
 /// client source kept)
 pub const LB_ETP_LOCAL: u16 = 2;
+/// `LbSvc::flags` (with `LB_NODEPORT`): an external frontend (externalIP,
+/// load-balancer IP) × Service port; Cluster SNAT to the node's source
+/// address on the route to the backend
+pub const LB_EXTERNAL: u16 = 4;
 /// `corral_lb_cfg[0]`: translation on
 pub const LB_ON: u32 = 1;
 /// `corral_lb_cfg[0]`: NodePort frontends exist (NodePort paths run)

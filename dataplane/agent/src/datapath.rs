@@ -36,6 +36,7 @@ use crate::abi::{
 use crate::netlink::{Nl, TcObject};
 
 mod lb_flows;
+mod pins;
 
 /// BPF_NOEXIST: create only, never overwrite (keeps bucket/counter state).
 const BPF_NOEXIST: u64 = 1;
@@ -238,6 +239,7 @@ impl Datapath {
             .with_context(|| format!("creating {}", maps_dir.display()))?;
         std::fs::create_dir_all(pin_dir.join("links"))
             .with_context(|| format!("creating {}/links", pin_dir.display()))?;
+        pins::drop_incompatible(&maps_dir, &MAPS, abi::BPF_OBJECT)?;
         let adopted = MAPS.iter().filter(|m| maps_dir.join(m).exists()).count();
         let mut bpf = EbpfLoader::new()
             .default_map_pin_directory(&maps_dir)
@@ -841,7 +843,9 @@ impl Datapath {
     }
 
     /// Attaches `corral_node_out` (deferred egress verdicts of flows to
-    /// other nodes) at the egress of a node device (uplink, overlay).
+    /// other nodes; with node ports, replies of this node's host-network
+    /// backends to NodePort/external clients translated back) at the
+    /// egress of a node device (uplink, overlay).
     pub fn attach_node_out(&mut self, ifname: &str) -> Result<()> {
         self.attach_node("corral_node_out", ifname, TcAttachType::Egress, "node")
     }

@@ -145,9 +145,11 @@ fn usable<'a>(eps: impl Iterator<Item = &'a Ep> + Clone) -> Vec<LbBe> {
 /// node's endpoints first; `externalTrafficPolicy: Local` (flag
 /// `LB_ETP_LOCAL`) lists this node's endpoints (own ready/terminating
 /// fallback) then the others, which only pods of this node use (as
-/// kube-proxy short-circuits them). What is not translated is reported by
-/// Service and field, never silently ignored: `externalIPs`, load-balancer
-/// ingress addresses, a node port without a node address of its family.
+/// kube-proxy short-circuits them). External addresses (`external_addrs`:
+/// externalIPs, load-balancer IPs) × the Service port get the same entry as
+/// the node port with flag `LB_EXTERNAL`. What is not translated is
+/// reported by Service and field, never silently ignored (a node port
+/// without a node address of its family; see `external_addrs`).
 pub fn lb_table(
     svcs: &[Service],
     slices: &[EndpointSlice],
@@ -207,21 +209,7 @@ pub fn lb_table(
                 continue;
             }
         };
-        if spec.external_ips.as_ref().is_some_and(|v| !v.is_empty()) {
-            errors.push(format!(
-                "{id}: spec.externalIPs are not translated by --kube-proxy-replacement"
-            ));
-        }
-        if s.status
-            .as_ref()
-            .and_then(|st| st.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .is_some_and(|v| !v.is_empty())
-        {
-            errors.push(format!(
-                "{id}: status.loadBalancer.ingress addresses are not translated by --kube-proxy-replacement (the node ports are)"
-            ));
-        }
+        let external = external_addrs(s, &id, &fronts, &mut errors);
         let local = spec.internal_traffic_policy.as_deref() == Some("Local");
         let mine: Vec<&EndpointSlice> = slices
             .iter()
@@ -326,7 +314,14 @@ pub fn lb_table(
                         serving: serving.clone(),
                     },
                 );
-                let Some(np) = node_port else { continue };
+                let ext: Vec<IpAddr> = external
+                    .iter()
+                    .copied()
+                    .filter(|a| a.is_ipv4() == f.ip.is_ipv4())
+                    .collect();
+                if node_port.is_none() && ext.is_empty() {
+                    continue;
+                }
                 // this node's endpoints first
                 let (first, rest): (Vec<LbBe>, Vec<LbBe>) = if etp_local {
                     let rest = all.iter().filter(|b| !mine_local.contains(b)).copied();
@@ -339,6 +334,24 @@ pub fn lb_table(
                 let mut backends = first;
                 backends.extend(rest);
                 let flags = abi::LB_NODEPORT | if etp_local { abi::LB_ETP_LOCAL } else { 0 };
+                let entry = |flags: u16| LbEntry {
+                    backends: backends.clone(),
+                    affinity_s,
+                    flags,
+                    local_count,
+                    serving: serving.clone(),
+                };
+                // externalIPs and load-balancer IPs × the Service port
+                for a in ext {
+                    let key = Frontend {
+                        ip: a,
+                        port: f.port,
+                        proto: f.proto,
+                    }
+                    .key();
+                    table.insert(key, entry(flags | abi::LB_EXTERNAL));
+                }
+                let Some(np) = node_port else { continue };
                 let addrs: Vec<&IpAddr> = node_addrs
                     .iter()
                     .filter(|a| a.is_ipv4() == f.ip.is_ipv4())
@@ -350,26 +363,118 @@ pub fn lb_table(
                     ));
                 }
                 for a in addrs {
-                    table.insert(
-                        Frontend {
-                            ip: *a,
-                            port: np,
-                            proto: f.proto,
-                        }
-                        .key(),
-                        LbEntry {
-                            backends: backends.clone(),
-                            affinity_s,
-                            flags,
-                            local_count,
-                            serving: serving.clone(),
-                        },
-                    );
+                    let key = Frontend {
+                        ip: *a,
+                        port: np,
+                        proto: f.proto,
+                    }
+                    .key();
+                    table.insert(key, entry(flags));
                 }
             }
         }
     }
     (table, errors)
+}
+
+/// The annotation kube-proxy reads when `spec.loadBalancerSourceRanges`
+/// is empty
+pub const LB_SOURCE_RANGES_ANNOTATION: &str =
+    "service.beta.kubernetes.io/load-balancer-source-ranges";
+
+/// The external addresses of a Service served as kube-proxy serves them
+/// (each × every Service port, translated like a node port, with
+/// `externalTrafficPolicy`): `spec.externalIPs`, and the
+/// `status.loadBalancer.ingress[].ip` addresses with `ipMode` unset or
+/// `VIP` (`Proxy`: the load balancer proxies to the node ports, so the
+/// address is not captured on the nodes, as in kube-proxy). An address
+/// without a ClusterIP of its family is reported and left out (kube-proxy
+/// does no family translation); so are invalid addresses and ipModes.
+/// `loadBalancerSourceRanges` (field or annotation) is not enforced by
+/// Corral's translation: the Service's load-balancer IPs are then
+/// rejected by name and not served (its externalIPs, to which source
+/// ranges do not apply, are).
+fn external_addrs(
+    s: &Service,
+    id: &str,
+    fronts: &[Frontend],
+    errors: &mut Vec<String>,
+) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let Some(spec) = &s.spec else { return out };
+    let mut add = |ip: IpAddr, field: String, errors: &mut Vec<String>| {
+        if fronts.iter().any(|f| f.ip.is_ipv4() == ip.is_ipv4()) {
+            if !out.contains(&ip) {
+                out.push(ip);
+            }
+        } else {
+            errors.push(format!(
+                "{id}: {field} {ip} has no ClusterIP of its family (not translated)"
+            ));
+        }
+    };
+    for (i, raw) in spec.external_ips.iter().flatten().enumerate() {
+        match raw.parse::<IpAddr>() {
+            Ok(ip) => add(ip, format!("spec.externalIPs[{i}]"), errors),
+            Err(_) => errors.push(format!(
+                "{id}: spec.externalIPs[{i}] {raw:?} is not an IP address (not translated)"
+            )),
+        }
+    }
+    let ingress: Vec<_> = s
+        .status
+        .as_ref()
+        .and_then(|st| st.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, g)| g.ip.as_deref().is_some_and(|ip| !ip.is_empty()))
+        .collect();
+    if ingress.is_empty() {
+        return out;
+    }
+    let ranges = spec
+        .load_balancer_source_ranges
+        .as_ref()
+        .is_some_and(|v| !v.is_empty());
+    let annotated = s
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LB_SOURCE_RANGES_ANNOTATION))
+        .is_some_and(|v| !v.trim().is_empty());
+    if ranges || annotated {
+        let what = if ranges {
+            "spec.loadBalancerSourceRanges".to_string()
+        } else {
+            format!("annotation {LB_SOURCE_RANGES_ANNOTATION}")
+        };
+        errors.push(format!(
+            "{id}: {what} is not enforced by --kube-proxy-replacement: the load-balancer ingress IPs are not translated"
+        ));
+        return out;
+    }
+    for (i, g) in ingress {
+        let raw = g.ip.as_deref().unwrap_or_default();
+        match g.ip_mode.as_deref() {
+            None | Some("VIP") => {}
+            Some("Proxy") => continue,
+            Some(other) => {
+                errors.push(format!(
+                    "{id}: status.loadBalancer.ingress[{i}].ipMode {other:?} is not VIP or Proxy (not translated)"
+                ));
+                continue;
+            }
+        }
+        match raw.parse::<IpAddr>() {
+            Ok(ip) => add(ip, format!("status.loadBalancer.ingress[{i}].ip"), errors),
+            Err(_) => errors.push(format!(
+                "{id}: status.loadBalancer.ingress[{i}].ip {raw:?} is not an IP address (not translated)"
+            )),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -584,12 +689,119 @@ mod tests {
         );
         assert!(t.is_empty());
         assert!(errs[0].contains("spec.externalTrafficPolicy"), "{errs:?}");
-        let mut ext = svc("Cluster");
-        ext.spec.as_mut().unwrap().external_ips = Some(vec!["192.0.2.99".into()]);
-        let (_, errs) = lb_table(&[ext], &[], "n1", &addrs);
+    }
+
+    #[test]
+    fn lb_table_external_addresses() {
+        let svc = |v: serde_json::Value| -> Service {
+            let mut base = serde_json::json!({
+                "metadata": {"name": "lb", "namespace": "x"},
+                "spec": {"type": "LoadBalancer", "clusterIP": "198.18.250.30",
+                    "externalTrafficPolicy": "Local",
+                    "externalIPs": ["198.18.251.1", "2001:db8:251::1", "nope"],
+                    "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]},
+                "status": {"loadBalancer": {"ingress": [
+                    {"ip": "198.18.252.1"},
+                    {"ip": "198.18.252.2", "ipMode": "VIP"},
+                    {"ip": "198.18.252.3", "ipMode": "Proxy"},
+                    {"hostname": "lb.example"},
+                    {"ip": "198.18.252.4", "ipMode": "Tunnel"}]}}
+            });
+            json_patch(&mut base, v);
+            serde_json::from_value(base).unwrap()
+        };
+        let slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "lb-1", "namespace": "x",
+            "labels": {"kubernetes.io/service-name": "lb"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["198.18.9.2"], "nodeName": "n2"},
+            {"addresses": ["192.0.2.1"], "nodeName": "n1"}
+        ]}))
+        .unwrap();
+        let key = |ip: &str, port: u16| {
+            Frontend {
+                ip: ip.parse().unwrap(),
+                port,
+                proto: 6,
+            }
+            .key()
+        };
+        let addrs: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        let (t, errs) = lb_table(
+            &[svc(serde_json::json!({}))],
+            std::slice::from_ref(&slice),
+            "n1",
+            &addrs,
+        );
+        // externalIPs and VIP-mode ingress IPs × the Service port, as the
+        // node port (this node's endpoint — a host-network one — first)
+        for ip in ["198.18.251.1", "198.18.252.1", "198.18.252.2"] {
+            let e = &t[&key(ip, 80)];
+            assert_eq!(
+                e.flags,
+                abi::LB_NODEPORT | abi::LB_ETP_LOCAL | abi::LB_EXTERNAL,
+                "{ip}"
+            );
+            assert_eq!(e.local_count, 1);
+            assert_eq!(e.backends[0].addr, addr16("192.0.2.1".parse().unwrap()));
+            assert_eq!(e.backends.len(), 2);
+        }
+        assert_eq!(t[&key("192.0.2.1", 30080)].flags & abi::LB_EXTERNAL, 0);
+        // Proxy mode: not captured; no port-mixing with the node port
+        assert!(!t.contains_key(&key("198.18.252.3", 80)));
+        assert!(!t.contains_key(&key("198.18.251.1", 30080)));
+        assert!(!t.contains_key(&key("198.18.252.4", 80)));
+        let named = |what: &str| errs.iter().any(|e| e.contains("x/lb") && e.contains(what));
         assert!(
-            errs.iter().any(|e| e.contains("spec.externalIPs")),
+            named("spec.externalIPs[1] 2001:db8:251::1 has no ClusterIP"),
             "{errs:?}"
         );
+        assert!(named("spec.externalIPs[2] \"nope\""), "{errs:?}");
+        assert!(
+            named("status.loadBalancer.ingress[4].ipMode \"Tunnel\""),
+            "{errs:?}"
+        );
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        // a Service without a node port: external addresses still served
+        let (t, errs) = lb_table(
+            &[svc(serde_json::json!({"spec": {"type": "ClusterIP",
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}))],
+            std::slice::from_ref(&slice),
+            "n1",
+            &addrs,
+        );
+        assert!(t.contains_key(&key("198.18.251.1", 80)), "{errs:?}");
+        // loadBalancerSourceRanges (field or annotation): rejected by
+        // name, the LB IPs not served; externalIPs still are
+        for patch in [
+            serde_json::json!({"spec": {"loadBalancerSourceRanges": ["192.0.2.0/24"]}}),
+            serde_json::json!({"metadata": {"annotations": {"service.beta.kubernetes.io/load-balancer-source-ranges": "192.0.2.0/24"}}}),
+        ] {
+            let (t, errs) = lb_table(&[svc(patch)], std::slice::from_ref(&slice), "n1", &addrs);
+            assert!(!t.contains_key(&key("198.18.252.1", 80)));
+            assert!(!t.contains_key(&key("198.18.252.2", 80)));
+            assert!(t.contains_key(&key("198.18.251.1", 80)));
+            assert!(
+                errs.iter().any(|e| e.contains("x/lb")
+                    && (e.contains("spec.loadBalancerSourceRanges")
+                        || e.contains(LB_SOURCE_RANGES_ANNOTATION))
+                    && e.contains("not translated")),
+                "{errs:?}"
+            );
+        }
+    }
+
+    /// merges `patch` into `base` (objects recursively, the rest replaced)
+    fn json_patch(base: &mut serde_json::Value, patch: serde_json::Value) {
+        match (base, patch) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+                for (k, v) in p {
+                    json_patch(b.entry(k).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (b, p) => *b = p,
+        }
     }
 }

@@ -5,8 +5,8 @@
 //! the node's agent wrote. Shared by the multi-node and Service tests.
 //! Every netns is removed by Drop guards, also when a test panics.
 
-use std::io::Write;
-use std::net::IpAddr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,7 +16,7 @@ use corral_agent::routing::RoutingStatus;
 use corral_dataplane_abi::api::{Request, Response};
 use serde_json::{Value, json};
 
-use super::{Agent, Node, must, sh};
+use super::{Agent, Node, in_netns, must, sh};
 
 pub const REF: &str = "/usr/lib/cni";
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -304,4 +304,57 @@ pub fn add_pod(n: &SimNode, name: &str) -> Pod {
         ip6,
         node: n.k,
     }
+}
+
+/// A backend server in netns `netns` (a pod, or a node for a
+/// host-network backend): TCP `port` answers `id` and the peer
+/// address it sees; UDP `port` the same per datagram.
+pub fn backend_peer(netns: &str, id: u8, port: u16) {
+    in_netns(netns, move || {
+        let l = TcpListener::bind(("::", port)).expect("bind tcp");
+        std::thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                let peer = s.peer_addr().map(|a| a.ip().to_canonical().to_string());
+                let _ = s.write_all(format!("{} {}", id, peer.unwrap_or_default()).as_bytes());
+            }
+        });
+        let u = UdpSocket::bind(("::", port)).expect("bind udp");
+        std::thread::spawn(move || {
+            let mut b = [0u8; 16];
+            while let Ok((_, from)) = u.recv_from(&mut b) {
+                let _ = u.send_to(
+                    format!("{} {}", id, from.ip().to_canonical()).as_bytes(),
+                    from,
+                );
+            }
+        });
+    });
+}
+
+/// (backend id, the client address the backend saw) over TCP.
+pub fn tcp_peer(from: &str, to: SocketAddr) -> Option<(u8, String)> {
+    in_netns(from, move || {
+        let t = Duration::from_millis(1500);
+        let mut s = TcpStream::connect_timeout(&to, t).ok()?;
+        let _ = s.set_read_timeout(Some(t));
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (id, peer) = out.split_once(' ')?;
+        Some((id.parse().ok()?, peer.to_string()))
+    })
+}
+
+/// (backend id, the client address the backend saw, the reply's source)
+/// over UDP.
+pub fn udp_peer(from: &str, to: SocketAddr) -> Option<(u8, String, SocketAddr)> {
+    in_netns(from, move || {
+        let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).ok()?;
+        let _ = s.set_read_timeout(Some(Duration::from_millis(1500)));
+        s.send_to(b"q", to).ok()?;
+        let mut b = [0u8; 64];
+        let (n, src) = s.recv_from(&mut b).ok()?;
+        let text = String::from_utf8_lossy(&b[..n]).to_string();
+        let (id, peer) = text.split_once(' ')?;
+        Some((id.parse().ok()?, peer.to_string(), src))
+    })
 }
