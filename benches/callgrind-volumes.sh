@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Instructions per scheduled pod of the volume bench's two arms (benches/volumes.rs),
-# counted by callgrind inside `Scheduler::schedule_all` only (building the cluster
-# and the volume objects is excluded): noise-free where wall clock is not.
+# counted by callgrind from the entry of `Scheduler::schedule_all` (all threads; the
+# cluster and the volume objects are built before and not counted; the bench's
+# placement check and teardown after it are): noise-free where wall clock is not.
 #
 # Usage: bash benches/callgrind-volumes.sh [BENCH_BIN] [NODES PODS]
 #   BENCH_BIN  the release bench binary (default: the newest
@@ -16,11 +17,11 @@ PODS=${3:-10000}
 command -v valgrind >/dev/null || { echo "valgrind not found" >&2; exit 1; }
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-echo "| arm | nodes | pods placed | instructions in schedule_all | instructions / pod |"
+echo "| arm | nodes | pods placed | instructions from schedule_all | instructions / pod |"
 echo "|---|---|---|---|---|"
 for arm in plain claims; do
   CORRAL_BENCH_ARM=$arm valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" \
-    --collect-atstart=no --toggle-collect='*Scheduler*schedule_all*' \
+    --zero-before='corral_engine::scheduler::Scheduler::schedule_all' \
     "$BIN" 1 "$NODES" "$PODS" >"$TMP/out.txt" 2>"$TMP/cg.err" || { cat "$TMP/cg.err" >&2; exit 1; }
   python3 - "$TMP" "$arm" "$NODES" <<'PY'
 import re, sys
