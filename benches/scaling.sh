@@ -23,8 +23,8 @@ S=$BIN/corral-scheduler
 [ -x "$L" ] && [ -x "$S" ] || { echo "scaling.sh: $L or $S missing (build them first)" >&2; exit 1; }
 OUT=${SCALING_DIR:-/tmp/corral-scaling}
 mkdir -p "$OUT"
-echo "| workload | nodes | pending | pods/s | p99 ms | peak RSS MB | load |"
-echo "|---|---|---|---|---|---|---|"
+echo "| workload | nodes | pending | pods/s | p99 ms | peak RSS MB | process CPU s | load |"
+echo "|---|---|---|---|---|---|---|---|"
 for w in $WORKLOADS; do
   for n in $SIZES; do
     cap=10000
@@ -36,16 +36,20 @@ for w in $WORKLOADS; do
       load=$(cut -d' ' -f1 /proc/loadavg)
       /usr/bin/time -v -o "$OUT/time.txt" "$S" simulate "$d" --output json --seed 1 2>/dev/null >"$OUT/sim.json"
       rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/time.txt")
-      python3 - "$w" "$n" "$rss" "$load" "$OUT/sim.json" "$RESULTS" <<'EOF'
+      # CPU time (user + system) of the whole process, loading included: on a shared
+      # machine the wall-clock pods/s depend on how much CPU the run was given.
+      cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {print s + 0}' "$OUT/time.txt")
+      python3 - "$w" "$n" "$rss" "$load" "$OUT/sim.json" "$RESULTS" "$cpu" <<'EOF'
 import json, sys
-w, n, rss, load, sim, results = sys.argv[1:]
+w, n, rss, load, sim, results, cpu = sys.argv[1:]
 d = json.load(open(sim)); s = d["stats"]; l = s["decision_latency_us"]
 line = {"bench": "cluster", "workload": w, "nodes": int(n), "pods": s["pods"],
         "placed": len(d["placements"]), "pods_per_second": s["pods_per_second"],
-        "p99_ms": l["p99"] / 1000, "peak_rss_mb": int(rss) / 1024, "load": float(load)}
+        "p99_ms": l["p99"] / 1000, "peak_rss_mb": int(rss) / 1024, "load": float(load),
+        "process_cpu_s": float(cpu)}
 open(results, "a").write(json.dumps(line) + "\n")
-print("| %s | %s | %s | %.0f | %.2f | %.0f | %s |" % (w, n, s["pods"], s["pods_per_second"],
-      l["p99"] / 1000, int(rss) / 1024, load))
+print("| %s | %s | %s | %.0f | %.2f | %.0f | %.2f | %s |" % (w, n, s["pods"], s["pods_per_second"],
+      l["p99"] / 1000, int(rss) / 1024, float(cpu), load))
 EOF
     done
   done
