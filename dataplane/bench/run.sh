@@ -4,7 +4,8 @@
 #   cargo build --release -p corral-dataplane -p corral-loadgen
 # Usage: bash dataplane/bench/run.sh [overhead|tbf|policy|all]
 # Needs: iproute2, iperf3, jq, iptables, containernetworking-plugins.
-# Creates only network namespaces (198.18.0.0/15) and removes them on exit.
+# Creates only network namespaces (named ${NS_PREFIX:-cb}n<id>*, addresses from
+# 198.18.0.0/15) and removes them on exit.
 set -euo pipefail
 WHAT=${1:-all}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -12,7 +13,7 @@ AGENT=$ROOT/target/release/corral-agent
 LG=$ROOT/target/release/corral-loadgen
 SECS=${SECS:-5}
 ID=$(( $$ % 4096 ))
-NODE=cbn$ID
+NODE=${NS_PREFIX:-cb}n$ID
 TMP=$(mktemp -d)
 PIN=/sys/fs/bpf/corral-bench-$ID
 AGENT_PID=
