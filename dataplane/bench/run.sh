@@ -4,7 +4,8 @@
 #   cargo build --release -p corral-dataplane -p corral-loadgen
 # Usage: bash dataplane/bench/run.sh [overhead|tbf|policy|all]
 # Needs: iproute2, iperf3, jq, iptables, containernetworking-plugins.
-# Creates only network namespaces (198.18.0.0/15) and removes them on exit.
+# Creates only network namespaces (named ${NS_PREFIX:-cb}n<id>*, addresses from
+# 198.18.0.0/15) and removes them on exit.
 set -euo pipefail
 WHAT=${1:-all}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -12,7 +13,7 @@ AGENT=$ROOT/target/release/corral-agent
 LG=$ROOT/target/release/corral-loadgen
 SECS=${SECS:-5}
 ID=$(( $$ % 4096 ))
-NODE=cbn$ID
+NODE=${NS_PREFIX:-cb}n$ID
 TMP=$(mktemp -d)
 PIN=/sys/fs/bpf/corral-bench-$ID
 AGENT_PID=
@@ -95,16 +96,27 @@ server() { # netns port
 
 lg() { local ns=$1; shift; ip netns exec "$ns" "$LG" net "$@"; }
 
+# iperf3 client on CLIENT_CPU, server on SERVER_CPU, both at nice NICE in an
+# autogroup of their own (with kernel.sched_autogroup_enabled=1 a plain nice
+# does not count against other sessions; see multinode.sh)
+CLIENT_CPU=${CLIENT_CPU:-0}
+SERVER_CPU=${SERVER_CPU:-1}
+NICE=${NICE:-0}
+prio() { # cpu netns cmd...
+  setsid --wait sh -c '[ ! -w /proc/self/autogroup ] || echo "$1" >/proc/self/autogroup || exit 1
+    n=$1 c=$2 ns=$3; shift 3; exec ip netns exec "$ns" nice -n "$n" taskset -c "$c" "$@"' sh "$NICE" "$@"
+}
+
 iperf_tcp() { # client-ns server-ns ip port [extra]
-  ip netns exec "$2" iperf3 -s -1 -p "$4" >/dev/null 2>&1 &
+  prio "$SERVER_CPU" "$2" iperf3 -s -1 -p "$4" >/dev/null 2>&1 &
   sleep 0.3
-  ip netns exec "$1" iperf3 -c "$3" -p "$4" -t "$SECS" -O 1 -J ${5:-} | jq '.end.sum_received.bits_per_second / 1e6'
+  prio "$CLIENT_CPU" "$1" iperf3 -c "$3" -p "$4" -t "$SECS" -O 1 -J ${5:-} | jq '.end.sum_received.bits_per_second / 1e6'
 }
 
 iperf_udp_pps() { # client-ns server-ns ip port
-  ip netns exec "$2" iperf3 -s -1 -p "$4" >/dev/null 2>&1 &
+  prio "$SERVER_CPU" "$2" iperf3 -s -1 -p "$4" >/dev/null 2>&1 &
   sleep 0.3
-  ip netns exec "$1" iperf3 -c "$3" -p "$4" -u -b 0 -l 64 -t "$SECS" -O 1 -J \
+  prio "$CLIENT_CPU" "$1" iperf3 -c "$3" -p "$4" -u -b 0 -l 64 -t "$SECS" -O 1 -J \
     | jq '(.end.sum.packets - .end.sum.lost_packets) / .end.sum.seconds | floor'
 }
 

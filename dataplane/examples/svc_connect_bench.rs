@@ -12,7 +12,7 @@
 //!
 //! Run as root: `cargo run -p corral-dataplane --example svc_connect_bench
 //! [-- ROUNDS CONNS]` (default 3 rounds × 1000 connections per arm and
-//! size). Netns `c6dpsb<pid>{a,b}{n,c,s}` and pin dirs
+//! size). Netns `${NS_PREFIX:-cdpsb}<pid>{a,b}{n,c,s}` and pin dirs
 //! `/sys/fs/bpf/corral-svcbench-<pid>-{a,b}`, removed at exit.
 
 use std::io::Write;
@@ -76,7 +76,8 @@ struct Arm {
 
 impl Arm {
     fn new(tag: &str) -> Result<Arm> {
-        let base = format!("c6dpsb{}{tag}", std::process::id());
+        let prefix = std::env::var("NS_PREFIX").unwrap_or_else(|_| "cdpsb".to_string());
+        let base = format!("{prefix}{}{tag}", std::process::id());
         let arm = Arm {
             node: format!("{base}n"),
             client: format!("{base}c"),
