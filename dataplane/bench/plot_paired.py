@@ -64,8 +64,8 @@ def esc(s):
 
 def svg(rows, ref):
     # rows: [(label, arm, {key: summary})]
-    left, panel_w, gap, top, row_h = 190, 330, 40, 60, 26
-    width = left + len(PANELS) * panel_w + (len(PANELS) - 1) * gap + 20
+    left, panel_w, gap, top, row_h = 170, 300, 130, 60, 26
+    width = left + len(PANELS) * (panel_w + gap)
     height = top + len(rows) * row_h + 70
     vals = [s[k] for _, _, ss in rows for s in ss.values() if s for k in ("lo", "hi", "q1", "q3")]
     xmin = min([0.9] + vals) - 0.02
@@ -97,6 +97,8 @@ def svg(rows, ref):
                        f'font-size="10">{t:.2f}</text>')
             t += 0.05
         out.append(f'<line x1="{X(1.0):.1f}" y1="{top - 8}" x2="{X(1.0):.1f}" y2="{y_end}" stroke="#333"/>')
+        out.append(f'<text x="{x0 + panel_w + 6}" y="{top - 8}" font-size="10" fill="#444">'
+                   f'median [95 % CI]</text>')
         for r, (label, arm, ss) in enumerate(rows):
             y = top + r * row_h + row_h / 2 - 4
             if p == 0:
@@ -117,7 +119,7 @@ def svg(rows, ref):
                        f'<title>{esc(label)} {esc(arm)}: median {s["median"]:.3f}, IQR '
                        f'{s["q1"]:.3f}-{s["q3"]:.3f}, 95 % CI {s["lo"]:.3f}-{s["hi"]:.3f}, '
                        f'n={s["n"]}</title></circle>')
-            out.append(f'<text x="{x0 + panel_w - 4}" y="{y - 5}" text-anchor="end" font-size="9" '
+            out.append(f'<text x="{x0 + panel_w + 6}" y="{y + 4}" font-size="10" '
                        f'fill="#444">{s["median"]:.3f} [{s["lo"]:.3f}-{s["hi"]:.3f}]</text>')
     ly = top + len(rows) * row_h + 40
     out.append(f'<text x="10" y="{ly}" font-size="11">dot = median of per-round ratios; thick bar = '
