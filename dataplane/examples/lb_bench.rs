@@ -13,7 +13,7 @@
 //!
 //! Run as root: `cargo run -p corral-dataplane --example lb_bench [--
 //! ROUNDS]` (the measured time is the kernel's; the build profile only
-//! changes the setup time). Private netns `crlb<pid>` and pin dir
+//! changes the setup time). Private netns `${NS_PREFIX:-crlb}<pid>` and pin dir
 //! `/sys/fs/bpf/corral-lbbench-<pid>`, both removed at exit.
 
 use std::process::Command;
@@ -109,7 +109,8 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(5);
-    let netns = format!("crlb{}", std::process::id());
+    let prefix = std::env::var("NS_PREFIX").unwrap_or_else(|_| "crlb".to_string());
+    let netns = format!("{prefix}{}", std::process::id());
     sh(&["ip", "netns", "add", &netns]).context("ip netns add (run as root)")?;
     let pin =
         std::path::PathBuf::from(format!("/sys/fs/bpf/corral-lbbench-{}", std::process::id()));

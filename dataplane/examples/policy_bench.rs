@@ -7,7 +7,7 @@
 //! Run as root: `cargo run --release -p corral-dataplane --example
 //! policy_bench [-- ROUNDS REPEAT]`. It works in a private network
 //! namespace (veth pairs only) and a private bpffs pin dir, both
-//! removed at exit (`crbench<pid>`, `/sys/fs/bpf/corral-bench-<pid>`). Results go to BENCHMARKS.md.
+//! removed at exit (`${NS_PREFIX:-crbench}<pid>`, `/sys/fs/bpf/corral-bench-<pid>`). Results go to BENCHMARKS.md.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -114,7 +114,8 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(1_000_000);
-    let netns = format!("crbench{}", std::process::id());
+    let prefix = std::env::var("NS_PREFIX").unwrap_or_else(|_| "crbench".to_string());
+    let netns = format!("{prefix}{}", std::process::id());
     sh(&["ip", "netns", "add", &netns]).context("ip netns add (run as root)")?;
     let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/corral-bench-{}", std::process::id()));
     let r = std::fs::File::open(format!("/var/run/netns/{netns}"))
@@ -219,7 +220,9 @@ fn run(pin: &std::path::Path, rounds: usize, repeat: u32) -> Result<()> {
         Ok(d.as_nanos() as f64)
     };
     const SHOT: u32 = 2;
-    const OK: u32 = 0;
+    // allowed packets pass with TC_ACT_UNSPEC (-1) since b21b6d1 (first in
+    // line: filters behind Corral's still run)
+    const OK: u32 = u32::MAX;
     let mut per: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     // drop-event stream: allowed established flow and drops, events off/on
     let ev_if = ifindex("cnp1000")?;
