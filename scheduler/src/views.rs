@@ -70,8 +70,22 @@ pub struct ExplainCli {
 pub struct LiveExplain {
     /// The node the pod is bound to in the cluster, if any.
     pub bound_to: Option<String>,
+    /// The pod's PodGroup and the batch session's verdict on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gang: Option<GangExplain>,
     #[serde(flatten)]
     pub explain: crate::scheduler::Explain,
+}
+
+/// The PodGroup of an explained gang member and the batch session's verdict
+/// (phase and message: for network-topology gangs, the HyperNode chosen and why
+/// the others could not hold the gang).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GangExplain {
+    pub pod_group: String,
+    pub phase: Option<String>,
+    pub message: Option<String>,
 }
 
 /// One queue.
@@ -452,7 +466,7 @@ type Shares = BTreeMap<String, (BTreeMap<String, String>, BTreeMap<String, Strin
 /// Per queue: (deserved, allocated) as one scheduling session computes them on a
 /// fresh snapshot of the cluster (what `run`'s next session would use).
 async fn session_shares(client: kube::Client, config: Option<PathBuf>) -> anyhow::Result<Shares> {
-    let (text, _) = cluster_docs(client, None).await?;
+    let (text, ..) = cluster_docs(client, None).await?;
     let input = crate::input::load_str(&text, "the cluster", crate::batch::EXTRA_KINDS)
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
     let args = crate::simulate::SimulateArgs {
@@ -562,11 +576,12 @@ pub fn jobs_main(cli: &JobsCli) -> ExitCode {
 
 /// Lists what `simulate` reads (Nodes, Pods, Namespaces, PriorityClasses, and the
 /// Volcano Queues/PodGroups when served) as one multi-document text; the target pod
-/// (`ns/name`), if any, is returned unbound with the node it was bound to.
+/// (`ns/name`), if any, is returned unbound with the node it was bound to and the
+/// PodGroup it belongs to.
 async fn cluster_docs(
     client: kube::Client,
     target: Option<&str>,
-) -> anyhow::Result<(String, Option<String>)> {
+) -> anyhow::Result<(String, Option<String>, Option<String>)> {
     use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     use k8s_openapi::api::scheduling::v1::PriorityClass;
     let lp = ListParams::default();
@@ -607,6 +622,7 @@ async fn cluster_docs(
     }
     let mut found = false;
     let mut bound_to = None;
+    let mut group = None;
     for p in pods.items {
         let key = format!(
             "{}/{}",
@@ -616,6 +632,7 @@ async fn cluster_docs(
         let mut v = to(serde_json::to_value(p))?;
         if Some(key.as_str()) == target {
             found = true;
+            group = group_of(&v);
             if let Some(n) = v["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
                 bound_to = Some(n.to_string());
                 v["spec"]["nodeName"] = Value::Null;
@@ -629,8 +646,12 @@ async fn cluster_docs(
     if let Some(target) = target.filter(|_| !found) {
         anyhow::bail!("pod {target} not found");
     }
-    // Volcano's batch objects when their CRDs are served.
-    for crd in [Crd::VolcanoQueue, Crd::VolcanoPodGroup] {
+    // The volume kinds (VolumeBinding & co. decide on them, as in `run`); a client
+    // not allowed to list one still gets an answer, with a warning.
+    docs.extend(volume_docs(&client).await?);
+    // The batch and topology objects `run` watches (Volcano Queues/PodGroups,
+    // scheduler-plugins PodGroups, HyperNodes, NodeResourceTopologies) when served.
+    for crd in Crd::ALL {
         let ar = crd.api_resource();
         match list(client.clone(), crd, None).await {
             Ok(items) => {
@@ -649,7 +670,60 @@ async fn cluster_docs(
         text.push_str(&serde_json::to_string(&d).map_err(|e| anyhow::anyhow!("{e}"))?);
         text.push('\n');
     }
-    Ok((text, bound_to))
+    Ok((text, bound_to, group))
+}
+
+/// Every object of the seven volume kinds as `simulate` input documents.
+async fn volume_docs(client: &kube::Client) -> anyhow::Result<Vec<Value>> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use k8s_openapi::api::storage::v1::{
+        CSIDriver, CSINode, CSIStorageCapacity, StorageClass, VolumeAttachment,
+    };
+    async fn all<K>(client: &kube::Client, out: &mut Vec<Value>) -> anyhow::Result<()>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Serialize,
+    {
+        match Api::<K>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(l) => {
+                for o in l.items {
+                    let mut v = serde_json::to_value(o).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    v["apiVersion"] = Value::String(K::api_version(&()).into_owned());
+                    v["kind"] = Value::String(K::kind(&()).into_owned());
+                    out.push(v);
+                }
+            }
+            Err(e) => tracing::warn!("{} not listed: {e}", K::plural(&())),
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    all::<PersistentVolume>(client, &mut out).await?;
+    all::<PersistentVolumeClaim>(client, &mut out).await?;
+    all::<StorageClass>(client, &mut out).await?;
+    all::<CSINode>(client, &mut out).await?;
+    all::<CSIDriver>(client, &mut out).await?;
+    all::<CSIStorageCapacity>(client, &mut out).await?;
+    all::<VolumeAttachment>(client, &mut out).await?;
+    Ok(out)
+}
+
+/// The PodGroup (`namespace/name`) a pod document belongs to: Volcano's
+/// `scheduling.k8s.io/group-name` annotation, else scheduler-plugins'
+/// `scheduling.x-k8s.io/pod-group` label.
+fn group_of(pod: &Value) -> Option<String> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    pod["metadata"]["annotations"][corral_api::keys::ANN_GROUP_NAME]
+        .as_str()
+        .or_else(|| pod["metadata"]["labels"][corral_api::keys::LABEL_POD_GROUP].as_str())
+        .filter(|g| !g.is_empty())
+        .map(|g| format!("{ns}/{g}"))
 }
 
 /// The `explain` view as text.
@@ -663,7 +737,7 @@ pub async fn explain(
     if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
         anyhow::bail!("{target:?}: expected NAMESPACE/NAME");
     }
-    let (text, bound_to) = cluster_docs(client, Some(target)).await?;
+    let (text, bound_to, group) = cluster_docs(client, Some(target)).await?;
     let input = crate::input::load_str(&text, "the cluster", crate::batch::EXTRA_KINDS)
         .map_err(|e| anyhow::anyhow!("{}", e.0))?;
     let args = crate::simulate::SimulateArgs {
@@ -673,15 +747,46 @@ pub async fn explain(
     };
     let report = crate::simulate::run_input(&args, input, &mut |w| tracing::warn!("{w}"))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let explain = report
-        .core
-        .explain
-        .into_iter()
-        .find(|e| e.pod == target)
-        .ok_or_else(|| anyhow::anyhow!("{target}: no explanation was produced"))?;
-    let out = LiveExplain { bound_to, explain };
+    let explain = report.core.explain.into_iter().find(|e| e.pod == target);
+    // A gang member: what the batch session decided for its PodGroup (e.g. the
+    // HyperNode it was placed in and why the others could not hold it).
+    let gang = group.map(|g| {
+        let status = report.podgroups.iter().find(|s| s.name == g);
+        GangExplain {
+            phase: status.map(|s| s.phase.clone()),
+            message: status.map(|s| s.message.clone()).filter(|m| !m.is_empty()),
+            pod_group: g,
+        }
+    });
+    // A gang member the session never offered to the engine (e.g. no HyperNode
+    // can hold its gang) has no per-node evaluation; its gang verdict says why.
+    let explain = match (explain, &gang) {
+        (Some(e), _) => e,
+        (None, Some(_)) => crate::scheduler::Explain {
+            pod: target.to_string(),
+            selected: None,
+            nodes: Vec::new(),
+        },
+        (None, None) => anyhow::bail!("{target}: no explanation was produced"),
+    };
+    let out = LiveExplain {
+        bound_to,
+        gang,
+        explain,
+    };
     Ok(render(&out, format, || {
         let mut s = crate::simulate::explain_table(&out.explain);
+        if let Some(g) = &out.gang {
+            if out.explain.nodes.is_empty() {
+                s.push_str("  (not evaluated on nodes: the batch session did not offer it)\n");
+            }
+            s.push_str(&format!(
+                "  gang {} ({}): {}\n",
+                g.pod_group,
+                g.phase.as_deref().unwrap_or("no status"),
+                g.message.as_deref().unwrap_or("-")
+            ));
+        }
         if let Some(n) = &out.bound_to {
             s.push_str(&format!(
                 "(bound to {n} in the cluster; evaluated again without it)\n"

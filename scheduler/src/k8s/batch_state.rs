@@ -173,6 +173,11 @@ pub struct BatchState {
     pub patcher: StatusPatcher,
     /// PriorityClass and ResourceQuota lists done.
     pub synced: [bool; 2],
+    /// CRDs listed once, or found not served at their first discovery (scheduling
+    /// waits for every CRD of `Crd::ALL`: a HyperNode or PodGroup not yet seen
+    /// would otherwise read as absent, e.g. a soft topology gang placed across
+    /// racks at startup).
+    pub crds_synced: HashSet<Crd>,
     metrics: Arc<Metrics>,
 }
 
@@ -213,6 +218,7 @@ impl BatchState {
             actions: cfg.actions(),
             patcher: StatusPatcher::new(),
             synced: [false; 2],
+            crds_synced: HashSet::new(),
             metrics,
         }
     }

@@ -262,6 +262,11 @@ pub fn watch<M: Send + 'static>(
     tokio::spawn(async move {
         let ar = crd.api_resource();
         let api: Api<DynamicObject> = Api::all_with(client, &ar);
+        // The first failed discovery reports an empty, complete list (Init +
+        // InitDone), so a consumer waiting for every CRD's first list does not wait
+        // for one that is not installed (or not readable); a later successful
+        // discovery relists it as usual.
+        let mut first = true;
         loop {
             loop {
                 match api.list(&kube::api::ListParams::default().limit(1)).await {
@@ -270,6 +275,12 @@ pub fn watch<M: Send + 'static>(
                         tracing::debug!("{crd:?}: CRD not served; checking again in {retry:?}");
                     }
                     Err(e) => tracing::debug!("{crd:?} discovery: {e}"),
+                }
+                if std::mem::take(&mut first) {
+                    let _ = out.send(wrap(crd, Box::new(Event::Init)));
+                    if out.send(wrap(crd, Box::new(Event::InitDone))).is_err() {
+                        return;
+                    }
                 }
                 tokio::time::sleep(retry).await;
             }

@@ -586,6 +586,7 @@ impl Loop {
     fn all_synced(&self) -> bool {
         self.synced.iter().all(|s| *s)
             && self.gangs.synced.iter().all(|s| *s)
+            && self.gangs.crds_synced.len() == crds::Crd::ALL.len()
             && self.volume_watch.synced()
     }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{Handle, RunOptions, start};
+use corral_scheduler::views::{self, ViewFormat};
 use corral_test_apiserver::TestApiServer;
 use serde_json::{Value, json};
 
@@ -189,6 +190,37 @@ async fn run_places_hard_gangs_inside_one_hypernode_and_follows_hypernode_change
             && msg.contains("rack1 (tier 1): free capacity below the gang's minimum (cpu 16 < 20)")
             && !msg.contains("spine"),
         "{msg}"
+    );
+    // `corral-scheduler explain` on a member names the PodGroup, each HyperNode
+    // and why it cannot hold the gang (the session run on a live snapshot, which
+    // lists the HyperNodes as `run` watches them).
+    let c = client(&server).await;
+    let t = views::explain(c.clone(), "default/big-0", None, ViewFormat::Table)
+        .await
+        .expect("explain");
+    let gang = t
+        .lines()
+        .find(|l| l.contains("gang default/big"))
+        .unwrap_or("");
+    assert!(
+        gang.contains("(Inqueue)")
+            && gang.contains("rack0 (tier 1): free capacity below the gang's minimum (cpu 0 < 20)")
+            && gang
+                .contains("rack1 (tier 1): free capacity below the gang's minimum (cpu 16 < 20)"),
+        "{t}"
+    );
+    let j: Value = serde_json::from_str(
+        &views::explain(c, "default/big-0", None, ViewFormat::Json)
+            .await
+            .expect("json"),
+    )
+    .expect("json");
+    assert_eq!(j["gang"]["podGroup"], "default/big", "{j}");
+    assert!(
+        j["gang"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no HyperNode can hold the gang")),
+        "{j}"
     );
 
     // Two 12-CPU nodes of rack r2: in no HyperNode yet, then in one of tier 2 (not

@@ -762,7 +762,15 @@ async fn absent_topology_crd_is_discovered_later_without_error_spam() {
         (2..=8).contains(&misses),
         "{misses} requests to the absent CRD"
     );
-    assert!(!h.metrics.encode().contains("noderesourcetopologies"));
+    // The absent CRD counts as listed and empty (scheduling does not wait for it).
+    let m = h.metrics.encode();
+    assert!(
+        !m.contains("noderesourcetopologies")
+            || m.contains(
+                "corral_scheduler_watched_objects{resource=\"noderesourcetopologies\"} 0"
+            ),
+        "{m}"
+    );
     server.set_served("topology.node.k8s.io", "noderesourcetopologies", true);
     server
         .insert(json!({"apiVersion": "topology.node.k8s.io/v1alpha2",

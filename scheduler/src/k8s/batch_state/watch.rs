@@ -46,6 +46,9 @@ impl BatchState {
         ev: Event<DynamicObject>,
         snap: &mut Snapshot,
     ) -> bool {
+        if matches!(ev, Event::InitDone) {
+            self.crds_synced.insert(crd);
+        }
         if crd == Crd::NodeResourceTopology {
             let changed = self.on_topology_event(ev, snap);
             self.set_count("noderesourcetopologies", self.topology.len());
