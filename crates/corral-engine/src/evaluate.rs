@@ -484,8 +484,7 @@ pub(crate) fn evaluate(
     // Weighted totals, plugin by plugin (one pass over each plugin's scores).
     // Not `vec![0; n]`: that asks the allocator for zeroed memory, whose aligned
     // path costs ~4k instructions per call with mimalloc (callgrind, basic).
-    let mut totals: Vec<i64> = Vec::with_capacity(feasible.len());
-    totals.resize(feasible.len(), 0);
+    let mut totals: Vec<i64> = feasible.iter().map(|_| 0).collect();
     let mut locals = totals.clone();
     for (ws, s) in fw.score.iter().zip(&scores) {
         let Some(s) = s else { continue };
