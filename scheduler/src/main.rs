@@ -65,8 +65,7 @@ enum Command {
         /// Seed for tie-breaking among equally scored nodes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Pods evaluated concurrently per batch (1 = strictly sequential); default:
-        /// adaptive, 8 doubling up to 64.
+        /// Pods evaluated concurrently per batch (1 = strictly sequential); default 64.
         #[arg(long)]
         batch_size: Option<usize>,
         /// Best candidates kept per pod for the batch committer.

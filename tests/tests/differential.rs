@@ -1,7 +1,7 @@
 //! Differential test (issue 15): the affinity, spread and mixed workloads of
 //! `corral-loadgen cluster`, scheduled with `--batch-size 1` (kube-scheduler's
 //! sequential decision procedure) and with the optimized batched path (fixed batches
-//! of 16 and 64, and the default adaptive batch size). For every placement, in commit
+//! of 16 and 64, and the opt-in adaptive batch size). For every placement, in commit
 //! order, the pod is evaluated from scratch against a replayed snapshot holding
 //! everything committed before it:
 //! - the chosen node passes PreFilter and every Filter (every hard constraint);
@@ -49,7 +49,7 @@ fn workload(profile: Profile, nodes: u32, pods: u64, running: u64, seed: u64) ->
     }
 }
 
-/// Schedules with a fixed batch size (`Some`) or the default adaptive one (`None`).
+/// Schedules with a fixed batch size (`Some`) or the opt-in adaptive one (`None`).
 fn schedule(w: &Workload, batch: Option<usize>, seed: u64) -> Vec<Placement> {
     let opts = match batch {
         Some(b) => Options {
@@ -60,6 +60,7 @@ fn schedule(w: &Workload, batch: Option<usize>, seed: u64) -> Vec<Placement> {
         },
         None => Options {
             seed,
+            adaptive_batch: true,
             ..Options::default()
         },
     };
@@ -148,7 +149,7 @@ fn verify(w: &Workload, placements: &[Placement], what: &str) {
 fn differential(profile: Profile, nodes: u32, pods: u64, running: u64) {
     for seed in [1u64, 7] {
         let w = workload(profile, nodes, pods, running, seed);
-        // Fixed batch sizes, then the default (adaptive, up to 64).
+        // Fixed batch sizes, then the adaptive one (8 doubling up to 64).
         for batch in [Some(1usize), Some(16), Some(64), None] {
             let placements = schedule(&w, batch, seed);
             assert!(

@@ -9,6 +9,7 @@
 //! configuration files or tokio; it does no I/O.
 
 pub mod framework;
+pub mod fxhash;
 pub mod health;
 pub mod labels;
 pub mod limits;

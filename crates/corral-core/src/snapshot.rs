@@ -530,7 +530,8 @@ impl NodeInfo {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     nodes: Vec<Arc<NodeInfo>>,
-    index: HashMap<Arc<str>, usize>,
+    /// Node name → position (Fx-hashed: probed per node by plugins).
+    index: crate::fxhash::FxHashMap<Arc<str>, usize>,
     /// Node indices having pods with (any) affinity terms, ascending.
     with_affinity: Vec<usize>,
     /// Node indices having pods with required anti-affinity terms, ascending.

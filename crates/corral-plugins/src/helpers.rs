@@ -1,7 +1,5 @@
 //! Helpers shared by plugins (taint/toleration matching, default normalization).
 
-use std::hash::Hasher;
-
 use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 use crate::framework::{MAX_NODE_SCORE, NodeScore};
@@ -77,48 +75,7 @@ pub fn normalize_to_max(reverse: bool, scores: &mut [NodeScore]) {
     default_normalize_score(MAX_NODE_SCORE, reverse, scores)
 }
 
-/// A small, fast, non-cryptographic string hasher (FxHash-style) for the per-node
-/// probes in Filter/Score (InterPodAffinity, PodTopologySpread). Keys are topology
-/// label values from Node objects.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl FxHasher {
-    #[inline]
-    fn add(&mut self, w: u64) {
-        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b) ^ ((rest.len() as u64) << 56));
-        }
-    }
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub use corral_core::fxhash::FxHasher;
 
 #[cfg(test)]
 mod tests {

@@ -422,6 +422,74 @@ struct PreFilterState {
     self_match: Arc<[i64]>,
     domains: Vec<Domains>,
     required: Arc<RequiredNodeAffinity>,
+    /// Each node's domain per constraint, so Filter probes no label map.
+    node_domains: Arc<NodeDomains>,
+}
+
+/// `NodeDomains::ids` value: the node's topology value is not a registered domain
+/// (its count is 0).
+const DOMAIN_NONE: u32 = u32::MAX;
+/// `NodeDomains::ids` value: the node lacks the constraint's topology key.
+const DOMAIN_MISSING: u32 = u32::MAX - 1;
+
+/// Per snapshot node and constraint, the position of the node's topology value in
+/// `Domains::counts`, computed in PreFilter. Filter reads it instead of looking the
+/// label up and hashing the value (the dominant cost of spread pods: Filter runs on
+/// every node until enough feasible ones are found). Used only while the snapshot's
+/// nodes are those PreFilter saw (`nodes_version`, same `NodeInfo`) and no domain was
+/// registered since; otherwise Filter looks the value up as before.
+#[derive(Debug)]
+struct NodeDomains {
+    nodes_version: u64,
+    /// Per constraint: domains registered when the table was built.
+    registered: Vec<usize>,
+    /// `ids[node * constraints + c]`: position, [`DOMAIN_NONE`] or [`DOMAIN_MISSING`].
+    ids: Vec<u32>,
+}
+
+impl NodeDomains {
+    fn build(snap: &Snapshot, constraints: &[Constraint], domains: &[Domains]) -> Self {
+        let nc = constraints.len();
+        let mut ids = Vec::with_capacity(snap.num_nodes() * nc);
+        for node in snap.nodes() {
+            for (c, d) in constraints.iter().zip(domains) {
+                ids.push(match node.labels.get(&c.topology_key) {
+                    None => DOMAIN_MISSING,
+                    Some(v) => d
+                        .index
+                        .get(v.as_str())
+                        .and_then(|&i| u32::try_from(i).ok())
+                        .filter(|&i| i < DOMAIN_MISSING)
+                        .unwrap_or(DOMAIN_NONE),
+                });
+            }
+        }
+        NodeDomains {
+            nodes_version: snap.nodes_version(),
+            registered: domains.iter().map(|d| d.counts.len()).collect(),
+            ids,
+        }
+    }
+
+    /// The node's row, when the table describes it.
+    #[inline]
+    fn row(&self, snap: &Snapshot, node: &NodeInfo, domains: &[Domains]) -> Option<&[u32]> {
+        let nc = self.registered.len();
+        if snap.nodes_version() != self.nodes_version
+            || self.ids.len() != snap.num_nodes() * nc
+            || domains
+                .iter()
+                .zip(&self.registered)
+                .any(|(d, &r)| d.counts.len() != r)
+        {
+            return None;
+        }
+        let i = snap.node_index(&node.name)?;
+        if !std::ptr::eq(&*snap.nodes()[i], node) {
+            return None;
+        }
+        self.ids.get(i * nc..(i + 1) * nc)
+    }
 }
 
 impl PreFilterState {
@@ -548,6 +616,7 @@ impl PreFilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| i64::from(c.selector.matches(&pod.labels)))
             .collect();
+        let node_domains = Arc::new(NodeDomains::build(snap, &constraints, &domains));
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
@@ -555,6 +624,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 self_match,
                 domains,
                 required: Arc::new(required),
+                node_domains,
             },
         );
         (None, Status::success())
@@ -596,10 +666,29 @@ impl PreFilterExtensions for PodTopologySpread {
 }
 
 impl FilterPlugin for PodTopologySpread {
-    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
+    fn filter(&self, state: &CycleState, _: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else {
             return Status::error("PodTopologySpread: PreFilter state not found");
         };
+        if let Some(row) = s.node_domains.row(snap, node, &s.domains) {
+            for (((c, d), self_match), &id) in s
+                .constraints
+                .iter()
+                .zip(s.domains.iter())
+                .zip(s.self_match.iter())
+                .zip(row)
+            {
+                let count = match id {
+                    DOMAIN_MISSING => return Status::unresolvable(ERR_REASON_MISSING_LABEL),
+                    DOMAIN_NONE => 0,
+                    i => d.counts[i as usize],
+                };
+                if count + self_match - d.global_min(c.min_domains) > c.max_skew {
+                    return Status::unschedulable(ERR_REASON_CONSTRAINTS);
+                }
+            }
+            return Status::success();
+        }
         for ((c, d), self_match) in s
             .constraints
             .iter()
@@ -865,7 +954,20 @@ mod tests {
         let mut v: Vec<_> = snap
             .nodes()
             .iter()
-            .map(|n| (n.name.to_string(), pl.filter(st, p, n, snap)))
+            .map(|n| {
+                let fast = pl.filter(st, p, n, snap);
+                // A copy of the node is not the snapshot's: Filter looks its labels
+                // up instead of using PreFilter's per-node domain table.
+                let copy = NodeInfo::clone(n);
+                let slow = pl.filter(st, p, &copy, snap);
+                assert_eq!(
+                    (fast.code, &fast.reasons),
+                    (slow.code, &slow.reasons),
+                    "node {}: domain table and label lookup disagree",
+                    n.name
+                );
+                (n.name.to_string(), fast)
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v

@@ -394,11 +394,11 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
         },
         ..Options::default()
     };
-    // A fixed batch size: the scenario's, else the 64 its herd/flap targets were
-    // calibrated with (the adaptive default moves batch boundaries, and the herd
-    // ratio depends on which pods share a batch).
-    opts.batch_size = l.batch_size.unwrap_or(64).max(1);
-    opts.adaptive_batch = false;
+    // The scenario's batch size, else the engine's default (a fixed 64).
+    if let Some(b) = l.batch_size {
+        opts.batch_size = b.max(1);
+        opts.adaptive_batch = false;
+    }
     let mut sched = Scheduler::new(l.frameworks.clone(), l.base.clone(), opts);
     let node_names: Vec<String> = l.base.nodes().iter().map(|n| n.name.to_string()).collect();
     let n_nodes = node_names.len().max(1);
