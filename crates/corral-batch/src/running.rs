@@ -11,7 +11,10 @@
 //!   when preempt/reclaim has a preemptor and needs victims
 //!   ([`super::session::Session::materialize_running`]).
 //! - for **gang members**: their `Task`s (requests as `ResMap`, role, membership),
-//!   built once per pod and cloned into the session's jobs.
+//!   built once per pod and cloned into the session's jobs. A member's PodGroup key
+//!   ("ns/name") and a plain pod's (queue, namespace) bucket are matched borrowed
+//!   against the node's existing keys: a key is built once per (node, group) or
+//!   (node, queue, namespace), not per pod.
 //! - the cluster's allocatable total.
 //!
 //! Per node the index stores that node's contribution, stamped with the node's
