@@ -11,7 +11,10 @@
 //!   when preempt/reclaim has a preemptor and needs victims
 //!   ([`super::session::Session::materialize_running`]).
 //! - for **gang members**: their `Task`s (requests as `ResMap`, role, membership),
-//!   built once per pod and cloned into the session's jobs.
+//!   built once per pod and cloned into the session's jobs. A member's PodGroup key
+//!   ("ns/name") and a plain pod's (queue, namespace) bucket are matched borrowed
+//!   against the node's existing keys: a key is built once per (node, group) or
+//!   (node, queue, namespace), not per pod.
 //! - the cluster's allocatable total.
 //!
 //! Per node the index stores that node's contribution, stamped with the node's
@@ -30,7 +33,7 @@ use rayon::prelude::*;
 
 use super::objects::{ANN_QUEUE_NAME, GroupApi};
 use super::res::ResMap;
-use super::session::{Task, annotations, membership};
+use super::session::{Task, annotations, is_group_key, membership_ref};
 use crate::resources::Resources;
 use crate::snapshot::{NodeInfo, Snapshot};
 
@@ -107,11 +110,11 @@ pub struct Bucket {
 /// `volcano.sh/queue-name` annotation (None: default queue) and namespace.
 pub type PlainKey = (Option<String>, String);
 
-/// A running gang member: its PodGroup and task.
+/// A running gang member: its PodGroup (an index into its node's `groups`) and task.
 #[derive(Debug, Clone)]
-pub struct Member {
-    pub group: (GroupApi, String),
-    pub task: Task,
+struct Member {
+    group: usize,
+    task: Task,
 }
 
 /// One node's contribution.
@@ -140,18 +143,36 @@ impl NodeEntry {
     fn build(n: &NodeInfo) -> NodeEntry {
         let mut plain: Vec<(PlainKey, Bucket)> = Vec::new();
         let mut members = Vec::new();
-        let mut groups = Vec::new();
+        let mut groups: Vec<((GroupApi, String), Bucket)> = Vec::new();
         for p in &n.pods {
-            let b = if let Some(group) = membership(p) {
-                let b = bucket(&mut groups, group.clone());
+            // Group keys are compared borrowed: one "ns/name" String per (node,
+            // group), not per pod.
+            let b = if let Some((api, g)) = membership_ref(p) {
+                let gi = match groups
+                    .iter()
+                    .position(|((a, k), _)| *a == api && is_group_key(k, &p.namespace, g))
+                {
+                    Some(gi) => gi,
+                    None => {
+                        let key = (api, format!("{}/{g}", p.namespace));
+                        groups.push((key, Bucket::default()));
+                        groups.len() - 1
+                    }
+                };
                 members.push(Member {
-                    group,
+                    group: gi,
                     task: Task::new(p.clone()),
                 });
-                b
+                &mut groups[gi].1
             } else {
-                let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME)).cloned();
-                bucket(&mut plain, (queue, p.namespace.clone()))
+                let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+                match plain
+                    .iter()
+                    .position(|((q, ns), _)| q.as_ref() == queue && *ns == p.namespace)
+                {
+                    Some(i) => &mut plain[i].1,
+                    None => bucket(&mut plain, (queue.cloned(), p.namespace.clone())),
+                }
             };
             b.req.add_resources(&p.requests.requests, 1);
             b.pods += 1;
@@ -264,9 +285,12 @@ impl RunningIndex {
         self.groups.iter()
     }
 
-    /// Running gang members in snapshot order (nodes in order, pods in node order).
-    pub fn members(&self) -> impl Iterator<Item = &Member> {
-        self.nodes.iter().flat_map(|e| e.members.iter())
+    /// Running gang members (their PodGroup and task) in snapshot order (nodes in
+    /// order, pods in node order).
+    pub fn members(&self) -> impl Iterator<Item = (&(GroupApi, String), &Task)> {
+        self.nodes
+            .iter()
+            .flat_map(|e| e.members.iter().map(|m| (&e.groups[m.group].0, &m.task)))
     }
 }
 
@@ -287,9 +311,72 @@ mod tests {
         assert_eq!(a.total, b.total);
         assert_eq!(a.plain, b.plain);
         assert_eq!(a.groups, b.groups);
-        let ka: Vec<&str> = a.members().map(|m| m.task.pod.key.as_str()).collect();
-        let kb: Vec<&str> = b.members().map(|m| m.task.pod.key.as_str()).collect();
+        let ka: Vec<&str> = a.members().map(|(_, t)| t.pod.key.as_str()).collect();
+        let kb: Vec<&str> = b.members().map(|(_, t)| t.pod.key.as_str()).collect();
         assert_eq!(ka, kb);
+    }
+
+    #[test]
+    fn members_are_grouped_by_api_namespace_and_name_without_per_pod_keys() {
+        use crate::objects::LABEL_POD_GROUP;
+        let mut snap = Snapshot::new();
+        snap.upsert_node(node("n0").cpu("64").mem("64Gi").info());
+        // Same group name "a" in two namespaces and in both APIs, interleaved, plus
+        // a group "ab" whose key shares a prefix with "a".
+        let specs = [
+            ("x", "a", false),
+            ("y", "a", false),
+            ("x", "a", true),
+            ("x", "ab", false),
+            ("x", "a", false),
+            ("y", "a", false),
+        ];
+        for (i, (ns, g, cosched)) in specs.iter().enumerate() {
+            let mut b = pod(&format!("p{i}"))
+                .ns(ns)
+                .cpu("1")
+                .mem("1Gi")
+                .seq(i as u64);
+            if *cosched {
+                b = b.label(LABEL_POD_GROUP, g);
+            } else {
+                b.0["metadata"]["annotations"][ANN_GROUP_NAME] = serde_json::json!(g);
+            }
+            snap.add_pod(Arc::new(b.info()), "n0");
+        }
+        let idx = fresh(&snap);
+        let got: Vec<(GroupApi, &str, &str)> = idx
+            .members()
+            .map(|((api, k), t)| (*api, k.as_str(), t.pod.key.as_str()))
+            .collect();
+        let v = GroupApi::Volcano;
+        let c = GroupApi::Coscheduling;
+        assert_eq!(
+            got,
+            [
+                (v, "x/a", "x/p0"),
+                (v, "y/a", "y/p1"),
+                (c, "x/a", "x/p2"),
+                (v, "x/ab", "x/p3"),
+                (v, "x/a", "x/p4"),
+                (v, "y/a", "y/p5"),
+            ]
+        );
+        let mut pods: Vec<(GroupApi, String, i64, i64)> = idx
+            .groups()
+            .map(|((a, k), b)| (*a, k.clone(), b.pods, b.req.to_resmap().get("cpu")))
+            .collect();
+        pods.sort_by_key(|e| (format!("{:?}", e.0), e.1.clone()));
+        assert_eq!(
+            pods,
+            [
+                (c, "x/a".to_string(), 1, 1_000),
+                (v, "x/a".to_string(), 2, 2_000),
+                (v, "x/ab".to_string(), 1, 1_000),
+                (v, "y/a".to_string(), 2, 2_000),
+            ]
+        );
+        assert!(idx.plain.is_empty());
     }
 
     #[test]

@@ -301,16 +301,30 @@ pub const SESSION_ONLY_ANNOTATIONS: &[&str] = &[
     "corral.io/preemptable",
 ];
 
-pub(crate) fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+/// A pod's PodGroup, borrowed: its API and the group's name (in the pod's
+/// namespace) — no allocation; [`membership`] gives the owned "ns/name" key.
+pub(crate) fn membership_ref(p: &PodInfo) -> Option<(GroupApi, &str)> {
     if let Some(g) = annotations(p).and_then(|a| a.get(ANN_GROUP_NAME))
         && !g.is_empty()
     {
-        return Some((GroupApi::Volcano, format!("{}/{g}", p.namespace)));
+        return Some((GroupApi::Volcano, g.as_str()));
     }
     p.labels
         .get(LABEL_POD_GROUP)
         .filter(|g| !g.is_empty())
-        .map(|g| (GroupApi::Coscheduling, format!("{}/{g}", p.namespace)))
+        .map(|g| (GroupApi::Coscheduling, g.as_str()))
+}
+
+/// Whether `key` is the group key "`ns`/`name`" (compared without building it).
+pub(crate) fn is_group_key(key: &str, ns: &str, name: &str) -> bool {
+    key.len() == ns.len() + 1 + name.len()
+        && key.starts_with(ns)
+        && key.as_bytes()[ns.len()] == b'/'
+        && key.ends_with(name)
+}
+
+pub(crate) fn membership(p: &PodInfo) -> Option<(GroupApi, String)> {
+    membership_ref(p).map(|(api, g)| (api, format!("{}/{g}", p.namespace)))
 }
 
 impl Session {
@@ -411,7 +425,7 @@ impl Session {
         let mut jobs = Vec::new();
         for n in self.sched.snapshot.nodes() {
             for p in &n.pods {
-                if placed.contains(p.key.as_str()) || membership(p).is_some() {
+                if placed.contains(p.key.as_str()) || membership_ref(p).is_some() {
                     continue;
                 }
                 let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));

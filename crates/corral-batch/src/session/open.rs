@@ -365,8 +365,8 @@ impl JobBuilder<'_> {
         });
         idx.refresh(&sched.snapshot);
         out.total = idx.total();
-        for m in idx.members() {
-            self.add_pod(m.task.pod.clone(), m.task.clone(), Some(&m.group), true);
+        for (g, t) in idx.members() {
+            self.add_pod(t.pod.clone(), t.clone(), Some(g), true);
         }
         out.sums = idx
             .groups()
