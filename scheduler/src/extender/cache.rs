@@ -149,12 +149,7 @@ pub fn spawn_gang_watches(client: Client, ext: Arc<Extender>) -> Vec<tokio::task
     type CrdMsg = (crate::k8s::crds::Crd, Box<Event<kube::api::DynamicObject>>);
     let (tx, rx) = std::sync::mpsc::channel::<CrdMsg>();
     let mut tasks = Vec::new();
-    for crd in [
-        crate::k8s::crds::Crd::VolcanoPodGroup,
-        crate::k8s::crds::Crd::CoschedulingPodGroup,
-        crate::k8s::crds::Crd::VolcanoQueue,
-        crate::k8s::crds::Crd::HyperNode,
-    ] {
+    for crd in super::GANG_CRDS {
         tasks.push(crate::k8s::crds::watch(
             client.clone(),
             crd,

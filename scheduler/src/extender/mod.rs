@@ -65,6 +65,17 @@ pub struct Extender {
     pub metrics: Arc<crate::k8s::metrics::Metrics>,
 }
 
+/// The CRDs the extender watches for its gang view. A gang member is admitted only
+/// once each has been listed (a CRD the API server does not serve counts as listed
+/// and empty after its first failed discovery), so a gang is never planned without
+/// its PodGroup or HyperNodes merely because their first list has not arrived yet.
+pub const GANG_CRDS: [crate::k8s::crds::Crd; 4] = [
+    crate::k8s::crds::Crd::VolcanoPodGroup,
+    crate::k8s::crds::Crd::CoschedulingPodGroup,
+    crate::k8s::crds::Crd::VolcanoQueue,
+    crate::k8s::crds::Crd::HyperNode,
+];
+
 /// What the extender knows about gangs: PodGroups/Queues (watched) and the pending
 /// members (from the pod watch); bound members are in the node cache.
 pub struct ExtGangs {
@@ -156,6 +167,21 @@ impl Extender {
         let mut gs = self.gangs.lock().ok()?;
         if !gs.active {
             return None;
+        }
+        let unsynced: Vec<String> = GANG_CRDS
+            .iter()
+            .filter(|c| !gs.state.crds_synced.contains(c))
+            .map(|c| {
+                let r = c.api_resource();
+                format!("{}.{}", r.plural, r.group)
+            })
+            .collect();
+        if !unsynced.is_empty() {
+            return Some(GangVerdict::Reject(format!(
+                "gang {}: waiting for the first list of {}",
+                g.1,
+                unsynced.join(", ")
+            )));
         }
         let objs = gs.state.objects();
         let Some(spec) = objs.groups.iter().find(|s| s.api == g.0 && s.key() == g.1) else {
@@ -792,6 +818,30 @@ mod tests {
         {
             let mut g = e.gangs.lock().expect("gangs");
             g.active = true;
+        }
+        // The PodGroup/Queue/HyperNode lists have not arrived: no member is admitted,
+        // and the reason names what is awaited.
+        let v = filter_names(&e, member(0), &["n0", "n1"]);
+        assert_eq!(v["nodenames"], serde_json::json!([]), "{v}");
+        assert_eq!(
+            v["failedNodes"]["n0"],
+            "gang default/train: waiting for the first list of podgroups.scheduling.volcano.sh, \
+             podgroups.scheduling.x-k8s.io, queues.scheduling.volcano.sh, \
+             hypernodes.topology.volcano.sh"
+        );
+        {
+            let mut g = e.gangs.lock().expect("gangs");
+            for (i, crd) in GANG_CRDS.into_iter().enumerate() {
+                g.state
+                    .on_crd_event(crd, Event::InitDone, &mut Snapshot::new());
+                if i + 1 < GANG_CRDS.len() {
+                    drop(g);
+                    let v = filter_names(&e, member(0), &["n0", "n1"]);
+                    let why = v["failedNodes"]["n0"].as_str().unwrap_or("").to_string();
+                    assert!(why.contains("waiting for the first list"), "{why}");
+                    g = e.gangs.lock().expect("gangs");
+                }
+            }
             let pg: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
                 "apiVersion": "scheduling.volcano.sh/v1beta1", "kind": "PodGroup",
                 "metadata": {"name": "train", "namespace": "default"},
