@@ -96,11 +96,7 @@ fn extension_headers_and_fragments_follow_port_rules() {
     )
     .unwrap();
     let agent = Agent::start(&node, &[]);
-    for (i, app) in [(a, "a"), (b, "b")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b")]);
     serve(&node.pods[a].netns);
     let (pa, pb) = (&node.pods[a], &node.pods[b]);
     let a6 = IpAddr::V6(pa.ip6);

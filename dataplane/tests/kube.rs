@@ -111,11 +111,7 @@ fn kubernetes_policy_source_and_node_health() {
     eventually("ready after the first sync", 30, || {
         probe("/readyz") == "200"
     });
-    for (i, app) in [(a, "a"), (b, "b"), (c, "c")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b"), (c, "c")]);
     let (na, nb, nc) = (&node.pods[a], &node.pods[b], &node.pods[c]);
     let a4 = IpAddr::V4(na.ip4);
     let a6 = IpAddr::V6(na.ip6);

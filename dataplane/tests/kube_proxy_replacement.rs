@@ -80,25 +80,16 @@ fn spread(from: &str, to: IpAddr, n: usize) -> (BTreeMap<u8, usize>, usize) {
 }
 
 fn slices(node: &Node, svc: &str, backends: &[usize]) -> String {
-    let mut y = String::new();
-    for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
-        y.push_str(&format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{}, namespace: x, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n",
-            fam.to_lowercase()
-        ));
-        for &i in backends {
-            let p = &node.pods[i];
-            let ip = if v6 {
-                p.ip6.to_string()
-            } else {
-                p.ip4.to_string()
-            };
-            y.push_str(&format!(
-                "- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n"
-            ));
-        }
-    }
-    y
+    let eps: Vec<SliceEndpoint> = backends
+        .iter()
+        .map(|&i| SliceEndpoint::of(&node.pods[i]))
+        .collect();
+    dual_stack_slices(
+        "x",
+        svc,
+        "[{name: http, port: 8080, protocol: TCP}, {name: dns, port: 5353, protocol: UDP}]",
+        &eps,
+    )
 }
 
 #[test]
@@ -123,11 +114,7 @@ fn cluster_ip_translated_with_policy_on_the_backend() {
     )
     .expect("write slices");
     let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
-    for (i, app) in [(a, "a"), (b, "b"), (c, "c")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b"), (c, "c")]);
     let errs = match agent.call(&corral_dataplane_abi::api::Request::List) {
         corral_dataplane_abi::api::Response::Endpoints { policy_errors, .. } => policy_errors,
         r => panic!("unexpected {r:?}"),
@@ -290,21 +277,20 @@ fn np_service(name: &str, cip: u8, etp: &str, node_port: u16, udp_node_port: u16
 }
 
 fn np_slices(name: &str, eps: &[&MnPod]) -> String {
-    let mut y = String::new();
-    for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
-        y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{}, namespace: mn, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 8080, protocol: UDP}}]\nendpoints:\n",
-            fam.to_lowercase()
-        );
-        for p in eps {
-            let ip = if v6 { p.ip6 } else { p.ip4 };
-            y += &format!(
-                "- {{addresses: [\"{ip}\"], nodeName: n{}, conditions: {{ready: true}}}}\n",
-                p.node
-            );
-        }
-    }
-    y
+    let eps: Vec<SliceEndpoint> = eps
+        .iter()
+        .map(|p| SliceEndpoint {
+            ip4: p.ip4.to_string(),
+            ip6: p.ip6.to_string(),
+            node: Some(p.node),
+        })
+        .collect();
+    dual_stack_slices(
+        "mn",
+        name,
+        "[{name: http, port: 8080, protocol: TCP}, {name: dns, port: 8080, protocol: UDP}]",
+        &eps,
+    )
 }
 
 /// NodePort and externalTrafficPolicy on two simulated nodes (underlay
@@ -446,23 +432,16 @@ fn sctp_cluster_ip() {
     let mut y = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: nat, port: 132, protocol: SCTP, targetPort: 8132}}\n  - {{name: same, port: 9132, protocol: SCTP, targetPort: 9132}}\n"
     );
-    for (fam, ip) in [
-        ("IPv4", node.pods[b].ip4.to_string()),
-        ("IPv6", node.pods[b].ip6.to_string()),
-    ] {
-        y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: s-{}, namespace: x, labels: {{kubernetes.io/service-name: s}}}}\naddressType: {fam}\nports: [{{name: nat, port: 8132, protocol: SCTP}}, {{name: same, port: 9132, protocol: SCTP}}]\nendpoints:\n- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n",
-            fam.to_lowercase()
-        );
-    }
+    y += &dual_stack_slices(
+        "x",
+        "s",
+        "[{name: nat, port: 8132, protocol: SCTP}, {name: same, port: 9132, protocol: SCTP}]",
+        &[SliceEndpoint::of(&node.pods[b])],
+    );
     let m = node.manifests();
     std::fs::write(m.join("svc.yaml"), &y).expect("write svc");
     let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
-    for (i, app) in [(a, "a"), (b, "b")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b")]);
     let client = node.pods[a].netns.clone();
     let (cip4, cip6): (IpAddr, IpAddr) = (CIP4.parse().unwrap(), CIP6.parse().unwrap());
     for ip in [cip4, cip6] {
@@ -510,23 +489,16 @@ fn hairpin_through_own_service() {
     let mut y = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x, labels: {{kubernetes.io/metadata.name: x}}}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: self, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 8080}}\n"
     );
-    for (fam, ip) in [
-        ("IPv4", node.pods[a].ip4.to_string()),
-        ("IPv6", node.pods[a].ip6.to_string()),
-    ] {
-        y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: self-{}, namespace: x, labels: {{kubernetes.io/service-name: self}}}}\naddressType: {fam}\nports: [{{name: http, port: 8080, protocol: TCP}}, {{name: dns, port: 8080, protocol: UDP}}]\nendpoints:\n- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n",
-            fam.to_lowercase()
-        );
-    }
+    y += &dual_stack_slices(
+        "x",
+        "self",
+        "[{name: http, port: 8080, protocol: TCP}, {name: dns, port: 8080, protocol: UDP}]",
+        &[SliceEndpoint::of(&node.pods[a])],
+    );
     let m = node.manifests();
     std::fs::write(m.join("svc.yaml"), &y).expect("write svc");
     let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
-    for (i, app) in [(a, "a"), (b, "b")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b")]);
     let pa = node.pods[a].netns.clone();
     let pb = node.pods[b].netns.clone();
     let (cip4, cip6): (IpAddr, IpAddr) = (CIP4.parse().unwrap(), CIP6.parse().unwrap());

@@ -73,20 +73,22 @@ fn service(name: &str, cip: u8, typ: &str, etp: &str, extra: &str, status: &str)
 /// EndpointSlices (v4, v6) of Service `name`: (address v4, v6, node) on
 /// TCP/UDP `port`.
 fn slices(name: &str, port: u16, eps: &[(String, String, u8)]) -> String {
-    let mut y = String::new();
-    for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
-        y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-{}, namespace: mn, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: {fam}\nports: [{{name: http, port: {port}, protocol: TCP}}, {{name: dns, port: {port}, protocol: UDP}}]\nendpoints:\n",
-            fam.to_lowercase()
-        );
-        for (a4, a6, node) in eps {
-            let a = if v6 { a6 } else { a4 };
-            y += &format!(
-                "- {{addresses: [\"{a}\"], nodeName: n{node}, conditions: {{ready: true}}}}\n"
-            );
-        }
-    }
-    y
+    let eps: Vec<SliceEndpoint> = eps
+        .iter()
+        .map(|(ip4, ip6, k)| SliceEndpoint {
+            ip4: ip4.clone(),
+            ip6: ip6.clone(),
+            node: Some(*k),
+        })
+        .collect();
+    dual_stack_slices(
+        "mn",
+        name,
+        &format!(
+            "[{{name: http, port: {port}, protocol: TCP}}, {{name: dns, port: {port}, protocol: UDP}}]"
+        ),
+        &eps,
+    )
 }
 
 fn ports(np_tcp: Option<u16>, np_udp: Option<u16>) -> String {

@@ -57,22 +57,15 @@ fn fragmented_udp_through_cluster_ip() {
     let mut y = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: x}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: dns, namespace: x}}\nspec:\n  clusterIP: {CIP4}\n  clusterIPs: [{CIP4}, \"{CIP6}\"]\n  ipFamilies: [IPv4, IPv6]\n  ports:\n  - {{name: dns, port: 53, protocol: UDP, targetPort: 5353}}\n"
     );
-    for (fam, ip) in [
-        ("IPv4", node.pods[b].ip4.to_string()),
-        ("IPv6", node.pods[b].ip6.to_string()),
-    ] {
-        y += &format!(
-            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: dns-{}, namespace: x, labels: {{kubernetes.io/service-name: dns}}}}\naddressType: {fam}\nports: [{{name: dns, port: 5353, protocol: UDP}}]\nendpoints:\n- {{addresses: [\"{ip}\"], conditions: {{ready: true}}}}\n",
-            fam.to_lowercase()
-        );
-    }
+    y += &dual_stack_slices(
+        "x",
+        "dns",
+        "[{name: dns, port: 5353, protocol: UDP}]",
+        &[SliceEndpoint::of(&node.pods[b])],
+    );
     std::fs::write(m.join("svc.yaml"), y).expect("write svc");
     let agent = Agent::start(&node, &["--kube-proxy-replacement"]);
-    for (i, app) in [(a, "a"), (b, "b")] {
-        let mut s = node.pods[i].spec();
-        s.labels.insert("app".into(), app.into());
-        agent.register(s);
-    }
+    agent.register_apps(&node, &[(a, "a"), (b, "b")]);
     let client = node.pods[a].netns.clone();
     // the pods' MTU: 1500, so 4000- and 9000-byte datagrams are fragmented
     let mtu = node.pods[a].exec(&["cat", "/sys/class/net/eth0/mtu"]);

@@ -346,6 +346,15 @@ impl Agent {
         self.call(&Request::Register { endpoint: spec });
     }
 
+    /// Registers pods `(index into node.pods, app label)` with label `app`.
+    pub fn register_apps(&self, node: &Node, pods: &[(usize, &str)]) {
+        for &(i, app) in pods {
+            let mut s = node.pods[i].spec();
+            s.labels.insert("app".into(), app.into());
+            self.register(s);
+        }
+    }
+
     pub fn reconcile(&self) {
         self.call(&Request::Reconcile);
     }
@@ -861,4 +870,43 @@ pub fn sctp(from: &str, to: IpAddr, port: u16) -> bool {
         }
         false
     })
+}
+
+/// One ready endpoint of a dual-stack Service: its IPv4 and IPv6 address and, in
+/// multi-node tests, the number `k` of its node (`nodeName: n{k}`).
+pub struct SliceEndpoint {
+    pub ip4: String,
+    pub ip6: String,
+    pub node: Option<u8>,
+}
+
+impl SliceEndpoint {
+    pub fn of(pod: &Pod) -> SliceEndpoint {
+        SliceEndpoint {
+            ip4: pod.ip4.to_string(),
+            ip6: pod.ip6.to_string(),
+            node: None,
+        }
+    }
+}
+
+/// The two EndpointSlices (IPv4, IPv6) of Service `svc` in namespace `ns`, ports
+/// `ports` (a YAML flow list), every endpoint ready.
+pub fn dual_stack_slices(ns: &str, svc: &str, ports: &str, eps: &[SliceEndpoint]) -> String {
+    let mut y = String::new();
+    for (fam, v6) in [("IPv4", false), ("IPv6", true)] {
+        y += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {svc}-{}, namespace: {ns}, labels: {{kubernetes.io/service-name: {svc}}}}}\naddressType: {fam}\nports: {ports}\nendpoints:\n",
+            fam.to_lowercase()
+        );
+        for e in eps {
+            let a = if v6 { &e.ip6 } else { &e.ip4 };
+            let node = e
+                .node
+                .map(|k| format!("nodeName: n{k}, "))
+                .unwrap_or_default();
+            y += &format!("- {{addresses: [\"{a}\"], {node}conditions: {{ready: true}}}}\n");
+        }
+    }
+    y
 }
