@@ -52,17 +52,19 @@ def derived(row):
     return row
 
 
-def main(argv):
+class UsageError(Exception):
+    """Bad command line (exit 2)."""
+
+
+def parse_options(argv, prog):
+    """(reference arm, seed, other arguments) from argv[1:]."""
     args = list(argv[1:])
-    ref = "reference"
-    seed = 1
-    files = []
+    ref, seed, rest = "reference", 1, []
     while args:
         a = args.pop(0)
         if a in ("--reference", "--seed"):
             if not args:
-                print(f"paired.py: {a} needs a value", file=sys.stderr)
-                return 2
+                raise UsageError(f"{prog}: {a} needs a value")
             v = args.pop(0)
             if a == "--reference":
                 ref = v
@@ -70,10 +72,53 @@ def main(argv):
                 try:
                     seed = int(v)
                 except ValueError:
-                    print(f"paired.py: --seed {v}: not an integer", file=sys.stderr)
-                    return 2
+                    raise UsageError(f"{prog}: --seed {v}: not an integer") from None
         else:
-            files.append(a)
+            rest.append(a)
+    return ref, seed, rest
+
+
+def read_rows(path):
+    """The JSON rows of a results file (lines not starting with "{" skipped), each
+    (line number, row); "multinode" rows must have "round" and "arm". Raises
+    OSError or ValueError naming the file and line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: {e}") from e
+            if row.get("bench") == "multinode":
+                for key in ("round", "arm"):
+                    if key not in row:
+                        raise ValueError(f"{path}:{i}: field {key!r} missing")
+            out.append(row)
+    return out
+
+
+def ratio_summary(rounds, arm, ref, key, rng):
+    """Per-round ratio arm / reference of `key` over `rounds` (round -> arm -> row):
+    median, quartiles, bootstrap 95 % CI of the median and count; None without
+    a paired round."""
+    ratios = [rs[arm][key] / rs[ref][key] for rs in rounds.values()
+              if arm in rs and ref in rs and rs[arm].get(key) is not None and rs[ref].get(key)]
+    if not ratios:
+        return None
+    lo, hi = bootstrap_median_ci(ratios, rng)
+    return {"median": statistics.median(ratios), "q1": quantile(ratios, 0.25),
+            "q3": quantile(ratios, 0.75), "lo": lo, "hi": hi, "n": len(ratios)}
+
+
+def main(argv):
+    try:
+        ref, seed, files = parse_options(argv, "paired.py")
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
     if not files:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
@@ -81,28 +126,16 @@ def main(argv):
     arms = []
     for f in files:
         try:
-            lines = open(f, encoding="utf-8").read().splitlines()
-        except OSError as e:
-            print(f"paired.py: {f}: {e}", file=sys.stderr)
+            rows = read_rows(f)
+        except (OSError, ValueError) as e:
+            print(f"paired.py: {e}", file=sys.stderr)
             return 1
-        for i, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                print(f"paired.py: {f}:{i}: {e}", file=sys.stderr)
-                return 1
+        for row in rows:
             if row.get("bench") == "multinode-ebpf":
                 print("ebpf", json.dumps(row))
                 continue
             if row.get("bench") != "multinode":
                 continue
-            for key in ("round", "arm"):
-                if key not in row:
-                    print(f"paired.py: {f}:{i}: field {key!r} missing", file=sys.stderr)
-                    return 1
             arm = row["arm"]
             if arm not in arms:
                 arms.append(arm)
@@ -124,14 +157,11 @@ def main(argv):
                     f"  IQR {quantile(xs, 0.25):.1f}-{quantile(xs, 0.75):.1f}"
                     f"  min-max {min(xs):.1f}-{max(xs):.1f}  n={len(xs)}")
             if arm != ref:
-                ratios = [rs[arm][key] / rs[ref][key] for rs in rounds.values()
-                          if arm in rs and ref in rs and rs[arm].get(key) is not None
-                          and rs[ref].get(key)]
-                if ratios:
-                    lo, hi = bootstrap_median_ci(ratios, rng)
-                    line += (f"\n  {'':<10} {arm}/{ref} per round: median {statistics.median(ratios):.3f}"
-                             f"  IQR {quantile(ratios, 0.25):.3f}-{quantile(ratios, 0.75):.3f}"
-                             f"  95% CI {lo:.3f}-{hi:.3f}  n={len(ratios)}")
+                r = ratio_summary(rounds, arm, ref, key, rng)
+                if r:
+                    line += (f"\n  {'':<10} {arm}/{ref} per round: median {r['median']:.3f}"
+                             f"  IQR {r['q1']:.3f}-{r['q3']:.3f}"
+                             f"  95% CI {r['lo']:.3f}-{r['hi']:.3f}  n={r['n']}")
             print(line)
     return 0
 

@@ -12,14 +12,13 @@ computed exactly as paired.py prints them (same helpers, same seed), with
 the 0.95-1.05 band of the "within 5 %" target shaded. Plain SVG written by
 hand (no plotting dependency). Exit 1 on unreadable input, 2 on bad usage.
 """
-import json
 import os
 import random
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from paired import METRICS, bootstrap_median_ci, derived, quantile  # noqa: E402
+from paired import (METRICS, UsageError, derived, parse_options,  # noqa: E402
+                    ratio_summary, read_rows)
 
 PANELS = [
     ("tcp_mbps", "TCP throughput: arm / reference (higher is better)"),
@@ -30,32 +29,10 @@ COLORS = {"native": "#1f77b4", "vxlan": "#d62728"}
 
 def load(path):
     rounds = {}
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{i}: {e}") from e
-            if row.get("bench") != "multinode":
-                continue
-            for key in ("round", "arm"):
-                if key not in row:
-                    raise ValueError(f"{path}:{i}: field {key!r} missing")
+    for row in read_rows(path):
+        if row.get("bench") == "multinode":
             rounds.setdefault(row["round"], {})[row["arm"]] = row
     return rounds
-
-
-def summarise(rounds, arm, ref, key, rng):
-    ratios = [rs[arm][key] / rs[ref][key] for rs in rounds.values()
-              if arm in rs and ref in rs and rs[arm].get(key) is not None and rs[ref].get(key)]
-    if not ratios:
-        return None
-    lo, hi = bootstrap_median_ci(ratios, rng)
-    return {"median": statistics.median(ratios), "q1": quantile(ratios, 0.25),
-            "q3": quantile(ratios, 0.75), "lo": lo, "hi": hi, "n": len(ratios)}
 
 
 def esc(s):
@@ -132,30 +109,17 @@ def svg(rows, ref):
 
 
 def main(argv):
-    args = list(argv[1:])
-    ref, seed, out, runs = "reference", 1, None, []
-    while args:
-        a = args.pop(0)
-        if a in ("--reference", "--seed"):
-            if not args:
-                print(f"plot_paired.py: {a} needs a value", file=sys.stderr)
-                return 2
-            v = args.pop(0)
-            if a == "--reference":
-                ref = v
-            else:
-                try:
-                    seed = int(v)
-                except ValueError:
-                    print(f"plot_paired.py: --seed {v}: not an integer", file=sys.stderr)
-                    return 2
-        elif out is None:
-            out = a
-        elif "=" in a:
-            runs.append(tuple(a.split("=", 1)))
-        else:
+    try:
+        ref, seed, rest = parse_options(argv, "plot_paired.py")
+    except UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    out, runs = (rest[0], rest[1:]) if rest else (None, [])
+    for a in runs:
+        if "=" not in a:
             print(f"plot_paired.py: {a}: expected LABEL=RESULTS.jsonl", file=sys.stderr)
             return 2
+    runs = [tuple(a.split("=", 1)) for a in runs]
     if out is None or not runs:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
@@ -188,7 +152,7 @@ def main(argv):
             for arm in file_arms:
                 if arm == ref:
                     continue
-                summary = summarise(rounds, arm, ref, key, rng)
+                summary = ratio_summary(rounds, arm, ref, key, rng)
                 if key in panel_keys:
                     next(ss for lab, a, ss in rows if lab == label and a == arm)[key] = summary
     with open(out, "w", encoding="utf-8") as f:
