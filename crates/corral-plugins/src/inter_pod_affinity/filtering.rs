@@ -14,7 +14,7 @@ use crate::framework::{
 };
 use crate::labels::Labels;
 use crate::pod_index::TermKind;
-use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
 
 /// PreFilter state.
 #[derive(Debug, Clone, Default)]
@@ -43,10 +43,14 @@ impl PreFilterState {
         labels: &Labels,
         snap: &Snapshot,
         m: i64,
-    ) {
-        let pod_ns_labels = snap.namespace_labels(&pod.namespace);
+    ) -> bool {
+        let mut local = true;
         for t in &other.required_anti_affinity_terms {
-            if t.matches(pod, pod_ns_labels) {
+            if !t.selector.matches(&pod.labels) {
+                continue;
+            }
+            local &= hostname_term(t);
+            if namespace_matches(t, pod, snap) {
                 self.existing_anti.add(labels, &t.topology_key, m, true);
             }
         }
@@ -60,14 +64,57 @@ impl PreFilterState {
                 self.anti.add(labels, &t.topology_key, m, true);
             }
         }
+        local
     }
+}
+
+/// The namespace half of `AffinityTerm::matches` (an existing pod's term against the
+/// incoming pod; callers check the label selector first, which usually fails), with
+/// the namespace labels looked up only when a namespace selector needs them.
+#[inline]
+fn namespace_matches(t: &AffinityTerm, pod: &PodInfo, snap: &Snapshot) -> bool {
+    t.namespaces.contains(&pod.namespace)
+        || (!t.namespace_selector.is_nothing()
+            && t.namespace_selector
+                .matches_opt(snap.namespace_labels(&pod.namespace)))
+}
+
+/// A required anti-affinity term whose effect on Filter is confined to the node the
+/// matching pod is on, given unique hostnames: its topology key is the hostname, and
+/// whether it matches a pod cannot change with namespace labels (no namespace
+/// selector, or `{}`).
+fn hostname_term(t: &AffinityTerm) -> bool {
+    t.topology_key == LABEL_HOSTNAME
+        && (t.namespace_selector.is_nothing() || t.namespace_selector.is_everything())
+}
+
+/// Whether Filter, for this pod, depends only on the pods on the node it checks (so
+/// the engine may cache its per-node result with the node-local Filters, stamped with
+/// the node's generation): hostnames are unique, the pod has no required affinity
+/// terms (their first-pod rule looks at every node), its required anti-affinity terms
+/// are hostname terms, and so is every existing term that can match it (`existing`:
+/// computed with the existing anti-affinity counts). Checked at PreFilter and
+/// withdrawn by `add_pod` when a committed pod brings a non-hostname term matching
+/// the pod; a removal never makes a constraint less local.
+fn filter_is_node_local(pod: &PodInfo, snap: &Snapshot, existing: bool) -> bool {
+    existing
+        && pod.required_affinity_terms.is_empty()
+        && pod.required_anti_affinity_terms.iter().all(hostname_term)
+        && snap.hostnames_unique()
 }
 
 /// Existing pods' required anti-affinity terms matching the incoming pod. Only the
 /// pods whose terms can match the incoming pod's labels are visited (pod index).
+#[cfg(test)]
 pub(super) fn existing_anti_affinity_counts(pod: &PodInfo, snap: &Snapshot) -> TopologyMap {
-    let ns_labels = snap.namespace_labels(&pod.namespace);
+    existing_anti_affinity(pod, snap).0
+}
+
+/// [`existing_anti_affinity_counts`], and whether every existing term whose label
+/// selector matches the pod is a [`hostname_term`] (for [`filter_is_node_local`]).
+fn existing_anti_affinity(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, bool) {
     let mut m = TopologyMap::default();
+    let mut local = true;
     for e in snap
         .pod_index()
         .terms_matching(TermKind::RequiredAntiAffinity, &pod.labels)
@@ -76,12 +123,16 @@ pub(super) fn existing_anti_affinity_counts(pod: &PodInfo, snap: &Snapshot) -> T
             continue;
         };
         for t in &e.pod.required_anti_affinity_terms {
-            if t.matches(pod, ns_labels) {
+            if !t.selector.matches(&pod.labels) {
+                continue;
+            }
+            local &= hostname_term(t);
+            if namespace_matches(t, pod, snap) {
                 m.add(&node.labels, &t.topology_key, 1, true);
             }
         }
     }
-    m
+    (m, local)
 }
 
 /// Existing pods matching the incoming pod's required affinity (all terms) and
@@ -164,8 +215,13 @@ impl PreFilterPlugin for InterPodAffinity {
         pod: &PodInfo,
         snap: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
-        let existing_anti = existing_anti_affinity_counts(pod, snap);
+        let (existing_anti, existing_local) = existing_anti_affinity(pod, snap);
         let (affinity, anti) = incoming_counts(pod, snap);
+        if filter_is_node_local(pod, snap, existing_local) {
+            state.mark_filter_node_local(NAME);
+        } else {
+            state.unmark_filter_node_local(NAME);
+        }
         let s = PreFilterState {
             existing_anti,
             affinity,
@@ -201,7 +257,10 @@ impl InterPodAffinity {
         let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
-        s.update_with_pod(pod, other, &node.labels, snap, m);
+        let local = s.update_with_pod(pod, other, &node.labels, snap, m);
+        if m > 0 && !local {
+            state.unmark_filter_node_local(NAME);
+        }
         Status::success()
     }
 }
