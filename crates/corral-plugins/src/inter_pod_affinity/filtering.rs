@@ -217,11 +217,7 @@ impl PreFilterPlugin for InterPodAffinity {
     ) -> (Option<PreFilterResult>, Status) {
         let (existing_anti, existing_local) = existing_anti_affinity(pod, snap);
         let (affinity, anti) = incoming_counts(pod, snap);
-        if filter_is_node_local(pod, snap, existing_local) {
-            state.mark_filter_node_local(NAME);
-        } else {
-            state.unmark_filter_node_local(NAME);
-        }
+
         let s = PreFilterState {
             existing_anti,
             affinity,
@@ -229,6 +225,14 @@ impl PreFilterPlugin for InterPodAffinity {
             self_match: matches_all_incoming(&pod.required_affinity_terms, pod, snap),
         };
         let skip = s.skippable(pod);
+        // Not on Skip: the engine's per-node cache cells computed while this plugin
+        // was skipped hold no result of it, and must not be taken for its results
+        // when a later PreFilter of the class applies and declares node-locality.
+        if !skip && filter_is_node_local(pod, snap, existing_local) {
+            state.mark_filter_node_local(NAME);
+        } else {
+            state.unmark_filter_node_local(NAME);
+        }
         // Written even on Skip: AddPod/RemovePod keep it exact, so Filter stays correct
         // if the caller runs it after a committed pod made this plugin apply.
         state.write(PRE_FILTER_STATE_KEY, s);

@@ -1108,3 +1108,125 @@ fn indexed_counts_equal_the_full_scans() {
         "the workload exercises the counts ({nonempty})"
     );
 }
+
+/// A pod whose Filter is usually node-local: no required affinity, required
+/// anti-affinity on the hostname (sometimes with a namespace selector or another
+/// key, which must turn the declaration off).
+fn random_hostname_anti_pod(name: String, rng: &mut Rng) -> PodInfo {
+    use rand::Rng;
+    let terms: Vec<Value> = (0..rng.random_range(1..3))
+        .map(|_| {
+            let app = ["x", "y", "z"][rng.random_range(0..3)];
+            let key = if rng.random_bool(0.85) { HOST } else { ZONE };
+            let mut t = term(json!({ "app": app }), key);
+            match rng.random_range(0..6) {
+                0 => t["namespaceSelector"] = json!({}),
+                1 => t["namespaceSelector"] = json!({"matchLabels": {"team": "t1"}}),
+                2 => t["namespaces"] = json!(["ns1", "default"]),
+                _ => {}
+            }
+            t
+        })
+        .collect();
+    pod(&name)
+        .ns(["default", "ns1"][rng.random_range(0..2)])
+        .label("app", ["x", "y", "z"][rng.random_range(0..3)])
+        .affinity(req_anti(terms))
+        .info()
+}
+
+fn declared_local(st: &CycleState) -> bool {
+    st.node_local_filter.contains(&NAME)
+}
+
+/// Filter codes per node, Skip counting as Success (the engine runs no Filter then).
+fn codes(st: &CycleState, skipped: bool, p: &PodInfo, snap: &Snapshot) -> BTreeMap<String, Code> {
+    filter_with(&pl(), st, p, snap)
+        .into_iter()
+        .map(|(n, (c, _))| (n, if skipped { Code::Success } else { c }))
+        .collect()
+}
+
+/// The node-local declaration is what lets the engine keep a node's Filter result
+/// (stamped with the node's generation) across commits and batches: while it holds,
+/// a node that received no pod must get the same answer from the state updated by
+/// `add_pod` and from a fresh PreFilter as before the commits; and the updated
+/// state equals a fresh PreFilter everywhere.
+#[test]
+fn node_local_declaration_keeps_untouched_nodes_randomized() {
+    use rand::{Rng as _, SeedableRng};
+    let mut rng = Rng::seed_from_u64(15);
+    let (mut declared, mut withdrawn, mut compared, mut rejected) = (0, 0, 0, 0);
+    for case in 0..400 {
+        let mut snap = random_cluster(&mut rng, false);
+        if case % 10 == 0 {
+            // Two nodes share a hostname: never node-local.
+            let dup = node("dup").label(HOST, "n0").zone("a").info();
+            snap.upsert_node(dup);
+        }
+        let p = if rng.random_bool(0.8) {
+            random_hostname_anti_pod(format!("p{case}"), &mut rng)
+        } else {
+            random_pod(format!("p{case}"), &mut rng, false)
+        };
+        let mut st = CycleState::new();
+        let (_, s0) = pl().pre_filter(&mut st, &p, &snap);
+        let local0 = declared_local(&st);
+        assert!(!(local0 && s0.is_skip()), "declared while skipped");
+        assert!(
+            !(local0 && case % 10 == 0),
+            "declared with duplicate hostnames"
+        );
+        declared += usize::from(local0);
+        let before = codes(&st, s0.is_skip(), &p, &snap);
+        let mut touched = std::collections::BTreeSet::new();
+        let names: Vec<String> = snap.nodes().iter().map(|n| n.name.to_string()).collect();
+        for j in 0..rng.random_range(1..4) {
+            let added = if rng.random_bool(0.5) {
+                random_hostname_anti_pod(format!("a{case}-{j}"), &mut rng)
+            } else {
+                random_pod(format!("a{case}-{j}"), &mut rng, false)
+            };
+            let target = names[rng.random_range(0..names.len())].clone();
+            snap.add_pod(Arc::new(added.clone()), &target);
+            let node = snap.node(&target).unwrap().clone();
+            assert!(pl().add_pod(&mut st, &p, &added, &node, &snap).is_success());
+            touched.insert(target);
+        }
+        let local1 = declared_local(&st);
+        assert!(!local1 || local0, "add_pod never declares");
+        withdrawn += usize::from(local0 && !local1);
+        let mut fresh = CycleState::new();
+        let (_, sf) = pl().pre_filter(&mut fresh, &p, &snap);
+        let now = codes(&fresh, sf.is_skip(), &p, &snap);
+        if !sf.is_skip() {
+            assert_eq!(
+                codes(&st, false, &p, &snap),
+                now,
+                "updated = fresh ({case})"
+            );
+        }
+        if local1 {
+            // The updated state still declares: a fresh PreFilter does too.
+            assert!(declared_local(&fresh), "case {case}");
+        }
+        for (n, c) in &before {
+            if touched.contains(n) {
+                continue;
+            }
+            if local1 {
+                assert_eq!(codes(&st, false, &p, &snap)[n], *c, "updated, {n} ({case})");
+                compared += 1;
+            }
+            if local0 && declared_local(&fresh) {
+                assert_eq!(now[n], *c, "fresh, {n} ({case})");
+            }
+            rejected += usize::from(*c != Code::Success);
+        }
+    }
+    let counts = format!("{declared} {withdrawn} {compared} {rejected}");
+    assert!(declared > 50, "declared: {counts}");
+    assert!(withdrawn > 5, "withdrawn: {counts}");
+    assert!(compared > 200 && rejected > 50, "compared: {counts}");
+    eprintln!("declared, withdrawn, compared, rejected: {counts}");
+}
