@@ -1,6 +1,6 @@
 //! PreScore (weights per topology pair), Score and NormalizeScore.
 
-use super::{InterPodAffinity, PRE_SCORE_STATE_KEY, TopologyMap, incoming_term_matches};
+use super::{InterPodAffinity, PRE_SCORE_STATE_KEY, TopologyMap, ValueMap, incoming_term_matches};
 use crate::framework::{
     CycleState, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, PreScorePlugin, ScorePlugin,
     Status,
@@ -10,12 +10,28 @@ use crate::labels::Labels;
 use crate::pod_index::TermKind;
 #[cfg(test)]
 use crate::snapshot::WeightedAffinityTerm;
-use crate::snapshot::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
+use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
 
 /// PreScore state: score per topology pair (zero entries kept, like kube's map).
 #[derive(Debug, Clone, Default)]
 struct PreScoreState {
     scores: TopologyMap,
+    /// Index of the hostname key in `scores` when its values can be looked up by node
+    /// name (see [`host_values_are_node_names`]).
+    host_by_name: Option<usize>,
+}
+
+/// True when, for the hostname key's values in `m`, looking a node's score up by its
+/// name gives what looking it up by its hostname label gives: hostnames are unique
+/// and each value is the hostname of the node of that name. Then the node of name
+/// `v` is the only node whose hostname is `v`, and a node without the label has no
+/// entry under its name (its name would be some `v`, whose node has the label).
+fn host_values_are_node_names(m: &ValueMap, snap: &Snapshot) -> bool {
+    snap.hostnames_unique()
+        && m.keys().all(|v| {
+            snap.node(v)
+                .is_some_and(|n| n.labels.get(LABEL_HOSTNAME) == Some(v))
+        })
 }
 
 impl InterPodAffinity {
@@ -200,7 +216,16 @@ impl PreScorePlugin for InterPodAffinity {
         if scores.keys.is_empty() {
             return Status::skip();
         }
-        state.write(PRE_SCORE_STATE_KEY, PreScoreState { scores });
+        let host_by_name = scores
+            .key_id(LABEL_HOSTNAME)
+            .filter(|&i| host_values_are_node_names(&scores.values[i], snap));
+        state.write(
+            PRE_SCORE_STATE_KEY,
+            PreScoreState {
+                scores,
+                host_by_name,
+            },
+        );
         Status::success()
     }
 }
@@ -218,8 +243,11 @@ impl ScorePlugin for InterPodAffinity {
             return Ok(0);
         };
         let mut score = 0i64;
-        for (k, values) in s.scores.keys.iter().zip(&s.scores.values) {
-            if let Some(v) = node.labels.get(k) {
+        for (i, (k, values)) in s.scores.keys.iter().zip(&s.scores.values).enumerate() {
+            if s.host_by_name == Some(i) {
+                // No label lookup (string compares) per node.
+                score += values.get(&*node.name).copied().unwrap_or(0);
+            } else if let Some(v) = node.labels.get(k) {
                 score += values.get(v.as_str()).copied().unwrap_or(0);
             }
         }

@@ -937,7 +937,23 @@ fn score_agrees_with_reference_on_random_clusters() {
     let mut rng = Rng::seed_from_u64(11);
     let mut non_zero = 0;
     for round in 0..60 {
-        let snap = random_cluster(&mut rng, true);
+        let mut snap = random_cluster(&mut rng, true);
+        // Score looks hostname values up by node name only while hostnames are unique
+        // and equal to the names: also a node sharing n0's hostname, and one whose
+        // hostname is not its name, each with pods.
+        let extra = match round % 4 {
+            1 => Some(node("dup").label(HOST, "n0").zone("a")),
+            2 => Some(node("named").label(HOST, "n9").zone("b")),
+            _ => None,
+        };
+        if let Some(b) = extra {
+            let name = b.info().name.to_string();
+            snap.upsert_node(b.info());
+            for j in 0..3 {
+                let e = random_pod(format!("x{round}-{j}"), &mut rng, true);
+                snap.add_pod(Arc::new(e), &name);
+            }
+        }
         let plugin = InterPodAffinity {
             hard_pod_affinity_weight: [0, 1, 50][round % 3],
             ..pl()
