@@ -1246,3 +1246,32 @@ fn node_local_declaration_keeps_untouched_nodes_randomized() {
     assert!(compared > 200 && rejected > 50, "compared: {counts}");
     eprintln!("declared, withdrawn, compared, rejected: {counts}");
 }
+
+/// `Snapshot::hostnames_unique` (which the node-local declaration and the Score name
+/// path rely on) follows node additions, replacements and removals.
+#[test]
+fn hostnames_unique_follows_node_changes() {
+    let mut snap = snapshot(vec![]);
+    assert!(snap.hostnames_unique());
+    snap.upsert_node(node("dup").label(HOST, "a1").zone("a").info());
+    assert!(!snap.hostnames_unique());
+    // Replacing the node with its own hostname makes them unique again.
+    snap.upsert_node(node("dup").zone("a").info());
+    assert!(snap.hostnames_unique());
+    snap.add_nodes([node("dup2").label(HOST, "b1").zone("b").info()]);
+    assert!(!snap.hostnames_unique());
+    assert!(snap.remove_node("dup2"));
+    assert!(snap.hostnames_unique());
+    // Declared only while unique.
+    let p = pod("p")
+        .label("app", "web")
+        .affinity(req_anti(vec![term(json!({"app": "web"}), HOST)]))
+        .info();
+    let mut st = CycleState::new();
+    assert!(pl().pre_filter(&mut st, &p, &snap).1.is_success());
+    assert!(declared_local(&st));
+    snap.upsert_node(node("dup").label(HOST, "c1").zone("c").info());
+    let mut st = CycleState::new();
+    assert!(pl().pre_filter(&mut st, &p, &snap).1.is_success());
+    assert!(!declared_local(&st));
+}
