@@ -556,6 +556,8 @@ pub struct Snapshot {
     volumes: crate::volumes::VolumeState,
     /// Placed pods by label and by affinity term (see [`crate::pod_index`]).
     pod_index: crate::pod_index::PodIndex,
+    /// [`Snapshot::hostnames_unique`], computed on first use after a node change.
+    hostnames_unique: std::sync::OnceLock<bool>,
 }
 
 impl Snapshot {
@@ -631,6 +633,20 @@ impl Snapshot {
     /// Version of the node set/order: node indices are stable while it is unchanged.
     pub fn nodes_version(&self) -> u64 {
         self.nodes_version
+    }
+
+    /// True when no two nodes share a value of the hostname label (nodes without it
+    /// do not count), so a hostname topology domain is one node. Computed once per
+    /// node change (O(nodes)), then O(1).
+    pub fn hostnames_unique(&self) -> bool {
+        *self.hostnames_unique.get_or_init(|| {
+            let mut seen = std::collections::HashSet::with_capacity(self.nodes.len());
+            self.nodes.iter().all(|n| {
+                n.labels
+                    .get(LABEL_HOSTNAME)
+                    .is_none_or(|h| seen.insert(h.as_str()))
+            })
+        })
     }
 
     /// The per-cycle node health view (NodeHealth plugin), if any.
@@ -784,6 +800,7 @@ impl Snapshot {
     fn upsert_node_deferred(&mut self, mut info: NodeInfo) -> bool {
         self.generation += 1;
         self.nodes_version += 1;
+        self.hostnames_unique = std::sync::OnceLock::new();
         let name = info.name.clone();
         for p in &info.pods {
             self.pod_index.add(p, &name);
@@ -844,6 +861,7 @@ impl Snapshot {
             }
             self.generation += 1;
             self.nodes_version += 1;
+            self.hostnames_unique = std::sync::OnceLock::new();
             for p in &info.pods {
                 self.pod_index.add(p, &info.name);
             }
@@ -876,6 +894,7 @@ impl Snapshot {
         };
         self.generation += 1;
         self.nodes_version += 1;
+        self.hostnames_unique = std::sync::OnceLock::new();
         let n = self.nodes.remove(i);
         for img in n.images.keys() {
             self.dec_image(img);
