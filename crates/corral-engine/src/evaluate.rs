@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::framework::observe::point;
-use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
+use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
 use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
 use crate::snapshot::{PodInfo, Snapshot};
@@ -203,6 +203,8 @@ pub(crate) struct ClassCache {
     pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
     pub(crate) scores: LocalScoreCache,
     pub(crate) nodes_version: u64,
+    /// The profile's [`Framework::cross_node_filter_mask`].
+    pub(crate) cross_mask: u64,
 }
 
 impl ClassCache {
@@ -225,13 +227,14 @@ impl ClassCache {
             filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
             scores: LocalScoreCache::new(fw, snap.num_nodes()),
             nodes_version: snap.nodes_version(),
+            cross_mask: fw.cross_node_filter_mask(),
         }
     }
 
     /// Reuses the cache for a new batch when possible, else rebuilds it.
     pub(crate) fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
         let pre = Self::pre_filter(fw, snap, pod);
-        let local = !fw.cross_node_filter_mask();
+        let local = !self.cross_mask;
         let same_mask = match (&pre, &self.pre) {
             (Ok((a, _)), Ok((b, _))) => {
                 a.filter_skip_mask & local == b.filter_skip_mask & local
@@ -245,6 +248,7 @@ impl ClassCache {
                 filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
                 scores: LocalScoreCache::new(fw, snap.num_nodes()),
                 nodes_version: snap.nodes_version(),
+                cross_mask: self.cross_mask,
             };
         }
         let mut c = self;
@@ -363,7 +367,10 @@ pub(crate) fn evaluate(
         if restricted.is_some() { &pick } else { &rotate };
     let nodes = snap.nodes();
     let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
-    let cross = fw.cross_filter_mask_for(&state);
+    let cross = match cache {
+        Some(c) => fw.cross_filter_mask_with(c.cross_mask, &state),
+        None => fw.cross_filter_mask_for(&state),
+    };
     // Node-local Filters plus cross-node ones declared node-local for this pod
     // (cached only when the class's PreFilter state declared the same).
     let local_mask = !cross;
@@ -471,9 +478,9 @@ pub(crate) fn evaluate(
         };
     }
     let t_score = fw.point_start();
-    let scores = fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
+    let scores = fw.run_score_totals(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
     fw.observe_point(point::SCORE, code_of(&scores), t_score);
-    let scores = match scores {
+    let ScoreTotals { totals, locals } = match scores {
         Ok(s) => s,
         Err(st) => {
             return Evaluation {
@@ -490,23 +497,6 @@ pub(crate) fn evaluate(
     };
     // Random tie order among equal totals: one draw per pod, hashed per node.
     let tie: u64 = rng.random();
-    // Weighted totals, plugin by plugin (one pass over each plugin's scores).
-    // Not `vec![0; n]`: that asks the allocator for zeroed memory, whose aligned
-    // path costs ~4k instructions per call with mimalloc (callgrind, basic).
-    let mut totals: Vec<i64> = feasible.iter().map(|_| 0).collect();
-    let mut locals = totals.clone();
-    for (ws, s) in fw.score.iter().zip(&scores) {
-        let Some(s) = s else { continue };
-        let w = ws.weight;
-        for (t, v) in totals.iter_mut().zip(s) {
-            *t += v * w;
-        }
-        if ws.plugin.rescorable() {
-            for (l, v) in locals.iter_mut().zip(s) {
-                *l += v * w;
-            }
-        }
-    }
     let mut cands: Vec<(Candidate, u64)> = feasible
         .iter()
         .zip(totals.iter().zip(&locals))
