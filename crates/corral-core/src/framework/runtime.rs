@@ -329,18 +329,30 @@ impl Framework {
     /// *other* nodes (their PreFilter has extensions: InterPodAffinity,
     /// PodTopologySpread, ...). Other filters are pure functions of (pod, node).
     pub fn cross_node_filter_mask(&self) -> u64 {
-        let mut m = 0u64;
-        for (i, f) in self.filter.iter().enumerate() {
-            let name = f.name();
-            if self
-                .pre_filter
-                .iter()
-                .any(|p| p.extensions().is_some() && p.name() == name)
-            {
-                m |= 1u64 << (i & 63);
+        // Names of the PreFilter plugins with extensions (a handful), without
+        // allocating: this runs once per pod when the caller has no cached value.
+        let mut ext: [&str; 8] = [""; 8];
+        let mut n = 0;
+        for p in &self.pre_filter {
+            if p.extensions().is_some() {
+                if n == ext.len() {
+                    // More than fit: the general path.
+                    let all: Vec<&str> = self
+                        .pre_filter
+                        .iter()
+                        .filter(|p| p.extensions().is_some())
+                        .map(|p| p.name())
+                        .collect();
+                    return mask_of(self.filter.iter().map(|p| p.name()), &all);
+                }
+                ext[n] = p.name();
+                n += 1;
             }
         }
-        m
+        if n == 0 {
+            return 0;
+        }
+        mask_of(self.filter.iter().map(|p| p.name()), &ext[..n])
     }
 
     /// The cross-node Filter plugins that run live for this pod: those of

@@ -90,6 +90,14 @@ impl LocalScoreCache {
         }
     }
 
+    /// Nodes with a filled cell (for tests and diagnostics).
+    pub fn filled(&self) -> usize {
+        self.gens
+            .iter()
+            .filter(|g| g.load(Ordering::Relaxed) != EMPTY_CELL)
+            .count()
+    }
+
     /// Whether the cells hold (or may now hold) scores for the active node-local
     /// plugins `key`; the first caller fixes it.
     fn claim(&self, key: u64) -> bool {
