@@ -249,10 +249,10 @@ fn summed_class_scores_match_per_plugin_scores() {
             };
             for (ws, s) in fw.score.iter().zip(&scores) {
                 let Some(s) = s else { continue };
-                for j in 0..feasible.len() {
-                    want.totals[j] += s[j] * ws.weight;
+                for (j, v) in s.iter().enumerate() {
+                    want.totals[j] += v * ws.weight;
                     if ws.plugin.rescorable() {
-                        want.locals[j] += s[j] * ws.weight;
+                        want.locals[j] += v * ws.weight;
                     }
                 }
             }
