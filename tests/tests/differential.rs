@@ -269,6 +269,30 @@ fn summed_class_scores_match_per_plugin_scores() {
                 .run_score_totals(&st, pod, &snap, &feasible, None)
                 .expect("Score totals");
             assert_eq!(uncached, want, "seed {seed}: {} (uncached)", pod.key);
+            // A pod of the class whose PreScore skipped another set of node-local
+            // plugins (here: NodeResourcesFit too) must not read the class's cells.
+            let fit = fw
+                .score
+                .iter()
+                .position(|ws| ws.plugin.name() == "NodeResourcesFit")
+                .expect("NodeResourcesFit scores");
+            let mut st2 = st.clone();
+            st2.score_skip_mask |= 1u64 << fit;
+            let per_plugin = fw.run_score(&st2, pod, &snap, &feasible).expect("Score");
+            let mut want2: Vec<i64> = vec![0; feasible.len()];
+            for (ws, s) in fw.score.iter().zip(&per_plugin) {
+                for (t, v) in want2.iter_mut().zip(s.iter().flatten()) {
+                    *t += v * ws.weight;
+                }
+            }
+            let other = fw
+                .run_score_totals(&st2, pod, &snap, &feasible, Some(cache))
+                .expect("Score totals");
+            assert_eq!(
+                other.totals, want2,
+                "seed {seed}: {} (other skips)",
+                pod.key
+            );
             compared += 1;
             // Commit on the best node (first in snapshot order among equals).
             let best = (0..feasible.len())
