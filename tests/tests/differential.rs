@@ -200,3 +200,112 @@ fn verifier_catches_a_worse_node() {
     });
     assert!(caught, "no other node was rejected by the verifier");
 }
+
+/// The class cache's summed node-local scores (one cell per node: the weighted sum
+/// of the rescorable plugins plus the raw scores of the normalized node-local ones,
+/// normalized per pod) give the same totals as per-plugin scoring, on the mixed
+/// workload (preferred node affinity, taints, images, GPUs, spread, affinity), with
+/// the cells kept across pods of a class while pods are committed (stale cells of
+/// changed nodes dropped as between batches), and so the same best node.
+#[test]
+fn summed_class_scores_match_per_plugin_scores() {
+    use corral_scheduler::framework::score_cache::{LocalScoreCache, ScoreTotals};
+    let fws = default_frameworks();
+    for seed in [1u64, 7] {
+        let w = workload(Profile::Mixed, 80, 150, 120, seed);
+        let mut snap = w.snapshot.clone();
+        let mut caches: HashMap<(u64, usize), LocalScoreCache> = HashMap::new();
+        let (mut compared, mut reused) = (0usize, 0usize);
+        for pod in &w.pending {
+            let fi = fws
+                .iter()
+                .position(|f| f.scheduler_name == pod.scheduler_name)
+                .expect("profile");
+            let fw = &fws[fi];
+            let mut st = CycleState::new();
+            let Ok(pre) = fw.run_pre_filter(&mut st, pod, &snap) else {
+                continue;
+            };
+            let nodes = snap.nodes();
+            let feasible: Vec<usize> = (0..nodes.len())
+                .filter(|&i| {
+                    pre.nodes
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&*nodes[i].name))
+                        && fw.run_filter(&st, pod, &nodes[i], &snap).is_success()
+                })
+                .collect();
+            if feasible.len() < 2 {
+                continue;
+            }
+            let refs: Vec<_> = feasible.iter().map(|&i| &*nodes[i]).collect();
+            fw.run_pre_score(&mut st, pod, &snap, &refs)
+                .expect("PreScore");
+            // Per plugin: weighted sum of run_score's normalized scores.
+            let scores = fw.run_score(&st, pod, &snap, &feasible).expect("Score");
+            let mut want = ScoreTotals {
+                totals: vec![0; feasible.len()],
+                locals: vec![0; feasible.len()],
+            };
+            for (ws, s) in fw.score.iter().zip(&scores) {
+                let Some(s) = s else { continue };
+                for (j, v) in s.iter().enumerate() {
+                    want.totals[j] += v * ws.weight;
+                    if ws.plugin.rescorable() {
+                        want.locals[j] += v * ws.weight;
+                    }
+                }
+            }
+            let cache = caches
+                .entry((pod.equivalence, fi))
+                .or_insert_with(|| LocalScoreCache::new(fw, snap.num_nodes()));
+            reused += cache.filled();
+            let got = fw
+                .run_score_totals(&st, pod, &snap, &feasible, Some(cache))
+                .expect("Score totals");
+            assert_eq!(got, want, "seed {seed}: {} (cached)", pod.key);
+            assert!(cache.filled() > 0, "{}: the cache was not used", pod.key);
+            let uncached = fw
+                .run_score_totals(&st, pod, &snap, &feasible, None)
+                .expect("Score totals");
+            assert_eq!(uncached, want, "seed {seed}: {} (uncached)", pod.key);
+            // A pod of the class whose PreScore skipped another set of node-local
+            // plugins (here: NodeResourcesFit too) must not read the class's cells.
+            let fit = fw
+                .score
+                .iter()
+                .position(|ws| ws.plugin.name() == "NodeResourcesFit")
+                .expect("NodeResourcesFit scores");
+            let mut st2 = st.clone();
+            st2.score_skip_mask |= 1u64 << fit;
+            let per_plugin = fw.run_score(&st2, pod, &snap, &feasible).expect("Score");
+            let mut want2: Vec<i64> = vec![0; feasible.len()];
+            for (ws, s) in fw.score.iter().zip(&per_plugin) {
+                for (t, v) in want2.iter_mut().zip(s.iter().flatten()) {
+                    *t += v * ws.weight;
+                }
+            }
+            let other = fw
+                .run_score_totals(&st2, pod, &snap, &feasible, Some(cache))
+                .expect("Score totals");
+            assert_eq!(
+                other.totals, want2,
+                "seed {seed}: {} (other skips)",
+                pod.key
+            );
+            compared += 1;
+            // Commit on the best node (first in snapshot order among equals).
+            let best = (0..feasible.len())
+                .max_by_key(|&j| (want.totals[j], std::cmp::Reverse(j)))
+                .map(|j| feasible[j])
+                .expect("feasible");
+            let name = nodes[best].name.to_string();
+            snap.add_pod(Arc::new(pod.clone()), &name);
+            for c in caches.values_mut() {
+                c.invalidate_stale(&snap);
+            }
+        }
+        assert!(compared > 50, "seed {seed}: only {compared} pods compared");
+        assert!(reused > 0, "seed {seed}: no class reused cached cells");
+    }
+}

@@ -5,13 +5,14 @@
 
 use std::borrow::Cow;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::framework::observe::point;
-use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome};
+use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
 use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
 use crate::snapshot::{PodInfo, Snapshot};
@@ -117,12 +118,14 @@ pub(crate) fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
 }
 
 /// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
-/// `check(node)` runs the Filter plugins. Returns (feasible indices, processed,
-/// diagnosis).
+/// `check(node)` runs the Filter plugins; `known(node)` true means the node is known
+/// to pass them (a cached verdict), so `check` is not called. Returns (feasible
+/// indices, processed, diagnosis).
 pub(crate) fn find_feasible(
     has_filters: bool,
-    check: &(dyn Fn(usize) -> Status + Sync),
-    order: &(dyn Fn(usize) -> usize + Sync),
+    known: impl Fn(usize) -> bool + Sync,
+    check: impl Fn(usize) -> Status + Sync,
+    order: impl Fn(usize) -> usize + Sync,
     n: usize,
     to_find: usize,
     parallel: bool,
@@ -130,13 +133,20 @@ pub(crate) fn find_feasible(
     let mut feasible = Vec::with_capacity(to_find.min(n));
     let mut diag = Diagnosis::default();
     if !has_filters {
-        feasible.extend((0..to_find.min(n)).map(order));
+        feasible.extend((0..to_find.min(n)).map(&order));
         let processed = feasible.len();
         return Ok((feasible, processed, diag));
     }
     if !parallel || n <= NODE_CHUNK {
         for i in 0..n {
             let idx = order(i);
+            if known(idx) {
+                feasible.push(idx);
+                if feasible.len() >= to_find {
+                    return Ok((feasible, i + 1, diag));
+                }
+                continue;
+            }
             let st = check(idx);
             if st.is_success() {
                 feasible.push(idx);
@@ -163,7 +173,12 @@ pub(crate) fn find_feasible(
                 let mut ok = Vec::new();
                 let mut bad = Vec::new();
                 for i in c0..(c0 + NODE_CHUNK).min(end) {
-                    let st = check(order(i));
+                    let idx = order(i);
+                    if known(idx) {
+                        ok.push(i);
+                        continue;
+                    }
+                    let st = check(idx);
                     if st.is_success() {
                         ok.push(i);
                     } else {
@@ -201,8 +216,14 @@ pub(crate) struct ClassCache {
     pub(crate) pre: Result<(CycleState, PreFilterOutcome), Status>,
     /// Per node: (node generation when computed, node-local Filter result).
     pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
+    /// Per node: the node generation at which its node-local Filters passed
+    /// (`u64::MAX`: not known to pass), a copy of the success cells of `filter`
+    /// read with one load in the Filter walk.
+    pub(crate) pass: Vec<AtomicU64>,
     pub(crate) scores: LocalScoreCache,
     pub(crate) nodes_version: u64,
+    /// The profile's [`Framework::cross_node_filter_mask`].
+    pub(crate) cross_mask: u64,
 }
 
 impl ClassCache {
@@ -223,15 +244,17 @@ impl ClassCache {
         ClassCache {
             pre: Self::pre_filter(fw, snap, pod),
             filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+            pass: not_known(snap.num_nodes()),
             scores: LocalScoreCache::new(fw, snap.num_nodes()),
             nodes_version: snap.nodes_version(),
+            cross_mask: fw.cross_node_filter_mask(),
         }
     }
 
     /// Reuses the cache for a new batch when possible, else rebuilds it.
     pub(crate) fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
         let pre = Self::pre_filter(fw, snap, pod);
-        let local = !fw.cross_node_filter_mask();
+        let local = !self.cross_mask;
         let same_mask = match (&pre, &self.pre) {
             (Ok((a, _)), Ok((b, _))) => {
                 a.filter_skip_mask & local == b.filter_skip_mask & local
@@ -243,8 +266,10 @@ impl ClassCache {
             return ClassCache {
                 pre,
                 filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+                pass: not_known(snap.num_nodes()),
                 scores: LocalScoreCache::new(fw, snap.num_nodes()),
                 nodes_version: snap.nodes_version(),
+                cross_mask: self.cross_mask,
             };
         }
         let mut c = self;
@@ -258,6 +283,11 @@ impl ClassCache {
         c.scores.invalidate_stale(snap);
         c
     }
+}
+
+/// `ClassCache::pass` with no node known to pass.
+fn not_known(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(u64::MAX)).collect()
 }
 
 /// The `status` of an extension point from its result.
@@ -357,13 +387,16 @@ pub(crate) fn evaluate(
             num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all),
         ),
     };
-    let rotate = |i: usize| (start + i) % num_all;
-    let pick = |i: usize| restricted.as_ref().map_or(0, |v| v[i]);
-    let order: &(dyn Fn(usize) -> usize + Sync) =
-        if restricted.is_some() { &pick } else { &rotate };
+    let order = |i: usize| match &restricted {
+        Some(v) => v[i],
+        None => (start + i) % num_all,
+    };
     let nodes = snap.nodes();
     let direct = |idx: usize| fw.run_filter(&state, pod, &nodes[idx], snap);
-    let cross = fw.cross_filter_mask_for(&state);
+    let cross = match cache {
+        Some(c) => fw.cross_filter_mask_with(c.cross_mask, &state),
+        None => fw.cross_filter_mask_for(&state),
+    };
     // Node-local Filters plus cross-node ones declared node-local for this pod
     // (cached only when the class's PreFilter state declared the same).
     let local_mask = !cross;
@@ -379,6 +412,7 @@ pub(crate) fn evaluate(
             let (g, st) = c.filter[idx].get_or_init(|| (node.generation, run_local()));
             let local = if *g == node.generation {
                 if st.is_success() {
+                    c.pass[idx].store(node.generation, Ordering::Relaxed);
                     // No reasons to copy (the common case).
                     Status::success()
                 } else {
@@ -406,7 +440,21 @@ pub(crate) fn evaluate(
         None => direct(idx),
     };
     let t_filter = fw.point_start();
-    let found = find_feasible(!fw.filter.is_empty(), &cached, order, n, to_find, parallel);
+    // Nodes whose node-local Filters passed at their current generation, for a pod
+    // without live cross-node Filters: feasible without running anything.
+    let known = |idx: usize| {
+        cross == 0
+            && cache.is_some_and(|c| c.pass[idx].load(Ordering::Relaxed) == nodes[idx].generation)
+    };
+    let found = find_feasible(
+        !fw.filter.is_empty(),
+        known,
+        cached,
+        order,
+        n,
+        to_find,
+        parallel,
+    );
     let filter_code = match &found {
         Ok((f, _, _)) if f.is_empty() => Code::Unschedulable,
         Ok(_) => Code::Success,
@@ -471,9 +519,9 @@ pub(crate) fn evaluate(
         };
     }
     let t_score = fw.point_start();
-    let scores = fw.run_score_cached(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
+    let scores = fw.run_score_totals(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
     fw.observe_point(point::SCORE, code_of(&scores), t_score);
-    let scores = match scores {
+    let ScoreTotals { totals, locals } = match scores {
         Ok(s) => s,
         Err(st) => {
             return Evaluation {
@@ -490,38 +538,46 @@ pub(crate) fn evaluate(
     };
     // Random tie order among equal totals: one draw per pod, hashed per node.
     let tie: u64 = rng.random();
-    // Weighted totals, plugin by plugin (one pass over each plugin's scores).
-    // Not `vec![0; n]`: that asks the allocator for zeroed memory, whose aligned
-    // path costs ~4k instructions per call with mimalloc (callgrind, basic).
-    let mut totals: Vec<i64> = feasible.iter().map(|_| 0).collect();
-    let mut locals = totals.clone();
-    for (ws, s) in fw.score.iter().zip(&scores) {
-        let Some(s) = s else { continue };
-        let w = ws.weight;
-        for (t, v) in totals.iter_mut().zip(s) {
-            *t += v * w;
-        }
-        if ws.plugin.rescorable() {
-            for (l, v) in locals.iter_mut().zip(s) {
-                *l += v * w;
-            }
-        }
-    }
-    let mut cands: Vec<(Candidate, u64)> = feasible
+    // The k best by (total descending, tie hash ascending): a strict order (mix64
+    // is a bijection, so no two nodes share a hash). Selected on u128 keys (inverted
+    // total, hash), which compare and move as plain integers, then the k chosen
+    // are sorted.
+    let key = |j: usize| -> u128 {
+        let hi = !((totals[j] as u64) ^ (1u64 << 63));
+        (u128::from(hi) << 64) | u128::from(mix64(tie ^ feasible[j] as u64))
+    };
+    let keys: Vec<u128> = (0..feasible.len()).map(key).collect();
+    let k = k.max(1);
+    let mut best: Vec<(u128, u32)> = if keys.len() > k {
+        let mut sel = keys.clone();
+        let (_, &mut kth, _) = sel.select_nth_unstable(k - 1);
+        let mut v = Vec::with_capacity(k);
+        v.extend(
+            keys.iter()
+                .enumerate()
+                .filter(|(_, key)| **key <= kth)
+                .map(|(j, &key)| (key, j as u32)),
+        );
+        v
+    } else {
+        keys.iter()
+            .enumerate()
+            .map(|(j, &key)| (key, j as u32))
+            .collect()
+    };
+    best.sort_unstable_by_key(|e| e.0);
+    let mut cands: Vec<(Candidate, u64)> = best
         .iter()
-        .zip(totals.iter().zip(&locals))
-        .map(|(&node, (&total, &local))| {
-            (Candidate { node, total, local }, mix64(tie ^ node as u64))
+        .map(|&(key, j)| {
+            let j = j as usize;
+            let c = Candidate {
+                node: feasible[j],
+                total: totals[j],
+                local: locals[j],
+            };
+            (c, key as u64)
         })
         .collect();
-    let cmp =
-        |a: &(Candidate, u64), b: &(Candidate, u64)| b.0.total.cmp(&a.0.total).then(a.1.cmp(&b.1));
-    let k = k.max(1);
-    if cands.len() > k {
-        cands.select_nth_unstable_by(k - 1, cmp);
-        cands.truncate(k);
-    }
-    cands.sort_unstable_by(cmp);
     if tol > 0 {
         // Shuffle the nearly-equal prefix (selection_tolerance).
         let best = cands[0].0.total;

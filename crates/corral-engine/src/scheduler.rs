@@ -346,6 +346,13 @@ impl Scheduler {
             .filter(|(_, v)| v.len() > 1)
             .map(|(k, v)| (*k, v[0]))
             .collect();
+        // Per profile: the Filter plugins that can read other nodes' pods (computed
+        // once per batch, not per pod).
+        let cross_masks: Vec<u64> = self
+            .frameworks
+            .iter()
+            .map(|f| f.cross_node_filter_mask())
+            .collect();
         let mut previous = std::mem::take(&mut self.class_caches);
         let snap = &self.snapshot;
         let fws = &self.frameworks;
@@ -386,6 +393,7 @@ impl Scheduler {
                 match caches.get(&(class_of[j], fi)).map(|c| &c.pre) {
                     Some(Ok((st, _))) => cross_node_sensitive(
                         &fws[fi],
+                        cross_masks[fi],
                         st,
                         &q.pod,
                         &[(batch[first].pod.clone(), 0)],
@@ -497,6 +505,7 @@ impl Scheduler {
                         || (!committed.is_empty()
                             && cross_node_sensitive(
                                 fw,
+                                cross_masks[fi],
                                 &ev.state,
                                 &pod,
                                 &committed,
@@ -509,6 +518,7 @@ impl Scheduler {
                     } else {
                         revalidate(
                             fw,
+                            cross_masks[fi],
                             &self.snapshot,
                             &mut ev.state,
                             &pod,
@@ -730,13 +740,14 @@ fn scoring_terms(p: &PodInfo) -> Vec<&crate::snapshot::AffinityTerm> {
 /// `matchLabelKeys` are ignored, which only makes the answer more often true.
 fn cross_node_sensitive(
     fw: &Framework,
+    cross_mask: u64,
     state: &CycleState,
     pod: &PodInfo,
     committed: &[(Arc<PodInfo>, usize)],
     hostname_local: bool,
 ) -> bool {
     use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME};
-    let cross_filter = fw.cross_filter_mask_for(state) != 0;
+    let cross_filter = fw.cross_filter_mask_with(cross_mask, state) != 0;
     // A cross-node Score plugin that skipped at evaluation (nothing matched then)
     // may apply now, so skipped ones count too.
     let cross_score = fw.score.iter().any(|ws| !ws.plugin.node_local());
@@ -827,6 +838,7 @@ fn refresh_pre_filter(
 #[allow(clippy::too_many_arguments)]
 fn revalidate(
     fw: &Framework,
+    cross_mask: u64,
     snap: &Snapshot,
     state: &mut CycleState,
     pod: &PodInfo,
@@ -856,7 +868,7 @@ fn revalidate(
         }
     }
     // After `add_pod`, which may have withdrawn a node-local declaration.
-    let cross = fw.cross_filter_mask_for(state);
+    let cross = fw.cross_filter_mask_with(cross_mask, state);
     let rescore = fw.has_node_local_scores() && cands.len() > 1;
     let mut best: Option<(i64, usize)> = None;
     let mut all: Vec<(i64, usize)> = Vec::new();

@@ -590,7 +590,12 @@ impl PreFilterPlugin for GpuShare {
         _: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
         match PodReqs::of_families(pod, &self.args) {
-            Ok(r) if r.is_empty() => (None, Status::new(Code::Skip, "")),
+            Ok(r) if r.is_empty() => {
+                // Recorded although the plugin skips, so Reserve/Unreserve (run per
+                // pod at commit) read it instead of parsing the containers again.
+                state.write(PRE_FILTER_KEY, Arc::new(r));
+                (None, Status::new(Code::Skip, ""))
+            }
             Ok(r) => {
                 state.write(PRE_FILTER_KEY, Arc::new(r));
                 (None, Status::success())
@@ -624,7 +629,10 @@ impl PreScorePlugin for GpuShare {
         _: &Snapshot,
         _: &[&NodeInfo],
     ) -> Status {
-        if state.read::<PodState>(PRE_FILTER_KEY).is_some() {
+        if state
+            .read::<PodState>(PRE_FILTER_KEY)
+            .is_some_and(|r| !r.is_empty())
+        {
             Status::success()
         } else {
             Status::new(Code::Skip, "")

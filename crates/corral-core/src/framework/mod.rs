@@ -5,6 +5,7 @@ mod cycle_state;
 mod interface;
 pub mod observe;
 pub mod runtime;
+pub mod score_cache;
 mod status;
 
 pub use cycle_state::{CycleState, PodAnnotations, StateData};

@@ -3,103 +3,14 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::observe::point;
 use super::*;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
-/// Cache of node-local score plugins' raw scores for one equivalence class of pods:
-/// `cells[slot * num_nodes + node]`, each valid for the node generation it was
-/// computed at. Cells are 16 bytes (generation + score; errors are not cached), so
-/// a 5,000-node class with several node-local plugins stays small enough to be
-/// read from cache by every pod of the class.
-pub struct LocalScoreCache {
-    slots: Vec<Option<usize>>,
-    cells: Vec<ScoreCell>,
-    num_nodes: usize,
-}
-
-/// One cached raw score. Filled concurrently by the pods of a batch: every filler
-/// of a cell computes the same value (same class, same node generation; the
-/// snapshot is immutable during evaluation), the score is stored before the
-/// generation (release) and read after it (acquire).
-struct ScoreCell {
-    generation: AtomicU64,
-    score: AtomicI64,
-}
-
-/// Generation of an empty cell (node generations never reach it).
-const EMPTY_CELL: u64 = u64::MAX;
-
-impl ScoreCell {
-    fn empty() -> Self {
-        ScoreCell {
-            generation: AtomicU64::new(EMPTY_CELL),
-            score: AtomicI64::new(0),
-        }
-    }
-}
-
-impl LocalScoreCache {
-    /// A cache for `fw`'s node-local score plugins over `num_nodes` nodes.
-    pub fn new(fw: &Framework, num_nodes: usize) -> Self {
-        let mut n = 0;
-        let slots: Vec<Option<usize>> = fw
-            .score
-            .iter()
-            .map(|s| {
-                s.plugin.node_local().then(|| {
-                    n += 1;
-                    n - 1
-                })
-            })
-            .collect();
-        LocalScoreCache {
-            slots,
-            cells: (0..n * num_nodes).map(|_| ScoreCell::empty()).collect(),
-            num_nodes,
-        }
-    }
-
-    #[inline]
-    fn slot(&self, plugin: usize) -> Option<usize> {
-        self.slots.get(plugin).copied().flatten()
-    }
-
-    /// The cached score of `node` for `slot` if computed at `generation`.
-    #[inline]
-    fn get(&self, slot: usize, node: usize, generation: u64) -> Option<i64> {
-        let c = &self.cells[slot * self.num_nodes + node];
-        (c.generation.load(Ordering::Acquire) == generation)
-            .then(|| c.score.load(Ordering::Relaxed))
-    }
-
-    #[inline]
-    fn put(&self, slot: usize, node: usize, generation: u64, score: i64) {
-        let c = &self.cells[slot * self.num_nodes + node];
-        c.score.store(score, Ordering::Relaxed);
-        c.generation.store(generation, Ordering::Release);
-    }
-
-    /// Drops cached scores of nodes changed since they were computed.
-    pub fn invalidate_stale(&mut self, snap: &Snapshot) {
-        let nodes = snap.nodes();
-        if self.num_nodes != nodes.len() {
-            for c in &mut self.cells {
-                *c.generation.get_mut() = EMPTY_CELL;
-            }
-            return;
-        }
-        for (k, c) in self.cells.iter_mut().enumerate() {
-            let g = c.generation.get_mut();
-            if *g != EMPTY_CELL && *g != nodes[k % self.num_nodes].generation {
-                *g = EMPTY_CELL;
-            }
-        }
-    }
-}
+pub use super::score_cache::{LocalScoreCache, ScoreTotals};
 
 /// A score plugin with its weight.
 #[derive(Clone)]
@@ -284,25 +195,13 @@ impl Framework {
     /// Scores `nodes` (snapshot indices) with every non-skipped Score plugin and
     /// normalizes. Returns, per score plugin (same order as `self.score`), the
     /// normalized 0..=100 score of each node, or `None` for a skipped plugin.
+    /// [`Framework::run_score_totals`] gives the weighted totals directly.
     pub fn run_score(
         &self,
         state: &CycleState,
         pod: &PodInfo,
         snap: &Snapshot,
         nodes: &[usize],
-    ) -> Result<Vec<Option<Vec<i64>>>, Status> {
-        self.run_score_cached(state, pod, snap, nodes, None)
-    }
-
-    /// Like [`Framework::run_score`], reading node-local plugins' scores through
-    /// `cache` (shared by pods of one equivalence class within a batch).
-    pub fn run_score_cached(
-        &self,
-        state: &CycleState,
-        pod: &PodInfo,
-        snap: &Snapshot,
-        nodes: &[usize],
-        cache: Option<&LocalScoreCache>,
     ) -> Result<Vec<Option<Vec<i64>>>, Status> {
         let all = snap.nodes();
         let obs = self.plugin_observer(state);
@@ -325,27 +224,9 @@ impl Framework {
                 }
             };
             let mut scores = Vec::with_capacity(nodes.len());
-            match cache.and_then(|c| c.slot(pi).map(|slot| (c, slot))) {
-                Some((c, slot)) => {
-                    for &i in nodes {
-                        let node = &all[i];
-                        let s = match c.get(slot, i, node.generation) {
-                            Some(s) => s,
-                            None => {
-                                let s = score(node).map_err(|st| st.with_plugin(p.name()))?;
-                                c.put(slot, i, node.generation, s);
-                                s
-                            }
-                        };
-                        scores.push(NodeScore { node: i, score: s });
-                    }
-                }
-                None => {
-                    for &i in nodes {
-                        let s = score(&all[i]).map_err(|st| st.with_plugin(p.name()))?;
-                        scores.push(NodeScore { node: i, score: s });
-                    }
-                }
+            for &i in nodes {
+                let s = score(&all[i]).map_err(|st| st.with_plugin(p.name()))?;
+                scores.push(NodeScore { node: i, score: s });
             }
             if let Some(n) = p.normalize() {
                 let t = obs.map(|_| Instant::now());
@@ -379,7 +260,7 @@ impl Framework {
 
     /// The observer when this cycle's plugins are timed.
     #[inline]
-    fn plugin_observer(&self, state: &CycleState) -> Option<&dyn FrameworkObserver> {
+    pub(super) fn plugin_observer(&self, state: &CycleState) -> Option<&dyn FrameworkObserver> {
         if state.record_plugin_metrics {
             self.observer.as_deref()
         } else {
@@ -448,21 +329,44 @@ impl Framework {
     /// *other* nodes (their PreFilter has extensions: InterPodAffinity,
     /// PodTopologySpread, ...). Other filters are pure functions of (pod, node).
     pub fn cross_node_filter_mask(&self) -> u64 {
-        let ext: Vec<&str> = self
-            .pre_filter
-            .iter()
-            .filter(|p| p.extensions().is_some())
-            .map(|p| p.name())
-            .collect();
-        mask_of(self.filter.iter().map(|p| p.name()), &ext)
+        // Names of the PreFilter plugins with extensions (a handful), without
+        // allocating: this runs once per pod when the caller has no cached value.
+        let mut ext: [&str; 8] = [""; 8];
+        let mut n = 0;
+        for p in &self.pre_filter {
+            if p.extensions().is_some() {
+                if n == ext.len() {
+                    // More than fit: the general path.
+                    let all: Vec<&str> = self
+                        .pre_filter
+                        .iter()
+                        .filter(|p| p.extensions().is_some())
+                        .map(|p| p.name())
+                        .collect();
+                    return mask_of(self.filter.iter().map(|p| p.name()), &all);
+                }
+                ext[n] = p.name();
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return 0;
+        }
+        mask_of(self.filter.iter().map(|p| p.name()), &ext[..n])
     }
 
     /// The cross-node Filter plugins that run live for this pod: those of
     /// [`Self::cross_node_filter_mask`] neither skipped nor declared node-local
     /// ([`CycleState::node_local_filter`]).
     pub fn cross_filter_mask_for(&self, state: &CycleState) -> u64 {
-        let mut m = self.cross_node_filter_mask() & !state.filter_skip_mask;
-        if !state.node_local_filter.is_empty() {
+        self.cross_filter_mask_with(self.cross_node_filter_mask(), state)
+    }
+
+    /// [`Self::cross_filter_mask_for`] given `cross` = [`Self::cross_node_filter_mask`]
+    /// (computed once per profile and batch by the caller).
+    pub fn cross_filter_mask_with(&self, cross: u64, state: &CycleState) -> u64 {
+        let mut m = cross & !state.filter_skip_mask;
+        if m != 0 && !state.node_local_filter.is_empty() {
             m &= !mask_of(
                 self.filter.iter().map(|p| p.name()),
                 &state.node_local_filter,
