@@ -1,0 +1,213 @@
+//! PreScore, Score and NormalizeScore.
+
+use super::*;
+
+#[derive(Debug, Clone)]
+pub(super) struct PreScoreState {
+    pub(super) constraints: Vec<Constraint>,
+    /// Per constraint (hostname constraints: empty, counted per node in Score).
+    pub(super) counts: Vec<FxMap<i64>>,
+    pub(super) weights: Vec<f64>,
+    /// Snapshot indices of scored nodes missing a topology key, sorted.
+    pub(super) ignored: Vec<usize>,
+}
+
+impl PreScoreState {
+    #[inline]
+    pub(super) fn is_ignored(&self, idx: usize) -> bool {
+        !self.ignored.is_empty() && self.ignored.binary_search(&idx).is_ok()
+    }
+}
+
+impl PreScorePlugin for PodTopologySpread {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Status {
+        if nodes.is_empty() || snap.num_nodes() == 0 {
+            return Status::skip();
+        }
+        let constraints = match self.constraints(pod) {
+            Ok((_, soft)) => soft,
+            Err(e) => return Status::error(format!("invalid topology spread constraints: {e}")),
+        };
+        if constraints.is_empty() {
+            return Status::skip();
+        }
+        // Only require all topology labels with non-system-default rules, so nodes
+        // without a zone label still get hostname spreading.
+        let has_own = pod
+            .spec()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        let require_all = has_own || !self.system_defaulted;
+        let mut counts: Vec<FxMap<i64>> = vec![FxMap::default(); constraints.len()];
+        let mut ignored = Vec::new();
+        for n in nodes {
+            if require_all && !has_all_keys(&n.labels, &constraints) {
+                if let Some(i) = snap.node_index(&n.name) {
+                    ignored.push(i);
+                }
+                continue;
+            }
+            for (c, m) in constraints.iter().zip(counts.iter_mut()) {
+                if c.topology_key == LABEL_HOSTNAME {
+                    continue;
+                }
+                let v = n.labels.get(&c.topology_key).map_or("", String::as_str);
+                if !m.contains_key(v) {
+                    m.insert(v.to_string(), 0);
+                }
+            }
+        }
+        ignored.sort_unstable();
+        ignored.dedup();
+        let weights = constraints
+            .iter()
+            .zip(counts.iter())
+            .map(|(c, m)| {
+                let size = if c.topology_key == LABEL_HOSTNAME {
+                    nodes.len().saturating_sub(ignored.len())
+                } else {
+                    m.len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        let required = match RequiredNodeAffinity::from_pod(pod) {
+            Ok(r) => r,
+            Err(e) => return Status::error(format!("invalid node affinity: {e}")),
+        };
+        // Like PreFilter: eligible nodes are marked, matching pods counted through
+        // the pod index when possible.
+        let idx = snap.pod_index();
+        let all = snap.nodes();
+        let mut eligible: Vec<Vec<bool>> = vec![Vec::new(); constraints.len()];
+        // Hostname constraints count per node in Score: with only those, no node
+        // has anything to count here.
+        let any_domain = counts.iter().any(|m| !m.is_empty());
+        for (ni, node) in all.iter().enumerate().filter(|_| any_domain) {
+            if require_all && !has_all_keys(&node.labels, &constraints) {
+                continue;
+            }
+            for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
+                if m.is_empty() || !c.includes(pod, node, &required) {
+                    continue;
+                }
+                let v = node.labels.get(&c.topology_key).map_or("", String::as_str);
+                if let Some(cnt) = m.get_mut(v) {
+                    if idx.candidates(&c.selector).is_some() {
+                        if eligible[ci].is_empty() {
+                            eligible[ci] = vec![false; all.len()];
+                        }
+                        eligible[ci][ni] = true;
+                    } else {
+                        *cnt += c.count_on(node, &pod.namespace);
+                    }
+                }
+            }
+        }
+        for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
+            if eligible[ci].is_empty() {
+                continue;
+            }
+            for e in idx.candidates(&c.selector).into_iter().flatten() {
+                if !c.counts(&e.pod, &pod.namespace) {
+                    continue;
+                }
+                let Some(ni) = snap.node_index(&e.node) else {
+                    continue;
+                };
+                if !eligible[ci][ni] {
+                    continue;
+                }
+                let v = all[ni]
+                    .labels
+                    .get(&c.topology_key)
+                    .map_or("", String::as_str);
+                if let Some(cnt) = m.get_mut(v) {
+                    *cnt += 1;
+                }
+            }
+        }
+        state.write(
+            PRE_SCORE_KEY,
+            Arc::new(PreScoreState {
+                constraints,
+                counts,
+                weights,
+                ignored,
+            }),
+        );
+        Status::success()
+    }
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Result<i64, Status> {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+            return Err(Status::error("PodTopologySpread: PreScore state not found"));
+        };
+        if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
+            return Ok(0);
+        }
+        let mut score = 0.0;
+        for ((c, m), w) in s
+            .constraints
+            .iter()
+            .zip(s.counts.iter())
+            .zip(s.weights.iter())
+        {
+            let Some(v) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
+            let cnt = if c.topology_key == LABEL_HOSTNAME {
+                c.count_on(node, &pod.namespace)
+            } else {
+                m.get(v.as_str()).copied().unwrap_or(0)
+            };
+            score += cnt as f64 * w + (c.max_skew - 1) as f64;
+        }
+        Ok(score.round() as i64)
+    }
+
+    fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
+        Some(self)
+    }
+}
+
+impl NormalizeScorePlugin for PodTopologySpread {
+    fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) -> Status {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+            return Status::success();
+        };
+        let mut min = i64::MAX;
+        let mut max = 0;
+        for ns in scores.iter() {
+            if s.is_ignored(ns.node) {
+                continue;
+            }
+            min = min.min(ns.score);
+            max = max.max(ns.score);
+        }
+        for ns in scores.iter_mut() {
+            ns.score = if s.is_ignored(ns.node) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - ns.score) / max
+            };
+        }
+        Status::success()
+    }
+}
