@@ -1,9 +1,13 @@
 //! PreFilter, its incremental updates and Filter.
 
 use super::*;
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
 
 /// Topology value → `T`, with a fast hasher (probed per node in Filter/Score).
 pub(super) type FxMap<T> = HashMap<String, T, BuildHasherDefault<FxHasher>>;
+
+/// `Domains::by_id` value: the key's domain is not registered (count 0).
+pub(super) const DOMAIN_NONE: u32 = u32::MAX;
 
 /// Matching-pod counts per topology domain of one constraint, with the exact minimum.
 #[derive(Debug, Clone, Default)]
@@ -16,17 +20,56 @@ pub(super) struct Domains {
     pub(super) min: i64,
     /// Number of domains whose count equals `min`.
     pub(super) at_min: usize,
+    /// The snapshot's domain index of the constraint's key (`None` only in tests).
+    pub(super) key: Option<Arc<KeyDomains>>,
+    /// Per domain id of `key`: position in `counts` or [`DOMAIN_NONE`], so Filter reads
+    /// a node's count by its snapshot position without a label lookup.
+    pub(super) by_id: Arc<Vec<u32>>,
 }
 
 impl Domains {
+    fn for_key(key: Arc<KeyDomains>) -> Domains {
+        Domains {
+            by_id: Arc::new(vec![DOMAIN_NONE; key.len()]),
+            key: Some(key),
+            ..Domains::default()
+        }
+    }
+
     /// Registers domain `v` (if new) and adds `n` to it, without maintaining `min`.
     pub(super) fn add_raw(&mut self, v: &str, n: i64) {
         match self.index.get(v) {
             Some(&i) => self.counts[i] += n,
             None => {
-                Arc::make_mut(&mut self.index).insert(v.to_string(), self.counts.len());
+                let i = self.counts.len();
+                Arc::make_mut(&mut self.index).insert(v.to_string(), i);
                 self.counts.push(n);
+                if let Some(id) = self.key.as_ref().and_then(|k| k.id_of(v)) {
+                    Arc::make_mut(&mut self.by_id)[id as usize] = i as u32;
+                }
             }
+        }
+    }
+
+    /// [`Domains::add_raw`] by domain id of `key`.
+    #[inline]
+    fn add_id(&mut self, id: u32, n: i64) {
+        match self.by_id.get(id as usize) {
+            Some(&i) if i != DOMAIN_NONE => self.counts[i as usize] += n,
+            Some(_) => {
+                let Some(key) = self.key.clone() else { return };
+                self.add_raw(key.value(id), n);
+            }
+            None => {}
+        }
+    }
+
+    /// Count of the domain with id `id` of `key` (by position, no hashing).
+    #[inline]
+    fn count_id(&self, id: u32) -> i64 {
+        match self.by_id.get(id as usize) {
+            Some(&i) if i != DOMAIN_NONE => self.counts[i as usize],
+            _ => 0,
         }
     }
 
@@ -84,79 +127,9 @@ pub(super) struct PreFilterState {
     pub(super) self_match: Arc<[i64]>,
     pub(super) domains: Vec<Domains>,
     pub(super) required: Arc<RequiredNodeAffinity>,
-    /// Each node's domain per constraint, so Filter probes no label map.
-    pub(super) node_domains: Arc<NodeDomains>,
-}
-
-/// `NodeDomains::ids` value: the node's topology value is not a registered domain
-/// (its count is 0).
-pub(super) const DOMAIN_NONE: u32 = u32::MAX;
-/// `NodeDomains::ids` value: the node lacks the constraint's topology key.
-pub(super) const DOMAIN_MISSING: u32 = u32::MAX - 1;
-
-/// Per snapshot node and constraint, the position of the node's topology value in
-/// `Domains::counts`, computed in PreFilter. Filter reads it instead of looking the
-/// label up and hashing the value (the dominant cost of spread pods: Filter runs on
-/// every node until enough feasible ones are found). Used only while the snapshot's
-/// nodes are those PreFilter saw (`nodes_version`, same `NodeInfo`) and no domain was
-/// registered since; otherwise Filter looks the value up as before.
-#[derive(Debug)]
-pub(super) struct NodeDomains {
+    /// The snapshot `nodes_version` of the domains' key indices: while it is current,
+    /// Filter reads a node's domain by its snapshot position.
     pub(super) nodes_version: u64,
-    /// Per constraint: domains registered when the table was built.
-    pub(super) registered: Vec<usize>,
-    /// `ids[node * constraints + c]`: position, [`DOMAIN_NONE`] or [`DOMAIN_MISSING`].
-    pub(super) ids: Vec<u32>,
-}
-
-impl NodeDomains {
-    pub(super) fn build(snap: &Snapshot, constraints: &[Constraint], domains: &[Domains]) -> Self {
-        let nc = constraints.len();
-        let mut ids = Vec::with_capacity(snap.num_nodes() * nc);
-        for node in snap.nodes() {
-            for (c, d) in constraints.iter().zip(domains) {
-                ids.push(match node.labels.get(&c.topology_key) {
-                    None => DOMAIN_MISSING,
-                    Some(v) => d
-                        .index
-                        .get(v.as_str())
-                        .and_then(|&i| u32::try_from(i).ok())
-                        .filter(|&i| i < DOMAIN_MISSING)
-                        .unwrap_or(DOMAIN_NONE),
-                });
-            }
-        }
-        NodeDomains {
-            nodes_version: snap.nodes_version(),
-            registered: domains.iter().map(|d| d.counts.len()).collect(),
-            ids,
-        }
-    }
-
-    /// The node's row, when the table describes it.
-    #[inline]
-    pub(super) fn row(
-        &self,
-        snap: &Snapshot,
-        node: &NodeInfo,
-        domains: &[Domains],
-    ) -> Option<&[u32]> {
-        let nc = self.registered.len();
-        if snap.nodes_version() != self.nodes_version
-            || self.ids.len() != snap.num_nodes() * nc
-            || domains
-                .iter()
-                .zip(&self.registered)
-                .any(|(d, &r)| d.counts.len() != r)
-        {
-            return None;
-        }
-        let i = snap.node_index(&node.name)?;
-        if !std::ptr::eq(&*snap.nodes()[i], node) {
-            return None;
-        }
-        self.ids.get(i * nc..(i + 1) * nc)
-    }
 }
 
 impl PreFilterState {
@@ -200,42 +173,68 @@ impl PreFilterPlugin for PodTopologySpread {
                 );
             }
         };
-        let mut domains = vec![Domains::default(); constraints.len()];
+        // The snapshot's domain index per key: domains are registered by id, nodes
+        // are read by position (no label lookups).
+        let keys: Vec<Arc<KeyDomains>> = constraints
+            .iter()
+            .map(|c| snap.topology_domains(&c.topology_key))
+            .collect();
+        let mut domains: Vec<Domains> = keys.iter().cloned().map(Domains::for_key).collect();
         // Every eligible node registers its domain; matching pods are counted through
         // the pod index when the selector has an `In` requirement (only the pods it
-        // can match are visited), else per node.
+        // can match are visited), else per node. When every node carries every key
+        // and a constraint's inclusion policies admit every node, all of the key's
+        // domains are registered in O(domains) and no node is visited.
         let idx = snap.pod_index();
         let indexed: Vec<bool> = constraints
             .iter()
             .map(|c| idx.candidates(&c.selector).is_some())
             .collect();
-        let mut eligible = vec![Vec::new(); constraints.len()];
+        let all_keys = keys.iter().all(|k| k.missing() == 0);
+        let admits_all =
+            |c: &Constraint| (!c.honor_affinity || required.is_empty()) && !c.honor_taints;
+        // Per constraint: `None` = every node eligible, else eligibility by position.
+        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
         let nodes = snap.nodes();
-        for (ni, node) in nodes.iter().enumerate() {
-            if !has_all_keys(&node.labels, &constraints) {
-                continue;
+        let mut per_node: Vec<usize> = Vec::new();
+        for (ci, c) in constraints.iter().enumerate() {
+            if all_keys && indexed[ci] && admits_all(c) {
+                for id in 0..keys[ci].len() as u32 {
+                    domains[ci].add_id(id, 0);
+                }
+            } else {
+                eligible[ci] = Some(vec![false; nodes.len()]);
+                per_node.push(ci);
             }
-            for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
-                if !c.includes(pod, node, &required) {
+        }
+        if !per_node.is_empty() {
+            for (ni, node) in nodes.iter().enumerate() {
+                if !all_keys && keys.iter().any(|k| k.ids()[ni] == DOMAIN_MISSING) {
                     continue;
                 }
-                if let Some(v) = node.labels.get(&c.topology_key) {
-                    if indexed[ci] {
-                        if eligible[ci].is_empty() {
-                            eligible[ci] = vec![false; nodes.len()];
-                        }
-                        eligible[ci][ni] = true;
-                        d.add_raw(v, 0);
-                    } else {
-                        d.add_raw(v, c.count_on(node, &pod.namespace));
+                for &ci in &per_node {
+                    let c = &constraints[ci];
+                    if !c.includes(pod, node, &required) {
+                        continue;
                     }
+                    let id = keys[ci].ids()[ni];
+                    if let Some(e) = eligible[ci].as_mut() {
+                        e[ni] = true;
+                    }
+                    let n = if indexed[ci] {
+                        0
+                    } else {
+                        c.count_on(node, &pod.namespace)
+                    };
+                    domains[ci].add_id(id, n);
                 }
             }
         }
         for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
-            if !indexed[ci] || eligible[ci].is_empty() {
+            if !indexed[ci] || d.counts.is_empty() {
                 continue;
             }
+            let ids = keys[ci].ids();
             for e in idx.candidates(&c.selector).into_iter().flatten() {
                 if !c.counts(&e.pod, &pod.namespace) {
                     continue;
@@ -243,10 +242,8 @@ impl PreFilterPlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if eligible[ci][ni]
-                    && let Some(v) = nodes[ni].labels.get(&c.topology_key)
-                {
-                    d.add_raw(v, 1);
+                if eligible[ci].as_ref().is_none_or(|el| el[ni]) {
+                    d.add_id(ids[ni], 1);
                 }
             }
         }
@@ -257,7 +254,6 @@ impl PreFilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| i64::from(c.selector.matches(&pod.labels)))
             .collect();
-        let node_domains = Arc::new(NodeDomains::build(snap, &constraints, &domains));
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
@@ -265,7 +261,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 self_match,
                 domains,
                 required: Arc::new(required),
-                node_domains,
+                nodes_version: snap.nodes_version(),
             },
         );
         (None, Status::success())
@@ -311,20 +307,22 @@ impl FilterPlugin for PodTopologySpread {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else {
             return Status::error("PodTopologySpread: PreFilter state not found");
         };
-        if let Some(row) = s.node_domains.row(snap, node, &s.domains) {
-            for (((c, d), self_match), &id) in s
+        // The snapshot's own node while the key indices are current: its domain by
+        // position. Otherwise (a copy, another node set) its labels are looked up.
+        if s.nodes_version == snap.nodes_version()
+            && let Some(pos) = snap.position(node)
+        {
+            for ((c, d), self_match) in s
                 .constraints
                 .iter()
                 .zip(s.domains.iter())
                 .zip(s.self_match.iter())
-                .zip(row)
             {
-                let count = match id {
-                    DOMAIN_MISSING => return Status::unresolvable(ERR_REASON_MISSING_LABEL),
-                    DOMAIN_NONE => 0,
-                    i => d.counts[i as usize],
-                };
-                if count + self_match - d.global_min(c.min_domains) > c.max_skew {
+                let id = d.key.as_ref().map_or(DOMAIN_MISSING, |k| k.id_at(pos));
+                if id == DOMAIN_MISSING {
+                    return Status::unresolvable(ERR_REASON_MISSING_LABEL);
+                }
+                if d.count_id(id) + self_match - d.global_min(c.min_domains) > c.max_skew {
                     return Status::unschedulable(ERR_REASON_CONSTRAINTS);
                 }
             }

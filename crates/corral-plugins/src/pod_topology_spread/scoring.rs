@@ -1,6 +1,8 @@
 //! PreScore, Score and NormalizeScore.
 
 use super::*;
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
+use corral_core::fxhash::FxHashMap;
 
 #[derive(Debug, Clone)]
 pub(super) struct PreScoreState {
@@ -10,6 +12,16 @@ pub(super) struct PreScoreState {
     pub(super) weights: Vec<f64>,
     /// Snapshot indices of scored nodes missing a topology key, sorted.
     pub(super) ignored: Vec<usize>,
+    /// The snapshot's domain index per constraint key, at `nodes_version`.
+    pub(super) keys: Vec<Arc<KeyDomains>>,
+    pub(super) nodes_version: u64,
+    /// Per constraint: whether its key is the hostname.
+    pub(super) is_host: Vec<bool>,
+    /// Per non-hostname constraint: `counts` by domain id of its key.
+    pub(super) by_id: Vec<Vec<i64>>,
+    /// Per hostname constraint with an indexable selector: matching pods per node
+    /// position (from the pod index; absent = 0), so Score matches no pods.
+    pub(super) per_node: Vec<Option<FxHashMap<usize, i64>>>,
 }
 
 impl PreScoreState {
@@ -46,7 +58,46 @@ impl PreScorePlugin for PodTopologySpread {
         let require_all = has_own || !self.system_defaulted;
         let mut counts: Vec<FxMap<i64>> = vec![FxMap::default(); constraints.len()];
         let mut ignored = Vec::new();
+        let keys: Vec<Arc<KeyDomains>> = constraints
+            .iter()
+            .map(|c| snap.topology_domains(&c.topology_key))
+            .collect();
+        let is_host: Vec<bool> = constraints
+            .iter()
+            .map(|c| c.topology_key == LABEL_HOSTNAME)
+            .collect();
+        // Domains present among the scored nodes, by id (the last slot: key missing,
+        // value ""), for the snapshot's own nodes; other nodes by label lookup.
+        let mut present: Vec<Vec<bool>> = keys
+            .iter()
+            .zip(&is_host)
+            .map(|(k, &h)| {
+                if h {
+                    Vec::new()
+                } else {
+                    vec![false; k.len() + 1]
+                }
+            })
+            .collect();
         for n in nodes {
+            if let Some(pos) = snap.position(n) {
+                if require_all && keys.iter().any(|k| k.id_at(pos) == DOMAIN_MISSING) {
+                    ignored.push(pos);
+                    continue;
+                }
+                for (k, p) in keys.iter().zip(present.iter_mut()) {
+                    if !p.is_empty() {
+                        let id = k.id_at(pos);
+                        let slot = if id == DOMAIN_MISSING {
+                            k.len()
+                        } else {
+                            id as usize
+                        };
+                        p[slot] = true;
+                    }
+                }
+                continue;
+            }
             if require_all && !has_all_keys(&n.labels, &constraints) {
                 if let Some(i) = snap.node_index(&n.name) {
                     ignored.push(i);
@@ -58,6 +109,18 @@ impl PreScorePlugin for PodTopologySpread {
                     continue;
                 }
                 let v = n.labels.get(&c.topology_key).map_or("", String::as_str);
+                if !m.contains_key(v) {
+                    m.insert(v.to_string(), 0);
+                }
+            }
+        }
+        for ((k, p), m) in keys.iter().zip(&present).zip(counts.iter_mut()) {
+            for (slot, _) in p.iter().enumerate().filter(|(_, on)| **on) {
+                let v = if slot == k.len() {
+                    ""
+                } else {
+                    k.value(slot as u32)
+                };
                 if !m.contains_key(v) {
                     m.insert(v.to_string(), 0);
                 }
@@ -133,6 +196,44 @@ impl PreScorePlugin for PodTopologySpread {
                 }
             }
         }
+        let by_id = keys
+            .iter()
+            .zip(&counts)
+            .zip(&is_host)
+            .map(|((k, m), &h)| {
+                if h || m.is_empty() {
+                    Vec::new()
+                } else {
+                    k.values()
+                        .iter()
+                        .map(|v| m.get(v.as_str()).copied().unwrap_or(0))
+                        .collect()
+                }
+            })
+            .collect();
+        // Hostname constraints: each node's matching pods, through the pod index.
+        let per_node = constraints
+            .iter()
+            .zip(&is_host)
+            .map(|(c, &h)| {
+                if !h {
+                    return None;
+                }
+                let cands = idx.candidates(&c.selector)?;
+                let mut m: FxHashMap<usize, i64> = FxHashMap::default();
+                if c.selector.is_everything() || c.selector.is_nothing() {
+                    return Some(m);
+                }
+                for e in cands {
+                    if c.counts(&e.pod, &pod.namespace)
+                        && let Some(ni) = snap.node_index(&e.node)
+                    {
+                        *m.entry(ni).or_insert(0) += 1;
+                    }
+                }
+                Some(m)
+            })
+            .collect();
         state.write(
             PRE_SCORE_KEY,
             Arc::new(PreScoreState {
@@ -140,6 +241,11 @@ impl PreScorePlugin for PodTopologySpread {
                 counts,
                 weights,
                 ignored,
+                nodes_version: snap.nodes_version(),
+                keys,
+                is_host,
+                by_id,
+                per_node,
             }),
         );
         Status::success()
@@ -157,6 +263,32 @@ impl ScorePlugin for PodTopologySpread {
         let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
             return Err(Status::error("PodTopologySpread: PreScore state not found"));
         };
+        if s.nodes_version == snap.nodes_version()
+            && let Some(pos) = snap.position(node)
+        {
+            // The snapshot's own node: domains by position, hostname counts from
+            // PreScore's per-node table.
+            if s.is_ignored(pos) {
+                return Ok(0);
+            }
+            let mut score = 0.0;
+            for (ci, (c, w)) in s.constraints.iter().zip(s.weights.iter()).enumerate() {
+                let id = s.keys[ci].id_at(pos);
+                if id == DOMAIN_MISSING {
+                    continue;
+                }
+                let cnt = if s.is_host[ci] {
+                    match &s.per_node[ci] {
+                        Some(m) => m.get(&pos).copied().unwrap_or(0),
+                        None => c.count_on(node, &pod.namespace),
+                    }
+                } else {
+                    s.by_id[ci].get(id as usize).copied().unwrap_or(0)
+                };
+                score += cnt as f64 * w + (c.max_skew - 1) as f64;
+            }
+            return Ok(score.round() as i64);
+        }
         if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
             return Ok(0);
         }

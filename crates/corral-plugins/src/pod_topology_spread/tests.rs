@@ -497,7 +497,19 @@ fn scores(pl: &PodTopologySpread, p: &PodInfo, snap: &Snapshot) -> (Status, Vec<
         .iter()
         .map(|&i| NodeScore {
             node: i,
-            score: pl.score(&st, p, nodes[i], snap).unwrap(),
+            score: {
+                let fast = pl.score(&st, p, nodes[i], snap).unwrap();
+                // A copy of the node is not the snapshot's: Score looks its labels
+                // up and matches its pods instead of reading the domain index.
+                let copy = NodeInfo::clone(nodes[i]);
+                let slow = pl.score(&st, p, &copy, snap).unwrap();
+                assert_eq!(
+                    fast, slow,
+                    "node {}: index and lookup disagree",
+                    nodes[i].name
+                );
+                fast
+            },
         })
         .collect();
     let raw = out.iter().map(|s| s.score).collect();
@@ -690,4 +702,51 @@ fn args_defaulting() {
         sys.pre_score(&mut CycleState::new(), &app("p"), &snap, &nodes)
             .is_skip()
     );
+}
+
+/// The snapshot's domain index: PreFilter registers every zone in O(domains) when all
+/// nodes carry the key; after a relabel (new `nodes_version`) Filter falls back to the
+/// label lookup and still agrees with a fresh PreFilter; hostname scores come from the
+/// pod index and follow added and removed pods.
+#[test]
+fn domain_index_follows_relabels_and_pods() {
+    let pl = PodTopologySpread::default();
+    let mut snap = snapshot(
+        vec![
+            node("a1").zone("a").info(),
+            node("a2").zone("a").info(),
+            node("b1").zone("b").info(),
+        ],
+        vec![(app("x1"), "a1"), (app("x2"), "a2")],
+    );
+    let p = pod("p")
+        .label("app", "web")
+        .spread(hard(LABEL_ZONE, 1))
+        .spread(soft(LABEL_HOSTNAME, 1))
+        .info();
+    let mut st = CycleState::new();
+    assert!(pl.pre_filter(&mut st, &p, &snap).1.is_success());
+    assert_eq!(passing(&filter_with(&pl, &st, &p, &snap)), ["b1"]);
+    // b1 moves to zone a: the state's domain ids are stale, Filter uses labels.
+    snap.upsert_node(node("b1").zone("a").info());
+    let stale = filter_with(&pl, &st, &p, &snap);
+    let mut fresh = CycleState::new();
+    pl.pre_filter(&mut fresh, &p, &snap);
+    assert_eq!(
+        passing(&filter_with(&pl, &fresh, &p, &snap)),
+        ["a1", "a2", "b1"]
+    );
+    // The stale state still knows zone b (count 0): every zone-a node is at skew 3.
+    assert_eq!(passing(&stale), Vec::<&str>::new());
+    // Hostname scores: a1 and a2 hold one matching pod each, then a1 two.
+    let (_, raw, _) = scores(&pl, &p, &snap);
+    let w = (3f64 + 2.0).ln();
+    assert_eq!(raw, [w.round() as i64, w.round() as i64, 0]);
+    snap.add_pod(Arc::new(app("x3")), "a1");
+    let (_, raw, _) = scores(&pl, &p, &snap);
+    assert_eq!(raw, [(2.0 * w).round() as i64, w.round() as i64, 0]);
+    snap.remove_pod("default/x1");
+    snap.remove_pod("default/x3");
+    let (_, raw, _) = scores(&pl, &p, &snap);
+    assert_eq!(raw, [0, w.round() as i64, 0]);
 }
