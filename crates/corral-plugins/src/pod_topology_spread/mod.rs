@@ -16,6 +16,15 @@
 //!   the node's own pods), nodes missing a key are ignored (score 0), and scores are
 //!   normalized to `100 × (max + min − s) / max`.
 //!
+//! Cost: the topology domains come from the snapshot's index
+//! ([`Snapshot::topology_domains`], built once per key and node set): PreFilter
+//! registers domains by id and counts matching pods through the pod index (no node
+//! visited when every node carries the keys and the inclusion policies admit all);
+//! Filter and Score read the node's domain by its snapshot position
+//! ([`Snapshot::position`]); hostname score counts come from the pod index. A node that
+//! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
+//! label-lookup path, with identical results (the unit tests check both on every node).
+//!
 //! Args: `defaultingType` (`System`, the default, or `List`) and `defaultConstraints`
 //! (only with `List`; they must not set a `labelSelector`). Like kube, default
 //! constraints apply only to pods without their own constraints and only with a selector
