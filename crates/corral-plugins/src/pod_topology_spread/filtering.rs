@@ -88,6 +88,26 @@ impl Domains {
             self.recompute_min();
             return;
         };
+        self.update_at(i, delta);
+    }
+
+    /// [`Domains::update`] by domain id of `key`.
+    fn update_id(&mut self, id: u32, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        match self.by_id.get(id as usize) {
+            Some(&i) if i != DOMAIN_NONE => self.update_at(i as usize, delta),
+            _ => {
+                if let Some(key) = self.key.clone() {
+                    self.update(key.value(id), delta);
+                }
+            }
+        }
+    }
+
+    /// Adds `delta` to `counts[i]`, keeping `min` exact.
+    fn update_at(&mut self, i: usize, delta: i64) {
         let old = self.counts[i];
         let new = old + delta;
         self.counts[i] = new;
@@ -133,8 +153,35 @@ pub(super) struct PreFilterState {
 }
 
 impl PreFilterState {
-    pub(super) fn update(&mut self, pod: &PodInfo, other: &PodInfo, node: &NodeInfo, delta: i64) {
-        if other.namespace != pod.namespace || !has_all_keys(&node.labels, &self.constraints) {
+    pub(super) fn update(
+        &mut self,
+        pod: &PodInfo,
+        other: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+        delta: i64,
+    ) {
+        if other.namespace != pod.namespace {
+            return;
+        }
+        // The snapshot's own node while the key indices are current: domains by
+        // position.
+        if self.nodes_version == snap.nodes_version()
+            && let Some(pos) = snap.position(node)
+        {
+            let id_at = |d: &Domains| d.key.as_ref().map_or(DOMAIN_MISSING, |k| k.id_at(pos));
+            if self.domains.iter().any(|d| id_at(d) == DOMAIN_MISSING) {
+                return;
+            }
+            for (c, d) in self.constraints.iter().zip(self.domains.iter_mut()) {
+                if c.counts(other, &pod.namespace) && c.includes(pod, node, &self.required) {
+                    let id = id_at(d);
+                    d.update_id(id, delta);
+                }
+            }
+            return;
+        }
+        if !has_all_keys(&node.labels, &self.constraints) {
             return;
         }
         for (c, d) in self.constraints.iter().zip(self.domains.iter_mut()) {
@@ -279,10 +326,10 @@ impl PreFilterExtensions for PodTopologySpread {
         pod: &PodInfo,
         added: &PodInfo,
         node: &NodeInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> Status {
         if let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) {
-            s.update(pod, added, node, 1);
+            s.update(pod, added, node, snap, 1);
         }
         Status::success()
     }
@@ -293,10 +340,10 @@ impl PreFilterExtensions for PodTopologySpread {
         pod: &PodInfo,
         removed: &PodInfo,
         node: &NodeInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> Status {
         if let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_KEY) {
-            s.update(pod, removed, node, -1);
+            s.update(pod, removed, node, snap, -1);
         }
         Status::success()
     }
