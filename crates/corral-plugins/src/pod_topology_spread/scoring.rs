@@ -145,36 +145,63 @@ impl PreScorePlugin for PodTopologySpread {
             Err(e) => return Status::error(format!("invalid node affinity: {e}")),
         };
         // Like PreFilter: eligible nodes are marked, matching pods counted through
-        // the pod index when possible.
+        // the pod index when possible; no node is visited for a constraint whose
+        // inclusion policies admit every node when every node has the keys (or
+        // missing keys don't exclude nodes).
         let idx = snap.pod_index();
         let all = snap.nodes();
-        let mut eligible: Vec<Vec<bool>> = vec![Vec::new(); constraints.len()];
-        // Hostname constraints count per node in Score: with only those, no node
-        // has anything to count here.
-        let any_domain = counts.iter().any(|m| !m.is_empty());
-        for (ni, node) in all.iter().enumerate().filter(|_| any_domain) {
-            if require_all && !has_all_keys(&node.labels, &constraints) {
+        let indexed: Vec<bool> = constraints
+            .iter()
+            .map(|c| idx.candidates(&c.selector).is_some())
+            .collect();
+        let all_keys = keys.iter().all(|k| k.missing() == 0);
+        let admits_all =
+            |c: &Constraint| (!c.honor_affinity || required.is_empty()) && !c.honor_taints;
+        // Per constraint: `None` = every node eligible, else eligibility by position.
+        // Hostname constraints count per node in Score (their map stays empty).
+        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
+        let mut per_node: Vec<usize> = Vec::new();
+        for (ci, c) in constraints.iter().enumerate() {
+            if counts[ci].is_empty() {
                 continue;
             }
-            for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
-                if m.is_empty() || !c.includes(pod, node, &required) {
+            if !(indexed[ci] && admits_all(c) && (all_keys || !require_all)) {
+                eligible[ci] = Some(vec![false; all.len()]);
+                per_node.push(ci);
+            }
+        }
+        // A node's value of key `ci` ("" when missing, like the label lookup).
+        let value_at = |ci: usize, ni: usize| -> &str {
+            let k = &keys[ci];
+            match k.id_at(ni) {
+                DOMAIN_MISSING => "",
+                id => k.value(id),
+            }
+        };
+        if !per_node.is_empty() {
+            for (ni, node) in all.iter().enumerate() {
+                if require_all && !all_keys && keys.iter().any(|k| k.id_at(ni) == DOMAIN_MISSING) {
                     continue;
                 }
-                let v = node.labels.get(&c.topology_key).map_or("", String::as_str);
-                if let Some(cnt) = m.get_mut(v) {
-                    if idx.candidates(&c.selector).is_some() {
-                        if eligible[ci].is_empty() {
-                            eligible[ci] = vec![false; all.len()];
+                for &ci in &per_node {
+                    let c = &constraints[ci];
+                    if !c.includes(pod, node, &required) {
+                        continue;
+                    }
+                    if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
+                        if indexed[ci] {
+                            if let Some(e) = eligible[ci].as_mut() {
+                                e[ni] = true;
+                            }
+                        } else {
+                            *cnt += c.count_on(node, &pod.namespace);
                         }
-                        eligible[ci][ni] = true;
-                    } else {
-                        *cnt += c.count_on(node, &pod.namespace);
                     }
                 }
             }
         }
-        for (ci, (c, m)) in constraints.iter().zip(counts.iter_mut()).enumerate() {
-            if eligible[ci].is_empty() {
+        for (ci, c) in constraints.iter().enumerate() {
+            if counts[ci].is_empty() || !indexed[ci] {
                 continue;
             }
             for e in idx.candidates(&c.selector).into_iter().flatten() {
@@ -184,14 +211,10 @@ impl PreScorePlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if !eligible[ci][ni] {
+                if !eligible[ci].as_ref().is_none_or(|el| el[ni]) {
                     continue;
                 }
-                let v = all[ni]
-                    .labels
-                    .get(&c.topology_key)
-                    .map_or("", String::as_str);
-                if let Some(cnt) = m.get_mut(v) {
+                if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
                     *cnt += 1;
                 }
             }

@@ -750,3 +750,112 @@ fn domain_index_follows_relabels_and_pods() {
     let (_, raw, _) = scores(&pl, &p, &snap);
     assert_eq!(raw, [0, w.round() as i64, 0]);
 }
+
+/// Randomized clusters (zones, nodes without a zone, tainted nodes, a node pool),
+/// pods with soft zone + hostname constraints and inclusion policies: every node's
+/// raw score equals kube's formula computed by brute force over all nodes and pods
+/// (the index-based PreScore/Score against a direct count).
+#[test]
+fn soft_scores_match_brute_force_randomized() {
+    let pl = PodTopologySpread::default();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % m
+    };
+    for round in 0..12 {
+        let nodes: Vec<NodeInfo> = (0..12)
+            .map(|i| {
+                let mut b = node(&format!("n{i}"));
+                if next(6) > 0 {
+                    b = b.zone(["a", "b", "c", "d"][next(4) as usize]);
+                }
+                if next(4) == 0 {
+                    b = b.label("pool", "gpu");
+                }
+                if next(5) == 0 {
+                    b = b.taint("dedicated", "x", "NoSchedule");
+                }
+                b.info()
+            })
+            .collect();
+        let names: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
+        let mut snap = snapshot(nodes, vec![]);
+        for j in 0..30 {
+            let b = pod(&format!("q{j}"));
+            let b = match next(4) {
+                0 => b.label("app", "db"),
+                1 => b.ns("other").label("app", "web"),
+                _ => b.label("app", "web"),
+            };
+            snap.add_pod(Arc::new(b.info()), &names[next(12) as usize]);
+        }
+        let mut zone = soft(LABEL_ZONE, 1 + next(3) as i32);
+        if next(2) == 0 {
+            zone["nodeTaintsPolicy"] = json!("Honor");
+        }
+        let mut host = soft(LABEL_HOSTNAME, 1 + next(2) as i32);
+        if next(2) == 0 {
+            host["nodeAffinityPolicy"] = json!("Ignore");
+        }
+        let mut b = pod("p").label("app", "web").spread(zone);
+        if next(2) == 0 {
+            b = b.spread(host);
+        }
+        if next(2) == 0 {
+            b = b.affinity(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "DoesNotExist"}]}]}}}));
+        }
+        let p = b.info();
+        let (hard_cs, cs) = pl.constraints(&p).unwrap();
+        assert!(hard_cs.is_empty());
+        let required = RequiredNodeAffinity::from_pod(&p).unwrap();
+        // Brute force, kube's PreScore/Score with every node scored.
+        let all: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+        let scored: Vec<&NodeInfo> = all
+            .iter()
+            .copied()
+            .filter(|n| has_all_keys(&n.labels, &cs))
+            .collect();
+        let mut want: Vec<(String, i64)> = all
+            .iter()
+            .map(|n| {
+                if !has_all_keys(&n.labels, &cs) {
+                    return (n.name.to_string(), 0);
+                }
+                let mut score = 0.0;
+                for c in &cs {
+                    let v = &n.labels[&c.topology_key];
+                    let (cnt, size) = if c.topology_key == LABEL_HOSTNAME {
+                        (c.count_on(n, &p.namespace), scored.len())
+                    } else {
+                        let domains: std::collections::BTreeSet<&String> =
+                            scored.iter().map(|s| &s.labels[&c.topology_key]).collect();
+                        let cnt: i64 = all
+                            .iter()
+                            .filter(|o| {
+                                has_all_keys(&o.labels, &cs)
+                                    && c.includes(&p, o, &required)
+                                    && o.labels.get(&c.topology_key) == Some(v)
+                            })
+                            .map(|o| c.count_on(o, &p.namespace))
+                            .sum();
+                        (cnt, domains.len())
+                    };
+                    score += cnt as f64 * ((size + 2) as f64).ln() + (c.max_skew - 1) as f64;
+                }
+                (n.name.to_string(), score.round() as i64)
+            })
+            .collect();
+        want.sort();
+        let (s, raw, _) = scores(&pl, &p, &snap);
+        assert!(s.is_success(), "round {round}: {s}");
+        assert_eq!(
+            raw,
+            want.iter().map(|w| w.1).collect::<Vec<_>>(),
+            "round {round}: {want:?}"
+        );
+    }
+}
