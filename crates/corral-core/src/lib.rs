@@ -8,6 +8,7 @@
 //! Invariant: corral-core knows nothing about batch sessions, Kubernetes I/O,
 //! configuration files or tokio; it does no I/O.
 
+pub mod domains;
 pub mod framework;
 pub mod fxhash;
 pub mod health;

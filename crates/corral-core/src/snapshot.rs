@@ -411,6 +411,9 @@ pub struct NodeInfo {
     /// NUMA topology (NodeResourceTopology) with the pods assumed since it was
     /// observed; None when the node has no (valid) NRT.
     pub numa: Option<Arc<crate::topology::NodeNuma>>,
+    /// Position in the snapshot's node list, set by the snapshot (read it through
+    /// [`Snapshot::position`], which rejects copies).
+    pos: usize,
 }
 
 impl NodeInfo {
@@ -458,6 +461,7 @@ impl NodeInfo {
             images,
             generation: 0,
             numa: None,
+            pos: 0,
             node: Arc::new(node),
         })
     }
@@ -558,6 +562,8 @@ pub struct Snapshot {
     pod_index: crate::pod_index::PodIndex,
     /// [`Snapshot::hostnames_unique`], computed on first use after a node change.
     hostnames_unique: std::sync::OnceLock<bool>,
+    /// Topology domains per key, built lazily (see [`crate::domains`]).
+    domains: crate::domains::DomainIndex,
 }
 
 impl Snapshot {
@@ -581,6 +587,27 @@ impl Snapshot {
 
     pub fn node(&self, name: &str) -> Option<&Arc<NodeInfo>> {
         self.node_index(name).map(|i| &self.nodes[i])
+    }
+
+    /// Position of `node` in [`Snapshot::nodes`] in O(1), when it is this snapshot's
+    /// own `NodeInfo` (a copy, or a node of another snapshot version, gives `None`).
+    #[inline]
+    pub fn position(&self, node: &NodeInfo) -> Option<usize> {
+        self.nodes
+            .get(node.pos)
+            .filter(|n| std::ptr::eq(&***n, node))
+            .map(|_| node.pos)
+    }
+
+    /// The topology domains of `key` over the current nodes, built on first use and
+    /// kept until the node set or labels change (see [`crate::domains`]).
+    pub fn topology_domains(&self, key: &str) -> Arc<crate::domains::KeyDomains> {
+        self.domains.get(&self.nodes, self.nodes_version, key)
+    }
+
+    /// The lazily built topology-domain index (for tests and diagnostics).
+    pub fn domain_index(&self) -> &crate::domains::DomainIndex {
+        &self.domains
     }
 
     /// Indices of nodes that have pods with affinity terms.
@@ -739,6 +766,11 @@ impl Snapshot {
                 }
             }
         }
+        for (i, n) in out.iter_mut().enumerate() {
+            if n.pos != i {
+                Arc::make_mut(n).pos = i;
+            }
+        }
         self.nodes = out;
         self.index = self
             .nodes
@@ -821,6 +853,7 @@ impl Snapshot {
             // the node's, not the Node object's.
             info.numa = old.numa.clone();
             info.generation = self.generation;
+            info.pos = i;
             self.nodes[i] = Arc::new(info);
             return zone_changed;
         }
@@ -836,6 +869,7 @@ impl Snapshot {
             *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
         }
         info.generation = self.generation;
+        info.pos = self.nodes.len();
         self.nodes.push(Arc::new(info));
         self.index.insert(name, self.nodes.len() - 1);
         true
@@ -877,6 +911,7 @@ impl Snapshot {
                 *self.image_nodes.entry(img.clone()).or_insert(0) += 1;
             }
             info.generation = self.generation;
+            info.pos = self.nodes.len();
             self.index.insert(info.name.clone(), self.nodes.len());
             self.nodes.push(Arc::new(info));
             added = true;

@@ -475,7 +475,18 @@ impl Scheduler {
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
         let mut requeue = Vec::new();
-        for (q, (fi, mut ev)) in batch.into_iter().zip(evals) {
+        // Per class: the PreFilter state of its deferred pods, brought up to date
+        // with the first `usize` committed pods (each deferred pod adds only the pods
+        // committed since the previous one of its class, not the whole batch).
+        let mut advanced: HashMap<
+            (u64, usize),
+            (
+                CycleState,
+                crate::framework::runtime::PreFilterOutcome,
+                usize,
+            ),
+        > = HashMap::new();
+        for (j, (q, (fi, mut ev))) in batch.into_iter().zip(evals).enumerate() {
             let pod = q.pod.clone();
             let fw = if fi == usize::MAX {
                 None
@@ -546,20 +557,48 @@ impl Scheduler {
                             // with the pods committed since its evaluation
                             // (`PreFilterExtensions::add_pod`, exact), instead of
                             // running PreFilter again.
-                            let reuse = if stale {
-                                ev.pre.take().filter(|_| {
-                                    refresh_pre_filter(
-                                        fw,
-                                        &self.snapshot,
-                                        &mut ev.state,
-                                        &pod,
-                                        &committed,
-                                    )
-                                })
-                            } else {
+                            let class = (class_of[j], fi);
+                            let reuse = if !stale {
                                 None
-                            }
-                            .map(|p| (std::mem::take(&mut ev.state), p));
+                            } else if is_deferred && let Some(a) = advanced.get_mut(&class) {
+                                // Same class, same starting state: continue from
+                                // where its previous deferred pod left off.
+                                let (st, pre, applied) = a;
+                                if refresh_pre_filter(
+                                    fw,
+                                    &self.snapshot,
+                                    st,
+                                    &pod,
+                                    &committed[*applied..],
+                                ) {
+                                    *applied = committed.len();
+                                    Some((st.clone(), pre.clone()))
+                                } else {
+                                    advanced.remove(&class);
+                                    None
+                                }
+                            } else {
+                                ev.pre
+                                    .take()
+                                    .filter(|_| {
+                                        refresh_pre_filter(
+                                            fw,
+                                            &self.snapshot,
+                                            &mut ev.state,
+                                            &pod,
+                                            &committed,
+                                        )
+                                    })
+                                    .map(|p| {
+                                        if is_deferred {
+                                            advanced.insert(
+                                                class,
+                                                (ev.state.clone(), p.clone(), committed.len()),
+                                            );
+                                        }
+                                        (std::mem::take(&mut ev.state), p)
+                                    })
+                            };
                             let n_now = self.snapshot.num_nodes().max(1);
                             let mut rng = pod_rng(seed, &pod, q.attempts + 1);
                             let fresh = evaluate(

@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 #[cfg(test)]
 use corral_core::testutil;
 use corral_core::{
-    framework, health, impl_plugin, labels, pod_index, quantity, resources, snapshot, topology,
-    volumes,
+    domains, framework, health, impl_plugin, labels, pod_index, quantity, resources, snapshot,
+    topology, volumes,
 };
 
 use crate::framework::Plugin;

@@ -30,6 +30,14 @@ impl<T: Any + Send + Sync + Clone> StateData for T {
 }
 
 /// Typed key/value store for one pod's cycle; keys are plugin-chosen static strings.
+/// Key equality for the linear scans: keys are string constants, and one constant
+/// normally has one address, so the address is compared before the bytes (a plugin
+/// reads its state once per node in Filter and Score).
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+}
+
 /// A handful of entries per pod, so a linear scan beats hashing.
 #[derive(Default)]
 pub struct CycleState {
@@ -80,7 +88,7 @@ impl CycleState {
 
     /// Stores (or replaces) `value` under `key`.
     pub fn write<T: StateData>(&mut self, key: &'static str, value: T) {
-        if let Some(e) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(e) = self.entries.iter_mut().find(|(k, _)| same_key(k, key)) {
             e.1 = Box::new(value);
         } else {
             self.entries.push((key, Box::new(value)));
@@ -92,7 +100,7 @@ impl CycleState {
     pub fn read<T: 'static>(&self, key: &'static str) -> Option<&T> {
         self.entries
             .iter()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| same_key(k, key))
             .and_then(|(_, v)| (**v).as_any().downcast_ref::<T>())
     }
 
@@ -100,12 +108,12 @@ impl CycleState {
     pub fn read_mut<T: 'static>(&mut self, key: &'static str) -> Option<&mut T> {
         self.entries
             .iter_mut()
-            .find(|(k, _)| *k == key)
+            .find(|(k, _)| same_key(k, key))
             .and_then(|(_, v)| (**v).as_any_mut().downcast_mut::<T>())
     }
 
     pub fn delete(&mut self, key: &'static str) {
-        self.entries.retain(|(k, _)| *k != key);
+        self.entries.retain(|(k, _)| !same_key(k, key));
     }
 
     /// Records an annotation the placed pod must carry (e.g. GpuShare's card

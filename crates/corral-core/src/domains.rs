@@ -1,0 +1,271 @@
+//! Snapshot-level topology-domain index: for a topology key (`topology.kubernetes.io/zone`,
+//! `kubernetes.io/hostname`, any node label), each snapshot node's domain as a small
+//! integer id, by the node's position in [`Snapshot::nodes`], and the domain values.
+//!
+//! Built lazily on the first request for a key ([`Snapshot::topology_domains`]) and
+//! kept until the node set, order or labels change (the snapshot's `nodes_version`),
+//! so PodTopologySpread's PreFilter registers the domains in O(domains) instead of
+//! looking a label up on every node, and its Filter/Score read a node's domain by
+//! position (an array read) instead of a label-map lookup and a hash of the value.
+//!
+//! Pod additions and removals do not change node labels or positions, so a commit
+//! never invalidates the index.
+//!
+//! [`Snapshot::nodes`]: crate::snapshot::Snapshot::nodes
+//! [`Snapshot::topology_domains`]: crate::snapshot::Snapshot::topology_domains
+
+use std::sync::{Arc, Mutex};
+
+use crate::fxhash::FxHashMap;
+use crate::snapshot::NodeInfo;
+
+/// [`KeyDomains::id_at`] of a node lacking the key.
+pub const DOMAIN_MISSING: u32 = u32::MAX;
+
+/// The domains of one topology key over the snapshot's nodes.
+#[derive(Debug)]
+pub struct KeyDomains {
+    nodes_version: u64,
+    /// Per node position: domain id, or [`DOMAIN_MISSING`].
+    ids: Vec<u32>,
+    /// Domain id → value, in order of first appearance in the node list.
+    values: Vec<String>,
+    /// Value → domain id.
+    by_value: FxHashMap<String, u32>,
+    /// Number of nodes lacking the key.
+    missing: usize,
+}
+
+impl KeyDomains {
+    /// Indexes `key` over `nodes` (the snapshot's node list at `nodes_version`).
+    pub fn build(nodes: &[Arc<NodeInfo>], key: &str, nodes_version: u64) -> KeyDomains {
+        let mut ids = Vec::with_capacity(nodes.len());
+        let mut values: Vec<String> = Vec::new();
+        let mut by_value: FxHashMap<String, u32> = FxHashMap::default();
+        let mut missing = 0;
+        for n in nodes {
+            let id = match n.labels.get(key) {
+                None => {
+                    missing += 1;
+                    DOMAIN_MISSING
+                }
+                Some(v) => match by_value.get(v.as_str()) {
+                    Some(&id) => id,
+                    None => {
+                        // Fewer than u32::MAX nodes: ids stay below DOMAIN_MISSING.
+                        let id = values.len() as u32;
+                        values.push(v.clone());
+                        by_value.insert(v.clone(), id);
+                        id
+                    }
+                },
+            };
+            ids.push(id);
+        }
+        KeyDomains {
+            nodes_version,
+            ids,
+            values,
+            by_value,
+            missing,
+        }
+    }
+
+    /// The snapshot `nodes_version` this index describes.
+    #[inline]
+    pub fn nodes_version(&self) -> u64 {
+        self.nodes_version
+    }
+
+    /// Domain id of the node at snapshot position `pos` ([`DOMAIN_MISSING`] when the
+    /// node lacks the key or `pos` is out of range).
+    #[inline]
+    pub fn id_at(&self, pos: usize) -> u32 {
+        self.ids.get(pos).copied().unwrap_or(DOMAIN_MISSING)
+    }
+
+    /// Per node position, the domain id.
+    #[inline]
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// Domain id of a value, if some node carries it.
+    #[inline]
+    pub fn id_of(&self, value: &str) -> Option<u32> {
+        self.by_value.get(value).copied()
+    }
+
+    /// Value of domain `id`.
+    #[inline]
+    pub fn value(&self, id: u32) -> &str {
+        &self.values[id as usize]
+    }
+
+    /// Domain values by id.
+    pub fn values(&self) -> &[String] {
+        &self.values
+    }
+
+    /// Number of distinct domains.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Number of nodes lacking the key.
+    #[inline]
+    pub fn missing(&self) -> usize {
+        self.missing
+    }
+}
+
+/// Cache of [`KeyDomains`] per key for one `nodes_version` (see the module
+/// documentation). Shared by the snapshot's readers (behind a lock taken once per
+/// request, i.e. per PreFilter/PreScore, never per node).
+#[derive(Default)]
+pub struct DomainIndex {
+    cache: Mutex<(u64, FxHashMap<String, Arc<KeyDomains>>)>,
+}
+
+impl DomainIndex {
+    /// The index of `key` for `nodes` at `nodes_version`, built on first use.
+    pub fn get(&self, nodes: &[Arc<NodeInfo>], nodes_version: u64, key: &str) -> Arc<KeyDomains> {
+        let mut g = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != nodes_version {
+            g.1.clear();
+            g.0 = nodes_version;
+        }
+        if let Some(d) = g.1.get(key) {
+            return d.clone();
+        }
+        let d = Arc::new(KeyDomains::build(nodes, key, nodes_version));
+        g.1.insert(key.to_string(), d.clone());
+        d
+    }
+
+    /// Number of keys indexed for `nodes_version` (0 when the cache describes an
+    /// older node set).
+    pub fn cached_keys(&self, nodes_version: u64) -> usize {
+        let g = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == nodes_version { g.1.len() } else { 0 }
+    }
+}
+
+impl Clone for DomainIndex {
+    fn clone(&self) -> Self {
+        let g = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        DomainIndex {
+            cache: Mutex::new((g.0, g.1.clone())),
+        }
+    }
+}
+
+impl std::fmt::Debug for DomainIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("DomainIndex")
+            .field("nodes_version", &g.0)
+            .field("keys", &g.1.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::snapshot::{LABEL_ZONE, Snapshot};
+    use crate::testutil::{node, pod};
+    use std::sync::Arc;
+
+    use super::DOMAIN_MISSING;
+
+    fn snap() -> Snapshot {
+        let mut s = Snapshot::new();
+        s.upsert_nodes([
+            node("a1").zone("a").info(),
+            node("a2").zone("a").info(),
+            node("b1").zone("b").info(),
+            node("x").info(),
+        ]);
+        s
+    }
+
+    /// Every node's id names its own label value (or MISSING), by position.
+    fn check(s: &Snapshot, key: &str) {
+        let d = s.topology_domains(key);
+        assert_eq!(d.nodes_version(), s.nodes_version());
+        assert_eq!(d.ids().len(), s.num_nodes());
+        let mut missing = 0;
+        for (i, n) in s.nodes().iter().enumerate() {
+            assert_eq!(s.position(n), Some(i), "node {}", n.name);
+            match n.labels.get(key) {
+                None => {
+                    missing += 1;
+                    assert_eq!(d.id_at(i), DOMAIN_MISSING);
+                }
+                Some(v) => {
+                    assert_eq!(d.value(d.id_at(i)), v);
+                    assert_eq!(d.id_of(v), Some(d.id_at(i)));
+                }
+            }
+        }
+        assert_eq!(d.missing(), missing);
+    }
+
+    #[test]
+    fn built_lazily_and_kept_across_pod_changes() {
+        let mut s = snap();
+        assert_eq!(s.domain_index().cached_keys(s.nodes_version()), 0);
+        let d = s.topology_domains(LABEL_ZONE);
+        assert_eq!(s.domain_index().cached_keys(s.nodes_version()), 1);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d.missing(), 1);
+        check(&s, LABEL_ZONE);
+        // Same Arc on the second request; pod changes keep it.
+        assert!(Arc::ptr_eq(&d, &s.topology_domains(LABEL_ZONE)));
+        s.add_pod(Arc::new(pod("p").info()), "a1");
+        s.remove_pod("default/p");
+        assert!(Arc::ptr_eq(&d, &s.topology_domains(LABEL_ZONE)));
+        check(&s, LABEL_ZONE);
+        // A clone shares the built index.
+        let c = s.clone();
+        assert!(Arc::ptr_eq(&d, &c.topology_domains(LABEL_ZONE)));
+        // Unknown key: every node missing.
+        let none = s.topology_domains("nope");
+        assert_eq!((none.len(), none.missing()), (0, 4));
+        assert_eq!(none.id_at(99), DOMAIN_MISSING);
+    }
+
+    #[test]
+    fn invalidated_when_nodes_are_added_relabelled_or_removed() {
+        let mut s = snap();
+        let d = s.topology_domains(LABEL_ZONE);
+        s.upsert_node(node("c1").zone("c").info());
+        let d2 = s.topology_domains(LABEL_ZONE);
+        assert!(!Arc::ptr_eq(&d, &d2));
+        assert_eq!(d2.len(), 3);
+        check(&s, LABEL_ZONE);
+        // Relabel b1 into zone a: zone b disappears.
+        s.upsert_node(node("b1").zone("a").info());
+        let d3 = s.topology_domains(LABEL_ZONE);
+        assert!(!Arc::ptr_eq(&d2, &d3));
+        assert_eq!(d3.id_of("b"), None);
+        check(&s, LABEL_ZONE);
+        // A label added to the unlabelled node.
+        s.upsert_node(node("x").zone("b").info());
+        assert_eq!(s.topology_domains(LABEL_ZONE).missing(), 0);
+        check(&s, LABEL_ZONE);
+        assert!(s.remove_node("a1"));
+        check(&s, LABEL_ZONE);
+        s.add_nodes([node("d1").zone("d").info(), node("d2").zone("d").info()]);
+        check(&s, LABEL_ZONE);
+        check(&s, "kubernetes.io/hostname");
+        // A copy of a node is not the snapshot's: no position.
+        let copy = crate::snapshot::NodeInfo::clone(&s.nodes()[0]);
+        assert_eq!(s.position(&copy), None);
+    }
+}

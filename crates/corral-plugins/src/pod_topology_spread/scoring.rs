@@ -1,0 +1,368 @@
+//! PreScore, Score and NormalizeScore.
+
+use super::*;
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
+use corral_core::fxhash::FxHashMap;
+
+#[derive(Debug, Clone)]
+pub(super) struct PreScoreState {
+    pub(super) constraints: Vec<Constraint>,
+    /// Per constraint (hostname constraints: empty, counted per node in Score).
+    pub(super) counts: Vec<FxMap<i64>>,
+    pub(super) weights: Vec<f64>,
+    /// Snapshot indices of scored nodes missing a topology key, sorted.
+    pub(super) ignored: Vec<usize>,
+    /// The snapshot's domain index per constraint key, at `nodes_version`.
+    pub(super) keys: Vec<Arc<KeyDomains>>,
+    pub(super) nodes_version: u64,
+    /// Per constraint: whether its key is the hostname.
+    pub(super) is_host: Vec<bool>,
+    /// Per non-hostname constraint: `counts` by domain id of its key.
+    pub(super) by_id: Vec<Vec<i64>>,
+    /// Per hostname constraint with an indexable selector: matching pods per node
+    /// position (from the pod index; absent = 0), so Score matches no pods.
+    pub(super) per_node: Vec<Option<FxHashMap<usize, i64>>>,
+}
+
+impl PreScoreState {
+    #[inline]
+    pub(super) fn is_ignored(&self, idx: usize) -> bool {
+        !self.ignored.is_empty() && self.ignored.binary_search(&idx).is_ok()
+    }
+}
+
+impl PreScorePlugin for PodTopologySpread {
+    fn pre_score(
+        &self,
+        state: &mut CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        nodes: &[&NodeInfo],
+    ) -> Status {
+        if nodes.is_empty() || snap.num_nodes() == 0 {
+            return Status::skip();
+        }
+        let constraints = match self.constraints(pod) {
+            Ok((_, soft)) => soft,
+            Err(e) => return Status::error(format!("invalid topology spread constraints: {e}")),
+        };
+        if constraints.is_empty() {
+            return Status::skip();
+        }
+        // Only require all topology labels with non-system-default rules, so nodes
+        // without a zone label still get hostname spreading.
+        let has_own = pod
+            .spec()
+            .and_then(|s| s.topology_spread_constraints.as_ref())
+            .is_some_and(|c| !c.is_empty());
+        let require_all = has_own || !self.system_defaulted;
+        let mut counts: Vec<FxMap<i64>> = vec![FxMap::default(); constraints.len()];
+        let mut ignored = Vec::new();
+        let keys: Vec<Arc<KeyDomains>> = constraints
+            .iter()
+            .map(|c| snap.topology_domains(&c.topology_key))
+            .collect();
+        let is_host: Vec<bool> = constraints
+            .iter()
+            .map(|c| c.topology_key == LABEL_HOSTNAME)
+            .collect();
+        // Domains present among the scored nodes, by id (the last slot: key missing,
+        // value ""), for the snapshot's own nodes; other nodes by label lookup.
+        let mut present: Vec<Vec<bool>> = keys
+            .iter()
+            .zip(&is_host)
+            .map(|(k, &h)| {
+                if h {
+                    Vec::new()
+                } else {
+                    vec![false; k.len() + 1]
+                }
+            })
+            .collect();
+        for n in nodes {
+            if let Some(pos) = snap.position(n) {
+                if require_all && keys.iter().any(|k| k.id_at(pos) == DOMAIN_MISSING) {
+                    ignored.push(pos);
+                    continue;
+                }
+                for (k, p) in keys.iter().zip(present.iter_mut()) {
+                    if !p.is_empty() {
+                        let id = k.id_at(pos);
+                        let slot = if id == DOMAIN_MISSING {
+                            k.len()
+                        } else {
+                            id as usize
+                        };
+                        p[slot] = true;
+                    }
+                }
+                continue;
+            }
+            if require_all && !has_all_keys(&n.labels, &constraints) {
+                if let Some(i) = snap.node_index(&n.name) {
+                    ignored.push(i);
+                }
+                continue;
+            }
+            for (c, m) in constraints.iter().zip(counts.iter_mut()) {
+                if c.topology_key == LABEL_HOSTNAME {
+                    continue;
+                }
+                let v = n.labels.get(&c.topology_key).map_or("", String::as_str);
+                if !m.contains_key(v) {
+                    m.insert(v.to_string(), 0);
+                }
+            }
+        }
+        for ((k, p), m) in keys.iter().zip(&present).zip(counts.iter_mut()) {
+            for (slot, _) in p.iter().enumerate().filter(|(_, on)| **on) {
+                let v = if slot == k.len() {
+                    ""
+                } else {
+                    k.value(slot as u32)
+                };
+                if !m.contains_key(v) {
+                    m.insert(v.to_string(), 0);
+                }
+            }
+        }
+        ignored.sort_unstable();
+        ignored.dedup();
+        let weights = constraints
+            .iter()
+            .zip(counts.iter())
+            .map(|(c, m)| {
+                let size = if c.topology_key == LABEL_HOSTNAME {
+                    nodes.len().saturating_sub(ignored.len())
+                } else {
+                    m.len()
+                };
+                ((size + 2) as f64).ln()
+            })
+            .collect();
+        let required = match RequiredNodeAffinity::from_pod(pod) {
+            Ok(r) => r,
+            Err(e) => return Status::error(format!("invalid node affinity: {e}")),
+        };
+        // Like PreFilter: eligible nodes are marked, matching pods counted through
+        // the pod index when possible; no node is visited for a constraint whose
+        // inclusion policies admit every node when every node has the keys (or
+        // missing keys don't exclude nodes).
+        let idx = snap.pod_index();
+        let all = snap.nodes();
+        let indexed: Vec<bool> = constraints
+            .iter()
+            .map(|c| idx.candidates(&c.selector).is_some())
+            .collect();
+        let all_keys = keys.iter().all(|k| k.missing() == 0);
+        let admits_all =
+            |c: &Constraint| (!c.honor_affinity || required.is_empty()) && !c.honor_taints;
+        // Per constraint: `None` = every node eligible, else eligibility by position.
+        // Hostname constraints count per node in Score (their map stays empty).
+        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
+        let mut per_node: Vec<usize> = Vec::new();
+        for (ci, c) in constraints.iter().enumerate() {
+            if counts[ci].is_empty() {
+                continue;
+            }
+            if !(indexed[ci] && admits_all(c) && (all_keys || !require_all)) {
+                eligible[ci] = Some(vec![false; all.len()]);
+                per_node.push(ci);
+            }
+        }
+        // A node's value of key `ci` ("" when missing, like the label lookup).
+        let value_at = |ci: usize, ni: usize| -> &str {
+            let k = &keys[ci];
+            match k.id_at(ni) {
+                DOMAIN_MISSING => "",
+                id => k.value(id),
+            }
+        };
+        if !per_node.is_empty() {
+            for (ni, node) in all.iter().enumerate() {
+                if require_all && !all_keys && keys.iter().any(|k| k.id_at(ni) == DOMAIN_MISSING) {
+                    continue;
+                }
+                for &ci in &per_node {
+                    let c = &constraints[ci];
+                    if !c.includes(pod, node, &required) {
+                        continue;
+                    }
+                    if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
+                        if indexed[ci] {
+                            if let Some(e) = eligible[ci].as_mut() {
+                                e[ni] = true;
+                            }
+                        } else {
+                            *cnt += c.count_on(node, &pod.namespace);
+                        }
+                    }
+                }
+            }
+        }
+        for (ci, c) in constraints.iter().enumerate() {
+            if counts[ci].is_empty() || !indexed[ci] {
+                continue;
+            }
+            for e in idx.candidates(&c.selector).into_iter().flatten() {
+                if !c.counts(&e.pod, &pod.namespace) {
+                    continue;
+                }
+                let Some(ni) = snap.node_index(&e.node) else {
+                    continue;
+                };
+                if !eligible[ci].as_ref().is_none_or(|el| el[ni]) {
+                    continue;
+                }
+                if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
+                    *cnt += 1;
+                }
+            }
+        }
+        let by_id = keys
+            .iter()
+            .zip(&counts)
+            .zip(&is_host)
+            .map(|((k, m), &h)| {
+                if h || m.is_empty() {
+                    Vec::new()
+                } else {
+                    k.values()
+                        .iter()
+                        .map(|v| m.get(v.as_str()).copied().unwrap_or(0))
+                        .collect()
+                }
+            })
+            .collect();
+        // Hostname constraints: each node's matching pods, through the pod index.
+        let per_node = constraints
+            .iter()
+            .zip(&is_host)
+            .map(|(c, &h)| {
+                if !h {
+                    return None;
+                }
+                let cands = idx.candidates(&c.selector)?;
+                let mut m: FxHashMap<usize, i64> = FxHashMap::default();
+                if c.selector.is_everything() || c.selector.is_nothing() {
+                    return Some(m);
+                }
+                for e in cands {
+                    if c.counts(&e.pod, &pod.namespace)
+                        && let Some(ni) = snap.node_index(&e.node)
+                    {
+                        *m.entry(ni).or_insert(0) += 1;
+                    }
+                }
+                Some(m)
+            })
+            .collect();
+        state.write(
+            PRE_SCORE_KEY,
+            Arc::new(PreScoreState {
+                constraints,
+                counts,
+                weights,
+                ignored,
+                nodes_version: snap.nodes_version(),
+                keys,
+                is_host,
+                by_id,
+                per_node,
+            }),
+        );
+        Status::success()
+    }
+}
+
+impl ScorePlugin for PodTopologySpread {
+    fn score(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Result<i64, Status> {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+            return Err(Status::error("PodTopologySpread: PreScore state not found"));
+        };
+        if s.nodes_version == snap.nodes_version()
+            && let Some(pos) = snap.position(node)
+        {
+            // The snapshot's own node: domains by position, hostname counts from
+            // PreScore's per-node table.
+            if s.is_ignored(pos) {
+                return Ok(0);
+            }
+            let mut score = 0.0;
+            for (ci, (c, w)) in s.constraints.iter().zip(s.weights.iter()).enumerate() {
+                let id = s.keys[ci].id_at(pos);
+                if id == DOMAIN_MISSING {
+                    continue;
+                }
+                let cnt = if s.is_host[ci] {
+                    match &s.per_node[ci] {
+                        Some(m) => m.get(&pos).copied().unwrap_or(0),
+                        None => c.count_on(node, &pod.namespace),
+                    }
+                } else {
+                    s.by_id[ci].get(id as usize).copied().unwrap_or(0)
+                };
+                score += cnt as f64 * w + (c.max_skew - 1) as f64;
+            }
+            return Ok(score.round() as i64);
+        }
+        if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
+            return Ok(0);
+        }
+        let mut score = 0.0;
+        for ((c, m), w) in s
+            .constraints
+            .iter()
+            .zip(s.counts.iter())
+            .zip(s.weights.iter())
+        {
+            let Some(v) = node.labels.get(&c.topology_key) else {
+                continue;
+            };
+            let cnt = if c.topology_key == LABEL_HOSTNAME {
+                c.count_on(node, &pod.namespace)
+            } else {
+                m.get(v.as_str()).copied().unwrap_or(0)
+            };
+            score += cnt as f64 * w + (c.max_skew - 1) as f64;
+        }
+        Ok(score.round() as i64)
+    }
+
+    fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
+        Some(self)
+    }
+}
+
+impl NormalizeScorePlugin for PodTopologySpread {
+    fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) -> Status {
+        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+            return Status::success();
+        };
+        let mut min = i64::MAX;
+        let mut max = 0;
+        for ns in scores.iter() {
+            if s.is_ignored(ns.node) {
+                continue;
+            }
+            min = min.min(ns.score);
+            max = max.max(ns.score);
+        }
+        for ns in scores.iter_mut() {
+            ns.score = if s.is_ignored(ns.node) {
+                0
+            } else if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - ns.score) / max
+            };
+        }
+        Status::success()
+    }
+}
