@@ -312,17 +312,28 @@ fn merge_buckets<K: std::hash::Hash + Eq + Clone>(
 
 impl RunningIndex {
     fn account(&mut self, e: &NodeEntry, sign: i64) {
-        self.total.add_resources(&e.allocatable, sign);
-        merge_buckets(&mut self.plain, &e.plain, sign);
-        for g in &e.groups {
-            let t = match self.groups.get_mut(&g.key) {
-                Some(t) => t,
-                None => self.groups.entry(g.key.clone()).or_default(),
-            };
-            t.merge(&e.name, g, sign);
-            if t.bucket.pods == 0 {
-                self.groups.remove(&g.key);
-            }
+        account(&mut self.total, &mut self.plain, &mut self.groups, e, sign);
+    }
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) a node's contribution to the totals.
+fn account(
+    total: &mut Acc,
+    plain: &mut HashMap<PlainKey, Bucket>,
+    groups: &mut HashMap<GroupKey, GroupAgg>,
+    e: &NodeEntry,
+    sign: i64,
+) {
+    total.add_resources(&e.allocatable, sign);
+    merge_buckets(plain, &e.plain, sign);
+    for g in &e.groups {
+        let t = match groups.get_mut(&g.key) {
+            Some(t) => t,
+            None => groups.entry(g.key.clone()).or_default(),
+        };
+        t.merge(&e.name, g, sign);
+        if t.bucket.pods == 0 {
+            groups.remove(&g.key);
         }
     }
 }
@@ -332,17 +343,39 @@ impl RunningIndex {
     /// (or that were added) are rebuilt, in parallel.
     pub fn refresh(&mut self, snap: &Snapshot) {
         let nodes = snap.nodes();
-        let mut slots: Vec<Option<NodeEntry>>;
         if self.nodes_version == Some(snap.nodes_version()) && self.nodes.len() == nodes.len() {
-            slots = self.nodes.drain(..).map(Some).collect();
-        } else {
-            // Node set or order changed: re-key the entries by name.
-            let mut old: HashMap<Arc<str>, NodeEntry> =
-                self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
-            slots = nodes.iter().map(|n| old.remove(&n.name)).collect();
-            for e in old.into_values() {
-                self.account(&e, -1);
+            // Same nodes in the same order: stale entries are replaced in place (a
+            // session over an unchanged cluster moves no entry).
+            let changed: Vec<usize> = (0..nodes.len())
+                .filter(|&i| {
+                    let e = &self.nodes[i];
+                    e.generation != nodes[i].generation || e.name != nodes[i].name
+                })
+                .collect();
+            self.rebuilt = changed.len();
+            let fresh: Vec<(usize, NodeEntry)> = changed
+                .into_par_iter()
+                .map(|i| (i, NodeEntry::build(&nodes[i])))
+                .collect();
+            for (i, e) in fresh {
+                account(
+                    &mut self.total,
+                    &mut self.plain,
+                    &mut self.groups,
+                    &self.nodes[i],
+                    -1,
+                );
+                self.account(&e, 1);
+                self.nodes[i] = e;
             }
+            return;
+        }
+        // Node set or order changed: re-key the entries by name.
+        let mut old: HashMap<Arc<str>, NodeEntry> =
+            self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
+        let mut slots: Vec<Option<NodeEntry>> = nodes.iter().map(|n| old.remove(&n.name)).collect();
+        for e in old.into_values() {
+            self.account(&e, -1);
         }
         // Stale entries leave the totals; their nodes are rebuilt.
         let mut changed = Vec::new();

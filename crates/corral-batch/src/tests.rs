@@ -1159,7 +1159,7 @@ struct ArrivalOut {
 
 /// One session per entry of `arrivals` (pods that arrive before it), the running
 /// index carried (`eager` false) or the straightforward build: per session its
-/// placements, nominations and evictions (in decision order), PodGroup statuses,
+/// placements, nominations and evictions (sorted), PodGroup statuses,
 /// how many running gang members it built into tasks and which jobs kept only
 /// their aggregates.
 fn arrival_cycles(c: &Case, arrivals: &[Vec<PodInfo>], eager: bool) -> Vec<ArrivalOut> {
@@ -1217,6 +1217,9 @@ fn arrival_cycles(c: &Case, arrivals: &[Vec<PodInfo>], eager: bool) -> Vec<Arriv
                 .iter()
                 .map(|e| format!("evict {} for {}: {}", e.pod, e.preemptor, e.reason)),
         );
+        // Sorted: the order of a gang's collateral evictions follows a HashMap's
+        // iteration (evict.rs), which differs between runs.
+        decided.sort();
         out.push(ArrivalOut {
             decided,
             podgroups: closed.podgroups.clone(),
