@@ -10,11 +10,15 @@
 //!   summed per (queue annotation, namespace). The jobs themselves are built only
 //!   when preempt/reclaim has a preemptor and needs victims
 //!   ([`super::session::Session::materialize_running`]).
-//! - for **gang members**: their `Task`s (requests as `ResMap`, role, membership),
-//!   built once per pod and cloned into the session's jobs. A member's PodGroup key
-//!   ("ns/name") and a plain pod's (queue, namespace) bucket are matched borrowed
-//!   against the node's existing keys: a key is built once per (node, group) or
-//!   (node, queue, namespace), not per pod.
+//! - for **gang members**: per PodGroup, aggregates kept incrementally
+//!   ([`GroupAgg`]: member count, requests, members per task-spec role, highest
+//!   priority, lowest seq, the nodes holding members) — all a job with nothing
+//!   pending needs — and their `Task`s (requests as `ResMap`, role, membership),
+//!   built once per pod and cloned into a session's job only when that job needs
+//!   them ([`RunningIndex::members_of`]: it has pending tasks; or preempt/reclaim
+//!   needs victims). A member's PodGroup key ("ns/name") and a plain pod's (queue,
+//!   namespace) bucket are matched borrowed against the node's existing keys: a key
+//!   is built once per (node, group) or (node, queue, namespace), not per pod.
 //! - the cluster's allocatable total.
 //!
 //! Per node the index stores that node's contribution, stamped with the node's
@@ -117,6 +121,85 @@ struct Member {
     task: Task,
 }
 
+/// A PodGroup's key: its API and "ns/name".
+pub type GroupKey = (GroupApi, String);
+
+/// The running members of one PodGroup on one node.
+struct NodeGroup {
+    key: GroupKey,
+    bucket: Bucket,
+    /// Members per task-spec role (`""`: none).
+    roles: Vec<(String, i64)>,
+    max_priority: i32,
+    min_seq: u64,
+}
+
+/// The running members of one PodGroup over all nodes, kept incrementally.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupAgg {
+    /// Requests summed exactly, and the member count.
+    pub bucket: Bucket,
+    /// Members per task-spec role (`""`: no role, as [`Task::has_role`]).
+    pub roles: BTreeMap<String, i64>,
+    /// Multiset of the per-node highest member priorities.
+    priorities: BTreeMap<i32, i64>,
+    /// Multiset of the per-node lowest member seqs.
+    seqs: BTreeMap<u64, i64>,
+    /// Nodes holding members.
+    nodes: BTreeMap<Arc<str>, ()>,
+}
+
+/// Adds `sign` to the count of `k` in a multiset (absent at zero).
+fn count<K: Ord>(m: &mut BTreeMap<K, i64>, k: K, sign: i64) {
+    use std::collections::btree_map::Entry;
+    match m.entry(k) {
+        Entry::Occupied(mut o) => {
+            *o.get_mut() += sign;
+            if *o.get() == 0 {
+                o.remove();
+            }
+        }
+        Entry::Vacant(v) => {
+            v.insert(sign);
+        }
+    }
+}
+
+impl GroupAgg {
+    /// The highest priority of a running member.
+    pub fn max_priority(&self) -> Option<i32> {
+        self.priorities.keys().next_back().copied()
+    }
+    /// The lowest seq of a running member.
+    pub fn min_seq(&self) -> Option<u64> {
+        self.seqs.keys().next().copied()
+    }
+    fn merge(&mut self, node: &Arc<str>, g: &NodeGroup, sign: i64) {
+        self.bucket.req.merge(&g.bucket.req, sign);
+        self.bucket.pods += sign * g.bucket.pods;
+        for (r, n) in &g.roles {
+            match self.roles.get_mut(r) {
+                Some(v) => {
+                    *v += sign * n;
+                    if *v == 0 {
+                        self.roles.remove(r);
+                    }
+                }
+                None => {
+                    self.roles.insert(r.clone(), sign * n);
+                }
+            }
+        }
+        count(&mut self.priorities, g.max_priority, sign);
+        count(&mut self.seqs, g.min_seq, sign);
+        if sign > 0 {
+            self.nodes.insert(node.clone(), ());
+        } else {
+            self.nodes.remove(node);
+        }
+    }
+}
+
 /// One node's contribution.
 struct NodeEntry {
     name: Arc<str>,
@@ -124,8 +207,8 @@ struct NodeEntry {
     allocatable: Resources,
     plain: Vec<(PlainKey, Bucket)>,
     members: Vec<Member>,
-    /// Members' requests per PodGroup.
-    groups: Vec<((GroupApi, String), Bucket)>,
+    /// Members' aggregates per PodGroup.
+    groups: Vec<NodeGroup>,
 }
 
 /// Adds `r` to the bucket of `key` in a short list.
@@ -143,27 +226,38 @@ impl NodeEntry {
     fn build(n: &NodeInfo) -> NodeEntry {
         let mut plain: Vec<(PlainKey, Bucket)> = Vec::new();
         let mut members = Vec::new();
-        let mut groups: Vec<((GroupApi, String), Bucket)> = Vec::new();
+        let mut groups: Vec<NodeGroup> = Vec::new();
         for p in &n.pods {
             // Group keys are compared borrowed: one "ns/name" String per (node,
             // group), not per pod.
             let b = if let Some((api, g)) = membership_ref(p) {
                 let gi = match groups
                     .iter()
-                    .position(|((a, k), _)| *a == api && is_group_key(k, &p.namespace, g))
+                    .position(|ng| ng.key.0 == api && is_group_key(&ng.key.1, &p.namespace, g))
                 {
                     Some(gi) => gi,
                     None => {
-                        let key = (api, format!("{}/{g}", p.namespace));
-                        groups.push((key, Bucket::default()));
+                        groups.push(NodeGroup {
+                            key: (api, format!("{}/{g}", p.namespace)),
+                            bucket: Bucket::default(),
+                            roles: Vec::new(),
+                            max_priority: p.priority,
+                            min_seq: p.seq,
+                        });
                         groups.len() - 1
                     }
                 };
-                members.push(Member {
-                    group: gi,
-                    task: Task::new(p.clone()),
-                });
-                &mut groups[gi].1
+                let task = Task::new(p.clone());
+                let ng = &mut groups[gi];
+                ng.max_priority = ng.max_priority.max(p.priority);
+                ng.min_seq = ng.min_seq.min(p.seq);
+                let role = task.role.as_deref().unwrap_or("");
+                match ng.roles.iter_mut().find(|(r, _)| r == role) {
+                    Some((_, n)) => *n += 1,
+                    None => ng.roles.push((role.to_string(), 1)),
+                }
+                members.push(Member { group: gi, task });
+                &mut groups[gi].bucket
             } else {
                 let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
                 match plain
@@ -196,7 +290,7 @@ pub struct RunningIndex {
     nodes: Vec<NodeEntry>,
     total: Acc,
     plain: HashMap<PlainKey, Bucket>,
-    groups: HashMap<(GroupApi, String), Bucket>,
+    groups: HashMap<GroupKey, GroupAgg>,
     /// Nodes rebuilt by the last [`RunningIndex::refresh`] (for tests and stats).
     pub rebuilt: usize,
 }
@@ -218,9 +312,29 @@ fn merge_buckets<K: std::hash::Hash + Eq + Clone>(
 
 impl RunningIndex {
     fn account(&mut self, e: &NodeEntry, sign: i64) {
-        self.total.add_resources(&e.allocatable, sign);
-        merge_buckets(&mut self.plain, &e.plain, sign);
-        merge_buckets(&mut self.groups, &e.groups, sign);
+        account(&mut self.total, &mut self.plain, &mut self.groups, e, sign);
+    }
+}
+
+/// Adds (`sign` 1) or removes (`sign` -1) a node's contribution to the totals.
+fn account(
+    total: &mut Acc,
+    plain: &mut HashMap<PlainKey, Bucket>,
+    groups: &mut HashMap<GroupKey, GroupAgg>,
+    e: &NodeEntry,
+    sign: i64,
+) {
+    total.add_resources(&e.allocatable, sign);
+    merge_buckets(plain, &e.plain, sign);
+    for g in &e.groups {
+        let t = match groups.get_mut(&g.key) {
+            Some(t) => t,
+            None => groups.entry(g.key.clone()).or_default(),
+        };
+        t.merge(&e.name, g, sign);
+        if t.bucket.pods == 0 {
+            groups.remove(&g.key);
+        }
     }
 }
 
@@ -229,17 +343,39 @@ impl RunningIndex {
     /// (or that were added) are rebuilt, in parallel.
     pub fn refresh(&mut self, snap: &Snapshot) {
         let nodes = snap.nodes();
-        let mut slots: Vec<Option<NodeEntry>>;
         if self.nodes_version == Some(snap.nodes_version()) && self.nodes.len() == nodes.len() {
-            slots = self.nodes.drain(..).map(Some).collect();
-        } else {
-            // Node set or order changed: re-key the entries by name.
-            let mut old: HashMap<Arc<str>, NodeEntry> =
-                self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
-            slots = nodes.iter().map(|n| old.remove(&n.name)).collect();
-            for e in old.into_values() {
-                self.account(&e, -1);
+            // Same nodes in the same order: stale entries are replaced in place (a
+            // session over an unchanged cluster moves no entry).
+            let changed: Vec<usize> = (0..nodes.len())
+                .filter(|&i| {
+                    let e = &self.nodes[i];
+                    e.generation != nodes[i].generation || e.name != nodes[i].name
+                })
+                .collect();
+            self.rebuilt = changed.len();
+            let fresh: Vec<(usize, NodeEntry)> = changed
+                .into_par_iter()
+                .map(|i| (i, NodeEntry::build(&nodes[i])))
+                .collect();
+            for (i, e) in fresh {
+                account(
+                    &mut self.total,
+                    &mut self.plain,
+                    &mut self.groups,
+                    &self.nodes[i],
+                    -1,
+                );
+                self.account(&e, 1);
+                self.nodes[i] = e;
             }
+            return;
+        }
+        // Node set or order changed: re-key the entries by name.
+        let mut old: HashMap<Arc<str>, NodeEntry> =
+            self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
+        let mut slots: Vec<Option<NodeEntry>> = nodes.iter().map(|n| old.remove(&n.name)).collect();
+        for e in old.into_values() {
+            self.account(&e, -1);
         }
         // Stale entries leave the totals; their nodes are rebuilt.
         let mut changed = Vec::new();
@@ -280,17 +416,70 @@ impl RunningIndex {
         v
     }
 
-    /// Running gang members' requests per PodGroup.
-    pub fn groups(&self) -> impl Iterator<Item = (&(GroupApi, String), &Bucket)> {
+    /// Running gang members' aggregates per PodGroup.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupKey, &GroupAgg)> {
         self.groups.iter()
+    }
+
+    /// The entry of node `name`, expected at `snap`'s index of that node.
+    fn entry(&self, snap: &Snapshot, name: &str) -> Option<(usize, &NodeEntry)> {
+        let i = snap.node_index(name);
+        match i.and_then(|i| self.nodes.get(i)) {
+            Some(e) if &*e.name == name => i.map(|i| (i, e)),
+            // The index is refreshed for `snap` at open; a mismatch would mean a
+            // node set change since: find the entry by name.
+            _ => self
+                .nodes
+                .iter()
+                .enumerate()
+                .find(|(_, e)| &*e.name == name),
+        }
+    }
+
+    /// The nodes holding members of `key`, as (entry index, entry), in order.
+    fn group_nodes(&self, snap: &Snapshot, key: &GroupKey) -> Vec<(usize, &NodeEntry)> {
+        let Some(g) = self.groups.get(key) else {
+            return Vec::new();
+        };
+        let mut v: Vec<(usize, &NodeEntry)> =
+            g.nodes.keys().filter_map(|n| self.entry(snap, n)).collect();
+        v.sort_unstable_by_key(|(i, _)| *i);
+        v
+    }
+
+    /// The running members of PodGroup `key` as tasks, in snapshot order (as
+    /// [`RunningIndex::members`] yields them), touching only the nodes that hold
+    /// them. `snap` is the snapshot the index was last refreshed with.
+    pub fn members_of(&self, snap: &Snapshot, key: &GroupKey) -> Vec<Task> {
+        let mut out = Vec::new();
+        for (_, e) in self.group_nodes(snap, key) {
+            let Some(gi) = e.groups.iter().position(|g| g.key == *key) else {
+                continue;
+            };
+            out.extend(
+                e.members
+                    .iter()
+                    .filter(|m| m.group == gi)
+                    .map(|m| m.task.clone()),
+            );
+        }
+        out
+    }
+
+    /// Where PodGroup `key`'s first member comes in [`RunningIndex::members`]'
+    /// order: (node index, position among the node's members).
+    pub fn first_member(&self, snap: &Snapshot, key: &GroupKey) -> Option<(usize, usize)> {
+        let (i, e) = self.group_nodes(snap, key).into_iter().next()?;
+        let gi = e.groups.iter().position(|g| g.key == *key)?;
+        e.members.iter().position(|m| m.group == gi).map(|p| (i, p))
     }
 
     /// Running gang members (their PodGroup and task) in snapshot order (nodes in
     /// order, pods in node order).
-    pub fn members(&self) -> impl Iterator<Item = (&(GroupApi, String), &Task)> {
+    pub fn members(&self) -> impl Iterator<Item = (&GroupKey, &Task)> {
         self.nodes
             .iter()
-            .flat_map(|e| e.members.iter().map(|m| (&e.groups[m.group].0, &m.task)))
+            .flat_map(|e| e.members.iter().map(|m| (&e.groups[m.group].key, &m.task)))
     }
 }
 
@@ -364,7 +553,14 @@ mod tests {
         );
         let mut pods: Vec<(GroupApi, String, i64, i64)> = idx
             .groups()
-            .map(|((a, k), b)| (*a, k.clone(), b.pods, b.req.to_resmap().get("cpu")))
+            .map(|((a, k), g)| {
+                (
+                    *a,
+                    k.clone(),
+                    g.bucket.pods,
+                    g.bucket.req.to_resmap().get("cpu"),
+                )
+            })
             .collect();
         pods.sort_by_key(|e| (format!("{:?}", e.0), e.1.clone()));
         assert_eq!(

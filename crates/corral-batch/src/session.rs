@@ -13,9 +13,9 @@ use super::objects::{
 };
 use super::plugins::SessionPlugin;
 use super::res::ResMap;
-use super::running::RunningIndex;
+use super::running::{GroupKey, RunningIndex};
 use crate::scheduler::{Placement, Report, Scheduler, Unschedulable};
-use crate::snapshot::PodInfo;
+use crate::snapshot::{PodInfo, Snapshot};
 
 // `Session::open_with`, in named steps.
 mod open;
@@ -64,6 +64,106 @@ pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
     p.pod.metadata.annotations.as_ref()
 }
 
+/// A job's running tasks. Either every running task is in `tasks`, or (a gang
+/// with nothing pending, until preempt/reclaim needs victims) only the aggregates
+/// the session needs are known — count, members per role, requests — taken from
+/// the running index, and no task is built ([`RunningTasks::tasks`] is then
+/// empty; [`Session::materialize_running`] loads them).
+#[derive(Debug, Clone, Default)]
+pub struct RunningTasks {
+    tasks: Vec<Task>,
+    /// Aggregates of running tasks not loaded into `tasks` (`None`: all loaded).
+    unloaded: Option<RunningSummary>,
+}
+
+/// What a job's running tasks add up to, without the tasks.
+#[derive(Debug, Clone, Default)]
+pub struct RunningSummary {
+    pub count: usize,
+    /// Tasks per task-spec role (`""`: no role).
+    pub roles: BTreeMap<String, usize>,
+    /// Requests summed (as adding the tasks' `req` one by one).
+    pub alloc: ResMap,
+}
+
+impl RunningTasks {
+    /// Running tasks known only by their aggregates.
+    pub fn summarized(s: RunningSummary) -> RunningTasks {
+        RunningTasks {
+            tasks: Vec::new(),
+            unloaded: Some(s),
+        }
+    }
+
+    /// Whether every running task is in [`RunningTasks::tasks`].
+    pub fn loaded(&self) -> bool {
+        self.unloaded.is_none()
+    }
+
+    /// Replaces the aggregates by the tasks themselves.
+    pub fn load(&mut self, tasks: Vec<Task>) {
+        debug_assert!(self.tasks.is_empty());
+        debug_assert_eq!(
+            self.unloaded.as_ref().map_or(0, |s| s.count),
+            tasks.len(),
+            "loaded tasks differ from the index's count"
+        );
+        self.tasks = tasks;
+        self.unloaded = None;
+    }
+
+    /// The running tasks; only for loaded jobs (jobs with pending tasks, or every
+    /// job once [`Session::materialize_running`] ran).
+    pub fn tasks(&self) -> &[Task] {
+        debug_assert!(self.loaded(), "running tasks of an unloaded job read");
+        &self.tasks
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.unloaded {
+            Some(s) => s.count,
+            None => self.tasks.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Running tasks with the `minTaskMember` role `role`.
+    pub fn with_role(&self, role: &str) -> usize {
+        match &self.unloaded {
+            Some(s) => s.roles.get(role).copied().unwrap_or(0),
+            None => self.tasks.iter().filter(|t| t.has_role(role)).count(),
+        }
+    }
+
+    /// The running tasks' requests, summed.
+    pub fn alloc(&self) -> ResMap {
+        match &self.unloaded {
+            Some(s) => s.alloc.clone(),
+            None => {
+                let mut a = ResMap::default();
+                for t in &self.tasks {
+                    a.add(&t.req);
+                }
+                a
+            }
+        }
+    }
+
+    /// Adds a task (a loaded job's).
+    pub fn push(&mut self, t: Task) {
+        debug_assert!(self.loaded());
+        self.tasks.push(t);
+    }
+
+    /// Removes the task at `i` (a loaded job's).
+    pub fn remove(&mut self, i: usize) -> Task {
+        self.tasks.remove(i)
+    }
+}
+
 /// A gang: an explicit PodGroup, or one pod without a group (one-member gang).
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -79,7 +179,7 @@ pub struct Job {
     pub created: i64,
     pub seq: u64,
     pub pending: Vec<Task>,
-    pub running: Vec<Task>,
+    pub running: RunningTasks,
     pub annotations: BTreeMap<String, String>,
     /// PodGroup labels (`volcano.sh/preemptable` when not annotated).
     pub labels: BTreeMap<String, String>,
@@ -217,7 +317,7 @@ fn plain_job(p: &PodInfo, (queue, error): (Option<usize>, Option<String>)) -> Jo
         created: p.created,
         seq: p.seq,
         pending: Vec::new(),
-        running: Vec::new(),
+        running: RunningTasks::default(),
         annotations: BTreeMap::new(),
         labels: BTreeMap::new(),
         inqueue: true,
@@ -287,6 +387,13 @@ pub struct Session {
     /// Whether the plain running pods' jobs are left out of `jobs`.
     pub plain_lazy: bool,
     running_index: Arc<Mutex<RunningIndex>>,
+    /// PodGroup → its job.
+    group_index: HashMap<GroupKey, usize>,
+    /// Running gang members built into tasks of their jobs in this session (the
+    /// members of jobs with pending tasks, of groups without a PodGroup object,
+    /// and every member once preempt/reclaim needs victims); 0 for a warm session
+    /// whose pending pods have no running gang-mates and that evicts nothing.
+    pub members_loaded: usize,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -347,14 +454,9 @@ impl Session {
         Session::open_with(sched, pending, objs, plugins, actions, now, carry, false)
     }
 
-    /// Recomputes queue allocated/request and namespace usage from the jobs.
+    /// Recomputes queue allocated/request and namespace usage from the jobs (a job's
+    /// running requests from its tasks, or its aggregates while not loaded).
     pub fn recompute_usage(&mut self) {
-        self.usage_from(&[]);
-    }
-
-    /// [`Session::recompute_usage`], taking job `j`'s running requests from
-    /// `sums[j]` where given (the index's exact per-gang sums).
-    fn usage_from(&mut self, sums: &[Option<ResMap>]) {
         for q in &mut self.queues {
             q.allocated = ResMap::default();
             q.request = ResMap::default();
@@ -376,17 +478,8 @@ impl Session {
                 cur = self.queues[c].parent;
             }
         }
-        for (ji, j) in self.jobs.iter().enumerate() {
-            let alloc = match sums.get(ji) {
-                Some(Some(a)) => a.clone(),
-                _ => {
-                    let mut alloc = ResMap::default();
-                    for t in &j.running {
-                        alloc.add(&t.req);
-                    }
-                    alloc
-                }
-            };
+        for j in &self.jobs {
+            let alloc = j.running.alloc();
             self.used.add(&alloc);
             self.ns_used
                 .entry(j.namespace.clone())
@@ -409,11 +502,13 @@ impl Session {
         }
     }
 
-    /// Builds the one-pod jobs of the plain running pods (as `Session::open_with(.., eager)`
-    /// does), appended to `jobs`, for actions that need them as tasks (victims of
-    /// preempt/reclaim). Their usage is already counted; nothing is charged. The
-    /// running pods are those of the snapshot at open: pods placed in this session
-    /// (already tasks of their own jobs) are skipped. Idempotent.
+    /// Builds the running tasks left out at open (as `Session::open_with(.., eager)`
+    /// does), for actions that need them as tasks (victims of preempt/reclaim): the
+    /// one-pod jobs of the plain running pods, appended to `jobs`, and the members
+    /// of gangs whose running tasks were only aggregated. Their usage is already
+    /// counted; nothing is charged. The running pods are those of the snapshot at
+    /// open: pods placed in this session (already tasks of their own jobs) are
+    /// skipped. Idempotent.
     pub fn materialize_running(&mut self) {
         if !self.plain_lazy {
             return;
@@ -423,18 +518,47 @@ impl Session {
         let placed: HashSet<&str> = self.placements.iter().map(|p| p.pod.as_str()).collect();
         let default_q = self.queue_index.get(DEFAULT_QUEUE).copied();
         let mut jobs = Vec::new();
+        let mut members: Vec<Vec<Task>> = vec![Vec::new(); self.jobs.len()];
+        // The job of the previous member's group (consecutive members of one
+        // group on a node need no key).
+        let mut last: Option<(GroupApi, String, Option<usize>)> = None;
         for n in self.sched.snapshot.nodes() {
             for p in &n.pods {
-                if placed.contains(p.key.as_str()) || membership_ref(p).is_some() {
+                if placed.contains(p.key.as_str()) {
                     continue;
                 }
-                let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
-                let q = plain_queue(&self.queue_index, &self.queues, default_q, qname);
-                let mut job = plain_job(p, q);
-                job.running.push(Task::new(p.clone()));
-                jobs.push(job);
+                let Some((api, g)) = membership_ref(p) else {
+                    let qname = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+                    let q = plain_queue(&self.queue_index, &self.queues, default_q, qname);
+                    let mut job = plain_job(p, q);
+                    job.running.push(Task::new(p.clone()));
+                    jobs.push(job);
+                    continue;
+                };
+                let ji = match &last {
+                    Some((a, k, ji)) if *a == api && is_group_key(k, &p.namespace, g) => *ji,
+                    _ => {
+                        let key = (api, format!("{}/{g}", p.namespace));
+                        let ji = self.group_index.get(&key).copied();
+                        last = Some((key.0, key.1, ji));
+                        ji
+                    }
+                };
+                if let Some(ji) = ji
+                    && !self.jobs[ji].running.loaded()
+                {
+                    members[ji].push(Task::new(p.clone()));
+                }
             }
         }
+        let mut n = 0;
+        for (j, tasks) in self.jobs.iter_mut().zip(members) {
+            if !j.running.loaded() {
+                n += tasks.len();
+                j.running.load(tasks);
+            }
+        }
+        self.members_loaded += n;
         self.jobs.extend(jobs);
     }
 

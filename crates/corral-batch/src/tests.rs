@@ -1022,8 +1022,13 @@ proptest! {
         cap in proptest::option::of(2u32..10),
         // (queue 0..4 where 2 = no annotation, 3 = unknown queue; namespace; cpu m; priority; node)
         plain in proptest::collection::vec((0usize..4, 0usize..2, 0u32..3, 0i32..3, 0usize..5), 0..12),
-        // running gangs: (queue, members, minMember, priority)
-        running_gangs in proptest::collection::vec((0usize..2, 1usize..4, 1usize..4, 0i32..3), 0..3),
+        // running gangs: (queue, members, minMember, priority, members still
+        // pending, kind: 0 Volcano PodGroup, 1 Volcano without its PodGroup object,
+        // 2 coscheduling PodGroup, 3 Volcano with minTaskMember over task-spec roles)
+        running_gangs in proptest::collection::vec(
+            (0usize..2, 1usize..4, 1usize..4, 0i32..3, 0usize..3, 0usize..4),
+            0..4,
+        ),
         // pending gangs: (queue, size, minMember, cpu, priority)
         pending_gangs in proptest::collection::vec((0usize..2, 1usize..4, 1usize..4, 1u32..3, 0i32..4), 0..4),
         pending_plain in proptest::collection::vec((0usize..4, 0u32..3, 0i32..4), 0..4),
@@ -1057,12 +1062,38 @@ proptest! {
             }
             c.run_on(started(b, started_at), &format!("n{}", n % nodes));
         }
-        for (g, (q, size, min, prio)) in running_gangs.iter().enumerate() {
+        for (g, (q, size, min, prio, more, kind)) in running_gangs.iter().enumerate() {
             let name = format!("r{g}");
-            c = c.objects(&pg(&name, &format!("{{minMember: {min}, queue: q{q}}}")));
+            let m = |t: usize| {
+                let b = match kind {
+                    2 => pod(&format!("{name}-{t}"))
+                        .cpu("500m")
+                        .label("scheduling.x-k8s.io/pod-group", &name),
+                    _ => member(&format!("{name}-{t}"), &name, "500m"),
+                };
+                let b = if *kind == 3 {
+                    ann(b, ANN_TASK_SPEC, ["ps", "worker"][t % 2])
+                } else {
+                    b
+                };
+                b.priority(*prio + t as i32 % 2)
+            };
+            match kind {
+                0 => c = c.objects(&pg(&name, &format!("{{minMember: {min}, queue: q{q}}}"))),
+                2 => c = c.objects(&format!(
+                    "apiVersion: scheduling.x-k8s.io/v1alpha1\nkind: PodGroup\nmetadata: {{name: {name}, namespace: default}}\nspec: {{minMember: {min}}}\n"
+                )),
+                3 => c = c.objects(&pg(
+                    &name,
+                    &format!("{{minMember: {min}, queue: q{q}, minTaskMember: {{ps: 1, worker: 1}}}}"),
+                )),
+                _ => {}
+            }
             for t in 0..*size {
-                let b = member(&format!("{name}-{t}"), &name, "500m").priority(*prio);
-                c.run_on(started(b, started_at), &format!("n{}", (g + t) % nodes));
+                c.run_on(started(m(t), started_at), &format!("n{}", (g + t) % nodes));
+            }
+            for t in *size..size + more {
+                c.pend(m(t));
             }
         }
         for (g, (q, size, min, cpu, prio)) in pending_gangs.iter().enumerate() {
@@ -1114,6 +1145,189 @@ fn indexed_open_preempts_plain_running_pods_like_the_straightforward_open() {
     assert_eq!(indexed[0].nominated.len(), 2);
     // The next session binds the nominated preemptors on the freed room.
     assert_eq!(indexed[1].placements.len(), 2, "{:?}", indexed[1]);
+}
+
+#[derive(Debug)]
+struct ArrivalOut {
+    decided: Vec<String>,
+    podgroups: Vec<super::PodGroupStatus>,
+    /// `Session::members_loaded`.
+    loaded: usize,
+    /// Jobs whose running tasks were never built (after the actions).
+    unloaded: Vec<String>,
+}
+
+/// One session per entry of `arrivals` (pods that arrive before it), the running
+/// index carried (`eager` false) or the straightforward build: per session its
+/// placements, nominations and evictions (sorted), PodGroup statuses,
+/// how many running gang members it built into tasks and which jobs kept only
+/// their aggregates.
+fn arrival_cycles(c: &Case, arrivals: &[Vec<PodInfo>], eager: bool) -> Vec<ArrivalOut> {
+    use super::session::{Carry, Session};
+    let mut snap = Snapshot::new();
+    for n in &c.nodes {
+        snap.upsert_node(n.clone());
+    }
+    for (p, n) in &c.running {
+        snap.add_pod(Arc::new(p.clone()), n);
+    }
+    let mut sched = Scheduler::new(default_frameworks(), snap, Options::default());
+    let objs = c.objs();
+    let mut pending: Vec<Arc<PodInfo>> = Vec::new();
+    let mut carry = Carry::default();
+    let mut out = Vec::new();
+    for (cycle, arrived) in arrivals.iter().enumerate() {
+        pending.extend(arrived.iter().cloned().map(Arc::new));
+        let mut ssn = Session::open_with(
+            sched,
+            pending,
+            &objs,
+            c.cfg.plugins().expect("plugins"),
+            c.cfg.actions(),
+            NOW + cycle as i64,
+            &carry,
+            eager,
+        );
+        super::actions::run(&mut ssn);
+        let loaded = ssn.members_loaded;
+        let mut unloaded: Vec<String> = ssn
+            .jobs
+            .iter()
+            .filter(|j| !j.running.loaded())
+            .map(|j| j.key.clone())
+            .collect();
+        unloaded.sort();
+        let closed = ssn.close();
+        let mut decided: Vec<String> = Vec::new();
+        decided.extend(
+            closed
+                .placements
+                .iter()
+                .map(|p| format!("bind {} {}", p.pod, p.node)),
+        );
+        decided.extend(
+            closed
+                .nominated
+                .iter()
+                .map(|p| format!("nominate {} {}", p.pod, p.node)),
+        );
+        decided.extend(
+            closed
+                .evictions
+                .iter()
+                .map(|e| format!("evict {} for {}: {}", e.pod, e.preemptor, e.reason)),
+        );
+        // Sorted: the order of a gang's collateral evictions follows a HashMap's
+        // iteration (evict.rs), which differs between runs.
+        decided.sort();
+        out.push(ArrivalOut {
+            decided,
+            podgroups: closed.podgroups.clone(),
+            loaded,
+            unloaded,
+        });
+        sched = closed.sched;
+        pending = closed.pending;
+        carry = closed.carry;
+    }
+    out
+}
+
+#[test]
+fn warm_sessions_build_running_members_only_for_pending_jobs_and_victims() {
+    const T: &str = "2026-01-01T00:00:00Z";
+    // 4 nodes x 4 CPU. Three running gangs of 4 x 1 CPU (one member per node) and
+    // a gang "part" with 2 of its minMember 3 running, all in queue q0.
+    let mut c = Case::new(4, "4").objects(&queue("q0", "{weight: 1}"));
+    for g in 0..3 {
+        let name = format!("run{g}");
+        c = c.objects(&pg(&name, "{minMember: 4, queue: q0}"));
+        for t in 0..4 {
+            let b = member(&format!("{name}-{t}"), &name, "1");
+            c.run_on(started(b, T), &format!("n{t}"));
+        }
+    }
+    c = c.objects(&pg("part", "{minMember: 3, queue: q0}"));
+    for t in 0..2 {
+        c.run_on(
+            started(member(&format!("part-{t}"), "part", "500m"), T),
+            &format!("n{t}"),
+        );
+    }
+    c = c.objects(&pg(
+        "hi",
+        "{minMember: 2, queue: q0, priorityClassName: high}",
+    ));
+    let seq = |b: PodBuilder, s: u64| b.seq(1000 + s).info();
+    let arrivals = vec![
+        // 1: part's third member: part's 2 running members are built, no others.
+        vec![seq(member("part-2", "part", "500m"), 1)],
+        // 2: nothing pending: nothing built.
+        vec![],
+        // 3: a plain pod that fits: nothing built.
+        vec![seq(pod("small").cpu("500m"), 2)],
+        // 4: a high-priority gang that only fits by preempting: every running
+        // member becomes a victim candidate (built lazily by preempt).
+        vec![
+            seq(member("hi-0", "hi", "2").priority(1000), 3),
+            seq(member("hi-1", "hi", "2").priority(1000), 4),
+        ],
+    ];
+    let lazy = arrival_cycles(&c, &arrivals, false);
+    let eager = arrival_cycles(&c, &arrivals, true);
+    let strip = |v: &[ArrivalOut]| {
+        v.iter()
+            .map(|o| (o.decided.clone(), o.podgroups.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&lazy),
+        strip(&eager),
+        "same decisions as the straightforward build"
+    );
+    let loaded: Vec<usize> = lazy.iter().map(|o| o.loaded).collect();
+    // Session 4: 12 members of run0..2 + 3 of part (part-2 now running).
+    assert_eq!(loaded, [2, 0, 0, 15], "{lazy:#?}");
+    let run = ["default/run0", "default/run1", "default/run2"];
+    assert_eq!(lazy[0].unloaded, run, "{lazy:#?}");
+    assert_eq!(lazy[1].unloaded, [&["default/part"][..], &run].concat());
+    assert_eq!(lazy[2].unloaded, [&["default/part"][..], &run].concat());
+    assert!(lazy[3].unloaded.is_empty(), "{lazy:#?}");
+    assert!(
+        lazy[0]
+            .decided
+            .iter()
+            .any(|d| d.starts_with("bind default/part-2 ")),
+        "{lazy:#?}"
+    );
+    assert!(
+        lazy[2]
+            .decided
+            .iter()
+            .any(|d| d.starts_with("bind default/small ")),
+        "{lazy:#?}"
+    );
+    let evicted: Vec<&String> = lazy[3]
+        .decided
+        .iter()
+        .filter(|d| d.starts_with("evict "))
+        .collect();
+    assert!(!evicted.is_empty(), "{lazy:#?}");
+    assert!(
+        evicted
+            .iter()
+            .all(|d| d.starts_with("evict default/run") || d.starts_with("evict default/part-")),
+        "victims are running gang members: {evicted:#?}"
+    );
+    assert!(
+        lazy[3]
+            .decided
+            .iter()
+            .filter(|d| d.starts_with("nominate default/hi-"))
+            .count()
+            == 2,
+        "{lazy:#?}"
+    );
 }
 
 /// Volcano drop-in semantics (issue 12).

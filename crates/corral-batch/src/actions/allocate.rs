@@ -282,6 +282,7 @@ pub(super) fn allocate_nominated(ssn: &mut Session) {
             let job = &ssn.jobs[j];
             let all: Vec<&Task> = job
                 .running
+                .tasks()
                 .iter()
                 .chain(
                     job.pending
@@ -452,6 +453,7 @@ pub(super) fn place_gangs(ssn: &mut Session, picks: &[GangPick]) -> usize {
             let job = &ssn.jobs[p.j];
             let all: Vec<&Task> = job
                 .running
+                .tasks()
                 .iter()
                 .chain(
                     job.pending

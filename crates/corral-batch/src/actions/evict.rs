@@ -54,7 +54,7 @@ pub fn evict(ssn: &mut Session, mode: EvictMode) {
     // Running pod → job.
     let mut owner: HashMap<String, usize> = HashMap::new();
     for (j, job) in ssn.jobs.iter().enumerate() {
-        for t in &job.running {
+        for t in job.running.tasks() {
             owner.insert(t.pod.key.clone(), j);
         }
     }
@@ -93,7 +93,11 @@ pub(super) fn never_preempts(p: &PodInfo) -> bool {
 }
 
 pub(super) fn running_task(ssn: &Session, j: usize, key: &str) -> Option<usize> {
-    ssn.jobs[j].running.iter().position(|t| t.pod.key == key)
+    ssn.jobs[j]
+        .running
+        .tasks()
+        .iter()
+        .position(|t| t.pod.key == key)
 }
 
 /// Tasks of job `j` that must be placed to make it ready (role deficits first);
@@ -104,7 +108,7 @@ pub(super) fn needed_tasks(ssn: &Session, j: usize, skip_never: bool) -> Vec<usi
     let need = job.min_member.saturating_sub(job.running.len()).max(1);
     let mut out: Vec<usize> = Vec::new();
     for (role, n) in &job.min_task_member {
-        let have = job.running.iter().filter(|t| t.has_role(role)).count();
+        let have = job.running.with_role(role);
         out.extend(
             job.pending
                 .iter()
@@ -202,6 +206,7 @@ pub(super) fn try_evict_for(
         let job = &ssn.jobs[j];
         let all: Vec<&Task> = job
             .running
+            .tasks()
             .iter()
             .chain(placed.iter().map(|(i, _)| &job.pending[*i]))
             .collect();
@@ -386,7 +391,7 @@ pub(super) fn choose_node(
         // The plugins' tiered vote (Volcano's Preemptable/Reclaimable).
         let votes: Vec<(usize, &Task)> = pre
             .iter()
-            .map(|(vj, _, ti)| (*vj, &ssn.jobs[*vj].running[*ti]))
+            .map(|(vj, _, ti)| (*vj, &ssn.jobs[*vj].running.tasks()[*ti]))
             .collect();
         let allowed = ssn.victims(mode, j, &votes);
         let mut cands: Vec<(usize, Arc<PodInfo>, bool)> = Vec::new();
@@ -486,7 +491,7 @@ pub(super) fn choose_node(
             .collect();
         let mut collateral = Vec::new();
         for &vj in &collapsed {
-            for vt in &ssn.jobs[vj].running {
+            for vt in ssn.jobs[vj].running.tasks() {
                 if snap.pod_node(&vt.pod.key).is_some()
                     && !victims.iter().any(|(_, k)| *k == vt.pod.key)
                 {
@@ -553,7 +558,7 @@ pub(super) fn choose_node(
                 let vjob = &ssn.jobs[vj];
                 let remaining = vjob.running.len() - tx_counts.get(&vj).copied().unwrap_or(0) - n;
                 if remaining > 0 && remaining < vjob.min_member {
-                    for vt in &vjob.running {
+                    for vt in vjob.running.tasks() {
                         if snap.pod_node(&vt.pod.key).is_some()
                             && !victims.iter().any(|(_, k)| *k == vt.pod.key)
                         {

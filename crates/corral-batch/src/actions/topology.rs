@@ -99,7 +99,7 @@ pub(super) fn gang_need(ssn: &Session, j: usize) -> Amounts {
         .iter()
         .all(|fw| fw.filter.iter().any(|f| f.name() == "NodeResourcesFit"));
     let job = &ssn.jobs[j];
-    let running: Vec<&Task> = job.running.iter().collect();
+    let running: Vec<&Task> = job.running.tasks().iter().collect();
     if !fit || ssn.job_ready(j, &running).is_ok() {
         return Amounts::default();
     }
@@ -170,6 +170,7 @@ pub(super) fn candidates(
 ) -> Vec<usize> {
     let running: Vec<usize> = ssn.jobs[j]
         .running
+        .tasks()
         .iter()
         .filter_map(|t| ssn.sched.snapshot.pod_node(&t.pod.key))
         .filter_map(|n| ssn.sched.snapshot.node_index(n))
@@ -255,6 +256,7 @@ fn place_in_domains(
             let job = &ssn.jobs[j];
             let all: Vec<&Task> = job
                 .running
+                .tasks()
                 .iter()
                 .chain(
                     job.pending

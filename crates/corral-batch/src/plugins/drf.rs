@@ -7,11 +7,8 @@ pub struct Drf;
 
 impl Drf {
     fn share(ssn: &Session, job: &Job) -> f64 {
-        let mut alloc = ResMap::default();
-        for t in &job.running {
-            alloc.add(&t.req);
-        }
-        alloc
+        job.running
+            .alloc()
             .0
             .iter()
             .map(|(k, v)| {

@@ -19,7 +19,7 @@ impl SessionPlugin for Gang {
     }
     /// Starving while the running tasks do not make the job ready.
     fn job_starving(&self, ssn: &Session, job: &Job) -> Option<bool> {
-        let running: Vec<&Task> = job.running.iter().collect();
+        let running: Vec<&Task> = job.running.tasks().iter().collect();
         Some(self.job_ready(ssn, job, &running).is_err())
     }
     fn job_valid(&self, _: &Session, job: &Job) -> Result<(), String> {
@@ -31,12 +31,8 @@ impl SessionPlugin for Gang {
             ));
         }
         for (role, need) in &job.min_task_member {
-            let have = job
-                .pending
-                .iter()
-                .chain(&job.running)
-                .filter(|t| t.has_role(role))
-                .count();
+            let have = job.pending.iter().filter(|t| t.has_role(role)).count()
+                + job.running.with_role(role);
             if have < *need {
                 return Err(format!(
                     "pod group is not ready: {have} pod(s) of task {role:?} exist, minTaskMember is {need}"

@@ -1,8 +1,10 @@
 //! Opening a session, in named steps: [`build_queues`] (hierarchy checked, cycles
 //! broken), [`jobs_from_groups`] (one job per PodGroup), then a [`JobBuilder`] that
-//! adds the running pods ([`JobBuilder::add_running`]: the cached running index, or
-//! every pod with `eager`) and the pending pods to their jobs, and finally the
-//! [`Session`] value with its usage and the plugins opened.
+//! adds the running pods ([`JobBuilder::add_indexed_running`]: aggregates from the
+//! cached running index; or every pod with `eager`), the pending pods, and the
+//! running members of the jobs with pending tasks
+//! ([`JobBuilder::load_pending_jobs`]), and finally the [`Session`] value with its
+//! usage and the plugins opened.
 
 use super::*;
 
@@ -33,22 +35,35 @@ impl Session {
             group_index,
         };
         let running_index = carry.running.clone();
-        let running = b.add_running(&sched, &running_index, eager);
-        for p in pending {
-            let m = membership(&p);
-            b.add_pod(p.clone(), Task::new(p), m.as_ref(), false);
-        }
+        let mut loaded = 0;
+        let running = if eager {
+            let r = b.add_all_running(&sched);
+            for p in pending {
+                let m = membership(&p);
+                b.add_pod(p.clone(), Task::new(p), m.as_ref(), false);
+            }
+            r
+        } else {
+            // A poisoned lock only means a panic elsewhere mid-refresh: start over.
+            let mut idx = running_index.lock().unwrap_or_else(|e| {
+                let mut g = e.into_inner();
+                *g = RunningIndex::default();
+                g
+            });
+            idx.refresh(&sched.snapshot);
+            let r = b.add_indexed_running(&sched.snapshot, &idx, &mut loaded);
+            for p in pending {
+                let m = membership(&p);
+                b.add_pod(p.clone(), Task::new(p), m.as_ref(), false);
+            }
+            b.load_pending_jobs(&sched.snapshot, &idx, &mut loaded);
+            r
+        };
         let JobBuilder {
             mut jobs,
             group_index,
             ..
         } = b;
-        let mut sums: Vec<Option<ResMap>> = vec![None; jobs.len()];
-        for (k, r) in running.sums {
-            if let Some(&ji) = group_index.get(&k) {
-                sums[ji] = Some(r);
-            }
-        }
         // Groups whose priority class was not set take their pods' highest priority.
         for j in &mut jobs {
             if j.priority == i32::MIN {
@@ -90,8 +105,10 @@ impl Session {
             plain_lazy: !eager,
             plain_running: running.plain,
             running_index,
+            group_index,
+            members_loaded: loaded,
         };
-        ssn.usage_from(&sums);
+        ssn.recompute_usage();
         for p in &plugins {
             p.on_open(&mut ssn);
         }
@@ -226,7 +243,7 @@ fn jobs_from_groups(
             created: g.created,
             seq: gi as u64,
             pending: Vec::new(),
-            running: Vec::new(),
+            running: RunningTasks::default(),
             annotations: g.annotations.clone(),
             labels: g.labels.clone(),
             inqueue: carry.admitted.contains(&g.key())
@@ -255,7 +272,7 @@ fn missing_group_job(m: &(GroupApi, String), p: &PodInfo, queue: Option<usize>) 
         created: p.created,
         seq: u64::MAX,
         pending: Vec::new(),
-        running: Vec::new(),
+        running: RunningTasks::default(),
         annotations: BTreeMap::new(),
         labels: BTreeMap::new(),
         inqueue: false,
@@ -273,8 +290,6 @@ struct Running {
     total: ResMap,
     /// Plain running pods' usage per (queue, namespace) (lazy build only).
     plain: Vec<PlainUsage>,
-    /// Gangs' running requests, summed by the index (lazy build only).
-    sums: Vec<((GroupApi, String), ResMap)>,
 }
 
 /// Adds pods to their jobs: a gang member to its group's job (created with an error
@@ -329,49 +344,79 @@ impl JobBuilder<'_> {
         }
     }
 
-    /// The running pods: with `eager` every pod of every node becomes a task;
-    /// otherwise the running index (refreshed for the nodes that changed) gives the
-    /// gang members as tasks and the plain pods and gang sums as usage only.
-    fn add_running(
-        &mut self,
-        sched: &Scheduler,
-        running_index: &Arc<Mutex<RunningIndex>>,
-        eager: bool,
-    ) -> Running {
+    /// The straightforward build: every pod of every node becomes a task.
+    fn add_all_running(&mut self, sched: &Scheduler) -> Running {
         let mut out = Running {
             total: ResMap::default(),
             plain: Vec::new(),
-            sums: Vec::new(),
         };
-        if eager {
-            for n in sched.snapshot.nodes() {
-                out.total.add(&ResMap::from_resources(&n.allocatable));
-                for p in &n.pods {
-                    self.add_pod(
-                        p.clone(),
-                        Task::new(p.clone()),
-                        membership(p).as_ref(),
-                        true,
-                    );
-                }
+        for n in sched.snapshot.nodes() {
+            out.total.add(&ResMap::from_resources(&n.allocatable));
+            for p in &n.pods {
+                self.add_pod(
+                    p.clone(),
+                    Task::new(p.clone()),
+                    membership(p).as_ref(),
+                    true,
+                );
             }
-            return out;
         }
-        // A poisoned lock only means a panic elsewhere mid-refresh: start over.
-        let mut idx = running_index.lock().unwrap_or_else(|e| {
-            let mut g = e.into_inner();
-            *g = RunningIndex::default();
-            g
-        });
-        idx.refresh(&sched.snapshot);
-        out.total = idx.total();
-        for (g, t) in idx.members() {
-            self.add_pod(t.pod.clone(), t.clone(), Some(g), true);
+        out
+    }
+
+    /// The running pods from the index (refreshed for `snap`): plain pods as usage
+    /// only; gangs as aggregates ([`RunningTasks::summarized`]) with what every
+    /// member would have contributed to its job (priority, seq); the members of a
+    /// group without a PodGroup object as tasks of its error job (created in the
+    /// order the straightforward build meets them). Costs O(running groups), not
+    /// O(running members): no member task is built or copied.
+    fn add_indexed_running(
+        &mut self,
+        snap: &Snapshot,
+        idx: &RunningIndex,
+        loaded: &mut usize,
+    ) -> Running {
+        let mut out = Running {
+            total: idx.total(),
+            plain: Vec::new(),
+        };
+        let mut missing: Vec<((usize, usize), &GroupKey)> = Vec::new();
+        for (k, g) in idx.groups() {
+            let Some(&ji) = self.group_index.get(k) else {
+                if let Some(pos) = idx.first_member(snap, k) {
+                    missing.push((pos, k));
+                }
+                continue;
+            };
+            let j = &mut self.jobs[ji];
+            // What `add_pod` does for each member, from the aggregates.
+            if (j.group == Some(GroupApi::Coscheduling) || j.error.is_some())
+                && let Some(p) = g.max_priority()
+            {
+                j.priority = j.priority.max(p);
+            }
+            if let Some(s) = g.min_seq()
+                && (j.seq == u64::MAX || (j.seq > s && j.created == 0))
+            {
+                j.seq = j.seq.min(s);
+            }
+            j.running = RunningTasks::summarized(RunningSummary {
+                count: g.bucket.pods.max(0) as usize,
+                roles: g
+                    .roles
+                    .iter()
+                    .map(|(r, n)| (r.clone(), (*n).max(0) as usize))
+                    .collect(),
+                alloc: g.bucket.req.to_resmap(),
+            });
         }
-        out.sums = idx
-            .groups()
-            .map(|(k, b)| (k.clone(), b.req.to_resmap()))
-            .collect();
+        missing.sort_unstable_by_key(|(pos, _)| *pos);
+        for (_, k) in missing {
+            for t in idx.members_of(snap, k) {
+                *loaded += 1;
+                self.add_pod(t.pod.clone(), t, Some(k), true);
+            }
+        }
         for ((qname, ns), b) in idx.plain() {
             out.plain.push(PlainUsage {
                 queue: plain_queue(
@@ -387,5 +432,20 @@ impl JobBuilder<'_> {
             });
         }
         out
+    }
+
+    /// Jobs with pending tasks get their running members as tasks (allocate,
+    /// the gang plugin and topology placement look at them); the others keep
+    /// their aggregates.
+    fn load_pending_jobs(&mut self, snap: &Snapshot, idx: &RunningIndex, loaded: &mut usize) {
+        for j in &mut self.jobs {
+            if j.pending.is_empty() || j.running.loaded() {
+                continue;
+            }
+            let Some(api) = j.group else { continue };
+            let tasks = idx.members_of(snap, &(api, j.key.clone()));
+            *loaded += tasks.len();
+            j.running.load(tasks);
+        }
     }
 }
