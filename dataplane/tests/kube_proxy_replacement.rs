@@ -9,7 +9,7 @@
 
 mod common;
 use common::multinode::{
-    Pod as MnPod, PodNs, Underlay, add_pod, backend_peer, refs_ok, start_nodes_with, tcp_peer,
+    Pod as MnPod, PodNs, Underlay, add_pod, backend_peer, in_mode, start_nodes_with, tcp_peer,
     udp_peer, write_all,
 };
 use common::*;
@@ -395,22 +395,12 @@ fn node_port(mode: &str) {
 
 #[test]
 fn node_port_native() {
-    let t = "node_port_native";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    node_port("native");
+    in_mode("node_port_native", "native", node_port);
 }
 
 #[test]
 fn node_port_vxlan() {
-    let t = "node_port_vxlan";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    node_port("vxlan");
+    in_mode("node_port_vxlan", "vxlan", node_port);
 }
 
 /// SCTP ClusterIP Services (the kernel has no SCTP: the user-space

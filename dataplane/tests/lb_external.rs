@@ -18,7 +18,7 @@
 
 mod common;
 use common::multinode::{
-    PodNs, Underlay, add_pod, backend_peer, refs_ok, start_nodes_with, tcp_peer, udp_peer,
+    PodNs, Underlay, add_pod, backend_peer, in_mode, start_nodes_with, tcp_peer, udp_peer,
     write_all,
 };
 use common::*;
@@ -260,22 +260,20 @@ fn external_addresses(mode: &str) {
 
 #[test]
 fn external_ips_and_load_balancer_ips_native() {
-    let t = "external_ips_and_load_balancer_ips_native";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    external_addresses("native");
+    in_mode(
+        "external_ips_and_load_balancer_ips_native",
+        "native",
+        external_addresses,
+    );
 }
 
 #[test]
 fn external_ips_and_load_balancer_ips_vxlan() {
-    let t = "external_ips_and_load_balancer_ips_vxlan";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    external_addresses("vxlan");
+    in_mode(
+        "external_ips_and_load_balancer_ips_vxlan",
+        "vxlan",
+        external_addresses,
+    );
 }
 
 /// A host-network backend server in node netns `netns`: TCP and UDP
@@ -438,20 +436,18 @@ fn host_network_backends(mode: &str) {
 
 #[test]
 fn host_network_backends_native() {
-    let t = "host_network_backends_native";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    host_network_backends("native");
+    in_mode(
+        "host_network_backends_native",
+        "native",
+        host_network_backends,
+    );
 }
 
 #[test]
 fn host_network_backends_vxlan() {
-    let t = "host_network_backends_vxlan";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    host_network_backends("vxlan");
+    in_mode(
+        "host_network_backends_vxlan",
+        "vxlan",
+        host_network_backends,
+    );
 }

@@ -10,7 +10,7 @@
 
 mod common;
 use common::multinode::{
-    Pod, SimNode, Underlay, add_pod, node_yaml, refs_ok, routing, start_nodes, write_all,
+    Pod, SimNode, Underlay, add_pod, in_mode, node_yaml, routing, start_nodes, write_all,
 };
 use common::*;
 
@@ -352,20 +352,10 @@ fn multinode(mode: &str) {
 
 #[test]
 fn three_nodes_native_routing() {
-    let t = "three_nodes_native_routing";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    multinode("native");
+    in_mode("three_nodes_native_routing", "native", multinode);
 }
 
 #[test]
 fn three_nodes_vxlan() {
-    let t = "three_nodes_vxlan";
-    let Some(_g) = privileged(t) else { return };
-    if !refs_ok(t) {
-        return;
-    }
-    multinode("vxlan");
+    in_mode("three_nodes_vxlan", "vxlan", multinode);
 }

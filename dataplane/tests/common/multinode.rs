@@ -32,6 +32,18 @@ pub fn refs_ok(test: &str) -> bool {
     ok
 }
 
+/// Runs `body(mode)` as the privileged multi-node test `test` (routing mode
+/// `native` or `vxlan`), when root, bpffs and the reference plugins are
+/// there (under CI=true their absence fails the test, see [`refs_ok`]).
+pub fn in_mode(test: &str, mode: &str, body: fn(&str)) {
+    let Some(_g) = super::privileged(test) else {
+        return;
+    };
+    if refs_ok(test) {
+        body(mode);
+    }
+}
+
 /// The underlay: a netns with bridge br0; each node gets a veth into it.
 pub struct Underlay {
     pub netns: String,
