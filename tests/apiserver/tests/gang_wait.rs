@@ -5,6 +5,8 @@
 //! completes the gang, or a PodGroup whose minMember is lowered, lets it go.
 //! Counted at the test API server.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{Handle, RunOptions, start};
@@ -34,12 +36,7 @@ fn group(name: &str, min: u32) -> Value {
 }
 
 async fn start_sched(server: &TestApiServer) -> Handle {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let c = common::client(server).await;
     start(
         c,
         corral_scheduler::config::default_frameworks(),

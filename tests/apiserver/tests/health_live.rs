@@ -1,6 +1,8 @@
 //! Continuous node health in `corral-scheduler run` (scheduler/src/health/live.rs)
 //! against the in-process test API server and a local Prometheus text endpoint.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,12 +144,7 @@ async fn annotated_and_scraped_sick_nodes_get_no_new_pods() {
     .expect("options")
     .expect("NodeHealth is enabled");
     assert_eq!(live.config.ewma_half_life_seconds, 0.2);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
     let h = start(
         client,
         frameworks,

@@ -1,6 +1,8 @@
 //! kube-scheduler-compatible Events of `run`: `Scheduled` next to `FailedScheduling`,
 //! through `events.k8s.io/v1` (core v1 when that is not served); PodGroup events.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{RunOptions, start};
@@ -50,12 +52,7 @@ async fn scheduled_events_name_the_node_and_follow_failed_scheduling() {
         server.insert(pod(&format!("p{i}"), "100m")).expect("pod");
     }
     server.insert(pod("big", "6")).expect("pod");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
     let h = start(
         client,
         corral_scheduler::config::default_frameworks(),
@@ -175,12 +172,7 @@ async fn core_v1_events_when_events_k8s_io_is_not_served() {
     server.insert(pod("p0", "100m")).expect("pod");
     server.insert(pod("p1", "100m")).expect("pod");
     server.insert(pod("big", "6")).expect("pod");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
     let h = start(
         client,
         corral_scheduler::config::default_frameworks(),
@@ -237,12 +229,7 @@ async fn podgroup_events_follow_volcano() {
         p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": "train"});
         server.insert(p).expect("pod");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
     let h = start(
         client,
         corral_scheduler::config::default_frameworks(),

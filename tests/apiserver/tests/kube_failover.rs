@@ -2,6 +2,8 @@
 //! is evicted while it is NotReady, the replacement of that pod (same controller) is
 //! placed before other pending work, even work of a higher priority.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{RunOptions, start};
@@ -70,12 +72,7 @@ async fn replacement_goes_first(failure: Failure) {
     server
         .insert(pod("web-1", 0, Some("rs-web"), Some("n1")))
         .expect("web-1");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     let h = start(
         c,
         corral_scheduler::config::default_frameworks(),

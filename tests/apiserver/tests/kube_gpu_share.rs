@@ -2,6 +2,8 @@
 //! card assignment annotation is written before the Binding and bindings respect
 //! per-card capacity.
 
+mod common;
+
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -74,12 +76,7 @@ async fn run_writes_card_assignment_and_respects_card_capacity() {
             .insert(gpu_pod(&format!("share{i}"), "70", None))
             .expect("pod");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     let h = start(
         c,
         corral_scheduler::config::default_frameworks(),
@@ -167,12 +164,7 @@ async fn gang_members_placed_by_a_batch_session_get_their_cards_written_too() {
         p["metadata"]["annotations"] = json!({"scheduling.k8s.io/group-name": "train"});
         server.insert(p).expect("pod");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     let h = start(
         c,
         corral_scheduler::config::default_frameworks(),

@@ -2,6 +2,8 @@
 //! every start): the node is skipped with a warning and counted in
 //! `corral_scheduler_invalid_objects_total`, every other pod is still bound.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{RunOptions, start};
@@ -86,12 +88,7 @@ async fn run_skips_an_absurd_gpu_node_and_schedules_everything_else() {
         ))
         .expect("pod");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     let h = start(
         c,
         corral_scheduler::config::default_frameworks(),

@@ -3,6 +3,8 @@
 //! name, regex and label) and PodGroup `spec.networkTopology` in `run` and in the
 //! extender's gang admission, served and watched by the test API server.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,18 +63,9 @@ fn by_label(rack: &str) -> Value {
     json!([{"type": "Node", "selector": {"labelMatch": {"matchLabels": {"rack": rack}}}}])
 }
 
-async fn client(server: &TestApiServer) -> kube::Client {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client")
-}
-
 async fn start_sched(server: &TestApiServer) -> Handle {
     start(
-        client(server).await,
+        common::client(server).await,
         corral_scheduler::config::default_frameworks(),
         RunOptions::default(),
     )
@@ -194,7 +187,7 @@ async fn run_places_hard_gangs_inside_one_hypernode_and_follows_hypernode_change
     // `corral-scheduler explain` on a member names the PodGroup, each HyperNode
     // and why it cannot hold the gang (the session run on a live snapshot, which
     // lists the HyperNodes as `run` watches them).
-    let c = client(&server).await;
+    let c = common::client(&server).await;
     let t = views::explain(c.clone(), "default/big-0", None, ViewFormat::Table)
         .await
         .expect("explain");
@@ -341,7 +334,7 @@ async fn extender_plans_gangs_inside_watched_hypernodes() {
         .next()
         .expect("profile");
     let mut ext = Extender::new(fw);
-    let c = client(&server).await;
+    let c = common::client(&server).await;
     ext.client = Some(c.clone());
     ext.gangs.lock().expect("gangs").active = true;
     let ext = Arc::new(ext);

@@ -1,5 +1,7 @@
 //! corral-scheduler `run` against the in-process test API server.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,17 +34,8 @@ fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
-async fn client(server: &TestApiServer) -> kube::Client {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client")
-}
-
 async fn start_sched(server: &TestApiServer, opts: RunOptions) -> Handle {
-    let c = client(server).await;
+    let c = common::client(server).await;
     start(c, corral_scheduler::config::default_frameworks(), opts).expect("start")
 }
 
@@ -414,7 +407,7 @@ async fn loadgen_k8s_measures_creation_to_bind_latency() {
     let server = TestApiServer::start().await.expect("server");
     server.insert(namespace("default")).expect("ns");
     let h = start_sched(&server, RunOptions::default()).await;
-    let c = client(&server).await;
+    let c = common::client(&server).await;
     let r = corral_loadgen::k8s::run_with_client(c, &loadgen_args(200, 4))
         .await
         .expect("loadgen");
@@ -453,7 +446,7 @@ async fn several_profiles_and_foreign_pods() {
     b["spec"]["schedulerName"] = json!("corral-b");
     other["spec"]["schedulerName"] = json!("default-scheduler");
     server.insert_all([a, b, other]).expect("pods");
-    let h = start(client(&server).await, fws, RunOptions::default()).expect("start");
+    let h = start(common::client(&server).await, fws, RunOptions::default()).expect("start");
     wait_for("a and b bound", Duration::from_secs(10), || {
         let b = server.bindings();
         b.contains_key("default/a") && b.contains_key("default/b")
@@ -489,7 +482,8 @@ async fn lists_paginate_with_continue_tokens() {
     use kube::api::ListParams;
     let server = TestApiServer::start().await.expect("server");
     seed(&server, 5, 0);
-    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client(&server).await);
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> =
+        kube::Api::all(common::client(&server).await);
     let mut names = Vec::new();
     let mut lp = ListParams::default().limit(2);
     let mut pages = 0;
@@ -902,7 +896,7 @@ async fn extender_admits_gang_members_from_watched_podgroups_and_pods() {
         .next()
         .expect("profile");
     let mut ext = Extender::new(fw);
-    let c = client(&server).await;
+    let c = common::client(&server).await;
     ext.client = Some(c.clone());
     ext.gangs.lock().expect("gangs").active = true;
     let ext = Arc::new(ext);

@@ -3,6 +3,8 @@
 //! or DELETE), preemptors nominated and bound only after their victims terminated,
 //! disruption budgets honoured, gangs preempted and placed whole.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::evictor::EvictionMode;
@@ -40,12 +42,7 @@ fn gang_pod(name: &str, group: &str, cpu: &str, priority: i32, node: Option<&str
 }
 
 async fn start_sched(server: &TestApiServer, opts: RunOptions) -> Handle {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(server).await;
     start(c, corral_scheduler::config::default_frameworks(), opts).expect("start")
 }
 

@@ -1,6 +1,8 @@
 //! `clientConnection.qps`/`burst` bound `run`'s write rate (bindings, events, status
 //! patches), counted at the API server.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::{RunOptions, start};
@@ -31,12 +33,7 @@ async fn qps_bounds_the_write_rate_at_the_api_server() {
                 "status": {"phase": "Pending"}}))
             .expect("pod");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
     let w0 = server.write_requests();
     let t0 = Instant::now();
     let h = start(

@@ -4,6 +4,8 @@
 //! never scheduling, and no pod is bound meanwhile. (Own test binary: it installs
 //! the process-wide log subscriber it reads.)
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,12 +67,7 @@ async fn forbidden_claim_list_names_the_missing_permission() {
             "status": {"phase": "Pending"}}))
         .expect("pod");
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     let h = start(
         c,
         corral_scheduler::config::default_frameworks(),

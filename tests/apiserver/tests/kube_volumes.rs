@@ -6,6 +6,8 @@
 //! and a FailedScheduling event carries `running PreBind plugin "VolumeBinding"`;
 //! the extender filters from its own volume watches.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_scheduler::k8s::queue::Backoff;
@@ -80,12 +82,7 @@ async fn cluster(failing: bool) -> TestApiServer {
 }
 
 async fn run(server: &TestApiServer, opts: RunOptions) -> corral_scheduler::k8s::Handle {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(server).await;
     start(c, corral_scheduler::config::default_frameworks(), opts).expect("start")
 }
 
@@ -317,12 +314,7 @@ async fn extender_filters_from_watched_volumes() {
         .next()
         .expect("profile");
     let mut ext = Extender::new(fw);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("kubeconfig");
-    let c = corral_scheduler::k8s::client(Some(&path))
-        .await
-        .expect("client");
+    let c = common::client(&server).await;
     ext.client = Some(c.clone());
     let ext = Arc::new(ext);
     let mut tasks = corral_scheduler::extender::cache::spawn_snapshot_cache(c.clone(), ext.clone());

@@ -2,6 +2,8 @@
 //! no sooner than the configured latency after it arrived, and requests are delayed
 //! concurrently (a slower server, not a serialized one).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use corral_test_apiserver::{Options, TestApiServer};
@@ -10,15 +12,6 @@ use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::Api;
 use kube::api::{PostParams, WatchParams};
 use serde_json::json;
-
-async fn client(server: &TestApiServer) -> kube::Client {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_waits_the_configured_latency_concurrently() {
@@ -32,7 +25,7 @@ async fn every_request_waits_the_configured_latency_concurrently() {
     server
         .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
         .expect("ns");
-    let c = client(&server).await;
+    let c = common::client(&server).await;
     let ns: Api<Namespace> = Api::all(c.clone());
     let pods: Api<Pod> = Api::namespaced(c.clone(), "default");
 
@@ -105,7 +98,7 @@ async fn no_latency_by_default() {
     server
         .insert(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}}))
         .expect("ns");
-    let ns: Api<Namespace> = Api::all(client(&server).await);
+    let ns: Api<Namespace> = Api::all(common::client(&server).await);
     assert_eq!(Options::default().latency, Duration::ZERO);
     // 20 sequential reads well under 20 × the 400 ms used above.
     let t = Instant::now();

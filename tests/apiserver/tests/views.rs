@@ -1,6 +1,8 @@
 //! `corral-scheduler queues` / `jobs` against the test API server: what `run` wrote
 //! into Queue and PodGroup statuses, read back as an operator sees it.
 
+mod common;
+
 use corral_scheduler::views::{self, ViewFormat};
 use corral_test_apiserver::TestApiServer;
 use serde_json::json;
@@ -55,12 +57,7 @@ async fn queues_and_jobs_views() {
                 "status": {"phase": "Running"}}),
         ])
         .expect("objects");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
 
     let t = views::queues(client.clone(), ViewFormat::Table)
         .await
@@ -162,12 +159,7 @@ async fn explain_view_on_a_live_snapshot() {
     ] {
         server.insert(o).expect("insert");
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let kc = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kc).expect("kubeconfig");
-    let client = corral_scheduler::k8s::client(Some(&kc))
-        .await
-        .expect("client");
+    let client = common::client(&server).await;
 
     // web (2 CPU) fits nowhere: small has 1 CPU, big has 1 left beside db.
     let t = views::explain(client.clone(), "default/web", None, ViewFormat::Table)
