@@ -1217,9 +1217,8 @@ fn arrival_cycles(c: &Case, arrivals: &[Vec<PodInfo>], eager: bool) -> Vec<Arriv
                 .iter()
                 .map(|e| format!("evict {} for {}: {}", e.pod, e.preemptor, e.reason)),
         );
-        // Sorted: the order of a gang's collateral evictions follows a HashMap's
-        // iteration (evict.rs), which differs between runs.
-        decided.sort();
+        // Not sorted: a gang's whole-gang (collateral) evictions are listed in job
+        // order (evict.rs), so both builds must give the same sequence.
         out.push(ArrivalOut {
             decided,
             podgroups: closed.podgroups.clone(),
