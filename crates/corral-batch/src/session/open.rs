@@ -194,8 +194,9 @@ fn jobs_from_groups(
     queue_index: &HashMap<String, usize>,
     carry: &Carry,
 ) -> (Vec<Job>, HashMap<(GroupApi, String), usize>) {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut group_index: HashMap<(GroupApi, String), usize> = HashMap::new();
+    let mut jobs: Vec<Job> = Vec::with_capacity(objs.groups.len());
+    let mut group_index: HashMap<(GroupApi, String), usize> =
+        HashMap::with_capacity(objs.groups.len());
     for (gi, g) in objs.groups.iter().enumerate() {
         let (queue, error) = match queue_index.get(&g.queue) {
             None => (None, Some(format!("queue {:?} not found", g.queue))),
@@ -216,9 +217,13 @@ fn jobs_from_groups(
             ),
             Some(&qi) => (Some(qi), g.error.clone()),
         };
-        group_index.insert((g.api, g.key()), jobs.len());
+        // The key is built once per group ("ns/name": a format per use before).
+        let key = g.key();
+        let inqueue = carry.admitted.contains(&key)
+            || matches!(g.phase.as_deref(), Some("Inqueue" | "Running"));
+        group_index.insert((g.api, key.clone()), jobs.len());
         jobs.push(Job {
-            key: g.key(),
+            key,
             group: Some(g.api),
             namespace: g.namespace.clone(),
             queue,
@@ -246,8 +251,7 @@ fn jobs_from_groups(
             running: RunningTasks::default(),
             annotations: g.annotations.clone(),
             labels: g.labels.clone(),
-            inqueue: carry.admitted.contains(&g.key())
-                || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
+            inqueue,
             message: None,
             error,
             pipelined: Vec::new(),
