@@ -394,6 +394,10 @@ pub struct Session {
     /// and every member once preempt/reclaim needs victims); 0 for a warm session
     /// whose pending pods have no running gang-mates and that evicts nothing.
     pub members_loaded: usize,
+    /// When set, [`Session::close`] reports the status ([`PodGroupStatus`]) only of
+    /// the PodGroups with these keys ("ns/name"; e.g. those whose pods were in the
+    /// session, the only ones `run` writes), instead of every PodGroup's.
+    pub status_only: Option<HashSet<String>>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -732,11 +736,19 @@ impl Session {
         let mut pending = Vec::new();
         let mut admitted = HashSet::new();
         for j in &self.jobs {
+            if j.group.is_some() && j.inqueue {
+                admitted.insert(j.key.clone());
+            }
+            let reported = j.group.is_some()
+                && self
+                    .status_only
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&j.key));
+            if !reported && j.pending.is_empty() {
+                continue;
+            }
             let valid = self.job_valid_static(j);
-            if j.group.is_some() {
-                if j.inqueue {
-                    admitted.insert(j.key.clone());
-                }
+            if reported {
                 let phase = if j.running.len() >= j.min_member.max(1) {
                     "Running"
                 } else if !j.running.is_empty() {

@@ -107,6 +107,7 @@ impl Session {
             running_index,
             group_index,
             members_loaded: loaded,
+            status_only: None,
         };
         ssn.recompute_usage();
         for p in &plugins {
