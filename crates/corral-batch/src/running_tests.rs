@@ -190,10 +190,8 @@ proptest! {
                     *b = b.clone().priority(prio);
                     snap.add_pod(Arc::new(b.info()), &format!("n{n}"));
                 }
-                Op::Alloc(n, cpu) => {
-                    if snap.node_index(&format!("n{n}")).is_some() {
-                        snap.upsert_node(node_info(n, cpu));
-                    }
+                Op::Alloc(n, cpu) if snap.node_index(&format!("n{n}")).is_some() => {
+                    snap.upsert_node(node_info(n, cpu));
                 }
                 Op::Toggle(n) => {
                     let name = format!("n{n}");
