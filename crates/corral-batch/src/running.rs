@@ -31,13 +31,13 @@
 //! [`super::session::Carry`] with the scheduler whose snapshot it describes).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
 use super::objects::{ANN_QUEUE_NAME, GroupApi};
 use super::res::ResMap;
-use super::session::{Task, annotations, is_group_key, membership_ref};
+use super::session::{RunningSummary, Task, annotations, is_group_key, membership_ref};
 use crate::resources::Resources;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -147,7 +147,7 @@ struct NodeGroup {
 }
 
 /// The running members of one PodGroup over all nodes, kept incrementally.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct GroupAgg {
     /// Requests summed exactly, and the member count.
     pub bucket: Bucket,
@@ -159,7 +159,23 @@ pub struct GroupAgg {
     seqs: BTreeMap<u64, i64>,
     /// Nodes holding members.
     nodes: BTreeMap<Arc<str>, ()>,
+    /// [`GroupAgg::summary`], built on first use after a change (a warm session
+    /// shares it instead of building a summary per running group).
+    summary: OnceLock<Arc<RunningSummary>>,
 }
+
+impl PartialEq for GroupAgg {
+    /// The aggregates (not whether the summary was built yet).
+    fn eq(&self, o: &GroupAgg) -> bool {
+        self.bucket == o.bucket
+            && self.roles == o.roles
+            && self.priorities == o.priorities
+            && self.seqs == o.seqs
+            && self.nodes == o.nodes
+    }
+}
+
+impl Eq for GroupAgg {}
 
 /// Adds `sign` to the count of `k` in a multiset (absent at zero).
 fn count<K: Ord>(m: &mut BTreeMap<K, i64>, k: K, sign: i64) {
@@ -186,7 +202,26 @@ impl GroupAgg {
     pub fn min_seq(&self) -> Option<u64> {
         self.seqs.keys().next().copied()
     }
+    /// The running members as a job's [`RunningSummary`] (count, members per
+    /// role, requests), shared until the group's running members change.
+    pub fn summary(&self) -> Arc<RunningSummary> {
+        self.summary
+            .get_or_init(|| {
+                Arc::new(RunningSummary {
+                    count: self.bucket.pods.max(0) as usize,
+                    roles: self
+                        .roles
+                        .iter()
+                        .map(|(r, n)| (r.clone(), (*n).max(0) as usize))
+                        .collect(),
+                    alloc: self.bucket.req.to_resmap(),
+                })
+            })
+            .clone()
+    }
+
     fn merge(&mut self, node: &Arc<str>, g: &NodeGroup, sign: i64) {
+        self.summary = OnceLock::new();
         self.bucket.req.merge(&g.bucket.req, sign);
         self.bucket.pods += sign * g.bucket.pods;
         for (r, n) in &g.roles {

@@ -72,8 +72,10 @@ pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
 #[derive(Debug, Clone, Default)]
 pub struct RunningTasks {
     tasks: Vec<Task>,
-    /// Aggregates of running tasks not loaded into `tasks` (`None`: all loaded).
-    unloaded: Option<RunningSummary>,
+    /// Aggregates of running tasks not loaded into `tasks` (`None`: all loaded);
+    /// shared with the running index, which keeps it while the group's running
+    /// members do not change.
+    unloaded: Option<Arc<RunningSummary>>,
 }
 
 /// What a job's running tasks add up to, without the tasks.
@@ -88,7 +90,7 @@ pub struct RunningSummary {
 
 impl RunningTasks {
     /// Running tasks known only by their aggregates.
-    pub fn summarized(s: RunningSummary) -> RunningTasks {
+    pub fn summarized(s: Arc<RunningSummary>) -> RunningTasks {
         RunningTasks {
             tasks: Vec::new(),
             unloaded: Some(s),

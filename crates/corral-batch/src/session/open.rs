@@ -405,15 +405,7 @@ impl JobBuilder<'_> {
             {
                 j.seq = j.seq.min(s);
             }
-            j.running = RunningTasks::summarized(RunningSummary {
-                count: g.bucket.pods.max(0) as usize,
-                roles: g
-                    .roles
-                    .iter()
-                    .map(|(r, n)| (r.clone(), (*n).max(0) as usize))
-                    .collect(),
-                alloc: g.bucket.req.to_resmap(),
-            });
+            j.running = RunningTasks::summarized(g.summary());
         }
         missing.sort_unstable_by_key(|(pos, _)| *pos);
         for (_, k) in missing {
