@@ -13,9 +13,10 @@ W=${1:?usage: callgrind-ab.sh WORKLOAD.yaml BIN_DIR...}
 shift
 D=$(mktemp -d /tmp/corral-gang-cg.XXXXXX)
 trap 'rm -rf "$D"' EXIT
-ir() { # FILE SYMBOL-REGEX: inclusive Ir (PROGRAM TOTALS for "TOTAL")
+ir() { # FILE SYMBOL-REGEX: inclusive Ir (PROGRAM TOTALS for "TOTAL"); awk reads all of
+  # callgrind_annotate's output (an early exit would SIGPIPE it and, with pipefail, stop the script)
   callgrind_annotate --inclusive=yes "$1" 2>/dev/null | awk -v s="$2" '
-    s == "TOTAL" && /PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }
+    s == "TOTAL" && /PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }
     s != "TOTAL" && $0 ~ s && /\]$/ { gsub(",", "", $1); t += $1 } END { if (s != "TOTAL") print t + 0 }'
 }
 printf '| build | Ir, 1 session | Ir, 5 sessions | Ir per warm session | run_sessions_with 1 / 5 | RunningIndex::refresh 1 / 5 |\n|---|---:|---:|---:|---:|---:|\n'

@@ -1,12 +1,14 @@
 # Many running gang members + plain pods, a few pending gangs (Volcano PodGroups), as
 # one YAML stream for `corral-scheduler simulate` (BENCHMARKS.md, "Gang path through
 # the API — batch session open").
-# Usage: gen_running_gangs.py [NODES GANGS SIZE PLAIN PACK]
+# Usage: gen_running_gangs.py [NODES GANGS SIZE PLAIN PACK [PENDING]]
 #   PACK: consecutive gang members per node (1: every member alone with its gang).
+#   PENDING: pending gangs of 8 (default 4); with many, the second session refreshes
+#   the running index for every node the first one placed on.
 import sys
 args = [int(a) for a in sys.argv[1:]] or [500, 300, 32, 1000, 1]
-NODES, GANGS, SIZE, PLAIN, PACK = args
-PENDING = 4
+NODES, GANGS, SIZE, PLAIN, PACK = args[:5]
+PENDING = args[5] if len(args) > 5 else 4
 out = []
 out.append("""apiVersion: scheduling.volcano.sh/v1beta1
 kind: Queue

@@ -31,15 +31,15 @@
 //! [`super::session::Carry`] with the scheduler whose snapshot it describes).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
 use super::objects::{ANN_QUEUE_NAME, GroupApi};
 use super::res::ResMap;
-use super::session::{Task, annotations, is_group_key, membership_ref};
+use super::session::{RunningSummary, Task, annotations, is_group_key, membership_ref};
 use crate::resources::Resources;
-use crate::snapshot::{NodeInfo, Snapshot};
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 /// Exact running sum of `ResMap::from_resources` vectors: per dimension the sum and
 /// the number of summands that had it (a dimension is present while any has it).
@@ -114,17 +114,29 @@ pub struct Bucket {
 /// `volcano.sh/queue-name` annotation (None: default queue) and namespace.
 pub type PlainKey = (Option<String>, String);
 
-/// A running gang member: its PodGroup (an index into its node's `groups`) and task.
+/// What one running pod of a node contributes to: a plain bucket (an index into
+/// its node's `plain`) or, for a gang member, its PodGroup (an index into the node's
+/// `groups`) and its task.
 #[derive(Debug, Clone)]
-struct Member {
-    group: usize,
-    task: Task,
+enum Slot {
+    Plain(usize),
+    Member { group: usize, task: Task },
+}
+
+/// One running pod of a node (in the node's pod order) and what it counts towards.
+/// The `Arc` is held, so pointer identity tells an unchanged pod from a new one
+/// across refreshes.
+#[derive(Debug, Clone)]
+struct PodRec {
+    pod: Arc<PodInfo>,
+    slot: Slot,
 }
 
 /// A PodGroup's key: its API and "ns/name".
 pub type GroupKey = (GroupApi, String);
 
 /// The running members of one PodGroup on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct NodeGroup {
     key: GroupKey,
     bucket: Bucket,
@@ -135,7 +147,7 @@ struct NodeGroup {
 }
 
 /// The running members of one PodGroup over all nodes, kept incrementally.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct GroupAgg {
     /// Requests summed exactly, and the member count.
     pub bucket: Bucket,
@@ -147,7 +159,23 @@ pub struct GroupAgg {
     seqs: BTreeMap<u64, i64>,
     /// Nodes holding members.
     nodes: BTreeMap<Arc<str>, ()>,
+    /// [`GroupAgg::summary`], built on first use after a change (a warm session
+    /// shares it instead of building a summary per running group).
+    summary: OnceLock<Arc<RunningSummary>>,
 }
+
+impl PartialEq for GroupAgg {
+    /// The aggregates (not whether the summary was built yet).
+    fn eq(&self, o: &GroupAgg) -> bool {
+        self.bucket == o.bucket
+            && self.roles == o.roles
+            && self.priorities == o.priorities
+            && self.seqs == o.seqs
+            && self.nodes == o.nodes
+    }
+}
+
+impl Eq for GroupAgg {}
 
 /// Adds `sign` to the count of `k` in a multiset (absent at zero).
 fn count<K: Ord>(m: &mut BTreeMap<K, i64>, k: K, sign: i64) {
@@ -174,7 +202,26 @@ impl GroupAgg {
     pub fn min_seq(&self) -> Option<u64> {
         self.seqs.keys().next().copied()
     }
+    /// The running members as a job's [`RunningSummary`] (count, members per
+    /// role, requests), shared until the group's running members change.
+    pub fn summary(&self) -> Arc<RunningSummary> {
+        self.summary
+            .get_or_init(|| {
+                Arc::new(RunningSummary {
+                    count: self.bucket.pods.max(0) as usize,
+                    roles: self
+                        .roles
+                        .iter()
+                        .map(|(r, n)| (r.clone(), (*n).max(0) as usize))
+                        .collect(),
+                    alloc: self.bucket.req.to_resmap(),
+                })
+            })
+            .clone()
+    }
+
     fn merge(&mut self, node: &Arc<str>, g: &NodeGroup, sign: i64) {
+        self.summary = OnceLock::new();
         self.bucket.req.merge(&g.bucket.req, sign);
         self.bucket.pods += sign * g.bucket.pods;
         for (r, n) in &g.roles {
@@ -206,9 +253,10 @@ struct NodeEntry {
     generation: u64,
     allocatable: Resources,
     plain: Vec<(PlainKey, Bucket)>,
-    members: Vec<Member>,
     /// Members' aggregates per PodGroup.
     groups: Vec<NodeGroup>,
+    /// The node's pods, in the node's order.
+    pods: Vec<PodRec>,
 }
 
 /// Adds `r` to the bucket of `key` in a short list.
@@ -222,33 +270,87 @@ fn bucket<K: PartialEq>(list: &mut Vec<(K, Bucket)>, key: K) -> &mut Bucket {
     }
 }
 
+/// Where a pod goes on its node: a plain bucket or a PodGroup (indices).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Plain(usize),
+    Group(usize),
+}
+
 impl NodeEntry {
+    /// The node's gang members (their group's index and task), in pod order.
+    fn members(&self) -> impl Iterator<Item = (usize, &Task)> {
+        self.pods.iter().filter_map(|r| match &r.slot {
+            Slot::Member { group, task } => Some((*group, task)),
+            Slot::Plain(_) => None,
+        })
+    }
+
     fn build(n: &NodeInfo) -> NodeEntry {
-        let mut plain: Vec<(PlainKey, Bucket)> = Vec::new();
-        let mut members = Vec::new();
-        let mut groups: Vec<NodeGroup> = Vec::new();
+        let mut e = NodeEntry {
+            name: n.name.clone(),
+            generation: n.generation,
+            allocatable: n.allocatable.clone(),
+            plain: Vec::new(),
+            groups: Vec::new(),
+            pods: Vec::with_capacity(n.pods.len()),
+        };
         for p in &n.pods {
-            // Group keys are compared borrowed: one "ns/name" String per (node,
-            // group), not per pod.
-            let b = if let Some((api, g)) = membership_ref(p) {
-                let gi = match groups
-                    .iter()
-                    .position(|ng| ng.key.0 == api && is_group_key(&ng.key.1, &p.namespace, g))
-                {
-                    Some(gi) => gi,
-                    None => {
-                        groups.push(NodeGroup {
-                            key: (api, format!("{}/{g}", p.namespace)),
-                            bucket: Bucket::default(),
-                            roles: Vec::new(),
-                            max_priority: p.priority,
-                            min_seq: p.seq,
-                        });
-                        groups.len() - 1
-                    }
-                };
+            let t = e.target(p);
+            let slot = e.add(p, t);
+            e.pods.push(PodRec {
+                pod: p.clone(),
+                slot,
+            });
+        }
+        e
+    }
+
+    /// The bucket or group `p` counts towards, created (empty) when new. Group keys
+    /// are compared borrowed: one "ns/name" String per (node, group), not per pod.
+    fn target(&mut self, p: &PodInfo) -> Target {
+        if let Some((api, g)) = membership_ref(p) {
+            let gi = match self
+                .groups
+                .iter()
+                .position(|ng| ng.key.0 == api && is_group_key(&ng.key.1, &p.namespace, g))
+            {
+                Some(gi) => gi,
+                None => {
+                    self.groups.push(NodeGroup {
+                        key: (api, format!("{}/{g}", p.namespace)),
+                        bucket: Bucket::default(),
+                        roles: Vec::new(),
+                        max_priority: p.priority,
+                        min_seq: p.seq,
+                    });
+                    self.groups.len() - 1
+                }
+            };
+            Target::Group(gi)
+        } else {
+            let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
+            let i = match self
+                .plain
+                .iter()
+                .position(|((q, ns), _)| q.as_ref() == queue && *ns == p.namespace)
+            {
+                Some(i) => i,
+                None => {
+                    bucket(&mut self.plain, (queue.cloned(), p.namespace.clone()));
+                    self.plain.len() - 1
+                }
+            };
+            Target::Plain(i)
+        }
+    }
+
+    /// Adds pod `p` to `t` (from [`NodeEntry::target`]); returns its slot.
+    fn add(&mut self, p: &Arc<PodInfo>, t: Target) -> Slot {
+        match t {
+            Target::Group(gi) => {
                 let task = Task::new(p.clone());
-                let ng = &mut groups[gi];
+                let ng = &mut self.groups[gi];
                 ng.max_priority = ng.max_priority.max(p.priority);
                 ng.min_seq = ng.min_seq.min(p.seq);
                 let role = task.role.as_deref().unwrap_or("");
@@ -256,28 +358,215 @@ impl NodeEntry {
                     Some((_, n)) => *n += 1,
                     None => ng.roles.push((role.to_string(), 1)),
                 }
-                members.push(Member { group: gi, task });
-                &mut groups[gi].bucket
-            } else {
-                let queue = annotations(p).and_then(|a| a.get(ANN_QUEUE_NAME));
-                match plain
-                    .iter()
-                    .position(|((q, ns), _)| q.as_ref() == queue && *ns == p.namespace)
-                {
-                    Some(i) => &mut plain[i].1,
-                    None => bucket(&mut plain, (queue.cloned(), p.namespace.clone())),
-                }
-            };
-            b.req.add_resources(&p.requests.requests, 1);
-            b.pods += 1;
+                ng.bucket.req.add_resources(&p.requests.requests, 1);
+                ng.bucket.pods += 1;
+                Slot::Member { group: gi, task }
+            }
+            Target::Plain(i) => {
+                let b = &mut self.plain[i].1;
+                b.req.add_resources(&p.requests.requests, 1);
+                b.pods += 1;
+                Slot::Plain(i)
+            }
         }
-        NodeEntry {
-            name: n.name.clone(),
-            generation: n.generation,
-            allocatable: n.allocatable.clone(),
-            plain,
-            members,
-            groups,
+    }
+
+    /// Takes pod `r` out of its bucket or group (its group's highest priority and
+    /// lowest seq are left for [`NodeEntry::recompute`]).
+    fn remove(&mut self, r: &PodRec) {
+        match &r.slot {
+            Slot::Plain(i) => {
+                let b = &mut self.plain[*i].1;
+                b.req.add_resources(&r.pod.requests.requests, -1);
+                b.pods -= 1;
+            }
+            Slot::Member { group, task } => {
+                let ng = &mut self.groups[*group];
+                ng.bucket.req.add_resources(&r.pod.requests.requests, -1);
+                ng.bucket.pods -= 1;
+                let role = task.role.as_deref().unwrap_or("");
+                if let Some(i) = ng.roles.iter().position(|(r, _)| r == role) {
+                    ng.roles[i].1 -= 1;
+                    if ng.roles[i].1 == 0 {
+                        ng.roles.swap_remove(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Recomputes the highest priority and lowest seq of the groups in `touched`.
+    fn recompute(&mut self, touched: &[usize]) {
+        for &gi in touched {
+            let mut prio = None::<i32>;
+            let mut seq = None::<u64>;
+            for r in &self.pods {
+                if let Slot::Member { group, .. } = r.slot
+                    && group == gi
+                {
+                    prio = Some(prio.map_or(r.pod.priority, |v| v.max(r.pod.priority)));
+                    seq = Some(seq.map_or(r.pod.seq, |v| v.min(r.pod.seq)));
+                }
+            }
+            if let (Some(p), Some(s)) = (prio, seq) {
+                let ng = &mut self.groups[gi];
+                ng.max_priority = p;
+                ng.min_seq = s;
+            }
+        }
+    }
+
+    /// Drops empty buckets and groups (a fresh build has none) and renumbers the
+    /// pods' slots.
+    fn compact(&mut self) {
+        let mut map_plain = Vec::new();
+        if self.plain.iter().any(|(_, b)| b.pods == 0) {
+            let mut next = 0;
+            map_plain = self
+                .plain
+                .iter()
+                .map(|(_, b)| {
+                    let m = next;
+                    next += usize::from(b.pods != 0);
+                    m
+                })
+                .collect();
+            self.plain.retain(|(_, b)| b.pods != 0);
+        }
+        let mut map_group = Vec::new();
+        if self.groups.iter().any(|g| g.bucket.pods == 0) {
+            let mut next = 0;
+            map_group = self
+                .groups
+                .iter()
+                .map(|g| {
+                    let m = next;
+                    next += usize::from(g.bucket.pods != 0);
+                    m
+                })
+                .collect();
+            self.groups.retain(|g| g.bucket.pods != 0);
+        }
+        if map_plain.is_empty() && map_group.is_empty() {
+            return;
+        }
+        for r in &mut self.pods {
+            match &mut r.slot {
+                Slot::Plain(i) if !map_plain.is_empty() => *i = map_plain[*i],
+                Slot::Member { group, .. } if !map_group.is_empty() => *group = map_group[*group],
+                _ => {}
+            }
+        }
+    }
+
+    /// Brings the entry up to date with `n` by applying only the pods added to and
+    /// removed from the node since the entry was built or last updated (pods are
+    /// told apart by `Arc` identity: an updated pod is a new `Arc`), and the totals
+    /// with it: only the buckets and groups those pods count towards are taken out
+    /// of `into` and put back. Equals [`NodeEntry::build`] of `n` up to the order of
+    /// the node's buckets, groups and roles.
+    fn update(&mut self, n: &NodeInfo, into: &mut Totals<'_>) {
+        self.generation = n.generation;
+        if self.allocatable != n.allocatable {
+            into.total.add_resources(&self.allocatable, -1);
+            into.total.add_resources(&n.allocatable, 1);
+            self.allocatable = n.allocatable.clone();
+        }
+        let k = self
+            .pods
+            .iter()
+            .zip(&n.pods)
+            .take_while(|(r, p)| Arc::ptr_eq(&r.pod, p))
+            .count();
+        if k == self.pods.len() && k == n.pods.len() {
+            return;
+        }
+        // Match the tails by identity (pods move when one is swap-removed).
+        let mut old: Vec<Option<PodRec>> = self.pods.drain(k..).map(Some).collect();
+        let by_ptr: Option<HashMap<*const PodInfo, usize>> = (old.len() > 32).then(|| {
+            old.iter()
+                .enumerate()
+                .map(|(i, r)| (Arc::as_ptr(&r.as_ref().expect("all present").pod), i))
+                .collect()
+        });
+        let mut kept: Vec<Option<PodRec>> = Vec::with_capacity(n.pods.len() - k);
+        for p in &n.pods[k..] {
+            let i = match &by_ptr {
+                Some(m) => m.get(&Arc::as_ptr(p)).copied(),
+                None => old
+                    .iter()
+                    .position(|r| r.as_ref().is_some_and(|r| Arc::ptr_eq(&r.pod, p))),
+            };
+            kept.push(i.and_then(|i| old[i].take()));
+        }
+        // Buckets and groups the change touches (existing or new).
+        let mut plain_t: Vec<usize> = Vec::new();
+        let mut group_t: Vec<usize> = Vec::new();
+        let mut mark = |t: Target| match t {
+            Target::Plain(i) if !plain_t.contains(&i) => plain_t.push(i),
+            Target::Group(i) if !group_t.contains(&i) => group_t.push(i),
+            _ => {}
+        };
+        for r in old.iter().flatten() {
+            mark(match r.slot {
+                Slot::Plain(i) => Target::Plain(i),
+                Slot::Member { group, .. } => Target::Group(group),
+            });
+        }
+        let mut targets: Vec<Option<Target>> = Vec::with_capacity(kept.len());
+        for (p, r) in n.pods[k..].iter().zip(&kept) {
+            targets.push(match r {
+                Some(_) => None,
+                None => {
+                    let t = self.target(p);
+                    mark(t);
+                    Some(t)
+                }
+            });
+        }
+        into.put(self, &plain_t, &group_t, -1);
+        for r in old.iter().flatten() {
+            self.remove(r);
+        }
+        for ((p, r), t) in n.pods[k..].iter().zip(kept).zip(targets) {
+            let rec = match (r, t) {
+                (Some(r), _) => r,
+                (None, Some(t)) => PodRec {
+                    pod: p.clone(),
+                    slot: self.add(p, t),
+                },
+                (None, None) => unreachable!("a new pod has a target"),
+            };
+            self.pods.push(rec);
+        }
+        self.recompute(&group_t);
+        into.put(self, &plain_t, &group_t, 1);
+        self.compact();
+    }
+}
+
+/// The index's totals, borrowed for an update.
+struct Totals<'a> {
+    total: &'a mut Acc,
+    plain: &'a mut HashMap<PlainKey, Bucket>,
+    groups: &'a mut HashMap<GroupKey, GroupAgg>,
+}
+
+impl Totals<'_> {
+    /// Adds (`sign` 1) or removes (`sign` -1) the non-empty buckets `plain` and
+    /// groups `groups` of entry `e`.
+    fn put(&mut self, e: &NodeEntry, plain: &[usize], groups: &[usize], sign: i64) {
+        for &i in plain {
+            let (k, b) = &e.plain[i];
+            if b.pods != 0 {
+                merge_bucket(self.plain, k, b, sign);
+            }
+        }
+        for &gi in groups {
+            let g = &e.groups[gi];
+            if g.bucket.pods != 0 {
+                merge_group(self.groups, &e.name, g, sign);
+            }
         }
     }
 }
@@ -291,28 +580,44 @@ pub struct RunningIndex {
     total: Acc,
     plain: HashMap<PlainKey, Bucket>,
     groups: HashMap<GroupKey, GroupAgg>,
-    /// Nodes rebuilt by the last [`RunningIndex::refresh`] (for tests and stats).
+    /// Nodes built from scratch by the last [`RunningIndex::refresh`] (for tests
+    /// and stats).
     pub rebuilt: usize,
+    /// Nodes updated in place (by their added and removed pods) by the last
+    /// [`RunningIndex::refresh`].
+    pub updated: usize,
 }
 
-fn merge_buckets<K: std::hash::Hash + Eq + Clone>(
+fn merge_bucket<K: std::hash::Hash + Eq + Clone>(
     into: &mut HashMap<K, Bucket>,
-    from: &[(K, Bucket)],
+    k: &K,
+    b: &Bucket,
     sign: i64,
 ) {
-    for (k, b) in from {
-        let t = into.entry(k.clone()).or_default();
-        t.req.merge(&b.req, sign);
-        t.pods += sign * b.pods;
-        if t.pods == 0 {
-            into.remove(k);
-        }
+    let t = match into.get_mut(k) {
+        Some(t) => t,
+        None => into.entry(k.clone()).or_default(),
+    };
+    t.req.merge(&b.req, sign);
+    t.pods += sign * b.pods;
+    if t.pods == 0 {
+        into.remove(k);
     }
 }
 
-impl RunningIndex {
-    fn account(&mut self, e: &NodeEntry, sign: i64) {
-        account(&mut self.total, &mut self.plain, &mut self.groups, e, sign);
+fn merge_group(
+    groups: &mut HashMap<GroupKey, GroupAgg>,
+    node: &Arc<str>,
+    g: &NodeGroup,
+    sign: i64,
+) {
+    let t = match groups.get_mut(&g.key) {
+        Some(t) => t,
+        None => groups.entry(g.key.clone()).or_default(),
+    };
+    t.merge(node, g, sign);
+    if t.bucket.pods == 0 {
+        groups.remove(&g.key);
     }
 }
 
@@ -325,83 +630,91 @@ fn account(
     sign: i64,
 ) {
     total.add_resources(&e.allocatable, sign);
-    merge_buckets(plain, &e.plain, sign);
+    for (k, b) in &e.plain {
+        merge_bucket(plain, k, b, sign);
+    }
     for g in &e.groups {
-        let t = match groups.get_mut(&g.key) {
-            Some(t) => t,
-            None => groups.entry(g.key.clone()).or_default(),
-        };
-        t.merge(&e.name, g, sign);
-        if t.bucket.pods == 0 {
-            groups.remove(&g.key);
-        }
+        merge_group(groups, &e.name, g, sign);
     }
 }
 
 impl RunningIndex {
-    /// Brings the index up to date with `snap`: only nodes whose generation changed
-    /// (or that were added) are rebuilt, in parallel.
+    /// Brings the index up to date with `snap`: nodes whose generation changed are
+    /// updated in place by the pods added to and removed from them
+    /// ([`NodeEntry::update`]); nodes new to the index are built, in parallel.
     pub fn refresh(&mut self, snap: &Snapshot) {
         let nodes = snap.nodes();
-        if self.nodes_version == Some(snap.nodes_version()) && self.nodes.len() == nodes.len() {
-            // Same nodes in the same order: stale entries are replaced in place (a
-            // session over an unchanged cluster moves no entry).
-            let changed: Vec<usize> = (0..nodes.len())
-                .filter(|&i| {
-                    let e = &self.nodes[i];
-                    e.generation != nodes[i].generation || e.name != nodes[i].name
-                })
-                .collect();
-            self.rebuilt = changed.len();
-            let fresh: Vec<(usize, NodeEntry)> = changed
-                .into_par_iter()
-                .map(|i| (i, NodeEntry::build(&nodes[i])))
-                .collect();
-            for (i, e) in fresh {
-                account(
-                    &mut self.total,
-                    &mut self.plain,
-                    &mut self.groups,
-                    &self.nodes[i],
-                    -1,
-                );
-                self.account(&e, 1);
-                self.nodes[i] = e;
+        self.rebuilt = 0;
+        self.updated = 0;
+        let RunningIndex {
+            nodes_version,
+            nodes: entries,
+            total,
+            plain,
+            groups,
+            rebuilt,
+            updated,
+        } = self;
+        if *nodes_version == Some(snap.nodes_version()) && entries.len() == nodes.len() {
+            // Same nodes in the same order: stale entries are updated in place (a
+            // session over an unchanged cluster touches no entry).
+            for (e, n) in entries.iter_mut().zip(nodes) {
+                if e.generation == n.generation && e.name == n.name {
+                    continue;
+                }
+                if e.name == n.name {
+                    let mut t = Totals {
+                        total,
+                        plain,
+                        groups,
+                    };
+                    e.update(n, &mut t);
+                    *updated += 1;
+                } else {
+                    account(total, plain, groups, e, -1);
+                    *e = NodeEntry::build(n);
+                    account(total, plain, groups, e, 1);
+                    *rebuilt += 1;
+                }
             }
             return;
         }
         // Node set or order changed: re-key the entries by name.
         let mut old: HashMap<Arc<str>, NodeEntry> =
-            self.nodes.drain(..).map(|e| (e.name.clone(), e)).collect();
+            entries.drain(..).map(|e| (e.name.clone(), e)).collect();
         let mut slots: Vec<Option<NodeEntry>> = nodes.iter().map(|n| old.remove(&n.name)).collect();
         for e in old.into_values() {
-            self.account(&e, -1);
+            account(total, plain, groups, &e, -1);
         }
-        // Stale entries leave the totals; their nodes are rebuilt.
+        // Stale entries are updated; nodes new to the index are built.
         let mut changed = Vec::new();
         for (i, slot) in slots.iter_mut().enumerate() {
             let n = &nodes[i];
-            if let Some(e) = slot
-                && (e.generation != n.generation || e.name != n.name)
-            {
-                self.account(e, -1);
-                *slot = None;
-            }
-            if slot.is_none() {
-                changed.push(i);
+            match slot {
+                Some(e) if e.generation != n.generation => {
+                    let mut t = Totals {
+                        total,
+                        plain,
+                        groups,
+                    };
+                    e.update(n, &mut t);
+                    *updated += 1;
+                }
+                Some(_) => {}
+                None => changed.push(i),
             }
         }
-        self.rebuilt = changed.len();
+        *rebuilt = changed.len();
         let fresh: Vec<(usize, NodeEntry)> = changed
             .into_par_iter()
             .map(|i| (i, NodeEntry::build(&nodes[i])))
             .collect();
         for (i, e) in fresh {
-            self.account(&e, 1);
+            account(total, plain, groups, &e, 1);
             slots[i] = Some(e);
         }
-        self.nodes = slots.into_iter().flatten().collect();
-        self.nodes_version = Some(snap.nodes_version());
+        *entries = slots.into_iter().flatten().collect();
+        *nodes_version = Some(snap.nodes_version());
     }
 
     /// Sum of the nodes' allocatable (as `ResMap::from_resources` each, added).
@@ -457,10 +770,9 @@ impl RunningIndex {
                 continue;
             };
             out.extend(
-                e.members
-                    .iter()
-                    .filter(|m| m.group == gi)
-                    .map(|m| m.task.clone()),
+                e.members()
+                    .filter(|(g, _)| *g == gi)
+                    .map(|(_, t)| t.clone()),
             );
         }
         out
@@ -471,7 +783,7 @@ impl RunningIndex {
     pub fn first_member(&self, snap: &Snapshot, key: &GroupKey) -> Option<(usize, usize)> {
         let (i, e) = self.group_nodes(snap, key).into_iter().next()?;
         let gi = e.groups.iter().position(|g| g.key == *key)?;
-        e.members.iter().position(|m| m.group == gi).map(|p| (i, p))
+        e.members().position(|(g, _)| g == gi).map(|p| (i, p))
     }
 
     /// Running gang members (their PodGroup and task) in snapshot order (nodes in
@@ -479,9 +791,13 @@ impl RunningIndex {
     pub fn members(&self) -> impl Iterator<Item = (&GroupKey, &Task)> {
         self.nodes
             .iter()
-            .flat_map(|e| e.members.iter().map(|m| (&e.groups[m.group].key, &m.task)))
+            .flat_map(|e| e.members().map(|(g, t)| (&e.groups[g].key, t)))
     }
 }
+
+#[cfg(test)]
+#[path = "running_tests.rs"]
+mod incremental_tests;
 
 #[cfg(test)]
 mod tests {
@@ -611,7 +927,11 @@ mod tests {
         add(&mut snap, "late", "n2", false);
         snap.remove_pod("default/p0");
         idx.refresh(&snap);
-        assert_eq!(idx.rebuilt, 2, "n0 and n2 changed");
+        assert_eq!(
+            (idx.rebuilt, idx.updated),
+            (0, 2),
+            "n0 and n2 changed: updated in place"
+        );
         same(&idx, &fresh(&snap));
 
         // Node set changes: entries are re-keyed by name, removed nodes leave.

@@ -72,8 +72,10 @@ pub(crate) fn annotations(p: &PodInfo) -> Option<&BTreeMap<String, String>> {
 #[derive(Debug, Clone, Default)]
 pub struct RunningTasks {
     tasks: Vec<Task>,
-    /// Aggregates of running tasks not loaded into `tasks` (`None`: all loaded).
-    unloaded: Option<RunningSummary>,
+    /// Aggregates of running tasks not loaded into `tasks` (`None`: all loaded);
+    /// shared with the running index, which keeps it while the group's running
+    /// members do not change.
+    unloaded: Option<Arc<RunningSummary>>,
 }
 
 /// What a job's running tasks add up to, without the tasks.
@@ -88,7 +90,7 @@ pub struct RunningSummary {
 
 impl RunningTasks {
     /// Running tasks known only by their aggregates.
-    pub fn summarized(s: RunningSummary) -> RunningTasks {
+    pub fn summarized(s: Arc<RunningSummary>) -> RunningTasks {
         RunningTasks {
             tasks: Vec::new(),
             unloaded: Some(s),
@@ -394,6 +396,10 @@ pub struct Session {
     /// and every member once preempt/reclaim needs victims); 0 for a warm session
     /// whose pending pods have no running gang-mates and that evicts nothing.
     pub members_loaded: usize,
+    /// When set, [`Session::close`] reports the status ([`PodGroupStatus`]) only of
+    /// the PodGroups with these keys ("ns/name"; e.g. those whose pods were in the
+    /// session, the only ones `run` writes), instead of every PodGroup's.
+    pub status_only: Option<HashSet<String>>,
 }
 
 /// Annotations read only by the session (never by profile plugins): pods differing
@@ -732,11 +738,19 @@ impl Session {
         let mut pending = Vec::new();
         let mut admitted = HashSet::new();
         for j in &self.jobs {
+            if j.group.is_some() && j.inqueue {
+                admitted.insert(j.key.clone());
+            }
+            let reported = j.group.is_some()
+                && self
+                    .status_only
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&j.key));
+            if !reported && j.pending.is_empty() {
+                continue;
+            }
             let valid = self.job_valid_static(j);
-            if j.group.is_some() {
-                if j.inqueue {
-                    admitted.insert(j.key.clone());
-                }
+            if reported {
                 let phase = if j.running.len() >= j.min_member.max(1) {
                     "Running"
                 } else if !j.running.is_empty() {

@@ -1,7 +1,7 @@
 //! Session scenario tests: gangs, fair share, preemption/reclaim, protection,
 //! backfill, bad objects, and a property test of the session invariants.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -1217,9 +1217,8 @@ fn arrival_cycles(c: &Case, arrivals: &[Vec<PodInfo>], eager: bool) -> Vec<Arriv
                 .iter()
                 .map(|e| format!("evict {} for {}: {}", e.pod, e.preemptor, e.reason)),
         );
-        // Sorted: the order of a gang's collateral evictions follows a HashMap's
-        // iteration (evict.rs), which differs between runs.
-        decided.sort();
+        // Not sorted: a gang's whole-gang (collateral) evictions are listed in job
+        // order (evict.rs), so both builds must give the same sequence.
         out.push(ArrivalOut {
             decided,
             podgroups: closed.podgroups.clone(),
@@ -1337,3 +1336,76 @@ mod volcano;
 /// volcano-scheduler.conf, tiers and flags (issue 12).
 #[path = "tests_volcano_conf.rs"]
 mod volcano_conf;
+
+/// `Session::status_only`: only the named PodGroups get a status at close; the
+/// pods' verdicts (placements, unschedulable, pending), the admitted set and the
+/// named groups' statuses equal those of a session reporting every group.
+#[test]
+fn status_only_limits_podgroup_statuses_and_changes_nothing_else() {
+    use super::session::{Carry, Session};
+    const T: &str = "2026-01-01T00:00:00Z";
+    let mut c = Case::new(2, "4").objects(&queue("q0", "{weight: 1}"));
+    // A running gang, a gang that fits, one that cannot (minMember 9 > 8 CPUs).
+    c = c.objects(&pg("run", "{minMember: 2, queue: q0}"));
+    for t in 0..2 {
+        c.run_on(
+            started(member(&format!("run-{t}"), "run", "1"), T),
+            &format!("n{t}"),
+        );
+    }
+    c = c.objects(&pg("fits", "{minMember: 2, queue: q0}"));
+    c = c.objects(&pg("big", "{minMember: 9, queue: q0}"));
+    for t in 0..2 {
+        c.pend(member(&format!("fits-{t}"), "fits", "1"));
+    }
+    for t in 0..9 {
+        c.pend(member(&format!("big-{t}"), "big", "1"));
+    }
+    let close = |only: Option<HashSet<String>>| {
+        let mut snap = Snapshot::new();
+        for n in &c.nodes {
+            snap.upsert_node(n.clone());
+        }
+        for (p, n) in &c.running {
+            snap.add_pod(Arc::new(p.clone()), n);
+        }
+        let sched = Scheduler::new(default_frameworks(), snap, Options::default());
+        let mut ssn = Session::open_with(
+            sched,
+            c.pending.iter().cloned().map(Arc::new).collect(),
+            &c.objs(),
+            c.cfg.plugins().expect("plugins"),
+            c.cfg.actions(),
+            NOW,
+            &Carry::default(),
+            false,
+        );
+        ssn.status_only = only;
+        super::actions::run(&mut ssn);
+        ssn.close()
+    };
+    let all = close(None);
+    let only = close(Some(HashSet::from(["default/big".to_string()])));
+    let names = |cl: &super::session::Closed| -> Vec<String> {
+        cl.podgroups.iter().map(|s| s.name.clone()).collect()
+    };
+    assert_eq!(names(&all), ["default/big", "default/fits", "default/run"]);
+    assert_eq!(names(&only), ["default/big"]);
+    assert_eq!(
+        format!("{:?}", only.podgroups[0]),
+        format!("{:?}", all.podgroups[0])
+    );
+    let verdicts = |cl: &super::session::Closed| {
+        let mut admitted: Vec<String> = cl.carry.admitted.iter().cloned().collect();
+        admitted.sort();
+        (
+            format!("{:?}", cl.placements),
+            format!("{:?}", cl.unschedulable),
+            cl.pending.iter().map(|p| p.key.clone()).collect::<Vec<_>>(),
+            admitted,
+        )
+    };
+    assert_eq!(verdicts(&only), verdicts(&all));
+    assert_eq!(all.placements.len(), 2, "{:?}", all.placements);
+    assert_eq!(all.unschedulable.len(), 9);
+}

@@ -352,7 +352,7 @@ impl BatchState {
             .copied()
             .filter(|a| matches!(a, Action::Preempt | Action::Reclaim))
             .collect();
-        self.session(sched, pending, actions)
+        self.session(sched, pending, actions, None)
     }
 
     /// A dry run for the extender: would the gangs of `pending` be placed (enqueue +
@@ -380,9 +380,19 @@ impl BatchState {
     /// Runs one batch session over `sched` with `pending` (all batch pods of the
     /// popped gangs) and returns the closed session; the scheduler comes back
     /// without the session's resource filter.
-    pub fn run_session(&mut self, sched: Scheduler, pending: Vec<Arc<PodInfo>>) -> Closed {
+    ///
+    /// Only the PodGroups in `touched` get a status in the result
+    /// ([`Closed::podgroups`]): they are the ones [`BatchState::after_session`]
+    /// decides; the other groups' statuses are not computed.
+    pub fn run_session(
+        &mut self,
+        sched: Scheduler,
+        pending: Vec<Arc<PodInfo>>,
+        touched: &HashSet<GroupKey>,
+    ) -> Closed {
         let actions = self.actions.clone();
-        self.session(sched, pending, actions)
+        let only = touched.iter().map(|g| g.1.clone()).collect();
+        self.session(sched, pending, actions, Some(only))
     }
 
     fn session(
@@ -390,6 +400,7 @@ impl BatchState {
         sched: Scheduler,
         pending: Vec<Arc<PodInfo>>,
         actions: Vec<Action>,
+        status_only: Option<HashSet<String>>,
     ) -> Closed {
         let objs = self.objects();
         let now = std::time::SystemTime::now()
@@ -406,6 +417,7 @@ impl BatchState {
             &self.carry,
         );
         ssn.topology = Arc::new(Topology::new(&objs, &ssn.sched.snapshot));
+        ssn.status_only = status_only;
         crate::batch::actions::run(&mut ssn);
         let mut closed = ssn.close();
         for fw in &mut closed.sched.frameworks {

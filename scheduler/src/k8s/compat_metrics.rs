@@ -21,7 +21,6 @@
 //! class cache runs no plugin and is not timed. Reserve/Permit/Bind are not run
 //! through the framework by `run` (binding is batched), so they are not observed.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 
@@ -33,6 +32,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use super::sharded_hist::ShardedHistogram;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultProfile {
@@ -93,8 +94,8 @@ fn extension_point_hist() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 12))
 }
 /// kube-scheduler: `ExponentialBuckets(0.00001, 1.5, 20)`.
-fn plugin_hist() -> Histogram {
-    Histogram::new(exponential_buckets(0.000_01, 1.5, 20))
+fn plugin_hist() -> ShardedHistogram {
+    ShardedHistogram::new(exponential_buckets(0.000_01, 1.5, 20))
 }
 /// kube-scheduler: `ExponentialBuckets(0.01, 2, 20)`.
 fn sli_hist() -> Histogram {
@@ -112,7 +113,8 @@ pub struct KubeScheduler {
     pub preemption_victims: Histogram,
     pub queue_incoming_pods: Family<QueueEvent, Counter>,
     pub extension_point_duration: HistFamily<ExtensionPoint>,
-    pub plugin_duration: HistFamily<PluginPoint>,
+    /// Sharded: observed from every evaluation thread, per node, in sampled cycles.
+    pub plugin_duration: Family<PluginPoint, ShardedHistogram, fn() -> ShardedHistogram>,
 }
 
 /// Volcano's series.
@@ -429,19 +431,29 @@ impl Volcano {
 /// their static names, so an observation costs a read lock and the histogram.
 pub struct FrameworkTimings {
     points: HistFamily<ExtensionPoint>,
-    plugins: HistFamily<PluginPoint>,
+    plugins: Family<PluginPoint, ShardedHistogram, fn() -> ShardedHistogram>,
     point_cache: RwLock<Vec<(String, &'static str, Code, Histogram)>>,
-    plugin_cache: RwLock<HashMap<(&'static str, &'static str, Code), Histogram>>,
+    /// Tells this hook's entries in the threads' plugin caches from another's.
+    id: u64,
+}
+
+/// Per thread: (hook id, plugin, extension point, status) → histogram, matched by
+/// the `&'static str` pointers (the plugins' names are static), so a sampled
+/// per-node observation takes neither a lock nor a string hash.
+type PluginCache = Vec<(u64, &'static str, &'static str, Code, ShardedHistogram)>;
+thread_local! {
+    static PLUGIN_CACHE: std::cell::RefCell<PluginCache> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl KubeScheduler {
     /// The hook to install on every profile's framework.
     pub fn framework_timings(&self) -> Arc<FrameworkTimings> {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Arc::new(FrameworkTimings {
             points: self.extension_point_duration.clone(),
             plugins: self.plugin_duration.clone(),
             point_cache: RwLock::default(),
-            plugin_cache: RwLock::default(),
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 }
@@ -471,27 +483,30 @@ impl FrameworkObserver for FrameworkTimings {
     }
 
     fn plugin(&self, plugin: &'static str, point: &'static str, status: Code, secs: f64) {
-        let key = (plugin, point, status);
-        let hit = self
-            .plugin_cache
-            .read()
-            .ok()
-            .and_then(|c| c.get(&key).cloned());
-        let h = hit.unwrap_or_else(|| {
-            let h = self
-                .plugins
-                .get_or_create(&PluginPoint {
-                    plugin: plugin.into(),
-                    extension_point: point.into(),
-                    status: status.as_str().into(),
-                })
-                .clone();
-            if let Ok(mut c) = self.plugin_cache.write() {
-                c.insert(key, h.clone());
+        PLUGIN_CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            let hit = c.iter().find(|e| {
+                e.0 == self.id
+                    && e.3 == status
+                    && std::ptr::eq(e.1, plugin)
+                    && std::ptr::eq(e.2, point)
+            });
+            match hit {
+                Some(e) => e.4.observe(secs),
+                None => {
+                    let h = self
+                        .plugins
+                        .get_or_create(&PluginPoint {
+                            plugin: plugin.into(),
+                            extension_point: point.into(),
+                            status: status.as_str().into(),
+                        })
+                        .clone();
+                    h.observe(secs);
+                    c.push((self.id, plugin, point, status, h));
+                }
             }
-            h
         });
-        h.observe(secs);
     }
 }
 

@@ -47,6 +47,7 @@ mod observe;
 mod preemption;
 pub mod recorder;
 mod schedule;
+mod sharded_hist;
 mod sweeps;
 pub mod volumes;
 

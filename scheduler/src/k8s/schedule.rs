@@ -195,7 +195,7 @@ impl Loop {
         self.prepare_session(nominated);
         let t0 = Instant::now();
         let sched = std::mem::replace(&mut self.sched, batch_state::placeholder());
-        let closed = self.gangs.run_session(sched, pending);
+        let closed = self.gangs.run_session(sched, pending, &touched);
         self.gangs.after_session(&closed, &touched);
         let batch::session::Closed {
             sched,

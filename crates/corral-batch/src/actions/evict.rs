@@ -444,8 +444,9 @@ pub(super) fn choose_node(
                 chosen.remove(k);
             }
         }
-        // Gang-aware: a running gang falling below minMember goes entirely.
-        let mut per_job: HashMap<usize, usize> = HashMap::new();
+        // Gang-aware: a running gang falling below minMember goes entirely. Jobs in
+        // index order, so the whole-gang evictions are listed deterministically.
+        let mut per_job: std::collections::BTreeMap<usize, usize> = Default::default();
         for &i in &chosen {
             *per_job.entry(cands[i].0).or_insert(0) += 1;
         }
@@ -544,8 +545,8 @@ pub(super) fn choose_node(
                     pre_filter_update(fw, &mut st, &t.pod, &c.1, &n3, snap, false);
                 }
             }
-            // Gangs the reprieved set breaks go whole.
-            let mut per_job: HashMap<usize, usize> = HashMap::new();
+            // Gangs the reprieved set breaks go whole (in job index order).
+            let mut per_job: std::collections::BTreeMap<usize, usize> = Default::default();
             for &i in &chosen {
                 *per_job.entry(cands[i].0).or_insert(0) += 1;
             }

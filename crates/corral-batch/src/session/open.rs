@@ -107,6 +107,7 @@ impl Session {
             running_index,
             group_index,
             members_loaded: loaded,
+            status_only: None,
         };
         ssn.recompute_usage();
         for p in &plugins {
@@ -194,8 +195,9 @@ fn jobs_from_groups(
     queue_index: &HashMap<String, usize>,
     carry: &Carry,
 ) -> (Vec<Job>, HashMap<(GroupApi, String), usize>) {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut group_index: HashMap<(GroupApi, String), usize> = HashMap::new();
+    let mut jobs: Vec<Job> = Vec::with_capacity(objs.groups.len());
+    let mut group_index: HashMap<(GroupApi, String), usize> =
+        HashMap::with_capacity(objs.groups.len());
     for (gi, g) in objs.groups.iter().enumerate() {
         let (queue, error) = match queue_index.get(&g.queue) {
             None => (None, Some(format!("queue {:?} not found", g.queue))),
@@ -216,9 +218,13 @@ fn jobs_from_groups(
             ),
             Some(&qi) => (Some(qi), g.error.clone()),
         };
-        group_index.insert((g.api, g.key()), jobs.len());
+        // The key is built once per group ("ns/name": a format per use before).
+        let key = g.key();
+        let inqueue = carry.admitted.contains(&key)
+            || matches!(g.phase.as_deref(), Some("Inqueue" | "Running"));
+        group_index.insert((g.api, key.clone()), jobs.len());
         jobs.push(Job {
-            key: g.key(),
+            key,
             group: Some(g.api),
             namespace: g.namespace.clone(),
             queue,
@@ -246,8 +252,7 @@ fn jobs_from_groups(
             running: RunningTasks::default(),
             annotations: g.annotations.clone(),
             labels: g.labels.clone(),
-            inqueue: carry.admitted.contains(&g.key())
-                || matches!(g.phase.as_deref(), Some("Inqueue" | "Running")),
+            inqueue,
             message: None,
             error,
             pipelined: Vec::new(),
@@ -400,15 +405,7 @@ impl JobBuilder<'_> {
             {
                 j.seq = j.seq.min(s);
             }
-            j.running = RunningTasks::summarized(RunningSummary {
-                count: g.bucket.pods.max(0) as usize,
-                roles: g
-                    .roles
-                    .iter()
-                    .map(|(r, n)| (r.clone(), (*n).max(0) as usize))
-                    .collect(),
-                alloc: g.bucket.req.to_resmap(),
-            });
+            j.running = RunningTasks::summarized(g.summary());
         }
         missing.sort_unstable_by_key(|(pos, _)| *pos);
         for (_, k) in missing {
