@@ -57,12 +57,12 @@ pub(crate) struct Diagnosis {
 impl Diagnosis {
     pub(crate) fn add(&mut self, st: &Status) {
         for r in &st.reasons {
-            match self.counts.iter_mut().find(|(k, _)| k == r) {
+            match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
                 Some(e) => e.1 += 1,
                 None => self.counts.push((r.clone(), 1)),
             }
         }
-        if !st.plugin.is_empty() && !self.plugins.contains(&st.plugin) {
+        if !st.plugin.is_empty() && !self.plugins.iter().any(|p| same_str(p, st.plugin)) {
             self.plugins.push(st.plugin);
         }
     }
@@ -97,6 +97,13 @@ impl Diagnosis {
             .iter()
             .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
     }
+}
+
+/// String equality that first compares addresses: reasons and plugin names are
+/// mostly the same `&'static str`, so the bytes are rarely compared.
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 /// splitmix64 finalizer.
