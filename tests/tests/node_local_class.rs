@@ -267,12 +267,11 @@ fn the_view_sees_node_local_fields() {
     );
 }
 
+/// (pod, node) placements and (pod, message) failures.
+type Outcome = (Vec<(String, String)>, Vec<(String, String)>);
+
 /// Schedules `pods` with batches of `batch` and returns (placements, failures).
-fn run(
-    snap: &Snapshot,
-    pods: Vec<PodInfo>,
-    batch: usize,
-) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn run(snap: &Snapshot, pods: Vec<PodInfo>, batch: usize) -> Outcome {
     let opts = Options {
         seed: 11,
         batch_size: batch,
