@@ -633,13 +633,15 @@ pub(crate) fn evaluate(
     let t_filter = fw.point_start();
     // Nodes whose cached Filters passed at their current generation, for a pod
     // without live cross-node Filters: feasible without running anything.
-    let known = |idx: usize| {
-        live == 0
-            && cache.is_some_and(|c| {
-                let g = nodes[idx].generation;
-                c.local.pass[idx].load(Ordering::Relaxed) == g
-                    && declared.is_none_or(|d| d.pass[idx].load(Ordering::Relaxed) == g)
-            })
+    let pass_local: Option<&[AtomicU64]> = cache.filter(|_| live == 0).map(|c| &c.local.pass[..]);
+    let pass_declared: Option<&[AtomicU64]> = declared.map(|d| &d.pass[..]);
+    let known = |idx: usize| match pass_local {
+        Some(p) => {
+            let g = nodes[idx].generation;
+            p[idx].load(Ordering::Relaxed) == g
+                && pass_declared.is_none_or(|d| d[idx].load(Ordering::Relaxed) == g)
+        }
+        None => false,
     };
     let found = find_feasible(
         !fw.filter.is_empty(),
