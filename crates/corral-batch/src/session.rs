@@ -365,6 +365,8 @@ pub struct Session {
     /// Pod equivalence class → class with the session-only annotations ignored
     /// (see [`Session::placement_pod`]).
     pub equivalence: HashMap<u64, u64>,
+    /// The same for node-local classes ([`PodInfo::node_local_class`]).
+    pub node_local: HashMap<u64, u64>,
     /// Preemptor pod → node nominated by the previous session (placed first by
     /// allocate).
     pub nominated_nodes: HashMap<String, String>,
@@ -706,6 +708,12 @@ impl Session {
         out.equivalence = *self.equivalence.entry(p.equivalence).or_insert_with(|| {
             crate::snapshot::equivalence_hash_ignoring(&p.pod, SESSION_ONLY_ANNOTATIONS)
         });
+        out.node_local_class = *self
+            .node_local
+            .entry(p.node_local_class)
+            .or_insert_with(|| {
+                corral_core::equivalence::node_local_hash_ignoring(&p.pod, SESSION_ONLY_ANNOTATIONS)
+            });
         out
     }
 

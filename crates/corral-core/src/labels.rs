@@ -181,6 +181,12 @@ impl Selector {
         self.nothing
     }
 
+    /// The requirements (ANDed; sorted by key for selectors compiled from a
+    /// `LabelSelector`).
+    pub fn requirements(&self) -> &[Requirement] {
+        &self.reqs
+    }
+
     /// The first `In` requirement (key, sorted values), if any: every label set the
     /// selector matches carries one of these values for this key (used to look
     /// candidates up in [`crate::pod_index::PodIndex`]).
@@ -255,6 +261,16 @@ impl NodeTerm {
         }
         self.exprs.iter().all(|r| r.matches(labels))
             && self.fields.iter().all(|r| r.matches_value(Some(node_name)))
+    }
+
+    /// The label requirements (`matchExpressions`).
+    pub fn expressions(&self) -> &[Requirement] {
+        &self.exprs
+    }
+
+    /// The `metadata.name` requirements (`matchFields`).
+    pub fn fields(&self) -> &[Requirement] {
+        &self.fields
     }
 
     /// Node names this term pins via `matchFields metadata.name In`, if any.

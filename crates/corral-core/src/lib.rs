@@ -9,6 +9,7 @@
 //! configuration files or tokio; it does no I/O.
 
 pub mod domains;
+pub mod equivalence;
 pub mod framework;
 pub mod fxhash;
 pub mod health;

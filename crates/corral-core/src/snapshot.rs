@@ -140,6 +140,11 @@ pub struct PodInfo {
     /// annotations, owners and spec (except `nodeName`), so they get the same Filter
     /// results and node-local scores against the same snapshot.
     pub equivalence: u64,
+    /// Node-local class: pods with the same value get the same results from every
+    /// node-local Filter and Score plugin against the same snapshot; it ignores
+    /// labels, namespace, owners and pod (anti-)affinity / spread constraints
+    /// ([`crate::equivalence`]).
+    pub node_local_class: u64,
     /// What the kubelet Topology Manager would align (None: nothing).
     pub numa: Option<Arc<crate::topology::NumaRequest>>,
 }
@@ -221,7 +226,9 @@ pub fn normalize_image(name: &str) -> String {
 
 impl PodInfo {
     /// Builds a PodInfo; errors name the offending field.
-    pub fn new(pod: Pod, seq: u64) -> Result<PodInfo, FieldError> {
+    pub fn new(mut pod: Pod, seq: u64) -> Result<PodInfo, FieldError> {
+        let equivalence = equivalence_hash(&pod);
+        let node_local_class = crate::equivalence::node_local_hash(&mut pod, equivalence);
         let requests = pod_requests(&pod)?;
         let md = &pod.metadata;
         let namespace = md.namespace.clone().unwrap_or_else(|| "default".into());
@@ -365,7 +372,8 @@ impl PodInfo {
             images,
             created,
             seq,
-            equivalence: equivalence_hash(&pod),
+            equivalence,
+            node_local_class,
             numa: crate::topology::numa_request(&pod).map(Arc::new),
             pod: Arc::new(pod),
         })

@@ -4,8 +4,9 @@
 //! Evaluation only reads `&Snapshot`.
 
 use std::borrow::Cow;
-use std::sync::OnceLock;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,12 +57,12 @@ pub(crate) struct Diagnosis {
 impl Diagnosis {
     pub(crate) fn add(&mut self, st: &Status) {
         for r in &st.reasons {
-            match self.counts.iter_mut().find(|(k, _)| k == r) {
+            match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
                 Some(e) => e.1 += 1,
                 None => self.counts.push((r.clone(), 1)),
             }
         }
-        if !st.plugin.is_empty() && !self.plugins.contains(&st.plugin) {
+        if !st.plugin.is_empty() && !self.plugins.iter().any(|p| same_str(p, st.plugin)) {
             self.plugins.push(st.plugin);
         }
     }
@@ -96,6 +97,13 @@ impl Diagnosis {
             .iter()
             .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
     }
+}
+
+/// String equality that first compares addresses: reasons and plugin names are
+/// mostly the same `&'static str`, so the bytes are rarely compared.
+#[inline]
+fn same_str(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 /// splitmix64 finalizer.
@@ -207,21 +215,69 @@ pub(crate) fn find_feasible(
     Ok((feasible, n, diag))
 }
 
-/// Shared work for pods of one equivalence class: PreFilter once per batch, each
-/// node's node-local Filter result and node-local raw scores at most once. Cells are
-/// stamped with the node's generation, so they stay valid across commits and batches
-/// for unchanged nodes; cross-node Filters (InterPodAffinity, PodTopologySpread, ...)
-/// are never cached, they run per pod against its own PreFilter state.
-pub(crate) struct ClassCache {
-    pub(crate) pre: Result<(CycleState, PreFilterOutcome), Status>,
+/// Node-local work shared by every class of one node-local class
+/// ([`PodInfo::node_local_class`]) and profile: each node's result of the node-local
+/// Filters (those without PreFilter extensions) and its node-local scores. Pods
+/// that differ only in labels, namespace, owners or pod (anti-)affinity / spread
+/// constraints share these cells. Cells are stamped with the node's generation, so
+/// they stay valid across commits and batches for unchanged nodes.
+pub(crate) struct LocalCells {
     /// Per node: (node generation when computed, node-local Filter result).
-    pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
+    filter: Vec<OnceLock<(u64, Status)>>,
     /// Per node: the node generation at which its node-local Filters passed
     /// (`u64::MAX`: not known to pass), a copy of the success cells of `filter`
     /// read with one load in the Filter walk.
-    pub(crate) pass: Vec<AtomicU64>,
+    pass: Vec<AtomicU64>,
     pub(crate) scores: LocalScoreCache,
-    pub(crate) nodes_version: u64,
+    nodes_version: u64,
+    /// The skipped node-local Filters (`filter_skip_mask` restricted to them) the
+    /// filter cells are computed for; a pod with another set does not use them.
+    skip_key: u64,
+}
+
+impl LocalCells {
+    fn new(fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
+        LocalCells {
+            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
+            pass: not_known(snap.num_nodes()),
+            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            nodes_version: snap.nodes_version(),
+            skip_key,
+        }
+    }
+
+    /// Reuses the cells for a new batch (dropping those of changed nodes) when the
+    /// node set and the skipped Filters are the same, else starts afresh.
+    fn refresh(mut self, fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
+        if self.nodes_version != snap.nodes_version() || self.skip_key != skip_key {
+            return Self::new(fw, snap, skip_key);
+        }
+        clear_stale(&mut self.filter, snap);
+        self.scores.invalidate_stale(snap);
+        self
+    }
+}
+
+/// Per-class cells of the cross-node Filters the class's PreFilter state declared
+/// node-local (`CycleState::mark_filter_node_local`): their result depends on the
+/// whole pod (labels, affinity terms), so they are not shared across classes.
+pub(crate) struct DeclaredCells {
+    /// The declared Filters (bit per position in `Framework::filter`).
+    mask: u64,
+    filter: Vec<OnceLock<(u64, Status)>>,
+    pass: Vec<AtomicU64>,
+    nodes_version: u64,
+}
+
+/// Shared work for pods of one equivalence class: PreFilter once per batch, the
+/// node-local cells of its node-local class ([`LocalCells`], shared with other
+/// classes) and the cells of its declared cross-node Filters ([`DeclaredCells`]).
+/// Cross-node Filters (InterPodAffinity, PodTopologySpread, ...) not declared
+/// node-local are never cached, they run per pod against its own PreFilter state.
+pub(crate) struct ClassCache {
+    pub(crate) pre: Result<(CycleState, PreFilterOutcome), Status>,
+    pub(crate) local: Arc<LocalCells>,
+    declared: Option<DeclaredCells>,
     /// The profile's [`Framework::cross_node_filter_mask`].
     pub(crate) cross_mask: u64,
 }
@@ -240,48 +296,150 @@ impl ClassCache {
         r.map(|p| (state, p))
     }
 
-    pub(crate) fn new(fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
-        ClassCache {
-            pre: Self::pre_filter(fw, snap, pod),
-            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
-            pass: not_known(snap.num_nodes()),
-            scores: LocalScoreCache::new(fw, snap.num_nodes()),
-            nodes_version: snap.nodes_version(),
-            cross_mask: fw.cross_node_filter_mask(),
-        }
+    /// The cross-node Filters `state` declared node-local (not skipped).
+    fn declared_mask(fw: &Framework, cross_mask: u64, state: &CycleState) -> u64 {
+        cross_mask & !state.filter_skip_mask & !fw.cross_filter_mask_with(cross_mask, state)
     }
 
-    /// Reuses the cache for a new batch when possible, else rebuilds it.
-    pub(crate) fn refresh(self, fw: &Framework, snap: &Snapshot, pod: &PodInfo) -> Self {
-        let pre = Self::pre_filter(fw, snap, pod);
-        let local = !self.cross_mask;
-        let same_mask = match (&pre, &self.pre) {
-            (Ok((a, _)), Ok((b, _))) => {
-                a.filter_skip_mask & local == b.filter_skip_mask & local
-                    && a.node_local_filter == b.node_local_filter
-            }
-            _ => false,
+    /// Declared cells for the class's PreFilter state, reusing `old` when it was
+    /// computed for the same declared Filters and node set.
+    fn declared_for(
+        fw: &Framework,
+        snap: &Snapshot,
+        cross_mask: u64,
+        pre: &Result<(CycleState, PreFilterOutcome), Status>,
+        old: Option<DeclaredCells>,
+    ) -> Option<DeclaredCells> {
+        let mask = match pre {
+            Ok((st, _)) => Self::declared_mask(fw, cross_mask, st),
+            Err(_) => 0,
         };
-        if !same_mask || self.nodes_version != snap.nodes_version() {
-            return ClassCache {
-                pre,
+        if mask == 0 {
+            return None;
+        }
+        match old {
+            Some(mut d) if d.mask == mask && d.nodes_version == snap.nodes_version() => {
+                clear_stale(&mut d.filter, snap);
+                Some(d)
+            }
+            _ => Some(DeclaredCells {
+                mask,
                 filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
                 pass: not_known(snap.num_nodes()),
-                scores: LocalScoreCache::new(fw, snap.num_nodes()),
                 nodes_version: snap.nodes_version(),
-                cross_mask: self.cross_mask,
-            };
+            }),
         }
-        let mut c = self;
-        c.pre = pre;
-        let nodes = snap.nodes();
-        for (i, cell) in c.filter.iter_mut().enumerate() {
-            if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
-                cell.take();
+    }
+}
+
+/// The class caches of a batch, and the node-local cells they share (kept across
+/// batches for the classes and node-local classes that come again).
+#[derive(Default)]
+pub(crate) struct ClassCaches {
+    classes: HashMap<(u64, usize), ClassCache>,
+    locals: HashMap<(u64, usize), Arc<LocalCells>>,
+}
+
+/// The skipped node-local (not cross-node) Filters of a PreFilter outcome.
+fn local_skip_key(cross_mask: u64, pre: &Result<(CycleState, PreFilterOutcome), Status>) -> u64 {
+    match pre {
+        Ok((st, _)) => st.filter_skip_mask & !cross_mask,
+        Err(_) => u64::MAX,
+    }
+}
+
+impl ClassCaches {
+    pub(crate) fn get(&self, key: &(u64, usize)) -> Option<&ClassCache> {
+        self.classes.get(key)
+    }
+
+    /// Builds the caches of a batch from the previous batch's. `classes`: class
+    /// (key, profile) → members (batch positions); `class_of[j]` the class key of
+    /// the pod at position j. A class gets a cache when its node-local class has
+    /// several pods in the batch or cells from an earlier batch. The node-local
+    /// class of a pod whose class key is not its own equivalence (interchangeable
+    /// claims) is that class key.
+    pub(crate) fn prepare(
+        previous: ClassCaches,
+        fws: &[Framework],
+        snap: &Snapshot,
+        pods: &[&PodInfo],
+        classes: &HashMap<(u64, usize), Vec<usize>>,
+        class_of: &[u64],
+    ) -> ClassCaches {
+        let local_of = |j: usize| {
+            if class_of[j] != pods[j].equivalence {
+                class_of[j]
+            } else {
+                pods[j].node_local_class
             }
+        };
+        let ClassCaches {
+            classes: prev_classes,
+            locals: mut prev_locals,
+        } = previous;
+        // Release the classes' references to the cells, so the cells can be
+        // refreshed in place.
+        let mut prev: HashMap<(u64, usize), Option<DeclaredCells>> = prev_classes
+            .into_iter()
+            .map(|(k, c)| (k, c.declared))
+            .collect();
+        let mut group: HashMap<(u64, usize), usize> = HashMap::new();
+        for (&(_, fi), members) in classes {
+            *group.entry((local_of(members[0]), fi)).or_default() += members.len();
         }
-        c.scores.invalidate_stale(snap);
-        c
+        // Sorted, so caches are built in the same order every run.
+        let mut chosen: Vec<(&(u64, usize), &Vec<usize>)> = classes
+            .iter()
+            .filter(|&(&(_, fi), m)| {
+                let lk = (local_of(m[0]), fi);
+                group[&lk] > 1 || prev_locals.contains_key(&lk)
+            })
+            .collect();
+        chosen.sort_unstable_by_key(|(_, m)| m[0]);
+        let mut out = ClassCaches::default();
+        for (&key, members) in chosen {
+            let j = members[0];
+            let fw = &fws[key.1];
+            let cross_mask = fw.cross_node_filter_mask();
+            let pre = ClassCache::pre_filter(fw, snap, pods[j]);
+            let lk = (local_of(j), key.1);
+            let skip_key = local_skip_key(cross_mask, &pre);
+            let local = match out.locals.get(&lk) {
+                Some(l) => l.clone(),
+                None => {
+                    let cells = match prev_locals.remove(&lk).map(Arc::try_unwrap) {
+                        Some(Ok(c)) => c.refresh(fw, snap, skip_key),
+                        _ => LocalCells::new(fw, snap, skip_key),
+                    };
+                    let l = Arc::new(cells);
+                    out.locals.insert(lk, l.clone());
+                    l
+                }
+            };
+            let declared =
+                ClassCache::declared_for(fw, snap, cross_mask, &pre, prev.remove(&key).flatten());
+            out.classes.insert(
+                key,
+                ClassCache {
+                    pre,
+                    local,
+                    declared,
+                    cross_mask,
+                },
+            );
+        }
+        out
+    }
+}
+
+/// Empties the cells of nodes changed since they were computed.
+fn clear_stale(cells: &mut [OnceLock<(u64, Status)>], snap: &Snapshot) {
+    let nodes = snap.nodes();
+    for (i, cell) in cells.iter_mut().enumerate() {
+        if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
+            cell.take();
+        }
     }
 }
 
@@ -397,54 +555,93 @@ pub(crate) fn evaluate(
         Some(c) => fw.cross_filter_mask_with(c.cross_mask, &state),
         None => fw.cross_filter_mask_for(&state),
     };
-    // Node-local Filters plus cross-node ones declared node-local for this pod
-    // (cached only when the class's PreFilter state declared the same).
-    let local_mask = !cross;
-    let cache = cache.filter(|c| {
-        c.pre
+    // The node-local cells serve pods whose node-local Filters skipped what the
+    // cells were computed for (the same for every pod of a node-local class).
+    let class = cache;
+    let cache = cache.filter(|c| state.filter_skip_mask & !c.cross_mask == c.local.skip_key);
+    // Cross-node Filters this pod declared node-local: cached per class when the
+    // class's PreFilter state declared the same ones, else run live.
+    let declared = cache.and_then(|c| {
+        c.declared
             .as_ref()
-            .is_ok_and(|(s, _)| s.node_local_filter == state.node_local_filter)
+            .filter(|d| d.mask == ClassCache::declared_mask(fw, c.cross_mask, &state))
     });
+    let live = match cache {
+        Some(c) => {
+            let all_declared = ClassCache::declared_mask(fw, c.cross_mask, &state);
+            cross | (all_declared & !declared.map_or(0, |d| d.mask))
+        }
+        None => cross,
+    };
+    // Position bound: the Filters before the first failing one (profile order).
+    let before = |st: &Status| -> u64 {
+        if st.is_success() {
+            return u64::MAX;
+        }
+        match fw.filter.iter().position(|p| p.name() == st.plugin) {
+            Some(i) if i < 64 => (1u64 << i) - 1,
+            _ => u64::MAX,
+        }
+    };
+    // A cell's result at the node's current generation (computed by `run` when
+    // empty), noting success in `pass`.
+    let cell = |cells: &[OnceLock<(u64, Status)>],
+                pass: &[AtomicU64],
+                idx: usize,
+                run: &dyn Fn() -> Status|
+     -> Status {
+        let node = &nodes[idx];
+        let (g, st) = cells[idx].get_or_init(|| (node.generation, run()));
+        if *g == node.generation {
+            if st.is_success() {
+                pass[idx].store(node.generation, Ordering::Relaxed);
+                // No reasons to copy (the common case).
+                Status::success()
+            } else {
+                st.clone()
+            }
+        } else {
+            run()
+        }
+    };
     let cached = |idx: usize| match cache {
         Some(c) => {
             let node = &nodes[idx];
-            let run_local = || fw.run_filter_masked(&state, pod, node, snap, local_mask);
-            let (g, st) = c.filter[idx].get_or_init(|| (node.generation, run_local()));
-            let local = if *g == node.generation {
-                if st.is_success() {
-                    c.pass[idx].store(node.generation, Ordering::Relaxed);
-                    // No reasons to copy (the common case).
-                    Status::success()
-                } else {
-                    st.clone()
+            let l = &c.local;
+            let pure = !c.cross_mask;
+            let mut first = cell(&l.filter, &l.pass, idx, &|| {
+                fw.run_filter_masked(&state, pod, node, snap, pure)
+            });
+            if let Some(d) = declared {
+                let x = cell(&d.filter, &d.pass, idx, &|| {
+                    fw.run_filter_masked(&state, pod, node, snap, d.mask)
+                });
+                // As in `run_filter`, the first failing plugin in profile order
+                // is reported.
+                if !x.is_success() && (first.is_success() || before(&x) < before(&first)) {
+                    first = x;
                 }
-            } else {
-                run_local()
-            };
-            if cross == 0 {
-                return local;
             }
-            // Cross-node Filters run live; as in `run_filter`, the first failing
-            // plugin in profile order is reported.
-            let before = if local.is_success() {
-                u64::MAX
-            } else {
-                match fw.filter.iter().position(|p| p.name() == local.plugin) {
-                    Some(i) if i < 64 => (1u64 << i) - 1,
-                    _ => u64::MAX,
-                }
-            };
-            let x = fw.run_filter_masked(&state, pod, node, snap, cross & before);
-            if x.is_success() { local } else { x }
+            if live == 0 {
+                return first;
+            }
+            let x = fw.run_filter_masked(&state, pod, node, snap, live & before(&first));
+            if x.is_success() { first } else { x }
         }
         None => direct(idx),
     };
     let t_filter = fw.point_start();
-    // Nodes whose node-local Filters passed at their current generation, for a pod
+    // Nodes whose cached Filters passed at their current generation, for a pod
     // without live cross-node Filters: feasible without running anything.
-    let known = |idx: usize| {
-        cross == 0
-            && cache.is_some_and(|c| c.pass[idx].load(Ordering::Relaxed) == nodes[idx].generation)
+    let pass_local: Option<&[AtomicU64]> = cache.filter(|_| live == 0).map(|c| &c.local.pass[..]);
+    let pass_declared: Option<&[AtomicU64]> = declared.map(|d| &d.pass[..]);
+    let known = |idx: usize| match pass_local {
+        Some(p) => {
+            let g = nodes[idx].generation;
+            p[idx].load(Ordering::Relaxed) == g
+                && pass_declared.is_none_or(|d| d[idx].load(Ordering::Relaxed) == g)
+        }
+        None => false,
     };
     let found = find_feasible(
         !fw.filter.is_empty(),
@@ -519,7 +716,7 @@ pub(crate) fn evaluate(
         };
     }
     let t_score = fw.point_start();
-    let scores = fw.run_score_totals(&state, pod, snap, &feasible, cache.map(|c| &c.scores));
+    let scores = fw.run_score_totals(&state, pod, snap, &feasible, class.map(|c| &c.local.scores));
     fw.observe_point(point::SCORE, code_of(&scores), t_score);
     let ScoreTotals { totals, locals } = match scores {
         Ok(s) => s,

@@ -131,8 +131,8 @@ pub struct Scheduler {
     epoch: u64,
     eval_time: Duration,
     commit_time: Duration,
-    /// Equivalence-class caches of the previous batch (see [`ClassCache`]).
-    class_caches: HashMap<(u64, usize), ClassCache>,
+    /// Equivalence-class caches of the previous batch (see [`ClassCaches`]).
+    class_caches: ClassCaches,
     /// (nodes_version, whether hostname label values are unique across nodes).
     hostnames_unique: (u64, bool),
     /// The current batch size (see [`Options::adaptive_batch`]); 0 = not started.
@@ -161,7 +161,7 @@ impl Scheduler {
             epoch: 0,
             eval_time: Duration::ZERO,
             commit_time: Duration::ZERO,
-            class_caches: HashMap::new(),
+            class_caches: ClassCaches::default(),
             hostnames_unique: (u64::MAX, false),
             batch_now: 0,
             batch_conflicts: 0,
@@ -341,11 +341,6 @@ impl Scheduler {
                 classes.entry((class_of[j], fi)).or_default().push(j);
             }
         }
-        let shared: Vec<((u64, usize), usize)> = classes
-            .iter()
-            .filter(|(_, v)| v.len() > 1)
-            .map(|(k, v)| (*k, v[0]))
-            .collect();
         // Per profile: the Filter plugins that can read other nodes' pods (computed
         // once per batch, not per pod).
         let cross_masks: Vec<u64> = self
@@ -353,21 +348,12 @@ impl Scheduler {
             .iter()
             .map(|f| f.cross_node_filter_mask())
             .collect();
-        let mut previous = std::mem::take(&mut self.class_caches);
+        let previous = std::mem::take(&mut self.class_caches);
         let snap = &self.snapshot;
         let fws = &self.frameworks;
-        let caches: HashMap<(u64, usize), ClassCache> = shared
-            .into_iter()
-            .map(|(key, j)| {
-                let pod = &batch[j].pod;
-                let c = match previous.remove(&key) {
-                    Some(c) => c.refresh(&fws[key.1], snap, pod),
-                    None => ClassCache::new(&fws[key.1], snap, pod),
-                };
-                (key, c)
-            })
-            .collect();
-        drop(previous);
+        let pods: Vec<&PodInfo> = batch.iter().map(|q| &*q.pod).collect();
+        let caches = ClassCaches::prepare(previous, fws, snap, &pods, &classes, &class_of);
+        drop(pods);
         // A pod whose class already has a pod earlier in this batch that its
         // cross-node plugins see (same spread selector, affinity terms matching its
         // own labels) is deferred: once that pod commits it is stale anyway, so it is

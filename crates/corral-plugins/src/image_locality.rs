@@ -73,11 +73,24 @@ fn pre_score_state(pod: &PodInfo, snap: &Snapshot) -> PreScoreState {
     }
 }
 
+/// Nodes with at most this many images are scanned (length compared first) instead
+/// of hashing each of the pod's image names into the node's image map.
+const SCAN_IMAGES: usize = 16;
+
 fn score_node(s: &PreScoreState, node: &NodeInfo, total_nodes: usize) -> i64 {
     let mut sum: i64 = 0;
-    if !node.images.is_empty() {
+    if !node.images.is_empty() && !s.images.is_empty() {
+        let small = node.images.len() <= SCAN_IMAGES;
         for (img, num_nodes) in &s.images {
-            if let Some(&size) = node.images.get(img) {
+            let size = if small {
+                node.images
+                    .iter()
+                    .find(|(k, _)| k.len() == img.len() && *k == img)
+                    .map(|(_, &v)| v)
+            } else {
+                node.images.get(img).copied()
+            };
+            if let Some(size) = size {
                 sum = sum.saturating_add(scaled_image_score(size, *num_nodes, total_nodes));
             }
         }

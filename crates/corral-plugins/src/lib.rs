@@ -31,6 +31,7 @@ pub mod helpers;
 pub mod image_locality;
 pub mod inter_pod_affinity;
 pub mod node_affinity;
+pub mod node_affinity_index;
 pub mod node_health;
 pub mod node_name;
 pub mod node_ports;

@@ -30,6 +30,7 @@ use crate::framework::{
 };
 use crate::helpers::normalize_to_max;
 use crate::labels::{NodeSelectorMatcher, NodeTerm, Selector};
+use crate::node_affinity_index::IndexedRequired;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeAffinity";
@@ -73,6 +74,16 @@ impl RequiredNodeAffinity {
             .map(|ns| NodeSelectorMatcher::compile(ns).map_err(|e| format!("{REQUIRED_FIELD}.{e}")))
             .transpose()?;
         Ok(RequiredNodeAffinity { selector, affinity })
+    }
+
+    /// This affinity compiled against `snap`'s topology-domain index (see
+    /// [`crate::node_affinity_index`]); `None` when it cannot be indexed.
+    pub fn indexed(&self, snap: &Snapshot) -> Option<IndexedRequired> {
+        IndexedRequired::build(
+            self.selector.as_ref(),
+            self.affinity.as_ref().map(|a| a.terms.as_slice()),
+            snap,
+        )
     }
 
     /// True when nothing is required (every node matches).
@@ -160,6 +171,9 @@ pub struct NodeAffinity {
 #[derive(Debug, Clone)]
 struct PreFilterState {
     required: Arc<RequiredNodeAffinity>,
+    /// `required` compiled against the PreFilter's snapshot (Filter falls back to
+    /// `required` for another node set or a node of another snapshot).
+    indexed: Option<Arc<IndexedRequired>>,
 }
 
 #[derive(Debug, Clone)]
@@ -273,7 +287,7 @@ impl PreFilterPlugin for NodeAffinity {
         &self,
         state: &mut CycleState,
         pod: &PodInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
         let has_selector = pod.spec().is_some_and(|s| s.node_selector.is_some());
         let has_required = required_selector(pod).is_some();
@@ -284,10 +298,12 @@ impl PreFilterPlugin for NodeAffinity {
             Ok(r) => r,
             Err(e) => return (None, invalid(e)),
         };
+        let indexed = required.indexed(snap).map(Arc::new);
         state.write(
             PRE_FILTER_KEY,
             PreFilterState {
                 required: Arc::new(required),
+                indexed,
             },
         );
         match pinned_node_names(pod) {
@@ -304,9 +320,29 @@ impl PreFilterPlugin for NodeAffinity {
 }
 
 impl FilterPlugin for NodeAffinity {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
         match state.read::<PreFilterState>(PRE_FILTER_KEY) {
-            Some(s) => self.filter_with(&s.required, node),
+            Some(s) => match (&s.indexed, snap.position(node)) {
+                (Some(ix), Some(pos)) if ix.valid_for(snap) => {
+                    if let Some(a) = &self.added_required
+                        && !a.matches(&node.name, &node.labels)
+                    {
+                        return Status::unresolvable(ERR_REASON_ENFORCED);
+                    }
+                    if ix.matches(pos, &node.name) {
+                        Status::success()
+                    } else {
+                        Status::unresolvable(ERR_REASON_POD)
+                    }
+                }
+                _ => self.filter_with(&s.required, node),
+            },
             // PreFilter disabled: compile on the fly.
             None => match RequiredNodeAffinity::from_pod(pod) {
                 Ok(r) => self.filter_with(&r, node),

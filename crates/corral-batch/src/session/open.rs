@@ -93,6 +93,7 @@ impl Session {
             commit_ms: 0.0,
             annotations: BTreeMap::new(),
             equivalence: HashMap::new(),
+            node_local: HashMap::new(),
             nominated_nodes: carry.nominated.clone(),
             nominated: Vec::new(),
             evicted: Vec::new(),

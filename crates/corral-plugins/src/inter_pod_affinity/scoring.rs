@@ -1,6 +1,9 @@
 //! PreScore (weights per topology pair), Score and NormalizeScore.
 
+use std::sync::Arc;
+
 use super::{InterPodAffinity, PRE_SCORE_STATE_KEY, TopologyMap, ValueMap, incoming_term_matches};
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use crate::framework::{
     CycleState, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, PreScorePlugin, ScorePlugin,
     Status,
@@ -19,6 +22,35 @@ struct PreScoreState {
     /// Index of the hostname key in `scores` when its values can be looked up by node
     /// name (see [`host_values_are_node_names`]).
     host_by_name: Option<usize>,
+    /// Per key of `scores`: its scores per value id of the snapshot's topology-domain
+    /// index for that key (keys with few values), so Score reads a node's value id
+    /// by position instead of looking its label up; `None`: the label path.
+    by_domain: Vec<Option<DomainScores>>,
+    /// The snapshot `nodes_version` `by_domain` was built for.
+    nodes_version: u64,
+}
+
+/// A key's scores per value id ([`KeyDomains`]); nodes lacking the key score 0.
+#[derive(Debug, Clone)]
+struct DomainScores {
+    domains: Arc<KeyDomains>,
+    per_id: Vec<i64>,
+}
+
+/// Keys with more values than this (e.g. hostnames) keep the label (or name) path.
+const MAX_DOMAIN_VALUES: usize = 512;
+
+fn domain_scores(key: &str, values: &ValueMap, snap: &Snapshot) -> Option<DomainScores> {
+    let domains = snap.topology_domains(key);
+    if domains.len() > MAX_DOMAIN_VALUES {
+        return None;
+    }
+    let per_id = domains
+        .values()
+        .iter()
+        .map(|v| values.get(v.as_str()).copied().unwrap_or(0))
+        .collect();
+    Some(DomainScores { domains, per_id })
 }
 
 /// True when, for the hostname key's values in `m`, looking a node's score up by its
@@ -219,11 +251,26 @@ impl PreScorePlugin for InterPodAffinity {
         let host_by_name = scores
             .key_id(LABEL_HOSTNAME)
             .filter(|&i| host_values_are_node_names(&scores.values[i], snap));
+        let by_domain = scores
+            .keys
+            .iter()
+            .zip(&scores.values)
+            .enumerate()
+            .map(|(i, (k, values))| {
+                if host_by_name == Some(i) {
+                    None
+                } else {
+                    domain_scores(k, values, snap)
+                }
+            })
+            .collect();
         state.write(
             PRE_SCORE_STATE_KEY,
             PreScoreState {
                 scores,
                 host_by_name,
+                by_domain,
+                nodes_version: snap.nodes_version(),
             },
         );
         Status::success()
@@ -236,15 +283,27 @@ impl ScorePlugin for InterPodAffinity {
         state: &CycleState,
         _pod: &PodInfo,
         node: &NodeInfo,
-        _: &Snapshot,
+        snap: &Snapshot,
     ) -> Result<i64, Status> {
         // No state: PreScore skipped, nothing contributes.
         let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
             return Ok(0);
         };
+        // The node's position, when the domain index describes this snapshot.
+        let pos = if s.nodes_version == snap.nodes_version() {
+            snap.position(node)
+        } else {
+            None
+        };
         let mut score = 0i64;
         for (i, (k, values)) in s.scores.keys.iter().zip(&s.scores.values).enumerate() {
-            if s.host_by_name == Some(i) {
+            if let (Some(pos), Some(Some(d))) = (pos, s.by_domain.get(i)) {
+                // A value id by position and a table read.
+                score += match d.domains.id_at(pos) {
+                    DOMAIN_MISSING => 0,
+                    id => d.per_id.get(id as usize).copied().unwrap_or(0),
+                };
+            } else if s.host_by_name == Some(i) {
                 // No label lookup (string compares) per node.
                 score += values.get(&*node.name).copied().unwrap_or(0);
             } else if let Some(v) = node.labels.get(k) {

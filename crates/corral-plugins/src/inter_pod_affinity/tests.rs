@@ -971,6 +971,13 @@ fn score_agrees_with_reference_on_random_clusters() {
                 .map(|n| plugin.score(&st, &p, n, &snap).unwrap())
                 .collect();
             assert_eq!(have, want, "pod {:?}", p.pod.spec);
+            // Copies of the nodes (not the snapshot's: no domain-index path) score
+            // the same through the label path.
+            let copies: Vec<i64> = nodes
+                .iter()
+                .map(|n| plugin.score(&st, &p, &(*n).clone(), &snap).unwrap())
+                .collect();
+            assert_eq!(copies, want, "pod {:?} (label path)", p.pod.spec);
             non_zero += want.iter().filter(|s| **s != 0).count();
             // Normalized scores stay in range and keep the order.
             let mut ns: Vec<NodeScore> = have
