@@ -164,7 +164,10 @@ mod tests {
         let owned: Reasons = vec![Cow::Owned(A.to_string())].into();
         assert_eq!(r, owned);
         assert_ne!(r, Reasons::new());
-        assert_eq!(std::mem::size_of::<Reasons>(), std::mem::size_of::<Reason>());
+        assert_eq!(
+            std::mem::size_of::<Reasons>(),
+            std::mem::size_of::<Reason>()
+        );
     }
 
     #[test]
