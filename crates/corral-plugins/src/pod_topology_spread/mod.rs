@@ -21,7 +21,11 @@
 //! registers domains by id and counts matching pods through the pod index (no node
 //! visited when every node carries the keys and the inclusion policies admit all);
 //! Filter and Score read the node's domain by its snapshot position
-//! ([`Snapshot::position`]); hostname score counts come from the pod index. A node that
+//! ([`Snapshot::position`]); hostname score counts come from the pod index. The
+//! inclusion policies' verdict per node comes from a mask cached in the snapshot per
+//! (policies, nodeSelector + required node affinity, tolerations) until the nodes
+//! change ([`inclusion_masks`]), shared by PreFilter and PreScore through one
+//! eligibility plan ([`Eligibility`]). A node that
 //! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
 //! label-lookup path, with identical results (the unit tests check both on every node).
 //!
