@@ -24,8 +24,8 @@
 //! ([`Snapshot::position`]); hostname score counts come from the pod index. The
 //! inclusion policies' verdict per node comes from a mask cached in the snapshot per
 //! (policies, nodeSelector + required node affinity, tolerations) until the nodes
-//! change ([`inclusion_masks`]), shared by PreFilter and PreScore through one
-//! eligibility plan ([`Eligibility`]). A node that
+//! change (`inclusion_masks`), shared by PreFilter and PreScore through one
+//! eligibility plan (`Eligibility`). A node that
 //! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
 //! label-lookup path, with identical results (the unit tests check both on every node).
 //!
