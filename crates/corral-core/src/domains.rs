@@ -131,8 +131,11 @@ impl KeyDomains {
 pub struct DomainIndex {
     cache: Mutex<(u64, FxHashMap<String, Arc<KeyDomains>>)>,
     /// [`DomainIndex::node_mask`]: per caller key, a node predicate by position.
-    masks: Mutex<(u64, FxHashMap<String, Arc<[bool]>>)>,
+    masks: Mutex<(u64, NodeMasks)>,
 }
+
+/// Node masks by caller key.
+type NodeMasks = FxHashMap<String, Arc<[bool]>>;
 
 /// At most this many node masks are kept per `nodes_version` (the cache is emptied
 /// when full: masks are rebuilt on demand, never wrong).
