@@ -64,6 +64,9 @@ impl Diagnosis {
     }
 
     /// Adds `n` to reason `r` (a constant reason is found by its address first).
+    /// Takes the `Cow` itself: a new entry clones it, which for a borrowed reason
+    /// copies no text.
+    #[allow(clippy::ptr_arg)]
     fn count(&mut self, r: &Cow<'static, str>, n: usize) {
         let same = |k: &Cow<'static, str>| {
             k.len() == r.len() && (std::ptr::eq(k.as_ptr(), r.as_ptr()) || k == r)
