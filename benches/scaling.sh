@@ -9,7 +9,8 @@
 #            not built here: build them first, one release build at a time).
 #   SIZES:   node counts (default 500 5000 15000); pending pods = 2 × nodes capped at
 #            10,000 (basic/mixed) or 5,000 (affinity/spread), as scheduler_perf's
-#            5,000-node workloads; WORKLOADS=... overrides the workload list.
+#            5,000-node workloads; WORKLOADS=... overrides the workload list, PODS=N
+#            the pending pods of every run (workloads then go to DIR/W-NODES-N).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RESULTS=${1:?usage: scaling.sh RESULTS.jsonl [BIN_DIR] [REPEATS] [SIZES...]}
@@ -31,6 +32,10 @@ for w in $WORKLOADS; do
     case $w in affinity|spread) cap=5000 ;; esac
     pods=$(( n * 2 < cap ? n * 2 : cap ))
     d="$OUT/$w-$n"
+    if [ -n "${PODS:-}" ]; then
+      pods=$PODS
+      d="$OUT/$w-$n-$pods"
+    fi
     [ -d "$d" ] || "$L" cluster --profile "$w" --nodes "$n" --pods "$pods" --seed 1 --out "$d" >/dev/null
     for _ in $(seq "$REPEATS"); do
       load=$(cut -d' ' -f1 /proc/loadavg)

@@ -130,7 +130,16 @@ impl KeyDomains {
 #[derive(Default)]
 pub struct DomainIndex {
     cache: Mutex<(u64, FxHashMap<String, Arc<KeyDomains>>)>,
+    /// [`DomainIndex::node_mask`]: per caller key, a node predicate by position.
+    masks: Mutex<(u64, NodeMasks)>,
 }
+
+/// Node masks by caller key.
+type NodeMasks = FxHashMap<String, Arc<[bool]>>;
+
+/// At most this many node masks are kept per `nodes_version` (the cache is emptied
+/// when full: masks are rebuilt on demand, never wrong).
+pub const MAX_NODE_MASKS: usize = 256;
 
 impl DomainIndex {
     /// The index of `key` for `nodes` at `nodes_version`, built on first use.
@@ -148,6 +157,48 @@ impl DomainIndex {
         d
     }
 
+    /// A predicate over the nodes by position (`build(nodes)`, one bool per node),
+    /// cached under `key` until `nodes_version` changes. The caller's key must name
+    /// everything the predicate reads besides the nodes themselves (a node's labels,
+    /// taints and name only change with `nodes_version`). Built outside the lock,
+    /// so concurrent callers may both build; the first stored is kept.
+    pub fn node_mask(
+        &self,
+        nodes: &[Arc<NodeInfo>],
+        nodes_version: u64,
+        key: &str,
+        build: impl FnOnce(&[Arc<NodeInfo>]) -> Vec<bool>,
+    ) -> Arc<[bool]> {
+        {
+            let mut g = self.masks.lock().unwrap_or_else(|e| e.into_inner());
+            if g.0 != nodes_version {
+                g.1.clear();
+                g.0 = nodes_version;
+            }
+            if let Some(m) = g.1.get(key) {
+                return m.clone();
+            }
+        }
+        let m: Arc<[bool]> = build(nodes).into();
+        debug_assert_eq!(m.len(), nodes.len());
+        let mut g = self.masks.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != nodes_version {
+            // The snapshot moved on while building (not possible through `&Snapshot`):
+            // return the mask uncached.
+            return m;
+        }
+        if g.1.len() >= MAX_NODE_MASKS {
+            g.1.clear();
+        }
+        g.1.entry(key.to_string()).or_insert(m).clone()
+    }
+
+    /// Number of node masks cached for `nodes_version`.
+    pub fn cached_masks(&self, nodes_version: u64) -> usize {
+        let g = self.masks.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 == nodes_version { g.1.len() } else { 0 }
+    }
+
     /// Number of keys indexed for `nodes_version` (0 when the cache describes an
     /// older node set).
     pub fn cached_keys(&self, nodes_version: u64) -> usize {
@@ -159,8 +210,10 @@ impl DomainIndex {
 impl Clone for DomainIndex {
     fn clone(&self) -> Self {
         let g = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.masks.lock().unwrap_or_else(|e| e.into_inner());
         DomainIndex {
             cache: Mutex::new((g.0, g.1.clone())),
+            masks: Mutex::new((m.0, m.1.clone())),
         }
     }
 }
@@ -171,6 +224,7 @@ impl std::fmt::Debug for DomainIndex {
         f.debug_struct("DomainIndex")
             .field("nodes_version", &g.0)
             .field("keys", &g.1.keys().collect::<Vec<_>>())
+            .field("node_masks", &self.cached_masks(g.0))
             .finish()
     }
 }
@@ -238,6 +292,51 @@ mod tests {
         let none = s.topology_domains("nope");
         assert_eq!((none.len(), none.missing()), (0, 4));
         assert_eq!(none.id_at(99), DOMAIN_MISSING);
+    }
+
+    #[test]
+    fn node_masks_cached_per_key_until_nodes_change() {
+        let mut s = snap();
+        let zone_a = |nodes: &[Arc<crate::snapshot::NodeInfo>]| -> Vec<bool> {
+            nodes
+                .iter()
+                .map(|n| n.labels.get(LABEL_ZONE).is_some_and(|z| z == "a"))
+                .collect()
+        };
+        let idx = s.domain_index();
+        let m = idx.node_mask(s.nodes(), s.nodes_version(), "zone=a", zone_a);
+        let want: Vec<bool> = s.nodes().iter().map(|n| n.name.starts_with('a')).collect();
+        assert_eq!(&*m, &want[..]);
+        // Cached: the builder is not called again for the same key.
+        let again = idx.node_mask(s.nodes(), s.nodes_version(), "zone=a", |_| {
+            panic!("rebuilt")
+        });
+        assert!(Arc::ptr_eq(&m, &again));
+        assert_eq!(idx.cached_masks(s.nodes_version()), 1);
+        // Pod changes keep it; a node change drops it.
+        s.add_pod(Arc::new(pod("p").info()), "a1");
+        assert_eq!(s.domain_index().cached_masks(s.nodes_version()), 1);
+        s.upsert_node(node("b1").zone("a").info());
+        assert_eq!(s.domain_index().cached_masks(s.nodes_version()), 0);
+        let m2 = s
+            .domain_index()
+            .node_mask(s.nodes(), s.nodes_version(), "zone=a", zone_a);
+        let want: Vec<bool> = s
+            .nodes()
+            .iter()
+            .map(|n| n.labels.get(LABEL_ZONE).is_some_and(|z| z == "a"))
+            .collect();
+        assert_eq!(&*m2, &want[..]);
+        assert_eq!(want.iter().filter(|b| **b).count(), 3);
+        // Full: emptied, still correct.
+        let idx = s.domain_index();
+        for i in 0..super::MAX_NODE_MASKS + 3 {
+            let m = idx.node_mask(s.nodes(), s.nodes_version(), &format!("k{i}"), |n| {
+                vec![i % 2 == 0; n.len()]
+            });
+            assert_eq!(m[0], i % 2 == 0);
+        }
+        assert!(idx.cached_masks(s.nodes_version()) <= super::MAX_NODE_MASKS);
     }
 
     #[test]

@@ -57,13 +57,33 @@ pub(crate) struct Diagnosis {
 impl Diagnosis {
     pub(crate) fn add(&mut self, st: &Status) {
         for r in &st.reasons {
-            match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
-                Some(e) => e.1 += 1,
-                None => self.counts.push((r.clone(), 1)),
-            }
+            self.count(r, 1);
         }
         if !st.plugin.is_empty() && !self.plugins.iter().any(|p| same_str(p, st.plugin)) {
             self.plugins.push(st.plugin);
+        }
+    }
+
+    /// Adds `n` to reason `r` (a constant reason is found by its address first).
+    /// Takes the `Cow` itself: a new entry clones it, which for a borrowed reason
+    /// copies no text.
+    #[allow(clippy::ptr_arg)]
+    fn count(&mut self, r: &Cow<'static, str>, n: usize) {
+        match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
+            Some(e) => e.1 += n,
+            None => self.counts.push((r.clone(), n)),
+        }
+    }
+
+    /// Folds another diagnosis (of other nodes) into this one.
+    fn merge(&mut self, o: Diagnosis) {
+        for (r, n) in &o.counts {
+            self.count(r, *n);
+        }
+        for p in o.plugins {
+            if !self.plugins.iter().any(|q| same_str(q, p)) {
+                self.plugins.push(p);
+            }
         }
     }
 
@@ -173,13 +193,15 @@ pub(crate) fn find_feasible(
     let mut base = 0;
     while base < n {
         let end = (base + round).min(n);
-        let chunks: Vec<(Vec<usize>, Vec<Status>)> = (base..end)
+        // Per chunk: the feasible positions, the rejections folded as they come
+        // (no status kept per rejected node), and the chunk's first error.
+        let chunks: Vec<(Vec<usize>, Diagnosis, Option<Status>)> = (base..end)
             .step_by(NODE_CHUNK)
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|c0| {
-                let mut ok = Vec::new();
-                let mut bad = Vec::new();
+                let mut ok = Vec::with_capacity(NODE_CHUNK);
+                let mut bad = Diagnosis::default();
                 for i in c0..(c0 + NODE_CHUNK).min(end) {
                     let idx = order(i);
                     if known(idx) {
@@ -189,20 +211,20 @@ pub(crate) fn find_feasible(
                     let st = check(idx);
                     if st.is_success() {
                         ok.push(i);
+                    } else if st.code == Code::Error {
+                        return (ok, bad, Some(st));
                     } else {
-                        bad.push(st);
+                        bad.add(&st);
                     }
                 }
-                (ok, bad)
+                (ok, bad, None)
             })
             .collect();
-        for (ok, bad) in chunks {
-            for st in &bad {
-                if st.code == Code::Error {
-                    return Err(st.clone());
-                }
-                diag.add(st);
+        for (ok, bad, err) in chunks {
+            if let Some(st) = err {
+                return Err(st);
             }
+            diag.merge(bad);
             for i in ok {
                 feasible.push(order(i));
                 if feasible.len() >= to_find {

@@ -627,7 +627,7 @@ fn fits_request(s: &PreFilterState, node: &NodeInfo) -> Status {
         } else {
             Code::Unschedulable
         },
-        reasons,
+        reasons: reasons.into(),
         plugin: NAME,
     }
 }

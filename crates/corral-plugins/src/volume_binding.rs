@@ -309,7 +309,7 @@ impl Memo {
         }
         Status {
             code: Code::UnschedulableAndUnresolvable,
-            reasons,
+            reasons: reasons.into(),
             plugin: "",
         }
     }

@@ -12,4 +12,4 @@ pub use cycle_state::{CycleState, PodAnnotations, StateData};
 pub use interface::*;
 pub use observe::FrameworkObserver;
 pub use runtime::Framework;
-pub use status::{Code, Status};
+pub use status::{Code, Reasons, Status};

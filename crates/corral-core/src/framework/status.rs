@@ -3,6 +3,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+mod reasons;
+pub use reasons::Reasons;
+
 /// Status code, as in kube-scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Code {
@@ -21,11 +24,13 @@ pub enum Code {
     Pending,
 }
 
-/// Result of a plugin call. `Success` without reasons does not allocate.
+/// Result of a plugin call. Neither `Success` nor a status with one `&'static str`
+/// reason allocates (a Filter rejecting a node with kube's fixed reason costs no
+/// allocation; only formatted reasons own a `String`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
     pub code: Code,
-    pub reasons: Vec<Cow<'static, str>>,
+    pub reasons: Reasons,
     /// Name of the plugin that produced a non-success status.
     pub plugin: &'static str,
 }
@@ -35,7 +40,7 @@ impl Status {
     pub const fn success() -> Status {
         Status {
             code: Code::Success,
-            reasons: Vec::new(),
+            reasons: Reasons::new(),
             plugin: "",
         }
     }
@@ -44,7 +49,7 @@ impl Status {
     pub const fn skip() -> Status {
         Status {
             code: Code::Skip,
-            reasons: Vec::new(),
+            reasons: Reasons::new(),
             plugin: "",
         }
     }
@@ -52,7 +57,7 @@ impl Status {
     pub fn new(code: Code, reason: impl Into<Cow<'static, str>>) -> Status {
         Status {
             code,
-            reasons: vec![reason.into()],
+            reasons: Reasons::one(reason.into()),
             plugin: "",
         }
     }
@@ -95,7 +100,10 @@ impl Status {
 
     /// Reasons joined with ", ".
     pub fn message(&self) -> String {
-        self.reasons.join(", ")
+        match self.reasons.as_slice() {
+            [one] => one.to_string(),
+            all => all.join(", "),
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! PreFilter, its incremental updates and Filter.
 
 use super::*;
-use crate::domains::{DOMAIN_MISSING, KeyDomains};
 
 /// Topology value → `T`, with a fast hasher (probed per node in Filter/Score).
 pub(super) type FxMap<T> = HashMap<String, T, BuildHasherDefault<FxHasher>>;
@@ -232,53 +231,37 @@ impl PreFilterPlugin for PodTopologySpread {
         // can match are visited), else per node. When every node carries every key
         // and a constraint's inclusion policies admit every node, all of the key's
         // domains are registered in O(domains) and no node is visited.
-        let idx = snap.pod_index();
-        let indexed: Vec<bool> = constraints
-            .iter()
-            .map(|c| idx.candidates(&c.selector).is_some())
-            .collect();
-        let all_keys = keys.iter().all(|k| k.missing() == 0);
-        let admits_all =
-            |c: &Constraint| (!c.honor_affinity || required.is_empty()) && !c.honor_taints;
-        // Per constraint: `None` = every node eligible, else eligibility by position.
-        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
-        let nodes = snap.nodes();
-        let mut per_node: Vec<usize> = Vec::new();
-        for (ci, c) in constraints.iter().enumerate() {
-            if all_keys && indexed[ci] && admits_all(c) {
+        let mut el = Eligibility::plan(&constraints, &keys, &required, snap, pod, true, |_| true);
+        for (ci, d) in domains.iter_mut().enumerate() {
+            if el.all_nodes(ci) {
                 for id in 0..keys[ci].len() as u32 {
-                    domains[ci].add_id(id, 0);
+                    d.add_id(id, 0);
                 }
-            } else {
-                eligible[ci] = Some(vec![false; nodes.len()]);
-                per_node.push(ci);
             }
         }
-        if !per_node.is_empty() {
-            for (ni, node) in nodes.iter().enumerate() {
-                if !all_keys && keys.iter().any(|k| k.ids()[ni] == DOMAIN_MISSING) {
+        if !el.per_node.is_empty() {
+            let per_node = std::mem::take(&mut el.per_node);
+            for (ni, node) in snap.nodes().iter().enumerate() {
+                if el.skips(&keys, ni) {
                     continue;
                 }
                 for &ci in &per_node {
-                    let c = &constraints[ci];
-                    if !c.includes(pod, node, &required) {
+                    if !el.includes(ci, ni) {
                         continue;
                     }
-                    let id = keys[ci].ids()[ni];
-                    if let Some(e) = eligible[ci].as_mut() {
-                        e[ni] = true;
-                    }
-                    let n = if indexed[ci] {
+                    el.mark(ci, ni);
+                    let n = if el.indexed[ci] {
                         0
                     } else {
-                        c.count_on(node, &pod.namespace)
+                        constraints[ci].count_on(node, &pod.namespace)
                     };
-                    domains[ci].add_id(id, n);
+                    domains[ci].add_id(keys[ci].ids()[ni], n);
                 }
             }
         }
+        let idx = snap.pod_index();
         for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
-            if !indexed[ci] || d.counts.is_empty() {
+            if !el.indexed[ci] || d.counts.is_empty() {
                 continue;
             }
             let ids = keys[ci].ids();
@@ -289,7 +272,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if eligible[ci].as_ref().is_none_or(|el| el[ni]) {
+                if el.admits(ci, ni) {
                     d.add_id(ids[ni], 1);
                 }
             }

@@ -21,7 +21,11 @@
 //! registers domains by id and counts matching pods through the pod index (no node
 //! visited when every node carries the keys and the inclusion policies admit all);
 //! Filter and Score read the node's domain by its snapshot position
-//! ([`Snapshot::position`]); hostname score counts come from the pod index. A node that
+//! ([`Snapshot::position`]); hostname score counts come from the pod index. The
+//! inclusion policies' verdict per node comes from a mask cached in the snapshot per
+//! (policies, nodeSelector + required node affinity, tolerations) until the nodes
+//! change (`inclusion_masks`), shared by PreFilter and PreScore through one
+//! eligibility plan (`Eligibility`). A node that
 //! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
 //! label-lookup path, with identical results (the unit tests check both on every node).
 //!
@@ -49,6 +53,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use serde::Deserialize;
 
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use crate::framework::{
     CycleState, FilterPlugin, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, Plugin,
     PreFilterExtensions, PreFilterPlugin, PreFilterResult, PreScorePlugin, ScorePlugin, Status,
@@ -343,6 +348,165 @@ impl PodTopologySpread {
         }
         Ok((hard, soft))
     }
+}
+
+/// Which nodes each constraint counts (its eligible nodes), shared by PreFilter and
+/// PreScore. A constraint whose matching pods the pod index finds, whose inclusion
+/// policies admit every node, and whose keys exclude no node (every node carries
+/// them, or missing keys don't exclude) needs no node walk: every node is eligible.
+/// The others are marked by the caller's node walk ([`Eligibility::mark`]).
+struct Eligibility {
+    /// Per constraint: its matching pods are found through the pod index.
+    indexed: Vec<bool>,
+    /// Per constraint: the nodes its inclusion policies admit ([`inclusion_masks`]).
+    masks: Vec<Option<Arc<[bool]>>>,
+    /// Every snapshot node carries every constraint's key.
+    all_keys: bool,
+    /// Nodes missing a key are not eligible for any constraint.
+    missing_excludes: bool,
+    /// Per constraint: `None` = every node eligible, else eligibility by position.
+    eligible: Vec<Option<Vec<bool>>>,
+    /// The constraints needing a node walk, in order.
+    per_node: Vec<usize>,
+}
+
+impl Eligibility {
+    /// The plan for `constraints` (keys: their snapshot domain indices); constraints
+    /// for which `active(ci)` is false are left out (neither walked nor counted).
+    fn plan(
+        constraints: &[Constraint],
+        keys: &[Arc<KeyDomains>],
+        required: &RequiredNodeAffinity,
+        snap: &Snapshot,
+        pod: &PodInfo,
+        missing_excludes: bool,
+        active: impl Fn(usize) -> bool,
+    ) -> Eligibility {
+        let idx = snap.pod_index();
+        let indexed: Vec<bool> = constraints
+            .iter()
+            .map(|c| idx.candidates(&c.selector).is_some())
+            .collect();
+        let all_keys = keys.iter().all(|k| k.missing() == 0);
+        let masks = inclusion_masks(constraints, pod, required, snap, &active);
+        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
+        let mut per_node = Vec::new();
+        for ci in 0..constraints.len() {
+            let admits_all = masks[ci].is_none();
+            if active(ci) && !(indexed[ci] && admits_all && (all_keys || !missing_excludes)) {
+                eligible[ci] = Some(vec![false; snap.num_nodes()]);
+                per_node.push(ci);
+            }
+        }
+        Eligibility {
+            indexed,
+            masks,
+            all_keys,
+            missing_excludes,
+            eligible,
+            per_node,
+        }
+    }
+
+    /// Whether constraint `ci` counts every node (no node walk).
+    #[inline]
+    fn all_nodes(&self, ci: usize) -> bool {
+        self.eligible[ci].is_none()
+    }
+
+    /// Whether the node walk skips the node at `pos` (it misses a key that excludes it).
+    #[inline]
+    fn skips(&self, keys: &[Arc<KeyDomains>], pos: usize) -> bool {
+        self.missing_excludes
+            && !self.all_keys
+            && keys.iter().any(|k| k.id_at(pos) == DOMAIN_MISSING)
+    }
+
+    /// Whether constraint `ci`'s inclusion policies admit the node at `pos`
+    /// (`matchNodeInclusionPolicies`).
+    #[inline]
+    fn includes(&self, ci: usize, pos: usize) -> bool {
+        self.masks[ci].as_ref().is_none_or(|m| m[pos])
+    }
+
+    /// Marks the node at `pos` eligible for constraint `ci` (node walk).
+    #[inline]
+    fn mark(&mut self, ci: usize, pos: usize) {
+        if let Some(e) = self.eligible[ci].as_mut() {
+            e[pos] = true;
+        }
+    }
+
+    /// Whether the node at `pos` is eligible for constraint `ci`.
+    #[inline]
+    fn admits(&self, ci: usize, pos: usize) -> bool {
+        self.eligible[ci].as_ref().is_none_or(|e| e[pos])
+    }
+}
+
+/// Per constraint: the snapshot's nodes its inclusion policies admit
+/// ([`Constraint::includes`]), by position, or `None` when they admit every node
+/// (or the constraint is not `active`). A mask is cached in the snapshot
+/// ([`crate::domains::DomainIndex::node_mask`]) under the policies and exactly what
+/// they read of the pod — its `nodeSelector` and required node affinity, its
+/// tolerations — until the nodes change, so pods of other classes with the same node
+/// requirements (and this class's next PreFilter) reuse it instead of matching
+/// every node again.
+fn inclusion_masks(
+    constraints: &[Constraint],
+    pod: &PodInfo,
+    required: &RequiredNodeAffinity,
+    snap: &Snapshot,
+    active: impl Fn(usize) -> bool,
+) -> Vec<Option<Arc<[bool]>>> {
+    let mut affinity: Option<Option<String>> = None;
+    let mut tolerations: Option<Option<String>> = None;
+    let spec = pod.spec();
+    constraints
+        .iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let aff = c.honor_affinity && !required.is_empty();
+            if !active(ci) || (!aff && !c.honor_taints) {
+                return None;
+            }
+            let build = |nodes: &[Arc<NodeInfo>]| -> Vec<bool> {
+                nodes.iter().map(|n| c.includes(pod, n, required)).collect()
+            };
+            let mut key = String::from("PodTopologySpread/inclusion");
+            if aff {
+                let a = affinity.get_or_insert_with(|| {
+                    let sel = spec.and_then(|s| s.node_selector.as_ref());
+                    let req = spec
+                        .and_then(|s| s.affinity.as_ref())
+                        .and_then(|a| a.node_affinity.as_ref())
+                        .and_then(|a| {
+                            a.required_during_scheduling_ignored_during_execution
+                                .as_ref()
+                        });
+                    serde_json::to_string(&(sel, req)).ok()
+                });
+                let Some(a) = a else {
+                    return Some(build(snap.nodes()).into());
+                };
+                key.push_str("\naffinity:");
+                key.push_str(a);
+            }
+            if c.honor_taints {
+                let t =
+                    tolerations.get_or_insert_with(|| serde_json::to_string(&pod.tolerations).ok());
+                let Some(t) = t else {
+                    return Some(build(snap.nodes()).into());
+                };
+                key.push_str("\ntolerations:");
+                key.push_str(t);
+            }
+            Some(
+                snap.domain_index()
+                    .node_mask(snap.nodes(), snap.nodes_version(), &key, build),
+            )
+        })
+        .collect()
 }
 
 fn invalid(e: String) -> Status {

@@ -1,7 +1,6 @@
 //! PreScore, Score and NormalizeScore.
 
 use super::*;
-use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use corral_core::fxhash::FxHashMap;
 
 #[derive(Debug, Clone)]
@@ -148,28 +147,17 @@ impl PreScorePlugin for PodTopologySpread {
         // the pod index when possible; no node is visited for a constraint whose
         // inclusion policies admit every node when every node has the keys (or
         // missing keys don't exclude nodes).
-        let idx = snap.pod_index();
-        let all = snap.nodes();
-        let indexed: Vec<bool> = constraints
-            .iter()
-            .map(|c| idx.candidates(&c.selector).is_some())
-            .collect();
-        let all_keys = keys.iter().all(|k| k.missing() == 0);
-        let admits_all =
-            |c: &Constraint| (!c.honor_affinity || required.is_empty()) && !c.honor_taints;
-        // Per constraint: `None` = every node eligible, else eligibility by position.
         // Hostname constraints count per node in Score (their map stays empty).
-        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
-        let mut per_node: Vec<usize> = Vec::new();
-        for (ci, c) in constraints.iter().enumerate() {
-            if counts[ci].is_empty() {
-                continue;
-            }
-            if !(indexed[ci] && admits_all(c) && (all_keys || !require_all)) {
-                eligible[ci] = Some(vec![false; all.len()]);
-                per_node.push(ci);
-            }
-        }
+        let mut el = Eligibility::plan(
+            &constraints,
+            &keys,
+            &required,
+            snap,
+            pod,
+            require_all,
+            |ci| !counts[ci].is_empty(),
+        );
+        let idx = snap.pod_index();
         // A node's value of key `ci` ("" when missing, like the label lookup).
         let value_at = |ci: usize, ni: usize| -> &str {
             let k = &keys[ci];
@@ -178,30 +166,28 @@ impl PreScorePlugin for PodTopologySpread {
                 id => k.value(id),
             }
         };
-        if !per_node.is_empty() {
-            for (ni, node) in all.iter().enumerate() {
-                if require_all && !all_keys && keys.iter().any(|k| k.id_at(ni) == DOMAIN_MISSING) {
+        if !el.per_node.is_empty() {
+            let per_node = std::mem::take(&mut el.per_node);
+            for (ni, node) in snap.nodes().iter().enumerate() {
+                if el.skips(&keys, ni) {
                     continue;
                 }
                 for &ci in &per_node {
-                    let c = &constraints[ci];
-                    if !c.includes(pod, node, &required) {
+                    if !el.includes(ci, ni) {
                         continue;
                     }
                     if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
-                        if indexed[ci] {
-                            if let Some(e) = eligible[ci].as_mut() {
-                                e[ni] = true;
-                            }
+                        if el.indexed[ci] {
+                            el.mark(ci, ni);
                         } else {
-                            *cnt += c.count_on(node, &pod.namespace);
+                            *cnt += constraints[ci].count_on(node, &pod.namespace);
                         }
                     }
                 }
             }
         }
         for (ci, c) in constraints.iter().enumerate() {
-            if counts[ci].is_empty() || !indexed[ci] {
+            if counts[ci].is_empty() || !el.indexed[ci] {
                 continue;
             }
             for e in idx.candidates(&c.selector).into_iter().flatten() {
@@ -211,7 +197,7 @@ impl PreScorePlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if !eligible[ci].as_ref().is_none_or(|el| el[ni]) {
+                if !el.admits(ci, ni) {
                     continue;
                 }
                 if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {

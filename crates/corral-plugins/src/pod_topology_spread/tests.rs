@@ -859,3 +859,95 @@ fn soft_scores_match_brute_force_randomized() {
         );
     }
 }
+
+/// The inclusion masks are cached in the snapshot by what the policies read of the
+/// pod: on one snapshot, pods with other node requirements or tolerations get their
+/// own mask (and their own verdicts), pods with the same ones share it, and a node
+/// change rebuilds it.
+#[test]
+fn inclusion_masks_are_keyed_by_requirements_and_tolerations() {
+    let pl = PodTopologySpread::default();
+    let mut nodes = three_zones();
+    nodes.push(
+        node("d1")
+            .zone("d")
+            .taint("dedicated", "ai", "NoSchedule")
+            .info(),
+    );
+    let mut snap = snapshot(nodes, vec![(app("x1"), "a1"), (app("x2"), "b1")]);
+    let req = |op: &str| {
+        json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "pool", "operator": op, "values": ["other"]}]}]}}})
+    };
+    let mut honor_both = hard(LABEL_ZONE, 1);
+    honor_both["nodeTaintsPolicy"] = json!("Honor");
+    let masks = |s: &Snapshot| s.domain_index().cached_masks(s.nodes_version());
+    // Default policies, no requirements: no mask at all.
+    let plain = pod("p")
+        .label("app", "web")
+        .spread(hard(LABEL_ZONE, 1))
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &plain, &snap)), ["c1", "d1"]);
+    assert_eq!(masks(&snap), 0);
+    // pool NotIn other (c excluded; d's taint ignored): zones a, b, d → min 0 (d).
+    let not_in = pod("p")
+        .label("app", "web")
+        .affinity(req("NotIn"))
+        .spread(hard(LABEL_ZONE, 1))
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &not_in, &snap)), ["c1", "d1"]);
+    assert_eq!(masks(&snap), 1);
+    // Same requirements, another pod: the mask is shared.
+    let same = pod("q")
+        .label("app", "web")
+        .affinity(req("NotIn"))
+        .spread(hard(LABEL_ZONE, 1))
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &same, &snap)), ["c1", "d1"]);
+    assert_eq!(masks(&snap), 1);
+    // Honoring taints too: d excluded → zones a, b (1 each) → everyone passes.
+    let honor = pod("p")
+        .label("app", "web")
+        .affinity(req("NotIn"))
+        .spread(honor_both.clone())
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &honor, &snap)).len(), 5);
+    assert_eq!(masks(&snap), 2);
+    // The same with a toleration for d's taint: its own mask, d counts again.
+    let tolerant = pod("p")
+        .label("app", "web")
+        .affinity(req("NotIn"))
+        .toleration(json!({"key": "dedicated", "operator": "Exists"}))
+        .spread(honor_both)
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &tolerant, &snap)), ["c1", "d1"]);
+    assert_eq!(masks(&snap), 3);
+    // pool In other: only zone c (0 pods) is registered → zones a and b are not
+    // counted (0) → everyone passes (under NotIn's mask, a1, a2, b1 failed).
+    let only_c = pod("p")
+        .label("app", "web")
+        .affinity(req("In"))
+        .spread(hard(LABEL_ZONE, 1))
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &only_c, &snap)).len(), 5);
+    assert_eq!(masks(&snap), 4);
+    // Relabel a2 into pool other: a node change drops the masks; NotIn now leaves
+    // a1 (1 pod), b1 (1), d1 (0) — and the rebuilt mask must see a2 excluded.
+    snap.upsert_node(node("a2").zone("a").label("pool", "other").info());
+    assert_eq!(masks(&snap), 0);
+    let r = filter_all(&pl, &not_in, &snap);
+    assert_eq!(passing(&r), ["c1", "d1"]);
+    // With d honoured away as well: a (1), b (1) → all pass; with a2 in "other"
+    // the zone-a count still comes from a1 only.
+    let honor = pod("p")
+        .label("app", "web")
+        .affinity(req("NotIn"))
+        .spread({
+            let mut c = hard(LABEL_ZONE, 1);
+            c["nodeTaintsPolicy"] = json!("Honor");
+            c
+        })
+        .info();
+    assert_eq!(passing(&filter_all(&pl, &honor, &snap)).len(), 5);
+    assert_eq!(masks(&snap), 2);
+}
