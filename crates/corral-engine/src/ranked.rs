@@ -1,9 +1,9 @@
 //! The ranked fast path of a pod's evaluation: one pass over the pod's scan window
 //! (the first `numFeasibleNodesToFind` feasible nodes from its start index, wrapping)
-//! that reads the class's known-feasible marks and cached node-local score sums, and
-//! keeps the `k` best (inverted total, tie hash) keys in a bounded heap while the
-//! window is scored, instead of materialising keys for the whole window and
-//! selecting among them.
+//! that reads the class's known-feasible marks and cached node-local score sums, then
+//! selects the `k` best (inverted total, tie hash) keys ([`select_best`]): when at
+//! least `k` nodes share the best total, only their tie hashes are computed and a
+//! threshold on the (uniform) hashes leaves about `4k` of them to select among.
 //!
 //! It decides exactly what [`evaluate`](crate::evaluate::evaluate) decides for the
 //! same inputs (same feasible window, same `processed`, same PreScore state, same
@@ -24,7 +24,6 @@
 //! whatever structure holds the totals. The window scan is therefore kept, at a few
 //! instructions per node.
 
-use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -46,22 +45,64 @@ pub(crate) fn rank_key(total: i64, tie: u64, node: usize) -> u128 {
     (u128::from(hi) << 64) | u128::from(mix64(tie ^ node as u64))
 }
 
-/// The `k` smallest keys of `keys` (each `(key, position)`), ascending.
-pub(crate) fn k_smallest(k: usize, keys: impl Iterator<Item = (u128, u32)>) -> Vec<(u128, u32)> {
+/// The `k` best candidates of a scored window — the `k` smallest
+/// [`rank_key`]s of `(nodes[j], totals[j])` — as `(key, j)`, ascending: exactly
+/// what selecting among all keys gives (keys are distinct).
+///
+/// When at least `k` nodes share the best total (SchedulingBasic's identical nodes),
+/// the `k` best are the `k` smallest tie hashes among them. Hashes are uniform, so
+/// only those below a threshold expected to admit about `4k` of them are kept
+/// (exact: every hash below it is kept, so if at least `k` are, the `k` smallest
+/// are among them; otherwise all are kept) and selected on 64-bit hashes.
+pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -> Vec<(u128, u32)> {
     let k = k.max(1);
-    let mut heap: BinaryHeap<(u128, u32)> = BinaryHeap::with_capacity(k + 1);
-    for e in keys {
-        if heap.len() < k {
-            heap.push(e);
-        } else if let Some(mut top) = heap.peek_mut()
-            && e.0 < top.0
-        {
-            *top = e;
+    let m = nodes.len().min(totals.len());
+    let Some(&best) = totals[..m].iter().max() else {
+        return Vec::new();
+    };
+    let ties = totals[..m].iter().filter(|&&t| t == best).count();
+    if m > k && ties >= k {
+        let collect = |limit: u64| -> Vec<(u64, u32)> {
+            let mut v = Vec::with_capacity((4 * k).min(ties) + 8);
+            for j in 0..m {
+                if totals[j] == best {
+                    let h = mix64(tie ^ nodes[j] as u64);
+                    if h <= limit {
+                        v.push((h, j as u32));
+                    }
+                }
+            }
+            v
+        };
+        let limit = if 4 * k >= ties {
+            u64::MAX
+        } else {
+            (u64::MAX / ties as u64).saturating_mul(4 * k as u64)
+        };
+        let mut v = collect(limit);
+        if v.len() < k {
+            v = collect(u64::MAX);
         }
+        if v.len() > k {
+            v.select_nth_unstable(k - 1);
+            v.truncate(k);
+        }
+        v.sort_unstable();
+        let hi = rank_key(best, 0, 0) >> 64 << 64;
+        return v
+            .into_iter()
+            .map(|(h, j)| (hi | u128::from(h), j))
+            .collect();
     }
-    let mut v = heap.into_vec();
-    v.sort_unstable_by_key(|e| e.0);
-    v
+    let mut keys: Vec<(u128, u32)> = (0..m)
+        .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
+        .collect();
+    if keys.len() > k {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
+    }
+    keys.sort_unstable();
+    keys
 }
 
 /// `Some(now - d)`: a start instant for `Framework::observe_point` that reports the
@@ -162,14 +203,7 @@ pub(crate) fn evaluate_ranked(
 
     // Selection: the same single draw as `evaluate`, the same keys, the k best.
     let tie: u64 = rng.random();
-    let best = k_smallest(
-        k,
-        feasible
-            .iter()
-            .zip(&totals)
-            .enumerate()
-            .map(|(j, (&node, &total))| (rank_key(total, tie, node), j as u32)),
-    );
+    let best = select_best(k, &feasible, &totals, tie);
     let cands = best
         .iter()
         .map(|&(_, j)| {
@@ -366,22 +400,29 @@ mod tests {
         assert!(fast * 2 > total, "fast path taken {fast} of {total} times");
     }
 
-    /// `k_smallest` equals sorting all keys and taking the first k.
+    /// `select_best` equals sorting all keys and taking the first k, with few
+    /// and many ties at the best total.
     #[test]
-    fn k_smallest_matches_sort() {
+    fn select_best_matches_sort() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for len in [0usize, 1, 5, 64, 65, 500] {
-            for k in [1usize, 2, 16, 64, 600] {
-                let keys: Vec<(u128, u32)> = (0..len)
-                    .map(|j| {
-                        let total = rng.random_range(0..4i64);
-                        (rank_key(total, 77, j), j as u32)
-                    })
-                    .collect();
-                let mut all = keys.clone();
-                all.sort_unstable();
-                all.truncate(k);
-                assert_eq!(k_smallest(k, keys.into_iter()), all, "len {len} k {k}");
+        for len in [0usize, 1, 5, 64, 65, 200, 500] {
+            for levels in [1i64, 2, 4, 50] {
+                for k in [1usize, 2, 16, 64, 600] {
+                    let tie: u64 = rng.random();
+                    let nodes: Vec<usize> = (0..len).map(|j| j * 7 + 3).collect();
+                    let totals: Vec<i64> =
+                        (0..len).map(|_| rng.random_range(0..levels) * 10).collect();
+                    let mut all: Vec<(u128, u32)> = (0..len)
+                        .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
+                        .collect();
+                    all.sort_unstable();
+                    all.truncate(k);
+                    assert_eq!(
+                        select_best(k, &nodes, &totals, tie),
+                        all,
+                        "len {len} levels {levels} k {k}"
+                    );
+                }
             }
         }
     }
