@@ -180,6 +180,13 @@ fn mixed_batched_matches_sequential_decisions() {
     differential(Profile::Mixed, 80, 150, 120);
 }
 
+/// SchedulingBasic: identical pods, one equivalence class, decided by the ranked
+/// fast path (`ranked.rs`) in every batch after the class cache exists.
+#[test]
+fn basic_batched_matches_sequential_decisions() {
+    differential(Profile::Basic, 60, 150, 20);
+}
+
 #[test]
 fn verifier_catches_a_worse_node() {
     // The verifier itself must be able to fail: moving a placement of the sequential

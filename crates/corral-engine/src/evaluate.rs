@@ -245,16 +245,16 @@ pub(crate) fn find_feasible(
 /// they stay valid across commits and batches for unchanged nodes.
 pub(crate) struct LocalCells {
     /// Per node: (node generation when computed, node-local Filter result).
-    filter: Vec<OnceLock<(u64, Status)>>,
+    pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
     /// Per node: the node generation at which its node-local Filters passed
     /// (`u64::MAX`: not known to pass), a copy of the success cells of `filter`
     /// read with one load in the Filter walk.
-    pass: Vec<AtomicU64>,
+    pub(crate) pass: Vec<AtomicU64>,
     pub(crate) scores: LocalScoreCache,
     nodes_version: u64,
     /// The skipped node-local Filters (`filter_skip_mask` restricted to them) the
     /// filter cells are computed for; a pod with another set does not use them.
-    skip_key: u64,
+    pub(crate) skip_key: u64,
 }
 
 impl LocalCells {
@@ -319,7 +319,7 @@ impl ClassCache {
     }
 
     /// The cross-node Filters `state` declared node-local (not skipped).
-    fn declared_mask(fw: &Framework, cross_mask: u64, state: &CycleState) -> u64 {
+    pub(crate) fn declared_mask(fw: &Framework, cross_mask: u64, state: &CycleState) -> u64 {
         cross_mask & !state.filter_skip_mask & !fw.cross_filter_mask_with(cross_mask, state)
     }
 

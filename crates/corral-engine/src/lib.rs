@@ -13,6 +13,7 @@ pub mod defaulting;
 mod evaluate;
 pub mod explain;
 pub mod input;
+mod ranked;
 pub mod report;
 pub mod scheduler;
 

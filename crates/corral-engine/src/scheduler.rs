@@ -133,8 +133,6 @@ pub struct Scheduler {
     commit_time: Duration,
     /// Equivalence-class caches of the previous batch (see [`ClassCaches`]).
     class_caches: ClassCaches,
-    /// (nodes_version, whether hostname label values are unique across nodes).
-    hostnames_unique: (u64, bool),
     /// The current batch size (see [`Options::adaptive_batch`]); 0 = not started.
     batch_now: usize,
     /// Conflicts in the last batch (no candidate survived re-validation).
@@ -162,7 +160,6 @@ impl Scheduler {
             eval_time: Duration::ZERO,
             commit_time: Duration::ZERO,
             class_caches: ClassCaches::default(),
-            hostnames_unique: (u64::MAX, false),
             batch_now: 0,
             batch_conflicts: 0,
             reevaluated: 0,
@@ -303,11 +300,9 @@ impl Scheduler {
         placed: &mut usize,
         conflicts: &mut u64,
     ) -> Vec<QueuedPodInfo> {
-        let nv = self.snapshot.nodes_version();
-        if self.hostnames_unique.0 != nv {
-            self.hostnames_unique = (nv, hostnames_unique(&self.snapshot));
-        }
-        let hostname_local = self.hostnames_unique.1;
+        // Whether hostname label values are unique across nodes (cached by the
+        // snapshot per node change).
+        let hostname_local = self.snapshot.hostnames_unique();
         let snap = &self.snapshot;
         let snap_len = snap.num_nodes();
         let n = snap.num_nodes().max(1);
@@ -429,22 +424,38 @@ impl Scheduler {
                         },
                     );
                 }
-                (
-                    fi,
-                    evaluate(
-                        fw,
-                        snap,
-                        &q.pod,
-                        s,
-                        &mut rng,
-                        k,
-                        tol,
-                        parallel_nodes,
-                        cache,
-                        false,
-                        None,
-                    ),
-                )
+                // The ranked fast path where it applies (same decision), else the
+                // general evaluation.
+                let ev = cache
+                    .and_then(|c| {
+                        crate::ranked::evaluate_ranked(
+                            fw,
+                            snap,
+                            &q.pod,
+                            s,
+                            &mut rng,
+                            k,
+                            tol,
+                            parallel_nodes,
+                            c,
+                        )
+                    })
+                    .unwrap_or_else(|| {
+                        evaluate(
+                            fw,
+                            snap,
+                            &q.pod,
+                            s,
+                            &mut rng,
+                            k,
+                            tol,
+                            parallel_nodes,
+                            cache,
+                            false,
+                            None,
+                        )
+                    });
+                (fi, ev)
             })
             .collect();
         self.class_caches = caches;
@@ -811,16 +822,6 @@ fn cross_node_sensitive(
                 .iter()
                 .any(|t| !local_anti(t) && t.selector.matches(&q.labels))
             || spread.iter().any(|s| s.matches(&q.labels))
-    })
-}
-
-/// True when no two nodes share a value of the hostname label.
-fn hostnames_unique(snap: &Snapshot) -> bool {
-    let mut seen = HashSet::with_capacity(snap.num_nodes());
-    snap.nodes().iter().all(|n| {
-        n.labels
-            .get(crate::snapshot::LABEL_HOSTNAME)
-            .is_none_or(|h| seen.insert(h.as_str()))
     })
 }
 

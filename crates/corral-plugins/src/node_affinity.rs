@@ -419,6 +419,11 @@ impl NormalizeScorePlugin for NodeAffinity {
         normalize_to_max(false, scores);
         Status::success()
     }
+
+    /// `DefaultNormalizeScore`.
+    fn by_max_only(&self) -> bool {
+        true
+    }
 }
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {

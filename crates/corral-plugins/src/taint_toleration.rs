@@ -120,6 +120,11 @@ impl NormalizeScorePlugin for TaintToleration {
         normalize_to_max(true, scores);
         Status::success()
     }
+
+    /// `DefaultNormalizeScore`.
+    fn by_max_only(&self) -> bool {
+        true
+    }
 }
 
 pub fn factory(args: Option<&serde_json::Value>) -> Result<Arc<dyn Plugin>, String> {

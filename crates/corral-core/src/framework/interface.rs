@@ -256,6 +256,15 @@ pub trait NormalizeScorePlugin: Send + Sync {
         pod: &PodInfo,
         scores: &mut [NodeScore],
     ) -> Status;
+
+    /// True when a node's normalized score depends only on its own raw score and
+    /// the highest raw score of the scored set (kube's `DefaultNormalizeScore`):
+    /// a set whose raw scores are all equal then normalizes every node to the
+    /// value a one-node set with that score gets, whatever the set's size or
+    /// nodes. Lets the class score cache normalize such a set once.
+    fn by_max_only(&self) -> bool {
+        false
+    }
 }
 
 /// Reserves resources for the pod on the chosen node; Unreserve rolls back.

@@ -188,6 +188,13 @@ impl Framework {
 
     /// The cached path; `None` on any error or out-of-range score (the caller then
     /// takes the uncached path, which reports it exactly as `run_score` does).
+    ///
+    /// A normalized node-local plugin whose raw scores are equal on every scored
+    /// node and whose normalization depends only on a node's own score and the
+    /// set's maximum ([`NormalizeScorePlugin::by_max_only`], kube's
+    /// `DefaultNormalizeScore`) gives every node the value a one-node set gets: it
+    /// is normalized once, not per node (TaintToleration for pods without
+    /// PreferNoSchedule tolerations on untainted nodes).
     fn totals_cached(
         &self,
         state: &CycleState,
@@ -198,7 +205,7 @@ impl Framework {
         key: u64,
     ) -> Option<ScoreTotals> {
         let all = snap.nodes();
-        if c.num_nodes != all.len() {
+        if c.num_nodes != all.len() || nodes.is_empty() {
             return None;
         }
         let w = c.width;
@@ -212,11 +219,11 @@ impl Framework {
                     .map(|k| (pi, k))
             })
             .collect();
-        let mut raws: Vec<Vec<NodeScore>> = normalized
-            .iter()
-            .map(|_| Vec::with_capacity(nodes.len()))
-            .collect();
         let mut locals = Vec::with_capacity(nodes.len());
+        // Per active normalized plugin: the first node's raw score, and whether
+        // every node had it.
+        let mut first: Vec<i64> = Vec::with_capacity(normalized.len());
+        let mut uniform: Vec<bool> = vec![true; normalized.len()];
         for &i in nodes {
             let node = &all[i];
             let cell = &c.vals[i * w..(i + 1) * w];
@@ -239,31 +246,60 @@ impl Framework {
                 c.gens[i].store(node.generation, Ordering::Release);
             }
             locals.push(cell[0].load(Ordering::Relaxed));
-            for (r, &(_, col)) in raws.iter_mut().zip(&normalized) {
-                r.push(NodeScore {
-                    node: i,
-                    score: cell[1 + col].load(Ordering::Relaxed),
-                });
+            for (k, &(_, col)) in normalized.iter().enumerate() {
+                let r = cell[1 + col].load(Ordering::Relaxed);
+                match first.get(k) {
+                    None => first.push(r),
+                    Some(&f) => uniform[k] &= f == r,
+                }
             }
         }
-        let mut totals = locals.clone();
-        let add = |totals: &mut [i64], pi: usize, scores: &mut [NodeScore]| -> Option<()> {
-            let ws = &self.score[pi];
-            if let Some(n) = ws.plugin.normalize()
-                && !n.normalize_score(state, pod, scores).is_success()
-            {
-                return None;
-            }
-            for (t, s) in totals.iter_mut().zip(scores.iter()) {
-                if !(MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s.score) {
+        // Added to every node (uniform normalized plugins) / per node (the others).
+        let mut constant = 0i64;
+        let mut extra: Option<Vec<i64>> = None;
+        let add =
+            |extra: &mut Option<Vec<i64>>, pi: usize, scores: &mut [NodeScore]| -> Option<()> {
+                let ws = &self.score[pi];
+                if let Some(n) = ws.plugin.normalize()
+                    && !n.normalize_score(state, pod, scores).is_success()
+                {
                     return None;
                 }
-                *t += s.score * ws.weight;
+                let e = extra.get_or_insert_with(|| nodes.iter().map(|_| 0).collect());
+                for (t, s) in e.iter_mut().zip(scores.iter()) {
+                    if !(MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s.score) {
+                        return None;
+                    }
+                    *t += s.score * ws.weight;
+                }
+                Some(())
+            };
+        for (k, &(pi, col)) in normalized.iter().enumerate() {
+            let ws = &self.score[pi];
+            if uniform[k]
+                && let Some(n) = ws.plugin.normalize()
+                && n.by_max_only()
+            {
+                let mut one = [NodeScore {
+                    node: nodes[0],
+                    score: first[k],
+                }];
+                if !n.normalize_score(state, pod, &mut one).is_success()
+                    || !(MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&one[0].score)
+                {
+                    return None;
+                }
+                constant += one[0].score * ws.weight;
+                continue;
             }
-            Some(())
-        };
-        for (r, &(pi, _)) in raws.iter_mut().zip(&normalized) {
-            add(&mut totals, pi, r)?;
+            let mut raw: Vec<NodeScore> = nodes
+                .iter()
+                .map(|&i| NodeScore {
+                    node: i,
+                    score: c.vals[i * w + 1 + col].load(Ordering::Relaxed),
+                })
+                .collect();
+            add(&mut extra, pi, &mut raw)?;
         }
         // Cross-node plugins, live.
         let mut scores: Vec<NodeScore> = Vec::new();
@@ -277,8 +313,16 @@ impl Framework {
                 let s = ws.plugin.score(state, pod, &all[i], snap).ok()?;
                 scores.push(NodeScore { node: i, score: s });
             }
-            add(&mut totals, pi, &mut scores)?;
+            add(&mut extra, pi, &mut scores)?;
         }
+        let totals = match &extra {
+            Some(e) => locals
+                .iter()
+                .zip(e)
+                .map(|(l, x)| l + constant + x)
+                .collect(),
+            None => locals.iter().map(|l| l + constant).collect(),
+        };
         Some(ScoreTotals { totals, locals })
     }
 }

@@ -1,0 +1,447 @@
+//! The ranked fast path of a pod's evaluation: one pass over the pod's scan window
+//! (the first `numFeasibleNodesToFind` feasible nodes from its start index, wrapping)
+//! that reads the class's known-feasible marks and cached node-local score sums, then
+//! selects the `k` best (inverted total, tie hash) keys ([`select_best`]): when at
+//! least `k` nodes share the best total, only their tie hashes are computed and a
+//! threshold on the (uniform) hashes leaves about `4k` of them to select among.
+//!
+//! It decides exactly what [`evaluate`](crate::evaluate::evaluate) decides for the
+//! same inputs (same feasible window, same `processed`, same PreScore state, same
+//! totals through [`Framework::run_score_totals`], same candidates in the same
+//! order, the same random draw), and it is taken only where that is evident:
+//! the pod has its class's cache and PreFilter state, PreFilter restricted no nodes,
+//! no cross-node Filter is live for it, nodes are scanned sequentially, no selection
+//! tolerance and no sampled (plugin-timed) cycle. Anything unusual — a Filter
+//! error, fewer than two feasible nodes (the diagnosis and single-node paths), a
+//! PreScore or Score error — returns `None` before any random draw, and the caller
+//! runs `evaluate`, which reports it exactly as before.
+//!
+//! Why not an ordered structure (segment tree) over node positions per class: the
+//! tie-break among equal totals is a per-pod hash of the node index
+//! (`mix64(tie ^ node)`, `tie` drawn per pod), so the best key of a window is not a
+//! function of per-node values; with SchedulingBasic's identical nodes most of a
+//! window shares the best total, and every tied node's hash must be computed
+//! whatever structure holds the totals. The window scan is therefore kept, at a few
+//! instructions per node.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::evaluate::{Candidate, ClassCache, Evaluation, Outcome, mix64};
+use crate::framework::observe::point;
+use crate::framework::runtime::ScoreTotals;
+use crate::framework::{Code, Framework};
+use crate::scheduler::num_feasible_nodes_to_find;
+use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+
+/// The (inverted total, tie hash) key of `evaluate`: ascending key = descending
+/// total, then ascending hash; a strict order since `mix64` is a bijection.
+#[inline]
+pub(crate) fn rank_key(total: i64, tie: u64, node: usize) -> u128 {
+    let hi = !((total as u64) ^ (1u64 << 63));
+    (u128::from(hi) << 64) | u128::from(mix64(tie ^ node as u64))
+}
+
+/// The `k` best candidates of a scored window — the `k` smallest
+/// [`rank_key`]s of `(nodes[j], totals[j])` — as `(key, j)`, ascending: exactly
+/// what selecting among all keys gives (keys are distinct).
+///
+/// When at least `k` nodes share the best total (SchedulingBasic's identical nodes),
+/// the `k` best are the `k` smallest tie hashes among them. Hashes are uniform, so
+/// only those below a threshold expected to admit about `4k` of them are kept
+/// (exact: every hash below it is kept, so if at least `k` are, the `k` smallest
+/// are among them; otherwise all are kept) and selected on 64-bit hashes.
+pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -> Vec<(u128, u32)> {
+    let k = k.max(1);
+    let m = nodes.len().min(totals.len());
+    let Some(&best) = totals[..m].iter().max() else {
+        return Vec::new();
+    };
+    let ties = totals[..m].iter().filter(|&&t| t == best).count();
+    if m > k && ties >= k {
+        let collect = |limit: u64| -> Vec<(u64, u32)> {
+            let mut v = Vec::with_capacity((4 * k).min(ties) + 8);
+            for j in 0..m {
+                if totals[j] == best {
+                    let h = mix64(tie ^ nodes[j] as u64);
+                    if h <= limit {
+                        v.push((h, j as u32));
+                    }
+                }
+            }
+            v
+        };
+        let limit = if 4 * k >= ties {
+            u64::MAX
+        } else {
+            (u64::MAX / ties as u64).saturating_mul(4 * k as u64)
+        };
+        let mut v = collect(limit);
+        if v.len() < k {
+            v = collect(u64::MAX);
+        }
+        if v.len() > k {
+            v.select_nth_unstable(k - 1);
+            v.truncate(k);
+        }
+        v.sort_unstable();
+        let hi = rank_key(best, 0, 0) >> 64 << 64;
+        return v
+            .into_iter()
+            .map(|(h, j)| (hi | u128::from(h), j))
+            .collect();
+    }
+    let mut keys: Vec<(u128, u32)> = (0..m)
+        .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
+        .collect();
+    if keys.len() > k {
+        keys.select_nth_unstable(k - 1);
+        keys.truncate(k);
+    }
+    keys.sort_unstable();
+    keys
+}
+
+/// `Some(now - d)`: a start instant for `Framework::observe_point` that reports the
+/// duration `d` measured earlier (observations are made only once the fast path is
+/// sure to decide, so a fallback to `evaluate` never observes a point twice).
+fn started(d: Option<Duration>) -> Option<Instant> {
+    d.map(|d| {
+        let now = Instant::now();
+        now.checked_sub(d).unwrap_or(now)
+    })
+}
+
+/// The fast path (see the module docs); `None`: use `evaluate`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_ranked(
+    fw: &Framework,
+    snap: &Snapshot,
+    pod: &PodInfo,
+    start: usize,
+    rng: &mut ChaCha8Rng,
+    k: usize,
+    tol: i64,
+    parallel: bool,
+    cache: &ClassCache,
+) -> Option<Evaluation> {
+    let num_all = snap.num_nodes();
+    if num_all == 0 || parallel || tol > 0 || fw.filter.is_empty() {
+        return None;
+    }
+    let Ok((st, pre)) = &cache.pre else {
+        return None;
+    };
+    // The node-local cells (shared by the pods of one node-local class) must be
+    // computed for this pod's skipped Filters, and no cross-node Filter may run:
+    // neither live nor declared node-local (those have per-class cells `evaluate`
+    // merges in profile order).
+    let local = &cache.local;
+    if pre.nodes.is_some()
+        || st.record_plugin_metrics
+        || local.filter.len() != num_all
+        || local.pass.len() != num_all
+        || st.filter_skip_mask & !cache.cross_mask != local.skip_key
+        || fw.cross_filter_mask_with(cache.cross_mask, st) != 0
+        || ClassCache::declared_mask(fw, cache.cross_mask, st) != 0
+    {
+        return None;
+    }
+    // Only node-local Filters run (every cross-node one is skipped).
+    let pure = !cache.cross_mask;
+    let nodes = snap.nodes();
+    let to_find = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all);
+    let mut state = st.clone();
+
+    // Filter: the scan window, in rotated order.
+    let t_filter = fw.point_start();
+    let mut feasible: Vec<usize> = Vec::with_capacity(to_find.min(num_all));
+    let mut processed = num_all;
+    let mut idx = start % num_all;
+    for i in 0..num_all {
+        let node: &NodeInfo = &nodes[idx];
+        let pass = local.pass[idx].load(Ordering::Relaxed) == node.generation || {
+            let run_local = || fw.run_filter_masked(&state, pod, node, snap, pure);
+            let (g, s) = local.filter[idx].get_or_init(|| (node.generation, run_local()));
+            let ok = if *g == node.generation {
+                if s.is_success() {
+                    local.pass[idx].store(node.generation, Ordering::Relaxed);
+                }
+                s.code
+            } else {
+                run_local().code
+            };
+            if ok == Code::Error {
+                return None;
+            }
+            ok == Code::Success
+        };
+        if pass {
+            feasible.push(idx);
+            if feasible.len() >= to_find {
+                processed = i + 1;
+                break;
+            }
+        }
+        idx += 1;
+        if idx == num_all {
+            idx = 0;
+        }
+    }
+    if feasible.len() < 2 {
+        return None;
+    }
+    let d_filter = t_filter.map(|t| t.elapsed());
+
+    // PreScore with the feasible nodes, as `evaluate`.
+    let refs: Vec<&NodeInfo> = feasible.iter().map(|&i| &*nodes[i]).collect();
+    let t_pre_score = fw.point_start();
+    fw.run_pre_score(&mut state, pod, snap, &refs).ok()?;
+    let d_pre_score = t_pre_score.map(|t| t.elapsed());
+    let t_score = fw.point_start();
+    let ScoreTotals { totals, locals } = fw
+        .run_score_totals(&state, pod, snap, &feasible, Some(&local.scores))
+        .ok()?;
+    let d_score = t_score.map(|t| t.elapsed());
+    fw.observe_point(point::FILTER, Code::Success, started(d_filter));
+    fw.observe_point(point::PRE_SCORE, Code::Success, started(d_pre_score));
+    fw.observe_point(point::SCORE, Code::Success, started(d_score));
+
+    // Selection: the same single draw as `evaluate`, the same keys, the k best.
+    let tie: u64 = rng.random();
+    let best = select_best(k, &feasible, &totals, tie);
+    let cands = best
+        .iter()
+        .map(|&(_, j)| {
+            let j = j as usize;
+            Candidate {
+                node: feasible[j],
+                total: totals[j],
+                local: locals[j],
+            }
+        })
+        .collect();
+    Some(Evaluation {
+        state,
+        pre: Some(pre.clone()),
+        outcome: Outcome::Feasible(cands),
+        processed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::default_frameworks;
+    use crate::evaluate::{ClassCaches, evaluate, pod_rng};
+    use corral_core::testutil::{node, pod};
+
+    /// (node, total, local) per candidate, and `processed`.
+    type Decided = (Vec<(usize, i64, i64)>, usize);
+
+    fn decided(ev: &Evaluation) -> Option<Decided> {
+        match &ev.outcome {
+            Outcome::Feasible(c) => Some((
+                c.iter().map(|c| (c.node, c.total, c.local)).collect(),
+                ev.processed,
+            )),
+            _ => None,
+        }
+    }
+
+    /// A random cluster: mixed sizes, some cordoned, NoSchedule- and
+    /// PreferNoSchedule-tainted nodes, labelled pools, some images.
+    fn cluster(rng: &mut ChaCha8Rng, n: usize) -> Snapshot {
+        let mut snap = Snapshot::new();
+        snap.add_nodes((0..n).map(|i| {
+            let (cpu, mem) = [("2", "8Gi"), ("4", "16Gi"), ("8", "32Gi")][rng.random_range(0..3)];
+            let mut b = node(&format!("n{i:04}"))
+                .cpu(cpu)
+                .mem(mem)
+                .zone(["a", "b", "c"][i % 3])
+                .label("pool", ["x", "y"][rng.random_range(0..2)]);
+            match rng.random_range(0..20) {
+                0 => b = b.unschedulable(),
+                1 => b = b.taint("dedicated", "gpu", "NoSchedule"),
+                2 | 3 => b = b.taint("spot", "true", "PreferNoSchedule"),
+                4 => b = b.image("big", 900_000_000),
+                _ => {}
+            }
+            b.info()
+        }));
+        snap
+    }
+
+    /// Pod templates: plain (SchedulingBasic), tolerating, pool-selecting,
+    /// preferring a pool, with an image, and one with a spread constraint (not
+    /// node-local: the fast path must decline or agree).
+    fn template(t: usize, i: u64) -> PodInfo {
+        let b = pod(&format!("p{i}")).cpu("250m").mem("512Mi").seq(i);
+        let b = match t {
+            0 => b,
+            1 => b.toleration(json!({"key": "spot", "operator": "Exists"})),
+            2 => b.node_selector("pool", "x"),
+            3 => b.affinity(json!({"nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 5, "preference": {"matchExpressions": [
+                        {"key": "pool", "operator": "In", "values": ["y"]}]}}]}})),
+            4 => b.image("big"),
+            _ => b.label("app", "s").spread(json!({
+                "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {"app": "s"}}})),
+        };
+        b.info()
+    }
+
+    /// The fast path decides exactly what `evaluate` decides (with the class cache
+    /// and without it: the plain per-plugin scan), on random clusters, pod
+    /// classes, start indices and candidate counts, while pods are committed one
+    /// by one (class caches kept across commits, stale cells dropped as between
+    /// batches).
+    #[test]
+    fn ranked_path_matches_plain_evaluation_under_commits() {
+        let fws = default_frameworks();
+        let fw = &fws[0];
+        let mut fast = 0;
+        let mut total = 0;
+        for seed in 0..4u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let n = [150, 320, 700, 1200][seed as usize];
+            let mut snap = cluster(&mut rng, n);
+            // One set of class caches per template, kept across commits as
+            // between batches (the pod twice: a class of one gets no cache).
+            let mut caches: Vec<ClassCaches> = (0..6).map(|_| ClassCaches::default()).collect();
+            for i in 0..120u64 {
+                let t = rng.random_range(0..6);
+                let p = template(t, i);
+                let key = (p.equivalence, 0);
+                let classes = HashMap::from([(key, vec![0, 1])]);
+                caches[t] = ClassCaches::prepare(
+                    std::mem::take(&mut caches[t]),
+                    &fws,
+                    &snap,
+                    &[&p, &p],
+                    &classes,
+                    &[p.equivalence, p.equivalence],
+                );
+                let c = caches[t].get(&key).expect("class cache");
+                let start = rng.random_range(0..n);
+                let k = [1, 16, 64][rng.random_range(0..3)];
+                let plain = evaluate(
+                    fw,
+                    &snap,
+                    &p,
+                    start,
+                    &mut pod_rng(9, &p, 0),
+                    k,
+                    0,
+                    false,
+                    None,
+                    false,
+                    None,
+                );
+                let cached = evaluate(
+                    fw,
+                    &snap,
+                    &p,
+                    start,
+                    &mut pod_rng(9, &p, 0),
+                    k,
+                    0,
+                    false,
+                    Some(c),
+                    false,
+                    None,
+                );
+                let ranked = evaluate_ranked(
+                    fw,
+                    &snap,
+                    &p,
+                    start,
+                    &mut pod_rng(9, &p, 0),
+                    k,
+                    0,
+                    false,
+                    c,
+                );
+                total += 1;
+                let want = decided(&plain);
+                assert_eq!(
+                    decided(&cached),
+                    want,
+                    "seed {seed} pod {i}: cached evaluate"
+                );
+                if let Some(r) = &ranked {
+                    fast += 1;
+                    assert_eq!(decided(r), want, "seed {seed} pod {i} (template {t})");
+                    assert!(t != 5 || r.state.score_skip_mask != 0);
+                }
+                // Declined where it must: parallel node scans and tolerances.
+                assert!(
+                    evaluate_ranked(fw, &snap, &p, start, &mut pod_rng(9, &p, 0), k, 0, true, c)
+                        .is_none()
+                );
+                assert!(
+                    evaluate_ranked(
+                        fw,
+                        &snap,
+                        &p,
+                        start,
+                        &mut pod_rng(9, &p, 0),
+                        k,
+                        5,
+                        false,
+                        c
+                    )
+                    .is_none()
+                );
+                // Commit the chosen node (kube's choice: the first candidate).
+                if let Some((cands, _)) = want {
+                    let name = snap.nodes()[cands[0].0].name.to_string();
+                    snap.add_pod(Arc::new(p), &name);
+                }
+            }
+        }
+        // Most pods take the fast path (all but the spread template and the
+        // single-feasible-node cases).
+        assert!(fast * 2 > total, "fast path taken {fast} of {total} times");
+    }
+
+    /// `select_best` equals sorting all keys and taking the first k, with few
+    /// and many ties at the best total.
+    #[test]
+    fn select_best_matches_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for len in [0usize, 1, 5, 64, 65, 200, 500] {
+            for levels in [1i64, 2, 4, 50] {
+                for k in [1usize, 2, 16, 64, 600] {
+                    let tie: u64 = rng.random();
+                    let nodes: Vec<usize> = (0..len).map(|j| j * 7 + 3).collect();
+                    let totals: Vec<i64> =
+                        (0..len).map(|_| rng.random_range(0..levels) * 10).collect();
+                    let mut all: Vec<(u128, u32)> = (0..len)
+                        .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
+                        .collect();
+                    all.sort_unstable();
+                    all.truncate(k);
+                    assert_eq!(
+                        select_best(k, &nodes, &totals, tie),
+                        all,
+                        "len {len} levels {levels} k {k}"
+                    );
+                }
+            }
+        }
+    }
+}
