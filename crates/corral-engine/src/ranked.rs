@@ -364,17 +364,8 @@ mod tests {
                     false,
                     None,
                 );
-                let ranked = evaluate_ranked(
-                    fw,
-                    &snap,
-                    &p,
-                    start,
-                    &mut pod_rng(9, &p, 0),
-                    k,
-                    0,
-                    false,
-                    c,
-                );
+                let ranked =
+                    evaluate_ranked(fw, &snap, &p, start, &mut pod_rng(9, &p, 0), k, 0, false, c);
                 total += 1;
                 let want = decided(&plain);
                 assert_eq!(
@@ -393,18 +384,8 @@ mod tests {
                         .is_none()
                 );
                 assert!(
-                    evaluate_ranked(
-                        fw,
-                        &snap,
-                        &p,
-                        start,
-                        &mut pod_rng(9, &p, 0),
-                        k,
-                        5,
-                        false,
-                        c
-                    )
-                    .is_none()
+                    evaluate_ranked(fw, &snap, &p, start, &mut pod_rng(9, &p, 0), k, 5, false, c)
+                        .is_none()
                 );
                 // Commit the chosen node (kube's choice: the first candidate).
                 if let Some((cands, _)) = want {
