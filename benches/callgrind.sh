@@ -6,7 +6,8 @@
 # Usage: bash benches/callgrind.sh [BIN_DIR] [WORKLOAD...]
 #   BIN_DIR   directory holding corral-scheduler and corral-loadgen (release build;
 #             default target/release)
-#   WORKLOAD  any of basic affinity spread gang (default: all four)
+#   WORKLOAD  any of basic affinity spread mixed gang (default: basic affinity
+#             spread gang)
 # Env: NODES (default 2000), PODS (default 2000; basic uses 2x), GANG (gang size,
 #      default 8), WORK (workload cache, default /tmp/corral-callgrind), JSON=FILE
 #      (also write the results as JSON).
@@ -15,6 +16,8 @@
 #   basic     SchedulingBasic: NODES nodes, 2*PODS identical pods
 #   affinity  70 % required hostname anti-affinity, 30 % preferred variants
 #   spread    zone DoNotSchedule + hostname ScheduleAnyway, groups of 30
+#   mixed     loadgen's production mix (node pools, a tainted AI pool, web, batch,
+#             data, AI and system pods, PriorityClasses)
 #   gang      the basic nodes + PODS pods in Volcano PodGroups of GANG (minMember
 #             GANG, queue default): the batch-session path
 # Counted: everything after the snapshot is built (`--zero-before` the health
@@ -51,7 +54,7 @@ dir_for() {
   local w=$1
   case $w in
     basic) d="$WORK/basic-$NODES-$((2 * PODS))"; gen basic "$NODES" $((2 * PODS)) "$d" ;;
-    affinity | spread) d="$WORK/$w-$NODES-$PODS"; gen "$w" "$NODES" "$PODS" "$d" ;;
+    affinity | spread | mixed) d="$WORK/$w-$NODES-$PODS"; gen "$w" "$NODES" "$PODS" "$d" ;;
     gang)
       d="$WORK/gang-$NODES-$PODS-$GANG"
       if [ ! -s "$d/podgroups.yaml" ]; then
@@ -76,7 +79,7 @@ EOF
         rm -rf "$d.src"
       fi
       ;;
-    *) echo "unknown workload $w (basic affinity spread gang)" >&2; exit 1 ;;
+    *) echo "unknown workload $w (basic affinity spread mixed gang)" >&2; exit 1 ;;
   esac
   echo "$d"
 }

@@ -11,16 +11,15 @@
 //! node (`numFeasibleNodesToFind` = all): "the best score available at its commit" is
 //! well defined and independent of the rotating start index.
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use corral_loadgen::cluster::{Args, Profile, generate};
+use corral_loadgen::cluster::Profile;
 use corral_scheduler::config::default_frameworks;
 use corral_scheduler::framework::{CycleState, Framework};
-use corral_scheduler::input::from_objects;
 use corral_scheduler::scheduler::{Options, Placement, Scheduler};
-use corral_scheduler::simulate::prepare;
 use corral_scheduler::snapshot::{PodInfo, Snapshot};
 
 struct Workload {
@@ -29,24 +28,9 @@ struct Workload {
 }
 
 fn workload(profile: Profile, nodes: u32, pods: u64, running: u64, seed: u64) -> Workload {
-    let c = generate(&Args {
-        nodes,
-        pods,
-        running,
-        profile,
-        seed,
-        out: PathBuf::new(),
-    })
-    .expect("generate workload");
-    let all: Vec<_> = c.running.into_iter().chain(c.pending).collect();
-    let input =
-        from_objects(c.nodes, all, c.namespaces, c.priority_classes).expect("decode workload");
-    let prepared = prepare(input, &default_frameworks());
-    assert!(!prepared.pending.is_empty());
-    Workload {
-        snapshot: prepared.snapshot,
-        pending: prepared.pending,
-    }
+    let (snapshot, pending) = common::workload(profile, nodes, pods, running, seed);
+    assert!(!pending.is_empty());
+    Workload { snapshot, pending }
 }
 
 /// Schedules with a fixed batch size (`Some`) or the opt-in adaptive one (`None`).

@@ -16,14 +16,13 @@
 //!    class set to its own equivalence class (nothing shared across classes, as
 //!    before) give identical placements and identical failure messages.
 
-use std::path::PathBuf;
+mod common;
 
-use corral_loadgen::cluster::{Args, Profile, generate};
+use common::workload;
+use corral_loadgen::cluster::Profile;
 use corral_scheduler::config::default_frameworks;
 use corral_scheduler::framework::{CycleState, Framework};
-use corral_scheduler::input::from_objects;
 use corral_scheduler::scheduler::{Options, Scheduler};
-use corral_scheduler::simulate::prepare;
 use corral_scheduler::snapshot::{PodInfo, Snapshot};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
@@ -45,29 +44,6 @@ impl Rng {
     fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
         &xs[self.below(xs.len() as u64) as usize]
     }
-}
-
-fn workload(
-    profile: Profile,
-    nodes: u32,
-    pods: u64,
-    running: u64,
-    seed: u64,
-) -> (Snapshot, Vec<PodInfo>) {
-    let c = generate(&Args {
-        nodes,
-        pods,
-        running,
-        profile,
-        seed,
-        out: PathBuf::new(),
-    })
-    .expect("generate workload");
-    let all: Vec<_> = c.running.into_iter().chain(c.pending).collect();
-    let input =
-        from_objects(c.nodes, all, c.namespaces, c.priority_classes).expect("decode workload");
-    let prepared = prepare(input, &default_frameworks());
-    (prepared.snapshot, prepared.pending)
 }
 
 const LABEL_VALUES: &[&str] = &["web-1", "web-2", "batch-3", "red", "green", "x"];
