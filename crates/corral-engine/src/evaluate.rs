@@ -262,7 +262,7 @@ impl LocalCells {
         LocalCells {
             filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
             pass: not_known(snap.num_nodes()),
-            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            scores: LocalScoreCache::for_snapshot(fw, snap),
             nodes_version: snap.nodes_version(),
             skip_key,
         }
@@ -275,6 +275,13 @@ impl LocalCells {
             return Self::new(fw, snap, skip_key);
         }
         clear_stale(&mut self.filter, snap);
+        // `pass` of changed nodes forgotten with the score cells: while the scores
+        // are fresh (`LocalScoreCache::fresh_for`), a set `pass` is current.
+        for (p, n) in self.pass.iter_mut().zip(snap.nodes()) {
+            if *p.get_mut() != n.generation {
+                *p.get_mut() = u64::MAX;
+            }
+        }
         self.scores.invalidate_stale(snap);
         self
     }

@@ -45,64 +45,100 @@ pub(crate) fn rank_key(total: i64, tie: u64, node: usize) -> u128 {
     (u128::from(hi) << 64) | u128::from(mix64(tie ^ node as u64))
 }
 
+/// Distinct totals of a window tracked by [`select_best`] before it falls back to
+/// selecting among all keys.
+const LEVELS: usize = 8;
+
 /// The `k` best candidates of a scored window — the `k` smallest
 /// [`rank_key`]s of `(nodes[j], totals[j])` — as `(key, j)`, ascending: exactly
 /// what selecting among all keys gives (keys are distinct).
 ///
-/// When at least `k` nodes share the best total (SchedulingBasic's identical nodes),
-/// the `k` best are the `k` smallest tie hashes among them. Hashes are uniform, so
-/// only those below a threshold expected to admit about `4k` of them are kept
-/// (exact: every hash below it is kept, so if at least `k` are, the `k` smallest
-/// are among them; otherwise all are kept) and selected on 64-bit hashes.
+/// Windows hold few distinct totals (SchedulingBasic's identical nodes differ only
+/// by how many pods they hold), so the totals are counted per level first: every
+/// node above the cut level (the level where the running count reaches `k`) is
+/// among the `k` best, and of the cut level the `need` smallest tie hashes are.
+/// Hashes are uniform, so only the cut level's hashes below a threshold expected
+/// to admit about `1.5 × need + 16` of them are kept (exact: every hash below it is
+/// kept, so if at least `need` are, the `need` smallest are among them; otherwise
+/// the cut level is collected again without threshold). More than [`LEVELS`]
+/// distinct totals: selection among all keys.
 pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -> Vec<(u128, u32)> {
     let k = k.max(1);
     let m = nodes.len().min(totals.len());
-    let Some(&best) = totals[..m].iter().max() else {
-        return Vec::new();
-    };
-    let ties = totals[..m].iter().filter(|&&t| t == best).count();
-    if m > k && ties >= k {
-        let collect = |limit: u64| -> Vec<(u64, u32)> {
-            let mut v = Vec::with_capacity((4 * k).min(ties) + 8);
-            for j in 0..m {
-                if totals[j] == best {
-                    let h = mix64(tie ^ nodes[j] as u64);
-                    if h <= limit {
-                        v.push((h, j as u32));
-                    }
+    let mut lv = [(0i64, 0usize); LEVELS];
+    let mut nl = 0;
+    if m > k {
+        for &t in &totals[..m] {
+            match lv[..nl].iter_mut().find(|e| e.0 == t) {
+                Some(e) => e.1 += 1,
+                None if nl < LEVELS => {
+                    lv[nl] = (t, 1);
+                    nl += 1;
+                }
+                None => {
+                    nl = 0;
+                    break;
                 }
             }
-            v
-        };
-        let limit = if 4 * k >= ties {
-            u64::MAX
-        } else {
-            (u64::MAX / ties as u64).saturating_mul(4 * k as u64)
-        };
-        let mut v = collect(limit);
-        if v.len() < k {
-            v = collect(u64::MAX);
         }
-        if v.len() > k {
-            v.select_nth_unstable(k - 1);
-            v.truncate(k);
-        }
-        v.sort_unstable();
-        let hi = rank_key(best, 0, 0) >> 64 << 64;
-        return v
-            .into_iter()
-            .map(|(h, j)| (hi | u128::from(h), j))
+    }
+    if nl == 0 {
+        let mut keys: Vec<(u128, u32)> = (0..m)
+            .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
             .collect();
+        if keys.len() > k {
+            keys.select_nth_unstable(k - 1);
+            keys.truncate(k);
+        }
+        keys.sort_unstable();
+        return keys;
     }
-    let mut keys: Vec<(u128, u32)> = (0..m)
-        .map(|j| (rank_key(totals[j], tie, nodes[j]), j as u32))
-        .collect();
-    if keys.len() > k {
-        keys.select_nth_unstable(k - 1);
-        keys.truncate(k);
+    let lv = &mut lv[..nl];
+    lv.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    // m > k nodes in all, so the running count reaches k at some level.
+    let mut above = 0;
+    let mut c = 0;
+    while above + lv[c].1 < k {
+        above += lv[c].1;
+        c += 1;
     }
-    keys.sort_unstable();
-    keys
+    let (cut, at_cut) = lv[c];
+    let need = k - above;
+    let want = need + need / 2 + 16;
+    let limit = if want >= at_cut {
+        u64::MAX
+    } else {
+        (u64::MAX / at_cut as u64).saturating_mul(want as u64)
+    };
+    let mut out: Vec<(u128, u32)> = Vec::with_capacity(k);
+    let mut v: Vec<(u64, u32)> = Vec::with_capacity(want.min(at_cut) + 8);
+    for j in 0..m {
+        let t = totals[j];
+        if t > cut {
+            out.push((rank_key(t, tie, nodes[j]), j as u32));
+        } else if t == cut {
+            let h = mix64(tie ^ nodes[j] as u64);
+            if h <= limit {
+                v.push((h, j as u32));
+            }
+        }
+    }
+    if v.len() < need {
+        v.clear();
+        for j in 0..m {
+            if totals[j] == cut {
+                v.push((mix64(tie ^ nodes[j] as u64), j as u32));
+            }
+        }
+    }
+    if v.len() > need {
+        v.select_nth_unstable(need - 1);
+        v.truncate(need);
+    }
+    let hi = rank_key(cut, 0, 0) >> 64 << 64;
+    out.extend(v.into_iter().map(|(h, j)| (hi | u128::from(h), j)));
+    out.sort_unstable();
+    out
 }
 
 /// `Some(now - d)`: a start instant for `Framework::observe_point` that reports the
@@ -155,6 +191,8 @@ pub(crate) fn evaluate_ranked(
     let nodes = snap.nodes();
     let to_find = num_feasible_nodes_to_find(fw.percentage_of_nodes_to_score, num_all);
     let mut state = st.clone();
+    // No node changed since the cells were refreshed (the batch's parallel phase).
+    let fresh = local.scores.fresh_for(snap);
 
     // Filter: the scan window, in rotated order.
     let t_filter = fw.point_start();
@@ -163,7 +201,14 @@ pub(crate) fn evaluate_ranked(
     let mut idx = start % num_all;
     for i in 0..num_all {
         let node: &NodeInfo = &nodes[idx];
-        let pass = local.pass[idx].load(Ordering::Relaxed) == node.generation || {
+        let p = local.pass[idx].load(Ordering::Relaxed);
+        // Fresh cells: a set `pass` is current (no node read).
+        let known = if fresh {
+            p != u64::MAX
+        } else {
+            p == node.generation
+        };
+        let pass = known || {
             let run_local = || fw.run_filter_masked(&state, pod, node, snap, pure);
             let (g, s) = local.filter[idx].get_or_init(|| (node.generation, run_local()));
             let ok = if *g == node.generation {

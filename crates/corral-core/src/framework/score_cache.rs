@@ -17,26 +17,47 @@ use crate::snapshot::{PodInfo, Snapshot};
 /// Generation of an empty cell (node generations never reach it).
 const EMPTY_CELL: u64 = u64::MAX;
 
-/// Cache of one equivalence class's node-local scores: per node one cell, valid for
-/// the node generation it was computed at, holding the weighted sum of the active
-/// rescorable plugins' scores (column 0) and the raw score of each node-local plugin
-/// with a normalization (one column each). Cells are filled concurrently by the
-/// pods of a batch: every filler of a cell computes the same values (same class,
-/// same node generation; the snapshot is immutable during evaluation), the values
-/// are stored before the generation (release) and read after it (acquire).
+/// Cache of one equivalence class's node-local scores, dense by node position: per
+/// node one generation stamp (the node generation the node's values were computed
+/// at), the weighted sum of the active rescorable plugins' scores (`sums`) and the
+/// raw score of each node-local plugin with a normalization (`raws`, one column
+/// each). Cells are filled concurrently by the pods of a batch: every filler of a
+/// cell computes the same values (same class, same node generation; the snapshot is
+/// immutable during evaluation), the values are stored before the generation
+/// (release) and read after it (acquire).
+///
+/// Freshness: [`LocalScoreCache::invalidate_stale`] (run between batches) empties
+/// the cells of changed nodes and records the snapshot's (generation,
+/// nodes_version). While the snapshot still has that stamp (the parallel phase of a
+/// batch: no node changed since), a filled cell is current without reading its
+/// node's generation, so the gather of a pod's totals is a read of the dense
+/// arrays; after a commit (the committer's re-evaluations) every cell is checked
+/// against its node's generation as before.
 pub struct LocalScoreCache {
-    /// Per score plugin: the column (minus one) of its raw score, for node-local
+    /// Per score plugin: the column of its raw score in `raws`, for node-local
     /// plugins with a normalization.
     raw_col: Vec<Option<usize>>,
-    /// Values per node: 1 + the number of normalized node-local plugins.
-    width: usize,
     gens: Vec<AtomicU64>,
-    vals: Vec<AtomicI64>,
+    /// Per node: the weighted sum of the rescorable plugins' scores.
+    sums: Vec<AtomicI64>,
+    /// Per normalized node-local plugin (column), per node: its raw score.
+    raws: Vec<Vec<AtomicI64>>,
     /// The active node-local Score plugins (bit per position in `Framework::score`)
     /// the cells are computed for; `EMPTY_CELL` until the first pod claims it. A
     /// pod of the class whose PreScore skipped a different set is scored uncached.
     key: AtomicU64,
     num_nodes: usize,
+    /// The snapshot's (generation, nodes_version) when stale cells were last
+    /// emptied (`(EMPTY_CELL, EMPTY_CELL)`: never, so not known fresh).
+    fresh_at: (u64, u64),
+}
+
+fn empty_cells(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(EMPTY_CELL)).collect()
+}
+
+fn zeros(n: usize) -> Vec<AtomicI64> {
+    (0..n).map(|_| AtomicI64::new(0)).collect()
 }
 
 impl LocalScoreCache {
@@ -53,41 +74,53 @@ impl LocalScoreCache {
                 })
             })
             .collect();
-        let width = 1 + n;
         LocalScoreCache {
             raw_col,
-            width,
-            gens: (0..num_nodes).map(|_| AtomicU64::new(EMPTY_CELL)).collect(),
-            vals: (0..num_nodes * width).map(|_| AtomicI64::new(0)).collect(),
+            gens: empty_cells(num_nodes),
+            sums: zeros(num_nodes),
+            raws: (0..n).map(|_| zeros(num_nodes)).collect(),
             key: AtomicU64::new(EMPTY_CELL),
             num_nodes,
+            fresh_at: (EMPTY_CELL, EMPTY_CELL),
         }
+    }
+
+    /// A cache for `snap`'s nodes, fresh for `snap` as it is now.
+    pub fn for_snapshot(fw: &Framework, snap: &Snapshot) -> Self {
+        let mut c = Self::new(fw, snap.num_nodes());
+        c.fresh_at = (snap.generation(), snap.nodes_version());
+        c
     }
 
     /// Drops cached scores of nodes changed since they were computed.
     pub fn invalidate_stale(&mut self, snap: &Snapshot) {
         let nodes = snap.nodes();
         if self.num_nodes != nodes.len() {
-            *self = LocalScoreCache {
-                raw_col: std::mem::take(&mut self.raw_col),
-                width: self.width,
-                gens: (0..nodes.len())
-                    .map(|_| AtomicU64::new(EMPTY_CELL))
-                    .collect(),
-                vals: (0..nodes.len() * self.width)
-                    .map(|_| AtomicI64::new(0))
-                    .collect(),
-                key: AtomicU64::new(EMPTY_CELL),
-                num_nodes: nodes.len(),
-            };
-            return;
-        }
-        for (g, node) in self.gens.iter_mut().zip(nodes) {
-            let g = g.get_mut();
-            if *g != EMPTY_CELL && *g != node.generation {
-                *g = EMPTY_CELL;
+            let n = nodes.len();
+            self.gens = empty_cells(n);
+            self.sums = zeros(n);
+            for r in &mut self.raws {
+                *r = zeros(n);
+            }
+            self.key = AtomicU64::new(EMPTY_CELL);
+            self.num_nodes = n;
+        } else {
+            for (g, node) in self.gens.iter_mut().zip(nodes) {
+                let g = g.get_mut();
+                if *g != EMPTY_CELL && *g != node.generation {
+                    *g = EMPTY_CELL;
+                }
             }
         }
+        self.fresh_at = (snap.generation(), snap.nodes_version());
+    }
+
+    /// True while no node of `snap` changed since the last
+    /// [`LocalScoreCache::invalidate_stale`] (or [`LocalScoreCache::for_snapshot`]):
+    /// every filled cell is then current.
+    #[inline]
+    pub fn fresh_for(&self, snap: &Snapshot) -> bool {
+        self.fresh_at == (snap.generation(), snap.nodes_version())
     }
 
     /// Nodes with a filled cell (for tests and diagnostics).
@@ -186,6 +219,35 @@ impl Framework {
         Ok(ScoreTotals { totals, locals })
     }
 
+    /// Computes node `i`'s cell of `c` (scores of the active node-local plugins
+    /// `key`); `None` on a Score error or an out-of-range rescorable score.
+    fn fill_cell(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        c: &LocalScoreCache,
+        key: u64,
+        i: usize,
+    ) -> Option<()> {
+        let node = &snap.nodes()[i];
+        let mut sum = 0;
+        for (pi, ws) in self.score.iter().enumerate() {
+            if key & (1u64 << (pi & 63)) == 0 {
+                continue;
+            }
+            let s = ws.plugin.score(state, pod, node, snap).ok()?;
+            match c.raw_col[pi] {
+                Some(col) => c.raws[col][i].store(s, Ordering::Relaxed),
+                None if (MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s) => sum += s * ws.weight,
+                None => return None,
+            }
+        }
+        c.sums[i].store(sum, Ordering::Relaxed);
+        c.gens[i].store(node.generation, Ordering::Release);
+        Some(())
+    }
+
     /// The cached path; `None` on any error or out-of-range score (the caller then
     /// takes the uncached path, which reports it exactly as `run_score` does).
     ///
@@ -208,7 +270,6 @@ impl Framework {
         if c.num_nodes != all.len() || nodes.is_empty() {
             return None;
         }
-        let w = c.width;
         // Active normalized node-local plugins: (plugin index, column).
         let normalized: Vec<(usize, usize)> = c
             .raw_col
@@ -219,41 +280,36 @@ impl Framework {
                     .map(|k| (pi, k))
             })
             .collect();
+        // Fresh (no node changed since stale cells were emptied): a filled cell is
+        // current, no node is read. Else each cell is checked against its node.
+        let fresh = c.fresh_for(snap);
         let mut locals = Vec::with_capacity(nodes.len());
+        for &i in nodes {
+            let g = c.gens[i].load(Ordering::Acquire);
+            let current = if fresh {
+                g != EMPTY_CELL
+            } else {
+                g == all[i].generation
+            };
+            if !current {
+                self.fill_cell(state, pod, snap, c, key, i)?;
+            }
+            locals.push(c.sums[i].load(Ordering::Relaxed));
+        }
         // Per active normalized plugin: the first node's raw score, and whether
         // every node had it.
-        let mut first: Vec<i64> = Vec::with_capacity(normalized.len());
-        let mut uniform: Vec<bool> = vec![true; normalized.len()];
-        for &i in nodes {
-            let node = &all[i];
-            let cell = &c.vals[i * w..(i + 1) * w];
-            if c.gens[i].load(Ordering::Acquire) != node.generation {
-                let mut sum = 0;
-                for (pi, ws) in self.score.iter().enumerate() {
-                    if key & (1u64 << (pi & 63)) == 0 {
-                        continue;
-                    }
-                    let s = ws.plugin.score(state, pod, node, snap).ok()?;
-                    match c.raw_col[pi] {
-                        Some(col) => cell[1 + col].store(s, Ordering::Relaxed),
-                        None if (MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s) => {
-                            sum += s * ws.weight
-                        }
-                        None => return None,
-                    }
-                }
-                cell[0].store(sum, Ordering::Relaxed);
-                c.gens[i].store(node.generation, Ordering::Release);
-            }
-            locals.push(cell[0].load(Ordering::Relaxed));
-            for (k, &(_, col)) in normalized.iter().enumerate() {
-                let r = cell[1 + col].load(Ordering::Relaxed);
-                match first.get(k) {
-                    None => first.push(r),
-                    Some(&f) => uniform[k] &= f == r,
-                }
-            }
-        }
+        let first: Vec<i64> = normalized
+            .iter()
+            .map(|&(_, col)| c.raws[col][nodes[0]].load(Ordering::Relaxed))
+            .collect();
+        let uniform: Vec<bool> = normalized
+            .iter()
+            .zip(&first)
+            .map(|(&(_, col), &f)| {
+                let raw = &c.raws[col];
+                nodes.iter().all(|&i| raw[i].load(Ordering::Relaxed) == f)
+            })
+            .collect();
         // Added to every node (uniform normalized plugins) / per node (the others).
         let mut constant = 0i64;
         let mut extra: Option<Vec<i64>> = None;
@@ -296,7 +352,7 @@ impl Framework {
                 .iter()
                 .map(|&i| NodeScore {
                     node: i,
-                    score: c.vals[i * w + 1 + col].load(Ordering::Relaxed),
+                    score: c.raws[col][i].load(Ordering::Relaxed),
                 })
                 .collect();
             add(&mut extra, pi, &mut raw)?;
