@@ -838,6 +838,10 @@ fn refresh_pre_filter(
     let nodes = snap.nodes();
     for p in &fw.pre_filter {
         if state.filter_skipped(p.name()) {
+            if !p.skip_depends_on_pods() {
+                // Skips by the pod alone: still skips.
+                continue;
+            }
             let mut probe = CycleState::new();
             let (_, st) = p.pre_filter(&mut probe, pod, snap);
             if !st.is_skip() {
@@ -879,6 +883,10 @@ fn revalidate(
         if state.filter_skipped(p.name()) {
             // A plugin that did not apply may apply now (e.g. a committed pod carries
             // required anti-affinity): re-evaluate fully in the next batch then.
+            // Not asked again of a plugin that skips by the pod alone.
+            if !p.skip_depends_on_pods() {
+                continue;
+            }
             let mut probe = CycleState::new();
             let (_, st) = p.pre_filter(&mut probe, pod, snap);
             if !st.is_skip() {

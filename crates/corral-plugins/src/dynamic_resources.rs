@@ -34,6 +34,11 @@ impl PreFilterPlugin for DynamicResources {
             (None, Status::skip())
         }
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

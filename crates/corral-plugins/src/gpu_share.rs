@@ -603,6 +603,11 @@ impl PreFilterPlugin for GpuShare {
             Err(e) => (None, Status::unresolvable(e)),
         }
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl FilterPlugin for GpuShare {

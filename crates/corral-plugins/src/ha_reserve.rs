@@ -324,6 +324,11 @@ impl PreFilterPlugin for HaReserve {
     fn extensions(&self) -> Option<&dyn PreFilterExtensions> {
         Some(self)
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl PreFilterExtensions for HaReserve {

@@ -38,6 +38,11 @@ impl PreFilterPlugin for NodeName {
             ),
         }
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl FilterPlugin for NodeName {

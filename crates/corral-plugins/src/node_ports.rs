@@ -41,6 +41,11 @@ impl PreFilterPlugin for NodePorts {
             (None, Status::success())
         }
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl FilterPlugin for NodePorts {

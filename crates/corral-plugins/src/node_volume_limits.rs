@@ -197,6 +197,11 @@ impl PreFilterPlugin for NodeVolumeLimits {
             },
         )
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl FilterPlugin for NodeVolumeLimits {

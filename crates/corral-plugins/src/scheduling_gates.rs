@@ -43,6 +43,11 @@ impl PreFilterPlugin for SchedulingGates {
             )
         }
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

@@ -165,6 +165,15 @@ pub trait PreFilterPlugin: Plugin {
     fn extensions(&self) -> Option<&dyn PreFilterExtensions> {
         None
     }
+
+    /// Whether this PreFilter's Skip can change when pods (or assumed volumes) are
+    /// added to the snapshot. `false` declares that it skips a pod or not by the pod
+    /// and the plugin's configuration alone: the batch committer then does not ask
+    /// again, for a pod evaluated before other pods were committed, whether the
+    /// plugin still skips it. Default `true` (always asked again).
+    fn skip_depends_on_pods(&self) -> bool {
+        true
+    }
 }
 
 /// Incrementally updates a plugin's PreFilter state when a pod is added to / removed
