@@ -65,19 +65,28 @@ const LEVELS: usize = 8;
 pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -> Vec<(u128, u32)> {
     let k = k.max(1);
     let m = nodes.len().min(totals.len());
+    let totals = &totals[..m];
     let mut lv = [(0i64, 0usize); LEVELS];
     let mut nl = 0;
     if m > k {
-        for &t in &totals[..m] {
-            match lv[..nl].iter_mut().find(|e| e.0 == t) {
-                Some(e) => e.1 += 1,
-                None if nl < LEVELS => {
-                    lv[nl] = (t, 1);
-                    nl += 1;
-                }
-                None => {
-                    nl = 0;
-                    break;
+        // Most windows: at least k nodes share the best total (one level suffices).
+        let best = totals.iter().copied().max().unwrap_or(0);
+        let ties = totals.iter().filter(|&&t| t == best).count();
+        if ties >= k {
+            lv[0] = (best, ties);
+            nl = 1;
+        } else {
+            for &t in totals {
+                match lv[..nl].iter_mut().find(|e| e.0 == t) {
+                    Some(e) => e.1 += 1,
+                    None if nl < LEVELS => {
+                        lv[nl] = (t, 1);
+                        nl += 1;
+                    }
+                    None => {
+                        nl = 0;
+                        break;
+                    }
                 }
             }
         }
@@ -105,7 +114,7 @@ pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -
     let (cut, at_cut) = lv[c];
     let need = k - above;
     let want = need + need / 2 + 16;
-    let limit = if want >= at_cut {
+    let mut limit = if want >= at_cut {
         u64::MAX
     } else {
         (u64::MAX / at_cut as u64).saturating_mul(want as u64)
@@ -114,30 +123,75 @@ pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -
     let mut v: Vec<(u64, u32)> = Vec::with_capacity(want.min(at_cut) + 8);
     for j in 0..m {
         let t = totals[j];
-        if t > cut {
-            out.push((rank_key(t, tie, nodes[j]), j as u32));
-        } else if t == cut {
+        if t == cut {
             let h = mix64(tie ^ nodes[j] as u64);
             if h <= limit {
                 v.push((h, j as u32));
             }
+        } else if t > cut {
+            out.push((rank_key(t, tie, nodes[j]), j as u32));
         }
     }
     if v.len() < need {
         v.clear();
+        limit = u64::MAX;
         for j in 0..m {
             if totals[j] == cut {
                 v.push((mix64(tie ^ nodes[j] as u64), j as u32));
             }
         }
     }
-    if v.len() > need {
-        v.select_nth_unstable(need - 1);
-        v.truncate(need);
-    }
-    let hi = rank_key(cut, 0, 0) >> 64 << 64;
-    out.extend(v.into_iter().map(|(h, j)| (hi | u128::from(h), j)));
+    // Higher totals first (all of them are among the k best), then the cut level's
+    // `need` smallest hashes, ascending.
     out.sort_unstable();
+    let v = smallest_sorted(v, need, limit);
+    let hi = rank_key(cut, 0, 0) >> 64 << 64;
+    out.extend(v.iter().map(|&(h, j)| (hi | u128::from(h), j)));
+    out
+}
+
+/// The `need` smallest of `v` (distinct hashes, each `<= limit`), ascending: a
+/// bucket sort by the hashes' top bits (the hashes are uniform below `limit`, so
+/// buckets hold about one each) with an insertion sort within each bucket.
+fn smallest_sorted(v: Vec<(u64, u32)>, need: usize, limit: u64) -> Vec<(u64, u32)> {
+    let n = v.len();
+    if n <= 32 {
+        let mut v = v;
+        v.sort_unstable();
+        v.truncate(need);
+        return v;
+    }
+    let bits = n.next_power_of_two().trailing_zeros();
+    let used = 64 - limit.leading_zeros();
+    let shift = used.saturating_sub(bits);
+    let buckets = 1usize << bits;
+    let bucket = |h: u64| ((h >> shift) as usize).min(buckets - 1);
+    let mut start = vec![0u32; buckets + 1];
+    for &(h, _) in &v {
+        start[bucket(h) + 1] += 1;
+    }
+    for b in 0..buckets {
+        start[b + 1] += start[b];
+    }
+    let mut out = vec![(0u64, 0u32); n];
+    let mut next = start.clone();
+    for &e in &v {
+        let b = bucket(e.0);
+        out[next[b] as usize] = e;
+        next[b] += 1;
+    }
+    // Buckets are in hash order; sort each (tiny) bucket, stopping once `need`
+    // elements are placed.
+    for b in 0..buckets {
+        let (lo, hi) = (start[b] as usize, start[b + 1] as usize);
+        if hi - lo > 1 {
+            out[lo..hi].sort_unstable();
+        }
+        if hi >= need {
+            break;
+        }
+    }
+    out.truncate(need);
     out
 }
 
@@ -442,6 +496,44 @@ mod tests {
         // Most pods take the fast path (all but the spread template and the
         // single-feasible-node cases).
         assert!(fast * 2 > total, "fast path taken {fast} of {total} times");
+    }
+
+    /// `smallest_sorted` equals sorting and truncating, for uniform hashes below
+    /// a limit, skewed ones, and hashes above the limit it was given.
+    #[test]
+    fn smallest_sorted_matches_sort() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for n in [0usize, 1, 31, 33, 100, 257, 1000] {
+            for limit in [u64::MAX, u64::MAX / 7, 1 << 20, 5000] {
+                for need in [1usize, 16, 64, 2000] {
+                    let mut v: Vec<(u64, u32)> = (0..n)
+                        .map(|j| {
+                            let h = match j % 3 {
+                                0 => rng.random_range(0..=limit),
+                                1 => rng.random_range(0..=limit / 64),
+                                _ => rng.random(),
+                            };
+                            (h, j as u32)
+                        })
+                        .collect();
+                    v.sort_unstable();
+                    v.dedup_by_key(|e| e.0);
+                    let mut want = v.clone();
+                    want.truncate(need);
+                    let mut shuffled = v.clone();
+                    for i in (1..shuffled.len()).rev() {
+                        shuffled.swap(i, rng.random_range(0..=i));
+                    }
+                    assert_eq!(
+                        smallest_sorted(shuffled, need.min(v.len().max(1)), limit),
+                        want.into_iter()
+                            .take(need.min(v.len().max(1)))
+                            .collect::<Vec<_>>(),
+                        "n {n} limit {limit} need {need}"
+                    );
+                }
+            }
+        }
     }
 
     /// `select_best` equals sorting all keys and taking the first k, with few

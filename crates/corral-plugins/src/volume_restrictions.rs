@@ -161,6 +161,11 @@ impl PreFilterPlugin for VolumeRestrictions {
     fn extensions(&self) -> Option<&dyn PreFilterExtensions> {
         Some(self)
     }
+
+    /// Skips by the pod alone (see `PreFilterPlugin::skip_depends_on_pods`).
+    fn skip_depends_on_pods(&self) -> bool {
+        false
+    }
 }
 
 impl PreFilterExtensions for VolumeRestrictions {

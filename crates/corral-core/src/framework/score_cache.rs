@@ -371,14 +371,22 @@ impl Framework {
             }
             add(&mut extra, pi, &mut scores)?;
         }
-        let totals = match &extra {
-            Some(e) => locals
-                .iter()
-                .zip(e)
-                .map(|(l, x)| l + constant + x)
-                .collect(),
-            None => locals.iter().map(|l| l + constant).collect(),
-        };
+        // A copy of the sums plus the constant (and the per-node part): plain
+        // slice loops.
+        let mut totals = locals.clone();
+        match &extra {
+            Some(e) => {
+                for (t, x) in totals.iter_mut().zip(e) {
+                    *t += constant + x;
+                }
+            }
+            None if constant != 0 => {
+                for t in totals.iter_mut() {
+                    *t += constant;
+                }
+            }
+            None => {}
+        }
         Some(ScoreTotals { totals, locals })
     }
 }
