@@ -103,7 +103,7 @@ pub(crate) fn select_best(k: usize, nodes: &[usize], totals: &[i64], tie: u64) -
         return keys;
     }
     let lv = &mut lv[..nl];
-    lv.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    lv.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
     // m > k nodes in all, so the running count reaches k at some level.
     let mut above = 0;
     let mut c = 0;
