@@ -274,15 +274,22 @@ impl LocalCells {
         if self.nodes_version != snap.nodes_version() || self.skip_key != skip_key {
             return Self::new(fw, snap, skip_key);
         }
-        clear_stale(&mut self.filter, snap);
-        // `pass` of changed nodes forgotten with the score cells: while the scores
-        // are fresh (`LocalScoreCache::fresh_for`), a set `pass` is current.
-        for (p, n) in self.pass.iter_mut().zip(snap.nodes()) {
-            if *p.get_mut() != n.generation {
-                *p.get_mut() = u64::MAX;
-            }
+        if self.filter.len() != snap.num_nodes() || self.pass.len() != snap.num_nodes() {
+            return Self::new(fw, snap, skip_key);
         }
-        self.scores.invalidate_stale(snap);
+        // One read of each node: stale Filter cells emptied, `pass` of changed nodes
+        // forgotten with the score cells (while the scores are fresh,
+        // `LocalScoreCache::fresh_for`, a set `pass` is current).
+        let (filter, pass) = (&mut self.filter, &mut self.pass);
+        self.scores.invalidate_stale_with(snap, |i, g| {
+            if filter[i].get().is_some_and(|(cg, _)| *cg != g) {
+                filter[i].take();
+            }
+            let p = pass[i].get_mut();
+            if *p != g {
+                *p = u64::MAX;
+            }
+        });
         self
     }
 }

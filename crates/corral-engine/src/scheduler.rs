@@ -429,6 +429,7 @@ impl Scheduler {
                         st,
                         &q.pod,
                         &[(batch[first].pod.clone(), 0)],
+                        batch[first].pod.has_affinity(),
                         hostname_local,
                     ),
                     _ => false,
@@ -522,6 +523,8 @@ impl Scheduler {
         self.batch_conflicts = 0;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
+        // How many of `committed` have pod (anti-)affinity terms.
+        let mut committed_affinity = 0usize;
         let mut requeue = Vec::new();
         // Per class: the PreFilter state of its deferred pods, brought up to date
         // with the first `usize` committed pods (each deferred pod adds only the pods
@@ -568,6 +571,7 @@ impl Scheduler {
                                 &ev.state,
                                 &pod,
                                 &committed,
+                                committed_affinity > 0,
                                 hostname_local,
                             ));
                     let chosen = if stale {
@@ -724,6 +728,7 @@ impl Scheduler {
                                 self.snapshot.assume_volumes(&pod.key, b);
                             }
                             self.touched[node_idx] = self.epoch;
+                            committed_affinity += usize::from(pod.has_affinity());
                             committed.push((pod.clone(), node_idx));
                             *placed += 1;
                             report.placements.push(Placement {
@@ -831,6 +836,7 @@ fn cross_node_sensitive(
     state: &CycleState,
     pod: &PodInfo,
     committed: &[(Arc<PodInfo>, usize)],
+    any_committed_affinity: bool,
     hostname_local: bool,
 ) -> bool {
     use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME};
@@ -854,8 +860,12 @@ fn cross_node_sensitive(
     };
     let local_anti = |t: &AffinityTerm| hostname_local && t.topology_key == LABEL_HOSTNAME;
     let own = scoring_terms(pod);
-    // Nothing on this pod's side: only committed pods with terms can matter.
+    // Nothing on this pod's side: only committed pods with terms can matter
+    // (`any_committed_affinity`: whether one of `committed` has any).
     let own_side = !own.is_empty() || pod.has_affinity() || !spread.is_empty();
+    if !own_side && !any_committed_affinity {
+        return false;
+    }
     committed.iter().any(|(q, _)| {
         if !own_side && !q.has_affinity() {
             return false;

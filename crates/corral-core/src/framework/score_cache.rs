@@ -94,6 +94,12 @@ impl LocalScoreCache {
 
     /// Drops cached scores of nodes changed since they were computed.
     pub fn invalidate_stale(&mut self, snap: &Snapshot) {
+        self.invalidate_stale_with(snap, |_, _| {});
+    }
+
+    /// [`LocalScoreCache::invalidate_stale`], also calling `each(i, generation)` for
+    /// every node (one read of each node for the caller's per-node cells too).
+    pub fn invalidate_stale_with(&mut self, snap: &Snapshot, mut each: impl FnMut(usize, u64)) {
         let nodes = snap.nodes();
         if self.num_nodes != nodes.len() {
             let n = nodes.len();
@@ -104,12 +110,17 @@ impl LocalScoreCache {
             }
             self.key = AtomicU64::new(EMPTY_CELL);
             self.num_nodes = n;
+            for (i, node) in nodes.iter().enumerate() {
+                each(i, node.generation);
+            }
         } else {
-            for (g, node) in self.gens.iter_mut().zip(nodes) {
+            for (i, (g, node)) in self.gens.iter_mut().zip(nodes).enumerate() {
                 let g = g.get_mut();
-                if *g != EMPTY_CELL && *g != node.generation {
+                let ng = node.generation;
+                if *g != EMPTY_CELL && *g != ng {
                     *g = EMPTY_CELL;
                 }
+                each(i, ng);
             }
         }
         self.fresh_at = (snap.generation(), snap.nodes_version());
