@@ -59,31 +59,6 @@ pub const DEFAULT_BATCH_SIZE: usize = 64;
 /// Smallest (and first) batch of the adaptive batch size.
 pub const ADAPTIVE_BATCH_MIN: usize = 8;
 
-/// Node visits (pods × `numFeasibleNodesToFind`) of the first batch after the node
-/// set changed, when the class caches' node cells are all cold (see
-/// [`cold_batch_size`]).
-pub const COLD_BATCH_NODE_VISITS: usize = 4096;
-
-/// The batch size of the fixed (default) mode: after the node set changed (a new
-/// scheduler, nodes added or removed, a new health view: every node cell of the
-/// class caches is computed afresh), the first batch takes
-/// `COLD_BATCH_NODE_VISITS / to_find` pods (`to_find`: the nodes a pod scans, kube's
-/// `numFeasibleNodesToFind`), at least [`ADAPTIVE_BATCH_MIN`], and each following
-/// batch (`batch`: its number since the change, from 0) twice as many, up to `max`.
-/// A cold batch computes the cells of every node its pods scan, which costs
-/// several times a warm one: without the ramp the whole first batch of 64 pods
-/// waits for it (on 5,000 nodes, 64 pods scan the cluster six times over). Small
-/// clusters are unaffected (`to_find` ≤ 64 nodes: always `max`). Depends only on
-/// the node count and the batch number, never on timing; decisions do not depend
-/// on the batch size for pods without cross-node constraints (the differential
-/// test), and for the others every batch size makes kube's decision on the state
-/// committed before the pod.
-pub fn cold_batch_size(max: usize, to_find: usize, batch: u32) -> usize {
-    let max = max.max(1);
-    let first = (COLD_BATCH_NODE_VISITS / to_find.max(1)).max(ADAPTIVE_BATCH_MIN);
-    first.saturating_mul(1usize << batch.min(16)).min(max)
-}
-
 /// The adaptive batch size after a batch of `taken` pods (of a target `cur`) with
 /// `conflicts` (pods none of whose candidates survived re-validation: their
 /// batch-parallel evaluation was wasted and they were evaluated again
@@ -164,9 +139,6 @@ pub struct Scheduler {
     batch_conflicts: usize,
     /// Stale or deferred pods evaluated at commit in the current `schedule_all`.
     reevaluated: u64,
-    /// [`cold_batch_size`]'s state: the node set (`Snapshot::nodes_version`) and
-    /// the number of batches since it changed.
-    cold: (u64, u32),
 }
 
 struct Failed {
@@ -191,7 +163,6 @@ impl Scheduler {
             batch_now: 0,
             batch_conflicts: 0,
             reevaluated: 0,
-            cold: (u64::MAX, 0),
         }
     }
 
@@ -237,7 +208,7 @@ impl Scheduler {
             while !q.is_empty() {
                 let max = self.opts.batch_size.max(1);
                 let size = if !self.opts.adaptive_batch {
-                    self.fixed_batch_size(max)
+                    max
                 } else if self.batch_now == 0 {
                     ADAPTIVE_BATCH_MIN.min(max)
                 } else {
@@ -316,28 +287,6 @@ impl Scheduler {
             commit_ms: self.commit_time.as_secs_f64() * 1000.0,
         };
         report
-    }
-
-    /// The next batch's size in the fixed mode ([`cold_batch_size`]).
-    fn fixed_batch_size(&mut self, max: usize) -> usize {
-        let v = self.snapshot.nodes_version();
-        if self.cold.0 != v {
-            self.cold = (v, 0);
-        }
-        let to_find = self
-            .frameworks
-            .iter()
-            .map(|f| {
-                num_feasible_nodes_to_find(
-                    f.percentage_of_nodes_to_score,
-                    self.snapshot.num_nodes(),
-                )
-            })
-            .max()
-            .unwrap_or(0);
-        let size = cold_batch_size(max, to_find, self.cold.1);
-        self.cold.1 = self.cold.1.saturating_add(1);
-        size
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1023,26 +972,6 @@ fn _assert_send_sync() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cold_batches_ramp_up_on_large_clusters_only() {
-        // 5,000 nodes (500 scanned per pod): 8, 16, 32, 64, 64.
-        let sizes: Vec<usize> = (0..5).map(|b| cold_batch_size(64, 500, b)).collect();
-        assert_eq!(sizes, [8, 16, 32, 64, 64]);
-        // 1,000 nodes (420 scanned): 9, 18, 36, 64.
-        assert_eq!(cold_batch_size(64, 420, 0), 9);
-        assert_eq!(cold_batch_size(64, 420, 3), 64);
-        // 15,000 and 50,000 nodes (750, 2,500 scanned): the minimum first.
-        assert_eq!(cold_batch_size(64, 2500, 0), ADAPTIVE_BATCH_MIN);
-        // Small clusters (at most 64 nodes scanned): the full batch at once.
-        assert_eq!(cold_batch_size(64, 50, 0), 64);
-        assert_eq!(cold_batch_size(64, 64, 0), 64);
-        // The maximum always wins (batch size 1 = sequential), and late batches
-        // do not overflow.
-        assert_eq!(cold_batch_size(1, 500, 0), 1);
-        assert_eq!(cold_batch_size(32, 500, 40), 32);
-        assert_eq!(cold_batch_size(64, 0, 0), 64);
-    }
 
     #[test]
     fn adaptive_batch_size_doubles_halves_and_stays_in_bounds() {
