@@ -22,6 +22,9 @@ struct PreScoreState {
     /// Index of the hostname key in `scores` when its values can be looked up by node
     /// name (see [`host_values_are_node_names`]).
     host_by_name: Option<usize>,
+    /// With `host_by_name`: the hostname key's scores by node position (sorted by
+    /// position; the node named by each value), for `nodes_version`.
+    host_by_pos: Vec<(usize, i64)>,
     /// Per key of `scores`: its scores per value id of the snapshot's topology-domain
     /// index for that key (keys with few values), so Score reads a node's value id
     /// by position instead of looking its label up; `None`: the label path.
@@ -251,6 +254,14 @@ impl PreScorePlugin for InterPodAffinity {
         let host_by_name = scores
             .key_id(LABEL_HOSTNAME)
             .filter(|&i| host_values_are_node_names(&scores.values[i], snap));
+        let host_by_pos = host_by_name.map_or_else(Vec::new, |i| {
+            let mut v: Vec<(usize, i64)> = scores.values[i]
+                .iter()
+                .filter_map(|(name, &w)| Some((snap.position(snap.node(name)?)?, w)))
+                .collect();
+            v.sort_unstable_by_key(|&(p, _)| p);
+            v
+        });
         let by_domain = scores
             .keys
             .iter()
@@ -269,11 +280,42 @@ impl PreScorePlugin for InterPodAffinity {
             PreScoreState {
                 scores,
                 host_by_name,
+                host_by_pos,
                 by_domain,
                 nodes_version: snap.nodes_version(),
             },
         );
         Status::success()
+    }
+}
+
+impl PreScoreState {
+    /// The node's score; `pos`: its position, when this state's position tables
+    /// describe the snapshot (same `nodes_version` and the snapshot's own node).
+    #[inline]
+    fn node_score(&self, node: &NodeInfo, pos: Option<usize>) -> i64 {
+        let mut score = 0i64;
+        for (i, (k, values)) in self.scores.keys.iter().zip(&self.scores.values).enumerate() {
+            if let (Some(pos), Some(Some(d))) = (pos, self.by_domain.get(i)) {
+                // A value id by position and a table read.
+                score += match d.domains.id_at(pos) {
+                    DOMAIN_MISSING => 0,
+                    id => d.per_id.get(id as usize).copied().unwrap_or(0),
+                };
+            } else if self.host_by_name == Some(i) {
+                // No label lookup (string compares) per node.
+                score += match pos {
+                    Some(pos) => self
+                        .host_by_pos
+                        .binary_search_by_key(&pos, |&(p, _)| p)
+                        .map_or(0, |j| self.host_by_pos[j].1),
+                    None => values.get(&*node.name).copied().unwrap_or(0),
+                };
+            } else if let Some(v) = node.labels.get(k) {
+                score += values.get(v.as_str()).copied().unwrap_or(0);
+            }
+        }
+        score
     }
 }
 
@@ -289,28 +331,37 @@ impl ScorePlugin for InterPodAffinity {
         let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
             return Ok(0);
         };
-        // The node's position, when the domain index describes this snapshot.
+        // The node's position, when the position tables describe this snapshot.
         let pos = if s.nodes_version == snap.nodes_version() {
             snap.position(node)
         } else {
             None
         };
-        let mut score = 0i64;
-        for (i, (k, values)) in s.scores.keys.iter().zip(&s.scores.values).enumerate() {
-            if let (Some(pos), Some(Some(d))) = (pos, s.by_domain.get(i)) {
-                // A value id by position and a table read.
-                score += match d.domains.id_at(pos) {
-                    DOMAIN_MISSING => 0,
-                    id => d.per_id.get(id as usize).copied().unwrap_or(0),
-                };
-            } else if s.host_by_name == Some(i) {
-                // No label lookup (string compares) per node.
-                score += values.get(&*node.name).copied().unwrap_or(0);
-            } else if let Some(v) = node.labels.get(k) {
-                score += values.get(v.as_str()).copied().unwrap_or(0);
-            }
+        Ok(s.node_score(node, pos))
+    }
+
+    /// The state is read once per pod, and nodes are looked up by position.
+    fn score_positions(
+        &self,
+        state: &CycleState,
+        _pod: &PodInfo,
+        snap: &Snapshot,
+        positions: &[usize],
+        out: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let all = snap.nodes();
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
+            out.extend(positions.iter().map(|&i| NodeScore { node: i, score: 0 }));
+            return Ok(());
+        };
+        let current = s.nodes_version == snap.nodes_version();
+        out.reserve(positions.len());
+        for &i in positions {
+            let node = &all[i];
+            let score = s.node_score(node, Some(i).filter(|_| current));
+            out.push(NodeScore { node: i, score });
         }
-        Ok(score)
+        Ok(())
     }
 
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
