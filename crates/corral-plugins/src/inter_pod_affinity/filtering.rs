@@ -354,7 +354,13 @@ fn satisfies_existing_anti_affinity(s: &PreFilterState, node: &NodeInfo, snap: &
 }
 
 impl FilterPlugin for InterPodAffinity {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> Status {
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
