@@ -108,7 +108,8 @@ fn parse_args(args: Option<&serde_json::Value>) -> Result<InterPodAffinity, Stri
 }
 
 type ValueMap = HashMap<String, i64, BuildHasherDefault<FxHasher>>;
-type IdMap = HashMap<u32, i64, BuildHasherDefault<FxHasher>>;
+/// Keyed by domain id as `usize`, which [`FxHasher`] hashes with one multiply.
+type IdMap = HashMap<usize, i64, BuildHasherDefault<FxHasher>>;
 
 /// Counts (or weights) per topology pair `(key, value)`, kube's `topologyToMatchedTermCount`.
 ///
@@ -170,14 +171,14 @@ impl KeyCounts {
     #[inline]
     fn get(&self, v: &Val<'_>) -> i64 {
         match v {
-            Val::Id(id) => self.by_id.get(id).copied().unwrap_or(0),
+            Val::Id(id) => self.by_id.get(&(*id as usize)).copied().unwrap_or(0),
             Val::Other(v) => self.other.get(*v).copied().unwrap_or(0),
         }
     }
 
     fn add(&mut self, v: Val<'_>, delta: i64, drop_zero: bool) {
         match v {
-            Val::Id(id) => bump(&mut self.by_id, id, delta, drop_zero),
+            Val::Id(id) => bump(&mut self.by_id, id as usize, delta, drop_zero),
             Val::Other(v) => match self.other.get_mut(v) {
                 Some(c) => {
                     *c += delta;
@@ -203,7 +204,7 @@ impl KeyCounts {
     fn entries(&self) -> impl Iterator<Item = (&str, i64)> {
         self.by_id
             .iter()
-            .map(|(&id, &c)| (self.domains.value(id), c))
+            .map(|(&id, &c)| (self.domains.value(id as u32), c))
             .chain(self.other.iter().map(|(v, &c)| (v.as_str(), c)))
     }
 }
@@ -296,7 +297,7 @@ impl TopologyMap {
                 }
             } else {
                 for (id, d) in &o.by_id {
-                    let v = o.domains.value(*id);
+                    let v = o.domains.value(*id as u32);
                     let v = match kc.domains.id_of(v) {
                         Some(id) => Val::Id(id),
                         None => Val::Other(v),

@@ -223,7 +223,7 @@ impl PreScorePlugin for InterPodAffinity {
             .iter()
             .map(|k| {
                 (current && k.domains.len() <= MAX_DOMAIN_VALUES).then(|| {
-                    (0..k.domains.len() as u32)
+                    (0..k.domains.len())
                         .map(|id| k.by_id.get(&id).copied().unwrap_or(0))
                         .collect()
                 })
@@ -253,7 +253,7 @@ impl PreScoreState {
                 Some(pos) => match (k.domains.id_at(pos), dense) {
                     (DOMAIN_MISSING, _) => 0,
                     (id, Some(d)) => d.get(id as usize).copied().unwrap_or(0),
-                    (id, None) => k.by_id.get(&id).copied().unwrap_or(0),
+                    (id, None) => k.by_id.get(&(id as usize)).copied().unwrap_or(0),
                 },
                 None => k.value_of(node, snap).map_or(0, |v| k.get(&v)),
             };
