@@ -235,6 +235,27 @@ pub trait ScorePlugin: Plugin {
         snap: &Snapshot,
     ) -> Result<i64, Status>;
 
+    /// Scores the snapshot's nodes at `positions` (indices into `snap.nodes()`),
+    /// appending one [`NodeScore`] per position, in order: exactly what [`Self::score`]
+    /// gives on each node (the first error is returned). A plugin may override it to
+    /// read its cycle state once per pod instead of once per node, and to look a
+    /// node's data up by position.
+    fn score_positions(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        positions: &[usize],
+        out: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let all = snap.nodes();
+        for &i in positions {
+            let score = self.score(state, pod, &all[i], snap)?;
+            out.push(NodeScore { node: i, score });
+        }
+        Ok(())
+    }
+
     /// Normalization of this plugin's scores, if it has one.
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
         None

@@ -218,9 +218,16 @@ impl Framework {
                 }
             };
             let mut scores = Vec::with_capacity(nodes.len());
-            for &i in nodes {
-                let s = score(&all[i]).map_err(|st| st.with_plugin(p.name()))?;
-                scores.push(NodeScore { node: i, score: s });
+            if obs.is_none() {
+                // Untimed: the whole set at once (one state read for plugins that
+                // override it).
+                p.score_positions(state, pod, snap, nodes, &mut scores)
+                    .map_err(|st| st.with_plugin(p.name()))?;
+            } else {
+                for &i in nodes {
+                    let s = score(&all[i]).map_err(|st| st.with_plugin(p.name()))?;
+                    scores.push(NodeScore { node: i, score: s });
+                }
             }
             if let Some(n) = p.normalize() {
                 let t = obs.map(|_| Instant::now());

@@ -376,10 +376,9 @@ impl Framework {
                 continue;
             }
             scores.clear();
-            for &i in nodes {
-                let s = ws.plugin.score(state, pod, &all[i], snap).ok()?;
-                scores.push(NodeScore { node: i, score: s });
-            }
+            ws.plugin
+                .score_positions(state, pod, snap, nodes, &mut scores)
+                .ok()?;
             add(&mut extra, pi, &mut scores)?;
         }
         // A copy of the sums plus the constant (and the per-node part): plain

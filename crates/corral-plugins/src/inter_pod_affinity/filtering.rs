@@ -12,7 +12,6 @@ use super::{
 use crate::framework::{
     CycleState, FilterPlugin, PreFilterExtensions, PreFilterPlugin, PreFilterResult, Status,
 };
-use crate::labels::Labels;
 use crate::pod_index::TermKind;
 use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
 
@@ -34,13 +33,13 @@ impl PreFilterState {
             && pod.required_anti_affinity_terms.is_empty()
     }
 
-    /// `updateWithPod`: accounts for `other` (placed on a node with `labels`) with
-    /// multiplier `m` (+1 add, -1 remove).
+    /// `updateWithPod`: accounts for `other` (placed on `node`) with multiplier `m`
+    /// (+1 add, -1 remove).
     fn update_with_pod(
         &mut self,
         pod: &PodInfo,
         other: &PodInfo,
-        labels: &Labels,
+        node: &NodeInfo,
         snap: &Snapshot,
         m: i64,
     ) -> bool {
@@ -51,17 +50,17 @@ impl PreFilterState {
             }
             local &= hostname_term(t);
             if namespace_matches(t, pod, snap) {
-                self.existing_anti.add(labels, &t.topology_key, m, true);
+                self.existing_anti.add(node, snap, &t.topology_key, m, true);
             }
         }
         if matches_all_incoming(&pod.required_affinity_terms, other, snap) {
             for t in &pod.required_affinity_terms {
-                self.affinity.add(labels, &t.topology_key, m, true);
+                self.affinity.add(node, snap, &t.topology_key, m, true);
             }
         }
         for t in &pod.required_anti_affinity_terms {
             if incoming_term_matches(t, other, snap) {
-                self.anti.add(labels, &t.topology_key, m, true);
+                self.anti.add(node, snap, &t.topology_key, m, true);
             }
         }
         local
@@ -110,6 +109,21 @@ pub(super) fn existing_anti_affinity_counts(pod: &PodInfo, snap: &Snapshot) -> T
     existing_anti_affinity(pod, snap).0
 }
 
+/// Entries of the PreFilter state kept by value string (values the domain index the
+/// state was built with lacks).
+#[cfg(test)]
+pub(super) fn values_kept_by_string(state: &CycleState) -> usize {
+    state
+        .read::<PreFilterState>(PRE_FILTER_STATE_KEY)
+        .map_or(0, |s| {
+            [&s.existing_anti, &s.affinity, &s.anti]
+                .iter()
+                .flat_map(|m| &m.keys)
+                .map(|k| k.other.len())
+                .sum()
+        })
+}
+
 /// [`existing_anti_affinity_counts`], and whether every existing term whose label
 /// selector matches the pod is a [`hostname_term`] (for [`filter_is_node_local`]).
 fn existing_anti_affinity(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, bool) {
@@ -128,7 +142,7 @@ fn existing_anti_affinity(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, bool)
             }
             local &= hostname_term(t);
             if namespace_matches(t, pod, snap) {
-                m.add(&node.labels, &t.topology_key, 1, true);
+                m.add(node, snap, &t.topology_key, 1, true);
             }
         }
     }
@@ -165,7 +179,7 @@ pub(super) fn incoming_counts(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, T
                 };
                 if matches_all_incoming(&pod.required_affinity_terms, &e.pod, snap) {
                     for t in &pod.required_affinity_terms {
-                        acc.0.add(&node.labels, &t.topology_key, 1, true);
+                        acc.0.add(node, snap, &t.topology_key, 1, true);
                     }
                 }
             }
@@ -176,7 +190,7 @@ pub(super) fn incoming_counts(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, T
                     continue;
                 };
                 if incoming_term_matches(t, &e.pod, snap) {
-                    acc.1.add(&node.labels, &t.topology_key, 1, true);
+                    acc.1.add(node, snap, &t.topology_key, 1, true);
                 }
             }
         }
@@ -186,12 +200,12 @@ pub(super) fn incoming_counts(pod: &PodInfo, snap: &Snapshot) -> (TopologyMap, T
         for existing in &node.pods {
             if matches_all_incoming(&pod.required_affinity_terms, existing, snap) {
                 for t in &pod.required_affinity_terms {
-                    acc.0.add(&node.labels, &t.topology_key, 1, true);
+                    acc.0.add(node, snap, &t.topology_key, 1, true);
                 }
             }
             for t in &pod.required_anti_affinity_terms {
                 if incoming_term_matches(t, existing, snap) {
-                    acc.1.add(&node.labels, &t.topology_key, 1, true);
+                    acc.1.add(node, snap, &t.topology_key, 1, true);
                 }
             }
         }
@@ -261,7 +275,7 @@ impl InterPodAffinity {
         let Some(s) = state.read_mut::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
-        let local = s.update_with_pod(pod, other, &node.labels, snap, m);
+        let local = s.update_with_pod(pod, other, node, snap, m);
         if m > 0 && !local {
             state.unmark_filter_node_local(NAME);
         }
@@ -298,10 +312,10 @@ fn missing_state(key: &str) -> Status {
 }
 
 /// `satisfyPodAffinity`.
-fn satisfies_affinity(s: &PreFilterState, pod: &PodInfo, labels: &Labels) -> bool {
+fn satisfies_affinity(s: &PreFilterState, pod: &PodInfo, node: &NodeInfo, snap: &Snapshot) -> bool {
     let mut pods_exist = true;
     for t in &pod.required_affinity_terms {
-        match s.affinity.get_for_node(labels, &t.topology_key) {
+        match s.affinity.get_for_node(node, snap, &t.topology_key) {
             // All topology labels must exist on the node.
             None => return false,
             Some(c) if c <= 0 => pods_exist = false,
@@ -314,40 +328,49 @@ fn satisfies_affinity(s: &PreFilterState, pod: &PodInfo, labels: &Labels) -> boo
 }
 
 /// `satisfyPodAntiAffinity`.
-fn satisfies_anti_affinity(s: &PreFilterState, pod: &PodInfo, labels: &Labels) -> bool {
+fn satisfies_anti_affinity(
+    s: &PreFilterState,
+    pod: &PodInfo,
+    node: &NodeInfo,
+    snap: &Snapshot,
+) -> bool {
     if s.anti.is_empty() {
         return true;
     }
-    !pod.required_anti_affinity_terms
-        .iter()
-        .any(|t| s.anti.get_for_node(labels, &t.topology_key).unwrap_or(0) > 0)
+    !pod.required_anti_affinity_terms.iter().any(|t| {
+        s.anti
+            .get_for_node(node, snap, &t.topology_key)
+            .unwrap_or(0)
+            > 0
+    })
 }
 
 /// `satisfyExistingPodsAntiAffinity`: no pair of the node's labels has a count.
-fn satisfies_existing_anti_affinity(s: &PreFilterState, labels: &Labels) -> bool {
+fn satisfies_existing_anti_affinity(s: &PreFilterState, node: &NodeInfo, snap: &Snapshot) -> bool {
     s.existing_anti
         .keys
         .iter()
-        .zip(&s.existing_anti.values)
-        .all(|(k, values)| match labels.get(k) {
-            Some(v) => values.get(v.as_str()).copied().unwrap_or(0) <= 0,
-            None => true,
-        })
+        .all(|k| k.value_of(node, snap).is_none_or(|v| k.get(&v) <= 0))
 }
 
 impl FilterPlugin for InterPodAffinity {
-    fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
+    fn filter(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        node: &NodeInfo,
+        snap: &Snapshot,
+    ) -> Status {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
-        let labels = &node.labels;
-        if !satisfies_affinity(s, pod, labels) {
+        if !satisfies_affinity(s, pod, node, snap) {
             return Status::unresolvable(ERR_REASON_AFFINITY);
         }
-        if !satisfies_anti_affinity(s, pod, labels) {
+        if !satisfies_anti_affinity(s, pod, node, snap) {
             return Status::unschedulable(ERR_REASON_ANTI_AFFINITY);
         }
-        if !satisfies_existing_anti_affinity(s, labels) {
+        if !satisfies_existing_anti_affinity(s, node, snap) {
             return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()

@@ -30,10 +30,10 @@ use std::collections::hash_map::Entry;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
+use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use crate::framework::Plugin;
 use crate::helpers::FxHasher;
-use crate::labels::Labels;
-use crate::snapshot::{AffinityTerm, PodInfo, Snapshot};
+use crate::snapshot::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "InterPodAffinity";
 
@@ -108,96 +108,227 @@ fn parse_args(args: Option<&serde_json::Value>) -> Result<InterPodAffinity, Stri
 }
 
 type ValueMap = HashMap<String, i64, BuildHasherDefault<FxHasher>>;
+/// Keyed by domain id as `usize`, which [`FxHasher`] hashes with one multiply.
+type IdMap = HashMap<usize, i64, BuildHasherDefault<FxHasher>>;
 
-/// Values per topology pair: one small map per distinct topology key (there are
-/// usually one to three keys, so finding the key is a short linear scan and looking up
-/// a node's value needs no allocation).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Counts (or weights) per topology pair `(key, value)`, kube's `topologyToMatchedTermCount`.
+///
+/// A value is held by its domain id in the snapshot's topology-domain index for the
+/// key ([`KeyDomains`], taken when the key is first added), so adding a pod or
+/// checking a node is an array read by node position and an integer-keyed probe: no
+/// label-map lookup, string hash or string copy. A node that is not the snapshot's
+/// own (a copy) or a snapshot whose node set changed since is looked up by its label
+/// value, which the index maps to the same id; a value no node of the index carries
+/// is kept by string.
+#[derive(Debug, Clone, Default)]
 struct TopologyMap {
-    keys: Vec<String>,
-    values: Vec<ValueMap>,
+    keys: Vec<KeyCounts>,
+}
+
+#[derive(Debug, Clone)]
+struct KeyCounts {
+    key: String,
+    domains: Arc<KeyDomains>,
+    by_id: IdMap,
+    /// Values no node of `domains` carries.
+    other: ValueMap,
+}
+
+/// A node's value of a key, as [`KeyCounts`] holds it.
+enum Val<'a> {
+    Id(u32),
+    Other(&'a str),
+}
+
+impl KeyCounts {
+    fn new(key: &str, snap: &Snapshot) -> KeyCounts {
+        KeyCounts {
+            key: key.to_string(),
+            domains: snap.topology_domains(key),
+            by_id: IdMap::default(),
+            other: ValueMap::default(),
+        }
+    }
+
+    /// The node's value of the key; `None` when the node lacks the label.
+    #[inline]
+    fn value_of<'a>(&self, node: &'a NodeInfo, snap: &Snapshot) -> Option<Val<'a>> {
+        if self.domains.nodes_version() == snap.nodes_version()
+            && let Some(pos) = snap.position(node)
+        {
+            return match self.domains.id_at(pos) {
+                DOMAIN_MISSING => None,
+                id => Some(Val::Id(id)),
+            };
+        }
+        let v = node.labels.get(&self.key)?;
+        Some(match self.domains.id_of(v) {
+            Some(id) => Val::Id(id),
+            None => Val::Other(v.as_str()),
+        })
+    }
+
+    #[inline]
+    fn get(&self, v: &Val<'_>) -> i64 {
+        match v {
+            Val::Id(id) => self.by_id.get(&(*id as usize)).copied().unwrap_or(0),
+            Val::Other(v) => self.other.get(*v).copied().unwrap_or(0),
+        }
+    }
+
+    fn add(&mut self, v: Val<'_>, delta: i64, drop_zero: bool) {
+        match v {
+            Val::Id(id) => bump(&mut self.by_id, id as usize, delta, drop_zero),
+            Val::Other(v) => match self.other.get_mut(v) {
+                Some(c) => {
+                    *c += delta;
+                    if drop_zero && *c == 0 {
+                        self.other.remove(v);
+                    }
+                }
+                None => {
+                    if !(drop_zero && delta == 0) {
+                        self.other.insert(v.to_string(), delta);
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.by_id.is_empty() && self.other.is_empty()
+    }
+
+    /// `(value, count)` pairs.
+    #[cfg(test)]
+    fn entries(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.by_id
+            .iter()
+            .map(|(&id, &c)| (self.domains.value(id as u32), c))
+            .chain(self.other.iter().map(|(v, &c)| (v.as_str(), c)))
+    }
+}
+
+fn bump<K: std::hash::Hash + Eq>(
+    m: &mut HashMap<K, i64, BuildHasherDefault<FxHasher>>,
+    k: K,
+    delta: i64,
+    drop_zero: bool,
+) {
+    match m.entry(k) {
+        Entry::Occupied(mut o) => {
+            *o.get_mut() += delta;
+            if drop_zero && *o.get() == 0 {
+                o.remove();
+            }
+        }
+        Entry::Vacant(e) => {
+            if !(drop_zero && delta == 0) {
+                e.insert(delta);
+            }
+        }
+    }
 }
 
 impl TopologyMap {
     #[inline]
     fn key_id(&self, key: &str) -> Option<usize> {
-        self.keys.iter().position(|k| k == key)
-    }
-
-    fn key_id_or_insert(&mut self, key: &str) -> usize {
-        match self.key_id(key) {
-            Some(i) => i,
-            None => {
-                self.keys.push(key.to_string());
-                self.values.push(ValueMap::default());
-                self.keys.len() - 1
-            }
-        }
+        self.keys.iter().position(|k| k.key == key)
     }
 
     /// Adds `delta` at `(key, node's value for key)` when the node has the label.
     /// With `drop_zero`, an entry that reaches zero is removed (count semantics).
-    fn add(&mut self, node_labels: &Labels, key: &str, delta: i64, drop_zero: bool) {
-        let Some(value) = node_labels.get(key) else {
-            return;
-        };
-        let id = self.key_id_or_insert(key);
-        let map = &mut self.values[id];
-        match map.get_mut(value.as_str()) {
-            Some(c) => {
-                *c += delta;
-                if drop_zero && *c == 0 {
-                    map.remove(value.as_str());
-                }
-            }
+    fn add(&mut self, node: &NodeInfo, snap: &Snapshot, key: &str, delta: i64, drop_zero: bool) {
+        let i = match self.key_id(key) {
+            Some(i) => i,
             None => {
-                if !(drop_zero && delta == 0) {
-                    map.insert(value.clone(), delta);
+                // The key is registered only for a node that has the label.
+                if !node.labels.contains_key(key) {
+                    return;
                 }
+                self.keys.push(KeyCounts::new(key, snap));
+                self.keys.len() - 1
             }
+        };
+        let kc = &mut self.keys[i];
+        if let Some(v) = kc.value_of(node, snap) {
+            kc.add(v, delta, drop_zero);
         }
     }
 
     /// Value at `(key, node's value for key)`; `None` when the node lacks the label.
     #[inline]
-    fn get_for_node(&self, node_labels: &Labels, key: &str) -> Option<i64> {
-        let value = node_labels.get(key)?;
-        Some(
-            self.key_id(key)
-                .and_then(|i| self.values[i].get(value.as_str()).copied())
-                .unwrap_or(0),
-        )
+    fn get_for_node(&self, node: &NodeInfo, snap: &Snapshot, key: &str) -> Option<i64> {
+        match self.key_id(key) {
+            Some(i) => {
+                let kc = &self.keys[i];
+                kc.value_of(node, snap).map(|v| kc.get(&v))
+            }
+            None => node.labels.contains_key(key).then_some(0),
+        }
     }
 
     /// True when no pair has an entry.
     fn is_empty(&self) -> bool {
-        self.values.iter().all(ValueMap::is_empty)
+        self.keys.iter().all(KeyCounts::is_empty)
     }
 
     fn merge(mut self, other: TopologyMap, drop_zero: bool) -> TopologyMap {
         if self.keys.is_empty() {
             return other;
         }
-        for (key, values) in other.keys.into_iter().zip(other.values) {
-            let id = self.key_id_or_insert(&key);
-            let map = &mut self.values[id];
-            for (v, d) in values {
-                match map.entry(v) {
-                    Entry::Occupied(mut o) => {
-                        *o.get_mut() += d;
-                        if drop_zero && *o.get() == 0 {
-                            o.remove();
-                        }
-                    }
-                    Entry::Vacant(e) => {
-                        if !(drop_zero && d == 0) {
-                            e.insert(d);
-                        }
-                    }
+        for o in other.keys {
+            let i = match self.key_id(&o.key) {
+                Some(i) => i,
+                None => {
+                    self.keys.push(KeyCounts {
+                        key: o.key.clone(),
+                        domains: o.domains.clone(),
+                        by_id: IdMap::default(),
+                        other: ValueMap::default(),
+                    });
+                    self.keys.len() - 1
                 }
+            };
+            let kc = &mut self.keys[i];
+            if Arc::ptr_eq(&kc.domains, &o.domains) {
+                for (id, d) in o.by_id {
+                    bump(&mut kc.by_id, id, d, drop_zero);
+                }
+            } else {
+                for (id, d) in &o.by_id {
+                    let v = o.domains.value(*id as u32);
+                    let v = match kc.domains.id_of(v) {
+                        Some(id) => Val::Id(id),
+                        None => Val::Other(v),
+                    };
+                    kc.add(v, *d, drop_zero);
+                }
+            }
+            for (v, d) in &o.other {
+                let v = match kc.domains.id_of(v) {
+                    Some(id) => Val::Id(id),
+                    None => Val::Other(v.as_str()),
+                };
+                kc.add(v, *d, drop_zero);
             }
         }
         self
+    }
+
+    /// Every `(key, value, count)`, sorted (for comparisons in tests).
+    #[cfg(test)]
+    fn sorted(&self) -> Vec<(String, String, i64)> {
+        let mut v: Vec<(String, String, i64)> = self
+            .keys
+            .iter()
+            .flat_map(|k| {
+                k.entries()
+                    .map(move |(v, c)| (k.key.clone(), v.to_string(), c))
+            })
+            .collect();
+        v.sort();
+        v
     }
 }
 

@@ -1,84 +1,45 @@
 //! PreScore (weights per topology pair), Score and NormalizeScore.
 
-use std::sync::Arc;
-
-use super::{InterPodAffinity, PRE_SCORE_STATE_KEY, TopologyMap, ValueMap, incoming_term_matches};
-use crate::domains::{DOMAIN_MISSING, KeyDomains};
+use super::{InterPodAffinity, PRE_SCORE_STATE_KEY, TopologyMap, incoming_term_matches};
+use crate::domains::DOMAIN_MISSING;
 use crate::framework::{
     CycleState, MAX_NODE_SCORE, NodeScore, NormalizeScorePlugin, PreScorePlugin, ScorePlugin,
     Status,
 };
-#[cfg(test)]
-use crate::labels::Labels;
 use crate::pod_index::TermKind;
 #[cfg(test)]
 use crate::snapshot::WeightedAffinityTerm;
-use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot};
+use crate::snapshot::{AffinityTerm, NodeInfo, PodInfo, Snapshot};
 
 /// PreScore state: score per topology pair (zero entries kept, like kube's map).
 #[derive(Debug, Clone, Default)]
 struct PreScoreState {
     scores: TopologyMap,
-    /// Index of the hostname key in `scores` when its values can be looked up by node
-    /// name (see [`host_values_are_node_names`]).
-    host_by_name: Option<usize>,
-    /// Per key of `scores`: its scores per value id of the snapshot's topology-domain
-    /// index for that key (keys with few values), so Score reads a node's value id
-    /// by position instead of looking its label up; `None`: the label path.
-    by_domain: Vec<Option<DomainScores>>,
-    /// The snapshot `nodes_version` `by_domain` was built for.
-    nodes_version: u64,
+    /// Per key of `scores`, for keys with few values whose domain index describes
+    /// `nodes_version`: the scores per value id, so Score reads a node's value id by
+    /// position and then a table; `None`: the per-key id map.
+    by_domain: Vec<Option<Vec<i64>>>,
+    /// The snapshot `nodes_version` every key's domain index describes, if they all
+    /// describe the same one (then Score looks nodes up by position).
+    nodes_version: Option<u64>,
 }
 
-/// A key's scores per value id ([`KeyDomains`]); nodes lacking the key score 0.
-#[derive(Debug, Clone)]
-struct DomainScores {
-    domains: Arc<KeyDomains>,
-    per_id: Vec<i64>,
-}
-
-/// Keys with more values than this (e.g. hostnames) keep the label (or name) path.
+/// Keys with more values than this (e.g. hostnames) keep the id map.
 const MAX_DOMAIN_VALUES: usize = 512;
 
-fn domain_scores(key: &str, values: &ValueMap, snap: &Snapshot) -> Option<DomainScores> {
-    let domains = snap.topology_domains(key);
-    if domains.len() > MAX_DOMAIN_VALUES {
-        return None;
-    }
-    let per_id = domains
-        .values()
-        .iter()
-        .map(|v| values.get(v.as_str()).copied().unwrap_or(0))
-        .collect();
-    Some(DomainScores { domains, per_id })
-}
-
-/// True when, for the hostname key's values in `m`, looking a node's score up by its
-/// name gives what looking it up by its hostname label gives: hostnames are unique
-/// and each value is the hostname of the node of that name. Then the node of name
-/// `v` is the only node whose hostname is `v`, and a node without the label has no
-/// entry under its name (its name would be some `v`, whose node has the label).
-fn host_values_are_node_names(m: &ValueMap, snap: &Snapshot) -> bool {
-    snap.hostnames_unique()
-        && m.keys().all(|v| {
-            snap.node(v)
-                .is_some_and(|n| n.labels.get(LABEL_HOSTNAME) == Some(v))
-        })
-}
-
 impl InterPodAffinity {
-    /// `processExistingPod`: contributions of one existing pod on a node with
-    /// `labels` (the per-pod reference the indexed PreScore is tested against).
+    /// `processExistingPod`: contributions of one existing pod on `node` (the
+    /// per-pod reference the indexed PreScore is tested against).
     #[cfg(test)]
     pub(super) fn process_existing_pod(
         &self,
         pod: &PodInfo,
         existing: &PodInfo,
-        labels: &Labels,
+        node: &NodeInfo,
         snap: &Snapshot,
         out: &mut TopologyMap,
     ) {
-        if labels.is_empty() {
+        if node.labels.is_empty() {
             return;
         }
         let process_incoming =
@@ -86,7 +47,8 @@ impl InterPodAffinity {
                 for t in terms {
                     if incoming_term_matches(&t.term, existing, snap) {
                         out.add(
-                            labels,
+                            node,
+                            snap,
                             &t.term.topology_key,
                             sign * i64::from(t.weight),
                             false,
@@ -102,7 +64,8 @@ impl InterPodAffinity {
             for t in &existing.required_affinity_terms {
                 if t.matches(pod, ns_labels) {
                     out.add(
-                        labels,
+                        node,
+                        snap,
                         &t.topology_key,
                         i64::from(self.hard_pod_affinity_weight),
                         false,
@@ -117,7 +80,8 @@ impl InterPodAffinity {
             for t in terms {
                 if t.term.matches(pod, ns_labels) {
                     out.add(
-                        labels,
+                        node,
+                        snap,
                         &t.term.topology_key,
                         sign * i64::from(t.weight),
                         false,
@@ -152,7 +116,8 @@ impl InterPodAffinity {
                         if !node.labels.is_empty() && incoming_term_matches(&t.term, existing, snap)
                         {
                             acc.add(
-                                &node.labels,
+                                node,
+                                snap,
                                 &t.term.topology_key,
                                 sign * i64::from(t.weight),
                                 false,
@@ -200,7 +165,7 @@ impl InterPodAffinity {
                 }
                 let add = |acc: &mut TopologyMap, t: &AffinityTerm, w: i64| {
                     if t.matches(pod, ns_labels) {
-                        acc.add(&node.labels, &t.topology_key, w, false);
+                        acc.add(node, snap, &t.topology_key, w, false);
                     }
                 };
                 match kind {
@@ -248,32 +213,58 @@ impl PreScorePlugin for InterPodAffinity {
         if scores.keys.is_empty() {
             return Status::skip();
         }
-        let host_by_name = scores
-            .key_id(LABEL_HOSTNAME)
-            .filter(|&i| host_values_are_node_names(&scores.values[i], snap));
+        let version = snap.nodes_version();
+        let current = scores
+            .keys
+            .iter()
+            .all(|k| k.domains.nodes_version() == version);
         let by_domain = scores
             .keys
             .iter()
-            .zip(&scores.values)
-            .enumerate()
-            .map(|(i, (k, values))| {
-                if host_by_name == Some(i) {
-                    None
-                } else {
-                    domain_scores(k, values, snap)
-                }
+            .map(|k| {
+                (current && k.domains.len() <= MAX_DOMAIN_VALUES).then(|| {
+                    (0..k.domains.len())
+                        .map(|id| k.by_id.get(&id).copied().unwrap_or(0))
+                        .collect()
+                })
             })
             .collect();
         state.write(
             PRE_SCORE_STATE_KEY,
             PreScoreState {
                 scores,
-                host_by_name,
                 by_domain,
-                nodes_version: snap.nodes_version(),
+                nodes_version: current.then_some(version),
             },
         );
         Status::success()
+    }
+}
+
+impl PreScoreState {
+    /// The node's score; `pos`: its position, when this state's domain indexes
+    /// describe the snapshot (same `nodes_version` and the snapshot's own node).
+    #[inline]
+    fn node_score(&self, node: &NodeInfo, pos: Option<usize>, snap: &Snapshot) -> i64 {
+        let mut score = 0i64;
+        for (k, dense) in self.scores.keys.iter().zip(&self.by_domain) {
+            score += match pos {
+                // A value id by position and a table read or an integer probe.
+                Some(pos) => match (k.domains.id_at(pos), dense) {
+                    (DOMAIN_MISSING, _) => 0,
+                    (id, Some(d)) => d.get(id as usize).copied().unwrap_or(0),
+                    (id, None) => k.by_id.get(&(id as usize)).copied().unwrap_or(0),
+                },
+                None => k.value_of(node, snap).map_or(0, |v| k.get(&v)),
+            };
+        }
+        score
+    }
+
+    /// The position tables describe `snap`.
+    #[inline]
+    fn current(&self, snap: &Snapshot) -> bool {
+        self.nodes_version == Some(snap.nodes_version())
     }
 }
 
@@ -289,28 +280,37 @@ impl ScorePlugin for InterPodAffinity {
         let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
             return Ok(0);
         };
-        // The node's position, when the domain index describes this snapshot.
-        let pos = if s.nodes_version == snap.nodes_version() {
+        // The node's position, when the position tables describe this snapshot.
+        let pos = if s.current(snap) {
             snap.position(node)
         } else {
             None
         };
-        let mut score = 0i64;
-        for (i, (k, values)) in s.scores.keys.iter().zip(&s.scores.values).enumerate() {
-            if let (Some(pos), Some(Some(d))) = (pos, s.by_domain.get(i)) {
-                // A value id by position and a table read.
-                score += match d.domains.id_at(pos) {
-                    DOMAIN_MISSING => 0,
-                    id => d.per_id.get(id as usize).copied().unwrap_or(0),
-                };
-            } else if s.host_by_name == Some(i) {
-                // No label lookup (string compares) per node.
-                score += values.get(&*node.name).copied().unwrap_or(0);
-            } else if let Some(v) = node.labels.get(k) {
-                score += values.get(v.as_str()).copied().unwrap_or(0);
-            }
+        Ok(s.node_score(node, pos, snap))
+    }
+
+    /// The state is read once per pod, and nodes are looked up by position.
+    fn score_positions(
+        &self,
+        state: &CycleState,
+        _pod: &PodInfo,
+        snap: &Snapshot,
+        positions: &[usize],
+        out: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let all = snap.nodes();
+        let Some(s) = state.read::<PreScoreState>(PRE_SCORE_STATE_KEY) else {
+            out.extend(positions.iter().map(|&i| NodeScore { node: i, score: 0 }));
+            return Ok(());
+        };
+        let current = s.current(snap);
+        out.reserve(positions.len());
+        for &i in positions {
+            let node = &all[i];
+            let score = s.node_score(node, Some(i).filter(|_| current), snap);
+            out.push(NodeScore { node: i, score });
         }
-        Ok(score)
+        Ok(())
     }
 
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {

@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::filtering::{existing_anti_affinity_counts, incoming_counts};
+use super::filtering::{existing_anti_affinity_counts, incoming_counts, values_kept_by_string};
 use super::*;
 use crate::framework::{
     Code, CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, PreFilterExtensions,
     PreFilterPlugin, PreScorePlugin, ScorePlugin,
 };
-use crate::snapshot::NodeInfo;
+use crate::labels::Labels;
 use crate::snapshot::{LABEL_HOSTNAME, LABEL_ZONE};
 use crate::testutil::{node, pod};
 
@@ -978,6 +978,22 @@ fn score_agrees_with_reference_on_random_clusters() {
                 .map(|n| plugin.score(&st, &p, &(*n).clone(), &snap).unwrap())
                 .collect();
             assert_eq!(copies, want, "pod {:?} (label path)", p.pod.spec);
+            // The whole scored set at once (by position) scores the same, for any
+            // subset and order of positions.
+            let mut positions: Vec<usize> = (0..nodes.len()).rev().step_by(1 + k % 2).collect();
+            positions.push(0);
+            let mut batch = Vec::new();
+            plugin
+                .score_positions(&st, &p, &snap, &positions, &mut batch)
+                .unwrap();
+            let expect: Vec<NodeScore> = positions
+                .iter()
+                .map(|&i| NodeScore {
+                    node: i,
+                    score: want[i],
+                })
+                .collect();
+            assert_eq!(batch, expect, "pod {:?} (by position)", p.pod.spec);
             non_zero += want.iter().filter(|s| **s != 0).count();
             // Normalized scores stay in range and keep the order.
             let mut ns: Vec<NodeScore> = have
@@ -1072,28 +1088,19 @@ fn indexed_counts_equal_the_full_scans() {
             for e in &node.pods {
                 if matches_all_incoming(&pod.required_affinity_terms, e, &snap) {
                     for t in &pod.required_affinity_terms {
-                        acc.0.add(&node.labels, &t.topology_key, 1, true);
+                        acc.0.add(node, &snap, &t.topology_key, 1, true);
                     }
                 }
                 for t in &pod.required_anti_affinity_terms {
                     if incoming_term_matches(t, e, &snap) {
-                        acc.1.add(&node.labels, &t.topology_key, 1, true);
+                        acc.1.add(node, &snap, &t.topology_key, 1, true);
                     }
                 }
             }
         }
         acc
     };
-    let sorted = |m: &TopologyMap| {
-        let mut v: Vec<(String, String, i64)> = m
-            .keys
-            .iter()
-            .zip(&m.values)
-            .flat_map(|(k, vals)| vals.iter().map(move |(v, c)| (k.clone(), v.clone(), *c)))
-            .collect();
-        v.sort();
-        v
-    };
+    let sorted = |m: &TopologyMap| m.sorted();
     let mut nonempty = 0;
     for incoming in &shapes {
         let mut full_anti = TopologyMap::default();
@@ -1102,10 +1109,10 @@ fn indexed_counts_equal_the_full_scans() {
             for e in &node.pods {
                 for t in &e.required_anti_affinity_terms {
                     if t.matches(incoming, snap.namespace_labels(&incoming.namespace)) {
-                        full_anti.add(&node.labels, &t.topology_key, 1, true);
+                        full_anti.add(node, &snap, &t.topology_key, 1, true);
                     }
                 }
-                pl().process_existing_pod(incoming, e, &node.labels, &snap, &mut full_score);
+                pl().process_existing_pod(incoming, e, node, &snap, &mut full_score);
             }
         }
         assert_eq!(
@@ -1281,4 +1288,113 @@ fn hostnames_unique_follows_node_changes() {
     let mut st = CycleState::new();
     assert!(pl().pre_filter(&mut st, &p, &snap).1.is_success());
     assert!(!declared_local(&st));
+}
+
+/// PreFilter/PreScore state holds topology values by their domain id in the
+/// snapshot's domain index of the time. After the node set changed (a node added,
+/// with a zone no node had, and a hostname of its own), the state is still exact:
+/// nodes are looked up through their label values (a value the old index lacks is
+/// kept by string), so the state brought up to date with `add_pod` for pods placed
+/// anywhere (also on the new node) filters like a fresh PreFilter, on the
+/// snapshot's nodes and on copies, and the PreScore state taken before the change
+/// scores every node (new one included) as the definitions say.
+#[test]
+fn state_stays_exact_across_a_node_set_change_randomized() {
+    use rand::{Rng as _, SeedableRng};
+    let mut rng = Rng::seed_from_u64(23);
+    let (mut compared, mut rejected, mut other_values, mut scored) = (0, 0, 0, 0);
+    for case in 0..200 {
+        let mut snap = random_cluster(&mut rng, case % 2 == 0);
+        let p = if rng.random_bool(0.5) {
+            random_hostname_anti_pod(format!("p{case}"), &mut rng)
+        } else {
+            random_pod(format!("p{case}"), &mut rng, case % 2 == 0)
+        };
+        let mut st = CycleState::new();
+        // Skip or not, the state is written and `add_pod` keeps it exact.
+        let _ = pl().pre_filter(&mut st, &p, &snap);
+        let nodes: Vec<&NodeInfo> = snap.nodes().iter().map(|n| &**n).collect();
+        let mut sst = CycleState::new();
+        let score_skipped = pl().pre_score(&mut sst, &p, &snap, &nodes).is_skip();
+        let version = snap.nodes_version();
+        let zone = ["a", "z9"][rng.random_range(0..2)];
+        snap.upsert_node(node("new").zone(zone).info());
+        assert_ne!(snap.nodes_version(), version, "the node set changed");
+        let names: Vec<String> = snap.nodes().iter().map(|n| n.name.to_string()).collect();
+        for j in 0..rng.random_range(1..5) {
+            let added = if rng.random_bool(0.5) {
+                random_hostname_anti_pod(format!("a{case}-{j}"), &mut rng)
+            } else {
+                random_pod(format!("a{case}-{j}"), &mut rng, false)
+            };
+            let target = if j == 0 {
+                "new".to_string()
+            } else {
+                names[rng.random_range(0..names.len())].clone()
+            };
+            snap.add_pod(Arc::new(added.clone()), &target);
+            // The snapshot's node, or a copy (looked up by its labels).
+            let node: NodeInfo = (**snap.node(&target).unwrap()).clone();
+            let node: &NodeInfo = if rng.random_bool(0.5) {
+                snap.node(&target).unwrap()
+            } else {
+                &node
+            };
+            assert!(pl().add_pod(&mut st, &p, &added, node, &snap).is_success());
+        }
+        let mut fresh = CycleState::new();
+        let (_, sf) = pl().pre_filter(&mut fresh, &p, &snap);
+        if sf.is_skip() {
+            continue;
+        }
+        let want = codes(&fresh, false, &p, &snap);
+        assert_eq!(codes(&st, false, &p, &snap), want, "case {case}");
+        for n in snap.nodes() {
+            let copy = (**n).clone();
+            assert_eq!(
+                pl().filter(&st, &p, &copy, &snap).code,
+                want[&*n.name],
+                "copy of {} ({case})",
+                n.name
+            );
+            compared += 1;
+            rejected += usize::from(want[&*n.name] != Code::Success);
+        }
+        other_values += values_kept_by_string(&st);
+        // PreScore state from before the change, on the new node set: the pods it
+        // counted are unchanged, so the definitions over the old pods apply.
+        if !score_skipped && zone == "z9" {
+            let mut old_pods = snap.clone();
+            for n in snap.nodes() {
+                for e in &n.pods {
+                    if e.name.starts_with('a') {
+                        old_pods.remove_pod(&e.key);
+                    }
+                }
+            }
+            if let Some(want) = reference_scores(&pl(), &p, &old_pods) {
+                let have: Vec<i64> = old_pods
+                    .nodes()
+                    .iter()
+                    .map(|n| pl().score(&sst, &p, n, &old_pods).unwrap())
+                    .collect();
+                assert_eq!(have, want, "scores after the change ({case})");
+                let mut batch = Vec::new();
+                let positions: Vec<usize> = (0..have.len()).collect();
+                pl().score_positions(&sst, &p, &old_pods, &positions, &mut batch)
+                    .unwrap();
+                assert_eq!(
+                    batch.iter().map(|s| s.score).collect::<Vec<_>>(),
+                    want,
+                    "by position after the change ({case})"
+                );
+                scored += 1;
+            }
+        }
+    }
+    let counts = format!("{compared} {rejected} {other_values} {scored}");
+    assert!(compared > 500 && rejected > 50, "compared: {counts}");
+    assert!(other_values > 5, "values the old index lacks: {counts}");
+    assert!(scored > 10, "scored: {counts}");
+    eprintln!("compared, rejected, other values, scored: {counts}");
 }
