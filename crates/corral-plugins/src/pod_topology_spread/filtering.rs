@@ -217,12 +217,28 @@ pub(super) struct PreFilterState {
     /// Per constraint: the snapshot nodes its inclusion policies admit, by position
     /// (`None`: all), at `nodes_version` ([`inclusion_masks`]).
     pub(super) masks: Arc<[Option<Arc<[bool]>>]>,
+    /// Per constraint: the largest count a node's domain may hold for the node to
+    /// pass (`maxSkew + globalMin − selfMatch`), kept current by every update.
+    pub(super) limits: Vec<i64>,
     /// The snapshot `nodes_version` of the domains' key indices: while it is current,
     /// Filter reads a node's domain by its snapshot position.
     pub(super) nodes_version: u64,
 }
 
 impl PreFilterState {
+    fn refresh_limits(&mut self) {
+        self.limits.clear();
+        for ((c, d), self_match) in self
+            .constraints
+            .iter()
+            .zip(&self.domains)
+            .zip(self.self_match.iter())
+        {
+            self.limits
+                .push(c.max_skew + d.global_min(c.min_domains) - self_match);
+        }
+    }
+
     pub(super) fn update(
         &mut self,
         pod: &PodInfo,
@@ -254,6 +270,7 @@ impl PreFilterState {
                     d.update_id(id, delta);
                 }
             }
+            self.refresh_limits();
             return;
         }
         if !has_all_keys(&node.labels, &self.constraints) {
@@ -267,6 +284,7 @@ impl PreFilterState {
                 d.update(v, delta);
             }
         }
+        self.refresh_limits();
     }
 }
 
@@ -340,17 +358,17 @@ impl PreFilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| i64::from(c.selector.matches(&pod.labels)))
             .collect();
-        state.write(
-            PRE_FILTER_KEY,
-            PreFilterState {
-                constraints: constraints.into(),
-                self_match,
-                domains,
-                required: Arc::new(required),
-                masks: el.masks.into(),
-                nodes_version: snap.nodes_version(),
-            },
-        );
+        let mut st = PreFilterState {
+            constraints: constraints.into(),
+            self_match,
+            domains,
+            required: Arc::new(required),
+            masks: el.masks.into(),
+            limits: Vec::new(),
+            nodes_version: snap.nodes_version(),
+        };
+        st.refresh_limits();
+        state.write(PRE_FILTER_KEY, st);
         (None, Status::success())
     }
 
@@ -400,12 +418,7 @@ impl FilterPlugin for PodTopologySpread {
             && let Some(pos) = snap.position(node)
         {
             // Per constraint: the node's domain id, its count, the skew check.
-            for ((c, d), self_match) in s
-                .constraints
-                .iter()
-                .zip(s.domains.iter())
-                .zip(s.self_match.iter())
-            {
+            for (d, &limit) in s.domains.iter().zip(&s.limits) {
                 let id = match &d.key {
                     Some(k) => k.id_at(pos),
                     None => DOMAIN_MISSING,
@@ -413,7 +426,7 @@ impl FilterPlugin for PodTopologySpread {
                 if id == DOMAIN_MISSING {
                     return Status::unresolvable(ERR_REASON_MISSING_LABEL);
                 }
-                if d.count_id(id) + self_match - d.global_min(c.min_domains) > c.max_skew {
+                if d.count_id(id) > limit {
                     return Status::unschedulable(ERR_REASON_CONSTRAINTS);
                 }
             }

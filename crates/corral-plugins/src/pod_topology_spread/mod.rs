@@ -17,17 +17,21 @@
 //!   normalized to `100 × (max + min − s) / max`.
 //!
 //! Cost: the topology domains come from the snapshot's index
-//! ([`Snapshot::topology_domains`], built once per key and node set): PreFilter
-//! registers domains by id and counts matching pods through the pod index (no node
-//! visited when every node carries the keys and the inclusion policies admit all);
-//! Filter and Score read the node's domain by its snapshot position
-//! ([`Snapshot::position`]); hostname score counts come from the pod index. The
-//! inclusion policies' verdict per node comes from a mask cached in the snapshot per
-//! (policies, nodeSelector + required node affinity, tolerations) until the nodes
-//! change (`inclusion_masks`), shared by PreFilter and PreScore through one
-//! eligibility plan (`Eligibility`). A node that
-//! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
-//! label-lookup path, with identical results (the unit tests check both on every node).
+//! ([`Snapshot::topology_domains`], built once per key and node set) and counts are
+//! kept by domain id: Filter reads a node's domain id by its snapshot position
+//! ([`Snapshot::position`]) and its count by id (a few array reads per constraint);
+//! Score reads a term per domain id (per node position for hostname) built once in
+//! PreScore. The inclusion policies' verdict per node comes from a mask cached in the
+//! snapshot per (policies, nodeSelector + required node affinity, tolerations) until
+//! the nodes change (`inclusion_masks`), and the domains with an eligible node from a
+//! second cached mask per (inclusion mask, constraint keys), so PreFilter registers
+//! domains in O(domains) and counts matching pods through the pod index without
+//! visiting a node; only selectors the pod index cannot serve walk the eligible nodes
+//! (`Eligibility::for_each_included`, shared by PreFilter and PreScore). `add_pod`
+//! / `remove_pod` update the counts by position with the same masks. A node that is
+//! not the snapshot's own (a copy) or a node set changed since PreFilter takes the
+//! label-lookup path, with identical results (the unit tests check both on every
+//! node).
 //!
 //! Args: `defaultingType` (`System`, the default, or `List`) and `defaultConstraints`
 //! (only with `List`; they must not set a `labelSelector`). Like kube, default
@@ -498,6 +502,9 @@ impl Eligibility {
     }
 }
 
+/// Per constraint: its inclusion mask and the mask's cache key ([`inclusion_masks`]).
+type Masks = (Vec<Option<Arc<[bool]>>>, Vec<Option<String>>);
+
 /// Per constraint: the snapshot's nodes its inclusion policies admit
 /// ([`Constraint::includes`]), by position, or `None` when they admit every node
 /// (or the constraint is not `active`), with the mask's cache key. A mask is cached in
@@ -506,8 +513,6 @@ impl Eligibility {
 /// affinity, its tolerations — until the nodes change, so pods of other classes with
 /// the same node requirements (and this class's next PreFilter) reuse it instead of
 /// matching every node again.
-type Masks = (Vec<Option<Arc<[bool]>>>, Vec<Option<String>>);
-
 fn inclusion_masks(
     constraints: &[Constraint],
     pod: &PodInfo,
