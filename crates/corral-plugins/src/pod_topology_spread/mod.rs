@@ -129,13 +129,14 @@ fn has_all_keys(labels: &Labels, cs: &[Constraint]) -> bool {
     cs.iter().all(|c| labels.contains_key(&c.topology_key))
 }
 
-fn policy(v: Option<&str>, default: bool, field: &str) -> Result<bool, String> {
+/// An inclusion policy (`field.name`; the error's field name is only built on error).
+fn policy(v: Option<&str>, default: bool, field: &str, name: &str) -> Result<bool, String> {
     match v {
         None => Ok(default),
         Some(HONOR) => Ok(true),
         Some(IGNORE) => Ok(false),
         Some(o) => Err(format!(
-            "{field}: unsupported value {o:?} (supported: Honor, Ignore)"
+            "{field}.{name}: unsupported value {o:?} (supported: Honor, Ignore)"
         )),
     }
 }
@@ -198,12 +199,14 @@ fn compile(
         honor_affinity: policy(
             c.node_affinity_policy.as_deref(),
             true,
-            &format!("{field}.nodeAffinityPolicy"),
+            field,
+            "nodeAffinityPolicy",
         )?,
         honor_taints: policy(
             c.node_taints_policy.as_deref(),
             false,
-            &format!("{field}.nodeTaintsPolicy"),
+            field,
+            "nodeTaintsPolicy",
         )?,
     })
 }
