@@ -24,8 +24,12 @@ pub(super) enum Term {
     /// Not the hostname: `count × weight + (maxSkew − 1)` per domain id of the key
     /// (empty: every count is 0).
     Domain(Vec<f64>),
-    /// Hostname: the node's matching pods by position (from the pod index).
-    Host(Vec<u32>),
+    /// Hostname: the nodes holding matching pods (one bit per position) and their
+    /// counts by position, sorted (from the pod index): no per-node array to clear.
+    Host {
+        any: Vec<u64>,
+        counts: Vec<(usize, u32)>,
+    },
     /// Hostname with a selector the pod index cannot serve: counted on the node.
     HostOnNode,
 }
@@ -235,18 +239,27 @@ impl PreScorePlugin for PodTopologySpread {
                 let Some(cands) = idx.candidates(&c.selector) else {
                     return Term::HostOnNode;
                 };
-                let mut per_pos = vec![0u32; snap.num_nodes()];
-                if c.selector.is_everything() || c.selector.is_nothing() {
-                    return Term::Host(per_pos);
-                }
-                for e in cands {
-                    if c.counts(&e.pod, &pod.namespace)
-                        && let Some(ni) = snap.node_index(&e.node)
-                    {
-                        per_pos[ni] += 1;
+                let mut any = vec![0u64; snap.num_nodes().div_ceil(64)];
+                let mut counts: Vec<(usize, u32)> = Vec::new();
+                if !(c.selector.is_everything() || c.selector.is_nothing()) {
+                    for e in cands {
+                        if c.counts(&e.pod, &pod.namespace)
+                            && let Some(ni) = snap.node_index(&e.node)
+                        {
+                            any[ni / 64] |= 1 << (ni % 64);
+                            counts.push((ni, 1));
+                        }
                     }
                 }
-                Term::Host(per_pos)
+                counts.sort_unstable();
+                counts.dedup_by(|b, a| {
+                    let same = a.0 == b.0;
+                    if same {
+                        a.1 += b.1;
+                    }
+                    same
+                });
+                Term::Host { any, counts }
             })
             .collect();
         state.write(
@@ -293,7 +306,16 @@ impl ScorePlugin for PodTopologySpread {
                 let base = (c.max_skew - 1) as f64;
                 score += match &s.terms[ci] {
                     Term::Domain(t) => t.get(id as usize).copied().unwrap_or(base),
-                    Term::Host(n) => n.get(pos).copied().unwrap_or(0) as f64 * w + base,
+                    Term::Host { any, counts } => {
+                        let n = if any.get(pos / 64).is_some_and(|b| b >> (pos % 64) & 1 == 1) {
+                            counts
+                                .binary_search_by_key(&pos, |e| e.0)
+                                .map_or(0, |i| counts[i].1)
+                        } else {
+                            0
+                        };
+                        n as f64 * w + base
+                    }
                     Term::HostOnNode => c.count_on(node, &pod.namespace) as f64 * w + base,
                 };
             }
