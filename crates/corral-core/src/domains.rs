@@ -169,6 +169,22 @@ impl DomainIndex {
         key: &str,
         build: impl FnOnce(&[Arc<NodeInfo>]) -> Vec<bool>,
     ) -> Arc<[bool]> {
+        let m = self.cached_mask(nodes_version, key, || build(nodes));
+        debug_assert_eq!(m.len(), nodes.len());
+        m
+    }
+
+    /// Like [`DomainIndex::node_mask`], for any flag vector derived from the nodes
+    /// (e.g. one flag per domain id of a key): `build()` is called on a miss and the
+    /// result kept under `key` until `nodes_version` changes. The caller's key must
+    /// name everything `build` reads besides the nodes, and must not collide with a
+    /// node mask's key (prefix it with what it is).
+    pub fn cached_mask(
+        &self,
+        nodes_version: u64,
+        key: &str,
+        build: impl FnOnce() -> Vec<bool>,
+    ) -> Arc<[bool]> {
         {
             let mut g = self.masks.lock().unwrap_or_else(|e| e.into_inner());
             if g.0 != nodes_version {
@@ -179,12 +195,9 @@ impl DomainIndex {
                 return m.clone();
             }
         }
-        let m: Arc<[bool]> = build(nodes).into();
-        debug_assert_eq!(m.len(), nodes.len());
+        let m: Arc<[bool]> = build().into();
         let mut g = self.masks.lock().unwrap_or_else(|e| e.into_inner());
         if g.0 != nodes_version {
-            // The snapshot moved on while building (not possible through `&Snapshot`):
-            // return the mask uncached.
             return m;
         }
         if g.1.len() >= MAX_NODE_MASKS {

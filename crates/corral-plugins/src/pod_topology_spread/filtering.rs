@@ -5,76 +5,121 @@ use super::*;
 /// Topology value → `T`, with a fast hasher (probed per node in Filter/Score).
 pub(super) type FxMap<T> = HashMap<String, T, BuildHasherDefault<FxHasher>>;
 
-/// `Domains::by_id` value: the key's domain is not registered (count 0).
-pub(super) const DOMAIN_NONE: u32 = u32::MAX;
-
 /// Matching-pod counts per topology domain of one constraint, with the exact minimum.
+///
+/// Counts are kept by *slot*: slots `0..key.len()` are the domain ids of the
+/// snapshot's index of the constraint's key (so Filter reads a node's count with two
+/// array reads: its domain id by position, then the count), later slots hold values
+/// the index does not know (a node that is not the snapshot's own). Only registered
+/// domains (kube's `TpValueToMatchNum` entries: a domain with an eligible node, or
+/// one an added pod created) take part in the minimum and the domain count; an
+/// unregistered slot counts 0, as kube's missing map entry does.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Domains {
-    /// Topology value → position in `counts`; shared between cycle-state clones (it
-    /// only changes when a new domain appears).
-    pub(super) index: Arc<FxMap<usize>>,
+    /// Value → slot for values outside `key` (every value when `key` is `None`);
+    /// shared between cycle-state clones (it only changes when such a value appears).
+    pub(super) extra: Arc<FxMap<usize>>,
+    /// Count per slot (0 for an unregistered slot).
     pub(super) counts: Vec<i64>,
-    /// Minimum over `counts` (0 when there are no domains).
+    /// Per slot: the domain is registered.
+    pub(super) registered: Vec<bool>,
+    /// Number of registered domains.
+    pub(super) domains: usize,
+    /// Minimum over the registered counts (0 when there are no domains).
     pub(super) min: i64,
-    /// Number of domains whose count equals `min`.
+    /// Number of registered domains whose count equals `min`.
     pub(super) at_min: usize,
     /// The snapshot's domain index of the constraint's key (`None` only in tests).
     pub(super) key: Option<Arc<KeyDomains>>,
-    /// Per domain id of `key`: position in `counts` or [`DOMAIN_NONE`], so Filter reads
-    /// a node's count by its snapshot position without a label lookup.
-    pub(super) by_id: Arc<Vec<u32>>,
 }
 
 impl Domains {
     fn for_key(key: Arc<KeyDomains>) -> Domains {
         Domains {
-            by_id: Arc::new(vec![DOMAIN_NONE; key.len()]),
+            counts: vec![0; key.len()],
+            registered: vec![false; key.len()],
             key: Some(key),
             ..Domains::default()
         }
     }
 
-    /// Registers domain `v` (if new) and adds `n` to it, without maintaining `min`.
-    pub(super) fn add_raw(&mut self, v: &str, n: i64) {
-        match self.index.get(v) {
-            Some(&i) => self.counts[i] += n,
+    /// The slot of value `v`, if it has one.
+    #[inline]
+    fn slot_of(&self, v: &str) -> Option<usize> {
+        self.key
+            .as_ref()
+            .and_then(|k| k.id_of(v))
+            .map(|id| id as usize)
+            .or_else(|| self.extra.get(v).copied())
+    }
+
+    #[inline]
+    fn register(&mut self, slot: usize) {
+        if !self.registered[slot] {
+            self.registered[slot] = true;
+            self.domains += 1;
+        }
+    }
+
+    /// Registers every domain of `key` whose flag is set (`None`: all of them).
+    fn register_ids(&mut self, which: Option<&[bool]>) {
+        match which {
             None => {
-                let i = self.counts.len();
-                Arc::make_mut(&mut self.index).insert(v.to_string(), i);
-                self.counts.push(n);
-                if let Some(id) = self.key.as_ref().and_then(|k| k.id_of(v)) {
-                    Arc::make_mut(&mut self.by_id)[id as usize] = i as u32;
+                for r in self.registered.iter_mut() {
+                    *r = true;
+                }
+                self.domains = self.registered.len();
+            }
+            Some(w) => {
+                for (slot, _) in w.iter().enumerate().filter(|(_, on)| **on) {
+                    self.register(slot);
                 }
             }
         }
     }
 
+    /// Registers domain `v` (if new) and adds `n` to it, without maintaining `min`.
+    pub(super) fn add_raw(&mut self, v: &str, n: i64) {
+        let slot = match self.slot_of(v) {
+            Some(s) => s,
+            None => {
+                let s = self.counts.len();
+                Arc::make_mut(&mut self.extra).insert(v.to_string(), s);
+                self.counts.push(0);
+                self.registered.push(false);
+                s
+            }
+        };
+        self.register(slot);
+        self.counts[slot] += n;
+    }
+
     /// [`Domains::add_raw`] by domain id of `key`.
     #[inline]
     fn add_id(&mut self, id: u32, n: i64) {
-        match self.by_id.get(id as usize) {
-            Some(&i) if i != DOMAIN_NONE => self.counts[i as usize] += n,
-            Some(_) => {
-                let Some(key) = self.key.clone() else { return };
-                self.add_raw(key.value(id), n);
-            }
-            None => {}
+        let slot = id as usize;
+        if slot < self.registered.len() {
+            self.register(slot);
+            self.counts[slot] += n;
         }
     }
 
-    /// Count of the domain with id `id` of `key` (by position, no hashing).
+    /// Count of the domain with id `id` of `key` (0 when unregistered).
     #[inline]
     fn count_id(&self, id: u32) -> i64 {
-        match self.by_id.get(id as usize) {
-            Some(&i) if i != DOMAIN_NONE => self.counts[i as usize],
-            _ => 0,
-        }
+        self.counts.get(id as usize).copied().unwrap_or(0)
     }
 
     pub(super) fn recompute_min(&mut self) {
-        self.min = self.counts.iter().copied().min().unwrap_or(0);
-        self.at_min = self.counts.iter().filter(|&&c| c == self.min).count();
+        let regs = || {
+            self.counts
+                .iter()
+                .zip(&self.registered)
+                .filter(|(_, r)| **r)
+                .map(|(c, _)| *c)
+        };
+        self.min = regs().min().unwrap_or(0);
+        self.at_min = regs().filter(|&c| c == self.min).count();
     }
 
     /// Adds `delta` to domain `v`, keeping `min` exact.
@@ -82,12 +127,13 @@ impl Domains {
         if delta == 0 {
             return;
         }
-        let Some(&i) = self.index.get(v) else {
-            self.add_raw(v, delta);
-            self.recompute_min();
-            return;
-        };
-        self.update_at(i, delta);
+        match self.slot_of(v) {
+            Some(s) if self.registered[s] => self.update_at(s, delta),
+            _ => {
+                self.add_raw(v, delta);
+                self.recompute_min();
+            }
+        }
     }
 
     /// [`Domains::update`] by domain id of `key`.
@@ -95,17 +141,19 @@ impl Domains {
         if delta == 0 {
             return;
         }
-        match self.by_id.get(id as usize) {
-            Some(&i) if i != DOMAIN_NONE => self.update_at(i as usize, delta),
-            _ => {
-                if let Some(key) = self.key.clone() {
-                    self.update(key.value(id), delta);
-                }
+        let slot = id as usize;
+        match self.registered.get(slot) {
+            Some(true) => self.update_at(slot, delta),
+            Some(false) => {
+                self.register(slot);
+                self.counts[slot] += delta;
+                self.recompute_min();
             }
+            None => {}
         }
     }
 
-    /// Adds `delta` to `counts[i]`, keeping `min` exact.
+    /// Adds `delta` to the registered `counts[i]`, keeping `min` exact.
     fn update_at(&mut self, i: usize, delta: i64) {
         let old = self.counts[i];
         let new = old + delta;
@@ -125,13 +173,33 @@ impl Domains {
 
     #[inline]
     pub(super) fn count(&self, v: &str) -> i64 {
-        self.index.get(v).map_or(0, |&i| self.counts[i])
+        self.slot_of(v).map_or(0, |s| self.counts[s])
+    }
+
+    /// The registered domains' values and counts (for tests and diagnostics).
+    #[cfg(test)]
+    pub(super) fn entries(&self) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .extra
+            .iter()
+            .filter(|(_, s)| self.registered[**s])
+            .map(|(v, s)| (v.clone(), self.counts[*s]))
+            .collect();
+        if let Some(k) = &self.key {
+            for (id, v) in k.values().iter().enumerate() {
+                if self.registered[id] {
+                    out.push((v.clone(), self.counts[id]));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Global minimum as used by Filter (0 when fewer than `min_domains` domains).
     #[inline]
     pub(super) fn global_min(&self, min_domains: usize) -> i64 {
-        if self.counts.len() < min_domains {
+        if self.domains < min_domains {
             0
         } else {
             self.min
@@ -146,12 +214,31 @@ pub(super) struct PreFilterState {
     pub(super) self_match: Arc<[i64]>,
     pub(super) domains: Vec<Domains>,
     pub(super) required: Arc<RequiredNodeAffinity>,
+    /// Per constraint: the snapshot nodes its inclusion policies admit, by position
+    /// (`None`: all), at `nodes_version` ([`inclusion_masks`]).
+    pub(super) masks: Arc<[Option<Arc<[bool]>>]>,
+    /// Per constraint: the largest count a node's domain may hold for the node to
+    /// pass (`maxSkew + globalMin − selfMatch`), kept current by every update.
+    pub(super) limits: Vec<i64>,
     /// The snapshot `nodes_version` of the domains' key indices: while it is current,
     /// Filter reads a node's domain by its snapshot position.
     pub(super) nodes_version: u64,
 }
 
 impl PreFilterState {
+    fn refresh_limits(&mut self) {
+        self.limits.clear();
+        for ((c, d), self_match) in self
+            .constraints
+            .iter()
+            .zip(&self.domains)
+            .zip(self.self_match.iter())
+        {
+            self.limits
+                .push(c.max_skew + d.global_min(c.min_domains) - self_match);
+        }
+    }
+
     pub(super) fn update(
         &mut self,
         pod: &PodInfo,
@@ -163,8 +250,8 @@ impl PreFilterState {
         if other.namespace != pod.namespace {
             return;
         }
-        // The snapshot's own node while the key indices are current: domains by
-        // position.
+        // The snapshot's own node while the key indices are current: domains and
+        // the inclusion verdict by position.
         if self.nodes_version == snap.nodes_version()
             && let Some(pos) = snap.position(node)
         {
@@ -172,12 +259,18 @@ impl PreFilterState {
             if self.domains.iter().any(|d| id_at(d) == DOMAIN_MISSING) {
                 return;
             }
-            for (c, d) in self.constraints.iter().zip(self.domains.iter_mut()) {
-                if c.counts(other, &pod.namespace) && c.includes(pod, node, &self.required) {
+            for ((c, d), m) in self
+                .constraints
+                .iter()
+                .zip(self.domains.iter_mut())
+                .zip(self.masks.iter())
+            {
+                if c.counts(other, &pod.namespace) && m.as_ref().is_none_or(|m| m[pos]) {
                     let id = id_at(d);
                     d.update_id(id, delta);
                 }
             }
+            self.refresh_limits();
             return;
         }
         if !has_all_keys(&node.labels, &self.constraints) {
@@ -191,6 +284,7 @@ impl PreFilterState {
                 d.update(v, delta);
             }
         }
+        self.refresh_limits();
     }
 }
 
@@ -226,42 +320,22 @@ impl PreFilterPlugin for PodTopologySpread {
             .map(|c| snap.topology_domains(&c.topology_key))
             .collect();
         let mut domains: Vec<Domains> = keys.iter().cloned().map(Domains::for_key).collect();
-        // Every eligible node registers its domain; matching pods are counted through
-        // the pod index when the selector has an `In` requirement (only the pods it
-        // can match are visited), else per node. When every node carries every key
-        // and a constraint's inclusion policies admit every node, all of the key's
-        // domains are registered in O(domains) and no node is visited.
-        let mut el = Eligibility::plan(&constraints, &keys, &required, snap, pod, true, |_| true);
+        // The domains with an eligible node are registered from a per-snapshot cache
+        // (O(domains)); matching pods are counted through the pod index when the
+        // selector has an `In` requirement (only the pods it can match are visited),
+        // else per eligible node (the only node walk).
+        let el = Eligibility::plan(&constraints, &keys, &required, snap, pod, true, |_| true);
         for (ci, d) in domains.iter_mut().enumerate() {
-            if el.all_nodes(ci) {
-                for id in 0..keys[ci].len() as u32 {
-                    d.add_id(id, 0);
-                }
-            }
+            let reg = el.registered_domains(&constraints, &keys, ci, snap);
+            d.register_ids(reg.as_deref());
         }
-        if !el.per_node.is_empty() {
-            let per_node = std::mem::take(&mut el.per_node);
-            for (ni, node) in snap.nodes().iter().enumerate() {
-                if el.skips(&keys, ni) {
-                    continue;
-                }
-                for &ci in &per_node {
-                    if !el.includes(ci, ni) {
-                        continue;
-                    }
-                    el.mark(ci, ni);
-                    let n = if el.indexed[ci] {
-                        0
-                    } else {
-                        constraints[ci].count_on(node, &pod.namespace)
-                    };
-                    domains[ci].add_id(keys[ci].ids()[ni], n);
-                }
-            }
-        }
+        el.for_each_included(&keys, snap.nodes(), |ci, ni, node| {
+            let n = constraints[ci].count_on(node, &pod.namespace);
+            domains[ci].add_id(keys[ci].ids()[ni], n);
+        });
         let idx = snap.pod_index();
         for (ci, (c, d)) in constraints.iter().zip(domains.iter_mut()).enumerate() {
-            if !el.indexed[ci] || d.counts.is_empty() {
+            if !el.indexed[ci] || d.domains == 0 {
                 continue;
             }
             let ids = keys[ci].ids();
@@ -272,7 +346,7 @@ impl PreFilterPlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if el.admits(ci, ni) {
+                if el.admits(&keys, ci, ni) {
                     d.add_id(ids[ni], 1);
                 }
             }
@@ -284,16 +358,17 @@ impl PreFilterPlugin for PodTopologySpread {
             .iter()
             .map(|c| i64::from(c.selector.matches(&pod.labels)))
             .collect();
-        state.write(
-            PRE_FILTER_KEY,
-            PreFilterState {
-                constraints: constraints.into(),
-                self_match,
-                domains,
-                required: Arc::new(required),
-                nodes_version: snap.nodes_version(),
-            },
-        );
+        let mut st = PreFilterState {
+            constraints: constraints.into(),
+            self_match,
+            domains,
+            required: Arc::new(required),
+            masks: el.masks.into(),
+            limits: Vec::new(),
+            nodes_version: snap.nodes_version(),
+        };
+        st.refresh_limits();
+        state.write(PRE_FILTER_KEY, st);
         (None, Status::success())
     }
 
@@ -342,17 +417,16 @@ impl FilterPlugin for PodTopologySpread {
         if s.nodes_version == snap.nodes_version()
             && let Some(pos) = snap.position(node)
         {
-            for ((c, d), self_match) in s
-                .constraints
-                .iter()
-                .zip(s.domains.iter())
-                .zip(s.self_match.iter())
-            {
-                let id = d.key.as_ref().map_or(DOMAIN_MISSING, |k| k.id_at(pos));
+            // Per constraint: the node's domain id, its count, the skew check.
+            for (d, &limit) in s.domains.iter().zip(&s.limits) {
+                let id = match &d.key {
+                    Some(k) => k.id_at(pos),
+                    None => DOMAIN_MISSING,
+                };
                 if id == DOMAIN_MISSING {
                     return Status::unresolvable(ERR_REASON_MISSING_LABEL);
                 }
-                if d.count_id(id) + self_match - d.global_min(c.min_domains) > c.max_skew {
+                if d.count_id(id) > limit {
                     return Status::unschedulable(ERR_REASON_CONSTRAINTS);
                 }
             }

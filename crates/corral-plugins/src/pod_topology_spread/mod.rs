@@ -17,17 +17,21 @@
 //!   normalized to `100 × (max + min − s) / max`.
 //!
 //! Cost: the topology domains come from the snapshot's index
-//! ([`Snapshot::topology_domains`], built once per key and node set): PreFilter
-//! registers domains by id and counts matching pods through the pod index (no node
-//! visited when every node carries the keys and the inclusion policies admit all);
-//! Filter and Score read the node's domain by its snapshot position
-//! ([`Snapshot::position`]); hostname score counts come from the pod index. The
-//! inclusion policies' verdict per node comes from a mask cached in the snapshot per
-//! (policies, nodeSelector + required node affinity, tolerations) until the nodes
-//! change (`inclusion_masks`), shared by PreFilter and PreScore through one
-//! eligibility plan (`Eligibility`). A node that
-//! is not the snapshot's own (a copy) or a node set changed since PreFilter takes the
-//! label-lookup path, with identical results (the unit tests check both on every node).
+//! ([`Snapshot::topology_domains`], built once per key and node set) and counts are
+//! kept by domain id: Filter reads a node's domain id by its snapshot position
+//! ([`Snapshot::position`]) and its count by id (a few array reads per constraint);
+//! Score reads a term per domain id (per node position for hostname) built once in
+//! PreScore. The inclusion policies' verdict per node comes from a mask cached in the
+//! snapshot per (policies, nodeSelector + required node affinity, tolerations) until
+//! the nodes change (`inclusion_masks`), and the domains with an eligible node from a
+//! second cached mask per (inclusion mask, constraint keys), so PreFilter registers
+//! domains in O(domains) and counts matching pods through the pod index without
+//! visiting a node; only selectors the pod index cannot serve walk the eligible nodes
+//! (`Eligibility::for_each_included`, shared by PreFilter and PreScore). `add_pod`
+//! / `remove_pod` update the counts by position with the same masks. A node that is
+//! not the snapshot's own (a copy) or a node set changed since PreFilter takes the
+//! label-lookup path, with identical results (the unit tests check both on every
+//! node).
 //!
 //! Args: `defaultingType` (`System`, the default, or `List`) and `defaultConstraints`
 //! (only with `List`; they must not set a `labelSelector`). Like kube, default
@@ -125,13 +129,14 @@ fn has_all_keys(labels: &Labels, cs: &[Constraint]) -> bool {
     cs.iter().all(|c| labels.contains_key(&c.topology_key))
 }
 
-fn policy(v: Option<&str>, default: bool, field: &str) -> Result<bool, String> {
+/// An inclusion policy (`field.name`; the error's field name is only built on error).
+fn policy(v: Option<&str>, default: bool, field: &str, name: &str) -> Result<bool, String> {
     match v {
         None => Ok(default),
         Some(HONOR) => Ok(true),
         Some(IGNORE) => Ok(false),
         Some(o) => Err(format!(
-            "{field}: unsupported value {o:?} (supported: Honor, Ignore)"
+            "{field}.{name}: unsupported value {o:?} (supported: Honor, Ignore)"
         )),
     }
 }
@@ -194,12 +199,14 @@ fn compile(
         honor_affinity: policy(
             c.node_affinity_policy.as_deref(),
             true,
-            &format!("{field}.nodeAffinityPolicy"),
+            field,
+            "nodeAffinityPolicy",
         )?,
         honor_taints: policy(
             c.node_taints_policy.as_deref(),
             false,
-            &format!("{field}.nodeTaintsPolicy"),
+            field,
+            "nodeTaintsPolicy",
         )?,
     })
 }
@@ -351,22 +358,24 @@ impl PodTopologySpread {
 }
 
 /// Which nodes each constraint counts (its eligible nodes), shared by PreFilter and
-/// PreScore. A constraint whose matching pods the pod index finds, whose inclusion
-/// policies admit every node, and whose keys exclude no node (every node carries
-/// them, or missing keys don't exclude) needs no node walk: every node is eligible.
-/// The others are marked by the caller's node walk ([`Eligibility::mark`]).
+/// PreScore: a node is eligible for constraint `ci` when the walk does not skip it
+/// (it carries every constraint's key, or missing keys don't exclude) and the
+/// constraint's inclusion policies admit it ([`inclusion_masks`]). Eligibility is
+/// read per node from the cached masks, never materialized per pod. Only the
+/// constraints whose matching pods the pod index cannot find need a node walk
+/// ([`Eligibility::for_each_included`]); the others count the index's candidates.
 struct Eligibility {
     /// Per constraint: its matching pods are found through the pod index.
     indexed: Vec<bool>,
     /// Per constraint: the nodes its inclusion policies admit ([`inclusion_masks`]).
     masks: Vec<Option<Arc<[bool]>>>,
+    /// Per constraint with a mask: the mask's cache key (`None`: not cacheable).
+    mask_keys: Vec<Option<String>>,
     /// Every snapshot node carries every constraint's key.
     all_keys: bool,
     /// Nodes missing a key are not eligible for any constraint.
     missing_excludes: bool,
-    /// Per constraint: `None` = every node eligible, else eligibility by position.
-    eligible: Vec<Option<Vec<bool>>>,
-    /// The constraints needing a node walk, in order.
+    /// The active constraints needing a node walk (not indexed), in order.
     per_node: Vec<usize>,
 }
 
@@ -388,30 +397,24 @@ impl Eligibility {
             .map(|c| idx.candidates(&c.selector).is_some())
             .collect();
         let all_keys = keys.iter().all(|k| k.missing() == 0);
-        let masks = inclusion_masks(constraints, pod, required, snap, &active);
-        let mut eligible: Vec<Option<Vec<bool>>> = vec![None; constraints.len()];
-        let mut per_node = Vec::new();
-        for ci in 0..constraints.len() {
-            let admits_all = masks[ci].is_none();
-            if active(ci) && !(indexed[ci] && admits_all && (all_keys || !missing_excludes)) {
-                eligible[ci] = Some(vec![false; snap.num_nodes()]);
-                per_node.push(ci);
-            }
-        }
+        let (masks, mask_keys) = inclusion_masks(constraints, pod, required, snap, &active);
+        let per_node = (0..constraints.len())
+            .filter(|&ci| active(ci) && !indexed[ci])
+            .collect();
         Eligibility {
             indexed,
             masks,
+            mask_keys,
             all_keys,
             missing_excludes,
-            eligible,
             per_node,
         }
     }
 
-    /// Whether constraint `ci` counts every node (no node walk).
+    /// Whether every node is eligible for constraint `ci`.
     #[inline]
     fn all_nodes(&self, ci: usize) -> bool {
-        self.eligible[ci].is_none()
+        self.masks[ci].is_none() && (self.all_keys || !self.missing_excludes)
     }
 
     /// Whether the node walk skips the node at `pos` (it misses a key that excludes it).
@@ -429,40 +432,102 @@ impl Eligibility {
         self.masks[ci].as_ref().is_none_or(|m| m[pos])
     }
 
-    /// Marks the node at `pos` eligible for constraint `ci` (node walk).
+    /// Whether the node at `pos` is eligible for constraint `ci`.
     #[inline]
-    fn mark(&mut self, ci: usize, pos: usize) {
-        if let Some(e) = self.eligible[ci].as_mut() {
-            e[pos] = true;
+    fn admits(&self, keys: &[Arc<KeyDomains>], ci: usize, pos: usize) -> bool {
+        self.includes(ci, pos) && !self.skips(keys, pos)
+    }
+
+    /// Calls `f(ci, pos, node)` for every node eligible for each walked constraint
+    /// (`per_node`), node by node.
+    fn for_each_included(
+        &self,
+        keys: &[Arc<KeyDomains>],
+        nodes: &[Arc<NodeInfo>],
+        mut f: impl FnMut(usize, usize, &NodeInfo),
+    ) {
+        if self.per_node.is_empty() {
+            return;
+        }
+        for (ni, node) in nodes.iter().enumerate() {
+            if self.skips(keys, ni) {
+                continue;
+            }
+            for &ci in &self.per_node {
+                if self.includes(ci, ni) {
+                    f(ci, ni, node);
+                }
+            }
         }
     }
 
-    /// Whether the node at `pos` is eligible for constraint `ci`.
-    #[inline]
-    fn admits(&self, ci: usize, pos: usize) -> bool {
-        self.eligible[ci].as_ref().is_none_or(|e| e[pos])
+    /// Per domain id of `keys[ci]`: whether some eligible node lies in it (kube
+    /// registers exactly those domains), or `None` when every domain does. Cached in
+    /// the snapshot under what it reads (the inclusion mask's key, every
+    /// constraint's topology key) until the nodes change, so a PreFilter visits no
+    /// node for it.
+    fn registered_domains(
+        &self,
+        constraints: &[Constraint],
+        keys: &[Arc<KeyDomains>],
+        ci: usize,
+        snap: &Snapshot,
+    ) -> Option<Arc<[bool]>> {
+        if self.all_nodes(ci) {
+            return None;
+        }
+        let build = || -> Vec<bool> {
+            let mut reg = vec![false; keys[ci].len()];
+            for (ni, &id) in keys[ci].ids().iter().enumerate() {
+                if id != DOMAIN_MISSING && self.admits(keys, ci, ni) {
+                    reg[id as usize] = true;
+                }
+            }
+            reg
+        };
+        let mask_key = match (&self.masks[ci], &self.mask_keys[ci]) {
+            (None, _) => "all",
+            (Some(_), Some(k)) => k.as_str(),
+            (Some(_), None) => return Some(build().into()),
+        };
+        let mut key = format!(
+            "PodTopologySpread/registered\n{mask_key}\nexcludes:{}\nkey:{}\nkeys:",
+            self.missing_excludes, constraints[ci].topology_key
+        );
+        for c in constraints {
+            key.push_str(&c.topology_key);
+            key.push('\0');
+        }
+        Some(
+            snap.domain_index()
+                .cached_mask(snap.nodes_version(), &key, build),
+        )
     }
 }
 
+/// Per constraint: its inclusion mask and the mask's cache key ([`inclusion_masks`]).
+type Masks = (Vec<Option<Arc<[bool]>>>, Vec<Option<String>>);
+
 /// Per constraint: the snapshot's nodes its inclusion policies admit
 /// ([`Constraint::includes`]), by position, or `None` when they admit every node
-/// (or the constraint is not `active`). A mask is cached in the snapshot
-/// ([`crate::domains::DomainIndex::node_mask`]) under the policies and exactly what
-/// they read of the pod — its `nodeSelector` and required node affinity, its
-/// tolerations — until the nodes change, so pods of other classes with the same node
-/// requirements (and this class's next PreFilter) reuse it instead of matching
-/// every node again.
+/// (or the constraint is not `active`), with the mask's cache key. A mask is cached in
+/// the snapshot ([`crate::domains::DomainIndex::node_mask`]) under the policies and
+/// exactly what they read of the pod — its `nodeSelector` and required node
+/// affinity, its tolerations — until the nodes change, so pods of other classes with
+/// the same node requirements (and this class's next PreFilter) reuse it instead of
+/// matching every node again.
 fn inclusion_masks(
     constraints: &[Constraint],
     pod: &PodInfo,
     required: &RequiredNodeAffinity,
     snap: &Snapshot,
     active: impl Fn(usize) -> bool,
-) -> Vec<Option<Arc<[bool]>>> {
+) -> Masks {
     let mut affinity: Option<Option<String>> = None;
     let mut tolerations: Option<Option<String>> = None;
     let spec = pod.spec();
-    constraints
+    let mut keys = vec![None; constraints.len()];
+    let masks = constraints
         .iter()
         .enumerate()
         .map(|(ci, c)| {
@@ -501,12 +566,14 @@ fn inclusion_masks(
                 key.push_str("\ntolerations:");
                 key.push_str(t);
             }
-            Some(
-                snap.domain_index()
-                    .node_mask(snap.nodes(), snap.nodes_version(), &key, build),
-            )
+            let m = snap
+                .domain_index()
+                .node_mask(snap.nodes(), snap.nodes_version(), &key, build);
+            keys[ci] = Some(key);
+            Some(m)
         })
-        .collect()
+        .collect();
+    (masks, keys)
 }
 
 fn invalid(e: String) -> Status {

@@ -1,7 +1,6 @@
 //! PreScore, Score and NormalizeScore.
 
 use super::*;
-use corral_core::fxhash::FxHashMap;
 
 #[derive(Debug, Clone)]
 pub(super) struct PreScoreState {
@@ -14,13 +13,39 @@ pub(super) struct PreScoreState {
     /// The snapshot's domain index per constraint key, at `nodes_version`.
     pub(super) keys: Vec<Arc<KeyDomains>>,
     pub(super) nodes_version: u64,
-    /// Per constraint: whether its key is the hostname.
-    pub(super) is_host: Vec<bool>,
-    /// Per non-hostname constraint: `counts` by domain id of its key.
-    pub(super) by_id: Vec<Vec<i64>>,
-    /// Per hostname constraint with an indexable selector: matching pods per node
-    /// position (from the pod index; absent = 0), so Score matches no pods.
-    pub(super) per_node: Vec<Option<FxHashMap<usize, i64>>>,
+    /// Per constraint: Score's term for the snapshot's own nodes.
+    pub(super) terms: Vec<Term>,
+}
+
+/// One constraint's Score term for a node of the snapshot, read by position: a few
+/// array reads per node.
+#[derive(Debug, Clone)]
+pub(super) enum Term {
+    /// Not the hostname: `count × weight + (maxSkew − 1)` per domain id of the key
+    /// (empty: every count is 0).
+    Domain(Vec<f64>),
+    /// Hostname: the nodes holding matching pods (one bit per position) and their
+    /// counts by position, sorted (from the pod index): no per-node array to clear.
+    Host {
+        any: Vec<u64>,
+        counts: Vec<(usize, u32)>,
+    },
+    /// Hostname with a selector the pod index cannot serve: counted on the node.
+    HostOnNode,
+}
+
+/// `math.Round` of a raw score, exact: round half away from zero. Scores are
+/// non-negative; the cheap path (no libm call) covers them, anything else takes
+/// `f64::round`.
+#[inline]
+pub(super) fn round_score(x: f64) -> i64 {
+    if (0.0..4.0e15).contains(&x) {
+        // `x - trunc(x)` is exact for every finite `x`.
+        let t = x as i64;
+        if x - t as f64 >= 0.5 { t + 1 } else { t }
+    } else {
+        x.round() as i64
+    }
 }
 
 impl PreScoreState {
@@ -127,7 +152,7 @@ impl PreScorePlugin for PodTopologySpread {
         }
         ignored.sort_unstable();
         ignored.dedup();
-        let weights = constraints
+        let weights: Vec<f64> = constraints
             .iter()
             .zip(counts.iter())
             .map(|(c, m)| {
@@ -148,7 +173,7 @@ impl PreScorePlugin for PodTopologySpread {
         // inclusion policies admit every node when every node has the keys (or
         // missing keys don't exclude nodes).
         // Hostname constraints count per node in Score (their map stays empty).
-        let mut el = Eligibility::plan(
+        let el = Eligibility::plan(
             &constraints,
             &keys,
             &required,
@@ -166,26 +191,11 @@ impl PreScorePlugin for PodTopologySpread {
                 id => k.value(id),
             }
         };
-        if !el.per_node.is_empty() {
-            let per_node = std::mem::take(&mut el.per_node);
-            for (ni, node) in snap.nodes().iter().enumerate() {
-                if el.skips(&keys, ni) {
-                    continue;
-                }
-                for &ci in &per_node {
-                    if !el.includes(ci, ni) {
-                        continue;
-                    }
-                    if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
-                        if el.indexed[ci] {
-                            el.mark(ci, ni);
-                        } else {
-                            *cnt += constraints[ci].count_on(node, &pod.namespace);
-                        }
-                    }
-                }
+        el.for_each_included(&keys, snap.nodes(), |ci, ni, node| {
+            if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
+                *cnt += constraints[ci].count_on(node, &pod.namespace);
             }
-        }
+        });
         for (ci, c) in constraints.iter().enumerate() {
             if counts[ci].is_empty() || !el.indexed[ci] {
                 continue;
@@ -197,7 +207,7 @@ impl PreScorePlugin for PodTopologySpread {
                 let Some(ni) = snap.node_index(&e.node) else {
                     continue;
                 };
-                if !el.admits(ci, ni) {
+                if !el.admits(&keys, ci, ni) {
                     continue;
                 }
                 if let Some(cnt) = counts[ci].get_mut(value_at(ci, ni)) {
@@ -205,42 +215,51 @@ impl PreScorePlugin for PodTopologySpread {
                 }
             }
         }
-        let by_id = keys
+        // Score's term per constraint by domain id (other keys) or node position
+        // (hostname: each node's matching pods, through the pod index).
+        let terms = constraints
             .iter()
+            .zip(&keys)
             .zip(&counts)
             .zip(&is_host)
-            .map(|((k, m), &h)| {
-                if h || m.is_empty() {
-                    Vec::new()
-                } else {
-                    k.values()
-                        .iter()
-                        .map(|v| m.get(v.as_str()).copied().unwrap_or(0))
-                        .collect()
-                }
-            })
-            .collect();
-        // Hostname constraints: each node's matching pods, through the pod index.
-        let per_node = constraints
-            .iter()
-            .zip(&is_host)
-            .map(|(c, &h)| {
+            .zip(&weights)
+            .map(|((((c, k), m), &h), &w)| {
+                let base = (c.max_skew - 1) as f64;
                 if !h {
-                    return None;
+                    if m.is_empty() {
+                        return Term::Domain(Vec::new());
+                    }
+                    return Term::Domain(
+                        k.values()
+                            .iter()
+                            .map(|v| m.get(v.as_str()).copied().unwrap_or(0) as f64 * w + base)
+                            .collect(),
+                    );
                 }
-                let cands = idx.candidates(&c.selector)?;
-                let mut m: FxHashMap<usize, i64> = FxHashMap::default();
-                if c.selector.is_everything() || c.selector.is_nothing() {
-                    return Some(m);
-                }
-                for e in cands {
-                    if c.counts(&e.pod, &pod.namespace)
-                        && let Some(ni) = snap.node_index(&e.node)
-                    {
-                        *m.entry(ni).or_insert(0) += 1;
+                let Some(cands) = idx.candidates(&c.selector) else {
+                    return Term::HostOnNode;
+                };
+                let mut any = vec![0u64; snap.num_nodes().div_ceil(64)];
+                let mut counts: Vec<(usize, u32)> = Vec::new();
+                if !(c.selector.is_everything() || c.selector.is_nothing()) {
+                    for e in cands {
+                        if c.counts(&e.pod, &pod.namespace)
+                            && let Some(ni) = snap.node_index(&e.node)
+                        {
+                            any[ni / 64] |= 1 << (ni % 64);
+                            counts.push((ni, 1));
+                        }
                     }
                 }
-                Some(m)
+                counts.sort_unstable();
+                counts.dedup_by(|b, a| {
+                    let same = a.0 == b.0;
+                    if same {
+                        a.1 += b.1;
+                    }
+                    same
+                });
+                Term::Host { any, counts }
             })
             .collect();
         state.write(
@@ -252,9 +271,7 @@ impl PreScorePlugin for PodTopologySpread {
                 ignored,
                 nodes_version: snap.nodes_version(),
                 keys,
-                is_host,
-                by_id,
-                per_node,
+                terms,
             }),
         );
         Status::success()
@@ -286,17 +303,23 @@ impl ScorePlugin for PodTopologySpread {
                 if id == DOMAIN_MISSING {
                     continue;
                 }
-                let cnt = if s.is_host[ci] {
-                    match &s.per_node[ci] {
-                        Some(m) => m.get(&pos).copied().unwrap_or(0),
-                        None => c.count_on(node, &pod.namespace),
+                let base = (c.max_skew - 1) as f64;
+                score += match &s.terms[ci] {
+                    Term::Domain(t) => t.get(id as usize).copied().unwrap_or(base),
+                    Term::Host { any, counts } => {
+                        let n = if any.get(pos / 64).is_some_and(|b| b >> (pos % 64) & 1 == 1) {
+                            counts
+                                .binary_search_by_key(&pos, |e| e.0)
+                                .map_or(0, |i| counts[i].1)
+                        } else {
+                            0
+                        };
+                        n as f64 * w + base
                     }
-                } else {
-                    s.by_id[ci].get(id as usize).copied().unwrap_or(0)
+                    Term::HostOnNode => c.count_on(node, &pod.namespace) as f64 * w + base,
                 };
-                score += cnt as f64 * w + (c.max_skew - 1) as f64;
             }
-            return Ok(score.round() as i64);
+            return Ok(round_score(score));
         }
         if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
             return Ok(0);
@@ -318,7 +341,7 @@ impl ScorePlugin for PodTopologySpread {
             };
             score += cnt as f64 * w + (c.max_skew - 1) as f64;
         }
-        Ok(score.round() as i64)
+        Ok(round_score(score))
     }
 
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {

@@ -1,0 +1,169 @@
+//! Randomized: PreFilter's counts per topology domain maintained incrementally
+//! (`add_pod` / `remove_pod` on commit) equal a full recompute (a fresh PreFilter on
+//! the updated snapshot), domain by domain, with the exact minimum, over random
+//! clusters (nodes without a key, tainted nodes, a node pool), random constraint sets
+//! (zone, hostname and a custom key; indexable and non-indexable selectors;
+//! `matchLabelKeys`; both inclusion policies; `minDomains`) and random pods (other
+//! namespaces, non-matching labels, terminating pods).
+
+use super::*;
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, m: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % m
+    }
+}
+
+fn random_nodes(r: &mut Rng) -> Vec<NodeInfo> {
+    (0..6 + r.next(10))
+        .map(|i| {
+            let mut b = node(&format!("n{i}"));
+            if r.next(6) > 0 {
+                b = b.zone(["a", "b", "c", "d"][r.next(4) as usize]);
+            }
+            if r.next(5) > 0 {
+                b = b.label("rack", &format!("r{}", r.next(3)));
+            }
+            if r.next(4) == 0 {
+                b = b.label("pool", "gpu");
+            }
+            if r.next(6) == 0 {
+                b = b.taint("dedicated", "x", "NoSchedule");
+            }
+            b.info()
+        })
+        .collect()
+}
+
+fn random_constraint(r: &mut Rng, key: &str) -> Value {
+    let selector = match r.next(4) {
+        0 => json!({"matchLabels": {"app": "web"}}),
+        1 => {
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "db"]}]})
+        }
+        2 => json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["db"]}]}),
+        _ => json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+    };
+    let mut c = json!({"maxSkew": 1 + r.next(3), "topologyKey": key,
+                       "whenUnsatisfiable": "DoNotSchedule", "labelSelector": selector});
+    if r.next(3) == 0 {
+        c["matchLabelKeys"] = json!(["ver"]);
+    }
+    match r.next(3) {
+        0 => c["nodeAffinityPolicy"] = json!("Ignore"),
+        1 => c["nodeAffinityPolicy"] = json!("Honor"),
+        _ => {}
+    }
+    match r.next(3) {
+        0 => c["nodeTaintsPolicy"] = json!("Honor"),
+        1 => c["nodeTaintsPolicy"] = json!("Ignore"),
+        _ => {}
+    }
+    if r.next(3) == 0 {
+        c["minDomains"] = json!(1 + r.next(5));
+    }
+    c
+}
+
+fn random_incoming(r: &mut Rng) -> PodInfo {
+    let mut b = pod("p")
+        .label("app", "web")
+        .label("ver", &format!("v{}", r.next(2)));
+    match r.next(3) {
+        0 => {
+            b = b.affinity(json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "pool", "operator": "DoesNotExist"}]}]}}}));
+        }
+        1 => b = b.node_selector("pool", "gpu"),
+        _ => {}
+    }
+    if r.next(3) == 0 {
+        b = b.toleration(json!({"key": "dedicated", "operator": "Exists"}));
+    }
+    let mut keys = vec![LABEL_ZONE, LABEL_HOSTNAME, "rack"];
+    for _ in 0..1 + r.next(3) {
+        let k = keys.remove(r.next(keys.len() as u64) as usize);
+        b = b.spread(random_constraint(r, k));
+    }
+    b.info()
+}
+
+fn random_pod(r: &mut Rng, i: usize) -> PodInfo {
+    let mut b = pod(&format!("q{i}"));
+    match r.next(4) {
+        0 => b = b.label("app", "db"),
+        1 => {}
+        _ => b = b.label("app", "web"),
+    }
+    b = b.label("ver", &format!("v{}", r.next(2)));
+    if r.next(5) == 0 {
+        b = b.ns("other");
+    }
+    if r.next(8) == 0 {
+        b.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    }
+    b.info()
+}
+
+fn assert_same_state(st: &CycleState, fresh: &CycleState, what: &str) {
+    let a = st.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+    let b = fresh.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
+    assert_eq!(a.domains.len(), b.domains.len());
+    for (ci, (da, db)) in a.domains.iter().zip(b.domains.iter()).enumerate() {
+        assert_eq!(
+            (da.min, da.at_min, da.domains),
+            (db.min, db.at_min, db.domains),
+            "{what}: constraint {ci} min / at_min / domains"
+        );
+        assert_eq!(da.entries(), db.entries(), "{what}: constraint {ci} counts");
+    }
+}
+
+#[test]
+fn incremental_domain_counts_match_full_recompute_randomized() {
+    let pl = PodTopologySpread::default();
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    let mut checked = 0;
+    for seed in 0..40 {
+        let nodes = random_nodes(&mut r);
+        let names: Vec<String> = nodes.iter().map(|n| n.name.to_string()).collect();
+        let mut snap = snapshot(nodes, vec![]);
+        let p = random_incoming(&mut r);
+        let mut st = CycleState::new();
+        let (_, s) = pl.pre_filter(&mut st, &p, &snap);
+        assert!(s.is_success(), "seed {seed}: {s}");
+        let mut placed: Vec<(PodInfo, String)> = Vec::new();
+        for step in 0..60 {
+            if placed.is_empty() || r.next(3) > 0 {
+                let n = names[r.next(names.len() as u64) as usize].clone();
+                let q = random_pod(&mut r, step);
+                let ni = snap.node(&n).unwrap().clone();
+                assert!(pl.add_pod(&mut st, &p, &q, &ni, &snap).is_success());
+                snap.add_pod(Arc::new(q.clone()), &n);
+                placed.push((q, n));
+            } else {
+                let (q, n) = placed.swap_remove(r.next(placed.len() as u64) as usize);
+                let ni = snap.node(&n).unwrap().clone();
+                assert!(pl.remove_pod(&mut st, &p, &q, &ni, &snap).is_success());
+                snap.remove_pod(&q.key);
+            }
+            let mut fresh = CycleState::new();
+            pl.pre_filter(&mut fresh, &p, &snap);
+            let what = format!("seed {seed} step {step}");
+            assert_eq!(
+                filter_with(&pl, &st, &p, &snap),
+                filter_with(&pl, &fresh, &p, &snap),
+                "{what}"
+            );
+            assert_same_state(&st, &fresh, &what);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 40 * 60);
+}
