@@ -5,8 +5,8 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -145,14 +145,57 @@ pub(crate) fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
+/// A node's Filter verdict: passed, rejected with a status kept in a cell table
+/// (borrowed, not cloned), or with a status of its own.
+pub(crate) enum Checked<'a> {
+    Pass,
+    Fail(&'a Status),
+    Owned(Status),
+}
+
+impl<'a> Checked<'a> {
+    /// A status computed on the spot.
+    #[inline]
+    pub(crate) fn of(st: Status) -> Checked<'a> {
+        if st.is_success() {
+            Checked::Pass
+        } else {
+            Checked::Owned(st)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_pass(&self) -> bool {
+        matches!(self, Checked::Pass)
+    }
+
+    /// The rejection's status (`None` when the node passed).
+    #[inline]
+    pub(crate) fn status(&self) -> Option<&Status> {
+        match self {
+            Checked::Pass => None,
+            Checked::Fail(s) => Some(s),
+            Checked::Owned(s) => Some(s),
+        }
+    }
+
+    fn into_status(self) -> Status {
+        match self {
+            Checked::Pass => Status::success(),
+            Checked::Fail(s) => s.clone(),
+            Checked::Owned(s) => s,
+        }
+    }
+}
+
 /// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
 /// `check(node)` runs the Filter plugins; `known(node)` true means the node is known
 /// to pass them (a cached verdict), so `check` is not called. Returns (feasible
 /// indices, processed, diagnosis).
-pub(crate) fn find_feasible(
+pub(crate) fn find_feasible<'a>(
     has_filters: bool,
     known: impl Fn(usize) -> bool + Sync,
-    check: impl Fn(usize) -> Status + Sync,
+    check: impl Fn(usize) -> Checked<'a> + Sync,
     order: impl Fn(usize) -> usize + Sync,
     n: usize,
     to_find: usize,
@@ -175,16 +218,16 @@ pub(crate) fn find_feasible(
                 }
                 continue;
             }
-            let st = check(idx);
-            if st.is_success() {
-                feasible.push(idx);
-                if feasible.len() >= to_find {
-                    return Ok((feasible, i + 1, diag));
+            let ck = check(idx);
+            match ck.status() {
+                None => {
+                    feasible.push(idx);
+                    if feasible.len() >= to_find {
+                        return Ok((feasible, i + 1, diag));
+                    }
                 }
-            } else if st.code == Code::Error {
-                return Err(st);
-            } else {
-                diag.add(&st);
+                Some(st) if st.code == Code::Error => return Err(ck.into_status()),
+                Some(st) => diag.add(st),
             }
         }
         return Ok((feasible, n, diag));
@@ -208,13 +251,13 @@ pub(crate) fn find_feasible(
                         ok.push(i);
                         continue;
                     }
-                    let st = check(idx);
-                    if st.is_success() {
-                        ok.push(i);
-                    } else if st.code == Code::Error {
-                        return (ok, bad, Some(st));
-                    } else {
-                        bad.add(&st);
+                    let ck = check(idx);
+                    match ck.status() {
+                        None => ok.push(i),
+                        Some(st) if st.code == Code::Error => {
+                            return (ok, bad, Some(ck.into_status()));
+                        }
+                        Some(st) => bad.add(st),
                     }
                 }
                 (ok, bad, None)
@@ -237,19 +280,151 @@ pub(crate) fn find_feasible(
     Ok((feasible, n, diag))
 }
 
+/// Bits of a filter cell's stamp that hold its verdict (0: passed; v: rejected with
+/// the table's status v - 1).
+const VERDICT_BITS: u32 = 7;
+const VERDICT_MASK: u64 = (1 << VERDICT_BITS) - 1;
+/// Distinct rejection statuses one cell table keeps; a node rejected with yet
+/// another status is not cached (its Filters run on every visit).
+const FAIL_STATUSES: usize = 64;
+
+/// Filter verdicts per node, each valid for the node generation it was computed at:
+/// one word per node, `(generation + 1) << VERDICT_BITS | verdict` (0: never
+/// computed), so a table costs one zeroed word per node, cells of changed nodes are
+/// simply not matched (no clearing pass), and the table is reused across batches as
+/// long as the node set is the same. Rejections keep their status once per distinct
+/// status in a small side table, read by reference.
+///
+/// Cells are filled concurrently by the pods of a batch: every filler of a cell
+/// computes the same verdict (same class, same node generation; the snapshot is
+/// immutable during evaluation). A status is stored in the side table before any
+/// stamp naming it (release), and read after the stamp (acquire).
+pub(crate) struct FilterCells {
+    stamps: Vec<AtomicU64>,
+    fails: Box<[OnceLock<Status>]>,
+    /// Filled entries of `fails`.
+    len: AtomicUsize,
+    insert: Mutex<()>,
+}
+
+impl FilterCells {
+    pub(crate) fn new(num_nodes: usize) -> Self {
+        FilterCells {
+            stamps: (0..num_nodes).map(|_| AtomicU64::new(0)).collect(),
+            fails: (0..FAIL_STATUSES).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            insert: Mutex::new(()),
+        }
+    }
+
+    /// Nodes the table has a cell for.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.stamps.len()
+    }
+
+    /// The stamp of a passing verdict at `generation` (`None`: too large to stamp).
+    #[inline]
+    fn base(generation: u64) -> Option<u64> {
+        (generation < 1 << (63 - VERDICT_BITS)).then(|| (generation + 1) << VERDICT_BITS)
+    }
+
+    /// Whether node `idx` is known to pass at `generation` (one load).
+    #[inline]
+    pub(crate) fn passes(&self, idx: usize, generation: u64) -> bool {
+        Self::base(generation) == Some(self.stamps[idx].load(Ordering::Relaxed))
+    }
+
+    /// The verdict of node `idx` at `generation`, when known.
+    #[inline]
+    pub(crate) fn get(&self, idx: usize, generation: u64) -> Option<Checked<'_>> {
+        let base = Self::base(generation)?;
+        let s = self.stamps[idx].load(Ordering::Acquire);
+        if s & !VERDICT_MASK != base {
+            return None;
+        }
+        match (s & VERDICT_MASK) as usize {
+            0 => Some(Checked::Pass),
+            v => self.fails[v - 1].get().map(Checked::Fail),
+        }
+    }
+
+    /// Records `st` as node `idx`'s verdict at `generation` (errors are not kept)
+    /// and returns it.
+    pub(crate) fn put(&self, idx: usize, generation: u64, st: Status) -> Checked<'_> {
+        let Some(base) = Self::base(generation) else {
+            return Checked::of(st);
+        };
+        if st.is_success() {
+            self.stamps[idx].store(base, Ordering::Release);
+            return Checked::Pass;
+        }
+        if st.code == Code::Error {
+            return Checked::Owned(st);
+        }
+        match self.intern(st) {
+            Ok(v) => {
+                self.stamps[idx].store(base | (v as u64 + 1), Ordering::Release);
+                self.fails[v].get().map_or(Checked::Pass, Checked::Fail)
+            }
+            Err(st) => Checked::Owned(st),
+        }
+    }
+
+    /// The verdict of node `idx` at `generation`, computed by `run` (and recorded)
+    /// when not known.
+    #[inline]
+    pub(crate) fn get_or_run(
+        &self,
+        idx: usize,
+        generation: u64,
+        run: impl FnOnce() -> Status,
+    ) -> Checked<'_> {
+        match self.get(idx, generation) {
+            Some(v) => v,
+            None => self.put(idx, generation, run()),
+        }
+    }
+
+    /// The side-table position of a status equal to `st`, adding it when there is
+    /// room.
+    fn intern(&self, st: Status) -> Result<usize, Status> {
+        let seen = self.len.load(Ordering::Acquire);
+        if let Some(i) = self.find(&st, 0, seen) {
+            return Ok(i);
+        }
+        let _g = self.insert.lock().unwrap_or_else(|e| e.into_inner());
+        let len = self.len.load(Ordering::Acquire);
+        if let Some(i) = self.find(&st, seen, len) {
+            return Ok(i);
+        }
+        if len == self.fails.len() {
+            return Err(st);
+        }
+        if let Err(st) = self.fails[len].set(st) {
+            // Unreachable (entries are only set under the lock, in order).
+            return Err(st);
+        }
+        self.len.store(len + 1, Ordering::Release);
+        Ok(len)
+    }
+
+    fn find(&self, st: &Status, from: usize, to: usize) -> Option<usize> {
+        (from..to).find(|&i| self.fails[i].get().is_some_and(|f| f.same(st)))
+    }
+}
+
 /// Node-local work shared by every class of one node-local class
 /// ([`PodInfo::node_local_class`]) and profile: each node's result of the node-local
 /// Filters (those without PreFilter extensions) and its node-local scores. Pods
 /// that differ only in labels, namespace, owners or pod (anti-)affinity / spread
 /// constraints share these cells. Cells are stamped with the node's generation, so
-/// they stay valid across commits and batches for unchanged nodes.
+/// they stay valid across commits and batches for unchanged nodes; setting up or
+/// reusing the cells costs no work per node (a node never visited costs one zeroed
+/// word per table).
 pub(crate) struct LocalCells {
-    /// Per node: (node generation when computed, node-local Filter result).
-    pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
-    /// Per node: the node generation at which its node-local Filters passed
-    /// (`u64::MAX`: not known to pass), a copy of the success cells of `filter`
-    /// read with one load in the Filter walk.
-    pub(crate) pass: Vec<AtomicU64>,
+    /// Per node: the node-local Filters' verdict.
+    pub(crate) filter: FilterCells,
     pub(crate) scores: LocalScoreCache,
     nodes_version: u64,
     /// The skipped node-local Filters (`filter_skip_mask` restricted to them) the
@@ -260,23 +435,18 @@ pub(crate) struct LocalCells {
 impl LocalCells {
     fn new(fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
         LocalCells {
-            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
-            pass: not_known(snap.num_nodes()),
+            filter: FilterCells::new(snap.num_nodes()),
             scores: LocalScoreCache::new(fw, snap.num_nodes()),
             nodes_version: snap.nodes_version(),
             skip_key,
         }
     }
 
-    /// Reuses the cells for a new batch (dropping those of changed nodes) when the
-    /// node set and the skipped Filters are the same, else starts afresh.
-    fn refresh(mut self, fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
-        if self.nodes_version != snap.nodes_version() || self.skip_key != skip_key {
-            return Self::new(fw, snap, skip_key);
-        }
-        clear_stale(&mut self.filter, snap);
-        self.scores.invalidate_stale(snap);
-        self
+    /// Whether the cells serve a new batch: same node set and skipped Filters
+    /// (cells of changed nodes no longer match their node's generation, so nothing
+    /// is cleared).
+    fn valid_for(&self, snap: &Snapshot, skip_key: u64) -> bool {
+        self.nodes_version == snap.nodes_version() && self.skip_key == skip_key
     }
 }
 
@@ -286,8 +456,7 @@ impl LocalCells {
 pub(crate) struct DeclaredCells {
     /// The declared Filters (bit per position in `Framework::filter`).
     mask: u64,
-    filter: Vec<OnceLock<(u64, Status)>>,
-    pass: Vec<AtomicU64>,
+    filter: FilterCells,
     nodes_version: u64,
 }
 
@@ -340,26 +509,31 @@ impl ClassCache {
             return None;
         }
         match old {
-            Some(mut d) if d.mask == mask && d.nodes_version == snap.nodes_version() => {
-                clear_stale(&mut d.filter, snap);
-                Some(d)
-            }
+            Some(d) if d.mask == mask && d.nodes_version == snap.nodes_version() => Some(d),
             _ => Some(DeclaredCells {
                 mask,
-                filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
-                pass: not_known(snap.num_nodes()),
+                filter: FilterCells::new(snap.num_nodes()),
                 nodes_version: snap.nodes_version(),
             }),
         }
     }
 }
 
+/// Node cells (nodes × node-local classes) kept across batches: the least recently
+/// used node-local classes' cells beyond this are dropped (about 40 bytes per
+/// node cell: 80 MB at the budget; every node-local class of the mixed profile at
+/// 5,000 nodes fits).
+const LOCAL_CELLS_BUDGET: usize = 1 << 21;
+
 /// The class caches of a batch, and the node-local cells they share (kept across
-/// batches for the classes and node-local classes that come again).
+/// batches for the node-local classes that come again, least recently used dropped
+/// beyond [`LOCAL_CELLS_BUDGET`]).
 #[derive(Default)]
 pub(crate) struct ClassCaches {
     classes: HashMap<(u64, usize), ClassCache>,
-    locals: HashMap<(u64, usize), Arc<LocalCells>>,
+    /// Per node-local class: its cells and the batch that last used them.
+    locals: HashMap<(u64, usize), (Arc<LocalCells>, u64)>,
+    batch: u64,
 }
 
 /// The skipped node-local (not cross-node) Filters of a PreFilter outcome.
@@ -377,10 +551,11 @@ impl ClassCaches {
 
     /// Builds the caches of a batch from the previous batch's. `classes`: class
     /// (key, profile) → members (batch positions); `class_of[j]` the class key of
-    /// the pod at position j. A class gets a cache when its node-local class has
-    /// several pods in the batch or cells from an earlier batch. The node-local
-    /// class of a pod whose class key is not its own equivalence (interchangeable
-    /// claims) is that class key.
+    /// the pod at position j. Every class gets a cache (its PreFilter runs once,
+    /// the classes' PreFilters in parallel), with the node-local cells of its
+    /// node-local class, kept from earlier batches when they are still valid. The
+    /// node-local class of a pod whose class key is not its own equivalence
+    /// (interchangeable claims) is that class key.
     pub(crate) fn prepare(
         previous: ClassCaches,
         fws: &[Framework],
@@ -399,43 +574,39 @@ impl ClassCaches {
         let ClassCaches {
             classes: prev_classes,
             locals: mut prev_locals,
+            batch,
         } = previous;
-        // Release the classes' references to the cells, so the cells can be
-        // refreshed in place.
+        let batch = batch + 1;
         let mut prev: HashMap<(u64, usize), Option<DeclaredCells>> = prev_classes
             .into_iter()
             .map(|(k, c)| (k, c.declared))
             .collect();
-        let mut group: HashMap<(u64, usize), usize> = HashMap::new();
-        for (&(_, fi), members) in classes {
-            *group.entry((local_of(members[0]), fi)).or_default() += members.len();
-        }
         // Sorted, so caches are built in the same order every run.
-        let mut chosen: Vec<(&(u64, usize), &Vec<usize>)> = classes
-            .iter()
-            .filter(|&(&(_, fi), m)| {
-                let lk = (local_of(m[0]), fi);
-                group[&lk] > 1 || prev_locals.contains_key(&lk)
-            })
-            .collect();
+        let mut chosen: Vec<(&(u64, usize), &Vec<usize>)> = classes.iter().collect();
         chosen.sort_unstable_by_key(|(_, m)| m[0]);
-        let mut out = ClassCaches::default();
-        for (&key, members) in chosen {
+        // The classes' PreFilters, in parallel (each reads only the snapshot).
+        let pres: Vec<Result<(CycleState, PreFilterOutcome), Status>> = chosen
+            .par_iter()
+            .map(|(key, members)| ClassCache::pre_filter(&fws[key.1], snap, pods[members[0]]))
+            .collect();
+        let mut out = ClassCaches {
+            batch,
+            ..ClassCaches::default()
+        };
+        for ((&key, members), pre) in chosen.into_iter().zip(pres) {
             let j = members[0];
             let fw = &fws[key.1];
             let cross_mask = fw.cross_node_filter_mask();
-            let pre = ClassCache::pre_filter(fw, snap, pods[j]);
             let lk = (local_of(j), key.1);
             let skip_key = local_skip_key(cross_mask, &pre);
             let local = match out.locals.get(&lk) {
-                Some(l) => l.clone(),
+                Some((l, _)) => l.clone(),
                 None => {
-                    let cells = match prev_locals.remove(&lk).map(Arc::try_unwrap) {
-                        Some(Ok(c)) => c.refresh(fw, snap, skip_key),
-                        _ => LocalCells::new(fw, snap, skip_key),
+                    let l = match prev_locals.remove(&lk) {
+                        Some((l, _)) if l.valid_for(snap, skip_key) => l,
+                        _ => Arc::new(LocalCells::new(fw, snap, skip_key)),
                     };
-                    let l = Arc::new(cells);
-                    out.locals.insert(lk, l.clone());
+                    out.locals.insert(lk, (l.clone(), batch));
                     l
                 }
             };
@@ -451,23 +622,23 @@ impl ClassCaches {
                 },
             );
         }
+        // Cells of node-local classes not in this batch, most recently used first,
+        // while within the budget.
+        let mut cells: usize = out.locals.values().map(|(l, _)| l.filter.len()).sum();
+        let mut rest: Vec<((u64, usize), (Arc<LocalCells>, u64))> = prev_locals
+            .into_iter()
+            .filter(|(_, (l, _))| l.nodes_version == snap.nodes_version())
+            .collect();
+        rest.sort_unstable_by_key(|(k, (_, used))| (std::cmp::Reverse(*used), *k));
+        for (k, (l, used)) in rest {
+            cells += l.filter.len();
+            if cells > LOCAL_CELLS_BUDGET {
+                break;
+            }
+            out.locals.insert(k, (l, used));
+        }
         out
     }
-}
-
-/// Empties the cells of nodes changed since they were computed.
-fn clear_stale(cells: &mut [OnceLock<(u64, Status)>], snap: &Snapshot) {
-    let nodes = snap.nodes();
-    for (i, cell) in cells.iter_mut().enumerate() {
-        if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
-            cell.take();
-        }
-    }
-}
-
-/// `ClassCache::pass` with no node known to pass.
-fn not_known(n: usize) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(u64::MAX)).collect()
 }
 
 /// The `status` of an extension point from its result.
@@ -605,63 +776,46 @@ pub(crate) fn evaluate(
             _ => u64::MAX,
         }
     };
-    // A cell's result at the node's current generation (computed by `run` when
-    // empty), noting success in `pass`.
-    let cell = |cells: &[OnceLock<(u64, Status)>],
-                pass: &[AtomicU64],
-                idx: usize,
-                run: &dyn Fn() -> Status|
-     -> Status {
+    let cached = |idx: usize| -> Checked<'_> {
+        let Some(c) = cache else {
+            return Checked::of(direct(idx));
+        };
         let node = &nodes[idx];
-        let (g, st) = cells[idx].get_or_init(|| (node.generation, run()));
-        if *g == node.generation {
-            if st.is_success() {
-                pass[idx].store(node.generation, Ordering::Relaxed);
-                // No reasons to copy (the common case).
-                Status::success()
-            } else {
-                st.clone()
-            }
-        } else {
-            run()
-        }
-    };
-    let cached = |idx: usize| match cache {
-        Some(c) => {
-            let node = &nodes[idx];
-            let l = &c.local;
-            let pure = !c.cross_mask;
-            let mut first = cell(&l.filter, &l.pass, idx, &|| {
-                fw.run_filter_masked(&state, pod, node, snap, pure)
+        let g = node.generation;
+        let pure = !c.cross_mask;
+        let mut first = c.local.filter.get_or_run(idx, g, || {
+            fw.run_filter_masked(&state, pod, node, snap, pure)
+        });
+        if let Some(d) = declared {
+            let x = d.filter.get_or_run(idx, g, || {
+                fw.run_filter_masked(&state, pod, node, snap, d.mask)
             });
-            if let Some(d) = declared {
-                let x = cell(&d.filter, &d.pass, idx, &|| {
-                    fw.run_filter_masked(&state, pod, node, snap, d.mask)
-                });
-                // As in `run_filter`, the first failing plugin in profile order
-                // is reported.
-                if !x.is_success() && (first.is_success() || before(&x) < before(&first)) {
-                    first = x;
-                }
+            // As in `run_filter`, the first failing plugin in profile order is
+            // reported.
+            if let Some(xs) = x.status()
+                && first.status().is_none_or(|f| before(xs) < before(f))
+            {
+                first = x;
             }
-            if live == 0 {
-                return first;
-            }
-            let x = fw.run_filter_masked(&state, pod, node, snap, live & before(&first));
-            if x.is_success() { first } else { x }
         }
-        None => direct(idx),
+        if live == 0 {
+            return first;
+        }
+        let bound = first.status().map_or(u64::MAX, before);
+        match Checked::of(fw.run_filter_masked(&state, pod, node, snap, live & bound)) {
+            Checked::Pass => first,
+            x => x,
+        }
     };
     let t_filter = fw.point_start();
     // Nodes whose cached Filters passed at their current generation, for a pod
     // without live cross-node Filters: feasible without running anything.
-    let pass_local: Option<&[AtomicU64]> = cache.filter(|_| live == 0).map(|c| &c.local.pass[..]);
-    let pass_declared: Option<&[AtomicU64]> = declared.map(|d| &d.pass[..]);
+    let pass_local: Option<&FilterCells> = cache.filter(|_| live == 0).map(|c| &c.local.filter);
+    let pass_declared: Option<&FilterCells> = declared.map(|d| &d.filter);
     let known = |idx: usize| match pass_local {
         Some(p) => {
             let g = nodes[idx].generation;
-            p[idx].load(Ordering::Relaxed) == g
-                && pass_declared.is_none_or(|d| d[idx].load(Ordering::Relaxed) == g)
+            p.passes(idx, g) && pass_declared.is_none_or(|d| d.passes(idx, g))
         }
         None => false,
     };
