@@ -10,8 +10,13 @@
 //! directly. Used only while the snapshot's `nodes_version` (node set, order and
 //! labels) is the one it was built for, and only for nodes of that snapshot
 //! ([`Snapshot::position`]); otherwise [`RequiredNodeAffinity::matches`] decides.
+//!
+//! Verdicts are kept per node position, a bit per node, filled 64 positions at a time
+//! on first use ([`IndexedRequired::matches_at`]): a Filter call then reads one bit,
+//! and positions no pod visits cost nothing but their share of two zeroed words.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use crate::labels::{NodeTerm, Requirement, Selector};
@@ -70,6 +75,10 @@ pub struct IndexedRequired {
     selector: Option<Vec<IndexedReq>>,
     /// Required terms (ORed); `None`: no required node affinity.
     terms: Option<Vec<IndexedTerm>>,
+    /// Per 64 node positions: the positions whose verdict is filled in `verdicts`.
+    known: Box<[AtomicU64]>,
+    /// Per 64 node positions: bit set when the node at that position matches.
+    verdicts: Box<[AtomicU64]>,
 }
 
 fn all_reqs(reqs: &[Requirement], snap: &Snapshot) -> Option<Vec<IndexedReq>> {
@@ -105,11 +114,50 @@ impl IndexedRequired {
             ),
             None => None,
         };
+        let words = snap.num_nodes().div_ceil(64);
         Some(IndexedRequired {
             nodes_version: snap.nodes_version(),
             selector,
             terms,
+            known: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            verdicts: (0..words).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    /// [`Self::matches`] for the node at position `pos` of `snap`, for which
+    /// [`Self::valid_for`] holds: one bit read once the position's word of 64
+    /// verdicts was filled (by the first caller; concurrent fillers store the
+    /// same verdicts, before the word's `known` bits).
+    #[inline]
+    pub fn matches_at(&self, snap: &Snapshot, pos: usize) -> bool {
+        let (w, bit) = (pos / 64, 1u64 << (pos % 64));
+        let Some(known) = self.known.get(w) else {
+            return snap
+                .nodes()
+                .get(pos)
+                .is_some_and(|n| self.matches(pos, &n.name));
+        };
+        if known.load(Ordering::Acquire) & bit == 0 {
+            self.fill(snap, w);
+        }
+        self.verdicts[w].load(Ordering::Relaxed) & bit != 0
+    }
+
+    /// Computes the verdicts of the 64 positions of word `w`.
+    fn fill(&self, snap: &Snapshot, w: usize) {
+        let nodes = snap.nodes();
+        let lo = w * 64;
+        let hi = (lo + 64).min(nodes.len());
+        let mut v = 0u64;
+        let mut filled = 0u64;
+        for p in lo..hi {
+            filled |= 1 << (p - lo);
+            if self.matches(p, &nodes[p].name) {
+                v |= 1 << (p - lo);
+            }
+        }
+        self.verdicts[w].store(v, Ordering::Relaxed);
+        self.known[w].store(filled, Ordering::Release);
     }
 
     /// Whether the index describes `snap`'s current nodes.
@@ -182,7 +230,9 @@ mod tests {
         let mut compared = 0;
         for round in 0..60 {
             let mut snap = Snapshot::new();
-            let infos: Vec<_> = (0..12)
+            // Small clusters and ones over several words of 64 verdicts.
+            let size = if round % 2 == 0 { 12 } else { 12 + 3 * round };
+            let infos: Vec<_> = (0..size)
                 .map(|i| {
                     let mut b = node(&format!("n{i}"));
                     for k in KEYS {
@@ -226,6 +276,7 @@ mod tests {
                 let (_, pre) = pl.pre_filter(&mut st, &p, &snap);
                 for (pos, n) in snap.nodes().iter().enumerate() {
                     let want = req.matches(n);
+                    assert_eq!(ix.matches_at(&snap, pos), want, "round {round} {}", n.name);
                     assert_eq!(
                         ix.matches(pos, &n.name),
                         want,
