@@ -5,13 +5,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub(crate) use crate::cells::{Checked, FilterCells};
 use crate::framework::observe::point;
 use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
@@ -52,9 +52,35 @@ pub(crate) struct Evaluation {
 pub(crate) struct Diagnosis {
     pub(crate) counts: Vec<(Cow<'static, str>, usize)>,
     pub(crate) plugins: Vec<&'static str>,
+    /// The address of the last kept status added ([`Self::add_kept`]) with one
+    /// reason, and the position of its reason in `counts`.
+    last_kept: Option<(usize, usize)>,
 }
 
 impl Diagnosis {
+    /// [`Self::add`] for a status kept in a cell table for the whole evaluation
+    /// (its address identifies it): the rejections of consecutive nodes by the same
+    /// kept status cost one compare.
+    #[inline]
+    pub(crate) fn add_kept(&mut self, st: &Status) {
+        let ptr = std::ptr::from_ref(st) as usize;
+        if let Some((p, i)) = self.last_kept
+            && p == ptr
+        {
+            self.counts[i].1 += 1;
+            return;
+        }
+        self.add(st);
+        self.last_kept = match st.reasons.as_slice() {
+            [r] => self
+                .counts
+                .iter()
+                .position(|(k, _)| same_str(k, r))
+                .map(|i| (ptr, i)),
+            _ => None,
+        };
+    }
+
     pub(crate) fn add(&mut self, st: &Status) {
         for r in &st.reasons {
             self.count(r, 1);
@@ -145,49 +171,6 @@ pub(crate) fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
 }
 
-/// A node's Filter verdict: passed, rejected with a status kept in a cell table
-/// (borrowed, not cloned), or with a status of its own.
-pub(crate) enum Checked<'a> {
-    Pass,
-    Fail(&'a Status),
-    Owned(Status),
-}
-
-impl<'a> Checked<'a> {
-    /// A status computed on the spot.
-    #[inline]
-    pub(crate) fn of(st: Status) -> Checked<'a> {
-        if st.is_success() {
-            Checked::Pass
-        } else {
-            Checked::Owned(st)
-        }
-    }
-
-    #[inline]
-    pub(crate) fn is_pass(&self) -> bool {
-        matches!(self, Checked::Pass)
-    }
-
-    /// The rejection's status (`None` when the node passed).
-    #[inline]
-    pub(crate) fn status(&self) -> Option<&Status> {
-        match self {
-            Checked::Pass => None,
-            Checked::Fail(s) => Some(s),
-            Checked::Owned(s) => Some(s),
-        }
-    }
-
-    fn into_status(self) -> Status {
-        match self {
-            Checked::Pass => Status::success(),
-            Checked::Fail(s) => s.clone(),
-            Checked::Owned(s) => s,
-        }
-    }
-}
-
 /// Filters nodes in rotated order, stopping once `to_find` feasible nodes were found.
 /// `check(node)` runs the Filter plugins; `known(node)` true means the node is known
 /// to pass them (a cached verdict), so `check` is not called. Returns (feasible
@@ -227,6 +210,7 @@ pub(crate) fn find_feasible<'a>(
                     }
                 }
                 Some(st) if st.code == Code::Error => return Err(ck.into_status()),
+                Some(st) if matches!(ck, Checked::Fail(_)) => diag.add_kept(st),
                 Some(st) => diag.add(st),
             }
         }
@@ -257,6 +241,7 @@ pub(crate) fn find_feasible<'a>(
                         Some(st) if st.code == Code::Error => {
                             return (ok, bad, Some(ck.into_status()));
                         }
+                        Some(st) if matches!(ck, Checked::Fail(_)) => bad.add_kept(st),
                         Some(st) => bad.add(st),
                     }
                 }
@@ -280,140 +265,6 @@ pub(crate) fn find_feasible<'a>(
     Ok((feasible, n, diag))
 }
 
-/// Bits of a filter cell's stamp that hold its verdict (0: passed; v: rejected with
-/// the table's status v - 1).
-const VERDICT_BITS: u32 = 7;
-const VERDICT_MASK: u64 = (1 << VERDICT_BITS) - 1;
-/// Distinct rejection statuses one cell table keeps; a node rejected with yet
-/// another status is not cached (its Filters run on every visit).
-const FAIL_STATUSES: usize = 64;
-
-/// Filter verdicts per node, each valid for the node generation it was computed at:
-/// one word per node, `(generation + 1) << VERDICT_BITS | verdict` (0: never
-/// computed), so a table costs one zeroed word per node, cells of changed nodes are
-/// simply not matched (no clearing pass), and the table is reused across batches as
-/// long as the node set is the same. Rejections keep their status once per distinct
-/// status in a small side table, read by reference.
-///
-/// Cells are filled concurrently by the pods of a batch: every filler of a cell
-/// computes the same verdict (same class, same node generation; the snapshot is
-/// immutable during evaluation). A status is stored in the side table before any
-/// stamp naming it (release), and read after the stamp (acquire).
-pub(crate) struct FilterCells {
-    stamps: Vec<AtomicU64>,
-    fails: Box<[OnceLock<Status>]>,
-    /// Filled entries of `fails`.
-    len: AtomicUsize,
-    insert: Mutex<()>,
-}
-
-impl FilterCells {
-    pub(crate) fn new(num_nodes: usize) -> Self {
-        FilterCells {
-            stamps: (0..num_nodes).map(|_| AtomicU64::new(0)).collect(),
-            fails: (0..FAIL_STATUSES).map(|_| OnceLock::new()).collect(),
-            len: AtomicUsize::new(0),
-            insert: Mutex::new(()),
-        }
-    }
-
-    /// Nodes the table has a cell for.
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.stamps.len()
-    }
-
-    /// The stamp of a passing verdict at `generation` (`None`: too large to stamp).
-    #[inline]
-    fn base(generation: u64) -> Option<u64> {
-        (generation < 1 << (63 - VERDICT_BITS)).then(|| (generation + 1) << VERDICT_BITS)
-    }
-
-    /// Whether node `idx` is known to pass at `generation` (one load).
-    #[inline]
-    pub(crate) fn passes(&self, idx: usize, generation: u64) -> bool {
-        Self::base(generation) == Some(self.stamps[idx].load(Ordering::Relaxed))
-    }
-
-    /// The verdict of node `idx` at `generation`, when known.
-    #[inline]
-    pub(crate) fn get(&self, idx: usize, generation: u64) -> Option<Checked<'_>> {
-        let base = Self::base(generation)?;
-        let s = self.stamps[idx].load(Ordering::Acquire);
-        if s & !VERDICT_MASK != base {
-            return None;
-        }
-        match (s & VERDICT_MASK) as usize {
-            0 => Some(Checked::Pass),
-            v => self.fails[v - 1].get().map(Checked::Fail),
-        }
-    }
-
-    /// Records `st` as node `idx`'s verdict at `generation` (errors are not kept)
-    /// and returns it.
-    pub(crate) fn put(&self, idx: usize, generation: u64, st: Status) -> Checked<'_> {
-        let Some(base) = Self::base(generation) else {
-            return Checked::of(st);
-        };
-        if st.is_success() {
-            self.stamps[idx].store(base, Ordering::Release);
-            return Checked::Pass;
-        }
-        if st.code == Code::Error {
-            return Checked::Owned(st);
-        }
-        match self.intern(st) {
-            Ok(v) => {
-                self.stamps[idx].store(base | (v as u64 + 1), Ordering::Release);
-                self.fails[v].get().map_or(Checked::Pass, Checked::Fail)
-            }
-            Err(st) => Checked::Owned(st),
-        }
-    }
-
-    /// The verdict of node `idx` at `generation`, computed by `run` (and recorded)
-    /// when not known.
-    #[inline]
-    pub(crate) fn get_or_run(
-        &self,
-        idx: usize,
-        generation: u64,
-        run: impl FnOnce() -> Status,
-    ) -> Checked<'_> {
-        match self.get(idx, generation) {
-            Some(v) => v,
-            None => self.put(idx, generation, run()),
-        }
-    }
-
-    /// The side-table position of a status equal to `st`, adding it when there is
-    /// room.
-    fn intern(&self, st: Status) -> Result<usize, Status> {
-        let seen = self.len.load(Ordering::Acquire);
-        if let Some(i) = self.find(&st, 0, seen) {
-            return Ok(i);
-        }
-        let _g = self.insert.lock().unwrap_or_else(|e| e.into_inner());
-        let len = self.len.load(Ordering::Acquire);
-        if let Some(i) = self.find(&st, seen, len) {
-            return Ok(i);
-        }
-        if len == self.fails.len() {
-            return Err(st);
-        }
-        if let Err(st) = self.fails[len].set(st) {
-            // Unreachable (entries are only set under the lock, in order).
-            return Err(st);
-        }
-        self.len.store(len + 1, Ordering::Release);
-        Ok(len)
-    }
-
-    fn find(&self, st: &Status, from: usize, to: usize) -> Option<usize> {
-        (from..to).find(|&i| self.fails[i].get().is_some_and(|f| f.same(st)))
-    }
-}
-
 /// Node-local work shared by every class of one node-local class
 /// ([`PodInfo::node_local_class`]) and profile: each node's result of the node-local
 /// Filters (those without PreFilter extensions) and its node-local scores. Pods
@@ -433,20 +284,20 @@ pub(crate) struct LocalCells {
 }
 
 impl LocalCells {
-    fn new(fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
+    /// Cells for `num_nodes` nodes (0: none, for a class whose PreFilter failed).
+    fn new(fw: &Framework, num_nodes: usize, snap: &Snapshot, skip_key: u64) -> Self {
         LocalCells {
-            filter: FilterCells::new(snap.num_nodes()),
-            scores: LocalScoreCache::new(fw, snap.num_nodes()),
+            filter: FilterCells::new(num_nodes),
+            scores: LocalScoreCache::new(fw, num_nodes),
             nodes_version: snap.nodes_version(),
             skip_key,
         }
     }
 
-    /// Whether the cells serve a new batch: same node set and skipped Filters
-    /// (cells of changed nodes no longer match their node's generation, so nothing
-    /// is cleared).
-    fn valid_for(&self, snap: &Snapshot, skip_key: u64) -> bool {
-        self.nodes_version == snap.nodes_version() && self.skip_key == skip_key
+    /// Whether the cells serve a new batch: same node set (cells of changed nodes
+    /// no longer match their node's generation, so nothing is cleared).
+    fn valid_for(&self, snap: &Snapshot) -> bool {
+        self.nodes_version == snap.nodes_version()
     }
 }
 
@@ -531,8 +382,9 @@ const LOCAL_CELLS_BUDGET: usize = 1 << 21;
 #[derive(Default)]
 pub(crate) struct ClassCaches {
     classes: HashMap<(u64, usize), ClassCache>,
-    /// Per node-local class: its cells and the batch that last used them.
-    locals: HashMap<(u64, usize), (Arc<LocalCells>, u64)>,
+    /// Per (node-local class, profile, skipped node-local Filters): its cells and
+    /// the batch that last used them.
+    locals: HashMap<(u64, usize, u64), (Arc<LocalCells>, u64)>,
     batch: u64,
 }
 
@@ -597,14 +449,18 @@ impl ClassCaches {
             let j = members[0];
             let fw = &fws[key.1];
             let cross_mask = fw.cross_node_filter_mask();
-            let lk = (local_of(j), key.1);
             let skip_key = local_skip_key(cross_mask, &pre);
+            // Cells per set of skipped node-local Filters, so classes of one
+            // node-local class whose PreFilters skip differently do not evict each
+            // other's cells. A class whose PreFilter rejected the pod reads no cell.
+            let lk = (local_of(j), key.1, skip_key);
             let local = match out.locals.get(&lk) {
                 Some((l, _)) => l.clone(),
+                None if pre.is_err() => Arc::new(LocalCells::new(fw, 0, snap, skip_key)),
                 None => {
                     let l = match prev_locals.remove(&lk) {
-                        Some((l, _)) if l.valid_for(snap, skip_key) => l,
-                        _ => Arc::new(LocalCells::new(fw, snap, skip_key)),
+                        Some((l, _)) if l.valid_for(snap) => l,
+                        _ => Arc::new(LocalCells::new(fw, snap.num_nodes(), snap, skip_key)),
                     };
                     out.locals.insert(lk, (l.clone(), batch));
                     l
@@ -625,7 +481,7 @@ impl ClassCaches {
         // Cells of node-local classes not in this batch, most recently used first,
         // while within the budget.
         let mut cells: usize = out.locals.values().map(|(l, _)| l.filter.len()).sum();
-        let mut rest: Vec<((u64, usize), (Arc<LocalCells>, u64))> = prev_locals
+        let mut rest: Vec<((u64, usize, u64), (Arc<LocalCells>, u64))> = prev_locals
             .into_iter()
             .filter(|(_, (l, _))| l.nodes_version == snap.nodes_version())
             .collect();
@@ -771,7 +627,7 @@ pub(crate) fn evaluate(
         if st.is_success() {
             return u64::MAX;
         }
-        match fw.filter.iter().position(|p| p.name() == st.plugin) {
+        match fw.filter.iter().position(|p| same_str(p.name(), st.plugin)) {
             Some(i) if i < 64 => (1u64 << i) - 1,
             _ => u64::MAX,
         }
@@ -965,5 +821,40 @@ pub(crate) fn evaluate(
         pre: Some(pre),
         outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
         processed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rejections by kept statuses fold exactly as by `add`: by text, whatever the
+    /// order in which statuses alternate.
+    #[test]
+    fn kept_statuses_fold_like_any_status() {
+        let cpu = Status::unschedulable("Insufficient cpu").with_plugin("NodeResourcesFit");
+        let taint = Status::unresolvable(String::from("node(s) had untolerated taint {a: b}"))
+            .with_plugin("TaintToleration");
+        let two = Status {
+            code: Code::Unschedulable,
+            reasons: vec![
+                Cow::Borrowed("Insufficient cpu"),
+                Cow::Borrowed("Insufficient memory"),
+            ]
+            .into(),
+            plugin: "NodeResourcesFit",
+        };
+        let seq = [&cpu, &cpu, &taint, &cpu, &two, &two, &taint, &taint, &cpu];
+        let mut kept = Diagnosis::default();
+        let mut plain = Diagnosis::default();
+        for st in seq {
+            kept.add_kept(st);
+            plain.add(st);
+        }
+        let want = "0/20 nodes are available: 2 Insufficient memory, \
+                    3 node(s) had untolerated taint {a: b}, 6 Insufficient cpu.";
+        assert_eq!(kept.message(20), want);
+        assert_eq!(plain.message(20), want);
+        assert_eq!(kept.plugins, ["NodeResourcesFit", "TaintToleration"]);
     }
 }

@@ -11,9 +11,10 @@
 //! labels) is the one it was built for, and only for nodes of that snapshot
 //! ([`Snapshot::position`]); otherwise [`RequiredNodeAffinity::matches`] decides.
 //!
-//! Verdicts are kept per node position, a bit per node, filled 64 positions at a time
-//! on first use ([`IndexedRequired::matches_at`]): a Filter call then reads one bit,
-//! and positions no pod visits cost nothing but their share of two zeroed words.
+//! Verdicts are kept per node position, a bit per node, computed on first use
+//! ([`IndexedRequired::matches_at`]): a later Filter call on the node (another pod of
+//! the class, or the node's cells recomputed after a commit) reads one bit, and
+//! positions no pod visits cost nothing but their share of two zeroed words.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,39 +126,24 @@ impl IndexedRequired {
     }
 
     /// [`Self::matches`] for the node at position `pos` of `snap`, for which
-    /// [`Self::valid_for`] holds: one bit read once the position's word of 64
-    /// verdicts was filled (by the first caller; concurrent fillers store the
-    /// same verdicts, before the word's `known` bits).
+    /// [`Self::valid_for`] holds: one bit read once the position's verdict is known
+    /// (computed by its first caller, which sets the verdict bit before the known
+    /// bit; concurrent callers compute the same verdict).
     #[inline]
     pub fn matches_at(&self, snap: &Snapshot, pos: usize) -> bool {
         let (w, bit) = (pos / 64, 1u64 << (pos % 64));
-        let Some(known) = self.known.get(w) else {
-            return snap
-                .nodes()
-                .get(pos)
-                .is_some_and(|n| self.matches(pos, &n.name));
+        let (Some(known), Some(node)) = (self.known.get(w), snap.nodes().get(pos)) else {
+            return false;
         };
-        if known.load(Ordering::Acquire) & bit == 0 {
-            self.fill(snap, w);
+        if known.load(Ordering::Acquire) & bit != 0 {
+            return self.verdicts[w].load(Ordering::Relaxed) & bit != 0;
         }
-        self.verdicts[w].load(Ordering::Relaxed) & bit != 0
-    }
-
-    /// Computes the verdicts of the 64 positions of word `w`.
-    fn fill(&self, snap: &Snapshot, w: usize) {
-        let nodes = snap.nodes();
-        let lo = w * 64;
-        let hi = (lo + 64).min(nodes.len());
-        let mut v = 0u64;
-        let mut filled = 0u64;
-        for p in lo..hi {
-            filled |= 1 << (p - lo);
-            if self.matches(p, &nodes[p].name) {
-                v |= 1 << (p - lo);
-            }
+        let m = self.matches(pos, &node.name);
+        if m {
+            self.verdicts[w].fetch_or(bit, Ordering::Relaxed);
         }
-        self.verdicts[w].store(v, Ordering::Relaxed);
-        self.known[w].store(filled, Ordering::Release);
+        known.fetch_or(bit, Ordering::Release);
+        m
     }
 
     /// Whether the index describes `snap`'s current nodes.
