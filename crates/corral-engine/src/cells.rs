@@ -175,10 +175,8 @@ impl FilterCells {
         if len == self.fails.len() {
             return Err(st);
         }
-        if let Err(st) = self.fails[len].set(st) {
-            // Unreachable (entries are only set under the lock, in order).
-            return Err(st);
-        }
+        // Entries are only set under the lock, in order: this one is empty.
+        self.fails[len].set(st)?;
         self.len.store(len + 1, Ordering::Release);
         Ok(len)
     }

@@ -376,6 +376,9 @@ impl ClassCache {
 /// 5,000 nodes fits).
 const LOCAL_CELLS_BUDGET: usize = 1 << 21;
 
+/// (node-local class, profile, skipped node-local Filters).
+type LocalKey = (u64, usize, u64);
+
 /// The class caches of a batch, and the node-local cells they share (kept across
 /// batches for the node-local classes that come again, least recently used dropped
 /// beyond [`LOCAL_CELLS_BUDGET`]).
@@ -384,7 +387,7 @@ pub(crate) struct ClassCaches {
     classes: HashMap<(u64, usize), ClassCache>,
     /// Per (node-local class, profile, skipped node-local Filters): its cells and
     /// the batch that last used them.
-    locals: HashMap<(u64, usize, u64), (Arc<LocalCells>, u64)>,
+    locals: HashMap<LocalKey, (Arc<LocalCells>, u64)>,
     batch: u64,
 }
 
@@ -481,7 +484,7 @@ impl ClassCaches {
         // Cells of node-local classes not in this batch, most recently used first,
         // while within the budget.
         let mut cells: usize = out.locals.values().map(|(l, _)| l.filter.len()).sum();
-        let mut rest: Vec<((u64, usize, u64), (Arc<LocalCells>, u64))> = prev_locals
+        let mut rest: Vec<(LocalKey, (Arc<LocalCells>, u64))> = prev_locals
             .into_iter()
             .filter(|(_, (l, _))| l.nodes_version == snap.nodes_version())
             .collect();
