@@ -5,13 +5,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub(crate) use crate::cells::{Checked, FilterCells};
 use crate::framework::observe::point;
 use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
@@ -52,9 +52,35 @@ pub(crate) struct Evaluation {
 pub(crate) struct Diagnosis {
     pub(crate) counts: Vec<(Cow<'static, str>, usize)>,
     pub(crate) plugins: Vec<&'static str>,
+    /// The address of the last kept status added ([`Self::add_kept`]) with one
+    /// reason, and the position of its reason in `counts`.
+    last_kept: Option<(usize, usize)>,
 }
 
 impl Diagnosis {
+    /// [`Self::add`] for a status kept in a cell table for the whole evaluation
+    /// (its address identifies it): the rejections of consecutive nodes by the same
+    /// kept status cost one compare.
+    #[inline]
+    pub(crate) fn add_kept(&mut self, st: &Status) {
+        let ptr = std::ptr::from_ref(st) as usize;
+        if let Some((p, i)) = self.last_kept
+            && p == ptr
+        {
+            self.counts[i].1 += 1;
+            return;
+        }
+        self.add(st);
+        self.last_kept = match st.reasons.as_slice() {
+            [r] => self
+                .counts
+                .iter()
+                .position(|(k, _)| same_str(k, r))
+                .map(|i| (ptr, i)),
+            _ => None,
+        };
+    }
+
     pub(crate) fn add(&mut self, st: &Status) {
         for r in &st.reasons {
             self.count(r, 1);
@@ -149,10 +175,10 @@ pub(crate) fn pod_rng(seed: u64, pod: &PodInfo, attempt: u32) -> ChaCha8Rng {
 /// `check(node)` runs the Filter plugins; `known(node)` true means the node is known
 /// to pass them (a cached verdict), so `check` is not called. Returns (feasible
 /// indices, processed, diagnosis).
-pub(crate) fn find_feasible(
+pub(crate) fn find_feasible<'a>(
     has_filters: bool,
     known: impl Fn(usize) -> bool + Sync,
-    check: impl Fn(usize) -> Status + Sync,
+    check: impl Fn(usize) -> Checked<'a> + Sync,
     order: impl Fn(usize) -> usize + Sync,
     n: usize,
     to_find: usize,
@@ -175,16 +201,17 @@ pub(crate) fn find_feasible(
                 }
                 continue;
             }
-            let st = check(idx);
-            if st.is_success() {
-                feasible.push(idx);
-                if feasible.len() >= to_find {
-                    return Ok((feasible, i + 1, diag));
+            let ck = check(idx);
+            match ck.status() {
+                None => {
+                    feasible.push(idx);
+                    if feasible.len() >= to_find {
+                        return Ok((feasible, i + 1, diag));
+                    }
                 }
-            } else if st.code == Code::Error {
-                return Err(st);
-            } else {
-                diag.add(&st);
+                Some(st) if st.code == Code::Error => return Err(ck.into_status()),
+                Some(st) if matches!(ck, Checked::Fail(_)) => diag.add_kept(st),
+                Some(st) => diag.add(st),
             }
         }
         return Ok((feasible, n, diag));
@@ -208,13 +235,14 @@ pub(crate) fn find_feasible(
                         ok.push(i);
                         continue;
                     }
-                    let st = check(idx);
-                    if st.is_success() {
-                        ok.push(i);
-                    } else if st.code == Code::Error {
-                        return (ok, bad, Some(st));
-                    } else {
-                        bad.add(&st);
+                    let ck = check(idx);
+                    match ck.status() {
+                        None => ok.push(i),
+                        Some(st) if st.code == Code::Error => {
+                            return (ok, bad, Some(ck.into_status()));
+                        }
+                        Some(st) if matches!(ck, Checked::Fail(_)) => bad.add_kept(st),
+                        Some(st) => bad.add(st),
                     }
                 }
                 (ok, bad, None)
@@ -242,14 +270,12 @@ pub(crate) fn find_feasible(
 /// Filters (those without PreFilter extensions) and its node-local scores. Pods
 /// that differ only in labels, namespace, owners or pod (anti-)affinity / spread
 /// constraints share these cells. Cells are stamped with the node's generation, so
-/// they stay valid across commits and batches for unchanged nodes.
+/// they stay valid across commits and batches for unchanged nodes; setting up or
+/// reusing the cells costs no work per node (a node never visited costs one zeroed
+/// word per table).
 pub(crate) struct LocalCells {
-    /// Per node: (node generation when computed, node-local Filter result).
-    pub(crate) filter: Vec<OnceLock<(u64, Status)>>,
-    /// Per node: the node generation at which its node-local Filters passed
-    /// (`u64::MAX`: not known to pass), a copy of the success cells of `filter`
-    /// read with one load in the Filter walk.
-    pub(crate) pass: Vec<AtomicU64>,
+    /// Per node: the node-local Filters' verdict.
+    pub(crate) filter: FilterCells,
     pub(crate) scores: LocalScoreCache,
     nodes_version: u64,
     /// The skipped node-local Filters (`filter_skip_mask` restricted to them) the
@@ -258,39 +284,39 @@ pub(crate) struct LocalCells {
 }
 
 impl LocalCells {
-    fn new(fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
+    /// Cells for `num_nodes` nodes (0: none, for a class whose PreFilter failed).
+    fn new(fw: &Framework, num_nodes: usize, snap: &Snapshot, skip_key: u64) -> Self {
         LocalCells {
-            filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
-            pass: not_known(snap.num_nodes()),
-            scores: LocalScoreCache::for_snapshot(fw, snap),
+            filter: FilterCells::new(num_nodes),
+            scores: if num_nodes == snap.num_nodes() {
+                LocalScoreCache::for_snapshot(fw, snap)
+            } else {
+                LocalScoreCache::new(fw, num_nodes)
+            },
             nodes_version: snap.nodes_version(),
             skip_key,
         }
     }
 
-    /// Reuses the cells for a new batch (dropping those of changed nodes) when the
-    /// node set and the skipped Filters are the same, else starts afresh.
-    fn refresh(mut self, fw: &Framework, snap: &Snapshot, skip_key: u64) -> Self {
-        if self.nodes_version != snap.nodes_version() || self.skip_key != skip_key {
-            return Self::new(fw, snap, skip_key);
+    /// Whether the cells serve a new batch: same node set (cells of changed nodes
+    /// no longer match their node's generation, so nothing needs clearing).
+    fn valid_for(&self, snap: &Snapshot) -> bool {
+        self.nodes_version == snap.nodes_version()
+    }
+
+    /// Forgets the Filter and score cells of nodes changed since they were computed,
+    /// in one read of each node, and marks the score cache fresh for `snap`: until
+    /// the next commit a filled cell is then current without reading its node
+    /// (`LocalScoreCache::fresh_for`, `FilterCells::passes_fresh`). Worth its pass
+    /// over every node only for a class with many pods in the batch
+    /// (`refresh_pays`); otherwise cells are matched by generation.
+    fn refresh(&mut self, snap: &Snapshot) {
+        if self.filter.len() != snap.num_nodes() {
+            return;
         }
-        if self.filter.len() != snap.num_nodes() || self.pass.len() != snap.num_nodes() {
-            return Self::new(fw, snap, skip_key);
-        }
-        // One read of each node: stale Filter cells emptied, `pass` of changed nodes
-        // forgotten with the score cells (while the scores are fresh,
-        // `LocalScoreCache::fresh_for`, a set `pass` is current).
-        let (filter, pass) = (&mut self.filter, &mut self.pass);
-        self.scores.invalidate_stale_with(snap, |i, g| {
-            if filter[i].get().is_some_and(|(cg, _)| *cg != g) {
-                filter[i].take();
-            }
-            let p = pass[i].get_mut();
-            if *p != g {
-                *p = u64::MAX;
-            }
-        });
-        self
+        let filter = &self.filter;
+        self.scores
+            .invalidate_stale_with(snap, |i, g| filter.forget_stale(i, g));
     }
 }
 
@@ -300,8 +326,7 @@ impl LocalCells {
 pub(crate) struct DeclaredCells {
     /// The declared Filters (bit per position in `Framework::filter`).
     mask: u64,
-    filter: Vec<OnceLock<(u64, Status)>>,
-    pass: Vec<AtomicU64>,
+    filter: FilterCells,
     nodes_version: u64,
 }
 
@@ -354,26 +379,45 @@ impl ClassCache {
             return None;
         }
         match old {
-            Some(mut d) if d.mask == mask && d.nodes_version == snap.nodes_version() => {
-                clear_stale(&mut d.filter, snap);
-                Some(d)
-            }
+            Some(d) if d.mask == mask && d.nodes_version == snap.nodes_version() => Some(d),
             _ => Some(DeclaredCells {
                 mask,
-                filter: (0..snap.num_nodes()).map(|_| OnceLock::new()).collect(),
-                pass: not_known(snap.num_nodes()),
+                filter: FilterCells::new(snap.num_nodes()),
                 nodes_version: snap.nodes_version(),
             }),
         }
     }
 }
 
+/// Node cells (nodes × node-local classes) kept across batches: the least recently
+/// used node-local classes' cells beyond this are dropped (about 40 bytes per
+/// node cell: 80 MB at the budget; every node-local class of the mixed profile at
+/// 5,000 nodes fits).
+const LOCAL_CELLS_BUDGET: usize = 1 << 21;
+
+/// Whether refreshing a reused class's cells (one read of every node) pays for
+/// itself: each of the class's pods in the batch then skips a node read per visited
+/// node, and a pod visits on the order of kube's `percentageOfNodesToScore` share
+/// of the nodes (hundreds), so a class with a few dozen pods (SchedulingBasic's
+/// whole batch) gains, while the many small classes of a mixed workload would pay
+/// an O(all nodes) pass per batch for little.
+fn refresh_pays(pods_in_batch: usize, num_nodes: usize) -> bool {
+    pods_in_batch.saturating_mul(256) >= num_nodes
+}
+
+/// (node-local class, profile, skipped node-local Filters).
+type LocalKey = (u64, usize, u64);
+
 /// The class caches of a batch, and the node-local cells they share (kept across
-/// batches for the classes and node-local classes that come again).
+/// batches for the node-local classes that come again, least recently used dropped
+/// beyond [`LOCAL_CELLS_BUDGET`]).
 #[derive(Default)]
 pub(crate) struct ClassCaches {
     classes: HashMap<(u64, usize), ClassCache>,
-    locals: HashMap<(u64, usize), Arc<LocalCells>>,
+    /// Per (node-local class, profile, skipped node-local Filters): its cells and
+    /// the batch that last used them.
+    locals: HashMap<LocalKey, (Arc<LocalCells>, u64)>,
+    batch: u64,
 }
 
 /// The skipped node-local (not cross-node) Filters of a PreFilter outcome.
@@ -391,10 +435,11 @@ impl ClassCaches {
 
     /// Builds the caches of a batch from the previous batch's. `classes`: class
     /// (key, profile) → members (batch positions); `class_of[j]` the class key of
-    /// the pod at position j. A class gets a cache when its node-local class has
-    /// several pods in the batch or cells from an earlier batch. The node-local
-    /// class of a pod whose class key is not its own equivalence (interchangeable
-    /// claims) is that class key.
+    /// the pod at position j. Every class gets a cache (its PreFilter runs once,
+    /// the classes' PreFilters in parallel), with the node-local cells of its
+    /// node-local class, kept from earlier batches when they are still valid. The
+    /// node-local class of a pod whose class key is not its own equivalence
+    /// (interchangeable claims) is that class key.
     pub(crate) fn prepare(
         previous: ClassCaches,
         fws: &[Framework],
@@ -413,43 +458,50 @@ impl ClassCaches {
         let ClassCaches {
             classes: prev_classes,
             locals: mut prev_locals,
+            batch,
         } = previous;
-        // Release the classes' references to the cells, so the cells can be
-        // refreshed in place.
+        let batch = batch + 1;
         let mut prev: HashMap<(u64, usize), Option<DeclaredCells>> = prev_classes
             .into_iter()
             .map(|(k, c)| (k, c.declared))
             .collect();
-        let mut group: HashMap<(u64, usize), usize> = HashMap::new();
-        for (&(_, fi), members) in classes {
-            *group.entry((local_of(members[0]), fi)).or_default() += members.len();
-        }
         // Sorted, so caches are built in the same order every run.
-        let mut chosen: Vec<(&(u64, usize), &Vec<usize>)> = classes
-            .iter()
-            .filter(|&(&(_, fi), m)| {
-                let lk = (local_of(m[0]), fi);
-                group[&lk] > 1 || prev_locals.contains_key(&lk)
-            })
-            .collect();
+        let mut chosen: Vec<(&(u64, usize), &Vec<usize>)> = classes.iter().collect();
         chosen.sort_unstable_by_key(|(_, m)| m[0]);
-        let mut out = ClassCaches::default();
-        for (&key, members) in chosen {
+        // The classes' PreFilters, in parallel (each reads only the snapshot).
+        let pres: Vec<Result<(CycleState, PreFilterOutcome), Status>> = chosen
+            .par_iter()
+            .map(|(key, members)| ClassCache::pre_filter(&fws[key.1], snap, pods[members[0]]))
+            .collect();
+        let mut out = ClassCaches {
+            batch,
+            ..ClassCaches::default()
+        };
+        for ((&key, members), pre) in chosen.into_iter().zip(pres) {
             let j = members[0];
             let fw = &fws[key.1];
             let cross_mask = fw.cross_node_filter_mask();
-            let pre = ClassCache::pre_filter(fw, snap, pods[j]);
-            let lk = (local_of(j), key.1);
             let skip_key = local_skip_key(cross_mask, &pre);
+            // Cells per set of skipped node-local Filters, so classes of one
+            // node-local class whose PreFilters skip differently do not evict each
+            // other's cells. A class whose PreFilter rejected the pod reads no cell.
+            let lk = (local_of(j), key.1, skip_key);
             let local = match out.locals.get(&lk) {
-                Some(l) => l.clone(),
+                Some((l, _)) => l.clone(),
+                None if pre.is_err() => Arc::new(LocalCells::new(fw, 0, snap, skip_key)),
                 None => {
-                    let cells = match prev_locals.remove(&lk).map(Arc::try_unwrap) {
-                        Some(Ok(c)) => c.refresh(fw, snap, skip_key),
-                        _ => LocalCells::new(fw, snap, skip_key),
+                    let l = match prev_locals.remove(&lk) {
+                        Some((mut l, _)) if l.valid_for(snap) => {
+                            if refresh_pays(members.len(), snap.num_nodes()) {
+                                if let Some(cells) = Arc::get_mut(&mut l) {
+                                    cells.refresh(snap);
+                                }
+                            }
+                            l
+                        }
+                        _ => Arc::new(LocalCells::new(fw, snap.num_nodes(), snap, skip_key)),
                     };
-                    let l = Arc::new(cells);
-                    out.locals.insert(lk, l.clone());
+                    out.locals.insert(lk, (l.clone(), batch));
                     l
                 }
             };
@@ -465,23 +517,23 @@ impl ClassCaches {
                 },
             );
         }
+        // Cells of node-local classes not in this batch, most recently used first,
+        // while within the budget.
+        let mut cells: usize = out.locals.values().map(|(l, _)| l.filter.len()).sum();
+        let mut rest: Vec<(LocalKey, (Arc<LocalCells>, u64))> = prev_locals
+            .into_iter()
+            .filter(|(_, (l, _))| l.nodes_version == snap.nodes_version())
+            .collect();
+        rest.sort_unstable_by_key(|(k, (_, used))| (std::cmp::Reverse(*used), *k));
+        for (k, (l, used)) in rest {
+            cells += l.filter.len();
+            if cells > LOCAL_CELLS_BUDGET {
+                break;
+            }
+            out.locals.insert(k, (l, used));
+        }
         out
     }
-}
-
-/// Empties the cells of nodes changed since they were computed.
-fn clear_stale(cells: &mut [OnceLock<(u64, Status)>], snap: &Snapshot) {
-    let nodes = snap.nodes();
-    for (i, cell) in cells.iter_mut().enumerate() {
-        if cell.get().is_some_and(|(g, _)| *g != nodes[i].generation) {
-            cell.take();
-        }
-    }
-}
-
-/// `ClassCache::pass` with no node known to pass.
-fn not_known(n: usize) -> Vec<AtomicU64> {
-    (0..n).map(|_| AtomicU64::new(u64::MAX)).collect()
 }
 
 /// The `status` of an extension point from its result.
@@ -614,68 +666,51 @@ pub(crate) fn evaluate(
         if st.is_success() {
             return u64::MAX;
         }
-        match fw.filter.iter().position(|p| p.name() == st.plugin) {
+        match fw.filter.iter().position(|p| same_str(p.name(), st.plugin)) {
             Some(i) if i < 64 => (1u64 << i) - 1,
             _ => u64::MAX,
         }
     };
-    // A cell's result at the node's current generation (computed by `run` when
-    // empty), noting success in `pass`.
-    let cell = |cells: &[OnceLock<(u64, Status)>],
-                pass: &[AtomicU64],
-                idx: usize,
-                run: &dyn Fn() -> Status|
-     -> Status {
+    let cached = |idx: usize| -> Checked<'_> {
+        let Some(c) = cache else {
+            return Checked::of(direct(idx));
+        };
         let node = &nodes[idx];
-        let (g, st) = cells[idx].get_or_init(|| (node.generation, run()));
-        if *g == node.generation {
-            if st.is_success() {
-                pass[idx].store(node.generation, Ordering::Relaxed);
-                // No reasons to copy (the common case).
-                Status::success()
-            } else {
-                st.clone()
-            }
-        } else {
-            run()
-        }
-    };
-    let cached = |idx: usize| match cache {
-        Some(c) => {
-            let node = &nodes[idx];
-            let l = &c.local;
-            let pure = !c.cross_mask;
-            let mut first = cell(&l.filter, &l.pass, idx, &|| {
-                fw.run_filter_masked(&state, pod, node, snap, pure)
+        let g = node.generation;
+        let pure = !c.cross_mask;
+        let mut first = c.local.filter.get_or_run(idx, g, || {
+            fw.run_filter_masked(&state, pod, node, snap, pure)
+        });
+        if let Some(d) = declared {
+            let x = d.filter.get_or_run(idx, g, || {
+                fw.run_filter_masked(&state, pod, node, snap, d.mask)
             });
-            if let Some(d) = declared {
-                let x = cell(&d.filter, &d.pass, idx, &|| {
-                    fw.run_filter_masked(&state, pod, node, snap, d.mask)
-                });
-                // As in `run_filter`, the first failing plugin in profile order
-                // is reported.
-                if !x.is_success() && (first.is_success() || before(&x) < before(&first)) {
-                    first = x;
-                }
+            // As in `run_filter`, the first failing plugin in profile order is
+            // reported.
+            if let Some(xs) = x.status()
+                && first.status().is_none_or(|f| before(xs) < before(f))
+            {
+                first = x;
             }
-            if live == 0 {
-                return first;
-            }
-            let x = fw.run_filter_masked(&state, pod, node, snap, live & before(&first));
-            if x.is_success() { first } else { x }
         }
-        None => direct(idx),
+        if live == 0 {
+            return first;
+        }
+        let bound = first.status().map_or(u64::MAX, before);
+        match Checked::of(fw.run_filter_masked(&state, pod, node, snap, live & bound)) {
+            Checked::Pass => first,
+            x => x,
+        }
     };
     let t_filter = fw.point_start();
     // Nodes whose cached Filters passed at their current generation, for a pod
     // without live cross-node Filters: feasible without running anything.
-    let pass_local: Option<&[AtomicU64]> = cache.filter(|_| live == 0).map(|c| &c.local.pass[..]);
-    let pass_declared: Option<&[AtomicU64]> = declared.map(|d| &d.pass[..]);
+    let pass_local: Option<&FilterCells> = cache.filter(|_| live == 0).map(|c| &c.local.filter);
+    let pass_declared: Option<&FilterCells> = declared.map(|d| &d.filter);
     let known = |idx: usize| match pass_local {
         Some(p) => {
             let g = nodes[idx].generation;
-            p[idx].load(Ordering::Relaxed) == g
-                && pass_declared.is_none_or(|d| d[idx].load(Ordering::Relaxed) == g)
+            p.passes(idx, g) && pass_declared.is_none_or(|d| d.passes(idx, g))
         }
         None => false,
     };
@@ -825,5 +860,40 @@ pub(crate) fn evaluate(
         pre: Some(pre),
         outcome: Outcome::Feasible(cands.into_iter().map(|c| c.0).collect()),
         processed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rejections by kept statuses fold exactly as by `add`: by text, whatever the
+    /// order in which statuses alternate.
+    #[test]
+    fn kept_statuses_fold_like_any_status() {
+        let cpu = Status::unschedulable("Insufficient cpu").with_plugin("NodeResourcesFit");
+        let taint = Status::unresolvable(String::from("node(s) had untolerated taint {a: b}"))
+            .with_plugin("TaintToleration");
+        let two = Status {
+            code: Code::Unschedulable,
+            reasons: vec![
+                Cow::Borrowed("Insufficient cpu"),
+                Cow::Borrowed("Insufficient memory"),
+            ]
+            .into(),
+            plugin: "NodeResourcesFit",
+        };
+        let seq = [&cpu, &cpu, &taint, &cpu, &two, &two, &taint, &taint, &cpu];
+        let mut kept = Diagnosis::default();
+        let mut plain = Diagnosis::default();
+        for st in seq {
+            kept.add_kept(st);
+            plain.add(st);
+        }
+        let want = "0/20 nodes are available: 2 Insufficient memory, \
+                    3 node(s) had untolerated taint {a: b}, 6 Insufficient cpu.";
+        assert_eq!(kept.message(20), want);
+        assert_eq!(plain.message(20), want);
+        assert_eq!(kept.plugins, ["NodeResourcesFit", "TaintToleration"]);
     }
 }

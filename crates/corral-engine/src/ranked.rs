@@ -24,7 +24,6 @@
 //! whatever structure holds the totals. The window scan is therefore kept, at a few
 //! instructions per node.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -233,7 +232,6 @@ pub(crate) fn evaluate_ranked(
     if pre.nodes.is_some()
         || st.record_plugin_metrics
         || local.filter.len() != num_all
-        || local.pass.len() != num_all
         || st.filter_skip_mask & !cache.cross_mask != local.skip_key
         || fw.cross_filter_mask_with(cache.cross_mask, st) != 0
         || ClassCache::declared_mask(fw, cache.cross_mask, st) != 0
@@ -255,28 +253,20 @@ pub(crate) fn evaluate_ranked(
     let mut idx = start % num_all;
     for i in 0..num_all {
         let node: &NodeInfo = &nodes[idx];
-        let p = local.pass[idx].load(Ordering::Relaxed);
-        // Fresh cells: a set `pass` is current (no node read).
+        // Fresh cells: a passing cell is current (no node read).
         let known = if fresh {
-            p != u64::MAX
+            local.filter.passes_fresh(idx)
         } else {
-            p == node.generation
+            local.filter.passes(idx, node.generation)
         };
         let pass = known || {
-            let run_local = || fw.run_filter_masked(&state, pod, node, snap, pure);
-            let (g, s) = local.filter[idx].get_or_init(|| (node.generation, run_local()));
-            let ok = if *g == node.generation {
-                if s.is_success() {
-                    local.pass[idx].store(node.generation, Ordering::Relaxed);
-                }
-                s.code
-            } else {
-                run_local().code
-            };
-            if ok == Code::Error {
+            let v = local.filter.get_or_run(idx, node.generation, || {
+                fw.run_filter_masked(&state, pod, node, snap, pure)
+            });
+            if v.status().is_some_and(|s| s.code == Code::Error) {
                 return None;
             }
-            ok == Code::Success
+            v.is_pass()
         };
         if pass {
             feasible.push(idx);

@@ -335,7 +335,7 @@ impl FilterPlugin for NodeAffinity {
                     {
                         return Status::unresolvable(ERR_REASON_ENFORCED);
                     }
-                    if ix.matches(pos, &node.name) {
+                    if ix.matches_at(snap, pos) {
                         Status::success()
                     } else {
                         Status::unresolvable(ERR_REASON_POD)

@@ -10,8 +10,14 @@
 //! directly. Used only while the snapshot's `nodes_version` (node set, order and
 //! labels) is the one it was built for, and only for nodes of that snapshot
 //! ([`Snapshot::position`]); otherwise [`RequiredNodeAffinity::matches`] decides.
+//!
+//! Verdicts are kept per node position, a bit per node, computed on first use
+//! ([`IndexedRequired::matches_at`]): a later Filter call on the node (another pod of
+//! the class, or the node's cells recomputed after a commit) reads one bit, and
+//! positions no pod visits cost nothing but their share of two zeroed words.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::domains::{DOMAIN_MISSING, KeyDomains};
 use crate::labels::{NodeTerm, Requirement, Selector};
@@ -70,6 +76,10 @@ pub struct IndexedRequired {
     selector: Option<Vec<IndexedReq>>,
     /// Required terms (ORed); `None`: no required node affinity.
     terms: Option<Vec<IndexedTerm>>,
+    /// Per 64 node positions: the positions whose verdict is filled in `verdicts`.
+    known: Box<[AtomicU64]>,
+    /// Per 64 node positions: bit set when the node at that position matches.
+    verdicts: Box<[AtomicU64]>,
 }
 
 fn all_reqs(reqs: &[Requirement], snap: &Snapshot) -> Option<Vec<IndexedReq>> {
@@ -105,11 +115,35 @@ impl IndexedRequired {
             ),
             None => None,
         };
+        let words = snap.num_nodes().div_ceil(64);
         Some(IndexedRequired {
             nodes_version: snap.nodes_version(),
             selector,
             terms,
+            known: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            verdicts: (0..words).map(|_| AtomicU64::new(0)).collect(),
         })
+    }
+
+    /// [`Self::matches`] for the node at position `pos` of `snap`, for which
+    /// [`Self::valid_for`] holds: one bit read once the position's verdict is known
+    /// (computed by its first caller, which sets the verdict bit before the known
+    /// bit; concurrent callers compute the same verdict).
+    #[inline]
+    pub fn matches_at(&self, snap: &Snapshot, pos: usize) -> bool {
+        let (w, bit) = (pos / 64, 1u64 << (pos % 64));
+        let (Some(known), Some(node)) = (self.known.get(w), snap.nodes().get(pos)) else {
+            return false;
+        };
+        if known.load(Ordering::Acquire) & bit != 0 {
+            return self.verdicts[w].load(Ordering::Relaxed) & bit != 0;
+        }
+        let m = self.matches(pos, &node.name);
+        if m {
+            self.verdicts[w].fetch_or(bit, Ordering::Relaxed);
+        }
+        known.fetch_or(bit, Ordering::Release);
+        m
     }
 
     /// Whether the index describes `snap`'s current nodes.
@@ -182,7 +216,9 @@ mod tests {
         let mut compared = 0;
         for round in 0..60 {
             let mut snap = Snapshot::new();
-            let infos: Vec<_> = (0..12)
+            // Small clusters and ones over several words of 64 verdicts.
+            let size = if round % 2 == 0 { 12 } else { 12 + 3 * round };
+            let infos: Vec<_> = (0..size)
                 .map(|i| {
                     let mut b = node(&format!("n{i}"));
                     for k in KEYS {
@@ -226,6 +262,7 @@ mod tests {
                 let (_, pre) = pl.pre_filter(&mut st, &p, &snap);
                 for (pos, n) in snap.nodes().iter().enumerate() {
                     let want = req.matches(n);
+                    assert_eq!(ix.matches_at(&snap, pos), want, "round {round} {}", n.name);
                     assert_eq!(
                         ix.matches(pos, &n.name),
                         want,

@@ -9,9 +9,11 @@
 //!
 //! Cordoned nodes (`spec.unschedulable`) are handled by NodeUnschedulable.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::hash::Hasher;
+use std::sync::{Arc, LazyLock, RwLock};
 
-use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 use crate::framework::{
     CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, Plugin, PreScorePlugin, ScorePlugin,
@@ -21,6 +23,7 @@ use crate::helpers::{
     find_untolerated_taint, is_do_not_schedule_taint, normalize_to_max, tolerates_taint,
 };
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
+use corral_core::fxhash::{FxHashMap, FxHasher};
 
 pub const NAME: &str = "TaintToleration";
 const PRE_SCORE_KEY: &str = "PreScoreTaintToleration";
@@ -50,17 +53,68 @@ fn count_intolerable(node: &NodeInfo, tolerations: &[Toleration]) -> i64 {
         .count() as i64
 }
 
+/// Distinct taints whose rejection reason is kept ([`untolerated_reason`]).
+const MAX_REASONS: usize = 4096;
+
+/// A kept reason: the taint's key and value, and the reason's text.
+type Kept = (Box<str>, Box<str>, &'static str);
+
+/// Reasons of the taints seen so far, by a hash of (key, value).
+static REASONS: LazyLock<RwLock<FxHashMap<u64, Vec<Kept>>>> = LazyLock::new(Default::default);
+
+fn taint_hash(key: &str, value: &str) -> u64 {
+    let mut h = FxHasher::default();
+    h.write(key.as_bytes());
+    h.write_u8(0xff);
+    h.write(value.as_bytes());
+    h.finish()
+}
+
+fn format_reason(key: &str, value: &str) -> String {
+    format!("node(s) had untolerated taint {{{key}: {value}}}")
+}
+
+/// kube-scheduler's Filter reason for an untolerated taint, `node(s) had untolerated
+/// taint {key: value}`. The text is a function of the taint's key and value, and a
+/// cluster has a handful of distinct taints, so each distinct one is formatted once
+/// and kept for the life of the process (at most [`MAX_REASONS`] of them, a few
+/// hundred kilobytes; beyond that the text is formatted per call): rejecting a node
+/// formats and allocates nothing, and the rejections of one taint share one
+/// address, which the failure diagnosis compares before the bytes.
+fn untolerated_reason(t: &Taint) -> Cow<'static, str> {
+    let key = t.key.as_str();
+    let value = t.value.as_deref().unwrap_or("");
+    let h = taint_hash(key, value);
+    let find = |m: &FxHashMap<u64, Vec<Kept>>| {
+        m.get(&h)?
+            .iter()
+            .find(|(k, v, _)| **k == *key && **v == *value)
+            .map(|e| e.2)
+    };
+    if let Some(r) = find(&REASONS.read().unwrap_or_else(|e| e.into_inner())) {
+        return Cow::Borrowed(r);
+    }
+    let mut m = REASONS.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(r) = find(&m) {
+        return Cow::Borrowed(r);
+    }
+    if m.values().map(Vec::len).sum::<usize>() >= MAX_REASONS {
+        return Cow::Owned(format_reason(key, value));
+    }
+    let text: &'static str = Box::leak(format_reason(key, value).into_boxed_str());
+    m.entry(h)
+        .or_default()
+        .push((key.into(), value.into(), text));
+    Cow::Borrowed(text)
+}
+
 crate::impl_plugin!(TaintToleration, NAME, filter, pre_score, score);
 
 impl FilterPlugin for TaintToleration {
     fn filter(&self, _: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
         match find_untolerated_taint(&node.taints, &pod.tolerations, is_do_not_schedule_taint) {
             None => Status::success(),
-            Some(t) => Status::unresolvable(format!(
-                "node(s) had untolerated taint {{{}: {}}}",
-                t.key,
-                t.value.as_deref().unwrap_or("")
-            )),
+            Some(t) => Status::unresolvable(untolerated_reason(t)),
         }
     }
 }
@@ -181,6 +235,50 @@ mod tests {
             filter(&p, &n).reasons,
             vec!["node(s) had untolerated taint {gpu: true}"]
         );
+    }
+
+    /// A rejection's reason is kube's text, formatted once per distinct taint: the
+    /// rejections of one taint on many nodes share one borrowed text (no
+    /// allocation per rejected node); other taints get their own.
+    #[test]
+    fn rejections_of_one_taint_share_one_text() {
+        let p = pod("p").info();
+        let texts: Vec<Status> = (0..3)
+            .map(|i| {
+                let n = node(&format!("n{i}"))
+                    .taint("pool-test", "ai", "NoSchedule")
+                    .info();
+                filter(&p, &n)
+            })
+            .collect();
+        for s in &texts {
+            assert_eq!(s.reasons, ["node(s) had untolerated taint {pool-test: ai}"]);
+            assert!(matches!(s.reasons[0], Cow::Borrowed(_)));
+            assert!(std::ptr::eq(
+                s.reasons[0].as_ptr(),
+                texts[0].reasons[0].as_ptr()
+            ));
+        }
+        let other = filter(&p, &node("m").taint("pool-test", "db", "NoExecute").info());
+        assert_eq!(
+            other.reasons,
+            ["node(s) had untolerated taint {pool-test: db}"]
+        );
+        let empty = filter(&p, &node("e").taint("pool-test", "", "NoSchedule").info());
+        assert_eq!(
+            empty.reasons,
+            ["node(s) had untolerated taint {pool-test: }"]
+        );
+        // Key and value are kept apart: the same text from another split is still
+        // the same text.
+        let a = filter(&p, &node("x").taint("k", "v", "NoSchedule").info());
+        let b = untolerated_reason(&Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        });
+        assert_eq!(a.reasons[0], b);
     }
 
     #[test]

@@ -98,6 +98,14 @@ impl Status {
         )
     }
 
+    /// Equal code, plugin and reasons, comparing constant texts by address first
+    /// (for tables of distinct statuses).
+    pub fn same(&self, o: &Status) -> bool {
+        self.code == o.code
+            && (std::ptr::eq(self.plugin, o.plugin) || self.plugin == o.plugin)
+            && self.reasons.same(&o.reasons)
+    }
+
     /// Reasons joined with ", ".
     pub fn message(&self) -> String {
         match self.reasons.as_slice() {

@@ -45,6 +45,15 @@ impl Reasons {
         }
     }
 
+    /// Equal texts, comparing a constant text's address before its bytes.
+    pub fn same(&self, o: &Reasons) -> bool {
+        let (a, b) = (self.as_slice(), o.as_slice());
+        a.len() == b.len()
+            && a.iter().zip(b).all(|(x, y)| {
+                x.len() == y.len() && (std::ptr::eq(x.as_ptr(), y.as_ptr()) || x == y)
+            })
+    }
+
     /// Appends a reason (allocates from the second one on).
     pub fn push(&mut self, r: impl Into<Reason>) {
         let r = r.into();
