@@ -492,10 +492,10 @@ impl ClassCaches {
                 None => {
                     let l = match prev_locals.remove(&lk) {
                         Some((mut l, _)) if l.valid_for(snap) => {
-                            if refresh_pays(members.len(), snap.num_nodes()) {
-                                if let Some(cells) = Arc::get_mut(&mut l) {
-                                    cells.refresh(snap);
-                                }
+                            if refresh_pays(members.len(), snap.num_nodes())
+                                && let Some(cells) = Arc::get_mut(&mut l)
+                            {
+                                cells.refresh(snap);
                             }
                             l
                         }
