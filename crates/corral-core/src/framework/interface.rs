@@ -201,6 +201,27 @@ pub trait PreFilterExtensions: Send + Sync {
 pub trait FilterPlugin: Plugin {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, snap: &Snapshot)
     -> Status;
+
+    /// Bulk Filter (optional), for plugins whose verdict is a function of a node's
+    /// topology domain or of a per-node array (PodTopologySpread, InterPodAffinity):
+    /// the verdict for every node at once. On `true`, bit `i % 64` of `out[i / 64]`
+    /// is set exactly when `filter(state, pod, &snap.nodes()[i], snap)` would return
+    /// Success (`out.len() == snap.num_nodes().div_ceil(64)`; `out` arrives zeroed;
+    /// bits past the last node stay clear). The engine may then test one bit per
+    /// node and call `filter` only for rejected nodes whose status it must report.
+    /// `false` (the default): not available for this pod and state; `out` is
+    /// ignored and `filter` runs per node. May be called after PreFilter and again
+    /// after AddPod/RemovePod changed `state`; it must agree with `filter` exactly
+    /// (each implementing plugin has a randomized test that checks it node by node).
+    fn filter_mask(
+        &self,
+        _state: &CycleState,
+        _pod: &PodInfo,
+        _snap: &Snapshot,
+        _out: &mut [u64],
+    ) -> bool {
+        false
+    }
 }
 
 /// Runs when no node is feasible (e.g. preemption).
