@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::evaluate::{Candidate, ClassCache, Evaluation, Outcome, mix64};
 use crate::framework::observe::point;
 use crate::framework::runtime::ScoreTotals;
-use crate::framework::{Code, Framework};
+use crate::framework::{Code, CycleState, Framework};
 use crate::scheduler::num_feasible_nodes_to_find;
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
@@ -204,7 +204,101 @@ fn started(d: Option<Duration>) -> Option<Instant> {
     })
 }
 
+/// A ranked evaluation's whole scan window, kept for the committer
+/// ([`decide_in_window`]): where the scan started, how many nodes it examined, the
+/// tie draw, and every feasible node (in scan order) with its total and weighted
+/// node-local part.
+pub(crate) struct Window {
+    pub(crate) start: usize,
+    pub(crate) processed: usize,
+    pub(crate) tie: u64,
+    pub(crate) feasible: Vec<usize>,
+    pub(crate) totals: Vec<i64>,
+    pub(crate) locals: Vec<i64>,
+}
+
+/// The node the sequential procedure (batch size 1) chooses for a ranked pod whose
+/// window `w` was scanned before `touched_nodes` (distinct, each with
+/// `touched[node] == epoch`) received pods, given that it would scan from the same
+/// start index now; `None` when the window cannot prove it (the caller evaluates
+/// the pod again against the current snapshot).
+///
+/// The pod's PreFilter state must already be brought up to date with the pods
+/// committed since its evaluation. Then:
+/// - a cross-node Filter live for it now: `None` (the ranked path had none);
+/// - a touched node inside the scanned range whose verdict changed (a feasible node
+///   now fails, or an infeasible one now passes): the sequential window differs
+///   (another `processed`, other nodes, other normalization): `None`;
+/// - otherwise the window is the same set of nodes: an untouched node keeps its
+///   total, a touched feasible node's node-local part is re-scored; the winner is
+///   the smallest (inverted total, tie hash) key among all of them. The untouched
+///   nodes' best key is the first untouched candidate's (candidates are the `k`
+///   best keys, ascending); with every candidate touched the window is scanned.
+///
+/// Ties are thus broken by the pod's tie hash among all window nodes at the
+/// winning total, as kube-scheduler's sequential selection does.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide_in_window(
+    fw: &Framework,
+    cross_mask: u64,
+    snap: &Snapshot,
+    state: &CycleState,
+    pod: &PodInfo,
+    cands: &[Candidate],
+    w: &Window,
+    touched_nodes: &[usize],
+    touched: &[u64],
+    epoch: u64,
+) -> Option<usize> {
+    let n = snap.num_nodes();
+    if n == 0 || fw.cross_filter_mask_with(cross_mask, state) != 0 {
+        return None;
+    }
+    let nodes = snap.nodes();
+    let start = w.start % n;
+    let off = |i: usize| (i + n - start) % n;
+    let is_touched = |i: usize| touched.get(i) == Some(&epoch);
+    let rescore = fw.has_node_local_scores();
+    let mut best: Option<(u128, usize)> = None;
+    for &t in touched_nodes {
+        if off(t) >= w.processed {
+            continue;
+        }
+        let was = w.feasible.binary_search_by_key(&off(t), |&i| off(i));
+        let node = &nodes[t];
+        let now = fw.run_filter(state, pod, node, snap).is_success();
+        match (was, now) {
+            (Err(_), false) => {}
+            (Ok(j), true) => {
+                let total = if rescore {
+                    let s = fw.node_local_score(state, pod, node, snap).ok()?;
+                    w.totals[j] - w.locals[j] + s
+                } else {
+                    w.totals[j]
+                };
+                let key = rank_key(total, w.tie, t);
+                if best.is_none_or(|(b, _)| key < b) {
+                    best = Some((key, t));
+                }
+            }
+            _ => return None,
+        }
+    }
+    let untouched = match cands.iter().find(|c| !is_touched(c.node)) {
+        Some(c) => Some((rank_key(c.total, w.tie, c.node), c.node)),
+        None => (0..w.feasible.len().min(w.totals.len()))
+            .filter(|&j| !is_touched(w.feasible[j]))
+            .map(|j| (rank_key(w.totals[j], w.tie, w.feasible[j]), w.feasible[j]))
+            .min(),
+    };
+    match (best, untouched) {
+        (Some(a), Some(b)) => Some(a.min(b).1),
+        (a, b) => a.or(b).map(|x| x.1),
+    }
+}
+
 /// The fast path (see the module docs); `None`: use `evaluate`.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate_ranked(
     fw: &Framework,
@@ -217,6 +311,22 @@ pub(crate) fn evaluate_ranked(
     parallel: bool,
     cache: &ClassCache,
 ) -> Option<Evaluation> {
+    evaluate_ranked_window(fw, snap, pod, start, rng, k, tol, parallel, cache).map(|r| r.0)
+}
+
+/// [`evaluate_ranked`], with the scan window it decided on.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_ranked_window(
+    fw: &Framework,
+    snap: &Snapshot,
+    pod: &PodInfo,
+    start: usize,
+    rng: &mut ChaCha8Rng,
+    k: usize,
+    tol: i64,
+    parallel: bool,
+    cache: &ClassCache,
+) -> Option<(Evaluation, Window)> {
     let num_all = snap.num_nodes();
     if num_all == 0 || parallel || tol > 0 || fw.filter.is_empty() {
         return None;
@@ -313,12 +423,22 @@ pub(crate) fn evaluate_ranked(
             }
         })
         .collect();
-    Some(Evaluation {
-        state,
-        pre: Some(pre.clone()),
-        outcome: Outcome::Feasible(cands),
-        processed,
-    })
+    Some((
+        Evaluation {
+            state,
+            pre: Some(pre.clone()),
+            outcome: Outcome::Feasible(cands),
+            processed,
+        },
+        Window {
+            start,
+            processed,
+            tie,
+            feasible,
+            totals,
+            locals,
+        },
+    ))
 }
 
 #[cfg(test)]

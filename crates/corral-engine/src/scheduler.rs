@@ -386,7 +386,8 @@ impl Scheduler {
             })
             .collect();
         // Evaluation: parallel across pods (and across nodes for small batches).
-        let evals: Vec<(usize, Evaluation)> = batch
+        #[allow(clippy::type_complexity)]
+        let evals: Vec<(usize, Evaluation, usize, Option<crate::ranked::Window>)> = batch
             .par_iter()
             .enumerate()
             .map(|(j, q)| {
@@ -405,6 +406,8 @@ impl Scheduler {
                             )),
                             processed: 0,
                         },
+                        0,
+                        None,
                     );
                 };
                 let fw = &fws[fi];
@@ -423,47 +426,51 @@ impl Scheduler {
                             outcome: Outcome::Deferred,
                             processed: 0,
                         },
+                        s,
+                        None,
                     );
                 }
-                // The ranked fast path where it applies (same decision), else the
-                // general evaluation.
-                let ev = cache
-                    .and_then(|c| {
-                        crate::ranked::evaluate_ranked(
-                            fw,
-                            snap,
-                            &q.pod,
-                            s,
-                            &mut rng,
-                            k,
-                            tol,
-                            parallel_nodes,
-                            c,
-                        )
-                    })
-                    .unwrap_or_else(|| {
-                        evaluate(
-                            fw,
-                            snap,
-                            &q.pod,
-                            s,
-                            &mut rng,
-                            k,
-                            tol,
-                            parallel_nodes,
-                            cache,
-                            false,
-                            None,
-                        )
-                    });
-                (fi, ev)
+                // The ranked fast path where it applies (same decision, and its
+                // whole window for the committer), else the general evaluation.
+                if let Some((ev, w)) = cache.and_then(|c| {
+                    crate::ranked::evaluate_ranked_window(
+                        fw,
+                        snap,
+                        &q.pod,
+                        s,
+                        &mut rng,
+                        k,
+                        tol,
+                        parallel_nodes,
+                        c,
+                    )
+                }) {
+                    return (fi, ev, s, Some(w));
+                }
+                let ev = evaluate(
+                    fw,
+                    snap,
+                    &q.pod,
+                    s,
+                    &mut rng,
+                    k,
+                    tol,
+                    parallel_nodes,
+                    cache,
+                    false,
+                    None,
+                );
+                (fi, ev, s, None)
             })
             .collect();
         self.class_caches = caches;
         let commit_start = Instant::now();
         self.eval_time += commit_start - batch_start;
-        let processed: usize = evals.iter().map(|(_, e)| e.processed).sum();
-        self.next_start = (start + processed) % n;
+        // The rotating start index advances pod by pod through the commits, by
+        // what each pod's decision examined (its window, or its re-evaluation), so
+        // every pod is decided from the start index the sequential procedure
+        // (batch size 1) would use.
+        self.next_start = start;
         self.epoch += 1;
         if self.touched.len() != snap_len {
             self.touched = vec![0; snap_len];
@@ -472,6 +479,8 @@ impl Scheduler {
         self.batch_conflicts = 0;
         // Commit: one at a time, in queue order.
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
+        // The distinct nodes of `committed` (those with `touched == epoch`).
+        let mut touched_nodes: Vec<usize> = Vec::new();
         // How many of `committed` have pod (anti-)affinity terms.
         let mut committed_affinity = 0usize;
         let mut requeue = Vec::new();
@@ -486,7 +495,7 @@ impl Scheduler {
                 usize,
             ),
         > = HashMap::new();
-        for (j, (q, (fi, mut ev))) in batch.into_iter().zip(evals).enumerate() {
+        for (j, (q, (fi, mut ev, s_j, window))) in batch.into_iter().zip(evals).enumerate() {
             let pod = q.pod.clone();
             let fw = if fi == usize::MAX {
                 None
@@ -495,9 +504,11 @@ impl Scheduler {
             };
             match ev.outcome {
                 Outcome::Error(msg) => {
+                    self.next_start = (self.next_start + ev.processed) % n;
                     record_failure(q, msg, false, *placed, failed);
                 }
                 Outcome::Unschedulable { message, retryable } => {
+                    self.next_start = (self.next_start + ev.processed) % n;
                     record_failure(q, message, retryable, *placed, failed);
                 }
                 o @ (Outcome::Feasible(_) | Outcome::Deferred) => {
@@ -523,10 +534,32 @@ impl Scheduler {
                                 committed_affinity > 0,
                                 hostname_local,
                             ));
-                    let chosen = if stale {
+                    // Evaluated from another start index than the sequential
+                    // procedure would use now (a pod ahead of it examined another
+                    // number of nodes): evaluated again from the current one.
+                    let moved = !stale && s_j % n != self.next_start % n;
+                    let chosen = if stale || moved {
                         None
                     } else if committed.is_empty() {
                         Some(cands[0].node)
+                    } else if let Some(w) = &window {
+                        // Exactly the sequential decision, or evaluated again.
+                        if refresh_pre_filter(fw, &self.snapshot, &mut ev.state, &pod, &committed) {
+                            crate::ranked::decide_in_window(
+                                fw,
+                                cross_masks[fi],
+                                &self.snapshot,
+                                &ev.state,
+                                &pod,
+                                &cands,
+                                w,
+                                &touched_nodes,
+                                &self.touched,
+                                self.epoch,
+                            )
+                        } else {
+                            None
+                        }
                     } else {
                         revalidate(
                             fw,
@@ -541,14 +574,19 @@ impl Scheduler {
                             tol,
                         )
                     };
+                    let moved = moved || (window.is_some() && !committed.is_empty());
+                    drop(window);
                     let chosen = match chosen {
-                        Some(c) => Some(c),
+                        Some(c) => {
+                            self.next_start = (self.next_start + ev.processed) % n;
+                            Some(c)
+                        }
                         None => {
                             // Conflict (no candidate survived) or stale: re-evaluate
                             // right now against the current snapshot (exactly what a
                             // sequential scheduler would do), so a pod is evaluated at
                             // most twice.
-                            if stale {
+                            if stale || moved {
                                 self.reevaluated += 1;
                             } else {
                                 *conflicts += 1;
@@ -601,7 +639,8 @@ impl Scheduler {
                                     })
                             };
                             let n_now = self.snapshot.num_nodes().max(1);
-                            let mut rng = pod_rng(seed, &pod, q.attempts + 1);
+                            // The same draw as the sequential procedure's.
+                            let mut rng = pod_rng(seed, &pod, q.attempts);
                             let fresh = evaluate(
                                 fw,
                                 &self.snapshot,
@@ -675,6 +714,9 @@ impl Scheduler {
                             {
                                 report.volume_bindings.insert(pod.key.clone(), b.clone());
                                 self.snapshot.assume_volumes(&pod.key, b);
+                            }
+                            if self.touched[node_idx] != self.epoch {
+                                touched_nodes.push(node_idx);
                             }
                             self.touched[node_idx] = self.epoch;
                             committed_affinity += usize::from(pod.has_affinity());
