@@ -171,6 +171,40 @@ fn basic_batched_matches_sequential_decisions() {
     differential(Profile::Basic, 60, 150, 20);
 }
 
+/// The committer decides every pod exactly as the sequential procedure does: on
+/// SchedulingBasic the placements (pod → node, in commit order) with any batch size
+/// — fixed 2, 7, 16, 33, the default 64, the adaptive one — are identical to
+/// `--batch-size 1`'s, not only equally scored. The cluster has more than 100
+/// nodes (a partial scan window from the rotating start index) and several pods
+/// per node (layers of equal totals, where batches broke ties differently).
+#[test]
+fn basic_placements_identical_at_every_batch_size() {
+    for seed in [1u64, 7] {
+        let w = workload(Profile::Basic, 240, 1500, 40, seed);
+        let want = schedule(&w, Some(1), seed);
+        assert!(want.len() > 1000, "seed {seed}: only {} placed", want.len());
+        let nodes: std::collections::HashSet<&str> =
+            want.iter().map(|p| p.node.as_str()).collect();
+        assert!(
+            want.len() > 4 * nodes.len(),
+            "seed {seed}: too few pods per node to test tie-breaks"
+        );
+        for batch in [Some(2usize), Some(7), Some(16), Some(33), Some(64), None] {
+            let got = schedule(&w, batch, seed);
+            let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "seed {seed} batch {batch:?}: placed count"
+            );
+            assert_eq!(
+                differ, 0,
+                "seed {seed} batch {batch:?}: {differ} placements differ from batch size 1"
+            );
+        }
+    }
+}
+
 #[test]
 fn verifier_catches_a_worse_node() {
     // The verifier itself must be able to fail: moving a placement of the sequential

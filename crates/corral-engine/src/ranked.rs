@@ -608,6 +608,123 @@ mod tests {
         assert!(fast * 2 > total, "fast path taken {fast} of {total} times");
     }
 
+    /// `decide_in_window` (the committer's decision for a ranked pod after other
+    /// pods were committed since its evaluation) chooses exactly the node a fresh
+    /// evaluation on the current snapshot chooses (same start index, same draw),
+    /// or declines (the window changed). Commits land on the pod's candidates and
+    /// on other window nodes, so touched candidates drop to the level of untouched
+    /// nodes and ties among them are decided by hash, not by candidate order.
+    #[test]
+    fn window_decision_matches_fresh_evaluation_after_commits() {
+        let fws = default_frameworks();
+        let fw = &fws[0];
+        let (mut decided_n, mut declined, mut reordered) = (0, 0, 0);
+        let mut next = 100_000u64;
+        for seed in 0..4u64 {
+            let mut rng = ChaCha8Rng::seed_from_u64(100 + seed);
+            let n = [150, 320, 700, 1200][seed as usize];
+            let mut snap = cluster(&mut rng, n);
+            let mut caches: Vec<ClassCaches> = (0..5).map(|_| ClassCaches::default()).collect();
+            for round in 0..60u64 {
+                // Node-local templates (the ranked path's pods).
+                let t = rng.random_range(0..5);
+                let p = template(t, round);
+                let key = (p.equivalence, 0);
+                caches[t] = ClassCaches::prepare(
+                    std::mem::take(&mut caches[t]),
+                    &fws,
+                    &snap,
+                    &[&p, &p],
+                    &HashMap::from([(key, vec![0, 1])]),
+                    &[p.equivalence, p.equivalence],
+                );
+                let c = caches[t].get(&key).expect("class cache");
+                let start = rng.random_range(0..n);
+                let k = [1, 4, 16][rng.random_range(0..3)];
+                let Some((ev, w)) = evaluate_ranked_window(
+                    fw,
+                    &snap,
+                    &p,
+                    start,
+                    &mut pod_rng(9, &p, 0),
+                    k,
+                    0,
+                    false,
+                    c,
+                ) else {
+                    continue;
+                };
+                let Outcome::Feasible(cands) = &ev.outcome else {
+                    panic!("ranked evaluation without candidates");
+                };
+                assert_eq!(w.feasible.len(), w.totals.len());
+                let epoch = 1;
+                let mut touched = vec![0u64; n];
+                let mut touched_nodes = Vec::new();
+                for i in 0..rng.random_range(1..=8usize) {
+                    let node = if i % 2 == 0 {
+                        cands[rng.random_range(0..cands.len())].node
+                    } else {
+                        w.feasible[rng.random_range(0..w.feasible.len())]
+                    };
+                    next += 1;
+                    let name = snap.nodes()[node].name.to_string();
+                    snap.add_pod(Arc::new(template(0, next)), &name);
+                    if touched[node] != epoch {
+                        touched_nodes.push(node);
+                    }
+                    touched[node] = epoch;
+                }
+                let got = decide_in_window(
+                    fw,
+                    c.cross_mask,
+                    &snap,
+                    &ev.state,
+                    &p,
+                    cands,
+                    &w,
+                    &touched_nodes,
+                    &touched,
+                    epoch,
+                );
+                let fresh = evaluate(
+                    fw,
+                    &snap,
+                    &p,
+                    start,
+                    &mut pod_rng(9, &p, 0),
+                    1,
+                    0,
+                    false,
+                    None,
+                    false,
+                    None,
+                );
+                let want = decided(&fresh).map(|(c, _)| c[0].0);
+                match got {
+                    Some(node) => {
+                        decided_n += 1;
+                        assert_eq!(Some(node), want, "seed {seed} round {round} (template {t})");
+                        // The committer's old rule: the first surviving candidate
+                        // in stale order with the best re-scored total.
+                        let first = cands.iter().find(|c| touched[c.node] != epoch);
+                        if first.is_none_or(|c| c.node != node) {
+                            reordered += 1;
+                        }
+                    }
+                    None => declined += 1,
+                }
+                // Commit the pod itself where the fresh evaluation put it.
+                if let Some(node) = want {
+                    let name = snap.nodes()[node].name.to_string();
+                    snap.add_pod(Arc::new(p), &name);
+                }
+            }
+        }
+        assert!(decided_n > 100, "decided {decided_n}, declined {declined}");
+        assert!(reordered > 0, "no decision differed from the first untouched candidate");
+    }
+
     /// `smallest_sorted` equals sorting and truncating, for uniform hashes below
     /// a limit, skewed ones, and hashes above the limit it was given.
     #[test]
