@@ -65,7 +65,8 @@ enum Command {
         /// Seed for tie-breaking among equally scored nodes.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Pods evaluated concurrently per batch (1 = strictly sequential); default 64.
+        /// Pods evaluated concurrently per batch, fixed (1 = strictly sequential);
+        /// default: sized per batch by a 500 µs latency budget, at most 64.
         #[arg(long)]
         batch_size: Option<usize>,
         /// Best candidates kept per pod for the batch committer.

@@ -15,6 +15,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use corral_loadgen::cluster::Profile;
 use corral_scheduler::config::default_frameworks;
@@ -40,6 +41,7 @@ fn schedule(w: &Workload, batch: Option<usize>, seed: u64) -> Vec<Placement> {
             seed,
             batch_size: b,
             adaptive_batch: false,
+            latency_budget: None,
             ..Options::default()
         },
         None => Options {
@@ -48,6 +50,10 @@ fn schedule(w: &Workload, batch: Option<usize>, seed: u64) -> Vec<Placement> {
             ..Options::default()
         },
     };
+    schedule_with(w, opts)
+}
+
+fn schedule_with(w: &Workload, opts: Options) -> Vec<Placement> {
     let mut s = Scheduler::new(default_frameworks(), w.snapshot.clone(), opts);
     let r = s.schedule_all(w.pending.clone());
     assert_eq!(
@@ -183,8 +189,7 @@ fn basic_placements_identical_at_every_batch_size() {
         let w = workload(Profile::Basic, 240, 1500, 40, seed);
         let want = schedule(&w, Some(1), seed);
         assert!(want.len() > 1000, "seed {seed}: only {} placed", want.len());
-        let nodes: std::collections::HashSet<&str> =
-            want.iter().map(|p| p.node.as_str()).collect();
+        let nodes: std::collections::HashSet<&str> = want.iter().map(|p| p.node.as_str()).collect();
         assert!(
             want.len() > 4 * nodes.len(),
             "seed {seed}: too few pods per node to test tie-breaks"
@@ -201,6 +206,23 @@ fn basic_placements_identical_at_every_batch_size() {
                 differ, 0,
                 "seed {seed} batch {batch:?}: {differ} placements differ from batch size 1"
             );
+        }
+        // The default settings (batches sized by the latency budget, from measured
+        // time) and a budget so small that every batch is the smallest one.
+        for budget in [
+            Options::default().latency_budget,
+            Some(Duration::from_nanos(1)),
+        ] {
+            assert!(budget.is_some(), "the default has a latency budget");
+            let got = schedule_with(
+                &w,
+                Options {
+                    seed,
+                    latency_budget: budget,
+                    ..Options::default()
+                },
+            );
+            assert_eq!(got, want, "seed {seed} budget {budget:?}");
         }
     }
 }

@@ -252,6 +252,7 @@ fn run(snap: &Snapshot, pods: Vec<PodInfo>, batch: usize) -> Outcome {
         seed: 11,
         batch_size: batch,
         adaptive_batch: false,
+        latency_budget: None,
         ..Options::default()
     };
     let mut s = Scheduler::new(default_frameworks(), snap.clone(), opts);

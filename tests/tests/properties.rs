@@ -242,6 +242,7 @@ fn run(
     let opts = Options {
         seed,
         batch_size: batch,
+        latency_budget: None,
         ..Options::default()
     };
     let mut s = Scheduler::new(fws, prepared.snapshot, opts);

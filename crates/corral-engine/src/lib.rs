@@ -8,6 +8,7 @@
 //! Invariant: the engine knows nothing about batch sessions (its [`scheduler::Report`]
 //! has no batch fields), Kubernetes I/O or tokio.
 
+mod batch_size;
 mod cells;
 pub mod config;
 pub mod defaulting;

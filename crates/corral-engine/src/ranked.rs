@@ -722,7 +722,10 @@ mod tests {
             }
         }
         assert!(decided_n > 100, "decided {decided_n}, declined {declined}");
-        assert!(reordered > 0, "no decision differed from the first untouched candidate");
+        assert!(
+            reordered > 0,
+            "no decision differed from the first untouched candidate"
+        );
     }
 
     /// `smallest_sorted` equals sorting and truncating, for uniform hashes below

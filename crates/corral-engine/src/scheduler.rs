@@ -51,33 +51,7 @@ pub fn num_feasible_nodes_to_find(percentage: Option<i32>, n: usize) -> usize {
     num.max(MIN_FEASIBLE_NODES_TO_FIND).min(n)
 }
 
-/// Default (largest) batch size. Not lowered to 32 (which measured faster for
-/// SchedulingBasic in session 4): the health timeline's thundering-herd bound
-/// (`example_timeline_meets_targets`, herd ratio <= 1.5) failed with 32 (1.71).
-pub const DEFAULT_BATCH_SIZE: usize = 64;
-
-/// Smallest (and first) batch of the adaptive batch size.
-pub const ADAPTIVE_BATCH_MIN: usize = 8;
-
-/// The adaptive batch size after a batch of `taken` pods (of a target `cur`) with
-/// `conflicts` (pods none of whose candidates survived re-validation: their
-/// batch-parallel evaluation was wasted and they were evaluated again
-/// sequentially): doubles up to `max` after a full batch without conflicts, halves
-/// down to [`ADAPTIVE_BATCH_MIN`] when more than a quarter conflicted, else stays.
-/// Stale pods (a related pod committed ahead of them) do not count: their
-/// PreFilter state is updated incrementally, and larger batches share more work.
-pub fn next_batch_size(cur: usize, taken: usize, conflicts: usize, max: usize) -> usize {
-    let max = max.max(1);
-    let min = ADAPTIVE_BATCH_MIN.min(max);
-    let next = if conflicts * 4 > taken {
-        cur / 2
-    } else if conflicts == 0 && taken == cur {
-        cur * 2
-    } else {
-        cur
-    };
-    next.clamp(min, max)
-}
+pub use crate::batch_size::*;
 
 /// Scheduler options.
 #[derive(Debug, Clone)]
@@ -96,6 +70,14 @@ pub struct Options {
     /// Depends only on the decisions, never on timing, so results stay
     /// reproducible.
     pub adaptive_batch: bool,
+    /// Latency budget per batch (default [`DEFAULT_LATENCY_BUDGET`]; `None`: fixed
+    /// batches of `batch_size`; not used with `adaptive_batch`): the first batch
+    /// holds [`ADAPTIVE_BATCH_MIN`] pods, each next one as many as the budget
+    /// holds at the previous batch's measured cost per pod (at most doubling, at
+    /// least twice the worker threads so batches keep every thread busy, at most
+    /// `batch_size`; see [`budget_batch_size`]). Placements do not depend on it:
+    /// every pod is decided as with batch size 1.
+    pub latency_budget: Option<Duration>,
     /// Best-scored candidates kept per pod for the committer (>= 1).
     pub candidates: usize,
     /// Pods (`ns/name`) to explain.
@@ -113,6 +95,7 @@ impl Default for Options {
             seed: 0,
             batch_size: DEFAULT_BATCH_SIZE,
             adaptive_batch: false,
+            latency_budget: Some(DEFAULT_LATENCY_BUDGET),
             candidates: 16,
             explain: HashSet::new(),
             selection_tolerance: 0,
@@ -207,7 +190,18 @@ impl Scheduler {
             let mut q: std::collections::VecDeque<QueuedPodInfo> = queue.into();
             while !q.is_empty() {
                 let max = self.opts.batch_size.max(1);
-                let size = if !self.opts.adaptive_batch {
+                let budget = self
+                    .opts
+                    .latency_budget
+                    .filter(|_| !self.opts.adaptive_batch);
+                let budget_min = ADAPTIVE_BATCH_MIN.max(rayon::current_num_threads() * 2);
+                let size = if let Some(_b) = budget {
+                    if self.batch_now == 0 {
+                        budget_min.min(max)
+                    } else {
+                        self.batch_now.min(max)
+                    }
+                } else if !self.opts.adaptive_batch {
                     max
                 } else if self.batch_now == 0 {
                     ADAPTIVE_BATCH_MIN.min(max)
@@ -232,6 +226,9 @@ impl Scheduler {
                 }
                 if self.opts.adaptive_batch {
                     self.batch_now = next_batch_size(size, take, self.batch_conflicts, max);
+                } else if let Some(b) = budget {
+                    self.batch_now =
+                        budget_batch_size(size, take, bt.elapsed(), b, budget_min, max);
                 }
             }
             // Re-queue pods whose failure a later placement may have resolved
@@ -1009,27 +1006,4 @@ fn _assert_send_sync() {
     is::<Framework>();
     is::<Snapshot>();
     let _ = Duration::ZERO;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn adaptive_batch_size_doubles_halves_and_stays_in_bounds() {
-        // A clean full batch doubles, up to the maximum.
-        assert_eq!(next_batch_size(8, 8, 0, 64), 16);
-        assert_eq!(next_batch_size(32, 32, 0, 64), 64);
-        assert_eq!(next_batch_size(64, 64, 0, 64), 64);
-        // A partial (last) batch says nothing about a larger one.
-        assert_eq!(next_batch_size(16, 5, 0, 64), 16);
-        // Some re-evaluations, at most a quarter: unchanged.
-        assert_eq!(next_batch_size(16, 16, 4, 64), 16);
-        // More than a quarter: halves, down to the minimum.
-        assert_eq!(next_batch_size(32, 32, 9, 64), 16);
-        assert_eq!(next_batch_size(8, 8, 8, 64), ADAPTIVE_BATCH_MIN);
-        // A maximum below the minimum wins (batch size 1 = sequential).
-        assert_eq!(next_batch_size(1, 1, 0, 1), 1);
-        assert_eq!(next_batch_size(2, 2, 2, 2), 2);
-    }
 }

@@ -196,6 +196,7 @@ pub fn apply_run(
             }
             opts.engine.batch_size = b;
             opts.engine.adaptive_batch = false;
+            opts.engine.latency_budget = None;
         }
         if let Some(n) = c.candidates {
             if n == 0 {

@@ -246,6 +246,8 @@ pub fn run_input(
         }
         opts.batch_size = b;
         opts.adaptive_batch = false;
+        // An explicit batch size: fixed batches of it (no latency budget).
+        opts.latency_budget = None;
     }
     if let Some(c) = args.candidates.or(corral.candidates) {
         if c == 0 {

@@ -392,6 +392,9 @@ pub fn run(l: &Loaded, mode: Mode, warn: &mut dyn FnMut(String)) -> Result<Timel
             Mode::Smoothed => l.selection_tolerance,
             Mode::Naive => 0,
         },
+        // Fixed batches: the timeline's herd bound was measured with them, and
+        // selection tolerance (not the ranked path) makes decisions batch-dependent.
+        latency_budget: None,
         ..Options::default()
     };
     // The scenario's batch size, else the engine's default (a fixed 64).
