@@ -10,7 +10,9 @@
 #             spread gang)
 # Env: NODES (default 2000), PODS (default 2000; basic uses 2x), GANG (gang size,
 #      default 8), WORK (workload cache, default /tmp/corral-callgrind), JSON=FILE
-#      (also write the results as JSON).
+#      (also write the results as JSON), SIMARGS (extra `simulate` arguments, e.g.
+#      `--batch-size 64`: under valgrind the default latency budget measures every
+#      batch as slow and keeps batches at their minimum).
 #
 # Workloads (generated once per size with `corral-loadgen cluster --seed 1`):
 #   basic     SchedulingBasic: NODES nodes, 2*PODS identical pods
@@ -91,7 +93,7 @@ for w in "${WORKLOADS[@]}"; do
   d=$(dir_for "$w")
   valgrind --tool=callgrind --callgrind-out-file="$TMP/cg.out" \
     --zero-before='corral_scheduler::health::attach_static_view' \
-    "$BIN/corral-scheduler" simulate "$d" --output json --seed 1 >"$TMP/out.json" 2>"$TMP/cg.err" || {
+    "$BIN/corral-scheduler" simulate "$d" --output json --seed 1 ${SIMARGS:-} >"$TMP/out.json" 2>"$TMP/cg.err" || {
     cat "$TMP/cg.err" >&2
     exit 1
   }

@@ -84,7 +84,12 @@ impl Case {
         for (p, n) in &self.running {
             snap.add_pod(Arc::new(p.clone()), n);
         }
-        let sched = Scheduler::new(default_frameworks(), snap, Options::default());
+        // Fixed batches of 64 (no latency budget): tests count core batches.
+        let opts = Options {
+            latency_budget: None,
+            ..Options::default()
+        };
+        let sched = Scheduler::new(default_frameworks(), snap, opts);
         run_sessions(sched, self.pending.clone(), &self.objs(), &self.cfg, cycles).expect("session")
     }
 }
