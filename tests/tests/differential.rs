@@ -5,7 +5,8 @@
 //! order, the pod is evaluated from scratch against a replayed snapshot holding
 //! everything committed before it:
 //! - the chosen node passes PreFilter and every Filter (every hard constraint);
-//! - its total weighted score equals the best total over all feasible nodes.
+//! - its total weighted score equals the best total over all feasible nodes;
+//! - it is the very placement of `--batch-size 1` (same node, same commit order).
 //!
 //! The clusters have fewer than 100 nodes, so kube-scheduler filters and scores every
 //! node (`numFeasibleNodesToFind` = all): "the best score available at its commit" is
@@ -139,9 +140,22 @@ fn verify(w: &Workload, placements: &[Placement], what: &str) {
 fn differential(profile: Profile, nodes: u32, pods: u64, running: u64) {
     for seed in [1u64, 7] {
         let w = workload(profile, nodes, pods, running, seed);
-        // Fixed batch sizes, then the adaptive one (8 doubling up to 64).
+        // Fixed batch sizes, then the adaptive one (8 doubling up to 64); every
+        // one places exactly as batch size 1 (the committer decides each pod as the
+        // sequential procedure would).
+        let sequential = schedule(&w, Some(1), seed);
         for batch in [Some(1usize), Some(16), Some(64), None] {
             let placements = schedule(&w, batch, seed);
+            let differ = placements
+                .iter()
+                .zip(&sequential)
+                .filter(|(a, b)| a != b)
+                .count();
+            assert!(
+                placements.len() == sequential.len() && differ == 0,
+                "{profile:?} seed {seed} batch {batch:?}: {differ} of {} placements differ from batch size 1",
+                placements.len()
+            );
             assert!(
                 !placements.is_empty(),
                 "{profile:?} seed {seed} batch {batch:?}: nothing placed"

@@ -557,8 +557,17 @@ impl Scheduler {
                         } else {
                             None
                         }
+                    } else if tol == 0
+                        && touched_nodes
+                            .iter()
+                            .any(|&t| (t + n - s_j % n) % n < ev.processed)
+                    {
+                        // The general path keeps no window: a node touched in its
+                        // scanned range may change it (verdict, score, ties among
+                        // all window nodes), so it is evaluated again (exact).
+                        None
                     } else {
-                        revalidate(
+                        let r = revalidate(
                             fw,
                             cross_masks[fi],
                             &self.snapshot,
@@ -569,9 +578,13 @@ impl Scheduler {
                             &self.touched,
                             self.epoch,
                             tol,
-                        )
+                        );
+                        // No node of its window changed: its best candidate is the
+                        // sequential choice while it still passes; else evaluated
+                        // again.
+                        r.filter(|&c| tol > 0 || c == cands[0].node)
                     };
-                    let moved = moved || (window.is_some() && !committed.is_empty());
+                    let moved = moved || (!committed.is_empty() && (window.is_some() || tol == 0));
                     drop(window);
                     let chosen = match chosen {
                         Some(c) => {
