@@ -217,6 +217,10 @@ pub(crate) struct Window {
     pub(crate) locals: Vec<i64>,
 }
 
+/// Per class, within a batch: (node, filter skip mask, score skip mask) →
+/// (node generation, Filter verdict, weighted node-local score) of touched nodes.
+pub(crate) type WindowMemo = std::collections::HashMap<(usize, u64, u64), (u64, bool, i64)>;
+
 /// The node the sequential procedure (batch size 1) chooses for a ranked pod whose
 /// window `w` was scanned before `touched_nodes` (distinct, each with
 /// `touched[node] == epoch`) received pods, given that it would scan from the same
@@ -249,6 +253,7 @@ pub(crate) fn decide_in_window(
     touched_nodes: &[usize],
     touched: &[u64],
     epoch: u64,
+    memo: &mut WindowMemo,
 ) -> Option<usize> {
     let n = snap.num_nodes();
     if n == 0 || fw.cross_filter_mask_with(cross_mask, state) != 0 {
@@ -266,13 +271,27 @@ pub(crate) fn decide_in_window(
         }
         let was = w.feasible.binary_search_by_key(&off(t), |&i| off(i));
         let node = &nodes[t];
-        let now = fw.run_filter(state, pod, node, snap).is_success();
+        // The verdict and node-local score at the node's generation, shared by the
+        // pods of one class (node-local plugins only: no cross-node Filter is live).
+        let mkey = (t, state.filter_skip_mask, state.score_skip_mask);
+        let (now, local) = match memo.get(&mkey) {
+            Some(&(g, p, l)) if g == node.generation => (p, l),
+            _ => {
+                let p = fw.run_filter(state, pod, node, snap).is_success();
+                let l = if p && rescore {
+                    fw.node_local_score(state, pod, node, snap).ok()?
+                } else {
+                    0
+                };
+                memo.insert(mkey, (node.generation, p, l));
+                (p, l)
+            }
+        };
         match (was, now) {
             (Err(_), false) => {}
             (Ok(j), true) => {
                 let total = if rescore {
-                    let s = fw.node_local_score(state, pod, node, snap).ok()?;
-                    w.totals[j] - w.locals[j] + s
+                    w.totals[j] - w.locals[j] + local
                 } else {
                     w.totals[j]
                 };
@@ -686,6 +705,7 @@ mod tests {
                     &touched_nodes,
                     &touched,
                     epoch,
+                    &mut WindowMemo::new(),
                 );
                 let fresh = evaluate(
                     fw,

@@ -478,6 +478,8 @@ impl Scheduler {
         let mut committed: Vec<(Arc<PodInfo>, usize)> = Vec::new();
         // The distinct nodes of `committed` (those with `touched == epoch`).
         let mut touched_nodes: Vec<usize> = Vec::new();
+        // Per class: touched nodes' verdicts and scores for `decide_in_window`.
+        let mut window_memo: HashMap<(u64, usize), crate::ranked::WindowMemo> = HashMap::new();
         // How many of `committed` have pod (anti-)affinity terms.
         let mut committed_affinity = 0usize;
         let mut requeue = Vec::new();
@@ -553,6 +555,7 @@ impl Scheduler {
                                 &touched_nodes,
                                 &self.touched,
                                 self.epoch,
+                                window_memo.entry((class_of[j], fi)).or_default(),
                             )
                         } else {
                             None
