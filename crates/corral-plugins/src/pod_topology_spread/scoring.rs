@@ -140,8 +140,16 @@ impl PreScorePlugin for PodTopologySpread {
                 }
             })
             .collect();
+        // Hostname constraints only (no domain to mark), and no snapshot node can be
+        // ignored (missing keys are not required, or no snapshot node lacks one): a
+        // snapshot node adds nothing here, only other nodes are read.
+        let trivial_positions =
+            is_host.iter().all(|&h| h) && (!require_all || keys.iter().all(|k| k.missing() == 0));
         for n in nodes {
             if let Some(pos) = snap.position(n) {
+                if trivial_positions {
+                    continue;
+                }
                 if require_all && keys.iter().any(|k| k.id_at(pos) == DOMAIN_MISSING) {
                     ignored.push(pos);
                     continue;
