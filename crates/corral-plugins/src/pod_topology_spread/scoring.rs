@@ -38,6 +38,17 @@ pub(super) enum Term {
     HostOnNode,
 }
 
+/// How [`PodTopologySpread`]'s `score_positions` scores a pod's nodes.
+enum Bulk {
+    /// One non-hostname constraint: the rounded score per domain id.
+    ByDomain(Vec<i64>),
+    /// Hostname constraints only, every snapshot node has the key and none is
+    /// ignored: the score of a node holding no matching pod.
+    HostOnly(i64),
+    /// [`PreScoreState::score_at`] per node.
+    PerNode,
+}
+
 /// `math.Round` of a raw score, exact: round half away from zero. Scores are
 /// non-negative; the cheap path (no libm call) covers them, anything else takes
 /// `f64::round`.
@@ -56,6 +67,34 @@ impl PreScoreState {
     #[inline]
     pub(super) fn is_ignored(&self, idx: usize) -> bool {
         !self.ignored.is_empty() && self.ignored.binary_search(&idx).is_ok()
+    }
+
+    /// How `score_positions` scores `n` nodes of the snapshot PreScore saw; every
+    /// shortcut gives exactly [`Self::score_at`]'s value (same additions in the same
+    /// order: `0 × w + base` is `base`).
+    fn bulk_plan(&self, n: usize) -> Bulk {
+        if let ([c], [k], [Term::Domain(t)]) =
+            (&self.constraints[..], &self.keys[..], &self.terms[..])
+            && k.len() <= n
+        {
+            let base = (c.max_skew - 1) as f64;
+            return Bulk::ByDomain(
+                (0..k.len())
+                    .map(|id| round_score(0.0 + t.get(id).copied().unwrap_or(base)))
+                    .collect(),
+            );
+        }
+        let host_only = self.terms.iter().all(|t| matches!(t, Term::Host { .. }))
+            && self.ignored.is_empty()
+            && self.keys.iter().all(|k| k.missing() == 0);
+        if host_only {
+            let mut empty = 0.0;
+            for c in &self.constraints {
+                empty += (c.max_skew - 1) as f64;
+            }
+            return Bulk::HostOnly(round_score(empty));
+        }
+        Bulk::PerNode
     }
 
     /// The raw score of the snapshot's node at `pos` (`node`), the snapshot being
@@ -384,11 +423,45 @@ impl ScorePlugin for PodTopologySpread {
             }
             return Ok(());
         }
-        for &i in positions {
-            out.push(NodeScore {
-                node: i,
-                score: s.score_at(pod, &all[i], i),
-            });
+        match s.bulk_plan(positions.len()) {
+            // Per domain id, the rounded score (a single non-hostname constraint).
+            Bulk::ByDomain(table) => {
+                let key = &s.keys[0];
+                for &i in positions {
+                    let score = match key.id_at(i) {
+                        _ if s.is_ignored(i) => 0,
+                        DOMAIN_MISSING => 0,
+                        id => table[id as usize],
+                    };
+                    out.push(NodeScore { node: i, score });
+                }
+            }
+            // Hostname constraints only: a node holding no matching pod scores the
+            // sum of the `maxSkew - 1` terms.
+            Bulk::HostOnly(empty) => {
+                for &i in positions {
+                    let hit = s.terms.iter().any(|t| match t {
+                        Term::Host { any, .. } => {
+                            any.get(i / 64).is_some_and(|b| b >> (i % 64) & 1 == 1)
+                        }
+                        _ => true,
+                    });
+                    let score = if hit {
+                        s.score_at(pod, &all[i], i)
+                    } else {
+                        empty
+                    };
+                    out.push(NodeScore { node: i, score });
+                }
+            }
+            Bulk::PerNode => {
+                for &i in positions {
+                    out.push(NodeScore {
+                        node: i,
+                        score: s.score_at(pod, &all[i], i),
+                    });
+                }
+            }
         }
         Ok(())
     }
