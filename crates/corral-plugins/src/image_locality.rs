@@ -7,11 +7,13 @@
 
 use std::sync::Arc;
 
-use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status};
+use crate::framework::{
+    CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, StateKey, Status,
+};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "ImageLocality";
-const PRE_SCORE_KEY: &str = "PreScoreImageLocality";
+static PRE_SCORE_KEY: StateKey = StateKey::new("PreScoreImageLocality");
 
 const MB: i64 = 1024 * 1024;
 /// Below this summed (scaled) image size the score is 0.
@@ -108,7 +110,7 @@ impl PreScorePlugin for ImageLocality {
     ) -> Status {
         // Never Skip: kube-scheduler has no PreScore here and reports a score (possibly
         // 0) for every node.
-        state.write(PRE_SCORE_KEY, pre_score_state(pod, snap));
+        state.put(&PRE_SCORE_KEY, pre_score_state(pod, snap));
         Status::success()
     }
 }
@@ -122,7 +124,7 @@ impl ScorePlugin for ImageLocality {
         snap: &Snapshot,
     ) -> Result<i64, Status> {
         let total = snap.num_nodes();
-        Ok(match state.read::<PreScoreState>(PRE_SCORE_KEY) {
+        Ok(match state.get::<PreScoreState>(&PRE_SCORE_KEY) {
             Some(s) => score_node(s, node, total),
             None => score_node(&pre_score_state(pod, snap), node, total),
         })

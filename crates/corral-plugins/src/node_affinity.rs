@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::framework::{
     CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, Plugin, PreFilterPlugin,
-    PreFilterResult, PreScorePlugin, ScorePlugin, Status,
+    PreFilterResult, PreScorePlugin, ScorePlugin, StateKey, Status,
 };
 use crate::helpers::normalize_to_max;
 use crate::labels::{NodeSelectorMatcher, NodeTerm, Selector};
@@ -41,8 +41,8 @@ pub const ERR_REASON_ENFORCED: &str = "node(s) didn't match scheduler-enforced n
 /// kube-scheduler's reason when required terms pin disjoint node names.
 pub const ERR_REASON_CONFLICT: &str = "pod affinity terms conflict";
 
-const PRE_FILTER_KEY: &str = "PreFilterNodeAffinity";
-const PRE_SCORE_KEY: &str = "PreScoreNodeAffinity";
+static PRE_FILTER_KEY: StateKey = StateKey::new("PreFilterNodeAffinity");
+static PRE_SCORE_KEY: StateKey = StateKey::new("PreScoreNodeAffinity");
 const REQUIRED_FIELD: &str =
     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution";
 const PREFERRED_FIELD: &str =
@@ -299,8 +299,8 @@ impl PreFilterPlugin for NodeAffinity {
             Err(e) => return (None, invalid(e)),
         };
         let indexed = required.indexed(snap).map(Arc::new);
-        state.write(
-            PRE_FILTER_KEY,
+        state.put(
+            &PRE_FILTER_KEY,
             PreFilterState {
                 required: Arc::new(required),
                 indexed,
@@ -327,7 +327,7 @@ impl FilterPlugin for NodeAffinity {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Status {
-        match state.read::<PreFilterState>(PRE_FILTER_KEY) {
+        match state.get::<PreFilterState>(&PRE_FILTER_KEY) {
             Some(s) => match (&s.indexed, snap.position(node)) {
                 (Some(ix), Some(pos)) if ix.valid_for(snap) => {
                     if let Some(a) = &self.added_required
@@ -367,8 +367,8 @@ impl PreScorePlugin for NodeAffinity {
         if preferred.is_none() && self.added_preferred.is_none() {
             return Status::skip();
         }
-        state.write(
-            PRE_SCORE_KEY,
+        state.put(
+            &PRE_SCORE_KEY,
             PreScoreState {
                 preferred: preferred.map(Arc::new),
             },
@@ -392,7 +392,7 @@ impl ScorePlugin for NodeAffinity {
         _: &Snapshot,
     ) -> Result<i64, Status> {
         let mut count = self.added_preferred.as_ref().map_or(0, |p| p.score(node));
-        match state.read::<PreScoreState>(PRE_SCORE_KEY) {
+        match state.get::<PreScoreState>(&PRE_SCORE_KEY) {
             Some(s) => {
                 if let Some(p) = &s.preferred {
                     count += p.score(node);

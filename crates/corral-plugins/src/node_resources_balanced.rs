@@ -17,11 +17,13 @@ use serde_json::Value;
 use super::node_resources_fit::{
     ScoreResource, decode_at, decode_resource_specs, default_resource_specs,
 };
-use crate::framework::{CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, Status};
+use crate::framework::{
+    CycleState, MAX_NODE_SCORE, Plugin, PreScorePlugin, ScorePlugin, StateKey, Status,
+};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 
 pub const NAME: &str = "NodeResourcesBalancedAllocation";
-const PRE_SCORE_KEY: &str = "PreScoreNodeResourcesBalancedAllocation";
+static PRE_SCORE_KEY: StateKey = StateKey::new("PreScoreNodeResourcesBalancedAllocation");
 
 /// `NodeResourcesBalancedAllocationArgs`.
 #[derive(Debug, Default, Deserialize)]
@@ -158,7 +160,7 @@ impl PreScorePlugin for NodeResourcesBalancedAllocation {
         if pod_requests.iter().all(|&r| r == 0) {
             return Status::skip();
         }
-        state.write(PRE_SCORE_KEY, PreScoreState { pod_requests });
+        state.put(&PRE_SCORE_KEY, PreScoreState { pod_requests });
         Status::success()
     }
 }
@@ -171,7 +173,7 @@ impl ScorePlugin for NodeResourcesBalancedAllocation {
         node: &NodeInfo,
         _: &Snapshot,
     ) -> Result<i64, Status> {
-        if let Some(s) = state.read::<PreScoreState>(PRE_SCORE_KEY) {
+        if let Some(s) = state.get::<PreScoreState>(&PRE_SCORE_KEY) {
             return Ok(self.score_node(node, &s.pod_requests));
         }
         let reqs = self.pod_requests(pod);

@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::framework::{
     Code, CycleState, FilterPlugin, MAX_NODE_SCORE, Plugin, PreFilterPlugin, PreFilterResult,
-    PreScorePlugin, ScorePlugin, Status,
+    PreScorePlugin, ScorePlugin, StateKey, Status,
 };
 use crate::resources::{CPU, EPHEMERAL_STORAGE, MEMORY, ResourceName, is_hugepages};
 use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
@@ -46,8 +46,8 @@ pub const REASON_EPHEMERAL_STORAGE: &str = "Insufficient ephemeral-storage";
 /// `volcano.sh/vgpu-number`) are advertised and checked as usual.
 pub const VGPU_ACCOUNTED: &[&str] = corral_api::keys::VGPU_PER_CARD_AMOUNTS;
 
-const PRE_FILTER_KEY: &str = "PreFilterNodeResourcesFit";
-const PRE_SCORE_KEY: &str = "PreScoreNodeResourcesFit";
+static PRE_FILTER_KEY: StateKey = StateKey::new("PreFilterNodeResourcesFit");
+static PRE_SCORE_KEY: StateKey = StateKey::new("PreScoreNodeResourcesFit");
 
 /// `config.MaxCustomPriorityScore`: shape scores are 0..=10, scaled to 0..=100.
 const MAX_CUSTOM_PRIORITY_SCORE: i64 = 10;
@@ -641,14 +641,14 @@ impl PreFilterPlugin for NodeResourcesFit {
         pod: &PodInfo,
         _: &Snapshot,
     ) -> (Option<PreFilterResult>, Status) {
-        state.write(PRE_FILTER_KEY, self.compute_state(pod));
+        state.put(&PRE_FILTER_KEY, self.compute_state(pod));
         (None, Status::success())
     }
 }
 
 impl FilterPlugin for NodeResourcesFit {
     fn filter(&self, state: &CycleState, pod: &PodInfo, node: &NodeInfo, _: &Snapshot) -> Status {
-        match state.read::<PreFilterState>(PRE_FILTER_KEY) {
+        match state.get::<PreFilterState>(&PRE_FILTER_KEY) {
             Some(s) => fits_request(s, node),
             // PreFilter did not run (e.g. a what-if check): compute it here.
             None => fits_request(&self.compute_state(pod), node),
@@ -670,8 +670,8 @@ impl PreScorePlugin for NodeResourcesFit {
         _: &Snapshot,
         _: &[&NodeInfo],
     ) -> Status {
-        state.write(
-            PRE_SCORE_KEY,
+        state.put(
+            &PRE_SCORE_KEY,
             PreScoreState {
                 pod_requests: self.pod_requests(pod),
             },
@@ -688,7 +688,7 @@ impl ScorePlugin for NodeResourcesFit {
         node: &NodeInfo,
         _: &Snapshot,
     ) -> Result<i64, Status> {
-        Ok(match state.read::<PreScoreState>(PRE_SCORE_KEY) {
+        Ok(match state.get::<PreScoreState>(&PRE_SCORE_KEY) {
             Some(s) => self.score_node(node, &s.pod_requests),
             None => self.score_node(node, &self.pod_requests(pod)),
         })

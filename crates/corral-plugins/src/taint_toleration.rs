@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 use crate::framework::{
     CycleState, FilterPlugin, NodeScore, NormalizeScorePlugin, Plugin, PreScorePlugin, ScorePlugin,
-    Status,
+    StateKey, Status,
 };
 use crate::helpers::{
     find_untolerated_taint, is_do_not_schedule_taint, normalize_to_max, tolerates_taint,
@@ -26,7 +26,7 @@ use crate::snapshot::{NodeInfo, PodInfo, Snapshot};
 use corral_core::fxhash::{FxHashMap, FxHasher};
 
 pub const NAME: &str = "TaintToleration";
-const PRE_SCORE_KEY: &str = "PreScoreTaintToleration";
+static PRE_SCORE_KEY: StateKey = StateKey::new("PreScoreTaintToleration");
 const PREFER_NO_SCHEDULE: &str = "PreferNoSchedule";
 
 #[derive(Debug, Default)]
@@ -136,7 +136,7 @@ impl PreScorePlugin for TaintToleration {
             .filter(|t| prefer_no_schedule_toleration(t))
             .cloned()
             .collect();
-        state.write(PRE_SCORE_KEY, PreScoreState { tolerations });
+        state.put(&PRE_SCORE_KEY, PreScoreState { tolerations });
         Status::success()
     }
 }
@@ -155,7 +155,7 @@ impl ScorePlugin for TaintToleration {
         node: &NodeInfo,
         _: &Snapshot,
     ) -> Result<i64, Status> {
-        match state.read::<PreScoreState>(PRE_SCORE_KEY) {
+        match state.get::<PreScoreState>(&PRE_SCORE_KEY) {
             Some(s) => Ok(count_intolerable(node, &s.tolerations)),
             // PreScore disabled: the PreferNoSchedule filter on tolerations is
             // redundant for counting (a NoSchedule-only toleration never tolerates a

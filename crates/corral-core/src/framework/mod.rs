@@ -8,7 +8,7 @@ pub mod runtime;
 pub mod score_cache;
 mod status;
 
-pub use cycle_state::{CycleState, PodAnnotations, StateData};
+pub use cycle_state::{CycleState, PodAnnotations, StateData, StateKey};
 pub use interface::*;
 pub use observe::FrameworkObserver;
 pub use runtime::Framework;

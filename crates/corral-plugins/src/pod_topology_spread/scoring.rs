@@ -1,6 +1,10 @@
 //! PreScore, Score and NormalizeScore.
 
 use super::*;
+use crate::framework::StateKey;
+
+/// PreScore's state, read by slot (Score reads it once per pod, or per node).
+static PRE_SCORE: StateKey = StateKey::new(PRE_SCORE_KEY);
 
 #[derive(Debug, Clone)]
 pub(super) struct PreScoreState {
@@ -34,6 +38,17 @@ pub(super) enum Term {
     HostOnNode,
 }
 
+/// How [`PodTopologySpread`]'s `score_positions` scores a pod's nodes.
+enum Bulk {
+    /// One non-hostname constraint: the rounded score per domain id.
+    ByDomain(Vec<i64>),
+    /// Hostname constraints only, every snapshot node has the key and none is
+    /// ignored: the score of a node holding no matching pod.
+    HostOnly(i64),
+    /// [`PreScoreState::score_at`] per node.
+    PerNode,
+}
+
 /// `math.Round` of a raw score, exact: round half away from zero. Scores are
 /// non-negative; the cheap path (no libm call) covers them, anything else takes
 /// `f64::round`.
@@ -52,6 +67,67 @@ impl PreScoreState {
     #[inline]
     pub(super) fn is_ignored(&self, idx: usize) -> bool {
         !self.ignored.is_empty() && self.ignored.binary_search(&idx).is_ok()
+    }
+
+    /// How `score_positions` scores `n` nodes of the snapshot PreScore saw; every
+    /// shortcut gives exactly [`Self::score_at`]'s value (same additions in the same
+    /// order: `0 × w + base` is `base`).
+    fn bulk_plan(&self, n: usize) -> Bulk {
+        if let ([c], [k], [Term::Domain(t)]) =
+            (&self.constraints[..], &self.keys[..], &self.terms[..])
+            && k.len() <= n
+        {
+            let base = (c.max_skew - 1) as f64;
+            return Bulk::ByDomain(
+                (0..k.len())
+                    .map(|id| round_score(0.0 + t.get(id).copied().unwrap_or(base)))
+                    .collect(),
+            );
+        }
+        let host_only = self.terms.iter().all(|t| matches!(t, Term::Host { .. }))
+            && self.ignored.is_empty()
+            && self.keys.iter().all(|k| k.missing() == 0);
+        if host_only {
+            let mut empty = 0.0;
+            for c in &self.constraints {
+                empty += (c.max_skew - 1) as f64;
+            }
+            return Bulk::HostOnly(round_score(empty));
+        }
+        Bulk::PerNode
+    }
+
+    /// The raw score of the snapshot's node at `pos` (`node`), the snapshot being
+    /// the one PreScore saw (`nodes_version`): domains by position, hostname counts
+    /// from PreScore's per-node table.
+    #[inline]
+    pub(super) fn score_at(&self, pod: &PodInfo, node: &NodeInfo, pos: usize) -> i64 {
+        if self.is_ignored(pos) {
+            return 0;
+        }
+        let mut score = 0.0;
+        for (ci, (c, w)) in self.constraints.iter().zip(self.weights.iter()).enumerate() {
+            let id = self.keys[ci].id_at(pos);
+            if id == DOMAIN_MISSING {
+                continue;
+            }
+            let base = (c.max_skew - 1) as f64;
+            score += match &self.terms[ci] {
+                Term::Domain(t) => t.get(id as usize).copied().unwrap_or(base),
+                Term::Host { any, counts } => {
+                    let n = if any.get(pos / 64).is_some_and(|b| b >> (pos % 64) & 1 == 1) {
+                        counts
+                            .binary_search_by_key(&pos, |e| e.0)
+                            .map_or(0, |i| counts[i].1)
+                    } else {
+                        0
+                    };
+                    n as f64 * w + base
+                }
+                Term::HostOnNode => c.count_on(node, &pod.namespace) as f64 * w + base,
+            };
+        }
+        round_score(score)
     }
 }
 
@@ -103,8 +179,16 @@ impl PreScorePlugin for PodTopologySpread {
                 }
             })
             .collect();
+        // Hostname constraints only (no domain to mark), and no snapshot node can be
+        // ignored (missing keys are not required, or no snapshot node lacks one): a
+        // snapshot node adds nothing here, only other nodes are read.
+        let trivial_positions =
+            is_host.iter().all(|&h| h) && (!require_all || keys.iter().all(|k| k.missing() == 0));
         for n in nodes {
             if let Some(pos) = snap.position(n) {
+                if trivial_positions {
+                    continue;
+                }
                 if require_all && keys.iter().any(|k| k.id_at(pos) == DOMAIN_MISSING) {
                     ignored.push(pos);
                     continue;
@@ -262,8 +346,8 @@ impl PreScorePlugin for PodTopologySpread {
                 Term::Host { any, counts }
             })
             .collect();
-        state.write(
-            PRE_SCORE_KEY,
+        state.put(
+            &PRE_SCORE,
             Arc::new(PreScoreState {
                 constraints,
                 counts,
@@ -286,40 +370,13 @@ impl ScorePlugin for PodTopologySpread {
         node: &NodeInfo,
         snap: &Snapshot,
     ) -> Result<i64, Status> {
-        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+        let Some(s) = state.get::<Arc<PreScoreState>>(&PRE_SCORE) else {
             return Err(Status::error("PodTopologySpread: PreScore state not found"));
         };
         if s.nodes_version == snap.nodes_version()
             && let Some(pos) = snap.position(node)
         {
-            // The snapshot's own node: domains by position, hostname counts from
-            // PreScore's per-node table.
-            if s.is_ignored(pos) {
-                return Ok(0);
-            }
-            let mut score = 0.0;
-            for (ci, (c, w)) in s.constraints.iter().zip(s.weights.iter()).enumerate() {
-                let id = s.keys[ci].id_at(pos);
-                if id == DOMAIN_MISSING {
-                    continue;
-                }
-                let base = (c.max_skew - 1) as f64;
-                score += match &s.terms[ci] {
-                    Term::Domain(t) => t.get(id as usize).copied().unwrap_or(base),
-                    Term::Host { any, counts } => {
-                        let n = if any.get(pos / 64).is_some_and(|b| b >> (pos % 64) & 1 == 1) {
-                            counts
-                                .binary_search_by_key(&pos, |e| e.0)
-                                .map_or(0, |i| counts[i].1)
-                        } else {
-                            0
-                        };
-                        n as f64 * w + base
-                    }
-                    Term::HostOnNode => c.count_on(node, &pod.namespace) as f64 * w + base,
-                };
-            }
-            return Ok(round_score(score));
+            return Ok(s.score_at(pod, node, pos));
         }
         if !s.ignored.is_empty() && snap.node_index(&node.name).is_some_and(|i| s.is_ignored(i)) {
             return Ok(0);
@@ -344,6 +401,71 @@ impl ScorePlugin for PodTopologySpread {
         Ok(round_score(score))
     }
 
+    /// One state read per pod; each node's score from its position (the same
+    /// [`PreScoreState::score_at`] as [`Self::score`]).
+    fn score_positions(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        positions: &[usize],
+        out: &mut Vec<NodeScore>,
+    ) -> Result<(), Status> {
+        let Some(s) = state.get::<Arc<PreScoreState>>(&PRE_SCORE) else {
+            return Err(Status::error("PodTopologySpread: PreScore state not found"));
+        };
+        let all = snap.nodes();
+        out.reserve(positions.len());
+        if s.nodes_version != snap.nodes_version() {
+            for &i in positions {
+                let score = self.score(state, pod, &all[i], snap)?;
+                out.push(NodeScore { node: i, score });
+            }
+            return Ok(());
+        }
+        match s.bulk_plan(positions.len()) {
+            // Per domain id, the rounded score (a single non-hostname constraint).
+            Bulk::ByDomain(table) => {
+                let key = &s.keys[0];
+                for &i in positions {
+                    let score = match key.id_at(i) {
+                        _ if s.is_ignored(i) => 0,
+                        DOMAIN_MISSING => 0,
+                        id => table[id as usize],
+                    };
+                    out.push(NodeScore { node: i, score });
+                }
+            }
+            // Hostname constraints only: a node holding no matching pod scores the
+            // sum of the `maxSkew - 1` terms.
+            Bulk::HostOnly(empty) => {
+                for &i in positions {
+                    let hit = s.terms.iter().any(|t| match t {
+                        Term::Host { any, .. } => {
+                            any.get(i / 64).is_some_and(|b| b >> (i % 64) & 1 == 1)
+                        }
+                        _ => true,
+                    });
+                    let score = if hit {
+                        s.score_at(pod, &all[i], i)
+                    } else {
+                        empty
+                    };
+                    out.push(NodeScore { node: i, score });
+                }
+            }
+            Bulk::PerNode => {
+                for &i in positions {
+                    out.push(NodeScore {
+                        node: i,
+                        score: s.score_at(pod, &all[i], i),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn normalize(&self) -> Option<&dyn NormalizeScorePlugin> {
         Some(self)
     }
@@ -351,7 +473,7 @@ impl ScorePlugin for PodTopologySpread {
 
 impl NormalizeScorePlugin for PodTopologySpread {
     fn normalize_score(&self, state: &CycleState, _: &PodInfo, scores: &mut [NodeScore]) -> Status {
-        let Some(s) = state.read::<Arc<PreScoreState>>(PRE_SCORE_KEY) else {
+        let Some(s) = state.get::<Arc<PreScoreState>>(&PRE_SCORE) else {
             return Status::success();
         };
         let mut min = i64::MAX;
