@@ -17,12 +17,12 @@ use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot}
 
 /// PreFilter state.
 #[derive(Debug, Clone, Default)]
-struct PreFilterState {
-    existing_anti: TopologyMap,
-    affinity: TopologyMap,
-    anti: TopologyMap,
+pub(super) struct PreFilterState {
+    pub(super) existing_anti: TopologyMap,
+    pub(super) affinity: TopologyMap,
+    pub(super) anti: TopologyMap,
     /// The incoming pod matches all of its own required affinity terms.
-    self_match: bool,
+    pub(super) self_match: bool,
 }
 
 impl PreFilterState {
@@ -374,5 +374,17 @@ impl FilterPlugin for InterPodAffinity {
             return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
+    }
+
+    fn filter_mask(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        out: &mut [u64],
+    ) -> bool {
+        state
+            .read::<PreFilterState>(PRE_FILTER_STATE_KEY)
+            .is_some_and(|s| super::mask::filter_mask(s, pod, snap, out))
     }
 }
