@@ -1417,6 +1417,10 @@ fn check_mask(st: &CycleState, p: &PodInfo, snap: &Snapshot, ctx: &str) -> (usiz
             "node {} ({i}) for {:?}: {ctx}",
             node.name, p.pod.spec
         );
+        // Filter on a copy of the node (not the snapshot's: the per-node checks, not
+        // the state's verdict bits) agrees too.
+        let copy = pl().filter(st, p, &(**node).clone(), snap);
+        assert_eq!(bit, copy.is_success(), "copy of {}: {ctx}", node.name);
         if ok {
             pass += 1;
         } else {
