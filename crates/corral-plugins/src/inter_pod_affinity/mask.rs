@@ -180,7 +180,7 @@ pub(super) fn filter_mask(
     }
     // Start from every node; clear what a rule rejects.
     out.fill(!0);
-    if n % 64 != 0 {
+    if !n.is_multiple_of(64) {
         out[words - 1] = (1u64 << (n % 64)) - 1;
     }
     let mut scratch = vec![0u64; words];
@@ -209,10 +209,10 @@ pub(super) fn filter_mask(
             }
             // Only nodes whose domain has a matching pod (lacking the key: rejected).
             scratch.fill(0);
-            if let Some(i) = s.affinity.key_id(&t.topology_key) {
-                if !or_counted(&s.affinity.keys[i], snap, &mut scratch) {
-                    return false;
-                }
+            if let Some(i) = s.affinity.key_id(&t.topology_key)
+                && !or_counted(&s.affinity.keys[i], snap, &mut scratch)
+            {
+                return false;
             }
             for (o, m) in out.iter_mut().zip(&scratch) {
                 *o &= m;

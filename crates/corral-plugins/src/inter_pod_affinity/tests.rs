@@ -1427,7 +1427,7 @@ fn check_mask(st: &CycleState, p: &PodInfo, snap: &Snapshot, ctx: &str) -> (usiz
             reject += 1;
         }
     }
-    if n % 64 != 0 {
+    if !n.is_multiple_of(64) {
         assert_eq!(out[n / 64] >> (n % 64), 0, "bits past the last node: {ctx}");
     }
     (pass, reject)
