@@ -9,7 +9,6 @@
 //! same cell and normalized per pod over its own feasible nodes, exactly as
 //! kube-scheduler does; cross-node plugins are scored live.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::*;
@@ -18,37 +17,31 @@ use crate::snapshot::{PodInfo, Snapshot};
 /// Generation of an empty cell (node generations never reach it).
 const EMPTY_CELL: u64 = u64::MAX;
 
-/// Cache of one equivalence class's node-local scores, by node position: per node
-/// one generation stamp (the node generation the node's values were computed at),
-/// the weighted sum of the active rescorable plugins' scores (`sums`) and the raw
-/// score of each node-local plugin with a normalization (`raws`, one column each).
-/// Cells are filled concurrently by the pods of a batch: every filler of a cell
-/// computes the same values (same class, same node generation; the snapshot is
+/// Cache of one equivalence class's node-local scores, dense by node position: per
+/// node one generation stamp (the node generation the node's values were computed
+/// at), the weighted sum of the active rescorable plugins' scores (`sums`) and the
+/// raw score of each node-local plugin with a normalization (`raws`, one column
+/// each). Cells are filled concurrently by the pods of a batch: every filler of a
+/// cell computes the same values (same class, same node generation; the snapshot is
 /// immutable during evaluation), the values are stored before the generation
 /// (release) and read after it (acquire).
-///
-/// Storage is lazy: cells come in chunks of [`CHUNK`] consecutive nodes, allocated
-/// when a node of the chunk is first filled. Creating a cache costs one empty slot
-/// per chunk (O(nodes / 256), not O(nodes)), and its memory is bounded by the chunks
-/// of the nodes its class's pods actually scored: at most
-/// `⌈scored nodes / 256⌉ × 256 × (16 + 8 × normalized plugins)` bytes, and never
-/// more than `nodes × (16 + 8 × normalized plugins)` plus 8 bytes per chunk slot.
 ///
 /// Freshness: [`LocalScoreCache::invalidate_stale`] (run between batches) empties
 /// the cells of changed nodes and records the snapshot's (generation,
 /// nodes_version). While the snapshot still has that stamp (the parallel phase of a
 /// batch: no node changed since), a filled cell is current without reading its
-/// node's generation, so the gather of a pod's totals is a read of the cells;
-/// after a commit (the committer's re-evaluations) every cell is checked against
-/// its node's generation as before.
+/// node's generation, so the gather of a pod's totals is a read of the dense
+/// arrays; after a commit (the committer's re-evaluations) every cell is checked
+/// against its node's generation as before.
 pub struct LocalScoreCache {
     /// Per score plugin: the column of its raw score in `raws`, for node-local
     /// plugins with a normalization.
     raw_col: Vec<Option<usize>>,
-    /// Number of raw-score columns.
-    cols: usize,
-    /// Per chunk of [`CHUNK`] nodes: its cells, once a node of it was filled.
-    chunks: Vec<OnceLock<Box<Chunk>>>,
+    gens: Vec<AtomicU64>,
+    /// Per node: the weighted sum of the rescorable plugins' scores.
+    sums: Vec<AtomicI64>,
+    /// Per normalized node-local plugin (column), per node: its raw score.
+    raws: Vec<Vec<AtomicI64>>,
     /// The active node-local Score plugins (bit per position in `Framework::score`)
     /// the cells are computed for; `EMPTY_CELL` until the first pod claims it. A
     /// pod of the class whose PreScore skipped a different set is scored uncached.
@@ -59,29 +52,12 @@ pub struct LocalScoreCache {
     fresh_at: (u64, u64),
 }
 
-/// Nodes per lazily allocated chunk of [`LocalScoreCache`] cells.
-pub const CHUNK: usize = 256;
-
-/// The cells of [`CHUNK`] consecutive nodes.
-struct Chunk {
-    gens: [AtomicU64; CHUNK],
-    sums: [AtomicI64; CHUNK],
-    /// Column-major: column `c`'s raw score of the chunk's node `k` at `c * CHUNK + k`.
-    raws: Box<[AtomicI64]>,
+fn empty_cells(n: usize) -> Vec<AtomicU64> {
+    (0..n).map(|_| AtomicU64::new(EMPTY_CELL)).collect()
 }
 
-impl Chunk {
-    fn new(cols: usize) -> Box<Chunk> {
-        Box::new(Chunk {
-            gens: std::array::from_fn(|_| AtomicU64::new(EMPTY_CELL)),
-            sums: std::array::from_fn(|_| AtomicI64::new(0)),
-            raws: (0..cols * CHUNK).map(|_| AtomicI64::new(0)).collect(),
-        })
-    }
-}
-
-fn empty_chunks(n: usize) -> Vec<OnceLock<Box<Chunk>>> {
-    (0..n.div_ceil(CHUNK)).map(|_| OnceLock::new()).collect()
+fn zeros(n: usize) -> Vec<AtomicI64> {
+    (0..n).map(|_| AtomicI64::new(0)).collect()
 }
 
 impl LocalScoreCache {
@@ -100,8 +76,9 @@ impl LocalScoreCache {
             .collect();
         LocalScoreCache {
             raw_col,
-            cols: n,
-            chunks: empty_chunks(num_nodes),
+            gens: empty_cells(num_nodes),
+            sums: zeros(num_nodes),
+            raws: (0..n).map(|_| zeros(num_nodes)).collect(),
             key: AtomicU64::new(EMPTY_CELL),
             num_nodes,
             fresh_at: (EMPTY_CELL, EMPTY_CELL),
@@ -115,41 +92,6 @@ impl LocalScoreCache {
         c
     }
 
-    /// Node `i`'s generation stamp (`EMPTY_CELL` when never filled).
-    #[inline]
-    fn gen_at(&self, i: usize) -> u64 {
-        self.chunks[i / CHUNK]
-            .get()
-            .map_or(EMPTY_CELL, |c| c.gens[i % CHUNK].load(Ordering::Acquire))
-    }
-
-    /// Node `i`'s weighted sum (read after its generation).
-    #[inline]
-    fn sum_at(&self, i: usize) -> i64 {
-        self.chunks[i / CHUNK]
-            .get()
-            .map_or(0, |c| c.sums[i % CHUNK].load(Ordering::Relaxed))
-    }
-
-    /// Node `i`'s raw score in column `col` (read after its generation).
-    #[inline]
-    fn raw_at(&self, col: usize, i: usize) -> i64 {
-        self.chunks[i / CHUNK].get().map_or(0, |c| {
-            c.raws[col * CHUNK + i % CHUNK].load(Ordering::Relaxed)
-        })
-    }
-
-    /// The chunk holding node `i`'s cells, allocated on first use.
-    #[inline]
-    fn chunk_for(&self, i: usize) -> &Chunk {
-        self.chunks[i / CHUNK].get_or_init(|| Chunk::new(self.cols))
-    }
-
-    /// Number of allocated chunks (for tests and diagnostics).
-    pub fn allocated_chunks(&self) -> usize {
-        self.chunks.iter().filter(|c| c.get().is_some()).count()
-    }
-
     /// Drops cached scores of nodes changed since they were computed.
     pub fn invalidate_stale(&mut self, snap: &Snapshot) {
         self.invalidate_stale_with(snap, |_, _| {});
@@ -161,33 +103,24 @@ impl LocalScoreCache {
         let nodes = snap.nodes();
         if self.num_nodes != nodes.len() {
             let n = nodes.len();
-            self.chunks = empty_chunks(n);
+            self.gens = empty_cells(n);
+            self.sums = zeros(n);
+            for r in &mut self.raws {
+                *r = zeros(n);
+            }
             self.key = AtomicU64::new(EMPTY_CELL);
             self.num_nodes = n;
             for (i, node) in nodes.iter().enumerate() {
                 each(i, node.generation);
             }
         } else {
-            for (k, chunk) in self.chunks.iter_mut().enumerate() {
-                let base = k * CHUNK;
-                let part = &nodes[base..(base + CHUNK).min(nodes.len())];
-                match chunk.get_mut() {
-                    Some(c) => {
-                        for (j, (g, node)) in c.gens.iter_mut().zip(part).enumerate() {
-                            let g = g.get_mut();
-                            let ng = node.generation;
-                            if *g != EMPTY_CELL && *g != ng {
-                                *g = EMPTY_CELL;
-                            }
-                            each(base + j, ng);
-                        }
-                    }
-                    None => {
-                        for (j, node) in part.iter().enumerate() {
-                            each(base + j, node.generation);
-                        }
-                    }
+            for (i, (g, node)) in self.gens.iter_mut().zip(nodes).enumerate() {
+                let g = g.get_mut();
+                let ng = node.generation;
+                if *g != EMPTY_CELL && *g != ng {
+                    *g = EMPTY_CELL;
                 }
+                each(i, ng);
             }
         }
         self.fresh_at = (snap.generation(), snap.nodes_version());
@@ -203,10 +136,8 @@ impl LocalScoreCache {
 
     /// Nodes with a filled cell (for tests and diagnostics).
     pub fn filled(&self) -> usize {
-        self.chunks
+        self.gens
             .iter()
-            .filter_map(|c| c.get())
-            .flat_map(|c| &c.gens)
             .filter(|g| g.load(Ordering::Relaxed) != EMPTY_CELL)
             .count()
     }
@@ -311,8 +242,6 @@ impl Framework {
         i: usize,
     ) -> Option<()> {
         let node = &snap.nodes()[i];
-        let ch = c.chunk_for(i);
-        let k = i % CHUNK;
         let mut sum = 0;
         for (pi, ws) in self.score.iter().enumerate() {
             if key & (1u64 << (pi & 63)) == 0 {
@@ -320,13 +249,13 @@ impl Framework {
             }
             let s = ws.plugin.score(state, pod, node, snap).ok()?;
             match c.raw_col[pi] {
-                Some(col) => ch.raws[col * CHUNK + k].store(s, Ordering::Relaxed),
+                Some(col) => c.raws[col][i].store(s, Ordering::Relaxed),
                 None if (MIN_NODE_SCORE..=MAX_NODE_SCORE).contains(&s) => sum += s * ws.weight,
                 None => return None,
             }
         }
-        ch.sums[k].store(sum, Ordering::Relaxed);
-        ch.gens[k].store(node.generation, Ordering::Release);
+        c.sums[i].store(sum, Ordering::Relaxed);
+        c.gens[i].store(node.generation, Ordering::Release);
         Some(())
     }
 
@@ -367,7 +296,7 @@ impl Framework {
         let fresh = c.fresh_for(snap);
         let mut locals = Vec::with_capacity(nodes.len());
         for &i in nodes {
-            let g = c.gen_at(i);
+            let g = c.gens[i].load(Ordering::Acquire);
             let current = if fresh {
                 g != EMPTY_CELL
             } else {
@@ -376,18 +305,21 @@ impl Framework {
             if !current {
                 self.fill_cell(state, pod, snap, c, key, i)?;
             }
-            locals.push(c.sum_at(i));
+            locals.push(c.sums[i].load(Ordering::Relaxed));
         }
         // Per active normalized plugin: the first node's raw score, and whether
         // every node had it.
         let first: Vec<i64> = normalized
             .iter()
-            .map(|&(_, col)| c.raw_at(col, nodes[0]))
+            .map(|&(_, col)| c.raws[col][nodes[0]].load(Ordering::Relaxed))
             .collect();
         let uniform: Vec<bool> = normalized
             .iter()
             .zip(&first)
-            .map(|(&(_, col), &f)| nodes.iter().all(|&i| c.raw_at(col, i) == f))
+            .map(|(&(_, col), &f)| {
+                let raw = &c.raws[col];
+                nodes.iter().all(|&i| raw[i].load(Ordering::Relaxed) == f)
+            })
             .collect();
         // Added to every node (uniform normalized plugins) / per node (the others).
         let mut constant = 0i64;
@@ -431,7 +363,7 @@ impl Framework {
                 .iter()
                 .map(|&i| NodeScore {
                     node: i,
-                    score: c.raw_at(col, i),
+                    score: c.raws[col][i].load(Ordering::Relaxed),
                 })
                 .collect();
             add(&mut extra, pi, &mut raw)?;
