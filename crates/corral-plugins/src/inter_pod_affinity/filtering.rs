@@ -1,6 +1,6 @@
 //! PreFilter (count maps per topology pair), its incremental updates and Filter.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rayon::prelude::*;
 
@@ -17,15 +17,31 @@ use crate::snapshot::{AffinityTerm, LABEL_HOSTNAME, NodeInfo, PodInfo, Snapshot}
 
 /// PreFilter state.
 #[derive(Debug, Clone, Default)]
-struct PreFilterState {
-    existing_anti: TopologyMap,
-    affinity: TopologyMap,
-    anti: TopologyMap,
+pub(super) struct PreFilterState {
+    pub(super) existing_anti: TopologyMap,
+    pub(super) affinity: TopologyMap,
+    pub(super) anti: TopologyMap,
     /// The incoming pod matches all of its own required affinity terms.
-    self_match: bool,
+    pub(super) self_match: bool,
+    /// Filter's verdict on every node of the node set `.0` (`nodes_version`), bit per
+    /// position ([`super::mask::filter_mask`]), computed on the first Filter call and
+    /// dropped by AddPod/RemovePod; `None` inside: not available for this state.
+    verdicts: OnceLock<Option<(u64, Vec<u64>)>>,
 }
 
 impl PreFilterState {
+    /// The verdict bits for `snap`'s node set, computed once per state version.
+    fn verdicts(&self, pod: &PodInfo, snap: &Snapshot) -> Option<&[u64]> {
+        let v = self.verdicts.get_or_init(|| {
+            let mut out = vec![0u64; snap.num_nodes().div_ceil(64)];
+            super::mask::filter_mask(self, pod, snap, &mut out).then(|| (snap.nodes_version(), out))
+        });
+        match v {
+            Some((version, bits)) if *version == snap.nodes_version() => Some(bits),
+            _ => None,
+        }
+    }
+
     /// True when Filter can't reject anything (PreFilter's Skip condition).
     fn skippable(&self, pod: &PodInfo) -> bool {
         self.existing_anti.is_empty()
@@ -237,6 +253,7 @@ impl PreFilterPlugin for InterPodAffinity {
             affinity,
             anti,
             self_match: matches_all_incoming(&pod.required_affinity_terms, pod, snap),
+            verdicts: OnceLock::new(),
         };
         let skip = s.skippable(pod);
         // Not on Skip: the engine's per-node cache cells computed while this plugin
@@ -276,6 +293,7 @@ impl InterPodAffinity {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
         let local = s.update_with_pod(pod, other, node, snap, m);
+        s.verdicts.take();
         if m > 0 && !local {
             state.unmark_filter_node_local(NAME);
         }
@@ -364,6 +382,15 @@ impl FilterPlugin for InterPodAffinity {
         let Some(s) = state.read::<PreFilterState>(PRE_FILTER_STATE_KEY) else {
             return missing_state(PRE_FILTER_STATE_KEY);
         };
+        // A node of the snapshot: one bit of the state's verdicts (computed once, in
+        // O(words + nodes of the counted domains)); the per-node checks below run for
+        // other nodes and to name a rejection's reason.
+        if let Some(pos) = snap.position(node)
+            && let Some(bits) = s.verdicts(pod, snap)
+            && bits[pos / 64] >> (pos % 64) & 1 == 1
+        {
+            return Status::success();
+        }
         if !satisfies_affinity(s, pod, node, snap) {
             return Status::unresolvable(ERR_REASON_AFFINITY);
         }
@@ -374,5 +401,17 @@ impl FilterPlugin for InterPodAffinity {
             return Status::unschedulable(ERR_REASON_EXISTING_ANTI_AFFINITY);
         }
         Status::success()
+    }
+
+    fn filter_mask(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        out: &mut [u64],
+    ) -> bool {
+        state
+            .read::<PreFilterState>(PRE_FILTER_STATE_KEY)
+            .is_some_and(|s| super::mask::filter_mask(s, pod, snap, out))
     }
 }

@@ -21,6 +21,7 @@
 //! namespace is unknown).
 
 mod filtering;
+mod mask;
 mod scoring;
 #[cfg(test)]
 mod tests;

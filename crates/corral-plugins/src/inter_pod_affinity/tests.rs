@@ -1398,3 +1398,143 @@ fn state_stays_exact_across_a_node_set_change_randomized() {
     assert!(scored > 10, "scored: {counts}");
     eprintln!("compared, rejected, other values, scored: {counts}");
 }
+
+/// Checks `filter_mask` against `filter` on every node of `snap`: true when the mask
+/// was available.
+fn check_mask(st: &CycleState, p: &PodInfo, snap: &Snapshot, ctx: &str) -> (usize, usize) {
+    let n = snap.num_nodes();
+    let mut out = vec![0u64; n.div_ceil(64)];
+    assert!(
+        pl().filter_mask(st, p, snap, &mut out),
+        "mask available: {ctx}"
+    );
+    let (mut pass, mut reject) = (0, 0);
+    for (i, node) in snap.nodes().iter().enumerate() {
+        let bit = out[i / 64] >> (i % 64) & 1 == 1;
+        let ok = pl().filter(st, p, node, snap).is_success();
+        assert_eq!(
+            bit, ok,
+            "node {} ({i}) for {:?}: {ctx}",
+            node.name, p.pod.spec
+        );
+        // Filter on a copy of the node (not the snapshot's: the per-node checks, not
+        // the state's verdict bits) agrees too.
+        let copy = pl().filter(st, p, &(**node).clone(), snap);
+        assert_eq!(bit, copy.is_success(), "copy of {}: {ctx}", node.name);
+        if ok {
+            pass += 1;
+        } else {
+            reject += 1;
+        }
+    }
+    if !n.is_multiple_of(64) {
+        assert_eq!(out[n / 64] >> (n % 64), 0, "bits past the last node: {ctx}");
+    }
+    (pass, reject)
+}
+
+#[test]
+fn filter_mask_agrees_with_filter_across_commits_and_removals() {
+    use rand::{Rng as _, SeedableRng};
+    let mut rng = Rng::seed_from_u64(23);
+    let (mut passed, mut rejected, mut checks) = (0, 0, 0);
+    let mut unique = 0;
+    for round in 0..42 {
+        // Node counts around word boundaries; zones, racks of varied sizes (dense and
+        // sparse domain sets), nodes lacking labels and a shared hostname.
+        let n = [1, 5, 63, 64, 65, 130, 200][round % 7];
+        let mut snap = Snapshot::new();
+        for i in 0..n {
+            let mut b = node(&format!("n{i}"));
+            if rng.random_bool(0.9) {
+                b = b.zone(["a", "b", "c"][rng.random_range(0..3)]);
+            }
+            if rng.random_bool(0.7) {
+                let r = rng.random_range(0..1 + n / 8);
+                b = b.label("rack", &format!("r{r}"));
+            }
+            if rng.random_bool(0.05) {
+                b = b.label(HOST, "shared");
+            }
+            snap.upsert_node(b.info());
+        }
+        snap.namespaces.insert(
+            "ns1".into(),
+            [("team".to_string(), "t1".to_string())].into(),
+        );
+        for _ in 0..rng.random_range(0..(n / 2).clamp(1, 24)) {
+            unique += 1;
+            let e = random_pod(format!("e{unique}"), &mut rng, false);
+            let target = format!("n{}", rng.random_range(0..n));
+            snap.add_pod(Arc::new(e), &target);
+        }
+        for key in [HOST, ZONE, "rack"] {
+            let dn = super::mask::domain_nodes(&snap.topology_domains(key));
+            assert!(dn.dense_sets() <= 64, "dense sets bounded for {key}");
+        }
+        for k in 0..4 {
+            let p = random_pod(format!("p{round}-{k}"), &mut rng, false);
+            let mut st = CycleState::new();
+            pl().pre_filter(&mut st, &p, &snap);
+            let mut s = snap.clone();
+            for step in 0..8 {
+                let ctx = format!("round {round} pod {k} step {step}");
+                let (a, r) = check_mask(&st, &p, &s, &ctx);
+                passed += a;
+                rejected += r;
+                checks += 1;
+                let placed: Vec<String> = s
+                    .nodes()
+                    .iter()
+                    .flat_map(|nd| nd.pods.iter().map(|q| q.key.to_string()))
+                    .collect();
+                if step % 3 == 2 && !placed.is_empty() {
+                    // A removal (an existing or a committed pod).
+                    let key = &placed[rng.random_range(0..placed.len())];
+                    let on = s.pod_node(key).unwrap().to_string();
+                    let removed = s.remove_pod(key).unwrap();
+                    let nd = s.node(&on).unwrap().clone();
+                    assert!(pl().remove_pod(&mut st, &p, &removed, &nd, &s).is_success());
+                } else {
+                    // A commit.
+                    unique += 1;
+                    let c = random_pod(format!("c{unique}"), &mut rng, false);
+                    let target = format!("n{}", rng.random_range(0..n));
+                    s.add_pod(Arc::new(c.clone()), &target);
+                    let nd = s.node(&target).unwrap().clone();
+                    assert!(pl().add_pod(&mut st, &p, &c, &nd, &s).is_success());
+                }
+            }
+            let (a, r) = check_mask(&st, &p, &s, &format!("round {round} pod {k} end"));
+            passed += a;
+            rejected += r;
+            // A changed node set: the state's domain ids describe the old one, so the
+            // mask is declined (the engine falls back to Filter), never wrong.
+            s.upsert_node(node("late").zone("a").info());
+            let mut out = vec![0u64; s.num_nodes().div_ceil(64)];
+            if pl().filter_mask(&st, &p, &s, &mut out) {
+                for (i, nd) in s.nodes().iter().enumerate() {
+                    let bit = out[i / 64] >> (i % 64) & 1 == 1;
+                    assert_eq!(bit, pl().filter(&st, &p, nd, &s).is_success());
+                }
+            }
+        }
+    }
+    assert!(checks >= 42 * 4 * 8);
+    // The random cases exercise both verdicts plentifully.
+    assert!(passed > 5_000 && rejected > 5_000, "{passed} / {rejected}");
+}
+
+#[test]
+fn filter_mask_without_prefilter_state_is_declined() {
+    let snap = snapshot(vec![]);
+    let p = pod("p").info();
+    let mut out = vec![0u64; 1];
+    assert!(!pl().filter_mask(&CycleState::new(), &p, &snap, &mut out));
+    // A wrong-size output is declined too.
+    let mut st = CycleState::new();
+    pl().pre_filter(&mut st, &p, &snap);
+    assert!(!pl().filter_mask(&st, &p, &snap, &mut []));
+    assert!(pl().filter_mask(&st, &p, &snap, &mut out));
+    assert_eq!(out[0], 0b11111);
+}
