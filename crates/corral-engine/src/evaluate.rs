@@ -671,10 +671,10 @@ pub(crate) fn evaluate(
             _ => u64::MAX,
         }
     };
-    let cached = |idx: usize| -> Checked<'_> {
-        let Some(c) = cache else {
-            return Checked::of(direct(idx));
-        };
+    // The node-local verdict: the node-local Filters' cells merged with the
+    // declared cross-node Filters' cells (`None` without a class cache).
+    let first_of = |idx: usize| -> Option<Checked<'_>> {
+        let c = cache?;
         let node = &nodes[idx];
         let g = node.generation;
         let pure = !c.cross_mask;
@@ -693,11 +693,17 @@ pub(crate) fn evaluate(
                 first = x;
             }
         }
+        Some(first)
+    };
+    let cached = |idx: usize| -> Checked<'_> {
+        let Some(first) = first_of(idx) else {
+            return Checked::of(direct(idx));
+        };
         if live == 0 {
             return first;
         }
         let bound = first.status().map_or(u64::MAX, before);
-        match Checked::of(fw.run_filter_masked(&state, pod, node, snap, live & bound)) {
+        match Checked::of(fw.run_filter_masked(&state, pod, &nodes[idx], snap, live & bound)) {
             Checked::Pass => first,
             x => x,
         }
@@ -714,15 +720,77 @@ pub(crate) fn evaluate(
         }
         None => false,
     };
-    let found = find_feasible(
-        !fw.filter.is_empty(),
-        known,
-        cached,
-        order,
-        n,
-        to_find,
-        parallel,
-    );
+    // Live cross-node Filters with a bulk verdict for this pod and state
+    // (`FilterPlugin::filter_mask`, computed here, so after the committer's
+    // AddPod it describes the updated state): a node's verdict for them is a bit.
+    let mut bulk_bits: Vec<u64> = Vec::new();
+    let bulk = match cache {
+        Some(_) if live != 0 => fw.filter_bulk(&state, pod, snap, live, &mut bulk_bits),
+        _ => 0,
+    };
+    let found = if bulk != 0 {
+        // The other live Filters, run per node.
+        let rest = live & !bulk;
+        let in_bulk = |idx: usize| bulk_bits[idx / 64] >> (idx % 64) & 1 == 1;
+        let local = cache.map(|c| &c.local.filter);
+        let known_bulk = |idx: usize| {
+            rest == 0
+                && in_bulk(idx)
+                && local.is_some_and(|p| {
+                    let g = nodes[idx].generation;
+                    p.passes(idx, g) && pass_declared.is_none_or(|d| d.passes(idx, g))
+                })
+        };
+        // Never reported: the walk's diagnosis is only used when no node is
+        // feasible, and then it is rebuilt by the per-node path below.
+        let rejected = Status::unschedulable("rejected by a bulk Filter verdict");
+        // A node's verdict, exact wherever it decides the walk: feasible or not,
+        // and an Error where the per-node path (`cached`) returns one (a covered
+        // plugin's Filter does not err where its bulk verdict is offered).
+        let bulk_check = |idx: usize| -> Checked<'_> {
+            let Some(first) = first_of(idx) else {
+                return cached(idx);
+            };
+            match first.status() {
+                None => {}
+                // Only covered Filters precede the node-local rejection: the
+                // node is rejected.
+                Some(st) if st.code != Code::Error && rest & before(st) == 0 => {
+                    return first;
+                }
+                Some(_) => return cached(idx),
+            }
+            if !in_bulk(idx) {
+                return if rest == 0 {
+                    Checked::Fail(&rejected)
+                } else {
+                    cached(idx)
+                };
+            }
+            if rest == 0 {
+                return Checked::Pass;
+            }
+            Checked::of(fw.run_filter_masked(&state, pod, &nodes[idx], snap, rest))
+        };
+        match find_feasible(true, known_bulk, bulk_check, order, n, to_find, parallel) {
+            // No feasible node: the diagnosis (reasons per node) of the per-node
+            // path; it visits the same nodes with the same verdicts.
+            Ok((f, _, _)) if f.is_empty() => {
+                find_feasible(true, &known, &cached, order, n, to_find, parallel)
+            }
+            r => r,
+        }
+    } else {
+        find_feasible(
+            !fw.filter.is_empty(),
+            &known,
+            &cached,
+            order,
+            n,
+            to_find,
+            parallel,
+        )
+    };
     let filter_code = match &found {
         Ok((f, _, _)) if f.is_empty() => Code::Unschedulable,
         Ok(_) => Code::Success,
