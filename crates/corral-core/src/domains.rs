@@ -450,7 +450,11 @@ mod tests {
         // 150 nodes: 3 words, the last partial; every 7th lacks the zone.
         s.upsert_nodes((0..150).map(|i| {
             let b = node(&format!("n{i:03}"));
-            if i % 7 == 3 { b.info() } else { b.zone(["a", "b", "c", "d"][i % 4]).info() }
+            if i % 7 == 3 {
+                b.info()
+            } else {
+                b.zone(["a", "b", "c", "d"][i % 4]).info()
+            }
         }));
         let n = s.num_nodes();
         let words = n.div_ceil(64);
@@ -468,7 +472,9 @@ mod tests {
                 assert_eq!(bit(&a), exp && bit(prior), "{key}: node {i} ANDed");
             }
         };
-        let prior: Vec<u64> = (0..words as u64).map(|w| 0x5555_aaaa_f0f0_0f0f ^ w).collect();
+        let prior: Vec<u64> = (0..words as u64)
+            .map(|w| 0x5555_aaaa_f0f0_0f0f ^ w)
+            .collect();
         let zones = s.topology_domains(LABEL_ZONE);
         assert_eq!((zones.len(), zones.missing()), (4, 21));
         for set in 0u32..16 {

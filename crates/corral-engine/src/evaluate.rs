@@ -932,6 +932,10 @@ pub(crate) fn evaluate(
 }
 
 #[cfg(test)]
+#[path = "evaluate_bulk_tests.rs"]
+mod bulk_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

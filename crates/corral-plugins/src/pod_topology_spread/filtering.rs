@@ -478,7 +478,11 @@ impl FilterPlugin for PodTopologySpread {
         }
         if s.domains.is_empty() {
             for (w, o) in out.iter_mut().enumerate() {
-                *o = if (w + 1) * 64 <= n { u64::MAX } else { (1u64 << (n % 64)) - 1 };
+                *o = if (w + 1) * 64 <= n {
+                    u64::MAX
+                } else {
+                    (1u64 << (n % 64)) - 1
+                };
             }
             return true;
         }

@@ -244,5 +244,8 @@ fn filter_mask_matches_filter_randomized() {
     }
     assert_eq!(checked, 16 * 40);
     // Both verdicts occur often: the test compares more than all-pass masks.
-    assert!(passing > 1000 && rejected > 1000, "{passing} passing, {rejected} rejected");
+    assert!(
+        passing > 1000 && rejected > 1000,
+        "{passing} passing, {rejected} rejected"
+    );
 }
