@@ -772,7 +772,48 @@ pub(crate) fn evaluate(
             }
             Checked::of(fw.run_filter_masked(&state, pod, &nodes[idx], snap, rest))
         };
-        match find_feasible(true, known_bulk, bulk_check, order, n, to_find, parallel) {
+        let walked = match cache {
+            // Every live Filter covered: one bit and the node-local cells' stamps
+            // per node, in rotation order (no Status, no Diagnosis); a node whose
+            // cells are not filled at its generation goes through `bulk_check`.
+            Some(c) if rest == 0 => {
+                let walk = || -> Result<(Vec<usize>, usize, Diagnosis), Status> {
+                    let mut feasible = Vec::with_capacity(to_find.min(n));
+                    let cells = &c.local.filter;
+                    for i in 0..n {
+                        let idx = order(i);
+                        let g = nodes[idx].generation;
+                        let pass = if in_bulk(idx) {
+                            if cells.passes(idx, g)
+                                && pass_declared.is_none_or(|d| d.passes(idx, g))
+                            {
+                                true
+                            } else {
+                                bulk_check(idx).is_pass_or_err()?
+                            }
+                        } else if cells.known(idx, g)
+                            && pass_declared.is_none_or(|d| d.known(idx, g))
+                        {
+                            // Rejected by a covered Filter; its node-local
+                            // verdict is known, so no Error either.
+                            false
+                        } else {
+                            bulk_check(idx).is_pass_or_err()?
+                        };
+                        if pass {
+                            feasible.push(idx);
+                            if feasible.len() >= to_find {
+                                return Ok((feasible, i + 1, Diagnosis::default()));
+                            }
+                        }
+                    }
+                    Ok((feasible, n, Diagnosis::default()))
+                };
+                walk()
+            }
+            _ => find_feasible(true, known_bulk, bulk_check, order, n, to_find, parallel),
+        };
+        match walked {
             // No feasible node: the diagnosis (reasons per node) of the per-node
             // path; it visits the same nodes with the same verdicts.
             Ok((f, _, _)) if f.is_empty() => {
