@@ -42,7 +42,7 @@ impl<'a> Checked<'a> {
 
     /// Passed (`Ok(true)`), rejected (`Ok(false)`), or the Error status.
     #[inline]
-    pub(crate) fn is_pass_or_err(self) -> Result<bool, Status> {
+    pub(crate) fn into_verdict(self) -> Result<bool, Status> {
         match self {
             Checked::Pass => Ok(true),
             Checked::Owned(s) if s.code == Code::Error => Err(s),

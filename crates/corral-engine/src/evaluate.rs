@@ -3,7 +3,6 @@
 //! equivalence-class caches ([`ClassCache`]) that let pods of one class share work.
 //! Evaluation only reads `&Snapshot`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,11 +11,15 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub(crate) use crate::cells::{Checked, FilterCells};
+#[path = "diagnosis.rs"]
+mod diagnosis;
 use crate::framework::observe::point;
 use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
 use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
 use crate::snapshot::{PodInfo, Snapshot};
+pub(crate) use diagnosis::Diagnosis;
+use diagnosis::same_str;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
@@ -45,111 +48,6 @@ pub(crate) struct Evaluation {
     pub(crate) outcome: Outcome,
     /// Nodes examined (for the rotating start index).
     pub(crate) processed: usize,
-}
-
-/// Per-reason failure counts (`Diagnosis.NodeToStatus` folded).
-#[derive(Default)]
-pub(crate) struct Diagnosis {
-    pub(crate) counts: Vec<(Cow<'static, str>, usize)>,
-    pub(crate) plugins: Vec<&'static str>,
-    /// The address of the last kept status added ([`Self::add_kept`]) with one
-    /// reason, and the position of its reason in `counts`.
-    last_kept: Option<(usize, usize)>,
-}
-
-impl Diagnosis {
-    /// [`Self::add`] for a status kept in a cell table for the whole evaluation
-    /// (its address identifies it): the rejections of consecutive nodes by the same
-    /// kept status cost one compare.
-    #[inline]
-    pub(crate) fn add_kept(&mut self, st: &Status) {
-        let ptr = std::ptr::from_ref(st) as usize;
-        if let Some((p, i)) = self.last_kept
-            && p == ptr
-        {
-            self.counts[i].1 += 1;
-            return;
-        }
-        self.add(st);
-        self.last_kept = match st.reasons.as_slice() {
-            [r] => self
-                .counts
-                .iter()
-                .position(|(k, _)| same_str(k, r))
-                .map(|i| (ptr, i)),
-            _ => None,
-        };
-    }
-
-    pub(crate) fn add(&mut self, st: &Status) {
-        for r in &st.reasons {
-            self.count(r, 1);
-        }
-        if !st.plugin.is_empty() && !self.plugins.iter().any(|p| same_str(p, st.plugin)) {
-            self.plugins.push(st.plugin);
-        }
-    }
-
-    /// Adds `n` to reason `r` (a constant reason is found by its address first).
-    /// Takes the `Cow` itself: a new entry clones it, which for a borrowed reason
-    /// copies no text.
-    #[allow(clippy::ptr_arg)]
-    fn count(&mut self, r: &Cow<'static, str>, n: usize) {
-        match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
-            Some(e) => e.1 += n,
-            None => self.counts.push((r.clone(), n)),
-        }
-    }
-
-    /// Folds another diagnosis (of other nodes) into this one.
-    fn merge(&mut self, o: Diagnosis) {
-        for (r, n) in &o.counts {
-            self.count(r, *n);
-        }
-        for p in o.plugins {
-            if !self.plugins.iter().any(|q| same_str(q, p)) {
-                self.plugins.push(p);
-            }
-        }
-    }
-
-    pub(crate) fn add_n(&mut self, reason: String, n: usize) {
-        if n > 0 {
-            self.counts.push((Cow::Owned(reason), n));
-        }
-    }
-
-    /// `FitError.Error()`.
-    pub(crate) fn message(&self, num_all_nodes: usize) -> String {
-        let mut parts: Vec<String> = self
-            .counts
-            .iter()
-            .map(|(r, c)| format!("{c} {r}"))
-            .collect();
-        parts.sort();
-        if parts.is_empty() {
-            format!("0/{num_all_nodes} nodes are available.")
-        } else {
-            format!(
-                "0/{num_all_nodes} nodes are available: {}.",
-                parts.join(", ")
-            )
-        }
-    }
-
-    /// Failures that a later placement can resolve (pod affinity, topology spread).
-    pub(crate) fn retryable(&self) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
-    }
-}
-
-/// String equality that first compares addresses: reasons and plugin names are
-/// mostly the same `&'static str`, so the bytes are rarely compared.
-#[inline]
-fn same_str(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 /// splitmix64 finalizer.
@@ -789,7 +687,7 @@ pub(crate) fn evaluate(
                             {
                                 true
                             } else {
-                                bulk_check(idx).is_pass_or_err()?
+                                bulk_check(idx).into_verdict()?
                             }
                         } else if cells.known(idx, g)
                             && pass_declared.is_none_or(|d| d.known(idx, g))
@@ -798,7 +696,7 @@ pub(crate) fn evaluate(
                             // verdict is known, so no Error either.
                             false
                         } else {
-                            bulk_check(idx).is_pass_or_err()?
+                            bulk_check(idx).into_verdict()?
                         };
                         if pass {
                             feasible.push(idx);
@@ -817,15 +715,15 @@ pub(crate) fn evaluate(
             // No feasible node: the diagnosis (reasons per node) of the per-node
             // path; it visits the same nodes with the same verdicts.
             Ok((f, _, _)) if f.is_empty() => {
-                find_feasible(true, &known, &cached, order, n, to_find, parallel)
+                find_feasible(true, known, cached, order, n, to_find, parallel)
             }
             r => r,
         }
     } else {
         find_feasible(
             !fw.filter.is_empty(),
-            &known,
-            &cached,
+            known,
+            cached,
             order,
             n,
             to_find,
@@ -975,38 +873,3 @@ pub(crate) fn evaluate(
 #[cfg(test)]
 #[path = "evaluate_bulk_tests.rs"]
 mod bulk_tests;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rejections by kept statuses fold exactly as by `add`: by text, whatever the
-    /// order in which statuses alternate.
-    #[test]
-    fn kept_statuses_fold_like_any_status() {
-        let cpu = Status::unschedulable("Insufficient cpu").with_plugin("NodeResourcesFit");
-        let taint = Status::unresolvable(String::from("node(s) had untolerated taint {a: b}"))
-            .with_plugin("TaintToleration");
-        let two = Status {
-            code: Code::Unschedulable,
-            reasons: vec![
-                Cow::Borrowed("Insufficient cpu"),
-                Cow::Borrowed("Insufficient memory"),
-            ]
-            .into(),
-            plugin: "NodeResourcesFit",
-        };
-        let seq = [&cpu, &cpu, &taint, &cpu, &two, &two, &taint, &taint, &cpu];
-        let mut kept = Diagnosis::default();
-        let mut plain = Diagnosis::default();
-        for st in seq {
-            kept.add_kept(st);
-            plain.add(st);
-        }
-        let want = "0/20 nodes are available: 2 Insufficient memory, \
-                    3 node(s) had untolerated taint {a: b}, 6 Insufficient cpu.";
-        assert_eq!(kept.message(20), want);
-        assert_eq!(plain.message(20), want);
-        assert_eq!(kept.plugins, ["NodeResourcesFit", "TaintToleration"]);
-    }
-}
