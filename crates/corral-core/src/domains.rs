@@ -14,7 +14,7 @@
 //! [`Snapshot::nodes`]: crate::snapshot::Snapshot::nodes
 //! [`Snapshot::topology_domains`]: crate::snapshot::Snapshot::topology_domains
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::fxhash::FxHashMap;
 use crate::snapshot::NodeInfo;
@@ -34,7 +34,16 @@ pub struct KeyDomains {
     by_value: FxHashMap<String, u32>,
     /// Number of nodes lacking the key.
     missing: usize,
+    /// Per domain id, then the nodes carrying the key: a node bitmask (bit `i % 64`
+    /// of word `i / 64`), `words` words each; built on the first
+    /// [`KeyDomains::and_passing`] for keys with at most [`MASKED_DOMAINS`] domains.
+    masks: OnceLock<Box<[u64]>>,
 }
+
+/// Keys with at most this many domains (zones, racks, pools) keep a node bitmask
+/// per domain, so a verdict per domain becomes a verdict per node by word ORs;
+/// keys with more (hostname) are walked node by node (an id read and a compare).
+pub const MASKED_DOMAINS: usize = 64;
 
 impl KeyDomains {
     /// Indexes `key` over `nodes` (the snapshot's node list at `nodes_version`).
@@ -68,6 +77,86 @@ impl KeyDomains {
             values,
             by_value,
             missing,
+            masks: OnceLock::new(),
+        }
+    }
+
+    /// The per-domain node bitmasks (see `masks`), when the key has few domains.
+    fn domain_masks(&self) -> Option<&[u64]> {
+        if self.values.len() > MASKED_DOMAINS {
+            return None;
+        }
+        let m = self.masks.get_or_init(|| {
+            let words = self.ids.len().div_ceil(64);
+            let mut m = vec![0u64; words * (self.values.len() + 1)];
+            let keyed = self.values.len() * words;
+            for (i, &id) in self.ids.iter().enumerate() {
+                if id != DOMAIN_MISSING {
+                    let bit = 1u64 << (i % 64);
+                    m[id as usize * words + i / 64] |= bit;
+                    m[keyed + i / 64] |= bit;
+                }
+            }
+            m.into_boxed_slice()
+        });
+        Some(m)
+    }
+
+    /// Combines into `out` (a node bitmask by position: bit `i % 64` of word
+    /// `i / 64`, `ids().len().div_ceil(64)` words) the nodes carrying the key whose
+    /// domain passes `ok`: written over `out` when `write`, else ANDed into it. Nodes
+    /// lacking the key are cleared. Few domains: word operations over the passing or
+    /// the failing domains' masks, whichever are fewer; many: one id read per node.
+    pub fn and_passing(&self, ok: impl Fn(u32) -> bool, write: bool, out: &mut [u64]) {
+        let words = self.ids.len().div_ceil(64);
+        assert_eq!(out.len(), words, "node bitmask of {} nodes", self.ids.len());
+        if let Some(m) = self.domain_masks() {
+            let d = self.values.len();
+            let keyed = &m[d * words..];
+            let mut pass = [false; MASKED_DOMAINS];
+            let mut passing = 0;
+            for (id, p) in pass.iter_mut().enumerate().take(d) {
+                *p = ok(id as u32);
+                passing += usize::from(*p);
+            }
+            let domain = |id: usize| &m[id * words..(id + 1) * words];
+            if write && passing * 2 <= d {
+                // The passing domains' union.
+                out.fill(0);
+                for id in (0..d).filter(|&id| pass[id]) {
+                    for (o, w) in out.iter_mut().zip(domain(id)) {
+                        *o |= w;
+                    }
+                }
+                return;
+            }
+            // The keyed nodes minus the failing domains.
+            if write {
+                out.copy_from_slice(keyed);
+            } else {
+                for (o, w) in out.iter_mut().zip(keyed) {
+                    *o &= w;
+                }
+            }
+            for id in (0..d).filter(|&id| !pass[id]) {
+                for (o, w) in out.iter_mut().zip(domain(id)) {
+                    *o &= !w;
+                }
+            }
+            return;
+        }
+        for (o, chunk) in out.iter_mut().zip(self.ids.chunks(64)) {
+            let mut bits = 0u64;
+            for (b, &id) in chunk.iter().enumerate() {
+                if id != DOMAIN_MISSING && ok(id) {
+                    bits |= 1u64 << b;
+                }
+            }
+            if write {
+                *o = bits;
+            } else {
+                *o &= bits;
+            }
         }
     }
 
@@ -350,6 +439,53 @@ mod tests {
             assert_eq!(m[0], i % 2 == 0);
         }
         assert!(idx.cached_masks(s.nodes_version()) <= super::MAX_NODE_MASKS);
+    }
+
+    /// `and_passing` equals the per-node predicate (key present and domain passing),
+    /// written or ANDed, for few domains (bitmasks) and many (the node walk), over
+    /// every subset of passing domains of the small key and random ones of the big.
+    #[test]
+    fn passing_masks_equal_the_per_node_verdicts() {
+        let mut s = Snapshot::new();
+        // 150 nodes: 3 words, the last partial; every 7th lacks the zone.
+        s.upsert_nodes((0..150).map(|i| {
+            let b = node(&format!("n{i:03}"));
+            if i % 7 == 3 {
+                b.info()
+            } else {
+                b.zone(["a", "b", "c", "d"][i % 4]).info()
+            }
+        }));
+        let n = s.num_nodes();
+        let words = n.div_ceil(64);
+        let check = |key: &str, ok: &dyn Fn(u32) -> bool, prior: &[u64]| {
+            let d = s.topology_domains(key);
+            let want = |i: usize| d.id_at(i) != DOMAIN_MISSING && ok(d.id_at(i));
+            let mut w = vec![u64::MAX; words];
+            d.and_passing(ok, true, &mut w);
+            let mut a = prior.to_vec();
+            d.and_passing(ok, false, &mut a);
+            for i in 0..words * 64 {
+                let bit = |m: &[u64]| m[i / 64] >> (i % 64) & 1 == 1;
+                let exp = i < n && want(i);
+                assert_eq!(bit(&w), exp, "{key}: node {i} written");
+                assert_eq!(bit(&a), exp && bit(prior), "{key}: node {i} ANDed");
+            }
+        };
+        let prior: Vec<u64> = (0..words as u64)
+            .map(|w| 0x5555_aaaa_f0f0_0f0f ^ w)
+            .collect();
+        let zones = s.topology_domains(LABEL_ZONE);
+        assert_eq!((zones.len(), zones.missing()), (4, 21));
+        for set in 0u32..16 {
+            check(LABEL_ZONE, &|id| set >> id & 1 == 1, &prior);
+        }
+        // Hostname: 150 domains, more than MASKED_DOMAINS: the node walk.
+        let host = "kubernetes.io/hostname";
+        assert!(s.topology_domains(host).len() > super::MASKED_DOMAINS);
+        for m in [0u32, 1, 3, 7] {
+            check(host, &|id| id % 5 <= m, &prior);
+        }
     }
 
     #[test]

@@ -40,6 +40,17 @@ impl<'a> Checked<'a> {
         }
     }
 
+    /// Passed (`Ok(true)`), rejected (`Ok(false)`), or the Error status.
+    #[inline]
+    pub(crate) fn into_verdict(self) -> Result<bool, Status> {
+        match self {
+            Checked::Pass => Ok(true),
+            Checked::Owned(s) if s.code == Code::Error => Err(s),
+            Checked::Fail(s) if s.code == Code::Error => Err(s.clone()),
+            _ => Ok(false),
+        }
+    }
+
     pub(crate) fn into_status(self) -> Status {
         match self {
             Checked::Pass => Status::success(),
@@ -107,6 +118,15 @@ impl FilterCells {
         let s = self.stamps[idx].load(Ordering::Relaxed);
         // No stamp is stored for a generation at or past the limit.
         s == (generation.wrapping_add(1) << VERDICT_BITS) && generation < GENERATION_LIMIT
+    }
+
+    /// Whether node `idx` has a verdict at `generation`, passed or rejected (one
+    /// load, one compare; errors are never kept).
+    #[inline]
+    pub(crate) fn known(&self, idx: usize, generation: u64) -> bool {
+        let s = self.stamps[idx].load(Ordering::Relaxed);
+        s & !VERDICT_MASK == (generation.wrapping_add(1) << VERDICT_BITS)
+            && generation < GENERATION_LIMIT
     }
 
     /// Whether node `idx` holds a passing verdict, whatever its generation: current
@@ -215,8 +235,10 @@ mod tests {
         assert_eq!(c.len(), 4);
         // Never computed: unknown at any generation (0 included).
         assert!(c.get(0, 0).is_none() && !c.passes(0, 0));
+        assert!(!c.known(0, 0));
         assert!(c.put(0, 0, Status::success()).is_pass());
         assert!(c.passes(0, 0) && c.get(0, 0).is_some_and(|v| v.is_pass()));
+        assert!(c.known(0, 0) && !c.known(0, 7));
         // The node changed: the stamp no longer matches, nothing to clear.
         assert!(c.get(0, 7).is_none() && !c.passes(0, 7));
         let v = c.put(
@@ -225,7 +247,7 @@ mod tests {
             Status::unschedulable(CPU).with_plugin("NodeResourcesFit"),
         );
         assert!(matches!(v, Checked::Fail(_)));
-        assert!(!c.passes(0, 7));
+        assert!(!c.passes(0, 7) && c.known(0, 7) && !c.known(0, 0));
         let got = c.get(0, 7).expect("known");
         let st = got.status().expect("rejected");
         assert_eq!(
@@ -237,11 +259,11 @@ mod tests {
         assert!(c.get(1, 7).is_none());
         let big = GENERATION_LIMIT;
         assert!(c.put(2, big, Status::success()).is_pass());
-        assert!(c.get(2, big).is_none() && !c.passes(2, big));
+        assert!(c.get(2, big).is_none() && !c.passes(2, big) && !c.known(2, big));
         // Errors are returned, not kept.
         let e = c.put(3, 1, Status::error("boom"));
         assert!(matches!(e, Checked::Owned(_)));
-        assert!(c.get(3, 1).is_none());
+        assert!(c.get(3, 1).is_none() && !c.known(3, 1));
     }
 
     #[test]

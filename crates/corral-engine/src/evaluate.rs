@@ -3,7 +3,6 @@
 //! equivalence-class caches ([`ClassCache`]) that let pods of one class share work.
 //! Evaluation only reads `&Snapshot`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,11 +11,15 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 pub(crate) use crate::cells::{Checked, FilterCells};
+#[path = "diagnosis.rs"]
+mod diagnosis;
 use crate::framework::observe::point;
 use crate::framework::runtime::{LocalScoreCache, PreFilterOutcome, ScoreTotals};
 use crate::framework::{Code, CycleState, Framework, Status};
 use crate::scheduler::{NODE_CHUNK, num_feasible_nodes_to_find};
 use crate::snapshot::{PodInfo, Snapshot};
+pub(crate) use diagnosis::Diagnosis;
+use diagnosis::same_str;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {
@@ -45,111 +48,6 @@ pub(crate) struct Evaluation {
     pub(crate) outcome: Outcome,
     /// Nodes examined (for the rotating start index).
     pub(crate) processed: usize,
-}
-
-/// Per-reason failure counts (`Diagnosis.NodeToStatus` folded).
-#[derive(Default)]
-pub(crate) struct Diagnosis {
-    pub(crate) counts: Vec<(Cow<'static, str>, usize)>,
-    pub(crate) plugins: Vec<&'static str>,
-    /// The address of the last kept status added ([`Self::add_kept`]) with one
-    /// reason, and the position of its reason in `counts`.
-    last_kept: Option<(usize, usize)>,
-}
-
-impl Diagnosis {
-    /// [`Self::add`] for a status kept in a cell table for the whole evaluation
-    /// (its address identifies it): the rejections of consecutive nodes by the same
-    /// kept status cost one compare.
-    #[inline]
-    pub(crate) fn add_kept(&mut self, st: &Status) {
-        let ptr = std::ptr::from_ref(st) as usize;
-        if let Some((p, i)) = self.last_kept
-            && p == ptr
-        {
-            self.counts[i].1 += 1;
-            return;
-        }
-        self.add(st);
-        self.last_kept = match st.reasons.as_slice() {
-            [r] => self
-                .counts
-                .iter()
-                .position(|(k, _)| same_str(k, r))
-                .map(|i| (ptr, i)),
-            _ => None,
-        };
-    }
-
-    pub(crate) fn add(&mut self, st: &Status) {
-        for r in &st.reasons {
-            self.count(r, 1);
-        }
-        if !st.plugin.is_empty() && !self.plugins.iter().any(|p| same_str(p, st.plugin)) {
-            self.plugins.push(st.plugin);
-        }
-    }
-
-    /// Adds `n` to reason `r` (a constant reason is found by its address first).
-    /// Takes the `Cow` itself: a new entry clones it, which for a borrowed reason
-    /// copies no text.
-    #[allow(clippy::ptr_arg)]
-    fn count(&mut self, r: &Cow<'static, str>, n: usize) {
-        match self.counts.iter_mut().find(|(k, _)| same_str(k, r)) {
-            Some(e) => e.1 += n,
-            None => self.counts.push((r.clone(), n)),
-        }
-    }
-
-    /// Folds another diagnosis (of other nodes) into this one.
-    fn merge(&mut self, o: Diagnosis) {
-        for (r, n) in &o.counts {
-            self.count(r, *n);
-        }
-        for p in o.plugins {
-            if !self.plugins.iter().any(|q| same_str(q, p)) {
-                self.plugins.push(p);
-            }
-        }
-    }
-
-    pub(crate) fn add_n(&mut self, reason: String, n: usize) {
-        if n > 0 {
-            self.counts.push((Cow::Owned(reason), n));
-        }
-    }
-
-    /// `FitError.Error()`.
-    pub(crate) fn message(&self, num_all_nodes: usize) -> String {
-        let mut parts: Vec<String> = self
-            .counts
-            .iter()
-            .map(|(r, c)| format!("{c} {r}"))
-            .collect();
-        parts.sort();
-        if parts.is_empty() {
-            format!("0/{num_all_nodes} nodes are available.")
-        } else {
-            format!(
-                "0/{num_all_nodes} nodes are available: {}.",
-                parts.join(", ")
-            )
-        }
-    }
-
-    /// Failures that a later placement can resolve (pod affinity, topology spread).
-    pub(crate) fn retryable(&self) -> bool {
-        self.plugins
-            .iter()
-            .any(|p| matches!(*p, "InterPodAffinity" | "PodTopologySpread"))
-    }
-}
-
-/// String equality that first compares addresses: reasons and plugin names are
-/// mostly the same `&'static str`, so the bytes are rarely compared.
-#[inline]
-fn same_str(a: &str, b: &str) -> bool {
-    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
 }
 
 /// splitmix64 finalizer.
@@ -671,10 +569,10 @@ pub(crate) fn evaluate(
             _ => u64::MAX,
         }
     };
-    let cached = |idx: usize| -> Checked<'_> {
-        let Some(c) = cache else {
-            return Checked::of(direct(idx));
-        };
+    // The node-local verdict: the node-local Filters' cells merged with the
+    // declared cross-node Filters' cells (`None` without a class cache).
+    let first_of = |idx: usize| -> Option<Checked<'_>> {
+        let c = cache?;
         let node = &nodes[idx];
         let g = node.generation;
         let pure = !c.cross_mask;
@@ -693,11 +591,17 @@ pub(crate) fn evaluate(
                 first = x;
             }
         }
+        Some(first)
+    };
+    let cached = |idx: usize| -> Checked<'_> {
+        let Some(first) = first_of(idx) else {
+            return Checked::of(direct(idx));
+        };
         if live == 0 {
             return first;
         }
         let bound = first.status().map_or(u64::MAX, before);
-        match Checked::of(fw.run_filter_masked(&state, pod, node, snap, live & bound)) {
+        match Checked::of(fw.run_filter_masked(&state, pod, &nodes[idx], snap, live & bound)) {
             Checked::Pass => first,
             x => x,
         }
@@ -714,15 +618,118 @@ pub(crate) fn evaluate(
         }
         None => false,
     };
-    let found = find_feasible(
-        !fw.filter.is_empty(),
-        known,
-        cached,
-        order,
-        n,
-        to_find,
-        parallel,
-    );
+    // Live cross-node Filters with a bulk verdict for this pod and state
+    // (`FilterPlugin::filter_mask`, computed here, so after the committer's
+    // AddPod it describes the updated state): a node's verdict for them is a bit.
+    let mut bulk_bits: Vec<u64> = Vec::new();
+    let bulk = match cache {
+        Some(_) if live != 0 => fw.filter_bulk(&state, pod, snap, live, &mut bulk_bits),
+        _ => 0,
+    };
+    let found = if bulk != 0 {
+        // The other live Filters, run per node.
+        let rest = live & !bulk;
+        let in_bulk = |idx: usize| bulk_bits[idx / 64] >> (idx % 64) & 1 == 1;
+        let local = cache.map(|c| &c.local.filter);
+        let known_bulk = |idx: usize| {
+            rest == 0
+                && in_bulk(idx)
+                && local.is_some_and(|p| {
+                    let g = nodes[idx].generation;
+                    p.passes(idx, g) && pass_declared.is_none_or(|d| d.passes(idx, g))
+                })
+        };
+        // Never reported: the walk's diagnosis is only used when no node is
+        // feasible, and then it is rebuilt by the per-node path below.
+        let rejected = Status::unschedulable("rejected by a bulk Filter verdict");
+        // A node's verdict, exact wherever it decides the walk: feasible or not,
+        // and an Error where the per-node path (`cached`) returns one (a covered
+        // plugin's Filter does not err where its bulk verdict is offered).
+        let bulk_check = |idx: usize| -> Checked<'_> {
+            let Some(first) = first_of(idx) else {
+                return cached(idx);
+            };
+            match first.status() {
+                None => {}
+                // Only covered Filters precede the node-local rejection: the
+                // node is rejected.
+                Some(st) if st.code != Code::Error && rest & before(st) == 0 => {
+                    return first;
+                }
+                Some(_) => return cached(idx),
+            }
+            if !in_bulk(idx) {
+                return if rest == 0 {
+                    Checked::Fail(&rejected)
+                } else {
+                    cached(idx)
+                };
+            }
+            if rest == 0 {
+                return Checked::Pass;
+            }
+            Checked::of(fw.run_filter_masked(&state, pod, &nodes[idx], snap, rest))
+        };
+        let walked = match cache {
+            // Every live Filter covered: one bit and the node-local cells' stamps
+            // per node, in rotation order (no Status, no Diagnosis); a node whose
+            // cells are not filled at its generation goes through `bulk_check`.
+            Some(c) if rest == 0 => {
+                let walk = || -> Result<(Vec<usize>, usize, Diagnosis), Status> {
+                    let mut feasible = Vec::with_capacity(to_find.min(n));
+                    let cells = &c.local.filter;
+                    for i in 0..n {
+                        let idx = order(i);
+                        let g = nodes[idx].generation;
+                        let pass = if in_bulk(idx) {
+                            if cells.passes(idx, g)
+                                && pass_declared.is_none_or(|d| d.passes(idx, g))
+                            {
+                                true
+                            } else {
+                                bulk_check(idx).into_verdict()?
+                            }
+                        } else if cells.known(idx, g)
+                            && pass_declared.is_none_or(|d| d.known(idx, g))
+                        {
+                            // Rejected by a covered Filter; its node-local
+                            // verdict is known, so no Error either.
+                            false
+                        } else {
+                            bulk_check(idx).into_verdict()?
+                        };
+                        if pass {
+                            feasible.push(idx);
+                            if feasible.len() >= to_find {
+                                return Ok((feasible, i + 1, Diagnosis::default()));
+                            }
+                        }
+                    }
+                    Ok((feasible, n, Diagnosis::default()))
+                };
+                walk()
+            }
+            _ => find_feasible(true, known_bulk, bulk_check, order, n, to_find, parallel),
+        };
+        match walked {
+            // No feasible node: the diagnosis (reasons per node) of the per-node
+            // path; it visits the same nodes with the same verdicts.
+            Ok((f, _, _)) if f.is_empty() => {
+                find_feasible(true, known, cached, order, n, to_find, parallel)
+            }
+            r => r,
+        }
+    } else {
+        find_feasible(
+            !fw.filter.is_empty(),
+            known,
+            cached,
+            order,
+            n,
+            to_find,
+            parallel,
+        )
+    };
     let filter_code = match &found {
         Ok((f, _, _)) if f.is_empty() => Code::Unschedulable,
         Ok(_) => Code::Success,
@@ -864,36 +871,5 @@ pub(crate) fn evaluate(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Rejections by kept statuses fold exactly as by `add`: by text, whatever the
-    /// order in which statuses alternate.
-    #[test]
-    fn kept_statuses_fold_like_any_status() {
-        let cpu = Status::unschedulable("Insufficient cpu").with_plugin("NodeResourcesFit");
-        let taint = Status::unresolvable(String::from("node(s) had untolerated taint {a: b}"))
-            .with_plugin("TaintToleration");
-        let two = Status {
-            code: Code::Unschedulable,
-            reasons: vec![
-                Cow::Borrowed("Insufficient cpu"),
-                Cow::Borrowed("Insufficient memory"),
-            ]
-            .into(),
-            plugin: "NodeResourcesFit",
-        };
-        let seq = [&cpu, &cpu, &taint, &cpu, &two, &two, &taint, &taint, &cpu];
-        let mut kept = Diagnosis::default();
-        let mut plain = Diagnosis::default();
-        for st in seq {
-            kept.add_kept(st);
-            plain.add(st);
-        }
-        let want = "0/20 nodes are available: 2 Insufficient memory, \
-                    3 node(s) had untolerated taint {a: b}, 6 Insufficient cpu.";
-        assert_eq!(kept.message(20), want);
-        assert_eq!(plain.message(20), want);
-        assert_eq!(kept.plugins, ["NodeResourcesFit", "TaintToleration"]);
-    }
-}
+#[path = "evaluate_bulk_tests.rs"]
+mod bulk_tests;

@@ -213,6 +213,8 @@ pub trait FilterPlugin: Plugin {
     /// ignored and `filter` runs per node. May be called after PreFilter and again
     /// after AddPod/RemovePod changed `state`; it must agree with `filter` exactly
     /// (each implementing plugin has a randomized test that checks it node by node).
+    /// A cleared bit is read as a rejection: while `filter_mask` returns `true`,
+    /// `filter` must not return Error for any node (return `false` instead).
     fn filter_mask(
         &self,
         _state: &CycleState,

@@ -376,6 +376,52 @@ impl Framework {
         m
     }
 
+    /// The bulk verdicts ([`FilterPlugin::filter_mask`]) of the Filter plugins in
+    /// `mask` (not skipped) that offer one for this pod and state, ANDed into `out`
+    /// (resized to `snap.num_nodes().div_ceil(64)` words: bit `i % 64` of word
+    /// `i / 64` set when node `i` passes every covered plugin). Returns the covered
+    /// plugins (bit per position in `self.filter`; 0: none, `out` unspecified). None
+    /// in cycles whose plugins are timed (they are timed per node), nor for profiles
+    /// with more than 64 Filter plugins.
+    pub fn filter_bulk(
+        &self,
+        state: &CycleState,
+        pod: &PodInfo,
+        snap: &Snapshot,
+        mask: u64,
+        out: &mut Vec<u64>,
+    ) -> u64 {
+        if self.filter.len() > 64 || self.plugin_observer(state).is_some() {
+            return 0;
+        }
+        let words = snap.num_nodes().div_ceil(64);
+        let mut covered = 0u64;
+        let mut scratch: Vec<u64> = Vec::new();
+        let mut run = mask & !state.filter_skip_mask & low_bits(self.filter.len());
+        while run != 0 {
+            let i = run.trailing_zeros() as usize;
+            run &= run - 1;
+            let p = &self.filter[i];
+            if covered == 0 {
+                out.clear();
+                out.resize(words, 0);
+                if p.filter_mask(state, pod, snap, out) {
+                    covered |= 1u64 << i;
+                }
+                continue;
+            }
+            scratch.clear();
+            scratch.resize(words, 0);
+            if p.filter_mask(state, pod, snap, &mut scratch) {
+                covered |= 1u64 << i;
+                for (o, m) in out.iter_mut().zip(&scratch) {
+                    *o &= m;
+                }
+            }
+        }
+        covered
+    }
+
     /// Runs only the Filter plugins in `mask` (and not skipped) on one node.
     pub fn run_filter_masked(
         &self,

@@ -448,4 +448,49 @@ impl FilterPlugin for PodTopologySpread {
         }
         Status::success()
     }
+
+    /// Every node's verdict at once: per constraint, the nodes whose domain's count
+    /// is within the constraint's limit (a node lacking the key fails), ANDed. The
+    /// same comparisons as the position path of [`FilterPlugin::filter`], per
+    /// domain instead of per node (word operations over per-domain node masks for
+    /// keys with few domains).
+    fn filter_mask(
+        &self,
+        state: &CycleState,
+        _: &PodInfo,
+        snap: &Snapshot,
+        out: &mut [u64],
+    ) -> bool {
+        let Some(s) = state.read::<PreFilterState>(PRE_FILTER_KEY) else {
+            return false;
+        };
+        let n = snap.num_nodes();
+        if s.nodes_version != snap.nodes_version() || out.len() != n.div_ceil(64) {
+            return false;
+        }
+        let keys_current = s.domains.iter().all(|d| {
+            d.key
+                .as_ref()
+                .is_some_and(|k| k.nodes_version() == s.nodes_version && k.ids().len() == n)
+        });
+        if !keys_current {
+            return false;
+        }
+        if s.domains.is_empty() {
+            for (w, o) in out.iter_mut().enumerate() {
+                *o = if (w + 1) * 64 <= n {
+                    u64::MAX
+                } else {
+                    (1u64 << (n % 64)) - 1
+                };
+            }
+            return true;
+        }
+        for (ci, (d, &limit)) in s.domains.iter().zip(&s.limits).enumerate() {
+            if let Some(k) = &d.key {
+                k.and_passing(|id| d.count_id(id) <= limit, ci == 0, out);
+            }
+        }
+        true
+    }
 }
