@@ -128,7 +128,15 @@ impl Default for RunOptions {
             eviction: evictor::EvictionMode::default(),
             backoff: queue::Backoff::default(),
             parallelism: None,
-            engine: SchedOptions::default(),
+            // Fixed batches of 64 (no latency budget): `run` hands the engine one
+            // cycle's pods or one gang at a time, and sizing those small calls by
+            // wall time measured under the API traffic shrank batches and tripled
+            // gang creation→bind p99 (BENCHMARKS.md, session 11 combined figures).
+            // Placements do not depend on the batch size.
+            engine: SchedOptions {
+                latency_budget: None,
+                ..SchedOptions::default()
+            },
             scheduled_events: true,
             volume_bind_timeout: Duration::from_secs(600),
         }
