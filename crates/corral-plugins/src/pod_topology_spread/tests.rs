@@ -4,6 +4,7 @@ use crate::testutil::{node, pod};
 use serde_json::{Value, json};
 
 mod incremental;
+mod random;
 mod score_positions;
 
 fn snapshot(nodes: Vec<NodeInfo>, pods: Vec<(PodInfo, &str)>) -> Snapshot {

@@ -6,19 +6,8 @@
 //! `matchLabelKeys`; both inclusion policies; `minDomains`) and random pods (other
 //! namespaces, non-matching labels, terminating pods).
 
+use super::random::{Rng, random_pod};
 use super::*;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, m: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % m
-    }
-}
 
 fn random_nodes(r: &mut Rng) -> Vec<NodeInfo> {
     let n = 6 + r.next(10);
@@ -99,23 +88,6 @@ fn random_incoming(r: &mut Rng) -> PodInfo {
     b.info()
 }
 
-fn random_pod(r: &mut Rng, i: usize) -> PodInfo {
-    let mut b = pod(&format!("q{i}"));
-    match r.next(4) {
-        0 => b = b.label("app", "db"),
-        1 => {}
-        _ => b = b.label("app", "web"),
-    }
-    b = b.label("ver", &format!("v{}", r.next(2)));
-    if r.next(5) == 0 {
-        b = b.ns("other");
-    }
-    if r.next(8) == 0 {
-        b.0["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-    }
-    b.info()
-}
-
 fn assert_same_state(st: &CycleState, fresh: &CycleState, what: &str) {
     let a = st.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
     let b = fresh.read::<PreFilterState>(PRE_FILTER_KEY).unwrap();
@@ -147,7 +119,7 @@ fn incremental_domain_counts_match_full_recompute_randomized() {
         for step in 0..60 {
             if placed.is_empty() || r.next(3) > 0 {
                 let n = names[r.next(names.len() as u64) as usize].clone();
-                let q = random_pod(&mut r, step);
+                let q = random_pod(&mut r, step, true);
                 let ni = snap.node(&n).unwrap().clone();
                 assert!(pl.add_pod(&mut st, &p, &q, &ni, &snap).is_success());
                 snap.add_pod(Arc::new(q.clone()), &n);
@@ -224,7 +196,7 @@ fn filter_mask_matches_filter_randomized() {
             for k in 0..1 + r.next(4) {
                 if placed.is_empty() || r.next(4) > 0 {
                     let n = names[r.next(names.len().min(12) as u64) as usize].clone();
-                    let q = random_pod(&mut r, (step * 8 + k) as usize);
+                    let q = random_pod(&mut r, (step * 8 + k) as usize, true);
                     let ni = snap.node(&n).unwrap().clone();
                     assert!(pl.add_pod(&mut st, &p, &q, &ni, &snap).is_success());
                     snap.add_pod(Arc::new(q.clone()), &n);

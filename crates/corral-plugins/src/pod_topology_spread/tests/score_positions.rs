@@ -4,19 +4,8 @@
 //! subsets, and a node relabelled after PreScore (the state's domain tables are then
 //! stale and both paths must look labels up).
 
+use super::random::{Rng, random_pod};
 use super::*;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, m: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % m
-    }
-}
 
 fn random_node(r: &mut Rng, i: u64) -> NodeInfo {
     let mut b = node(&format!("n{i}"));
@@ -79,20 +68,6 @@ fn random_incoming(r: &mut Rng) -> PodInfo {
     b.info()
 }
 
-fn random_pod(r: &mut Rng, i: usize) -> PodInfo {
-    let mut b = pod(&format!("q{i}"));
-    match r.next(4) {
-        0 => b = b.label("app", "db"),
-        1 => {}
-        _ => b = b.label("app", "web"),
-    }
-    b = b.label("ver", &format!("v{}", r.next(2)));
-    if r.next(5) == 0 {
-        b = b.ns("other");
-    }
-    b.info()
-}
-
 /// `score_positions` against `score` per node and (`labels_too`: no pod committed
 /// since PreScore, whose hostname counts the label path recounts on the node) on a
 /// copy of each node. Returns how many nodes were compared.
@@ -145,7 +120,7 @@ fn score_positions_equal_per_node_scores_randomized() {
             // A commit (or a removal) between cycles.
             if placed.is_empty() || r.next(4) > 0 {
                 let n = names[r.next(names.len() as u64) as usize].clone();
-                let q = random_pod(&mut r, step);
+                let q = random_pod(&mut r, step, false);
                 snap.add_pod(Arc::new(q.clone()), &n);
                 placed.push((q, n));
             } else {
@@ -169,7 +144,7 @@ fn score_positions_equal_per_node_scores_randomized() {
             compared += check(&pl, &p, &snap, &st, &positions, &what, true);
             // A pod committed after PreScore: both paths still read the state.
             let n = names[r.next(names.len() as u64) as usize].clone();
-            let q = random_pod(&mut r, 1000 + step);
+            let q = random_pod(&mut r, 1000 + step, false);
             snap.add_pod(Arc::new(q.clone()), &n);
             placed.push((q, n));
             compared += check(
